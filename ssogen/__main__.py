@@ -1,0 +1,3 @@
+from ssogen.cli import app
+
+app(prog_name="ssogen")

@@ -1,0 +1,94 @@
+"""The record types that flow through the pipeline: one triplet per query, and the pairs built from it.
+
+`TripletRecord` is the `triplets` config's row: a contract users build on, so fields are only added."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+Message = dict[str, str]
+
+# Log-prob columns that `ssogen score` fills: mean token log-prob of a response under a context.
+# Names: lp_<response>_<context>, response in good/bad/raw (y+, y-, yo), context plain/good/bad (x, x+, x-).
+LOGPROB_FIELDS = (
+    "lp_good_plain", "lp_good_good", "lp_good_bad",
+    "lp_bad_plain", "lp_bad_good", "lp_bad_bad",
+    "lp_raw_plain",
+)
+
+
+def row_id(prompt: str, position: int) -> str:
+    """Stable id from the prompt text and its position in the input (duplicates stay distinct)."""
+    digest = hashlib.sha256(f"{position}\x00{prompt}".encode()).hexdigest()
+    return digest[:16]
+
+
+class TripletRecord(BaseModel):
+    """One query with its chosen principles, the two system prompts and the three sampled responses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    position: int
+    prompt: str
+    features: list[str]
+    extra: list[str]
+    selection_filled: bool
+    selection_mode: str
+    principle_source: str
+    principle_fallback: bool = False
+    system_good: str
+    system_bad: str
+    response_good: str
+    response_bad: str
+    response_raw: str
+    finish_reason_good: str
+    finish_reason_bad: str
+    finish_reason_raw: str
+    num_tokens_good: int
+    num_tokens_bad: int
+    num_tokens_raw: int
+    seed_good: int
+    seed_bad: int
+    seed_raw: int
+    flags: list[str] = []
+    kept: bool
+    drop_reason: str | None = None
+    lp_good_plain: float | None = None
+    lp_good_good: float | None = None
+    lp_good_bad: float | None = None
+    lp_bad_plain: float | None = None
+    lp_bad_good: float | None = None
+    lp_bad_bad: float | None = None
+    lp_raw_plain: float | None = None
+
+
+def dpo_pair(record: TripletRecord) -> dict[str, Any]:
+    """P1 in TRL's conversational explicit-prompt format: plain query, y+ chosen over y-."""
+    return {
+        "id": record.id,
+        "prompt": [{"role": "user", "content": record.prompt}],
+        "chosen": [{"role": "assistant", "content": record.response_good}],
+        "rejected": [{"role": "assistant", "content": record.response_bad}],
+    }
+
+
+def reward_pair(record: TripletRecord) -> dict[str, Any]:
+    """Full conversations for TRL's RewardTrainer (implicit prompt): y+ chosen over y-."""
+    user = {"role": "user", "content": record.prompt}
+    return {
+        "id": record.id,
+        "chosen": [user, {"role": "assistant", "content": record.response_good}],
+        "rejected": [user, {"role": "assistant", "content": record.response_bad}],
+    }
+
+
+SSO_COLUMNS = ("id", "prompt", "system_good", "system_bad", "response_good", "response_bad", "response_raw")
+
+
+def sso_row(record: TripletRecord) -> dict[str, Any]:
+    """What `ssogen train` reads: query, S+, S-, y+, y-, yo (the three pairs are built from these)."""
+    return {name: getattr(record, name) for name in SSO_COLUMNS}
