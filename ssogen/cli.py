@@ -158,5 +158,8 @@ def env(
     console.print(table)
 
 
+# Each area's commands live in their own module and register themselves on `app` with `command`.
+from ssogen import cli_data, cli_generate, cli_train  # noqa: E402,F401
+
 if __name__ == "__main__":
     app()
