@@ -125,7 +125,8 @@ class LibraryProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.message}"
+        where = f"{self.path}:{self.line}" if self.line > 0 else self.path  # line 0: the file as a whole
+        return f"{where}: {self.field}: {self.message}"
 
 
 class LibraryError(Exception):

@@ -1,0 +1,117 @@
+"""Principle libraries: the bundled default, and every bad-input case giving FILE:LINE: field: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.principles import BUNDLED_DIR, load_library
+
+runner = CliRunner()
+DEFAULT_TEXT = (BUNDLED_DIR / "default.yaml").read_text(encoding="utf-8")
+
+
+def line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in text")
+
+
+def test_default_library_has_the_papers_features() -> None:
+    lib = load_library("default").library
+    assert [f.name for f in lib.features] == [
+        "Safety", "Logicality", "Comprehensiveness", "Helpfulness", "Literariness", "Accuracy", "Engagement"]
+    assert [(f.adjectives.good, f.adjectives.bad) for f in lib.features][0] == ("Safe", "Unsafe")
+    assert [(e.name, e.probability) for e in lib.extras] == [("Concision", 0.2)]
+    assert lib.feature("accuracy").adjectives.bad == "Inaccurate"
+
+
+def test_validate_ok_and_list_and_show() -> None:
+    result = runner.invoke(app, ["principles", "validate", "default", str(BUNDLED_DIR / "default.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "7 features" in result.output
+    listed = runner.invoke(app, ["principles", "list"])
+    assert listed.exit_code == 0 and "Concision" in listed.output and "Literariness" in listed.output
+    shown = runner.invoke(app, ["principles", "show", "default", "logicality"])
+    assert shown.exit_code == 0 and "Illogical" in shown.output
+    missing = runner.invoke(app, ["principles", "show", "default", "Kindness"])
+    assert missing.exit_code == 2 and "no feature named 'Kindness'" in missing.stderr
+
+
+def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+# (case name, file content, expected line (None: computed from needle), needle for the line, expected text)
+CASES = [
+    ("syntax", DEFAULT_TEXT.replace("  - name: Helpfulness", "  - name: Helpfulness: [oops"),
+     "Helpfulness: [oops", "<yaml>: YAML syntax error"),
+    ("missing_field", DEFAULT_TEXT.replace(
+        "    meaning: whether facts, numbers and code in the reply are correct\n", ""),
+     "- name: Accuracy", "features[5].meaning: Field required"),
+    ("unknown_key", DEFAULT_TEXT.replace("    meaning: whether facts", "    colour: red\n    meaning: whether facts"),
+     "colour: red", "features[5].colour: unknown key"),
+    ("wrong_type", DEFAULT_TEXT.replace("adjectives: {good: Safe, bad: Unsafe}", "adjectives: [Safe, Unsafe]"),
+     "adjectives: [Safe, Unsafe]", "features[0].adjectives: Input should be a valid dictionary"),
+    ("empty_text", DEFAULT_TEXT.replace(
+        "    meaning: whether the reasoning is sound and each step follows from the previous one", "    meaning: ''"),
+     "meaning: ''", "features[1].meaning: must not be empty"),
+    ("duplicate", DEFAULT_TEXT.replace("  - name: Accuracy", "  - name: safety"),
+     "- name: safety", "features[5].name: duplicate feature name 'safety'"),
+    ("probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: 1.5"),
+     "probability: 1.5", "extras[0].probability: Input should be less than or equal to 1"),
+    ("negative_probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: -0.1"),
+     "probability: -0.1", "extras[0].probability: Input should be greater than or equal to 0"),
+    ("no_features", "name: x\nversion: '1'\ndescription: d\nfeatures: []\n",
+     "features: []", "features: List should have at least 1 item"),
+    ("empty_file", "", None, "1: <file>: empty file"),
+    ("not_utf8", b"name: x\nversion: '1'\n\xff\xfe description\n", None, "3: <file>: not UTF-8 text"),
+    ("example_feature", DEFAULT_TEXT.replace("features: [Safety, Helpfulness]", "features: [Safety, Kindness]"),
+     "[Safety, Kindness]", "examples[0].features[1]: 'Kindness' is not a feature of this library"),
+]
+
+
+@pytest.mark.parametrize(("case", "content", "needle", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_library_gives_file_line_field_message(
+    tmp_path: Path, case: str, content: str | bytes, needle: str | None, expected: str
+) -> None:
+    path = _write(tmp_path, f"{case}.yaml", content)
+    result = runner.invoke(app, ["principles", "validate", str(path)])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    if needle is not None:
+        assert isinstance(content, str)
+        assert lines[0].startswith(f"{path}:{line_of(content, needle)}: "), lines[0]
+        assert expected in lines[0]
+    else:
+        assert lines[0].startswith(f"{path}:{expected}"), lines[0]
+
+
+def test_missing_path_and_mixed_validate(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    bad = _write(tmp_path, "bad.yaml", DEFAULT_TEXT.replace("probability: 0.2", "probability: 2"))
+    result = runner.invoke(app, ["principles", "validate", "default", str(missing), str(bad)])
+    assert result.exit_code == 2
+    assert f"{missing}: <file>: no such file" in result.stderr
+    assert f"{bad}:{line_of(DEFAULT_TEXT, 'probability: 0.2')}: extras[0].probability" in result.stderr
+    assert "default: ok" in result.stdout
+
+
+def test_several_problems_each_get_a_line(tmp_path: Path) -> None:
+    text = DEFAULT_TEXT.replace("probability: 0.2", "probability: 3").replace(
+        "    meaning: whether facts", "    colour: red\n    meaning: whether facts")
+    path = _write(tmp_path, "two.yaml", text)
+    result = runner.invoke(app, ["principles", "validate", str(path)])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 2
