@@ -9,7 +9,11 @@ Reported per triplet: end-to-end time (tokenize + reference pass + training; mod
 median optimizer-step time, and the peak RSS growth over the worker's baseline after imports.
 
     .venv/bin/python bench/train.py                  # defaults: tiny model, 64 triplets, batch 8, 3 repeats
-    .venv/bin/python bench/train.py --size small --rows 32 --batch 4
+    .venv/bin/python bench/train.py --size small --rows 32 --batch 4 --response-repeat 2
+    .venv/bin/python bench/train.py --size small --rows 32 --batch 4 --response-repeat 2 --bf16 --gradient-checkpointing
+
+Both trainers get the same precision and gradient-checkpointing settings (TRL's DPOConfig defaults to bf16 and
+gradient checkpointing on; here they follow the flags).
 """
 
 from __future__ import annotations
@@ -57,9 +61,12 @@ def step_timer() -> Any:
 def worker_ssogen(args: argparse.Namespace) -> dict[str, Any]:
     import io
 
+    # Everything imported before the baseline, as the TRL worker imports trl before its own: module memory
+    # must not count as training memory (ssogen.trainer pulls in transformers.Trainer).
     import torch
     from rich.console import Console
 
+    import ssogen.trainer  # noqa: F401
     from ssogen.train import run_training
     from ssogen.train_config import TrainConfig
 
@@ -69,7 +76,8 @@ def worker_ssogen(args: argparse.Namespace) -> dict[str, Any]:
     outcome = run_training(TrainConfig(
         data=Path(args.data), model=args.model, out=Path(args.out), epochs=1, lr=1e-4, batch_size=args.batch,
         warmup_ratio=0.0, save_steps=0, logging_steps=1000, seed=0, max_length=args.max_length,
-        max_prompt_length=args.max_length // 2, use_cpu=True,
+        max_prompt_length=args.max_length // 2, use_cpu=True, bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
     ), Console(file=io.StringIO()))
     total = time.perf_counter() - start
     return {"total_s": total, "step_s": outcome.seconds_per_step, "steps": outcome.steps,
@@ -105,7 +113,9 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
     config = DPOConfig(output_dir=args.out, loss_type=["ipo"], beta=0.1, learning_rate=1e-4,
                        per_device_train_batch_size=3 * args.batch, num_train_epochs=1, precompute_ref_log_probs=True,
                        max_length=args.max_length, save_strategy="no", logging_steps=1000, report_to=[],
-                       use_cpu=True, disable_tqdm=True, seed=0, dataset_num_proc=None)
+                       use_cpu=True, disable_tqdm=True, seed=0, dataset_num_proc=None,
+                       # TRL's config defaults to bf16 and gradient checkpointing: set both like ssogen's run.
+                       bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing)
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                          callbacks=[timer])
     trainer.train()
@@ -118,6 +128,8 @@ def run_worker(kind: str, args: argparse.Namespace, model: Path, data: Path, out
     command = [sys.executable, __file__, "--worker", kind, "--model", str(model), "--data", str(data),
                "--out", str(out), "--batch", str(args.batch), "--threads", str(args.threads),
                "--max-length", str(args.max_length)]
+    command += ["--bf16"] if args.bf16 else []
+    command += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
@@ -139,6 +151,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each worker")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both trainers")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="in both trainers")
     args = parser.parse_args()
 
     if args.worker:
@@ -165,7 +179,9 @@ def main() -> None:
 
     print(f"\n`ssogen train` vs TRL DPOTrainer (IPO, precomputed reference, 3 DPO rows per triplet); "
           f"{args.size} model, {rows} triplets, batch {args.batch} triplets = {6 * args.batch} sequences/step, "
-          f"{results['ssogen'][0]['steps']} steps, CPU, {args.threads} thread(s), median of {args.repeats}\n")
+          f"{results['ssogen'][0]['steps']} steps, CPU, {args.threads} thread(s), "
+          f"{'bf16' if args.bf16 else 'fp32'}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}"
+          f", median of {args.repeats}\n")
     print("| measure | ssogen | TRL | ssogen / TRL |")
     print("|---|---|---|---|")
     for label, key, scale, unit in (("time per triplet, end to end", "total_s", 1000 / rows, "ms"),

@@ -22,55 +22,58 @@ def generate(
     model: Annotated[str | None, typer.Option(help="Model folder or hub id (the policy).", rich_help_panel=_IO)]
     = None,
     principles: Annotated[str | None, typer.Option(
-        help="Principle library: a YAML file or a bundled name [default: default].", rich_help_panel=_IO)] = None,
+        help="Principle library: a YAML file or a bundled name (default: the bundled default).",
+        rich_help_panel=_IO)] = None,
     prompts: Annotated[str | None, typer.Option(
-        help="Queries: .jsonl/.json/.parquet/.csv, a datasets folder or a hub id [default: demo queries].",
+        help="Queries: .jsonl/.json/.parquet/.csv, a datasets folder or a hub id (default demo queries).",
         rich_help_panel=_IO)] = None,
     out: Annotated[str | None, typer.Option(help="Output folder (a Hub dataset repo).", rich_help_panel=_IO)]
     = None,
     config: Annotated[str | None, typer.Option(
         help="YAML file with any of these options (flags override it).", rich_help_panel=_IO)] = None,
-    prompt_field: Annotated[str | None, typer.Option(help="Field holding the query [default: prompt].",
+    prompt_field: Annotated[str | None, typer.Option(help="Field holding the query (default prompt).",
                                                      rich_help_panel=_IO)] = None,
-    split: Annotated[str | None, typer.Option(help="Split of a dataset input [default: train].",
+    split: Annotated[str | None, typer.Option(help="Split of a dataset input (default train).",
                                               rich_help_panel=_IO)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.", rich_help_panel=_IO)] = None,
     templates: Annotated[str | None, typer.Option(help="Folder overriding the prompt templates.",
                                                   rich_help_panel=_IO)] = None,
     features_per_query: Annotated[int | None, typer.Option(
-        "--features-per-query", "-k", help="Features chosen per query (k) [default: 2].",
+        "--features-per-query", "-k", help="Features chosen per query (k) (default 2).",
         rich_help_panel=_SELECT)] = None,
     selection: Annotated[str | None, typer.Option(
-        help="free (parse the policy's answer) or guided (vLLM structured outputs) [default: free].",
+        help="free (parse the policy's answer) or guided (vLLM structured outputs) (default free).",
         rich_help_panel=_SELECT)] = None,
     extra_prob: Annotated[float | None, typer.Option(
         help="Probability of adding each library extra (overrides the library).", rich_help_panel=_SELECT)] = None,
     principle_source: Annotated[str | None, typer.Option(
-        help="library (fixed texts) or policy (query-specific JSON, library fallback) [default: library].",
+        help="library (fixed texts) or policy (query-specific JSON, library fallback) (default library).",
         rich_help_panel=_SELECT)] = None,
-    temperature: Annotated[float | None, typer.Option(help="[default: 0.7]", rich_help_panel=_SAMPLE)] = None,
-    top_p: Annotated[float | None, typer.Option(help="[default: 0.8]", rich_help_panel=_SAMPLE)] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="New tokens per response [default: 2048].",
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default 0.7).",
+                                                      rich_help_panel=_SAMPLE)] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling top-p (default 0.8).",
+                                                rich_help_panel=_SAMPLE)] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="New tokens per response (default 2048).",
                                                    rich_help_panel=_SAMPLE)] = None,
     raw_greedy: Annotated[bool | None, typer.Option(
         "--raw-greedy/--no-raw-greedy", help="Sample yo (plain query) greedily.", rich_help_panel=_SAMPLE)] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed; per-request seeds derive from it [default: 0].",
+    seed: Annotated[int | None, typer.Option(help="Run seed; per-request seeds derive from it (default 0).",
                                              rich_help_panel=_SAMPLE)] = None,
     chunk_size: Annotated[int | None, typer.Option(
-        help="Rows per batched engine call and per saved chunk [default: 64].", rich_help_panel=_SAMPLE)] = None,
+        help="Rows per batched engine call and per saved chunk (default 64).", rich_help_panel=_SAMPLE)] = None,
     keep_truncated: Annotated[bool | None, typer.Option(
         "--keep-truncated/--drop-truncated", help="Keep rows whose responses hit --max-tokens.",
         rich_help_panel=_SAMPLE)] = None,
-    engine: Annotated[str | None, typer.Option(help="vllm or transformers [default: vllm].",
+    engine: Annotated[str | None, typer.Option(help="vllm or transformers (default vllm).",
                                                rich_help_panel=_ENGINE)] = None,
-    tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs [default: 1].", rich_help_panel=_ENGINE)]
+    tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (default 1).", rich_help_panel=_ENGINE)]
     = None,
-    dtype: Annotated[str | None, typer.Option(help="auto = float32 on CPU [default: auto].",
+    dtype: Annotated[str | None, typer.Option(help="auto = float32 on CPU (default auto).",
                                               rich_help_panel=_ENGINE)] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length (prompt + response).",
                                                       rich_help_panel=_ENGINE)] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="[default: 0.9]", rich_help_panel=_ENGINE)]
-    = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(
+        help="Share of GPU memory for vLLM (default 0.9).", rich_help_panel=_ENGINE)] = None,
     kv_cache_gb: Annotated[float | None, typer.Option(
         help="KV-cache size in GiB (the CPU build needs one; default 0.25 there).", rich_help_panel=_ENGINE)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder of a different configuration.")]

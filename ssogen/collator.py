@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ssogen.chat import context_messages, prompt_token_ids, supports_system_role
+from ssogen.chat import context_messages, has_chat_template, prompt_token_ids, supports_system_role
 from ssogen.errors import UserError
 from ssogen.loss import SEQUENCE_PARTS
 from ssogen.records import SSO_COLUMNS
@@ -53,11 +53,9 @@ def read_sso_rows(data_dir: Path) -> list[dict[str, str]]:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "
                             f"{', '.join(SSO_COLUMNS)})")
         for number, row in enumerate(table.select(list(SSO_COLUMNS)).to_pylist()):
-            empty = [c for c in SSO_COLUMNS if c != "response_raw" and not isinstance(row[c], str)]
-            if empty:
-                raise UserError(f"{path}: row {number}: column {empty[0]} is null")
-            if row["response_raw"] is None:
-                raise UserError(f"{path}: row {number}: column response_raw is null")
+            null = [c for c in SSO_COLUMNS if not isinstance(row[c], str)]
+            if null:
+                raise UserError(f"{path}: row {number}: column {null[0]} is null")
             rows.append(row)
     if not rows:
         raise UserError(f"{data_dir}: the `sso` config has no rows")
@@ -103,6 +101,9 @@ def encode_rows(rows: list[dict[str, str]], tokenizer: Any, *, max_length: int,
 
     A prompt longer than `max_prompt_length` keeps its end (the assistant header must stay); a sequence longer
     than `max_length` loses the end of its response. Returns (rows, counts, system role supported)."""
+    if not has_chat_template(tokenizer):
+        raise UserError("--model: the tokenizer has no chat template; ssogen formats x, x+ and x- through the "
+                        "chat template (as generate does), so train needs a chat model")
     system_supported = supports_system_role(tokenizer)
     eos = tokenizer.eos_token_id
     if eos is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
                     raise UserError(f"{path}: no split {split!r} (has: {', '.join(loaded)})")
                 loaded = loaded[split]
             return list(loaded)
-        return list(datasets.load_dataset(str(path), split=split))
+        # A throwaway cache: reading the user's input must not write anywhere outside --out.
+        with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
+            return list(datasets.load_dataset(str(path), split=split, cache_dir=cache))
     except UserError:
         raise
     except Exception as exc:
@@ -89,7 +92,8 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
     import datasets
 
     try:
-        return list(datasets.load_dataset(name, split=split))
+        with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
+            return list(datasets.load_dataset(name, split=split, cache_dir=cache))
     except Exception as exc:
         raise UserError(f"--prompts {name}: no such file, and loading it as a hub dataset failed "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -197,5 +197,5 @@ def describe(settings: LossSettings) -> dict[str, object]:
         })
     if s.loss_type == "ipo":
         info["ipo_target"] = 1.0 / (2.0 * s.beta)
-    info["zero_margin_loss"] = (1.0 / (2.0 * s.beta)) ** 2 if s.loss_type == "ipo" else math.log(2.0)
+    info["zero_margin_loss"] = round((1.0 / (2.0 * s.beta)) ** 2 if s.loss_type == "ipo" else math.log(2.0), 6)
     return info

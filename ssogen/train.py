@@ -31,7 +31,8 @@ logger = logging.getLogger("ssogen.train")
 CONFIG_FILE = "ssogen_train_config.json"
 METRICS_FILE = "metrics.json"
 # Metrics shown on each progress line (all logged terms go to metrics.json).
-PROGRESS_KEYS = ("loss", "loss/p1", "loss/G", "W", "rewards/p1/accuracy", "rewards/p1/margin", "learning_rate")
+PROGRESS_KEYS = ("loss", "loss/p1", "loss/G", "loss/plus", "loss/minus", "W", "rewards/p1/accuracy",
+                 "rewards/p2/accuracy", "rewards/p3/accuracy", "learning_rate")
 
 
 @dataclass
@@ -294,6 +295,8 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich shows progress; no tqdm bars for shard writing
+    if config.out.resolve() == config.data.resolve():
+        raise UserError("--out must differ from --data (the model would be written into the dataset folder)")
     rows = read_sso_rows(config.data)
     fingerprint = data_fingerprint(config.data)
     if config.resume_from_checkpoint and not Path(config.resume_from_checkpoint).is_dir():

@@ -112,12 +112,21 @@ class TrainConfig(BaseModel):
         return data
 
 
+# Fields whose command-line flag is not simply `--field-name`.
+FLAG_NAMES = {"loss_type": "--loss", "lam": "--lambda", "use_cpu": "--cpu"}
+LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+
+
+def flag_name(field_name: str) -> str:
+    return FLAG_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "options"
     message = first["msg"].removeprefix("Value error, ")
-    flag = f"--{where.replace('_', '-')}" if first["loc"] else where
-    return f"{source}: {flag}: {message}" if first["loc"] else f"{source}: {message}"
+    if not first["loc"]:
+        return f"{source}: {message}"
+    return f"{source}: {flag_name(str(first['loc'][0]))}: {message}"
 
 
 def load_yaml_config(path: Path) -> dict[str, Any]:
@@ -152,6 +161,9 @@ def build_config(cli_options: dict[str, Any], config_file: Path | None = None) -
     for required in ("data", "model", "out"):
         if merged.get(required) in (None, ""):
             raise UserError(f"--{required} is required (on the command line or in the config file)")
+    for name in LORA_ONLY:
+        if merged.get(name) is not None and not merged.get("lora"):
+            raise UserError(f"{flag_name(name)} needs --lora")
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as exc:

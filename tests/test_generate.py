@@ -26,6 +26,13 @@ TRIPLET_COLUMNS = {
 BASE = {"max_tokens": 16, "keep_truncated": True, "limit": 20}
 
 
+def load_config(out: Path, name: str):  # type: ignore[no-untyped-def]
+    """datasets.load_dataset with its cache inside the output folder's work area (nothing under ~/.cache)."""
+    import datasets
+
+    return datasets.load_dataset(str(out), name, split="train", cache_dir=str(out / ".ssogen" / "hf-cache"))
+
+
 def triplets(out: Path) -> list[dict[str, Any]]:
     return pq.read_table(config_file(out, "triplets")).to_pylist()
 
@@ -51,9 +58,8 @@ def e2e(vllm_engine: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFac
 
 
 def test_all_configs_load_with_datasets(e2e: Any) -> None:
-    import datasets
 
-    loaded = {name: datasets.load_dataset(str(e2e.out), name, split="train") for name in CONFIGS}
+    loaded = {name: load_config(e2e.out, name) for name in CONFIGS}
     assert len(loaded["triplets"]) == 20
     assert TRIPLET_COLUMNS <= set(loaded["triplets"].column_names)
     kept = sum(loaded["triplets"]["kept"])
@@ -113,20 +119,19 @@ def test_trl_trains_on_dpo_and_reward_configs(e2e: Any, tiny_model: Path, tmp_pa
 
 def train_dpo_and_reward(out: Path, model_path: Path, tmp_path: Path) -> None:
     """TRL's DPOTrainer and RewardTrainer, unchanged, 2 steps each on the generated configs."""
-    import datasets
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     common = {"max_steps": 2, "per_device_train_batch_size": 2, "report_to": [], "save_strategy": "no",
               "logging_steps": 1, "use_cpu": True}
-    dpo = datasets.load_dataset(str(out), "dpo", split="train")
+    dpo = load_config(out, "dpo")
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path),
                          args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common), train_dataset=dpo,
                          processing_class=tokenizer)
     assert trainer.train().global_step == 2
 
-    reward = datasets.load_dataset(str(out), "reward", split="train")
+    reward = load_config(out, "reward")
     classifier = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1)
     classifier.config.pad_token_id = tokenizer.pad_token_id
     trainer = RewardTrainer(model=classifier, args=RewardConfig(output_dir=str(tmp_path / "rm"), **common),
@@ -217,7 +222,6 @@ def test_resume_after_sigkill_equals_uninterrupted_run(e2e: Any, tiny_model: Pat
 
 
 def test_transformers_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
-    import datasets
 
     from ssogen.pipeline import run_generate
 
@@ -225,7 +229,7 @@ def test_transformers_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> Non
                        **BASE)
     result = run_generate(config)
     assert result.manifest["engine"] == "transformers"
-    loaded = {name: datasets.load_dataset(str(result.out), name, split="train") for name in CONFIGS}
+    loaded = {name: load_config(result.out, name) for name in CONFIGS}
     assert len(loaded["triplets"]) == 20 and TRIPLET_COLUMNS <= set(loaded["triplets"].column_names)
     assert 0 < len(loaded["dpo"]) == len(loaded["reward"]) == len(loaded["sso"])
     # Per-request seeds: another chunk size gives the same rows on this engine too.

@@ -214,6 +214,8 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     empty.write_text("")
     bad_library = tmp_path / "lib.yaml"
     bad_library.write_text("name: x\nversion: 1\n")
+    bad_config = tmp_path / "run.yaml"
+    bad_config.write_text("temprature: 0.5\n")
     no_template = tmp_path / "no-template"
     shutil.copytree(tiny_model, no_template)
     (no_template / "chat_template.jinja").unlink()
@@ -229,6 +231,8 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
         (base + ["--selection", "maybe"], "--selection"),
         (base + ["--features-per-query", "9"], "only 7 features"),
         (["--out", str(tmp_path / "o")], "--model is required"),
+        (base + ["--config", str(bad_config)], "unknown key(s): temprature"),
+        (base + ["--prompts", "no-such-org/no-such-dataset"], "loading it as a hub dataset failed"),
     ]
     for args, message in cases:
         code, output = _error_of(args)

@@ -272,3 +272,32 @@ def test_bad_input_gives_one_clear_line(sso_data: Path, tiny_model: Path, tmp_pa
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out, "--beta", "-1"),
                     "--beta")
     assert not Path(out).exists()
+
+
+BLOCKED_RUN = """
+import sys
+for name in ("trl", "vllm", "datasets"):
+    sys.modules[name] = None  # find_spec() -> None and import -> ImportError: a GPU box without them
+import io
+from pathlib import Path
+from rich.console import Console
+import ssogen.cli  # the whole command line, as `python -m ssogen train` loads it
+from ssogen.train import run_training
+from ssogen.train_config import TrainConfig
+outcome = run_training(TrainConfig(data=Path(sys.argv[1]), model=sys.argv[2], out=Path(sys.argv[3]), max_steps=2,
+                                   save_steps=0, lora=True, lora_r=4, gradient_checkpointing=True,
+                                   max_length=256, max_prompt_length=192), Console(file=io.StringIO()))
+print("steps", outcome.steps)
+"""
+
+
+def test_train_path_needs_no_trl_vllm_or_datasets(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", BLOCKED_RUN, str(sso_data), str(tiny_model), str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("steps 2")
