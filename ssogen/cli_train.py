@@ -77,6 +77,9 @@ def train(
                                                     rich_help_panel=_OPT)] = None,
     use_cpu: Annotated[bool | None, typer.Option("--cpu", help="Train on the CPU even with a GPU.",
                                                  rich_help_panel=_OPT)] = None,
+    fused_head: Annotated[bool | None, typer.Option(
+        "--fused-head/--no-fused-head", help="Log-probs from a chunked output layer (no full logits). Default on.",
+        rich_help_panel=_OPT)] = None,
     lora: Annotated[bool | None, typer.Option("--lora", help="Train a LoRA adapter (peft).",
                                               rich_help_panel=_LORA)] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank. Default 16.", rich_help_panel=_LORA)] = None,

@@ -48,15 +48,16 @@ def _hash_file_identity(digest: Any, path: Path) -> None:
 
 
 def model_identity(model_name_or_path: str, config: Any) -> str:
-    """sha256 of the model's name or path, its config and (for a local folder) its weight files' contents."""
-    digest = hashlib.sha256(model_name_or_path.encode() + b"\0")
-    digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    folder = Path(model_name_or_path)
+    """sha256 of the model config plus, for a local folder, its weight files (so a moved folder keeps its key)
+    or, for a hub id, the id and the resolved commit."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    folder = Path(model_name_or_path).expanduser()
     if folder.is_dir():
         for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
             _hash_file_identity(digest, path)
-    else:  # a hub id: the resolved commit is part of the config's name_or_path cache; the id is what we have
-        digest.update(str(getattr(config, "_commit_hash", "")).encode())
+    else:
+        digest.update(f"{model_name_or_path}\0{getattr(config, '_commit_hash', '')}".encode())
     return digest.hexdigest()
 
 

@@ -129,8 +129,15 @@ def _training_arguments(cls: Any, config: TrainConfig, cuda: bool, report_to: li
         remove_unused_columns=False,
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
-        use_cpu=config.use_cpu,
+        # Without any accelerator say so explicitly: transformers refuses bf16 otherwise.
+        use_cpu=config.use_cpu or not _accelerator_available(),
     )
+
+
+def _accelerator_available() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return (torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
+            or torch.backends.mps.is_available())
 
 
 class RichProgress(TrainerCallback):
@@ -318,6 +325,9 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
                     system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
                     dtype="bf16" if config.bf16 else "fp32")
     reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
+    from ssogen.logprobs import install_logprob_head, remove_logprob_head
+
+    fused_head = config.fused_head and install_logprob_head(model)  # before peft wraps the model
     if config.lora:
         model = _apply_lora(model, config)
 
@@ -348,7 +358,9 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
         log_history=list(trainer.state.log_history), reference_reused=reference.reused,
         reference_file=reference.file_name, truncation=truncation, final_eval=final_eval,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
+        extra={"fused_head": fused_head},
     )
+    remove_logprob_head(trainer.model)  # the saved model is the stock class
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
         _write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
@@ -387,6 +399,8 @@ def _write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, 
         "config": config.resolved(),
         "loss": describe(config.loss_settings()),
         "data": data_info,
+        "log_probs": "chunked output layer (LogProbHead)" if outcome.extra.get("fused_head")
+        else "model logits, chunked logsumexp",
         "reference": {"key": key, "file": outcome.reference_file, "reused": outcome.reference_reused,
                       "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
         "versions": _versions(),

@@ -62,6 +62,7 @@ class TrainConfig(BaseModel):
     reference_batch_size: int | None = Field(None, ge=1, description="default: --batch-size")
     final_eval: bool = Field(False, description="after training, one no-grad pass: reward accuracies on all rows")
     use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
+    fused_head: bool = Field(True, description="log-probs from a chunked output layer, never full logits")
 
     # LoRA (peft).
     lora: bool = False

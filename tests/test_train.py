@@ -230,6 +230,57 @@ def test_lean_token_logps_match_log_softmax_values_and_gradients() -> None:
     torch.testing.assert_close(g_lean, g_plain, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypatch: pytest.MonkeyPatch,
+                                                                        with_bias: bool) -> None:
+    from ssogen import logprobs
+
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 40)  # 7 positions per chunk: several chunks
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(16, 40, bias=with_bias, dtype=torch.float64)
+    head = logprobs.LogProbHead(linear)
+    hidden = torch.randn(3, 10, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 40, (3, 9))
+    weights = torch.randn(3, 9, dtype=torch.float64)
+    head.targets = targets
+    fused = head(hidden)
+    head.targets = None
+    plain = torch.log_softmax(linear(hidden[:, :-1]), -1).gather(-1, targets[..., None]).squeeze(-1)
+    torch.testing.assert_close(fused.double(), plain, atol=1e-6, rtol=0)
+    params = [hidden, linear.weight] + ([linear.bias] if with_bias else [])
+    g_fused = torch.autograd.grad((fused.double() * weights).sum(), params)
+    g_plain = torch.autograd.grad((plain * weights).sum(), params)
+    for a, b in zip(g_fused, g_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(head(hidden), linear(hidden))  # without targets: the ordinary layer
+
+
+def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ssogen.logprobs import LogProbHead, install_logprob_head, remove_logprob_head
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
+    batch = SSOCollator(pad_token_id=tokenizer.pad_token_id)(
+        [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
+    results = []
+    for fused in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        assert install_logprob_head(model) if fused else True
+        sums, _ = sequence_logps(model, batch)
+        (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
+        results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        if fused:
+            assert isinstance(model.get_output_embeddings(), LogProbHead)
+            assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+            remove_logprob_head(model)
+            assert type(model.get_output_embeddings()) is torch.nn.Linear
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-4, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 # -- configuration and bad input -----------------------------------------------------------------------------
 
 def test_yaml_config_and_command_line_override(tmp_path: Path) -> None:
