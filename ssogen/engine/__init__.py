@@ -11,6 +11,7 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -81,6 +82,8 @@ def vllm_llm_kwargs(model: str, options: EngineOptions, *, cpu: bool | None = No
 
 def import_vllm() -> Any:
     """Import vLLM on first use (the import alone takes ~10 s); a clear error when it is not installed."""
+    # vLLM logs every engine step at INFO, which buries ssogen's progress bar; a user's own setting wins.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm
     except ImportError as exc:
