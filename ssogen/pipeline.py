@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import json
 import random
 import time
 from collections import Counter
@@ -388,6 +389,18 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
     }
 
 
+def _mark_incomplete(out: Path) -> None:
+    """A folder being (re)generated must not be published as finished: its data files are about to change."""
+    path = out / MANIFEST
+    if path.exists():
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return
+        manifest["status"] = "in_progress"
+        write_json_atomic(path, manifest)
+
+
 def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine | None = None,
                  on_progress: Callable[[ProgressUpdate], None] | None = None,
                  plan: RunPlan | None = None, request_order: str = "grouped") -> GenerateResult:
@@ -405,6 +418,8 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     counters = _Counters()
     engine_name = config.engine
     system_merged: bool | None = None
+    if pending:
+        _mark_incomplete(out)
     try:
         if pending:
             engine = engine or _build_engine(config)
@@ -451,6 +466,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     wall = time.monotonic() - started
     manifest = {
         "name": out.resolve().name,
+        "status": "complete",
         "versions": _versions(),
         "model": config.model,
         "engine": engine_name,

@@ -98,7 +98,7 @@ def build_tiny_model(
         num_key_value_heads=dims["num_key_value_heads"],
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=None,  # ChatML models write no BOS; matching the tokenizer avoids a transformers warning
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         torch_dtype="float32",
@@ -108,7 +108,6 @@ def build_tiny_model(
     model.generation_config = GenerationConfig(
         eos_token_id=[config.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=config.pad_token_id,
-        bos_token_id=config.bos_token_id,
     )
     model.save_pretrained(out, safe_serialization=True)
     (out / "ssogen_tiny_model.json").write_text(

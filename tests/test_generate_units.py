@@ -237,3 +237,13 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     for args, message in cases:
         code, output = _error_of(args)
         assert code == 2 and message in output and len(output.splitlines()) == 1, (args, output)
+
+
+def test_a_folder_being_regenerated_is_marked_in_progress(tmp_path: Path) -> None:
+    from ssogen.pipeline import _mark_incomplete
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "model": "m"}))
+    _mark_incomplete(tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {"status": "in_progress", "model": "m"}
+    _mark_incomplete(tmp_path / "missing")  # no manifest yet: nothing to mark, no error
+    assert not (tmp_path / "missing").exists()
