@@ -209,3 +209,8 @@ def score_command(
     if report.dropped_by_reason:
         console.print("dropped: " + ", ".join(f"{k} {v}" for k, v in report.dropped_by_reason.items()),
                       highlight=False, markup=False)
+    from ssogen.dataset import empty_pairs_note
+
+    note = empty_pairs_note(report.counts)
+    if note:
+        err_console.print(note, style="yellow", highlight=False, markup=False)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli import command, console
+from ssogen.cli import command, console, err_console
 
 _ENGINE = "Engine"
 _SELECT = "Selection and principles"
@@ -164,6 +164,10 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     _print_summary(result.manifest)
 
 
+def _shown(value: object) -> str:
+    return "–" if value is None else str(value)
+
+
 def _print_summary(manifest: dict[str, Any]) -> None:
     s = manifest["summary"]
     table = Table(title=f"ssogen generate: {manifest['name']}", show_header=False, title_justify="left")
@@ -173,12 +177,17 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table.add_row("rows dropped", ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "0")
     table.add_row("selection filled / principle fallback", f"{s['selection_filled']} / {s['principle_fallback']}")
     lengths = s["mean_tokens_kept"]
-    table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(str(lengths[v]) for v in ("good", "bad", "raw")))
-    table.add_row("chosen/rejected length ratio", str(s["chosen_rejected_length_ratio"]))
+    table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))
+    table.add_row("chosen/rejected length ratio", _shown(s["chosen_rejected_length_ratio"]))
     table.add_row("feature counts", ", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items())))
     requests = manifest["requests_this_invocation"]
     table.add_row("requests run now", ", ".join(f"{k} {v}" for k, v in requests.items()) or "0 (all done)")
     table.add_row("wall time / tokens/s", f"{s['wall_time_s']} s / {s['tokens_per_s']}")
     table.add_row("system role merged", str(manifest["system_role_merged"]))
-    table.add_row("output", f"{manifest['configs']}")
+    table.add_row("output", ", ".join(f"{k} {v}" for k, v in manifest["configs"].items()))
     console.print(table)
+    from ssogen.dataset import empty_pairs_note
+
+    note = empty_pairs_note(manifest["configs"])
+    if note:
+        err_console.print(note, style="yellow", highlight=False, markup=False)

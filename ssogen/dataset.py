@@ -140,3 +140,11 @@ def card_yaml_header(extra: dict[str, Any] | None = None) -> str:
     yaml.default_flow_style = False
     yaml.dump(header, stream)
     return f"---\n{stream.getvalue()}---\n"
+
+
+def empty_pairs_note(counts: dict[str, int]) -> str | None:
+    """A warning when no row was kept: `datasets` cannot load a config without rows, so say why it is empty."""
+    if counts.get("dpo", 0) > 0:
+        return None
+    return ("warning: no row was kept, so the dpo, sso and reward configs are empty (datasets.load_dataset cannot "
+            "load an empty config); the drop reasons are in the triplets config")

@@ -5,25 +5,32 @@ request's prompt and seed, never on what else is in the batch."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ssogen.engine import EngineOptions, GenerationRequest, GenerationResult
 from ssogen.errors import UserError
+
+
+def load_causal_lm(model: str, options: EngineOptions) -> tuple[Any, Any, str, int]:
+    """(tokenizer, model in eval mode on the best device, device, context length) for the transformers paths."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
+    dtype = torch.float32 if options.dtype in ("auto", "float32") else getattr(torch, options.dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm = AutoModelForCausalLM.from_pretrained(
+        model, dtype=dtype, trust_remote_code=options.trust_remote_code).to(device)
+    lm.eval()
+    context = getattr(lm.config, "max_position_embeddings", None) or 2048
+    return tokenizer, lm, device, int(options.max_model_len or context)
 
 
 class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model: str, options: EngineOptions) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
-        dtype = torch.float32 if options.dtype in ("auto", "float32") else getattr(torch, options.dtype)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model, dtype=dtype, trust_remote_code=options.trust_remote_code).to(self.device)
-        self.model.eval()
-        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        self.max_model_len = int(options.max_model_len or context)
+        self.tokenizer, self.model, self.device, self.max_model_len = load_causal_lm(model, options)
         self.requests_run = 0
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:

@@ -91,17 +91,9 @@ class TransformersScorer:
     name = "transformers"
 
     def __init__(self, model: str, options: EngineOptions, *, max_batch_tokens: int = 16384) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from ssogen.engine.hf_engine import load_causal_lm
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
-        dtype = torch.float32 if options.dtype in ("auto", "float32") else getattr(torch, options.dtype)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model, dtype=dtype, trust_remote_code=options.trust_remote_code).to(self.device)
-        self.model.eval()
-        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        self.max_sequence_length = int(options.max_model_len or context)
+        self.tokenizer, self.model, self.device, self.max_sequence_length = load_causal_lm(model, options)
         self.max_batch_tokens = max_batch_tokens
 
     def _batches(self, requests: list[ScoreRequest]) -> list[list[int]]:
