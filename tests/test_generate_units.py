@@ -188,8 +188,12 @@ def test_a_foreign_non_empty_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("keep me")
     with pytest.raises(UserError, match="holds no ssogen run"):
         ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=False)
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "lengths.png").write_bytes(b"stale")
+    (tmp_path / "stats.json").write_text("{}")
     ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=True)
     assert (tmp_path / "mine.txt").read_text() == "keep me"  # --overwrite removes only ssogen's own files
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "stats.json").exists()  # stale stats go
 
 
 # -- CLI: dry run and one-line errors
