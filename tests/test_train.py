@@ -28,13 +28,7 @@ from ssogen.train_config import TrainConfig, build_config
 FAST = {"logging_steps": 5, "warmup_ratio": 0.0, "max_length": 256, "max_prompt_length": 192}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """The tiny model gains nothing from threads; on a shared 2-core machine they cost 10x (oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def quiet() -> Console:
