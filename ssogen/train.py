@@ -380,10 +380,10 @@ def _versions() -> dict[str, str]:
                 "transformers": transformers.__version__, "accelerate": accelerate.__version__}
     try:
         import peft
-
+    except ImportError:  # peft is optional on the train path (only --lora needs it)
+        peft = None
+    if peft is not None:
         versions["peft"] = peft.__version__
-    except ImportError:
-        pass
     from ssogen import __version__
 
     versions["ssogen"] = __version__

@@ -70,8 +70,8 @@ def _make_handler(hub: StandInHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, *args: object) -> None:  # keep pytest output clean
-            pass
+        def log_message(self, *args: object) -> None:
+            """Silenced: the stand-in logs nothing, so pytest's output stays clean."""
 
         def _reply(self, status: int, payload: object) -> None:
             data = json.dumps(payload).encode()
