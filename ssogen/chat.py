@@ -55,3 +55,21 @@ def prompt_token_ids(tokenizer: Any, messages: list[Message], *, system_supporte
     """Token ids of the rendered prompt without a second BOS (the template already writes any BOS)."""
     text = render_prompt(tokenizer, messages, system_supported=system_supported)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def sso_context_ids(tokenizer: Any, query: str, system_good: str, system_bad: str, *,
+                    system_supported: bool) -> dict[str, list[int]]:
+    """Prompt token ids of the three SSO contexts: 'plain' (x), 'good' (x+), 'bad' (x-)."""
+    systems = {"plain": None, "good": system_good, "bad": system_bad}
+    return {name: prompt_token_ids(tokenizer, context_messages(query, system), system_supported=system_supported)
+            for name, system in systems.items()}
+
+
+def response_token_ids(tokenizer: Any, text: str) -> list[int]:
+    """A response as train and score see it: its text's tokens, then eos (the end-of-turn that ended sampling)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        from ssogen.errors import UserError
+
+        raise UserError("the tokenizer has no eos token: cannot mark where a response ends")
+    return [*tokenizer(text, add_special_tokens=False)["input_ids"], eos]

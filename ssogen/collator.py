@@ -18,12 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ssogen.chat import context_messages, has_chat_template, prompt_token_ids, supports_system_role
+from ssogen.chat import has_chat_template, response_token_ids, sso_context_ids, supports_system_role
 from ssogen.errors import UserError
 from ssogen.loss import SEQUENCE_PARTS
 from ssogen.records import SSO_COLUMNS
 
-CONTEXTS = ("plain", "good", "bad")
 RESPONSES = {"good": "response_good", "bad": "response_bad", "raw": "response_raw"}
 
 
@@ -105,22 +104,12 @@ def encode_rows(rows: list[dict[str, str]], tokenizer: Any, *, max_length: int,
         raise UserError("--model: the tokenizer has no chat template; ssogen formats x, x+ and x- through the "
                         "chat template (as generate does), so train needs a chat model")
     system_supported = supports_system_role(tokenizer)
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise UserError("the tokenizer has no eos token: cannot mark where a response ends")
     counts = TruncationCounts()
     encoded: list[EncodedRow] = []
     for index, row in enumerate(rows):
-        systems = {"plain": None, "good": row["system_good"], "bad": row["system_bad"]}
-        prompts: dict[str, list[int]] = {}
-        for context in CONTEXTS:
-            ids = prompt_token_ids(tokenizer, context_messages(row["prompt"], systems[context]),
-                                   system_supported=system_supported)
-            prompts[context] = ids
-        responses = {
-            name: list(tokenizer(row[column], add_special_tokens=False)["input_ids"]) + [eos]
-            for name, column in RESPONSES.items()
-        }
+        prompts = sso_context_ids(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
+                                  system_supported=system_supported)
+        responses = {name: response_token_ids(tokenizer, row[column]) for name, column in RESPONSES.items()}
         sequences, lengths = [], []
         for context, response in SEQUENCE_PARTS:
             prompt, answer = prompts[context], responses[response]

@@ -175,18 +175,13 @@ def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
 
 def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool) -> list[Any]:
     """The seven (context, response) requests of a row in SCORED order, keyed `<row id>/<field>`."""
-    from ssogen.chat import context_messages, prompt_token_ids
+    from ssogen.chat import response_token_ids, sso_context_ids
     from ssogen.engine.scoring import ScoreRequest
 
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise UserError("the tokenizer has no eos token: cannot mark where a response ends")
-    systems = {"plain": None, "good": record.system_good, "bad": record.system_bad}
-    prompts = {name: prompt_token_ids(tokenizer, context_messages(record.prompt, system),
-                                      system_supported=system_supported)
-               for name, system in systems.items()}
-    responses = {v: list(tokenizer(getattr(record, f"response_{v}"), add_special_tokens=False)["input_ids"])
-                 + [eos] for v in ("good", "bad", "raw")}
+    # The same helpers as the training collator: score and train see identical token sequences.
+    prompts = sso_context_ids(tokenizer, record.prompt, record.system_good, record.system_bad,
+                              system_supported=system_supported)
+    responses = {v: response_token_ids(tokenizer, getattr(record, f"response_{v}")) for v in ("good", "bad", "raw")}
     return [ScoreRequest(f"{record.id}/{name}", prompts[context], responses[response])
             for name, context, response in SCORED]
 
