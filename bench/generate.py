@@ -27,8 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def run_ssogen(engine: Any, model: str, rows: int, max_tokens: int, work: Path,
                order: str) -> tuple[float, float, int, list[Any]]:
-    from ssogen.config import RunConfig
-    from ssogen.pipeline import run_generate
+    from ssogen.generate.config import RunConfig
+    from ssogen.generate.run import run_generate
 
     engine.llm.reset_prefix_cache()
     config = RunConfig(model=model, out=str(work / f"ssogen-{order}"), limit=rows, max_tokens=max_tokens,
@@ -43,10 +43,10 @@ def run_bare(llm: Any, records: list[Any], rows: int, max_tokens: int) -> tuple[
     """What a user would write by hand with vLLM: selection completions, then LLM.chat over all chats."""
     from vllm import SamplingParams
 
-    from ssogen.config import RunConfig
+    from ssogen.generate.config import RunConfig
+    from ssogen.generate.prompts import PromptTemplates
+    from ssogen.generate.selection import derive_seed
     from ssogen.principles import load_library
-    from ssogen.prompts import PromptTemplates
-    from ssogen.selection import derive_seed
 
     config = RunConfig(model="-", out="-")
     library = load_library("default").library
@@ -80,9 +80,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
-    from ssogen.config import RunConfig
     from ssogen.engine import make_engine
-    from ssogen.tiny_model import build_tiny_model
+    from ssogen.generate.config import RunConfig
+    from ssogen.testing.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="ssogen-bench-") as tmp:
         work = Path(tmp)

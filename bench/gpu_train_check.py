@@ -36,8 +36,8 @@ def run_case(root: Path, name: str, *, model: Path, data: Path, device: str, bf1
     import torch
     from rich.console import Console
 
-    from ssogen.train import run_training
-    from ssogen.train_config import TrainConfig
+    from ssogen.train.config import TrainConfig
+    from ssogen.train.run import run_training
 
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -79,8 +79,8 @@ def main() -> int:
     import torch
     import transformers
 
-    from ssogen.synthetic_sso import write_synthetic_sso
-    from ssogen.tiny_model import build_tiny_model
+    from ssogen.testing.synthetic import write_synthetic_sso
+    from ssogen.testing.tiny_model import build_tiny_model
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device (use --device cpu)", file=sys.stderr)

@@ -62,13 +62,13 @@ def worker_ssogen(args: argparse.Namespace) -> dict[str, Any]:
     import io
 
     # Everything imported before the baseline, as the TRL worker imports trl before its own: module memory
-    # must not count as training memory (ssogen.trainer pulls in transformers.Trainer).
+    # must not count as training memory (ssogen.train.trainer pulls in transformers.Trainer).
     import torch
     from rich.console import Console
 
-    import ssogen.trainer  # noqa: F401
-    from ssogen.train import run_training
-    from ssogen.train_config import TrainConfig
+    import ssogen.train.trainer  # noqa: F401
+    from ssogen.train.config import TrainConfig
+    from ssogen.train.run import run_training
 
     torch.set_num_threads(args.threads)
     base = rss_mb()
@@ -91,7 +91,7 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     from ssogen.chat import context_messages, render_prompt, supports_system_role
-    from ssogen.collator import read_sso_rows
+    from ssogen.train.data import read_sso_rows
 
     torch.set_num_threads(args.threads)
     base = rss_mb()
@@ -160,8 +160,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from ssogen.synthetic_sso import write_synthetic_sso
-    from ssogen.tiny_model import build_tiny_model
+    from ssogen.testing.synthetic import write_synthetic_sso
+    from ssogen.testing.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="ssogen-bench-") as tmp:
         root = Path(tmp)

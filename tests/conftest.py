@@ -19,14 +19,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ssogen.tiny_model import build_tiny_model
+    from ssogen.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_no_system(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ssogen.tiny_model import build_tiny_model
+    from ssogen.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-nosys", reject_system_role=True)
 

@@ -86,7 +86,7 @@ class VLLMScorer:
 
 class TransformersScorer:
     """A no-grad forward pass per batch, with the response log-prob code training uses
-    (`ssogen.logprobs.sequence_logps`: left padding, logits only for the response positions)."""
+    (`ssogen.train.logprobs.sequence_logps`: left padding, logits only for the response positions)."""
 
     name = "transformers"
 
@@ -114,7 +114,7 @@ class TransformersScorer:
     def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]:
         import torch
 
-        from ssogen.logprobs import sequence_logps
+        from ssogen.train.logprobs import sequence_logps
 
         _check(requests, self.max_sequence_length)
         means: list[float] = [0.0] * len(requests)

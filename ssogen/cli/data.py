@@ -1,0 +1,216 @@
+"""CLI commands that inspect and publish datasets (`score`, `stats`, `push-to-hub`).
+
+They only parse options and print: the work is done in `ssogen.dataset` (stats, card, publish, score).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from ssogen.cli.common import console, err_console, user_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ssogen.dataset.stats import DatasetStats
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def print_stats(stats: DatasetStats) -> None:
+    """Rich tables: funnel, lengths, checks, scoring."""
+    from ssogen.dataset.stats import VARIANT_LABELS, VARIANTS
+
+    f = stats.funnel
+    funnel = Table(title="Funnel (all rows)", title_justify="left")
+    funnel.add_column("stage")
+    funnel.add_column("rows", justify="right")
+    funnel.add_row("rows in", str(f.rows_in))
+    funnel.add_row("kept", str(f.kept))
+    funnel.add_row("dropped", str(f.dropped))
+    for reason, count in f.dropped_by_reason.items():
+        funnel.add_row(f"  {reason}", str(count))
+    for flag, count in f.flags.items():
+        funnel.add_row(f"flag: {flag}", str(count))
+    console.print(funnel)
+
+    lengths = Table(title="Lengths of the kept rows (tokens | characters)", title_justify="left")
+    for column in ("response", "tok mean", "tok median", "tok p90", "chr mean", "chr median", "chr p90"):
+        lengths.add_column(column, justify="left" if column == "response" else "right")
+    for variant in VARIANTS:
+        t, c = stats.lengths.tokens[variant], stats.lengths.characters[variant]
+        lengths.add_row(VARIANT_LABELS[variant], _num(t.mean), _num(t.median), _num(t.p90),
+                        _num(c.mean), _num(c.median), _num(c.p90))
+    console.print(lengths)
+
+    b, d, leak, trunc = stats.length_bias, stats.duplicates, stats.leakage, stats.truncation
+    checks = Table(title="Checks on the kept rows", title_justify="left")
+    checks.add_column("check")
+    for variant in VARIANTS:
+        checks.add_column(variant, justify="right")
+    checks.add_column("any / total", justify="right")
+    checks.add_row("duplicate responses", *[str(d.responses[v]) for v in VARIANTS],
+                   str(d.rows_with_equal_responses))
+    checks.add_row("leakage", *[_pct(leak.rate[v]) for v in VARIANTS], _pct(leak.rows_any))
+    checks.add_row("truncated", *[_pct(trunc.rate[v]) for v in VARIANTS], _pct(trunc.rows_any))
+    console.print(checks)
+    console.print(f"duplicate prompts: {d.prompts}   chosen/rejected length ratio: {_num(b.ratio_tokens, 3)} "
+                  f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
+                  f"{_pct(b.share_chosen_longer_tokens)} of pairs", highlight=False)
+    if stats.features:
+        console.print("features: " + ", ".join(f"{k} {v}" for k, v in stats.features.items())
+                      + ("   extras: " + ", ".join(f"{k} {v}" for k, v in stats.extras.items())
+                         if stats.extras else ""), highlight=False)
+    s = stats.scoring
+    if s is not None:
+        scoring = Table(title="Scoring", title_justify="left")
+        for column in ("metric", "kept", "all scored"):
+            scoring.add_column(column, justify="left" if column == "metric" else "right")
+        scoring.add_row("rows", str(s.scored_kept_rows), str(s.scored_rows))
+        scoring.add_row("on-policy-ness: mean exp(avg log-prob | x)", _num(s.on_policy_kept, 4),
+                        _num(s.on_policy_all, 4))
+        scoring.add_row("likelihood ordering holds", _pct(s.ordering_holds_kept), _pct(s.ordering_holds_all))
+        console.print(scoring)
+    else:
+        console.print("not scored: run `ssogen score DIR --model M` for on-policy-ness", highlight=False)
+
+
+@user_errors
+def stats_command(
+    folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON instead of tables.")]
+    = False,
+    plots: Annotated[bool, typer.Option(help="Draw PNG plots into FOLDER/plots/.")] = True,
+    card: Annotated[bool, typer.Option(
+        help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
+) -> None:
+    """Funnel, lengths, length bias, duplicates, leakage, truncation and on-policy-ness of a dataset.
+
+    Writes FOLDER/stats.json, the plots and the refreshed card."""
+    from ssogen.dataset.card import card_is_generated
+    from ssogen.dataset.stats import refresh
+
+    rewrite_card = card and folder.is_dir() and card_is_generated(folder)
+    stats = refresh(folder, plots=plots, card=card)
+    if as_json:
+        print(json.dumps(stats.model_dump(), indent=2))
+        return
+    print_stats(stats)
+    written = ["stats.json", *stats.plots, *(["README.md"] if rewrite_card else [])]
+    err_console.print(f"wrote {', '.join(written)} in {folder}", highlight=False, markup=False)
+    if card and not rewrite_card:
+        err_console.print("README.md was not written by ssogen: left as it is", highlight=False, markup=False)
+
+
+@user_errors
+def push_to_hub_command(
+    folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository, ORG/NAME.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to commit to (created if missing).")] = None,
+    commit_message: Annotated[str | None, typer.Option(help="Commit summary.")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="Hub token with write access (default: HF_TOKEN or the cached login). Never printed.",
+        show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the files and show the card; contact nothing.")]
+    = False,
+    allow_incomplete: Annotated[bool, typer.Option(
+        "--allow-incomplete", help="Push even an unfinished run or pair configs with empty responses.")] = False,
+) -> None:
+    """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ stays local)."""
+    from ssogen.dataset import publish
+
+    if dry_run:
+        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete)
+        table = Table(title=f"would upload to {repo_id} (dataset)", title_justify="left")
+        table.add_column("path")
+        table.add_column("bytes", justify="right")
+        for f in files:
+            table.add_row(f.path_in_repo, str(f.size))
+        console.print(table)
+        console.print(card, markup=False, highlight=False, soft_wrap=True)
+        err_console.print("dry run: nothing was uploaded", highlight=False, markup=False)
+        return
+    result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
+                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete)
+    console.print(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+@user_errors
+def score_command(
+    folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
+    model: Annotated[str, typer.Option(help="Model folder or hub id to score with (normally the policy).")],
+    engine: Annotated[str, typer.Option(help="vllm (prompt log-probs, prefill only) or transformers.")] = "vllm",
+    filter_name: Annotated[str, typer.Option(
+        "--filter", help="'likelihood' applies the paper code's likelihood filter after scoring; 'none' only "
+        "adds the log-probs.")] = "none",
+    ordering: Annotated[bool, typer.Option(help="Filter stage 1: lp(y+|x+) > lp(y+|x) > lp(y+|x-) and "
+                                                "lp(y-|x-) > lp(y-|x) > lp(y-|x+).")] = True,
+    ordering_margin: Annotated[float, typer.Option(help="Each step of the ordering must exceed this.")] = 0.0,
+    on_policy: Annotated[bool, typer.Option(help="Filter stage 2: keep lp(y+|x) and lp(y-|x) at or above "
+                                                 "their means (the near-on-policy half).")] = True,
+    on_policy_margin: Annotated[float, typer.Option(help="Added to the stage-2 means.")] = 0.0,
+    contrast: Annotated[bool, typer.Option(help="Filter stage 3: keep contrasts lp(y+|x+) - lp(y+|x-) and "
+                                                "lp(y-|x-) - lp(y-|x+) above their means.")] = True,
+    contrast_margin: Annotated[float, typer.Option(help="Added to the stage-3 means.")] = 0.0,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per batch (7 sequences each); saved after each.")]
+    = 64,
+    tp: Annotated[int, typer.Option(min=1, help="Tensor-parallel GPUs (vLLM).")] = 1,
+    dtype: Annotated[str, typer.Option(help="auto = float32 on CPU.")] = "auto",
+    max_model_len: Annotated[int | None, typer.Option(help="Context length; longer rows stay unscored.")] = None,
+    gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM on GPU.")] = 0.9,
+    kv_cache_gb: Annotated[float | None, typer.Option(help="Explicit KV-cache size (vLLM) [CPU default: 0.25].")]
+    = None,
+) -> None:
+    """Add mean token log-probs of y+, y- (and yo) under x, x+ and x- to every row; resumable.
+
+    With --filter likelihood, rows failing the paper code's likelihood filter are dropped from the pair
+    configs with the reason likelihood:<stage>. Stats, plots and the card are refreshed."""
+    from pydantic import ValidationError
+
+    from ssogen.dataset.score import LikelihoodFilterOptions, score_folder
+    from ssogen.engine import EngineOptions
+    from ssogen.errors import UserError
+
+    if engine not in ("vllm", "transformers"):
+        raise UserError(f"--engine: unknown engine {engine!r} (choose vllm or transformers)")
+    if filter_name not in ("none", "likelihood"):
+        raise UserError(f"--filter: unknown filter {filter_name!r} (choose none or likelihood)")
+    try:
+        options = EngineOptions(dtype=dtype, max_model_len=max_model_len, tensor_parallel_size=tp,
+                                gpu_memory_utilization=gpu_memory_utilization,
+                                kv_cache_memory_bytes=int(kv_cache_gb * 2**30) if kv_cache_gb else None)
+        filter_options = LikelihoodFilterOptions(
+            ordering=ordering, ordering_margin=ordering_margin, on_policy=on_policy,
+            on_policy_margin=on_policy_margin, contrast=contrast, contrast_margin=contrast_margin,
+        ) if filter_name == "likelihood" else None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+
+    def progress(done: int, total: int) -> None:
+        err_console.print(f"scored {done}/{total} rows", highlight=False, markup=False)
+
+    report = score_folder(folder, model, engine=engine, engine_options=options,  # type: ignore[arg-type]
+                          chunk_rows=chunk_rows, filter_options=filter_options, progress=progress)
+    console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
+                  f"long to score) of {report.rows}; configs: "
+                  + ", ".join(f"{k} {v}" for k, v in report.counts.items()), highlight=False, markup=False)
+    if report.dropped_by_reason:
+        console.print("dropped: " + ", ".join(f"{k} {v}" for k, v in report.dropped_by_reason.items()),
+                      highlight=False, markup=False)
+    from ssogen.dataset.folder import empty_pairs_note
+
+    note = empty_pairs_note(report.counts)
+    if note:
+        err_console.print(note, style="yellow", highlight=False, markup=False)

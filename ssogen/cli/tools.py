@@ -1,0 +1,47 @@
+"""Utility commands: `ssogen make-tiny-model` (an offline test model) and `ssogen env` (versions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ssogen.cli.common import console, fail, user_errors
+
+
+@user_errors
+def make_tiny_model(
+    path: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    size: Annotated[str, typer.Option(help="'tiny' (~0.2M parameters) or 'small' (~10M, for benchmarks).")]
+    = "tiny",
+    reject_system_role: Annotated[bool, typer.Option(
+        help="Use a chat template that raises on a system message (like Gemma's).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+) -> None:
+    """Build a small Qwen2 model with random weights and a locally trained tokenizer (no download)."""
+    from ssogen.testing.tiny_model import SIZES, build_tiny_model
+
+    if size not in SIZES:
+        raise fail(f"--size: unknown size {size!r} (choose from {', '.join(SIZES)})")
+    out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed)  # type: ignore[arg-type]
+    console.print(f"wrote {size} model to {out}", highlight=False)
+
+
+@user_errors
+def env(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print versions of python, torch, transformers, vllm (CPU or GPU build) and friends, and CUDA devices."""
+    from ssogen.envinfo import collect_env
+
+    info = collect_env()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        table.add_row(key, "\n".join(value) if isinstance(value, list) else str(value))
+    console.print(table)

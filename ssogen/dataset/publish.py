@@ -1,0 +1,259 @@
+"""`ssogen push-to-hub`: upload an output folder to a Hub dataset repository as one commit.
+
+What goes up: the card, the parquet configs, manifest/stats/library/config files, plots and logs. What never
+goes up: OUT/.ssogen/ (in-progress shards, score caches) and any other hidden path, temporary files of the
+atomic writers, Python caches. The token is only handed to huggingface_hub, which sends it in the
+Authorization header; it is never printed, logged or written (errors are scrubbed of it as a second guard).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssogen.dataset.card import CARD, card_is_generated, render_card
+from ssogen.dataset.folder import CONFIGS, MANIFEST, config_file, read_manifest
+from ssogen.errors import UserError
+
+# Exit code for a failure of the network or the Hub (bad input keeps UserError's default 2).
+HUB_FAILURE = 1
+PAIR_RESPONSE_COLUMNS = {
+    "dpo": ("chosen", "rejected"),
+    "reward": ("chosen", "rejected"),
+    "sso": ("response_good", "response_bad", "response_raw"),
+}
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    path_in_repo: str
+    local_path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class PushResult:
+    repo_id: str
+    commit_url: str
+    commit_oid: str
+    files: list[UploadFile]
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """ORG/NAME with the Hub's allowed characters; one clear line otherwise."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as hub_validate
+
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UserError(f"--repo-id: {repo_id!r} is not a valid repo id (expected ORG/NAME, e.g. my-org/sso-data)")
+    try:
+        hub_validate(repo_id)
+    except HFValidationError:
+        raise UserError(f"--repo-id: {repo_id!r} is not a valid repo id (letters, digits, '-', '_' and '.' "
+                        "only, no '--' or '..', at most 96 characters per part)") from None
+    return repo_id
+
+
+def _excluded(relative: Path) -> bool:
+    parts = relative.parts
+    return (any(part.startswith(".") for part in parts)  # .ssogen/, .cache/, .git/, editor files
+            or "__pycache__" in parts
+            or relative.name.endswith((".tmp", ".tmp.png", ".lock", ".incomplete")))
+
+
+def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
+    """Every file of the folder that belongs on the Hub, sorted by path."""
+    out = Path(out_dir)
+    files = []
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out)
+        if path.is_file() and not path.is_symlink() and not _excluded(relative):
+            files.append(UploadFile(relative.as_posix(), path, path.stat().st_size))
+    return files
+
+
+def _is_blank_response(value: object) -> bool:
+    """A response that is null or empty; message lists count as blank when any content is."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or any(_is_blank_response(m.get("content") if isinstance(m, dict) else m)
+                                for m in value)
+    return False
+
+
+def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, int]:
+    """Refuse folders that are not ssogen outputs, hold corrupt parquet, come from an unfinished run or whose
+    pair configs hold no rows or blank responses. Returns the row count per config."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise UserError(f"{out}: no such folder")
+    manifest = read_manifest(out)
+    counts: dict[str, int] = {}
+    for config in CONFIGS:
+        path = config_file(out, config)
+        if not path.exists():
+            raise UserError(f"{out}: not an ssogen output folder (missing {path.relative_to(out)})")
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{path}: corrupt parquet file ({exc})") from None
+        counts[config] = table.num_rows
+        if allow_incomplete or config not in PAIR_RESPONSE_COLUMNS:
+            continue
+        if table.num_rows == 0:
+            raise UserError(f"{path}: the {config} config has no rows (no kept pairs); nothing worth publishing "
+                            "(--allow-incomplete to push anyway)")
+        for column in PAIR_RESPONSE_COLUMNS[config]:
+            values = table.column(column).to_pylist()
+            blank = sum(_is_blank_response(v) for v in values)
+            if blank:
+                raise UserError(f"{path}: {blank} row(s) with an empty or null {column!r} in the {config} config "
+                                "(--allow-incomplete to push anyway)")
+    status = manifest.get("status")
+    if status is not None and status != "complete" and not allow_incomplete:
+        raise UserError(f"{out / MANIFEST}: the run is not complete (status {status!r}); resume it, or pass "
+                        "--allow-incomplete")
+    return counts
+
+
+def prepare_card(out_dir: str | Path, repo_id: str) -> str | None:
+    """The card to publish: ssogen's own card is re-rendered so its snippets load from `repo_id`; a card the
+    user wrote is left alone (None). A missing card is rendered."""
+    if not card_is_generated(out_dir):
+        return None
+    return render_card(out_dir, repo_id=repo_id)
+
+
+def resolve_token(token: str | None) -> str:
+    """--token, else HF_TOKEN, else the cached login (huggingface_hub.get_token reads both)."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    found = get_token()
+    if not found:
+        raise UserError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`",
+                        exit_code=HUB_FAILURE)
+    return found
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text.strip()
+
+
+def _hub_error(exc: Exception, token: str, endpoint: str, repo_id: str) -> UserError:
+    """One clear line for a failure of the network, the login or the Hub."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(exc, OfflineModeIsEnabled):
+        return UserError("HF_HUB_OFFLINE is set: unset it to push", exit_code=HUB_FAILURE)
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            message = (f"authentication failed (HTTP {status}) for {repo_id}: check the token (--token, HF_TOKEN "
+                       "or `hf auth login`) and that it may write to this namespace")
+        elif status == 404:
+            message = f"not found (HTTP 404) on {endpoint}: {repo_id} or its revision does not exist"
+        else:
+            message = f"the Hub refused the upload (HTTP {status}): {_first_line(str(exc))}"
+        return UserError(_scrub(message, token), exit_code=HUB_FAILURE)
+    if isinstance(exc, ValueError):  # e.g. the Hub's README metadata validation
+        return UserError(_scrub(f"the Hub rejected the upload: {_first_line(str(exc))}", token),
+                         exit_code=HUB_FAILURE)
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):  # e.g. a file vanished mid-upload
+        return UserError(_scrub(f"upload failed: {type(exc).__name__}: {_first_line(str(exc))}", token),
+                         exit_code=HUB_FAILURE)
+    return UserError(_scrub(f"could not reach {endpoint}: {type(exc).__name__}: {_first_line(str(exc))}", token),
+                     exit_code=HUB_FAILURE)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    errors: list[type[BaseException]] = [HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError]
+    for module in ("httpx2", "httpx", "requests"):  # whichever HTTP client this huggingface_hub uses
+        try:
+            imported = __import__(module)
+        except ImportError:
+            continue
+        for name in ("HTTPError", "RequestException", "TransportError"):
+            error = getattr(imported, name, None)
+            if isinstance(error, type) and issubclass(error, BaseException):
+                errors.append(error)
+    return tuple(errors)
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT read now (huggingface_hub reads it once at import), else the library's default."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def push_to_hub(
+    out_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    allow_incomplete: bool = False,
+) -> PushResult:
+    """Create the dataset repo if needed (and the branch), then upload the folder as one commit."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from ssogen import __version__
+
+    out = Path(out_dir)
+    validate_repo_id(repo_id)
+    counts = check_publishable(out, allow_incomplete=allow_incomplete)
+    secret = resolve_token(token)
+    card = prepare_card(out, repo_id)
+    if card is not None:  # keep the local folder identical to what the Hub will hold
+        tmp = out / (CARD + ".tmp")
+        tmp.write_text(card, encoding="utf-8")
+        os.replace(tmp, out / CARD)
+    files = files_to_upload(out)
+    endpoint = hub_endpoint()
+    api = HfApi(endpoint=endpoint, token=secret, library_name="ssogen", library_version=__version__)
+    message = commit_message or f"Upload ssogen dataset ({counts.get('dpo', 0)} pairs, {len(files)} files)"
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=True if private else None, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+        info = api.create_commit(
+            repo_id, repo_type="dataset", revision=revision, commit_message=message,
+            operations=[CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local_path))
+                        for f in files],
+        )
+    except _network_errors() as exc:
+        raise _hub_error(exc, secret, endpoint, repo_id) from None  # type: ignore[arg-type]
+    return PushResult(repo_id=repo_id, commit_url=str(info.commit_url), commit_oid=str(info.oid), files=files)
+
+
+def dry_run(out_dir: str | Path, repo_id: str, *, allow_incomplete: bool = False) -> tuple[list[UploadFile], str]:
+    """What a push would upload and the card it would carry; contacts nothing and writes nothing."""
+    out = Path(out_dir)
+    validate_repo_id(repo_id)
+    check_publishable(out, allow_incomplete=allow_incomplete)
+    card = prepare_card(out, repo_id)
+    files = files_to_upload(out)
+    if card is None:
+        return files, (out / CARD).read_text(encoding="utf-8")
+    # The push would write this card first: list it with the size it will have.
+    others = [f for f in files if f.path_in_repo != CARD]
+    files = sorted([*others, UploadFile(CARD, out / CARD, len(card.encode()))], key=lambda f: f.path_in_repo)
+    return files, card

@@ -1,0 +1,1 @@
+"""Generation: library + queries -> requests -> engine -> records -> pairs -> dataset folder (`ssogen generate`)."""

@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: tiny offline models and synthetic output folders (no download)."""

@@ -1,0 +1,116 @@
+"""Build small Qwen2-architecture models offline: random weights, a locally trained byte-level BPE tokenizer,
+and a ChatML chat template. Tests, the demo and the benchmarks use them; nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from ssogen.generate.inputs import demo_queries
+from ssogen.principles import load_library
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Like Gemma's template: a system message is an error, so callers must merge it into the user turn.
+NO_SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}"
+    "{% endif %}" + CHATML_TEMPLATE
+)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# Sizes: head size must be one vLLM's CPU attention supports (32 here), see INSTALL-NOTES trap 3.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "vocab_size": 2048},
+    # About 10M parameters: the size the benchmarks use.
+    "small": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 12, "num_attention_heads": 8,
+              "num_key_value_heads": 2, "vocab_size": 4096},
+}
+
+
+def _tokenizer_corpus() -> list[str]:
+    library = load_library("default").library
+    lines = [q for q in demo_queries()]
+    for feature in [*library.features, *library.extras]:
+        lines += [feature.name, feature.meaning, feature.good, feature.bad,
+                  feature.adjectives.good, feature.adjectives.bad]
+    lines += [
+        "The quick brown fox jumps over the lazy dog. 0123456789 + - * / = ( ) [ ] { } < > # : ; , . ! ?",
+        "def main():\n    print('hello world')\n    return 0\n",
+        "Sure, here is an answer. First, consider the question carefully. Then explain each step.",
+    ]
+    return lines * 4
+
+
+def build_tiny_model(
+    path: str | Path,
+    *,
+    size: Literal["tiny", "small"] = "tiny",
+    reject_system_role: bool = False,
+    seed: int = 0,
+    max_position_embeddings: int = 4096,
+) -> Path:
+    """Write a ready-to-load model folder (config, safetensors weights, tokenizer, chat template)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    dims = SIZES[size]
+
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=dims["vocab_size"],
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+        model_max_length=max_position_embeddings,
+    )
+    tokenizer.chat_template = NO_SYSTEM_TEMPLATE if reject_system_role else CHATML_TEMPLATE
+    tokenizer.save_pretrained(out)
+
+    vocab = len(tokenizer)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=dims["hidden_size"],
+        intermediate_size=dims["intermediate_size"],
+        num_hidden_layers=dims["num_hidden_layers"],
+        num_attention_heads=dims["num_attention_heads"],
+        num_key_value_heads=dims["num_key_value_heads"],
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,  # ChatML models write no BOS; matching the tokenizer avoids a transformers warning
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[config.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")],
+        pad_token_id=config.pad_token_id,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "ssogen_tiny_model.json").write_text(
+        json.dumps({"size": size, "reject_system_role": reject_system_role, "seed": seed}, indent=2) + "\n"
+    )
+    return out

@@ -1,0 +1,1 @@
+"""Training: `sso` rows -> six sequences per row -> collator -> log-probs -> SSO loss -> trainer (`ssogen train`)."""

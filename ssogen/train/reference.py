@@ -1,0 +1,161 @@
+"""Reference log-probs computed once per (data, model, sequence settings) and cached in the training output.
+
+Before the first step, one no-grad pass of the starting model (with a LoRA adapter switched off) gives the six
+summed reference log-probs of every row; training then looks them up by row index, so no second model sits in
+memory. The table is written to `OUT/ref_logps-<key>.parquet`, where the key hashes the data fingerprint, the
+model identity (name or path, config, weight files), the dtype, the max lengths and the chat-template handling;
+a rerun with the same key reads the file instead of running the pass. Each checkpoint gets a copy, so a resumed
+run never recomputes the reference from already-trained weights."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ssogen.errors import UserError
+from ssogen.train.loss import SEQUENCES
+
+logger = logging.getLogger("ssogen.train.run")
+
+CACHE_PREFIX = "ref_logps-"
+# Incremented by every reference pass that runs (tests use it to prove a rerun reuses the cache).
+PASSES_RUN = 0
+# Bytes hashed from each end of a weight file: enough to tell checkpoints apart without reading many GB.
+_EDGE_BYTES = 1 << 20
+
+
+def _hash_file_identity(digest: Any, path: Path) -> None:
+    size = path.stat().st_size
+    digest.update(f"{path.name}\0{size}\0".encode())
+    with path.open("rb") as f:
+        if size <= 2 * _EDGE_BYTES:
+            digest.update(f.read())
+        else:
+            digest.update(f.read(_EDGE_BYTES))
+            f.seek(size - _EDGE_BYTES)
+            digest.update(f.read(_EDGE_BYTES))
+
+
+def model_identity(model_name_or_path: str, config: Any) -> str:
+    """sha256 of the model config plus, for a local folder, its weight files (so a moved folder keeps its key)
+    or, for a hub id, the id and the resolved commit."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    folder = Path(model_name_or_path).expanduser()
+    if folder.is_dir():
+        for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
+            _hash_file_identity(digest, path)
+    else:
+        digest.update(f"{model_name_or_path}\0{getattr(config, '_commit_hash', '')}".encode())
+    return digest.hexdigest()
+
+
+def cache_key(*, data_fingerprint: str, model_id: str, max_length: int, max_prompt_length: int,
+              system_supported: bool, chat_template: str | None, dtype: str) -> str:
+    parts = {
+        "data": data_fingerprint, "model": model_id, "max_length": max_length,
+        "max_prompt_length": max_prompt_length, "system_role_supported": system_supported,
+        "chat_template": hashlib.sha256((chat_template or "").encode()).hexdigest(), "dtype": dtype,
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass
+class ReferenceTable:
+    """Summed reference log-probs (N, 6) in `SEQUENCES` order, indexed by row position."""
+
+    key: str
+    row_ids: list[str]
+    logps: torch.Tensor | None = None
+    reused: bool = False
+
+    @property
+    def file_name(self) -> str:
+        return f"{CACHE_PREFIX}{self.key}.parquet"
+
+    def lookup(self, row_index: torch.Tensor) -> torch.Tensor:
+        if self.logps is None:
+            raise RuntimeError("reference log-probs requested before they were computed")
+        return self.logps[row_index.cpu()]
+
+    def save(self, out_dir: Path) -> Path:
+        assert self.logps is not None
+        columns: dict[str, Any] = {"id": pa.array(self.row_ids, pa.string())}
+        for index, name in enumerate(SEQUENCES):
+            columns[name] = pa.array(self.logps[:, index].tolist(), pa.float64())
+        path = out_dir / self.file_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(pa.table(columns), tmp)
+        tmp.replace(path)
+        return path
+
+    def try_load(self, folders: list[Path]) -> Path | None:
+        """Fill `logps` from the first folder holding this key's file whose ids match the data."""
+        for folder in folders:
+            path = folder / self.file_name
+            if not path.is_file():
+                continue
+            table = pq.read_table(path)
+            if table.column("id").to_pylist() != self.row_ids:
+                logger.warning("%s: row ids differ from the data; ignoring this cache", path)
+                continue
+            self.logps = torch.tensor([table.column(name).to_pylist() for name in SEQUENCES],
+                                      dtype=torch.float64).T.contiguous()
+            self.reused = True
+            return path
+        return None
+
+    def copy_to(self, out_dir: Path, checkpoint_dir: Path) -> None:
+        source = out_dir / self.file_name
+        if source.is_file() and checkpoint_dir.is_dir():
+            shutil.copy2(source, checkpoint_dir / self.file_name)
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: Any) -> Iterator[None]:
+    """With a peft model, run the base model (adapter off); otherwise do nothing."""
+    disable = getattr(model, "disable_adapter", None)
+    if callable(disable) and hasattr(model, "peft_config"):
+        with disable():
+            yield
+    else:
+        yield
+
+
+def compute_reference(table: ReferenceTable, *, model: Any, unwrapped_model: Any, dataset: Any, collator: Any,
+                      accelerator: Any, batch_size: int) -> None:
+    """One no-grad pass over all rows, sharded across processes and gathered; fills `table.logps`."""
+    global PASSES_RUN
+    from torch.utils.data import DataLoader
+
+    from ssogen.train.logprobs import sequence_logps
+
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator))
+    result = torch.full((len(dataset), len(SEQUENCES)), float("nan"), dtype=torch.float64)
+    was_training = unwrapped_model.training
+    unwrapped_model.eval()
+    try:
+        with torch.no_grad(), adapters_disabled(unwrapped_model):
+            for batch in loader:
+                sums, _ = sequence_logps(model, batch)
+                indices, sums = accelerator.gather_for_metrics((batch["row_index"], sums.float()))
+                result[indices.cpu()] = sums.cpu().double()
+    finally:
+        unwrapped_model.train(was_training)
+    if torch.isnan(result).any():
+        raise UserError("reference pass left rows without log-probs (a distributed gather lost rows)", 1)
+    table.logps = result
+    PASSES_RUN += 1

@@ -1,0 +1,247 @@
+"""`ssogen score`: log-probs equal transformers' float32 values, the likelihood filter equals a hand computation,
+the run resumes from its cache, and the CLI rewrites the configs with drop reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.dataset.folder import read_triplets
+from ssogen.dataset.score import (
+    SCORED,
+    LikelihoodFilterOptions,
+    apply_likelihood_filter,
+    build_requests,
+    likelihood_filter,
+    score_folder,
+)
+from ssogen.errors import UserError
+from ssogen.records import TripletRecord
+from ssogen.testing.folders import make_record, write_dataset
+
+# --- the filter: a pure function against a hand computation ----------------------------------------------
+
+
+def lp_row(n: int, gp: float, gg: float, gb: float, bp: float, bb: float, bg: float, **kw: object) -> TripletRecord:
+    """gp = lp(y+|x), gg = lp(y+|x+), gb = lp(y+|x-), bp = lp(y-|x), bb = lp(y-|x-), bg = lp(y-|x+)."""
+    return make_record(n, lp_good_plain=gp, lp_good_good=gg, lp_good_bad=gb, lp_bad_plain=bp, lp_bad_bad=bb,
+                       lp_bad_good=bg, lp_raw_plain=-1.0, **kw)
+
+
+# Hand computation:
+#   row 0..4 satisfy the ordering; row 5 breaks y+ (gp > gg), row 6 breaks y- (bg > bp).
+#   stage 2 means over rows 0..4: gp = (-1 -2 -1 -1.5 -3)/5 = -1.7, bp = (-1 -1 -2 -1.2 -1)/5 = -1.24
+#     row 0: -1 >= -1.7, -1 >= -1.24 keep; row 1: -2 < -1.7 drop; row 2: bp -2 < -1.24 drop;
+#     row 3: -1.5 >= -1.7, -1.2 >= -1.24 keep; row 4: -3 drop.
+#   stage 3 over rows 0, 3: y+ contrast gg - gb: row 0: -0.5 - -3 = 2.5, row 3: -1 - -2 = 1.0, mean 1.75;
+#     y- contrast bb - bg: row 0: -0.5 - -2 = 1.5, row 3: -0.2 - -4.2 = 4.0, mean 2.75;
+#     row 0: 2.5 > 1.75 but 1.5 < 2.75 drop; row 3: 1.0 < 1.75 drop.   -> with all stages nothing survives,
+#   so the test also checks each stage alone and a margin.
+HAND_ROWS = [
+    lp_row(0, gp=-1.0, gg=-0.5, gb=-3.0, bp=-1.0, bb=-0.5, bg=-2.0),
+    lp_row(1, gp=-2.0, gg=-1.0, gb=-3.0, bp=-1.0, bb=-0.5, bg=-2.0),
+    lp_row(2, gp=-1.0, gg=-0.5, gb=-2.0, bp=-2.0, bb=-1.0, bg=-3.0),
+    lp_row(3, gp=-1.5, gg=-1.0, gb=-2.0, bp=-1.2, bb=-0.2, bg=-4.2),
+    lp_row(4, gp=-3.0, gg=-2.0, gb=-4.0, bp=-1.0, bb=-0.9, bg=-1.1),
+    lp_row(5, gp=-0.5, gg=-1.0, gb=-3.0, bp=-1.0, bb=-0.5, bg=-2.0),
+    lp_row(6, gp=-1.0, gg=-0.5, gb=-3.0, bp=-1.0, bb=-0.5, bg=-0.8),
+]
+
+
+def test_filter_all_stages_hand_computation() -> None:
+    assert likelihood_filter(HAND_ROWS) == [
+        "likelihood:contrast", "likelihood:off_policy", "likelihood:off_policy", "likelihood:contrast",
+        "likelihood:off_policy", "likelihood:ordering", "likelihood:ordering"]
+
+
+def test_filter_stages_alone_and_margins() -> None:
+    ordering_only = LikelihoodFilterOptions(on_policy=False, contrast=False)
+    assert [r is None for r in likelihood_filter(HAND_ROWS, ordering_only)] == [True] * 5 + [False] * 2
+    with_margin = LikelihoodFilterOptions(ordering_margin=0.45, on_policy=False, contrast=False)
+    # margin 0.45: rows 0..4 have every step > 0.45 except row 4 (bb - bp = 0.1, bp - bg = 0.1).
+    assert [r is None for r in likelihood_filter(HAND_ROWS, with_margin)] == [True] * 4 + [False] * 3
+    # ordering + contrast without the on-policy stage: means over rows 0..4 of gg - gb = (2.5 2 1.5 1 2) -> 1.8,
+    # bb - bg = (1.5 1.5 2 4 0.2) -> 1.84; with contrast margin -0.5 the thresholds are 1.3 and 1.34:
+    # row 0: 2.5, 1.5 keep; row 1: 2, 1.5 keep; row 2: 1.5, 2 keep; row 3: 1 < 1.3 drop; row 4: 0.2 < 1.34 drop.
+    no_policy = LikelihoodFilterOptions(on_policy=False, contrast_margin=-0.5)
+    assert likelihood_filter(HAND_ROWS, no_policy) == [
+        None, None, None, "likelihood:contrast", "likelihood:contrast", "likelihood:ordering",
+        "likelihood:ordering"]
+    # on-policy with margin: means over rows 0..4 are -1.7 and -1.24; margin 0.5 -> need gp >= -1.2 and
+    # bp >= -0.74: no row has bp >= -0.74.
+    assert [r for r in likelihood_filter(HAND_ROWS, LikelihoodFilterOptions(on_policy_margin=0.5))][:5] == [
+        "likelihood:off_policy"] * 5
+
+
+def test_filter_keeps_rows_a_hand_computation_keeps() -> None:
+    # Four ordered rows where the stages leave exactly one: means gp (-1 -1 -2 -2)/4 = -1.5, bp (-1 -1 -1 -3)/4
+    # = -1.5 -> rows 0, 1 on-policy; contrasts over rows 0, 1: y+ 3, 1 (mean 2), y- 3, 1 (mean 2) -> row 0 only.
+    rows = [lp_row(0, gp=-1, gg=0, gb=-3, bp=-1, bb=0, bg=-3),
+            lp_row(1, gp=-1, gg=-0.5, gb=-1.5, bp=-1, bb=-0.5, bg=-1.5),
+            lp_row(2, gp=-2, gg=-1, gb=-3, bp=-1, bb=0, bg=-2),
+            lp_row(3, gp=-2, gg=-1, gb=-3, bp=-3, bb=-2, bg=-4)]
+    assert likelihood_filter(rows) == [None, "likelihood:contrast", "likelihood:off_policy",
+                                       "likelihood:off_policy"]
+
+
+def test_apply_rejudges_likelihood_drops_and_keeps_other_drops() -> None:
+    rows = [
+        HAND_ROWS[0].model_copy(update={"kept": False, "drop_reason": "likelihood:contrast"}),
+        HAND_ROWS[5],
+        HAND_ROWS[1].model_copy(update={"kept": False, "drop_reason": "equal_responses"}),
+        make_record(9),  # kept by the cheap filters but never scored
+    ]
+    out = apply_likelihood_filter(rows, LikelihoodFilterOptions(on_policy=False, contrast=False))
+    assert [(r.kept, r.drop_reason) for r in out] == [
+        (True, None), (False, "likelihood:ordering"), (False, "equal_responses"), (False, "likelihood:unscored")]
+
+
+# --- scoring on the tiny model ---------------------------------------------------------------------------
+
+SYSTEM_GOOD = "You are an assistant whose response must be Helpful and Accurate. Answer with care."
+SYSTEM_BAD = "You are an assistant whose response must be Unhelpful and Inaccurate. Answer carelessly."
+
+
+def tiny_rows() -> list[TripletRecord]:
+    texts = [("How do I boil an egg?", "Put it in boiling water for nine minutes.", "Eggs are round.",
+              "Boil water, add the egg, wait."),
+             ("Name a prime number.", "Seven is prime.", "Four, probably.", "Two."),
+             ("Write one line of Python.", "print('hello world')", "def", "x = 1 + 2"),
+             ("What is the capital of France?", "Paris.", "Berlin, I think.", "It is Paris."),
+             ("Explain rain briefly.", "Water vapour condenses and falls.", "Rain is sad.", "Clouds drop water.")]
+    rows = [make_record(i, q, system_good=SYSTEM_GOOD, system_bad=SYSTEM_BAD, response_good=g, response_bad=b,
+                        response_raw=o) for i, (q, g, b, o) in enumerate(texts)]
+    rows.append(make_record(5, "dropped early", response_good="same", response_bad="same", kept=False,
+                            drop_reason="equal_responses"))
+    return rows
+
+
+def reference_logprobs(model_dir: Path, records: list[TripletRecord]) -> dict[str, dict[str, float]]:
+    """Independent float32 transformers computation: one unpadded forward per sequence, full log-softmax."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ssogen.chat import context_messages, render_prompt, supports_system_role
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    system_ok = supports_system_role(tokenizer)
+    result: dict[str, dict[str, float]] = {}
+    for record in records:
+        systems = {"plain": None, "good": record.system_good, "bad": record.system_bad}
+        result[record.id] = {}
+        for name, context, response in SCORED:
+            prompt = render_prompt(tokenizer, context_messages(record.prompt, systems[context]),
+                                   system_supported=system_ok)
+            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            r = tokenizer(getattr(record, f"response_{response}"), add_special_tokens=False)["input_ids"]
+            r = [*r, tokenizer.eos_token_id]
+            with torch.no_grad():
+                logits = model(torch.tensor([p + r])).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            result[record.id][name] = float(sum(logp[len(p) + j - 1, t] for j, t in enumerate(r)) / len(r))
+    return result
+
+
+def max_diff(records: list[TripletRecord], reference: dict[str, dict[str, float]]) -> float:
+    diffs = [abs(getattr(r, name) - reference[r.id][name]) for r in records if r.id in reference
+             for name, _, _ in SCORED]
+    assert len(diffs) == len(reference) * len(SCORED)
+    return max(diffs)
+
+
+def test_requests_group_each_context(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    requests = build_requests(tiny_rows()[0], tokenizer, system_supported=True)
+    contexts = [context for _, context, _ in SCORED]
+    assert contexts == sorted(contexts, key=["plain", "good", "bad"].index)  # each context's requests adjacent
+    assert [r.prompt_ids for r in requests[:3]] == [requests[0].prompt_ids] * 3
+    assert all(r.response_ids[-1] == tokenizer.eos_token_id for r in requests)
+
+
+def test_vllm_scores_equal_transformers_float32(tiny_model: Path, tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", tiny_rows())
+    report = score_folder(out, str(tiny_model), engine="vllm")
+    assert (report.rows, report.scored_now, report.from_cache, report.too_long) == (5, 5, 0, 0)
+    records = read_triplets(out)
+    kept = [r for r in records if r.kept]
+    assert max_diff(kept, reference_logprobs(tiny_model, kept)) < 1e-3
+    assert records[5].lp_good_plain is None  # rows the cheap filters dropped are not scored
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["score"]["engine"] == "vllm" and manifest["score"]["rows_scored"] == 5
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["scoring"]["scored_rows"] == 5
+    assert "plots/on_policy.png" in stats["plots"]
+    card = (out / "README.md").read_text()
+    assert "Scoring (`ssogen score`)" in card and "| engine | vllm |" in card
+
+
+def test_transformers_engine_resumes_from_cache(tiny_model: Path, tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", tiny_rows())
+    calls: list[int] = []
+
+    def interrupt_after_first_chunk(done: int, total: int) -> None:
+        calls.append(done)
+        raise KeyboardInterrupt
+
+    with pytest.raises(UserError) as info:
+        score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2,
+                     progress=interrupt_after_first_chunk)
+    assert info.value.exit_code == 130 and calls == [2]
+    assert read_triplets(out)[0].lp_good_plain is None  # configs untouched until the run completes
+
+    report = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
+    assert (report.from_cache, report.scored_now) == (2, 3)
+    records = [r for r in read_triplets(out) if r.kept]
+    assert max_diff(records, reference_logprobs(tiny_model, records)) < 1e-4
+
+    again = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
+    assert (again.from_cache, again.scored_now) == (5, 0)
+
+
+def test_template_without_system_role(tiny_model_no_system: Path, tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", tiny_rows()[:2])
+    score_folder(out, str(tiny_model_no_system), engine="transformers")
+    records = read_triplets(out)
+    assert max_diff(records, reference_logprobs(tiny_model_no_system, records)) < 1e-4
+    assert records[0].lp_good_good != records[0].lp_good_plain  # the merged system text changes the context
+
+
+def test_cli_filter_records_reasons(tiny_model: Path, tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", tiny_rows())
+    result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers",
+                                      "--filter", "likelihood", "--no-contrast", "--no-on-policy"])
+    assert result.exit_code == 0, result.output
+    records = read_triplets(out)
+    scored = records[:5]
+    expected = likelihood_filter(scored, LikelihoodFilterOptions(on_policy=False, contrast=False))
+    assert [r.drop_reason for r in scored] == expected
+    assert records[5].drop_reason == "equal_responses"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["score"]["filter"]["contrast"] is False
+    assert manifest["score"]["configs"]["dpo"] == sum(r is None for r in expected)
+    # Turning the filter's stages off again restores every scored row.
+    result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers",
+                                      "--filter", "likelihood", "--no-ordering", "--no-contrast",
+                                      "--no-on-policy"])
+    assert result.exit_code == 0, result.output
+    assert all(r.kept for r in read_triplets(out)[:5])
+
+
+def test_bad_input_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["score", str(tmp_path), "--model", str(tiny_model), "--engine", "transformers"])
+    assert result.exit_code == 2 and "not an ssogen output folder" in result.stderr
+    result = runner.invoke(app, ["score", str(tmp_path), "--model", str(tiny_model), "--engine", "onnx"])
+    assert result.exit_code == 2 and "--engine" in result.stderr
+    out = write_dataset(tmp_path / "out", tiny_rows()[:1])
+    result = runner.invoke(app, ["score", str(out), "--model", str(tmp_path / "missing-model"),
+                                 "--engine", "transformers"])
+    assert result.exit_code == 2 and "--model" in result.stderr
+    assert result.stderr.strip().count("\n") == 0

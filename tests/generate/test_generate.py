@@ -1,0 +1,257 @@
+"""`ssogen generate` end to end on the real vLLM CPU engine and the tiny model (issue 3 acceptance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from ssogen.dataset.folder import CONFIGS, config_file
+from ssogen.generate.config import RunConfig
+
+TRIPLET_COLUMNS = {
+    "id", "prompt", "features", "extra", "system_good", "system_bad", "response_good", "response_bad",
+    "response_raw", "finish_reason_good", "finish_reason_bad", "finish_reason_raw", "num_tokens_good",
+    "num_tokens_bad", "num_tokens_raw", "selection_filled", "kept", "drop_reason",
+}
+# Random tiny weights ramble to the limit, so the end-to-end runs keep truncated rows to have pairs to train on.
+BASE = {"max_tokens": 16, "keep_truncated": True, "limit": 20}
+
+
+def load_config(out: Path, name: str):  # type: ignore[no-untyped-def]
+    """datasets.load_dataset with its cache inside the output folder's work area (nothing under ~/.cache)."""
+    import datasets
+
+    return datasets.load_dataset(str(out), name, split="train", cache_dir=str(out / ".ssogen" / "hf-cache"))
+
+
+def triplets(out: Path) -> list[dict[str, Any]]:
+    return pq.read_table(config_file(out, "triplets")).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_model: Path):
+    from ssogen.engine import make_engine
+
+    return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
+
+
+def _run(engine: Any, model: Path, out: Path, **options: Any):
+    from ssogen.generate.run import run_generate
+
+    config = RunConfig(model=str(model), out=str(out), **{**BASE, **options})
+    return run_generate(config, engine=engine)
+
+
+@pytest.fixture(scope="module")
+def e2e(vllm_engine: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One default-library run on 20 demo queries, shared by the tests below."""
+    return _run(vllm_engine, tiny_model, tmp_path_factory.mktemp("gen") / "e2e", chunk_size=7)
+
+
+def test_all_configs_load_with_datasets(e2e: Any) -> None:
+
+    loaded = {name: load_config(e2e.out, name) for name in CONFIGS}
+    assert len(loaded["triplets"]) == 20
+    assert TRIPLET_COLUMNS <= set(loaded["triplets"].column_names)
+    kept = sum(loaded["triplets"]["kept"])
+    assert kept > 0 and len(loaded["dpo"]) == len(loaded["reward"]) == len(loaded["sso"]) == kept
+    dpo = loaded["dpo"][0]
+    assert dpo["prompt"][0]["role"] == "user" and dpo["chosen"][0]["role"] == "assistant"
+    assert [m["role"] for m in loaded["reward"][0]["chosen"]] == ["user", "assistant"]
+    manifest = json.loads((e2e.out / "manifest.json").read_text())
+    assert manifest["engine"] == "vllm" and manifest["system_role_merged"] is False
+    assert manifest["requests_this_invocation"] == {"selection": 20, "sampling": 60}
+    assert manifest["library"]["sha256"] == manifest["library"]["sha256"].lower() and \
+        (e2e.out / "library.yaml").exists() and (e2e.out / "config.resolved.yaml").exists()
+    assert "config_name: dpo" in (e2e.out / "README.md").read_text()
+    for row in loaded["triplets"]:
+        assert len(row["features"]) == 2 and row["response_good"] != row["response_bad"]
+
+
+def test_same_seed_and_other_chunk_size_give_identical_triplets(e2e: Any, vllm_engine: Any, tiny_model: Path,
+                                                                 tmp_path: Path) -> None:
+    again = _run(vllm_engine, tiny_model, tmp_path / "again", chunk_size=7)
+    chunk3 = _run(vllm_engine, tiny_model, tmp_path / "chunk3", chunk_size=3)
+    other_seed = _run(vllm_engine, tiny_model, tmp_path / "seed1", chunk_size=7, seed=1, limit=5)
+    reference = triplets(e2e.out)
+    assert triplets(again.out) == reference
+    assert triplets(chunk3.out) == reference
+    assert [r["response_good"] for r in triplets(other_seed.out)] != [r["response_good"] for r in reference[:5]]
+
+
+def test_rerun_of_a_finished_run_recomputes_nothing(e2e: Any, tiny_model: Path) -> None:
+    from ssogen.generate.run import run_generate
+
+    before = triplets(e2e.out)
+    # No engine is given and none is needed: a finished run loads no model.
+    result = run_generate(RunConfig(model=str(tiny_model), out=str(e2e.out), **{**BASE, "chunk_size": 7}))
+    assert result.manifest["requests_this_invocation"] == {} and result.manifest["resumed"] is True
+    assert triplets(e2e.out) == before
+
+
+def test_different_configuration_is_refused_unless_overwrite(e2e: Any, vllm_engine: Any, tiny_model: Path,
+                                                             tmp_path: Path) -> None:
+    from ssogen.errors import UserError
+
+    out = tmp_path / "refuse"
+    _run(vllm_engine, tiny_model, out, limit=2)
+    with pytest.raises(UserError, match="different configuration.*temperature"):
+        _run(vllm_engine, tiny_model, out, limit=2, temperature=0.9)
+    from ssogen.generate.run import run_generate
+
+    config = RunConfig(model=str(tiny_model), out=str(out), **{**BASE, "limit": 2, "temperature": 0.9})
+    result = run_generate(config, engine=vllm_engine, overwrite=True)
+    assert result.manifest["sampling"]["temperature"] == 0.9
+
+
+def test_trl_trains_on_dpo_and_reward_configs(e2e: Any, tiny_model: Path, tmp_path: Path) -> None:
+    train_dpo_and_reward(e2e.out, tiny_model, tmp_path)
+
+
+def train_dpo_and_reward(out: Path, model_path: Path, tmp_path: Path) -> None:
+    """TRL's DPOTrainer and RewardTrainer, unchanged, 2 steps each on the generated configs."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    common = {"max_steps": 2, "per_device_train_batch_size": 2, "report_to": [], "save_strategy": "no",
+              "logging_steps": 1, "use_cpu": True}
+    dpo = load_config(out, "dpo")
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path),
+                         args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common), train_dataset=dpo,
+                         processing_class=tokenizer)
+    assert trainer.train().global_step == 2
+
+    reward = load_config(out, "reward")
+    classifier = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1)
+    classifier.config.pad_token_id = tokenizer.pad_token_id
+    trainer = RewardTrainer(model=classifier, args=RewardConfig(output_dir=str(tmp_path / "rm"), **common),
+                            train_dataset=reward, processing_class=tokenizer)
+    assert trainer.train().global_step == 2
+
+
+def test_guided_selection_emits_only_library_names(vllm_engine: Any, tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.dataset.shards import ShardStore
+    from ssogen.principles import load_library
+
+    result = _run(vllm_engine, tiny_model, tmp_path / "guided", limit=4, selection="guided",
+                  features_per_query=3)
+    names = set(load_library("default").library.feature_names)
+    answers = [s["answer"] for s in ShardStore(result.out).load("selection").values()]
+    assert len(answers) == 4
+    for answer in answers:
+        assert {part.strip() for part in answer.split(",")} <= names
+    assert all(r.selection_mode == "guided" and len(r.features) == 3 for r in result.records)
+
+
+def test_policy_principles_fall_back_and_bad_rows_are_counted(vllm_engine: Any, tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    from ssogen.principles import load_library
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "How do I bake bread?"}, {"text": "no prompt field"}, {"prompt": "   "},
+            {"prompt": "word " * 6000}, {"messages": [{"role": "user", "content": "Explain tides."}]}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _run(vllm_engine, tiny_model, tmp_path / "policy", principle_source="policy", prompts=str(prompts),
+                  principle_max_tokens=24)
+    library = load_library("default").library
+    summary = result.manifest["summary"]
+    assert summary["rows_in"] == 5 and summary["rows_skipped"] == {"missing_field": 1, "blank_prompt": 1}
+    by_prompt = {r.prompt: r for r in result.records}
+    assert by_prompt["word " * 6000].drop_reason == "prompt_too_long" and not by_prompt["word " * 6000].kept
+    for prompt in ("How do I bake bread?", "Explain tides."):
+        record = by_prompt[prompt]
+        assert record.principle_source == "policy"
+        # Random weights never write valid JSON: every principle falls back to the library text.
+        assert record.principle_fallback is True
+        for name in record.features:
+            assert library.feature(name).good in record.system_good
+    assert result.manifest["requests_this_invocation"]["principles"] == 2 * 2 + sum(
+        len(r.extra) for r in result.records if r.drop_reason != "prompt_too_long")
+
+
+def test_system_role_fallback_on_a_template_without_system_role(tiny_model_no_system: Path,
+                                                                tmp_path: Path) -> None:
+    from ssogen.generate.run import run_generate
+
+    config = RunConfig(model=str(tiny_model_no_system), out=str(tmp_path / "nosys"), **{**BASE, "limit": 3})
+    result = run_generate(config)
+    assert result.manifest["system_role_merged"] is True
+    assert all(r.response_good and r.response_bad for r in result.records)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ssogen", "generate", *args]
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(e2e: Any, tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.dataset.shards import ShardStore
+
+    out = tmp_path / "resume"
+    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
+                "--limit", "20", "--chunk-size", "2")
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(ShardStore(out).load("rows")) >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = ShardStore(out)
+    rows_done, selections_done = len(store.load("rows")), len(store.load("selection"))
+    assert 4 <= rows_done < 20
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["resumed"] is True
+    expected = {"selection": 20 - selections_done, "sampling": 3 * (20 - rows_done)}
+    assert manifest["requests_this_invocation"] == {k: v for k, v in expected.items() if v}
+    assert triplets(out) == triplets(e2e.out)
+
+
+def test_transformers_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
+
+    from ssogen.generate.run import run_generate
+
+    config = RunConfig(model=str(tiny_model), out=str(tmp_path / "hf"), engine="transformers", chunk_size=7,
+                       **BASE)
+    result = run_generate(config)
+    assert result.manifest["engine"] == "transformers"
+    loaded = {name: load_config(result.out, name) for name in CONFIGS}
+    assert len(loaded["triplets"]) == 20 and TRIPLET_COLUMNS <= set(loaded["triplets"].column_names)
+    assert 0 < len(loaded["dpo"]) == len(loaded["reward"]) == len(loaded["sso"])
+    # Per-request seeds: another chunk size gives the same rows on this engine too.
+    again = run_generate(config.model_copy(update={"out": str(tmp_path / "hf3"), "chunk_size": 3, "limit": 6}))
+    assert triplets(again.out) == triplets(result.out)[:6]
+    train_dpo_and_reward(result.out, tiny_model, tmp_path)
+
+
+def test_ctrl_c_saves_progress_and_exits_130(tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.dataset.shards import ShardStore
+
+    out = tmp_path / "interrupt"
+    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
+                "--limit", "40", "--chunk-size", "2")
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and len(ShardStore(out).load("rows")) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "run the same command again to resume" in stderr and "to resume: ssogen generate" in stdout
+    assert "Traceback" not in stderr
+    assert 2 <= len(ShardStore(out).load("rows")) < 40

@@ -1,0 +1,259 @@
+"""Fast parts of `ssogen generate` without an engine: inputs, config precedence, selection, filters, shards,
+the engine settings, and the one-line errors of the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.dataset.shards import ShardStore
+from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, vllm_llm_kwargs
+from ssogen.errors import UserError
+from ssogen.generate.config import RunConfig, resolve_config
+from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
+from ssogen.generate.inputs import read_prompts
+from ssogen.generate.selection import (
+    derive_seed,
+    finish_selection,
+    guided_regex,
+    parse_feature_names,
+    parse_principle_json,
+)
+from ssogen.principles import load_library
+
+LIBRARY = load_library("default").library
+runner = CliRunner()
+
+
+# -- inputs
+def test_reads_jsonl_json_csv_parquet_and_datasets_folder(tmp_path: Path) -> None:
+    import datasets
+
+    rows = [{"prompt": "a"}, {"prompt": "b"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    (tmp_path / "p.csv").write_text("prompt\na\nb\n")
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "p.parquet"))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    for name in ("p.jsonl", "p.json", "p.csv", "p.parquet", "saved"):
+        read = read_prompts(str(tmp_path / name))
+        assert [(r.position, r.text) for r in read.rows] == [(0, "a"), (1, "b")], name
+
+
+def test_prompt_field_messages_blank_and_missing_rows(tmp_path: Path) -> None:
+    rows = [{"q": "first"}, {"other": 1}, {"q": "  "},
+            {"messages": [{"role": "user", "content": "old"}, {"role": "assistant", "content": "x"},
+                          {"role": "user", "content": "last turn"}]}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = read_prompts(str(path), prompt_field="q")
+    assert [(r.position, r.text) for r in read.rows] == [(0, "first"), (3, "last turn")]
+    assert read.skipped == {"missing_field": 1, "blank_prompt": 1} and read.rows_in == 4
+    assert [r.text for r in read_prompts(str(path), prompt_field="q", limit=1).rows] == ["first"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "empty file"),
+    ('{"text": "x"}\n', "no row has a 'prompt' field"),
+    ('{"prompt": " "}\n', "all 1 prompts are blank"),
+    ('{"prompt": "ok"}\n{broken\n', r"p.jsonl:2: invalid JSON"),
+])
+def test_bad_prompt_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_prompts(str(path))
+
+
+def test_demo_queries_are_the_default() -> None:
+    assert len(read_prompts(None).rows) >= 20
+
+
+# -- config
+def test_precedence_defaults_then_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: o\ntemperature: 0.5\nmax-tokens: 99\n")
+    config = resolve_config({"temperature": 0.9, "top_p": None}, path)
+    assert (config.temperature, config.max_tokens, config.top_p) == (0.9, 99, 0.8)
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: o\ntemprature: 0.5\n")
+    with pytest.raises(UserError, match="unknown key.*temprature"):
+        resolve_config({}, path)
+    with pytest.raises(UserError, match="--model is required"):
+        resolve_config({"out": "o"})
+    with pytest.raises(UserError, match="--top-p"):
+        resolve_config({"model": "m", "out": "o", "top_p": 2.0})
+
+
+def test_fingerprint_ignores_only_what_does_not_change_rows() -> None:
+    base = RunConfig(model="m", out="a")
+    same = RunConfig(model="m", out="b", chunk_size=3, limit=5)
+    assert base.fingerprint("lib", "t") == same.fingerprint("lib", "t")
+    assert base.fingerprint("lib", "t") != RunConfig(model="m", out="a", seed=1).fingerprint("lib", "t")
+    assert base.fingerprint("lib", "t") != base.fingerprint("other library", "t")
+
+
+# -- engine settings
+def test_cpu_settings_for_vllm() -> None:
+    cpu = vllm_llm_kwargs("m", EngineOptions(max_model_len=512), cpu=True)
+    assert cpu["dtype"] == "float32" and cpu["enforce_eager"] is True
+    assert cpu["enable_chunked_prefill"] is False and cpu["kv_cache_memory_bytes"] == DEFAULT_CPU_KV_CACHE_BYTES
+    assert cpu["max_model_len"] == 512 and cpu["enable_prefix_caching"] is True
+    gpu = vllm_llm_kwargs("m", EngineOptions(tensor_parallel_size=2, gpu_memory_utilization=0.5), cpu=False)
+    assert "enable_chunked_prefill" not in gpu and gpu["enforce_eager"] is False
+    assert (gpu["tensor_parallel_size"], gpu["gpu_memory_utilization"], gpu["dtype"]) == (2, 0.5, "auto")
+
+
+# -- selection
+def test_parse_keeps_library_names_case_insensitively_without_duplicates() -> None:
+    answer = " safety, Accuracy,  nonsense , SAFETY\nLogicality ### Helpfulness"
+    assert parse_feature_names(answer, LIBRARY) == ["Safety", "Accuracy", "Logicality"]
+
+
+def test_finish_selection_is_seeded_fills_and_rolls_extras() -> None:
+    names = ["Safety", "Accuracy", "Logicality"]
+    first = finish_selection(names, LIBRARY, 2, run_seed=0, row_id="r1", extra_prob=None)
+    assert first == finish_selection(names, LIBRARY, 2, run_seed=0, row_id="r1", extra_prob=None)
+    assert set(first.features) <= set(names) and not first.filled and len(first.features) == 2
+    filled = finish_selection(["Safety"], LIBRARY, 3, run_seed=0, row_id="r1", extra_prob=0.0)
+    assert filled.filled and "Safety" in filled.features and len(set(filled.features)) == 3 and filled.extra == []
+    assert finish_selection([], LIBRARY, 2, run_seed=0, row_id="r1", extra_prob=1.0).extra == ["Concision"]
+    orders = {tuple(finish_selection(names, LIBRARY, 3, run_seed=0, row_id=f"r{i}", extra_prob=0).features)
+              for i in range(20)}
+    assert len(orders) > 1  # the shuffle depends on the row
+
+
+def test_seeds_depend_on_run_row_and_variant() -> None:
+    seeds = {derive_seed(s, r, v) for s in (0, 1) for r in ("a", "b") for v in ("good", "bad", "raw")}
+    assert len(seeds) == 12 and derive_seed(0, "a", "good") == derive_seed(0, "a", "good")
+
+
+def test_guided_regex_accepts_only_names() -> None:
+    import re
+
+    pattern = re.compile(guided_regex(LIBRARY, 2))
+    assert pattern.fullmatch("Safety, Accuracy") and pattern.fullmatch(" Safety")
+    assert not pattern.fullmatch("Safety, Accuracy, Logicality") and not pattern.fullmatch("Nonsense")
+
+
+def test_principle_json() -> None:
+    assert parse_principle_json('Sure: {"good": "Do A.", "bad": "Do B."} done') == ("Do A.", "Do B.")
+    assert parse_principle_json('{"good": "", "bad": "x"}') is None
+    assert parse_principle_json("no json") is None
+
+
+# -- filters
+def test_filters_strip_prefix_and_record_reasons() -> None:
+    prefix = leaked_prefix_pattern(LIBRARY)
+    stop = {"good": "stop", "bad": "stop", "raw": "stop"}
+    outcome = apply_filters({"good": "safe Response: Hi", "bad": "Illogical response:  No", "raw": "Hey"}, stop,
+                            prefix=prefix, keep_truncated=False)
+    assert outcome.responses == {"good": "Hi", "bad": "No", "raw": "Hey"} and outcome.kept
+    assert outcome.flags == ["prefix_stripped_good", "prefix_stripped_bad"]
+    same = apply_filters({"good": "A", "bad": "B", "raw": " A "}, stop, prefix=prefix, keep_truncated=False)
+    assert (same.kept, same.drop_reason) == (False, "identical_responses")
+    cut = {"good": "length", "bad": "stop", "raw": "stop"}
+    truncated = apply_filters({"good": "A", "bad": "B", "raw": "C"}, cut, prefix=prefix, keep_truncated=False)
+    assert (truncated.kept, truncated.drop_reason, truncated.flags) == (False, "truncated", ["truncated_good"])
+    assert apply_filters({"good": "A", "bad": "B", "raw": "C"}, cut, prefix=prefix, keep_truncated=True).kept
+    empty = apply_filters({"good": "A", "bad": "  ", "raw": "C"}, stop, prefix=prefix, keep_truncated=True)
+    assert (empty.kept, empty.drop_reason) == (False, "empty_response")
+
+
+# -- shards
+def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Path) -> None:
+    store = ShardStore(tmp_path / "out")
+    fingerprint = {"fingerprint": "x", "config": {"seed": 0}}
+    assert store.prepare(fingerprint, overwrite=False) is False
+    store.append("rows", [{"id": "a"}, {"id": "b"}])
+    store.close()
+    with (store.dir / "rows-00000.jsonl").open("ab") as f:
+        f.write(b'{"id": "c", "tru')  # a writer killed mid-line
+    again = ShardStore(tmp_path / "out")
+    assert again.prepare(fingerprint, overwrite=False) is True
+    assert sorted(again.load("rows")) == ["a", "b"]
+    again.append("rows", [{"id": "c"}])  # goes to a new file, never after the torn line
+    again.close()
+    assert sorted(ShardStore(tmp_path / "out").load("rows")) == ["a", "b", "c"]
+    with pytest.raises(UserError, match=r"different configuration \(changed: seed\)"):
+        ShardStore(tmp_path / "out").prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=False)
+    assert ShardStore(tmp_path / "out").prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=True) \
+        is False
+    assert ShardStore(tmp_path / "out").load("rows") == {}
+
+
+def test_a_foreign_non_empty_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="holds no ssogen run"):
+        ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=False)
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "lengths.png").write_bytes(b"stale")
+    (tmp_path / "stats.json").write_text("{}")
+    ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=True)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"  # --overwrite removes only ssogen's own files
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "stats.json").exists()  # stale stats go
+
+
+# -- CLI: dry run and one-line errors
+def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "3",
+                                 "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "Qualities:" in result.output and "You are an assistant whose response must be" in result.output
+    assert "3 rows" in result.output and not out.exists()
+
+
+def _error_of(args: list[str]) -> tuple[int, str]:
+    result = runner.invoke(app, ["generate", *args])
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output.strip()
+
+
+def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> None:
+    base = ["--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    bad_library = tmp_path / "lib.yaml"
+    bad_library.write_text("name: x\nversion: 1\n")
+    bad_config = tmp_path / "run.yaml"
+    bad_config.write_text("temprature: 0.5\n")
+    no_template = tmp_path / "no-template"
+    shutil.copytree(tiny_model, no_template)
+    (no_template / "chat_template.jinja").unlink()
+    config = json.loads((no_template / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+    cases = [
+        (base + ["--prompts", str(tmp_path / "missing.jsonl")], "no such file"),
+        (base + ["--prompts", str(empty)], "empty file"),
+        (base + ["--principles", str(bad_library)], "invalid library"),
+        (["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")], "no such folder"),
+        (["--model", str(no_template), "--out", str(tmp_path / "o3")], "no chat template"),
+        (base + ["--selection", "maybe"], "--selection"),
+        (base + ["--features-per-query", "9"], "only 7 features"),
+        (["--out", str(tmp_path / "o")], "--model is required"),
+        (base + ["--config", str(bad_config)], "unknown key(s): temprature"),
+        (base + ["--prompts", "no-such-org/no-such-dataset"], "loading it as a hub dataset failed"),
+    ]
+    for args, message in cases:
+        code, output = _error_of(args)
+        assert code == 2 and message in output and len(output.splitlines()) == 1, (args, output)
+
+
+def test_a_folder_being_regenerated_is_marked_in_progress(tmp_path: Path) -> None:
+    from ssogen.generate.run import _mark_incomplete
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "model": "m"}))
+    _mark_incomplete(tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {"status": "in_progress", "model": "m"}
+    _mark_incomplete(tmp_path / "missing")  # no manifest yet: nothing to mark, no error
+    assert not (tmp_path / "missing").exists()

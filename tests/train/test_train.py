@@ -1,0 +1,349 @@
+"""`ssogen train` on the tiny model (CPU): learning, outputs, reference cache, resume, collator, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from ssogen.chat import context_messages, merge_system_into_user
+from ssogen.cli import app
+from ssogen.dataset.folder import config_file, write_parquet_atomic
+from ssogen.records import SSO_COLUMNS
+from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
+from ssogen.train import reference as reference_module
+from ssogen.train.collator import SSOCollator
+from ssogen.train.config import TrainConfig, build_config
+from ssogen.train.data import encode_rows
+from ssogen.train.logprobs import selected_token_logps, sequence_logps
+from ssogen.train.run import CONFIG_FILE, METRICS_FILE, run_training
+
+FAST = {"logging_steps": 5, "warmup_ratio": 0.0, "max_length": 256, "max_prompt_length": 192}
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+def config(data: Path, model: Path, out: Path, **overrides: Any) -> TrainConfig:
+    return TrainConfig(data=data, model=str(model), out=out, **{**FAST, **overrides})
+
+
+@pytest.fixture(scope="module")
+def sso_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_sso(tmp_path_factory.mktemp("data") / "gen", count=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def learned(sso_data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The learning run: 40 steps at a raised lr, then a second run into the same folder (cache reuse)."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    passes_before = reference_module.PASSES_RUN
+    first = run_training(config(sso_data, tiny_model, out, max_steps=40, lr=3e-3, batch_size=4, save_steps=0,
+                                final_eval=True), quiet())
+    passes_after_first = reference_module.PASSES_RUN
+    console = quiet()
+    second = run_training(config(sso_data, tiny_model, out, max_steps=2, lr=1e-4, batch_size=4, save_steps=0),
+                          console)
+    return {"out": out, "first": first, "second": second, "passes": (passes_before, passes_after_first,
+                                                                     reference_module.PASSES_RUN),
+            "second_console": console.file.getvalue()}  # type: ignore[attr-defined]
+
+
+def test_learning_drives_p1_accuracy_up_and_loss_down(learned: dict[str, Any]) -> None:
+    first = learned["first"]
+    assert first.steps == 40
+    assert first.final_eval["rewards/p1/accuracy"] > 0.9
+    logged = [entry for entry in first.log_history if "loss" in entry]
+    assert logged[0]["loss/p1"] == pytest.approx(25.0, abs=1e-3)  # IPO at zero margin: (1/(2β))², β = 0.1
+    assert logged[-1]["loss"] < 0.5 * logged[0]["loss"]
+    assert logged[-1]["rewards/p1/accuracy"] > 0.9
+
+
+def test_outputs_hold_model_config_metrics_and_card(learned: dict[str, Any]) -> None:
+    out: Path = learned["out"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", CONFIG_FILE, METRICS_FILE, "README.md"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / CONFIG_FILE).read_text())
+    assert saved["loss"]["loss_type"] == "ipo" and saved["loss"]["beta"] == 0.1
+    assert saved["loss"]["formula"] == "L(x,y+,y-) + 0.1·W·G"
+    assert "per-token" in saved["loss"]["normalisation"]
+    assert saved["config"]["alpha"] == 0.5 and saved["config"]["lam"] == 0.1
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    steps = [entry for entry in metrics["log_history"] if "loss" in entry]
+    for key in ("loss/p1", "loss/p2", "loss/p3", "loss/G", "W", "rewards/p3/accuracy", "rewards/p2/margin",
+                "logps/good_plain"):
+        assert all(key in entry for entry in steps), key
+    assert "train_runtime" in metrics["train_metrics"]
+    card = (out / "README.md").read_text()
+    assert "IPO" in card and "L(x,y+,y-) + 0.1·W·G" in card
+
+
+def test_reference_cache_is_reused_on_rerun(learned: dict[str, Any]) -> None:
+    before, after_first, after_second = learned["passes"]
+    assert after_first == before + 1
+    assert after_second == after_first  # no reference pass the second time
+    assert learned["second"].reference_reused
+    assert "reused cache" in learned["second_console"]
+    assert len(list(Path(learned["out"]).glob("ref_logps-*.parquet"))) == 1
+
+
+def test_changed_max_length_gets_a_new_reference(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0), quiet())
+    before = reference_module.PASSES_RUN
+    run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0, max_length=200), quiet())
+    assert reference_module.PASSES_RUN == before + 1
+    assert len(list(out.glob("ref_logps-*.parquet"))) == 2
+
+
+def test_resume_from_checkpoint_gives_the_same_weights(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    common = {"max_steps": 8, "lr": 1e-3, "batch_size": 4, "seed": 7, "save_steps": 4}
+    run_training(config(sso_data, tiny_model, tmp_path / "a", **common), quiet())
+    passes = reference_module.PASSES_RUN
+    # A fresh folder: the reference must come from the checkpoint's copy, not from the trained weights.
+    resumed_run = run_training(config(sso_data, tiny_model, tmp_path / "b",
+                                      resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"), **common), quiet())
+    assert reference_module.PASSES_RUN == passes
+    assert (resumed_run.steps, resumed_run.steps_run) == (8, 4)
+    uninterrupted = load_file(tmp_path / "a" / "model.safetensors")
+    resumed = load_file(tmp_path / "b" / "model.safetensors")
+    start = load_file(tiny_model / "model.safetensors")
+    assert uninterrupted.keys() == resumed.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(tensor, resumed[name]), name
+    assert any(not torch.equal(uninterrupted[n], start[n]) for n in start)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    common = {"max_steps": 1, "lr": 1e-3, "seed": 3, "save_steps": 0, "scheduler": "constant"}
+    run_training(config(sso_data, tiny_model, tmp_path / "big", batch_size=4, **common), quiet())
+    run_training(config(sso_data, tiny_model, tmp_path / "acc", batch_size=2, grad_accum=2, **common), quiet())
+    big = load_file(tmp_path / "big" / "model.safetensors")
+    accumulated = load_file(tmp_path / "acc" / "model.safetensors")
+    for name, tensor in big.items():
+        torch.testing.assert_close(accumulated[name], tensor, atol=1e-5, rtol=1e-4)
+
+
+def test_lora_reference_is_the_base_model(sso_data: Path, tiny_model: Path, tmp_path: Path,
+                                          learned: dict[str, Any]) -> None:
+    outcome = run_training(config(sso_data, tiny_model, tmp_path / "lora", max_steps=3, lr=1e-2, lora=True,
+                                  lora_r=4, save_steps=0), quiet())
+    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert not outcome.reference_reused
+    # Same data, base model and lengths as the full-model run: identical reference log-probs.
+    import pyarrow.parquet as pq
+
+    lora_ref = pq.read_table(tmp_path / "lora" / outcome.reference_file).to_pydict()
+    full_ref = pq.read_table(Path(learned["out"]) / outcome.reference_file).to_pydict()
+    for column, values in full_ref.items():
+        if column != "id":
+            assert lora_ref[column] == pytest.approx(values, abs=1e-4)
+
+
+def test_v2_objective_trains(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    outcome = run_training(config(sso_data, tiny_model, tmp_path / "v2", objective="v2", max_steps=2,
+                                  save_steps=0), quiet())
+    saved = json.loads((tmp_path / "v2" / CONFIG_FILE).read_text())
+    assert saved["loss"]["loss_type"] == "dpo" and saved["loss"]["sft_weight"] == 0.1
+    assert "loss/plus" in [e for e in outcome.log_history if "loss" in e][0]
+
+
+# -- sequences and log-probs -------------------------------------------------------------------------------------
+
+def test_six_sequences_follow_the_chat_template_with_system_fallback(tiny_model_no_system: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_no_system)
+    row = synthetic_sso_rows(1)[0]
+    encoded, counts, system_supported = encode_rows([row], tokenizer, max_length=512, max_prompt_length=384)
+    assert not system_supported and counts.prompts == counts.responses == 0
+    sequences, lengths = encoded[0].sequences, encoded[0].response_lengths
+    # (x+, y-): the system text merged into the user turn, then y- and the end-of-turn token.
+    merged = merge_system_into_user(context_messages(row["prompt"], row["system_good"]))
+    prompt = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+    expected = tokenizer(prompt + row["response_bad"], add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id]
+    assert sequences[3] == expected
+    assert lengths[3] == len(tokenizer(row["response_bad"], add_special_tokens=False)["input_ids"]) + 1
+    assert tokenizer.decode(sequences[3][-lengths[3]:]) == row["response_bad"] + "<|im_end|>"
+    # (x, y+): plain context, no system text at all.
+    assert row["system_good"] not in tokenizer.decode(sequences[0])
+
+
+def test_truncation_is_counted(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = synthetic_sso_rows(2, response_repeat=4)
+    encoded, counts, _ = encode_rows(rows, tokenizer, max_length=60, max_prompt_length=40)
+    assert counts.prompts > 0 and counts.responses > 0 and counts.as_dict()["rows_affected"] == 2
+    assert all(len(seq) <= 60 for row in encoded for seq in row.sequences)
+    assert all(length >= 1 for row in encoded for length in row.response_lengths)
+
+
+def test_left_padded_batch_gives_each_sequence_its_own_logprobs(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
+    examples = [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths}
+                for r in encoded]
+    with torch.no_grad():
+        sums, lengths = sequence_logps(model, SSOCollator(pad_token_id=tokenizer.pad_token_id)(examples))
+        for row, example in enumerate(examples):
+            for column, (seq, n) in enumerate(zip(example["sequences"], example["response_lengths"], strict=True)):
+                ids = torch.tensor([seq])
+                logps = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+                alone = logps.gather(1, ids[0, 1:, None]).squeeze(1)[-n:].sum().item()
+                assert sums[row, column].item() == pytest.approx(alone, abs=1e-3)
+                assert lengths[row, column].item() == n
+
+
+def test_lean_token_logps_match_log_softmax_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 50, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 7))
+    weights = torch.randn(3, 7, dtype=torch.float64)
+    lean = selected_token_logps(logits, targets)
+    plain = torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
+    torch.testing.assert_close(lean.double(), plain, atol=1e-6, rtol=0)
+    (g_lean,) = torch.autograd.grad((lean.double() * weights).sum(), logits)
+    (g_plain,) = torch.autograd.grad((plain * weights).sum(), logits)
+    torch.testing.assert_close(g_lean, g_plain, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypatch: pytest.MonkeyPatch,
+                                                                        with_bias: bool) -> None:
+    from ssogen.train import logprobs
+
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 40)  # 7 positions per chunk: several chunks
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(16, 40, bias=with_bias, dtype=torch.float64)
+    head = logprobs.LogProbHead(linear)
+    hidden = torch.randn(3, 10, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 40, (3, 9))
+    weights = torch.randn(3, 9, dtype=torch.float64)
+    head.targets = targets
+    fused = head(hidden)
+    head.targets = None
+    plain = torch.log_softmax(linear(hidden[:, :-1]), -1).gather(-1, targets[..., None]).squeeze(-1)
+    torch.testing.assert_close(fused.double(), plain, atol=1e-6, rtol=0)
+    params = [hidden, linear.weight] + ([linear.bias] if with_bias else [])
+    g_fused = torch.autograd.grad((fused.double() * weights).sum(), params)
+    g_plain = torch.autograd.grad((plain * weights).sum(), params)
+    for a, b in zip(g_fused, g_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(head(hidden), linear(hidden))  # without targets: the ordinary layer
+
+
+def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ssogen.train.logprobs import LogProbHead, install_logprob_head, remove_logprob_head
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
+    batch = SSOCollator(pad_token_id=tokenizer.pad_token_id)(
+        [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
+    results = []
+    for fused in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        assert install_logprob_head(model) if fused else True
+        sums, _ = sequence_logps(model, batch)
+        (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
+        results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        if fused:
+            assert isinstance(model.get_output_embeddings(), LogProbHead)
+            assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+            remove_logprob_head(model)
+            assert type(model.get_output_embeddings()) is torch.nn.Linear
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-4, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# -- configuration and bad input -----------------------------------------------------------------------------
+
+def test_yaml_config_and_command_line_override(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("data: d\nmodel: m\nout: o\nbeta: 0.2\nlambda: 0.3\nw-placement: all\nlr: 1.0e-6\n")
+    settings = build_config({"beta": 0.5, "alpha": None}, path)
+    assert (settings.beta, settings.lam, settings.w_placement, settings.lr) == (0.5, 0.3, "all", 1e-6)
+    assert settings.loss_settings().formula() == "W·(L(x,y+,y-) + 0.3·G)"
+
+
+def _run_cli(*args: str) -> Any:
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def _one_error_line(result: Any, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_input_gives_one_clear_line(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    _one_error_line(_run_cli("--data", str(tmp_path), "--model", str(tiny_model), "--out", out), "no `sso` config")
+    missing = tmp_path / "missing_columns"
+    write_parquet_atomic(config_file(missing, "sso"), [{"id": "1", "prompt": "p"}],
+                         pa.schema([("id", pa.string()), ("prompt", pa.string())]))
+    _one_error_line(_run_cli("--data", str(missing), "--model", str(tiny_model), "--out", out),
+                    "missing column(s) system_good")
+    empty = tmp_path / "empty"
+    write_parquet_atomic(config_file(empty, "sso"), [], pa.schema([(c, pa.string()) for c in SSO_COLUMNS]))
+    _one_error_line(_run_cli("--data", str(empty), "--model", str(tiny_model), "--out", out), "no rows")
+    _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tmp_path / "nope"), "--out", out),
+                    "--model", "no such model folder")
+    _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out,
+                             "--objective", "v2", "--no-g"), "--no-g cannot be used with --objective v2")
+    _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out,
+                             "--max-prompt-length", "300", "--max-length", "200"), "--max-prompt-length")
+    _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out, "--beta", "-1"),
+                    "--beta")
+    assert not Path(out).exists()
+
+
+BLOCKED_RUN = """
+import sys
+for name in ("trl", "vllm", "datasets"):
+    sys.modules[name] = None  # find_spec() -> None and import -> ImportError: a GPU box without them
+import io
+from pathlib import Path
+from rich.console import Console
+import ssogen.cli  # the whole command line, as `python -m ssogen train` loads it
+from ssogen.train.run import run_training
+from ssogen.train.config import TrainConfig
+outcome = run_training(TrainConfig(data=Path(sys.argv[1]), model=sys.argv[2], out=Path(sys.argv[3]), max_steps=2,
+                                   save_steps=0, lora=True, lora_r=4, gradient_checkpointing=True,
+                                   max_length=256, max_prompt_length=192), Console(file=io.StringIO()))
+print("steps", outcome.steps)
+"""
+
+
+def test_train_path_needs_no_trl_vllm_or_datasets(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", BLOCKED_RUN, str(sso_data), str(tiny_model), str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("steps 2")
