@@ -44,14 +44,15 @@ def run_bare(llm: Any, records: list[Any], rows: int, max_tokens: int) -> tuple[
     from vllm import SamplingParams
 
     from ssogen.generate.config import RunConfig
-    from ssogen.generate.prompts import PromptTemplates
-    from ssogen.generate.selection import derive_seed
+    from ssogen.generate.steps.common import derive_seed
+    from ssogen.generate.steps.selection import selection_prompt
     from ssogen.principles import load_library
+    from ssogen.templating import Templates
 
     config = RunConfig(model="-", out="-")
     library = load_library("default").library
-    templates = PromptTemplates()
-    selection_prompts = [templates.selection_prompt(library, r.prompt, config.features_per_query) for r in records]
+    templates = Templates()
+    selection_prompts = [selection_prompt(templates, library, r.prompt, config.features_per_query) for r in records]
     selection_params = [SamplingParams(temperature=0.7, top_p=0.8, max_tokens=config.selection_max_tokens,
                                        stop=["###"], seed=derive_seed(0, r.id, "selection-sample"))
                         for r in records]

@@ -1,26 +1,6 @@
-"""The `ssogen` command line: the root app. It imports the command modules and registers them; they never
-import it back. Commands only parse options and call into the package."""
+"""The `ssogen` command line. The root app lives in `ssogen.cli.main` (it imports the command modules, which
+import only `ssogen.cli.common` and `ssogen.cli.options`); `ssogen.cli:app` is the console-script entry point."""
 
-from __future__ import annotations
+from ssogen.cli.main import app
 
-import typer
-
-from ssogen.cli import data, generate, principles, tools, train
-
-app = typer.Typer(
-    help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(principles.principles_app, name="principles")
-app.command("generate")(generate.generate)
-app.command("train")(train.train)
-app.command("score")(data.score_command)
-app.command("stats")(data.stats_command)
-app.command("push-to-hub")(data.push_to_hub_command)
-app.command("make-tiny-model")(tools.make_tiny_model)
-app.command("env")(tools.env)
-
-if __name__ == "__main__":
-    app()
+__all__ = ["app"]

@@ -19,14 +19,16 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from ssogen.dataset.folder import MANIFEST, WORK_DIR, read_manifest, read_triplets, write_configs, write_json_atomic
-from ssogen.engine import EngineKind, EngineOptions
+from ssogen.engine import EngineFields, EngineKind, EngineOptions
 from ssogen.errors import UserError
+from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
+from ssogen.settings import option
 
 SCORE_DIR = "score"
 LIKELIHOOD = "likelihood"
@@ -38,6 +40,7 @@ SCORED = (
     ("lp_good_bad", "bad", "good"), ("lp_bad_bad", "bad", "bad"),
 )
 CONVENTION = "mean over response tokens + eos; chat-template prompt, add_special_tokens=False"
+FILTER_PANEL = "Likelihood filter (--filter likelihood)"
 
 
 class LikelihoodFilterOptions(BaseModel):
@@ -53,12 +56,33 @@ class LikelihoodFilterOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ordering: bool = True
-    ordering_margin: float = Field(0.0, ge=0.0)
-    on_policy: bool = True
-    on_policy_margin: float = 0.0
-    contrast: bool = True
-    contrast_margin: float = 0.0
+    ordering: bool = option(True, "Stage 1: lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+).",
+                            panel=FILTER_PANEL)
+    ordering_margin: float = option(0.0, "Each step of the ordering must exceed this.", ge=0.0, panel=FILTER_PANEL)
+    on_policy: bool = option(True, "Stage 2: keep lp(y+|x) and lp(y-|x) at or above their means (the "
+                             "near-on-policy half).", panel=FILTER_PANEL)
+    on_policy_margin: float = option(0.0, "Added to the stage-2 means.", panel=FILTER_PANEL)
+    contrast: bool = option(True, "Stage 3: keep contrasts lp(y+|x+) - lp(y+|x-) and lp(y-|x-) - lp(y-|x+) "
+                            "above their means.", panel=FILTER_PANEL)
+    contrast_margin: float = option(0.0, "Added to the stage-3 means.", panel=FILTER_PANEL)
+
+
+# pydantic lists the last base's fields first: the help shows the filter stages, then the engine options.
+class ScoreConfig(EngineFields, LikelihoodFilterOptions):
+    """Every option of `ssogen score`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = option(..., "Model folder or hub id to score with (normally the policy).")
+    filter: Literal["none", "likelihood"] = option(
+        "none", "'likelihood' applies the paper code's likelihood filter after scoring; 'none' only adds the "
+        "log-probs.")
+    chunk_rows: int = option(64, "Rows per batch (7 sequences each); saved after each.", ge=1)
+
+    def filter_options(self) -> LikelihoodFilterOptions | None:
+        if self.filter != LIKELIHOOD:
+            return None
+        return LikelihoodFilterOptions(**{k: getattr(self, k) for k in LikelihoodFilterOptions.model_fields})
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -152,7 +176,7 @@ def row_text_hash(record: TripletRecord) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def _model_identity(model: str) -> str:
+def _model_identity(model: ModelRef) -> str:
     """sha256 of the model name/path, its config and (local folder) its weight files: the training cache's
     identity, so that scores of different weights never mix."""
     from transformers import AutoConfig
@@ -160,10 +184,19 @@ def _model_identity(model: str) -> str:
     from ssogen.train.reference import model_identity
 
     try:
-        config = AutoConfig.from_pretrained(model)
+        config = AutoConfig.from_pretrained(model.path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"--model {model}: cannot load its config ({str(exc).splitlines()[0]})") from None
-    return model_identity(model, config)
+        raise load_error(model, exc, what="load its config") from None
+    return model_identity(model.name, config)
+
+
+def _load_tokenizer(model: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.path)
+    except (OSError, ValueError) as exc:
+        raise load_error(model, exc, what="load its tokenizer") from None
 
 
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
@@ -218,12 +251,12 @@ def score_folder(
     records = read_triplets(out)
     manifest = read_manifest(out)
     targets = [r for r in records if _likelihood_candidate(r)]
-    model_id = _model_identity(model)
-    if scorer is None:
-        scorer = make_scorer(engine, model, engine_options)
-    tokenizer = scorer.tokenizer
+    model_ref = resolve_model(model)
+    require_available(model_ref)
+    # The cache is looked up with the tokenizer alone: when every row is scored, no engine is loaded.
+    tokenizer = scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref)
     system_supported = supports_system_role(tokenizer)
-    key = cache_key(model_id, tokenizer, system_supported)
+    key = cache_key(_model_identity(model_ref), tokenizer, system_supported)
     store = _score_store(out, key)
     cached = store.load("scores")
     scores: dict[str, dict[str, float | None]] = {}
@@ -233,6 +266,8 @@ def score_folder(
             scores[record.id] = entry["lp"]
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
+    if pending and scorer is None:
+        scorer = make_scorer(engine, model_ref.path, engine_options)
     try:
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]
@@ -240,7 +275,7 @@ def score_folder(
             fitting: list[TripletRecord] = []
             finished: list[dict[str, Any]] = []
             for record in chunk:
-                row_requests = build_requests(record, tokenizer, system_supported)
+                row_requests = build_requests(record, scorer.tokenizer, system_supported)
                 if max(r.length for r in row_requests) > scorer.max_sequence_length:
                     # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
                     finished.append({"id": record.id, "text": row_text_hash(record),

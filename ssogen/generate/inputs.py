@@ -27,6 +27,15 @@ class PromptRow:
 
 
 @dataclass
+class Row:
+    """A query as the pipeline carries it: its stable id (`records.row_id`), input position and text."""
+
+    id: str
+    position: int
+    prompt: str
+
+
+@dataclass
 class PromptsRead:
     source: str
     rows: list[PromptRow]

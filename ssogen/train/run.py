@@ -21,10 +21,13 @@ from transformers import TrainerCallback
 
 from ssogen.dataset.folder import write_json_atomic
 from ssogen.errors import UserError
+from ssogen.models import load_error, resolve_model
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
-from ssogen.train.data import SSODataset, data_fingerprint, encode_rows, read_sso_rows
-from ssogen.train.loss import PAIRS, describe, sso_loss
+from ssogen.train.data import SSODataset, encode_rows
+from ssogen.train.inputs import data_fingerprint, read_sso_rows
+from ssogen.train.loss import PAIRS, sso_loss
+from ssogen.train.objective import describe
 from ssogen.train.reference import ReferenceTable, cache_key, model_identity
 
 logger = logging.getLogger("ssogen.train.run")
@@ -56,22 +59,15 @@ def _is_main_process() -> bool:
 
 
 def load_tokenizer_and_model(config: TrainConfig) -> tuple[Any, Any]:
-    """Tokenizer and causal LM from a local folder or a hub id; one clear line when neither exists."""
+    """Tokenizer and causal LM from a local folder or a hub id (`ssogen.models`); one clear line on failure."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = config.model
-    local = Path(name).expanduser()
-    # A hub id is "name" or "owner/name"; anything else that does not exist is a missing local folder.
-    hub_id = not local.exists() and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
-    if not hub_id and not local.is_dir():
-        raise UserError(f"--model: {name}: no such model folder")
-    name = name if hub_id else str(local)
+    model_ref = resolve_model(config.model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(model_ref.path)
+        model = AutoModelForCausalLM.from_pretrained(model_ref.path, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--model: {name}: cannot load ({first_line})") from None
+        raise load_error(model_ref, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.use_cache = False

@@ -14,7 +14,8 @@ from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError
 from ssogen.train.logprobs import sequence_logps
-from ssogen.train.loss import LossSettings, sso_loss
+from ssogen.train.loss import sso_loss
+from ssogen.train.objective import LossSettings
 from ssogen.train.reference import ReferenceTable, compute_reference
 
 

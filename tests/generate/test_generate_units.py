@@ -17,13 +17,9 @@ from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import read_prompts
-from ssogen.generate.selection import (
-    derive_seed,
-    finish_selection,
-    guided_regex,
-    parse_feature_names,
-    parse_principle_json,
-)
+from ssogen.generate.steps.common import derive_seed
+from ssogen.generate.steps.principle_writing import parse_principle_json
+from ssogen.generate.steps.selection import finish_selection, guided_regex, parse_feature_names
 from ssogen.principles import load_library
 
 LIBRARY = load_library("default").library

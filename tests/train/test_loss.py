@@ -14,13 +14,12 @@ from ssogen.train.loss import (
     GOOD_GOOD,
     GOOD_PLAIN,
     RAW_BAD,
-    LossSettings,
-    describe,
     dpo_loss,
     ipo_loss,
     sso_loss,
     steering_weight,
 )
+from ssogen.train.objective import LossSettings, describe
 
 # Two rows; columns in SEQUENCES order: (x,y+) (x,y-) (x+,y+) (x+,y-) (x-,yo) (x-,y+).
 POLICY = [[-12.0, -30.0, -9.0, -33.0, -14.0, -20.0],

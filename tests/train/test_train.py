@@ -310,7 +310,7 @@ def test_bad_input_gives_one_clear_line(sso_data: Path, tiny_model: Path, tmp_pa
     write_parquet_atomic(config_file(empty, "sso"), [], pa.schema([(c, pa.string()) for c in SSO_COLUMNS]))
     _one_error_line(_run_cli("--data", str(empty), "--model", str(tiny_model), "--out", out), "no rows")
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tmp_path / "nope"), "--out", out),
-                    "--model", "no such model folder")
+                    "--model", "no such folder")
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out,
                              "--objective", "v2", "--no-g"), "--no-g cannot be used with --objective v2")
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out,

@@ -1,0 +1,93 @@
+"""Step 1, feature selection: the few-shot prompt, one batched engine call, and the parser of the policy's
+answer (library names only; a seeded shuffle keeps k, a seeded fill when it names too few; then the extras)."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from ssogen.generate.inputs import Row
+from ssogen.generate.steps.common import Session, derive_seed
+from ssogen.principles import Feature, Library
+from ssogen.templating import Templates
+
+TEMPLATE = "selection.jinja"
+SELECTION_STOP = "###"  # ends each few-shot example in templates/selection.jinja
+
+
+def selection_prompt(templates: Templates, library: Library, query: str, k: int) -> str:
+    """The few-shot prompt asking for the k features that matter most for `query` (a raw completion prompt)."""
+    return templates.render(TEMPLATE, features=library.features, examples=library.examples, query=query, k=k)
+
+
+def parse_feature_names(answer: str, library: Library) -> list[str]:
+    """Library feature names in the answer (comma/newline separated, case-insensitive), de-duplicated."""
+    by_key = {f.name.casefold(): f.name for f in library.features}
+    names: list[str] = []
+    for part in re.split(r"[,\n;]", answer.split(SELECTION_STOP)[0]):
+        key = part.strip().strip(".!*-\"'` ").casefold()
+        name = by_key.get(key)
+        if name is not None and name not in names:
+            names.append(name)
+    return names
+
+
+@dataclass
+class Selection:
+    features: list[str]
+    extra: list[str]
+    filled: bool
+
+
+def finish_selection(answer_names: list[str], library: Library, k: int, *, run_seed: int, row_id: str,
+                     extra_prob: float | None) -> Selection:
+    """Shuffle the valid names with the row's seed, keep k, fill at random when short; roll the extras."""
+    rng = random.Random(derive_seed(run_seed, row_id, "selection"))
+    names = list(answer_names)
+    rng.shuffle(names)
+    chosen = names[:k]
+    filled = len(chosen) < k
+    if filled:
+        rest = [f.name for f in library.features if f.name not in chosen]
+        rng.shuffle(rest)
+        chosen += rest[: k - len(chosen)]
+    extra_rng = random.Random(derive_seed(run_seed, row_id, "extra"))
+    extra = [e.name for e in library.extras
+             if extra_rng.random() < (e.probability if extra_prob is None else extra_prob)]
+    return Selection(features=chosen, extra=extra, filled=filled)
+
+
+def guided_regex(library: Library, k: int) -> str:
+    """A regex admitting 1..k library names separated by ', ' (vLLM structured outputs)."""
+    name = "(" + "|".join(re.escape(f.name) for f in library.features) + ")"
+    return f" ?{name}(, {name}){{0,{k - 1}}}"
+
+
+def features_of(selection: Selection, library: Library) -> list[Feature]:
+    return [library.feature(n) for n in [*selection.features, *selection.extra]]
+
+
+def select_features(session: Session, rows: list[Row]) -> tuple[dict[str, Selection], dict[str, str], list[Row]]:
+    """The selection of every row in one engine call: (selections and raw answers by row id, rows whose prompt
+    leaves no room to answer)."""
+    cfg, library = session.config, session.library
+    regex = guided_regex(library, cfg.features_per_query) if cfg.selection == "guided" else None
+    requests, too_long = [], []
+    for row in rows:
+        text = selection_prompt(session.templates, library, row.prompt, cfg.features_per_query)
+        # A raw completion prompt: no chat template writes a BOS here, so the tokenizer adds its own.
+        ids = list(session.tokenizer(text)["input_ids"])
+        if session.too_long(ids) or session.too_long(session.chat_ids(row.prompt, None)):
+            too_long.append(row)
+            continue
+        requests.append(session.request(row.id, ids, seed=derive_seed(cfg.seed, row.id, "selection-sample"),
+                                        max_tokens=max(cfg.selection_max_tokens, 10 * cfg.features_per_query),
+                                        stop=[SELECTION_STOP], regex=regex))
+    answers = session.run("selection", requests)
+    selections = {}
+    for request in requests:
+        names = parse_feature_names(answers[request.key].text, library)
+        selections[request.key] = finish_selection(names, library, cfg.features_per_query, run_seed=cfg.seed,
+                                                   row_id=request.key, extra_prob=cfg.extra_prob)
+    return selections, {key: result.text for key, result in answers.items()}, too_long

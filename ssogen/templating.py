@@ -1,0 +1,77 @@
+"""Jinja2 templates from the bundled `templates/` folder, each overridable by a file of the same name in a user's
+`--templates DIR`. Errors name the template file and line, as one UserError line."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import jinja2
+
+from ssogen.errors import UserError
+
+BUNDLED_TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+class TemplateError(UserError):
+    """A template that fails to load or render; the message names the template and the line."""
+
+
+class Templates:
+    """The bundled templates, or a user's folder whose files replace them (missing files fall back)."""
+
+    def __init__(self, override_dir: str | Path | None = None, bundled_dir: Path = BUNDLED_TEMPLATES) -> None:
+        self.bundled_dir = bundled_dir
+        self.override_dir = Path(override_dir) if override_dir is not None else None
+        search = [str(bundled_dir)]
+        if self.override_dir is not None:
+            if not self.override_dir.is_dir():
+                raise TemplateError(f"{self.override_dir}: templates folder does not exist")
+            search.insert(0, str(self.override_dir))
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(search),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+
+    def source_of(self, name: str) -> Path:
+        if self.override_dir is not None and (self.override_dir / name).exists():
+            return self.override_dir / name
+        return self.bundled_dir / name
+
+    def digest(self, names: Iterable[str]) -> str:
+        """sha256 over the bytes of the named templates as they will be used (overrides included)."""
+        digest = hashlib.sha256()
+        for name in names:
+            try:
+                digest.update(self.source_of(name).read_bytes())
+            except OSError as exc:
+                raise TemplateError(f"{self.source_of(name)}: cannot read the template ({exc.strerror})") \
+                    from None
+        return digest.hexdigest()
+
+    def render(self, name: str, **variables: object) -> str:
+        """The rendered template, stripped of surrounding whitespace."""
+        try:
+            template = self._env.get_template(name)
+            return template.render(**variables).strip()
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{self.source_of(name)}:{exc.lineno}: template syntax error: {exc.message}") \
+                from None
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"{name}: template not found") from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"{self.source_of(name)}:{_render_error_line(exc)}: {exc.message}") from None
+
+
+def _render_error_line(exc: BaseException) -> int | str:
+    """Line of the template frame in a Jinja render traceback ('?' when it cannot be found)."""
+    tb = exc.__traceback__
+    line: int | str = "?"
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".jinja"):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
