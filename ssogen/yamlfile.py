@@ -19,12 +19,15 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import ConstructorError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ssogen.errors import UserError
 
 MAX_BYTES = 1 << 20  # configs and libraries are a few KiB; anything this large is a mistake or an attack
+# Libraries nest 4 levels deep. ruamel's parser slows down quadratically with depth (3000 nested lists take
+# half a minute), so the scan stops at this depth, long before that.
+MAX_DEPTH = 32
 
 # A path into the document: mapping keys (as strings) and list indexes, like a pydantic error location.
 Location = tuple[str | int, ...]
@@ -85,7 +88,7 @@ def parse_yaml(text: str, shown: str) -> YamlDocument:
     """The checks and the build of `read_yaml`, for text already in memory."""
     yaml = YAML(typ="safe", pure=True)
     try:
-        _refuse_aliases(yaml, text, shown)
+        _scan_events(yaml, text, shown)
         root = yaml.compose(text)
         if root is None:
             return YamlDocument(shown, text, None, {}, {})
@@ -98,15 +101,20 @@ def parse_yaml(text: str, shown: str) -> YamlDocument:
         raise YamlFileError(shown, mark.line + 1 if mark is not None else 1, f"{what}: {problem}") from None
     except YAMLError as exc:
         raise YamlFileError(shown, 1, f"YAML error: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise YamlFileError(shown, 1, "YAML nested too deeply") from None
     builder.lines[()] = root.start_mark.line + 1
     return YamlDocument(shown, text, data, builder.lines, builder.sources)
 
 
-def _refuse_aliases(yaml: YAML, text: str, shown: str) -> None:
-    """Scan the event stream (which expands nothing) for anchors and aliases."""
+def _scan_events(yaml: YAML, text: str, shown: str) -> None:
+    """Scan the event stream (which expands nothing) for anchors, aliases and deep nesting."""
+    depth = 0
     for event in yaml.parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlFileError(shown, event.start_mark.line + 1, f"YAML nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
         if isinstance(event, AliasEvent | ScalarEvent | CollectionStartEvent) and event.anchor:
             sign = "*" if isinstance(event, AliasEvent) else "&"
             raise YamlFileError(shown, event.start_mark.line + 1, f"YAML anchors and aliases are not allowed "
