@@ -1,4 +1,5 @@
-"""`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, and the likelihood filter.
+"""`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, then optionally the likelihood
+filter (`ssogen.dataset.likelihood`).
 
 Conventions (shared with `ssogen train`, see ssogen/collator.py):
 * contexts are rendered by ssogen.chat exactly as generate sampled from them: x = [user], x+ = [system S+,
@@ -17,13 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ssogen.dataset.folder import MANIFEST, WORK_DIR, read_manifest, read_triplets, write_configs, write_json_atomic
+from ssogen.dataset.likelihood import (
+    LIKELIHOOD,
+    LikelihoodFilterOptions,
+    apply_likelihood_filter,
+    has_pair_scores,
+    likelihood_candidate,
+)
 from ssogen.engine import EngineFields, EngineKind, EngineOptions
 from ssogen.errors import UserError
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
@@ -31,7 +39,6 @@ from ssogen.records import TripletRecord
 from ssogen.settings import option
 
 SCORE_DIR = "score"
-LIKELIHOOD = "likelihood"
 # (field, context, response) in request order: the requests of one context are adjacent, so sequences that share
 # a prompt prefix sit next to each other in every batch.
 SCORED = (
@@ -40,31 +47,6 @@ SCORED = (
     ("lp_good_bad", "bad", "good"), ("lp_bad_bad", "bad", "bad"),
 )
 CONVENTION = "mean over response tokens + eos; chat-template prompt, add_special_tokens=False"
-FILTER_PANEL = "Likelihood filter (--filter likelihood)"
-
-
-class LikelihoodFilterOptions(BaseModel):
-    """The paper code's three stages (SPEC §2.1 step 7); each can be switched off or given a margin.
-
-    1. ordering: lp(y+|x+) - lp(y+|x) > m, lp(y+|x) - lp(y+|x-) > m, lp(y-|x-) - lp(y-|x) > m and
-       lp(y-|x) - lp(y-|x+) > m (m = ordering_margin, 0 = strict order).
-    2. on-policy: lp(y+|x) >= mean + m and lp(y-|x) >= mean + m (m = on_policy_margin).
-    3. contrast: lp(y+|x+) - lp(y+|x-) > mean + m and lp(y-|x-) - lp(y-|x+) > mean + m (m = contrast_margin).
-
-    Each stage's means are taken over the rows that passed the stages before it (as the paper's code does),
-    so a stage judges rows against the population it actually receives."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ordering: bool = option(True, "Stage 1: lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+).",
-                            panel=FILTER_PANEL)
-    ordering_margin: float = option(0.0, "Each step of the ordering must exceed this.", ge=0.0, panel=FILTER_PANEL)
-    on_policy: bool = option(True, "Stage 2: keep lp(y+|x) and lp(y-|x) at or above their means (the "
-                             "near-on-policy half).", panel=FILTER_PANEL)
-    on_policy_margin: float = option(0.0, "Added to the stage-2 means.", panel=FILTER_PANEL)
-    contrast: bool = option(True, "Stage 3: keep contrasts lp(y+|x+) - lp(y+|x-) and lp(y-|x-) - lp(y-|x+) "
-                            "above their means.", panel=FILTER_PANEL)
-    contrast_margin: float = option(0.0, "Added to the stage-3 means.", panel=FILTER_PANEL)
 
 
 # pydantic lists the last base's fields first: the help shows the filter stages, then the engine options.
@@ -83,80 +65,6 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
         if self.filter != LIKELIHOOD:
             return None
         return LikelihoodFilterOptions(**{k: getattr(self, k) for k in LikelihoodFilterOptions.model_fields})
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
-def likelihood_filter(rows: Sequence[TripletRecord], options: LikelihoodFilterOptions | None = None,
-                      ) -> list[str | None]:
-    """For each row (all six y+/y- log-probs set), None to keep it or the drop reason `likelihood:<stage>`."""
-    options = options or LikelihoodFilterOptions()
-    reasons: list[str | None] = [None] * len(rows)
-    alive = list(range(len(rows)))
-    for index in alive:
-        missing = [name for name, _, response in SCORED if response != "raw" and getattr(rows[index], name) is None]
-        if missing:
-            raise ValueError(f"row {rows[index].id}: not scored ({', '.join(missing)} missing)")
-
-    def drop(survivors: list[int], reason: str) -> list[int]:
-        kept = []
-        for index in alive:
-            if index in survivors:
-                kept.append(index)
-            else:
-                reasons[index] = f"{LIKELIHOOD}:{reason}"
-        return kept
-
-    if options.ordering:
-        alive = drop([i for i in alive if _ordered(rows[i], options.ordering_margin)], "ordering")
-    if options.on_policy and alive:
-        mean_good = _mean([rows[i].lp_good_plain for i in alive])  # type: ignore[misc]
-        mean_bad = _mean([rows[i].lp_bad_plain for i in alive])  # type: ignore[misc]
-        m = options.on_policy_margin
-        alive = drop([i for i in alive if rows[i].lp_good_plain >= mean_good + m  # type: ignore[operator]
-                      and rows[i].lp_bad_plain >= mean_bad + m], "off_policy")  # type: ignore[operator]
-    if options.contrast and alive:
-        good_gap = {i: rows[i].lp_good_good - rows[i].lp_good_bad for i in alive}  # type: ignore[operator]
-        bad_gap = {i: rows[i].lp_bad_bad - rows[i].lp_bad_good for i in alive}  # type: ignore[operator]
-        mean_good, mean_bad = _mean(list(good_gap.values())), _mean(list(bad_gap.values()))
-        m = options.contrast_margin
-        alive = drop([i for i in alive if good_gap[i] > mean_good + m and bad_gap[i] > mean_bad + m], "contrast")
-    return reasons
-
-
-def _ordered(r: Any, margin: float) -> bool:
-    """Each step of lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+) by more than margin."""
-    return bool(r.lp_good_good - r.lp_good_plain > margin and r.lp_good_plain - r.lp_good_bad > margin
-                and r.lp_bad_bad - r.lp_bad_plain > margin and r.lp_bad_plain - r.lp_bad_good > margin)
-
-
-def apply_likelihood_filter(records: Sequence[TripletRecord], options: LikelihoodFilterOptions | None = None,
-                            ) -> list[TripletRecord]:
-    """Re-decide every row that the cheap filters kept: rows an earlier likelihood filter dropped are judged
-    again (so a rerun with other thresholds starts from the same population); rows without scores are dropped
-    as `likelihood:unscored`. Rows dropped for other reasons stay as they are."""
-    out = list(records)
-    candidates = [i for i, r in enumerate(out) if _likelihood_candidate(r)]
-    scored = [i for i in candidates if _has_pair_scores(out[i])]
-    reasons = likelihood_filter([out[i] for i in scored], options)
-    decided = dict(zip(scored, reasons, strict=True))
-    for i in candidates:
-        reason = decided.get(i, f"{LIKELIHOOD}:unscored")
-        out[i] = out[i].model_copy(update={"kept": reason is None, "drop_reason": reason})
-    return out
-
-
-def _likelihood_candidate(record: TripletRecord) -> bool:
-    return record.kept or (record.drop_reason or "").startswith(f"{LIKELIHOOD}:")
-
-
-def _has_pair_scores(record: TripletRecord) -> bool:
-    return all(getattr(record, name) is not None for name, _, response in SCORED if response != "raw")
-
-
-# --- scoring -----------------------------------------------------------------------------------------------
 
 
 class ScoreReport(BaseModel):
@@ -250,7 +158,7 @@ def score_folder(
     out = Path(out_dir)
     records = read_triplets(out)
     manifest = read_manifest(out)
-    targets = [r for r in records if _likelihood_candidate(r)]
+    targets = [r for r in records if likelihood_candidate(r)]
     model_ref = resolve_model(model)
     require_available(model_ref)
     # The cache is looked up with the tokenizer alone: when every row is scored, no engine is loaded.
@@ -307,7 +215,7 @@ def score_folder(
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
         "model": model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
-        "rows_scored": sum(1 for r in updated if _has_pair_scores(r)), "rows_too_long": too_long,
+        "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,
         "configs": counts, "cache": str(store.dir.relative_to(out)),
     }

@@ -11,14 +11,8 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.dataset.folder import read_triplets
-from ssogen.dataset.score import (
-    SCORED,
-    LikelihoodFilterOptions,
-    apply_likelihood_filter,
-    build_requests,
-    likelihood_filter,
-    score_folder,
-)
+from ssogen.dataset.likelihood import LikelihoodFilterOptions, apply_likelihood_filter, likelihood_filter
+from ssogen.dataset.score import SCORED, build_requests, score_folder
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
@@ -203,6 +197,21 @@ def test_transformers_engine_resumes_from_cache(tiny_model: Path, tmp_path: Path
 
     again = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
     assert (again.from_cache, again.scored_now) == (5, 0)
+
+
+def test_a_fully_cached_folder_loads_no_engine(tiny_model: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssogen.engine import scoring
+
+    out = write_dataset(tmp_path / "out", tiny_rows()[:3])
+    first = score_folder(out, str(tiny_model), engine="transformers")
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an engine was loaded although every row was in the cache")
+
+    monkeypatch.setattr(scoring, "make_scorer", no_engine)
+    again = score_folder(out, str(tiny_model), engine="vllm")  # the cache does not depend on the engine
+    assert (again.from_cache, again.scored_now) == (first.rows, 0)
 
 
 def test_template_without_system_role(tiny_model_no_system: Path, tmp_path: Path) -> None:
