@@ -56,6 +56,9 @@ def _print_dry_run(plan: Any) -> None:
                   f"sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
+    if plan.prompts.reduced:
+        console.print(f"message lists (query = last user turn): {_parts_dropped(plan.prompts.reduced)}",
+                      markup=False)
     for example in dry_run_examples(plan):
         console.rule(f"row {example['id']}")
         console.print("[bold]selection prompt[/]")
@@ -102,6 +105,11 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     _print_summary(result.manifest)
 
 
+def _parts_dropped(parts: dict[str, int]) -> str:
+    names = {"system_turn": "system turn", "earlier_turns": "multi-turn history", "later_turns": "turns after it"}
+    return "; ".join(f"{names.get(k, k)} dropped: {v} rows" for k, v in parts.items())
+
+
 def _shown(value: object) -> str:
     return "–" if value is None else str(value)
 
@@ -111,8 +119,13 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table = Table(title=f"ssogen generate: {manifest['name']}", show_header=False, title_justify="left")
     skipped = ", ".join(f"{k} {v}" for k, v in s["rows_skipped"].items()) or "0"
     table.add_row("rows in / skipped", f"{s['rows_in']} / {skipped}")
+    if s["conversation_parts_dropped"]:
+        table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
     table.add_row("rows kept", str(s["kept"]))
     table.add_row("rows dropped", ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "0")
+    empty = s["empty_responses"]
+    table.add_row("empty responses y+ / y- / yo", " / ".join(str(empty[v]) for v in ("good", "bad", "raw"))
+                  + (" (kept: --keep-empty)" if manifest["filters"]["keep_empty"] else " (rows dropped)"))
     table.add_row("selection filled / principle fallback", f"{s['selection_filled']} / {s['principle_fallback']}")
     lengths = s["mean_tokens_kept"]
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))

@@ -57,6 +57,8 @@ class _RunFields(BaseModel):
     chunk_size: int = option(64, "Rows per batched engine call and per saved chunk.", ge=1, panel=SAMPLE_PANEL)
     keep_truncated: bool = option(False, "Keep rows whose responses hit --max-tokens.",
                                   flags=("--keep-truncated/--drop-truncated",), panel=SAMPLE_PANEL)
+    keep_empty: bool = option(False, "Keep rows with an empty response (flagged and counted either way).",
+                              flags=("--keep-empty/--drop-empty",), panel=SAMPLE_PANEL)
 
 
 # pydantic lists the fields of the last base first: this order keeps the engine options last, as written in

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssogen.chat import has_chat_template, supports_system_role
+from ssogen.chat import end_of_turn, has_chat_template, supports_system_role
 from ssogen.dataset.folder import MANIFEST, write_configs, write_json_atomic
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import Engine, make_engine
+from ssogen.engine import Engine, make_engine, stop_token_ids_of
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, to_yaml
 from ssogen.generate.filters import VARIANTS
@@ -118,6 +118,8 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
     return {
         "rows_in": prompts.rows_in,
         "rows_skipped": dict(prompts.skipped),
+        # Message-list rows whose query is their last user turn: the parts left out -> rows.
+        "conversation_parts_dropped": dict(prompts.reduced),
         "rows": len(records),
         "sampled": sum(1 for r in records if r.drop_reason != "prompt_too_long"),
         "kept": len(kept),
@@ -125,6 +127,7 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
         "selection_filled": sum(r.selection_filled for r in records),
         "principle_fallback": sum(r.principle_fallback for r in records),
         "flags": dict(Counter(f for r in records for f in r.flags)),
+        "empty_responses": {v: sum(f"empty_{v}" in r.flags for r in records) for v in VARIANTS},
         "mean_tokens_kept": lengths,
         "chosen_rejected_length_ratio": round(good / bad, 3) if good and bad else None,
         "feature_counts": dict(Counter(n for r in records for n in [*r.features, *r.extra])),
@@ -196,7 +199,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     finally:
         store.close()
     # Nothing left to sample: learn the template's behaviour from the tokenizer alone.
-    system_merged = not (session.system_supported if session else supports_system_role(load_tokenizer(plan)))
+    tokenizer = session.tokenizer if session else load_tokenizer(plan)
     records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]
     counts = write_configs(out, records)
     (out / "config.resolved.yaml").write_text(to_yaml(config), encoding="utf-8")
@@ -211,13 +214,17 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
         "engine_options": config.engine_options().model_dump(),
         "seed": config.seed,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
-                     "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)"},
+                     "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)",
+                     "stop_token_ids": stop_token_ids_of(config.model, tokenizer)},
+        "end_of_turn": end_of_turn(tokenizer).as_dict(),
         "selection": {"mode": config.selection, "features_per_query": config.features_per_query,
                       "extra_prob": config.extra_prob, "principle_source": config.principle_source},
         "library": {"name": plan.library.name, "version": plan.library.version, "file": "library.yaml",
                     "source": str(plan.loaded_library.path), "sha256": plan.loaded_library.sha256},
-        "prompts": {"source": plan.prompts.source, "prompt_field": config.prompt_field},
-        "system_role_merged": system_merged,
+        "prompts": {"source": plan.prompts.source, "prompt_field": config.prompt_field,
+                    "conversation_parts_dropped": dict(plan.prompts.reduced)},
+        "filters": {"keep_truncated": config.keep_truncated, "keep_empty": config.keep_empty},
+        "system_role_merged": not supports_system_role(tokenizer),
         "fingerprint": plan.fingerprint()["fingerprint"],
         "configs": counts,
         "resumed": resumed,

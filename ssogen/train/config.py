@@ -79,6 +79,9 @@ class TrainConfig(BaseModel):
                            panel=OPTIMISATION)
     fused_head: bool = option(True, "Log-probs from a chunked output layer, never the full logits.",
                               panel=OPTIMISATION)
+    keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
+                                "that the policy's step-0 forward equals the reference pass).",
+                                flags=("--keep-dropout",), panel=OPTIMISATION)
 
     # LoRA (peft).
     lora: bool = option(False, "Train a LoRA adapter (peft).", flags=("--lora",), panel=LORA)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssogen.errors import UserError
 from ssogen.models import require_available, resolve_model
-from ssogen.records import SSO_COLUMNS
+from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
 
 
@@ -28,22 +29,28 @@ def sso_files(data_dir: Path) -> list[Path]:
     return files
 
 
-def read_sso_rows(data_dir: Path) -> list[dict[str, str]]:
-    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`)."""
-    rows: list[dict[str, str]] = []
+def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`).
+
+    The text columns are required; the `truncated_*` columns are read when present (older files lack them, and a
+    missing or null value means a complete response)."""
+    rows: list[dict[str, Any]] = []
     for path in sso_files(data_dir):
         try:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise UserError(f"{path}: corrupt parquet file ({exc})") from None
-        missing = [c for c in SSO_COLUMNS if c not in table.column_names]
+        missing = [c for c in SSO_TEXT_COLUMNS if c not in table.column_names]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "
-                            f"{', '.join(SSO_COLUMNS)})")
-        for number, row in enumerate(table.select(list(SSO_COLUMNS)).to_pylist()):
-            null = [c for c in SSO_COLUMNS if not isinstance(row[c], str)]
+                            f"{', '.join(SSO_TEXT_COLUMNS)})")
+        present = [c for c in SSO_TRUNCATION_COLUMNS if c in table.column_names]
+        for number, row in enumerate(table.select([*SSO_TEXT_COLUMNS, *present]).to_pylist()):
+            null = [c for c in SSO_TEXT_COLUMNS if not isinstance(row[c], str)]
             if null:
                 raise UserError(f"{path}: row {number}: column {null[0]} is null")
+            for column in SSO_TRUNCATION_COLUMNS:
+                row[column] = bool(row.get(column))
             rows.append(row)
     if not rows:
         raise UserError(f"{data_dir}: the `sso` config has no rows")

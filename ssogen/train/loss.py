@@ -106,17 +106,21 @@ def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tenso
         g = l_p2 + l_p3
         w = (steering_weight(avg[:, GOOD_PLAIN], avg[:, BAD_PLAIN], s.alpha, s.w_detach) if s.use_w
              else torch.ones_like(l_p1))
-        if not s.use_g:
-            core = w * l_p1
-        elif s.w_placement == "all":
-            core = w * (l_p1 + s.lam * g)
-        else:
-            core = l_p1 + s.lam * w * g
-        per_row = core
+        base = l_p1
         if s.sft_weight:
-            sft = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
-            per_row = per_row + s.sft_weight * sft
-            metrics["loss/sft"] = sft
+            # The paper code's SFT mix: sft(y+|x), plus λ-weighted sft(y+|x+) and sft(yo|x-) when G is on.
+            mix = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
+            if s.use_g:
+                mix = mix + s.lam * (sft_loss(policy[:, GOOD_GOOD], lengths[:, GOOD_GOOD])
+                                     + sft_loss(policy[:, RAW_BAD], lengths[:, RAW_BAD]))
+            base = base + s.sft_weight * mix
+            metrics["loss/sft"] = mix
+        if not s.use_g:
+            per_row = w * base
+        elif s.w_placement == "all":
+            per_row = w * (base + s.lam * g)
+        else:
+            per_row = base + s.lam * w * g
         metrics.update({"loss/G": g, "W": w})
 
     rewards = implicit_rewards(policy, reference, lengths, s.loss_type, s.beta)

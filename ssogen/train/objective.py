@@ -33,22 +33,29 @@ class LossSettings:
     sft_weight: float = 0.0
 
     def formula(self) -> str:
-        """The objective in words, matching exactly what `sso_loss` computes."""
-        sft = f" + {self.sft_weight:g}·sft(y+|x)" if self.sft_weight else ""
+        """The objective in words, matching exactly what `sso_loss` computes.
+
+        v1 with γ > 0 follows the paper's code: the SFT mix joins L(x,y+,y-) before any weighting, so W weights it
+        wherever W weights L (`all`, `--no-g`) and leaves it unweighted where W weights G only (`g`)."""
         if self.objective == "v2":
             plus = f" + {self.sft_weight:g}·sft(y+|x+)" if self.sft_weight else ""
             minus = f" + {self.sft_weight:g}·sft(yo|x-)" if self.sft_weight else ""
             return f"L(x+,y+,y-){plus} + L(x-,yo,y+){minus}"
         w = "W" + ("(detached)" if self.w_detach else "")
+        base = "L(x,y+,y-)"
+        if self.sft_weight:
+            mix = (f"sft(y+|x) + {self.lam:g}·sft(y+|x+) + {self.lam:g}·sft(yo|x-)" if self.use_g
+                   else "sft(y+|x)")
+            base += f" + {self.sft_weight:g}·({mix})"
         if not self.use_g:
-            core = f"{w}·L(x,y+,y-)" if self.use_w else "L(x,y+,y-)"
-        elif not self.use_w:
-            core = f"L(x,y+,y-) + {self.lam:g}·G"
-        elif self.w_placement == "all":
-            core = f"{w}·(L(x,y+,y-) + {self.lam:g}·G)"
-        else:
-            core = f"L(x,y+,y-) + {self.lam:g}·{w}·G"
-        return core + sft
+            if not self.use_w:
+                return base
+            return f"{w}·({base})" if self.sft_weight else f"{w}·{base}"
+        if not self.use_w:
+            return f"{base} + {self.lam:g}·G"
+        if self.w_placement == "all":
+            return f"{w}·({base} + {self.lam:g}·G)"
+        return f"{base} + {self.lam:g}·{w}·G"
 
 
 def describe(settings: LossSettings) -> dict[str, object]:

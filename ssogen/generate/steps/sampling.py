@@ -104,7 +104,7 @@ def sample_responses(session: Session, rows: list[Row], selections: dict[str, di
         sel = selections[row.id]
         got = {v: results[f"{row.id}:{v}"] for v in VARIANTS}
         outcome = apply_filters({v: got[v].text for v in VARIANTS}, {v: got[v].finish_reason for v in VARIANTS},
-                                prefix=prefix, keep_truncated=cfg.keep_truncated)
+                                prefix=prefix, keep_truncated=cfg.keep_truncated, keep_empty=cfg.keep_empty)
         done.append(TripletRecord(
             id=row.id, position=row.position, prompt=row.prompt,
             features=sel["features"], extra=sel["extra"], selection_filled=sel["selection_filled"],
