@@ -1,6 +1,17 @@
-"""The `ssogen` command line. The root app lives in `ssogen.cli.main` (it imports the command modules, which
-import only `ssogen.cli.common` and `ssogen.cli.options`); `ssogen.cli:app` is the console-script entry point."""
+"""The `ssogen` command line. The root app lives in `ssogen.cli.main`: it imports the command modules, which import
+only the leaves `ssogen.cli.common` and `ssogen.cli.options`.
 
-from ssogen.cli.main import app
+`ssogen.cli:app` (the console-script entry point, and what tests import) is resolved on first access, so that
+importing any `ssogen.cli.<module>` (which runs this file first) never imports the root and its commands back."""
 
-__all__ = ["app"]
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from ssogen.cli.main import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,9 +81,9 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     )
 
     from ssogen.errors import UserError
-    from ssogen.generate.run import ProgressUpdate, check_model, run_generate
+    from ssogen.generate.run import ProgressUpdate, load_tokenizer, run_generate
 
-    check_model(plan)
+    load_tokenizer(plan)  # fail before any progress output
 
     progress = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),

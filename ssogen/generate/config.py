@@ -10,7 +10,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.engine import EngineFields, EngineOptions
 from ssogen.settings import option, resolve_settings
@@ -67,6 +67,13 @@ class RunConfig(EngineFields, _RunFields):
     """Every option of `ssogen generate`; the YAML config file uses the same names (dashes or underscores)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _compatible(self) -> RunConfig:
+        if self.engine == "transformers" and self.selection == "guided":
+            raise ValueError("--selection guided needs vLLM structured outputs; use --selection free with "
+                             "--engine transformers")
+        return self
 
     def engine_options(self, seed: int | None = None) -> EngineOptions:
         """The engine settings, seeded with the run seed."""

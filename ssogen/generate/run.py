@@ -79,16 +79,8 @@ def load_tokenizer(plan: RunPlan) -> Any:
     return tokenizer
 
 
-def check_model(plan: RunPlan) -> None:
-    """Fail early, before any progress output: the model must load a tokenizer with a chat template."""
-    if plan.config.engine == "transformers" and plan.config.selection == "guided":
-        raise UserError("--selection guided needs vLLM structured outputs; use --selection free with "
-                        "--engine transformers")
-    load_tokenizer(plan)
-
-
 def _build_engine(plan: RunPlan) -> Engine:
-    check_model(plan)
+    load_tokenizer(plan)  # a clear line for a model without a usable tokenizer, before the engine's own errors
     config = plan.config
     try:
         return make_engine(config.engine, plan.model.path, config.engine_options())

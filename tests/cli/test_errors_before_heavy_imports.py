@@ -53,6 +53,7 @@ GENERATE = [
     ("library-alias-bomb", "--principles {w}/bomb.yaml", 2, "YAML anchors and aliases are not allowed"),
     ("templates-missing", "--templates {w}/no-templates", 2, "templates folder does not exist"),
     ("selection", "--selection maybe", 2, "--selection: Input should be 'free' or 'guided'"),
+    ("guided-without-vllm", "--selection guided --engine transformers", 2, "--selection guided needs vLLM"),
     ("temperature", "--temperature -1", 2, "--temperature: Input should be greater than or equal to 0"),
     ("seed", "--seed -1", 2, "--seed: Input should be greater than or equal to 0"),
     ("features-per-query", "--features-per-query 9", 2, "only 7 features"),
