@@ -80,6 +80,10 @@ def train(
     fused_head: Annotated[bool | None, typer.Option(
         "--fused-head/--no-fused-head", help="Log-probs from a chunked output layer (no full logits). Default on.",
         rich_help_panel=_OPT)] = None,
+    packing: Annotated[bool | None, typer.Option(
+        "--packing/--no-packing", help="Pack each row's three shared contexts once, both responses after each, no "
+        "padding between rows (exact; left padding where the model cannot). Default on.", rich_help_panel=_OPT)]
+    = None,
     lora: Annotated[bool | None, typer.Option("--lora", help="Train a LoRA adapter (peft).",
                                               rich_help_panel=_LORA)] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank. Default 16.", rich_help_panel=_LORA)] = None,

@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
     final_eval: bool = Field(False, description="after training, one no-grad pass: reward accuracies on all rows")
     use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
     fused_head: bool = Field(True, description="log-probs from a chunked output layer, never full logits")
+    packing: bool = Field(True, description="pack each row's three contexts once with both responses after each, "
+                          "no padding between rows (exact; falls back to left padding where the model cannot)")
 
     # LoRA (peft).
     lora: bool = False

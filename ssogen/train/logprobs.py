@@ -1,11 +1,13 @@
-"""Response log-probs of a padded SSO batch in one forward pass, without materialising (positions × vocab) logits.
+"""Response log-probs of an SSO batch (packed or left-padded, see `ssogen.train.collator`) in one forward pass.
 
-The batch is left-padded (see `ssogen.train.data`), so every response ends at the last position and only the last
-`max response length + 1` positions reach the output layer (`logits_to_keep`). Two ways to get log-probs there:
+The batch names, for every response token, the output position that predicts it; only those positions reach the
+output layer. Two ways to get log-probs there:
 
-* `LogProbHead` (default): replaces the model's linear output layer before training. Given target tokens it
-  returns each target's log-prob, computing `hidden @ W` chunk by chunk and recomputing it in backward, so
-  neither the logits nor their gradient ever exist in full (with a 150k vocabulary that is most of the memory).
+* `LogProbHead` (default): replaces the model's linear output layer before training. Given positions and target
+  tokens it returns each target's log-prob, computing `hidden @ W` chunk by chunk in the compute dtype (bf16
+  GEMMs under autocast, float32 log-sum-exp and weight-gradient accumulation), so the (tokens × vocab) logits
+  never exist in float32 and never reach autograd. It keeps the softmax for backward when that fits
+  (`STORED_PROBS_MAX_BYTES`) and recomputes the logits otherwise (always with gradient checkpointing).
   Without targets it is the ordinary linear layer, so generation and saving are unchanged.
 * otherwise the model's own logits, reduced with `selected_token_logps` (chunked logsumexp, no log-softmax copy).
 """
@@ -77,6 +79,9 @@ def _accepts_logits_to_keep(model: Any) -> bool:
 
 # Target elements (positions × vocab) of one chunk of float32 logits inside LogProbHead.
 HEAD_CHUNK_ELEMENTS = 1 << 25
+# LogProbHead keeps the (positions × vocab) probabilities from forward for backward, instead of recomputing the
+# logits there, when they take at most this many bytes (in the compute dtype: bf16 under autocast).
+STORED_PROBS_MAX_BYTES = 4 << 30
 # Config fields through which a model rescales its logits after the output layer: LogProbHead's output would be
 # rescaled too, so such models use their own logits instead.
 _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier",
@@ -90,84 +95,137 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return tensor.dtype
 
 
+def _accumulator(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Zeros for a gradient sum: float32 for half-precision operands, else their own dtype."""
+    return torch.zeros(shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+
+
+def _accumulate_float(accumulator: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """`accumulator += a @ b` without rounding `a @ b` to a half dtype first (CUDA can: out_dtype)."""
+    if a.dtype == accumulator.dtype:
+        accumulator.addmm_(a, b)
+    elif accumulator.device.type == "cuda":
+        torch.addmm(accumulator, a, b, out_dtype=torch.float32, out=accumulator)
+    else:
+        accumulator.addmm_(a.float(), b.float())
+
+
 class _HeadLogProb(torch.autograd.Function):
-    """log softmax(h @ Wᵀ + b)[target] per position, chunked; backward recomputes each chunk's logits."""
+    """log softmax(h @ Wᵀ + b)[target] per row of h (N, H), chunk by chunk, GEMMs in the compute dtype.
+
+    With `keep` the probabilities (N, V) are kept from forward (compute dtype), and backward turns them in place
+    into the logits gradient: three GEMMs in all. Without it backward recomputes each chunk's logits (four)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
-                targets: torch.Tensor) -> torch.Tensor:
+                targets: torch.Tensor, keep: bool) -> torch.Tensor:
         dtype = _compute_dtype(hidden)
-        size = hidden.size(-1)
         chunk = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
-        flat_targets = targets.reshape(-1)
+        keep = keep and hidden.size(0) * weight.size(0) * torch.finfo(dtype).bits // 8 <= STORED_PROBS_MAX_BYTES
         with torch.autocast(hidden.device.type, enabled=False):
-            h = hidden.reshape(-1, size).to(dtype)
+            h = hidden.to(dtype)
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
             lse = torch.empty(h.size(0), dtype=torch.float32, device=h.device)
             selected = torch.empty_like(lse)
+            probs = torch.empty((h.size(0), w.size(0)), dtype=dtype, device=h.device) if keep else None
             for start in range(0, h.size(0), chunk):
-                logits = F.linear(h[start:start + chunk], w, b).float()
-                lse[start:start + chunk] = torch.logsumexp(logits, dim=-1)
-                selected[start:start + chunk] = logits.gather(1, flat_targets[start:start + chunk, None]).squeeze(1)
-        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+                stop = start + chunk
+                logits = F.linear(h[start:stop], w, b).float()
+                lse[start:stop] = torch.logsumexp(logits, dim=-1)
+                selected[start:stop] = logits.gather(1, targets[start:stop, None]).squeeze(1)
+                if probs is not None:
+                    probs[start:stop] = logits.sub_(lse[start:stop, None]).exp_()
+        logps = selected - lse
+        ctx.save_for_backward(hidden, weight, bias, targets, lse if probs is None else logps, probs)
         ctx.compute_dtype = dtype
-        return (selected - lse).view(targets.shape)
+        return logps
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        hidden, weight, bias, targets, saved, probs = ctx.saved_tensors
         dtype = ctx.compute_dtype
-        size = hidden.size(-1)
-        chunk = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
-        flat_targets = targets.reshape(-1)
-        grads = grad_output.reshape(-1).float()
+        grads = grad_output.float()
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         want_bias = bias is not None and ctx.needs_input_grad[2]
         with torch.autocast(hidden.device.type, enabled=False):
-            h = hidden.reshape(-1, size).to(dtype)
+            h = hidden.to(dtype)
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
-            grad_hidden = torch.empty_like(h) if want_hidden else None
-            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
-            grad_bias = torch.zeros(weight.size(0), dtype=torch.float32, device=weight.device) if want_bias else None
-            for start in range(0, h.size(0), chunk):
-                stop = start + chunk
-                g = grads[start:stop, None]
-                # d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient.
-                grad_logits = torch.exp(F.linear(h[start:stop], w, b).float() - lse[start:stop, None]).mul_(-g)
-                grad_logits.scatter_add_(1, flat_targets[start:stop, None], g)
-                if grad_hidden is not None:
-                    grad_hidden[start:stop] = grad_logits.to(dtype) @ w
-                if grad_weight is not None:
-                    grad_weight.addmm_(grad_logits.t(), h[start:stop].float())
-                if grad_bias is not None:
-                    grad_bias += grad_logits.sum(0)
+            if probs is not None:
+                grad_logits = _logits_grad_from_probs(probs, targets, saved, grads)
+                grad_hidden = grad_logits @ w if want_hidden else None
+                grad_weight = None
+                if want_weight:
+                    grad_weight = _accumulator(weight.shape, h)
+                    _accumulate_float(grad_weight, grad_logits.t(), h)
+                grad_bias = grad_logits.sum(0, dtype=torch.promote_types(dtype, torch.float32)) if want_bias else None
+            else:
+                grad_hidden, grad_weight, grad_bias = _recomputed_grads(
+                    h, w, b, targets, saved, grads, want_hidden, want_weight, want_bias)
         return (
-            None if grad_hidden is None else grad_hidden.view_as(hidden).to(hidden.dtype),
+            None if grad_hidden is None else grad_hidden.to(hidden.dtype),
             None if grad_weight is None else grad_weight.to(weight.dtype),
             None if grad_bias is None else grad_bias.to(bias.dtype),
             None,
+            None,
         )
+
+
+def _logits_grad_from_probs(probs: torch.Tensor, targets: torch.Tensor, logps: torch.Tensor,
+                            grads: torch.Tensor) -> torch.Tensor:
+    """g·(onehot(target) - p), written over `probs`. The target's 1 - p comes from the float32 log-prob
+    (-expm1), not from the stored p, which in bf16 would lose it entirely for confident tokens."""
+    probs.mul_(-grads[:, None])
+    target_grad = grads * -torch.expm1(logps)
+    return probs.scatter_(1, targets[:, None], target_grad[:, None].to(probs.dtype))
+
+
+def _recomputed_grads(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, targets: torch.Tensor,
+                      lse: torch.Tensor, grads: torch.Tensor, want_hidden: bool, want_weight: bool,
+                      want_bias: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // w.size(0))
+    grad_hidden = torch.empty_like(h) if want_hidden else None
+    grad_weight = _accumulator(w.shape, h) if want_weight else None
+    grad_bias = _accumulator((w.size(0),), h) if want_bias else None
+    for start in range(0, h.size(0), chunk):
+        stop = start + chunk
+        g = grads[start:stop, None]
+        # d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient.
+        grad_logits = torch.exp(F.linear(h[start:stop], w, b).float() - lse[start:stop, None]).mul_(-g)
+        grad_logits = grad_logits.scatter_add_(1, targets[start:stop, None], g).to(h.dtype)
+        if grad_hidden is not None:
+            grad_hidden[start:stop] = grad_logits @ w
+        if grad_weight is not None:
+            _accumulate_float(grad_weight, grad_logits.t(), h[start:stop])
+        if grad_bias is not None:
+            grad_bias += grad_logits.sum(0, dtype=grad_bias.dtype)
+    return grad_hidden, grad_weight, grad_bias
 
 
 class LogProbHead(nn.Module):
     """The model's linear output layer, able to return target log-probs instead of logits.
 
     Holds the very same weight (and bias) Parameters, so tied embeddings stay tied and the state dict keys are
-    unchanged. With `targets` (N, K) set, an input of hidden states (N, K+1, H) gives (N, K) float32 log-probs of
-    each target given the positions before it (position i predicts target i)."""
+    unchanged. With `positions` and `targets` (both (N,)) set, an input of hidden states (R, T, H) gives (N,)
+    float32 log-probs: of each target given the output at its flat position in (R·T). `keep_probabilities`: keep
+    the softmax from forward for backward (faster) rather than recompute the logits there (leaner)."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, keep_probabilities: bool = True) -> None:
         super().__init__()
         self.weight = linear.weight
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.keep_probabilities = keep_probabilities
+        self.positions: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
         object.__setattr__(self, "_original", linear)  # not a submodule: no second copy in the state dict
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.targets is None:
+        if self.targets is None or self.positions is None:
             return F.linear(hidden, self.weight, self.bias)
-        return _HeadLogProb.apply(hidden[:, :-1], self.weight, self.bias, self.targets)
+        selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, self.positions)
+        keep = self.keep_probabilities and torch.is_grad_enabled() and (selected.requires_grad
+                                                                        or self.weight.requires_grad)
+        return _HeadLogProb.apply(selected, self.weight, self.bias, self.targets, keep)
 
     def original(self) -> nn.Linear:
         linear: nn.Linear = self._original  # type: ignore[assignment]
@@ -175,7 +233,7 @@ class LogProbHead(nn.Module):
         return linear
 
 
-def install_logprob_head(model: Any) -> bool:
+def install_logprob_head(model: Any, keep_probabilities: bool = True) -> bool:
     """Replace the output layer with `LogProbHead` when that is exact for this model; True if installed."""
     inner = _unwrap(model)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
@@ -185,7 +243,7 @@ def install_logprob_head(model: Any) -> bool:
         return False
     if any(getattr(text_config, name, None) is not None for name in _LOGIT_POSTPROCESSING):
         return False
-    inner.set_output_embeddings(LogProbHead(head))
+    inner.set_output_embeddings(LogProbHead(head, keep_probabilities))
     return True
 
 
@@ -197,30 +255,40 @@ def remove_logprob_head(model: Any) -> None:
         inner.set_output_embeddings(head.original())
 
 
+def output_layer(model: Any) -> Any:
+    inner = _unwrap(model)
+    return inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+
+
 def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and response lengths, both (B, 6), for a batch from `SSOCollator`."""
+    from ssogen.train.packing import attention_implementation, attention_mask_4d
+
     input_ids = batch["input_ids"]
-    lengths = batch["response_lengths"]  # (B, 6)
-    flat_lengths = lengths.reshape(-1)
-    keep = int(flat_lengths.max().item())
-    targets = input_ids[:, -keep:]  # every response lies in the last `keep` positions
-    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": batch["attention_mask"],
-                              "position_ids": batch["position_ids"], "use_cache": False}
-    inner = _unwrap(model)
-    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    if isinstance(head, LogProbHead):
-        head.targets = targets
-        try:
-            token_logps = model(**kwargs, logits_to_keep=keep + 1).logits
-        finally:
-            head.targets = None
+    lengths = batch["response_lengths"]
+    positions, targets = batch["target_index"], batch["target_ids"]
+    if "group_ids" in batch:
+        mask = attention_mask_4d(batch["group_ids"], batch["span_ids"], attention_implementation(_unwrap(model)))
     else:
-        if _accepts_logits_to_keep(model):
-            kwargs["logits_to_keep"] = keep + 1
+        mask = batch["attention_mask"]
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "position_ids": batch["position_ids"],
+                              "use_cache": False}
+    head = output_layer(model)
+    if isinstance(head, LogProbHead):
+        head.positions, head.targets = positions, targets
+        try:
+            token_logps = model(**kwargs, logits_to_keep=0).logits
+        finally:
+            head.positions = head.targets = None
+    else:
+        width = input_ids.size(1)
+        # Only columns from the first predicting one on need logits (with left padding: the last few).
+        first = int((positions % width).min().item()) if _accepts_logits_to_keep(model) else 0
+        if first:
+            kwargs["logits_to_keep"] = width - first
+            positions = positions // width * (width - first) + positions % width - first
         logits = model(**kwargs).logits
-        # Logits at positions T-keep-1 .. T-2 predict the tokens at T-keep .. T-1.
-        token_logps = selected_token_logps(logits[:, -(keep + 1):-1], targets)
-    offsets = torch.arange(keep, device=input_ids.device)
-    mask = offsets.unsqueeze(0) >= (keep - flat_lengths).unsqueeze(1)
-    sums = (token_logps * mask).sum(dim=1)
-    return sums.view(lengths.shape), lengths
+        token_logps = selected_token_logps(logits.reshape(-1, logits.size(-1)).index_select(0, positions), targets)
+    # Each token's log-prob into its (sequence, offset) cell of a (B·6, T) grid; rows sum to the sequences.
+    grid = token_logps.new_zeros(lengths.numel() * input_ids.size(1)).scatter(0, batch["target_cell"], token_logps)
+    return grid.view(lengths.numel(), -1).sum(dim=1).view(lengths.shape), lengths
