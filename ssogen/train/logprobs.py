@@ -209,12 +209,13 @@ class LogProbHead(nn.Module):
     float32 log-probs: of each target given the output at its flat position in (R·T). `keep_probabilities`: keep
     the softmax from forward for backward (faster) rather than recompute the logits there (leaner)."""
 
-    def __init__(self, linear: nn.Linear, keep_probabilities: bool = True) -> None:
+    def __init__(self, linear: nn.Linear, keep_probabilities: bool = True, kernel: str = "torch") -> None:
         super().__init__()
         self.weight = linear.weight
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.keep_probabilities = keep_probabilities
+        self.kernel = kernel
         self.positions: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
         object.__setattr__(self, "_original", linear)  # not a submodule: no second copy in the state dict
@@ -223,6 +224,8 @@ class LogProbHead(nn.Module):
         if self.targets is None or self.positions is None:
             return F.linear(hidden, self.weight, self.bias)
         selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, self.positions)
+        if self.kernel == "liger" and selected.is_cuda:
+            return _liger_logps(selected, self.weight, self.bias, self.targets)
         keep = self.keep_probabilities and torch.is_grad_enabled() and (selected.requires_grad
                                                                         or self.weight.requires_grad)
         return _HeadLogProb.apply(selected, self.weight, self.bias, self.targets, keep)
@@ -233,7 +236,20 @@ class LogProbHead(nn.Module):
         return linear
 
 
-def install_logprob_head(model: Any, keep_probabilities: bool = True) -> bool:
+def _liger_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """-CE per token from liger-kernel's fused linear cross-entropy with reduction "none": it folds each token's
+    incoming gradient into the recomputed logits gradient, so it is exact for any weighting of the log-probs."""
+    from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
+
+    # Positional: input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
+    # reduction, softcap, return_z_loss, accum_dtype (float32 weight-gradient accumulation).
+    loss = LigerFusedLinearCrossEntropyFunction.apply(hidden, weight, targets, bias, None, -100, 0.0, 0.0, "none",
+                                                      None, False, torch.float32)[0]
+    return -loss.float()
+
+
+def install_logprob_head(model: Any, keep_probabilities: bool = True, kernel: str = "torch") -> bool:
     """Replace the output layer with `LogProbHead` when that is exact for this model; True if installed."""
     inner = _unwrap(model)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
@@ -243,7 +259,7 @@ def install_logprob_head(model: Any, keep_probabilities: bool = True) -> bool:
         return False
     if any(getattr(text_config, name, None) is not None for name in _LOGIT_POSTPROCESSING):
         return False
-    inner.set_output_embeddings(LogProbHead(head, keep_probabilities))
+    inner.set_output_embeddings(LogProbHead(head, keep_probabilities, kernel))
     return True
 
 

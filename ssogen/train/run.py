@@ -5,6 +5,7 @@ GPU boxes that train may have nothing else."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -330,7 +331,10 @@ def run_training(config: TrainConfig, console: Console | None = None,
     from ssogen.train.logprobs import install_logprob_head, remove_logprob_head
 
     # Before peft wraps the model. With gradient checkpointing the head too trades time for memory (recompute).
-    fused_head = config.fused_head and install_logprob_head(model, keep_probabilities=not config.gradient_checkpointing)
+    if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
+    fused_head = config.fused_head and install_logprob_head(
+        model, keep_probabilities=not config.gradient_checkpointing, kernel=config.head_kernel)
     from ssogen.train.packing import packing_unsupported
 
     unpacked_reason = packing_unsupported(model, config.max_length) if config.packing else "--no-packing"
