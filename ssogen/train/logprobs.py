@@ -79,6 +79,8 @@ def _accepts_logits_to_keep(model: Any) -> bool:
 
 # Target elements (positions × vocab) of one chunk of float32 logits inside LogProbHead.
 HEAD_CHUNK_ELEMENTS = 1 << 25
+# Positions per tile when backward recomputes the logits (tiles are this many positions × a vocabulary slice).
+HEAD_CHUNK_ROWS = 4096
 # LogProbHead keeps the (positions × vocab) probabilities from forward for backward, instead of recomputing the
 # logits there, when they take at most this many bytes (in the compute dtype: bf16 under autocast).
 STORED_PROBS_MAX_BYTES = 4 << 30
@@ -182,22 +184,31 @@ def _logits_grad_from_probs(probs: torch.Tensor, targets: torch.Tensor, logps: t
 def _recomputed_grads(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, targets: torch.Tensor,
                       lse: torch.Tensor, grads: torch.Tensor, want_hidden: bool, want_weight: bool,
                       want_bias: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    chunk = max(1, HEAD_CHUNK_ELEMENTS // w.size(0))
-    grad_hidden = torch.empty_like(h) if want_hidden else None
+    """Gradients from recomputed logits, in tiles of (up to HEAD_CHUNK_ROWS positions × a vocabulary slice), so
+    that each slice of the weight gradient is accumulated once per position chunk, not once per small chunk."""
+    rows = max(1, min(h.size(0), HEAD_CHUNK_ROWS))
+    cols = max(1, HEAD_CHUNK_ELEMENTS // rows)
+    grad_hidden = _accumulator(h.shape, h) if want_hidden else None
     grad_weight = _accumulator(w.shape, h) if want_weight else None
     grad_bias = _accumulator((w.size(0),), h) if want_bias else None
-    for start in range(0, h.size(0), chunk):
-        stop = start + chunk
-        g = grads[start:stop, None]
-        # d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient.
-        grad_logits = torch.exp(F.linear(h[start:stop], w, b).float() - lse[start:stop, None]).mul_(-g)
-        grad_logits = grad_logits.scatter_add_(1, targets[start:stop, None], g).to(h.dtype)
-        if grad_hidden is not None:
-            grad_hidden[start:stop] = grad_logits @ w
-        if grad_weight is not None:
-            _accumulate_float(grad_weight, grad_logits.t(), h[start:stop])
-        if grad_bias is not None:
-            grad_bias += grad_logits.sum(0, dtype=grad_bias.dtype)
+    for start in range(0, h.size(0), rows):
+        stop = start + rows
+        chunk, g = h[start:stop], grads[start:stop, None]
+        for first in range(0, w.size(0), cols):
+            tile_w = w[first:first + cols]
+            logits = F.linear(chunk, tile_w, None if b is None else b[first:first + cols]).float()
+            # d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient; targets
+            # outside this slice add 0 (at a clamped column), which keeps the loop free of host syncs.
+            tile = torch.exp(logits.sub_(lse[start:stop, None])).mul_(-g)
+            local = targets[start:stop] - first
+            inside = (local >= 0) & (local < tile.size(1))
+            tile = tile.scatter_add_(1, local.clamp(0, tile.size(1) - 1)[:, None], g * inside[:, None]).to(h.dtype)
+            if grad_hidden is not None:
+                _accumulate_float(grad_hidden[start:stop], tile, tile_w)
+            if grad_weight is not None:
+                _accumulate_float(grad_weight[first:first + cols], tile.t(), chunk)
+            if grad_bias is not None:
+                grad_bias[first:first + cols] += tile.sum(0, dtype=grad_bias.dtype)
     return grad_hidden, grad_weight, grad_bias
 
 
