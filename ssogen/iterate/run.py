@@ -162,12 +162,16 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     console.print(f"{'resuming' if resumed else 'starting'} {len(run.iterations)} iterations in {run.out}",
                   highlight=False, markup=False)
     done: list[Iteration] = []
-    for iteration in run.iterations:
-        write_prompts(iteration.folder / "prompts.jsonl", iteration.queries)
-        if options.recipe == "v2":
-            write_prompts(iteration.folder / "generator-prompts.jsonl", iteration.generator_queries)
-        for step in iteration.steps:
-            run_step(step, state, console)
-        done.append(iteration)
-        report = write_report(run.out, done, options)
-        print_report(report, console)
+    try:
+        for iteration in run.iterations:
+            write_prompts(iteration.folder / "prompts.jsonl", iteration.queries)
+            if options.recipe == "v2":
+                write_prompts(iteration.folder / "generator-prompts.jsonl", iteration.generator_queries)
+            for step in iteration.steps:
+                run_step(step, state, console)
+            done.append(iteration)
+            report = write_report(run.out, done, options)
+            print_report(report, console)
+    except KeyboardInterrupt:  # between two steps (inside one, run_step reports it)
+        raise UserError(f"interrupted; finished steps are recorded in {state.path}: run the same command again to "
+                        "resume", exit_code=130) from None
