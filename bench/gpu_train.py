@@ -76,10 +76,9 @@ def text_of(tokenizer: Any, pool: list[str], rng: random.Random, count: int) -> 
 
 
 def write_rows(out: Path, tokenizer: Any, count: int, scale: float, seed: int = 0) -> Path:
-    import pyarrow as pa
-
     from ssogen.dataset.folder import config_file, write_parquet_atomic
-    from ssogen.records import SSO_COLUMNS, row_id
+    from ssogen.records import SSO_TRUNCATION_COLUMNS, row_id
+    from ssogen.testing.synthetic import SSO_SCHEMA
 
     rng = random.Random(seed)
     pool = words()
@@ -93,9 +92,9 @@ def write_rows(out: Path, tokenizer: Any, count: int, scale: float, seed: int = 
         prompt = sample("prompt")
         rows.append({"id": row_id(prompt, position), "prompt": prompt, "system_good": sample("system"),
                      "system_bad": sample("system"), "response_good": sample("response"),
-                     "response_bad": sample("response"), "response_raw": sample("response")})
-    schema = pa.schema([(name, pa.string()) for name in SSO_COLUMNS])
-    write_parquet_atomic(config_file(out, "sso"), rows, schema)
+                     "response_bad": sample("response"), "response_raw": sample("response"),
+                     **dict.fromkeys(SSO_TRUNCATION_COLUMNS, False)})
+    write_parquet_atomic(config_file(out, "sso"), rows, SSO_SCHEMA)
     return out
 
 

@@ -87,6 +87,9 @@ def train(
         "--packing/--no-packing", help="Pack each row's three shared contexts once, both responses after each, no "
         "padding between rows (exact; left padding where the model cannot). Default on.", rich_help_panel=_OPT)]
     = None,
+    keep_dropout: Annotated[bool | None, typer.Option(
+        "--keep-dropout", help="Keep the model's dropout while training (default off, as in TRL).",
+        rich_help_panel=_OPT)] = None,
     lora: Annotated[bool | None, typer.Option("--lora", help="Train a LoRA adapter (peft).",
                                               rich_help_panel=_LORA)] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank. Default 16.", rich_help_panel=_LORA)] = None,

@@ -68,6 +68,8 @@ class TrainConfig(BaseModel):
         "(liger-kernel's fused linear cross-entropy, exact for per-token log-probs; pip install liger-kernel)")
     packing: bool = Field(True, description="pack each row's three contexts once with both responses after each, "
                           "no padding between rows (exact; falls back to left padding where the model cannot)")
+    keep_dropout: bool = Field(False, description="keep the model's dropout while training (default: off, as in "
+                               "TRL, so that the policy's step-0 forward equals the reference pass)")
 
     # LoRA (peft).
     lora: bool = False
