@@ -145,14 +145,19 @@ def layout_stats(tokenizer: Any, data: Path, args: argparse.Namespace) -> dict[s
             "padded_tokens": statistics.mean(padded), "response_tokens": sum(responses) / len(batches)}
 
 
-def run_worker(kind: str, args: argparse.Namespace, built: dict[str, Any], root: Path, profile: bool) -> list[dict]:
+def run_worker(kind: str, args: argparse.Namespace, built: dict[str, Any], root: Path, profile: bool,
+               timeout: float) -> list[dict]:
     spec = {"kind": kind, "device": args.device, "models": built["models"], "data": built["data"],
             "gc": args.gc, "batch": args.batch, "max_length": args.max_length, "threads": args.threads,
             "root": str(root), "profile_dir": str(args.out_dir) if profile and args.out_dir else None}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, str(Path(__file__).with_name("gpu_train_worker.py")), json.dumps(spec)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [{"kind": kind, "shape": s, "gc": g, "error": f"worker killed after {timeout:.0f}s"}
+                for s in args.shapes for g in args.gc]
     if args.out_dir:
         with (Path(args.out_dir) / "workers.log").open("a", encoding="utf-8") as log:
             log.write(f"==== {kind} (exit {result.returncode})\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}\n")
@@ -183,13 +188,15 @@ def run_all(args: argparse.Namespace, built: dict[str, Any], root: Path, start: 
     profiled: set[str] = set()
     for repeat, kind in schedule(args):
         elapsed = time.perf_counter() - start
-        if elapsed + took.get(kind, 0.0) > args.budget_s:
+        # A kind not run yet is expected to take as long as the others took on average.
+        expected = took.get(kind, statistics.mean(took.values()) if took else 0.0)
+        if elapsed + expected > args.budget_s:
             print(f"[{elapsed:.0f}s] skip {kind} (repeat {repeat + 1}): over the {args.budget_s:.0f}s budget",
                   flush=True)
             continue
         began = time.perf_counter()
         profile = args.profile and kind in args.kinds and kind not in profiled  # main kinds: 8 files back at most
-        results = run_worker(kind, args, built, root, profile=profile)
+        results = run_worker(kind, args, built, root, profile=profile, timeout=args.budget_s - elapsed + 150)
         profiled.add(kind)
         took[kind] = time.perf_counter() - began
         for result in results:

@@ -338,7 +338,7 @@ def run_training(config: TrainConfig, console: Console | None = None,
                     system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
                     dtype="bf16" if config.bf16 else "fp32")
     reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
-    from ssogen.train.logprobs import install_logprob_head, remove_logprob_head
+    from ssogen.train.output_layer import install_logprob_head, remove_logprob_head
 
     # Before peft wraps the model. With gradient checkpointing the head too trades time for memory (recompute).
     if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:

@@ -18,8 +18,9 @@ from ssogen.train import packing
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
-from ssogen.train.logprobs import install_logprob_head, sequence_logps
+from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import LossSettings, sso_loss
+from ssogen.train.output_layer import install_logprob_head
 from ssogen.train.packing import attention_mask_4d, fill_lines, pack_examples, packing_unsupported
 from ssogen.train.run import run_training
 

@@ -230,7 +230,7 @@ def test_lean_token_logps_match_log_softmax_values_and_gradients() -> None:
 def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypatch: pytest.MonkeyPatch,
                                                                         with_bias: bool,
                                                                         keep_probabilities: bool) -> None:
-    from ssogen.train import logprobs
+    from ssogen.train import output_layer as logprobs
 
     monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 40)  # 7 positions per chunk: several chunks
     monkeypatch.setattr(logprobs, "HEAD_CHUNK_ROWS", 8)  # recompute tiles: 8 positions × 35 of the 40 columns
@@ -259,7 +259,7 @@ def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypa
 def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_model: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ssogen.train.logprobs import LogProbHead, install_logprob_head, remove_logprob_head
+    from ssogen.train.output_layer import LogProbHead, install_logprob_head, remove_logprob_head
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
