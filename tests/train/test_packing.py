@@ -170,3 +170,17 @@ def test_training_falls_back_when_packed_logprobs_disagree(sso_data: Path, tiny_
 def test_packing_flag_is_in_the_help() -> None:
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert "--no-packing" in result.output
+
+
+def test_liger_head_without_liger_kernel_is_one_clear_error(sso_data: Path, tiny_model: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from ssogen.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liger_kernel" else real(name, *a))
+    with pytest.raises(UserError, match="--head-kernel liger needs liger-kernel") as raised:
+        one_step(sso_data, tiny_model, tmp_path / "liger", head_kernel="liger")
+    assert raised.value.exit_code == 1
