@@ -135,6 +135,13 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
         raise UserError("; ".join(_blame(err, origins, specs) for err in exc.errors())) from None
 
 
+def read_settings_file(model: type[BaseModel], path: str | Path) -> dict[str, Any]:
+    """The options a config file sets, by field name (unknown keys and options set twice are refused); their
+    values are not validated yet."""
+    specs = {spec.field: spec for spec in option_specs(model)}
+    return {field: value for field, (_, _, value) in _options_in_file(read_yaml(path), specs).items()}
+
+
 def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> str:
     message = err["msg"].removeprefix("Value error, ")
     field = str(err["loc"][0]) if err["loc"] else None

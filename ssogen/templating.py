@@ -11,7 +11,7 @@ import jinja2
 
 from ssogen.errors import UserError
 
-BUNDLED_TEMPLATES = Path(__file__).parent.parent / "templates"
+BUNDLED_TEMPLATES = Path(__file__).parent / "templates"  # shipped inside the package
 
 
 class TemplateError(UserError):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ssogen import __version__
-from ssogen.cli import data, generate, principles, tools, train
+from ssogen.cli import data, generate, iterate, judge, principles, tools, train
 
 app = typer.Typer(
     help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
@@ -38,6 +38,8 @@ app.command("train")(train.train)
 app.command("score")(data.score_command)
 app.command("stats")(data.stats_command)
 app.command("push-to-hub")(data.push_to_hub_command)
+app.command("iterate")(iterate.iterate)
+app.command("judge")(judge.judge)
 app.command("make-tiny-model")(tools.make_tiny_model)
 app.command("env")(tools.env)
 

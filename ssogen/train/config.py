@@ -79,6 +79,11 @@ class TrainConfig(BaseModel):
                            panel=OPTIMISATION)
     fused_head: bool = option(True, "Log-probs from a chunked output layer, never the full logits.",
                               panel=OPTIMISATION)
+    head_kernel: Literal["torch", "liger"] = option(
+        "torch", "Output layer on CUDA: torch (chunked, GEMMs in the compute dtype) or liger (liger-kernel's fused "
+        "linear cross-entropy, exact for per-token log-probs; pip install liger-kernel).", panel=OPTIMISATION)
+    packing: bool = option(True, "Pack each row's three contexts once with both responses after each, no padding "
+                           "between rows (exact; left padding where the model cannot).", panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",
                                 flags=("--keep-dropout",), panel=OPTIMISATION)
