@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ssogen.dataset.folder import MANIFEST, WORK_DIR, read_manifest, read_triplets, write_configs, write_json_atomic
-from ssogen.engine import EngineKind, EngineOptions
+from ssogen.engine import EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 
@@ -219,8 +219,9 @@ def score_folder(
     manifest = read_manifest(out)
     targets = [r for r in records if _likelihood_candidate(r)]
     model_id = _model_identity(model)
+    owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
     if scorer is None:
-        scorer = make_scorer(engine, model, engine_options)
+        scorer = make_scorer(engine, model, engine_options, state_dir=out / WORK_DIR)
     tokenizer = scorer.tokenizer
     system_supported = supports_system_role(tokenizer)
     key = cache_key(model_id, tokenizer, system_supported)
@@ -263,6 +264,8 @@ def score_folder(
                         f"{store.dir}; run the same command again to resume", exit_code=130) from None
     finally:
         store.close()
+        if owns_scorer:
+            close_engine(scorer)
     too_long = sum(1 for lp in scores.values() if all(v is None for v in lp.values()))
 
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]

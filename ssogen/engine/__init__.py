@@ -6,13 +6,15 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-    make_engine(kind, model, o)                     `vllm` or `transformers`
+    make_engine(kind, model, o)                     `vllm` or `transformers`; a pool of them with --dp / Ray
+    close_engine(engine)                            stops a pool's engines (no-op for one engine)
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +40,11 @@ class EngineOptions(BaseModel):
     dtype: str = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (--tp).")
+    data_parallel_size: int = Field(1, ge=1, description=(
+        "Independent engines of tensor_parallel_size GPUs each (--dp), each in its own process, fed from one "
+        "work queue; on the CPU build each engine gets its own CPU cores."))
+    ray_address: str | None = Field(None, min_length=1, description=(
+        "Run the engines as Ray actors on this cluster ('auto' or ray://HOST:PORT) instead of local processes."))
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_memory_bytes: int | None = Field(
         None, ge=1, description="Explicit KV-cache size; default 256 MiB on the CPU build, vLLM's own on GPU.")
@@ -148,8 +155,42 @@ def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
     return ids
 
 
-def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Engine:
+def is_pooled(options: EngineOptions) -> bool:
+    """Several engines (or Ray actors) behind one interface, rather than one engine in this process."""
+    return options.data_parallel_size > 1 or options.ray_address is not None
+
+
+def check_kind(kind: str) -> None:
+    if kind not in ("vllm", "transformers"):
+        raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+
+
+def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None, *,
+                state_dir: Path | None = None) -> Engine:
+    """The engine a run asked for: one in this process, or with --dp > 1 / --ray-address a pool of engines
+    (ssogen.engine.pool) that `close_engine` must stop. The placement is checked before anything starts;
+    `state_dir` receives the pool's engines.json."""
     options = options or EngineOptions()
+    check_kind(kind)
+    from ssogen.engine.placement import plan_placement
+
+    placement = plan_placement(model, options, memory=kind == "vllm")
+    placement.check()
+    if is_pooled(options):
+        from ssogen.engine.pool import start_pool
+
+        return start_pool("generate", kind, model, options, placement, state_dir)  # type: ignore[return-value]
+    return make_single_engine(kind, model, options)
+
+
+def close_engine(engine: Any) -> None:
+    """Stop an engine's worker processes, if it has any (a pool); a single engine needs nothing."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
+
+
+def make_single_engine(kind: EngineKind, model: str, options: EngineOptions) -> Engine:
     if kind == "vllm":
         from ssogen.engine.vllm_engine import VLLMEngine
 
