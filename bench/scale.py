@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ssogen.engine import EngineOptions, close_engine, make_engine
-    from ssogen.engine.placement import cpu_cores
+    from ssogen.engine.devices import cpu_cores
     from ssogen.testing.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="ssogen-bench-scale-") as tmp:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, is_cpu_build
+from ssogen.engine.devices import Gpu, core_list, cpu_cores, host_memory, visible_gpus
 from ssogen.errors import UserError
 
 GiB = 2**30
@@ -28,12 +27,6 @@ _FLOAT_TENSORS = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
 # only raises it), so the smallest is a safe lower bound.
 _LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length",
                 "model_max_length")
-
-
-class Gpu(BaseModel):
-    id: str  # as CUDA_VISIBLE_DEVICES names it (an index or a UUID)
-    name: str
-    memory_bytes: int | None
 
 
 class EngineSlot(BaseModel):
@@ -148,49 +141,6 @@ def model_size(model: str, options: EngineOptions, cpu: bool) -> ModelSize:
                      context_length=min(lengths) if lengths else None)
 
 
-def visible_gpus() -> list[Gpu] | None:
-    """The GPUs this process may use (CUDA_VISIBLE_DEVICES applied), from nvidia-smi, which creates no CUDA
-    context; None when nvidia-smi is missing or fails (then the count cannot be checked)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        listing = subprocess.run([smi, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    rows = [[part.strip() for part in line.split(",")] for line in listing.splitlines() if line.strip()]
-    gpus = {r[0]: (r[1], r[2], int(float(r[3])) * 2**20 if r[3].replace(".", "").isdigit() else None)
-            for r in rows if len(r) == 4}
-    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if mask is None:
-        return [Gpu(id=i, name=name, memory_bytes=mem) for i, (_, name, mem) in gpus.items()]
-    visible = []
-    for token in (t.strip() for t in mask.split(",")):
-        if not token or token.startswith("-"):
-            break  # CUDA stops at the first invalid entry
-        match = [(i, v) for i, v in gpus.items() if token == i or v[0].startswith(token)]
-        if not match:
-            break
-        visible.append(Gpu(id=token, name=match[0][1][1], memory_bytes=match[0][1][2]))
-    return visible
-
-
-def cpu_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
-def _core_list(cores: list[int]) -> str:
-    """1,2,3,7 -> "1-3,7" (the form VLLM_CPU_OMP_THREADS_BIND and people read)."""
-    spans: list[list[int]] = []
-    for core in cores:
-        if spans and core == spans[-1][1] + 1:
-            spans[-1][1] = core
-        else:
-            spans.append([core, core])
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
-
-
 def cpu_slots(dp: int, tp: int, cores: list[int]) -> list[EngineSlot]:
     """Each engine's ranks get disjoint cores (an even share of the cores this process may use): without an
     explicit binding every CPU engine binds its threads to the same cores."""
@@ -198,8 +148,8 @@ def cpu_slots(dp: int, tp: int, cores: list[int]) -> list[EngineSlot]:
     slots = []
     for engine in range(dp):
         ranks = [cores[(engine * tp + r) * share:(engine * tp + r + 1) * share] for r in range(tp)]
-        slots.append(EngineSlot(index=engine, devices="CPU cores " + " | ".join(_core_list(r) for r in ranks),
-                                env={"VLLM_CPU_OMP_THREADS_BIND": "|".join(_core_list(r) for r in ranks),
+        slots.append(EngineSlot(index=engine, devices="CPU cores " + " | ".join(core_list(r) for r in ranks),
+                                env={"VLLM_CPU_OMP_THREADS_BIND": "|".join(core_list(r) for r in ranks),
                                      "OMP_NUM_THREADS": str(share)}))
     return slots
 
@@ -270,13 +220,6 @@ def plan_placement(model: str, options: EngineOptions, *, memory: bool = True, c
     if memory:
         _check_memory(placement, options, host_memory_bytes)
     return placement
-
-
-def host_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _check_memory(p: Placement, options: EngineOptions, host_memory_bytes: int | None) -> None:

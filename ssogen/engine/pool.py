@@ -232,25 +232,15 @@ class WorkQueue:
 
 
 class EnginePool:
-    """The `Engine` interface over a WorkQueue of generation engines."""
+    """A WorkQueue behind the `Engine` interface (a pool of generation engines: `generate`) or the `Scorer`
+    interface (a pool of scorers: `mean_logprobs`); either way the requests go to the queue as they are."""
 
     def __init__(self, name: str, tokenizer: Any, queue: WorkQueue) -> None:
         self.name, self.tokenizer, self.queue = name, tokenizer, queue
-        self.max_model_len = queue.limit
+        self.max_model_len = self.max_sequence_length = queue.limit
 
     def generate(self, requests: list[Any]) -> list[Any]:
         return self.queue.run(requests)
-
-    def close(self) -> None:
-        self.queue.close()
-
-
-class ScorerPool:
-    """The `Scorer` interface over a WorkQueue of scorers."""
-
-    def __init__(self, name: str, tokenizer: Any, queue: WorkQueue) -> None:
-        self.name, self.tokenizer, self.queue = name, tokenizer, queue
-        self.max_sequence_length = queue.limit
 
     def mean_logprobs(self, requests: list[Any]) -> list[float]:
         return self.queue.run(requests)
@@ -260,7 +250,7 @@ class ScorerPool:
 
 
 def start_pool(task: Task, kind: EngineKind, model: str, options: EngineOptions, placement: Placement,
-               state_dir: Path | None = None) -> EnginePool | ScorerPool:
+               state_dir: Path | None = None) -> EnginePool:
     """Start the engines of `placement` (local processes, or Ray actors with `options.ray_address`); returns
     once the first engine is ready, the others join as they finish loading."""
     from transformers import AutoTokenizer
@@ -278,4 +268,4 @@ def start_pool(task: Task, kind: EngineKind, model: str, options: EngineOptions,
     # The parent tokenizes and renders chat templates exactly as a single engine does; workers only sample.
     tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
     queue = WorkQueue(backend, specs, state_dir)
-    return EnginePool(kind, tokenizer, queue) if task == "generate" else ScorerPool(kind, tokenizer, queue)
+    return EnginePool(kind, tokenizer, queue)

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.engine import EngineOptions
-from ssogen.engine.placement import Gpu, cpu_slots, model_size, plan_placement, safetensors_weight_bytes
+from ssogen.engine.devices import Gpu
+from ssogen.engine.placement import cpu_slots, model_size, plan_placement, safetensors_weight_bytes
 from ssogen.errors import UserError
 
 GiB = 2**30
@@ -84,3 +85,29 @@ def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: P
     refused = runner.invoke(app, [*base, "--dp", "3"])
     assert refused.exit_code == 2 and "needs 3 CPU cores" in refused.output and "Traceback" not in refused.output
     assert not (tmp_path / "o").exists()
+
+
+# nvidia-smi's answer on an H100 box (2026-11-27), plus a second GPU for the masks
+SMI = ("0, GPU-63788909-0e2b-a131-bc48-1465dbaff030, NVIDIA H100 80GB HBM3, 81559\n"
+       "1, GPU-11111111-0e2b-a131-bc48-1465dbaff031, NVIDIA H100 80GB HBM3, 81559\n")
+
+
+@pytest.mark.parametrize(("mask", "expected"), [
+    (None, ["0", "1"]), ("1", ["1"]), ("GPU-63788909", ["GPU-63788909"]), ("1,0", ["1", "0"]), ("", []),
+    ("-1", []), ("0,7,1", ["0"]),  # CUDA stops at the first entry that names no GPU
+])
+def test_visible_gpus_follow_cuda_visible_devices(mask: str | None, expected: list[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from ssogen.engine import devices
+
+    monkeypatch.setattr(devices.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(devices.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, SMI, ""))
+    if mask is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    gpus = devices.visible_gpus()
+    assert gpus is not None and [g.id for g in gpus] == expected
+    assert all(g.memory_bytes == 81559 * 2**20 and g.name == "NVIDIA H100 80GB HBM3" for g in gpus)

@@ -18,7 +18,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from ssogen.cli import app
 from ssogen.dataset.folder import config_file
 from ssogen.engine.pool import ENGINES_FILE
 from ssogen.generate.config import RunConfig
@@ -162,13 +164,17 @@ def test_score_dp2_gives_the_scores_of_dp1(reference: Path, tiny_model: Path, tm
     from ssogen.dataset.score import SCORED, score_folder
     from ssogen.engine import EngineOptions
 
-    scores = []
-    for dp in (1, 2):
-        folder = tmp_path / f"score-dp{dp}"
+    kept = sum(r["kept"] for r in triplets(reference))
+    folders = [tmp_path / "score-dp1", tmp_path / "score-dp2"]
+    for folder in folders:
         shutil.copytree(reference, folder, ignore=shutil.ignore_patterns(".ssogen"))
-        report = score_folder(folder, str(tiny_model), engine_options=EngineOptions(data_parallel_size=dp),
-                              chunk_rows=6)
-        assert report.scored_now == sum(r["kept"] for r in triplets(reference))
-        scores.append([[getattr(r, name) for name, _, _ in SCORED] for r in read_triplets(folder) if r.kept])
+    assert score_folder(folders[0], str(tiny_model), engine_options=EngineOptions(), chunk_rows=6).scored_now == kept
+    result = CliRunner().invoke(app, ["score", str(folders[1]), "--model", str(tiny_model), "--dp", "2",
+                                      "--chunk-rows", "6"])
+    assert result.exit_code == 0, result.output
+    assert f"scored {kept} rows" in result.output
+    state = engines_state(folders[1])
+    assert state is not None and sum(e["requests_done"] for e in state["engines"]) == kept * len(SCORED)
+    scores = [[[getattr(r, name) for name, _, _ in SCORED] for r in read_triplets(f) if r.kept] for f in folders]
     assert scores[0] == scores[1]
     assert all(value is not None for row in scores[1] for value in row)
