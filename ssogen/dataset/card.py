@@ -68,6 +68,9 @@ COLUMN_DESCRIPTIONS = {
     "seed_good": "sampling seed of y+ (derived from the run seed, row id and variant)",
     "seed_bad": "sampling seed of y-",
     "seed_raw": "sampling seed of yo",
+    "truncated_good": "true when y+ was cut at the token limit (training then adds no end-of-turn token)",
+    "truncated_bad": "true when y- was cut at the token limit",
+    "truncated_raw": "true when yo was cut at the token limit",
 }
 
 TASK_CATEGORIES = ["text-generation"]

@@ -19,7 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssogen.errors import UserError
-from ssogen.records import TripletRecord, dpo_pair, reward_pair, sso_row
+from ssogen.records import (
+    SSO_TEXT_COLUMNS,
+    SSO_TRUNCATION_COLUMNS,
+    TripletRecord,
+    dpo_pair,
+    reward_pair,
+    sso_row,
+)
 
 CONFIGS = ("triplets", "dpo", "sso", "reward")
 WORK_DIR = ".ssogen"  # in-progress state inside the output folder; excluded from uploads
@@ -51,9 +58,8 @@ def _schema(config: str) -> pa.Schema | None:
     if config == "reward":
         return pa.schema([("id", pa.string()), ("chosen", pa.list_(message)), ("rejected", pa.list_(message))])
     if config == "sso":
-        return pa.schema([(name, pa.string()) for name in
-                          ("id", "prompt", "system_good", "system_bad", "response_good", "response_bad",
-                           "response_raw")])
+        return pa.schema([*((name, pa.string()) for name in SSO_TEXT_COLUMNS),
+                          *((name, pa.bool_()) for name in SSO_TRUNCATION_COLUMNS)])
     if config == "triplets":
         fields = []
         for name, info in TripletRecord.model_fields.items():

@@ -49,6 +49,7 @@ class RunConfig(BaseModel):
         f"Rows per batched engine call and per saved chunk; default {CHUNK_ROWS_PER_ENGINE} per engine "
         f"({CHUNK_ROWS_PER_ENGINE} x --dp)."))
     keep_truncated: bool = False
+    keep_empty: bool = Field(False, description="Keep rows with an empty response (always flagged and counted).")
     # Engine
     engine: Literal["vllm", "transformers"] = "vllm"
     tp: int = Field(1, ge=1, description="Tensor-parallel GPUs per engine.")

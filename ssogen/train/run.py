@@ -19,11 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from transformers import TrainerCallback
 
+from ssogen.chat import end_of_turn
 from ssogen.dataset.folder import write_json_atomic
 from ssogen.errors import UserError
+from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, data_fingerprint, encode_rows, read_sso_rows
+from ssogen.train.dropout import disable_dropout
 from ssogen.train.loss import PAIRS, describe, sso_loss
 from ssogen.train.reference import ReferenceTable, cache_key, model_identity
 
@@ -190,7 +193,7 @@ class _StepTimer(TrainerCallback):
 
 
 def print_settings(console: Console, config: TrainConfig, rows: int, truncation: dict[str, int],
-                   system_supported: bool) -> None:
+                   system_supported: bool, end_of_turn: dict[str, Any] | None = None) -> None:
     info = describe(config.loss_settings())
     table = Table(title="ssogen train: objective and settings", title_justify="left", show_header=False)
     table.add_column("setting", style="bold")
@@ -200,6 +203,10 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_row("data", f"{config.data} ({rows} rows, {rows * 6} sequences)")
     table.add_row("model", config.model + (" + LoRA" if config.lora else ""))
     table.add_row("system role", "native" if system_supported else "merged into the user turn (template rejects it)")
+    if end_of_turn is not None:
+        table.add_row("end of turn", f"{' '.join(end_of_turn['tokens'])} ({end_of_turn['source']}), after complete "
+                      f"responses; none after the {end_of_turn['cut_responses']} cut at the token limit")
+    table.add_row("dropout", "kept (--keep-dropout)" if config.keep_dropout else "off (as in TRL)")
     table.add_row("max length / prompt", f"{config.max_length} / {config.max_prompt_length}")
     table.add_row("truncated", f"{truncation['prompts_truncated']} prompts, {truncation['responses_truncated']} "
                   f"responses of {truncation['sequences']} sequences ({truncation['rows_affected']} rows)")
@@ -312,10 +319,13 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
     tokenizer, model = load_tokenizer_and_model(config)
+    restore_dropout = (lambda: None) if config.keep_dropout else disable_dropout(model)
     encoded, truncation_counts, system_supported = encode_rows(
         rows, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
     truncation = truncation_counts.as_dict()
-    print_settings(console, config, len(rows), truncation, system_supported)
+    turn_end = {**end_of_turn(tokenizer).as_dict(),
+                "cut_responses": sum(bool(row[c]) for row in rows for c in SSO_TRUNCATION_COLUMNS)}
+    print_settings(console, config, len(rows), truncation, system_supported, turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         console.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
@@ -359,9 +369,10 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
         log_history=list(trainer.state.log_history), reference_reused=reference.reused,
         reference_file=reference.file_name, truncation=truncation, final_eval=final_eval,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
-        extra={"fused_head": fused_head},
+        extra={"fused_head": fused_head, "end_of_turn": turn_end},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
+    restore_dropout()  # the saved config keeps the user's dropout values
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
         _write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
@@ -395,7 +406,7 @@ def _write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, 
                    key: str, system_supported: bool) -> None:
     data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
                  "system_role": "native" if system_supported else "merged into user turn",
-                 "truncation": outcome.truncation}
+                 "truncation": outcome.truncation, "end_of_turn": outcome.extra.get("end_of_turn")}
     write_json_atomic(config.out / CONFIG_FILE, {
         "config": config.resolved(),
         "loss": describe(config.loss_settings()),
