@@ -178,3 +178,13 @@ def test_score_dp2_gives_the_scores_of_dp1(reference: Path, tiny_model: Path, tm
     scores = [[[getattr(r, name) for name, _, _ in SCORED] for r in read_triplets(f) if r.kept] for f in folders]
     assert scores[0] == scores[1]
     assert all(value is not None for row in scores[1] for value in row)
+
+
+def test_transformers_engines_pool_the_same_way(tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.generate.run import run_generate
+
+    runs = [run_generate(RunConfig(model=str(tiny_model), out=str(tmp_path / f"hf-dp{dp}"), engine="transformers",
+                                   limit=3, max_tokens=6, keep_truncated=True, dp=dp)) for dp in (1, 2)]
+    assert triplets(runs[1].out) == triplets(runs[0].out)
+    state = engines_state(runs[1].out)
+    assert state is not None and [e["state"] for e in state["engines"]] == ["stopped", "stopped"]
