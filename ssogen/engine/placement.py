@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, is_cpu_build
 from ssogen.engine.devices import Gpu, core_list, cpu_cores, host_memory, visible_gpus
+from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
 
 GiB = 2**30
@@ -107,7 +108,12 @@ def _run_dtype_bytes(options: EngineOptions, config: dict[str, Any], cpu: bool) 
 def safetensors_weight_bytes(folder: Path, dtype_bytes: int) -> int | None:
     """Bytes of the weights at `dtype_bytes` per float element (other tensors, e.g. packed quantized ones, as
     stored), read from the safetensors headers only. None when the folder has no safetensors files."""
-    files = sorted(folder.glob("*.safetensors"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():  # only the shards the index names: some repos also ship a consolidated copy
+        names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        files = [folder / name for name in sorted(names)]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
     total = 0
@@ -170,7 +176,9 @@ def plan_placement(model: str, options: EngineOptions, *, memory: bool = True, c
                    host_memory_bytes: int | None = None) -> Placement:
     """The engines' devices and (with `memory`, for vLLM's KV cache) the memory check. `gpus`/`cores`/
     `host_memory_bytes` default to this machine's. With `ray_address` the devices are Ray's to choose."""
-    cpu = is_cpu_build() if cpu is None else cpu
+    if cpu is None:
+        # The CPU build of vLLM, or no vLLM (the transformers engine) on a machine without GPUs.
+        cpu = is_cpu_build() or (vllm_build()[1] == "absent" and not visible_gpus())
     dp, tp = options.data_parallel_size, options.tensor_parallel_size
     notes: list[str] = []
     problems: list[str] = []

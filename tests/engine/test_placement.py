@@ -111,3 +111,16 @@ def test_visible_gpus_follow_cuda_visible_devices(mask: str | None, expected: li
     gpus = devices.visible_gpus()
     assert gpus is not None and [g.id for g in gpus] == expected
     assert all(g.memory_bytes == 81559 * 2**20 and g.name == "NVIDIA H100 80GB HBM3" for g in gpus)
+
+
+def test_weights_count_only_the_shards_the_index_names(tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    single = safetensors_weight_bytes(folder, 4)
+    shutil.copy(folder / "model.safetensors", folder / "consolidated.safetensors")  # as some repos ship
+    assert safetensors_weight_bytes(folder, 4) == 2 * single  # without an index every file counts
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model.safetensors"}}))
+    assert safetensors_weight_bytes(folder, 4) == single
