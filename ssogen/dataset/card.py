@@ -26,6 +26,7 @@ from ssogen.dataset.stats import (
     library_adjectives,
 )
 from ssogen.errors import UserError
+from ssogen.judge.card import judge_card_lines
 
 CARD = "README.md"
 # Marks cards that ssogen wrote, so that tools know they may re-render them.
@@ -380,6 +381,9 @@ def render_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_
     body += [""] + _how_made_lines(out, manifest) + [""]
     if stats is not None:
         body += _stats_lines(out, stats) + [""]
+    # --- judge section: written by `ssogen judge` (ssogen/judge/card.py), absent until a folder is judged
+    judged = judge_card_lines(out)
+    body += judged + ([""] if judged else [])
     body += ["## Columns"] + _schema_lines(out) + [""]
     body += _usage_lines(repo_id or str(out)) + [""] + LIMITS + [""] + CITATION + ["", GENERATED_MARKER]
     return header + "\n" + "\n".join(body) + "\n"

@@ -18,9 +18,10 @@ from ssogen.errors import UserError
 FINGERPRINT = "fingerprint.json"
 STAGES = ("selection", "rows")
 # Files and folders a finished run writes into OUT; `--overwrite` removes exactly these, nothing else.
-# (`stats.json` and `plots/` come from `ssogen stats` / `score`: stale after a new run, so they go too.)
+# (`stats.json`, `plots/` and `judge.json` come from `ssogen stats` / `score` / `judge`: stale after a new run,
+# so they go too.)
 RUN_OUTPUTS = (WORK_DIR, "data", "README.md", "manifest.json", "config.resolved.yaml", "library.yaml",
-               "logs", "stats.json", "plots")
+               "logs", "stats.json", "plots", "judge.json")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
