@@ -167,7 +167,7 @@ def score_command(
         err_console.print(f"scored {done}/{total} rows", highlight=False, markup=False)
 
     report = score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
-                          chunk_rows=settings.chunk_rows, filter_options=settings.filter_options(),
+                          chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
                           progress=progress)
     console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
                   f"long to score) of {report.rows}; configs: "

@@ -68,6 +68,18 @@ def _print_dry_run(plan: Any) -> None:
         console.print(example["system_good"], markup=False, highlight=False)
         console.print("---")
         console.print(example["system_bad"], markup=False, highlight=False)
+    _print_placement(cfg)
+
+
+def _print_placement(cfg: Any) -> None:
+    """Engines, their devices and the memory estimate; a plan that cannot run ends the dry run with its error."""
+    from ssogen.engine.placement import plan_placement
+
+    placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
+    console.rule("placement")
+    for line in placement.lines():
+        console.print(line, markup=False, highlight=False)
+    placement.check()
 
 
 def _run_with_progress(plan: Any, overwrite: bool) -> None:

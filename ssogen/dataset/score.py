@@ -33,7 +33,7 @@ from ssogen.dataset.likelihood import (
     has_pair_scores,
     likelihood_candidate,
 )
-from ssogen.engine import EngineFields, EngineKind, EngineOptions
+from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
@@ -61,7 +61,12 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
     filter: Literal["none", "likelihood"] = option(
         "none", "'likelihood' applies the paper code's likelihood filter after scoring; 'none' only adds the "
         "log-probs.")
-    chunk_rows: int = option(64, "Rows per batch (7 sequences each); saved after each.", ge=1)
+    chunk_rows: int | None = option(None, "Rows per batch (7 sequences each); saved after each.", ge=1,
+                                    default_text=f"{CHUNK_ROWS_PER_ENGINE} per engine ({CHUNK_ROWS_PER_ENGINE} x --dp)")
+
+    @property
+    def resolved_chunk_rows(self) -> int:
+        return self.chunk_rows or CHUNK_ROWS_PER_ENGINE * self.dp
 
     def filter_options(self) -> LikelihoodFilterOptions | None:
         if self.filter != LIKELIHOOD:
@@ -188,8 +193,9 @@ def score_folder(
             scores[record.id] = entry["lp"]
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
+    owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
     if pending and scorer is None:
-        scorer = make_scorer(engine, model_ref.path, engine_options)
+        scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=out / WORK_DIR)
     try:
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]
@@ -220,6 +226,8 @@ def score_folder(
                         f"{store.dir}; run the same command again to resume", exit_code=130) from None
     finally:
         store.close()
+        if owns_scorer and scorer is not None:
+            close_engine(scorer)
     too_long = sum(1 for lp in scores.values() if all(v is None for v in lp.values()))
 
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]

@@ -7,13 +7,15 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-    make_engine(kind, model, o)                     `vllm` or `transformers`
+    make_engine(kind, model, o)                     `vllm` or `transformers`; a pool of them with --dp / Ray
+    close_engine(engine)                            stops a pool's engines (no-op for one engine)
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +42,11 @@ class EngineOptions(BaseModel):
     dtype: str = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (--tp).")
+    data_parallel_size: int = Field(1, ge=1, description=(
+        "Independent engines of tensor_parallel_size GPUs each (--dp), each in its own process, fed from one "
+        "work queue; on the CPU build each engine gets its own CPU cores."))
+    ray_address: str | None = Field(None, min_length=1, description=(
+        "Run the engines as Ray actors on this cluster ('auto' or ray://HOST:PORT) instead of local processes."))
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_memory_bytes: int | None = Field(
         None, ge=1, description="Explicit KV-cache size; default 256 MiB on the CPU build, vLLM's own on GPU.")
@@ -50,6 +57,8 @@ class EngineOptions(BaseModel):
 
 
 ENGINE_PANEL = "Engine"
+# Rows per chunk for each engine: every engine of a --dp pool gets a full batch from each chunk.
+CHUNK_ROWS_PER_ENGINE = 64
 
 
 class EngineFields(BaseModel):
@@ -58,7 +67,12 @@ class EngineFields(BaseModel):
 
     engine: EngineKind = option("vllm", "vllm, or transformers (plain `generate`, for machines without vLLM).",
                                 panel=ENGINE_PANEL)
-    tp: int = option(1, "Tensor-parallel GPUs (vLLM).", ge=1, panel=ENGINE_PANEL)
+    tp: int = option(1, "Tensor-parallel GPUs per engine (vLLM).", ge=1, panel=ENGINE_PANEL)
+    dp: int = option(1, "Data-parallel engines, each of --tp GPUs in its own process (on the CPU build: its own "
+                     "cores), fed from one work queue; the results equal those of --dp 1.", ge=1, panel=ENGINE_PANEL)
+    ray_address: str | None = option(None, "Run the --dp engines as Ray actors on this cluster: auto or "
+                                     "ray://HOST:PORT (needs ssogen[ray]).", min_length=1, panel=ENGINE_PANEL,
+                                     default_text="local processes")
     dtype: str = option("auto", "Weights dtype; auto = float32 on CPU, the model's dtype on GPU.",
                         panel=ENGINE_PANEL)
     max_model_len: int | None = option(None, "Context length (prompt + response).", ge=16, panel=ENGINE_PANEL,
@@ -74,6 +88,8 @@ class EngineFields(BaseModel):
             dtype=self.dtype,
             max_model_len=self.max_model_len,
             tensor_parallel_size=self.tp,
+            data_parallel_size=self.dp,
+            ray_address=self.ray_address,
             gpu_memory_utilization=self.gpu_memory_utilization,
             kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None,
             seed=seed,
@@ -187,8 +203,42 @@ def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Engine:
+def is_pooled(options: EngineOptions) -> bool:
+    """Several engines (or Ray actors) behind one interface, rather than one engine in this process."""
+    return options.data_parallel_size > 1 or options.ray_address is not None
+
+
+def check_kind(kind: str) -> None:
+    if kind not in ("vllm", "transformers"):
+        raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+
+
+def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None, *,
+                state_dir: Path | None = None) -> Engine:
+    """The engine a run asked for: one in this process, or with --dp > 1 / --ray-address a pool of engines
+    (ssogen.engine.pool) that `close_engine` must stop. The placement is checked before anything starts;
+    `state_dir` receives the pool's engines.json."""
     options = options or EngineOptions()
+    check_kind(kind)
+    from ssogen.engine.placement import plan_placement
+
+    placement = plan_placement(model, options, memory=kind == "vllm")
+    placement.check()
+    if is_pooled(options):
+        from ssogen.engine.pool import start_pool
+
+        return start_pool("generate", kind, model, options, placement, state_dir)  # type: ignore[return-value]
+    return make_single_engine(kind, model, options)
+
+
+def close_engine(engine: Any) -> None:
+    """Stop an engine's worker processes, if it has any (a pool); a single engine needs nothing."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
+
+
+def make_single_engine(kind: EngineKind, model: str, options: EngineOptions) -> Engine:
     if kind == "vllm":
         from ssogen.engine.vllm_engine import VLLMEngine
 

@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ssogen.engine import EngineFields, EngineOptions
+from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.settings import option, resolve_settings
 
 # Options that do not change any row's content: a run may be resumed with different values of these.
-NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size"})
+# (--dp and --ray-address only decide where the requests run; per-request seeds fix their answers.)
+NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address"})
 
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
@@ -54,7 +55,9 @@ class _RunFields(BaseModel):
     max_tokens: int = option(2048, "New tokens per response.", ge=1, panel=SAMPLE_PANEL)
     raw_greedy: bool = option(False, "Sample yo (plain query) greedily.", panel=SAMPLE_PANEL)
     seed: int = option(0, "Run seed; per-request seeds derive from it.", ge=0, lt=2**32, panel=SAMPLE_PANEL)
-    chunk_size: int = option(64, "Rows per batched engine call and per saved chunk.", ge=1, panel=SAMPLE_PANEL)
+    chunk_size: int = option(CHUNK_ROWS_PER_ENGINE, "Rows per batched engine call and per saved chunk.", ge=1,
+                             panel=SAMPLE_PANEL,
+                             default_text=f"{CHUNK_ROWS_PER_ENGINE} per engine ({CHUNK_ROWS_PER_ENGINE} x --dp)")
     keep_truncated: bool = option(False, "Keep rows whose responses hit --max-tokens.",
                                   flags=("--keep-truncated/--drop-truncated",), panel=SAMPLE_PANEL)
     keep_empty: bool = option(False, "Keep rows with an empty response (flagged and counted either way).",
@@ -67,6 +70,14 @@ class RunConfig(EngineFields, _RunFields):
     """Every option of `ssogen generate`; the YAML config file uses the same names (dashes or underscores)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chunk_size_per_engine(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("chunk_size") is None:
+            engines = data.get("dp") if isinstance(data.get("dp"), int) else 1
+            data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
+        return data
 
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:

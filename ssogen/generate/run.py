@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.chat import end_of_turn, has_chat_template, supports_system_role
-from ssogen.dataset.folder import MANIFEST, write_configs, write_json_atomic
+from ssogen.dataset.folder import MANIFEST, WORK_DIR, write_configs, write_json_atomic
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import Engine, make_engine, stop_token_ids_of
+from ssogen.engine import Engine, close_engine, make_engine, stop_token_ids_of
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, to_yaml
 from ssogen.generate.filters import VARIANTS
@@ -83,7 +83,8 @@ def _build_engine(plan: RunPlan) -> Engine:
     load_tokenizer(plan)  # a clear line for a model without a usable tokenizer, before the engine's own errors
     config = plan.config
     try:
-        return make_engine(config.engine, plan.model.path, config.engine_options())
+        return make_engine(config.engine, plan.model.path, config.engine_options(),
+                           state_dir=Path(config.out) / WORK_DIR)
     except UserError:
         raise
     except Exception as exc:
@@ -147,6 +148,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     """Run (or resume) a generation into config.out and write the dataset folder. `engine` may be given to
     reuse a loaded engine (benchmarks); it must match config.model."""
     started = time.monotonic()
+    owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     plan = plan or plan_run(config)
     out = Path(config.out)
     store = ShardStore(out)
@@ -190,6 +192,8 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
                         "same command again to resume", exit_code=130) from None
     finally:
         store.close()
+        if owns_engine and engine is not None:
+            close_engine(engine)
     # Nothing left to sample: learn the template's behaviour from the tokenizer alone.
     tokenizer = session.tokenizer if session else load_tokenizer(plan)
     records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]

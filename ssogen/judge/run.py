@@ -19,6 +19,7 @@ from ssogen.engine import EngineOptions, GenerationRequest
 from ssogen.errors import UserError
 from ssogen.judge.card import JUDGE_FILE
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
+from ssogen.models import require_available, resolve_model
 
 
 class JudgeOptions(BaseModel):
@@ -124,14 +125,6 @@ def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def _check_model(model: str) -> None:
-    path = Path(model).expanduser()
-    if model.startswith((".", "/", "~")) and not path.exists():
-        raise UserError(f"--judge-model {model}: no such folder")
-    if path.is_dir() and not (path / "config.json").exists():
-        raise UserError(f"--judge-model {model}: not a model folder (no config.json)")
-
-
 def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
     """Judge the sample, write OUT/judge.json and refresh the card; returns what was written."""
     from ssogen.chat import has_chat_template, prompt_token_ids
@@ -139,7 +132,7 @@ def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
 
     pairs = sample_pairs(read_pairs(options.folder, options.config), options.sample, options.seed)
     source = template_source(options.templates)
-    _check_model(options.judge_model)
+    require_available(resolve_model(options.judge_model, flag="--judge-model"), flag="--judge-model")
     if engine is None:
         try:
             engine = make_engine(options.engine, options.judge_model, options.engine_options())
