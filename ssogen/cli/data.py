@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,6 +16,12 @@ from ssogen.cli.common import console, err_console, user_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.stats import DatasetStats
+
+
+def templates_option(what: str) -> Any:
+    """The `--templates DIR` option of the commands that write the card."""
+    return typer.Option("--templates", help=f"Folder whose card.md.jinja replaces the bundled dataset card "
+                        f"template {what} (as for the prompt templates of generate).", show_default=False)
 
 
 def _pct(value: float | None) -> str:
@@ -92,15 +98,18 @@ def stats_command(
     plots: Annotated[bool, typer.Option(help="Draw PNG plots into FOLDER/plots/.")] = True,
     card: Annotated[bool, typer.Option(
         help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
+    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Funnel, lengths, length bias, duplicates, leakage, truncation and on-policy-ness of a dataset.
 
     Writes FOLDER/stats.json, the plots and the refreshed card."""
-    from ssogen.dataset.card import card_is_generated
-    from ssogen.dataset.stats import refresh
+    from ssogen.dataset.card import card_is_generated, card_templates
+    from ssogen.dataset.refresh import refresh
 
+    if card:
+        card_templates(templates)  # a bad --templates fails before anything is written
     rewrite_card = card and folder.is_dir() and card_is_generated(folder)
-    stats = refresh(folder, plots=plots, card=card)
+    stats = refresh(folder, plots=plots, card=card, templates=templates)
     if as_json:
         print(json.dumps(stats.model_dump(), indent=2))
         return
@@ -125,12 +134,14 @@ def push_to_hub_command(
     = False,
     allow_incomplete: Annotated[bool, typer.Option(
         "--allow-incomplete", help="Push even an unfinished run or pair configs with empty responses.")] = False,
+    templates: Annotated[Path | None, templates_option("when the card is re-rendered for the repository")]
+    = None,
 ) -> None:
     """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ stays local)."""
     from ssogen.dataset import publish
 
     if dry_run:
-        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete)
+        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete, templates=templates)
         table = Table(title=f"would upload to {repo_id} (dataset)", title_justify="left")
         table.add_column("path")
         table.add_column("bytes", justify="right")
@@ -141,7 +152,8 @@ def push_to_hub_command(
         err_console.print("dry run: nothing was uploaded", highlight=False, markup=False)
         return
     result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
-                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete)
+                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,
+                                 templates=templates)
     console.print(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
                   highlight=False, markup=False, soft_wrap=True)
 
@@ -171,6 +183,7 @@ def score_command(
     gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM on GPU.")] = 0.9,
     kv_cache_gb: Annotated[float | None, typer.Option(help="Explicit KV-cache size (vLLM) [CPU default: 0.25].")]
     = None,
+    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Add mean token log-probs of y+, y- (and yo) under x, x+ and x- to every row; resumable.
 
@@ -202,7 +215,8 @@ def score_command(
         err_console.print(f"scored {done}/{total} rows", highlight=False, markup=False)
 
     report = score_folder(folder, model, engine=engine, engine_options=options,  # type: ignore[arg-type]
-                          chunk_rows=chunk_rows, filter_options=filter_options, progress=progress)
+                          chunk_rows=chunk_rows, filter_options=filter_options, progress=progress,
+                          templates=templates)
     console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
                   f"long to score) of {report.rows}; configs: "
                   + ", ".join(f"{k} {v}" for k, v in report.counts.items()), highlight=False, markup=False)

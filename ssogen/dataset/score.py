@@ -1,6 +1,6 @@
 """`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, and the likelihood filter.
 
-Conventions (shared with `ssogen train`, see ssogen/collator.py):
+Conventions (shared with `ssogen train`, which builds its sequences with the same ssogen.chat helpers):
 * contexts are rendered by ssogen.chat exactly as generate sampled from them: x = [user], x+ = [system S+,
   user], x- = [system S-, user], with the system text merged into the user turn when the chat template rejects
   a system role; the prompt text is tokenized with add_special_tokens=False (the template writes any BOS);
@@ -23,12 +23,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ssogen.dataset.folder import MANIFEST, WORK_DIR, read_manifest, read_triplets, write_configs, write_json_atomic
+from ssogen.dataset.card import card_templates
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.refresh import refresh
+from ssogen.dataset.shards import ShardStore
 from ssogen.engine import EngineKind, EngineOptions
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 
-SCORE_DIR = "score"
 LIKELIHOOD = "likelihood"
 # (field, context, response) in request order: the requests of one context are adjacent, so sequences that share
 # a prompt prefix sit next to each other in every batch.
@@ -41,7 +43,8 @@ CONVENTION = "mean over response tokens + eos; chat-template prompt, add_special
 
 
 class LikelihoodFilterOptions(BaseModel):
-    """The paper code's three stages (SPEC §2.1 step 7); each can be switched off or given a margin.
+    """The three stages of the likelihood filter in the SSO paper's code (its text does not describe it); each
+    can be switched off or given a margin. lp(y|c) is the mean token log-prob of response y under context c.
 
     1. ordering: lp(y+|x+) - lp(y+|x) > m, lp(y+|x) - lp(y+|x-) > m, lp(y-|x-) - lp(y-|x) > m and
        lp(y-|x) - lp(y-|x+) > m (m = ordering_margin, 0 = strict order).
@@ -186,16 +189,6 @@ def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool
             for name, context, response in SCORED]
 
 
-def _score_store(out: Path, key: str) -> Any:
-    """generate's append-only JSONL store, pointed at OUT/.ssogen/score/<key>/."""
-    from ssogen.dataset.shards import ShardStore
-
-    store = ShardStore(out)
-    store.dir = out / WORK_DIR / SCORE_DIR / key
-    store.dir.mkdir(parents=True, exist_ok=True)
-    return store
-
-
 def score_folder(
     out_dir: str | Path,
     model: str,
@@ -206,17 +199,20 @@ def score_folder(
     filter_options: LikelihoodFilterOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
     scorer: Any = None,
+    templates: str | Path | None = None,
 ) -> ScoreReport:
     """Score every row the cheap filters kept (plus rows an earlier likelihood filter dropped), optionally
     apply the likelihood filter, rewrite the configs, and refresh manifest, stats, plots and card.
 
-    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine."""
+    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
+    `templates` is a folder whose card.md.jinja replaces the bundled card template."""
     from ssogen.chat import supports_system_role
     from ssogen.engine.scoring import make_scorer
 
-    out = Path(out_dir)
-    records = read_triplets(out)
-    manifest = read_manifest(out)
+    folder = OutputFolder(out_dir)
+    records = folder.read_triplets()
+    manifest = folder.read_manifest()
+    card_templates(templates)  # a bad --templates fails now, not after the scoring
     targets = [r for r in records if _likelihood_candidate(r)]
     model_id = _model_identity(model)
     if scorer is None:
@@ -224,7 +220,7 @@ def score_folder(
     tokenizer = scorer.tokenizer
     system_supported = supports_system_role(tokenizer)
     key = cache_key(model_id, tokenizer, system_supported)
-    store = _score_store(out, key)
+    store = ShardStore(folder, folder.score_cache(key))
     cached = store.load("scores")
     scores: dict[str, dict[str, float | None]] = {}
     for record in targets:
@@ -268,18 +264,16 @@ def score_folder(
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
     if filter_options is not None:
         updated = apply_likelihood_filter(updated, filter_options)
-    counts = write_configs(out, updated)
+    counts = folder.write_configs(updated)
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
         "model": model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
         "rows_scored": sum(1 for r in updated if _has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,
-        "configs": counts, "cache": str(store.dir.relative_to(out)),
+        "configs": counts, "cache": folder.relative(store.dir),
     }
-    write_json_atomic(out / MANIFEST, manifest)
-    from ssogen.dataset.stats import refresh
-
-    refresh(out)
+    folder.write_manifest(manifest)
+    refresh(folder.root, templates=templates)
     return ScoreReport(rows=len(targets), scored_now=len(pending), from_cache=from_cache, too_long=too_long,
                        dropped_by_reason=dict(dropped.most_common()), counts=counts,
                        cache_dir=str(store.dir))

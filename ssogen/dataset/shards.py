@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from ssogen.dataset.folder import WORK_DIR
+from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
-
-FINGERPRINT = "fingerprint.json"
-STAGES = ("selection", "rows")
-# Files and folders a finished run writes into OUT; `--overwrite` removes exactly these, nothing else.
-# (`stats.json` and `plots/` come from `ssogen stats` / `score`: stale after a new run, so they go too.)
-RUN_OUTPUTS = (WORK_DIR, "data", "README.md", "manifest.json", "config.resolved.yaml", "library.yaml",
-               "logs", "stats.json", "plots")
+from ssogen.io import write_json_atomic
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -37,41 +30,38 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class ShardStore:
-    def __init__(self, out_dir: str | Path) -> None:
-        self.out = Path(out_dir)
-        self.dir = self.out / WORK_DIR
+    """JSONL shards in one folder of an output folder's work dir: `.ssogen/` for generate (the default), or
+    the score cache folder that `OutputFolder.score_cache` names."""
+
+    def __init__(self, folder: OutputFolder | str | Path, directory: Path | None = None) -> None:
+        self.folder = folder if isinstance(folder, OutputFolder) else OutputFolder(folder)
+        self.dir = directory or self.folder.work_dir
         self._files: dict[str, IO[bytes]] = {}
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
-        """Create or reopen the store. True when resuming a run of the same configuration."""
-        marker = self.dir / FINGERPRINT
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out}: exists and is not a folder")
+        """Claim the output folder for a run of this configuration. True when resuming a run of the same
+        configuration; a folder holding another run, or files that are not ssogen's, is refused."""
+        folder, out = self.folder, self.folder.root
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a folder")
         if overwrite:
-            for name in RUN_OUTPUTS:
-                target = self.out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+            folder.remove_run_outputs()
         resuming = False
-        if marker.exists():
-            stored = json.loads(marker.read_text(encoding="utf-8"))
+        if folder.fingerprint.exists():
+            stored = json.loads(folder.fingerprint.read_text(encoding="utf-8"))
             if stored.get("fingerprint") != fingerprint["fingerprint"]:
                 changed = sorted(k for k in set(stored.get("config", {})) | set(fingerprint["config"])
                                  if stored.get("config", {}).get(k) != fingerprint["config"].get(k))
-                raise UserError(f"--out {self.out}: holds a run with a different configuration (changed: "
+                raise UserError(f"--out {out}: holds a run with a different configuration (changed: "
                                 f"{', '.join(changed) or 'library/templates'}); use --overwrite to replace "
                                 "it or choose another --out")
             resuming = True
-        elif not overwrite and self.out.exists() and any(self.out.iterdir()):
-            raise UserError(f"--out {self.out}: folder is not empty and holds no ssogen run; use --overwrite "
+        elif not overwrite and folder.holds_anything():
+            raise UserError(f"--out {out}: folder is not empty and holds no ssogen run; use --overwrite "
                             "or choose another --out")
         self.dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
-            tmp = marker.with_name(FINGERPRINT + ".tmp")
-            tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, marker)
+            write_json_atomic(folder.fingerprint, fingerprint, sort_keys=True)
         return resuming
 
     def load(self, stage: str) -> dict[str, dict[str, Any]]:
@@ -86,6 +76,7 @@ class ShardStore:
         if stage not in self._files:
             numbers = [int(p.stem.split("-")[-1]) for p in self.dir.glob(f"{stage}-*.jsonl")]
             path = self.dir / f"{stage}-{max(numbers, default=-1) + 1:05d}.jsonl"
+            self.dir.mkdir(parents=True, exist_ok=True)
             self._files[stage] = path.open("ab")
         return self._files[stage]
 

@@ -6,7 +6,7 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-    make_engine(kind, model, o)                     `vllm` or `transformers`
+The adapters (vllm_engine, hf_engine) import these; `ssogen.engine.factory.make_engine` picks one of them.
 """
 
 from __future__ import annotations
@@ -146,16 +146,3 @@ def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(int(tokenizer.eos_token_id))
     return ids
-
-
-def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Engine:
-    options = options or EngineOptions()
-    if kind == "vllm":
-        from ssogen.engine.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, options)
-    if kind == "transformers":
-        from ssogen.engine.hf_engine import TransformersEngine
-
-        return TransformersEngine(model, options)
-    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")

@@ -21,7 +21,8 @@ from typing import Any
 from ssogen.chat import context_messages, has_chat_template, prompt_token_ids, supports_system_role
 from ssogen.dataset.folder import MANIFEST, write_configs, write_json_atomic
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import Engine, GenerationRequest, GenerationResult, make_engine, stop_token_ids_of
+from ssogen.engine import Engine, GenerationRequest, GenerationResult, stop_token_ids_of
+from ssogen.engine.factory import make_engine
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, to_yaml
 from ssogen.generate.filters import VARIANTS, apply_filters, leaked_prefix_pattern

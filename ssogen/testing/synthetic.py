@@ -8,11 +8,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pyarrow as pa
-
-from ssogen.dataset.folder import config_file, write_parquet_atomic
+from ssogen.dataset.folder import OutputFolder
 from ssogen.generate.inputs import demo_queries
-from ssogen.records import SSO_COLUMNS, row_id
+from ssogen.records import row_id
 
 GOOD = ("Sure, here is an answer. First, consider the question carefully. Then explain each step.",
         "Sure, here is an answer. Then explain each step.")
@@ -46,6 +44,5 @@ def synthetic_sso_rows(count: int, seed: int = 0, response_repeat: int = 1) -> l
 
 def write_synthetic_sso(out_dir: str | Path, count: int, seed: int = 0, response_repeat: int = 1) -> Path:
     """Write the rows as a generate-style output folder (`data/sso/train-00000-of-00001.parquet`)."""
-    schema = pa.schema([(name, pa.string()) for name in SSO_COLUMNS])
-    write_parquet_atomic(config_file(out_dir, "sso"), synthetic_sso_rows(count, seed, response_repeat), schema)
+    OutputFolder(out_dir).write_config("sso", synthetic_sso_rows(count, seed, response_repeat))
     return Path(out_dir)

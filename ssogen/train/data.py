@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from ssogen.chat import has_chat_template, response_token_ids, sso_context_ids, supports_system_role
+from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
 from ssogen.records import SSO_COLUMNS
 from ssogen.train.loss import SEQUENCE_PARTS
@@ -29,9 +28,9 @@ def sso_files(data_dir: Path) -> list[Path]:
         raise UserError(f"{data_dir}: no such data folder")
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
-    files = sorted((data_dir / "data" / "sso").glob("*.parquet"))
+    files = OutputFolder(data_dir).config_files("sso")
     if not files:
-        raise UserError(f"{data_dir}: no `sso` config (expected {Path('data/sso/*.parquet')}); "
+        raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
     return files
 
@@ -40,10 +39,7 @@ def read_sso_rows(data_dir: Path) -> list[dict[str, str]]:
     """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`)."""
     rows: list[dict[str, str]] = []
     for path in sso_files(data_dir):
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{path}: corrupt parquet file ({exc})") from None
+        table = OutputFolder(data_dir).read_config("sso", path)
         missing = [c for c in SSO_COLUMNS if c not in table.column_names]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "

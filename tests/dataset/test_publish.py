@@ -22,8 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.folder import WORK_DIR, write_json_atomic
-from ssogen.dataset.stats import refresh
+from ssogen.dataset.folder import WORK_DIR, OutputFolder
+from ssogen.dataset.refresh import refresh
 from ssogen.testing.folders import make_record, write_dataset
 
 # huggingface_hub streams LFS uploads with a call httpx2 deprecates; not ours to fix.
@@ -267,7 +267,7 @@ def test_invalid_repo_id_is_one_line(hub: StandInHub, dataset: Path, repo_id: st
 
 def test_refuses_unfinished_run_unless_allowed(hub: StandInHub, dataset: Path) -> None:
     manifest = json.loads((dataset / "manifest.json").read_text())
-    write_json_atomic(dataset / "manifest.json", {**manifest, "status": "running"})
+    OutputFolder(dataset).write_manifest({**manifest, "status": "running"})
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", TOKEN])
     assert result.exit_code == 2
     assert "not complete" in result.stderr and "--allow-incomplete" in result.stderr
