@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 EngineKind = Literal["vllm", "transformers"]
 
 # KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
-# node and refuse to start (INSTALL-NOTES trap 2). 256 MiB holds thousands of tokens of a small model.
+# node and refuse to start (docs/cpu-vllm-notes.md). 256 MiB holds thousands of tokens of a small model.
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 2**20
 
 
@@ -56,7 +56,8 @@ def vllm_llm_kwargs(model: str, options: EngineOptions, *, cpu: bool | None = No
     """Keyword arguments for `vllm.LLM(**kwargs)`.
 
     On the CPU build: float32 (faster than bf16 there), eager mode (skips a long compile), an explicit KV-cache
-    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU (INSTALL-NOTES trap 4).
+    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU ("CPU Generator does not
+    use offset"; docs/cpu-vllm-notes.md).
     """
     cpu = is_cpu_build() if cpu is None else cpu
     kwargs: dict[str, Any] = {

@@ -29,7 +29,7 @@ class RunConfig(BaseModel):
     split: str = "train"
     limit: int | None = Field(None, ge=1)
     templates: str | None = None
-    # Feature selection and principles (SPEC §2.1 steps 1-3)
+    # Feature selection and principles (steps 1-3 of docs/method.md)
     features_per_query: int = Field(2, ge=1)
     selection: Literal["free", "guided"] = "free"
     selection_max_tokens: int = Field(32, ge=1)

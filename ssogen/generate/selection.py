@@ -1,4 +1,4 @@
-"""Feature selection (SPEC §2.1 steps 1-3): parse the policy's answer, seeded shuffle/fill, extras, principles."""
+"""Feature selection (docs/method.md, steps 1-3): parse the answer, seeded shuffle/fill, extras, principles."""
 
 from __future__ import annotations
 

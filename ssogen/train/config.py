@@ -25,7 +25,7 @@ class TrainConfig(BaseModel):
     model: str
     out: Path
 
-    # Objective (SPEC §2.2).
+    # Objective: the terms and defaults are those of docs/method.md ("The objective").
     objective: Literal["v1", "v2"] = "v1"
     loss_type: Literal["ipo", "dpo"] | None = Field(None, description="default: ipo for v1, dpo for v2")
     beta: float = Field(0.1, gt=0)
