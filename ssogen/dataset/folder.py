@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,6 +46,7 @@ WORK_DIR = ".ssogen"  # in-progress state; `push-to-hub` leaves out every hidden
 FINGERPRINT = "fingerprint.json"
 SCORE_CACHE = "score"
 SHARD_FILE = "train-00000-of-00001.parquet"
+T = TypeVar("T")
 # What a run writes at the top of the folder; `--overwrite` removes exactly these, nothing else. (stats.json
 # and plots/ come from `stats` / `score` and would describe the old run, so they go too.)
 RUN_OUTPUTS = (WORK_DIR, "data", CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, LOGS, STATS, PLOTS)
@@ -101,43 +102,20 @@ class OutputFolder:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.card = self.root / CARD
+        self.manifest = self.root / MANIFEST
+        self.resolved_config = self.root / RESOLVED_CONFIG
+        self.library_file = self.root / LIBRARY
+        self.stats = self.root / STATS
+        self.plots = self.root / PLOTS
+        self.logs = self.root / LOGS
+        self.work_dir = self.root / WORK_DIR
+        self.fingerprint = self.work_dir / FINGERPRINT
 
     def __repr__(self) -> str:
         return f"OutputFolder({str(self.root)!r})"
 
     # -- paths ---------------------------------------------------------------------------------------------------
-    @property
-    def card(self) -> Path:
-        return self.root / CARD
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
-
-    @property
-    def resolved_config(self) -> Path:
-        return self.root / RESOLVED_CONFIG
-
-    @property
-    def library_file(self) -> Path:
-        return self.root / LIBRARY
-
-    @property
-    def stats(self) -> Path:
-        return self.root / STATS
-
-    @property
-    def plots(self) -> Path:
-        return self.root / PLOTS
-
-    @property
-    def work_dir(self) -> Path:
-        return self.root / WORK_DIR
-
-    @property
-    def fingerprint(self) -> Path:
-        return self.work_dir / FINGERPRINT
-
     def score_cache(self, key: str) -> Path:
         """The score cache of one (model, tokenization settings) key."""
         return self.work_dir / SCORE_CACHE / key
@@ -200,20 +178,17 @@ class OutputFolder:
 
     def row_counts(self) -> dict[str, int]:
         """Rows per config from the parquet footers (configs whose file is missing or unreadable are left out)."""
-        counts: dict[str, int] = {}
-        for config in CONFIGS:
-            try:
-                counts[config] = pq.read_metadata(self.config_file(config)).num_rows
-            except Exception:  # missing or corrupt: the commands that read rows report it
-                continue
-        return counts
+        return {config: meta.num_rows for config, meta in self._each_readable(pq.read_metadata).items()}
 
     def schemas(self) -> dict[str, pa.Schema]:
         """The schema of each config whose file can be read."""
-        found: dict[str, pa.Schema] = {}
+        return self._each_readable(pq.read_schema)
+
+    def _each_readable(self, read: Callable[[Path], T]) -> dict[str, T]:
+        found: dict[str, T] = {}
         for config in CONFIGS:
             try:
-                found[config] = pq.read_schema(self.config_file(config))
+                found[config] = read(self.config_file(config))
             except Exception:  # missing or corrupt: the commands that read rows report it
                 continue
         return found
