@@ -20,8 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def templates_option(what: str) -> Any:
     """The `--templates DIR` option of the commands that write the card."""
-    return typer.Option("--templates", help=f"Folder whose card.md.jinja replaces the bundled dataset card "
-                        f"template {what} (as for the prompt templates of generate).", show_default=False)
+    return typer.Option("--templates", metavar="DIR", show_default=False,
+                        help=f"Folder whose card.md.jinja replaces the bundled dataset card template {what} (as for "
+                        "the prompt templates of generate).")
 
 
 def _pct(value: float | None) -> str:

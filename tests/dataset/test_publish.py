@@ -227,6 +227,14 @@ def test_dry_run_contacts_nothing_and_shows_files_and_card(hub: StandInHub, data
     assert TOKEN not in result.output
 
 
+def test_the_pushed_card_can_come_from_your_template(hub: StandInHub, dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "card.md.jinja").write_text("---\nlicense: mit\n---\n# {{ name }}, loaded from {{ source }}\n")
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--dry-run",
+                                      "--templates", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"# sso-data, loaded from {REPO}" in result.stdout and hub.requests == []
+
+
 def test_wrong_token_is_one_line_and_nonzero(hub: StandInHub, dataset: Path) -> None:
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", "hf_wrong"])
     assert result.exit_code == 1
