@@ -17,7 +17,7 @@ from ssogen.dataset.plots import existing_plots
 from ssogen.dataset.stats import VARIANT_LABELS, DatasetStats, folder_stats
 from ssogen.errors import UserError
 from ssogen.io import write_text_atomic
-from ssogen.templating import TemplateError, TemplateFolder
+from ssogen.templating import TemplateError, Templates
 
 CARD_TEMPLATE = "card.md.jinja"
 # Ends every card ssogen writes, so that tools know they may re-render it (added after the template's text).
@@ -117,11 +117,11 @@ def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str 
     }
 
 
-def card_templates(templates: str | Path | None = None) -> TemplateFolder:
+def card_templates(templates: str | Path | None = None) -> Templates:
     """The card template (the user's card.md.jinja in `templates` when there is one), compiled: a missing
     folder or a syntax error is one clear line, raised before a command does any work."""
     try:
-        folder = TemplateFolder(templates, filters=FILTERS)
+        folder = Templates(templates, filters=FILTERS)
         folder.check(CARD_TEMPLATE)
     except TemplateError as exc:
         raise UserError(f"--templates: {exc}") from None
@@ -145,7 +145,7 @@ def render_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_
         text = template.render(CARD_TEMPLATE, **context)
     except TemplateError as exc:
         raise UserError(f"dataset card: {exc}") from None
-    return text.rstrip("\n") + "\n\n" + GENERATED_MARKER + "\n"
+    return text + "\n\n" + GENERATED_MARKER + "\n"
 
 
 def card_is_generated(out_dir: str | Path) -> bool:
