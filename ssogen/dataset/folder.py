@@ -263,10 +263,8 @@ def empty_pairs_note(counts: dict[str, int]) -> str | None:
             "load an empty config); the drop reasons are in the triplets config")
 
 
-# ssogen.generate still writes through these two names; they go once generate uses OutputFolder directly.
+# ssogen.generate still writes through this name (and imports write_json_atomic from here); both go once
+# generate writes through OutputFolder.
 def write_configs(out_dir: str | Path, records: Iterable[TripletRecord]) -> dict[str, int]:
     return OutputFolder(out_dir).write_configs(records)
 
-
-__all__ = ["CONFIGS", "MANIFEST", "OutputFolder", "config_rows", "config_schema", "empty_pairs_note",
-           "write_configs", "write_json_atomic"]
