@@ -32,6 +32,14 @@ def tiny_model_no_system(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-nosys", reject_system_role=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_base_eos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """eos <|endoftext|> while the ChatML template closes turns with <|im_end|>, as in Qwen2.5 base."""
+    from ssogen.testing.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-base-eos", base_eos=True)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """The tiny model gains nothing from threads; on a shared 2-core machine they cost 10x (oversubscription)."""

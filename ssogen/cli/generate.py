@@ -64,6 +64,9 @@ def generate(
     keep_truncated: Annotated[bool | None, typer.Option(
         "--keep-truncated/--drop-truncated", help="Keep rows whose responses hit --max-tokens.",
         rich_help_panel=_SAMPLE)] = None,
+    keep_empty: Annotated[bool | None, typer.Option(
+        "--keep-empty/--drop-empty", help="Keep rows with an empty response (flagged and counted either way).",
+        rich_help_panel=_SAMPLE)] = None,
     engine: Annotated[str | None, typer.Option(help="vllm or transformers (default vllm).",
                                                rich_help_panel=_ENGINE)] = None,
     tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (default 1).", rich_help_panel=_ENGINE)]
@@ -91,7 +94,8 @@ def generate(
         "split": split, "limit": limit, "templates": templates, "features_per_query": features_per_query,
         "selection": selection, "extra_prob": extra_prob, "principle_source": principle_source,
         "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "raw_greedy": raw_greedy,
-        "seed": seed, "chunk_size": chunk_size, "keep_truncated": keep_truncated, "engine": engine, "tp": tp,
+        "seed": seed, "chunk_size": chunk_size, "keep_truncated": keep_truncated, "keep_empty": keep_empty,
+        "engine": engine, "tp": tp,
         "dtype": dtype, "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
         "kv_cache_gb": kv_cache_gb,
     }
@@ -118,6 +122,9 @@ def _print_dry_run(plan: Any) -> None:
                   f"sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
+    if plan.prompts.reduced:
+        console.print(f"message lists (query = last user turn): {_parts_dropped(plan.prompts.reduced)}",
+                      markup=False)
     for example in dry_run_examples(plan):
         console.rule(f"row {example['id']}")
         console.print("[bold]selection prompt[/]")
@@ -164,6 +171,11 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     _print_summary(result.manifest)
 
 
+def _parts_dropped(parts: dict[str, int]) -> str:
+    names = {"system_turn": "system turn", "earlier_turns": "multi-turn history", "later_turns": "turns after it"}
+    return "; ".join(f"{names.get(k, k)} dropped: {v} rows" for k, v in parts.items())
+
+
 def _shown(value: object) -> str:
     return "–" if value is None else str(value)
 
@@ -173,8 +185,13 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table = Table(title=f"ssogen generate: {manifest['name']}", show_header=False, title_justify="left")
     skipped = ", ".join(f"{k} {v}" for k, v in s["rows_skipped"].items()) or "0"
     table.add_row("rows in / skipped", f"{s['rows_in']} / {skipped}")
+    if s["conversation_parts_dropped"]:
+        table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
     table.add_row("rows kept", str(s["kept"]))
     table.add_row("rows dropped", ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "0")
+    empty = s["empty_responses"]
+    table.add_row("empty responses y+ / y- / yo", " / ".join(str(empty[v]) for v in ("good", "bad", "raw"))
+                  + (" (kept: --keep-empty)" if manifest["filters"]["keep_empty"] else " (rows dropped)"))
     table.add_row("selection filled / principle fallback", f"{s['selection_filled']} / {s['principle_fallback']}")
     lengths = s["mean_tokens_kept"]
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))

@@ -80,6 +80,9 @@ def train(
     fused_head: Annotated[bool | None, typer.Option(
         "--fused-head/--no-fused-head", help="Log-probs from a chunked output layer (no full logits). Default on.",
         rich_help_panel=_OPT)] = None,
+    keep_dropout: Annotated[bool | None, typer.Option(
+        "--keep-dropout", help="Keep the model's dropout while training (default off, as in TRL).",
+        rich_help_panel=_OPT)] = None,
     lora: Annotated[bool | None, typer.Option("--lora", help="Train a LoRA adapter (peft).",
                                               rich_help_panel=_LORA)] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank. Default 16.", rich_help_panel=_LORA)] = None,

@@ -29,7 +29,14 @@ import pyarrow.parquet as pq
 
 from ssogen.errors import UserError
 from ssogen.io import write_json_atomic, write_parquet_atomic, write_text_atomic
-from ssogen.records import TripletRecord, dpo_pair, reward_pair, sso_row
+from ssogen.records import (
+    SSO_TEXT_COLUMNS,
+    SSO_TRUNCATION_COLUMNS,
+    TripletRecord,
+    dpo_pair,
+    reward_pair,
+    sso_row,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.principles import Library
@@ -61,9 +68,8 @@ def config_schema(config: str) -> pa.Schema:
     if config == "reward":
         return pa.schema([("id", pa.string()), ("chosen", pa.list_(message)), ("rejected", pa.list_(message))])
     if config == "sso":
-        from ssogen.records import SSO_COLUMNS
-
-        return pa.schema([(name, pa.string()) for name in SSO_COLUMNS])
+        return pa.schema([*((name, pa.string()) for name in SSO_TEXT_COLUMNS),
+                          *((name, pa.bool_()) for name in SSO_TRUNCATION_COLUMNS)])
     if config == "triplets":
         fields = []
         for name, info in TripletRecord.model_fields.items():

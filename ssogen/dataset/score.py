@@ -4,8 +4,9 @@ Conventions (shared with `ssogen train`, which builds its sequences with the sam
 * contexts are rendered by ssogen.chat exactly as generate sampled from them: x = [user], x+ = [system S+,
   user], x- = [system S-, user], with the system text merged into the user turn when the chat template rejects
   a system role; the prompt text is tokenized with add_special_tokens=False (the template writes any BOS);
-* a response is its text's tokens (add_special_tokens=False) followed by the tokenizer's eos token, the
-  end-of-turn token that ended sampling; the mean is over all of these tokens, eos included.
+* a response is its text's tokens (add_special_tokens=False) followed, when it is complete, by the chat template's
+  end-of-turn token(s) (`ssogen.chat.end_of_turn`), where sampling stopped; a response cut at --max-tokens
+  (finish reason "length") gets none; the mean is over all of these tokens, end token(s) included.
 
 Resumable like generate: finished rows are appended (fsynced) to OUT/.ssogen/score/<key>/scores-<n>.jsonl, where
 the key hashes the model's identity and the tokenization settings, and every cached row carries a hash of its
@@ -39,7 +40,8 @@ SCORED = (
     ("lp_good_good", "good", "good"), ("lp_bad_good", "good", "bad"),
     ("lp_good_bad", "bad", "good"), ("lp_bad_bad", "bad", "bad"),
 )
-CONVENTION = "mean over response tokens + eos; chat-template prompt, add_special_tokens=False"
+CONVENTION = ("mean over response tokens + the template's end-of-turn token(s) (none after a response cut at the "
+              "token limit); chat-template prompt, add_special_tokens=False")
 
 
 class LikelihoodFilterOptions(BaseModel):
@@ -149,9 +151,11 @@ class ScoreReport(BaseModel):
 
 
 def row_text_hash(record: TripletRecord) -> str:
-    """What a cached score depends on in the row: the query, both system prompts and the three responses."""
+    """What a cached score depends on in the row: the query, both system prompts, the three responses and which of
+    them were cut at the token limit (a cut response is scored without the end-of-turn token)."""
+    cut = "".join("1" if getattr(record, f"finish_reason_{v}") == "length" else "0" for v in ("good", "bad", "raw"))
     parts = [record.prompt, record.system_good, record.system_bad, record.response_good, record.response_bad,
-             record.response_raw]
+             record.response_raw, cut]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
@@ -170,21 +174,30 @@ def _model_identity(model: str) -> str:
 
 
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
-    parts = {"model": model_id, "system_supported": system_supported, "eos": tokenizer.eos_token_id,
+    from ssogen.chat import end_of_turn
+
+    parts = {"model": model_id, "system_supported": system_supported, "end_of_turn": list(end_of_turn(tokenizer).ids),
              "template": hashlib.sha256((getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
-             "convention": CONVENTION, "format": 1}
+             "convention": CONVENTION, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool) -> list[Any]:
-    """The seven (context, response) requests of a row in SCORED order, keyed `<row id>/<field>`."""
-    from ssogen.chat import response_token_ids, sso_context_ids
+def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool,
+                   end_ids: Sequence[int] | None = None) -> list[Any]:
+    """The seven (context, response) requests of a row in SCORED order, keyed `<row id>/<field>`.
+
+    `end_ids`: the template's end-of-turn ids (derived from the tokenizer when not given)."""
+    from ssogen.chat import end_of_turn, response_token_ids, sso_context_ids
     from ssogen.engine.scoring import ScoreRequest
 
+    if end_ids is None:
+        end_ids = end_of_turn(tokenizer).ids
     # The same helpers as the training collator: score and train see identical token sequences.
     prompts = sso_context_ids(tokenizer, record.prompt, record.system_good, record.system_bad,
                               system_supported=system_supported)
-    responses = {v: response_token_ids(tokenizer, getattr(record, f"response_{v}")) for v in ("good", "bad", "raw")}
+    responses = {v: response_token_ids(tokenizer, getattr(record, f"response_{v}"), end_ids,
+                                       complete=getattr(record, f"finish_reason_{v}") != "length")
+                 for v in ("good", "bad", "raw")}
     return [ScoreRequest(f"{record.id}/{name}", prompts[context], responses[response])
             for name, context, response in SCORED]
 
@@ -206,7 +219,7 @@ def score_folder(
 
     `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
     `templates` is a folder whose card.md.jinja replaces the bundled card template."""
-    from ssogen.chat import supports_system_role
+    from ssogen.chat import end_of_turn, supports_system_role
     from ssogen.engine.scoring import make_scorer
 
     folder = OutputFolder(out_dir)
@@ -219,6 +232,7 @@ def score_folder(
         scorer = make_scorer(engine, model, engine_options)
     tokenizer = scorer.tokenizer
     system_supported = supports_system_role(tokenizer)
+    turn_end = end_of_turn(tokenizer)
     key = cache_key(model_id, tokenizer, system_supported)
     store = ShardStore(folder, folder.score_cache(key))
     cached = store.load("scores")
@@ -236,7 +250,7 @@ def score_folder(
             fitting: list[TripletRecord] = []
             finished: list[dict[str, Any]] = []
             for record in chunk:
-                row_requests = build_requests(record, tokenizer, system_supported)
+                row_requests = build_requests(record, tokenizer, system_supported, turn_end.ids)
                 if max(r.length for r in row_requests) > scorer.max_sequence_length:
                     # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
                     finished.append({"id": record.id, "text": row_text_hash(record),
@@ -268,6 +282,7 @@ def score_folder(
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
         "model": model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
+        "end_of_turn": turn_end.as_dict(),
         "rows_scored": sum(1 for r in updated if _has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,
         "configs": counts, "cache": folder.relative(store.dir),

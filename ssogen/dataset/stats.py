@@ -50,6 +50,7 @@ class Funnel(BaseModel):
     dropped: int
     dropped_by_reason: dict[str, int]
     flags: dict[str, int]
+    empty_responses: dict[str, int] = {}  # per variant, all rows: dropped by default, kept with --keep-empty
 
 
 class Lengths(BaseModel):
@@ -149,7 +150,8 @@ def funnel(records: Sequence[TripletRecord]) -> Funnel:
     reasons = Counter(r.drop_reason or "unspecified" for r in records if not r.kept)
     flags = Counter(flag for r in records for flag in r.flags)
     return Funnel(rows_in=len(records), kept=kept, dropped=len(records) - kept,
-                  dropped_by_reason=dict(reasons.most_common()), flags=dict(flags.most_common()))
+                  dropped_by_reason=dict(reasons.most_common()), flags=dict(flags.most_common()),
+                  empty_responses={v: flags[f"empty_{v}"] for v in VARIANTS})
 
 
 def lengths(records: Sequence[TripletRecord]) -> Lengths:

@@ -132,7 +132,11 @@ class Engine(Protocol):
 
 
 def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
-    """End-of-turn token ids from the model's generation_config, plus the tokenizer's eos (never hard-coded)."""
+    """Where sampling stops: the model's generation_config eos ids, the tokenizer's eos, and the chat template's
+    end-of-turn token(s) (a base model's generation_config may list only <|endoftext|>, and its ChatML answers would
+    run on past <|im_end|>). Only special/added tokens: ordinary text never ends a response. Never hard-coded."""
+    from ssogen.chat import end_of_turn, special_ids
+
     ids: list[int] = []
     try:
         from transformers import GenerationConfig
@@ -144,6 +148,8 @@ def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
         ids.append(eos)
     elif isinstance(eos, list):
         ids.extend(int(i) for i in eos)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+    if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
-    return ids
+    if getattr(tokenizer, "chat_template", None):
+        ids.extend(special_ids(tokenizer, end_of_turn(tokenizer).ids))
+    return list(dict.fromkeys(ids))

@@ -44,6 +44,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     chunk_size: int = Field(64, ge=1)
     keep_truncated: bool = False
+    keep_empty: bool = Field(False, description="Keep rows with an empty response (always flagged and counted).")
     # Engine
     engine: Literal["vllm", "transformers"] = "vllm"
     tp: int = Field(1, ge=1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssogen.chat import context_messages, has_chat_template, prompt_token_ids, supports_system_role
+from ssogen.chat import context_messages, end_of_turn, has_chat_template, prompt_token_ids, supports_system_role
 from ssogen.dataset.folder import MANIFEST, write_configs, write_json_atomic
 from ssogen.dataset.shards import ShardStore
 from ssogen.engine import Engine, GenerationRequest, GenerationResult, stop_token_ids_of
@@ -316,7 +316,8 @@ class _Generator:
             sel = selections[row.id]
             got = {v: results[f"{row.id}:{v}"] for v in VARIANTS}
             outcome = apply_filters({v: got[v].text for v in VARIANTS}, {v: got[v].finish_reason for v in VARIANTS},
-                                    prefix=self.prefix, keep_truncated=cfg.keep_truncated)
+                                    prefix=self.prefix, keep_truncated=cfg.keep_truncated,
+                                    keep_empty=cfg.keep_empty)
             done.append(TripletRecord(
                 id=row.id, position=row.position, prompt=row.prompt,
                 features=sel["features"], extra=sel["extra"], selection_filled=sel["selection_filled"],
@@ -374,6 +375,8 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
     return {
         "rows_in": prompts.rows_in,
         "rows_skipped": dict(prompts.skipped),
+        # Message-list rows whose query is their last user turn: the parts left out -> rows.
+        "conversation_parts_dropped": dict(prompts.reduced),
         "rows": len(records),
         "sampled": sum(1 for r in records if r.drop_reason != "prompt_too_long"),
         "kept": len(kept),
@@ -381,6 +384,7 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
         "selection_filled": sum(r.selection_filled for r in records),
         "principle_fallback": sum(r.principle_fallback for r in records),
         "flags": dict(Counter(f for r in records for f in r.flags)),
+        "empty_responses": {v: sum(f"empty_{v}" in r.flags for r in records) for v in VARIANTS},
         "mean_tokens_kept": lengths,
         "chosen_rejected_length_ratio": round(good / bad, 3) if good and bad else None,
         "feature_counts": dict(Counter(n for r in records for n in [*r.features, *r.extra])),
@@ -418,15 +422,14 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     pending = [row for row in plan.rows if row.id not in finished]
     counters = _Counters()
     engine_name = config.engine
-    system_merged: bool | None = None
+    tokenizer: Any = None
     if pending:
         _mark_incomplete(out)
     try:
         if pending:
             engine = engine or _build_engine(config)
             generator = _Generator(plan, engine, store, counters, request_order)
-            system_merged = not generator.system_supported
-            engine_name = engine.name
+            tokenizer, engine_name = engine.tokenizer, engine.name
 
             def report() -> None:
                 if on_progress is not None:
@@ -456,10 +459,10 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
                         "same command again to resume", exit_code=130) from None
     finally:
         store.close()
-    if system_merged is None:  # nothing left to sample: learn the template's behaviour without a model
+    if tokenizer is None:  # nothing left to sample: learn the template's behaviour without a model
         from transformers import AutoTokenizer
 
-        system_merged = not supports_system_role(AutoTokenizer.from_pretrained(config.model))
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
     records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]
     counts = write_configs(out, records)
     (out / "config.resolved.yaml").write_text(to_yaml(config), encoding="utf-8")
@@ -474,13 +477,17 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
         "engine_options": config.engine_options().model_dump(),
         "seed": config.seed,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
-                     "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)"},
+                     "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)",
+                     "stop_token_ids": stop_token_ids_of(config.model, tokenizer)},
+        "end_of_turn": end_of_turn(tokenizer).as_dict(),
         "selection": {"mode": config.selection, "features_per_query": config.features_per_query,
                       "extra_prob": config.extra_prob, "principle_source": config.principle_source},
         "library": {"name": plan.library.name, "version": plan.library.version, "file": "library.yaml",
                     "source": str(plan.loaded_library.path), "sha256": plan.loaded_library.sha256},
-        "prompts": {"source": plan.prompts.source, "prompt_field": config.prompt_field},
-        "system_role_merged": system_merged,
+        "prompts": {"source": plan.prompts.source, "prompt_field": config.prompt_field,
+                    "conversation_parts_dropped": dict(plan.prompts.reduced)},
+        "filters": {"keep_truncated": config.keep_truncated, "keep_empty": config.keep_empty},
+        "system_role_merged": not supports_system_role(tokenizer),
         "fingerprint": plan.fingerprint()["fingerprint"],
         "configs": counts,
         "resumed": resumed,

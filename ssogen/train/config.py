@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
     final_eval: bool = Field(False, description="after training, one no-grad pass: reward accuracies on all rows")
     use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
     fused_head: bool = Field(True, description="log-probs from a chunked output layer, never full logits")
+    keep_dropout: bool = Field(False, description="keep the model's dropout while training (default: off, as in "
+                               "TRL, so that the policy's step-0 forward equals the reference pass)")
 
     # LoRA (peft).
     lora: bool = False

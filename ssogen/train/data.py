@@ -2,7 +2,9 @@
 
 Each row gives six (context, response) sequences in `ssogen.train.loss.SEQUENCES` order. Prompts are rendered with
 `ssogen.chat` (system fallback as in generate) so that train sees exactly the prompt text generate sampled from.
-A response is its text's tokens followed by the end-of-turn (eos) token, the token that ended sampling."""
+A complete response is its text's tokens followed by the chat template's end-of-turn token(s) (`ssogen.chat.
+end_of_turn`, where sampling stopped); a response cut at the token limit (`truncated_*` in the `sso` config) gets
+no end token."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from typing import Any
 
 import torch
 
-from ssogen.chat import has_chat_template, response_token_ids, sso_context_ids, supports_system_role
+from ssogen.chat import end_of_turn, has_chat_template, response_token_ids, sso_context_ids, supports_system_role
 from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
-from ssogen.records import SSO_COLUMNS
+from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.loss import SEQUENCE_PARTS
 
 RESPONSES = {"good": "response_good", "bad": "response_bad", "raw": "response_raw"}
@@ -35,19 +37,25 @@ def sso_files(data_dir: Path) -> list[Path]:
     return files
 
 
-def read_sso_rows(data_dir: Path) -> list[dict[str, str]]:
-    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`)."""
-    rows: list[dict[str, str]] = []
+def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`).
+
+    The text columns are required; the `truncated_*` columns are read when present (older files lack them, and a
+    missing or null value means a complete response)."""
+    rows: list[dict[str, Any]] = []
     for path in sso_files(data_dir):
         table = OutputFolder(data_dir).read_config("sso", path)
-        missing = [c for c in SSO_COLUMNS if c not in table.column_names]
+        missing = [c for c in SSO_TEXT_COLUMNS if c not in table.column_names]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "
-                            f"{', '.join(SSO_COLUMNS)})")
-        for number, row in enumerate(table.select(list(SSO_COLUMNS)).to_pylist()):
-            null = [c for c in SSO_COLUMNS if not isinstance(row[c], str)]
+                            f"{', '.join(SSO_TEXT_COLUMNS)})")
+        present = [c for c in SSO_TRUNCATION_COLUMNS if c in table.column_names]
+        for number, row in enumerate(table.select([*SSO_TEXT_COLUMNS, *present]).to_pylist()):
+            null = [c for c in SSO_TEXT_COLUMNS if not isinstance(row[c], str)]
             if null:
                 raise UserError(f"{path}: row {number}: column {null[0]} is null")
+            for column in SSO_TRUNCATION_COLUMNS:
+                row[column] = bool(row.get(column))
             rows.append(row)
     if not rows:
         raise UserError(f"{data_dir}: the `sso` config has no rows")
@@ -87,22 +95,26 @@ class EncodedRow:
     response_lengths: list[int]
 
 
-def encode_rows(rows: list[dict[str, str]], tokenizer: Any, *, max_length: int,
+def encode_rows(rows: list[dict[str, Any]], tokenizer: Any, *, max_length: int,
                 max_prompt_length: int) -> tuple[list[EncodedRow], TruncationCounts, bool]:
     """Tokenize the six sequences of every row; truncation is counted, never silent.
 
     A prompt longer than `max_prompt_length` keeps its end (the assistant header must stay); a sequence longer
-    than `max_length` loses the end of its response. Returns (rows, counts, system role supported)."""
+    than `max_length` loses the end of its response. A complete response ends with the end-of-turn token(s), a
+    response marked `truncated_*` does not. Returns (rows, counts, system role supported)."""
     if not has_chat_template(tokenizer):
         raise UserError("--model: the tokenizer has no chat template; ssogen formats x, x+ and x- through the "
                         "chat template (as generate does), so train needs a chat model")
     system_supported = supports_system_role(tokenizer)
+    end_ids = end_of_turn(tokenizer).ids
     counts = TruncationCounts()
     encoded: list[EncodedRow] = []
     for index, row in enumerate(rows):
         prompts = sso_context_ids(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
                                   system_supported=system_supported)
-        responses = {name: response_token_ids(tokenizer, row[column]) for name, column in RESPONSES.items()}
+        responses = {name: response_token_ids(tokenizer, row[column], end_ids,
+                                              complete=not row.get(f"truncated_{name}", False))
+                     for name, column in RESPONSES.items()}
         sequences, lengths = [], []
         for context, response in SEQUENCE_PARTS:
             prompt, answer = prompts[context], responses[response]

@@ -54,22 +54,29 @@ class LossSettings:
     sft_weight: float = 0.0
 
     def formula(self) -> str:
-        """The objective in words, matching exactly what `sso_loss` computes."""
-        sft = f" + {self.sft_weight:g}·sft(y+|x)" if self.sft_weight else ""
+        """The objective in words, matching exactly what `sso_loss` computes.
+
+        v1 with γ > 0 follows the paper's code: the SFT mix joins L(x,y+,y-) before any weighting, so W weights it
+        wherever W weights L (`all`, `--no-g`) and leaves it unweighted where W weights G only (`g`)."""
         if self.objective == "v2":
             plus = f" + {self.sft_weight:g}·sft(y+|x+)" if self.sft_weight else ""
             minus = f" + {self.sft_weight:g}·sft(yo|x-)" if self.sft_weight else ""
             return f"L(x+,y+,y-){plus} + L(x-,yo,y+){minus}"
         w = "W" + ("(detached)" if self.w_detach else "")
+        base = "L(x,y+,y-)"
+        if self.sft_weight:
+            mix = (f"sft(y+|x) + {self.lam:g}·sft(y+|x+) + {self.lam:g}·sft(yo|x-)" if self.use_g
+                   else "sft(y+|x)")
+            base += f" + {self.sft_weight:g}·({mix})"
         if not self.use_g:
-            core = f"{w}·L(x,y+,y-)" if self.use_w else "L(x,y+,y-)"
-        elif not self.use_w:
-            core = f"L(x,y+,y-) + {self.lam:g}·G"
-        elif self.w_placement == "all":
-            core = f"{w}·(L(x,y+,y-) + {self.lam:g}·G)"
-        else:
-            core = f"L(x,y+,y-) + {self.lam:g}·{w}·G"
-        return core + sft
+            if not self.use_w:
+                return base
+            return f"{w}·({base})" if self.sft_weight else f"{w}·{base}"
+        if not self.use_w:
+            return f"{base} + {self.lam:g}·G"
+        if self.w_placement == "all":
+            return f"{w}·({base} + {self.lam:g}·G)"
+        return f"{base} + {self.lam:g}·{w}·G"
 
 
 @dataclass
@@ -151,17 +158,21 @@ def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tenso
         g = l_p2 + l_p3
         w = (steering_weight(avg[:, GOOD_PLAIN], avg[:, BAD_PLAIN], s.alpha, s.w_detach) if s.use_w
              else torch.ones_like(l_p1))
-        if not s.use_g:
-            core = w * l_p1
-        elif s.w_placement == "all":
-            core = w * (l_p1 + s.lam * g)
-        else:
-            core = l_p1 + s.lam * w * g
-        per_row = core
+        base = l_p1
         if s.sft_weight:
-            sft = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
-            per_row = per_row + s.sft_weight * sft
-            metrics["loss/sft"] = sft
+            # The paper code's SFT mix: sft(y+|x), plus λ-weighted sft(y+|x+) and sft(yo|x-) when G is on.
+            mix = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
+            if s.use_g:
+                mix = mix + s.lam * (sft_loss(policy[:, GOOD_GOOD], lengths[:, GOOD_GOOD])
+                                     + sft_loss(policy[:, RAW_BAD], lengths[:, RAW_BAD]))
+            base = base + s.sft_weight * mix
+            metrics["loss/sft"] = mix
+        if not s.use_g:
+            per_row = w * base
+        elif s.w_placement == "all":
+            per_row = w * (base + s.lam * g)
+        else:
+            per_row = base + s.lam * w * g
         metrics.update({"loss/G": g, "W": w})
 
     rewards = implicit_rewards(policy, reference, lengths, s.loss_type, s.beta)

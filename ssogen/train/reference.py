@@ -66,7 +66,7 @@ def cache_key(*, data_fingerprint: str, model_id: str, max_length: int, max_prom
         "data": data_fingerprint, "model": model_id, "max_length": max_length,
         "max_prompt_length": max_prompt_length, "system_role_supported": system_supported,
         "chat_template": hashlib.sha256((chat_template or "").encode()).hexdigest(), "dtype": dtype,
-        "format": 1,
+        "format": 2,  # 2: complete responses end with the template's end-of-turn token(s), not eos
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

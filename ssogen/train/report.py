@@ -79,7 +79,7 @@ class RichProgress(TrainerCallback):
 
 
 def print_settings(console: Console, config: TrainConfig, rows: int, truncation: dict[str, int],
-                   system_supported: bool) -> None:
+                   system_supported: bool, end_of_turn: dict[str, Any] | None = None) -> None:
     info = describe(config.loss_settings())
     table = Table(title="ssogen train: objective and settings", title_justify="left", show_header=False)
     table.add_column("setting", style="bold")
@@ -89,6 +89,10 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_row("data", f"{config.data} ({rows} rows, {rows * 6} sequences)")
     table.add_row("model", config.model + (" + LoRA" if config.lora else ""))
     table.add_row("system role", "native" if system_supported else "merged into the user turn (template rejects it)")
+    if end_of_turn is not None:
+        table.add_row("end of turn", f"{' '.join(end_of_turn['tokens'])} ({end_of_turn['source']}), after complete "
+                      f"responses; none after the {end_of_turn['cut_responses']} cut at the token limit")
+    table.add_row("dropout", "kept (--keep-dropout)" if config.keep_dropout else "off (as in TRL)")
     table.add_row("max length / prompt", f"{config.max_length} / {config.max_prompt_length}")
     table.add_row("truncated", f"{truncation['prompts_truncated']} prompts, {truncation['responses_truncated']} "
                   f"responses of {truncation['sequences']} sequences ({truncation['rows_affected']} rows)")
@@ -181,7 +185,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
     """The resolved config, metrics.json and the model card, beside the saved model (main process only)."""
     data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
                  "system_role": "native" if system_supported else "merged into user turn",
-                 "truncation": outcome.truncation}
+                 "truncation": outcome.truncation, "end_of_turn": outcome.extra.get("end_of_turn")}
     write_json_atomic(config.out / CONFIG_FILE, {
         "config": config.resolved(),
         "loss": describe(config.loss_settings()),

@@ -15,10 +15,13 @@ import torch
 from rich.console import Console
 from transformers import TrainerCallback
 
+from ssogen.chat import end_of_turn
 from ssogen.errors import UserError
+from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, data_fingerprint, encode_rows, read_sso_rows
+from ssogen.train.dropout import disable_dropout
 from ssogen.train.loss import sso_loss
 from ssogen.train.reference import ReferenceTable, cache_key, model_identity
 from ssogen.train.report import (
@@ -181,10 +184,13 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
     tokenizer, model = load_tokenizer_and_model(config)
+    restore_dropout = (lambda: None) if config.keep_dropout else disable_dropout(model)
     encoded, truncation_counts, system_supported = encode_rows(
         rows, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
     truncation = truncation_counts.as_dict()
-    print_settings(console, config, len(rows), truncation, system_supported)
+    turn_end = {**end_of_turn(tokenizer).as_dict(),
+                "cut_responses": sum(bool(row[c]) for row in rows for c in SSO_TRUNCATION_COLUMNS)}
+    print_settings(console, config, len(rows), truncation, system_supported, turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         console.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
@@ -230,17 +236,17 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
         reference_loaded_from=str(reference.loaded_from) if reference.loaded_from else None,
         truncation=truncation, final_eval=final_eval,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
-        extra={"fused_head": fused_head},
+        extra={"fused_head": fused_head, "end_of_turn": turn_end},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
+    restore_dropout()  # the saved config keeps the user's dropout values
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
         write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
-                       system_supported=system_supported)
+                      system_supported=system_supported)
         console.print(summary_table(outcome))
         console.print(f"wrote {'adapter' if config.lora else 'model'}, tokenizer, {CONFIG_FILE}, {METRICS_FILE} "
                       f"and {MODEL_CARD} to {config.out}", highlight=False)
     trainer.accelerator.wait_for_everyone()
     return outcome
-
 

@@ -139,7 +139,8 @@ def reference_logprobs(model_dir: Path, records: list[TripletRecord]) -> dict[st
                                    system_supported=system_ok)
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             r = tokenizer(getattr(record, f"response_{response}"), add_special_tokens=False)["input_ids"]
-            r = [*r, tokenizer.eos_token_id]
+            if getattr(record, f"finish_reason_{response}") != "length":  # complete: the ChatML turn end follows
+                r = [*r, tokenizer.convert_tokens_to_ids("<|im_end|>")]
             with torch.no_grad():
                 logits = model(torch.tensor([p + r])).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
@@ -162,7 +163,29 @@ def test_requests_group_each_context(tiny_model: Path) -> None:
     contexts = [context for _, context, _ in SCORED]
     assert contexts == sorted(contexts, key=["plain", "good", "bad"].index)  # each context's requests adjacent
     assert [r.prompt_ids for r in requests[:3]] == [requests[0].prompt_ids] * 3
-    assert all(r.response_ids[-1] == tokenizer.eos_token_id for r in requests)
+    assert all(r.response_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for r in requests)
+
+
+def test_complete_responses_end_with_the_turn_end_and_cut_ones_with_nothing(tiny_model_base_eos: Path,
+                                                                             tmp_path: Path) -> None:
+    """eos (<|endoftext|>) is not where a ChatML answer stops: <|im_end|> follows complete responses only."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_base_eos)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    record = tiny_rows()[0].model_copy(update={"finish_reason_bad": "length"})
+    for request, (_, _, response) in zip(build_requests(record, tokenizer, system_supported=True), SCORED,
+                                         strict=True):
+        text_ids = tokenizer(getattr(record, f"response_{response}"), add_special_tokens=False)["input_ids"]
+        assert request.response_ids == (text_ids if response == "bad" else [*text_ids, im_end])
+    rows = tiny_rows()[:3]
+    rows[1] = rows[1].model_copy(update={"finish_reason_good": "length", "finish_reason_raw": "length"})
+    out = write_dataset(tmp_path / "out", rows)
+    score_folder(out, str(tiny_model_base_eos), engine="transformers")
+    records = OutputFolder(out).read_triplets()
+    assert max_diff(records, reference_logprobs(tiny_model_base_eos, records)) < 1e-4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["score"]["end_of_turn"] == {"tokens": ["<|im_end|>"], "ids": [im_end], "source": "chat template"}
 
 
 def test_vllm_scores_equal_transformers_float32(tiny_model: Path, tmp_path: Path) -> None:
