@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ssogen.cli import data, generate, principles, tools, train
+from ssogen.cli import data, generate, iterate, judge, principles, tools, train
 
 app = typer.Typer(
     help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
@@ -19,6 +19,8 @@ app.command("train")(train.train)
 app.command("score")(data.score_command)
 app.command("stats")(data.stats_command)
 app.command("push-to-hub")(data.push_to_hub_command)
+app.command("iterate")(iterate.iterate)
+app.command("judge")(judge.judge)
 app.command("make-tiny-model")(tools.make_tiny_model)
 app.command("env")(tools.env)
 

@@ -114,6 +114,7 @@ def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str 
         "schemas": {config: [{"name": f.name, "type": str(f.type)} for f in schema]
                     for config, schema in folder.schemas().items()},
         "plots": existing_plots(folder),
+        "judge": folder.read_judge(),  # what `ssogen judge` wrote; None until the folder is judged
     }
 
 

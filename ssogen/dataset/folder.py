@@ -9,6 +9,7 @@ an upload of the folder) plus ssogen's own files:
     config.resolved.yaml                         the run's options after defaults, config file and flags
     library.yaml                                 the principle library used (its sha256 is in the manifest)
     stats.json, plots/                           written by `ssogen stats` and `ssogen score`
+    judge.json                                   written by `ssogen judge`: settings, metrics, every answer
     logs/
     .ssogen/                                     in-progress state, never published:
         fingerprint.json                         the configuration of the run this folder holds
@@ -47,6 +48,7 @@ MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.resolved.yaml"
 LIBRARY = "library.yaml"
 STATS = "stats.json"
+JUDGE = "judge.json"
 PLOTS = "plots"
 LOGS = "logs"
 WORK_DIR = ".ssogen"  # in-progress state; `push-to-hub` leaves out every hidden path
@@ -54,9 +56,9 @@ FINGERPRINT = "fingerprint.json"
 SCORE_CACHE = "score"
 SHARD_FILE = "train-00000-of-00001.parquet"
 T = TypeVar("T")
-# What a run writes at the top of the folder; `--overwrite` removes exactly these, nothing else. (stats.json
-# and plots/ come from `stats` / `score` and would describe the old run, so they go too.)
-RUN_OUTPUTS = (WORK_DIR, "data", CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, LOGS, STATS, PLOTS)
+# What a run writes at the top of the folder; `--overwrite` removes exactly these, nothing else. (stats.json,
+# plots/ and judge.json come from `stats` / `score` / `judge` and would describe the old run, so they go too.)
+RUN_OUTPUTS = (WORK_DIR, "data", CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, LOGS, STATS, PLOTS, JUDGE)
 
 
 def config_schema(config: str) -> pa.Schema:
@@ -113,6 +115,7 @@ class OutputFolder:
         self.resolved_config = self.root / RESOLVED_CONFIG
         self.library_file = self.root / LIBRARY
         self.stats = self.root / STATS
+        self.judge = self.root / JUDGE
         self.plots = self.root / PLOTS
         self.logs = self.root / LOGS
         self.work_dir = self.root / WORK_DIR
@@ -246,6 +249,17 @@ class OutputFolder:
 
     def write_stats(self, stats: dict[str, Any]) -> Path:
         return write_json_atomic(self.stats, stats)
+
+    def write_judge(self, judged: dict[str, Any]) -> Path:
+        return write_json_atomic(self.judge, judged)
+
+    def read_judge(self) -> dict[str, Any] | None:
+        """judge.json, or None when the folder was never judged (or the file is unreadable: judge again)."""
+        try:
+            judged = json.loads(self.judge.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        return judged if isinstance(judged, dict) and isinstance(judged.get("metrics"), dict) else None
 
     # -- a new run -----------------------------------------------------------------------------------------------
     def remove_run_outputs(self) -> None:
