@@ -26,7 +26,7 @@ $(VENV)/.installed-cpu: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-cpu
-	$(PIP) install -q -e '.[cpu,test,dev]'
+	$(PIP) install -q -e '.[cpu,test,dev,ray]'
 	$(PIP) uninstall -q -y $(UNWANTED) 2>/dev/null || true
 	touch $@
 

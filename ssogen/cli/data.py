@@ -176,9 +176,13 @@ def score_command(
     contrast: Annotated[bool, typer.Option(help="Filter stage 3: keep contrasts lp(y+|x+) - lp(y+|x-) and "
                                                 "lp(y-|x-) - lp(y-|x+) above their means.")] = True,
     contrast_margin: Annotated[float, typer.Option(help="Added to the stage-3 means.")] = 0.0,
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per batch (7 sequences each); saved after each.")]
-    = 64,
-    tp: Annotated[int, typer.Option(min=1, help="Tensor-parallel GPUs (vLLM).")] = 1,
+    chunk_rows: Annotated[int | None, typer.Option(
+        min=1, help="Rows per batch (7 sequences each); saved after each. [default: 64 per engine]")] = None,
+    tp: Annotated[int, typer.Option(min=1, help="Tensor-parallel GPUs per engine (vLLM).")] = 1,
+    dp: Annotated[int, typer.Option(min=1, help="Data-parallel engines of --tp GPUs each, fed from one work "
+                                                "queue; the scores equal those of --dp 1.")] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Run the --dp engines as Ray actors on this cluster: auto or ray://HOST:PORT.")] = None,
     dtype: Annotated[str, typer.Option(help="auto = float32 on CPU.")] = "auto",
     max_model_len: Annotated[int | None, typer.Option(help="Context length; longer rows stay unscored.")] = None,
     gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM on GPU.")] = 0.9,
@@ -202,6 +206,7 @@ def score_command(
         raise UserError(f"--filter: unknown filter {filter_name!r} (choose none or likelihood)")
     try:
         options = EngineOptions(dtype=dtype, max_model_len=max_model_len, tensor_parallel_size=tp,
+                                data_parallel_size=dp, ray_address=ray_address,
                                 gpu_memory_utilization=gpu_memory_utilization,
                                 kv_cache_memory_bytes=int(kv_cache_gb * 2**30) if kv_cache_gb else None)
         filter_options = LikelihoodFilterOptions(
@@ -216,7 +221,7 @@ def score_command(
         err_console.print(f"scored {done}/{total} rows", highlight=False, markup=False)
 
     report = score_folder(folder, model, engine=engine, engine_options=options,  # type: ignore[arg-type]
-                          chunk_rows=chunk_rows, filter_options=filter_options, progress=progress,
+                          chunk_rows=chunk_rows or 64 * dp, filter_options=filter_options, progress=progress,
                           templates=templates)
     console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
                   f"long to score) of {report.rows}; configs: "

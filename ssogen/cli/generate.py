@@ -60,7 +60,8 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Run seed; per-request seeds derive from it (default 0).",
                                              rich_help_panel=_SAMPLE)] = None,
     chunk_size: Annotated[int | None, typer.Option(
-        help="Rows per batched engine call and per saved chunk (default 64).", rich_help_panel=_SAMPLE)] = None,
+        help="Rows per batched engine call and per saved chunk (default 64 per engine: 64 x --dp).",
+        rich_help_panel=_SAMPLE)] = None,
     keep_truncated: Annotated[bool | None, typer.Option(
         "--keep-truncated/--drop-truncated", help="Keep rows whose responses hit --max-tokens.",
         rich_help_panel=_SAMPLE)] = None,
@@ -69,8 +70,14 @@ def generate(
         rich_help_panel=_SAMPLE)] = None,
     engine: Annotated[str | None, typer.Option(help="vllm or transformers (default vllm).",
                                                rich_help_panel=_ENGINE)] = None,
-    tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (default 1).", rich_help_panel=_ENGINE)]
-    = None,
+    tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs per engine (default 1).",
+                                           rich_help_panel=_ENGINE)] = None,
+    dp: Annotated[int | None, typer.Option(
+        help="Data-parallel engines of --tp GPUs each, one process each, fed from one work queue (default 1).",
+        rich_help_panel=_ENGINE)] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Run the --dp engines as Ray actors on this cluster: auto or ray://HOST:PORT (needs ssogen[ray]).",
+        rich_help_panel=_ENGINE)] = None,
     dtype: Annotated[str | None, typer.Option(help="auto = float32 on CPU (default auto).",
                                               rich_help_panel=_ENGINE)] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length (prompt + response).",
@@ -95,7 +102,7 @@ def generate(
         "selection": selection, "extra_prob": extra_prob, "principle_source": principle_source,
         "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "raw_greedy": raw_greedy,
         "seed": seed, "chunk_size": chunk_size, "keep_truncated": keep_truncated, "keep_empty": keep_empty,
-        "engine": engine, "tp": tp,
+        "engine": engine, "tp": tp, "dp": dp, "ray_address": ray_address,
         "dtype": dtype, "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
         "kv_cache_gb": kv_cache_gb,
     }
@@ -134,6 +141,18 @@ def _print_dry_run(plan: Any) -> None:
         console.print(example["system_good"], markup=False, highlight=False)
         console.print("---")
         console.print(example["system_bad"], markup=False, highlight=False)
+    _print_placement(cfg)
+
+
+def _print_placement(cfg: Any) -> None:
+    """Engines, their devices and the memory estimate; a plan that cannot run ends the dry run with its error."""
+    from ssogen.engine.placement import plan_placement
+
+    placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
+    console.rule("placement")
+    for line in placement.lines():
+        console.print(line, markup=False, highlight=False)
+    placement.check()
 
 
 def _run_with_progress(plan: Any, overwrite: bool) -> None:

@@ -80,6 +80,13 @@ def train(
     fused_head: Annotated[bool | None, typer.Option(
         "--fused-head/--no-fused-head", help="Log-probs from a chunked output layer (no full logits). Default on.",
         rich_help_panel=_OPT)] = None,
+    head_kernel: Annotated[str | None, typer.Option(
+        help="Output layer on CUDA: torch (default) or liger (liger-kernel's fused linear cross-entropy).",
+        rich_help_panel=_OPT)] = None,
+    packing: Annotated[bool | None, typer.Option(
+        "--packing/--no-packing", help="Pack each row's three shared contexts once, both responses after each, no "
+        "padding between rows (exact; left padding where the model cannot). Default on.", rich_help_panel=_OPT)]
+    = None,
     keep_dropout: Annotated[bool | None, typer.Option(
         "--keep-dropout", help="Keep the model's dropout while training (default off, as in TRL).",
         rich_help_panel=_OPT)] = None,

@@ -28,7 +28,7 @@ from ssogen.dataset.card import card_templates
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import EngineKind, EngineOptions
+from ssogen.engine import EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 
@@ -220,7 +220,7 @@ def score_folder(
     `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
     `templates` is a folder whose card.md.jinja replaces the bundled card template."""
     from ssogen.chat import end_of_turn, supports_system_role
-    from ssogen.engine.scoring import make_scorer
+    from ssogen.engine.launch import make_scorer
 
     folder = OutputFolder(out_dir)
     records = folder.read_triplets()
@@ -228,8 +228,9 @@ def score_folder(
     card_templates(templates)  # a bad --templates fails now, not after the scoring
     targets = [r for r in records if _likelihood_candidate(r)]
     model_id = _model_identity(model)
+    owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
     if scorer is None:
-        scorer = make_scorer(engine, model, engine_options)
+        scorer = make_scorer(engine, model, engine_options, state_dir=folder.work_dir)
     tokenizer = scorer.tokenizer
     system_supported = supports_system_role(tokenizer)
     turn_end = end_of_turn(tokenizer)
@@ -273,6 +274,8 @@ def score_folder(
                         f"{store.dir}; run the same command again to resume", exit_code=130) from None
     finally:
         store.close()
+        if owns_scorer:
+            close_engine(scorer)
     too_long = sum(1 for lp in scores.values() if all(v is None for v in lp.values()))
 
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]

@@ -6,7 +6,9 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-The adapters (vllm_engine, hf_engine) import these; `ssogen.engine.factory.make_engine` picks one of them.
+    close_engine(engine)                            stops a pool's engines (no-op for one engine)
+Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
+`make_scorer` build what a command asked for, `ssogen.engine.factory` one engine in this process.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class EngineOptions(BaseModel):
     dtype: str = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (--tp).")
+    data_parallel_size: int = Field(1, ge=1, description=(
+        "Independent engines of tensor_parallel_size GPUs each (--dp), each in its own process, fed from one "
+        "work queue; on the CPU build each engine gets its own CPU cores."))
+    ray_address: str | None = Field(None, min_length=1, description=(
+        "Run the engines as Ray actors on this cluster ('auto' or ray://HOST:PORT) instead of local processes."))
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_memory_bytes: int | None = Field(
         None, ge=1, description="Explicit KV-cache size; default 256 MiB on the CPU build, vLLM's own on GPU.")
@@ -153,3 +160,20 @@ def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
         ids.extend(special_ids(tokenizer, end_of_turn(tokenizer).ids))
     return list(dict.fromkeys(ids))
+
+
+def is_pooled(options: EngineOptions) -> bool:
+    """Several engines (or Ray actors) behind one interface, rather than one engine in this process."""
+    return options.data_parallel_size > 1 or options.ray_address is not None
+
+
+def check_kind(kind: str) -> None:
+    if kind not in ("vllm", "transformers"):
+        raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+
+
+def close_engine(engine: Any) -> None:
+    """Stop an engine's worker processes, if it has any (a pool); a single engine needs nothing."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

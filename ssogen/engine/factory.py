@@ -1,20 +1,19 @@
-"""`make_engine`: the engine adapter for `--engine` (kept apart from the package root, which the adapters
-import: the root importing them back would close an import circle)."""
+"""`make_single_engine`: one engine adapter in this process for `--engine` (what a pool's workers run too).
+
+Kept apart from the package root, which the adapters import (the root importing them back would close a
+circle), and from `launch`, which imports the pool (whose workers import this module)."""
 
 from __future__ import annotations
 
-from ssogen.engine import Engine, EngineKind, EngineOptions
-from ssogen.errors import UserError
+from ssogen.engine import Engine, EngineKind, EngineOptions, check_kind
 
 
-def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Engine:
-    options = options or EngineOptions()
+def make_single_engine(kind: EngineKind, model: str, options: EngineOptions) -> Engine:
+    check_kind(kind)
     if kind == "vllm":
         from ssogen.engine.vllm_engine import VLLMEngine
 
         return VLLMEngine(model, options)
-    if kind == "transformers":
-        from ssogen.engine.hf_engine import TransformersEngine
+    from ssogen.engine.hf_engine import TransformersEngine
 
-        return TransformersEngine(model, options)
-    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+    return TransformersEngine(model, options)

@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ssogen.engine import EngineOptions
 from ssogen.errors import UserError
 
 # Options that do not change any row's content: a run may be resumed with different values of these.
-NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size"})
+# (--dp and --ray-address only decide where the requests run; per-request seeds fix their answers.)
+NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address"})
+# Rows per chunk for each engine: every engine of a --dp pool gets a full batch from each chunk.
+CHUNK_ROWS_PER_ENGINE = 64
 
 
 class RunConfig(BaseModel):
@@ -42,22 +45,39 @@ class RunConfig(BaseModel):
     max_tokens: int = Field(2048, ge=1)
     raw_greedy: bool = False
     seed: int = 0
-    chunk_size: int = Field(64, ge=1)
+    chunk_size: int = Field(CHUNK_ROWS_PER_ENGINE, ge=1, description=(
+        f"Rows per batched engine call and per saved chunk; default {CHUNK_ROWS_PER_ENGINE} per engine "
+        f"({CHUNK_ROWS_PER_ENGINE} x --dp)."))
     keep_truncated: bool = False
     keep_empty: bool = Field(False, description="Keep rows with an empty response (always flagged and counted).")
     # Engine
     engine: Literal["vllm", "transformers"] = "vllm"
-    tp: int = Field(1, ge=1)
+    tp: int = Field(1, ge=1, description="Tensor-parallel GPUs per engine.")
+    dp: int = Field(1, ge=1, description=(
+        "Data-parallel engines, each of --tp GPUs in its own process (on the CPU build: its own cores), fed "
+        "from one work queue; the rows equal those of --dp 1."))
+    ray_address: str | None = Field(None, min_length=1, description=(
+        "Run the --dp engines as Ray actors on this cluster: auto or ray://HOST:PORT (needs ssogen[ray])."))
     dtype: str = "auto"
     max_model_len: int | None = Field(None, ge=16)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_gb: float | None = Field(None, gt=0.0, description="KV-cache size in GiB (CPU build: default 0.25).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chunk_size_per_engine(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("chunk_size") is None:
+            engines = data.get("dp") if isinstance(data.get("dp"), int) else 1
+            data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
+        return data
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
             dtype=self.dtype,
             max_model_len=self.max_model_len,
             tensor_parallel_size=self.tp,
+            data_parallel_size=self.dp,
+            ray_address=self.ray_address,
             gpu_memory_utilization=self.gpu_memory_utilization,
             kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None,
             seed=self.seed,

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.chat import context_messages, end_of_turn, has_chat_template, prompt_token_ids, supports_system_role
-from ssogen.dataset.folder import MANIFEST, write_configs, write_json_atomic
+from ssogen.dataset.folder import MANIFEST, WORK_DIR, write_configs, write_json_atomic
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import Engine, GenerationRequest, GenerationResult, stop_token_ids_of
-from ssogen.engine.factory import make_engine
+from ssogen.engine import Engine, GenerationRequest, GenerationResult, close_engine, stop_token_ids_of
+from ssogen.engine.launch import make_engine
 from ssogen.errors import UserError
-from ssogen.generate.config import RunConfig, to_yaml
+from ssogen.generate.config import NOT_FINGERPRINTED, RunConfig, to_yaml
 from ssogen.generate.filters import VARIANTS, apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import PromptsRead, read_prompts
 from ssogen.generate.prompts import TEMPLATE_NAMES, PromptTemplates, TemplateError
@@ -65,7 +65,7 @@ class RunPlan:
         return self.loaded_library.library
 
     def fingerprint(self) -> dict[str, Any]:
-        config = {k: v for k, v in self.config.model_dump().items() if k not in ("out", "limit", "chunk_size")}
+        config = {k: v for k, v in self.config.model_dump().items() if k not in NOT_FINGERPRINTED}
         return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest),
                 "config": config, "library_sha256": self.loaded_library.sha256}
 
@@ -356,7 +356,7 @@ def check_model(config: RunConfig) -> None:
 def _build_engine(config: RunConfig) -> Engine:
     check_model(config)
     try:
-        return make_engine(config.engine, config.model, config.engine_options())
+        return make_engine(config.engine, config.model, config.engine_options(), state_dir=Path(config.out) / WORK_DIR)
     except UserError:
         raise
     except Exception as exc:
@@ -412,6 +412,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     """Run (or resume) a generation into config.out and write the dataset folder. `engine` may be given to
     reuse a loaded engine (benchmarks); it must match config.model."""
     started = time.monotonic()
+    owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     plan = plan or plan_run(config)
     out = Path(config.out)
     store = ShardStore(out)
@@ -459,6 +460,8 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
                         "same command again to resume", exit_code=130) from None
     finally:
         store.close()
+        if owns_engine and engine is not None:
+            close_engine(engine)
     if tokenizer is None:  # nothing left to sample: learn the template's behaviour without a model
         from transformers import AutoTokenizer
 

@@ -137,7 +137,7 @@ def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
     """Judge the sample, write OUT/judge.json and refresh the card; returns what was written."""
     from ssogen.chat import has_chat_template, prompt_token_ids
     from ssogen.engine import stop_token_ids_of
-    from ssogen.engine.factory import make_engine
+    from ssogen.engine.launch import make_engine
 
     pairs = sample_pairs(read_pairs(options.folder, options.config), options.sample, options.seed)
     source = template_source(options.templates)

@@ -63,6 +63,11 @@ class TrainConfig(BaseModel):
     final_eval: bool = Field(False, description="after training, one no-grad pass: reward accuracies on all rows")
     use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
     fused_head: bool = Field(True, description="log-probs from a chunked output layer, never full logits")
+    head_kernel: Literal["torch", "liger"] = Field(
+        "torch", description="output layer on CUDA: torch (chunked, GEMMs in the compute dtype) or liger "
+        "(liger-kernel's fused linear cross-entropy, exact for per-token log-probs; pip install liger-kernel)")
+    packing: bool = Field(True, description="pack each row's three contexts once with both responses after each, "
+                          "no padding between rows (exact; falls back to left padding where the model cannot)")
     keep_dropout: bool = Field(False, description="keep the model's dropout while training (default: off, as in "
                                "TRL, so that the policy's step-0 forward equals the reference pass)")
 

@@ -192,6 +192,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
         "data": data_info,
         "log_probs": "chunked output layer (LogProbHead)" if outcome.extra.get("fused_head")
         else "model logits, chunked logsumexp",
+        "batches": outcome.extra.get("batches"),
         "reference": {"key": key, "file": outcome.reference_file, "reused": outcome.reference_reused,
                       "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
         "versions": _versions(),

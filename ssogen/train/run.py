@@ -5,6 +5,7 @@ GPU boxes that train may have nothing else."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
@@ -168,8 +169,9 @@ def evaluate_rewards(trainer: Any) -> dict[str, float]:
     return {name: round(float(torch.cat(values).mean()), 6) for name, values in sorted(totals.items())}
 
 
-def run_training(config: TrainConfig, console: Console | None = None) -> TrainOutcome:
-    """The whole `ssogen train` run; returns what was written and measured."""
+def run_training(config: TrainConfig, console: Console | None = None,
+                 callbacks: list[TrainerCallback] | None = None) -> TrainOutcome:
+    """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones)."""
     if console is None or not _is_main_process():
         console = Console(quiet=not _is_main_process())
     from transformers.utils import logging as hf_logging
@@ -201,9 +203,18 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
                     system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
                     dtype="bf16" if config.bf16 else "fp32")
     reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
-    from ssogen.train.logprobs import install_logprob_head, remove_logprob_head
+    from ssogen.train.output_layer import install_logprob_head, remove_logprob_head
 
-    fused_head = config.fused_head and install_logprob_head(model)  # before peft wraps the model
+    # Before peft wraps the model. With gradient checkpointing the head too trades time for memory (recompute).
+    if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
+    fused_head = config.fused_head and install_logprob_head(
+        model, keep_probabilities=not config.gradient_checkpointing, kernel=config.head_kernel)
+    from ssogen.train.packing import packing_unsupported
+
+    unpacked_reason = packing_unsupported(model, config.max_length) if config.packing else "--no-packing"
+    if config.packing and unpacked_reason:
+        console.print(f"[yellow]packing: off[/] ({unpacked_reason}); batches are left-padded", highlight=False)
     if config.lora:
         model = _apply_lora(model, config)
 
@@ -213,10 +224,13 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     timer = _StepTimer()
     trainer = SSOTrainer(
         model=model, args=args, train_dataset=SSODataset(encoded),
-        data_collator=SSOCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
+        # On CUDA, line widths in multiples of 16 keep the attention mask aligned for the fused SDPA kernels.
+        data_collator=SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=unpacked_reason is None,
+                                  pad_to_multiple_of=16 if args.device.type == "cuda" else None),
+        processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
-        callbacks=[timer],
+        callbacks=[timer, *(callbacks or [])],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -236,7 +250,9 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
         reference_loaded_from=str(reference.loaded_from) if reference.loaded_from else None,
         truncation=truncation, final_eval=final_eval,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
-        extra={"fused_head": fused_head, "end_of_turn": turn_end},
+        extra={"fused_head": fused_head, "end_of_turn": turn_end, "batches": "packed (shared contexts, no padding "
+               "between rows)" if trainer.data_collator.packing
+               else f"left-padded ({unpacked_reason or trainer.packing_fallback})"},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
     restore_dropout()  # the saved config keeps the user's dropout values
@@ -249,4 +265,3 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
                       f"and {MODEL_CARD} to {config.out}", highlight=False)
     trainer.accelerator.wait_for_everyone()
     return outcome
-

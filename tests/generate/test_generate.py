@@ -39,7 +39,7 @@ def triplets(out: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model: Path):
-    from ssogen.engine.factory import make_engine
+    from ssogen.engine.launch import make_engine
 
     return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
 

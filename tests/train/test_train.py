@@ -233,22 +233,28 @@ def test_lean_token_logps_match_log_softmax_values_and_gradients() -> None:
     torch.testing.assert_close(g_lean, g_plain, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("keep_probabilities", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypatch: pytest.MonkeyPatch,
-                                                                        with_bias: bool) -> None:
-    from ssogen.train import logprobs
+                                                                        with_bias: bool,
+                                                                        keep_probabilities: bool) -> None:
+    from ssogen.train import output_layer as logprobs
 
     monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 40)  # 7 positions per chunk: several chunks
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ROWS", 8)  # recompute tiles: 8 positions × 35 of the 40 columns
     torch.manual_seed(1)
     linear = torch.nn.Linear(16, 40, bias=with_bias, dtype=torch.float64)
-    head = logprobs.LogProbHead(linear)
+    head = logprobs.LogProbHead(linear, keep_probabilities=keep_probabilities)
     hidden = torch.randn(3, 10, 16, dtype=torch.float64, requires_grad=True)
-    targets = torch.randint(0, 40, (3, 9))
-    weights = torch.randn(3, 9, dtype=torch.float64)
-    head.targets = targets
+    # 20 targets at scattered positions of the 30, one position predicting two (as a shared context's last token).
+    positions = torch.cat([torch.randperm(30)[:19], torch.tensor([4])])
+    positions[0] = 4
+    targets = torch.randint(0, 40, (20,))
+    weights = torch.randn(20, dtype=torch.float64)
+    head.positions, head.targets = positions, targets
     fused = head(hidden)
-    head.targets = None
-    plain = torch.log_softmax(linear(hidden[:, :-1]), -1).gather(-1, targets[..., None]).squeeze(-1)
+    head.positions = head.targets = None
+    plain = torch.log_softmax(linear(hidden.reshape(30, 16)[positions]), -1).gather(-1, targets[:, None]).squeeze(-1)
     torch.testing.assert_close(fused.double(), plain, atol=1e-6, rtol=0)
     params = [hidden, linear.weight] + ([linear.bias] if with_bias else [])
     g_fused = torch.autograd.grad((fused.double() * weights).sum(), params)
@@ -261,7 +267,7 @@ def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypa
 def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_model: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ssogen.train.logprobs import LogProbHead, install_logprob_head, remove_logprob_head
+    from ssogen.train.output_layer import LogProbHead, install_logprob_head, remove_logprob_head
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
