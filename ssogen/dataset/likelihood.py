@@ -18,7 +18,8 @@ PAIR_FIELDS = tuple(name for name in LOGPROB_FIELDS if not name.startswith("lp_r
 
 
 class LikelihoodFilterOptions(BaseModel):
-    """The three stages of the paper's code; each can be switched off or given a margin.
+    """The three stages of the likelihood filter in the SSO paper's code (its text does not describe it); each
+    can be switched off or given a margin. lp(y|c) is the mean token log-prob of response y under context c.
 
     1. ordering: lp(y+|x+) - lp(y+|x) > m, lp(y+|x) - lp(y+|x-) > m, lp(y-|x-) - lp(y-|x) > m and
        lp(y-|x) - lp(y-|x+) > m (m = ordering_margin, 0 = strict order).

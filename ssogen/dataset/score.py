@@ -1,7 +1,7 @@
 """`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, then optionally the likelihood
 filter (`ssogen.dataset.likelihood`).
 
-Conventions (shared with `ssogen train`, see ssogen/collator.py):
+Conventions (shared with `ssogen train`, which builds its sequences with the same ssogen.chat helpers):
 * contexts are rendered by ssogen.chat exactly as generate sampled from them: x = [user], x+ = [system S+,
   user], x- = [system S-, user], with the system text merged into the user turn when the chat template rejects
   a system role; the prompt text is tokenized with add_special_tokens=False (the template writes any BOS);
@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ssogen.dataset.folder import MANIFEST, WORK_DIR, read_manifest, read_triplets, write_configs, write_json_atomic
+from ssogen.dataset.card import card_templates
+from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.likelihood import (
     LIKELIHOOD,
     LikelihoodFilterOptions,
@@ -33,13 +34,14 @@ from ssogen.dataset.likelihood import (
     has_pair_scores,
     likelihood_candidate,
 )
+from ssogen.dataset.refresh import refresh
+from ssogen.dataset.shards import ShardStore
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import option
 
-SCORE_DIR = "score"
 # (field, context, response) in request order: the requests of one context are adjacent, so sequences that share
 # a prompt prefix sit next to each other in every batch.
 SCORED = (
@@ -145,16 +147,6 @@ def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool
             for name, context, response in SCORED]
 
 
-def _score_store(out: Path, key: str) -> Any:
-    """generate's append-only JSONL store, pointed at OUT/.ssogen/score/<key>/."""
-    from ssogen.dataset.shards import ShardStore
-
-    store = ShardStore(out)
-    store.dir = out / WORK_DIR / SCORE_DIR / key
-    store.dir.mkdir(parents=True, exist_ok=True)
-    return store
-
-
 def score_folder(
     out_dir: str | Path,
     model: str,
@@ -165,17 +157,20 @@ def score_folder(
     filter_options: LikelihoodFilterOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
     scorer: Any = None,
+    templates: str | Path | None = None,
 ) -> ScoreReport:
     """Score every row the cheap filters kept (plus rows an earlier likelihood filter dropped), optionally
     apply the likelihood filter, rewrite the configs, and refresh manifest, stats, plots and card.
 
-    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine."""
+    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
+    `templates` is a folder whose card.md.jinja replaces the bundled card template."""
     from ssogen.chat import end_of_turn, supports_system_role
-    from ssogen.engine.scoring import make_scorer
+    from ssogen.engine.launch import make_scorer
 
-    out = Path(out_dir)
-    records = read_triplets(out)
-    manifest = read_manifest(out)
+    folder = OutputFolder(out_dir)
+    records = folder.read_triplets()
+    manifest = folder.read_manifest()
+    card_templates(templates)  # a bad --templates fails now, not after the scoring
     targets = [r for r in records if likelihood_candidate(r)]
     model_ref = resolve_model(model)
     require_available(model_ref)
@@ -184,7 +179,7 @@ def score_folder(
     system_supported = supports_system_role(tokenizer)
     turn_end = end_of_turn(tokenizer)
     key = cache_key(_model_identity(model_ref), tokenizer, system_supported)
-    store = _score_store(out, key)
+    store = ShardStore(folder, folder.score_cache(key))
     cached = store.load("scores")
     scores: dict[str, dict[str, float | None]] = {}
     for record in targets:
@@ -195,7 +190,7 @@ def score_folder(
     pending = [r for r in targets if r.id not in scores]
     owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
     if pending and scorer is None:
-        scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=out / WORK_DIR)
+        scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
     try:
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]
@@ -233,19 +228,17 @@ def score_folder(
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
     if filter_options is not None:
         updated = apply_likelihood_filter(updated, filter_options)
-    counts = write_configs(out, updated)
+    counts = folder.write_configs(updated)
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
         "model": model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
         "end_of_turn": turn_end.as_dict(),
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,
-        "configs": counts, "cache": str(store.dir.relative_to(out)),
+        "configs": counts, "cache": folder.relative(store.dir),
     }
-    write_json_atomic(out / MANIFEST, manifest)
-    from ssogen.dataset.stats import refresh
-
-    refresh(out)
+    folder.write_manifest(manifest)
+    refresh(folder.root, templates=templates)
     return ScoreReport(rows=len(targets), scored_now=len(pending), from_cache=from_cache, too_long=too_long,
                        dropped_by_reason=dict(dropped.most_common()), counts=counts,
                        cache_dir=str(store.dir))

@@ -7,15 +7,15 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-    make_engine(kind, model, o)                     `vllm` or `transformers`; a pool of them with --dp / Ray
     close_engine(engine)                            stops a pool's engines (no-op for one engine)
+Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
+`make_scorer` build what a command asked for, `ssogen.engine.factory` one engine in this process.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 EngineKind = Literal["vllm", "transformers"]
 
 # KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
-# node and refuse to start (INSTALL-NOTES trap 2). 256 MiB holds thousands of tokens of a small model.
+# node and refuse to start (docs/cpu-vllm-notes.md). 256 MiB holds thousands of tokens of a small model.
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 2**20
 
 
@@ -105,7 +105,8 @@ def vllm_llm_kwargs(model: str, options: EngineOptions, *, cpu: bool | None = No
     """Keyword arguments for `vllm.LLM(**kwargs)`.
 
     On the CPU build: float32 (faster than bf16 there), eager mode (skips a long compile), an explicit KV-cache
-    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU (INSTALL-NOTES trap 4).
+    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU ("CPU Generator does not
+    use offset"; docs/cpu-vllm-notes.md).
     """
     cpu = is_cpu_build() if cpu is None else cpu
     kwargs: dict[str, Any] = {
@@ -213,38 +214,8 @@ def check_kind(kind: str) -> None:
         raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
 
 
-def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None, *,
-                state_dir: Path | None = None) -> Engine:
-    """The engine a run asked for: one in this process, or with --dp > 1 / --ray-address a pool of engines
-    (ssogen.engine.pool) that `close_engine` must stop. The placement is checked before anything starts;
-    `state_dir` receives the pool's engines.json."""
-    options = options or EngineOptions()
-    check_kind(kind)
-    from ssogen.engine.placement import plan_placement
-
-    placement = plan_placement(model, options, memory=kind == "vllm")
-    placement.check()
-    if is_pooled(options):
-        from ssogen.engine.pool import start_pool
-
-        return start_pool("generate", kind, model, options, placement, state_dir)  # type: ignore[return-value]
-    return make_single_engine(kind, model, options)
-
-
 def close_engine(engine: Any) -> None:
     """Stop an engine's worker processes, if it has any (a pool); a single engine needs nothing."""
     close = getattr(engine, "close", None)
     if callable(close):
         close()
-
-
-def make_single_engine(kind: EngineKind, model: str, options: EngineOptions) -> Engine:
-    if kind == "vllm":
-        from ssogen.engine.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, options)
-    if kind == "transformers":
-        from ssogen.engine.hf_engine import TransformersEngine
-
-        return TransformersEngine(model, options)
-    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")

@@ -13,9 +13,7 @@ While the pool runs, OUT/.ssogen/engines.json lists the engines (pid, devices, s
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import statistics
 import time
 import weakref
@@ -28,6 +26,7 @@ from ssogen.engine import EngineKind, EngineOptions
 from ssogen.engine.placement import Placement
 from ssogen.engine.workers import Died, Done, Event, Failed, ProcessBackend, Ready, Task, WorkerSpec
 from ssogen.errors import UserError
+from ssogen.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +114,7 @@ class WorkQueue:
                  "engines": [{"index": w.index, "pid": w.pid, "devices": w.devices, "state": w.state,
                               "busy": w.piece is not None, "pieces_done": w.pieces_done,
                               "requests_done": w.items_done, "error": w.error} for w in self.workers]}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / ENGINES_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(self.state_dir / ENGINES_FILE, state)
 
     def _alive(self) -> list[_Worker]:
         return [w for w in self.workers if w.alive]

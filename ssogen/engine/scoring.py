@@ -8,11 +8,9 @@ same sequences, and both return the mean token log-prob of the response part of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, check_kind, import_vllm, is_pooled
-from ssogen.errors import UserError
+from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, check_kind, import_vllm
 
 
 @dataclass(frozen=True)
@@ -132,24 +130,6 @@ class TransformersScorer:
         return means
 
 
-def make_scorer(kind: EngineKind, model: str, options: EngineOptions | None = None, *,
-                state_dir: Path | None = None) -> Scorer:
-    """Like `make_engine`: one scorer here, or a pool of them with --dp > 1 / --ray-address."""
-    options = options or EngineOptions()
-    check_kind(kind)
-    if is_pooled(options):
-        from ssogen.engine.placement import plan_placement
-        from ssogen.engine.pool import start_pool
-
-        placement = plan_placement(model, options, memory=kind == "vllm")
-        placement.check()
-        return start_pool("score", kind, model, options, placement, state_dir)  # type: ignore[return-value]
-    return make_single_scorer(kind, model, options)
-
-
 def make_single_scorer(kind: EngineKind, model: str, options: EngineOptions) -> Scorer:
-    if kind == "vllm":
-        return VLLMScorer(model, options)
-    if kind == "transformers":
-        return TransformersScorer(model, options)
-    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+    check_kind(kind)
+    return VLLMScorer(model, options) if kind == "vllm" else TransformersScorer(model, options)

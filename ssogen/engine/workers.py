@@ -76,7 +76,7 @@ def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int
         # The engine runs inside this worker; vLLM's own engine process would double the memory and start time.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if spec.task == "generate":
-        from ssogen.engine import make_single_engine
+        from ssogen.engine.factory import make_single_engine
 
         engine = make_single_engine(spec.kind, spec.model, spec.options)
         return engine.generate, engine.max_model_len

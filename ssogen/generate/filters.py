@@ -1,4 +1,4 @@
-"""Cheap filters (SPEC §2.1 step 6). Every decision is recorded as a flag or a drop reason, never silent."""
+"""Cheap filters (step 6 of docs/method.md). Every decision is recorded as a flag or a drop reason, never silent."""
 
 from __future__ import annotations
 

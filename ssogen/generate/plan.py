@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ssogen.dataset.card import card_templates
 from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
 from ssogen.generate.config import NOT_FINGERPRINTED, RunConfig
@@ -60,6 +61,7 @@ def plan_run(config: RunConfig) -> RunPlan:
                         f"{len(loaded.library.features)} features")
     templates = Templates(config.templates)
     digest = templates.digest(TEMPLATE_NAMES)
+    card_templates(config.templates)  # the card is written at the end: a broken card.md.jinja fails now
     prompts = read_prompts(config.prompts, prompt_field=config.prompt_field, split=config.split,
                            limit=config.limit)
     rows = [Row(id=row_id(r.text, r.position), position=r.position, prompt=r.text) for r in prompts.rows]

@@ -8,7 +8,6 @@ append-only store (dataset/shards.py) after each call, so a killed run resumes w
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.chat import end_of_turn, has_chat_template, supports_system_role
-from ssogen.dataset.folder import MANIFEST, WORK_DIR, write_configs, write_json_atomic
+from ssogen.dataset.card import write_card
+from ssogen.dataset.folder import LIBRARY, OutputFolder
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import Engine, close_engine, make_engine, stop_token_ids_of
+from ssogen.engine import Engine, close_engine, stop_token_ids_of
+from ssogen.engine.launch import make_engine
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, to_yaml
 from ssogen.generate.filters import VARIANTS
@@ -84,7 +85,7 @@ def _build_engine(plan: RunPlan) -> Engine:
     config = plan.config
     try:
         return make_engine(config.engine, plan.model.path, config.engine_options(),
-                           state_dir=Path(config.out) / WORK_DIR)
+                           state_dir=OutputFolder(config.out).work_dir)
     except UserError:
         raise
     except Exception as exc:
@@ -130,18 +131,6 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
     }
 
 
-def _mark_incomplete(out: Path) -> None:
-    """A folder being (re)generated must not be published as finished: its data files are about to change."""
-    path = out / MANIFEST
-    if path.exists():
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return
-        manifest["status"] = "in_progress"
-        write_json_atomic(path, manifest)
-
-
 def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine | None = None,
                  on_progress: Callable[[ProgressUpdate], None] | None = None,
                  plan: RunPlan | None = None, request_order: str = "grouped") -> GenerateResult:
@@ -150,8 +139,8 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     started = time.monotonic()
     owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     plan = plan or plan_run(config)
-    out = Path(config.out)
-    store = ShardStore(out)
+    folder = OutputFolder(config.out)
+    store = ShardStore(folder)
     resumed = store.prepare(plan.fingerprint(), overwrite=overwrite)
     finished = store.load("rows")
     selections = store.load("selection")
@@ -159,7 +148,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     pending = [row for row in plan.rows if row.id not in finished]
     session: Session | None = None
     if pending:
-        _mark_incomplete(out)
+        folder.mark_incomplete()  # its data files are about to change: not to be published as finished
     try:
         if pending:
             engine = engine or _build_engine(plan)
@@ -188,7 +177,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     except KeyboardInterrupt:
         store.close()
         done = sum(1 for i in wanted if i in finished)
-        raise UserError(f"interrupted: {done} of {len(plan.rows)} rows are saved in {out / '.ssogen'}; run the "
+        raise UserError(f"interrupted: {done} of {len(plan.rows)} rows are saved in {folder.work_dir}; run the "
                         "same command again to resume", exit_code=130) from None
     finally:
         store.close()
@@ -197,12 +186,12 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     # Nothing left to sample: learn the template's behaviour from the tokenizer alone.
     tokenizer = session.tokenizer if session else load_tokenizer(plan)
     records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]
-    counts = write_configs(out, records)
-    (out / "config.resolved.yaml").write_text(to_yaml(config), encoding="utf-8")
-    (out / "library.yaml").write_text(plan.loaded_library.text, encoding="utf-8")
+    counts = folder.write_configs(records)
+    folder.write_resolved_config(to_yaml(config))
+    folder.write_library(plan.loaded_library.text)
     tokens = session.tokens if session else 0
     manifest = {
-        "name": out.resolve().name,
+        "name": folder.root.resolve().name,
         "status": "complete",
         "versions": _versions(),
         "model": config.model,
@@ -215,7 +204,7 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
         "end_of_turn": end_of_turn(tokenizer).as_dict(),
         "selection": {"mode": config.selection, "features_per_query": config.features_per_query,
                       "extra_prob": config.extra_prob, "principle_source": config.principle_source},
-        "library": {"name": plan.library.name, "version": plan.library.version, "file": "library.yaml",
+        "library": {"name": plan.library.name, "version": plan.library.version, "file": LIBRARY,
                     "source": str(plan.loaded_library.path), "sha256": plan.loaded_library.sha256},
         "prompts": {"source": plan.prompts.source, "prompt_field": config.prompt_field,
                     "conversation_parts_dropped": dict(plan.prompts.reduced)},
@@ -228,8 +217,6 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
         "summary": summarize(records, plan.prompts, time.monotonic() - started, tokens),
         "tokens_total": sum(r.num_tokens_good + r.num_tokens_bad + r.num_tokens_raw for r in records),
     }
-    write_json_atomic(out / MANIFEST, manifest)
-    from ssogen.dataset.card import write_card
-
-    write_card(out)
-    return GenerateResult(out=out, records=records, manifest=manifest)
+    folder.write_manifest(manifest)
+    write_card(folder.root, templates=config.templates)  # a card.md.jinja in --templates replaces the bundled one
+    return GenerateResult(out=folder.root, records=records, manifest=manifest)

@@ -1,7 +1,8 @@
 """The report across iterations: read from each iteration's folders (stats.json, metrics.json, judge.json), written
 to DIR/report.json and DIR/plots/, and shown as one table in the terminal after every iteration.
 
-Length growth across iterations is the first plot: the paper watches for length explosion (SPEC §2.4)."""
+Length growth across iterations is the first plot: the paper reports that training
+without the weight W let responses grow across iterations (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ssogen.dataset.folder import write_json_atomic
+from ssogen.dataset.folder import OutputFolder
+from ssogen.io import write_json_atomic, write_png_atomic
 from ssogen.iterate.options import IterateOptions
 from ssogen.iterate.plan import PLOTS_DIR, REPORT_FILE, Iteration
-from ssogen.judge.card import JUDGE_FILE
 
 VARIANTS = {"good": "y+", "bad": "y-", "raw": "yo"}
 PAIRS = ("p1", "p2", "p3")
@@ -34,7 +35,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def data_summary(folder: Path) -> dict[str, Any] | None:
     """Funnel, mean tokens of the kept rows, length ratio and on-policy-ness from `ssogen stats`' stats.json."""
-    stats = read_json(folder / "stats.json")
+    stats = read_json(OutputFolder(folder).stats)
     if stats is None:
         return None
     funnel, tokens, scoring = stats["funnel"], stats["lengths"]["tokens"], stats.get("scoring")
@@ -67,7 +68,7 @@ def training_summary(folder: Path) -> dict[str, Any] | None:
 
 
 def judge_summary(folder: Path) -> dict[str, Any] | None:
-    judged = read_json(folder / JUDGE_FILE)
+    judged = read_json(OutputFolder(folder).judge)
     return None if judged is None else {"judge_model": judged.get("judge_model"), **judged["metrics"]}
 
 
@@ -146,16 +147,14 @@ def write_plots(out: Path, entries: list[dict[str, Any]]) -> list[str]:
 
 
 def _save(fig: Any, iterations: list[int], path: Path) -> None:
-    """Label every panel's x axis with the iterations, then write and rename (never a truncated PNG)."""
+    """Label every panel's x axis with the iterations, then write atomically (never a truncated PNG)."""
     import matplotlib.pyplot as plt
 
     for axis in fig.axes:
         axis.set_xlabel("iteration")
         axis.set_xticks(iterations)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+    write_png_atomic(path, fig)
     plt.close(fig)
 
 

@@ -1,6 +1,6 @@
 """Run an `ssogen iterate` plan: each step a subprocess of the same `ssogen` command, resumable step by step.
 
-Separate processes because vLLM does not reliably give GPU memory back inside one process (SPEC §2.3), and
+Separate processes because vLLM does not reliably give GPU memory back inside one process, and
 because each command already knows how to resume itself: a killed generate continues from its shards, a killed
 train from its newest complete checkpoint."""
 
@@ -15,8 +15,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ssogen.dataset.folder import MANIFEST
+from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
+from ssogen.io import write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
     fingerprint,
@@ -26,7 +27,6 @@ from ssogen.iterate.options import (
 from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
 from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
-from ssogen.judge.card import JUDGE_FILE
 
 # Files `ssogen train` writes after the model itself, in this order: both present = training finished.
 TRAIN_FINISHED = ("ssogen_train_config.json", "metrics.json")
@@ -35,16 +35,16 @@ TRAIN_FINISHED = ("ssogen_train_config.json", "metrics.json")
 def finished(step: Step) -> bool:
     """Whether the step's own output says it ran to the end (the state file says from which inputs)."""
     if step.kind == "generate":
-        manifest = read_json(step.folder / MANIFEST) or {}
+        manifest = read_json(OutputFolder(step.folder).manifest) or {}
         return manifest.get("status") == "complete"
     if step.kind == "score":
-        score = (read_json(step.folder / MANIFEST) or {}).get("score")
+        score = (read_json(OutputFolder(step.folder).manifest) or {}).get("score")
         return isinstance(score, dict) and (score.get("filter") is not None) == step.settings["filter"]
     if step.kind == "stats":
-        return (step.folder / "stats.json").exists()
+        return OutputFolder(step.folder).stats.exists()
     if step.kind == "train":
         return all((step.folder / name).exists() for name in TRAIN_FINISHED)
-    judged = read_json(step.folder / JUDGE_FILE) or {}
+    judged = read_json(OutputFolder(step.folder).judge) or {}
     return {k: judged.get(k) for k in step.settings} == step.settings
 
 
@@ -98,15 +98,10 @@ class IterateRun:
 
 def write_prompts(path: Path, queries: list[str]) -> None:
     """The slice as JSONL with a `prompt` field, written whole then renamed (generate reads it by position)."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps({"prompt": q}, ensure_ascii=False) + "\n" for q in queries)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def run_step(step: Step, state: RunState, console: Console) -> bool:

@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ssogen.dataset.folder import write_json_atomic
 from ssogen.errors import UserError
+from ssogen.io import write_json_atomic
 from ssogen.iterate.plan import RUN_OUTPUTS, STATE_FILE, Step
 
 ITERATION_FOLDER = re.compile(r"iter-\d+")

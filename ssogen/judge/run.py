@@ -1,7 +1,8 @@
 """`ssogen judge`: pairwise judging of chosen against rejected by a model, on a seeded sample of a dataset folder.
 
 Every sampled pair is judged twice (chosen shown as A, then as B) in one batched, greedy engine call. Results go
-to OUT/judge.json (settings, metrics and every answer) and into the dataset card."""
+to OUT/judge.json (settings, metrics and every answer) and into the dataset card (its "Judged by a model"
+section, in templates/card.md.jinja)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from ssogen.dataset.folder import config_file, read_manifest, write_json_atomic
+from ssogen.dataset.card import card_is_generated, card_templates, write_card
+from ssogen.dataset.folder import OutputFolder
 from ssogen.engine import EngineOptions, GenerationRequest
 from ssogen.errors import UserError
-from ssogen.judge.card import JUDGE_FILE
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
 from ssogen.models import require_available, resolve_model
 
@@ -62,15 +62,16 @@ def _last(messages: list[dict[str, Any]], role: str) -> str:
 
 def read_pairs(folder: Path, config: str) -> list[Pair]:
     """The pairs of the `dpo` config (prompt / chosen / rejected) or the `reward` config (two conversations)."""
-    manifest = read_manifest(folder)
+    out = OutputFolder(folder)
+    manifest = out.read_manifest()
     if manifest.get("status", "complete") != "complete":
         raise UserError(f"{folder}: the generate run is not finished (manifest status {manifest.get('status')!r}); "
                         "run the same generate command again first")
-    path = config_file(folder, config)
+    path = out.config_file(config)
     if not path.exists():
-        raise UserError(f"{folder}: no {config} config ({path.relative_to(folder)} missing)")
+        raise UserError(f"{folder}: no {config} config ({out.relative(path)} missing)")
     pairs = []
-    for row in pq.read_table(path).to_pylist():
+    for row in out.read_config(config).to_pylist():
         context = row["prompt"] if config == "dpo" else row["chosen"]
         pairs.append(Pair(id=row["id"], query=_last(context, "user"), chosen=_last(row["chosen"], "assistant"),
                           rejected=_last(row["rejected"], "assistant")))
@@ -128,10 +129,12 @@ def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
 def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
     """Judge the sample, write OUT/judge.json and refresh the card; returns what was written."""
     from ssogen.chat import has_chat_template, prompt_token_ids
-    from ssogen.engine import make_engine, stop_token_ids_of
+    from ssogen.engine import stop_token_ids_of
+    from ssogen.engine.launch import make_engine
 
     pairs = sample_pairs(read_pairs(options.folder, options.config), options.sample, options.seed)
     source = template_source(options.templates)
+    card_templates(options.templates)  # a broken card.md.jinja there fails now, not after the judging
     require_available(resolve_model(options.judge_model, flag="--judge-model"), flag="--judge-model")
     if engine is None:
         try:
@@ -181,9 +184,7 @@ def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
         "metrics": compute_metrics(results),
         "pairs": results,
     }
-    write_json_atomic(options.folder / JUDGE_FILE, written)
-    from ssogen.dataset.card import card_is_generated, write_card
-
-    if card_is_generated(options.folder):
-        write_card(options.folder)
+    OutputFolder(options.folder).write_judge(written)
+    if card_is_generated(options.folder):  # the same --templates folder may hold a card.md.jinja too
+        write_card(options.folder, templates=options.templates)
     return written

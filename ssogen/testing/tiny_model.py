@@ -26,7 +26,8 @@ NO_SYSTEM_TEMPLATE = (
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# Sizes: head size must be one vLLM's CPU attention supports (32 here), see INSTALL-NOTES trap 3.
+# Sizes: the head size must be one that vLLM's CPU attention supports (32, 64, 80, ... 256, 512; 32 here):
+# another loads but fails at the first generation (docs/cpu-vllm-notes.md).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
              "num_key_value_heads": 1, "vocab_size": 2048},

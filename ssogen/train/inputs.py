@@ -7,9 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
 from ssogen.models import require_available, resolve_model
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
@@ -22,9 +20,9 @@ def sso_files(data_dir: Path) -> list[Path]:
         raise UserError(f"{data_dir}: no such data folder")
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
-    files = sorted((data_dir / "data" / "sso").glob("*.parquet"))
+    files = OutputFolder(data_dir).config_files("sso")
     if not files:
-        raise UserError(f"{data_dir}: no `sso` config (expected {Path('data/sso/*.parquet')}); "
+        raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
     return files
 
@@ -36,10 +34,7 @@ def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
     missing or null value means a complete response)."""
     rows: list[dict[str, Any]] = []
     for path in sso_files(data_dir):
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{path}: corrupt parquet file ({exc})") from None
+        table = OutputFolder(data_dir).read_config("sso", path)
         missing = [c for c in SSO_TEXT_COLUMNS if c not in table.column_names]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "

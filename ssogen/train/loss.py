@@ -1,4 +1,5 @@
-"""The SSO objective (SPEC §2.2) as pure functions: tensors of log-probs in, loss tensors out. No model code.
+"""The SSO objective as pure functions: tensors of log-probs in, loss tensors out. No model code.
+The equations, and where the paper's text and code differ, are in docs/method.md ("The objective").
 
 Every function takes per-row sequence log-probs in the fixed order of `SEQUENCES` (one column per sequence):
 
@@ -7,7 +8,7 @@ Every function takes per-row sequence log-probs in the fixed order of `SEQUENCES
 with `policy` and `reference` holding summed token log-probs of the response given its context (prompt tokens
 masked) and `lengths` the number of response tokens. Per-token averages are `sum / length`.
 
-Preference pairs (SPEC §2.1 step 8): P1 = (x, y+ over y-), P2 = (x+, y+ over y-), P3 = (x-, yo over y+).
+Preference pairs: P1 = (x, y+ over y-), P2 = (x+, y+ over y-), P3 = (x-, yo over y+).
 """
 
 from __future__ import annotations

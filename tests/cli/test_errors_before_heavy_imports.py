@@ -18,11 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ssogen.dataset.folder import config_file, write_parquet_atomic
+from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
 from ssogen.generate.config import RunConfig
 from ssogen.generate.plan import plan_run
-from ssogen.records import SSO_COLUMNS
 from ssogen.testing.folders import make_record, write_dataset
 from ssogen.testing.synthetic import write_synthetic_sso
 
@@ -143,14 +142,13 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     previous = plan_run(RunConfig(model=str(tiny_model), out=str(w / "previous"), limit=2))
     ShardStore(w / "previous").prepare(previous.fingerprint(), overwrite=False)
     write_synthetic_sso(w / "sso", count=4)
-    write_parquet_atomic(config_file(w / "sso-columns", "sso"), [{"id": "1", "prompt": "p"}],
-                         pa.schema([("id", pa.string()), ("prompt", pa.string())]))
-    write_parquet_atomic(config_file(w / "sso-empty", "sso"), [],
-                         pa.schema([(c, pa.string()) for c in SSO_COLUMNS]))
+    OutputFolder(w / "sso-columns").write_config("sso", [{"id": "1", "prompt": "p"}],
+                                                 pa.schema([("id", pa.string()), ("prompt", pa.string())]))
+    OutputFolder(w / "sso-empty").write_config("sso", [])
     write_dataset(w / "dataset", [make_record(i) for i in range(3)])
     write_dataset(w / "unfinished", [make_record(i) for i in range(3)], status="in_progress")
     write_dataset(w / "corrupt", [make_record(0)])
-    config_file(w / "corrupt", "triplets").write_bytes(b"not parquet")
+    OutputFolder(w / "corrupt").config_file("triplets").write_bytes(b"not parquet")
     return w
 
 

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.folder import config_file
+from ssogen.dataset.folder import OutputFolder
 from ssogen.engine.pool import ENGINES_FILE
 from ssogen.generate.config import RunConfig
 
@@ -30,7 +30,7 @@ ROWS = 24
 
 
 def triplets(out: Path) -> list[dict[str, Any]]:
-    return pq.read_table(config_file(out, "triplets")).to_pylist()
+    return pq.read_table(OutputFolder(out).config_file("triplets")).to_pylist()
 
 
 def engines_state(out: Path) -> dict[str, Any] | None:
@@ -50,7 +50,7 @@ def gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def single_engine(tiny_model: Path) -> Any:
-    from ssogen.engine import make_engine
+    from ssogen.engine.launch import make_engine
 
     return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
 
@@ -160,7 +160,6 @@ def test_ctrl_c_stops_every_engine_and_the_run_resumes(reference: Path, single_e
 
 
 def test_score_dp2_gives_the_scores_of_dp1(reference: Path, tiny_model: Path, tmp_path: Path) -> None:
-    from ssogen.dataset.folder import read_triplets
     from ssogen.dataset.score import SCORED, score_folder
     from ssogen.engine import EngineOptions
 
@@ -175,7 +174,8 @@ def test_score_dp2_gives_the_scores_of_dp1(reference: Path, tiny_model: Path, tm
     assert f"scored {kept} rows" in result.output
     state = engines_state(folders[1])
     assert state is not None and sum(e["requests_done"] for e in state["engines"]) == kept * len(SCORED)
-    scores = [[[getattr(r, name) for name, _, _ in SCORED] for r in read_triplets(f) if r.kept] for f in folders]
+    scores = [[[getattr(r, name) for name, _, _ in SCORED] for r in OutputFolder(f).read_triplets() if r.kept]
+              for f in folders]
     assert scores[0] == scores[1]
     assert all(value is not None for row in scores[1] for value in row)
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.folder import config_file
+from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.stats import compute_stats
 from ssogen.engine import stop_token_ids_of
 from ssogen.errors import UserError
@@ -85,8 +85,8 @@ def test_generate_on_a_base_eos_model_from_message_lists(tiny_model_base_eos: Pa
     im_end = AutoTokenizer.from_pretrained(tiny_model_base_eos).convert_tokens_to_ids("<|im_end|>")
     assert manifest["end_of_turn"] == {"tokens": ["<|im_end|>"], "ids": [im_end], "source": "chat template"}
     assert im_end in manifest["sampling"]["stop_token_ids"]
-    triplets = {r["id"]: r for r in pq.read_table(config_file(out, "triplets")).to_pylist()}
-    sso = pq.read_table(config_file(out, "sso")).to_pylist()
+    triplets = {r["id"]: r for r in pq.read_table(OutputFolder(out).config_file("triplets")).to_pylist()}
+    sso = pq.read_table(OutputFolder(out).config_file("sso")).to_pylist()
     assert sso
     for row in sso:
         for variant in ("good", "bad", "raw"):

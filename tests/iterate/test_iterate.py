@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from ssogen.dataset.folder import config_file
+from ssogen.dataset.folder import OutputFolder
 
 GENERATE_YAML = "max_tokens: 8\nkeep_truncated: true\n"
 TRAIN_YAML = ("max_steps: 2\nbatch_size: 2\nlogging_steps: 1\nlr: 0.001\nwarmup_ratio: 0.0\nmax_length: 256\n"
@@ -135,7 +135,7 @@ def test_report_numbers_match_the_iteration_folders(killed_and_resumed: dict[str
     assert report["recipe"] == "v1" and [e["iteration"] for e in report["iterations"]] == [1, 2]
     for entry in report["iterations"]:
         folder = out / f"iter-{entry['iteration']}"
-        rows = pq.read_table(config_file(folder / "data", "triplets")).to_pylist()
+        rows = pq.read_table(OutputFolder(folder / "data").config_file("triplets")).to_pylist()
         kept = [r for r in rows if r["kept"]]
         data = entry["data"]
         assert (data["rows"], data["kept"], data["dropped"]) == (len(rows), len(kept), len(rows) - len(kept))

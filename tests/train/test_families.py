@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from rich.console import Console
 
-from ssogen.dataset.folder import config_file, write_parquet_atomic
+from ssogen.dataset.folder import OutputFolder
 from ssogen.records import SSO_TEXT_COLUMNS
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
 from ssogen.train.config import TrainConfig
@@ -77,7 +77,7 @@ def test_first_step_is_zero_margin_on_a_base_eos_model_with_cut_responses(tiny_m
 
 def test_sso_files_without_truncation_columns_read_as_complete(tiny_model: Path, tmp_path: Path) -> None:
     old = [{name: row[name] for name in SSO_TEXT_COLUMNS} for row in synthetic_sso_rows(2)]
-    write_parquet_atomic(config_file(tmp_path, "sso"), old, pa.schema([(c, pa.string()) for c in SSO_TEXT_COLUMNS]))
+    OutputFolder(tmp_path).write_config("sso", old, pa.schema([(c, pa.string()) for c in SSO_TEXT_COLUMNS]))
     rows = read_sso_rows(tmp_path)
     assert [row["truncated_good"] or row["truncated_bad"] or row["truncated_raw"] for row in rows] == [False, False]
 
