@@ -14,6 +14,7 @@ Nothing here imports the modules of this package (they import this one): `ssogen
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -145,7 +146,19 @@ def import_vllm() -> Any:
 def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM:
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
     vllm = import_vllm()
+    collect_dropped_engines()
     return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
+
+
+def collect_dropped_engines() -> None:
+    """Finalize engines that were dropped but not yet collected, before a new one starts in this process.
+
+    An in-process vLLM engine freezes the garbage collector's view of its objects and, when it is finally
+    collected, tears down vLLM's process-wide parallel state. Collected later, at a moment the collector picks,
+    it would tear down the state of the engine built after it, whose next step then fails ("pipeline model
+    parallel group is not initialized")."""
+    gc.unfreeze()
+    gc.collect()
 
 
 @dataclass

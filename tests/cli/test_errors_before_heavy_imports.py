@@ -51,6 +51,7 @@ GENERATE = [
     ("library", "--principles {w}/lib.yaml", 2, "invalid library"),
     ("library-alias-bomb", "--principles {w}/bomb.yaml", 2, "YAML anchors and aliases are not allowed"),
     ("templates-missing", "--templates {w}/no-templates", 2, "templates folder does not exist"),
+    ("card-template-broken", "--templates {w}/bad-card", 2, "card.md.jinja:1: template syntax error"),
     ("selection", "--selection maybe", 2, "--selection: Input should be 'free' or 'guided'"),
     ("guided-without-vllm", "--selection guided --engine transformers", 2, "--selection guided needs vLLM"),
     ("temperature", "--temperature -1", 2, "--temperature: Input should be greater than or equal to 0"),
@@ -130,6 +131,8 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "twice.yaml").write_text("max-tokens: 5\nmax_tokens: 6\n")
     (w / "train-unknown.yaml").write_text("lamda: 0.2\n")
     (w / "afile").write_text("not a folder")
+    (w / "bad-card").mkdir()
+    (w / "bad-card" / "card.md.jinja").write_text("{% if %}\n")
     (w / "foreign").mkdir()
     (w / "foreign" / "notes.txt").write_text("a user's file")
     no_template = w / "no-template"
