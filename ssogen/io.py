@@ -16,7 +16,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ssogen.errors import UserError
+
 TMP_SUFFIX = ".tmp"
+
+
+def check_writable_folder(out: Path, flag: str = "--out") -> None:
+    """Before anything is written: `out` must be a folder, or creatable (its nearest existing ancestor a folder
+    this process may write to). Raises ssogen's one-line error."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"{flag} {out}: exists and is not a folder")
+        existing = out
+    else:
+        existing = next(p for p in out.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise UserError(f"{flag} {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {out}: {existing} is not writable")
 
 
 def _fsync_folder(folder: Path) -> None:

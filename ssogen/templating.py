@@ -82,6 +82,9 @@ class Templates:
                 from None
         except jinja2.TemplateNotFound:
             raise TemplateError(f"{name}: template not found") from None
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"{self.source_of(name)}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                                f"offset {exc.start}); save the template as UTF-8") from None
 
 
 def _render_error_line(exc: BaseException) -> int | str:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ssogen.cli.common import console, err_console, user_errors
 from ssogen.cli.options import with_options
+from ssogen.dataset.folder import OutputFolder
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
 from ssogen.models import require_available
 
@@ -37,10 +38,15 @@ def generate(
     if dry_run:
         _print_dry_run(plan)
         return
-    # Still before any heavy import: a folder that would be refused fails here, in about a second.
+    # Still before any heavy import: a folder that would be refused, or that another run is writing, fails here,
+    # in about a second. The lock is held until the run ends.
     plan.check_output_folder(overwrite=overwrite)
-    require_available(plan.model)
-    _run_with_progress(plan, overwrite)
+    with OutputFolder(plan.config.out).claim("ssogen generate") as left_behind:
+        if left_behind is not None:
+            err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer "
+                              "running", highlight=False, markup=False)
+        require_available(plan.model)
+        _run_with_progress(plan, overwrite)
 
 
 def _print_dry_run(plan: Any) -> None:

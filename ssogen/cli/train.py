@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ssogen.cli.common import console, user_errors
+from ssogen.cli.common import console, err_console, user_errors
 from ssogen.cli.options import with_options
 from ssogen.train.config import TrainConfig, build_config
 
@@ -21,11 +22,23 @@ def train(
 ) -> None:
     """Train a policy (v1) or generator (v2) with the weighted SSO objective on a generate output folder.
 
+    Re-running the same command resumes an interrupted run from its newest complete checkpoint.
+
     Multi-GPU: `accelerate launch --config_file configs/accelerate_ddp.yaml -m ssogen train ...`."""
     from ssogen.train.inputs import check_training_inputs
+    from ssogen.train.output import TrainOutput
 
     settings = build_config(options, config)
-    check_training_inputs(settings)  # data, model and --out, still without torch: errors come in a second
-    from ssogen.train.run import run_training
+    # Data, model and --out, still without torch: errors (and a folder another run is writing) come in a second.
+    _, verdict = check_training_inputs(settings)
+    if verdict.action == "finished":
+        console.print(f"nothing to do: {settings.out} holds a finished training run of this configuration (use "
+                      "--overwrite to train again)", highlight=False, markup=False)
+        return
+    with TrainOutput(settings.out).claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
+        if left_behind is not None:
+            err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer "
+                              "running", highlight=False, markup=False)
+        from ssogen.train.run import run_training
 
-    run_training(settings, console)
+        run_training(settings, console)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ssogen.dataset.folder import CONFIGS, OutputFolder
+from ssogen.dataset.folder import CARD_MARKER, CONFIGS, OutputFolder
 from ssogen.dataset.plots import existing_plots
 from ssogen.dataset.stats import VARIANT_LABELS, DatasetStats, folder_stats
 from ssogen.errors import UserError
@@ -21,7 +21,7 @@ from ssogen.templating import TemplateError, Templates
 
 CARD_TEMPLATE = "card.md.jinja"
 # Ends every card ssogen writes, so that tools know they may re-render it (added after the template's text).
-GENERATED_MARKER = "<!-- ssogen dataset card: `ssogen stats` and `ssogen score` rewrite this file -->"
+GENERATED_MARKER = CARD_MARKER
 
 
 class _Selection(BaseModel):
@@ -152,8 +152,7 @@ def render_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_
 def card_is_generated(out_dir: str | Path) -> bool:
     """True when OUT/README.md is missing or was written by ssogen (carries the marker): safe to re-render.
     A card a person wrote instead is left alone by `stats`, `score` and `push-to-hub`."""
-    path = OutputFolder(out_dir).card
-    return not path.exists() or GENERATED_MARKER in path.read_text(encoding="utf-8", errors="replace")
+    return OutputFolder(out_dir).card_is_generated()
 
 
 def write_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_id: str | None = None,

@@ -12,6 +12,8 @@ an upload of the folder) plus ssogen's own files:
     judge.json                                   written by `ssogen judge`: settings, metrics, every answer
     logs/
     .ssogen/                                     in-progress state, never published:
+        marker.json                              ssogen's mark: the folder is ssogen's (--overwrite may clear it)
+        lock                                     held by the one command writing the folder (`ssogen.lock`)
         fingerprint.json                         the configuration of the run this folder holds
         <stage>-<n>.jsonl                        append-only shards of finished generate work
         score/<key>/scores-<n>.jsonl             the `ssogen score` cache, one folder per model and settings
@@ -19,9 +21,11 @@ an upload of the folder) plus ssogen's own files:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssogen.errors import UserError
-from ssogen.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from ssogen.io import TMP_SUFFIX, write_json_atomic, write_parquet_atomic, write_text_atomic
+from ssogen.lock import Holder, folder_lock
 from ssogen.records import (
     SSO_TEXT_COLUMNS,
     SSO_TRUNCATION_COLUMNS,
@@ -53,12 +58,19 @@ PLOTS = "plots"
 LOGS = "logs"
 WORK_DIR = ".ssogen"  # in-progress state; `push-to-hub` leaves out every hidden path
 FINGERPRINT = "fingerprint.json"
+MARKER = "marker.json"
+LOCK = "lock"
 SCORE_CACHE = "score"
 SHARD_FILE = "train-00000-of-00001.parquet"
+# The last line of every card ssogen renders: a card without it was written by a person and is left alone.
+CARD_MARKER = "<!-- ssogen dataset card: `ssogen stats` and `ssogen score` rewrite this file -->"
 T = TypeVar("T")
-# What a run writes at the top of the folder; `--overwrite` removes exactly these, nothing else. (stats.json,
-# plots/ and judge.json come from `stats` / `score` / `judge` and would describe the old run, so they go too.)
-RUN_OUTPUTS = (WORK_DIR, "data", CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, LOGS, STATS, PLOTS, JUDGE)
+# The files a run writes at the top of the folder (stats.json, plots and judge.json come from `stats`, `score`
+# and `judge` and would describe the old run). `--overwrite` removes these, the parquet files ssogen writes under
+# data/, the plots and logs it names, and the work dir; nothing else.
+RUN_FILES = (CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, STATS, JUDGE)
+RUN_PATTERNS = (f"data/*/{SHARD_FILE}", f"data/*/.*{TMP_SUFFIX}", f"{PLOTS}/*.png", f"{PLOTS}/.*{TMP_SUFFIX}",
+                f"{LOGS}/*.log")
 
 
 def config_schema(config: str) -> pa.Schema:
@@ -120,6 +132,8 @@ class OutputFolder:
         self.logs = self.root / LOGS
         self.work_dir = self.root / WORK_DIR
         self.fingerprint = self.work_dir / FINGERPRINT
+        self.marker = self.work_dir / MARKER
+        self.lock_file = self.work_dir / LOCK
 
     def __repr__(self) -> str:
         return f"OutputFolder({str(self.root)!r})"
@@ -261,18 +275,50 @@ class OutputFolder:
             return None
         return judged if isinstance(judged, dict) and isinstance(judged.get("metrics"), dict) else None
 
-    # -- a new run -----------------------------------------------------------------------------------------------
-    def remove_run_outputs(self) -> None:
-        """What `--overwrite` does: remove the files of a previous run, and nothing a person put there."""
-        for name in RUN_OUTPUTS:
-            target = self.root / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    def card_is_generated(self) -> bool:
+        """True when README.md is missing or ssogen rendered it (it ends with CARD_MARKER)."""
+        return not self.card.exists() or CARD_MARKER in self.card.read_text(encoding="utf-8", errors="replace")
+
+    # -- ownership: the marker, the lock, a new run --------------------------------------------------------------
+    def is_ssogen_folder(self) -> bool:
+        """ssogen's mark is there (folders of older versions: their fingerprint.json)."""
+        return self.marker.is_file() or self.fingerprint.is_file()
 
     def holds_anything(self) -> bool:
         return self.root.exists() and any(self.root.iterdir())
+
+    @contextlib.contextmanager
+    def claim(self, command: str) -> Iterator[Holder | None]:
+        """Hold the folder's lock for the block (one line naming the holder, exit 1, when another process has it)
+        and mark the folder as ssogen's. Yields the holder of a lock a killed run left, if any."""
+        with folder_lock(self.lock_file, label=f"--out {self.root}", command=command) as left_behind:
+            if not self.marker.exists():
+                from ssogen import __version__
+
+                write_json_atomic(self.marker, {"written_by": "ssogen", "version": __version__, "kind": "dataset",
+                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            yield left_behind
+
+    def remove_run_outputs(self) -> None:
+        """What `--overwrite` does: remove the files ssogen wrote for a previous run, and nothing a person put
+        there (a card a person wrote stays too). The lock and the marker stay: the folder remains ssogen's."""
+        if not self.root.is_dir():
+            return
+        for name in RUN_FILES:
+            target = self.root / name
+            if target.is_file() and (target != self.card or self.card_is_generated()):
+                target.unlink()
+        for pattern in RUN_PATTERNS:
+            for target in self.root.glob(pattern):
+                target.unlink()
+        if self.work_dir.is_dir():
+            for entry in self.work_dir.iterdir():
+                if entry.name in (LOCK, MARKER):
+                    continue
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        for folder in [*self.root.glob("data/*"), self.root / "data", self.plots, self.logs]:
+            with contextlib.suppress(OSError):  # left when something else is still inside
+                folder.rmdir()
 
 
 def empty_pairs_note(counts: dict[str, int]) -> str | None:

@@ -8,9 +8,11 @@ Authorization header; it is never printed, logged or written (errors are scrubbe
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from ssogen.dataset.card import card_is_generated, render_card
 from ssogen.dataset.folder import CARD, CONFIGS, OutputFolder
@@ -123,20 +125,37 @@ def prepare_card(out_dir: str | Path, repo_id: str, templates: str | Path | None
 
 
 def resolve_token(token: str | None) -> str:
-    """--token, else HF_TOKEN, else the cached login (huggingface_hub.get_token reads both)."""
-    if token:
-        return token
+    """--token, else HF_TOKEN, else the cached login (huggingface_hub.get_token reads both). Surrounding white
+    space is no part of a token: a token file saved with Windows line endings ends in \r, which an HTTP library
+    refuses in a header and then quotes, token included, in its error."""
+    if token and token.strip():
+        return token.strip()
     from huggingface_hub import get_token
 
-    found = get_token()
+    found = (get_token() or "").strip()
     if not found:
         raise UserError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`",
                         exit_code=HUB_FAILURE)
     return found
 
 
-def _scrub(text: str, token: str) -> str:
-    return text.replace(token, "***") if token else text
+def secret_forms(*secrets: str | None) -> list[str]:
+    """Every way a message may spell a secret: as is, stripped, Python-escaped (repr of str and of bytes),
+    JSON-escaped and URL-quoted; the longest first, so that no part of a longer form survives a shorter one."""
+    forms: set[str] = set()
+    for secret in secrets:
+        for value in {secret or "", (secret or "").strip()}:
+            if not value:
+                continue
+            forms.update({value, repr(value)[1:-1], json.dumps(value)[1:-1], repr(value.encode())[2:-1],
+                          quote(value, safe="")})
+    return sorted(forms, key=len, reverse=True)
+
+
+def _scrub(text: str, *secrets: str | None) -> str:
+    for form in secret_forms(*secrets):
+        text = text.replace(form, "***")
+    return text
 
 
 def _first_line(text: str) -> str:
@@ -144,13 +163,15 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else text.strip()
 
 
-def _hub_error(exc: Exception, token: str, endpoint: str, repo_id: str) -> UserError:
-    """One clear line for a failure of the network, the login or the Hub."""
+def _hub_error(exc: Exception, secrets: list[str], endpoint: str, repo_id: str) -> UserError:
+    """One clear line for a failure of the network, the login or the Hub, with no form of the token in it (the
+    error's text is scrubbed whole before its first line is taken: a cut could split a token)."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    detail = _first_line(_scrub(str(exc), *secrets))
     if isinstance(exc, OfflineModeIsEnabled):
-        return UserError("HF_HUB_OFFLINE is set: unset it to push", exit_code=HUB_FAILURE)
-    if isinstance(exc, HfHubHTTPError):
+        message = "HF_HUB_OFFLINE is set: unset it to push"
+    elif isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
             message = (f"authentication failed (HTTP {status}) for {repo_id}: check the token (--token, HF_TOKEN "
@@ -158,16 +179,14 @@ def _hub_error(exc: Exception, token: str, endpoint: str, repo_id: str) -> UserE
         elif status == 404:
             message = f"not found (HTTP 404) on {endpoint}: {repo_id} or its revision does not exist"
         else:
-            message = f"the Hub refused the upload (HTTP {status}): {_first_line(str(exc))}"
-        return UserError(_scrub(message, token), exit_code=HUB_FAILURE)
-    if isinstance(exc, ValueError):  # e.g. the Hub's README metadata validation
-        return UserError(_scrub(f"the Hub rejected the upload: {_first_line(str(exc))}", token),
-                         exit_code=HUB_FAILURE)
-    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):  # e.g. a file vanished mid-upload
-        return UserError(_scrub(f"upload failed: {type(exc).__name__}: {_first_line(str(exc))}", token),
-                         exit_code=HUB_FAILURE)
-    return UserError(_scrub(f"could not reach {endpoint}: {type(exc).__name__}: {_first_line(str(exc))}", token),
-                     exit_code=HUB_FAILURE)
+            message = f"the Hub refused the upload (HTTP {status}): {detail}"
+    elif isinstance(exc, ValueError):  # e.g. the Hub's README metadata validation
+        message = f"the Hub rejected the upload: {detail}"
+    elif isinstance(exc, OSError) and not isinstance(exc, ConnectionError):  # e.g. a file vanished mid-upload
+        message = f"upload failed: {type(exc).__name__}: {detail}"
+    else:
+        message = f"could not reach {endpoint}: {type(exc).__name__}: {detail}"
+    return UserError(_scrub(message, *secrets), exit_code=HUB_FAILURE)
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -230,7 +249,10 @@ def push_to_hub(
                         for f in files],
         )
     except _network_errors() as exc:
-        raise _hub_error(exc, secret, endpoint, repo_id) from None  # type: ignore[arg-type]
+        raise _hub_error(exc, [secret, token or ""], endpoint, repo_id) from None  # type: ignore[arg-type]
+    except Exception as exc:  # anything else from the HTTP stack: still one line, and still scrubbed of the token
+        detail = _first_line(_scrub(str(exc), secret, token))  # scrubbed whole: a cut may split a token
+        raise UserError(f"upload failed: {type(exc).__name__}: {detail}", exit_code=HUB_FAILURE) from None
     return PushResult(repo_id=repo_id, commit_url=str(info.commit_url), commit_oid=str(info.oid), files=files)
 
 

@@ -10,8 +10,9 @@ Conventions (shared with `ssogen train`, which builds its sequences with the sam
   (finish reason "length") gets none; the mean is over all of these tokens, end token(s) included.
 
 Resumable like generate: finished rows are appended (fsynced) to OUT/.ssogen/score/<key>/scores-<n>.jsonl, where
-the key hashes the model's identity and the tokenization settings, and every cached row carries a hash of its
-texts, so a rerun scores only what is missing and never reuses a score of other text or another model.
+the key hashes the model's fingerprint (`ssogen.models`) and the tokenization settings, and every cached row
+carries a hash of its texts, so a rerun scores only what is missing and never reuses a score of other text or
+another model.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ssogen.dataset.refresh import refresh
 from ssogen.dataset.shards import ShardStore
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
-from ssogen.models import ModelRef, load_error, require_available, resolve_model
+from ssogen.models import ModelRef, load_error, model_fingerprint, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import option
 
@@ -95,20 +96,6 @@ def row_text_hash(record: TripletRecord) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def _model_identity(model: ModelRef) -> str:
-    """sha256 of the model name/path, its config and (local folder) its weight files: the training cache's
-    identity, so that scores of different weights never mix."""
-    from transformers import AutoConfig
-
-    from ssogen.train.reference import model_identity
-
-    try:
-        config = AutoConfig.from_pretrained(model.path)
-    except (OSError, ValueError) as exc:
-        raise load_error(model, exc, what="load its config") from None
-    return model_identity(model.name, config)
-
-
 def _load_tokenizer(model: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
@@ -116,6 +103,12 @@ def _load_tokenizer(model: ModelRef) -> Any:
         return AutoTokenizer.from_pretrained(model.path)
     except (OSError, ValueError) as exc:
         raise load_error(model, exc, what="load its tokenizer") from None
+
+
+def _check_score_record(record: dict[str, Any]) -> None:
+    if not isinstance(record.get("text"), str) or not isinstance(record.get("lp"), dict) \
+            or set(record["lp"]) != {name for name, _, _ in SCORED}:
+        raise ValueError("needs text and lp with the seven scores")
 
 
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
@@ -164,23 +157,35 @@ def score_folder(
 
     `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
     `templates` is a folder whose card.md.jinja replaces the bundled card template."""
+    folder = OutputFolder(out_dir)
+    folder.read_manifest()  # not an ssogen output folder: one line, before the folder is locked
+    card_templates(templates)  # a bad --templates fails now, not after the scoring
+    model_ref = resolve_model(model)
+    require_available(model_ref)
+    # One writer per folder: a generate or another score writing it fails this one at once.
+    with folder.claim("ssogen score"):
+        return _score_claimed(folder, model_ref, engine=engine, engine_options=engine_options, chunk_rows=chunk_rows,
+                              filter_options=filter_options, progress=progress, scorer=scorer, templates=templates)
+
+
+def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineKind,
+                   engine_options: EngineOptions | None, chunk_rows: int,
+                   filter_options: LikelihoodFilterOptions | None,
+                   progress: Callable[[int, int], None] | None, scorer: Any,
+                   templates: str | Path | None) -> ScoreReport:
     from ssogen.chat import end_of_turn, supports_system_role
     from ssogen.engine.launch import make_scorer
 
-    folder = OutputFolder(out_dir)
     records = folder.read_triplets()
     manifest = folder.read_manifest()
-    card_templates(templates)  # a bad --templates fails now, not after the scoring
     targets = [r for r in records if likelihood_candidate(r)]
-    model_ref = resolve_model(model)
-    require_available(model_ref)
     # The cache is looked up with the tokenizer alone: when every row is scored, no engine is loaded.
     tokenizer = scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref)
     system_supported = supports_system_role(tokenizer)
     turn_end = end_of_turn(tokenizer)
-    key = cache_key(_model_identity(model_ref), tokenizer, system_supported)
+    key = cache_key(model_fingerprint(model_ref).digest, tokenizer, system_supported)
     store = ShardStore(folder, folder.score_cache(key))
-    cached = store.load("scores")
+    cached = store.load("scores", _check_score_record)
     scores: dict[str, dict[str, float | None]] = {}
     for record in targets:
         entry = cached.get(record.id)
@@ -231,7 +236,7 @@ def score_folder(
     counts = folder.write_configs(updated)
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
-        "model": model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
+        "model": model_ref.name, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
         "end_of_turn": turn_end.as_dict(),
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,

@@ -8,39 +8,37 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ssogen.dataset.folder import OutputFolder
+from pydantic import ValidationError
+
+from ssogen.dataset.folder import MARKER, WORK_DIR, OutputFolder
 from ssogen.errors import UserError
-from ssogen.io import write_json_atomic
+from ssogen.io import check_writable_folder, write_json_atomic
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(line number, value) of each complete line."""
     records = []
     with path.open("rb") as f:
-        for raw in f:
+        for number, raw in enumerate(f, start=1):
             if not raw.endswith(b"\n"):
                 break  # torn last line of a killed writer
             try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
+                records.append((number, json.loads(raw)))
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 break
     return records
 
 
-def _check_writable_folder(out: Path) -> None:
-    """`--out` must be a folder, or creatable: its nearest existing ancestor a writable folder."""
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"--out {out}: exists and is not a folder")
-        existing = out
-    else:
-        existing = next(p for p in out.absolute().parents if p.exists())
-        if not existing.is_dir():
-            raise UserError(f"--out {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {existing} is not writable")
+def _first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"{'.'.join(str(part) for part in error['loc']) or 'record'}: {error['msg']}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class ShardStore:
@@ -54,33 +52,40 @@ class ShardStore:
 
     def check(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
         """Read-only: may a run of this configuration use the output folder? True when it would resume. Refuses
-        a folder holding another configuration's run (unless overwrite) and a non-empty folder without a run;
-        writes nothing, so a refusal comes before any model is loaded."""
+        a non-empty folder without ssogen's marker (overwrite or not: it would remove a person's files) and a
+        folder holding another configuration's run (unless overwrite); writes nothing, so a refusal comes before
+        any model is loaded."""
         folder, out = self.folder, self.folder.root
-        _check_writable_folder(out)
-        if overwrite or not out.exists():
+        check_writable_folder(out)
+        if not folder.holds_anything():
             return False
-        if folder.fingerprint.exists():
-            try:
-                stored = json.loads(folder.fingerprint.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise UserError(f"{folder.fingerprint}: unreadable ({type(exc).__name__}); use --overwrite to start "
-                                "the run again or choose another --out") from None
-            if stored.get("fingerprint") != fingerprint["fingerprint"]:
-                changed = sorted(k for k in set(stored.get("config", {})) | set(fingerprint["config"])
-                                 if stored.get("config", {}).get(k) != fingerprint["config"].get(k))
-                raise UserError(f"--out {out}: holds a run with a different configuration (changed: "
-                                f"{', '.join(changed) or 'library/templates'}); use --overwrite to replace "
-                                "it or choose another --out")
-            return True
-        if folder.holds_anything():
-            raise UserError(f"--out {out}: folder is not empty and holds no ssogen run; use --overwrite "
-                            "or choose another --out")
-        return False
+        if not folder.is_ssogen_folder():
+            raise UserError(f"--out {out}: folder is not empty and holds no ssogen run (no {WORK_DIR}/{MARKER}); "
+                            "--overwrite removes only what ssogen wrote, so choose a new or empty folder")
+        if overwrite or not folder.fingerprint.exists():
+            return False
+        try:
+            stored = json.loads(folder.fingerprint.read_text(encoding="utf-8"))
+            stored_config = stored.get("config", {})
+            if not isinstance(stored_config, dict):
+                raise TypeError("config is not a mapping")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise UserError(f"{folder.fingerprint}: unreadable ({type(exc).__name__}); use --overwrite to start "
+                            "the run again or choose another --out") from None
+        if stored.get("fingerprint") != fingerprint["fingerprint"]:
+            changed = sorted(k for k in set(stored_config) | set(fingerprint["config"])
+                             if stored_config.get(k) != fingerprint["config"].get(k))
+            hint = ("; the model's files are not those this run used" if any(k.startswith("model.") for k in changed)
+                    else "")
+            raise UserError(f"--out {out}: holds a run with a different configuration (changed: "
+                            f"{', '.join(changed) or 'library/templates'}){hint}; use --overwrite to replace "
+                            "it or choose another --out")
+        return True
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
-        """Claim the output folder for a run of this configuration (`check`, then remove an old run's files
-        when overwriting and record the fingerprint). True when resuming a run of the same configuration."""
+        """Take the output folder for a run of this configuration (`check`, then remove an old run's files
+        when overwriting and record the fingerprint). True when resuming a run of the same configuration.
+        The caller holds the folder's lock (`OutputFolder.claim`)."""
         resuming = self.check(fingerprint, overwrite=overwrite)
         if overwrite:
             self.folder.remove_run_outputs()
@@ -89,11 +94,23 @@ class ShardStore:
             write_json_atomic(self.folder.fingerprint, fingerprint, sort_keys=True)
         return resuming
 
-    def load(self, stage: str) -> dict[str, dict[str, Any]]:
-        """Finished records of a stage, keyed by row id (later files win; they are identical anyway)."""
+    def load(self, stage: str, check: Callable[[dict[str, Any]], object] | None = None) -> dict[str, dict[str, Any]]:
+        """Finished records of a stage, keyed by row id (later files win; they are identical anyway). A line that
+        is JSON but not such a record (an object with an id that `check` accepts) is one clear line naming it."""
         found: dict[str, dict[str, Any]] = {}
         for path in sorted(self.dir.glob(f"{stage}-*.jsonl"), key=lambda p: int(p.stem.split("-")[-1])):
-            for record in _read_jsonl(path):
+            for number, record in _read_jsonl(path):
+                problem = None
+                if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                    problem = "not an object with an id"
+                elif check is not None:
+                    try:
+                        check(record)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        problem = _first_problem(exc)
+                if problem is not None:
+                    raise UserError(f"{path}:{number}: not a {stage} record of ssogen ({problem}); delete this file "
+                                    "to compute its rows again, or use --overwrite")
                 found[record["id"]] = record
         return found
 

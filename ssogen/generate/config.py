@@ -15,9 +15,18 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.settings import option, resolve_settings
 
-# Options that do not change any row's content: a run may be resumed with different values of these.
-# (--dp and --ray-address only decide where the requests run; per-request seeds fix their answers.)
-NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address"})
+# Options a run may be resumed with different values of: they decide where, how fast or in what memory the rows
+# are computed, not what the rows are (each request carries its own seed, derived from --seed and the row).
+# * out, limit, chunk_size: which rows and in which batches; rows are kept by id.
+# * dp, ray_address, tp: where the engines run. (Tensor parallelism may change floating-point rounding, as any
+#   batch composition may on a GPU; each row is still a sample of the same model with the same settings.)
+# * gpu_memory_utilization, kv_cache_gb: memory only; the natural fix after an out-of-memory crash.
+# * model, principles, templates: paths; what they hold is fingerprinted instead (model fingerprint, library
+#   sha256, templates digest), so a moved folder resumes and a changed one is refused.
+# Kept in the fingerprint: engine and dtype (other kernels and precision give other samples) and max_model_len,
+# which decides which prompts are too long and clips each request's max_tokens to the room left in the context.
+NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
+                               "kv_cache_gb", "model", "principles", "templates"})
 
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
@@ -90,11 +99,15 @@ class RunConfig(EngineFields, _RunFields):
         """The engine settings, seeded with the run seed."""
         return super().engine_options(self.seed if seed is None else seed)
 
-    def fingerprint(self, library_sha256: str, templates_digest: str) -> str:
-        """Hash of everything that decides row contents; a resumed run must match it."""
+    def fingerprinted(self, model_parts: dict[str, str]) -> dict[str, Any]:
+        """The settings that decide row contents, the model's fingerprint parts as `model.<part>`."""
         content = {k: v for k, v in self.model_dump().items() if k not in NOT_FINGERPRINTED}
-        content["library_sha256"] = library_sha256
-        content["templates_digest"] = templates_digest
+        return {**content, **{f"model.{part}": value for part, value in model_parts.items()}}
+
+    def fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str]) -> str:
+        """Hash of everything that decides row contents; a resumed run must match it."""
+        content = {**self.fingerprinted(model_parts), "library_sha256": library_sha256,
+                   "templates_digest": templates_digest}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -45,24 +46,35 @@ class PromptsRead:
     reduced: dict[str, int] = field(default_factory=dict)
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; any other encoding (Latin-1, UTF-16, binary data) is one line naming where."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8 "
+                        "(a binary file is not a prompts file)") from None
+
+
 def _rows_from_file(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
     if suffix in (".jsonl", ".ndjson"):
         rows = []
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+        # Lines end at \n only: JSON text may hold U+2028 and other characters str.splitlines() breaks at.
+        for number, line in enumerate(_read_text(path).split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
         return rows
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_text(path))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -79,8 +91,11 @@ def _rows_from_file(path: Path) -> list[Any]:
         except (pa.ArrowInvalid, OSError) as exc:
             raise UserError(f"{path}: cannot read parquet ({exc})") from None
     if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        text = _read_text(path)
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","))
+        except csv.Error as exc:
+            raise UserError(f"{path}: not a valid {suffix[1:].upper()} file ({exc})") from None
     raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use .jsonl, .json, .parquet, .csv "
                     "or a datasets folder)")
 

@@ -5,15 +5,16 @@ transformers or vLLM are imported; `--dry-run` shows the plan and stops."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
-from ssogen.generate.config import NOT_FINGERPRINTED, RunConfig
+from ssogen.generate.config import RunConfig
 from ssogen.generate.inputs import PromptsRead, Row, read_prompts
 from ssogen.generate.steps import principle_writing, sampling, selection
-from ssogen.models import ModelRef, resolve_model
+from ssogen.models import ModelFingerprint, ModelRef, model_fingerprint, resolve_model
 from ssogen.principles import Library, LibraryError, LoadedLibrary, load_library
 from ssogen.records import row_id
 from ssogen.templating import Templates
@@ -37,10 +38,15 @@ class RunPlan:
     def library(self) -> Library:
         return self.loaded_library.library
 
+    @cached_property
+    def model_fingerprint(self) -> ModelFingerprint:
+        """Read once, on first use (a dry run never needs it): file reads only, or the hub's answer for a hub id."""
+        return model_fingerprint(self.model)
+
     def fingerprint(self) -> dict[str, Any]:
-        config = {k: v for k, v in self.config.model_dump().items() if k not in NOT_FINGERPRINTED}
-        return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest),
-                "config": config, "library_sha256": self.loaded_library.sha256}
+        parts = self.model_fingerprint.parts
+        return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest, parts),
+                "config": self.config.fingerprinted(parts), "library_sha256": self.loaded_library.sha256}
 
     def check_output_folder(self, *, overwrite: bool) -> bool:
         """Read-only: refuse --out when it holds another configuration's run or files of no run. True when the
@@ -61,12 +67,26 @@ def plan_run(config: RunConfig) -> RunPlan:
                         f"{len(loaded.library.features)} features")
     templates = Templates(config.templates)
     digest = templates.digest(TEMPLATE_NAMES)
+    _check_templates(templates, loaded.library, config)
     card_templates(config.templates)  # the card is written at the end: a broken card.md.jinja fails now
     prompts = read_prompts(config.prompts, prompt_field=config.prompt_field, split=config.split,
                            limit=config.limit)
     rows = [Row(id=row_id(r.text, r.position), position=r.position, prompt=r.text) for r in prompts.rows]
     return RunPlan(config=config, model=model, loaded_library=loaded, templates=templates, templates_digest=digest,
                    prompts=prompts, rows=rows)
+
+
+def _check_templates(templates: Templates, library: Library, config: RunConfig) -> None:
+    """Render every prompt template once with library content: a broken or empty one fails now, in a second."""
+    sampling.check_system_template(templates, [*library.features, *library.extras])
+    query = library.examples[0].query if library.examples else "What is a good question?"
+    rendered = {selection.TEMPLATE: selection.selection_prompt(templates, library, query, config.features_per_query)}
+    if config.principle_source == "policy":
+        rendered[principle_writing.TEMPLATE] = principle_writing.principle_writer_prompt(
+            templates, library.features[0], query)
+    for name, text in rendered.items():
+        if not text.strip():
+            raise UserError(f"{templates.source_of(name)}: renders an empty prompt")
 
 
 def dry_run_examples(plan: RunPlan, n: int = 2) -> list[dict[str, Any]]:

@@ -28,7 +28,12 @@ from ssogen.generate.inputs import PromptsRead, Row
 from ssogen.generate.plan import RunPlan, plan_run
 from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.principle_writing import write_principles
-from ssogen.generate.steps.sampling import contrastive_prompts, sample_responses, too_long_record
+from ssogen.generate.steps.sampling import (
+    check_selection_record,
+    contrastive_prompts,
+    sample_responses,
+    too_long_record,
+)
 from ssogen.generate.steps.selection import select_features
 from ssogen.models import load_error, require_available
 from ssogen.records import TripletRecord
@@ -136,14 +141,27 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
                  plan: RunPlan | None = None, request_order: str = "grouped") -> GenerateResult:
     """Run (or resume) a generation into config.out and write the dataset folder. `engine` may be given to
     reuse a loaded engine (benchmarks); it must match config.model."""
-    started = time.monotonic()
-    owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     plan = plan or plan_run(config)
     folder = OutputFolder(config.out)
+    # One writer per folder; the command took the lock already, before its heavy imports (this is then a no-op).
+    with folder.claim("ssogen generate"):
+        return _run_claimed(plan, folder, overwrite=overwrite, engine=engine, on_progress=on_progress,
+                            request_order=request_order)
+
+
+def _check_row(record: dict[str, Any]) -> None:
+    TripletRecord.model_validate(record)
+
+
+def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine: Engine | None,
+                 on_progress: Callable[[ProgressUpdate], None] | None, request_order: str) -> GenerateResult:
+    started = time.monotonic()
+    config = plan.config
+    owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     store = ShardStore(folder)
     resumed = store.prepare(plan.fingerprint(), overwrite=overwrite)
-    finished = store.load("rows")
-    selections = store.load("selection")
+    finished = store.load("rows", _check_row)
+    selections = store.load("selection", check_selection_record)
     wanted = {row.id for row in plan.rows}
     pending = [row for row in plan.rows if row.id not in finished]
     session: Session | None = None

@@ -17,7 +17,8 @@ from ssogen.errors import UserError
 # Keys a config file may not set: iterate chooses them per step.
 GENERATE_OWNED = {"model": "--model", "out": "--out", "prompts": "--prompts", "limit": "--queries-per-iteration"}
 TRAIN_OWNED = {"data": "the iteration's data folder", "model": "the previous iteration's model",
-               "out": "the iteration's model folder", "resume_from_checkpoint": "iterate's own resume"}
+               "out": "the iteration's model folder", "resume_from_checkpoint": "iterate's own resume",
+               "overwrite": "iterate's own --overwrite"}
 # In the v2 recipe each training step has a fixed objective; these keys would contradict it.
 V2_FIXED = ("objective", "no_w", "no_g", "w_detach", "w_placement")
 # Options that only describe or measure a run: changing them between resumes is allowed.

@@ -1,8 +1,8 @@
 """Run an `ssogen iterate` plan: each step a subprocess of the same `ssogen` command, resumable step by step.
 
 Separate processes because vLLM does not reliably give GPU memory back inside one process, and
-because each command already knows how to resume itself: a killed generate continues from its shards, a killed
-train from its newest complete checkpoint."""
+because each command already knows how to resume itself: the same command line again continues a killed generate
+from its shards and a killed train from its newest complete checkpoint."""
 
 from __future__ import annotations
 
@@ -27,9 +27,7 @@ from ssogen.iterate.options import (
 from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
 from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
-
-# Files `ssogen train` writes after the model itself, in this order: both present = training finished.
-TRAIN_FINISHED = ("ssogen_train_config.json", "metrics.json")
+from ssogen.train.output import TrainOutput
 
 
 def finished(step: Step) -> bool:
@@ -43,16 +41,9 @@ def finished(step: Step) -> bool:
     if step.kind == "stats":
         return OutputFolder(step.folder).stats.exists()
     if step.kind == "train":
-        return all((step.folder / name).exists() for name in TRAIN_FINISHED)
+        return TrainOutput(step.folder).finished()
     judged = read_json(OutputFolder(step.folder).judge) or {}
     return {k: judged.get(k) for k in step.settings} == step.settings
-
-
-def newest_checkpoint(folder: Path) -> Path | None:
-    """The highest `checkpoint-N` that transformers finished writing (trainer_state.json is written last)."""
-    complete = [p for p in folder.glob("checkpoint-*")
-                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def run_subprocess(argv: list[str]) -> int:
@@ -115,10 +106,6 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     if step.kind in ("generate", "train") and step.folder.exists() and not state.matches(step):
         # Made from other inputs (an earlier step was redone): nothing in it can be reused.
         shutil.rmtree(step.folder)
-    if step.kind == "train" and state.matches(step):
-        checkpoint = newest_checkpoint(step.folder)
-        if checkpoint is not None:
-            argv += ["--resume-from-checkpoint", str(checkpoint)]
     state.mark_running(step, argv)
     console.rule(f"[bold]{step.id}", align="left")
     console.print("$ " + shlex.join(argv), markup=False, highlight=False, soft_wrap=True)

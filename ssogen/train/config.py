@@ -18,6 +18,13 @@ SEQUENCES = "Sequences"
 OPTIMISATION = "Optimisation"
 LORA = "LoRA"
 
+# Options a rerun may change and still resume the run in --out: paths (their contents are fingerprinted instead),
+# where and how the same arithmetic runs (device, checkpointing, packing and the output layer are exact), and what
+# is logged, saved or measured. Everything else decides the trained weights.
+NOT_FINGERPRINTED = frozenset({
+    "data", "model", "out", "overwrite", "resume_from_checkpoint", "report_to", "logging_steps", "save_steps",
+    "save_total_limit", "final_eval", "reference_batch_size", "use_cpu", "gradient_checkpointing", "fused_head",
+    "head_kernel", "packing"})
 # Options that only mean something for the v1 objective (W and G do not exist in v2).
 V1_ONLY = ("no_g", "no_w", "w_detach")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
@@ -30,7 +37,10 @@ class TrainConfig(BaseModel):
 
     data: Path = option(..., "A `ssogen generate` output folder (its `sso` config is read).")
     model: str = option(..., "Starting model: local folder or hub id.")
-    out: Path = option(..., "Output folder for the model, config, metrics and card.")
+    out: Path = option(..., "Output folder for the model, config, metrics and card; a rerun of the same command "
+                       "resumes the run there from its newest complete checkpoint.")
+    overwrite: bool = option(False, "Replace a training run of another configuration in --out (removes only what "
+                             "ssogen train wrote there).", flags=("--overwrite",))
 
     # Objective: L(x,y+,y-) + λ·W·G (v1) or L+ + L- (v2).
     objective: Literal["v1", "v2"] = option("v1", "v1 (policy) or v2 (generator: L+ + L-).", panel=OBJECTIVE)
@@ -133,6 +143,10 @@ class TrainConfig(BaseModel):
             lam=self.lam, w_placement=self.w_placement, w_detach=self.w_detach, use_w=not self.no_w,
             use_g=not self.no_g, sft_weight=self.resolved_sft_weight,
         )
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The settings that decide the trained weights (see NOT_FINGERPRINTED)."""
+        return {k: v for k, v in self.resolved().items() if k not in NOT_FINGERPRINTED}
 
     def resolved(self) -> dict[str, Any]:
         """All settings with defaults filled in (what is saved with the model)."""

@@ -4,14 +4,16 @@ of a generate output folder (pyarrow only), the model reference, `--out` and the
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
-from ssogen.models import require_available, resolve_model
+from ssogen.models import model_fingerprint, require_available, resolve_model
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
+from ssogen.train.output import OutputVerdict, TrainOutput, checkpoint_problem
 
 
 def sso_files(data_dir: Path) -> list[Path]:
@@ -63,13 +65,29 @@ def data_fingerprint(data_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def check_training_inputs(config: TrainConfig) -> None:
-    """Everything about the inputs that can fail, checked before torch and transformers are imported."""
+def run_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    """What decides the trained weights: the settings, the `sso` data's bytes and the starting model's fingerprint
+    (`ssogen.models`); a rerun resumes the run in --out only when this is unchanged."""
+    model = model_fingerprint(resolve_model(config.model))
+    content = {**config.fingerprinted(), "data.sso_sha256": data_fingerprint(config.data),
+               **{f"model.{part}": value for part, value in model.parts.items()}}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return {"fingerprint": digest, "config": content}
+
+
+def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVerdict]:
+    """Everything about the inputs and --out that can fail, checked before torch and transformers are imported.
+    Returns the run's fingerprint and what it would do with --out (start, resume or nothing: finished)."""
     if config.out.resolve() == config.data.resolve():
         raise UserError("--out must differ from --data (the model would be written into the dataset folder)")
     read_sso_rows(config.data)
-    if config.resume_from_checkpoint and not Path(config.resume_from_checkpoint).is_dir():
-        raise UserError(f"--resume-from-checkpoint: {config.resume_from_checkpoint}: no such checkpoint folder")
+    if config.resume_from_checkpoint:
+        checkpoint = Path(config.resume_from_checkpoint)
+        if not checkpoint.is_dir():
+            raise UserError(f"--resume-from-checkpoint: {checkpoint}: no such checkpoint folder")
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None:
+            raise UserError(f"--resume-from-checkpoint {checkpoint}: incomplete checkpoint ({problem})")
     require_available(resolve_model(config.model))
-    if config.out.exists() and not config.out.is_dir():
-        raise UserError(f"--out {config.out}: exists and is not a folder")
+    fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
+    return fingerprint, TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)

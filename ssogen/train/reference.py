@@ -3,7 +3,7 @@
 Before the first step, one no-grad pass of the starting model (with a LoRA adapter switched off) gives the six
 summed reference log-probs of every row; training then looks them up by row index, so no second model sits in
 memory. The table is written to `OUT/ref_logps-<key>.parquet`, where the key hashes the data fingerprint, the
-model identity (name or path, config, weight files), the dtype, the max lengths and the chat-template handling;
+model's fingerprint (`ssogen.models.model_fingerprint`), the dtype, the max lengths and the chat-template handling;
 a rerun with the same key reads the file instead of running the pass. Each checkpoint gets a copy, so a resumed
 run never recomputes the reference from already-trained weights."""
 
@@ -24,40 +24,12 @@ import pyarrow.parquet as pq
 import torch
 
 from ssogen.errors import UserError
-from ssogen.io import write_parquet_atomic
+from ssogen.io import write_atomic, write_parquet_atomic
 from ssogen.train.loss import SEQUENCES
 
 logger = logging.getLogger("ssogen.train.run")
 
 CACHE_PREFIX = "ref_logps-"
-# Bytes hashed from each end of a weight file: enough to tell checkpoints apart without reading many GB.
-_EDGE_BYTES = 1 << 20
-
-
-def _hash_file_identity(digest: Any, path: Path) -> None:
-    size = path.stat().st_size
-    digest.update(f"{path.name}\0{size}\0".encode())
-    with path.open("rb") as f:
-        if size <= 2 * _EDGE_BYTES:
-            digest.update(f.read())
-        else:
-            digest.update(f.read(_EDGE_BYTES))
-            f.seek(size - _EDGE_BYTES)
-            digest.update(f.read(_EDGE_BYTES))
-
-
-def model_identity(model_name_or_path: str, config: Any) -> str:
-    """sha256 of the model config plus, for a local folder, its weight files (so a moved folder keeps its key)
-    or, for a hub id, the id and the resolved commit."""
-    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    folder = Path(model_name_or_path).expanduser()
-    if folder.is_dir():
-        for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
-            _hash_file_identity(digest, path)
-    else:
-        digest.update(f"{model_name_or_path}\0{getattr(config, '_commit_hash', '')}".encode())
-    return digest.hexdigest()
 
 
 def cache_key(*, data_fingerprint: str, model_id: str, max_length: int, max_prompt_length: int,
@@ -103,8 +75,13 @@ class ReferenceTable:
             path = folder / self.file_name
             if not path.is_file():
                 continue
-            table = pq.read_table(path)
-            if table.column("id").to_pylist() != self.row_ids:
+            try:
+                table = pq.read_table(path)
+                ids = table.column("id").to_pylist()
+            except (pa.ArrowInvalid, OSError, KeyError) as exc:  # cut off mid-copy: compute it again
+                logger.warning("%s: unreadable (%s); ignoring this cache", path, exc)
+                continue
+            if ids != self.row_ids:
                 logger.warning("%s: row ids differ from the data; ignoring this cache", path)
                 continue
             self.logps = torch.tensor([table.column(name).to_pylist() for name in SEQUENCES],
@@ -117,7 +94,8 @@ class ReferenceTable:
     def copy_to(self, out_dir: Path, checkpoint_dir: Path) -> None:
         source = out_dir / self.file_name
         if source.is_file() and checkpoint_dir.is_dir():
-            shutil.copy2(source, checkpoint_dir / self.file_name)
+            with source.open("rb") as f:
+                write_atomic(checkpoint_dir / self.file_name, lambda target: shutil.copyfileobj(f, target))
 
 
 @contextlib.contextmanager

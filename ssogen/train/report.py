@@ -20,10 +20,8 @@ from ssogen.io import write_json_atomic, write_text_atomic
 from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
 from ssogen.train.objective import describe
+from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD
 
-CONFIG_FILE = "ssogen_train_config.json"
-METRICS_FILE = "metrics.json"
-MODEL_CARD = "README.md"
 # Metrics shown on each progress line (all logged terms go to metrics.json).
 PROGRESS_KEYS = ("loss", "loss/p1", "loss/G", "loss/plus", "loss/minus", "W", "rewards/p1/accuracy",
                  "rewards/p2/accuracy", "rewards/p3/accuracy", "learning_rate")

@@ -18,15 +18,16 @@ from transformers import TrainerCallback
 
 from ssogen.chat import end_of_turn
 from ssogen.errors import UserError
-from ssogen.models import load_error, resolve_model
+from ssogen.models import load_error, model_fingerprint, resolve_model
 from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, encode_rows
 from ssogen.train.dropout import disable_dropout
-from ssogen.train.inputs import data_fingerprint, read_sso_rows
+from ssogen.train.inputs import check_training_inputs, data_fingerprint, read_sso_rows
 from ssogen.train.loss import sso_loss
-from ssogen.train.reference import ReferenceTable, cache_key, model_identity
+from ssogen.train.output import TrainOutput
+from ssogen.train.reference import ReferenceTable, cache_key
 from ssogen.train.report import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -52,7 +53,7 @@ def load_tokenizer_and_model(config: TrainConfig) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_ref.path)
         model = AutoModelForCausalLM.from_pretrained(model_ref.path, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, a safetensors error, ...: one line naming the model
         raise load_error(model_ref, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -166,18 +167,33 @@ def evaluate_rewards(trainer: Any) -> dict[str, float]:
 
 def run_training(config: TrainConfig, console: Console | None = None,
                  callbacks: list[TrainerCallback] | None = None) -> TrainOutcome:
-    """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones)."""
+    """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones).
+
+    A run in a folder that holds a run of the same configuration resumes it from its newest complete checkpoint."""
     if console is None or not _is_main_process():
         console = Console(quiet=not _is_main_process())
+    output = TrainOutput(config.out)
+    with output.claim(main_process=_is_main_process()):  # a no-op when the command took the lock already
+        run, verdict = check_training_inputs(config)  # again, under the lock: nothing changes the folder now
+        if verdict.action == "finished":
+            raise UserError(f"--out {config.out}: holds a finished training run of this configuration; use "
+                            "--overwrite to train again or choose another --out")
+        if _is_main_process():
+            output.start(run, verdict)
+        for checkpoint, problem in verdict.skipped:
+            console.print(f"[yellow]skipped[/] {checkpoint.name}: {problem}", highlight=False)
+        if verdict.checkpoint is not None and not config.resume_from_checkpoint:
+            console.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False)
+            config = config.model_copy(update={"resume_from_checkpoint": str(verdict.checkpoint)})
+        return _train(config, console, callbacks)
+
+
+def _train(config: TrainConfig, console: Console, callbacks: list[TrainerCallback] | None) -> TrainOutcome:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich shows progress; no tqdm bars for shard writing
-    if config.out.resolve() == config.data.resolve():
-        raise UserError("--out must differ from --data (the model would be written into the dataset folder)")
     rows = read_sso_rows(config.data)
     fingerprint = data_fingerprint(config.data)
-    if config.resume_from_checkpoint and not Path(config.resume_from_checkpoint).is_dir():
-        raise UserError(f"--resume-from-checkpoint: {config.resume_from_checkpoint}: no such checkpoint folder")
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
     tokenizer, model = load_tokenizer_and_model(config)
@@ -193,7 +209,7 @@ def run_training(config: TrainConfig, console: Console | None = None,
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
                       "rows; raise --max-prompt-length / --max-length to keep them whole")
 
-    key = cache_key(data_fingerprint=fingerprint, model_id=model_identity(config.model, model.config),
+    key = cache_key(data_fingerprint=fingerprint, model_id=model_fingerprint(resolve_model(config.model)).digest,
                     max_length=config.max_length, max_prompt_length=config.max_prompt_length,
                     system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
                     dtype="bf16" if config.bf16 else "fp32")

@@ -7,6 +7,7 @@ then checked on its own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,9 @@ from ssogen.generate.config import RunConfig
 from ssogen.generate.plan import plan_run
 from ssogen.testing.folders import make_record, write_dataset
 from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.train.config import TrainConfig
+from ssogen.train.inputs import run_fingerprint
+from ssogen.train.output import TrainOutput
 
 HEAVY = ("torch", "transformers", "vllm")
 PROBE = f"""
@@ -67,6 +71,16 @@ GENERATE = [
      "holds a run with a different configuration (changed: temperature)"),
     ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
     ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
+    # Issue 10: overwrite never clears a folder ssogen did not write; broken state and hostile inputs are one line.
+    ("out-overwrite-foreign", "--out {w}/foreign --overwrite", 2, "holds no ssogen run (no .ssogen/marker.json)"),
+    ("out-fingerprint-truncated", "--out {w}/cut-fingerprint", 2, "fingerprint.json: unreadable (JSONDecodeError)"),
+    ("prompts-latin1", "--prompts {w}/latin1.jsonl", 2, "latin1.jsonl:2: not UTF-8 text (byte 0xe9)"),
+    ("prompts-binary", "--prompts {w}/binary.csv", 2, "binary.csv:1: not UTF-8 text (byte 0xff)"),
+    ("seed-too-big", "--seed 4294967296", 2, "--seed: Input should be less than 4294967296"),
+    ("temperature-inf", "--temperature inf", 2, "--temperature: Input should be a finite number"),
+    ("templates-empty-system", "--templates {w}/empty-system", 2, "system.jinja: renders an empty S+"),
+    ("templates-same-system", "--templates {w}/same-system", 2, "renders the same text for S+ and S-"),
+    ("templates-latin1", "--templates {w}/latin1-templates", 2, "system.jinja: not UTF-8 text"),
 ]
 GENERATE_MODEL = [
     ("model-missing-folder", "generate --model {w}/nope --out {w}/o", 2, "no such folder"),
@@ -75,6 +89,20 @@ GENERATE_MODEL = [
     ("model-required", "generate --out {w}/o", 2, "--model is required"),
     ("model-hub-id-offline", "generate --model gpt2 --out {w}/o", 1, "--model gpt2: not a local folder, so a hub id"),
     ("train-required", "train --model {model}", 2, "--data and --out are required"),
+    ("model-no-tokenizer", "generate --model {w}/no-tokenizer --out {w}/o", 2, "no tokenizer files"),
+    ("model-truncated-weights", "generate --model {w}/truncated --out {w}/o", 2,
+     "model.safetensors is truncated or corrupt (500000 of"),
+    # The same run's folder, the model's files changed under the same or another path: refused, naming the part.
+    ("model-weights-changed", "generate --model {w}/changed-weights --out {w}/previous --limit 2", 2,
+     "holds a run with a different configuration (changed: model.weights); the model's files are not those"),
+    ("model-template-changed", "generate --model {w}/changed-template --out {w}/previous --limit 2", 2,
+     "(changed: model.chat_template)"),
+    # One writer per folder: the test process holds these folders' locks.
+    ("generate-out-locked", "generate --model {model} --out {w}/locked --limit 2", 1,
+     f"--out {{w}}/locked: in use by process {os.getpid()} (ssogen generate"),
+    ("train-out-locked", "train --data {w}/sso --model {model} --out {w}/train-locked", 1,
+     f"--out {{w}}/train-locked: in use by process {os.getpid()} (ssogen train"),
+    ("score-locked", "score {w}/dataset-locked --model {model}", 1, f"in use by process {os.getpid()}"),
 ]
 TRAIN = [
     ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
@@ -89,6 +117,14 @@ TRAIN = [
     ("config-unknown-key", "--config {w}/train-unknown.yaml", 2, "unknown key(s): lamda (line 1; did you mean"),
     ("out-is-data", "--out {w}/sso", 2, "--out must differ from --data"),
     ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
+    ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
+    ("out-a-model-folder", "--out {w}/no-template", 2, "not empty and holds no ssogen training run"),
+    ("out-a-model-folder-overwrite", "--out {w}/no-template --overwrite", 2, "holds no ssogen training run"),
+    ("out-another-run", "--out {w}/trained-before --beta 0.2", 2,
+     "holds a training run of another configuration (changed: beta)"),
+    ("model-truncated-weights", "--model {w}/truncated", 2, "model.safetensors is truncated or corrupt"),
+    ("resume-cut-checkpoint", "--resume-from-checkpoint {w}/cut-checkpoint", 2,
+     "incomplete checkpoint (trainer_state.json is cut off)"),
 ]
 DATASET = [
     ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
@@ -152,7 +188,50 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_dataset(w / "unfinished", [make_record(i) for i in range(3)], status="in_progress")
     write_dataset(w / "corrupt", [make_record(0)])
     OutputFolder(w / "corrupt").config_file("triplets").write_bytes(b"not parquet")
+    _issue_10_inputs(w, tiny_model)
     return w
+
+
+def _model_copy(tiny_model: Path, target: Path) -> Path:
+    shutil.copytree(tiny_model, target)
+    return target
+
+
+def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
+    """Hostile and broken inputs of issue 10: encodings, templates, model folders, cut files."""
+    (w / "latin1.jsonl").write_bytes(b'{"prompt": "tea"}\n{"prompt": "caf\xe9"}\n')
+    (w / "binary.csv").write_bytes(bytes(range(255, 0, -1)))
+    for name, text in {"empty-system": "{# nothing #}", "same-system": "Answer helpfully.",
+                       }.items():
+        (w / name).mkdir()
+        (w / name / "system.jinja").write_text(text)
+    (w / "latin1-templates").mkdir()
+    (w / "latin1-templates" / "system.jinja").write_bytes(b"Sei {{ adjectives }}, caf\xe9\n")
+    (_model_copy(tiny_model, w / "no-tokenizer") / "tokenizer.json").unlink()
+    truncated = _model_copy(tiny_model, w / "truncated") / "model.safetensors"
+    os.truncate(truncated, 500_000)
+    weights = _model_copy(tiny_model, w / "changed-weights") / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:] = bytes(255 - b for b in data[start:])  # other weights, same header and size
+    weights.write_bytes(bytes(data))
+    with (_model_copy(tiny_model, w / "changed-template") / "chat_template.jinja").open("a") as f:
+        f.write(" ")
+    cut = OutputFolder(w / "cut-fingerprint")
+    cut.work_dir.mkdir(parents=True)
+    cut.marker.write_text("{}")
+    cut.fingerprint.write_text('{"fingerprint": "ab')
+    locked = plan_run(RunConfig(model=str(tiny_model), out=str(w / "locked"), limit=2))
+    with OutputFolder(w / "locked").claim("test"):
+        ShardStore(w / "locked").prepare(locked.fingerprint(), overwrite=False)
+    write_dataset(w / "dataset-locked", [make_record(i) for i in range(3)])
+    trained = TrainConfig(data=w / "sso", model=str(tiny_model), out=w / "trained-before")
+    run = run_fingerprint(trained)
+    output = TrainOutput(trained.out)
+    with output.claim():
+        output.start(run, output.verdict(run, overwrite=False))
+    (w / "cut-checkpoint").mkdir()
+    (w / "cut-checkpoint" / "trainer_state.json").write_text('{"global_st')
 
 
 def _snapshot(folder: Path) -> list[tuple[str, int]]:
@@ -163,6 +242,10 @@ def _snapshot(folder: Path) -> list[tuple[str, int]]:
 def outcomes(work: Path, tiny_model: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """The result of every case, by case id; the key "" holds whether the work folder changed meanwhile."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    held = contextlib.ExitStack()  # the folders of the "locked" cases are held by this process meanwhile
+    for claim in (OutputFolder(work / "locked").claim("ssogen generate"), TrainOutput(work / "train-locked").claim(),
+                  OutputFolder(work / "dataset-locked").claim("ssogen score")):
+        held.enter_context(claim)
     before = _snapshot(work)
 
     def run(args: str) -> subprocess.CompletedProcess[str]:
@@ -170,10 +253,11 @@ def outcomes(work: Path, tiny_model: Path) -> dict[str, subprocess.CompletedProc
         return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env,
                               timeout=300, check=False)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    with held, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = dict(zip([c[0] for c in CASES], pool.map(run, [c[1] for c in CASES]), strict=True))
-    changed = sorted(set(before) ^ set(_snapshot(work)))
+        changed = sorted(set(before) ^ set(_snapshot(work)))
     results[""] = subprocess.CompletedProcess([], 0, stdout="\n".join(map(str, changed)))
+    results["w"] = subprocess.CompletedProcess([], 0, stdout=str(work))
     return results
 
 
@@ -184,6 +268,7 @@ def test_bad_input_fails_before_any_heavy_import(outcomes: dict[str, subprocess.
     assert result.stdout.strip().splitlines()[-2:] == ["HEAVY:", f"EXIT:{code}"], \
         (result.stdout[-2000:], result.stderr[-2000:])
     errors = [line for line in result.stderr.splitlines() if line.strip()]
+    text = text.format(w=outcomes["w"].stdout)
     assert len(errors) == 1 and text in errors[0], result.stderr
     # `principles validate` prints FILE:LINE: field: message lines; every other command one `error:` line.
     assert errors[0].startswith("error: ") or case.startswith("principles"), errors[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ssogen.dataset.folder import CONFIGS, RUN_OUTPUTS, OutputFolder
+from ssogen.dataset.folder import CONFIGS, OutputFolder
 from ssogen.errors import UserError
 from ssogen.principles import load_library
 from ssogen.testing.folders import make_record, write_dataset
@@ -79,11 +79,23 @@ def test_remove_run_outputs_removes_exactly_what_a_run_wrote(tmp_path: Path) -> 
     folder.write_library(load_library("default").text)
     folder.write_resolved_config("seed: 0\n")
     folder.write_stats({})
-    (folder.plots).mkdir()
+    folder.write_judge({"metrics": {}})
+    folder.plots.mkdir()
+    (folder.plots / "lengths.png").write_bytes(b"png")
+    folder.logs.mkdir()
+    (folder.logs / "generate-20250101-120000.log").write_text("log")
     folder.work_dir.mkdir()
+    (folder.work_dir / "rows-00000.jsonl").write_text("{}\n")
     (folder.root / "notes.txt").write_text("mine")
     folder.remove_run_outputs()
-    assert sorted(p.name for p in folder.root.iterdir()) == ["notes.txt"]
-    assert {"data", ".ssogen", "plots"} <= set(RUN_OUTPUTS)
+    assert sorted(p.name for p in folder.root.iterdir()) == [".ssogen", "notes.txt"]
+    assert list(folder.work_dir.iterdir()) == []
     shutil.rmtree(folder.root)
     folder.remove_run_outputs()  # a folder that does not exist: nothing to remove
+
+
+def test_a_card_a_person_wrote_survives_overwrite(tmp_path: Path) -> None:
+    folder = OutputFolder(write_dataset(tmp_path / "out", [make_record(0)]))
+    folder.card.write_text("# written by hand\n")
+    folder.remove_run_outputs()
+    assert folder.card.read_text() == "# written by hand\n" and not folder.manifest.exists()

@@ -9,6 +9,7 @@ import pytest
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
+from ssogen.testing.folders import make_record, write_dataset
 
 
 def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Path) -> None:
@@ -32,16 +33,42 @@ def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Pat
     assert ShardStore(tmp_path / "out").load("rows") == {}
 
 
-def test_a_foreign_non_empty_folder_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(UserError, match="holds no ssogen run"):
-        ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=False)
-    (tmp_path / "plots").mkdir()
-    (tmp_path / "plots" / "lengths.png").write_bytes(b"stale")
-    (tmp_path / "stats.json").write_text("{}")
-    ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=True)
-    assert (tmp_path / "mine.txt").read_text() == "keep me"  # --overwrite removes only ssogen's own files
-    assert not (tmp_path / "plots").exists() and not (tmp_path / "stats.json").exists()  # stale stats go
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_ssogen_did_not_write_is_refused_even_with_overwrite(tmp_path: Path, overwrite: bool) -> None:
+    """Issue 10 item 1: `--out . --overwrite` inside a project folder removed the user's data/, logs/ and
+    README.md. Without ssogen's marker nothing is removed, overwrite or not."""
+    project = tmp_path / "project"
+    for name, text in {"README.md": "# my project", "data/train.csv": "a,b", "logs/run.log": "x",
+                       "plots/figure.png": "png", "stats.json": "{}"}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    before = _snapshot(project)
+    with pytest.raises(UserError, match=r"not empty and holds no ssogen run \(no \.ssogen/marker\.json\); --overwrite "
+                                        r"removes only what ssogen wrote"):
+        ShardStore(project).prepare({"fingerprint": "x", "config": {}}, overwrite=overwrite)
+    assert _snapshot(project) == before
+
+
+def test_overwrite_in_a_marked_folder_removes_only_what_ssogen_wrote(tmp_path: Path) -> None:
+    folder = OutputFolder(write_dataset(tmp_path / "out", [make_record(0)]))
+    with folder.claim("test"):
+        ShardStore(folder).prepare({"fingerprint": "x", "config": {"seed": 0}}, overwrite=False)
+    folder.write_stats({})
+    folder.plots.mkdir()
+    (folder.plots / "lengths.png").write_bytes(b"stale")
+    (folder.root / "mine.txt").write_text("keep me")
+    (folder.config_dir("dpo") / "extra.parquet").write_bytes(b"a file a person put there")
+    with pytest.raises(UserError, match=r"different configuration \(changed: seed\)"):
+        ShardStore(folder).prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=False)
+    with folder.claim("test"):
+        assert ShardStore(folder).prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=True) is False
+    left = sorted(str(p.relative_to(folder.root)) for p in folder.root.rglob("*") if p.is_file())
+    assert left == [".ssogen/fingerprint.json", ".ssogen/lock", ".ssogen/marker.json", "data/dpo/extra.parquet",
+                    "mine.txt"]
 
 
 def test_the_score_cache_is_a_store_of_its_own_created_on_first_write(tmp_path: Path) -> None:

@@ -89,11 +89,18 @@ def test_config_errors(tmp_path: Path) -> None:
 
 
 def test_fingerprint_ignores_only_what_does_not_change_rows() -> None:
-    base = RunConfig(model="m", out="a")
-    same = RunConfig(model="m", out="b", chunk_size=3, limit=5)
-    assert base.fingerprint("lib", "t") == same.fingerprint("lib", "t")
-    assert base.fingerprint("lib", "t") != RunConfig(model="m", out="a", seed=1).fingerprint("lib", "t")
-    assert base.fingerprint("lib", "t") != base.fingerprint("other library", "t")
+    model = {"weights": "w", "config": "c"}
+    base = RunConfig(model="m", out="a").fingerprint("lib", "t", model)
+    # Where and in what memory the rows are computed, and paths whose contents are fingerprinted instead.
+    same = RunConfig(model="elsewhere/m", out="b", chunk_size=3, limit=5, dp=2, tp=2, kv_cache_gb=0.5,
+                     gpu_memory_utilization=0.5, ray_address="auto", principles="moved.yaml", templates="moved")
+    assert same.fingerprint("lib", "t", model) == base
+    for changed in ({"seed": 1}, {"temperature": 0.5}, {"max_model_len": 512}, {"dtype": "bfloat16"},
+                    {"engine": "transformers"}, {"max_tokens": 8}):
+        assert RunConfig(model="m", out="a", **changed).fingerprint("lib", "t", model) != base, changed
+    assert RunConfig(model="m", out="a").fingerprint("other library", "t", model) != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "other templates", model) != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "t", {**model, "weights": "w2"}) != base
 
 
 # -- engine settings

@@ -14,7 +14,7 @@ from ssogen.generate.steps.common import Session, derive_seed
 from ssogen.generate.steps.selection import Selection, features_of
 from ssogen.principles import Feature, join_adjectives
 from ssogen.records import TripletRecord
-from ssogen.templating import Templates
+from ssogen.templating import TemplateError, Templates
 
 TEMPLATE = "system.jinja"
 # The context of each response: y+ under S+, y- under S-, yo under the plain query.
@@ -40,6 +40,32 @@ def system_prompt(templates: Templates, features: list[Feature], side: str,
     adjectives = join_adjectives([getattr(f.adjectives, side) for f in features])
     principles = [PrincipleText(f.name, t) for f, t in zip(features, texts, strict=True)]
     return templates.render(TEMPLATE, adjectives=adjectives, principles=principles)
+
+
+def check_system_template(templates: Templates, features: list[Feature]) -> None:
+    """Before any model loads: S+ and S- of each feature alone must be non-empty and differ, or every row would be
+    sampled under an empty or a shared system prompt (and kept, as y+ and y- still differ by chance)."""
+    source = templates.source_of(TEMPLATE)
+    for feature in features:
+        good, bad = system_prompt(templates, [feature], "good"), system_prompt(templates, [feature], "bad")
+        for side, text in (("S+", good), ("S-", bad)):
+            if not text.strip():
+                raise TemplateError(f"{source}: renders an empty {side} (feature {feature.name}); the contrastive "
+                                    "system prompt must hold the principles")
+        if good == bad:
+            raise TemplateError(f"{source}: renders the same text for S+ and S- (feature {feature.name}); the "
+                                "template must use the principles or adjectives it is given")
+
+
+# What a stored selection record must hold (a shard line of another shape is refused, not half read).
+SELECTION_FIELDS: dict[str, type] = {"features": list, "extra": list, "selection_filled": bool,
+                                     "principle_fallback": bool, "system_good": str, "system_bad": str}
+
+
+def check_selection_record(record: dict[str, Any]) -> None:
+    for name, kind in SELECTION_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            raise ValueError(f"{name}: missing or not a {kind.__name__}")
 
 
 def contrastive_prompts(session: Session, row_id: str, selection: Selection, answer: str,

@@ -1,0 +1,135 @@
+"""One writer per output folder: an exclusive advisory lock on a file inside it.
+
+The lock is the operating system's (`flock` on POSIX, `msvcrt.locking` on Windows), not the file's existence, so
+it is released the moment its process ends, kill -9 included: a lock left by a killed run is free again and the
+next run takes it over. The file holds who took it (pid, command, host, time), so a run that finds the folder
+busy can name the process that holds it. Taking a lock the process already holds is a no-op (a command takes it
+early, before any heavy import, and the run it calls takes it again)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssogen.errors import UserError
+
+ENVIRONMENT_ERROR = 1
+# Windows locks a byte range and then refuses reads of it: lock a byte far past the holder text instead.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What the lock file says about the process that took the lock."""
+
+    pid: int | None
+    command: str
+    host: str
+    since: str
+
+    def describe(self) -> str:
+        where = "" if self.host in ("", socket.gethostname()) else f" on {self.host}"
+        pid = f"process {self.pid}" if self.pid is not None else "another process"
+        return f"{pid}{where} ({self.command or 'ssogen'}, since {self.since or 'an unknown time'})"
+
+
+# Locks this process holds: resolved lock path -> [file descriptor, nesting depth].
+_held: dict[Path, list[int]] = {}
+
+
+def _close_inherited() -> None:
+    """In a forked child (engine workers): drop the inherited descriptors, so that the lock ends with the parent
+    and not with its last child."""
+    for fd, _ in _held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited)
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+def _read_holder(fd: int) -> Holder | None:
+    try:
+        raw = os.pread(fd, 4096, 0) if hasattr(os, "pread") else b""
+        data = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    return Holder(pid=pid if isinstance(pid, int) else None, command=str(data.get("command", "")),
+                  host=str(data.get("host", "")), since=str(data.get("since", "")))
+
+
+def _write_holder(fd: int, command: str) -> None:
+    text = json.dumps({"pid": os.getpid(), "command": command, "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n"
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def folder_lock(lock_file: Path, *, label: str, command: str) -> Iterator[Holder | None]:
+    """Hold the lock on `lock_file` (created, with its folder) for the block. Yields the holder a killed process
+    left in the file (the lock it took over) or None. A lock held by a live process is one line, exit 1:
+    `label: in use by process N (...)`."""
+    key = lock_file.resolve()
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield None
+        finally:
+            _held[key][1] -= 1
+        return
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise UserError(f"{label}: cannot create the lock file {lock_file} ({exc.strerror or exc})",
+                        ENVIRONMENT_ERROR) from None
+    if not _try_lock(fd):
+        holder = _read_holder(fd)
+        os.close(fd)
+        who = holder.describe() if holder else "another process"
+        raise UserError(f"{label}: in use by {who}; wait for it to finish or stop it (one run per folder)",
+                        ENVIRONMENT_ERROR)
+    left_behind = _read_holder(fd)
+    _write_holder(fd, command)
+    _held[key] = [fd, 1]
+    try:
+        yield left_behind
+    finally:
+        entry = _held.pop(key, None)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # a clean exit leaves no holder behind; a killed one leaves its own
+            os.close(fd)  # closing the descriptor releases the lock

@@ -1,0 +1,180 @@
+"""The output folder of `ssogen train`: a model folder that ssogen owns, and what a rerun of the same command does
+with it. No torch: every verdict comes before the heavy imports.
+
+    OUT/model.safetensors, config.json, tokenizer files   the trained model (or adapter)
+    OUT/ssogen_train_config.json, metrics.json, README.md written last: both JSON files present = finished
+    OUT/checkpoint-<step>/                                transformers' checkpoints (trainer_state.json last)
+    OUT/ref_logps-<key>.parquet                           the reference cache, keyed by what it depends on
+    OUT/.ssogen/marker.json, lock, fingerprint.json       ssogen's mark, the one-writer lock, the run's settings
+
+A folder is used when it is new or empty, or when it carries the marker: with the same fingerprint a rerun
+resumes from the newest complete checkpoint (one cut off mid-write is skipped) and a finished run is left as it
+is; another fingerprint is refused unless --overwrite, which removes what ssogen train wrote (the reference
+cache stays: its key already says what it was computed from) and nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ssogen.errors import UserError
+from ssogen.io import TMP_SUFFIX, check_writable_folder, write_json_atomic
+from ssogen.lock import Holder, folder_lock
+from ssogen.models import CHAT_TEMPLATE_FILES, TOKENIZER_FILES, WeightFileError, check_weight_files, weight_files
+
+CONFIG_FILE = "ssogen_train_config.json"
+METRICS_FILE = "metrics.json"
+MODEL_CARD = "README.md"
+FINISHED_FILES = (CONFIG_FILE, METRICS_FILE)  # written after the model, in this order
+WORK_DIR = ".ssogen"
+MARKER = "marker.json"
+LOCK = "lock"
+FINGERPRINT = "fingerprint.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+# What a run writes besides weight files and checkpoints: removed by --overwrite.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_CARD, "config.json", "generation_config.json", "adapter_config.json",
+             "training_args.bin", *TOKENIZER_FILES, *CHAT_TEMPLATE_FILES)
+RUN_PATTERNS = ("*.safetensors.index.json", "*.bin.index.json", f".*{TMP_SUFFIX}", "logs/*.log")
+RUN_FOLDERS = ("runs", "additional_chat_templates")  # runs/: TensorBoard logs of --report-to tensorboard
+
+
+@dataclass
+class OutputVerdict:
+    """What a run of this configuration does with the folder."""
+
+    action: Literal["start", "resume", "finished"]
+    checkpoint: Path | None = None  # resume: the newest complete checkpoint (None: start again in place)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer checkpoints cut off mid-write
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (None when it is complete)."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json (cut off before transformers finished it)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is cut off"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "trainer_state.json holds no global_step"
+    if not weight_files(path):
+        return "no weight files"
+    try:
+        check_weight_files(path, flag="checkpoint", name=path.name)
+    except WeightFileError as exc:
+        return exc.problem
+    return None
+
+
+class TrainOutput:
+    """The paths of a training output folder and the verdicts on it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.work_dir = self.root / WORK_DIR
+        self.marker = self.work_dir / MARKER
+        self.lock_file = self.work_dir / LOCK
+        self.fingerprint = self.work_dir / FINGERPRINT
+
+    def checkpoints(self) -> list[Path]:
+        """checkpoint-<step> folders, newest first."""
+        found = [p for p in self.root.glob(f"{CHECKPOINT_PREFIX}*")
+                 if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
+
+    def newest_checkpoint(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """The newest complete checkpoint, and the newer ones skipped with the reason."""
+        skipped = []
+        for checkpoint in self.checkpoints():
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                return checkpoint, skipped
+            skipped.append((checkpoint, problem))
+        return None, skipped
+
+    def finished(self) -> bool:
+        return all((self.root / name).is_file() for name in FINISHED_FILES)
+
+    def is_ssogen_folder(self) -> bool:
+        """The marker is there (folders of older versions: ssogen's own config file beside the model)."""
+        return self.marker.is_file() or self.fingerprint.is_file() or (self.root / CONFIG_FILE).is_file()
+
+    def verdict(self, fingerprint: dict[str, Any], *, overwrite: bool) -> OutputVerdict:
+        """Read-only: what a run of this configuration would do here; one clear line when it may not."""
+        out = self.root
+        check_writable_folder(out)
+        if not out.exists() or not any(out.iterdir()):
+            return OutputVerdict("start")
+        if not self.is_ssogen_folder():
+            raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
+                            f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
+        if overwrite or not (self.fingerprint.exists() or (out / CONFIG_FILE).exists() or self.checkpoints()):
+            return OutputVerdict("start")  # (a marked folder whose run never began: claimed, then stopped)
+        try:
+            stored = json.loads(self.fingerprint.read_text(encoding="utf-8"))
+            stored_config = stored["config"]
+            if not isinstance(stored_config, dict):
+                raise TypeError("config is not a mapping")
+        except FileNotFoundError:
+            raise UserError(f"--out {out}: holds a training run of an earlier ssogen without a fingerprint; use "
+                            "--overwrite to replace it or choose another --out") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{self.fingerprint}: unreadable ({type(exc).__name__}); use --overwrite to start the "
+                            "run again or choose another --out") from None
+        if stored.get("fingerprint") != fingerprint["fingerprint"]:
+            changed = sorted(k for k in set(stored_config) | set(fingerprint["config"])
+                             if stored_config.get(k) != fingerprint["config"].get(k))
+            raise UserError(f"--out {out}: holds a training run of another configuration (changed: "
+                            f"{', '.join(changed) or 'settings'}); use --overwrite to replace it or choose another "
+                            "--out")
+        if self.finished():
+            return OutputVerdict("finished")
+        checkpoint, skipped = self.newest_checkpoint()
+        return OutputVerdict("resume", checkpoint, skipped)
+
+    @contextlib.contextmanager
+    def claim(self, *, main_process: bool = True) -> Iterator[Holder | None]:
+        """Hold the folder's lock and mark it as ssogen's (the main process of a multi-process run only: the
+        others train beside it)."""
+        if not main_process:
+            yield None
+            return
+        with folder_lock(self.lock_file, label=f"--out {self.root}", command="ssogen train") as left_behind:
+            if not self.marker.exists():
+                from ssogen import __version__
+
+                write_json_atomic(self.marker, {"written_by": "ssogen", "version": __version__, "kind": "model",
+                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            yield left_behind
+
+    def start(self, fingerprint: dict[str, Any], verdict: OutputVerdict) -> None:
+        """Under the lock, in the main process: clear an old run when starting over a marked folder, and record
+        the fingerprint of this one."""
+        if verdict.action == "start":
+            self.remove_run_outputs()
+        write_json_atomic(self.fingerprint, fingerprint, sort_keys=True)
+
+    def remove_run_outputs(self) -> None:
+        """What --overwrite does: remove what ssogen train wrote (the reference caches stay), nothing else."""
+        if not self.root.is_dir():
+            return
+        targets = [self.root / name for name in RUN_FILES] + weight_files(self.root)
+        targets += [p for pattern in RUN_PATTERNS for p in self.root.glob(pattern)]
+        for target in targets:
+            if target.is_file():
+                target.unlink()
+        for folder in [*self.checkpoints(), *(self.root / name for name in RUN_FOLDERS)]:
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        if self.work_dir.is_dir():
+            for entry in self.work_dir.iterdir():
+                if entry.name not in (LOCK, MARKER):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        with contextlib.suppress(OSError):
+            (self.root / "logs").rmdir()
