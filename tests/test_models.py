@@ -3,6 +3,8 @@ offline, a hub id not in the cache is one clear line."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.errors import UserError
-from ssogen.models import ModelRef, require_available, resolve_model
+from ssogen.models import ModelRef, model_fingerprint, require_available, resolve_model
 
 
 def test_local_folders_and_hub_ids(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +62,88 @@ def test_generate_accepts_a_bare_hub_name(tmp_path: Path, monkeypatch: pytest.Mo
     run = CliRunner().invoke(app, ["generate", "--model", "gpt2", "--out", str(tmp_path / "o"), "--limit", "1"])
     assert run.exit_code == 1 and run.stderr.startswith("error: --model gpt2: not a local folder, so a hub id")
     assert not (tmp_path / "o").exists()
+
+
+# -- the model fingerprint (issue 10 item 2): what a model is, read from its files without transformers
+def _flip_weights(path: Path) -> None:
+    """Other weights under the same safetensors header and size (a fine-tune of the same architecture)."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:] = bytes(255 - b for b in data[start:])
+    path.write_bytes(bytes(data))
+
+
+def test_the_fingerprint_follows_the_files_not_the_path(tiny_model: Path, tmp_path: Path) -> None:
+    original = model_fingerprint(resolve_model(str(tiny_model)))
+    moved = Path(shutil.copytree(tiny_model, tmp_path / "moved"))
+    assert model_fingerprint(resolve_model(str(moved))) == original
+    changes = {
+        "weights": lambda folder: _flip_weights(folder / "model.safetensors"),
+        "chat_template": lambda folder: (folder / "chat_template.jinja").write_text("{{ messages }}"),
+        "tokenizer": lambda folder: (folder / "tokenizer.json").write_text(
+            (folder / "tokenizer.json").read_text().replace('"<|im_end|>"', '"<|im_stop|>"', 1)),
+        "config": lambda folder: (folder / "config.json").write_text(
+            (folder / "config.json").read_text().replace('"rms_norm_eps"', '"rms_norm_eps_x"')),
+        "generation_config": lambda folder: (folder / "generation_config.json").write_text('{"top_k": 3}'),
+    }
+    for part, change in changes.items():
+        folder = Path(shutil.copytree(tiny_model, tmp_path / part))
+        change(folder)
+        assert model_fingerprint(resolve_model(str(folder))).changed(original.parts) == [part]
+
+
+def test_one_changed_block_in_a_large_weight_file_is_seen_when_sampled(tmp_path: Path, tiny_model: Path) -> None:
+    from ssogen.models import BLOCK_BYTES, SAMPLED_BLOCKS
+
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "big"))
+    header = b'{"w": {"dtype": "U8", "shape": [4000000], "data_offsets": [0, 4000000]}}'
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4_000_000))
+    before = model_fingerprint(resolve_model(str(folder)))
+    with (folder / "model.safetensors").open("r+b") as f:  # the last sampled block
+        f.seek(8 + len(header) + 4_000_000 - BLOCK_BYTES // 2)
+        f.write(b"\x01")
+    assert model_fingerprint(resolve_model(str(folder))).changed(before.parts) == ["weights"]
+    assert SAMPLED_BLOCKS * BLOCK_BYTES < 4_000_000  # sampled, not read whole
+
+
+@pytest.mark.parametrize(("cut", "message"), [
+    (4, "model.safetensors is truncated or corrupt (4 bytes)"),
+    (100, "header of"),
+    (500_000, "(500000 of"),
+])
+def test_truncated_weights_are_one_line(tiny_model: Path, tmp_path: Path, cut: int, message: str) -> None:
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "cut"))
+    os.truncate(folder / "model.safetensors", cut)
+    with pytest.raises(UserError, match=re.escape(message)):
+        model_fingerprint(resolve_model(str(folder)))
+
+
+def test_a_sharded_checkpoint_missing_a_shard_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "sharded"))
+    (folder / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+    with pytest.raises(UserError, match="names 1 missing weight file"):
+        model_fingerprint(resolve_model(str(folder)))
+
+
+def test_a_hub_id_is_fingerprinted_by_its_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--org--name"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert model_fingerprint(resolve_model("org/name")).parts == {"hub_id": "org/name", "revision": "abc123"}
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE is set") as info:
+        model_fingerprint(resolve_model("org/other"))
+    assert info.value.exit_code == 1
+
+
+def test_a_folder_without_tokenizer_files_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "no-tokenizer"))
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="no tokenizer files"):
+        resolve_model(str(folder))

@@ -33,7 +33,7 @@ def train(
     _, verdict = check_training_inputs(settings)
     if verdict.action == "finished":
         console.print(f"nothing to do: {settings.out} holds a finished training run of this configuration (use "
-                      "--overwrite to train again)", highlight=False, markup=False)
+                      "--overwrite to train again)", highlight=False, markup=False, soft_wrap=True)
         return
     with TrainOutput(settings.out).claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
         if left_behind is not None:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +32,8 @@ import pyarrow.parquet as pq
 
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, write_json_atomic, write_parquet_atomic, write_text_atomic
-from ssogen.lock import Holder, folder_lock
+from ssogen.lock import Holder
+from ssogen.ownership import FINGERPRINT, LOCK, MARKER, WORK_DIR, claim, clear_work_dir
 from ssogen.records import (
     SSO_TEXT_COLUMNS,
     SSO_TRUNCATION_COLUMNS,
@@ -56,10 +55,6 @@ STATS = "stats.json"
 JUDGE = "judge.json"
 PLOTS = "plots"
 LOGS = "logs"
-WORK_DIR = ".ssogen"  # in-progress state; `push-to-hub` leaves out every hidden path
-FINGERPRINT = "fingerprint.json"
-MARKER = "marker.json"
-LOCK = "lock"
 SCORE_CACHE = "score"
 SHARD_FILE = "train-00000-of-00001.parquet"
 # The last line of every card ssogen renders: a card without it was written by a person and is left alone.
@@ -287,17 +282,9 @@ class OutputFolder:
     def holds_anything(self) -> bool:
         return self.root.exists() and any(self.root.iterdir())
 
-    @contextlib.contextmanager
-    def claim(self, command: str) -> Iterator[Holder | None]:
-        """Hold the folder's lock for the block (one line naming the holder, exit 1, when another process has it)
-        and mark the folder as ssogen's. Yields the holder of a lock a killed run left, if any."""
-        with folder_lock(self.lock_file, label=f"--out {self.root}", command=command) as left_behind:
-            if not self.marker.exists():
-                from ssogen import __version__
-
-                write_json_atomic(self.marker, {"written_by": "ssogen", "version": __version__, "kind": "dataset",
-                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            yield left_behind
+    def claim(self, command: str) -> contextlib.AbstractContextManager[Holder | None]:
+        """Hold the folder's lock and mark it as ssogen's (`ssogen.ownership.claim`)."""
+        return claim(self.work_dir, label=f"--out {self.root}", command=command, kind="dataset")
 
     def remove_run_outputs(self) -> None:
         """What `--overwrite` does: remove the files ssogen wrote for a previous run, and nothing a person put
@@ -311,11 +298,7 @@ class OutputFolder:
         for pattern in RUN_PATTERNS:
             for target in self.root.glob(pattern):
                 target.unlink()
-        if self.work_dir.is_dir():
-            for entry in self.work_dir.iterdir():
-                if entry.name in (LOCK, MARKER):
-                    continue
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        clear_work_dir(self.work_dir)
         for folder in [*self.root.glob("data/*"), self.root / "data", self.plots, self.logs]:
             with contextlib.suppress(OSError):  # left when something else is still inside
                 folder.rmdir()

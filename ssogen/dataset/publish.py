@@ -129,13 +129,18 @@ def resolve_token(token: str | None) -> str:
     space is no part of a token: a token file saved with Windows line endings ends in \r, which an HTTP library
     refuses in a header and then quotes, token included, in its error."""
     if token and token.strip():
-        return token.strip()
-    from huggingface_hub import get_token
+        found, where = token.strip(), "--token"
+    else:
+        from huggingface_hub import get_token
 
-    found = (get_token() or "").strip()
+        found, where = (get_token() or "").strip(), "HF_TOKEN or the cached login"
     if not found:
         raise UserError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`",
                         exit_code=HUB_FAILURE)
+    odd = sorted({f"0x{ord(c):02x}" for c in found if not c.isprintable() or c.isspace()})
+    if odd:  # an HTTP header cannot carry these; say so before sending anything (and never show the token)
+        raise UserError(f"the token from {where} holds characters a token cannot have ({', '.join(odd)}); check "
+                        "the token file")
     return found
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ssogen.dataset.folder import MARKER, WORK_DIR, OutputFolder
 from ssogen.errors import UserError
 from ssogen.io import check_writable_folder, write_json_atomic
+from ssogen.ownership import check_fingerprint
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -64,22 +65,8 @@ class ShardStore:
                             "--overwrite removes only what ssogen wrote, so choose a new or empty folder")
         if overwrite or not folder.fingerprint.exists():
             return False
-        try:
-            stored = json.loads(folder.fingerprint.read_text(encoding="utf-8"))
-            stored_config = stored.get("config", {})
-            if not isinstance(stored_config, dict):
-                raise TypeError("config is not a mapping")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise UserError(f"{folder.fingerprint}: unreadable ({type(exc).__name__}); use --overwrite to start "
-                            "the run again or choose another --out") from None
-        if stored.get("fingerprint") != fingerprint["fingerprint"]:
-            changed = sorted(k for k in set(stored_config) | set(fingerprint["config"])
-                             if stored_config.get(k) != fingerprint["config"].get(k))
-            hint = ("; the model's files are not those this run used" if any(k.startswith("model.") for k in changed)
-                    else "")
-            raise UserError(f"--out {out}: holds a run with a different configuration (changed: "
-                            f"{', '.join(changed) or 'library/templates'}){hint}; use --overwrite to replace "
-                            "it or choose another --out")
+        check_fingerprint(folder.fingerprint, fingerprint, refusal=f"--out {out}: holds a run with a different "
+                          "configuration")
         return True
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:

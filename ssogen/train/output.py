@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +24,14 @@ from typing import Any, Literal
 
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, check_writable_folder, write_json_atomic
-from ssogen.lock import Holder, folder_lock
+from ssogen.lock import Holder
 from ssogen.models import CHAT_TEMPLATE_FILES, TOKENIZER_FILES, WeightFileError, check_weight_files, weight_files
+from ssogen.ownership import FINGERPRINT, LOCK, MARKER, WORK_DIR, check_fingerprint, claim, clear_work_dir
 
 CONFIG_FILE = "ssogen_train_config.json"
 METRICS_FILE = "metrics.json"
 MODEL_CARD = "README.md"
 FINISHED_FILES = (CONFIG_FILE, METRICS_FILE)  # written after the model, in this order
-WORK_DIR = ".ssogen"
-MARKER = "marker.json"
-LOCK = "lock"
-FINGERPRINT = "fingerprint.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 # What a run writes besides weight files and checkpoints: removed by --overwrite.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_CARD, "config.json", "generation_config.json", "adapter_config.json",
@@ -116,23 +112,11 @@ class TrainOutput:
                             f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
         if overwrite or not (self.fingerprint.exists() or (out / CONFIG_FILE).exists() or self.checkpoints()):
             return OutputVerdict("start")  # (a marked folder whose run never began: claimed, then stopped)
-        try:
-            stored = json.loads(self.fingerprint.read_text(encoding="utf-8"))
-            stored_config = stored["config"]
-            if not isinstance(stored_config, dict):
-                raise TypeError("config is not a mapping")
-        except FileNotFoundError:
+        if not self.fingerprint.exists():
             raise UserError(f"--out {out}: holds a training run of an earlier ssogen without a fingerprint; use "
-                            "--overwrite to replace it or choose another --out") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{self.fingerprint}: unreadable ({type(exc).__name__}); use --overwrite to start the "
-                            "run again or choose another --out") from None
-        if stored.get("fingerprint") != fingerprint["fingerprint"]:
-            changed = sorted(k for k in set(stored_config) | set(fingerprint["config"])
-                             if stored_config.get(k) != fingerprint["config"].get(k))
-            raise UserError(f"--out {out}: holds a training run of another configuration (changed: "
-                            f"{', '.join(changed) or 'settings'}); use --overwrite to replace it or choose another "
-                            "--out")
+                            "--overwrite to replace it or choose another --out")
+        check_fingerprint(self.fingerprint, fingerprint, refusal=f"--out {out}: holds a training run of another "
+                          "configuration")
         if self.finished():
             return OutputVerdict("finished")
         checkpoint, skipped = self.newest_checkpoint()
@@ -145,12 +129,7 @@ class TrainOutput:
         if not main_process:
             yield None
             return
-        with folder_lock(self.lock_file, label=f"--out {self.root}", command="ssogen train") as left_behind:
-            if not self.marker.exists():
-                from ssogen import __version__
-
-                write_json_atomic(self.marker, {"written_by": "ssogen", "version": __version__, "kind": "model",
-                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        with claim(self.work_dir, label=f"--out {self.root}", command="ssogen train", kind="model") as left_behind:
             yield left_behind
 
     def start(self, fingerprint: dict[str, Any], verdict: OutputVerdict) -> None:
@@ -172,9 +151,6 @@ class TrainOutput:
         for folder in [*self.checkpoints(), *(self.root / name for name in RUN_FOLDERS)]:
             if folder.is_dir():
                 shutil.rmtree(folder)
-        if self.work_dir.is_dir():
-            for entry in self.work_dir.iterdir():
-                if entry.name not in (LOCK, MARKER):
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        clear_work_dir(self.work_dir)
         with contextlib.suppress(OSError):
             (self.root / "logs").rmdir()

@@ -181,9 +181,10 @@ def run_training(config: TrainConfig, console: Console | None = None,
         if _is_main_process():
             output.start(run, verdict)
         for checkpoint, problem in verdict.skipped:
-            console.print(f"[yellow]skipped[/] {checkpoint.name}: {problem}", highlight=False)
+            console.print(f"[yellow]skipped[/] {checkpoint.name}: {problem}", highlight=False, soft_wrap=True)
         if verdict.checkpoint is not None and not config.resume_from_checkpoint:
-            console.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False)
+            console.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False,
+                          soft_wrap=True)
             config = config.model_copy(update={"resume_from_checkpoint": str(verdict.checkpoint)})
         return _train(config, console, callbacks)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -88,6 +89,14 @@ def _make_handler(hub: StandInHub) -> type[BaseHTTPRequestHandler]:
             if path.startswith("/lfs-put/"):  # storage upload: authorised by the signed URL, not the token
                 hub.lfs_objects[path.rsplit("/", 1)[1]] = body
                 return self._reply(200, {})
+            if path.startswith("/echo/"):
+                return self._reply(500, {"error": "no"})
+            if self.headers.get("Authorization", "").startswith("Bearer hf_echo"):  # the token ends up in a URL
+                self.send_response(307)
+                self.send_header("Location", f"{hub.base}/echo/{self.headers['Authorization'].split()[1]}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self._reply(401, {"error": "Invalid username or password."})
             if path == "/api/repos/create":
@@ -314,3 +323,80 @@ def test_hand_written_card_is_uploaded_as_is(hub: StandInHub, dataset: Path) -> 
                if v["key"] == "file"}
     assert regular["README.md"].decode() == mine
     assert (dataset / "README.md").read_text() == mine
+
+
+# -- the token never leaks, in any spelling (issue 10 item 7) ---------------------------------------------------
+def _leaks(text: str | bytes, *secrets: str) -> list[str]:
+    """The forms of the secrets (and their halves) found in text: as is, repr-escaped, JSON-escaped, bytes repr."""
+    from ssogen.dataset.publish import secret_forms
+
+    data = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
+    halves = [part for s in secrets for part in (s[:len(s) // 2], s[len(s) // 2:]) if len(part) >= 8]
+    return [form for form in [*secret_forms(*secrets), *halves] if form in data]
+
+
+def _scan_everything(hub: StandInHub, result: Any, folders: list[Path], *secrets: str) -> None:
+    """stdout, stderr, every file in the folders, every request body and every header but Authorization."""
+    assert _leaks(result.stdout, *secrets) == [] and _leaks(result.stderr, *secrets) == []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert _leaks(path.read_bytes(), *secrets) == [], path
+    for request in hub.requests:
+        assert _leaks(request.body, *secrets) == [], request.path
+        for name, value in request.headers.items():
+            if name != "authorization":
+                assert _leaks(value, *secrets) == [], name
+
+
+@pytest.mark.parametrize("given", [TOKEN + "\r", TOKEN + "\n", TOKEN + "\r\n", f"  {TOKEN}\t"],
+                         ids=["cr", "lf", "crlf", "blanks"])
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_a_token_with_line_endings_is_stripped_and_never_shown(hub: StandInHub, dataset: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, given: str,
+                                                               source: str) -> None:
+    """A token file saved with Windows line endings: the token works, and appears nowhere but in the header."""
+    args = ["push-to-hub", str(dataset), "--repo-id", REPO]
+    if source == "flag":
+        args += ["--token", given]
+    else:
+        monkeypatch.setenv("HF_TOKEN", given)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert {r.headers.get("authorization") for r in hub.requests if not r.path.startswith("/lfs-put/")} == {
+        f"Bearer {TOKEN}"}
+    _scan_everything(hub, result, [dataset, tmp_path], TOKEN, given)
+
+
+@pytest.mark.parametrize("given", ["hf_standinSECRET\rtoken0123456789", "hf_standinSECRET\ntoken0123456789",
+                                   "hf_standinSECRET\x00token0123456789", "hf_standin SECRET0123456789"],
+                         ids=["cr", "lf", "nul", "space"])
+def test_a_token_no_header_can_carry_is_one_line_before_any_request(hub: StandInHub, dataset: Path,
+                                                                    tmp_path: Path, given: str) -> None:
+    """A character inside the token that an HTTP library would refuse, quoting the header in its error."""
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", given])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: the token from --token holds characters a token cannot have (0x")
+    assert result.stderr.strip().count("\n") == 0 and hub.requests == []
+    _scan_everything(hub, result, [dataset, tmp_path], given)
+
+
+def test_a_hub_error_quoting_the_token_is_scrubbed(hub: StandInHub, dataset: Path, tmp_path: Path) -> None:
+    token = "hf_echoSECRETtoken0123456789"
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", token])
+    assert result.exit_code == 1, result.output
+    assert "the Hub refused the upload (HTTP 500)" in result.stderr and "***" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    _scan_everything(hub, result, [dataset, tmp_path], token)
+
+
+def test_every_spelling_of_the_token_is_scrubbed() -> None:
+    from ssogen.dataset.publish import _scrub
+
+    token = "hf_abc\r\ndef"
+    spellings = [token, repr(token), json.dumps(token), repr(token.encode()), "hf_abc%0D%0Adef",
+                 f"Illegal header value b'Bearer {token}'".encode().decode("unicode_escape")]
+    for spelling in spellings:
+        scrubbed = _scrub(f"before {spelling} after", token)
+        assert "hf_abc" not in scrubbed and "def" not in scrubbed.replace("after", ""), scrubbed
+        assert scrubbed.startswith("before ") and scrubbed.endswith(" after")

@@ -80,3 +80,20 @@ def test_the_score_cache_is_a_store_of_its_own_created_on_first_write(tmp_path: 
     assert store.dir == tmp_path / "out" / ".ssogen" / "score" / "key1"
     assert ShardStore(folder, folder.score_cache("key1")).load("scores") == {"a": {"id": "a", "lp": {}}}
     assert ShardStore(folder).load("scores") == {}  # generate's own shards live beside it, apart
+
+
+def test_an_out_under_a_read_only_folder_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 item 9. (Tests run as root here, who may write anywhere: the permission answer is simulated.)"""
+    import os
+
+    from ssogen.train.output import TrainOutput
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != read_only and access(path, mode, **kw))
+    with pytest.raises(UserError, match=rf"^--out {read_only}/out: {read_only} is not writable$"):
+        ShardStore(read_only / "out").check({"fingerprint": "x", "config": {}}, overwrite=False)
+    with pytest.raises(UserError, match=rf"^--out {read_only}/model: {read_only} is not writable$"):
+        TrainOutput(read_only / "model").verdict({"fingerprint": "x", "config": {}}, overwrite=False)
+    assert list(read_only.iterdir()) == []

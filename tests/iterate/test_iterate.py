@@ -170,7 +170,9 @@ def test_a_training_killed_after_a_checkpoint_resumes_from_it(killed_and_resumed
     (out / "iterate.json").write_text(json.dumps(state))
     resumed = subprocess.run(killed_and_resumed["args"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"--resume-from-checkpoint {model / 'checkpoint-2'}" in resumed.stdout
+    # The same train command line again: train itself resumes from its newest complete checkpoint.
+    assert "--resume-from-checkpoint" not in resumed.stdout
+    assert f"resuming the run in {model} from checkpoint-2" in resumed.stdout
     assert _json(out / "iterate.json")["steps"]["iter-2/train"]["status"] == "done"
     metrics = _json(model / "metrics.json")
     assert [e["step"] for e in metrics["log_history"] if "loss" in e] == [1, 2]  # from the checkpoint's history

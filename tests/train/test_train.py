@@ -45,7 +45,8 @@ def sso_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def learned(sso_data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The learning run: 40 steps at a raised lr, then a second run into the same folder (cache reuse)."""
+    """The learning run: 40 steps at a raised lr, then a second run of other settings into the same folder with
+    --overwrite, which keeps the reference cache (its key says what it was computed from)."""
     out = tmp_path_factory.mktemp("train") / "run"
     first = run_training(config(sso_data, tiny_model, out, max_steps=40, lr=3e-3, batch_size=4, save_steps=0,
                                 final_eval=True), quiet())
@@ -53,8 +54,8 @@ def learned(sso_data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathF
     first_cache = (cache.stat().st_mtime_ns, cache.read_bytes())
     first_metrics = json.loads((out / METRICS_FILE).read_text())
     console = quiet()
-    second = run_training(config(sso_data, tiny_model, out, max_steps=2, lr=1e-4, batch_size=4, save_steps=0),
-                          console)
+    second = run_training(config(sso_data, tiny_model, out, max_steps=2, lr=1e-4, batch_size=4, save_steps=0,
+                                 overwrite=True), console)
     return {"out": out, "first": first, "second": second, "first_cache": first_cache,
             "first_metrics": first_metrics, "second_console": console.file.getvalue()}  # type: ignore[attr-defined]
 
@@ -109,7 +110,8 @@ def test_reference_cache_is_reused_on_rerun(learned: dict[str, Any]) -> None:
 def test_changed_max_length_gets_a_new_reference(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0), quiet())
-    second = run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0, max_length=200), quiet())
+    second = run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0, max_length=200,
+                                 overwrite=True), quiet())
     assert not second.reference_reused and not reference_record(out)["reused"]  # computed again
     assert second.reference_file != first.reference_file
     assert len(list(out.glob("ref_logps-*.parquet"))) == 2

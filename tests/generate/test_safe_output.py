@@ -1,0 +1,155 @@
+"""A generate output folder is never lost, mixed or corrupted (issue 10): one writer at a time, resumes that ignore
+memory settings, a changed model refused, a shard line of the wrong shape named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.dataset.folder import CONFIGS, OutputFolder
+from ssogen.dataset.shards import ShardStore
+from ssogen.errors import UserError
+from ssogen.generate.config import RunConfig
+
+BASE = {"max_tokens": 16, "keep_truncated": True, "limit": 3}
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_model: Path):
+    from ssogen.engine.launch import make_engine
+
+    return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
+
+
+@pytest.fixture(scope="module")
+def finished(vllm_engine: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ssogen.generate.run import run_generate
+
+    out = tmp_path_factory.mktemp("safe") / "run"
+    run_generate(RunConfig(model=str(tiny_model), out=str(out), **BASE), engine=vllm_engine)
+    return out
+
+
+def data_bytes(out: Path) -> dict[str, bytes]:
+    return {config: OutputFolder(out).config_file(config).read_bytes() for config in CONFIGS}
+
+
+def test_a_smaller_kv_cache_and_other_placement_resume_with_no_engine_request(finished: Path, tiny_model: Path,
+                                                                              tmp_path: Path) -> None:
+    """Item 4: after an out-of-memory crash the fix is less memory; the rerun resumes, it does not recompute."""
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+    before = data_bytes(out)
+    result = CliRunner().invoke(app, [
+        "generate", "--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
+        "--limit", "3", "--kv-cache-gb", "0.05", "--gpu-memory-utilization", "0.3", "--tp", "2", "--dp", "2",
+        "--chunk-size", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = OutputFolder(out).read_manifest()
+    assert manifest["resumed"] is True and manifest["requests_this_invocation"] == {}
+    assert "0 (all done)" in result.stdout
+    assert data_bytes(out) == before
+
+
+def test_a_changed_max_model_len_is_a_different_run(finished: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """max_model_len decides which prompts fit and clips max_tokens: it stays in the fingerprint."""
+    from ssogen.generate.run import run_generate
+
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+    with pytest.raises(UserError, match=r"different configuration \(changed: max_model_len\)"):
+        run_generate(RunConfig(model=str(tiny_model), out=str(out), max_model_len=64, **BASE))
+
+
+def test_weights_changed_in_place_are_refused_naming_them(vllm_engine: Any, tiny_model: Path,
+                                                          tmp_path: Path) -> None:
+    """Item 2: the same model path with other weights used to print "0 (all done)" and keep the old responses."""
+    from ssogen.generate.run import run_generate
+
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    out = tmp_path / "run"
+    run_generate(RunConfig(model=str(model), out=str(out), **BASE), engine=vllm_engine)
+    before = data_bytes(out)
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:] = bytes(255 - b for b in data[start:])
+    weights.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["generate", "--model", str(model), "--out", str(out), "--max-tokens", "16",
+                                      "--keep-truncated", "--limit", "3"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --out {out}: holds a run with a different configuration (changed: "
+                                     "model.weights); the model's files are not those this run used; use --overwrite "
+                                     "to replace it or choose another --out")
+    assert data_bytes(out) == before
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("[1, 2]", "not an object with an id"),
+    ('{"id": "x"}', "position: Field required"),
+    ('{"id": 7, "kept": true}', "not an object with an id"),
+])
+def test_a_shard_line_of_the_wrong_shape_is_one_line(finished: Path, tiny_model: Path, tmp_path: Path, line: str,
+                                                     problem: str) -> None:
+    """Item 9: valid JSON of another shape in a shard used to end in a traceback."""
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+    shard = out / ".ssogen" / "rows-00001.jsonl"
+    shard.write_text(line + "\n")
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--max-tokens",
+                                      "16", "--keep-truncated", "--limit", "3"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {shard}:1: not a rows record of ssogen ({problem}); delete this file "
+                                     "to compute its rows again, or use --overwrite")
+
+
+def _generate(out: Path, model: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ssogen", "generate", "--model", str(model), "--out", str(out), "--max-tokens",
+            "16", "--keep-truncated", "--chunk-size", "2", *extra]
+
+
+def test_two_generate_processes_on_one_folder(tiny_model: Path, tmp_path: Path) -> None:
+    """Item 3: the second process fails at once with one line naming the first; a lock left by a killed process
+    is taken over."""
+    out = tmp_path / "shared"
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    first = subprocess.Popen(_generate(out, tiny_model, "--limit", "40"), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None and len(ShardStore(out).load("rows")) < 2:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second could start"
+        held = OutputFolder(out).lock_file.read_bytes()
+        for extra in ([], ["--overwrite"]):
+            started = time.monotonic()
+            second = subprocess.run(_generate(out, tiny_model, "--limit", "40", *extra), env=env,
+                                    capture_output=True, text=True, timeout=120)
+            assert second.returncode == 1, second.stderr[-2000:]
+            lines = [line for line in second.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1, second.stderr
+            assert lines[0].startswith(f"error: --out {out}: in use by process {first.pid} (ssogen generate, since ")
+            assert time.monotonic() - started < 60  # before any model is loaded
+            assert (out / ".ssogen").is_dir() and len(ShardStore(out).load("rows")) >= 2  # --overwrite removed nothing
+        assert OutputFolder(out).lock_file.read_bytes() == held
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    rows_done = len(ShardStore(out).load("rows"))
+    # The killed run's lock is free again: the same command takes it over and resumes.
+    third = subprocess.run(_generate(out, tiny_model, "--limit", "4"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert f"note: took over the lock left by process {first.pid}" in third.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["resumed"] is True
+    assert manifest["requests_this_invocation"].get("sampling", 0) == 3 * max(0, 4 - rows_done)
+    assert OutputFolder(out).lock_file.read_bytes() == b""  # released on a clean exit

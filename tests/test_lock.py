@@ -1,0 +1,84 @@
+"""One writer per folder (issue 10 item 3): the operating system's lock, named holders, takeover after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssogen.errors import UserError
+from ssogen.lock import folder_lock
+
+HOLD = """
+import os, sys, time
+from pathlib import Path
+from ssogen.lock import folder_lock
+with folder_lock(Path(sys.argv[1]), label="--out x", command="ssogen generate"):
+    if sys.argv[2] == "fork":  # a child (an engine worker) that outlives its parent
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        print("child", flush=True)
+        os._exit(0)  # the parent ends; the child lives on
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _hold(lock: Path, mode: str = "hold") -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), mode], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    assert process.stdout is not None and process.stdout.readline().strip() in ("held", "child")
+    return process
+
+
+def test_a_second_process_is_refused_naming_the_holder_until_it_is_killed(tmp_path: Path) -> None:
+    lock = tmp_path / "out" / ".ssogen" / "lock"
+    holder = _hold(lock)
+    try:
+        with pytest.raises(UserError, match=rf"^--out x: in use by process {holder.pid} \(ssogen generate, since "
+                                            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it") as info:
+            with folder_lock(lock, label="--out x", command="ssogen score"):
+                pass
+        assert info.value.exit_code == 1
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with folder_lock(lock, label="--out x", command="ssogen score") as left_behind:  # taken over
+        assert left_behind is not None and left_behind.pid == holder.pid
+        assert left_behind.command == "ssogen generate"
+        with folder_lock(lock, label="--out x", command="ssogen score") as again:  # the same process: no-op
+            assert again is None
+    assert lock.read_text() == ""  # a clean release leaves no holder behind
+    with folder_lock(lock, label="--out x", command="ssogen score") as after_clean_exit:
+        assert after_clean_exit is None
+
+
+def test_a_forked_child_does_not_keep_its_dead_parents_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    parent = _hold(lock, "fork")
+    parent.wait()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with folder_lock(lock, label="--out x", command="ssogen score"):
+                    break
+            except UserError:
+                assert time.monotonic() < deadline, "the child kept the lock"
+                time.sleep(0.1)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_a_lock_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"--out x: cannot create the lock file .*file/lock") as info:
+        with folder_lock(tmp_path / "file" / "lock", label="--out x", command="c"):
+            pass
+    assert info.value.exit_code == 1

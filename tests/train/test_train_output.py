@@ -1,0 +1,98 @@
+"""`ssogen train --out` (issue 10 item 5): a folder ssogen did not write is refused, --overwrite clears only the
+old run, and a rerun of the same command resumes from the newest complete checkpoint, skipping one cut off
+mid-write, to the same weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.train.output import TrainOutput, checkpoint_problem
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SETTINGS = ["--max-steps", "6", "--save-steps", "2", "--batch-size", "2", "--lr", "1e-3", "--seed", "3",
+            "--logging-steps", "1", "--warmup-ratio", "0", "--max-length", "256", "--max-prompt-length", "192"]
+
+
+def train(data: Path, model: Path, out: Path, *extra: str) -> object:
+    return CliRunner().invoke(app, ["train", "--data", str(data), "--model", str(model), "--out", str(out),
+                                    *SETTINGS, *extra])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train-output")
+    data = write_synthetic_sso(root / "data", count=8, seed=0)
+    result = train(data, tiny_model, root / "run")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    return data, root / "run"
+
+
+def test_a_rerun_after_a_kill_resumes_from_the_newest_complete_checkpoint(uninterrupted: tuple[Path, Path],
+                                                                         tiny_model: Path, tmp_path: Path) -> None:
+    data, done = uninterrupted
+    out = Path(shutil.copytree(done, tmp_path / "killed"))
+    # The state a kill during the save of checkpoint-4 leaves: no final model, metrics or later checkpoint, and
+    # checkpoint-4's weights cut off.
+    for name in ("model.safetensors", "metrics.json", "ssogen_train_config.json", "README.md"):
+        (out / name).unlink()
+    shutil.rmtree(out / "checkpoint-6")
+    os.truncate(out / "checkpoint-4" / "model.safetensors", 1000)
+    assert checkpoint_problem(out / "checkpoint-4") is not None and checkpoint_problem(out / "checkpoint-2") is None
+    result = train(data, tiny_model, out)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "skipped checkpoint-4: model.safetensors is truncated or corrupt" in result.stdout  # type: ignore
+    assert f"resuming the run in {out} from checkpoint-2" in result.stdout  # type: ignore[attr-defined]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["step"] for e in metrics["log_history"] if "loss" in e] == [1, 2, 3, 4, 5, 6]
+    assert (out / "model.safetensors").read_bytes() == (done / "model.safetensors").read_bytes()
+
+
+def test_a_finished_run_is_left_as_it_is(uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
+    data, done = uninterrupted
+    out = Path(shutil.copytree(done, tmp_path / "finished"))
+    before = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = train(data, tiny_model, out)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "nothing to do" in result.stdout  # type: ignore[attr-defined]
+    assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_another_configuration_is_refused_and_overwrite_clears_only_the_old_run(
+        uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
+    data, done = uninterrupted
+    out = Path(shutil.copytree(done, tmp_path / "replaced"))
+    (out / "notes.txt").write_text("mine")
+    before = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    refused = train(data, tiny_model, out, "--lr", "2e-3")
+    assert refused.exit_code == 2  # type: ignore[attr-defined]
+    assert refused.stderr.strip() == (  # type: ignore[attr-defined]
+        f"error: --out {out}: holds a training run of another configuration (changed: lr); use --overwrite to "
+        "replace it or choose another --out")
+    assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    replaced = train(data, tiny_model, out, "--lr", "2e-3", "--save-steps", "0", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output  # type: ignore[attr-defined]
+    assert TrainOutput(out).checkpoints() == []  # the old run's checkpoints went with it
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "ssogen_train_config.json").read_text())["config"]["lr"] == 2e-3
+    assert json.loads((out / "metrics.json").read_text())["reference"]["reused"] is True  # the cache stayed
+
+
+def test_a_model_folder_ssogen_did_not_write_is_never_touched(uninterrupted: tuple[Path, Path], tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    data, _ = uninterrupted
+    out = Path(shutil.copytree(tiny_model, tmp_path / "someone-elses-model"))
+    before = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for extra in ([], ["--overwrite"]):
+        result = train(data, tiny_model, out, *extra)
+        assert result.exit_code == 2  # type: ignore[attr-defined]
+        assert "not empty and holds no ssogen training run" in result.stderr  # type: ignore[attr-defined]
+    assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
