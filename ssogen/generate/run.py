@@ -184,8 +184,7 @@ class _Generator:
         self.system_supported = supports_system_role(self.tokenizer)
         self.stop_ids = stop_token_ids_of(self.cfg.model, self.tokenizer)
         self.prefix = leaked_prefix_pattern(plan.library)
-        self.regex = guided_regex(plan.library, self.cfg.features_per_query) \
-            if self.cfg.selection == "guided" else None
+        self.regex = guided_regex(plan.library) if self.cfg.selection == "guided" else None
 
     # -- helpers
     def _chat_ids(self, query: str, system: str | None) -> list[int]:

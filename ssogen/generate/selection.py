@@ -40,7 +40,11 @@ class Selection:
 
 def finish_selection(answer_names: list[str], library: Library, k: int, *, run_seed: int, row_id: str,
                      extra_prob: float | None) -> Selection:
-    """Shuffle the valid names with the row's seed, keep k, fill at random when short; roll the extras."""
+    """Shuffle the valid names with the row's seed, keep k, fill at random when short; roll the extras.
+
+    The policy is asked for several relevant features, not exactly k: when it names more than k, a seeded
+    random k of them is kept (so the choice varies between rows instead of always taking its first names);
+    when it names fewer, the rest is drawn at random from the library and `filled` records that."""
     rng = random.Random(derive_seed(run_seed, row_id, "selection"))
     names = list(answer_names)
     rng.shuffle(names)
@@ -56,10 +60,12 @@ def finish_selection(answer_names: list[str], library: Library, k: int, *, run_s
     return Selection(features=chosen, extra=extra, filled=filled)
 
 
-def guided_regex(library: Library, k: int) -> str:
-    """A regex admitting 1..k library names separated by ', ' (vLLM structured outputs)."""
+def guided_regex(library: Library) -> str:
+    """A regex admitting 1..(number of features) library names separated by ', ' (vLLM structured outputs).
+
+    Like the free prompt it lets the policy name several features; `finish_selection` then keeps k of them."""
     name = "(" + "|".join(re.escape(f.name) for f in library.features) + ")"
-    return f" ?{name}(, {name}){{0,{k - 1}}}"
+    return f" ?{name}(, {name}){{0,{len(library.features) - 1}}}"
 
 
 def parse_principle_json(text: str) -> tuple[str, str] | None:
