@@ -11,7 +11,11 @@ then the chats with the same per-request seeds, so the responses must be byte-id
 exits 1 when they are not, since the comparison would then not be of the same work).
 
     VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv/bin/python bench/generate.py --rows 64 --max-tokens 64 --reps 5 \\
-        --library default
+        --library default [--kv-cache-gb 0.0625] [--row-grouped]
+
+It also prints how many prompt tokens vLLM read from its prefix cache in each bare order: a count that machine
+load does not change, and which shows whether an order saved prefill work at all. `--kv-cache-gb` (the same for
+every side) shows the memory-bound regime, where cached prompts are evicted before row order reuses them.
 
 Prints a markdown table: median output tokens/s over the repetitions and the ratio to the bare row-order script
 (the median of the per-repetition ratios, each measured back to back; and the same in tokens per CPU-second of
@@ -34,7 +38,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SSOGEN = "ssogen (prefix-grouped order)"
 BARE_ROWS = "bare vLLM LLM.chat, row order"
 BARE_SORTED = "bare vLLM LLM.chat, ssogen's order"
-SIDES = (SSOGEN, BARE_ROWS, BARE_SORTED)
+# Optional (--row-grouped): rows sorted by their system prompts, each row's y+, y-, yo still together. It keeps
+# every prefix-cache hit of ssogen's order while mixing short plain-query chats with long system-prompt chats
+# as row order does: a candidate order for ssogen, measured here before ssogen adopts it.
+BARE_ROW_GROUPED = "bare vLLM LLM.chat, rows grouped by system prompt"
 VARIANTS = ("good", "bad", "raw")
 
 
@@ -90,6 +97,9 @@ class BareScript:
         ids = [prompt_token_ids(engine.tokenizer, chat, system_supported=True) for chat in self.chats]
         self.ssogen_order = sorted(range(len(self.chats)), key=lambda i: (
             i // (3 * config.chunk_size), ids[i], f"{self.keys[i][0]}:{self.keys[i][1]}"))
+        systems = {r.id: (r.system_good, r.system_bad) for r in records}
+        self.row_grouped_order = sorted(range(len(self.chats)), key=lambda i: (
+            i // (3 * config.chunk_size), systems[self.keys[i][0]], i))
         self.prompt_tokens = [len(x) for x in ids]
         self.prompt_tokens_total = 0  # selection + chats, as vLLM counted them (set by run)
 
@@ -123,6 +133,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--kv-cache-gb", type=float, default=None,
                         help="KV-cache size for the one engine all sides share (default: ssogen's, 0.25 on CPU)")
+    parser.add_argument("--row-grouped", action="store_true",
+                        help="also run the bare script with rows grouped by system prompt (a candidate order)")
     return parser.parse_args()
 
 
@@ -140,18 +152,20 @@ def main() -> int:
         # Warm-up (first-call overheads) outside the measurements; its records define the bare script's requests.
         _, _, _, records = run_ssogen(engine, model, args.library, args.rows, args.max_tokens, work)
         bare = BareScript(engine, args.library, records, args.max_tokens)
-        orders = {BARE_ROWS: list(range(len(bare.chats))), BARE_SORTED: bare.ssogen_order}
+        orders = {BARE_ROWS: list(range(len(bare.chats))), BARE_SORTED: bare.ssogen_order,
+                  BARE_ROW_GROUPED: bare.row_grouped_order}
+        sides = (SSOGEN, BARE_ROWS, BARE_SORTED) + ((BARE_ROW_GROUPED,) if args.row_grouped else ())
         expected = responses_of(records)
-        rates: dict[str, list[float]] = {side: [] for side in SIDES}
-        ratios: dict[str, list[float]] = {side: [] for side in SIDES}
-        cpu_ratios: dict[str, list[float]] = {side: [] for side in SIDES}
-        differing: dict[str, int] = {side: 0 for side in SIDES}
+        rates: dict[str, list[float]] = {side: [] for side in sides}
+        ratios: dict[str, list[float]] = {side: [] for side in sides}
+        cpu_ratios: dict[str, list[float]] = {side: [] for side in sides}
+        differing: dict[str, int] = {side: 0 for side in sides}
         cached: dict[str, int] = {}
         for rep in range(args.reps):
             # Rotate the order each repetition so that a slow moment on a shared machine hits every side.
             measured: dict[str, float] = {}
             per_cpu: dict[str, float] = {}
-            for side in SIDES[rep % 3:] + SIDES[: rep % 3]:
+            for side in sides[rep % len(sides):] + sides[: rep % len(sides)]:
                 if side == SSOGEN:
                     wall, cpu, tokens, got = run_ssogen(engine, model, args.library, args.rows, args.max_tokens, work)
                     texts = responses_of(got)
@@ -159,7 +173,7 @@ def main() -> int:
                     wall, cpu, tokens, texts, cached[side] = bare.run(engine.llm, orders[side])
                 differing[side] = max(differing[side], sum(texts[k] != expected[k] for k in expected))
                 measured[side], per_cpu[side] = tokens / wall, tokens / cpu
-            for side in SIDES:
+            for side in sides:
                 rates[side].append(measured[side])
                 ratios[side].append(measured[side] / measured[BARE_ROWS])
                 cpu_ratios[side].append(per_cpu[side] / per_cpu[BARE_ROWS])
@@ -180,12 +194,12 @@ def print_table(args: argparse.Namespace, model: str, records: list[Any], bare: 
           f"average; identical responses on every side: {identical}"
           + ("" if identical else f" (differing: {differing})"))
     print(f"prompt tokens (selection + chats) {bare.prompt_tokens_total:,}; read from the prefix cache: "
-          + ", ".join(f"{side} {cached[side]:,}" for side in (BARE_ROWS, BARE_SORTED)) + "\n")
+          + ", ".join(f"{side} {n:,}" for side, n in cached.items()) + "\n")
     best_bare = max(rates[BARE_ROWS])
     print("| run | output tokens/s (median) | per repetition | ratio to bare row order (median of paired ratios) "
           "| ratio in tokens per CPU-second | best tokens/s (ratio of bests) |")
     print("|---|---|---|---|---|---|")
-    for side in SIDES:
+    for side in rates:
         runs = ", ".join(f"{r:,.0f}" for r in rates[side])
         print(f"| {side} | {statistics.median(rates[side]):,.0f} | {runs} | "
               f"{statistics.median(ratios[side]):.2f} | {statistics.median(cpu_ratios[side]):.2f} | "
