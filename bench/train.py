@@ -91,7 +91,7 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     from ssogen.chat import context_messages, render_prompt, supports_system_role
-    from ssogen.train.data import read_sso_rows
+    from ssogen.train.inputs import read_sso_rows
 
     torch.set_num_threads(args.threads)
     base = rss_mb()

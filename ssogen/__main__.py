@@ -1,3 +1,3 @@
-from ssogen.cli import app
+from ssogen.cli.main import app
 
 app(prog_name="ssogen")

@@ -4,6 +4,8 @@ Shared by generate, score and train so that all three see exactly the same promp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Message = dict[str, str]
@@ -65,11 +67,90 @@ def sso_context_ids(tokenizer: Any, query: str, system_good: str, system_bad: st
             for name, system in systems.items()}
 
 
-def response_token_ids(tokenizer: Any, text: str) -> list[int]:
-    """A response as train and score see it: its text's tokens, then eos (the end-of-turn that ended sampling)."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        from ssogen.errors import UserError
+# --- the end of an assistant turn ---------------------------------------------------------------------------
+#
+# Rule: the end-of-turn tokens are the tokens the chat template writes right after an assistant message's
+# content, in both places a message can sit: last in the conversation, and followed by another user turn. The
+# template is rendered both ways with a sentinel as the assistant content; the tokens after the sentinel that the
+# two renderings share, from the first non-whitespace token up to (excluding) the next whitespace-only token, are
+# the end of the turn. So ChatML gives <|im_end|>, Gemma <end_of_turn>, Llama 3 <|eot_id|> and Phi-3 <|end|>,
+# while what only one rendering writes (the next turn's header, Phi-3's end-of-conversation <|endoftext|>) and the
+# newline a template puts between turns are left out: sampling stops at the end token, so the model never emits
+# that newline. When the template writes nothing but whitespace there (or cannot render the probe), the
+# tokenizer's eos token is used instead.
 
-        raise UserError("the tokenizer has no eos token: cannot mark where a response ends")
-    return [*tokenizer(text, add_special_tokens=False)["input_ids"], eos]
+_SENTINEL = "SSOGEN_SENTINEL_REPLY"
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    """The token ids that close an assistant turn, their text, and where they came from."""
+
+    ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    source: str  # "chat template" or "eos token"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tokens": list(self.tokens), "ids": list(self.ids), "source": self.source}
+
+
+def _after_sentinel(tokenizer: Any, messages: list[Message]) -> list[int] | None:
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    except Exception:  # a template may reject the probe conversation; the other rendering may still work
+        return None
+    if not isinstance(text, str) or _SENTINEL not in text:
+        return None
+    tail = text[text.rindex(_SENTINEL) + len(_SENTINEL):]
+    return list(tokenizer(tail, add_special_tokens=False)["input_ids"])
+
+
+def _is_blank(tokenizer: Any, token_id: int) -> bool:
+    return not tokenizer.decode([token_id]).strip()
+
+
+def end_of_turn(tokenizer: Any) -> EndOfTurn:
+    """The end-of-turn tokens of the tokenizer's chat template (rule above); eos when the template has none."""
+    user = {"role": "user", "content": "Hi"}
+    reply = {"role": "assistant", "content": _SENTINEL}
+    last = _after_sentinel(tokenizer, [user, reply])
+    followed = _after_sentinel(tokenizer, [user, reply, {"role": "user", "content": "More"}])
+    tails = [t for t in (last, followed) if t is not None]
+    shared: list[int] = []
+    if tails:
+        for column in zip(*tails, strict=False):
+            if len(set(column)) > 1:
+                break
+            shared.append(column[0])
+    while shared and _is_blank(tokenizer, shared[0]):
+        shared.pop(0)
+    # Up to the first whitespace token: what follows it belongs to the next turn or the end of the conversation
+    # (this also keeps the rule right when only one of the two renderings worked).
+    shared = shared[:next((i for i, t in enumerate(shared) if _is_blank(tokenizer, t)), len(shared))]
+    source = "chat template"
+    if not shared:
+        if tokenizer.eos_token_id is None:
+            from ssogen.errors import UserError
+
+            raise UserError("the chat template closes no assistant turn with a token and the tokenizer has no eos "
+                            "token: cannot mark where a response ends")
+        shared, source = [int(tokenizer.eos_token_id)], "eos token"
+    tokens = tuple(tokenizer.convert_ids_to_tokens(shared))
+    return EndOfTurn(ids=tuple(int(i) for i in shared), tokens=tokens, source=source)
+
+
+def special_ids(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """The ids among `ids` that are special or added tokens (safe to stop sampling on: never ordinary text)."""
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return [i for i in ids if i in special]
+
+
+def response_token_ids(tokenizer: Any, text: str, end_ids: Sequence[int], *, complete: bool = True) -> list[int]:
+    """A response as train and score see it: its text's tokens, then the end-of-turn ids when it is complete.
+
+    A response cut at the token limit ends where it was cut (no end token: the model never wrote one there);
+    an empty cut response still gets the end ids, since a response must have at least one token to score."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if complete or not ids:
+        ids.extend(end_ids)
+    return ids

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from ssogen.yamlfile import YamlDocument, YamlFileError, read_yaml
 
 BUNDLED_DIR = Path(__file__).parent / "principles"
 
@@ -68,12 +67,6 @@ class Library(_Strict):
     examples: list[SelectionExample] = Field(default_factory=list)
 
     _check = field_validator("name", "version", "description")(_non_empty)
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_as_text(cls, value: Any) -> Any:
-        # `version: 1.0` parses as a float in YAML; accept it as text.
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _unique_names(self) -> Library:
@@ -159,27 +152,6 @@ def bundled_library_names() -> list[str]:
     return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
 
 
-def _line_of(node: Any, loc: tuple[Any, ...]) -> int:
-    """Walk a ruamel round-trip tree along a pydantic error location; return the 1-based line."""
-    line = 1
-    for key in loc:
-        if isinstance(node, CommentedMap):
-            line = node.lc.line + 1
-            if key in node:
-                line = node.lc.key(key)[0] + 1
-                node = node[key]
-                continue
-            return line
-        if isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
-            line = node.lc.item(key)[0] + 1
-            node = node[key]
-            continue
-        break
-    if isinstance(node, CommentedMap | CommentedSeq):
-        return max(line, node.lc.line + 1) if not loc else line
-    return line
-
-
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for key in loc:
@@ -197,33 +169,17 @@ def load_library(name_or_path: str | Path) -> LoadedLibrary:
     if not path.exists():
         raise LibraryError([LibraryProblem(shown, 0, "<file>", "no such file (bundled libraries: "
                                            + ", ".join(bundled_library_names()) + ")")])
-    if path.is_dir():
-        raise LibraryError([LibraryProblem(shown, 0, "<file>", "is a directory, not a YAML file")])
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise LibraryError([LibraryProblem(shown, line, "<file>", "not UTF-8 text")]) from None
-    if not text.strip():
+        doc = read_yaml(path, shown)
+    except YamlFileError as exc:
+        raise LibraryError([LibraryProblem(shown, exc.line, exc.kind, exc.message)]) from None
+    if not doc.text.strip() or doc.data is None:
         raise LibraryError([LibraryProblem(shown, 1, "<file>", "empty file")])
-    yaml = YAML(typ="rt")
-    try:
-        tree = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = (exc.problem or exc.context or "invalid YAML").strip()
-        raise LibraryError([LibraryProblem(shown, line, "<yaml>", f"YAML syntax error: {problem}")]) from None
-    except YAMLError as exc:
-        raise LibraryError([LibraryProblem(shown, 1, "<yaml>", f"YAML error: {exc}")]) from None
-    if tree is None:
-        raise LibraryError([LibraryProblem(shown, 1, "<file>", "empty file")])
-    if not isinstance(tree, CommentedMap):
+    if not isinstance(doc.data, dict):
         raise LibraryError([LibraryProblem(shown, 1, "<root>", "expected a mapping with name, version, "
                                            "description, features")])
     try:
-        library = Library.model_validate(_plain(tree))
+        library = Library.model_validate(_version_as_written(doc))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -234,18 +190,18 @@ def load_library(name_or_path: str | Path) -> LoadedLibrary:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown key"
-            problems.append(LibraryProblem(shown, _line_of(tree, loc), _field_name(loc), message))
+            problems.append(LibraryProblem(shown, doc.line_of(loc), _field_name(loc), message))
         raise LibraryError(problems) from None
-    return LoadedLibrary(library=library, path=path, text=text)
+    return LoadedLibrary(library=library, path=path, text=doc.text)
 
 
-def _plain(node: Any) -> Any:
-    """ruamel round-trip containers to plain dicts/lists (pydantic then sees ordinary types)."""
-    if isinstance(node, CommentedMap):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
-    return node
+def _version_as_written(doc: YamlDocument) -> dict[str, Any]:
+    """Versions are text: `version: 1.10` is "1.10" (YAML would read the float 1.1), `version: 2` is "2"."""
+    data = dict(doc.data)
+    version = data.get("version")
+    if version is not None and not isinstance(version, str | bool | list | dict):
+        data["version"] = doc.source_text(("version",))
+    return data
 
 
 def join_adjectives(words: list[str]) -> str:

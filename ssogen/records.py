@@ -86,9 +86,17 @@ def reward_pair(record: TripletRecord) -> dict[str, Any]:
     }
 
 
-SSO_COLUMNS = ("id", "prompt", "system_good", "system_bad", "response_good", "response_bad", "response_raw")
+SSO_TEXT_COLUMNS = ("id", "prompt", "system_good", "system_bad", "response_good", "response_bad", "response_raw")
+# True where the response was cut at --max-tokens (finish reason "length", kept with --keep-truncated): train then
+# appends no end-of-turn token after it. `sso` files written before these columns existed read as all complete.
+SSO_TRUNCATION_COLUMNS = ("truncated_good", "truncated_bad", "truncated_raw")
+SSO_COLUMNS = SSO_TEXT_COLUMNS + SSO_TRUNCATION_COLUMNS
 
 
 def sso_row(record: TripletRecord) -> dict[str, Any]:
-    """What `ssogen train` reads: query, S+, S-, y+, y-, yo (the three pairs are built from these)."""
-    return {name: getattr(record, name) for name in SSO_COLUMNS}
+    """What `ssogen train` reads: query, S+, S-, y+, y-, yo (the three pairs are built from these), and which of
+    the three responses were cut at the token limit."""
+    row: dict[str, Any] = {name: getattr(record, name) for name in SSO_TEXT_COLUMNS}
+    for variant in ("good", "bad", "raw"):
+        row[f"truncated_{variant}"] = getattr(record, f"finish_reason_{variant}") == "length"
+    return row

@@ -1,26 +1,17 @@
-"""The `ssogen` command line: the root app. It imports the command modules and registers them; they never
-import it back. Commands only parse options and call into the package."""
+"""The `ssogen` command line. The root app lives in `ssogen.cli.main`: it imports the command modules, which import
+only the leaves `ssogen.cli.common` and `ssogen.cli.options`.
+
+`ssogen.cli:app` (the console-script entry point, and what tests import) is resolved on first access, so that
+importing any `ssogen.cli.<module>` (which runs this file first) never imports the root and its commands back."""
 
 from __future__ import annotations
 
-import typer
+from typing import Any
 
-from ssogen.cli import data, generate, principles, tools, train
 
-app = typer.Typer(
-    help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(principles.principles_app, name="principles")
-app.command("generate")(generate.generate)
-app.command("train")(train.train)
-app.command("score")(data.score_command)
-app.command("stats")(data.stats_command)
-app.command("push-to-hub")(data.push_to_hub_command)
-app.command("make-tiny-model")(tools.make_tiny_model)
-app.command("env")(tools.env)
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from ssogen.cli.main import app
 
-if __name__ == "__main__":
-    app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ssogen.cli.common import console, err_console, user_errors
+from ssogen.cli.options import with_options
+from ssogen.dataset.score import ScoreConfig
+from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.stats import DatasetStats
+
+
+def templates_option(what: str) -> Any:
+    """The `--templates DIR` option of the commands that write the card."""
+    return typer.Option("--templates", metavar="DIR", show_default=False,
+                        help=f"Folder whose card.md.jinja replaces the bundled dataset card template {what} (as for "
+                        "the prompt templates of generate).")
 
 
 def _pct(value: float | None) -> str:
@@ -92,15 +102,18 @@ def stats_command(
     plots: Annotated[bool, typer.Option(help="Draw PNG plots into FOLDER/plots/.")] = True,
     card: Annotated[bool, typer.Option(
         help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
+    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Funnel, lengths, length bias, duplicates, leakage, truncation and on-policy-ness of a dataset.
 
     Writes FOLDER/stats.json, the plots and the refreshed card."""
-    from ssogen.dataset.card import card_is_generated
-    from ssogen.dataset.stats import refresh
+    from ssogen.dataset.card import card_is_generated, card_templates
+    from ssogen.dataset.refresh import refresh
 
+    if card:
+        card_templates(templates)  # a bad --templates fails before anything is written
     rewrite_card = card and folder.is_dir() and card_is_generated(folder)
-    stats = refresh(folder, plots=plots, card=card)
+    stats = refresh(folder, plots=plots, card=card, templates=templates)
     if as_json:
         print(json.dumps(stats.model_dump(), indent=2))
         return
@@ -125,12 +138,14 @@ def push_to_hub_command(
     = False,
     allow_incomplete: Annotated[bool, typer.Option(
         "--allow-incomplete", help="Push even an unfinished run or pair configs with empty responses.")] = False,
+    templates: Annotated[Path | None, templates_option("when the card is re-rendered for the repository")]
+    = None,
 ) -> None:
     """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ stays local)."""
     from ssogen.dataset import publish
 
     if dry_run:
-        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete)
+        files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete, templates=templates)
         table = Table(title=f"would upload to {repo_id} (dataset)", title_justify="left")
         table.add_column("path")
         table.add_column("bytes", justify="right")
@@ -141,68 +156,33 @@ def push_to_hub_command(
         err_console.print("dry run: nothing was uploaded", highlight=False, markup=False)
         return
     result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
-                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete)
+                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,
+                                 templates=templates)
     console.print(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
                   highlight=False, markup=False, soft_wrap=True)
 
 
+@with_options(ScoreConfig, config_flag=None)
 @user_errors
 def score_command(
+    options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
-    model: Annotated[str, typer.Option(help="Model folder or hub id to score with (normally the policy).")],
-    engine: Annotated[str, typer.Option(help="vllm (prompt log-probs, prefill only) or transformers.")] = "vllm",
-    filter_name: Annotated[str, typer.Option(
-        "--filter", help="'likelihood' applies the paper code's likelihood filter after scoring; 'none' only "
-        "adds the log-probs.")] = "none",
-    ordering: Annotated[bool, typer.Option(help="Filter stage 1: lp(y+|x+) > lp(y+|x) > lp(y+|x-) and "
-                                                "lp(y-|x-) > lp(y-|x) > lp(y-|x+).")] = True,
-    ordering_margin: Annotated[float, typer.Option(help="Each step of the ordering must exceed this.")] = 0.0,
-    on_policy: Annotated[bool, typer.Option(help="Filter stage 2: keep lp(y+|x) and lp(y-|x) at or above "
-                                                 "their means (the near-on-policy half).")] = True,
-    on_policy_margin: Annotated[float, typer.Option(help="Added to the stage-2 means.")] = 0.0,
-    contrast: Annotated[bool, typer.Option(help="Filter stage 3: keep contrasts lp(y+|x+) - lp(y+|x-) and "
-                                                "lp(y-|x-) - lp(y-|x+) above their means.")] = True,
-    contrast_margin: Annotated[float, typer.Option(help="Added to the stage-3 means.")] = 0.0,
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per batch (7 sequences each); saved after each.")]
-    = 64,
-    tp: Annotated[int, typer.Option(min=1, help="Tensor-parallel GPUs (vLLM).")] = 1,
-    dtype: Annotated[str, typer.Option(help="auto = float32 on CPU.")] = "auto",
-    max_model_len: Annotated[int | None, typer.Option(help="Context length; longer rows stay unscored.")] = None,
-    gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM on GPU.")] = 0.9,
-    kv_cache_gb: Annotated[float | None, typer.Option(help="Explicit KV-cache size (vLLM) [CPU default: 0.25].")]
-    = None,
+    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Add mean token log-probs of y+, y- (and yo) under x, x+ and x- to every row; resumable.
 
     With --filter likelihood, rows failing the paper code's likelihood filter are dropped from the pair
     configs with the reason likelihood:<stage>. Stats, plots and the card are refreshed."""
-    from pydantic import ValidationError
+    from ssogen.dataset.score import score_folder
 
-    from ssogen.dataset.score import LikelihoodFilterOptions, score_folder
-    from ssogen.engine import EngineOptions
-    from ssogen.errors import UserError
-
-    if engine not in ("vllm", "transformers"):
-        raise UserError(f"--engine: unknown engine {engine!r} (choose vllm or transformers)")
-    if filter_name not in ("none", "likelihood"):
-        raise UserError(f"--filter: unknown filter {filter_name!r} (choose none or likelihood)")
-    try:
-        options = EngineOptions(dtype=dtype, max_model_len=max_model_len, tensor_parallel_size=tp,
-                                gpu_memory_utilization=gpu_memory_utilization,
-                                kv_cache_memory_bytes=int(kv_cache_gb * 2**30) if kv_cache_gb else None)
-        filter_options = LikelihoodFilterOptions(
-            ordering=ordering, ordering_margin=ordering_margin, on_policy=on_policy,
-            on_policy_margin=on_policy_margin, contrast=contrast, contrast_margin=contrast_margin,
-        ) if filter_name == "likelihood" else None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    settings = resolve_settings(ScoreConfig, options, accepts_config=False)
 
     def progress(done: int, total: int) -> None:
         err_console.print(f"scored {done}/{total} rows", highlight=False, markup=False)
 
-    report = score_folder(folder, model, engine=engine, engine_options=options,  # type: ignore[arg-type]
-                          chunk_rows=chunk_rows, filter_options=filter_options, progress=progress)
+    report = score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
+                          chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
+                          progress=progress, templates=templates)
     console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
                   f"long to score) of {report.rows}; configs: "
                   + ", ".join(f"{k} {v}" for k, v in report.counts.items()), highlight=False, markup=False)

@@ -4,78 +4,25 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ssogen.cli.common import console, err_console, user_errors
-
-_ENGINE = "Engine"
-_SELECT = "Selection and principles"
-_SAMPLE = "Sampling and filters"
-_IO = "Inputs and outputs"
+from ssogen.cli.options import with_options
+from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
+from ssogen.models import require_available
 
 
+@with_options(RunConfig)
 @user_errors
 def generate(
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id (the policy).", rich_help_panel=_IO)]
-    = None,
-    principles: Annotated[str | None, typer.Option(
-        help="Principle library: a YAML file or a bundled name (default: the bundled default).",
-        rich_help_panel=_IO)] = None,
-    prompts: Annotated[str | None, typer.Option(
-        help="Queries: .jsonl/.json/.parquet/.csv, a datasets folder or a hub id (default demo queries).",
-        rich_help_panel=_IO)] = None,
-    out: Annotated[str | None, typer.Option(help="Output folder (a Hub dataset repo).", rich_help_panel=_IO)]
-    = None,
-    config: Annotated[str | None, typer.Option(
-        help="YAML file with any of these options (flags override it).", rich_help_panel=_IO)] = None,
-    prompt_field: Annotated[str | None, typer.Option(help="Field holding the query (default prompt).",
-                                                     rich_help_panel=_IO)] = None,
-    split: Annotated[str | None, typer.Option(help="Split of a dataset input (default train).",
-                                              rich_help_panel=_IO)] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.", rich_help_panel=_IO)] = None,
-    templates: Annotated[str | None, typer.Option(help="Folder overriding the prompt templates.",
-                                                  rich_help_panel=_IO)] = None,
-    features_per_query: Annotated[int | None, typer.Option(
-        "--features-per-query", "-k", help="Features chosen per query (k) (default 2).",
-        rich_help_panel=_SELECT)] = None,
-    selection: Annotated[str | None, typer.Option(
-        help="free (parse the policy's answer) or guided (vLLM structured outputs) (default free).",
-        rich_help_panel=_SELECT)] = None,
-    extra_prob: Annotated[float | None, typer.Option(
-        help="Probability of adding each library extra (overrides the library).", rich_help_panel=_SELECT)] = None,
-    principle_source: Annotated[str | None, typer.Option(
-        help="library (fixed texts) or policy (query-specific JSON, library fallback) (default library).",
-        rich_help_panel=_SELECT)] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default 0.7).",
-                                                      rich_help_panel=_SAMPLE)] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling top-p (default 0.8).",
-                                                rich_help_panel=_SAMPLE)] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="New tokens per response (default 2048).",
-                                                   rich_help_panel=_SAMPLE)] = None,
-    raw_greedy: Annotated[bool | None, typer.Option(
-        "--raw-greedy/--no-raw-greedy", help="Sample yo (plain query) greedily.", rich_help_panel=_SAMPLE)] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed; per-request seeds derive from it (default 0).",
-                                             rich_help_panel=_SAMPLE)] = None,
-    chunk_size: Annotated[int | None, typer.Option(
-        help="Rows per batched engine call and per saved chunk (default 64).", rich_help_panel=_SAMPLE)] = None,
-    keep_truncated: Annotated[bool | None, typer.Option(
-        "--keep-truncated/--drop-truncated", help="Keep rows whose responses hit --max-tokens.",
-        rich_help_panel=_SAMPLE)] = None,
-    engine: Annotated[str | None, typer.Option(help="vllm or transformers (default vllm).",
-                                               rich_help_panel=_ENGINE)] = None,
-    tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (default 1).", rich_help_panel=_ENGINE)]
-    = None,
-    dtype: Annotated[str | None, typer.Option(help="auto = float32 on CPU (default auto).",
-                                              rich_help_panel=_ENGINE)] = None,
-    max_model_len: Annotated[int | None, typer.Option(help="Context length (prompt + response).",
-                                                      rich_help_panel=_ENGINE)] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(
-        help="Share of GPU memory for vLLM (default 0.9).", rich_help_panel=_ENGINE)] = None,
-    kv_cache_gb: Annotated[float | None, typer.Option(
-        help="KV-cache size in GiB (the CPU build needs one; default 0.25 there).", rich_help_panel=_ENGINE)] = None,
+    options: dict[str, Any],
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file with any of these options (dashes or underscores); flags override it.",
+        rich_help_panel=IO_PANEL)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder of a different configuration.")]
     = False,
     dry_run: Annotated[bool, typer.Option(
@@ -84,29 +31,20 @@ def generate(
     """Generate SSO preference data: select principles, sample y+/y-/yo, filter, write a Hub-ready dataset.
 
     Re-running the same command resumes an interrupted run."""
-    from ssogen.generate.config import resolve_config
+    from ssogen.generate.plan import plan_run
 
-    flags: dict[str, Any] = {
-        "model": model, "principles": principles, "prompts": prompts, "out": out, "prompt_field": prompt_field,
-        "split": split, "limit": limit, "templates": templates, "features_per_query": features_per_query,
-        "selection": selection, "extra_prob": extra_prob, "principle_source": principle_source,
-        "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "raw_greedy": raw_greedy,
-        "seed": seed, "chunk_size": chunk_size, "keep_truncated": keep_truncated, "engine": engine, "tp": tp,
-        "dtype": dtype, "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
-        "kv_cache_gb": kv_cache_gb,
-    }
-    run_config = resolve_config(flags, config)
-    from ssogen.generate.run import plan_run
-
-    plan = plan_run(run_config)
+    plan = plan_run(resolve_config(options, config))
     if dry_run:
         _print_dry_run(plan)
         return
+    # Still before any heavy import: a folder that would be refused fails here, in about a second.
+    plan.check_output_folder(overwrite=overwrite)
+    require_available(plan.model)
     _run_with_progress(plan, overwrite)
 
 
 def _print_dry_run(plan: Any) -> None:
-    from ssogen.generate.run import dry_run_examples
+    from ssogen.generate.plan import dry_run_examples
 
     cfg = plan.config
     skipped = ", ".join(f"{k} {v}" for k, v in plan.prompts.skipped.items()) or "none"
@@ -118,6 +56,9 @@ def _print_dry_run(plan: Any) -> None:
                   f"sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
+    if plan.prompts.reduced:
+        console.print(f"message lists (query = last user turn): {_parts_dropped(plan.prompts.reduced)}",
+                      markup=False)
     for example in dry_run_examples(plan):
         console.rule(f"row {example['id']}")
         console.print("[bold]selection prompt[/]")
@@ -127,6 +68,18 @@ def _print_dry_run(plan: Any) -> None:
         console.print(example["system_good"], markup=False, highlight=False)
         console.print("---")
         console.print(example["system_bad"], markup=False, highlight=False)
+    _print_placement(cfg)
+
+
+def _print_placement(cfg: Any) -> None:
+    """Engines, their devices and the memory estimate; a plan that cannot run ends the dry run with its error."""
+    from ssogen.engine.placement import plan_placement
+
+    placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
+    console.rule("placement")
+    for line in placement.lines():
+        console.print(line, markup=False, highlight=False)
+    placement.check()
 
 
 def _run_with_progress(plan: Any, overwrite: bool) -> None:
@@ -140,9 +93,9 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     )
 
     from ssogen.errors import UserError
-    from ssogen.generate.run import ProgressUpdate, check_model, run_generate
+    from ssogen.generate.run import ProgressUpdate, load_tokenizer, run_generate
 
-    check_model(plan.config)
+    load_tokenizer(plan)  # fail before any progress output
 
     progress = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -164,6 +117,11 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     _print_summary(result.manifest)
 
 
+def _parts_dropped(parts: dict[str, int]) -> str:
+    names = {"system_turn": "system turn", "earlier_turns": "multi-turn history", "later_turns": "turns after it"}
+    return "; ".join(f"{names.get(k, k)} dropped: {v} rows" for k, v in parts.items())
+
+
 def _shown(value: object) -> str:
     return "–" if value is None else str(value)
 
@@ -173,8 +131,13 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table = Table(title=f"ssogen generate: {manifest['name']}", show_header=False, title_justify="left")
     skipped = ", ".join(f"{k} {v}" for k, v in s["rows_skipped"].items()) or "0"
     table.add_row("rows in / skipped", f"{s['rows_in']} / {skipped}")
+    if s["conversation_parts_dropped"]:
+        table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
     table.add_row("rows kept", str(s["kept"]))
     table.add_row("rows dropped", ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "0")
+    empty = s["empty_responses"]
+    table.add_row("empty responses y+ / y- / yo", " / ".join(str(empty[v]) for v in ("good", "bad", "raw"))
+                  + (" (kept: --keep-empty)" if manifest["filters"]["keep_empty"] else " (rows dropped)"))
     table.add_row("selection filled / principle fallback", f"{s['selection_filled']} / {s['principle_fallback']}")
     lengths = s["mean_tokens_kept"]
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))

@@ -20,13 +20,16 @@ def make_tiny_model(
     reject_system_role: Annotated[bool, typer.Option(
         help="Use a chat template that raises on a system message (like Gemma's).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+    base_eos: Annotated[bool, typer.Option(
+        help="eos <|endoftext|> while the template closes turns with <|im_end|> (like a base model).")] = False,
 ) -> None:
     """Build a small Qwen2 model with random weights and a locally trained tokenizer (no download)."""
     from ssogen.testing.tiny_model import SIZES, build_tiny_model
 
     if size not in SIZES:
         raise fail(f"--size: unknown size {size!r} (choose from {', '.join(SIZES)})")
-    out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed)  # type: ignore[arg-type]
+    out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed,  # type: ignore[arg-type]
+                           base_eos=base_eos)
     console.print(f"wrote {size} model to {out}", highlight=False)
 
 

@@ -12,12 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from ssogen.dataset.card import CARD, card_is_generated, render_card
-from ssogen.dataset.folder import CONFIGS, MANIFEST, config_file, read_manifest
+from ssogen.dataset.card import card_is_generated, render_card
+from ssogen.dataset.folder import CARD, CONFIGS, OutputFolder
 from ssogen.errors import UserError
+from ssogen.io import TMP_SUFFIX, write_text_atomic
 
 # Exit code for a failure of the network or the Hub (bad input keeps UserError's default 2).
 HUB_FAILURE = 1
@@ -62,7 +60,7 @@ def _excluded(relative: Path) -> bool:
     parts = relative.parts
     return (any(part.startswith(".") for part in parts)  # .ssogen/, .cache/, .git/, editor files
             or "__pycache__" in parts
-            or relative.name.endswith((".tmp", ".tmp.png", ".lock", ".incomplete")))
+            or relative.name.endswith((TMP_SUFFIX, ".lock", ".incomplete")))
 
 
 def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
@@ -91,19 +89,12 @@ def _is_blank_response(value: object) -> bool:
 def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, int]:
     """Refuse folders that are not ssogen outputs, hold corrupt parquet, come from an unfinished run or whose
     pair configs hold no rows or blank responses. Returns the row count per config."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise UserError(f"{out}: no such folder")
-    manifest = read_manifest(out)
+    folder = OutputFolder(out_dir)
+    manifest = folder.read_manifest()
     counts: dict[str, int] = {}
     for config in CONFIGS:
-        path = config_file(out, config)
-        if not path.exists():
-            raise UserError(f"{out}: not an ssogen output folder (missing {path.relative_to(out)})")
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{path}: corrupt parquet file ({exc})") from None
+        table = folder.read_config(config)
+        path = folder.config_file(config)
         counts[config] = table.num_rows
         if allow_incomplete or config not in PAIR_RESPONSE_COLUMNS:
             continue
@@ -118,17 +109,17 @@ def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) ->
                                 "(--allow-incomplete to push anyway)")
     status = manifest.get("status")
     if status is not None and status != "complete" and not allow_incomplete:
-        raise UserError(f"{out / MANIFEST}: the run is not complete (status {status!r}); resume it, or pass "
+        raise UserError(f"{folder.manifest}: the run is not complete (status {status!r}); resume it, or pass "
                         "--allow-incomplete")
     return counts
 
 
-def prepare_card(out_dir: str | Path, repo_id: str) -> str | None:
+def prepare_card(out_dir: str | Path, repo_id: str, templates: str | Path | None = None) -> str | None:
     """The card to publish: ssogen's own card is re-rendered so its snippets load from `repo_id`; a card the
     user wrote is left alone (None). A missing card is rendered."""
     if not card_is_generated(out_dir):
         return None
-    return render_card(out_dir, repo_id=repo_id)
+    return render_card(out_dir, repo_id=repo_id, templates=templates)
 
 
 def resolve_token(token: str | None) -> str:
@@ -211,22 +202,21 @@ def push_to_hub(
     commit_message: str | None = None,
     token: str | None = None,
     allow_incomplete: bool = False,
+    templates: str | Path | None = None,
 ) -> PushResult:
     """Create the dataset repo if needed (and the branch), then upload the folder as one commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from ssogen import __version__
 
-    out = Path(out_dir)
+    folder = OutputFolder(out_dir)
     validate_repo_id(repo_id)
-    counts = check_publishable(out, allow_incomplete=allow_incomplete)
+    counts = check_publishable(folder.root, allow_incomplete=allow_incomplete)
     secret = resolve_token(token)
-    card = prepare_card(out, repo_id)
+    card = prepare_card(folder.root, repo_id, templates)
     if card is not None:  # keep the local folder identical to what the Hub will hold
-        tmp = out / (CARD + ".tmp")
-        tmp.write_text(card, encoding="utf-8")
-        os.replace(tmp, out / CARD)
-    files = files_to_upload(out)
+        write_text_atomic(folder.card, card)
+    files = files_to_upload(folder.root)
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=secret, library_name="ssogen", library_version=__version__)
     message = commit_message or f"Upload ssogen dataset ({counts.get('dpo', 0)} pairs, {len(files)} files)"
@@ -244,16 +234,17 @@ def push_to_hub(
     return PushResult(repo_id=repo_id, commit_url=str(info.commit_url), commit_oid=str(info.oid), files=files)
 
 
-def dry_run(out_dir: str | Path, repo_id: str, *, allow_incomplete: bool = False) -> tuple[list[UploadFile], str]:
+def dry_run(out_dir: str | Path, repo_id: str, *, allow_incomplete: bool = False,
+            templates: str | Path | None = None) -> tuple[list[UploadFile], str]:
     """What a push would upload and the card it would carry; contacts nothing and writes nothing."""
-    out = Path(out_dir)
+    folder = OutputFolder(out_dir)
     validate_repo_id(repo_id)
-    check_publishable(out, allow_incomplete=allow_incomplete)
-    card = prepare_card(out, repo_id)
-    files = files_to_upload(out)
+    check_publishable(folder.root, allow_incomplete=allow_incomplete)
+    card = prepare_card(folder.root, repo_id, templates)
+    files = files_to_upload(folder.root)
     if card is None:
-        return files, (out / CARD).read_text(encoding="utf-8")
+        return files, folder.card.read_text(encoding="utf-8")
     # The push would write this card first: list it with the size it will have.
     others = [f for f in files if f.path_in_repo != CARD]
-    files = sorted([*others, UploadFile(CARD, out / CARD, len(card.encode()))], key=lambda f: f.path_in_repo)
+    files = sorted([*others, UploadFile(CARD, folder.card, len(card.encode()))], key=lambda f: f.path_in_repo)
     return files, card

@@ -1,11 +1,13 @@
-"""`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, and the likelihood filter.
+"""`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, then optionally the likelihood
+filter (`ssogen.dataset.likelihood`).
 
-Conventions (shared with `ssogen train`, see ssogen/collator.py):
+Conventions (shared with `ssogen train`, which builds its sequences with the same ssogen.chat helpers):
 * contexts are rendered by ssogen.chat exactly as generate sampled from them: x = [user], x+ = [system S+,
   user], x- = [system S-, user], with the system text merged into the user turn when the chat template rejects
   a system role; the prompt text is tokenized with add_special_tokens=False (the template writes any BOS);
-* a response is its text's tokens (add_special_tokens=False) followed by the tokenizer's eos token, the
-  end-of-turn token that ended sampling; the mean is over all of these tokens, eos included.
+* a response is its text's tokens (add_special_tokens=False) followed, when it is complete, by the chat template's
+  end-of-turn token(s) (`ssogen.chat.end_of_turn`), where sampling stopped; a response cut at --max-tokens
+  (finish reason "length") gets none; the mean is over all of these tokens, end token(s) included.
 
 Resumable like generate: finished rows are appended (fsynced) to OUT/.ssogen/score/<key>/scores-<n>.jsonl, where
 the key hashes the model's identity and the tokenization settings, and every cached row carries a hash of its
@@ -19,17 +21,27 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from ssogen.dataset.folder import MANIFEST, WORK_DIR, read_manifest, read_triplets, write_configs, write_json_atomic
-from ssogen.engine import EngineKind, EngineOptions
+from ssogen.dataset.card import card_templates
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.likelihood import (
+    LIKELIHOOD,
+    LikelihoodFilterOptions,
+    apply_likelihood_filter,
+    has_pair_scores,
+    likelihood_candidate,
+)
+from ssogen.dataset.refresh import refresh
+from ssogen.dataset.shards import ShardStore
+from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
+from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
+from ssogen.settings import option
 
-SCORE_DIR = "score"
-LIKELIHOOD = "likelihood"
 # (field, context, response) in request order: the requests of one context are adjacent, so sequences that share
 # a prompt prefix sit next to each other in every batch.
 SCORED = (
@@ -37,102 +49,31 @@ SCORED = (
     ("lp_good_good", "good", "good"), ("lp_bad_good", "good", "bad"),
     ("lp_good_bad", "bad", "good"), ("lp_bad_bad", "bad", "bad"),
 )
-CONVENTION = "mean over response tokens + eos; chat-template prompt, add_special_tokens=False"
+CONVENTION = ("mean over response tokens + the template's end-of-turn token(s) (none after a response cut at the "
+              "token limit); chat-template prompt, add_special_tokens=False")
 
 
-class LikelihoodFilterOptions(BaseModel):
-    """The paper code's three stages (SPEC §2.1 step 7); each can be switched off or given a margin.
-
-    1. ordering: lp(y+|x+) - lp(y+|x) > m, lp(y+|x) - lp(y+|x-) > m, lp(y-|x-) - lp(y-|x) > m and
-       lp(y-|x) - lp(y-|x+) > m (m = ordering_margin, 0 = strict order).
-    2. on-policy: lp(y+|x) >= mean + m and lp(y-|x) >= mean + m (m = on_policy_margin).
-    3. contrast: lp(y+|x+) - lp(y+|x-) > mean + m and lp(y-|x-) - lp(y-|x+) > mean + m (m = contrast_margin).
-
-    Each stage's means are taken over the rows that passed the stages before it (as the paper's code does),
-    so a stage judges rows against the population it actually receives."""
+# pydantic lists the last base's fields first: the help shows the filter stages, then the engine options.
+class ScoreConfig(EngineFields, LikelihoodFilterOptions):
+    """Every option of `ssogen score`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    ordering: bool = True
-    ordering_margin: float = Field(0.0, ge=0.0)
-    on_policy: bool = True
-    on_policy_margin: float = 0.0
-    contrast: bool = True
-    contrast_margin: float = 0.0
+    model: str = option(..., "Model folder or hub id to score with (normally the policy).")
+    filter: Literal["none", "likelihood"] = option(
+        "none", "'likelihood' applies the paper code's likelihood filter after scoring; 'none' only adds the "
+        "log-probs.")
+    chunk_rows: int | None = option(None, "Rows per batch (7 sequences each); saved after each.", ge=1,
+                                    default_text=f"{CHUNK_ROWS_PER_ENGINE} per engine ({CHUNK_ROWS_PER_ENGINE} x --dp)")
 
+    @property
+    def resolved_chunk_rows(self) -> int:
+        return self.chunk_rows or CHUNK_ROWS_PER_ENGINE * self.dp
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
-def likelihood_filter(rows: Sequence[TripletRecord], options: LikelihoodFilterOptions | None = None,
-                      ) -> list[str | None]:
-    """For each row (all six y+/y- log-probs set), None to keep it or the drop reason `likelihood:<stage>`."""
-    options = options or LikelihoodFilterOptions()
-    reasons: list[str | None] = [None] * len(rows)
-    alive = list(range(len(rows)))
-    for index in alive:
-        missing = [name for name, _, response in SCORED if response != "raw" and getattr(rows[index], name) is None]
-        if missing:
-            raise ValueError(f"row {rows[index].id}: not scored ({', '.join(missing)} missing)")
-
-    def drop(survivors: list[int], reason: str) -> list[int]:
-        kept = []
-        for index in alive:
-            if index in survivors:
-                kept.append(index)
-            else:
-                reasons[index] = f"{LIKELIHOOD}:{reason}"
-        return kept
-
-    if options.ordering:
-        alive = drop([i for i in alive if _ordered(rows[i], options.ordering_margin)], "ordering")
-    if options.on_policy and alive:
-        mean_good = _mean([rows[i].lp_good_plain for i in alive])  # type: ignore[misc]
-        mean_bad = _mean([rows[i].lp_bad_plain for i in alive])  # type: ignore[misc]
-        m = options.on_policy_margin
-        alive = drop([i for i in alive if rows[i].lp_good_plain >= mean_good + m  # type: ignore[operator]
-                      and rows[i].lp_bad_plain >= mean_bad + m], "off_policy")  # type: ignore[operator]
-    if options.contrast and alive:
-        good_gap = {i: rows[i].lp_good_good - rows[i].lp_good_bad for i in alive}  # type: ignore[operator]
-        bad_gap = {i: rows[i].lp_bad_bad - rows[i].lp_bad_good for i in alive}  # type: ignore[operator]
-        mean_good, mean_bad = _mean(list(good_gap.values())), _mean(list(bad_gap.values()))
-        m = options.contrast_margin
-        alive = drop([i for i in alive if good_gap[i] > mean_good + m and bad_gap[i] > mean_bad + m], "contrast")
-    return reasons
-
-
-def _ordered(r: Any, margin: float) -> bool:
-    """Each step of lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+) by more than margin."""
-    return bool(r.lp_good_good - r.lp_good_plain > margin and r.lp_good_plain - r.lp_good_bad > margin
-                and r.lp_bad_bad - r.lp_bad_plain > margin and r.lp_bad_plain - r.lp_bad_good > margin)
-
-
-def apply_likelihood_filter(records: Sequence[TripletRecord], options: LikelihoodFilterOptions | None = None,
-                            ) -> list[TripletRecord]:
-    """Re-decide every row that the cheap filters kept: rows an earlier likelihood filter dropped are judged
-    again (so a rerun with other thresholds starts from the same population); rows without scores are dropped
-    as `likelihood:unscored`. Rows dropped for other reasons stay as they are."""
-    out = list(records)
-    candidates = [i for i, r in enumerate(out) if _likelihood_candidate(r)]
-    scored = [i for i in candidates if _has_pair_scores(out[i])]
-    reasons = likelihood_filter([out[i] for i in scored], options)
-    decided = dict(zip(scored, reasons, strict=True))
-    for i in candidates:
-        reason = decided.get(i, f"{LIKELIHOOD}:unscored")
-        out[i] = out[i].model_copy(update={"kept": reason is None, "drop_reason": reason})
-    return out
-
-
-def _likelihood_candidate(record: TripletRecord) -> bool:
-    return record.kept or (record.drop_reason or "").startswith(f"{LIKELIHOOD}:")
-
-
-def _has_pair_scores(record: TripletRecord) -> bool:
-    return all(getattr(record, name) is not None for name, _, response in SCORED if response != "raw")
-
-
-# --- scoring -----------------------------------------------------------------------------------------------
+    def filter_options(self) -> LikelihoodFilterOptions | None:
+        if self.filter != LIKELIHOOD:
+            return None
+        return LikelihoodFilterOptions(**{k: getattr(self, k) for k in LikelihoodFilterOptions.model_fields})
 
 
 class ScoreReport(BaseModel):
@@ -146,13 +87,15 @@ class ScoreReport(BaseModel):
 
 
 def row_text_hash(record: TripletRecord) -> str:
-    """What a cached score depends on in the row: the query, both system prompts and the three responses."""
+    """What a cached score depends on in the row: the query, both system prompts, the three responses and which of
+    them were cut at the token limit (a cut response is scored without the end-of-turn token)."""
+    cut = "".join("1" if getattr(record, f"finish_reason_{v}") == "length" else "0" for v in ("good", "bad", "raw"))
     parts = [record.prompt, record.system_good, record.system_bad, record.response_good, record.response_bad,
-             record.response_raw]
+             record.response_raw, cut]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def _model_identity(model: str) -> str:
+def _model_identity(model: ModelRef) -> str:
     """sha256 of the model name/path, its config and (local folder) its weight files: the training cache's
     identity, so that scores of different weights never mix."""
     from transformers import AutoConfig
@@ -160,40 +103,48 @@ def _model_identity(model: str) -> str:
     from ssogen.train.reference import model_identity
 
     try:
-        config = AutoConfig.from_pretrained(model)
+        config = AutoConfig.from_pretrained(model.path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"--model {model}: cannot load its config ({str(exc).splitlines()[0]})") from None
-    return model_identity(model, config)
+        raise load_error(model, exc, what="load its config") from None
+    return model_identity(model.name, config)
+
+
+def _load_tokenizer(model: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.path)
+    except (OSError, ValueError) as exc:
+        raise load_error(model, exc, what="load its tokenizer") from None
 
 
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
-    parts = {"model": model_id, "system_supported": system_supported, "eos": tokenizer.eos_token_id,
+    from ssogen.chat import end_of_turn
+
+    parts = {"model": model_id, "system_supported": system_supported, "end_of_turn": list(end_of_turn(tokenizer).ids),
              "template": hashlib.sha256((getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
-             "convention": CONVENTION, "format": 1}
+             "convention": CONVENTION, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool) -> list[Any]:
-    """The seven (context, response) requests of a row in SCORED order, keyed `<row id>/<field>`."""
-    from ssogen.chat import response_token_ids, sso_context_ids
+def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool,
+                   end_ids: Sequence[int] | None = None) -> list[Any]:
+    """The seven (context, response) requests of a row in SCORED order, keyed `<row id>/<field>`.
+
+    `end_ids`: the template's end-of-turn ids (derived from the tokenizer when not given)."""
+    from ssogen.chat import end_of_turn, response_token_ids, sso_context_ids
     from ssogen.engine.scoring import ScoreRequest
 
+    if end_ids is None:
+        end_ids = end_of_turn(tokenizer).ids
     # The same helpers as the training collator: score and train see identical token sequences.
     prompts = sso_context_ids(tokenizer, record.prompt, record.system_good, record.system_bad,
                               system_supported=system_supported)
-    responses = {v: response_token_ids(tokenizer, getattr(record, f"response_{v}")) for v in ("good", "bad", "raw")}
+    responses = {v: response_token_ids(tokenizer, getattr(record, f"response_{v}"), end_ids,
+                                       complete=getattr(record, f"finish_reason_{v}") != "length")
+                 for v in ("good", "bad", "raw")}
     return [ScoreRequest(f"{record.id}/{name}", prompts[context], responses[response])
             for name, context, response in SCORED]
-
-
-def _score_store(out: Path, key: str) -> Any:
-    """generate's append-only JSONL store, pointed at OUT/.ssogen/score/<key>/."""
-    from ssogen.dataset.shards import ShardStore
-
-    store = ShardStore(out)
-    store.dir = out / WORK_DIR / SCORE_DIR / key
-    store.dir.mkdir(parents=True, exist_ok=True)
-    return store
 
 
 def score_folder(
@@ -206,25 +157,29 @@ def score_folder(
     filter_options: LikelihoodFilterOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
     scorer: Any = None,
+    templates: str | Path | None = None,
 ) -> ScoreReport:
     """Score every row the cheap filters kept (plus rows an earlier likelihood filter dropped), optionally
     apply the likelihood filter, rewrite the configs, and refresh manifest, stats, plots and card.
 
-    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine."""
-    from ssogen.chat import supports_system_role
-    from ssogen.engine.scoring import make_scorer
+    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
+    `templates` is a folder whose card.md.jinja replaces the bundled card template."""
+    from ssogen.chat import end_of_turn, supports_system_role
+    from ssogen.engine.launch import make_scorer
 
-    out = Path(out_dir)
-    records = read_triplets(out)
-    manifest = read_manifest(out)
-    targets = [r for r in records if _likelihood_candidate(r)]
-    model_id = _model_identity(model)
-    if scorer is None:
-        scorer = make_scorer(engine, model, engine_options)
-    tokenizer = scorer.tokenizer
+    folder = OutputFolder(out_dir)
+    records = folder.read_triplets()
+    manifest = folder.read_manifest()
+    card_templates(templates)  # a bad --templates fails now, not after the scoring
+    targets = [r for r in records if likelihood_candidate(r)]
+    model_ref = resolve_model(model)
+    require_available(model_ref)
+    # The cache is looked up with the tokenizer alone: when every row is scored, no engine is loaded.
+    tokenizer = scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref)
     system_supported = supports_system_role(tokenizer)
-    key = cache_key(model_id, tokenizer, system_supported)
-    store = _score_store(out, key)
+    turn_end = end_of_turn(tokenizer)
+    key = cache_key(_model_identity(model_ref), tokenizer, system_supported)
+    store = ShardStore(folder, folder.score_cache(key))
     cached = store.load("scores")
     scores: dict[str, dict[str, float | None]] = {}
     for record in targets:
@@ -233,6 +188,9 @@ def score_folder(
             scores[record.id] = entry["lp"]
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
+    owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
+    if pending and scorer is None:
+        scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
     try:
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]
@@ -240,7 +198,7 @@ def score_folder(
             fitting: list[TripletRecord] = []
             finished: list[dict[str, Any]] = []
             for record in chunk:
-                row_requests = build_requests(record, tokenizer, system_supported)
+                row_requests = build_requests(record, scorer.tokenizer, system_supported, turn_end.ids)
                 if max(r.length for r in row_requests) > scorer.max_sequence_length:
                     # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
                     finished.append({"id": record.id, "text": row_text_hash(record),
@@ -263,23 +221,24 @@ def score_folder(
                         f"{store.dir}; run the same command again to resume", exit_code=130) from None
     finally:
         store.close()
+        if owns_scorer and scorer is not None:
+            close_engine(scorer)
     too_long = sum(1 for lp in scores.values() if all(v is None for v in lp.values()))
 
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
     if filter_options is not None:
         updated = apply_likelihood_filter(updated, filter_options)
-    counts = write_configs(out, updated)
+    counts = folder.write_configs(updated)
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
         "model": model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
-        "rows_scored": sum(1 for r in updated if _has_pair_scores(r)), "rows_too_long": too_long,
+        "end_of_turn": turn_end.as_dict(),
+        "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,
-        "configs": counts, "cache": str(store.dir.relative_to(out)),
+        "configs": counts, "cache": folder.relative(store.dir),
     }
-    write_json_atomic(out / MANIFEST, manifest)
-    from ssogen.dataset.stats import refresh
-
-    refresh(out)
+    folder.write_manifest(manifest)
+    refresh(folder.root, templates=templates)
     return ScoreReport(rows=len(targets), scored_now=len(pending), from_cache=from_cache, too_long=too_long,
                        dropped_by_reason=dict(dropped.most_common()), counts=counts,
                        cache_dir=str(store.dir))

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from ssogen.dataset.folder import WORK_DIR
+from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
-
-FINGERPRINT = "fingerprint.json"
-STAGES = ("selection", "rows")
-# Files and folders a finished run writes into OUT; `--overwrite` removes exactly these, nothing else.
-# (`stats.json` and `plots/` come from `ssogen stats` / `score`: stale after a new run, so they go too.)
-RUN_OUTPUTS = (WORK_DIR, "data", "README.md", "manifest.json", "config.resolved.yaml", "library.yaml",
-               "logs", "stats.json", "plots")
+from ssogen.io import write_json_atomic
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -36,42 +29,64 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _check_writable_folder(out: Path) -> None:
+    """`--out` must be a folder, or creatable: its nearest existing ancestor a writable folder."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a folder")
+        existing = out
+    else:
+        existing = next(p for p in out.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise UserError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable")
+
+
 class ShardStore:
-    def __init__(self, out_dir: str | Path) -> None:
-        self.out = Path(out_dir)
-        self.dir = self.out / WORK_DIR
+    """JSONL shards in one folder of an output folder's work dir: `.ssogen/` for generate (the default), or
+    the score cache folder that `OutputFolder.score_cache` names."""
+
+    def __init__(self, folder: OutputFolder | str | Path, directory: Path | None = None) -> None:
+        self.folder = folder if isinstance(folder, OutputFolder) else OutputFolder(folder)
+        self.dir = directory or self.folder.work_dir
         self._files: dict[str, IO[bytes]] = {}
 
-    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
-        """Create or reopen the store. True when resuming a run of the same configuration."""
-        marker = self.dir / FINGERPRINT
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out}: exists and is not a folder")
-        if overwrite:
-            for name in RUN_OUTPUTS:
-                target = self.out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        resuming = False
-        if marker.exists():
-            stored = json.loads(marker.read_text(encoding="utf-8"))
+    def check(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
+        """Read-only: may a run of this configuration use the output folder? True when it would resume. Refuses
+        a folder holding another configuration's run (unless overwrite) and a non-empty folder without a run;
+        writes nothing, so a refusal comes before any model is loaded."""
+        folder, out = self.folder, self.folder.root
+        _check_writable_folder(out)
+        if overwrite or not out.exists():
+            return False
+        if folder.fingerprint.exists():
+            try:
+                stored = json.loads(folder.fingerprint.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UserError(f"{folder.fingerprint}: unreadable ({type(exc).__name__}); use --overwrite to start "
+                                "the run again or choose another --out") from None
             if stored.get("fingerprint") != fingerprint["fingerprint"]:
                 changed = sorted(k for k in set(stored.get("config", {})) | set(fingerprint["config"])
                                  if stored.get("config", {}).get(k) != fingerprint["config"].get(k))
-                raise UserError(f"--out {self.out}: holds a run with a different configuration (changed: "
+                raise UserError(f"--out {out}: holds a run with a different configuration (changed: "
                                 f"{', '.join(changed) or 'library/templates'}); use --overwrite to replace "
                                 "it or choose another --out")
-            resuming = True
-        elif not overwrite and self.out.exists() and any(self.out.iterdir()):
-            raise UserError(f"--out {self.out}: folder is not empty and holds no ssogen run; use --overwrite "
+            return True
+        if folder.holds_anything():
+            raise UserError(f"--out {out}: folder is not empty and holds no ssogen run; use --overwrite "
                             "or choose another --out")
+        return False
+
+    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
+        """Claim the output folder for a run of this configuration (`check`, then remove an old run's files
+        when overwriting and record the fingerprint). True when resuming a run of the same configuration."""
+        resuming = self.check(fingerprint, overwrite=overwrite)
+        if overwrite:
+            self.folder.remove_run_outputs()
         self.dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
-            tmp = marker.with_name(FINGERPRINT + ".tmp")
-            tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, marker)
+            write_json_atomic(self.folder.fingerprint, fingerprint, sort_keys=True)
         return resuming
 
     def load(self, stage: str) -> dict[str, dict[str, Any]]:
@@ -86,6 +101,7 @@ class ShardStore:
         if stage not in self._files:
             numbers = [int(p.stem.split("-")[-1]) for p in self.dir.glob(f"{stage}-*.jsonl")]
             path = self.dir / f"{stage}-{max(numbers, default=-1) + 1:05d}.jsonl"
+            self.dir.mkdir(parents=True, exist_ok=True)
             self._files[stage] = path.open("ab")
         return self._files[stage]
 

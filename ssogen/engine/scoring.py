@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, import_vllm
-from ssogen.errors import UserError
+from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, check_kind, import_vllm
 
 
 @dataclass(frozen=True)
@@ -114,23 +113,16 @@ class TransformersScorer:
     def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]:
         import torch
 
+        from ssogen.train.collator import left_padded
         from ssogen.train.logprobs import sequence_logps
 
         _check(requests, self.max_sequence_length)
         means: list[float] = [0.0] * len(requests)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         for batch in self._batches(requests):
-            width = max(requests[i].length for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
-                ids = requests[index].prompt_ids + requests[index].response_ids
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                attention[row, width - len(ids):] = 1
-            positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-            lengths = torch.tensor([[len(requests[i].response_ids)] for i in batch])
-            tensors = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions,
-                       "response_lengths": lengths}
+            tensors = left_padded([{"row_index": row, "sequences": [requests[i].prompt_ids + requests[i].response_ids],
+                                    "response_lengths": [len(requests[i].response_ids)]}
+                                   for row, i in enumerate(batch)], pad)
             with torch.no_grad():
                 sums, counts = sequence_logps(self.model, {k: v.to(self.device) for k, v in tensors.items()})
             for row, index in enumerate(batch):
@@ -138,10 +130,6 @@ class TransformersScorer:
         return means
 
 
-def make_scorer(kind: EngineKind, model: str, options: EngineOptions | None = None) -> Scorer:
-    options = options or EngineOptions()
-    if kind == "vllm":
-        return VLLMScorer(model, options)
-    if kind == "transformers":
-        return TransformersScorer(model, options)
-    raise UserError(f"--engine: unknown engine {kind!r} (choose vllm or transformers)")
+def make_single_scorer(kind: EngineKind, model: str, options: EngineOptions) -> Scorer:
+    check_kind(kind)
+    return VLLMScorer(model, options) if kind == "vllm" else TransformersScorer(model, options)

@@ -1,66 +1,94 @@
-"""The resolved configuration of a `generate` run: defaults < `--config run.yaml` < command-line flags."""
+"""The resolved configuration of a `generate` run: defaults < `--config run.yaml` < command-line flags.
+
+Each field is the whole definition of one `ssogen generate` option (flag, help, YAML key, validation)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from ssogen.engine import EngineOptions
-from ssogen.errors import UserError
+from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
+from ssogen.settings import option, resolve_settings
 
 # Options that do not change any row's content: a run may be resumed with different values of these.
-NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size"})
+# (--dp and --ray-address only decide where the requests run; per-request seeds fix their answers.)
+NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address"})
+
+IO_PANEL = "Inputs and outputs"
+SELECT_PANEL = "Selection and principles"
+SAMPLE_PANEL = "Sampling and filters"
 
 
-class RunConfig(BaseModel):
+class _RunFields(BaseModel):
+    model: str = option(..., "Model folder or hub id (the policy).", panel=IO_PANEL)
+    out: str = option(..., "Output folder (a Hub dataset repo).", panel=IO_PANEL)
+    principles: str = option("default", "Principle library: a YAML file or a bundled name.", panel=IO_PANEL)
+    prompts: str | None = option(None, "Queries: .jsonl/.json/.parquet/.csv, a datasets folder or a hub id.",
+                                 panel=IO_PANEL, default_text="the bundled demo queries")
+    prompt_field: str = option("prompt", "Field holding the query.", panel=IO_PANEL)
+    split: str = option("train", "Split of a dataset input.", panel=IO_PANEL)
+    limit: int | None = option(None, "Use only the first N prompts.", ge=1, panel=IO_PANEL, default_text="all")
+    templates: str | None = option(None, "Folder overriding the prompt templates.", panel=IO_PANEL,
+                                   default_text="bundled")
+    # Feature selection and principles: the policy picks k features per query, S+/S- are built from them.
+    features_per_query: int = option(2, "Features chosen per query (k).", ge=1, flags=("--features-per-query", "-k"),
+                                     panel=SELECT_PANEL)
+    selection: Literal["free", "guided"] = option(
+        "free", "free (parse the policy's answer) or guided (vLLM structured outputs).", panel=SELECT_PANEL)
+    selection_max_tokens: int = option(32, "Tokens for the selection answer (at least 10 per feature).", ge=1,
+                                       panel=SELECT_PANEL)
+    extra_prob: float | None = option(None, "Probability of adding each library extra.", ge=0.0, le=1.0,
+                                      panel=SELECT_PANEL, default_text="the library's")
+    principle_source: Literal["library", "policy"] = option(
+        "library", "library (fixed texts) or policy (query-specific JSON, library text where it does not parse).",
+        panel=SELECT_PANEL)
+    principle_max_tokens: int = option(256, "Tokens for each query-specific principle (--principle-source "
+                                       "policy).", ge=1, panel=SELECT_PANEL)
+    # Sampling of y+, y-, yo, and the cheap filters.
+    temperature: float = option(0.7, "Sampling temperature.", ge=0.0, allow_inf_nan=False, panel=SAMPLE_PANEL)
+    top_p: float = option(0.8, "Nucleus sampling top-p.", gt=0.0, le=1.0, panel=SAMPLE_PANEL)
+    max_tokens: int = option(2048, "New tokens per response.", ge=1, panel=SAMPLE_PANEL)
+    raw_greedy: bool = option(False, "Sample yo (plain query) greedily.", panel=SAMPLE_PANEL)
+    seed: int = option(0, "Run seed; per-request seeds derive from it.", ge=0, lt=2**32, panel=SAMPLE_PANEL)
+    chunk_size: int = option(CHUNK_ROWS_PER_ENGINE, "Rows per batched engine call and per saved chunk.", ge=1,
+                             panel=SAMPLE_PANEL,
+                             default_text=f"{CHUNK_ROWS_PER_ENGINE} per engine ({CHUNK_ROWS_PER_ENGINE} x --dp)")
+    keep_truncated: bool = option(False, "Keep rows whose responses hit --max-tokens.",
+                                  flags=("--keep-truncated/--drop-truncated",), panel=SAMPLE_PANEL)
+    keep_empty: bool = option(False, "Keep rows with an empty response (flagged and counted either way).",
+                              flags=("--keep-empty/--drop-empty",), panel=SAMPLE_PANEL)
+
+
+# pydantic lists the fields of the last base first: this order keeps the engine options last, as written in
+# config.resolved.yaml by every earlier version.
+class RunConfig(EngineFields, _RunFields):
     """Every option of `ssogen generate`; the YAML config file uses the same names (dashes or underscores)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    out: str
-    principles: str = "default"
-    prompts: str | None = Field(None, description="Input file/folder/hub id; None = bundled demo queries.")
-    prompt_field: str = "prompt"
-    split: str = "train"
-    limit: int | None = Field(None, ge=1)
-    templates: str | None = None
-    # Feature selection and principles (SPEC §2.1 steps 1-3)
-    features_per_query: int = Field(2, ge=1)
-    selection: Literal["free", "guided"] = "free"
-    selection_max_tokens: int = Field(32, ge=1)
-    extra_prob: float | None = Field(None, ge=0.0, le=1.0)
-    principle_source: Literal["library", "policy"] = "library"
-    principle_max_tokens: int = Field(256, ge=1)
-    # Sampling (step 5)
-    temperature: float = Field(0.7, ge=0.0)
-    top_p: float = Field(0.8, gt=0.0, le=1.0)
-    max_tokens: int = Field(2048, ge=1)
-    raw_greedy: bool = False
-    seed: int = 0
-    chunk_size: int = Field(64, ge=1)
-    keep_truncated: bool = False
-    # Engine
-    engine: Literal["vllm", "transformers"] = "vllm"
-    tp: int = Field(1, ge=1)
-    dtype: str = "auto"
-    max_model_len: int | None = Field(None, ge=16)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    kv_cache_gb: float | None = Field(None, gt=0.0, description="KV-cache size in GiB (CPU build: default 0.25).")
+    @model_validator(mode="before")
+    @classmethod
+    def _chunk_size_per_engine(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("chunk_size") is None:
+            engines = data.get("dp") if isinstance(data.get("dp"), int) else 1
+            data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
+        return data
 
-    def engine_options(self) -> EngineOptions:
-        return EngineOptions(
-            dtype=self.dtype,
-            max_model_len=self.max_model_len,
-            tensor_parallel_size=self.tp,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None,
-            seed=self.seed,
-        )
+    @model_validator(mode="after")
+    def _compatible(self) -> RunConfig:
+        if self.engine == "transformers" and self.selection == "guided":
+            raise ValueError("--selection guided needs vLLM structured outputs; use --selection free with "
+                             "--engine transformers")
+        return self
+
+    def engine_options(self, seed: int | None = None) -> EngineOptions:
+        """The engine settings, seeded with the run seed."""
+        return super().engine_options(self.seed if seed is None else seed)
 
     def fingerprint(self, library_sha256: str, templates_digest: str) -> str:
         """Hash of everything that decides row contents; a resumed run must match it."""
@@ -70,48 +98,12 @@ class RunConfig(BaseModel):
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a YAML file (keys with dashes or underscores); unknown keys are an error."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except YAMLError as exc:
-        raise UserError(f"--config {path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path}: expected a mapping of option names to values")
-    options = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(options) - set(RunConfig.model_fields))
-    if unknown:
-        raise UserError(f"--config {path}: unknown key(s): {', '.join(unknown)}")
-    return options
-
-
 def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None) -> RunConfig:
     """defaults < config file < flags (flags that were not given are None and do not override)."""
-    merged: dict[str, Any] = read_config_file(config_file) if config_file is not None else {}
-    merged.update({k: v for k, v in flags.items() if v is not None})
-    source = f"--config {config_file}" if config_file is not None else "options"
-    try:
-        return RunConfig.model_validate(merged)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = "--" + "-".join(str(x) for x in err["loc"]).replace("_", "-") if err["loc"] else source
-        if err["type"] == "missing":
-            raise UserError(f"{name} is required (give it on the command line or in the config file)") \
-                from None
-        raise UserError(f"{name}: {err['msg']} (got {err.get('input')!r}, from {source})") from None
+    return resolve_settings(RunConfig, flags, config_file)
 
 
 def to_yaml(config: RunConfig) -> str:
-    from io import StringIO
-
     from ruamel.yaml import YAML
 
     stream = StringIO()

@@ -1,4 +1,4 @@
-"""Cheap filters (SPEC §2.1 step 6). Every decision is recorded as a flag or a drop reason, never silent."""
+"""Cheap filters (step 6 of docs/method.md). Every decision is recorded as a flag or a drop reason, never silent."""
 
 from __future__ import annotations
 
@@ -13,11 +13,21 @@ DROP_REASONS = ("prompt_too_long", "empty_response", "truncated", "identical_res
 
 
 def leaked_prefix_pattern(library: Library) -> re.Pattern[str]:
-    """Matches a leading "<Adjective> response:" for any adjective of the library (case-insensitive)."""
+    """Matches a leaked label at the very start of a response, as the paper's code strips them: "Response:" alone
+    or after a list of the library's adjectives ("Helpful response:", "Helpful and Accurate response:",
+    "Safe, Logical & Concise Response:"), in any case, optionally as a markdown heading or in emphasis
+    ("**Unhelpful Response:**", "**Response**:", "## Helpful response:"), plus the whitespace after it.
+
+    Only the start of the text is looked at, and the colon is required, so "Response times vary..." and a label
+    on a later line are left alone."""
     adjectives = sorted({a for f in [*library.features, *library.extras]
                          for a in (f.adjectives.good, f.adjectives.bad)}, key=len, reverse=True)
-    alternatives = "|".join(re.escape(a) for a in adjectives)
-    return re.compile(rf"^\s*(?:{alternatives})\s+response\s*:\s*", flags=re.IGNORECASE)
+    adjective = "(?:" + "|".join(re.escape(a) for a in adjectives) + ")"
+    separator = r"(?:\s*,\s*(?:and\s+)?|\s+and\s+|\s*[&/]\s*)"
+    adjective_list = rf"{adjective}(?:{separator}{adjective})*\s+"
+    emphasis = r"[*_]{1,3}"
+    return re.compile(rf"^\s*(?:#{{1,6}}\s+)?(?:{emphasis})?(?:{adjective_list})?response\s*(?:{emphasis})?\s*:"
+                      rf"(?:{emphasis})?\s*", flags=re.IGNORECASE)
 
 
 @dataclass
@@ -29,8 +39,11 @@ class FilterOutcome:
 
 
 def apply_filters(responses: dict[str, str], finish_reasons: dict[str, str], *, prefix: re.Pattern[str],
-                  keep_truncated: bool) -> FilterOutcome:
-    """Strip leaked prefixes, flag empty/truncated responses, and decide whether the row is kept."""
+                  keep_truncated: bool, keep_empty: bool = False) -> FilterOutcome:
+    """Strip leaked prefixes, flag empty/truncated responses, and decide whether the row is kept.
+
+    Empty responses (nothing but whitespace once a leaked prefix is gone) are flagged `empty_<variant>` always and
+    dropped unless `keep_empty`; truncated ones likewise with `keep_truncated`."""
     outcome = FilterOutcome(responses=dict(responses))
     for variant in VARIANTS:
         stripped = prefix.sub("", responses[variant], count=1)
@@ -42,7 +55,7 @@ def apply_filters(responses: dict[str, str], finish_reasons: dict[str, str], *, 
     outcome.flags += [f"empty_{v}" for v in empty] + [f"truncated_{v}" for v in truncated]
     texts = {v: outcome.responses[v].strip() for v in VARIANTS}
     identical = texts["good"] == texts["bad"] or texts["good"] == texts["raw"] or texts["bad"] == texts["raw"]
-    if empty:
+    if empty and not keep_empty:
         outcome.drop_reason = "empty_response"
     elif truncated and not keep_truncated:
         outcome.drop_reason = "truncated"

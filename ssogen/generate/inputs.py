@@ -27,11 +27,22 @@ class PromptRow:
 
 
 @dataclass
+class Row:
+    """A query as the pipeline carries it: its stable id (`records.row_id`), input position and text."""
+
+    id: str
+    position: int
+    prompt: str
+
+
+@dataclass
 class PromptsRead:
     source: str
     rows: list[PromptRow]
     rows_in: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # Message-list rows reduced to their last user turn: what was left out -> rows (rows taken only).
+    reduced: dict[str, int] = field(default_factory=dict)
 
 
 def _rows_from_file(path: Path) -> list[Any]:
@@ -107,23 +118,56 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
-def _prompt_of(row: Any, prompt_field: str) -> Any:
-    """The query text of a row: the chosen field, or the last user turn of a `messages` list."""
+def _is_message_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in value)
+
+
+def _last_user_turn(messages: list[dict[str, Any]]) -> tuple[Any, list[str]]:
+    """The query of a conversation (its last user turn) and what was left out of it: a system turn (SSO writes its
+    own system prompts), earlier turns (multi-turn history) and turns after it (e.g. the dataset's own answer)."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
+        return None, []
+    last = users[-1]
+    dropped = []
+    if any(m.get("role") == "system" for m in messages):
+        dropped.append("system_turn")
+    if any(m.get("role") != "system" for m in messages[:last]):
+        dropped.append("earlier_turns")
+    if messages[last + 1:]:
+        dropped.append("later_turns")
+    return messages[last].get("content"), dropped
+
+
+def _query_of(row: Any, prompt_field: str) -> tuple[Any, str | None, list[str]]:
+    """(query text or None, skip reason, conversation parts left out) for one input row.
+
+    The field may hold text or a message list; a row without the field falls back to its `messages` list."""
     if not isinstance(row, dict):
-        return None
+        return None, "not_an_object", []
     if prompt_field in row:
-        return row[prompt_field]
-    messages = row.get("messages")
-    if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return message.get("content")
-    return None
+        value = row[prompt_field]
+    elif "messages" in row:
+        value = row["messages"]
+    else:
+        return None, "missing_field", []
+    if isinstance(value, str):
+        return value, None, []
+    if _is_message_list(value):
+        text, dropped = _last_user_turn(value)
+        if text is None:
+            return None, "no_user_turn", []
+        return (text, None, dropped) if isinstance(text, str) else (None, "not_text", [])
+    return None, "missing_field" if value is None else "not_text", []
 
 
 def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str = "train",
                  limit: int | None = None) -> PromptsRead:
-    """All usable prompts with their input positions; rows without the field or blank are counted."""
+    """All usable prompts with their input positions; rows without the field or blank are counted.
+
+    A field (or `messages`) holding a message list gives its last user turn; the parts of the conversation that
+    were left out are counted in `reduced` for the rows taken."""
     if source is None:
         raw: list[Any] = [{"prompt": q} for q in demo_queries()]
         shown, prompt_field = "demo queries", "prompt"
@@ -142,19 +186,31 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
         raise UserError(f"{shown}: no rows")
     read = PromptsRead(source=shown, rows=[], rows_in=len(raw))
     for position, row in enumerate(raw):
-        value = _prompt_of(row, prompt_field)
-        if not isinstance(value, str):
-            read.skipped["missing_field"] = read.skipped.get("missing_field", 0) + 1
-            continue
-        if not value.strip():
-            read.skipped["blank_prompt"] = read.skipped.get("blank_prompt", 0) + 1
+        value, reason, dropped = _query_of(row, prompt_field)
+        if reason is None and not value.strip():
+            reason = "blank_prompt"
+        if reason is not None:
+            read.skipped[reason] = read.skipped.get(reason, 0) + 1
             continue
         if limit is None or len(read.rows) < limit:
             read.rows.append(PromptRow(position=position, text=value))
-    if read.skipped.get("missing_field", 0) == len(raw):
-        fields = sorted(raw[0]) if isinstance(raw[0], dict) else []
-        raise UserError(f"{shown}: no row has a {prompt_field!r} field or a messages list with a user turn "
-                        f"(fields: {', '.join(fields) or 'none'}; choose one with --prompt-field)")
+            for part in dropped:
+                read.reduced[part] = read.reduced.get(part, 0) + 1
     if not read.rows:
-        raise UserError(f"{shown}: all {len(raw)} prompts are blank")
+        raise UserError(_nothing_usable(shown, raw, prompt_field, read.skipped))
     return read
+
+
+def _nothing_usable(shown: str, raw: list[Any], prompt_field: str, skipped: dict[str, int]) -> str:
+    """One line saying why no row gave a query."""
+    if skipped.get("blank_prompt") == len(raw):
+        return f"{shown}: all {len(raw)} prompts are blank"
+    if skipped.get("missing_field") == len(raw):
+        fields = sorted(raw[0]) if isinstance(raw[0], dict) else []
+        return (f"{shown}: no row has a {prompt_field!r} field or a messages list (fields: "
+                f"{', '.join(fields) or 'none'}; choose one with --prompt-field)")
+    reasons = {"missing_field": f"no {prompt_field!r} field", "blank_prompt": "blank",
+               "no_user_turn": "a message list without a user turn",
+               "not_text": f"{prompt_field!r} is neither text nor a message list", "not_an_object": "not an object"}
+    counts = ", ".join(f"{n} {reasons.get(k, k)}" for k, n in skipped.items())
+    return f"{shown}: no usable prompt in {len(raw)} rows ({counts})"

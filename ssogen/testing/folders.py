@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ssogen.dataset.folder import MANIFEST, write_configs, write_json_atomic
+from ssogen.dataset.folder import OutputFolder
 from ssogen.records import TripletRecord, row_id
 
 
@@ -29,10 +29,11 @@ def make_record(position: int, prompt: str = "", **fields: Any) -> TripletRecord
 
 def write_dataset(out: Path, records: list[TripletRecord], **manifest: Any) -> Path:
     """An output folder as generate leaves it: the four configs and a manifest (status complete by default)."""
-    write_configs(out, records)
+    folder = OutputFolder(out)
+    folder.write_configs(records)
     data = {"model": "tiny-model", "status": "complete", "seed": 7,
             "sampling": {"temperature": 0.7, "top_p": 0.8, "max_tokens": 64},
             "library": {"name": "default", "version": "1.0", "sha256": "ab" * 32}}
     data.update(manifest)
-    write_json_atomic(out / MANIFEST, data)
+    folder.write_manifest(data)
     return out

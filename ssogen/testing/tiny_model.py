@@ -26,7 +26,8 @@ NO_SYSTEM_TEMPLATE = (
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# Sizes: head size must be one vLLM's CPU attention supports (32 here), see INSTALL-NOTES trap 3.
+# Sizes: the head size must be one that vLLM's CPU attention supports (32, 64, 80, ... 256, 512; 32 here):
+# another loads but fails at the first generation (docs/cpu-vllm-notes.md).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
              "num_key_value_heads": 1, "vocab_size": 2048},
@@ -57,8 +58,14 @@ def build_tiny_model(
     reject_system_role: bool = False,
     seed: int = 0,
     max_position_embeddings: int = 4096,
+    base_eos: bool = False,
+    attention_dropout: float = 0.0,
 ) -> Path:
-    """Write a ready-to-load model folder (config, safetensors weights, tokenizer, chat template)."""
+    """Write a ready-to-load model folder (config, safetensors weights, tokenizer, chat template).
+
+    `base_eos` makes eos `<|endoftext|>` (tokenizer, config and generation_config) while the ChatML template still
+    closes turns with `<|im_end|>`, as in a base model such as Qwen2.5 base. `attention_dropout` > 0 gives a model
+    whose training forward differs from its eval forward unless dropout is switched off."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -66,6 +73,7 @@ def build_tiny_model(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     dims = SIZES[size]
+    eos_token = "<|endoftext|>" if base_eos else "<|im_end|>"
 
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -79,7 +87,7 @@ def build_tiny_model(
     bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        eos_token="<|im_end|>",
+        eos_token=eos_token,
         pad_token="<|endoftext|>",
         bos_token=None,
         unk_token=None,
@@ -99,18 +107,20 @@ def build_tiny_model(
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
         bos_token_id=None,  # ChatML models write no BOS; matching the tokenizer avoids a transformers warning
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids(eos_token),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        attention_dropout=attention_dropout,
         torch_dtype="float32",
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[config.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        pad_token_id=config.pad_token_id,
-    )
+    # A base model's generation_config lists only <|endoftext|>: nothing in it stops a ChatML answer at <|im_end|>.
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    stops = [endoftext] if base_eos else [config.eos_token_id, endoftext]
+    model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=config.pad_token_id)
     model.save_pretrained(out, safe_serialization=True)
     (out / "ssogen_tiny_model.json").write_text(
-        json.dumps({"size": size, "reject_system_role": reject_system_role, "seed": seed}, indent=2) + "\n"
+        json.dumps({"size": size, "reject_system_role": reject_system_role, "seed": seed, "base_eos": base_eos,
+                    "attention_dropout": attention_dropout}, indent=2) + "\n"
     )
     return out

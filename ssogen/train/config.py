@@ -1,86 +1,115 @@
 """`ssogen train` settings: one pydantic model, filled from `--config train.yaml` and then the command line.
 
-Validation happens here so that every bad combination fails with one line naming the option."""
+Each field is the whole definition of one option (flag, help with its default, YAML key, validation), and
+validation happens here, so every bad combination fails with one line naming the option, before torch loads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from ssogen.errors import UserError
-from ssogen.train.loss import LossSettings
+from ssogen.settings import flag_name, option, resolve_settings
+from ssogen.train.objective import LossSettings
+
+OBJECTIVE = "Objective"
+SEQUENCES = "Sequences"
+OPTIMISATION = "Optimisation"
+LORA = "LoRA"
 
 # Options that only mean something for the v1 objective (W and G do not exist in v2).
-V1_ONLY = {"no_g": "--no-g", "no_w": "--no-w", "w_detach": "--w-detach"}
+V1_ONLY = ("no_g", "no_w", "w_detach")
+LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 class TrainConfig(BaseModel):
-    """Every `ssogen train` option; field names are the long flags with '_' for '-'."""
+    """Every `ssogen train` option; field names are the long flags with '_' for '-' unless a field says so."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data: Path
-    model: str
-    out: Path
+    data: Path = option(..., "A `ssogen generate` output folder (its `sso` config is read).")
+    model: str = option(..., "Starting model: local folder or hub id.")
+    out: Path = option(..., "Output folder for the model, config, metrics and card.")
 
-    # Objective (SPEC §2.2).
-    objective: Literal["v1", "v2"] = "v1"
-    loss_type: Literal["ipo", "dpo"] | None = Field(None, description="default: ipo for v1, dpo for v2")
-    beta: float = Field(0.1, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1)
-    lam: float = Field(0.1, ge=0, description="λ, the weight of G")
-    w_placement: Literal["g", "all"] = "g"
-    w_detach: bool = False
-    no_w: bool = False
-    no_g: bool = False
-    sft_weight: float | None = Field(None, ge=0, description="γ; default 0 for v1, 0.1 for v2")
+    # Objective: L(x,y+,y-) + λ·W·G (v1) or L+ + L- (v2).
+    objective: Literal["v1", "v2"] = option("v1", "v1 (policy) or v2 (generator: L+ + L-).", panel=OBJECTIVE)
+    loss_type: Literal["ipo", "dpo"] | None = option(None, "Base loss: ipo or dpo.", flags=("--loss",),
+                                                     panel=OBJECTIVE, default_text="ipo for v1, dpo for v2")
+    beta: float = option(0.1, "β (IPO: τ).", gt=0, panel=OBJECTIVE)
+    alpha: float = option(0.5, "α in W.", ge=0, le=1, panel=OBJECTIVE)
+    lam: float = option(0.1, "λ, the weight of G.", ge=0, flags=("--lambda",), panel=OBJECTIVE)
+    w_placement: Literal["g", "all"] = option("g", "g: L + λ·W·G; all: W·(L + λ·G).", panel=OBJECTIVE)
+    w_detach: bool = option(False, "Stop gradients through W.", flags=("--w-detach",), panel=OBJECTIVE)
+    no_w: bool = option(False, "Ablation: W = 1.", flags=("--no-w",), panel=OBJECTIVE)
+    no_g: bool = option(False, "Ablation: no G term (W·L).", flags=("--no-g",), panel=OBJECTIVE)
+    sft_weight: float | None = option(None, "γ, the SFT mix.", ge=0, panel=OBJECTIVE,
+                                      default_text="0 for v1, 0.1 for v2")
 
     # Sequences.
-    max_length: int = Field(2048, gt=1)
-    max_prompt_length: int = Field(1024, gt=0)
+    max_length: int = option(2048, "Max tokens per sequence.", gt=1, panel=SEQUENCES)
+    max_prompt_length: int = option(1024, "Max prompt tokens.", gt=0, panel=SEQUENCES)
 
     # Optimisation (handed to transformers.TrainingArguments).
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
-    lr: float = Field(5e-7, gt=0)
-    batch_size: int = Field(4, ge=1, description="rows (triplets) per device per step; 6 sequences each")
-    grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.04, ge=0, lt=1)
-    scheduler: str = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0)
-    seed: int = 42
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(500, ge=0, description="checkpoint every N steps; 0 = no intermediate checkpoints")
-    save_total_limit: int | None = Field(None, ge=1)
-    resume_from_checkpoint: str | None = None
-    report_to: str = "none"
-    reference_batch_size: int | None = Field(None, ge=1, description="default: --batch-size")
-    final_eval: bool = Field(False, description="after training, one no-grad pass: reward accuracies on all rows")
-    use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
-    fused_head: bool = Field(True, description="log-probs from a chunked output layer, never full logits")
+    epochs: float = option(1.0, "Epochs.", gt=0, panel=OPTIMISATION)
+    max_steps: int = option(-1, "Stop after N steps (overrides --epochs; -1: use --epochs).", panel=OPTIMISATION)
+    lr: float = option(5e-7, "Learning rate.", gt=0, panel=OPTIMISATION)
+    batch_size: int = option(4, "Rows (triplets) per device per step; 6 sequences each.", ge=1,
+                             panel=OPTIMISATION)
+    grad_accum: int = option(1, "Gradient accumulation steps.", ge=1, panel=OPTIMISATION)
+    warmup_ratio: float = option(0.04, "Warmup share of the steps.", ge=0, lt=1, panel=OPTIMISATION)
+    scheduler: str = option("cosine", "LR schedule (a transformers scheduler name).", panel=OPTIMISATION)
+    weight_decay: float = option(0.0, "Weight decay.", ge=0, panel=OPTIMISATION)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", ge=0, panel=OPTIMISATION)
+    seed: int = option(42, "Seed.", ge=0, lt=2**32, panel=OPTIMISATION)
+    bf16: bool = option(False, "bf16 mixed precision.", panel=OPTIMISATION)
+    gradient_checkpointing: bool = option(False, "Recompute activations in backward.", panel=OPTIMISATION)
+    logging_steps: int = option(10, "Log every N steps.", ge=1, panel=OPTIMISATION)
+    save_steps: int = option(500, "Checkpoint every N steps (0: no intermediate checkpoints).", ge=0,
+                             panel=OPTIMISATION)
+    save_total_limit: int | None = option(None, "Keep at most N checkpoints.", ge=1, panel=OPTIMISATION,
+                                          default_text="all")
+    resume_from_checkpoint: str | None = option(None, "Checkpoint folder to resume from.", panel=OPTIMISATION)
+    report_to: str = option("none", "none, or loggers such as tensorboard,wandb.", panel=OPTIMISATION)
+    reference_batch_size: int | None = option(None, "Rows per batch of the reference pass.", ge=1,
+                                              panel=OPTIMISATION, default_text="--batch-size")
+    final_eval: bool = option(False, "After training, one no-grad pass: reward accuracies on all rows.",
+                              panel=OPTIMISATION)
+    use_cpu: bool = option(False, "Train on the CPU even when a GPU is present.", flags=("--cpu",),
+                           panel=OPTIMISATION)
+    fused_head: bool = option(True, "Log-probs from a chunked output layer, never the full logits.",
+                              panel=OPTIMISATION)
+    head_kernel: Literal["torch", "liger"] = option(
+        "torch", "Output layer on CUDA: torch (chunked, GEMMs in the compute dtype) or liger (liger-kernel's fused "
+        "linear cross-entropy, exact for per-token log-probs; pip install liger-kernel).", panel=OPTIMISATION)
+    packing: bool = option(True, "Pack each row's three contexts once with both responses after each, no padding "
+                           "between rows (exact; left padding where the model cannot).", panel=OPTIMISATION)
+    keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
+                                "that the policy's step-0 forward equals the reference pass).",
+                                flags=("--keep-dropout",), panel=OPTIMISATION)
 
     # LoRA (peft).
-    lora: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_target_modules: str = "all-linear"
+    lora: bool = option(False, "Train a LoRA adapter (peft).", flags=("--lora",), panel=LORA)
+    lora_r: int = option(16, "LoRA rank.", ge=1, panel=LORA)
+    lora_alpha: int = option(32, "LoRA alpha.", ge=1, panel=LORA)
+    lora_dropout: float = option(0.0, "LoRA dropout.", ge=0, lt=1, panel=LORA)
+    lora_target_modules: str = option("all-linear", "Modules that get an adapter (peft's target_modules).",
+                                      panel=LORA)
 
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
         if self.objective == "v2":
-            for name, flag in V1_ONLY.items():
+            for name in V1_ONLY:
                 if getattr(self, name):
-                    raise ValueError(f"{flag} cannot be used with --objective v2 (v2 has no W or G term)")
+                    raise ValueError(f"{flag_name(TrainConfig, name)} cannot be used with --objective v2 (v2 has "
+                                     "no W or G term)")
             if self.w_placement != "g":
                 raise ValueError("--w-placement cannot be used with --objective v2 (v2 has no W term)")
         if self.no_w and self.w_detach:
             raise ValueError("--w-detach cannot be used with --no-w (there is no W to detach)")
+        for name in LORA_ONLY:
+            if name in self.model_fields_set and not self.lora:
+                raise ValueError(f"{flag_name(TrainConfig, name)} needs --lora")
         if self.max_prompt_length >= self.max_length:
             raise ValueError(f"--max-prompt-length ({self.max_prompt_length}) must be smaller than --max-length "
                              f"({self.max_length}) so that every response keeps at least one token")
@@ -113,59 +142,6 @@ class TrainConfig(BaseModel):
         return data
 
 
-# Fields whose command-line flag is not simply `--field-name`.
-FLAG_NAMES = {"loss_type": "--loss", "lam": "--lambda", "use_cpu": "--cpu"}
-LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
-
-
-def flag_name(field_name: str) -> str:
-    return FLAG_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
-
-
-def _format_error(exc: ValidationError, source: str) -> str:
-    first = exc.errors()[0]
-    message = first["msg"].removeprefix("Value error, ")
-    if not first["loc"]:
-        return f"{source}: {message}"
-    return f"{source}: {flag_name(str(first['loc'][0]))}: {message}"
-
-
-def load_yaml_config(path: Path) -> dict[str, Any]:
-    """Read `train.yaml`: a mapping of option names (dashes or underscores) to values."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    if not path.is_file():
-        raise UserError(f"{path}: no such config file")
-    try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of option names to values")
-    aliases = {"lambda": "lam", "loss": "loss_type", "cpu": "use_cpu"}  # the flag names, as on the command line
-    options = {aliases.get(str(k).replace("-", "_"), str(k).replace("-", "_")): v for k, v in data.items()}
-    unknown = sorted(set(options) - set(TrainConfig.model_fields))
-    if unknown:
-        raise UserError(f"{path}: unknown option {unknown[0]!r}")
-    return options
-
-
 def build_config(cli_options: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
     """YAML values first, then every command-line option that was given (not None) on top."""
-    merged: dict[str, Any] = load_yaml_config(config_file) if config_file is not None else {}
-    merged.update({k: v for k, v in cli_options.items() if v is not None})
-    for required in ("data", "model", "out"):
-        if merged.get(required) in (None, ""):
-            raise UserError(f"--{required} is required (on the command line or in the config file)")
-    for name in LORA_ONLY:
-        if merged.get(name) is not None and not merged.get("lora"):
-            raise UserError(f"{flag_name(name)} needs --lora")
-    try:
-        return TrainConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise UserError(_format_error(exc, str(config_file) if config_file else "ssogen train")) from None
+    return resolve_settings(TrainConfig, cli_options, config_file)

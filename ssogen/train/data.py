@@ -2,71 +2,22 @@
 
 Each row gives six (context, response) sequences in `ssogen.train.loss.SEQUENCES` order. Prompts are rendered with
 `ssogen.chat` (system fallback as in generate) so that train sees exactly the prompt text generate sampled from.
-A response is its text's tokens followed by the end-of-turn (eos) token, the token that ended sampling."""
+A complete response is its text's tokens followed by the chat template's end-of-turn token(s) (`ssogen.chat.
+end_of_turn`, where sampling stopped); a response cut at the token limit (`truncated_*` in the `sso` config) gets
+no end token."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from ssogen.chat import has_chat_template, response_token_ids, sso_context_ids, supports_system_role
+from ssogen.chat import end_of_turn, has_chat_template, response_token_ids, sso_context_ids, supports_system_role
 from ssogen.errors import UserError
-from ssogen.records import SSO_COLUMNS
 from ssogen.train.loss import SEQUENCE_PARTS
 
 RESPONSES = {"good": "response_good", "bad": "response_bad", "raw": "response_raw"}
-
-
-def sso_files(data_dir: Path) -> list[Path]:
-    """The parquet shards of the `sso` config of a generate output folder, with clear errors."""
-    if not data_dir.exists():
-        raise UserError(f"{data_dir}: no such data folder")
-    if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
-    files = sorted((data_dir / "data" / "sso").glob("*.parquet"))
-    if not files:
-        raise UserError(f"{data_dir}: no `sso` config (expected {Path('data/sso/*.parquet')}); "
-                        "is this a `ssogen generate` output folder?")
-    return files
-
-
-def read_sso_rows(data_dir: Path) -> list[dict[str, str]]:
-    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`)."""
-    rows: list[dict[str, str]] = []
-    for path in sso_files(data_dir):
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{path}: corrupt parquet file ({exc})") from None
-        missing = [c for c in SSO_COLUMNS if c not in table.column_names]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "
-                            f"{', '.join(SSO_COLUMNS)})")
-        for number, row in enumerate(table.select(list(SSO_COLUMNS)).to_pylist()):
-            null = [c for c in SSO_COLUMNS if not isinstance(row[c], str)]
-            if null:
-                raise UserError(f"{path}: row {number}: column {null[0]} is null")
-            rows.append(row)
-    if not rows:
-        raise UserError(f"{data_dir}: the `sso` config has no rows")
-    return rows
-
-
-def data_fingerprint(data_dir: Path) -> str:
-    """sha256 over the `sso` parquet files' names and bytes: the data part of the reference-cache key."""
-    digest = hashlib.sha256()
-    for path in sso_files(data_dir):
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -91,22 +42,26 @@ class EncodedRow:
     response_lengths: list[int]
 
 
-def encode_rows(rows: list[dict[str, str]], tokenizer: Any, *, max_length: int,
+def encode_rows(rows: list[dict[str, Any]], tokenizer: Any, *, max_length: int,
                 max_prompt_length: int) -> tuple[list[EncodedRow], TruncationCounts, bool]:
     """Tokenize the six sequences of every row; truncation is counted, never silent.
 
     A prompt longer than `max_prompt_length` keeps its end (the assistant header must stay); a sequence longer
-    than `max_length` loses the end of its response. Returns (rows, counts, system role supported)."""
+    than `max_length` loses the end of its response. A complete response ends with the end-of-turn token(s), a
+    response marked `truncated_*` does not. Returns (rows, counts, system role supported)."""
     if not has_chat_template(tokenizer):
         raise UserError("--model: the tokenizer has no chat template; ssogen formats x, x+ and x- through the "
                         "chat template (as generate does), so train needs a chat model")
     system_supported = supports_system_role(tokenizer)
+    end_ids = end_of_turn(tokenizer).ids
     counts = TruncationCounts()
     encoded: list[EncodedRow] = []
     for index, row in enumerate(rows):
         prompts = sso_context_ids(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
                                   system_supported=system_supported)
-        responses = {name: response_token_ids(tokenizer, row[column]) for name, column in RESPONSES.items()}
+        responses = {name: response_token_ids(tokenizer, row[column], end_ids,
+                                              complete=not row.get(f"truncated_{name}", False))
+                     for name, column in RESPONSES.items()}
         sequences, lengths = [], []
         for context, response in SEQUENCE_PARTS:
             prompt, answer = prompts[context], responses[response]

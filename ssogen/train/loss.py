@@ -1,4 +1,5 @@
-"""The SSO objective (SPEC §2.2) as pure functions: tensors of log-probs in, loss tensors out. No model code.
+"""The SSO objective as pure functions: tensors of log-probs in, loss tensors out. No model code.
+The equations, and where the paper's text and code differ, are in docs/method.md ("The objective").
 
 Every function takes per-row sequence log-probs in the fixed order of `SEQUENCES` (one column per sequence):
 
@@ -7,17 +8,17 @@ Every function takes per-row sequence log-probs in the fixed order of `SEQUENCES
 with `policy` and `reference` holding summed token log-probs of the response given its context (prompt tokens
 masked) and `lengths` the number of response tokens. Per-token averages are `sum / length`.
 
-Preference pairs (SPEC §2.1 step 8): P1 = (x, y+ over y-), P2 = (x+, y+ over y-), P3 = (x-, yo over y+).
+Preference pairs: P1 = (x, y+ over y-), P2 = (x+, y+ over y-), P3 = (x-, yo over y+).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from ssogen.train.objective import LossSettings, LossType
 
 SEQUENCES = ("good_plain", "bad_plain", "good_good", "bad_good", "raw_bad", "good_bad")
 GOOD_PLAIN, BAD_PLAIN, GOOD_GOOD, BAD_GOOD, RAW_BAD, GOOD_BAD = range(6)
@@ -26,50 +27,6 @@ SEQUENCE_PARTS = (("plain", "good"), ("plain", "bad"), ("good", "good"), ("good"
                   ("bad", "good"))
 # Pair name -> (chosen sequence, rejected sequence).
 PAIRS = {"p1": (GOOD_PLAIN, BAD_PLAIN), "p2": (GOOD_GOOD, BAD_GOOD), "p3": (RAW_BAD, GOOD_BAD)}
-
-LossType = Literal["ipo", "dpo"]
-Objective = Literal["v1", "v2"]
-WPlacement = Literal["g", "all"]
-
-NORMALISATION = {
-    "ipo": "per-token averaged log-prob ratios: h = (avg_θ(yw)-avg_ref(yw)) - (avg_θ(yl)-avg_ref(yl))",
-    "dpo": "summed log-prob ratios: β·[(logp_θ(yw)-logp_ref(yw)) - (logp_θ(yl)-logp_ref(yl))]",
-}
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """Everything that defines the objective; printed at start and saved with the model."""
-
-    objective: Objective = "v1"
-    loss_type: LossType = "ipo"
-    beta: float = 0.1
-    alpha: float = 0.5
-    lam: float = 0.1
-    w_placement: WPlacement = "g"
-    w_detach: bool = False
-    use_w: bool = True
-    use_g: bool = True
-    sft_weight: float = 0.0
-
-    def formula(self) -> str:
-        """The objective in words, matching exactly what `sso_loss` computes."""
-        sft = f" + {self.sft_weight:g}·sft(y+|x)" if self.sft_weight else ""
-        if self.objective == "v2":
-            plus = f" + {self.sft_weight:g}·sft(y+|x+)" if self.sft_weight else ""
-            minus = f" + {self.sft_weight:g}·sft(yo|x-)" if self.sft_weight else ""
-            return f"L(x+,y+,y-){plus} + L(x-,yo,y+){minus}"
-        w = "W" + ("(detached)" if self.w_detach else "")
-        if not self.use_g:
-            core = f"{w}·L(x,y+,y-)" if self.use_w else "L(x,y+,y-)"
-        elif not self.use_w:
-            core = f"L(x,y+,y-) + {self.lam:g}·G"
-        elif self.w_placement == "all":
-            core = f"{w}·(L(x,y+,y-) + {self.lam:g}·G)"
-        else:
-            core = f"L(x,y+,y-) + {self.lam:g}·{w}·G"
-        return core + sft
-
 
 @dataclass
 class LossOutput:
@@ -150,17 +107,21 @@ def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tenso
         g = l_p2 + l_p3
         w = (steering_weight(avg[:, GOOD_PLAIN], avg[:, BAD_PLAIN], s.alpha, s.w_detach) if s.use_w
              else torch.ones_like(l_p1))
-        if not s.use_g:
-            core = w * l_p1
-        elif s.w_placement == "all":
-            core = w * (l_p1 + s.lam * g)
-        else:
-            core = l_p1 + s.lam * w * g
-        per_row = core
+        base = l_p1
         if s.sft_weight:
-            sft = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
-            per_row = per_row + s.sft_weight * sft
-            metrics["loss/sft"] = sft
+            # The paper code's SFT mix: sft(y+|x), plus λ-weighted sft(y+|x+) and sft(yo|x-) when G is on.
+            mix = sft_loss(policy[:, GOOD_PLAIN], lengths[:, GOOD_PLAIN])
+            if s.use_g:
+                mix = mix + s.lam * (sft_loss(policy[:, GOOD_GOOD], lengths[:, GOOD_GOOD])
+                                     + sft_loss(policy[:, RAW_BAD], lengths[:, RAW_BAD]))
+            base = base + s.sft_weight * mix
+            metrics["loss/sft"] = mix
+        if not s.use_g:
+            per_row = w * base
+        elif s.w_placement == "all":
+            per_row = w * (base + s.lam * g)
+        else:
+            per_row = base + s.lam * w * g
         metrics.update({"loss/G": g, "W": w})
 
     rewards = implicit_rewards(policy, reference, lengths, s.loss_type, s.beta)
@@ -174,28 +135,3 @@ def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tenso
         metrics[f"logps/{name}"] = avg[:, index]
     metrics = {k: v.detach() for k, v in metrics.items()}
     return LossOutput(loss=per_row.mean(), per_row=per_row, metrics=metrics)
-
-
-def describe(settings: LossSettings) -> dict[str, object]:
-    """What is printed at start and saved with the model: the loss, its normalisation, every coefficient."""
-    s = settings
-    info: dict[str, object] = {
-        "objective": s.objective,
-        "formula": s.formula(),
-        "loss_type": s.loss_type,
-        "normalisation": NORMALISATION[s.loss_type],
-        "beta": s.beta,
-        "sft_weight": s.sft_weight,
-        "sft": "sft(y|c) = -avg_θ(y|c)",
-    }
-    if s.objective == "v1":
-        info.update({
-            "alpha": s.alpha, "lambda": s.lam, "w_placement": s.w_placement, "w_detach": s.w_detach,
-            "use_w": s.use_w, "use_g": s.use_g,
-            "W": "σ(-(α·avg_θ(y+|x) + (1-α)·avg_θ(y-|x)))",
-            "G": "L(x+,y+,y-) + L(x-,yo,y+)",
-        })
-    if s.loss_type == "ipo":
-        info["ipo_target"] = 1.0 / (2.0 * s.beta)
-    info["zero_margin_loss"] = round((1.0 / (2.0 * s.beta)) ** 2 if s.loss_type == "ipo" else math.log(2.0), 6)
-    return info

@@ -24,13 +24,12 @@ import pyarrow.parquet as pq
 import torch
 
 from ssogen.errors import UserError
+from ssogen.io import write_parquet_atomic
 from ssogen.train.loss import SEQUENCES
 
 logger = logging.getLogger("ssogen.train.run")
 
 CACHE_PREFIX = "ref_logps-"
-# Incremented by every reference pass that runs (tests use it to prove a rerun reuses the cache).
-PASSES_RUN = 0
 # Bytes hashed from each end of a weight file: enough to tell checkpoints apart without reading many GB.
 _EDGE_BYTES = 1 << 20
 
@@ -67,7 +66,7 @@ def cache_key(*, data_fingerprint: str, model_id: str, max_length: int, max_prom
         "data": data_fingerprint, "model": model_id, "max_length": max_length,
         "max_prompt_length": max_prompt_length, "system_role_supported": system_supported,
         "chat_template": hashlib.sha256((chat_template or "").encode()).hexdigest(), "dtype": dtype,
-        "format": 1,
+        "format": 2,  # 2: complete responses end with the template's end-of-turn token(s), not eos
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -80,6 +79,7 @@ class ReferenceTable:
     row_ids: list[str]
     logps: torch.Tensor | None = None
     reused: bool = False
+    loaded_from: Path | None = None  # the cache file `try_load` read (saved in metrics.json)
 
     @property
     def file_name(self) -> str:
@@ -95,12 +95,7 @@ class ReferenceTable:
         columns: dict[str, Any] = {"id": pa.array(self.row_ids, pa.string())}
         for index, name in enumerate(SEQUENCES):
             columns[name] = pa.array(self.logps[:, index].tolist(), pa.float64())
-        path = out_dir / self.file_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(pa.table(columns), tmp)
-        tmp.replace(path)
-        return path
+        return write_parquet_atomic(out_dir / self.file_name, pa.table(columns))
 
     def try_load(self, folders: list[Path]) -> Path | None:
         """Fill `logps` from the first folder holding this key's file whose ids match the data."""
@@ -115,6 +110,7 @@ class ReferenceTable:
             self.logps = torch.tensor([table.column(name).to_pylist() for name in SEQUENCES],
                                       dtype=torch.float64).T.contiguous()
             self.reused = True
+            self.loaded_from = path
             return path
         return None
 
@@ -138,7 +134,6 @@ def adapters_disabled(model: Any) -> Iterator[None]:
 def compute_reference(table: ReferenceTable, *, model: Any, unwrapped_model: Any, dataset: Any, collator: Any,
                       accelerator: Any, batch_size: int) -> None:
     """One no-grad pass over all rows, sharded across processes and gathered; fills `table.logps`."""
-    global PASSES_RUN
     from torch.utils.data import DataLoader
 
     from ssogen.train.logprobs import sequence_logps
@@ -158,4 +153,3 @@ def compute_reference(table: ReferenceTable, *, model: Any, unwrapped_model: Any
     if torch.isnan(result).any():
         raise UserError("reference pass left rows without log-probs (a distributed gather lost rows)", 1)
     table.logps = result
-    PASSES_RUN += 1

@@ -5,73 +5,55 @@ GPU boxes that train may have nothing else."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from transformers import TrainerCallback
 
-from ssogen.dataset.folder import write_json_atomic
+from ssogen.chat import end_of_turn
 from ssogen.errors import UserError
+from ssogen.models import load_error, resolve_model
+from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
-from ssogen.train.data import SSODataset, data_fingerprint, encode_rows, read_sso_rows
-from ssogen.train.loss import PAIRS, describe, sso_loss
+from ssogen.train.data import SSODataset, encode_rows
+from ssogen.train.dropout import disable_dropout
+from ssogen.train.inputs import data_fingerprint, read_sso_rows
+from ssogen.train.loss import sso_loss
 from ssogen.train.reference import ReferenceTable, cache_key, model_identity
+from ssogen.train.report import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_CARD,
+    RichProgress,
+    TrainOutcome,
+    print_settings,
+    summary_table,
+    write_outputs,
+)
 
 logger = logging.getLogger("ssogen.train.run")
-
-CONFIG_FILE = "ssogen_train_config.json"
-METRICS_FILE = "metrics.json"
-# Metrics shown on each progress line (all logged terms go to metrics.json).
-PROGRESS_KEYS = ("loss", "loss/p1", "loss/G", "loss/plus", "loss/minus", "W", "rewards/p1/accuracy",
-                 "rewards/p2/accuracy", "rewards/p3/accuracy", "learning_rate")
-
-
-@dataclass
-class TrainOutcome:
-    out: Path
-    steps: int
-    train_metrics: dict[str, Any]
-    log_history: list[dict[str, Any]]
-    reference_reused: bool
-    reference_file: str
-    truncation: dict[str, int]
-    final_eval: dict[str, float] | None = None
-    seconds_per_step: float | None = None
-    steps_run: int = 0  # optimizer steps taken by this call (fewer than `steps` after a resume)
-    extra: dict[str, Any] = field(default_factory=dict)
-
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
 def load_tokenizer_and_model(config: TrainConfig) -> tuple[Any, Any]:
-    """Tokenizer and causal LM from a local folder or a hub id; one clear line when neither exists."""
+    """Tokenizer and causal LM from a local folder or a hub id (`ssogen.models`); one clear line on failure."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = config.model
-    local = Path(name).expanduser()
-    # A hub id is "name" or "owner/name"; anything else that does not exist is a missing local folder.
-    hub_id = not local.exists() and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
-    if not hub_id and not local.is_dir():
-        raise UserError(f"--model: {name}: no such model folder")
-    name = name if hub_id else str(local)
+    model_ref = resolve_model(config.model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(model_ref.path)
+        model = AutoModelForCausalLM.from_pretrained(model_ref.path, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--model: {name}: cannot load ({first_line})") from None
+        raise load_error(model_ref, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.use_cache = False
@@ -141,40 +123,6 @@ def _accelerator_available() -> bool:
             or torch.backends.mps.is_available())
 
 
-class RichProgress(TrainerCallback):
-    """A rich progress bar with the main loss terms on each logging step (main process only)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress: Progress | None = None
-        self.task: Any = None
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                                 transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
-        if self.progress is None or not logs or "loss" not in logs:
-            return
-        shown = "  ".join(f"{key}={logs[key]:.4g}" for key in PROGRESS_KEYS if key in logs)
-        self.progress.console.print(f"step {state.global_step}: {shown}", highlight=False, markup=False)
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-
 class _StepTimer(TrainerCallback):
     """Wall time of optimizer steps only (excludes the reference pass and saving)."""
 
@@ -187,28 +135,6 @@ class _StepTimer(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.seconds.append(time.perf_counter() - self._start)
-
-
-def print_settings(console: Console, config: TrainConfig, rows: int, truncation: dict[str, int],
-                   system_supported: bool) -> None:
-    info = describe(config.loss_settings())
-    table = Table(title="ssogen train: objective and settings", title_justify="left", show_header=False)
-    table.add_column("setting", style="bold")
-    table.add_column("value")
-    for key, value in info.items():
-        table.add_row(key, str(value))
-    table.add_row("data", f"{config.data} ({rows} rows, {rows * 6} sequences)")
-    table.add_row("model", config.model + (" + LoRA" if config.lora else ""))
-    table.add_row("system role", "native" if system_supported else "merged into the user turn (template rejects it)")
-    table.add_row("max length / prompt", f"{config.max_length} / {config.max_prompt_length}")
-    table.add_row("truncated", f"{truncation['prompts_truncated']} prompts, {truncation['responses_truncated']} "
-                  f"responses of {truncation['sequences']} sequences ({truncation['rows_affected']} rows)")
-    table.add_row("optimisation", f"lr {config.lr:g}, {config.scheduler}, warmup {config.warmup_ratio:g}, batch "
-                  f"{config.batch_size} x accum {config.grad_accum}, "
-                  + (f"max steps {config.max_steps}" if config.max_steps > 0 else f"epochs {config.epochs:g}")
-                  + (", bf16" if config.bf16 else "") + (", grad. checkpointing" if config.gradient_checkpointing
-                                                         else ""))
-    console.print(table)
 
 
 def evaluate_rewards(trainer: Any) -> dict[str, float]:
@@ -238,66 +164,9 @@ def evaluate_rewards(trainer: Any) -> dict[str, float]:
     return {name: round(float(torch.cat(values).mean()), 6) for name, values in sorted(totals.items())}
 
 
-def model_card(config: TrainConfig, outcome: TrainOutcome, data_info: dict[str, Any]) -> str:
-    info = describe(config.loss_settings())
-    lines = [
-        "---",
-        "library_name: " + ("peft" if config.lora else "transformers"),
-        "tags:\n- ssogen\n- sso\n- preference-optimization",
-        *([] if Path(config.model).exists() else [f"base_model: {config.model}"]),
-        "---",
-        "",
-        "# Model trained with ssogen (Self-Steering Optimization)",
-        "",
-        f"Starting model: `{config.model}`" + (" with a LoRA adapter (this folder holds the adapter)."
-                                              if config.lora else "."),
-        f"Data: `{config.data}` (`sso` config, {data_info['rows']} rows, fingerprint "
-        f"`{data_info['fingerprint'][:16]}`).",
-        "",
-        "## Objective",
-        "",
-        f"`{info['formula']}` with base loss **{info['loss_type'].upper()}** ({info['normalisation']}).",
-        "",
-        "| coefficient | value |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in info.items() if k not in ("formula", "normalisation")],
-        "",
-        "Reference log-probs: the starting model"
-        + (" with the adapter disabled" if config.lora else "") + ", computed once before training.",
-        "",
-        "## Training",
-        "",
-        f"{outcome.steps} optimizer steps, lr {config.lr:g} ({config.scheduler}), batch {config.batch_size} x "
-        f"grad. accumulation {config.grad_accum}, seed {config.seed}. Full settings: `{CONFIG_FILE}`; every "
-        f"logged step: `{METRICS_FILE}`.",
-        "",
-    ]
-    if outcome.final_eval:
-        lines += ["Final reward accuracies on the training rows: " + ", ".join(
-            f"{p.upper()} {outcome.final_eval.get(f'rewards/{p}/accuracy', float('nan')):.3f}" for p in PAIRS), ""]
-    return "\n".join(lines) + "\n"
-
-
-def summary_table(outcome: TrainOutcome) -> Table:
-    table = Table(title="ssogen train: summary", title_justify="left")
-    table.add_column("metric")
-    table.add_column("first log", justify="right")
-    table.add_column("last log", justify="right")
-    logged = [entry for entry in outcome.log_history if "loss" in entry]
-    first, last = (logged[0], logged[-1]) if logged else ({}, {})
-    keys = [k for k in last if k not in ("epoch", "step", "learning_rate", "grad_norm")]
-    for key in keys:
-        a, b = first.get(key), last.get(key)
-        table.add_row(key, "" if a is None else f"{a:.4g}", "" if b is None else f"{b:.4g}")
-    table.add_row("steps", "", str(outcome.steps))
-    if outcome.seconds_per_step is not None:
-        table.add_row("seconds / step (median)", "", f"{outcome.seconds_per_step:.4f}")
-    table.add_row("reference log-probs", "", "reused cache" if outcome.reference_reused else "computed")
-    return table
-
-
-def run_training(config: TrainConfig, console: Console | None = None) -> TrainOutcome:
-    """The whole `ssogen train` run; returns what was written and measured."""
+def run_training(config: TrainConfig, console: Console | None = None,
+                 callbacks: list[TrainerCallback] | None = None) -> TrainOutcome:
+    """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones)."""
     if console is None or not _is_main_process():
         console = Console(quiet=not _is_main_process())
     from transformers.utils import logging as hf_logging
@@ -312,10 +181,13 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
     tokenizer, model = load_tokenizer_and_model(config)
+    restore_dropout = (lambda: None) if config.keep_dropout else disable_dropout(model)
     encoded, truncation_counts, system_supported = encode_rows(
         rows, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
     truncation = truncation_counts.as_dict()
-    print_settings(console, config, len(rows), truncation, system_supported)
+    turn_end = {**end_of_turn(tokenizer).as_dict(),
+                "cut_responses": sum(bool(row[c]) for row in rows for c in SSO_TRUNCATION_COLUMNS)}
+    print_settings(console, config, len(rows), truncation, system_supported, turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         console.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
@@ -326,9 +198,18 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
                     system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
                     dtype="bf16" if config.bf16 else "fp32")
     reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
-    from ssogen.train.logprobs import install_logprob_head, remove_logprob_head
+    from ssogen.train.output_layer import install_logprob_head, remove_logprob_head
 
-    fused_head = config.fused_head and install_logprob_head(model)  # before peft wraps the model
+    # Before peft wraps the model. With gradient checkpointing the head too trades time for memory (recompute).
+    if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
+    fused_head = config.fused_head and install_logprob_head(
+        model, keep_probabilities=not config.gradient_checkpointing, kernel=config.head_kernel)
+    from ssogen.train.packing import packing_unsupported
+
+    unpacked_reason = packing_unsupported(model, config.max_length) if config.packing else "--no-packing"
+    if config.packing and unpacked_reason:
+        console.print(f"[yellow]packing: off[/] ({unpacked_reason}); batches are left-padded", highlight=False)
     if config.lora:
         model = _apply_lora(model, config)
 
@@ -338,10 +219,13 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     timer = _StepTimer()
     trainer = SSOTrainer(
         model=model, args=args, train_dataset=SSODataset(encoded),
-        data_collator=SSOCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
+        # On CUDA, line widths in multiples of 16 keep the attention mask aligned for the fused SDPA kernels.
+        data_collator=SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=unpacked_reason is None,
+                                  pad_to_multiple_of=16 if args.device.type == "cuda" else None),
+        processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
-        callbacks=[timer],
+        callbacks=[timer, *(callbacks or [])],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -357,62 +241,22 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainOu
     outcome = TrainOutcome(
         out=config.out, steps=trainer.state.global_step, train_metrics=dict(result.metrics),
         log_history=list(trainer.state.log_history), reference_reused=reference.reused,
-        reference_file=reference.file_name, truncation=truncation, final_eval=final_eval,
+        reference_file=reference.file_name,
+        reference_loaded_from=str(reference.loaded_from) if reference.loaded_from else None,
+        truncation=truncation, final_eval=final_eval,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
-        extra={"fused_head": fused_head},
+        extra={"fused_head": fused_head, "end_of_turn": turn_end, "batches": "packed (shared contexts, no padding "
+               "between rows)" if trainer.data_collator.packing
+               else f"left-padded ({unpacked_reason or trainer.packing_fallback})"},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
+    restore_dropout()  # the saved config keeps the user's dropout values
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
-        _write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
-                       system_supported=system_supported)
+        write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
+                      system_supported=system_supported)
         console.print(summary_table(outcome))
         console.print(f"wrote {'adapter' if config.lora else 'model'}, tokenizer, {CONFIG_FILE}, {METRICS_FILE} "
-                      f"and README.md to {config.out}", highlight=False)
+                      f"and {MODEL_CARD} to {config.out}", highlight=False)
     trainer.accelerator.wait_for_everyone()
     return outcome
-
-
-def _versions() -> dict[str, str]:
-    import accelerate
-    import transformers
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "accelerate": accelerate.__version__}
-    try:
-        import peft
-    except ImportError:  # peft is optional on the train path (only --lora needs it)
-        peft = None
-    if peft is not None:
-        versions["peft"] = peft.__version__
-    from ssogen import __version__
-
-    versions["ssogen"] = __version__
-    return versions
-
-
-def _write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, rows: int, fingerprint: str,
-                   key: str, system_supported: bool) -> None:
-    data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
-                 "system_role": "native" if system_supported else "merged into user turn",
-                 "truncation": outcome.truncation}
-    write_json_atomic(config.out / CONFIG_FILE, {
-        "config": config.resolved(),
-        "loss": describe(config.loss_settings()),
-        "data": data_info,
-        "log_probs": "chunked output layer (LogProbHead)" if outcome.extra.get("fused_head")
-        else "model logits, chunked logsumexp",
-        "reference": {"key": key, "file": outcome.reference_file, "reused": outcome.reference_reused,
-                      "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
-        "versions": _versions(),
-    })
-    write_json_atomic(config.out / METRICS_FILE, {
-        "log_history": outcome.log_history,
-        "train_metrics": outcome.train_metrics,
-        "final_eval": outcome.final_eval,
-        "seconds_per_step_median": outcome.seconds_per_step,
-        "reference": {"file": outcome.reference_file, "reused": outcome.reference_reused,
-                      "seconds": trainer.reference_seconds},
-        "truncation": outcome.truncation,
-    })
-    (config.out / "README.md").write_text(model_card(config, outcome, data_info), encoding="utf-8")

@@ -13,9 +13,15 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError
+from ssogen.train.collator import left_padded
 from ssogen.train.logprobs import sequence_logps
-from ssogen.train.loss import LossSettings, sso_loss
+from ssogen.train.loss import sso_loss
+from ssogen.train.objective import LossSettings
+from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
+
+# Rows compared, packed against left-padded, before the first batch (see `SSOTrainer.check_packing`).
+PACKING_CHECK_ROWS = 2
 
 
 class SSOTrainer(Trainer):
@@ -30,6 +36,9 @@ class SSOTrainer(Trainer):
         self.reference_folders = reference_folders
         self.reference_seconds = 0.0
         self.console: Any = None  # a rich Console for the one status line of the reference pass
+        # Why batches are not packed although packing was asked for (set by `check_packing`), or None.
+        self.packing_fallback: str | None = None
+        self._packing_checked = False
         self._stored: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.add_callback(_ReferenceCallback(self))
 
@@ -57,6 +66,44 @@ class SSOTrainer(Trainer):
             self._say(f"reference log-probs: computed for {len(self.reference.row_ids)} rows in "
                       f"{self.reference_seconds:.1f}s, cached as {path}")
         self.accelerator.wait_for_everyone()
+
+    def check_packing(self) -> None:
+        """Once, before any pass: packed and left-padded log-probs of the first rows must agree (model, mask and
+        position handling as expected), else every later batch is left-padded, with a warning.
+
+        The tolerance grows with the rounding noise of this model and precision, measured as the difference
+        between the rows padded together and each row alone (in bf16 that noise, not the layout, dominates)."""
+        collator = self.data_collator
+        if self._packing_checked or not getattr(collator, "packing", False):
+            return
+        self._packing_checked = True
+        examples = [self.train_dataset[i] for i in range(min(PACKING_CHECK_ROWS, len(self.train_dataset)))]
+        pad, multiple = collator.pad_token_id, collator.pad_to_multiple_of
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        was_training = unwrapped.training
+        unwrapped.eval()
+        error = ""
+        try:
+            with torch.no_grad():
+                plain, lengths = self._check_logps(left_padded(examples, pad, multiple))
+                alone = torch.cat([self._check_logps(left_padded([e], pad, multiple))[0] for e in examples])
+                try:
+                    delta = packing_check_delta(self._check_logps(collator(examples))[0], plain, lengths)
+                except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # a model that rejects the 4D mask
+                    delta, error = float("inf"), f" ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})"
+        finally:
+            unwrapped.train(was_training)
+        measured = torch.tensor([delta, packing_check_delta(alone, plain, lengths)], device=self.args.device)
+        delta, noise = self.accelerator.reduce(measured, reduction="max").tolist()
+        tolerance = max(CHECK_TOLERANCE["half" if self.args.bf16 or self.args.fp16 else "fp32"], 4 * noise)
+        if delta > tolerance:
+            collator.packing = False
+            self.packing_fallback = (f"packed log-probs differ from left-padded ones by {delta:.3g} per token "
+                                     f"(tolerance {tolerance:.3g}){error}")
+            self._say(f"packing: off, batches are left-padded: {self.packing_fallback}")
+
+    def _check_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return sequence_logps(self.model_wrapped, self._prepare_inputs(batch))
 
     def _say(self, message: str) -> None:
         if self.console is not None and self.accelerator.is_main_process:
@@ -86,12 +133,13 @@ class SSOTrainer(Trainer):
 
 
 class _ReferenceCallback(TrainerCallback):
-    """Runs the reference pass at train begin and copies the reference table into every checkpoint."""
+    """Checks packing and runs the reference pass at train begin; copies the reference table into checkpoints."""
 
     def __init__(self, trainer: SSOTrainer) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.check_packing()
         self.trainer.ensure_reference()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
+from typer.testing import CliRunner
 
-from ssogen.dataset.card import render_card, size_category, write_card
-from ssogen.dataset.stats import refresh
+from ssogen.cli import app
+from ssogen.dataset.card import GENERATED_MARKER, render_card, size_category, write_card
+from ssogen.dataset.refresh import refresh
 from ssogen.principles import load_library
+from ssogen.templating import BUNDLED_TEMPLATES
 from ssogen.testing.folders import make_record, write_dataset
 from tests.dataset.test_stats import hand_records
 
@@ -23,7 +26,7 @@ def front_matter(card: str) -> dict:
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    out = write_dataset(tmp_path / "out", hand_records(), license="apache-2.0",
+    out = write_dataset(tmp_path / "out", hand_records(),
                         library={"name": "default", "version": "1.0", "sha256": "f00d" * 16})
     shutil.copy(load_library("default").path, out / "library.yaml")
     return out
@@ -34,7 +37,7 @@ def test_generate_style_card_without_stats_file(dataset: Path) -> None:
     card = path.read_text()
     meta = front_matter(card)
     assert [c["config_name"] for c in meta["configs"]] == ["triplets", "dpo", "sso", "reward"]
-    assert meta["license"] == "apache-2.0"
+    assert meta["license"] == "unknown"  # set yours in your own card template (see below)
     assert meta["size_categories"] == ["n<1K"]
     assert "text-generation" in meta["task_categories"]
     assert "`tiny-model`" in card
@@ -99,3 +102,61 @@ def test_hand_written_card_is_left_alone(dataset: Path) -> None:
     assert (dataset / "stats.json").exists()
     write_card(dataset)  # generate's explicit call still writes the card
     assert "## Funnel" in (dataset / "README.md").read_text()
+
+
+# -- the card template ------------------------------------------------------------------------------------------
+
+def test_card_renders_from_an_overriding_template_folder(dataset: Path, tmp_path: Path) -> None:
+    templates = tmp_path / "my-templates"
+    templates.mkdir()
+    bundled = (BUNDLED_TEMPLATES / "card.md.jinja").read_text()
+    assert "license: unknown" in bundled and "## Known limits" in bundled
+    mine = bundled.replace("license: unknown", "license: apache-2.0").replace(
+        "## Known limits", "## Known limits\n\n- House rule: review y- by hand before any use.")
+    (templates / "card.md.jinja").write_text(mine)
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(templates), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    card = (dataset / "README.md").read_text()
+    assert front_matter(card)["license"] == "apache-2.0"
+    assert "- House rule: review y- by hand before any use." in card
+    assert "| Safety | Safe | Unsafe |" in card and "| dropped: `equal_responses` | 2 |" in card  # data still fills it
+    assert card.endswith(GENERATED_MARKER + "\n")  # still ssogen's card: a later run may re-render it
+    refresh(dataset, plots=False)  # without --templates: the bundled template again
+    assert "House rule" not in (dataset / "README.md").read_text()
+
+
+def test_a_small_card_template_sees_the_folder_data(dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "card.md.jinja").write_text(
+        "# {{ name }} from {{ source }}\n{% for c in configs %}{{ c.name }}={{ c.rows }} {% endfor %}\n"
+        "kept {{ stats.funnel.kept }}, library {{ library.name }}, model {{ manifest.model }}, "
+        "seed {{ raw_manifest['seed'] }}\n")
+    card = render_card(dataset, templates=tmp_path, repo_id="org/name")
+    assert card == ("# name from org/name\ntriplets=6 dpo=3 sso=3 reward=3 \n"
+                    f"kept 3, library default, model tiny-model, seed 7\n\n{GENERATED_MARKER}\n")
+
+
+def test_a_template_folder_without_the_card_falls_back_to_the_bundled_card(dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "system.jinja").write_text("only the system prompt is mine")
+    assert render_card(dataset, templates=tmp_path) == render_card(dataset)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("{% if %}", "card.md.jinja:1: template syntax error"),
+    ("line one\n{{ no_such_variable }}", "card.md.jinja:2: 'no_such_variable' is undefined"),
+])
+def test_a_broken_card_template_is_one_line_and_writes_nothing(dataset: Path, tmp_path: Path, text: str,
+                                                               fragment: str) -> None:
+    (tmp_path / "card.md.jinja").write_text(text)
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not (dataset / "README.md").exists()
+    if "syntax" in fragment:  # found before any work
+        assert not (dataset / "stats.json").exists()
+
+
+def test_a_missing_templates_folder_is_one_line(dataset: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "templates folder does not exist" in result.stderr and not (dataset / "stats.json").exists()

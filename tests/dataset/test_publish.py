@@ -22,8 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.folder import WORK_DIR, write_json_atomic
-from ssogen.dataset.stats import refresh
+from ssogen.dataset.folder import WORK_DIR, OutputFolder
+from ssogen.dataset.refresh import refresh
 from ssogen.testing.folders import make_record, write_dataset
 
 # huggingface_hub streams LFS uploads with a call httpx2 deprecates; not ours to fix.
@@ -227,6 +227,14 @@ def test_dry_run_contacts_nothing_and_shows_files_and_card(hub: StandInHub, data
     assert TOKEN not in result.output
 
 
+def test_the_pushed_card_can_come_from_your_template(hub: StandInHub, dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "card.md.jinja").write_text("---\nlicense: mit\n---\n# {{ name }}, loaded from {{ source }}\n")
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--dry-run",
+                                      "--templates", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"# sso-data, loaded from {REPO}" in result.stdout and hub.requests == []
+
+
 def test_wrong_token_is_one_line_and_nonzero(hub: StandInHub, dataset: Path) -> None:
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", "hf_wrong"])
     assert result.exit_code == 1
@@ -267,7 +275,7 @@ def test_invalid_repo_id_is_one_line(hub: StandInHub, dataset: Path, repo_id: st
 
 def test_refuses_unfinished_run_unless_allowed(hub: StandInHub, dataset: Path) -> None:
     manifest = json.loads((dataset / "manifest.json").read_text())
-    write_json_atomic(dataset / "manifest.json", {**manifest, "status": "running"})
+    OutputFolder(dataset).write_manifest({**manifest, "status": "running"})
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", TOKEN])
     assert result.exit_code == 2
     assert "not complete" in result.stderr and "--allow-incomplete" in result.stderr

@@ -10,15 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.folder import read_triplets
-from ssogen.dataset.score import (
-    SCORED,
-    LikelihoodFilterOptions,
-    apply_likelihood_filter,
-    build_requests,
-    likelihood_filter,
-    score_folder,
-)
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.likelihood import LikelihoodFilterOptions, apply_likelihood_filter, likelihood_filter
+from ssogen.dataset.score import SCORED, build_requests, score_folder
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
@@ -139,7 +133,8 @@ def reference_logprobs(model_dir: Path, records: list[TripletRecord]) -> dict[st
                                    system_supported=system_ok)
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             r = tokenizer(getattr(record, f"response_{response}"), add_special_tokens=False)["input_ids"]
-            r = [*r, tokenizer.eos_token_id]
+            if getattr(record, f"finish_reason_{response}") != "length":  # complete: the ChatML turn end follows
+                r = [*r, tokenizer.convert_tokens_to_ids("<|im_end|>")]
             with torch.no_grad():
                 logits = model(torch.tensor([p + r])).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
@@ -162,14 +157,36 @@ def test_requests_group_each_context(tiny_model: Path) -> None:
     contexts = [context for _, context, _ in SCORED]
     assert contexts == sorted(contexts, key=["plain", "good", "bad"].index)  # each context's requests adjacent
     assert [r.prompt_ids for r in requests[:3]] == [requests[0].prompt_ids] * 3
-    assert all(r.response_ids[-1] == tokenizer.eos_token_id for r in requests)
+    assert all(r.response_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for r in requests)
+
+
+def test_complete_responses_end_with_the_turn_end_and_cut_ones_with_nothing(tiny_model_base_eos: Path,
+                                                                             tmp_path: Path) -> None:
+    """eos (<|endoftext|>) is not where a ChatML answer stops: <|im_end|> follows complete responses only."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_base_eos)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    record = tiny_rows()[0].model_copy(update={"finish_reason_bad": "length"})
+    for request, (_, _, response) in zip(build_requests(record, tokenizer, system_supported=True), SCORED,
+                                         strict=True):
+        text_ids = tokenizer(getattr(record, f"response_{response}"), add_special_tokens=False)["input_ids"]
+        assert request.response_ids == (text_ids if response == "bad" else [*text_ids, im_end])
+    rows = tiny_rows()[:3]
+    rows[1] = rows[1].model_copy(update={"finish_reason_good": "length", "finish_reason_raw": "length"})
+    out = write_dataset(tmp_path / "out", rows)
+    score_folder(out, str(tiny_model_base_eos), engine="transformers")
+    records = OutputFolder(out).read_triplets()
+    assert max_diff(records, reference_logprobs(tiny_model_base_eos, records)) < 1e-4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["score"]["end_of_turn"] == {"tokens": ["<|im_end|>"], "ids": [im_end], "source": "chat template"}
 
 
 def test_vllm_scores_equal_transformers_float32(tiny_model: Path, tmp_path: Path) -> None:
     out = write_dataset(tmp_path / "out", tiny_rows())
     report = score_folder(out, str(tiny_model), engine="vllm")
     assert (report.rows, report.scored_now, report.from_cache, report.too_long) == (5, 5, 0, 0)
-    records = read_triplets(out)
+    records = OutputFolder(out).read_triplets()
     kept = [r for r in records if r.kept]
     assert max_diff(kept, reference_logprobs(tiny_model, kept)) < 1e-3
     assert records[5].lp_good_plain is None  # rows the cheap filters dropped are not scored
@@ -194,21 +211,36 @@ def test_transformers_engine_resumes_from_cache(tiny_model: Path, tmp_path: Path
         score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2,
                      progress=interrupt_after_first_chunk)
     assert info.value.exit_code == 130 and calls == [2]
-    assert read_triplets(out)[0].lp_good_plain is None  # configs untouched until the run completes
+    assert OutputFolder(out).read_triplets()[0].lp_good_plain is None  # configs untouched until the run completes
 
     report = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
     assert (report.from_cache, report.scored_now) == (2, 3)
-    records = [r for r in read_triplets(out) if r.kept]
+    records = [r for r in OutputFolder(out).read_triplets() if r.kept]
     assert max_diff(records, reference_logprobs(tiny_model, records)) < 1e-4
 
     again = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
     assert (again.from_cache, again.scored_now) == (5, 0)
 
 
+def test_a_fully_cached_folder_loads_no_engine(tiny_model: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssogen.engine import launch
+
+    out = write_dataset(tmp_path / "out", tiny_rows()[:3])
+    first = score_folder(out, str(tiny_model), engine="transformers")
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an engine was loaded although every row was in the cache")
+
+    monkeypatch.setattr(launch, "make_scorer", no_engine)
+    again = score_folder(out, str(tiny_model), engine="vllm")  # the cache does not depend on the engine
+    assert (again.from_cache, again.scored_now) == (first.rows, 0)
+
+
 def test_template_without_system_role(tiny_model_no_system: Path, tmp_path: Path) -> None:
     out = write_dataset(tmp_path / "out", tiny_rows()[:2])
     score_folder(out, str(tiny_model_no_system), engine="transformers")
-    records = read_triplets(out)
+    records = OutputFolder(out).read_triplets()
     assert max_diff(records, reference_logprobs(tiny_model_no_system, records)) < 1e-4
     assert records[0].lp_good_good != records[0].lp_good_plain  # the merged system text changes the context
 
@@ -218,7 +250,7 @@ def test_cli_filter_records_reasons(tiny_model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers",
                                       "--filter", "likelihood", "--no-contrast", "--no-on-policy"])
     assert result.exit_code == 0, result.output
-    records = read_triplets(out)
+    records = OutputFolder(out).read_triplets()
     scored = records[:5]
     expected = likelihood_filter(scored, LikelihoodFilterOptions(on_policy=False, contrast=False))
     assert [r.drop_reason for r in scored] == expected
@@ -231,7 +263,7 @@ def test_cli_filter_records_reasons(tiny_model: Path, tmp_path: Path) -> None:
                                       "--filter", "likelihood", "--no-ordering", "--no-contrast",
                                       "--no-on-policy"])
     assert result.exit_code == 0, result.output
-    assert all(r.kept for r in read_triplets(out)[:5])
+    assert all(r.kept for r in OutputFolder(out).read_triplets()[:5])
 
 
 def test_bad_input_is_one_line(tiny_model: Path, tmp_path: Path) -> None:

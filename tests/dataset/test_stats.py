@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.stats import compute_stats, find_leaks, library_adjectives, summarize
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.stats import adjectives_of, compute_stats, find_leaks, summarize
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
 
@@ -65,7 +66,7 @@ def test_leak_matching_is_whole_word_and_case_insensitive() -> None:
 
 def test_stats_on_hand_built_dataset(dataset: Path) -> None:
     records = hand_records()
-    stats = compute_stats(records, library_adjectives(dataset))
+    stats = compute_stats(records, adjectives_of(OutputFolder(dataset).library()))
 
     f = stats.funnel
     assert (f.rows_in, f.kept, f.dropped) == (6, 3, 3)

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from ssogen.dataset.folder import CONFIGS, config_file
+from ssogen.dataset.folder import CONFIGS, OutputFolder
 from ssogen.generate.config import RunConfig
 
 TRIPLET_COLUMNS = {
@@ -34,12 +34,12 @@ def load_config(out: Path, name: str):  # type: ignore[no-untyped-def]
 
 
 def triplets(out: Path) -> list[dict[str, Any]]:
-    return pq.read_table(config_file(out, "triplets")).to_pylist()
+    return pq.read_table(OutputFolder(out).config_file("triplets")).to_pylist()
 
 
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model: Path):
-    from ssogen.engine import make_engine
+    from ssogen.engine.launch import make_engine
 
     return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
 

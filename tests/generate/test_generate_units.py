@@ -1,5 +1,5 @@
-"""Fast parts of `ssogen generate` without an engine: inputs, config precedence, selection, filters, shards,
-the engine settings, and the one-line errors of the CLI."""
+"""Fast parts of `ssogen generate` without an engine: inputs, config precedence, selection, filters,
+the engine settings, and the one-line errors of the CLI (the shard store's tests are in tests/dataset)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.shards import ShardStore
 from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, vllm_llm_kwargs
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import read_prompts
-from ssogen.generate.selection import (
-    derive_seed,
-    finish_selection,
-    guided_regex,
-    parse_feature_names,
-    parse_principle_json,
-)
+from ssogen.generate.steps.common import derive_seed
+from ssogen.generate.steps.principle_writing import parse_principle_json
+from ssogen.generate.steps.selection import finish_selection, guided_regex, parse_feature_names
 from ssogen.principles import load_library
 
 LIBRARY = load_library("default").library
@@ -169,40 +164,6 @@ def test_filters_strip_prefix_and_record_reasons() -> None:
     assert (empty.kept, empty.drop_reason) == (False, "empty_response")
 
 
-# -- shards
-def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path / "out")
-    fingerprint = {"fingerprint": "x", "config": {"seed": 0}}
-    assert store.prepare(fingerprint, overwrite=False) is False
-    store.append("rows", [{"id": "a"}, {"id": "b"}])
-    store.close()
-    with (store.dir / "rows-00000.jsonl").open("ab") as f:
-        f.write(b'{"id": "c", "tru')  # a writer killed mid-line
-    again = ShardStore(tmp_path / "out")
-    assert again.prepare(fingerprint, overwrite=False) is True
-    assert sorted(again.load("rows")) == ["a", "b"]
-    again.append("rows", [{"id": "c"}])  # goes to a new file, never after the torn line
-    again.close()
-    assert sorted(ShardStore(tmp_path / "out").load("rows")) == ["a", "b", "c"]
-    with pytest.raises(UserError, match=r"different configuration \(changed: seed\)"):
-        ShardStore(tmp_path / "out").prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=False)
-    assert ShardStore(tmp_path / "out").prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=True) \
-        is False
-    assert ShardStore(tmp_path / "out").load("rows") == {}
-
-
-def test_a_foreign_non_empty_folder_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(UserError, match="holds no ssogen run"):
-        ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=False)
-    (tmp_path / "plots").mkdir()
-    (tmp_path / "plots" / "lengths.png").write_bytes(b"stale")
-    (tmp_path / "stats.json").write_text("{}")
-    ShardStore(tmp_path).prepare({"fingerprint": "x", "config": {}}, overwrite=True)
-    assert (tmp_path / "mine.txt").read_text() == "keep me"  # --overwrite removes only ssogen's own files
-    assert not (tmp_path / "plots").exists() and not (tmp_path / "stats.json").exists()  # stale stats go
-
-
 # -- CLI: dry run and one-line errors
 def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -248,13 +209,3 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     for args, message in cases:
         code, output = _error_of(args)
         assert code == 2 and message in output and len(output.splitlines()) == 1, (args, output)
-
-
-def test_a_folder_being_regenerated_is_marked_in_progress(tmp_path: Path) -> None:
-    from ssogen.generate.run import _mark_incomplete
-
-    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "model": "m"}))
-    _mark_incomplete(tmp_path)
-    assert json.loads((tmp_path / "manifest.json").read_text()) == {"status": "in_progress", "model": "m"}
-    _mark_incomplete(tmp_path / "missing")  # no manifest yet: nothing to mark, no error
-    assert not (tmp_path / "missing").exists()

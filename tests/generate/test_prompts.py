@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ssogen.generate.prompts import PromptTemplates, TemplateError
+from ssogen.generate.steps.principle_writing import principle_writer_prompt
+from ssogen.generate.steps.sampling import system_prompt
+from ssogen.generate.steps.selection import selection_prompt
 from ssogen.principles import join_adjectives, load_library
+from ssogen.templating import TemplateError, Templates
 
 LIB = load_library("default").library
 
@@ -21,10 +24,10 @@ LIB = load_library("default").library
     ],
 )
 def test_contrastive_system_prompts_join_adjectives(names: list[str], good: str, bad: str) -> None:
-    templates = PromptTemplates()
+    templates = Templates()
     features = [LIB.feature(n) for n in names]
-    s_good = templates.system_prompt(features, "good")
-    s_bad = templates.system_prompt(features, "bad")
+    s_good = system_prompt(templates, features, "good")
+    s_bad = system_prompt(templates, features, "bad")
     assert f"must be {good}." in s_good
     assert f"must be {bad}." in s_bad
     for f in features:
@@ -41,13 +44,13 @@ def test_join_adjectives_edge_cases() -> None:
 
 def test_query_specific_principle_texts_replace_library_text() -> None:
     features = [LIB.feature("Safety")]
-    text = PromptTemplates().system_prompt(features, "good", principle_texts=["Refuse lock picking politely."])
+    text = system_prompt(Templates(), features, "good", principle_texts=["Refuse lock picking politely."])
     assert "Safety: Refuse lock picking politely." in text
     assert LIB.feature("Safety").good not in text
 
 
 def test_selection_prompt_lists_every_feature_and_ends_with_the_query() -> None:
-    prompt = PromptTemplates().selection_prompt(LIB, "How do I bake bread?", k=2)
+    prompt = selection_prompt(Templates(), LIB, "How do I bake bread?", k=2)
     for f in LIB.features:
         assert f"- {f.name}: {f.meaning}" in prompt
     assert "Concision" not in prompt  # extras are not chosen by the policy
@@ -57,30 +60,30 @@ def test_selection_prompt_lists_every_feature_and_ends_with_the_query() -> None:
 
 
 def test_principle_writer_prompt_asks_for_json() -> None:
-    prompt = PromptTemplates().principle_writer_prompt(LIB.feature("Accuracy"), "What is 2+2?")
+    prompt = principle_writer_prompt(Templates(), LIB.feature("Accuracy"), "What is 2+2?")
     assert '{"good": "...", "bad": "..."}' in prompt and "What is 2+2?" in prompt
 
 
 def test_override_dir_replaces_only_the_given_template(tmp_path: Path) -> None:
     (tmp_path / "system.jinja").write_text("Be {{ adjectives }}!{% for p in principles %} [{{ p.name }}]{% endfor %}")
-    templates = PromptTemplates(tmp_path)
+    templates = Templates(tmp_path)
     features = [LIB.feature("Safety"), LIB.feature("Accuracy")]
-    assert templates.system_prompt(features, "bad") == "Be Unsafe and Inaccurate! [Safety] [Accuracy]"
-    assert "Request:" in templates.selection_prompt(LIB, "q", 2)  # falls back to the bundled one
+    assert system_prompt(templates, features, "bad") == "Be Unsafe and Inaccurate! [Safety] [Accuracy]"
+    assert "Request:" in selection_prompt(templates, LIB, "q", 2)  # falls back to the bundled one
 
 
 def test_template_syntax_error_names_template_and_line(tmp_path: Path) -> None:
     (tmp_path / "system.jinja").write_text("line one\nline two {% for p in principles %}\nno endfor\n")
     with pytest.raises(TemplateError, match=r"system\.jinja:\d+: template syntax error"):
-        PromptTemplates(tmp_path).system_prompt([LIB.feature("Safety")], "good")
+        system_prompt(Templates(tmp_path), [LIB.feature("Safety")], "good")
 
 
 def test_template_undefined_variable_names_template_and_line(tmp_path: Path) -> None:
     (tmp_path / "system.jinja").write_text("ok\n{{ no_such_variable }}\n")
     with pytest.raises(TemplateError, match=r"system\.jinja:2: 'no_such_variable' is undefined"):
-        PromptTemplates(tmp_path).system_prompt([LIB.feature("Safety")], "good")
+        system_prompt(Templates(tmp_path), [LIB.feature("Safety")], "good")
 
 
 def test_missing_override_dir_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="does not exist"):
-        PromptTemplates(tmp_path / "nope")
+        Templates(tmp_path / "nope")

@@ -3,7 +3,7 @@ of the valid ones and fills at random when too few come back (SPEC §2.1 step 1)
 
 from __future__ import annotations
 
-from ssogen.generate.selection import Selection, finish_selection, parse_feature_names
+from ssogen.generate.steps.selection import Selection, finish_selection, parse_feature_names
 from ssogen.principles import load_library
 
 LIBRARY = load_library("default").library

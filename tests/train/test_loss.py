@@ -14,13 +14,12 @@ from ssogen.train.loss import (
     GOOD_GOOD,
     GOOD_PLAIN,
     RAW_BAD,
-    LossSettings,
-    describe,
     dpo_loss,
     ipo_loss,
     sso_loss,
     steering_weight,
 )
+from ssogen.train.objective import LossSettings, describe
 
 # Two rows; columns in SEQUENCES order: (x,y+) (x,y-) (x+,y+) (x+,y-) (x-,yo) (x-,y+).
 POLICY = [[-12.0, -30.0, -9.0, -33.0, -14.0, -20.0],
@@ -122,7 +121,7 @@ def test_v1_placements_and_ablations(loss_type: str, case: str) -> None:
             "no_w": l1 + lam * g,
             "no_g": w * l1,
             "neither": l1,
-            "sft": l1 + lam * w * g + gamma * (-POLICY[row][GOOD_PLAIN] / LENGTHS[row][GOOD_PLAIN]),
+            "sft": l1 + gamma * hand_sft_mix(row, lam) + lam * w * g,
         }[case]
         expected.append(value)
     out = sso_loss(*tensors(), settings)
@@ -130,6 +129,51 @@ def test_v1_placements_and_ablations(loss_type: str, case: str) -> None:
     assert out.loss.item() == pytest.approx(sum(expected) / 2, abs=1e-10)
     g_hand = [hand_terms(row, base)[1] for row in range(2)]
     assert out.metrics["loss/G"].tolist() == pytest.approx(g_hand, abs=1e-10)
+
+
+def hand_sft_mix(row: int, lam: float, use_g: bool = True) -> float:
+    """sft(y+|x) + λ·sft(y+|x+) + λ·sft(yo|x-) with G (the paper's code), sft(y+|x) alone without; sft = -avg."""
+    p, n = POLICY[row], LENGTHS[row]
+    mix = -p[GOOD_PLAIN] / n[GOOD_PLAIN]
+    if use_g:
+        mix += lam * (-p[GOOD_GOOD] / n[GOOD_GOOD]) + lam * (-p[RAW_BAD] / n[RAW_BAD])
+    return mix
+
+
+def test_sft_mix_row_zero_by_hand() -> None:
+    # Row 0: sft(y+|x) = 12/6 = 2, sft(y+|x+) = 9/6 = 1.5, sft(yo|x-) = 14/7 = 2 -> mix = 2 + 0.1·1.5 + 0.1·2 = 2.35.
+    assert hand_sft_mix(0, 0.1) == pytest.approx(2.35, abs=1e-12)
+    out = sso_loss(*tensors(), LossSettings(sft_weight=0.2, lam=0.1))
+    assert out.metrics["loss/sft"][0].item() == pytest.approx(2.35, abs=1e-12)
+    l1, g, w = hand_terms(0, hand_ipo)
+    assert out.per_row[0].item() == pytest.approx(l1 + 0.2 * 2.35 + 0.1 * w * g, abs=1e-10)
+    # --no-g: the paper's code weights L and the SFT term together: W·(L + γ·sft(y+|x)) = W·(L + 0.2·2).
+    no_g = sso_loss(*tensors(), LossSettings(sft_weight=0.2, use_g=False))
+    assert no_g.per_row[0].item() == pytest.approx(w * (l1 + 0.2 * 2.0), abs=1e-10)
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "dpo"])
+@pytest.mark.parametrize(("case", "formula"), [
+    ("g", "L(x,y+,y-) + 0.2·(sft(y+|x) + 0.1·sft(y+|x+) + 0.1·sft(yo|x-)) + 0.1·W·G"),
+    ("all", "W·(L(x,y+,y-) + 0.2·(sft(y+|x) + 0.1·sft(y+|x+) + 0.1·sft(yo|x-)) + 0.1·G)"),
+    ("no_w", "L(x,y+,y-) + 0.2·(sft(y+|x) + 0.1·sft(y+|x+) + 0.1·sft(yo|x-)) + 0.1·G"),
+    ("no_g", "W·(L(x,y+,y-) + 0.2·(sft(y+|x)))"),
+    ("neither", "L(x,y+,y-) + 0.2·(sft(y+|x))"),
+])
+def test_sft_mix_in_every_placement_matches_its_formula(loss_type: str, case: str, formula: str) -> None:
+    lam, gamma = 0.1, 0.2
+    settings = LossSettings(loss_type=loss_type, lam=lam, sft_weight=gamma,  # type: ignore[arg-type]
+                            w_placement="all" if case == "all" else "g",
+                            use_w=case not in ("no_w", "neither"), use_g=case not in ("no_g", "neither"))
+    assert settings.formula() == formula
+    base = hand_ipo if loss_type == "ipo" else hand_dpo
+    expected = []
+    for row in range(2):
+        l1, g, w = hand_terms(row, base)
+        mixed = l1 + gamma * hand_sft_mix(row, lam, use_g=case not in ("no_g", "neither"))
+        expected.append({"g": mixed + lam * w * g, "all": w * (mixed + lam * g), "no_w": mixed + lam * g,
+                         "no_g": w * mixed, "neither": mixed}[case])
+    assert sso_loss(*tensors(), settings).per_row.tolist() == pytest.approx(expected, abs=1e-10)
 
 
 def test_v2_objective_is_l_plus_plus_l_minus_with_dpo_and_sft() -> None:

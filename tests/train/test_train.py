@@ -16,10 +16,8 @@ from typer.testing import CliRunner
 
 from ssogen.chat import context_messages, merge_system_into_user
 from ssogen.cli import app
-from ssogen.dataset.folder import config_file, write_parquet_atomic
-from ssogen.records import SSO_COLUMNS
+from ssogen.dataset.folder import OutputFolder
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
-from ssogen.train import reference as reference_module
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig, build_config
 from ssogen.train.data import encode_rows
@@ -49,16 +47,16 @@ def sso_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def learned(sso_data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The learning run: 40 steps at a raised lr, then a second run into the same folder (cache reuse)."""
     out = tmp_path_factory.mktemp("train") / "run"
-    passes_before = reference_module.PASSES_RUN
     first = run_training(config(sso_data, tiny_model, out, max_steps=40, lr=3e-3, batch_size=4, save_steps=0,
                                 final_eval=True), quiet())
-    passes_after_first = reference_module.PASSES_RUN
+    cache = out / first.reference_file
+    first_cache = (cache.stat().st_mtime_ns, cache.read_bytes())
+    first_metrics = json.loads((out / METRICS_FILE).read_text())
     console = quiet()
     second = run_training(config(sso_data, tiny_model, out, max_steps=2, lr=1e-4, batch_size=4, save_steps=0),
                           console)
-    return {"out": out, "first": first, "second": second, "passes": (passes_before, passes_after_first,
-                                                                     reference_module.PASSES_RUN),
-            "second_console": console.file.getvalue()}  # type: ignore[attr-defined]
+    return {"out": out, "first": first, "second": second, "first_cache": first_cache,
+            "first_metrics": first_metrics, "second_console": console.file.getvalue()}  # type: ignore[attr-defined]
 
 
 def test_learning_drives_p1_accuracy_up_and_loss_down(learned: dict[str, Any]) -> None:
@@ -90,32 +88,42 @@ def test_outputs_hold_model_config_metrics_and_card(learned: dict[str, Any]) -> 
     assert "IPO" in card and "L(x,y+,y-) + 0.1·W·G" in card
 
 
+def reference_record(out: Path) -> dict[str, Any]:
+    return json.loads((out / METRICS_FILE).read_text())["reference"]
+
+
 def test_reference_cache_is_reused_on_rerun(learned: dict[str, Any]) -> None:
-    before, after_first, after_second = learned["passes"]
-    assert after_first == before + 1
-    assert after_second == after_first  # no reference pass the second time
+    out: Path = learned["out"]
+    first = learned["first_metrics"]["reference"]
+    assert not first["reused"] and first["loaded_from"] is None and first["seconds"] > 0  # the pass ran
+    second = reference_record(out)
+    assert second["reused"] and second["seconds"] == 0  # no reference pass the second time
+    assert second["loaded_from"] == str(out / learned["first"].reference_file)
+    cache = out / learned["first"].reference_file
+    assert (cache.stat().st_mtime_ns, cache.read_bytes()) == learned["first_cache"]  # read, never rewritten
     assert learned["second"].reference_reused
     assert "reused cache" in learned["second_console"]
-    assert len(list(Path(learned["out"]).glob("ref_logps-*.parquet"))) == 1
+    assert len(list(out.glob("ref_logps-*.parquet"))) == 1
 
 
 def test_changed_max_length_gets_a_new_reference(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0), quiet())
-    before = reference_module.PASSES_RUN
-    run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0, max_length=200), quiet())
-    assert reference_module.PASSES_RUN == before + 1
+    first = run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0), quiet())
+    second = run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0, max_length=200), quiet())
+    assert not second.reference_reused and not reference_record(out)["reused"]  # computed again
+    assert second.reference_file != first.reference_file
     assert len(list(out.glob("ref_logps-*.parquet"))) == 2
 
 
 def test_resume_from_checkpoint_gives_the_same_weights(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
     common = {"max_steps": 8, "lr": 1e-3, "batch_size": 4, "seed": 7, "save_steps": 4}
     run_training(config(sso_data, tiny_model, tmp_path / "a", **common), quiet())
-    passes = reference_module.PASSES_RUN
     # A fresh folder: the reference must come from the checkpoint's copy, not from the trained weights.
-    resumed_run = run_training(config(sso_data, tiny_model, tmp_path / "b",
-                                      resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"), **common), quiet())
-    assert reference_module.PASSES_RUN == passes
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    resumed_run = run_training(config(sso_data, tiny_model, tmp_path / "b", resume_from_checkpoint=str(checkpoint),
+                                      **common), quiet())
+    assert resumed_run.reference_reused
+    assert reference_record(tmp_path / "b")["loaded_from"] == str(checkpoint / resumed_run.reference_file)
     assert (resumed_run.steps, resumed_run.steps_run) == (8, 4)
     uninterrupted = load_file(tmp_path / "a" / "model.safetensors")
     resumed = load_file(tmp_path / "b" / "model.safetensors")
@@ -225,22 +233,28 @@ def test_lean_token_logps_match_log_softmax_values_and_gradients() -> None:
     torch.testing.assert_close(g_lean, g_plain, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("keep_probabilities", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypatch: pytest.MonkeyPatch,
-                                                                        with_bias: bool) -> None:
-    from ssogen.train import logprobs
+                                                                        with_bias: bool,
+                                                                        keep_probabilities: bool) -> None:
+    from ssogen.train import output_layer as logprobs
 
     monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 40)  # 7 positions per chunk: several chunks
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ROWS", 8)  # recompute tiles: 8 positions × 35 of the 40 columns
     torch.manual_seed(1)
     linear = torch.nn.Linear(16, 40, bias=with_bias, dtype=torch.float64)
-    head = logprobs.LogProbHead(linear)
+    head = logprobs.LogProbHead(linear, keep_probabilities=keep_probabilities)
     hidden = torch.randn(3, 10, 16, dtype=torch.float64, requires_grad=True)
-    targets = torch.randint(0, 40, (3, 9))
-    weights = torch.randn(3, 9, dtype=torch.float64)
-    head.targets = targets
+    # 20 targets at scattered positions of the 30, one position predicting two (as a shared context's last token).
+    positions = torch.cat([torch.randperm(30)[:19], torch.tensor([4])])
+    positions[0] = 4
+    targets = torch.randint(0, 40, (20,))
+    weights = torch.randn(20, dtype=torch.float64)
+    head.positions, head.targets = positions, targets
     fused = head(hidden)
-    head.targets = None
-    plain = torch.log_softmax(linear(hidden[:, :-1]), -1).gather(-1, targets[..., None]).squeeze(-1)
+    head.positions = head.targets = None
+    plain = torch.log_softmax(linear(hidden.reshape(30, 16)[positions]), -1).gather(-1, targets[:, None]).squeeze(-1)
     torch.testing.assert_close(fused.double(), plain, atol=1e-6, rtol=0)
     params = [hidden, linear.weight] + ([linear.bias] if with_bias else [])
     g_fused = torch.autograd.grad((fused.double() * weights).sum(), params)
@@ -253,7 +267,7 @@ def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypa
 def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_model: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ssogen.train.logprobs import LogProbHead, install_logprob_head, remove_logprob_head
+    from ssogen.train.output_layer import LogProbHead, install_logprob_head, remove_logprob_head
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
@@ -302,15 +316,15 @@ def test_bad_input_gives_one_clear_line(sso_data: Path, tiny_model: Path, tmp_pa
     out = str(tmp_path / "out")
     _one_error_line(_run_cli("--data", str(tmp_path), "--model", str(tiny_model), "--out", out), "no `sso` config")
     missing = tmp_path / "missing_columns"
-    write_parquet_atomic(config_file(missing, "sso"), [{"id": "1", "prompt": "p"}],
-                         pa.schema([("id", pa.string()), ("prompt", pa.string())]))
+    OutputFolder(missing).write_config("sso", [{"id": "1", "prompt": "p"}],
+                                       pa.schema([("id", pa.string()), ("prompt", pa.string())]))
     _one_error_line(_run_cli("--data", str(missing), "--model", str(tiny_model), "--out", out),
                     "missing column(s) system_good")
     empty = tmp_path / "empty"
-    write_parquet_atomic(config_file(empty, "sso"), [], pa.schema([(c, pa.string()) for c in SSO_COLUMNS]))
+    OutputFolder(empty).write_config("sso", [])
     _one_error_line(_run_cli("--data", str(empty), "--model", str(tiny_model), "--out", out), "no rows")
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tmp_path / "nope"), "--out", out),
-                    "--model", "no such model folder")
+                    "--model", "no such folder")
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out,
                              "--objective", "v2", "--no-g"), "--no-g cannot be used with --objective v2")
     _one_error_line(_run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", out,

@@ -17,7 +17,8 @@ from ssogen.testing.tiny_model import build_tiny_model
 from ssogen.train.collator import SSOCollator
 from ssogen.train.data import encode_rows
 from ssogen.train.logprobs import sequence_logps
-from ssogen.train.loss import LossSettings, sso_loss
+from ssogen.train.loss import sso_loss
+from ssogen.train.objective import LossSettings
 
 ROWS = 4
 

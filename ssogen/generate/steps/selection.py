@@ -1,22 +1,25 @@
-"""Feature selection (SPEC §2.1 steps 1-3): parse the policy's answer, seeded shuffle/fill, extras, principles."""
+"""Step 1, feature selection: the few-shot prompt, one batched engine call, and the parser of the policy's
+answer (library names only; a seeded shuffle keeps k, a seeded fill when it names too few; then the extras)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
 from dataclasses import dataclass
 
+from ssogen.generate.inputs import Row
+from ssogen.generate.steps.common import Session, derive_seed
 from ssogen.principles import Feature, Library
+from ssogen.templating import Templates
 
+TEMPLATE = "selection.jinja"
 SELECTION_STOP = "###"  # ends each few-shot example in templates/selection.jinja
 
 
-def derive_seed(run_seed: int, row_id: str, purpose: str) -> int:
-    """A per-request seed from (run seed, row id, purpose): independent of batching, chunking and resuming."""
-    digest = hashlib.sha256(f"{run_seed}\x00{row_id}\x00{purpose}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+def selection_prompt(templates: Templates, library: Library, query: str, k: int) -> str:
+    """The few-shot prompt asking for the several features that matter most for `query` (a raw completion
+    prompt; not exactly k, as in the paper: `finish_selection` keeps k)."""
+    return templates.render(TEMPLATE, features=library.features, examples=library.examples, query=query, k=k)
 
 
 def parse_feature_names(answer: str, library: Library) -> list[str]:
@@ -68,22 +71,30 @@ def guided_regex(library: Library) -> str:
     return f" ?{name}(, {name}){{0,{len(library.features) - 1}}}"
 
 
-def parse_principle_json(text: str) -> tuple[str, str] | None:
-    """(good, bad) from the principle writer's JSON answer, or None when it does not parse."""
-    match = re.search(r"\{.*?\}", text, flags=re.DOTALL)
-    if match is None:
-        return None
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    good, bad = data.get("good"), data.get("bad")
-    if not (isinstance(good, str) and isinstance(bad, str) and good.strip() and bad.strip()):
-        return None
-    return good.strip(), bad.strip()
-
-
 def features_of(selection: Selection, library: Library) -> list[Feature]:
     return [library.feature(n) for n in [*selection.features, *selection.extra]]
+
+
+def select_features(session: Session, rows: list[Row]) -> tuple[dict[str, Selection], dict[str, str], list[Row]]:
+    """The selection of every row in one engine call: (selections and raw answers by row id, rows whose prompt
+    leaves no room to answer)."""
+    cfg, library = session.config, session.library
+    regex = guided_regex(library) if cfg.selection == "guided" else None
+    requests, too_long = [], []
+    for row in rows:
+        text = selection_prompt(session.templates, library, row.prompt, cfg.features_per_query)
+        # A raw completion prompt: no chat template writes a BOS here, so the tokenizer adds its own.
+        ids = list(session.tokenizer(text)["input_ids"])
+        if session.too_long(ids) or session.too_long(session.chat_ids(row.prompt, None)):
+            too_long.append(row)
+            continue
+        requests.append(session.request(row.id, ids, seed=derive_seed(cfg.seed, row.id, "selection-sample"),
+                                        max_tokens=max(cfg.selection_max_tokens, 10 * cfg.features_per_query),
+                                        stop=[SELECTION_STOP], regex=regex))
+    answers = session.run("selection", requests)
+    selections = {}
+    for request in requests:
+        names = parse_feature_names(answers[request.key].text, library)
+        selections[request.key] = finish_selection(names, library, cfg.features_per_query, run_seed=cfg.seed,
+                                                   row_id=request.key, extra_prob=cfg.extra_prob)
+    return selections, {key: result.text for key, result in answers.items()}, too_long

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# bench/gpu_train.py on a bare lent GPU machine, from the repository root:
+#
+#     bash bench/gpu_run.sh [gpu_train.py options]
+#
+# Wheels carried in ${WHEELS:-.whl} (see BENCHMARKS.md for the list) are installed into /tmp/site, each only where
+# the machine lacks that distribution or has an older version. Table, JSON, profiles and logs go to $OUT
+# (or ./gpu-results). Default: 0.5b and 1.5b shapes, gradient checkpointing off and on, ~7 minutes.
+set -uo pipefail
+WHEELS=${WHEELS:-.whl}
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+needed=$(python3 - "$WHEELS" <<'PY'
+import importlib.metadata as metadata
+import pathlib
+import sys
+
+from packaging.version import Version
+
+for wheel in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
+    name, version = wheel.name.split("-")[:2]
+    try:
+        have = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        have = None
+    if have is None or Version(have) < Version(version):
+        print(wheel)
+PY
+)
+if [ -n "$needed" ]; then
+    # shellcheck disable=SC2086  # one path per wheel
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $needed \
+        || { echo "error: installing the carried wheels failed" >&2; exit 1; }
+fi
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+python3 - <<'PY' 2>&1 | tee "$OUT/environment.txt"
+import importlib.metadata as metadata
+
+import torch
+
+print("gpu:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
+for name in ("torch", "transformers", "accelerate", "trl", "datasets", "pyarrow", "liger-kernel", "pydantic"):
+    try:
+        print(f"{name}: {metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        print(f"{name}: missing")
+try:
+    if int(metadata.version("pyarrow").split(".")[0]) < 24:
+        print("warning: datasets 5.2 needs pyarrow >= 24: TRL runs will fail; carry the pyarrow 26 wheel too")
+except metadata.PackageNotFoundError:
+    print("warning: no pyarrow: carry the pyarrow 26 wheel")
+PY
+
+python3 bench/gpu_train.py --profile --out-dir "$OUT" "$@" 2>&1 | tee "$OUT/run.log"

@@ -1,0 +1,197 @@
+"""One worker process of bench/gpu_train.py: one trainer kind over every shape and gradient-checkpointing setting.
+
+Prints one JSON line {"runs": [...]}; each run: kind, shape, gc, step_s (median interval between step ends after
+the first two, CUDA synchronised), peak_mib (`torch.cuda.max_memory_allocated`, or peak RSS on the CPU), steps,
+or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-liger-head (liger-kernel's fused linear
+cross-entropy as the output layer), trl, trl-liger (TRL with use_liger_kernel=True)."""
+
+from __future__ import annotations
+
+import gc as garbage
+import io
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+# Steps left out of the timing: the first carries cuBLAS/allocator warm-up, the second the first optimizer state.
+WARMUP_STEPS = 2
+
+
+class StepClock(TrainerCallback):
+    """Times optimizer steps end to end (data, forward, backward, optimizer); optionally profiles two steps."""
+
+    def __init__(self, cuda: bool, profile_to: Path | None) -> None:
+        self.cuda = cuda
+        self.ends: list[float] = []
+        self.profiled: set[int] = set()
+        self.profile_to = profile_to
+        self.profiler: Any = None
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.profile_to is not None and state.global_step == WARMUP_STEPS + 1 and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU] + (
+                [torch.profiler.ProfilerActivity.CUDA] if self.cuda else [])
+            self.profiler = torch.profiler.profile(activities=activities, record_shapes=False)
+            self.profiler.__enter__()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.ends.append(self._now())
+        if self.profiler is not None and self.profile_to is not None:
+            self.profiled.add(len(self.ends) - 1)
+            if len(self.profiled) == 2:
+                self.profiler.__exit__(None, None, None)
+                self._write_profile()
+                self.profile_to, self.profiler = None, None
+
+    def _write_profile(self) -> None:
+        assert self.profile_to is not None
+        averages = self.profiler.key_averages()
+        table, used = "", ""
+        keys = ("self_device_time_total", "self_cuda_time_total") if self.cuda else ("self_cpu_time_total",)
+        for key in keys:
+            try:
+                table, used = averages.table(sort_by=key, row_limit=40, max_name_column_width=70), key
+                break
+            except (AttributeError, KeyError, RuntimeError, ValueError):
+                continue
+        self.profile_to.write_text(f"two optimizer steps, sorted by {used}\n{table}\n")
+
+    def median_step(self) -> float:
+        intervals = [b - a for i, (a, b) in enumerate(zip(self.ends, self.ends[1:], strict=False), start=1)
+                     if i >= WARMUP_STEPS and i not in self.profiled]
+        return statistics.median(intervals)
+
+
+def peak_mib(cuda: bool) -> float:
+    if cuda:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, out: Path) -> int:
+    from rich.console import Console
+
+    from ssogen.train.config import TrainConfig
+    from ssogen.train.run import run_training
+    from ssogen.train.trainer import SSOTrainer
+
+    # Saving a 2-6 GB model after each run would only cost the benchmark time: skipped here.
+    SSOTrainer.save_model = lambda self, *a, **k: None  # type: ignore[method-assign]
+    cuda = spec["device"] == "cuda"
+    outcome = run_training(TrainConfig(
+        data=Path(spec["data"]), model=spec["models"][shape], out=out, epochs=1, lr=1e-6, batch_size=spec["batch"],
+        warmup_ratio=0.0, save_steps=0, logging_steps=10_000, seed=0, max_length=spec["max_length"],
+        max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda, bf16=cuda, gradient_checkpointing=gc,
+        packing=spec["kind"] != "ssogen-unpacked", head_kernel="liger" if spec["kind"] == "ssogen-liger-head"
+        else "torch",
+    ), Console(file=io.StringIO()), callbacks=[clock])
+    if spec["kind"] != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
+        raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
+    return outcome.steps
+
+
+def disable_datasets_fingerprints() -> None:
+    """On Python 3.12 (the GPU machines) datasets' fingerprint hashing fails inside DPOTrainer (PicklingError on
+    pyarrow's MonthDayNano); random fingerprints only disable datasets' cache, which a benchmark does not need."""
+    import datasets.arrow_dataset
+    import datasets.fingerprint as fingerprint
+
+    def random_fingerprint(*args: Any, **kwargs: Any) -> str:
+        return str(fingerprint.generate_random_fingerprint())
+
+    fingerprint.Hasher.hash = classmethod(lambda cls, value: random_fingerprint())  # type: ignore[method-assign,assignment]
+    for module in (fingerprint, datasets.arrow_dataset):
+        for name in ("generate_fingerprint", "update_fingerprint"):
+            if hasattr(module, name):
+                setattr(module, name, random_fingerprint)
+
+
+def train_trl(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, out: Path) -> int:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from ssogen.chat import context_messages, render_prompt, supports_system_role
+    from ssogen.train.inputs import read_sso_rows
+
+    cuda = spec["device"] == "cuda"
+    model_dir = spec["models"][shape]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    system_ok = supports_system_role(tokenizer)
+    pairs = []
+    for row in read_sso_rows(Path(spec["data"])):
+        def prompt(system: str | None, row: dict[str, str] = row) -> str:
+            return render_prompt(tokenizer, context_messages(row["prompt"], system), system_supported=system_ok)
+
+        pairs += [
+            {"prompt": prompt(None), "chosen": row["response_good"], "rejected": row["response_bad"]},
+            {"prompt": prompt(row["system_good"]), "chosen": row["response_good"], "rejected": row["response_bad"]},
+            {"prompt": prompt(row["system_bad"]), "chosen": row["response_raw"], "rejected": row["response_good"]},
+        ]
+    config = DPOConfig(
+        output_dir=str(out), loss_type=["ipo"], beta=0.1, learning_rate=1e-6,
+        per_device_train_batch_size=3 * spec["batch"], num_train_epochs=1, precompute_ref_log_probs=True,
+        max_length=spec["max_length"], save_strategy="no", logging_steps=10_000, report_to=[], use_cpu=not cuda,
+        disable_tqdm=True, seed=0, dataset_num_proc=None, bf16=cuda, gradient_checkpointing=gc,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        use_liger_kernel=spec["kind"] == "trl-liger",
+    )
+    trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
+                         callbacks=[clock])
+    trainer.train()
+    return int(trainer.state.global_step)
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    cuda = spec["device"] == "cuda"
+    if not cuda:
+        torch.set_num_threads(spec["threads"])
+    trl = spec["kind"].startswith("trl")
+    if trl:
+        disable_datasets_fingerprints()
+    runs = []
+    for shape in spec["models"]:
+        for setting in spec["gc"]:
+            run: dict[str, Any] = {"kind": spec["kind"], "shape": shape, "gc": setting}
+            profile_dir = spec.get("profile_dir")
+            profile_to = (Path(profile_dir) / f"profile-{spec['kind']}-{shape}.txt"
+                          if profile_dir and setting == spec["gc"][0] and shape == next(iter(spec["models"]))
+                          else None)
+            clock = StepClock(cuda, profile_to)
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            began = time.perf_counter()
+            try:
+                with tempfile.TemporaryDirectory(dir=spec["root"]) as out:
+                    train = train_trl if trl else train_ssogen
+                    run["steps"] = train(spec, shape, setting == "on", clock, Path(out))
+                run.update(step_s=clock.median_step(), peak_mib=peak_mib(cuda))
+            except torch.OutOfMemoryError:
+                run["error"] = "out of GPU memory"
+            except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' numbers
+                run["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc) else ''}"
+            run["wall_s"] = time.perf_counter() - began
+            runs.append(run)
+            print(f"{spec['kind']} {shape} gc={setting}: {run}", file=sys.stderr, flush=True)
+            garbage.collect()
+    print(json.dumps({"runs": runs}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Bring a folder's derived files up to date after its rows changed: stats.json, the plots and the card.
+
+The one place that calls stats, plots and card together (`ssogen stats` and `ssogen score` use it), so that
+none of those modules has to import another to finish its job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssogen.dataset.card import card_is_generated, write_card
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.plots import write_plots
+from ssogen.dataset.stats import DatasetStats, folder_stats
+
+
+def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True,
+            templates: str | Path | None = None) -> DatasetStats:
+    """Recompute the stats of a folder: OUT/stats.json, the plots and (unless a person wrote it) the card,
+    from `templates`/card.md.jinja when that folder has one."""
+    folder = OutputFolder(out_dir)
+    records = folder.read_triplets()
+    folder.read_manifest()  # not an ssogen folder, or a corrupt manifest: one line before anything is written
+    stats = folder_stats(folder, records)
+    if plots:
+        stats.plots = write_plots(folder, records)
+    folder.write_stats(stats.model_dump())
+    if card and card_is_generated(folder.root):  # a hand-written card is never overwritten
+        write_card(folder.root, stats=stats, templates=templates)
+    return stats

@@ -1,0 +1,65 @@
+"""The devices this process may use: GPUs (from nvidia-smi, honouring CUDA_VISIBLE_DEVICES), CPU cores, memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from pydantic import BaseModel
+
+
+class Gpu(BaseModel):
+    id: str  # as CUDA_VISIBLE_DEVICES names it (an index or a UUID)
+    name: str
+    memory_bytes: int | None
+
+
+def visible_gpus() -> list[Gpu] | None:
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES applied), from nvidia-smi, which creates no CUDA
+    context; None when nvidia-smi is missing or fails (then the count cannot be checked)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        listing = subprocess.run([smi, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [[part.strip() for part in line.split(",")] for line in listing.splitlines() if line.strip()]
+    gpus = {r[0]: (r[1], r[2], int(float(r[3])) * 2**20 if r[3].replace(".", "").isdigit() else None)
+            for r in rows if len(r) == 4}
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return [Gpu(id=i, name=name, memory_bytes=mem) for i, (_, name, mem) in gpus.items()]
+    visible = []
+    for token in (t.strip() for t in mask.split(",")):
+        if not token or token.startswith("-"):
+            break  # CUDA stops at the first invalid entry
+        match = [(i, v) for i, v in gpus.items() if token == i or v[0].startswith(token)]
+        if not match:
+            break
+        visible.append(Gpu(id=token, name=match[0][1][1], memory_bytes=match[0][1][2]))
+    return visible
+
+
+def cpu_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def core_list(cores: list[int]) -> str:
+    """1,2,3,7 -> "1-3,7" (the form VLLM_CPU_OMP_THREADS_BIND and people read)."""
+    spans: list[list[int]] = []
+    for core in cores:
+        if spans and core == spans[-1][1] + 1:
+            spans[-1][1] = core
+        else:
+            spans.append([core, core])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+
+
+def host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

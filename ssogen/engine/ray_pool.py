@@ -1,0 +1,121 @@
+"""The engines of a pool as Ray actors (`--ray-address`): one actor per engine, each holding one ordinary
+engine of `--tp` GPUs (on the CPU build: `--tp` CPUs, its threads bound to its own cores), fed by the same
+work queue as local engine processes (pool.py). Ray is an optional dependency, imported only here.
+
+vLLM's own Ray executor and Ray Data's LLM stage are not used: the first refuses the CPU build, the second
+asks for GPUs by default; an actor that builds a plain engine runs on both."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ssogen.engine.workers import Died, Done, Event, Failed, Ready, WorkerSpec, describe, open_runner
+from ssogen.errors import UserError
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray-address needs Ray: pip install 'ssogen[ray]'", exit_code=1) from None
+    return ray
+
+
+class EngineActor:
+    """Errors are returned as values, not raised: the pool tells a failed load or batch from a dead actor."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.run_fn: Any = None
+        self.limit = 0
+        self.error: tuple[str, bool] | None = None
+        try:
+            self.run_fn, self.limit = open_runner(spec)
+        except Exception as exc:  # noqa: BLE001
+            self.error = (describe(exc), isinstance(exc, UserError))
+
+    def ready(self) -> tuple[int, int, tuple[str, bool] | None]:
+        return os.getpid(), self.limit, self.error
+
+    def run(self, items: list[Any]) -> tuple[bool, Any, bool]:
+        try:
+            return True, self.run_fn(items), False
+        except Exception as exc:  # noqa: BLE001
+            return False, describe(exc), isinstance(exc, UserError)
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, specs: list[WorkerSpec], address: str, *, cpu: bool, tensor_parallel_size: int) -> None:
+        self.specs, self.address, self.cpu, self.tp = specs, address, cpu, tensor_parallel_size
+        self.ray = import_ray()
+        self.actors: list[Any] = []
+        self.pending: dict[Any, tuple[int, int | None]] = {}  # object ref -> (worker, piece or None = ready)
+        self.gone: set[int] = set()
+        self.connected_here = False
+
+    def start(self) -> None:
+        ray = self.ray
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=True)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise UserError(f"--ray-address {self.address}: cannot connect to a Ray cluster "
+                                f"({str(exc).splitlines()[0]})", exit_code=1) from None
+            self.connected_here = True
+        resource, per_actor = ("CPU", self.tp) if self.cpu else ("GPU", self.tp)
+        total = ray.cluster_resources().get(resource, 0)
+        if total < per_actor * len(self.specs):
+            raise UserError(f"--dp {len(self.specs)} x --tp {self.tp} needs {per_actor * len(self.specs)} "
+                            f"{resource}s but the Ray cluster at {self.address} has {total:g}", exit_code=1)
+        actor_class = ray.remote(EngineActor)
+        for spec in self.specs:
+            resources = {"num_cpus": self.tp, "num_gpus": 0} if self.cpu else {"num_gpus": self.tp}
+            actor = actor_class.options(max_restarts=0, max_task_retries=0, **resources).remote(spec)
+            self.actors.append(actor)
+            self.pending[actor.ready.remote()] = (spec.index, None)
+
+    def pid(self, worker: int) -> int | None:
+        return None  # known once the actor reports ready
+
+    def submit(self, worker: int, piece: int, items: list[Any]) -> bool:
+        self.pending[self.actors[worker].run.remote(items)] = (worker, piece)
+        return True
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        if not self.pending:
+            return []
+        done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        events: list[Event] = []
+        for ref in done:
+            worker, piece = self.pending.pop(ref)
+            if worker in self.gone:
+                continue
+            try:
+                value = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as exc:
+                self.gone.add(worker)
+                events.append(Died(worker, str(exc).splitlines()[0]))
+                continue
+            if piece is None:
+                pid, limit, error = value
+                if error is not None:
+                    self.gone.add(worker)
+                    events.append(Failed(worker, None, error[0], error[1]))
+                else:
+                    events.append(Ready(worker, pid, limit))
+            else:
+                ok, payload, user_error = value
+                events.append(Done(worker, piece, payload) if ok else Failed(worker, piece, payload, user_error))
+        return events
+
+    def close(self, *, force: bool) -> None:
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                continue
+        self.actors, self.pending = [], {}
+        if self.connected_here:
+            self.ray.shutdown()

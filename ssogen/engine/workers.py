@@ -1,0 +1,201 @@
+"""Engine workers: what one engine of a pool runs, and the backend that runs them as local processes.
+
+A worker builds one ordinary engine (or scorer) with `--dp 1` settings after setting its environment (the
+GPUs it may see, or the CPU cores it binds to), then answers pieces of work one at a time. The Ray backend
+(`ray_pool.py`) runs the same `open_runner` inside Ray actors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal
+
+from ssogen.engine import EngineKind, EngineOptions
+from ssogen.errors import UserError
+
+Task = Literal["generate", "score"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    index: int
+    task: Task
+    kind: EngineKind
+    model: str
+    options: EngineOptions  # a single engine's settings (data_parallel_size 1, no Ray)
+    env: dict[str, str]
+    devices: str
+    cpu: bool
+
+
+# What a backend reports to the pool.
+@dataclass
+class Ready:
+    worker: int
+    pid: int | None
+    limit: int  # the engine's max_model_len, or the scorer's max_sequence_length
+
+
+@dataclass
+class Done:
+    worker: int
+    piece: int
+    results: list[Any]
+
+
+@dataclass
+class Died:
+    worker: int
+    reason: str
+
+
+@dataclass
+class Failed:
+    """An exception in the worker: while loading (piece None) the engine is gone; on a piece it would fail the
+    same way on any engine, so the run stops."""
+
+    worker: int
+    piece: int | None
+    message: str
+    user_error: bool
+
+
+Event = Ready | Done | Died | Failed
+
+
+def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int]:
+    """Build the worker's engine; (function answering a piece, its length limit). Sets the environment first:
+    CUDA_VISIBLE_DEVICES and the CPU thread binding only act if set before vLLM (and CUDA) start."""
+    os.environ.update(spec.env)
+    if spec.cpu:
+        # The engine runs inside this worker; vLLM's own engine process would double the memory and start time.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if spec.task == "generate":
+        from ssogen.engine.factory import make_single_engine
+
+        engine = make_single_engine(spec.kind, spec.model, spec.options)
+        return engine.generate, engine.max_model_len
+    from ssogen.engine.scoring import make_single_scorer
+
+    scorer = make_single_scorer(spec.kind, spec.model, spec.options)
+    return scorer.mean_logprobs, scorer.max_sequence_length
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return str(exc)
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return last.splitlines()[0] if last else type(exc).__name__
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a spawned engine process."""
+    # Its own session: Ctrl-C in the terminal reaches only the parent, which stops the workers itself (a worker
+    # interrupted mid-batch would only print a traceback).
+    os.setsid()
+    try:
+        run, limit = open_runner(spec)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+        conn.send(Failed(spec.index, None, describe(exc), isinstance(exc, UserError)))
+        return
+    conn.send(Ready(spec.index, os.getpid(), limit))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if message is None:
+            return
+        piece, items = message
+        try:
+            reply: Event = Done(spec.index, piece, run(items))
+        except Exception as exc:  # noqa: BLE001
+            reply = Failed(spec.index, piece, describe(exc), isinstance(exc, UserError))
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class ProcessBackend:
+    """One spawned process per engine, one pipe each. Spawn, not fork: CUDA and vLLM must start fresh."""
+
+    name = "processes"
+
+    def __init__(self, specs: list[WorkerSpec]) -> None:
+        self.specs = specs
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = []
+        self.conns: list[Connection] = []
+        self.gone: set[int] = set()
+
+    def start(self) -> None:
+        for spec in self.specs:
+            parent, child = self.ctx.Pipe()
+            proc = self.ctx.Process(target=worker_main, args=(spec, child), name=f"ssogen-engine-{spec.index}")
+            proc.start()
+            child.close()  # so that the parent sees EOF when the worker dies
+            self.procs.append(proc)
+            self.conns.append(parent)
+
+    def pid(self, worker: int) -> int | None:
+        return self.procs[worker].pid  # type: ignore[no-any-return]
+
+    def submit(self, worker: int, piece: int, items: list[Any]) -> bool:
+        try:
+            self.conns[worker].send((piece, items))
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def _death(self, worker: int) -> Died:
+        self.gone.add(worker)
+        proc = self.procs[worker]
+        proc.join(timeout=5)
+        code = proc.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return Died(worker, how)
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        live = [i for i in range(len(self.procs)) if i not in self.gone]
+        handles: dict[Any, int] = {self.conns[i]: i for i in live}
+        handles.update({self.procs[i].sentinel: i for i in live})
+        events: list[Event] = []
+        for handle in wait(list(handles), timeout):
+            worker = handles[handle]
+            if worker in self.gone:
+                continue
+            conn = self.conns[worker]
+            try:
+                # A result sent just before the process ended is still in the pipe: read it before the death.
+                while conn.poll():
+                    events.append(conn.recv())
+            except (EOFError, OSError):
+                events.append(self._death(worker))
+                continue
+            if not self.procs[worker].is_alive():
+                events.append(self._death(worker))
+        return events
+
+    def close(self, *, force: bool) -> None:
+        for worker, conn in enumerate(self.conns):
+            if worker not in self.gone and not force:
+                try:
+                    conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+        for worker, proc in enumerate(self.procs):
+            proc.join(timeout=0 if force else 10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(timeout=5)
+            self.conns[worker].close()
+            self.gone.add(worker)

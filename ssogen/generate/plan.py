@@ -1,0 +1,91 @@
+"""Everything a generate run knows before a model is loaded: the library, the templates, the queries, the model
+reference and the output folder's verdict. Every bad input is found here, in about a second, before torch,
+transformers or vLLM are imported; `--dry-run` shows the plan and stops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ssogen.dataset.card import card_templates
+from ssogen.dataset.shards import ShardStore
+from ssogen.errors import UserError
+from ssogen.generate.config import NOT_FINGERPRINTED, RunConfig
+from ssogen.generate.inputs import PromptsRead, Row, read_prompts
+from ssogen.generate.steps import principle_writing, sampling, selection
+from ssogen.models import ModelRef, resolve_model
+from ssogen.principles import Library, LibraryError, LoadedLibrary, load_library
+from ssogen.records import row_id
+from ssogen.templating import Templates
+
+TEMPLATE_NAMES = (selection.TEMPLATE, sampling.TEMPLATE, principle_writing.TEMPLATE)
+
+
+@dataclass
+class RunPlan:
+    """Everything known before a model is loaded (what --dry-run shows)."""
+
+    config: RunConfig
+    model: ModelRef
+    loaded_library: LoadedLibrary
+    templates: Templates
+    templates_digest: str
+    prompts: PromptsRead
+    rows: list[Row]
+
+    @property
+    def library(self) -> Library:
+        return self.loaded_library.library
+
+    def fingerprint(self) -> dict[str, Any]:
+        config = {k: v for k, v in self.config.model_dump().items() if k not in NOT_FINGERPRINTED}
+        return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest),
+                "config": config, "library_sha256": self.loaded_library.sha256}
+
+    def check_output_folder(self, *, overwrite: bool) -> bool:
+        """Read-only: refuse --out when it holds another configuration's run or files of no run. True when the
+        run would resume."""
+        return ShardStore(self.config.out).check(self.fingerprint(), overwrite=overwrite)
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """Load and validate the library, templates and prompts, and classify the model; no model is touched."""
+    model = resolve_model(config.model)
+    try:
+        loaded = load_library(config.principles)
+    except LibraryError as exc:
+        more = f" (and {len(exc.problems) - 1} more problems)" if len(exc.problems) > 1 else ""
+        raise UserError(f"invalid library: {exc.problems[0]}{more}") from None
+    if config.features_per_query > len(loaded.library.features):
+        raise UserError(f"--features-per-query {config.features_per_query}: the library has only "
+                        f"{len(loaded.library.features)} features")
+    templates = Templates(config.templates)
+    digest = templates.digest(TEMPLATE_NAMES)
+    card_templates(config.templates)  # the card is written at the end: a broken card.md.jinja fails now
+    prompts = read_prompts(config.prompts, prompt_field=config.prompt_field, split=config.split,
+                           limit=config.limit)
+    rows = [Row(id=row_id(r.text, r.position), position=r.position, prompt=r.text) for r in prompts.rows]
+    return RunPlan(config=config, model=model, loaded_library=loaded, templates=templates, templates_digest=digest,
+                   prompts=prompts, rows=rows)
+
+
+def dry_run_examples(plan: RunPlan, n: int = 2) -> list[dict[str, Any]]:
+    """Rendered selection prompt and S+/S- for the first rows. No model: the features are a seeded random
+    pick standing in for the policy's answer."""
+    examples = []
+    cfg = plan.config
+    for row in plan.rows[:n]:
+        chosen = selection.finish_selection([], plan.library, cfg.features_per_query, run_seed=cfg.seed,
+                                            row_id=row.id, extra_prob=cfg.extra_prob)
+        features = selection.features_of(chosen, plan.library)
+        examples.append({
+            "id": row.id,
+            "prompt": row.prompt,
+            "selection_prompt": selection.selection_prompt(plan.templates, plan.library, row.prompt,
+                                                           cfg.features_per_query),
+            "features": chosen.features,
+            "extra": chosen.extra,
+            "system_good": sampling.system_prompt(plan.templates, features, "good"),
+            "system_bad": sampling.system_prompt(plan.templates, features, "bad"),
+        })
+    return examples

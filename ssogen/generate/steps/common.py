@@ -1,0 +1,74 @@
+"""What the steps of a generate run share: per-request seeds, and the session that holds the loaded engine,
+builds requests from token ids and counts every engine call."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ssogen.chat import context_messages, has_chat_template, prompt_token_ids, supports_system_role
+from ssogen.engine import Engine, GenerationRequest, GenerationResult, stop_token_ids_of
+from ssogen.errors import UserError
+from ssogen.generate.config import RunConfig
+from ssogen.principles import Library
+from ssogen.templating import Templates
+
+
+def derive_seed(run_seed: int, row_id: str, purpose: str) -> int:
+    """A per-request seed from (run seed, row id, purpose): independent of batching, chunking and resuming."""
+    digest = hashlib.sha256(f"{run_seed}\x00{row_id}\x00{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass
+class Session:
+    """One run's engine with what the steps need around it: the options, the library, the templates, whether
+    the chat template takes a system role, the stop tokens, and counts of requests and generated tokens."""
+
+    config: RunConfig
+    library: Library
+    templates: Templates
+    engine: Engine
+    system_supported: bool
+    stop_ids: list[int]
+    requests: Counter[str] = field(default_factory=Counter)
+    tokens: int = 0
+
+    @classmethod
+    def open(cls, config: RunConfig, library: Library, templates: Templates, engine: Engine) -> Session:
+        tokenizer = engine.tokenizer
+        if not has_chat_template(tokenizer):
+            raise UserError(f"--model {config.model}: the tokenizer has no chat template")
+        return cls(config=config, library=library, templates=templates, engine=engine,
+                   system_supported=supports_system_role(tokenizer),
+                   stop_ids=stop_token_ids_of(config.model, tokenizer))
+
+    @property
+    def tokenizer(self):  # type: ignore[no-untyped-def]
+        return self.engine.tokenizer
+
+    def chat_ids(self, query: str, system: str | None) -> list[int]:
+        """Token ids of the chat prompt [system, user] (the system text merged when the template rejects it)."""
+        return prompt_token_ids(self.tokenizer, context_messages(query, system),
+                                system_supported=self.system_supported)
+
+    def too_long(self, ids: list[int]) -> bool:
+        """True when a prompt leaves no room for even one new token."""
+        return len(ids) >= self.engine.max_model_len
+
+    def request(self, key: str, ids: list[int], *, seed: int, max_tokens: int, temperature: float | None = None,
+                stop: list[str] | None = None, regex: str | None = None) -> GenerationRequest:
+        """A request with the run's sampling settings; max_tokens shrinks to the room left in the context."""
+        room = self.engine.max_model_len - len(ids)
+        return GenerationRequest(
+            key=key, prompt_token_ids=ids, max_tokens=max(1, min(max_tokens, room)),
+            temperature=self.config.temperature if temperature is None else temperature, top_p=self.config.top_p,
+            seed=seed, stop=stop or [], stop_token_ids=self.stop_ids, guided_regex=regex)
+
+    def run(self, stage: str, requests: list[GenerationRequest]) -> dict[str, GenerationResult]:
+        """One batched engine call; results by request key."""
+        results = self.engine.generate(requests)
+        self.requests[stage] += len(requests)
+        self.tokens += sum(r.num_tokens for r in results)
+        return {r.key: r for r in results}

@@ -1,0 +1,57 @@
+"""Step 2 (`--principle-source policy`): the policy writes a query-specific good and bad principle for each
+chosen feature, as JSON; the prompt, the engine call and the JSON parser. Where the JSON does not parse, the
+library's text is used and the row records `principle_fallback`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ssogen.generate.inputs import Row
+from ssogen.generate.steps.common import Session, derive_seed
+from ssogen.generate.steps.selection import Selection, features_of
+from ssogen.principles import Feature
+from ssogen.templating import Templates
+
+TEMPLATE = "principle_writer.jinja"
+
+
+def principle_writer_prompt(templates: Templates, feature: Feature, query: str) -> str:
+    return templates.render(TEMPLATE, feature=feature, query=query)
+
+
+def parse_principle_json(text: str) -> tuple[str, str] | None:
+    """(good, bad) from the principle writer's JSON answer, or None when it does not parse."""
+    match = re.search(r"\{.*?\}", text, flags=re.DOTALL)
+    if match is None:
+        return None
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    good, bad = data.get("good"), data.get("bad")
+    if not (isinstance(good, str) and isinstance(bad, str) and good.strip() and bad.strip()):
+        return None
+    return good.strip(), bad.strip()
+
+
+def write_principles(session: Session, rows: list[Row], selections: dict[str, Selection],
+                     ) -> dict[str, list[tuple[str, str] | None]]:
+    """Query-specific (good, bad) texts per chosen feature, in one engine call; None where the JSON fails."""
+    requests, layout = [], {}
+    for row in rows:
+        if row.id not in selections:
+            continue
+        layout[row.id] = []
+        for feature in features_of(selections[row.id], session.library):
+            text = principle_writer_prompt(session.templates, feature, row.prompt)
+            ids = session.chat_ids(text, None)
+            key = f"{row.id}:{feature.name}"
+            layout[row.id].append(key)
+            requests.append(session.request(key, ids, seed=derive_seed(session.config.seed, row.id,
+                                                                      f"principle-{feature.name}"),
+                                            max_tokens=session.config.principle_max_tokens))
+    answers = session.run("principles", requests)
+    return {rid: [parse_principle_json(answers[k].text) for k in keys] for rid, keys in layout.items()}

@@ -1,0 +1,80 @@
+"""Atomic file writes: every file ssogen writes whole goes through `write_atomic`.
+
+The bytes go to a hidden temporary file in the target's folder (same file system, so the rename is atomic),
+are flushed and fsynced, and then `os.replace` puts the file in place. A crash, kill -9 or Ctrl-C therefore
+leaves either the old file or the new one, never a torn one; the temporary name starts with "." and ends with
+".tmp", so `push-to-hub` and `load_dataset`'s `*.parquet` patterns never pick one up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+TMP_SUFFIX = ".tmp"
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call `write(file)` on a temporary binary file, then put it at `path`. Creates the parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    # 0o666 minus the umask: the same mode as an ordinary open(), unlike tempfile's private 0o600.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    return write_atomic(path, lambda f: f.write(data))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
+    """Indented UTF-8 JSON with a final newline; values JSON does not know (paths, dates) become strings."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys, default=str) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_parquet_atomic(path: str | Path, table: Any) -> Path:
+    """A `pyarrow.Table` as one parquet file."""
+    import pyarrow.parquet as pq
+
+    return write_atomic(path, lambda f: pq.write_table(table, f))
+
+
+def write_png_atomic(path: str | Path, figure: Any, *, dpi: int = 100) -> Path:
+    """A matplotlib figure as PNG."""
+    return write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi))

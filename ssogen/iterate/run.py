@@ -1,0 +1,172 @@
+"""Run an `ssogen iterate` plan: each step a subprocess of the same `ssogen` command, resumable step by step.
+
+Separate processes because vLLM does not reliably give GPU memory back inside one process, and
+because each command already knows how to resume itself: a killed generate continues from its shards, a killed
+train from its newest complete checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from ssogen.dataset.folder import OutputFolder
+from ssogen.errors import UserError
+from ssogen.io import write_text_atomic
+from ssogen.iterate.options import (
+    IterateOptions,
+    fingerprint,
+    generate_config_values,
+    train_config_values,
+)
+from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
+from ssogen.iterate.report import print_report, read_json, write_report
+from ssogen.iterate.state import RunState
+
+# Files `ssogen train` writes after the model itself, in this order: both present = training finished.
+TRAIN_FINISHED = ("ssogen_train_config.json", "metrics.json")
+
+
+def finished(step: Step) -> bool:
+    """Whether the step's own output says it ran to the end (the state file says from which inputs)."""
+    if step.kind == "generate":
+        manifest = read_json(OutputFolder(step.folder).manifest) or {}
+        return manifest.get("status") == "complete"
+    if step.kind == "score":
+        score = (read_json(OutputFolder(step.folder).manifest) or {}).get("score")
+        return isinstance(score, dict) and (score.get("filter") is not None) == step.settings["filter"]
+    if step.kind == "stats":
+        return OutputFolder(step.folder).stats.exists()
+    if step.kind == "train":
+        return all((step.folder / name).exists() for name in TRAIN_FINISHED)
+    judged = read_json(OutputFolder(step.folder).judge) or {}
+    return {k: judged.get(k) for k in step.settings} == step.settings
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The highest `checkpoint-N` that transformers finished writing (trainer_state.json is written last)."""
+    complete = [p for p in folder.glob("checkpoint-*")
+                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def run_subprocess(argv: list[str]) -> int:
+    """Run a step with the terminal attached. On Ctrl-C the child got the signal too: give it time to save."""
+    process = subprocess.Popen(argv)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        try:
+            process.wait(timeout=120)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+        return 130
+
+
+class IterateRun:
+    """The resolved run: options, config values, slices and the plan of every iteration."""
+
+    def __init__(self, options: IterateOptions) -> None:
+        from ssogen.generate.inputs import read_prompts
+
+        self.options = options
+        self.out = options.out.resolve()
+        self.generate_values = generate_config_values(options.generate_config)
+        self.train_values = train_config_values(options.train_config, "--train-config", options.recipe)
+        self.generator_train_values = train_config_values(options.generator_train_config,
+                                                          "--generator-train-config", options.recipe)
+        read = read_prompts(options.prompts, prompt_field=self.generate_values.get("prompt_field", "prompt"),
+                            split=self.generate_values.get("split", "train"))
+        self.queries = [row.text for row in read.rows]
+        self.source = read.source
+        slices = split_queries(self.queries, options.iterations, options.queries_per_iteration, options.seed)
+        if options.generator_queries is not None and options.generator_queries > min(len(s) for s in slices):
+            raise UserError(f"--generator-queries {options.generator_queries}: an iteration has only "
+                            f"{min(len(s) for s in slices)} queries")
+        planner = Planner(options, self.generate_values, self.train_values, self.generator_train_values)
+        self.iterations = [planner.iteration(t + 1, queries) for t, queries in enumerate(slices)]
+        self.fingerprint = fingerprint(options, planner.start_model, self.queries, {
+            "generate": self.generate_values, "train": self.train_values,
+            "generator_train": self.generator_train_values})
+
+
+def write_prompts(path: Path, queries: list[str]) -> None:
+    """The slice as JSONL with a `prompt` field, written whole then renamed (generate reads it by position)."""
+    text = "".join(json.dumps({"prompt": q}, ensure_ascii=False) + "\n" for q in queries)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    write_text_atomic(path, text)
+
+
+def run_step(step: Step, state: RunState, console: Console) -> bool:
+    """Run one step unless it is done; True when it ran now."""
+    if state.matches(step) and finished(step):
+        if not state.is_done(step):  # finished, but the run was stopped before it could record that
+            state.mark_done(step, 0.0)
+        console.print(f"[green]done[/] {step.id} (kept from an earlier invocation)", highlight=False)
+        return False
+    argv = list(step.argv)
+    if step.kind in ("generate", "train") and step.folder.exists() and not state.matches(step):
+        # Made from other inputs (an earlier step was redone): nothing in it can be reused.
+        shutil.rmtree(step.folder)
+    if step.kind == "train" and state.matches(step):
+        checkpoint = newest_checkpoint(step.folder)
+        if checkpoint is not None:
+            argv += ["--resume-from-checkpoint", str(checkpoint)]
+    state.mark_running(step, argv)
+    console.rule(f"[bold]{step.id}", align="left")
+    console.print("$ " + shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
+    started = time.monotonic()
+    code = run_subprocess(argv)
+    if code == 130:
+        raise UserError(f"interrupted during {step.id}; finished work is saved: run the same command again to "
+                        "resume", exit_code=130)
+    if code != 0:
+        raise UserError(f"{step.id} failed (exit {code}; its error is above); finished steps are kept: fix the "
+                        "cause and run the same command again", exit_code=code if code in (1, 2) else 1)
+    if not finished(step):
+        raise UserError(f"{step.id} exited 0 but {step.folder} holds no finished result", exit_code=1)
+    state.mark_done(step, time.monotonic() - started)
+    return True
+
+
+def print_plan(run: IterateRun, console: Console) -> None:
+    o = run.options
+    console.print(f"{len(run.queries)} queries from {run.source}; {len(run.iterations)} iterations "
+                  f"(recipe {o.recipe}) into {run.out}", highlight=False, markup=False)
+    for iteration in run.iterations:
+        extra = f", generator on {len(iteration.generator_queries)}" if o.recipe == "v2" else ""
+        console.rule(f"iter-{iteration.number}: {len(iteration.queries)} queries{extra}", align="left")
+        for step in iteration.steps:
+            console.print(f"{step.id}: {shlex.join(step.argv)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False) -> None:
+    run = IterateRun(options)
+    if dry_run:
+        print_plan(run, console)
+        return
+    state = RunState(run.out)
+    resumed = state.open(run.fingerprint, overwrite=options.overwrite)
+    console.print(f"{'resuming' if resumed else 'starting'} {len(run.iterations)} iterations in {run.out}",
+                  highlight=False, markup=False)
+    done: list[Iteration] = []
+    try:
+        for iteration in run.iterations:
+            write_prompts(iteration.folder / "prompts.jsonl", iteration.queries)
+            if options.recipe == "v2":
+                write_prompts(iteration.folder / "generator-prompts.jsonl", iteration.generator_queries)
+            for step in iteration.steps:
+                run_step(step, state, console)
+            done.append(iteration)
+            report = write_report(run.out, done, options)
+            print_report(report, console)
+    except KeyboardInterrupt:  # between two steps (inside one, run_step reports it)
+        raise UserError(f"interrupted; finished steps are recorded in {state.path}: run the same command again to "
+                        "resume", exit_code=130) from None

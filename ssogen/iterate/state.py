@@ -1,0 +1,108 @@
+"""The resume state of an `ssogen iterate` run: DIR/iterate.json, rewritten atomically after every change.
+
+Each step has an entry: `running` (written before its subprocess starts) or `done` (after it exits 0) with a
+fresh stamp. A step is reused only when it is done and the stamps of its inputs are the ones it was made from,
+so redoing an earlier step invalidates exactly what was built on it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ssogen.errors import UserError
+from ssogen.io import write_json_atomic
+from ssogen.iterate.plan import RUN_OUTPUTS, STATE_FILE, Step
+
+ITERATION_FOLDER = re.compile(r"iter-\d+")
+
+
+def _owned(path: Path) -> bool:
+    """Files and folders that iterate writes into DIR (the only ones --overwrite removes)."""
+    return path.name in RUN_OUTPUTS or (path.is_dir() and ITERATION_FOLDER.fullmatch(path.name) is not None)
+
+
+def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    keys = sorted(set(stored) | set(current))
+    return [key for key in keys if stored.get(key) != current.get(key)]
+
+
+class RunState:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out / STATE_FILE
+        self.data: dict[str, Any] = {}
+
+    def open(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
+        """Start or reopen the run in DIR; True when resuming. A run of other options is refused unless
+        overwrite, which removes iterate's own outputs (and nothing else)."""
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out}: exists and is not a folder")
+        entries = list(self.out.iterdir()) if self.out.is_dir() else []
+        if self.path.exists():
+            stored = self._read()
+            if stored.get("fingerprint") == fingerprint["fingerprint"]:
+                self.data = stored
+                return True
+            if not overwrite:
+                changed = _changed(stored.get("options", {}), fingerprint["options"])
+                raise UserError(f"--out {self.out}: holds an iterate run with other options (changed: "
+                                f"{', '.join(changed) or 'config contents'}); use --overwrite to replace it, or "
+                                "another --out")
+        elif entries and not all(_owned(entry) for entry in entries):
+            raise UserError(f"--out {self.out}: not empty and holds no ssogen iterate run ({STATE_FILE} missing); "
+                            "choose a new or empty folder")
+        elif entries and not overwrite:
+            raise UserError(f"--out {self.out}: holds iteration folders but no {STATE_FILE}; use --overwrite to "
+                            "start again there")
+        for entry in entries:
+            if _owned(entry):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        self.data = {**fingerprint, "steps": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write()
+        return False
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{self.path}:{exc.lineno}: invalid JSON ({exc.msg}); use --overwrite to start "
+                            "again") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.path}: not an iterate state file; use --overwrite to start again")
+        return data
+
+    def _write(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    def entry(self, step: Step) -> dict[str, Any] | None:
+        return self.data["steps"].get(step.id)
+
+    def input_stamps(self, step: Step) -> dict[str, str | None]:
+        return {name: (self.data["steps"].get(name) or {}).get("stamp") for name in step.inputs}
+
+    def matches(self, step: Step) -> bool:
+        """The recorded entry was made from the current inputs and settings (done or still running)."""
+        entry = self.entry(step)
+        return bool(entry and entry.get("inputs") == self.input_stamps(step)
+                    and entry.get("settings") == step.settings)
+
+    def is_done(self, step: Step) -> bool:
+        entry = self.entry(step)
+        return bool(entry and entry.get("status") == "done" and self.matches(step))
+
+    def mark_running(self, step: Step, argv: list[str]) -> None:
+        self.data["steps"][step.id] = {"status": "running", "inputs": self.input_stamps(step),
+                                       "settings": step.settings, "argv": argv,
+                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write()
+
+    def mark_done(self, step: Step, seconds: float) -> None:
+        entry = self.data["steps"][step.id]
+        entry.update(status="done", stamp=uuid.uuid4().hex, seconds=round(seconds, 1),
+                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self._write()

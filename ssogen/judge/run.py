@@ -1,0 +1,190 @@
+"""`ssogen judge`: pairwise judging of chosen against rejected by a model, on a seeded sample of a dataset folder.
+
+Every sampled pair is judged twice (chosen shown as A, then as B) in one batched, greedy engine call. Results go
+to OUT/judge.json (settings, metrics and every answer) and into the dataset card (its "Judged by a model"
+section, in templates/card.md.jinja)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ssogen.dataset.card import card_is_generated, card_templates, write_card
+from ssogen.dataset.folder import OutputFolder
+from ssogen.engine import EngineOptions, GenerationRequest
+from ssogen.errors import UserError
+from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
+from ssogen.models import require_available, resolve_model
+
+
+class JudgeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    folder: Path
+    judge_model: str
+    sample: int = Field(200, ge=1, description="pairs to judge (all when the config has fewer)")
+    seed: int = 0
+    config: Literal["dpo", "reward"] = "dpo"
+    max_tokens: int = Field(512, ge=1, description="new tokens per judge answer")
+    templates: str | None = None
+    engine: Literal["vllm", "transformers"] = "vllm"
+    tp: int = Field(1, ge=1)
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    kv_cache_gb: float | None = Field(None, gt=0.0)
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(dtype=self.dtype, max_model_len=self.max_model_len, tensor_parallel_size=self.tp,
+                             gpu_memory_utilization=self.gpu_memory_utilization, seed=self.seed,
+                             kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None)
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    query: str
+    chosen: str
+    rejected: str
+
+
+def _last(messages: list[dict[str, Any]], role: str) -> str:
+    for message in reversed(messages):
+        if message.get("role") == role:
+            return str(message.get("content") or "")
+    return ""
+
+
+def read_pairs(folder: Path, config: str) -> list[Pair]:
+    """The pairs of the `dpo` config (prompt / chosen / rejected) or the `reward` config (two conversations)."""
+    out = OutputFolder(folder)
+    manifest = out.read_manifest()
+    if manifest.get("status", "complete") != "complete":
+        raise UserError(f"{folder}: the generate run is not finished (manifest status {manifest.get('status')!r}); "
+                        "run the same generate command again first")
+    path = out.config_file(config)
+    if not path.exists():
+        raise UserError(f"{folder}: no {config} config ({out.relative(path)} missing)")
+    pairs = []
+    for row in out.read_config(config).to_pylist():
+        context = row["prompt"] if config == "dpo" else row["chosen"]
+        pairs.append(Pair(id=row["id"], query=_last(context, "user"), chosen=_last(row["chosen"], "assistant"),
+                          rejected=_last(row["rejected"], "assistant")))
+    if not pairs:
+        raise UserError(f"{folder}: the {config} config has no pairs (no row was kept)")
+    return pairs
+
+
+def sample_pairs(pairs: list[Pair], size: int, seed: int) -> list[Pair]:
+    """A seeded sample in the folder's order (the same seed and folder give the same pairs)."""
+    if size >= len(pairs):
+        return list(pairs)
+    chosen = sorted(random.Random(seed).sample(range(len(pairs)), size))
+    return [pairs[i] for i in chosen]
+
+
+def _request_seed(seed: int, pair_id: str, order: str) -> int:
+    return int(hashlib.sha256(f"{seed}\0{pair_id}\0{order}".encode()).hexdigest()[:8], 16)
+
+
+def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and rates over judged pairs (pairs too long for the judge are left out and counted).
+
+    accuracy per order = chosen wins / parsed answers in that order; `both_orders_chosen_rate` = pairs whose
+    two answers both say chosen / judged pairs (an unparseable answer counts against); position bias = parsed
+    pairs whose two answers name the same letter (so the verdict followed the position, not the content)."""
+    judged = [r for r in results if "skipped" not in r]
+    metrics: dict[str, Any] = {"pairs": len(results), "pairs_judged": len(judged),
+                               "pairs_too_long": len(results) - len(judged)}
+    parsed_total = chosen_total = first_letter = 0
+    for order in ORDERS:
+        verdicts = [r[order] for r in judged]
+        parsed = [v for v in verdicts if v["verdict"] is not None]
+        wins = sum(v["winner"] == "chosen" for v in parsed)
+        metrics[f"unparseable_{order}"] = len(verdicts) - len(parsed)
+        metrics[f"accuracy_{order}"] = wins / len(parsed) if parsed else None
+        parsed_total, chosen_total = parsed_total + len(parsed), chosen_total + wins
+        first_letter += sum(v["verdict"] == "A" for v in parsed)
+    both_parsed = [r for r in judged if all(r[o]["verdict"] is not None for o in ORDERS)]
+    both_chosen = sum(all(r[o]["winner"] == "chosen" for o in ORDERS) for r in both_parsed)
+    same_letter = sum(r["chosen_first"]["verdict"] == r["chosen_second"]["verdict"] for r in both_parsed)
+    metrics.update({
+        "judgments": 2 * len(judged),
+        "unparseable": 2 * len(judged) - parsed_total,
+        "share_of_judgments_chosen": chosen_total / parsed_total if parsed_total else None,
+        "both_orders_chosen": both_chosen,
+        "both_orders_chosen_rate": both_chosen / len(judged) if judged else None,
+        "pairs_both_parsed": len(both_parsed),
+        "position_bias_rate": same_letter / len(both_parsed) if both_parsed else None,
+        "first_position_rate": first_letter / parsed_total if parsed_total else None,
+    })
+    return metrics
+
+
+def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
+    """Judge the sample, write OUT/judge.json and refresh the card; returns what was written."""
+    from ssogen.chat import has_chat_template, prompt_token_ids
+    from ssogen.engine import stop_token_ids_of
+    from ssogen.engine.launch import make_engine
+
+    pairs = sample_pairs(read_pairs(options.folder, options.config), options.sample, options.seed)
+    source = template_source(options.templates)
+    card_templates(options.templates)  # a broken card.md.jinja there fails now, not after the judging
+    require_available(resolve_model(options.judge_model, flag="--judge-model"), flag="--judge-model")
+    if engine is None:
+        try:
+            engine = make_engine(options.engine, options.judge_model, options.engine_options())
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"--judge-model {options.judge_model}: the {options.engine} engine failed to load it "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    tokenizer = engine.tokenizer
+    if not has_chat_template(tokenizer):
+        raise UserError(f"--judge-model {options.judge_model}: the tokenizer has no chat template")
+    stop_ids = stop_token_ids_of(options.judge_model, tokenizer)
+    requests, too_long = [], set()
+    for pair in pairs:
+        built = {}
+        for order in ORDERS:
+            text = render_prompt(pair.query, pair.chosen, pair.rejected, order, options.templates)
+            built[order] = prompt_token_ids(tokenizer, [{"role": "user", "content": text}], system_supported=True)
+        if any(len(ids) >= engine.max_model_len for ids in built.values()):
+            too_long.add(pair.id)
+            continue
+        for order, ids in built.items():
+            room = engine.max_model_len - len(ids)
+            requests.append(GenerationRequest(
+                key=f"{pair.id}:{order}", prompt_token_ids=ids, max_tokens=min(options.max_tokens, room),
+                temperature=0.0, top_p=1.0, seed=_request_seed(options.seed, pair.id, order),
+                stop_token_ids=stop_ids))
+    answers = {r.key: r for r in engine.generate(requests)}
+    results: list[dict[str, Any]] = []
+    for pair in pairs:
+        if pair.id in too_long:
+            results.append({"id": pair.id, "skipped": "too_long"})
+            continue
+        entry: dict[str, Any] = {"id": pair.id}
+        for order in ORDERS:
+            answer = answers[f"{pair.id}:{order}"]
+            verdict = parse_verdict(answer.text)
+            typed_order: Order = order  # type: ignore[assignment]
+            entry[order] = {"verdict": verdict, "winner": winner(typed_order, verdict), "answer": answer.text,
+                            "finish_reason": answer.finish_reason}
+        results.append(entry)
+    written = {
+        "judge_model": options.judge_model, "config": options.config, "sample": options.sample,
+        "seed": options.seed, "engine": engine.name, "max_tokens": options.max_tokens,
+        "template": {"file": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()},
+        "metrics": compute_metrics(results),
+        "pairs": results,
+    }
+    OutputFolder(options.folder).write_judge(written)
+    if card_is_generated(options.folder):  # the same --templates folder may hold a card.md.jinja too
+        write_card(options.folder, templates=options.templates)
+    return written

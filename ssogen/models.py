@@ -1,0 +1,102 @@
+"""One rule, for every command, that tells a local model folder from a hub id; checked before anything heavy
+is imported.
+
+* An existing folder is a local model: it must hold `config.json`, and a chat template (ssogen renders every
+  prompt through it).
+* Anything else that looks like a path (starts with `.`, `/` or `~`, or has more than one `/`) is a missing
+  folder.
+* Otherwise it is a hub id, bare names such as `gpt2` included. Offline (HF_HUB_OFFLINE=1) a hub id that is
+  not in the local hub cache is one clear line instead of a download attempt."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssogen.errors import UserError
+
+# Where a tokenizer keeps its chat template, in the order transformers looks (any one is enough).
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+ENVIRONMENT_ERROR = 1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model named on the command line: `name` as given, `local` folder or hub id."""
+
+    name: str
+    local: bool
+
+    @property
+    def path(self) -> str:
+        """What to hand to `from_pretrained` / vLLM: the expanded folder, or the hub id."""
+        return str(Path(self.name).expanduser()) if self.local else self.name
+
+
+def resolve_model(name: str, *, flag: str = "--model", chat: bool = True) -> ModelRef:
+    """Classify `name` and check what can be checked without loading it (see the module docstring).
+    `chat`: the model must have a chat template."""
+    folder = Path(name).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise UserError(f"{flag} {name}: is a file, not a model folder")
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{flag} {name}: not a model folder (no config.json)")
+        if chat and not _has_chat_template(folder):
+            raise UserError(f"{flag} {name}: the tokenizer has no chat template (ssogen renders every prompt "
+                            "through it)")
+        return ModelRef(name, local=True)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or not HUB_ID.match(name):
+        raise UserError(f"{flag} {name}: no such folder (and not a hub id, which is NAME or ORG/NAME)")
+    return ModelRef(name, local=False)
+
+
+def require_available(model: ModelRef, *, flag: str = "--model") -> None:
+    """Before a model is loaded: offline, a hub id must already be in the local hub cache."""
+    if model.local or not hub_offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model.name, "config.json"), str):
+        raise UserError(f"{flag} {model.name}: not a local folder, so a hub id, but HF_HUB_OFFLINE is set and it "
+                        "is not in the hub cache; download it first or give a model folder", ENVIRONMENT_ERROR)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if any((folder / name).is_file() for name in CHAT_TEMPLATE_FILES):
+        return True
+    if (folder / "additional_chat_templates").is_dir():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        # No readable tokenizer config: let the tokenizer load decide (and say what is wrong).
+        return True
+    return bool(config.get("chat_template"))
+
+
+def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", flag: str = "--model") -> UserError:
+    """One line for a failed load: an unreachable hub (exit 1) told apart from a broken model (exit 2)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if not model.local and _network_failure(exc):
+        return UserError(f"{flag} {model.name}: a hub id, and the hub cannot be reached ({first}); check the "
+                         "network or give a model folder", ENVIRONMENT_ERROR)
+    return UserError(f"{flag} {model.name}: cannot {what} ({type(exc).__name__}: {first})")
+
+
+def _network_failure(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if any(word in type(exc).__name__ for word in ("Connection", "Timeout", "Offline", "LocalEntryNotFound")):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

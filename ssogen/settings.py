@@ -1,0 +1,195 @@
+"""Options defined once. A pydantic field made with `option(...)` is the whole definition of a command option:
+its type, default, constraints and help, its flag (`--field-name` unless the field names another), its YAML
+key in a `--config` file (the field name or the flag, dashes or underscores), and its validation.
+`ssogen.cli.options` builds the typer parameters from the same fields.
+
+`resolve_settings` merges defaults < config file < flags and blames every bad value on where it came from:
+`--temperature: ...` for a flag, `run.yaml:3: temperature: ...` for a line of the config file. All unknown keys
+of a file are reported at once, each with a did-you-mean, and a file that sets one option twice (`max-tokens`
+and `max_tokens`) is refused."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ssogen.errors import UserError
+from ssogen.yamlfile import YamlDocument, read_yaml
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), panel: str | None = None,
+           default_text: str | None = None, **constraints: Any) -> Any:
+    """A pydantic Field that is also a command option.
+
+    flags: typer declarations when not `--field-name`, e.g. ("--lambda",), ("--features-per-query", "-k") or
+        ("--keep-truncated/--drop-truncated",); a bool without them is `--name/--no-name`.
+    panel: the help panel the option is listed under.
+    default_text: what the help says for a default that depends on other values (the field's default is None).
+    """
+    extra = {"flags": list(flags), "panel": panel, "default_text": default_text}
+    return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v},
+                 **constraints)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One field of a settings model seen as a command option."""
+
+    field: str
+    flags: tuple[str, ...]
+    help: str
+    panel: str | None
+    annotation: Any
+    required: bool
+    default: Any
+    default_text: str | None
+
+    @property
+    def flag(self) -> str:
+        """The long flag as messages name it: `--lambda`, `--keep-truncated`."""
+        return self.flags[0].split("/")[0]
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """YAML keys that set this option, with '-' read as '_'."""
+        return frozenset({self.field, _key(self.flag.lstrip("-"))})
+
+    @property
+    def base_type(self) -> Any:
+        """The value type without None (Literal choices are text on the command line)."""
+        args = [a for a in _union_args(self.annotation) if a is not type(None)]
+        kind = args[0] if len(args) == 1 else str
+        return str if typing.get_origin(kind) is typing.Literal else kind
+
+    def shown_default(self) -> str | None:
+        if self.default_text is not None:
+            return self.default_text
+        if self.required or self.default is None:
+            return None
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return str(self.default)
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+@functools.cache
+def option_specs(model: type[BaseModel]) -> tuple[OptionSpec, ...]:
+    specs = []
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        is_bool = bool in _union_args(info.annotation)
+        flag = "--" + name.replace("_", "-")
+        flags = tuple(extra.get("flags") or ([f"{flag}/--no-{flag[2:]}"] if is_bool else [flag]))
+        specs.append(OptionSpec(field=name, flags=flags, help=info.description or "", panel=extra.get("panel"),
+                                annotation=info.annotation, required=info.is_required(),
+                                default=None if info.is_required() else info.default,
+                                default_text=extra.get("default_text")))
+    return tuple(specs)
+
+
+def flag_name(model: type[BaseModel], field: str) -> str:
+    return next(spec.flag for spec in option_specs(model) if spec.field == field)
+
+
+def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str | Path | None = None, *,
+                     accepts_config: bool = True) -> M:
+    """defaults < config file < flags. `flags` maps field names to values; None means "not given"."""
+    specs = {spec.field: spec for spec in option_specs(model)}
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # field -> "--flag" or "FILE:LINE: key"
+    if config_file is not None:
+        doc = read_yaml(config_file)
+        for field, (key, line, value) in _options_in_file(doc, specs).items():
+            values[field] = value
+            origins[field] = f"{doc.shown}:{line}: {key}"
+    for field, value in flags.items():
+        if value is not None:
+            values[field] = value
+            origins[field] = specs[field].flag
+    where = " (on the command line or in the config file)" if accepts_config else ""
+    missing = [spec.flag for spec in specs.values() if spec.required and values.get(spec.field) in (None, "")]
+    if missing:
+        raise UserError(" and ".join(missing) + (" is" if len(missing) == 1 else " are") + " required" + where)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise UserError("; ".join(_blame(err, origins, specs) for err in exc.errors())) from None
+
+
+def read_settings_file(model: type[BaseModel], path: str | Path) -> dict[str, Any]:
+    """The options a config file sets, by field name (unknown keys and options set twice are refused); their
+    values are not validated yet."""
+    specs = {spec.field: spec for spec in option_specs(model)}
+    return {field: value for field, (_, _, value) in _options_in_file(read_yaml(path), specs).items()}
+
+
+def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> str:
+    message = err["msg"].removeprefix("Value error, ")
+    field = str(err["loc"][0]) if err["loc"] else None
+    if field is None or field not in specs:  # a rule across options: its message names the flags
+        return message
+    got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+    return f"{origins.get(field, specs[field].flag)}: {message}{got}"
+
+
+def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec]) -> dict[str, tuple[str, int, Any]]:
+    """field -> (key as written, line, value) from a config file; every problem of the file in one error."""
+    if doc.data is None:
+        return {}
+    if not isinstance(doc.data, dict):
+        raise UserError(f"{doc.shown}:{doc.line_of(())}: expected a mapping of option names to values")
+    by_key = {key: field for field, spec in specs.items() for key in spec.keys}
+    found: dict[str, tuple[str, int, Any]] = {}
+    unknown: list[str] = []
+    problems: list[str] = []
+    for key, value in doc.data.items():
+        line = doc.line_of((key,))
+        field = by_key.get(_key(key))
+        if field is None:
+            unknown.append(f"{key} (line {line}{_did_you_mean(key, by_key)})")
+            continue
+        if field in found:
+            first_key, first_line, _ = found[field]
+            problems.append(f"{first_key!r} (line {first_line}) and {key!r} (line {line}) both set "
+                            f"{specs[field].flag}; keep one")
+            continue
+        if _wants_text(specs[field].annotation) and isinstance(value, int | float) and not isinstance(value, bool):
+            value = doc.source_text((key,))  # `model: 1.10` names "1.10", not the float 1.1
+        found[field] = (key, line, value)
+    if unknown:
+        problems.insert(0, "unknown key(s): " + ", ".join(unknown))
+    if problems:
+        raise UserError(f"{doc.shown}: " + "; ".join(problems))
+    return found
+
+
+def _did_you_mean(key: str, by_key: Mapping[str, str]) -> str:
+    close = difflib.get_close_matches(_key(key), list(by_key), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    suggestion = close[0].replace("_", "-") if "-" in key else close[0]
+    return f"; did you mean {suggestion}?"
+
+
+def _wants_text(annotation: Any) -> bool:
+    args = [a for a in _union_args(annotation) if a is not type(None)]
+    return bool(args) and all(a in (str, Path) for a in args)

@@ -1,0 +1,75 @@
+"""Reading the training data, and every check of `ssogen train`'s inputs that needs no torch: the `sso` config
+of a generate output folder (pyarrow only), the model reference, `--out` and the checkpoint to resume from."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ssogen.dataset.folder import OutputFolder
+from ssogen.errors import UserError
+from ssogen.models import require_available, resolve_model
+from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
+from ssogen.train.config import TrainConfig
+
+
+def sso_files(data_dir: Path) -> list[Path]:
+    """The parquet shards of the `sso` config of a generate output folder, with clear errors."""
+    if not data_dir.exists():
+        raise UserError(f"{data_dir}: no such data folder")
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
+    files = OutputFolder(data_dir).config_files("sso")
+    if not files:
+        raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
+                        "is this a `ssogen generate` output folder?")
+    return files
+
+
+def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`).
+
+    The text columns are required; the `truncated_*` columns are read when present (older files lack them, and a
+    missing or null value means a complete response)."""
+    rows: list[dict[str, Any]] = []
+    for path in sso_files(data_dir):
+        table = OutputFolder(data_dir).read_config("sso", path)
+        missing = [c for c in SSO_TEXT_COLUMNS if c not in table.column_names]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "
+                            f"{', '.join(SSO_TEXT_COLUMNS)})")
+        present = [c for c in SSO_TRUNCATION_COLUMNS if c in table.column_names]
+        for number, row in enumerate(table.select([*SSO_TEXT_COLUMNS, *present]).to_pylist()):
+            null = [c for c in SSO_TEXT_COLUMNS if not isinstance(row[c], str)]
+            if null:
+                raise UserError(f"{path}: row {number}: column {null[0]} is null")
+            for column in SSO_TRUNCATION_COLUMNS:
+                row[column] = bool(row.get(column))
+            rows.append(row)
+    if not rows:
+        raise UserError(f"{data_dir}: the `sso` config has no rows")
+    return rows
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    """sha256 over the `sso` parquet files' names and bytes: the data part of the reference-cache key."""
+    digest = hashlib.sha256()
+    for path in sso_files(data_dir):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_training_inputs(config: TrainConfig) -> None:
+    """Everything about the inputs that can fail, checked before torch and transformers are imported."""
+    if config.out.resolve() == config.data.resolve():
+        raise UserError("--out must differ from --data (the model would be written into the dataset folder)")
+    read_sso_rows(config.data)
+    if config.resume_from_checkpoint and not Path(config.resume_from_checkpoint).is_dir():
+        raise UserError(f"--resume-from-checkpoint: {config.resume_from_checkpoint}: no such checkpoint folder")
+    require_available(resolve_model(config.model))
+    if config.out.exists() and not config.out.is_dir():
+        raise UserError(f"--out {config.out}: exists and is not a folder")

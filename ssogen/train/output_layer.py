@@ -1,0 +1,246 @@
+"""The output layer as `LogProbHead`: target log-probs straight from hidden states, for `sequence_logps`.
+
+Installed in place of the model's linear output layer before training. Given positions and target tokens it
+returns each target's log-prob, computing `hidden @ W` chunk by chunk in the compute dtype (bf16 GEMMs under
+autocast, float32 log-sum-exp and weight-gradient accumulation), so the (tokens × vocab) logits never exist in
+float32 and never reach autograd. Backward uses the softmax kept from forward when that fits
+(`STORED_PROBS_MAX_BYTES`: three GEMMs in all) or recomputes the logits in tiles (always with gradient
+checkpointing: four GEMMs, less memory). `--head-kernel liger` uses liger-kernel's fused linear cross-entropy
+instead. Without targets it is the ordinary linear layer, so generation and saving are unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model under DDP/DeepSpeed (`.module`) and peft (`get_base_model()`) wrappers."""
+    inner = model
+    for _ in range(4):
+        if isinstance(getattr(inner, "module", None), nn.Module):
+            inner = inner.module
+        elif hasattr(type(inner), "get_base_model"):
+            inner = inner.get_base_model()
+        else:
+            break
+    return inner
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    return "logits_to_keep" in inspect.signature(type(unwrap(model)).forward).parameters
+
+
+# Target elements (positions × vocab) of one chunk of float32 logits inside LogProbHead.
+HEAD_CHUNK_ELEMENTS = 1 << 25
+# Positions per tile when backward recomputes the logits (tiles are this many positions × a vocabulary slice).
+HEAD_CHUNK_ROWS = 4096
+# LogProbHead keeps the (positions × vocab) probabilities from forward for backward, instead of recomputing the
+# logits there, when they take at most this many bytes (in the compute dtype: bf16 under autocast).
+STORED_PROBS_MAX_BYTES = 4 << 30
+# Config fields through which a model rescales its logits after the output layer: LogProbHead's output would be
+# rescaled too, so such models use their own logits instead.
+_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier",
+                         "lm_head_multiplier")
+
+
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    device_type = tensor.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
+def _accumulator(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Zeros for a gradient sum: float32 for half-precision operands, else their own dtype."""
+    return torch.zeros(shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+
+
+def _accumulate_float(accumulator: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """`accumulator += a @ b` without rounding `a @ b` to a half dtype first (CUDA can: out_dtype)."""
+    if a.dtype == accumulator.dtype:
+        accumulator.addmm_(a, b)
+    elif accumulator.device.type == "cuda":
+        torch.addmm(accumulator, a, b, out_dtype=torch.float32, out=accumulator)
+    else:
+        accumulator.addmm_(a.float(), b.float())
+
+
+class _HeadLogProb(torch.autograd.Function):
+    """log softmax(h @ Wᵀ + b)[target] per row of h (N, H), chunk by chunk, GEMMs in the compute dtype.
+
+    With `keep` the probabilities (N, V) are kept from forward (compute dtype), and backward turns them in place
+    into the logits gradient: three GEMMs in all. Without it backward recomputes each chunk's logits (four)."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                targets: torch.Tensor, keep: bool) -> torch.Tensor:
+        dtype = _compute_dtype(hidden)
+        chunk = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
+        keep = keep and hidden.size(0) * weight.size(0) * torch.finfo(dtype).bits // 8 <= STORED_PROBS_MAX_BYTES
+        with torch.autocast(hidden.device.type, enabled=False):
+            h = hidden.to(dtype)
+            w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+            lse = torch.empty(h.size(0), dtype=torch.float32, device=h.device)
+            selected = torch.empty_like(lse)
+            probs = torch.empty((h.size(0), w.size(0)), dtype=dtype, device=h.device) if keep else None
+            for start in range(0, h.size(0), chunk):
+                stop = start + chunk
+                logits = F.linear(h[start:stop], w, b).float()
+                lse[start:stop] = torch.logsumexp(logits, dim=-1)
+                selected[start:stop] = logits.gather(1, targets[start:stop, None]).squeeze(1)
+                if probs is not None:
+                    probs[start:stop] = logits.sub_(lse[start:stop, None]).exp_()
+        logps = selected - lse
+        ctx.save_for_backward(hidden, weight, bias, targets, lse if probs is None else logps, probs)
+        ctx.compute_dtype = dtype
+        return logps
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        hidden, weight, bias, targets, saved, probs = ctx.saved_tensors
+        dtype = ctx.compute_dtype
+        grads = grad_output.float()
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_bias = bias is not None and ctx.needs_input_grad[2]
+        with torch.autocast(hidden.device.type, enabled=False):
+            h = hidden.to(dtype)
+            w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+            if probs is not None:
+                grad_logits = _logits_grad_from_probs(probs, targets, saved, grads)
+                grad_hidden = grad_logits @ w if want_hidden else None
+                grad_weight = None
+                if want_weight:
+                    grad_weight = _accumulator(weight.shape, h)
+                    _accumulate_float(grad_weight, grad_logits.t(), h)
+                grad_bias = grad_logits.sum(0, dtype=torch.promote_types(dtype, torch.float32)) if want_bias else None
+            else:
+                grad_hidden, grad_weight, grad_bias = _recomputed_grads(
+                    h, w, b, targets, saved, grads, want_hidden, want_weight, want_bias)
+        return (
+            None if grad_hidden is None else grad_hidden.to(hidden.dtype),
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
+            None,
+        )
+
+
+def _logits_grad_from_probs(probs: torch.Tensor, targets: torch.Tensor, logps: torch.Tensor,
+                            grads: torch.Tensor) -> torch.Tensor:
+    """g·(onehot(target) - p), written over `probs`. The target's 1 - p comes from the float32 log-prob
+    (-expm1), not from the stored p, which in bf16 would lose it entirely for confident tokens."""
+    probs.mul_(-grads[:, None])
+    target_grad = grads * -torch.expm1(logps)
+    return probs.scatter_(1, targets[:, None], target_grad[:, None].to(probs.dtype))
+
+
+def _recomputed_grads(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, targets: torch.Tensor,
+                      lse: torch.Tensor, grads: torch.Tensor, want_hidden: bool, want_weight: bool,
+                      want_bias: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients from recomputed logits, in tiles of (up to HEAD_CHUNK_ROWS positions × a vocabulary slice), so
+    that each slice of the weight gradient is accumulated once per position chunk, not once per small chunk."""
+    rows = max(1, min(h.size(0), HEAD_CHUNK_ROWS))
+    cols = max(1, HEAD_CHUNK_ELEMENTS // rows)
+    grad_hidden = _accumulator(h.shape, h) if want_hidden else None
+    grad_weight = _accumulator(w.shape, h) if want_weight else None
+    grad_bias = _accumulator((w.size(0),), h) if want_bias else None
+    for start in range(0, h.size(0), rows):
+        stop = start + rows
+        chunk, g = h[start:stop], grads[start:stop, None]
+        for first in range(0, w.size(0), cols):
+            tile_w = w[first:first + cols]
+            logits = F.linear(chunk, tile_w, None if b is None else b[first:first + cols]).float()
+            # d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient; targets
+            # outside this slice add 0 (at a clamped column), which keeps the loop free of host syncs.
+            tile = torch.exp(logits.sub_(lse[start:stop, None])).mul_(-g)
+            local = targets[start:stop] - first
+            inside = (local >= 0) & (local < tile.size(1))
+            tile = tile.scatter_add_(1, local.clamp(0, tile.size(1) - 1)[:, None], g * inside[:, None]).to(h.dtype)
+            if grad_hidden is not None:
+                _accumulate_float(grad_hidden[start:stop], tile, tile_w)
+            if grad_weight is not None:
+                _accumulate_float(grad_weight[first:first + cols], tile.t(), chunk)
+            if grad_bias is not None:
+                grad_bias[first:first + cols] += tile.sum(0, dtype=grad_bias.dtype)
+    return grad_hidden, grad_weight, grad_bias
+
+
+class LogProbHead(nn.Module):
+    """The model's linear output layer, able to return target log-probs instead of logits.
+
+    Holds the very same weight (and bias) Parameters, so tied embeddings stay tied and the state dict keys are
+    unchanged. With `positions` and `targets` (both (N,)) set, an input of hidden states (R, T, H) gives (N,)
+    float32 log-probs: of each target given the output at its flat position in (R·T). `keep_probabilities`: keep
+    the softmax from forward for backward (faster) rather than recompute the logits there (leaner)."""
+
+    def __init__(self, linear: nn.Linear, keep_probabilities: bool = True, kernel: str = "torch") -> None:
+        super().__init__()
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.keep_probabilities = keep_probabilities
+        self.kernel = kernel
+        self.positions: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+        object.__setattr__(self, "_original", linear)  # not a submodule: no second copy in the state dict
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.targets is None or self.positions is None:
+            return F.linear(hidden, self.weight, self.bias)
+        selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, self.positions)
+        if self.kernel == "liger" and selected.is_cuda:
+            return _liger_logps(selected, self.weight, self.bias, self.targets)
+        keep = self.keep_probabilities and torch.is_grad_enabled() and (selected.requires_grad
+                                                                        or self.weight.requires_grad)
+        return _HeadLogProb.apply(selected, self.weight, self.bias, self.targets, keep)
+
+    def original(self) -> nn.Linear:
+        linear: nn.Linear = self._original  # type: ignore[assignment]
+        linear.weight, linear.bias = self.weight, self.bias  # in case something re-tied our Parameters
+        return linear
+
+
+def _liger_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """-CE per token from liger-kernel's fused linear cross-entropy with reduction "none": it folds each token's
+    incoming gradient into the recomputed logits gradient, so it is exact for any weighting of the log-probs."""
+    from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
+
+    # Positional: input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
+    # reduction, softcap, return_z_loss, accum_dtype (float32 weight-gradient accumulation).
+    loss = LigerFusedLinearCrossEntropyFunction.apply(hidden, weight, targets, bias, None, -100, 0.0, 0.0, "none",
+                                                      None, False, torch.float32)[0]
+    return -loss.float()
+
+
+def install_logprob_head(model: Any, keep_probabilities: bool = True, kernel: str = "torch") -> bool:
+    """Replace the output layer with `LogProbHead` when that is exact for this model; True if installed."""
+    inner = unwrap(model)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    config = getattr(inner, "config", None)
+    text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+    if type(head) is not nn.Linear or not accepts_logits_to_keep(inner) or not hasattr(inner, "set_output_embeddings"):
+        return False
+    if any(getattr(text_config, name, None) is not None for name in _LOGIT_POSTPROCESSING):
+        return False
+    inner.set_output_embeddings(LogProbHead(head, keep_probabilities, kernel))
+    return True
+
+
+def remove_logprob_head(model: Any) -> None:
+    """Put the original linear output layer back (before saving, so the saved model is the stock class)."""
+    inner = unwrap(model)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if isinstance(head, LogProbHead):
+        inner.set_output_embeddings(head.original())
+
+
+def output_layer(model: Any) -> Any:
+    inner = unwrap(model)
+    return inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None

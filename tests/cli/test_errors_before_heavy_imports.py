@@ -1,0 +1,193 @@
+"""Errors in a second: every bad-option and bad-input case of the suite, run in a fresh interpreter, fails with
+its one line and exit code before torch, transformers or vLLM has been imported.
+
+Each case runs `ssogen ARGS` through the Typer app in a new `python -c` process that, after the exit, prints
+which of the heavy modules are in sys.modules. The processes run side by side (one per core), each case is
+then checked on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.shards import ShardStore
+from ssogen.generate.config import RunConfig
+from ssogen.generate.plan import plan_run
+from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.synthetic import write_synthetic_sso
+
+HEAVY = ("torch", "transformers", "vllm")
+PROBE = f"""
+import sys
+from ssogen.cli import app
+try:
+    app(args=sys.argv[1:], prog_name="ssogen")
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+print("HEAVY:" + ",".join(m for m in {HEAVY!r} if m in sys.modules))
+print("EXIT:" + str(code))
+"""
+BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 8)}]\n" for i in range(8))
+
+# (case id, arguments with {w} = work folder and {model} = tiny model, exit code, text of the one error line)
+GENERATE = [
+    ("prompts-missing", "--prompts {w}/missing.jsonl", 2, "no such file"),
+    ("prompts-empty", "--prompts {w}/empty.jsonl", 2, "empty file"),
+    ("prompts-broken-json", "--prompts {w}/broken.jsonl", 2, "broken.jsonl:2: invalid JSON"),
+    ("prompts-no-field", "--prompts {w}/nofield.jsonl", 2, "no row has a 'prompt' field"),
+    ("prompts-blank", "--prompts {w}/blank.jsonl", 2, "all 1 prompts are blank"),
+    ("prompts-hub-unreachable", "--prompts no-such-org/no-such-dataset", 2, "loading it as a hub dataset failed"),
+    ("library", "--principles {w}/lib.yaml", 2, "invalid library"),
+    ("library-alias-bomb", "--principles {w}/bomb.yaml", 2, "YAML anchors and aliases are not allowed"),
+    ("templates-missing", "--templates {w}/no-templates", 2, "templates folder does not exist"),
+    ("card-template-broken", "--templates {w}/bad-card", 2, "card.md.jinja:1: template syntax error"),
+    ("selection", "--selection maybe", 2, "--selection: Input should be 'free' or 'guided'"),
+    ("guided-without-vllm", "--selection guided --engine transformers", 2, "--selection guided needs vLLM"),
+    ("temperature", "--temperature -1", 2, "--temperature: Input should be greater than or equal to 0"),
+    ("seed", "--seed -1", 2, "--seed: Input should be greater than or equal to 0"),
+    ("dp", "--dp 0", 2, "--dp: Input should be greater than or equal to 1"),
+    ("features-per-query", "--features-per-query 9", 2, "only 7 features"),
+    ("config-unknown-key", "--config {w}/unknown.yaml", 2, "unknown key(s): temprature (line 1; did you mean"),
+    ("config-bad-value", "--config {w}/badvalue.yaml", 2, "badvalue.yaml:2: top-p: Input should be less than"),
+    ("config-twice", "--config {w}/twice.yaml", 2, "'max-tokens' (line 1) and 'max_tokens' (line 2) both set"),
+    ("config-missing", "--config {w}/nothing.yaml", 2, "nothing.yaml: no such file"),
+    ("out-not-empty", "--out {w}/foreign", 2, "folder is not empty and holds no ssogen run"),
+    ("out-other-configuration", "--out {w}/previous --temperature 0.9", 2,
+     "holds a run with a different configuration (changed: temperature)"),
+    ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
+    ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
+]
+GENERATE_MODEL = [
+    ("model-missing-folder", "generate --model {w}/nope --out {w}/o", 2, "no such folder"),
+    ("model-no-config", "generate --model {w}/foreign --out {w}/o", 2, "not a model folder (no config.json)"),
+    ("model-no-chat-template", "generate --model {w}/no-template --out {w}/o", 2, "no chat template"),
+    ("model-required", "generate --out {w}/o", 2, "--model is required"),
+    ("model-hub-id-offline", "generate --model gpt2 --out {w}/o", 1, "--model gpt2: not a local folder, so a hub id"),
+    ("train-required", "train --model {model}", 2, "--data and --out are required"),
+]
+TRAIN = [
+    ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
+    ("data-without-sso", "--data {w}/foreign", 2, "no `sso` config"),
+    ("data-missing-columns", "--data {w}/sso-columns", 2, "missing column(s) system_good"),
+    ("data-no-rows", "--data {w}/sso-empty", 2, "no rows"),
+    ("model-missing", "--data {w}/sso --model {w}/nope", 2, "no such folder"),
+    ("no-g-with-v2", "--objective v2 --no-g", 2, "--no-g cannot be used with --objective v2"),
+    ("prompt-length", "--max-prompt-length 300 --max-length 200", 2, "--max-prompt-length"),
+    ("beta", "--beta -1", 2, "--beta: Input should be greater than 0"),
+    ("lora-r-without-lora", "--lora-r 4", 2, "--lora-r needs --lora"),
+    ("config-unknown-key", "--config {w}/train-unknown.yaml", 2, "unknown key(s): lamda (line 1; did you mean"),
+    ("out-is-data", "--out {w}/sso", 2, "--out must differ from --data"),
+    ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
+]
+DATASET = [
+    ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
+    ("score-engine", "score {w}/dataset --model {model} --engine onnx", 2, "--engine: Input should be 'vllm'"),
+    ("score-filter", "score {w}/dataset --model {model} --filter bogus", 2, "--filter: Input should be 'none'"),
+    ("score-model", "score {w}/dataset --model {w}/nope", 2, "--model"),
+    ("score-model-required", "score {w}/dataset", 2, "--model is required"),
+    ("score-dp", "score {w}/dataset --model {model} --dp 0", 2, "--dp: Input should be greater than or equal to 1"),
+    ("score-margin", "score {w}/dataset --model {model} --ordering-margin -1", 2, "--ordering-margin"),
+    ("stats-not-a-folder", "stats {w}/foreign", 2, "not an ssogen output folder"),
+    ("stats-corrupt-parquet", "stats {w}/corrupt", 2, "corrupt parquet file"),
+    ("push-bad-repo-id", "push-to-hub {w}/dataset --repo-id no-slash --token hf_x", 2, "is not a valid repo id"),
+    ("push-unfinished", "push-to-hub {w}/unfinished --repo-id org/name --dry-run", 2, "not complete"),
+    ("push-no-folder", "push-to-hub {w}/nothing --repo-id org/name --dry-run", 2, "no such folder"),
+    ("principles-validate", "principles validate {w}/bomb.yaml", 2, "bomb.yaml:1: <yaml>: YAML anchors"),
+    ("tiny-model-size", "make-tiny-model {w}/t --size huge", 2, "--size: unknown size 'huge'"),
+]
+CASES = (
+    [(f"generate-{name}", "generate --model {model} --out {w}/out " + args, code, text)
+     for name, args, code, text in GENERATE]
+    + GENERATE_MODEL
+    + [(f"train-{name}", "train --data {w}/sso --model {model} --out {w}/trained " + args, code, text)
+       for name, args, code, text in TRAIN]
+    + DATASET
+)
+
+
+@pytest.fixture(scope="module")
+def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every bad input of the cases, side by side."""
+    w = tmp_path_factory.mktemp("bad-inputs")
+    (w / "empty.jsonl").write_text("")
+    (w / "broken.jsonl").write_text('{"prompt": "ok"}\n{broken\n')
+    (w / "nofield.jsonl").write_text('{"text": "x"}\n')
+    (w / "blank.jsonl").write_text('{"prompt": " "}\n')
+    (w / "lib.yaml").write_text("name: x\nversion: 1\n")
+    (w / "bomb.yaml").write_text(BOMB)
+    (w / "unknown.yaml").write_text("temprature: 0.5\n")
+    (w / "badvalue.yaml").write_text("seed: 1\ntop-p: 2\n")
+    (w / "twice.yaml").write_text("max-tokens: 5\nmax_tokens: 6\n")
+    (w / "train-unknown.yaml").write_text("lamda: 0.2\n")
+    (w / "afile").write_text("not a folder")
+    (w / "bad-card").mkdir()
+    (w / "bad-card" / "card.md.jinja").write_text("{% if %}\n")
+    (w / "foreign").mkdir()
+    (w / "foreign" / "notes.txt").write_text("a user's file")
+    no_template = w / "no-template"
+    shutil.copytree(tiny_model, no_template)
+    (no_template / "chat_template.jinja").unlink()
+    tokenizer_config = json.loads((no_template / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    # A folder holding the (started) run of another configuration.
+    previous = plan_run(RunConfig(model=str(tiny_model), out=str(w / "previous"), limit=2))
+    ShardStore(w / "previous").prepare(previous.fingerprint(), overwrite=False)
+    write_synthetic_sso(w / "sso", count=4)
+    OutputFolder(w / "sso-columns").write_config("sso", [{"id": "1", "prompt": "p"}],
+                                                 pa.schema([("id", pa.string()), ("prompt", pa.string())]))
+    OutputFolder(w / "sso-empty").write_config("sso", [])
+    write_dataset(w / "dataset", [make_record(i) for i in range(3)])
+    write_dataset(w / "unfinished", [make_record(i) for i in range(3)], status="in_progress")
+    write_dataset(w / "corrupt", [make_record(0)])
+    OutputFolder(w / "corrupt").config_file("triplets").write_bytes(b"not parquet")
+    return w
+
+
+def _snapshot(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size if p.is_file() else -1) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def outcomes(work: Path, tiny_model: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The result of every case, by case id; the key "" holds whether the work folder changed meanwhile."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    before = _snapshot(work)
+
+    def run(args: str) -> subprocess.CompletedProcess[str]:
+        argv = args.format(w=work, model=tiny_model).split()
+        return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env,
+                              timeout=300, check=False)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = dict(zip([c[0] for c in CASES], pool.map(run, [c[1] for c in CASES]), strict=True))
+    changed = sorted(set(before) ^ set(_snapshot(work)))
+    results[""] = subprocess.CompletedProcess([], 0, stdout="\n".join(map(str, changed)))
+    return results
+
+
+@pytest.mark.parametrize(("case", "code", "text"), [(c[0], *c[2:]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_fails_before_any_heavy_import(outcomes: dict[str, subprocess.CompletedProcess[str]],
+                                                 case: str, code: int, text: str) -> None:
+    result = outcomes[case]
+    assert result.stdout.strip().splitlines()[-2:] == ["HEAVY:", f"EXIT:{code}"], \
+        (result.stdout[-2000:], result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and text in errors[0], result.stderr
+    # `principles validate` prints FILE:LINE: field: message lines; every other command one `error:` line.
+    assert errors[0].startswith("error: ") or case.startswith("principles"), errors[0]
+
+
+def test_no_case_wrote_or_removed_anything(outcomes: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    assert outcomes[""].stdout == ""

@@ -1,0 +1,126 @@
+"""Placement: devices per engine, the memory estimate against hand-computed sizes, and the clear errors that
+come before any engine starts (dry run included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.engine import EngineOptions
+from ssogen.engine.devices import Gpu
+from ssogen.engine.placement import cpu_slots, model_size, plan_placement, safetensors_weight_bytes
+from ssogen.errors import UserError
+
+GiB = 2**30
+
+
+def gpus(n: int, memory_gib: float = 80) -> list[Gpu]:
+    return [Gpu(id=str(i), name="H100", memory_bytes=int(memory_gib * GiB)) for i in range(n)]
+
+
+def test_weights_and_kv_cache_per_token_match_the_model(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    parameters = AutoModelForCausalLM.from_pretrained(tiny_model).num_parameters()  # a tied matrix once
+    assert safetensors_weight_bytes(tiny_model, 4) == 4 * parameters
+    assert safetensors_weight_bytes(tiny_model, 2) == 2 * parameters
+    size = model_size(str(tiny_model), EngineOptions(), cpu=True)
+    # K and V x 2 layers x 1 KV head x head size 32 (hidden 64 / 2 heads) x 4 bytes (float32 on CPU)
+    assert size.kv_bytes_per_token == 2 * 2 * 1 * 32 * 4
+    assert size.context_length == 4096
+
+
+def test_cpu_engines_get_disjoint_cores() -> None:
+    slots = cpu_slots(2, 1, [0, 1])
+    assert [s.env["VLLM_CPU_OMP_THREADS_BIND"] for s in slots] == ["0", "1"]
+    slots = cpu_slots(2, 2, list(range(16)))
+    assert [s.env["VLLM_CPU_OMP_THREADS_BIND"] for s in slots] == ["0-3|4-7", "8-11|12-15"]
+    assert slots[1].env["OMP_NUM_THREADS"] == "4"
+
+
+def test_gpu_engines_get_their_own_gpus_and_count_is_checked(tiny_model: Path) -> None:
+    options = EngineOptions(data_parallel_size=4, tensor_parallel_size=2)
+    plan = plan_placement(str(tiny_model), options, cpu=False, gpus=gpus(8))
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in plan.engines] == ["0,1", "2,3", "4,5", "6,7"]
+    plan.check()
+    too_many = plan_placement(str(tiny_model), options.model_copy(update={"data_parallel_size": 5}), cpu=False,
+                              gpus=gpus(8))
+    with pytest.raises(UserError, match=r"--dp 5 x --tp 2 needs 10 GPUs but 8 are visible"):
+        too_many.check()
+
+
+def test_a_model_that_cannot_fit_is_refused_with_the_numbers(tiny_model: Path) -> None:
+    # The tiny model is stored in float32 ('auto' keeps that on GPU): 0.72 MiB of weights, and one sequence of
+    # 4096 tokens needs 2 MiB of KV cache (2 x 2 layers x 1 head x 32 x 4 bytes x 4096). 90% of 2 MiB is less.
+    plan = plan_placement(str(tiny_model), EngineOptions(), cpu=False, gpus=[Gpu(id="0", name="x",
+                                                                                   memory_bytes=2 * 2**20)])
+    with pytest.raises(UserError, match=r"engine 0 \(GPUs 0\): the model needs at least 2.7 MiB per GPU .* "
+                                        r"--gpu-memory-utilization 0.9 of 2.0 MiB gives 1.8 MiB"):
+        plan.check()
+    assert plan.kv_per_sequence_per_device_bytes == 2 * 2 * 1 * 32 * 4 * 4096
+    plan_placement(str(tiny_model), EngineOptions(), cpu=False, gpus=gpus(1)).check()
+
+
+def test_cpu_kv_cache_must_hold_one_sequence_and_dp_needs_cores(tiny_model: Path) -> None:
+    small_cache = EngineOptions(kv_cache_memory_bytes=2**20, max_model_len=4096)  # needs 2 MiB in float32
+    with pytest.raises(UserError, match=r"KV cache of 1.0 MiB holds less than one sequence of --max-model-len "
+                                        r"4096 \(2.0 MiB\): raise --kv-cache-gb"):
+        plan_placement(str(tiny_model), small_cache, cpu=True, cores=[0, 1]).check()
+    with pytest.raises(UserError, match=r"--dp 3 x --tp 1 needs 3 CPU cores .* may use 2"):
+        plan_placement(str(tiny_model), EngineOptions(data_parallel_size=3), cpu=True, cores=[0, 1]).check()
+
+
+def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ssogen.engine.placement.cpu_cores", lambda: [0, 1])
+    runner = CliRunner()
+    base = ["generate", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--limit", "2", "--dry-run"]
+    result = runner.invoke(app, [*base, "--dp", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 engine(s) of 1 CPU worker(s) each" in result.output
+    assert "engine 1: CPU cores 1" in result.output and "KV cache given 0.25 GiB" in result.output
+    refused = runner.invoke(app, [*base, "--dp", "3"])
+    assert refused.exit_code == 2 and "needs 3 CPU cores" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "o").exists()
+
+
+# nvidia-smi's answer on an H100 box (2026-11-27), plus a second GPU for the masks
+SMI = ("0, GPU-63788909-0e2b-a131-bc48-1465dbaff030, NVIDIA H100 80GB HBM3, 81559\n"
+       "1, GPU-11111111-0e2b-a131-bc48-1465dbaff031, NVIDIA H100 80GB HBM3, 81559\n")
+
+
+@pytest.mark.parametrize(("mask", "expected"), [
+    (None, ["0", "1"]), ("1", ["1"]), ("GPU-63788909", ["GPU-63788909"]), ("1,0", ["1", "0"]), ("", []),
+    ("-1", []), ("0,7,1", ["0"]),  # CUDA stops at the first entry that names no GPU
+])
+def test_visible_gpus_follow_cuda_visible_devices(mask: str | None, expected: list[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from ssogen.engine import devices
+
+    monkeypatch.setattr(devices.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(devices.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, SMI, ""))
+    if mask is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    gpus = devices.visible_gpus()
+    assert gpus is not None and [g.id for g in gpus] == expected
+    assert all(g.memory_bytes == 81559 * 2**20 and g.name == "NVIDIA H100 80GB HBM3" for g in gpus)
+
+
+def test_weights_count_only_the_shards_the_index_names(tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    single = safetensors_weight_bytes(folder, 4)
+    shutil.copy(folder / "model.safetensors", folder / "consolidated.safetensors")  # as some repos ship
+    assert safetensors_weight_bytes(folder, 4) == 2 * single  # without an index every file counts
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model.safetensors"}}))
+    assert safetensors_weight_bytes(folder, 4) == single

@@ -1,0 +1,206 @@
+"""The plan and the resume state of `ssogen iterate`, without running any step: slices, command lines, options
+passed through, what invalidates what, and what a folder of another run does to a new one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ssogen.errors import UserError
+from ssogen.iterate.options import fingerprint, generate_config_values, parse_options, train_config_values
+from ssogen.iterate.plan import Planner, Step, split_queries
+from ssogen.iterate.state import RunState
+
+QUERIES = [f"question number {i}?" for i in range(10)]
+
+
+def options(tmp_path: Path, **values: Any) -> Any:
+    return parse_options({"model": "org/policy", "out": tmp_path / "run", **values})
+
+
+def plan(tmp_path: Path, iterations: int = 2, train_values: dict[str, Any] | None = None, **values: Any) -> list[Any]:
+    o = options(tmp_path, iterations=iterations, **values)
+    planner = Planner(o, {"engine": "vllm", "tp": 2}, train_values or {}, {})
+    slices = split_queries(QUERIES, iterations, o.queries_per_iteration, o.seed)
+    return [planner.iteration(t + 1, s) for t, s in enumerate(slices)]
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_slices_are_disjoint_seeded_and_cover_the_queries() -> None:
+    slices = split_queries(QUERIES, 3, None, seed=0)
+    assert [len(s) for s in slices] == [3, 4, 3]
+    assert sorted(q for s in slices for q in s) == sorted(QUERIES)
+    assert split_queries(QUERIES, 3, None, seed=0) == slices != split_queries(QUERIES, 3, None, seed=1)
+    fixed = split_queries(QUERIES, 2, 4, seed=0)
+    assert [len(s) for s in fixed] == [4, 4] and not set(fixed[0]) & set(fixed[1])
+    # With N per iteration, an extra iteration only appends a slice: the earlier ones stay the same.
+    assert split_queries(QUERIES, 1, 4, seed=0) == fixed[:1]
+
+
+def test_too_few_queries_are_refused() -> None:
+    with pytest.raises(UserError, match="needs 12 queries; the input has 10"):
+        split_queries(QUERIES, 3, 4, seed=0)
+    with pytest.raises(UserError, match="--iterations 11: the input has only 10"):
+        split_queries(QUERIES, 11, None, seed=0)
+
+
+def test_iteration_two_generates_scores_and_trains_from_iteration_one(tmp_path: Path) -> None:
+    first, second = plan(tmp_path, filter="likelihood", no_w=True, objective="v1")
+    out = (tmp_path / "run").resolve()
+    assert [s.kind for s in second.steps] == ["generate", "score", "stats", "train"]
+    generate, score, stats, train = second.steps
+    model_1 = str(out / "iter-1" / "model")
+    assert generate.argv[:4] == [sys.executable, "-m", "ssogen", "generate"]
+    assert flag_value(generate.argv, "--model") == model_1 == flag_value(score.argv, "--model")
+    assert flag_value(generate.argv, "--out") == str(out / "iter-2" / "data")
+    assert flag_value(generate.argv, "--prompts") == str(out / "iter-2" / "prompts.jsonl")
+    assert flag_value(score.argv, "--filter") == "likelihood" and flag_value(score.argv, "--tp") == "2"
+    assert flag_value(train.argv, "--model") == model_1 and flag_value(train.argv, "--data") == str(out / "iter-2"
+                                                                                                    / "data")
+    assert {"--objective=v1", "--no-w", "--final-eval"} <= set(train.argv) and "--no-g" not in train.argv
+    assert flag_value(first.steps[0].argv, "--model") == "org/policy"  # a hub id stays as given
+    # What each step is made from: a redone step invalidates exactly these.
+    assert generate.inputs == ["iter-1/train"] and score.inputs == ["iter-2/generate", "iter-1/train"]
+    assert stats.inputs == ["iter-2/generate", "iter-2/score"]
+    assert train.inputs == ["iter-2/generate", "iter-2/score", "iter-1/train"]
+
+
+def test_config_files_pass_through_and_final_eval_respects_the_file(tmp_path: Path) -> None:
+    (tmp_path / "g.yaml").write_text("max_tokens: 8\n")
+    (tmp_path / "t.yaml").write_text("max_steps: 2\n")
+    (step, *_), = [it.steps for it in plan(tmp_path, iterations=1, generate_config=tmp_path / "g.yaml")]
+    assert flag_value(step.argv, "--config") == str((tmp_path / "g.yaml").resolve())
+    (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, train_config=tmp_path / "t.yaml",
+                                             train_values={"final_eval": False})]
+    assert flag_value(train.argv, "--config") == str((tmp_path / "t.yaml").resolve())
+    assert "--final-eval" not in train.argv
+
+
+def test_num_processes_trains_through_accelerate_launch(tmp_path: Path) -> None:
+    (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, num_processes=4)]
+    assert train.argv[:9] == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "4", "-m",
+                              "ssogen", "train", "--data"]
+    (tmp_path / "zero3.yaml").write_text("distributed_type: DEEPSPEED\n")
+    (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, accelerate_config=tmp_path / "zero3.yaml")]
+    assert train.argv[2:7] == ["accelerate.commands.launch", "--config_file", str(tmp_path / "zero3.yaml"), "-m",
+                               "ssogen"]
+
+
+def test_recipe_v2_trains_a_generator_then_the_policy_on_its_data(tmp_path: Path) -> None:
+    (iteration,) = plan(tmp_path, iterations=1, recipe="v2", generator_queries=4, score=True,
+                        judge_model="judge-model")
+    out = (tmp_path / "run").resolve() / "iter-1"
+    assert [s.id for s in iteration.steps] == [
+        "iter-1/generator-generate", "iter-1/generator-score", "iter-1/generator-stats", "iter-1/generator-train",
+        "iter-1/generate", "iter-1/score", "iter-1/stats", "iter-1/train", "iter-1/judge"]
+    steps = {s.id.split("/")[1]: s for s in iteration.steps}
+    assert len(iteration.generator_queries) == 4 and iteration.generator_queries == iteration.queries[:4]
+    assert flag_value(steps["generator-generate"].argv, "--model") == "org/policy"
+    assert flag_value(steps["generator-train"].argv, "--out") == str(out / "generator")
+    assert "--objective=v2" in steps["generator-train"].argv
+    assert flag_value(steps["generate"].argv, "--model") == str(out / "generator")
+    assert flag_value(steps["score"].argv, "--model") == "org/policy"  # on-policy-ness against the policy
+    assert "--filter" not in steps["score"].argv
+    policy = steps["train"].argv
+    assert flag_value(policy, "--model") == "org/policy" and flag_value(policy, "--data") == str(out / "data")
+    assert {"--objective=v1", "--no-w", "--no-g", "--loss=dpo"} <= set(policy)
+    assert steps["generate"].inputs == ["iter-1/generator-train"]
+    assert flag_value(steps["judge"].argv, "--judge-model") == "judge-model"
+    (iteration,) = plan(tmp_path, iterations=1, recipe="v2", train_values={"loss_type": "ipo"})
+    assert "--loss=dpo" not in iteration.steps[-1].argv  # the file's loss wins
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"recipe": "v2", "no_w": True}, "--no-w cannot be used with --recipe v2"),
+    ({"generator_queries": 3}, "--generator-queries needs --recipe v2"),
+    ({"objective": "v2", "no_g": True}, "--no-w / --no-g cannot be used with --objective v2"),
+    ({"filter": "other"}, "--filter"),
+])
+def test_incompatible_options_give_one_line(tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("/", ".")):
+        options(tmp_path, **values)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model: x\n", "'model' is set by iterate"),
+    ("limit: 3\n", "use --queries-per-iteration"),
+    ("temperature: -1\n", r"g\.yaml:1: temperature: Input should be greater than or equal to 0"),
+])
+def test_generate_config_is_checked_before_anything_runs(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "g.yaml").write_text(text)
+    with pytest.raises(UserError, match=message):
+        generate_config_values(tmp_path / "g.yaml")
+
+
+@pytest.mark.parametrize("text, recipe, message", [
+    ("out: x\n", "v1", "'out' is set by iterate"),
+    ("lora: true\n", "v1", "lora is not supported"),
+    ("no_w: true\n", "v2", "'no_w' cannot be set with --recipe v2"),
+    ("lr: -1\n", "v1", r"t\.yaml:1: lr: Input should be greater than 0"),
+])
+def test_train_config_is_checked_before_anything_runs(tmp_path: Path, text: str, recipe: str, message: str) -> None:
+    (tmp_path / "t.yaml").write_text(text)
+    with pytest.raises(UserError, match=message):
+        train_config_values(tmp_path / "t.yaml", "--train-config", recipe)
+
+
+def test_fingerprint_ignores_the_judge_and_counts_config_contents(tmp_path: Path) -> None:
+    base = fingerprint(options(tmp_path), "m", QUERIES, {"train": {}})["fingerprint"]
+    assert fingerprint(options(tmp_path, judge_model="j", judge_sample=5), "m", QUERIES,
+                       {"train": {}})["fingerprint"] == base
+    assert fingerprint(options(tmp_path), "m", QUERIES, {"train": {"lr": 1.0}})["fingerprint"] != base
+    assert fingerprint(options(tmp_path), "m", QUERIES[1:], {"train": {}})["fingerprint"] != base
+    assert fingerprint(options(tmp_path, iterations=2), "m", QUERIES, {"train": {}})["fingerprint"] != base
+    per = [fingerprint(options(tmp_path, iterations=t, queries_per_iteration=2), "m", QUERIES, {})["fingerprint"]
+           for t in (2, 3)]
+    assert per[0] == per[1]  # with N per iteration, more iterations extend the same run
+
+
+def _fp(name: str) -> dict[str, Any]:
+    return {"fingerprint": name, "options": {"seed": name}}
+
+
+def test_state_refuses_other_runs_and_overwrite_removes_only_its_own_files(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert RunState(out).open(_fp("a"), overwrite=False) is False
+    (out / "iter-1" / "data").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    assert RunState(out).open(_fp("a"), overwrite=False) is True
+    with pytest.raises(UserError, match=r"other options \(changed: seed\)"):
+        RunState(out).open(_fp("b"), overwrite=False)
+    assert RunState(out).open(_fp("b"), overwrite=True) is False
+    assert sorted(p.name for p in out.iterdir()) == ["iterate.json", "notes.txt"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.parquet").write_text("")
+    with pytest.raises(UserError, match="holds no ssogen iterate run"):
+        RunState(foreign).open(_fp("a"), overwrite=True)
+
+
+def test_redoing_a_step_invalidates_what_was_built_on_it(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "run")
+    state.open(_fp("a"), overwrite=False)
+    generate = Step("iter-1/generate", "generate", tmp_path, [], "m")
+    train = Step("iter-1/train", "train", tmp_path, [], "m", inputs=["iter-1/generate"])
+    judge = Step("iter-1/judge", "judge", tmp_path, [], "j", settings={"sample": 5}, inputs=["iter-1/generate"])
+    for step in (generate, train, judge):
+        state.mark_running(step, [])
+        assert not state.is_done(step) and state.matches(step)
+        state.mark_done(step, 1.0)
+    assert all(state.is_done(s) for s in (generate, train, judge))
+    assert not state.is_done(Step("iter-1/judge", "judge", tmp_path, [], "j", settings={"sample": 6},
+                                  inputs=["iter-1/generate"]))
+    state.mark_running(generate, [])
+    state.mark_done(generate, 1.0)
+    assert state.is_done(generate) and not state.is_done(train) and not state.matches(judge)
+    reopened = RunState(tmp_path / "run")
+    reopened.open(_fp("a"), overwrite=False)
+    assert json.loads((tmp_path / "run" / "iterate.json").read_text())["steps"] == reopened.data["steps"]
+    assert reopened.is_done(generate) and not reopened.is_done(train)

@@ -1,0 +1,84 @@
+"""`ssogen judge` end to end: the tiny model judges its own kind of data through vLLM; a scripted engine checks
+that each order's verdict is credited to the right answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.engine import GenerationRequest, GenerationResult
+from ssogen.judge.run import JudgeOptions, judge_folder
+from ssogen.testing.folders import make_record, write_dataset
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    records = [make_record(i) for i in range(6)] + [make_record(6, kept=False, drop_reason="identical_good_bad")]
+    out = write_dataset(tmp_path / "data", records)
+    from ssogen.dataset.card import write_card
+
+    write_card(out)
+    return out
+
+
+class ScriptedJudge:
+    """Always answers with the same text: a judge that only ever looks at the position."""
+
+    name = "scripted"
+
+    def __init__(self, tokenizer: Any, answer: str) -> None:
+        self.tokenizer, self.answer, self.max_model_len = tokenizer, answer, 4096
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.requests += requests
+        return [GenerationResult(r.key, self.answer, 3, "stop") for r in requests]
+
+
+def test_tiny_model_judges_its_own_kind_of_data_through_vllm(folder: Path, tiny_model: Path) -> None:
+    result = CliRunner().invoke(app, ["judge", str(folder), "--judge-model", str(tiny_model), "--sample", "4",
+                                      "--seed", "1", "--max-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    judged = json.loads((folder / "judge.json").read_text())
+    m = judged["metrics"]
+    assert judged["engine"] == "vllm" and judged["judge_model"] == str(tiny_model) and judged["sample"] == 4
+    assert m["pairs"] == m["pairs_judged"] == 4 and m["judgments"] == 8 and len(judged["pairs"]) == 4
+    # A random tiny model rambles: whatever it says is either a clear verdict or counted as unparseable.
+    parsed = sum(p[o]["verdict"] is not None for p in judged["pairs"] for o in ("chosen_first", "chosen_second"))
+    assert m["unparseable"] == 8 - parsed
+    assert all(p[o]["answer"] is not None for p in judged["pairs"] for o in ("chosen_first", "chosen_second"))
+    card = (folder / "README.md").read_text()
+    assert "## Judged by a model" in card and f"`{tiny_model}`" in card
+    assert "ssogen judge" in result.output or "chosen wins" in result.output
+
+
+def test_each_order_credits_the_answer_in_the_named_position(folder: Path, tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    engine = ScriptedJudge(AutoTokenizer.from_pretrained(tiny_model), "Looks better.\nVerdict: A")
+    written = judge_folder(JudgeOptions(folder=folder, judge_model=str(tiny_model), sample=3, seed=0), engine=engine)
+    m = written["metrics"]
+    assert len(engine.requests) == 6 and all(r.temperature == 0.0 for r in engine.requests)
+    assert m["accuracy_chosen_first"] == 1.0 and m["accuracy_chosen_second"] == 0.0
+    assert m["both_orders_chosen"] == 0 and m["position_bias_rate"] == 1.0 and m["first_position_rate"] == 1.0
+    prompts = {r.key: engine.tokenizer.decode(r.prompt_token_ids) for r in engine.requests}
+    pair = written["pairs"][0]["id"]
+    first, second = prompts[f"{pair}:chosen_first"], prompts[f"{pair}:chosen_second"]
+    assert first.index("good answer") < first.index("bad answer")
+    assert second.index("bad answer") < second.index("good answer")
+
+
+def test_unfinished_or_empty_folders_are_refused(tmp_path: Path, tiny_model: Path) -> None:
+    out = write_dataset(tmp_path / "partial", [make_record(0)], status="in_progress")
+    result = CliRunner().invoke(app, ["judge", str(out), "--judge-model", str(tiny_model)])
+    assert result.exit_code == 2 and "not finished" in result.output
+    empty = write_dataset(tmp_path / "empty", [make_record(0, kept=False, drop_reason="identical_good_bad")])
+    result = CliRunner().invoke(app, ["judge", str(empty), "--judge-model", str(tiny_model)])
+    assert result.exit_code == 2 and "no pairs" in result.output
+    result = CliRunner().invoke(app, ["judge", str(empty), "--judge-model", str(tiny_model), "--config", "sso"])
+    assert result.exit_code == 2 and "--config" in result.output

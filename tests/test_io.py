@@ -1,0 +1,83 @@
+"""The atomic writer: a file is either the old one or the new one, whatever happens during the write."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssogen.io import TMP_SUFFIX, write_atomic, write_json_atomic, write_text_atomic
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(TMP_SUFFIX))
+
+
+def test_writes_replaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "folder" / "card.md"
+    write_text_atomic(path, "first")
+    write_text_atomic(path, "second ✓")
+    assert path.read_text(encoding="utf-8") == "second ✓"
+    assert leftovers(path.parent) == []
+
+
+def test_the_file_gets_the_mode_an_ordinary_open_would_give(tmp_path: Path) -> None:
+    ordinary = tmp_path / "ordinary"
+    ordinary.write_text("x")
+    written = write_text_atomic(tmp_path / "atomic", "x")
+    assert written.stat().st_mode & 0o777 == ordinary.stat().st_mode & 0o777
+
+
+def test_a_failing_writer_keeps_the_old_file(tmp_path: Path) -> None:
+    path = write_text_atomic(tmp_path / "manifest.json", "old")
+
+    def half_then_fail(f: object) -> None:
+        f.write(b"new but not fin")  # type: ignore[attr-defined]
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_atomic(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+def test_json_is_indented_utf8_with_a_final_newline(tmp_path: Path) -> None:
+    path = write_json_atomic(tmp_path / "m.json", {"b": 1, "a": "é", "p": tmp_path}, sort_keys=True)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith('{\n  "a": "é",') and text.endswith("}\n")
+    assert json.loads(text)["p"] == str(tmp_path)
+
+
+KILLED_WRITER = """
+import sys, time
+from ssogen.io import write_atomic
+
+def slow(f):
+    f.write(b"new half")
+    f.flush()
+    print("half written", flush=True)
+    time.sleep(60)
+
+write_atomic(sys.argv[1], slow)
+"""
+
+
+def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file(tmp_path: Path) -> None:
+    path = write_text_atomic(tmp_path / "README.md", "old card")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "half written"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert path.read_text() == "old card"
+    # The torn temporary file stays behind, hidden and named *.tmp: push-to-hub and `*.parquet` globs skip it.
+    assert [name.startswith(".README.md.") for name in leftovers(tmp_path)] == [True]

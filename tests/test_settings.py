@@ -1,0 +1,136 @@
+"""Options defined once: the flag, its help with the real default, the YAML key and the validation all come from
+one pydantic field, and a bad value is blamed on the flag or on FILE:LINE of the config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from pydantic import BaseModel, ConfigDict
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.cli.options import with_options
+from ssogen.dataset.score import ScoreConfig
+from ssogen.errors import UserError
+from ssogen.generate.config import RunConfig, resolve_config
+from ssogen.settings import option, option_specs, resolve_settings
+from ssogen.train.config import TrainConfig, build_config
+
+
+class Toy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = option(3, "How many.", ge=1)
+    keep: bool = option(False, "Keep them.", flags=("--keep/--drop",))
+    name: str = option(..., "A name.")
+
+
+def _recording_app(model: type[BaseModel]) -> tuple[typer.Typer, list[dict[str, Any]]]:
+    seen: list[dict[str, Any]] = []
+    toy_app = typer.Typer()
+
+    @toy_app.command()
+    @with_options(model)
+    def command(options: dict[str, Any], config: Path | None = None) -> None:
+        seen.append(resolve_settings(model, options, config).model_dump())
+
+    return toy_app, seen
+
+
+def test_one_field_gives_flag_help_default_and_validation(tmp_path: Path) -> None:
+    toy_app, seen = _recording_app(Toy)
+    help_text = CliRunner().invoke(toy_app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "How many. [default: 3]" in help_text and "--keep" in help_text and "--drop" in help_text
+    assert "A name. Required (here or in --config)." in help_text
+    assert CliRunner().invoke(toy_app, ["--name", "n", "--drop"]).exit_code == 0
+    config = tmp_path / "toy.yaml"
+    config.write_text("size: 5\nkeep: true\n")
+    assert CliRunner().invoke(toy_app, ["--name", "n", "--config", str(config), "--size", "7"]).exit_code == 0
+    assert seen == [{"size": 3, "keep": False, "name": "n"}, {"size": 7, "keep": True, "name": "n"}]
+
+
+@pytest.mark.parametrize("model", [RunConfig, TrainConfig, ScoreConfig])
+def test_help_of_every_option_shows_the_fields_own_default(model: type[BaseModel]) -> None:
+    command_name = {RunConfig: "generate", TrainConfig: "train", ScoreConfig: "score"}[model]
+    command = typer.main.get_command(app).commands[command_name]  # type: ignore[attr-defined]
+    helps = {p.name: p.help or "" for p in command.params if p.param_type_name == "option"}
+    for spec in option_specs(model):
+        shown = spec.shown_default()
+        assert spec.help in helps[spec.field].replace("\\[", "[")
+        if shown is not None:
+            assert helps[spec.field].endswith(f"\\[default: {shown}]"), (spec.field, helps[spec.field])
+        assert "Default " not in helps[spec.field]  # no default retyped by hand
+    if model is RunConfig:
+        assert helps["temperature"].endswith("[default: 0.7]")
+        assert "0.25 on the CPU build" in helps["kv_cache_gb"]
+
+
+def test_bool_flags_keep_their_spellings() -> None:
+    train_app, seen = _recording_app(TrainConfig)
+    result = CliRunner().invoke(train_app, ["--data", "d", "--model", "m", "--out", "o", "--no-w", "--cpu",
+                                            "--lambda", "0.3", "--loss", "dpo", "--lora", "--no-fused-head"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0]["no_w"], seen[0]["use_cpu"], seen[0]["lam"], seen[0]["loss_type"], seen[0]["lora"],
+            seen[0]["fused_head"]) == (True, True, 0.3, "dpo", True, False)
+    generate_app, seen = _recording_app(RunConfig)
+    for flag, kept in (("--keep-truncated", True), ("--drop-truncated", False)):
+        assert CliRunner().invoke(generate_app, ["--model", "m", "--out", "o", "-k", "3", flag]).exit_code == 0
+        assert (seen[-1]["keep_truncated"], seen[-1]["features_per_query"]) == (kept, 3)
+
+
+def test_a_bad_flag_is_blamed_on_the_flag() -> None:
+    with pytest.raises(UserError, match=r"^--temperature: Input should be greater than or equal to 0 \(got -1\)$"):
+        resolve_config({"model": "m", "out": "o", "temperature": -1})
+
+
+def test_a_bad_file_value_is_blamed_on_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: o\ntemperature: -1\nselection: maybe\n")
+    with pytest.raises(UserError) as info:
+        resolve_config({}, path)
+    assert str(info.value) == (f"{path}:4: selection: Input should be 'free' or 'guided' (got 'maybe'); "
+                               f"{path}:3: temperature: Input should be greater than or equal to 0 (got -1)")
+    # A flag replaces the bad file value: precedence defaults < file < flags.
+    assert resolve_config({"temperature": 0.2, "selection": "guided"}, path).temperature == 0.2
+
+
+def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ntemprature: 0.5\nmax-tokenz: 3\ncolour: red\n")
+    with pytest.raises(UserError) as info:
+        resolve_config({}, path)
+    assert str(info.value) == (f"{path}: unknown key(s): temprature (line 2; did you mean temperature?), "
+                               "max-tokenz (line 3; did you mean max-tokens?), colour (line 4)")
+
+
+def test_an_option_set_twice_names_both_keys_and_lines(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("max-tokens: 5\nseed: 1\nmax_tokens: 6\n")
+    with pytest.raises(UserError, match=r"'max-tokens' \(line 1\) and 'max_tokens' \(line 3\) both set --max-tokens"):
+        resolve_config({"model": "m", "out": "o"}, path)
+    train = tmp_path / "train.yaml"
+    train.write_text("lambda: 0.2\nlam: 0.3\n")
+    with pytest.raises(UserError, match=r"'lambda' \(line 1\) and 'lam' \(line 2\) both set --lambda"):
+        build_config({"data": "d", "model": "m", "out": "o"}, train)
+
+
+def test_flag_names_are_yaml_keys_and_text_fields_keep_their_text(tmp_path: Path) -> None:
+    train = tmp_path / "train.yaml"
+    train.write_text("lambda: 0.2\nloss: dpo\ncpu: true\nmodel: 1.10\n")
+    settings = build_config({"data": "d", "out": "o"}, train)
+    assert (settings.lam, settings.loss_type, settings.use_cpu, settings.model) == (0.2, "dpo", True, "1.10")
+
+
+def test_missing_required_options_are_named_together() -> None:
+    with pytest.raises(UserError, match=r"^--data and --out are required \(on the command line or in the config"):
+        build_config({"model": "m"})
+
+
+def test_version() -> None:
+    from ssogen import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"ssogen {__version__}"
