@@ -81,6 +81,7 @@ GENERATE = [
     ("templates-empty-system", "--templates {w}/empty-system", 2, "system.jinja: renders an empty S+"),
     ("templates-same-system", "--templates {w}/same-system", 2, "renders the same text for S+ and S-"),
     ("templates-latin1", "--templates {w}/latin1-templates", 2, "system.jinja: not UTF-8 text"),
+    ("templates-broken-system", "--templates {w}/broken-system", 2, "system.jinja:1: template syntax error"),
 ]
 GENERATE_MODEL = [
     ("model-missing-folder", "generate --model {w}/nope --out {w}/o", 2, "no such folder"),
@@ -123,6 +124,9 @@ TRAIN = [
     ("out-another-run", "--out {w}/trained-before --beta 0.2", 2,
      "holds a training run of another configuration (changed: beta)"),
     ("model-truncated-weights", "--model {w}/truncated", 2, "model.safetensors is truncated or corrupt"),
+    ("out-fingerprint-truncated", "--out {w}/train-cut-fingerprint", 2,
+     "fingerprint.json: unreadable (JSONDecodeError)"),
+    ("model-no-tokenizer", "--model {w}/no-tokenizer", 2, "no tokenizer files"),
     ("resume-cut-checkpoint", "--resume-from-checkpoint {w}/cut-checkpoint", 2,
      "incomplete checkpoint (trainer_state.json is cut off)"),
 ]
@@ -202,7 +206,7 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     (w / "latin1.jsonl").write_bytes(b'{"prompt": "tea"}\n{"prompt": "caf\xe9"}\n')
     (w / "binary.csv").write_bytes(bytes(range(255, 0, -1)))
     for name, text in {"empty-system": "{# nothing #}", "same-system": "Answer helpfully.",
-                       }.items():
+                       "broken-system": "Be {{ adjectives }"}.items():
         (w / name).mkdir()
         (w / name / "system.jinja").write_text(text)
     (w / "latin1-templates").mkdir()
@@ -230,6 +234,11 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     output = TrainOutput(trained.out)
     with output.claim():
         output.start(run, output.verdict(run, overwrite=False))
+    cut_train = TrainOutput(w / "train-cut-fingerprint")
+    cut_train.work_dir.mkdir(parents=True)
+    cut_train.marker.write_text("{}")
+    (cut_train.root / "ssogen_train_config.json").write_text("{}")
+    cut_train.fingerprint.write_text('{"fingerprint": "ab')
     (w / "cut-checkpoint").mkdir()
     (w / "cut-checkpoint" / "trainer_state.json").write_text('{"global_st')
 

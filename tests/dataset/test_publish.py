@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -335,13 +337,46 @@ def _leaks(text: str | bytes, *secrets: str) -> list[str]:
     return [form for form in [*secret_forms(*secrets), *halves] if form in data]
 
 
-def _scan_everything(hub: StandInHub, result: Any, folders: list[Path], *secrets: str) -> None:
-    """stdout, stderr, every file in the folders, every request body and every header but Authorization."""
+# Every path this process opens for writing or renames to while a token test runs (Python's audit events see
+# each open, ours and the HTTP stack's, wherever it is), so the scan covers files written outside the folders too.
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_written: list[Path] | None = None
+_hook_installed = False
+
+
+def _record_writes(event: str, args: tuple[Any, ...]) -> None:
+    if _written is None:
+        return
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and args[2] & _WRITE_FLAGS:
+        _written.append(Path(os.fsdecode(args[0])))
+    elif event in ("os.rename", "os.replace") and isinstance(args[1], (str, bytes, os.PathLike)):
+        _written.append(Path(os.fsdecode(args[1])))
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> Iterator[list[Path]]:
+    """The files written meanwhile (audit hooks cannot be removed: one hook, switched on for the test)."""
+    global _written, _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_record_writes)
+        _hook_installed = True
+    _written = []
+    (tmp_path / "hook-check").write_text("x")  # the hook sees writes, or this test would prove nothing
+    assert _written == [tmp_path / "hook-check"]
+    try:
+        yield _written
+    finally:
+        _written = None
+
+
+def _scan_everything(hub: StandInHub, result: Any, folders: list[Path], written: list[Path], *secrets: str) -> None:
+    """stdout, stderr, every file in the folders and every file written anywhere, every request body and every
+    header but Authorization."""
     assert _leaks(result.stdout, *secrets) == [] and _leaks(result.stderr, *secrets) == []
-    for folder in folders:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                assert _leaks(path.read_bytes(), *secrets) == [], path
+    files = {p for folder in folders for p in folder.rglob("*") if p.is_file()}
+    files |= {p for p in written if p.is_file()}
+    for path in files:
+        assert _leaks(path.read_bytes(), *secrets) == [], path
     for request in hub.requests:
         assert _leaks(request.body, *secrets) == [], request.path
         for name, value in request.headers.items():
@@ -354,7 +389,7 @@ def _scan_everything(hub: StandInHub, result: Any, folders: list[Path], *secrets
 @pytest.mark.parametrize("source", ["flag", "env"])
 def test_a_token_with_line_endings_is_stripped_and_never_shown(hub: StandInHub, dataset: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch, given: str,
-                                                               source: str) -> None:
+                                                               source: str, written: list[Path]) -> None:
     """A token file saved with Windows line endings: the token works, and appears nowhere but in the header."""
     args = ["push-to-hub", str(dataset), "--repo-id", REPO]
     if source == "flag":
@@ -365,29 +400,31 @@ def test_a_token_with_line_endings_is_stripped_and_never_shown(hub: StandInHub, 
     assert result.exit_code == 0, result.output
     assert {r.headers.get("authorization") for r in hub.requests if not r.path.startswith("/lfs-put/")} == {
         f"Bearer {TOKEN}"}
-    _scan_everything(hub, result, [dataset, tmp_path], TOKEN, given)
+    _scan_everything(hub, result, [dataset, tmp_path], written, TOKEN, given)
 
 
 @pytest.mark.parametrize("given", ["hf_standinSECRET\rtoken0123456789", "hf_standinSECRET\ntoken0123456789",
                                    "hf_standinSECRET\x00token0123456789", "hf_standin SECRET0123456789"],
                          ids=["cr", "lf", "nul", "space"])
 def test_a_token_no_header_can_carry_is_one_line_before_any_request(hub: StandInHub, dataset: Path,
-                                                                    tmp_path: Path, given: str) -> None:
+                                                                    tmp_path: Path, given: str,
+                                                                    written: list[Path]) -> None:
     """A character inside the token that an HTTP library would refuse, quoting the header in its error."""
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", given])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: the token from --token holds characters a token cannot have (0x")
     assert result.stderr.strip().count("\n") == 0 and hub.requests == []
-    _scan_everything(hub, result, [dataset, tmp_path], given)
+    _scan_everything(hub, result, [dataset, tmp_path], written, given)
 
 
-def test_a_hub_error_quoting_the_token_is_scrubbed(hub: StandInHub, dataset: Path, tmp_path: Path) -> None:
+def test_a_hub_error_quoting_the_token_is_scrubbed(hub: StandInHub, dataset: Path, tmp_path: Path,
+                                                  written: list[Path]) -> None:
     token = "hf_echoSECRETtoken0123456789"
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", token])
     assert result.exit_code == 1, result.output
     assert "the Hub refused the upload (HTTP 500)" in result.stderr and "***" in result.stderr
     assert result.stderr.strip().count("\n") == 0
-    _scan_everything(hub, result, [dataset, tmp_path], token)
+    _scan_everything(hub, result, [dataset, tmp_path], written, token)
 
 
 def test_every_spelling_of_the_token_is_scrubbed() -> None:

@@ -111,6 +111,56 @@ def test_a_shard_line_of_the_wrong_shape_is_one_line(finished: Path, tiny_model:
                                      "to compute its rows again, or use --overwrite")
 
 
+def _files(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def test_overwrite_inside_a_project_folder_removes_nothing(tiny_model: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 1, as reported: `ssogen generate --out . --overwrite` inside a project folder removed the user's data/,
+    logs/ and README.md. A folder without ssogen's marker is refused, overwrite or not, and nothing is written."""
+    project = tmp_path / "project"
+    for name, text in {"README.md": "# my project", "data/train.csv": "a,b\n", "logs/run.log": "x",
+                       "stats.json": "{}", "plots/figure.png": "png"}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    before = _files(project)
+    monkeypatch.chdir(project)
+    for extra in (["--overwrite"], []):
+        result = CliRunner().invoke(app, ["generate", "--model", str(tiny_model), "--out", ".", "--limit", "2",
+                                          *extra])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (
+            "error: --out .: folder is not empty and holds no ssogen run (no .ssogen/marker.json); --overwrite "
+            "removes only what ssogen wrote, so choose a new or empty folder")
+        assert _files(project) == before
+
+
+def test_an_out_under_a_read_only_folder_is_one_line_for_generate_and_train(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 9, end to end: one line, exit 2, nothing written. (Tests may run as root, who may write anywhere: when
+    chmod does not stop this process, the permission answer is simulated.)"""
+    from ssogen.testing.synthetic import write_synthetic_sso
+
+    data = write_synthetic_sso(tmp_path / "data", count=2, seed=0)
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != read_only and access(path, mode,
+                                                                                                        **kw))
+    try:
+        for args in (["generate", "--model", str(tiny_model), "--limit", "2", "--out", str(read_only / "o")],
+                     ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(read_only / "m")]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2, result.output
+            assert result.stderr.strip() == f"error: --out {args[-1]}: {read_only} is not writable"
+        assert list(read_only.iterdir()) == []
+    finally:
+        read_only.chmod(0o755)
+
+
 def _generate(out: Path, model: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ssogen", "generate", "--model", str(model), "--out", str(out), "--max-tokens",
             "16", "--keep-truncated", "--chunk-size", "2", *extra]
