@@ -124,6 +124,8 @@ TRAIN = [
     ("out-another-run", "--out {w}/trained-before --beta 0.2", 2,
      "holds a training run of another configuration (changed: beta)"),
     ("model-truncated-weights", "--model {w}/truncated", 2, "model.safetensors is truncated or corrupt"),
+    ("model-weights-changed", "--out {w}/trained-before --model {w}/changed-weights", 2,
+     "holds a training run of another configuration (changed: model.weights); the model's files are not those"),
     ("out-fingerprint-truncated", "--out {w}/train-cut-fingerprint", 2,
      "fingerprint.json: unreadable (JSONDecodeError)"),
     ("model-no-tokenizer", "--model {w}/no-tokenizer", 2, "no tokenizer files"),
