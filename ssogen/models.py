@@ -10,11 +10,13 @@ is imported.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ssogen.errors import UserError
 
@@ -100,3 +102,39 @@ def _network_failure(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
+
+
+# Bytes hashed from each end of a weight file: enough to tell checkpoints apart without reading many GB.
+EDGE_BYTES = 1 << 20
+
+
+def hash_file_identity(digest: Any, path: Path) -> None:
+    """Add a file's name, size and (for a large file) its first and last EDGE_BYTES to a hashlib digest."""
+    size = path.stat().st_size
+    digest.update(f"{path.name}\0{size}\0".encode())
+    with path.open("rb") as f:
+        if size <= 2 * EDGE_BYTES:
+            digest.update(f.read())
+        else:
+            digest.update(f.read(EDGE_BYTES))
+            f.seek(size - EDGE_BYTES)
+            digest.update(f.read(EDGE_BYTES))
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 of what decides a local model's outputs, from its files alone: the JSON configs, the tokenizer
+    and chat-template files, and the weight files' names, sizes and ends. A copied or moved folder keeps it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and (
+            p.suffix in (".json", ".jinja", ".model", ".txt", ".safetensors", ".bin"))):
+        hash_file_identity(digest, path)
+    return digest.hexdigest()
+
+
+def model_record(model: ModelRef) -> dict[str, str]:
+    """What a published file says about a model: a hub id as it is; a local folder by its name and fingerprint,
+    never its path (which would put the user's home folder into a published dataset)."""
+    if not model.local:
+        return {"model": model.name, "model_origin": "hub"}
+    folder = Path(model.path).resolve()
+    return {"model": folder.name, "model_origin": "local folder", "model_fingerprint": folder_fingerprint(folder)}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ssogen.cli.common import console, user_errors
+from ssogen.cli.common import command_log, console, err_console, user_errors
 from ssogen.cli.options import with_options
 from ssogen.train.config import TrainConfig, build_config
 
@@ -25,7 +25,8 @@ def train(
     from ssogen.train.inputs import check_training_inputs
 
     settings = build_config(options, config)
-    check_training_inputs(settings)  # data, model and --out, still without torch: errors come in a second
-    from ssogen.train.run import run_training
+    check_training_inputs(settings)  # data, model, --out and loggers, still without torch: errors in a second
+    with command_log(settings.out, "train"):
+        from ssogen.train.run import run_training
 
-    run_training(settings, console)
+        run_training(settings, console, progress_console=err_console)

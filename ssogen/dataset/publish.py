@@ -1,8 +1,9 @@
 """`ssogen push-to-hub`: upload an output folder to a Hub dataset repository as one commit.
 
-What goes up: the card, the parquet configs, manifest/stats/library/config files, plots and logs. What never
-goes up: OUT/.ssogen/ (in-progress shards, score caches) and any other hidden path, temporary files of the
-atomic writers, Python caches. The token is only handed to huggingface_hub, which sends it in the
+What goes up: the card, the parquet configs, manifest/stats/library/config files, judge.json and the plots. What
+never goes up: OUT/.ssogen/ (in-progress shards, score caches) and any other hidden path, OUT/logs/ (the commands'
+logs name local paths, the user's home folder among them, and the machine), temporary files of the atomic
+writers, Python caches. The token is only handed to huggingface_hub, which sends it in the
 Authorization header; it is never printed, logged or written (errors are scrubbed of it as a second guard).
 """
 
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssogen.dataset.card import card_is_generated, render_card
-from ssogen.dataset.folder import CARD, CONFIGS, OutputFolder
+from ssogen.dataset.folder import CARD, CONFIGS, LOGS, OutputFolder
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, write_text_atomic
+from ssogen.runlog import hide
 
 # Exit code for a failure of the network or the Hub (bad input keeps UserError's default 2).
 HUB_FAILURE = 1
@@ -59,6 +61,7 @@ def validate_repo_id(repo_id: str) -> str:
 def _excluded(relative: Path) -> bool:
     parts = relative.parts
     return (any(part.startswith(".") for part in parts)  # .ssogen/, .cache/, .git/, editor files
+            or parts[0] == LOGS
             or "__pycache__" in parts
             or relative.name.endswith((TMP_SUFFIX, ".lock", ".incomplete")))
 
@@ -213,6 +216,7 @@ def push_to_hub(
     validate_repo_id(repo_id)
     counts = check_publishable(folder.root, allow_incomplete=allow_incomplete)
     secret = resolve_token(token)
+    hide(secret)  # whichever way it was found: never in a log line or a message
     card = prepare_card(folder.root, repo_id, templates)
     if card is not None:  # keep the local folder identical to what the Hub will hold
         write_text_atomic(folder.card, card)

@@ -10,14 +10,16 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.settings import option, resolve_settings
 
 # Options that do not change any row's content: a run may be resumed with different values of these.
 # (--dp and --ray-address only decide where the requests run; per-request seeds fix their answers.)
-NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address"})
+# (--license and --test-size only decide the card and the layout of the data files.)
+NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "license", "test_size"})
 
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
@@ -35,6 +37,10 @@ class _RunFields(BaseModel):
     limit: int | None = option(None, "Use only the first N prompts.", ge=1, panel=IO_PANEL, default_text="all")
     templates: str | None = option(None, "Folder overriding the prompt templates.", panel=IO_PANEL,
                                    default_text="bundled")
+    license: str = option(LICENSE_DEFAULT, LICENSE_HELP, panel=IO_PANEL)
+    test_size: float | None = option(
+        None, "Hold out this share of the queries as a test split (seeded with --seed; every row of a query "
+        "in the same split).", gt=0.0, lt=1.0, panel=IO_PANEL, default_text="none: one train split")
     # Feature selection and principles: the policy picks k features per query, S+/S- are built from them.
     features_per_query: int = option(2, "Features chosen per query (k).", ge=1, flags=("--features-per-query", "-k"),
                                      panel=SELECT_PANEL)
@@ -79,6 +85,8 @@ class RunConfig(EngineFields, _RunFields):
             data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
         return data
 
+    _license = field_validator("license")(check_license)
+
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
         if self.engine == "transformers" and self.selection == "guided":
@@ -103,11 +111,24 @@ def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None)
     return resolve_settings(RunConfig, flags, config_file)
 
 
-def to_yaml(config: RunConfig) -> str:
+def to_yaml(options: RunConfig | dict[str, Any]) -> str:
     from ruamel.yaml import YAML
 
     stream = StringIO()
     yaml = YAML()
     yaml.default_flow_style = False
-    yaml.dump(config.model_dump(), stream)
+    yaml.dump(options.model_dump() if isinstance(options, RunConfig) else options, stream)
     return stream.getvalue()
+
+
+def public_yaml(config: RunConfig, *, model: str, prompts: dict[str, str]) -> str:
+    """config.resolved.yaml as published: the options with every local path replaced (the model and the
+    queries by their names, --templates by its folder name, the library by the copy stored in the folder,
+    --out by "."), so that no file of the folder carries the user's home folder."""
+    options = config.model_dump()
+    options.update(out=".", model=model, principles="library.yaml",
+                   prompts=None if config.prompts is None else prompts["source"],
+                   templates=None if config.templates is None else Path(config.templates).resolve().name)
+    header = ("# The options of this run. Local paths are replaced by names: the model and the queries by their\n"
+              "# names (manifest.json has their fingerprints), the library by the copy in this folder.\n")
+    return header + to_yaml(options)

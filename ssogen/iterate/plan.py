@@ -28,7 +28,8 @@ STATE_FILE = "iterate.json"
 REPORT_FILE = "report.json"
 PLOTS_DIR = "plots"
 # Everything iterate writes into DIR; --overwrite removes exactly these (and the iter-* folders), nothing else.
-RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, PLOTS_DIR)
+LOGS_DIR = "logs"  # iterate's own logs (each step logs into its own folder)
+RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, PLOTS_DIR, LOGS_DIR)
 # Engine settings of the generate config that score and judge use too (same machine, same GPUs).
 SHARED_ENGINE_KEYS = ("engine", "tp", "dtype", "gpu_memory_utilization", "kv_cache_gb")
 

@@ -6,12 +6,16 @@ train from its newest complete checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -27,6 +31,7 @@ from ssogen.iterate.options import (
 from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
 from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
+from ssogen.runlog import terminal
 
 # Files `ssogen train` writes after the model itself, in this order: both present = training finished.
 TRAIN_FINISHED = ("ssogen_train_config.json", "metrics.json")
@@ -55,9 +60,23 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def run_subprocess(argv: list[str]) -> int:
-    """Run a step with the terminal attached. On Ctrl-C the child got the signal too: give it time to save."""
-    process = subprocess.Popen(argv)
+def _descriptor(stream: Any) -> Any:
+    """A stream a child process can inherit (it has a file descriptor), else None (inherit ours)."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return stream
+
+
+def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> int:
+    """Run a step with the terminal attached (`stdout` / `stderr`: the terminal while iterate's own log holds the
+    process's descriptors; the step writes its own log). On Ctrl-C the child got the signal too: give it time to
+    save."""
+    for stream in (stdout, stderr):
+        if stream is not None:
+            stream.flush()
+    process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr))
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -123,7 +142,7 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     console.rule(f"[bold]{step.id}", align="left")
     console.print("$ " + shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
     started = time.monotonic()
-    code = run_subprocess(argv)
+    code = run_subprocess(argv, *terminal())
     if code == 130:
         raise UserError(f"interrupted during {step.id}; finished work is saved: run the same command again to "
                         "resume", exit_code=130)
@@ -147,13 +166,22 @@ def print_plan(run: IterateRun, console: Console) -> None:
             console.print(f"{step.id}: {shlex.join(step.argv)}", markup=False, highlight=False, soft_wrap=True)
 
 
-def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False) -> None:
+def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False,
+                log: Callable[[Path], AbstractContextManager[Any]] | None = None) -> None:
+    """Plan, then (unless `dry_run`) claim --out and run every step not done yet; `log(out)` is entered once the
+    folder is claimed (the CLI writes iterate's own log there)."""
     run = IterateRun(options)
     if dry_run:
         print_plan(run, console)
         return
     state = RunState(run.out)
     resumed = state.open(run.fingerprint, overwrite=options.overwrite)
+    with log(run.out) if log is not None else contextlib.nullcontext():
+        _run_iterations(run, state, resumed, console)
+
+
+def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Console) -> None:
+    options = run.options
     console.print(f"{'resuming' if resumed else 'starting'} {len(run.iterations)} iterations in {run.out}",
                   highlight=False, markup=False)
     done: list[Iteration] = []

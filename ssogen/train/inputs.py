@@ -8,19 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.models import require_available, resolve_model
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
+from ssogen.train.integrations import check_report_to
 
 
 def sso_files(data_dir: Path) -> list[Path]:
-    """The parquet shards of the `sso` config of a generate output folder, with clear errors."""
+    """The parquet shards of the train split of the `sso` config of a generate output folder, with clear errors
+    (a test split, from `generate --test-size`, is held out: training never reads it)."""
     if not data_dir.exists():
         raise UserError(f"{data_dir}: no such data folder")
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
-    files = OutputFolder(data_dir).config_files("sso")
+    files = OutputFolder(data_dir).split_files("sso").get(TRAIN, [])
     if not files:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
@@ -28,7 +31,7 @@ def sso_files(data_dir: Path) -> list[Path]:
 
 
 def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
-    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`).
+    """All rows of the `sso` config's train split (pyarrow only: the train path does not need `datasets`).
 
     The text columns are required; the `truncated_*` columns are read when present (older files lack them, and a
     missing or null value means a complete response)."""
@@ -73,3 +76,4 @@ def check_training_inputs(config: TrainConfig) -> None:
     require_available(resolve_model(config.model))
     if config.out.exists() and not config.out.is_dir():
         raise UserError(f"--out {config.out}: exists and is not a folder")
+    check_report_to(config.report_to)  # a logger whose package is missing: one line now, not a traceback later

@@ -25,27 +25,12 @@ import torch
 
 from ssogen.errors import UserError
 from ssogen.io import write_parquet_atomic
+from ssogen.models import hash_file_identity
 from ssogen.train.loss import SEQUENCES
 
 logger = logging.getLogger("ssogen.train.run")
 
 CACHE_PREFIX = "ref_logps-"
-# Bytes hashed from each end of a weight file: enough to tell checkpoints apart without reading many GB.
-_EDGE_BYTES = 1 << 20
-
-
-def _hash_file_identity(digest: Any, path: Path) -> None:
-    size = path.stat().st_size
-    digest.update(f"{path.name}\0{size}\0".encode())
-    with path.open("rb") as f:
-        if size <= 2 * _EDGE_BYTES:
-            digest.update(f.read())
-        else:
-            digest.update(f.read(_EDGE_BYTES))
-            f.seek(size - _EDGE_BYTES)
-            digest.update(f.read(_EDGE_BYTES))
-
-
 def model_identity(model_name_or_path: str, config: Any) -> str:
     """sha256 of the model config plus, for a local folder, its weight files (so a moved folder keeps its key)
     or, for a hub id, the id and the resolved commit."""
@@ -54,7 +39,7 @@ def model_identity(model_name_or_path: str, config: Any) -> str:
     folder = Path(model_name_or_path).expanduser()
     if folder.is_dir():
         for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
-            _hash_file_identity(digest, path)
+            hash_file_identity(digest, path)
     else:
         digest.update(f"{model_name_or_path}\0{getattr(config, '_commit_hash', '')}".encode())
     return digest.hexdigest()

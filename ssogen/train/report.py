@@ -5,6 +5,7 @@ Imports only torch, transformers, accelerate, peft, pydantic, rich and ssogen, l
 
 from __future__ import annotations
 
+import logging
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
 from ssogen.train.objective import describe
 
+logger = logging.getLogger("ssogen.train")
 CONFIG_FILE = "ssogen_train_config.json"
 METRICS_FILE = "metrics.json"
 MODEL_CARD = "README.md"
@@ -56,9 +58,10 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
+        # sys.stdout / sys.stderr stay as they are: in a command log they lead to the log file.
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                                 transient=False)
+                                 transient=False, redirect_stdout=False, redirect_stderr=False)
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
 
@@ -72,6 +75,7 @@ class RichProgress(TrainerCallback):
             return
         shown = "  ".join(f"{key}={logs[key]:.4g}" for key in PROGRESS_KEYS if key in logs)
         self.progress.console.print(f"step {state.global_step}: {shown}", highlight=False, markup=False)
+        logger.info("step %d: %s", state.global_step, ", ".join(f"{k}={v}" for k, v in logs.items()))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.progress is not None:

@@ -110,8 +110,8 @@ def test_card_renders_from_an_overriding_template_folder(dataset: Path, tmp_path
     templates = tmp_path / "my-templates"
     templates.mkdir()
     bundled = (BUNDLED_TEMPLATES / "card.md.jinja").read_text()
-    assert "license: unknown" in bundled and "## Known limits" in bundled
-    mine = bundled.replace("license: unknown", "license: apache-2.0").replace(
+    assert "license: {{ license }}" in bundled and "## Known limits" in bundled
+    mine = bundled.replace("license: {{ license }}", "license: apache-2.0").replace(
         "## Known limits", "## Known limits\n\n- House rule: review y- by hand before any use.")
     (templates / "card.md.jinja").write_text(mine)
     result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(templates), "--no-plots"])

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.likelihood import LikelihoodFilterOptions, apply_likelihood_filter, likelihood_filter
-from ssogen.dataset.score import SCORED, build_requests, score_folder
+from ssogen.dataset.score import SCORED, ScoreProgress, build_requests, score_folder
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
@@ -203,14 +203,15 @@ def test_transformers_engine_resumes_from_cache(tiny_model: Path, tmp_path: Path
     out = write_dataset(tmp_path / "out", tiny_rows())
     calls: list[int] = []
 
-    def interrupt_after_first_chunk(done: int, total: int) -> None:
-        calls.append(done)
-        raise KeyboardInterrupt
+    def interrupt_after_first_chunk(update: ScoreProgress) -> None:
+        calls.append(update.rows_done)
+        if update.rows_done:  # the first call comes before the engine loads, with the cached rows (none yet)
+            raise KeyboardInterrupt
 
     with pytest.raises(UserError) as info:
         score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2,
                      progress=interrupt_after_first_chunk)
-    assert info.value.exit_code == 130 and calls == [2]
+    assert info.value.exit_code == 130 and calls == [0, 2]
     assert OutputFolder(out).read_triplets()[0].lp_good_plain is None  # configs untouched until the run completes
 
     report = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
