@@ -125,10 +125,10 @@ class _DescriptorCapture:
         self.terminal: dict[int, IO[str]] = {}
         for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
             if _is_fd(stream, fd):
-                self.terminal[fd] = open(self.saved[fd], "w", closefd=False,  # noqa: SIM115
+                # Line-buffered: a child process given this stream writes after what was printed before it.
+                self.terminal[fd] = open(self.saved[fd], "w", closefd=False, buffering=1,  # noqa: SIM115
                                          encoding=getattr(stream, "encoding", None) or "utf-8",
-                                         errors=getattr(stream, "errors", None) or "replace",
-                                         buffering=1 if getattr(stream, "line_buffering", False) else -1)
+                                         errors=getattr(stream, "errors", None) or "replace")
 
     def close(self) -> None:
         for stream in self.terminal.values():

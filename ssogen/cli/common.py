@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from io import StringIO
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from ssogen.errors import UserError
 console = Console()
 err_console = Console(stderr=True)
 logger = logging.getLogger("ssogen")
+_PARAMETERS: ContextVar[dict[str, Any] | None] = ContextVar("ssogen_command_parameters", default=None)
 
 
 @contextlib.contextmanager
@@ -39,7 +41,7 @@ def command_log(folder: str | Path, command: str, *, libraries: bool = True) -> 
 
     rank = int(os.environ.get("RANK", "0"))  # under `accelerate launch` every process logs to its own file
     name = command if rank == 0 else f"{command}-rank{rank}"
-    with run_log(OutputFolder(folder).log_file(name), command, import_transformers=libraries,
+    with run_log(OutputFolder(folder).log_file(name), command, _command_line(command), import_transformers=libraries,
                  warn=_print_warning) as session:
         saved = (console._file, err_console._file)  # None: the console follows sys.stdout / sys.stderr
         console.file = session.stdout or saved[0]  # type: ignore[assignment]
@@ -48,6 +50,19 @@ def command_log(folder: str | Path, command: str, *, libraries: bool = True) -> 
             yield session.path
         finally:
             console._file, err_console._file = saved
+
+
+def _command_line(command: str) -> list[str] | None:
+    """The command with every option it received (defaults included), as the log's first line; secrets are
+    scrubbed by the log. None outside a command (the log then takes sys.argv)."""
+    params = _PARAMETERS.get()
+    if params is None:
+        return None
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        flat.update(value if isinstance(value, dict) else {key: value})  # with_options hands one dict of options
+    return ["ssogen", command, *(f"--{key.replace('_', '-')}={value}" for key, value in flat.items()
+                                 if value is not None)]
 
 
 def _print_warning(text: str) -> None:
@@ -95,9 +110,12 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kw: Any) -> Any:
+        token = _PARAMETERS.set(kw)  # what the command was given, for the first line of its log
         try:
             return func(*args, **kw)
         except UserError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        finally:
+            _PARAMETERS.reset(token)
 
     return wrapper  # type: ignore[return-value]

@@ -59,9 +59,9 @@ def _print_dry_run(plan: Any) -> None:
     console.rule("plan")
     console.print(f"model {cfg.model} ({cfg.engine}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source}", markup=False)
-    console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_in}, skipped: {skipped}); "
-                  f"chunks of {cfg.chunk_size}; requests: {len(plan.rows)} selection + {3 * len(plan.rows)} "
-                  f"sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
+    console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
+                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {len(plan.rows)} selection + "
+                  f"{3 * len(plan.rows)} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
     if plan.prompts.reduced:

@@ -33,8 +33,7 @@ INTEGRATIONS: dict[str, tuple[tuple[str, ...], str]] = {
 def report_to_list(value: str | list[str] | None) -> list[str]:
     """--report-to as the list TrainingArguments takes ("none" and "" are no logger)."""
     names = value if isinstance(value, list) else (value or "").split(",")
-    names = [name.strip() for name in names if name.strip()]
-    return [] if names in ([], ["none"]) else names
+    return [name.strip() for name in names if name.strip() not in ("", "none")]
 
 
 def check_report_to(value: str | list[str] | None, flag: str = "--report-to") -> list[str]:

@@ -188,6 +188,20 @@ def test_push_uploads_one_commit_without_the_token_anywhere(hub: StandInHub, dat
     assert any(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub.requests)
     assert TOKEN not in result.output
     assert secret not in all_files_text(dataset)
+    # The command's log stays local (it names local paths) and shows the command line with the token hidden.
+    (log,) = (dataset / "logs").glob("push-to-hub-*.log")
+    assert "--token=*** " in log.read_text()
+    assert not any(p.startswith("logs/") for p in [*regular, *lfs])
+
+
+def test_license_is_set_in_the_manifest_and_the_pushed_card(hub: StandInHub, dataset: Path) -> None:
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", TOKEN,
+                                      "--license", "apache-2.0"])
+    assert result.exit_code == 0, result.output
+    regular = {v["value"]["path"]: base64.b64decode(v["value"]["content"]) for v in hub.commit_lines()
+               if v["key"] == "file"}
+    assert "\nlicense: apache-2.0\n" in regular["README.md"].decode()
+    assert json.loads(regular["manifest.json"])["license"] == "apache-2.0"
 
 
 def test_token_from_env_and_revision_branch(hub: StandInHub, dataset: Path,

@@ -48,8 +48,14 @@ def test_prompt_field_messages_blank_and_missing_rows(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     read = read_prompts(str(path), prompt_field="q")
     assert [(r.position, r.text) for r in read.rows] == [(0, "first"), (3, "last turn")]
-    assert read.skipped == {"missing_field": 1, "blank_prompt": 1} and read.rows_in == 4
-    assert [r.text for r in read_prompts(str(path), prompt_field="q", limit=1).rows] == ["first"]
+    assert read.skipped == {"missing_field": 1, "blank_prompt": 1} and (read.rows_read, read.input_rows) == (4, 4)
+    limited = read_prompts(str(path), prompt_field="q", limit=1)
+    # --limit stops reading at the first usable row: the rows after it are neither read nor counted as skipped.
+    assert [r.text for r in limited.rows] == ["first"] and limited.skipped == {}
+    assert (limited.rows_read, limited.input_rows) == (1, 4)
+    two = read_prompts(str(path), prompt_field="q", limit=2)
+    assert [r.text for r in two.rows] == ["first", "last turn"] and two.rows_read == 4 and two.skipped == {
+        "missing_field": 1, "blank_prompt": 1}
 
 
 @pytest.mark.parametrize(("content", "message"), [
