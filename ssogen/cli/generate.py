@@ -107,12 +107,16 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     # Progress on stderr (the summary alone on stdout); warnings are printed above the bar, never into it.
     progress = progress_bar(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    task = progress.add_task("generate", total=len(plan.rows), info="loading model")
+    task = progress.add_task("generate", total=len(plan.rows), info="loading the model")
 
     def on_progress(update: ProgressUpdate) -> None:
-        if update.elapsed_s <= 0:  # no engine call yet: the model is still loading
-            return
-        info = (f"{update.tokens / update.elapsed_s:,.0f} tok/s, kept {update.kept}, dropped {update.dropped}")
+        counts = f"kept {update.kept}, dropped {update.dropped}"
+        if update.elapsed_s > 0:  # tokens per second of engine time: loading the model is not in it
+            info = f"{update.tokens / update.elapsed_s:,.0f} tok/s, {counts}"
+        elif update.rows_done == update.rows_total:
+            info = f"all rows done by an earlier run, {counts}"
+        else:
+            info = "starting the engine"
         progress.update(task, completed=update.rows_done, info=info)
         logger.info("%d of %d rows done: %s", update.rows_done, update.rows_total, info)
 

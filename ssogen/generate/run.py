@@ -156,7 +156,7 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
         "chosen_rejected_length_ratio": round(good / bad, 3) if good and bad else None,
         "feature_counts": dict(Counter(n for r in records for n in [*r.features, *r.extra])),
         "wall_time_s": round(wall_s, 2),
-        "generation_time_s": round(generation_s, 2) if generation_s else None,
+        "generation_time_s": round(generation_s, 3) if generation_s else None,
         "tokens_generated": tokens,
         "tokens_per_s": round(tokens / generation_s, 1) if generation_s and tokens else None,
         "warnings": run_warnings(records, max_tokens) if max_tokens is not None else [],
@@ -181,6 +181,9 @@ def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine |
     session: Session | None = None
     if pending:
         folder.mark_incomplete()  # its data files are about to change: not to be published as finished
+    elif on_progress is not None:  # everything was done by an earlier invocation
+        kept = sum(1 for i in wanted if finished[i]["kept"])
+        on_progress(ProgressUpdate(len(plan.rows), len(plan.rows), kept, len(plan.rows) - kept, 0, 0.0))
     try:
         if pending:
             engine = engine or _build_engine(plan)

@@ -161,5 +161,9 @@ def test_stdout_has_the_summary_the_log_has_everything(run: dict[str, Any]) -> N
         assert "Loading safetensors" not in stream and "INFO" not in stream
     assert "ssogen generate: out" in generated.stdout and "generate ━" not in generated.stdout  # bar: stderr
     assert "ssogen generate: out" in log and re.search(r"INFO ssogen: finished in [\d.]+ s$", log.rstrip())
+    # `stats --json` in a process of its own: stdout is the JSON and nothing else.
+    stats = subprocess.run([sys.executable, "-m", "ssogen", "stats", str(out), "--json", "--no-plots"],
+                           capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(stats.stdout)["funnel"]["rows_in"] == 12
     score_log = next(p for p in logs if p.name.startswith("score-")).read_text()
     assert re.search(r"rows scored: [\d.]+ rows/s", score_log) and "finished in" in score_log
