@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.principles import BUNDLED_DIR, load_library
+from ssogen.principles import BUNDLED_DIR, Library, load_library
 
 runner = CliRunner()
 DEFAULT_TEXT = (BUNDLED_DIR / "default.yaml").read_text(encoding="utf-8")
@@ -28,6 +31,61 @@ def test_default_library_has_the_papers_features() -> None:
     assert [(f.adjectives.good, f.adjectives.bad) for f in lib.features][0] == ("Safe", "Unsafe")
     assert [(e.name, e.probability) for e in lib.extras] == [("Concision", 0.2)]
     assert lib.feature("accuracy").adjectives.bad == "Inaccurate"
+
+
+def sentences(text: str) -> list[str]:
+    """Split at '.', '!' or '?' followed by a space and a capital letter (the texts use no abbreviations)."""
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.strip())
+
+
+def test_default_texts_are_four_to_six_sentences_and_good_and_bad_differ() -> None:
+    lib = load_library("default").library
+    texts = []
+    for feature in [*lib.features, *lib.extras]:
+        good, bad = sentences(feature.good), sentences(feature.bad)
+        assert 4 <= len(good) <= 6, (feature.name, "good", good)
+        assert 4 <= len(bad) <= 6, (feature.name, "bad", bad)
+        # A bad principle reverses its good one behaviour by behaviour, so the two run sentence for sentence.
+        assert len(good) == len(bad), feature.name
+        assert all(g != b for g, b in zip(good, bad, strict=True)), feature.name
+        assert feature.good != feature.bad and feature.good.endswith(".") and feature.bad.endswith(".")
+        assert "\n" not in feature.meaning  # one line: the selection prompt's description
+        texts += [feature.good, feature.bad]
+    assert len(set(texts)) == len(texts)
+    assert "well-being" in lib.feature("Safety").good and "professional" in lib.feature("Safety").good
+
+
+def texts_sha256(library: Library) -> str:
+    """Digest of everything a library puts into prompts (all but its name), as parsed from the YAML."""
+    content = library.model_dump(exclude={"name"})
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# texts_sha256 of `default` version 1.0 (commit 1e8571c), recorded when the `short` library was made from it.
+DEFAULT_V1_TEXTS_SHA256 = "5c6fa3ca306659030365ae4bf470e357ddc8b009e9ac88164397422e31277288"
+
+
+def test_short_keeps_the_version_1_texts_byte_for_byte() -> None:
+    short = load_library("short").library
+    assert short.name == "short" and short.version == "1.0"
+    assert texts_sha256(short) == DEFAULT_V1_TEXTS_SHA256
+    assert texts_sha256(load_library("default").library) != DEFAULT_V1_TEXTS_SHA256
+    assert [f.name for f in short.features] == load_library("default").library.feature_names
+
+
+def test_list_without_argument_shows_every_bundled_library() -> None:
+    result = runner.invoke(app, ["principles", "list"])
+    assert result.exit_code == 0, result.output
+    for name in ("default", "short"):
+        loaded = load_library(name)
+        row = next(line for line in result.output.splitlines() if f" {name} " in line and "Concision" in line)
+        assert f" {loaded.library.version} " in row and loaded.sha256[:16] in row
+    assert "default v2.0" in result.output  # followed by default's features
+    one = runner.invoke(app, ["principles", "list", "short"])
+    assert one.exit_code == 0 and "short v1.0" in one.output and "Bundled libraries" not in one.output
+    assert load_library("short").sha256 in one.output.replace("\n", "")
+    both = runner.invoke(app, ["principles", "validate", "default", "short"])
+    assert both.exit_code == 0 and "default: ok (default v2.0" in both.output and "short: ok (short v1.0" in both.output
 
 
 def test_validate_ok_and_list_and_show() -> None:

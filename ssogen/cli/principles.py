@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from ssogen.cli.common import console, err_console, fail, user_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ssogen.principles import LoadedLibrary
 
 principles_app = typer.Typer(help="Inspect and validate principle libraries (YAML).", no_args_is_help=True)
 
@@ -39,10 +42,32 @@ def principles_validate(
 @principles_app.command("list")
 @user_errors
 def principles_list(
-    library: Annotated[str, typer.Argument(help="Library file or bundled name.")] = "default",
+    library: Annotated[str | None, typer.Argument(
+        help="Library file or bundled name; without one: the bundled libraries, then default's features.")] = None,
 ) -> None:
-    """Show the features of a library as a table."""
-    loaded = _load_library_or_exit(library)
+    """Show the bundled libraries (name, version, size, sha256) and a library's features as a table."""
+    from ssogen.principles import bundled_library_names
+
+    if library is None:
+        _bundled_table([_load_library_or_exit(name) for name in bundled_library_names()])
+        console.print()
+    _features_table(_load_library_or_exit(library or "default"))
+
+
+def _bundled_table(loaded: list[LoadedLibrary]) -> None:
+    table = Table(title="Bundled libraries (use the name with --principles)", title_justify="left")
+    for column in ("name", "version", "features", "extras", "words per text", "sha256"):
+        table.add_column(column, no_wrap=column in ("name", "sha256"))
+    for item in loaded:
+        lib = item.library
+        texts = [text for f in [*lib.features, *lib.extras] for text in (f.good, f.bad)]
+        words = sum(len(text.split()) for text in texts) / len(texts)
+        table.add_row(lib.name, lib.version, str(len(lib.features)), ", ".join(e.name for e in lib.extras) or "-",
+                      f"{words:.0f}", item.sha256[:16])
+    console.print(table)
+
+
+def _features_table(loaded: LoadedLibrary) -> None:
     lib = loaded.library
     table = Table(title=f"{lib.name} v{lib.version}: {lib.description}", title_justify="left")
     for column in ("feature", "good / bad", "meaning", "probability"):
@@ -74,7 +99,7 @@ def principles_show(
     console.print(f"[red]bad[/]:  {f.bad}")
 
 
-def _load_library_or_exit(name: str):  # type: ignore[no-untyped-def]
+def _load_library_or_exit(name: str) -> LoadedLibrary:
     from ssogen.principles import LibraryError, load_library
 
     try:

@@ -140,9 +140,10 @@ def test_seeds_depend_on_run_row_and_variant() -> None:
 def test_guided_regex_accepts_only_names() -> None:
     import re
 
-    pattern = re.compile(guided_regex(LIBRARY, 2))
+    pattern = re.compile(guided_regex(LIBRARY))
     assert pattern.fullmatch("Safety, Accuracy") and pattern.fullmatch(" Safety")
-    assert not pattern.fullmatch("Safety, Accuracy, Logicality") and not pattern.fullmatch("Nonsense")
+    assert pattern.fullmatch(", ".join(LIBRARY.feature_names))  # several names, as the free prompt asks
+    assert not pattern.fullmatch(", ".join([*LIBRARY.feature_names, "Safety"])) and not pattern.fullmatch("Nonsense")
 
 
 def test_principle_json() -> None:

@@ -17,7 +17,8 @@ SELECTION_STOP = "###"  # ends each few-shot example in templates/selection.jinj
 
 
 def selection_prompt(templates: Templates, library: Library, query: str, k: int) -> str:
-    """The few-shot prompt asking for the k features that matter most for `query` (a raw completion prompt)."""
+    """The few-shot prompt asking for the several features that matter most for `query` (a raw completion
+    prompt; not exactly k, as in the paper: `finish_selection` keeps k)."""
     return templates.render(TEMPLATE, features=library.features, examples=library.examples, query=query, k=k)
 
 
@@ -42,7 +43,11 @@ class Selection:
 
 def finish_selection(answer_names: list[str], library: Library, k: int, *, run_seed: int, row_id: str,
                      extra_prob: float | None) -> Selection:
-    """Shuffle the valid names with the row's seed, keep k, fill at random when short; roll the extras."""
+    """Shuffle the valid names with the row's seed, keep k, fill at random when short; roll the extras.
+
+    The policy is asked for several relevant features, not exactly k: when it names more than k, a seeded
+    random k of them is kept (so the choice varies between rows instead of always taking its first names);
+    when it names fewer, the rest is drawn at random from the library and `filled` records that."""
     rng = random.Random(derive_seed(run_seed, row_id, "selection"))
     names = list(answer_names)
     rng.shuffle(names)
@@ -58,10 +63,12 @@ def finish_selection(answer_names: list[str], library: Library, k: int, *, run_s
     return Selection(features=chosen, extra=extra, filled=filled)
 
 
-def guided_regex(library: Library, k: int) -> str:
-    """A regex admitting 1..k library names separated by ', ' (vLLM structured outputs)."""
+def guided_regex(library: Library) -> str:
+    """A regex admitting 1..(number of features) library names separated by ', ' (vLLM structured outputs).
+
+    Like the free prompt it lets the policy name several features; `finish_selection` then keeps k of them."""
     name = "(" + "|".join(re.escape(f.name) for f in library.features) + ")"
-    return f" ?{name}(, {name}){{0,{k - 1}}}"
+    return f" ?{name}(, {name}){{0,{len(library.features) - 1}}}"
 
 
 def features_of(selection: Selection, library: Library) -> list[Feature]:
@@ -72,7 +79,7 @@ def select_features(session: Session, rows: list[Row]) -> tuple[dict[str, Select
     """The selection of every row in one engine call: (selections and raw answers by row id, rows whose prompt
     leaves no room to answer)."""
     cfg, library = session.config, session.library
-    regex = guided_regex(library, cfg.features_per_query) if cfg.selection == "guided" else None
+    regex = guided_regex(library) if cfg.selection == "guided" else None
     requests, too_long = [], []
     for row in rows:
         text = selection_prompt(session.templates, library, row.prompt, cfg.features_per_query)
