@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,51 +200,67 @@ def _log_outcome(exc: BaseException | None, seconds: float) -> None:
         logger.error("failed after %.1f s", seconds, exc_info=exc, extra=quiet)
 
 
+def _restore_loggers(saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]]) -> None:
+    for library, library_handlers, propagate, level in saved:
+        for handler in library_handlers:
+            library.addHandler(handler)
+        library.propagate = propagate
+        library.setLevel(level)  # not `.level =`: setLevel also clears the loggers' isEnabledFor cache
+
+
+def _stop_capturing_warnings(previous: Callable[..., Any]) -> None:
+    # captureWarnings(False) would also end an enclosing session's capture: put back what was there before.
+    logging.captureWarnings(False)
+    warnings.showwarning = previous
+
+
+def _remove_handlers(handlers: list[logging.Handler], level: int) -> None:
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
 @contextlib.contextmanager
 def command_log(path: Path, command: str, argv: list[str] | None = None, *, capture_fds: bool = True,
                 import_transformers: bool = True, warn: Callable[[str], None] | None = None
                 ) -> Iterator[LogSession]:
     """Log the block to `path` (see the module docstring). `argv` is written first, secrets scrubbed;
     `import_transformers`: set transformers' logging up front (commands that load a model); `warn` receives each
-    warning line for the terminal (default: the terminal's stderr)."""
+    warning line for the terminal (default: the terminal's stderr). Everything is put back afterwards, in the
+    reverse order, whatever happened."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path = path.resolve()
-    root, sink = logging.getLogger(), [warn]
-    old_level = root.level
-    handlers = _root_handlers(path, lambda text: sink[0](text) if sink[0] else None)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.captureWarnings(True)
-    saved = _adopt_library_loggers(import_transformers)
-    capture = _DescriptorCapture(path) if capture_fds else None
-    session = LogSession(path, *((capture.terminal.get(1), capture.terminal.get(2)) if capture else (None, None)))
-    sink[0] = warn or _terminal_writer(session.stderr)
-    _ACTIVE.add(path)
-    _SESSIONS.append(session)
-    started = time.monotonic()
-    from ssogen import __version__
-
-    line = " ".join(argv if argv is not None else ["ssogen", *sys.argv[1:]])
-    logger.info("ssogen %s %s: %s", __version__, command, scrub(line))
-    outcome: BaseException | None = None
-    try:
-        yield session
-    except BaseException as exc:
-        outcome = exc
-        raise
-    finally:
-        _log_outcome(outcome, time.monotonic() - started)
-        _ACTIVE.discard(path)
-        _SESSIONS.remove(session)
+    with contextlib.ExitStack() as undo:
+        capture = _DescriptorCapture(path) if capture_fds else None
         if capture is not None:
-            capture.close()
-        logging.captureWarnings(False)
-        for library, library_handlers, propagate, level in saved:
-            for handler in library_handlers:
-                library.addHandler(handler)
-            library.propagate, library.level = propagate, level
+            undo.callback(capture.close)
+        session = LogSession(path, *((capture.terminal.get(1), capture.terminal.get(2)) if capture
+                                     else (None, None)))
+        undo.callback(_restore_loggers, _adopt_library_loggers(import_transformers))
+        root = logging.getLogger()
+        handlers = _root_handlers(path, warn or _terminal_writer(session.stderr))
+        undo.callback(_remove_handlers, handlers, root.level)
         for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(old_level)
+            root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        undo.callback(_stop_capturing_warnings, warnings.showwarning)
+        logging.captureWarnings(True)
+        _ACTIVE.add(path)
+        _SESSIONS.append(session)
+        undo.callback(_SESSIONS.remove, session)
+        undo.callback(_ACTIVE.discard, path)
+        started = time.monotonic()
+        from ssogen import __version__
+
+        line = " ".join(argv if argv is not None else ["ssogen", *sys.argv[1:]])
+        logger.info("ssogen %s %s: %s", __version__, command, scrub(line))
+        outcome: BaseException | None = None
+        try:
+            yield session
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            _log_outcome(outcome, time.monotonic() - started)

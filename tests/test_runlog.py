@@ -3,6 +3,7 @@ secrets never appear, and the process's descriptors and loggers are as before af
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -10,8 +11,11 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
+from ssogen import runlog
 from ssogen.errors import UserError
-from ssogen.runlog import active_logs, command_log, hide, terminal
+from ssogen.runlog import LIBRARY_LOGGERS, active_logs, command_log, hide, terminal
 
 
 def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp_path: Path) -> None:
@@ -83,3 +87,75 @@ print("after the log")
     assert done.stdout.splitlines() == ["summary for the user", "child on the terminal", "after the log"]
     text = log.read_text()
     assert "a library print" in text and "child into the log" in text and "summary for the user" not in text
+
+
+def _process_state() -> dict[str, object]:
+    """What a command log changes while it runs and must put back."""
+    root = logging.getLogger()
+    libraries = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,
+                        logging.getLogger(name).level) for name in LIBRARY_LOGGERS}
+    descriptors = {fd: (os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)}
+    return {"root": (list(root.handlers), root.level), "showwarning": warnings.showwarning, "libraries": libraries,
+            "descriptors": descriptors, "active": active_logs(), "terminal": terminal()}
+
+
+@pytest.mark.parametrize("outcome", ["success", "exception", "user error"])
+def test_everything_is_put_back_after_success_and_failure(tmp_path: Path, outcome: str) -> None:
+    transformers = logging.getLogger("transformers")
+    saved_level = transformers.level
+    transformers.setLevel(logging.WARNING)  # a command log lowers it to INFO meanwhile
+    try:
+        before = _process_state()
+        with contextlib.suppress(RuntimeError, UserError), command_log(tmp_path / "t.log", "t", ["ssogen", "t"],
+                                                                       import_transformers=False, warn=[].append):
+            assert _process_state() != before
+            logging.getLogger("transformers.trainer").info("step 1")  # caches isEnabledFor(INFO) = True
+            if outcome == "exception":
+                raise RuntimeError("boom")
+            if outcome == "user error":
+                raise UserError("bad flag", 2)
+        assert _process_state() == before
+        assert not logging.getLogger("transformers.trainer").isEnabledFor(logging.INFO)
+        text = (tmp_path / "t.log").read_text()
+        assert "INFO transformers.trainer: step 1" in text
+        assert {"success": "finished in", "exception": "RuntimeError: boom",
+                "user error": "error (exit 2) after"}[outcome] in text
+    finally:
+        transformers.setLevel(saved_level)
+
+
+@pytest.mark.parametrize("failing_step", ["_adopt_library_loggers", "_root_handlers"])
+def test_a_failure_while_starting_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        failing_step: str) -> None:
+    """The descriptors are redirected first: whatever fails after that, they (and all else) are put back."""
+    before = _process_state()
+
+    def fail(*_args: object) -> None:
+        raise OSError("cannot")
+
+    monkeypatch.setattr(runlog, failing_step, fail)
+    with pytest.raises(OSError, match="cannot"), command_log(tmp_path / "t.log", "t", import_transformers=False):
+        pass
+    assert _process_state() == before
+
+
+def test_nested_sessions_give_the_outer_one_back_intact(tmp_path: Path) -> None:
+    outer_path, inner_path = tmp_path / "outer.log", tmp_path / "inner.log"
+    before = _process_state()
+    outer_shown: list[str] = []
+    with command_log(outer_path, "outer", import_transformers=False, warn=outer_shown.append):
+        outer_state = _process_state()
+        with command_log(inner_path, "inner", import_transformers=False, warn=[].append):
+            assert active_logs() == {outer_path.resolve(), inner_path.resolve()}
+            os.write(1, b"inside the inner log\n")
+        assert _process_state() == outer_state
+        # The outer session still catches Python warnings, library logging and descriptor writes.
+        warnings.warn("after the inner one", UserWarning, stacklevel=1)
+        logging.getLogger("vllm").warning("engine note")
+        os.write(2, b"outer descriptor write\n")
+    assert _process_state() == before
+    outer, inner = outer_path.read_text(), inner_path.read_text()
+    assert "inside the inner log" in inner and "inside the inner log" not in outer
+    for line in ("UserWarning: after the inner one", "WARNING vllm: engine note", "outer descriptor write"):
+        assert line in outer and line not in inner, line
+    assert "warning [vllm]: engine note" in outer_shown

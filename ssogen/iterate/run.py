@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shlex
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
 from ssogen.runlog import terminal
 
+logger = logging.getLogger("ssogen.iterate")
 # Files `ssogen train` writes after the model itself, in this order: both present = training finished.
 TRAIN_FINISHED = ("ssogen_train_config.json", "metrics.json")
 
@@ -129,6 +131,7 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
         if not state.is_done(step):  # finished, but the run was stopped before it could record that
             state.mark_done(step, 0.0)
         console.print(f"[green]done[/] {step.id} (kept from an earlier invocation)", highlight=False)
+        logger.info("%s: done in an earlier invocation", step.id)
         return False
     argv = list(step.argv)
     if step.kind in ("generate", "train") and step.folder.exists() and not state.matches(step):
@@ -141,6 +144,7 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     state.mark_running(step, argv)
     console.rule(f"[bold]{step.id}", align="left")
     console.print("$ " + shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
+    logger.info("%s: %s (its own log is in %s/logs)", step.id, shlex.join(argv), step.folder)
     started = time.monotonic()
     code = run_subprocess(argv, *terminal())
     if code == 130:
@@ -151,7 +155,9 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
                         "cause and run the same command again", exit_code=code if code in (1, 2) else 1)
     if not finished(step):
         raise UserError(f"{step.id} exited 0 but {step.folder} holds no finished result", exit_code=1)
-    state.mark_done(step, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    state.mark_done(step, seconds)
+    logger.info("%s: done in %.1f s", step.id, seconds)
     return True
 
 

@@ -77,7 +77,12 @@ def test_layout_of_a_two_iteration_run(killed_and_resumed: dict[str, Any]) -> No
     out = killed_and_resumed["out"]
     assert {p.name for p in out.iterdir()} == {"iter-1", "iter-2", "iterate.json", "report.json", "plots", "logs"}
     # iterate's own log per invocation (killed, then resumed); each step logs into its own folder.
-    assert len(list((out / "logs").glob("iterate-*.log"))) == 2
+    logs = sorted((out / "logs").glob("iterate-*.log"), key=lambda log: log.stat().st_mtime)
+    assert len(logs) == 2
+    # The resumed invocation's log says which steps it kept and which it ran, with their commands.
+    resumed = logs[1].read_text()
+    assert "iter-1/generate: done in an earlier invocation" in resumed
+    assert "iter-2/train: " in resumed and "iter-2/train: done in " in resumed
     assert list((out / "iter-2" / "data" / "logs").glob("generate-*.log"))
     assert list((out / "iter-2" / "model" / "logs").glob("train-*.log"))
     for t in (1, 2):
