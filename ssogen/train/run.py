@@ -25,7 +25,7 @@ from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, encode_rows
 from ssogen.train.dropout import disable_dropout
 from ssogen.train.inputs import data_fingerprint, read_sso_rows
-from ssogen.train.integrations import report_to_list
+from ssogen.train.integrations import integration_errors, report_to_list
 from ssogen.train.loss import sso_loss
 from ssogen.train.reference import ReferenceTable, cache_key, model_identity
 from ssogen.train.report import (
@@ -248,8 +248,9 @@ def run_training(config: TrainConfig, console: Console | None = None,
     trainer.add_callback(RichProgress(progress_console))
 
     trainer.console = console
-    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    final_eval = evaluate_rewards(trainer) if config.final_eval else None
+    with integration_errors(list(args.report_to)):  # wandb without a login: one line, not a traceback
+        result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        final_eval = evaluate_rewards(trainer) if config.final_eval else None
 
     seconds = sorted(timer.seconds)
     outcome = TrainOutcome(

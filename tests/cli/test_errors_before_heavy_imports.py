@@ -93,6 +93,8 @@ TRAIN = [
     ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
     ("report-to-unknown", "--report-to bogus", 2, "--report-to bogus: unknown logger (known: none, all,"),
     ("report-to-not-installed", "--report-to clearml", 1, "--report-to clearml: the clearml package is not"),
+    ("report-to-wandb-not-installed", "--report-to wandb", 1,
+     "--report-to wandb: the wandb package is not installed (pip install wandb), or drop it from --report-to"),
     ("config-report-to-not-installed", "--config {w}/train-report.yaml", 1, "--report-to clearml: the clearml"),
     ("config-same-setting-twice", "--config {w}/train-lr-twice.yaml", 2,
      "'lr' (line 1) and 'learning_rate' (line 2) both set --lr; keep one"),

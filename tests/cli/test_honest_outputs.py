@@ -11,6 +11,7 @@ folder; `ssogen generate` runs as its own process on vLLM, then `score`, `judge`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,8 @@ import yaml
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.publish import files_to_upload
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.publish import check_publishable, files_to_upload
 from ssogen.principles import BUNDLED_DIR
 from ssogen.templating import BUNDLED_TEMPLATES
 
@@ -78,6 +80,9 @@ def test_no_published_file_names_a_local_path(run: dict[str, Any]) -> None:
     names = {f.path_in_repo for f in uploaded}
     assert {"README.md", "manifest.json", "config.resolved.yaml", "library.yaml", "stats.json", "judge.json"} <= names
     assert not any(name.startswith("logs/") for name in names)
+    # Both splits go up, and the folder passes push-to-hub's checks with them.
+    assert {f"data/{c}/{s}-00000-of-00001.parquet" for c in ("triplets", "dpo") for s in ("train", "test")} <= names
+    assert check_publishable(out) == OutputFolder(out).row_counts()
     for file in uploaded:
         text = file.local_path.read_bytes().decode("utf-8", errors="replace")
         for local in {str(root), str(root.resolve()), str(home), "/alice"}:
@@ -89,6 +94,12 @@ def test_no_published_file_names_a_local_path(run: dict[str, Any]) -> None:
     assert (manifest["model"], manifest["model_origin"]) == ("tiny", "local folder")
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["model_fingerprint"])
     assert manifest["library"]["origin"] == "file my-lib.yaml" and "source" not in manifest["library"]
+    # The library by name, version and hash: the hash is that of the user's file, and the card shows all three.
+    bundled = yaml.safe_load((BUNDLED_DIR / "default.yaml").read_text())
+    digest = hashlib.sha256((home / "libs" / "my-lib.yaml").read_bytes()).hexdigest()
+    assert (manifest["library"]["name"], manifest["library"]["version"], manifest["library"]["sha256"]) == (
+        bundled["name"], str(bundled["version"]), digest)
+    assert f"{bundled['name']} {bundled['version']} (sha256 `{digest}`)" in (out / "README.md").read_text()
     assert manifest["prompts"]["source"] == "queries.jsonl" and manifest["prompts"]["origin"] == "local file"
     assert manifest["templates"]["origin"] == "--templates"
     assert manifest["score"]["model"] == "tiny" and manifest["score"]["model_fingerprint"] == \

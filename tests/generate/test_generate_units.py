@@ -215,3 +215,21 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     for args, message in cases:
         code, output = _error_of(args)
         assert code == 2 and message in output and len(output.splitlines()) == 1, (args, output)
+
+
+def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
+    from ssogen.generate.run import run_warnings
+    from ssogen.testing.folders import make_record
+
+    def rows(truncated: int, filled: int) -> list:  # type: ignore[type-arg]
+        records = [make_record(i, flags=["truncated_good"] if i < truncated else [], selection_filled=i < filled)
+                   for i in range(10)]
+        # Rows never sampled (prompt too long) count in neither share.
+        return records + [make_record(10 + i, kept=False, drop_reason="prompt_too_long", selection_filled=True,
+                                      flags=["truncated_good"]) for i in range(5)]
+
+    assert run_warnings(rows(2, 2), max_tokens=64) == []  # 20%: no warning
+    truncated, filled = run_warnings(rows(3, 3), max_tokens=64)
+    assert truncated.startswith("3 of 10 rows (30%) have a response cut at --max-tokens 64")
+    assert filled.startswith("feature selection fell back to a random pick for 3 of 10 rows (30%)")
+    assert run_warnings(rows(0, 3), max_tokens=64) == [filled]

@@ -120,3 +120,43 @@ def test_cli_training_with_training_arguments_in_the_config(tiny_model: Path, tm
     (log,) = (out / "logs").glob("train-*.log")
     text = log.read_text()
     assert "INFO ssogen.train: step 2: " in text and "finished in" in text
+
+
+FAKE_WANDB = {  # an installed wandb that cannot log in, as on a machine without an API key or a terminal
+    "wandb/__init__.py": "run = None\n\nclass UsageError(Exception):\n    pass\n\n"
+                         "def termwarn(*args, **kwargs):\n    pass\n\n"
+                         "def init(*args, **kwargs):\n"
+                         "    raise UsageError('api_key not configured (no-tty). call wandb.login(key=...)')\n",
+    "wandb/sdk/__init__.py": "", "wandb/sdk/lib/__init__.py": "",
+    "wandb/sdk/lib/config_util.py": "class ConfigError(Exception):\n    pass\n",
+}
+
+
+def test_a_logger_that_fails_while_training_is_one_line(tiny_model: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+                                                        ) -> None:
+    import sys
+
+    for name, text in FAKE_WANDB.items():
+        (tmp_path / "site" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "site" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    data = write_synthetic_sso(tmp_path / "data", count=4)
+    out = tmp_path / "trained"
+    try:
+        result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(out),
+                                          "--report-to", "wandb", "--max-steps", "1", "--max-length", "256",
+                                          "--max-prompt-length", "128"])
+    finally:
+        for module in [m for m in sys.modules if m == "wandb" or m.startswith("wandb.")]:
+            del sys.modules[module]
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == ("error: --report-to wandb: the logger failed: UsageError: api_key not configured "
+                                     "(no-tty). call wandb.login(key=...) (fix it, or drop wandb from --report-to)")
+    (log,) = (out / "logs").glob("train-*.log")
+    text = log.read_text()
+    assert "ERROR ssogen.train: the wandb logger failed" in text and "Traceback" in text and "Traceback" not in \
+        result.output
+    # Anything else that fails inside training is not blamed on a logger.
+    with pytest.raises(ZeroDivisionError), integrations.integration_errors(["wandb"]):
+        _ = 1 / 0
