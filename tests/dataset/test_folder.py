@@ -125,6 +125,16 @@ def test_a_test_split_holds_whole_queries_drawn_with_the_seed(tmp_path: Path) ->
     assert list(folder.split_files("dpo")) == ["train"] and folder.row_counts()["dpo"] == 21
 
 
+def test_training_reads_the_train_split_only(tmp_path: Path) -> None:
+    from ssogen.train.inputs import read_sso_rows
+
+    folder = OutputFolder(tmp_path)
+    folder.write_configs(_split_rows(), SplitSpec(test_size=0.25, seed=5))
+    train_ids = folder.read_config("sso", split="train").column("id").to_pylist()
+    assert folder.read_config("sso", split="test").num_rows > 0
+    assert [row["id"] for row in read_sso_rows(folder.root)] == train_ids
+
+
 def test_a_split_without_rows_in_a_config_gets_no_file(tmp_path: Path) -> None:
     from ssogen.dataset.splits import test_prompts
 
