@@ -13,18 +13,21 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ssogen.errors import UserError
 from ssogen.io import write_json_atomic
 from ssogen.lock import Holder, folder_lock
+from ssogen.runlog import active_logs
 
 WORK_DIR = ".ssogen"
 MARKER = "marker.json"
 LOCK = "lock"
 FINGERPRINT = "fingerprint.json"
+# The names `OutputFolder.log_file` gives (logs/<command>-<UTC time>[-n].log): only these count as ssogen's logs.
+LOG_PATTERN = "logs/*-????????T??????Z*.log"
 
 
 @contextlib.contextmanager
@@ -39,6 +42,31 @@ def claim(work_dir: Path, *, label: str, command: str, kind: str) -> Iterator[Ho
             write_json_atomic(marker, {"written_by": "ssogen", "version": __version__, "kind": kind,
                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         yield left_behind
+
+
+def holds_anything(root: Path) -> bool:
+    """Anything but ssogen's logs: a folder that holds only the logs of commands that stopped early counts as empty
+    (a person's logs/ is theirs: it counts)."""
+    if not root.is_dir():
+        return False
+    ours = set(root.glob(LOG_PATTERN))
+    logs = root / LOG_PATTERN.split("/")[0]
+    return any(not (entry == logs and entry.is_dir() and all(p in ours for p in entry.iterdir()))
+               for entry in root.iterdir())
+
+
+def remove_written(root: Path, files: Iterable[Path], patterns: Iterable[str], work_dir: Path,
+                   folders: Iterable[Path]) -> None:
+    """What --overwrite removes: the named files and those matching the glob patterns under root (never the log
+    this very command is writing), the in-progress state, then the folders that are empty now."""
+    writing = active_logs()
+    for target in [*files, *(p for pattern in patterns for p in root.glob(pattern))]:
+        if target.is_file() and target.resolve() not in writing:
+            target.unlink()
+    clear_work_dir(work_dir)
+    for folder in folders:
+        with contextlib.suppress(OSError):  # left when something else is still inside
+            folder.rmdir()
 
 
 def clear_work_dir(work_dir: Path) -> None:

@@ -138,6 +138,11 @@ class LoadedLibrary:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
+    @property
+    def origin(self) -> str:
+        """Where it came from, without a local path: "bundled", or "file <name>" for a library of the user's."""
+        return "bundled" if self.path.resolve().is_relative_to(BUNDLED_DIR.resolve()) else f"file {self.path.name}"
+
 
 def resolve_library_path(name_or_path: str) -> Path:
     """`default` (or any bundled name) names a bundled library; anything else is a path."""

@@ -6,7 +6,12 @@ key in a `--config` file (the field name or the flag, dashes or underscores), an
 `resolve_settings` merges defaults < config file < flags and blames every bad value on where it came from:
 `--temperature: ...` for a flag, `run.yaml:3: temperature: ...` for a line of the config file. All unknown keys
 of a file are reported at once, each with a did-you-mean, and a file that sets one option twice (`max-tokens`
-and `max_tokens`) is refused."""
+and `max_tokens`) is refused.
+
+A settings model may also take another library's settings in its config file under their own names (`ssogen
+train` takes every field of transformers' TrainingArguments): its `PASS_THROUGH` names them, says which of them
+are ssogen options under another name (`learning_rate` is `lr`), and which cannot be set; the rest are collected
+into one dict field that is not a flag."""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ import difflib
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,17 +34,37 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), panel: str | None = None,
-           default_text: str | None = None, **constraints: Any) -> Any:
+           default_text: str | None = None, cli: bool = True, **constraints: Any) -> Any:
     """A pydantic Field that is also a command option.
 
     flags: typer declarations when not `--field-name`, e.g. ("--lambda",), ("--features-per-query", "-k") or
         ("--keep-truncated/--drop-truncated",); a bool without them is `--name/--no-name`.
     panel: the help panel the option is listed under.
     default_text: what the help says for a default that depends on other values (the field's default is None).
+    cli: False for the field that collects a PASS_THROUGH's keys (no flag, no key of its own).
     """
-    extra = {"flags": list(flags), "panel": panel, "default_text": default_text}
-    return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v},
+    extra = {"flags": list(flags), "panel": panel, "default_text": default_text, "cli": None if cli else False}
+    return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v is not None
+                                                               and v != [] and v != ""},
                  **constraints)
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """Config-file keys that belong to another library's settings, accepted under their own names.
+
+    field: the settings field (a dict) that receives {name: value}.
+    label: what messages call them, e.g. "TrainingArguments".
+    names: the library's names (a function, so that they are read only when a file is).
+    aliases: library name -> the settings field that is the same setting (`learning_rate` -> `lr`).
+    refused: library name -> why it cannot be set.
+    """
+
+    field: str
+    label: str
+    names: Callable[[], frozenset[str]]
+    aliases: Mapping[str, str] = dataclass_field(default_factory=dict)
+    refused: Mapping[str, str] = dataclass_field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,7 @@ class OptionSpec:
     required: bool
     default: Any
     default_text: str | None
+    cli: bool = True
 
     @property
     def flag(self) -> str:
@@ -61,8 +88,8 @@ class OptionSpec:
 
     @property
     def keys(self) -> frozenset[str]:
-        """YAML keys that set this option, with '-' read as '_'."""
-        return frozenset({self.field, _key(self.flag.lstrip("-"))})
+        """YAML keys that set this option, with '-' read as '_' (none for a PASS_THROUGH's field)."""
+        return frozenset({self.field, _key(self.flag.lstrip("-"))}) if self.cli else frozenset()
 
     @property
     def base_type(self) -> Any:
@@ -102,8 +129,13 @@ def option_specs(model: type[BaseModel]) -> tuple[OptionSpec, ...]:
         specs.append(OptionSpec(field=name, flags=flags, help=info.description or "", panel=extra.get("panel"),
                                 annotation=info.annotation, required=info.is_required(),
                                 default=None if info.is_required() else info.default,
-                                default_text=extra.get("default_text")))
+                                default_text=extra.get("default_text"), cli=extra.get("cli", True)))
     return tuple(specs)
+
+
+def pass_through(model: type[BaseModel]) -> PassThrough | None:
+    found = getattr(model, "PASS_THROUGH", None)
+    return found if isinstance(found, PassThrough) else None
 
 
 def flag_name(model: type[BaseModel], field: str) -> str:
@@ -118,9 +150,9 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
     origins: dict[str, str] = {}  # field -> "--flag" or "FILE:LINE: key"
     if config_file is not None:
         doc = read_yaml(config_file)
-        for field, (key, line, value) in _options_in_file(doc, specs).items():
-            values[field] = value
-            origins[field] = f"{doc.shown}:{line}: {key}"
+        for name, (key, line, value) in _options_in_file(doc, specs, pass_through(model)).items():
+            values[name] = value
+            origins[name] = f"{doc.shown}:{line}: {key}"
     for field, value in flags.items():
         if value is not None:
             values[field] = value
@@ -139,7 +171,8 @@ def read_settings_file(model: type[BaseModel], path: str | Path) -> dict[str, An
     """The options a config file sets, by field name (unknown keys and options set twice are refused); their
     values are not validated yet."""
     specs = {spec.field: spec for spec in option_specs(model)}
-    return {field: value for field, (_, _, value) in _options_in_file(read_yaml(path), specs).items()}
+    found = _options_in_file(read_yaml(path), specs, pass_through(model))
+    return {name: value for name, (_, _, value) in found.items()}
 
 
 def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> str:
@@ -151,21 +184,32 @@ def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> s
     return f"{origins.get(field, specs[field].flag)}: {message}{got}"
 
 
-def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec]) -> dict[str, tuple[str, int, Any]]:
-    """field -> (key as written, line, value) from a config file; every problem of the file in one error."""
+def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: PassThrough | None = None
+                     ) -> dict[str, tuple[str, int, Any]]:
+    """field -> (key as written, line, value) from a config file; every problem of the file in one error. The
+    keys of `extra` that are no option are collected into its field as {name: value} (blamed on the first)."""
     if doc.data is None:
         return {}
     if not isinstance(doc.data, dict):
         raise UserError(f"{doc.shown}:{doc.line_of(())}: expected a mapping of option names to values")
-    by_key = {key: field for field, spec in specs.items() for key in spec.keys}
+    by_key = {key: name for name, spec in specs.items() for key in spec.keys}
+    others = extra.names() if extra is not None else frozenset()
+    if extra is not None:
+        by_key.update({alias: name for alias, name in extra.aliases.items() if alias not in by_key})
     found: dict[str, tuple[str, int, Any]] = {}
     unknown: list[str] = []
     problems: list[str] = []
     for key, value in doc.data.items():
         line = doc.line_of((key,))
         field = by_key.get(_key(key))
+        if field is None and extra is not None and _key(key) in others:
+            if _key(key) in extra.refused:
+                problems.append(f"{key} (line {line}) cannot be set: {extra.refused[_key(key)]}")
+                continue
+            found.setdefault(extra.field, (key, line, {}))[2][_key(key)] = value
+            continue
         if field is None:
-            unknown.append(f"{key} (line {line}{_did_you_mean(key, by_key)})")
+            unknown.append(f"{key} (line {line}{_did_you_mean(key, [*by_key, *others])})")
             continue
         if field in found:
             first_key, first_line, _ = found[field]
@@ -182,8 +226,8 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec]) -> dict[st
     return found
 
 
-def _did_you_mean(key: str, by_key: Mapping[str, str]) -> str:
-    close = difflib.get_close_matches(_key(key), list(by_key), n=1, cutoff=0.6)
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(_key(key), known, n=1, cutoff=0.6)
     if not close:
         return ""
     suggestion = close[0].replace("_", "-") if "-" in key else close[0]

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.errors import UserError
-from ssogen.models import ModelRef, model_fingerprint, require_available, resolve_model
+from ssogen.fingerprint import model_fingerprint
+from ssogen.models import ModelRef, require_available, resolve_model
 
 
 def test_local_folders_and_hub_ids(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +94,7 @@ def test_the_fingerprint_follows_the_files_not_the_path(tiny_model: Path, tmp_pa
 
 
 def test_one_changed_block_in_a_large_weight_file_is_seen_when_sampled(tmp_path: Path, tiny_model: Path) -> None:
-    from ssogen.models import BLOCK_BYTES, SAMPLED_BLOCKS
+    from ssogen.fingerprint import BLOCK_BYTES, SAMPLED_BLOCKS
 
     folder = Path(shutil.copytree(tiny_model, tmp_path / "big"))
     header = b'{"w": {"dtype": "U8", "shape": [4000000], "data_offsets": [0, 4000000]}}'

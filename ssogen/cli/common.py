@@ -1,11 +1,20 @@
-"""Helpers every command module shares: the consoles, one-line errors, and the UserError wrapper.
+"""Helpers every command module shares: the consoles, one-line errors, the UserError wrapper, and the command
+log.
 
+Output: the summary of a command goes to stdout (`console`), progress bars, notes and warnings to stderr
+(`err_console`), and everything, third-party warnings included, to the command's log in OUT/logs/.
 A leaf: it imports nothing of the CLI, so command modules can import it and the root can import them."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from io import StringIO
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -15,6 +24,83 @@ from ssogen.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
+logger = logging.getLogger("ssogen")
+_PARAMETERS: ContextVar[dict[str, Any] | None] = ContextVar("ssogen_command_parameters", default=None)
+
+
+@contextlib.contextmanager
+def command_log(folder: str | Path, command: str, *, libraries: bool = True) -> Iterator[Path]:
+    """Write this command's full log to FOLDER/logs/<command>-<UTC time>.log while the block runs (see
+    `ssogen.runlog`). Enter it only after the folder passed its checks: it creates FOLDER/logs/.
+    `libraries`: the command loads models (set up transformers' logging too).
+
+    Meanwhile stdout and stderr of the process lead into the log, and the two consoles write to the terminal;
+    warnings are printed by `err_console`, so a live progress bar shows them above itself."""
+    from ssogen.dataset.folder import OutputFolder
+    from ssogen.runlog import command_log as run_log
+
+    rank = int(os.environ.get("RANK", "0"))  # under `accelerate launch` every process logs to its own file
+    name = command if rank == 0 else f"{command}-rank{rank}"
+    with run_log(OutputFolder(folder).log_file(name), command, _command_line(command), import_transformers=libraries,
+                 warn=_print_warning) as session:
+        saved = (console._file, err_console._file)  # None: the console follows sys.stdout / sys.stderr
+        console.file = session.stdout or saved[0]  # type: ignore[assignment]
+        err_console.file = session.stderr or saved[1]  # type: ignore[assignment]
+        try:
+            yield session.path
+        finally:
+            console._file, err_console._file = saved
+
+
+def _command_line(command: str) -> list[str] | None:
+    """The command with every option it received (defaults included), as the log's first line; secrets are
+    scrubbed by the log. None outside a command (the log then takes sys.argv)."""
+    params = _PARAMETERS.get()
+    if params is None:
+        return None
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        flat.update(value if isinstance(value, dict) else {key: value})  # with_options hands one dict of options
+    return ["ssogen", command, *(f"--{key.replace('_', '-')}={value}" for key, value in flat.items()
+                                 if value is not None)]
+
+
+def _print_warning(text: str) -> None:
+    err_console.print(text, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def note_lock_takeover(left_behind: Any) -> None:
+    """Say so when a command took over the lock of a run that was killed (`ssogen.lock.Holder`, or None)."""
+    if left_behind is not None:
+        err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer running",
+                          highlight=False, markup=False)
+
+
+def warn(message: str) -> None:
+    """A warning of ssogen's own: on stderr, and into the command log when one is being written."""
+    from ssogen.runlog import active_logs
+
+    if active_logs():
+        logger.warning("%s", message.removeprefix("warning: "))  # the log's handler prints it too
+    else:
+        _print_warning(message if message.startswith("warning: ") else f"warning: {message}")
+
+
+def progress_bar(*columns: Any) -> Any:
+    """A rich progress bar on stderr that leaves sys.stdout / sys.stderr alone (inside a command log they lead to
+    the log, where the libraries' own prints belong)."""
+    from rich.progress import Progress
+
+    return Progress(*columns, console=err_console, transient=False, redirect_stdout=False, redirect_stderr=False)
+
+
+def show(renderable: Any, **print_options: Any) -> None:
+    """Print to stdout and put the same text, plain, into the command log."""
+    console.print(renderable, **print_options)
+    if logging.getLogger().handlers:
+        plain = Console(file=StringIO(), width=120, color_system=None, force_terminal=False)
+        plain.print(renderable, **print_options)
+        logger.info("%s", plain.file.getvalue().rstrip())  # type: ignore[attr-defined]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,9 +117,12 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kw: Any) -> Any:
+        token = _PARAMETERS.set(kw)  # what the command was given, for the first line of its log
         try:
             return func(*args, **kw)
         except UserError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        finally:
+            _PARAMETERS.reset(token)
 
     return wrapper  # type: ignore[return-value]

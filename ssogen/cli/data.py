@@ -12,12 +12,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import console, err_console, user_errors
+from ssogen.cli.common import (
+    command_log,
+    console,
+    err_console,
+    note_lock_takeover,
+    progress_bar,
+    show,
+    user_errors,
+    warn,
+)
 from ssogen.cli.options import with_options
+from ssogen.dataset.folder import OutputFolder, empty_pairs_note
+from ssogen.dataset.license import check_license, license_note
 from ssogen.dataset.score import ScoreConfig
+from ssogen.errors import UserError
 from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ssogen.dataset.score import ScoreProgress
     from ssogen.dataset.stats import DatasetStats
 
 
@@ -26,6 +39,40 @@ def templates_option(what: str) -> Any:
     return typer.Option("--templates", metavar="DIR", show_default=False,
                         help=f"Folder whose card.md.jinja replaces the bundled dataset card template {what} (as for "
                         "the prompt templates of generate).")
+
+
+def license_option(what: str) -> Any:
+    return typer.Option("--license", show_default=False, help=f"Set the dataset's license {what}: a Hub license id "
+                        "(apache-2.0, cc-by-4.0, mit, other, ...); recorded in the manifest. [default: as generated]")
+
+
+def check_license_flag(value: str) -> None:
+    try:
+        check_license(value)
+    except ValueError as exc:
+        raise UserError(f"--license: {exc}") from None
+
+
+def set_license(folder: Path, value: str | None) -> None:
+    """Record --license in the manifest (the card is re-rendered from it afterwards)."""
+    if value is None:
+        return
+    check_license_flag(value)
+    note = license_note(value)
+    if note:
+        warn(note)
+    out = OutputFolder(folder)
+    manifest = out.read_manifest()
+    if manifest.get("license") != value:
+        out.write_manifest({**manifest, "license": value})
+
+
+def _require_folder(folder: Path) -> None:
+    """An ssogen output folder with a readable manifest and triplets: checked before its log is opened in it, so
+    that bad input writes nothing."""
+    out = OutputFolder(folder)
+    out.read_triplets()
+    out.read_manifest()
 
 
 def _pct(value: float | None) -> str:
@@ -103,6 +150,7 @@ def stats_command(
     card: Annotated[bool, typer.Option(
         help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
     templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
+    license_id: Annotated[str | None, license_option("before the card is refreshed")] = None,
 ) -> None:
     """Funnel, lengths, length bias, duplicates, leakage, truncation and on-policy-ness of a dataset.
 
@@ -112,16 +160,21 @@ def stats_command(
 
     if card:
         card_templates(templates)  # a bad --templates fails before anything is written
-    rewrite_card = card and folder.is_dir() and card_is_generated(folder)
-    stats = refresh(folder, plots=plots, card=card, templates=templates)
-    if as_json:
-        print(json.dumps(stats.model_dump(), indent=2))
-        return
-    print_stats(stats)
-    written = ["stats.json", *stats.plots, *(["README.md"] if rewrite_card else [])]
-    err_console.print(f"wrote {', '.join(written)} in {folder}", highlight=False, markup=False)
-    if card and not rewrite_card:
-        err_console.print("README.md was not written by ssogen: left as it is", highlight=False, markup=False)
+    if license_id is not None:
+        check_license_flag(license_id)
+    _require_folder(folder)
+    with command_log(folder, "stats", libraries=False):
+        set_license(folder, license_id)
+        rewrite_card = card and card_is_generated(folder)
+        stats = refresh(folder, plots=plots, card=card, templates=templates)
+        if as_json:
+            console.out(json.dumps(stats.model_dump(), indent=2), highlight=False)
+            return
+        print_stats(stats)
+        written = ["stats.json", *stats.plots, *(["README.md"] if rewrite_card else [])]
+        err_console.print(f"wrote {', '.join(written)} in {folder}", highlight=False, markup=False)
+        if card and not rewrite_card:
+            err_console.print("README.md was not written by ssogen: left as it is", highlight=False, markup=False)
 
 
 @user_errors
@@ -140,11 +193,20 @@ def push_to_hub_command(
         "--allow-incomplete", help="Push even an unfinished run or pair configs with empty responses.")] = False,
     templates: Annotated[Path | None, templates_option("when the card is re-rendered for the repository")]
     = None,
+    license_id: Annotated[str | None, license_option("before the card is rendered for the repository")] = None,
 ) -> None:
-    """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ stays local)."""
+    """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ and the logs
+    stay local)."""
     from ssogen.dataset import publish
+    from ssogen.runlog import hide
 
+    hide(token)  # from here on no log line and no message can show it
+    if license_id is not None:
+        check_license_flag(license_id)
     if dry_run:
+        if license_id is not None:
+            raise UserError("--license with --dry-run: a dry run writes nothing; set the license with `ssogen stats "
+                            "FOLDER --license ID` first, or push without --dry-run")
         files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete, templates=templates)
         table = Table(title=f"would upload to {repo_id} (dataset)", title_justify="left")
         table.add_column("path")
@@ -155,11 +217,15 @@ def push_to_hub_command(
         console.print(card, markup=False, highlight=False, soft_wrap=True)
         err_console.print("dry run: nothing was uploaded", highlight=False, markup=False)
         return
-    result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
-                                 commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,
-                                 templates=templates)
-    console.print(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
-                  highlight=False, markup=False, soft_wrap=True)
+    publish.validate_repo_id(repo_id)
+    publish.check_publishable(folder, allow_incomplete=allow_incomplete)  # bad input: before the log is opened
+    with command_log(folder, "push-to-hub", libraries=False):
+        set_license(folder, license_id)
+        result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
+                                     commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,
+                                     templates=templates)
+        show(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
+             highlight=False, markup=False, soft_wrap=True)
 
 
 @with_options(ScoreConfig, config_flag=None)
@@ -173,24 +239,56 @@ def score_command(
 
     With --filter likelihood, rows failing the paper code's likelihood filter are dropped from the pair
     configs with the reason likelihood:<stage>. Stats, plots and the card are refreshed."""
-    from ssogen.dataset.score import score_folder
+    from ssogen.models import require_available, resolve_model
 
     settings = resolve_settings(ScoreConfig, options, accepts_config=False)
+    _require_folder(folder)
+    require_available(resolve_model(settings.model))
+    # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
+    with OutputFolder(folder).claim("ssogen score") as left_behind, command_log(folder, "score"):
+        note_lock_takeover(left_behind)
+        report = _score_with_progress(folder, settings, templates)
+        show(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too long to "
+             f"score) of {report.rows}; configs: " + ", ".join(f"{k} {v}" for k, v in report.counts.items()),
+             highlight=False, markup=False)
+        if report.dropped_by_reason:
+            show("dropped: " + ", ".join(f"{k} {v}" for k, v in report.dropped_by_reason.items()),
+                 highlight=False, markup=False)
+        note = empty_pairs_note(report.counts)
+        if note:
+            warn(note)
 
-    def progress(done: int, total: int) -> None:
-        err_console.print(f"scored {done}/{total} rows", highlight=False, markup=False)
 
-    report = score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
-                          chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
-                          progress=progress, templates=templates)
-    console.print(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too "
-                  f"long to score) of {report.rows}; configs: "
-                  + ", ".join(f"{k} {v}" for k, v in report.counts.items()), highlight=False, markup=False)
-    if report.dropped_by_reason:
-        console.print("dropped: " + ", ".join(f"{k} {v}" for k, v in report.dropped_by_reason.items()),
-                      highlight=False, markup=False)
-    from ssogen.dataset.folder import empty_pairs_note
+def _score_with_progress(folder: Path, settings: ScoreConfig, templates: Path | None) -> Any:
+    """score_folder under a progress bar: rows scored, rows per second of engine time, time left."""
+    import logging
 
-    note = empty_pairs_note(report.counts)
-    if note:
-        err_console.print(note, style="yellow", highlight=False, markup=False)
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from ssogen.dataset.score import score_folder
+
+    progress = progress_bar(TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    task = progress.add_task("score", total=None, info="")
+    first: list[int] = []  # rows done when the engine started
+
+    def on_progress(update: ScoreProgress) -> None:
+        if not first:  # the cache is read: the bar starts here (a bad input has failed before)
+            first.append(update.rows_done)
+            info = "loading the engine" if update.rows_done < update.rows_total else "all rows in the cache"
+            progress.update(task, total=update.rows_total, completed=update.rows_done, info=info)
+            progress.start()
+            return
+        rate = (update.rows_done - first[0]) / update.engine_s if update.engine_s > 0 else 0.0
+        left = (update.rows_total - update.rows_done) / rate if rate > 0 else None
+        info = f"{rate:.1f} rows/s, " + (f"{left:.0f} s left" if left is not None else "time left unknown")
+        progress.update(task, completed=update.rows_done, info=info)
+        logging.getLogger("ssogen.score").info("%d of %d rows scored: %s", update.rows_done, update.rows_total,
+                                               info)
+
+    try:
+        return score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
+                            chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
+                            progress=on_progress, templates=templates)
+    finally:
+        progress.stop()

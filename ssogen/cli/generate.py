@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import console, err_console, user_errors
+from ssogen.cli.common import command_log, console, note_lock_takeover, progress_bar, show, user_errors, warn
 from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.license import license_note
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
 from ssogen.models import require_available
+
+logger = logging.getLogger("ssogen.generate")
 
 
 @with_options(RunConfig)
@@ -35,6 +39,9 @@ def generate(
     from ssogen.generate.plan import plan_run
 
     plan = plan_run(resolve_config(options, config))
+    note = license_note(plan.config.license)
+    if note:
+        warn(note)
     if dry_run:
         _print_dry_run(plan)
         return
@@ -42,11 +49,10 @@ def generate(
     # in about a second. The lock is held until the run ends.
     plan.check_output_folder(overwrite=overwrite)
     with OutputFolder(plan.config.out).claim("ssogen generate") as left_behind:
-        if left_behind is not None:
-            err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer "
-                              "running", highlight=False, markup=False)
+        note_lock_takeover(left_behind)
         require_available(plan.model)
-        _run_with_progress(plan, overwrite)
+        with command_log(plan.config.out, "generate"):
+            _run_with_progress(plan, overwrite)
 
 
 def _print_dry_run(plan: Any) -> None:
@@ -57,9 +63,9 @@ def _print_dry_run(plan: Any) -> None:
     console.rule("plan")
     console.print(f"model {cfg.model} ({cfg.engine}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source}", markup=False)
-    console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_in}, skipped: {skipped}); "
-                  f"chunks of {cfg.chunk_size}; requests: {len(plan.rows)} selection + {3 * len(plan.rows)} "
-                  f"sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
+    console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
+                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {len(plan.rows)} selection + "
+                  f"{3 * len(plan.rows)} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
     if plan.prompts.reduced:
@@ -92,7 +98,6 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -103,15 +108,21 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
 
     load_tokenizer(plan)  # fail before any progress output
 
-    progress = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, transient=False)
-    task = progress.add_task("generate", total=len(plan.rows), info="loading model")
+    # Progress on stderr (the summary alone on stdout); warnings are printed above the bar, never into it.
+    progress = progress_bar(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    task = progress.add_task("generate", total=len(plan.rows), info="loading the model")
 
     def on_progress(update: ProgressUpdate) -> None:
-        rate = update.tokens / update.elapsed_s if update.elapsed_s > 0 else 0.0
-        progress.update(task, completed=update.rows_done, info=f"{rate:,.0f} tok/s, kept {update.kept}, "
-                                                               f"dropped {update.dropped}")
+        counts = f"kept {update.kept}, dropped {update.dropped}"
+        if update.elapsed_s > 0:  # tokens per second of engine time: loading the model is not in it
+            info = f"{update.tokens / update.elapsed_s:,.0f} tok/s, {counts}"
+        elif update.rows_done == update.rows_total:
+            info = f"all rows done by an earlier run, {counts}"
+        else:
+            info = "starting the engine"
+        progress.update(task, completed=update.rows_done, info=info)
+        logger.info("%d of %d rows done: %s", update.rows_done, update.rows_total, info)
 
     try:
         with progress:
@@ -120,7 +131,8 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
         if exc.exit_code == 130:
             console.print(f"to resume: {shlex.join(['ssogen', *sys.argv[1:]])}", markup=False, highlight=False)
         raise
-    _print_summary(result.manifest)
+    _print_summary(result.manifest, plan.config.limit)
+    _print_next_steps(plan, result.manifest)
 
 
 def _parts_dropped(parts: dict[str, int]) -> str:
@@ -132,11 +144,19 @@ def _shown(value: object) -> str:
     return "–" if value is None else str(value)
 
 
-def _print_summary(manifest: dict[str, Any]) -> None:
+def _rows_in(s: dict[str, Any], limit: int | None) -> str:
+    """The rows taken, and how they relate to the input under --limit."""
+    skipped = ", ".join(f"{k} {v}" for k, v in s["rows_skipped"].items()) or "0"
+    taken = f"{s['rows_in']} / {skipped}"
+    if limit is not None and s["rows_read"] < s["input_rows"]:
+        taken += f" (--limit {limit}: the first {s['rows_read']} of {s['input_rows']} input rows read)"
+    return taken
+
+
+def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     s = manifest["summary"]
     table = Table(title=f"ssogen generate: {manifest['name']}", show_header=False, title_justify="left")
-    skipped = ", ".join(f"{k} {v}" for k, v in s["rows_skipped"].items()) or "0"
-    table.add_row("rows in / skipped", f"{s['rows_in']} / {skipped}")
+    table.add_row("rows in / skipped", _rows_in(s, limit))
     if s["conversation_parts_dropped"]:
         table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
     table.add_row("rows kept", str(s["kept"]))
@@ -151,12 +171,29 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table.add_row("feature counts", ", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items())))
     requests = manifest["requests_this_invocation"]
     table.add_row("requests run now", ", ".join(f"{k} {v}" for k, v in requests.items()) or "0 (all done)")
-    table.add_row("wall time / tokens/s", f"{s['wall_time_s']} s / {s['tokens_per_s']}")
+    engine_s = s.get("generation_time_s")
+    table.add_row("wall time / engine time", f"{s['wall_time_s']} s / {_shown(engine_s)} s"
+                  + (f" (model loading {s['wall_time_s'] - engine_s:.1f} s)" if engine_s else ""))
+    table.add_row("tokens/s (engine time)", _shown(s["tokens_per_s"]))
     table.add_row("system role merged", str(manifest["system_role_merged"]))
-    table.add_row("output", ", ".join(f"{k} {v}" for k, v in manifest["configs"].items()))
-    console.print(table)
+    table.add_row("output", ", ".join(f"{k} {v}" for k, v in manifest["configs"].items())
+                  + (f" (test split: {manifest['split']['test_size']:g} of the queries)" if manifest.get("split")
+                     else ""))
+    show(table)
     from ssogen.dataset.folder import empty_pairs_note
 
-    note = empty_pairs_note(manifest["configs"])
-    if note:
-        err_console.print(note, style="yellow", highlight=False, markup=False)
+    for warning in [*s.get("warnings", []), empty_pairs_note(manifest["configs"])]:
+        if warning:
+            warn(warning)
+
+
+def _print_next_steps(plan: Any, manifest: dict[str, Any]) -> None:
+    """What to run next: look at the data, score it with the policy, train on it (local paths as the user typed
+    them: this goes to the terminal only, never into the folder)."""
+    out, model = plan.config.out, plan.config.model
+    steps = [shlex.join(["ssogen", "stats", out])]
+    if not manifest.get("score"):
+        steps.append(shlex.join(["ssogen", "score", out, "--model", model]))
+    if manifest["configs"].get("sso", 0) > 0:
+        steps.append(shlex.join(["ssogen", "train", "--data", out, "--model", model, "--out", f"{out}-model"]))
+    show("next: " + "\n      ".join(steps), markup=False, highlight=False, soft_wrap=True)

@@ -35,7 +35,7 @@ def _typer_parameter(spec: OptionSpec, config_flag: str | None) -> inspect.Param
 def with_options(model: type[BaseModel], *, into: str = "options", config_flag: str | None = "--config",
                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a command whose parameter `into` receives {field: value or None} for every option of model."""
-    specs = option_specs(model)
+    specs = [spec for spec in option_specs(model) if spec.cli]  # a PASS_THROUGH field has no flag
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ssogen.cli.common import console, err_console, user_errors
+from ssogen.cli.common import command_log, console, err_console, note_lock_takeover, user_errors
 from ssogen.cli.options import with_options
 from ssogen.train.config import TrainConfig, build_config
 
@@ -29,16 +29,16 @@ def train(
     from ssogen.train.output import TrainOutput
 
     settings = build_config(options, config)
-    # Data, model and --out, still without torch: errors (and a folder another run is writing) come in a second.
+    # Data, model, --out and loggers, still without torch: errors (and a folder another run is writing) come in a
+    # second.
     _, verdict = check_training_inputs(settings)
     if verdict.action == "finished":
         console.print(f"nothing to do: {settings.out} holds a finished training run of this configuration (use "
                       "--overwrite to train again)", highlight=False, markup=False, soft_wrap=True)
         return
     with TrainOutput(settings.out).claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
-        if left_behind is not None:
-            err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer "
-                              "running", highlight=False, markup=False)
-        from ssogen.train.run import run_training
+        note_lock_takeover(left_behind)
+        with command_log(settings.out, "train"):
+            from ssogen.train.run import run_training
 
-        run_training(settings, console)
+            run_training(settings, console, progress_console=err_console)

@@ -1,19 +1,26 @@
 """The dataset card (README.md of the output folder), rendered from `templates/card.md.jinja`.
 
 Everything the template sees comes from the folder itself (manifest.json, library.yaml, the parquet files'
-row counts and schemas, stats and plots), so re-rendering is always safe. The template, YAML header included,
+row counts and schemas, a few example rows, stats and plots), so re-rendering is always safe. The YAML header
+carries the license, the configs with their splits and the `dataset_info` block (features and split sizes), which
+`datasets` checks against the files: it must be re-rendered whenever the rows change, as every command that
+changes them does. The template, YAML header included,
 can be replaced with `--templates DIR` like the prompt templates. Written by `generate` at the end of a run and
 refreshed by `stats`, `score` and `push-to-hub`, unless a person wrote the card (no GENERATED_MARKER)."""
 
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ssogen.dataset.configs import yaml_features
 from ssogen.dataset.folder import CARD_MARKER, CONFIGS, OutputFolder
+from ssogen.dataset.license import LICENSE_DEFAULT
 from ssogen.dataset.plots import existing_plots
+from ssogen.dataset.splits import SPLITS
 from ssogen.dataset.stats import VARIANT_LABELS, DatasetStats, folder_stats
 from ssogen.errors import UserError
 from ssogen.io import write_text_atomic
@@ -44,7 +51,10 @@ class CardManifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str | None = None
+    license: str | None = None
     model: str | None = None
+    model_origin: str | None = None
+    model_fingerprint: str | None = None
     engine: str | None = None
     seed: int | None = None
     versions: dict[str, str | None] = {}
@@ -53,6 +63,7 @@ class CardManifest(BaseModel):
     sampling: dict[str, Any] = {}
     system_role_merged: bool | None = None
     score: dict[str, Any] | None = None
+    split: dict[str, Any] | None = None
 
 
 def size_category(rows: int) -> str:
@@ -89,7 +100,70 @@ def _cell(value: Any) -> str:
     return _text(value).replace("|", "\\|").replace("\n", " ")
 
 
-FILTERS = {"num": _num, "pct": _pct, "cell": _cell}
+def _yaml(value: Any) -> str:
+    """Data as block YAML (the `dataset_info` of the header), without a trailing newline."""
+    from ruamel.yaml import YAML
+
+    stream = StringIO()
+    yaml = YAML()  # round-trip: keys stay in the order written (name before dtype, as `datasets` writes them)
+    yaml.default_flow_style = False
+    yaml.dump(value, stream)
+    return stream.getvalue().rstrip("\n")
+
+
+def _fence(text: str) -> str:
+    """Text in a fenced block whose fence is longer than any run of backticks inside it."""
+    longest, run = 0, 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _shorten(text: str, limit: int = 600) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
+FILTERS = {"num": _num, "pct": _pct, "cell": _cell, "yaml": _yaml, "fence": _fence, "shorten": _shorten}
+EXAMPLE_ROWS = 3  # kept rows shown in the card, in input order
+
+
+def _configs(folder: OutputFolder) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The header's `configs` (each with its splits and their file patterns) and its `dataset_info` (features
+    and split sizes of every config whose files can be read)."""
+    sizes, schemas = folder.split_sizes(), folder.schemas()
+    configs, info = [], []
+    for config in CONFIGS:
+        found = sizes.get(config, {})
+        named = any(p.name.startswith(f"{s}-") for paths in folder.split_files(config).values() for p in paths
+                    for s in SPLITS)
+        splits = [{"name": s, "rows": found[s][0], "data_files": folder.data_files(config, s if named else None)}
+                  for s in SPLITS if s in found] or [{"name": "train", "rows": None,
+                                                      "data_files": folder.data_files(config)}]
+        configs.append({"name": config, "rows": sum(n for n, _ in found.values()) if found else None,
+                        "data_files": folder.data_files(config), "splits": splits})
+        if found and config in schemas:
+            info.append({
+                "config_name": config, "features": yaml_features(schemas[config]),
+                "splits": [{"name": s, "num_bytes": found[s][1], "num_examples": found[s][0]}
+                           for s in SPLITS if s in found],
+                "download_size": sum(p.stat().st_size for ps in folder.split_files(config).values() for p in ps),
+                "dataset_size": sum(b for _, b in found.values()),
+            })
+    return configs, info
+
+
+def _examples(folder: OutputFolder) -> list[dict[str, Any]]:
+    """A few kept rows for the card (none when the triplets cannot be read)."""
+    try:
+        records = folder.read_triplets()
+    except UserError:
+        return []
+    return [record.model_dump(include={"id", "prompt", "features", "extra", "response_good", "response_bad",
+                                       "response_raw"})
+            for record in records if record.kept][:EXAMPLE_ROWS]
 
 
 def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str | None) -> dict[str, Any]:
@@ -100,12 +174,17 @@ def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str 
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"{folder.manifest}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    counts = folder.row_counts()
+    configs, dataset_info = _configs(folder)
     return {
         "name": manifest.name or (repo_id.split("/")[-1] if repo_id else folder.root.resolve().name),
-        "source": repo_id or str(folder.root),  # what the loading snippets pass to load_dataset
-        "size_category": size_category(counts.get("triplets", 0)),
-        "configs": [{"name": c, "rows": counts.get(c), "data_files": folder.data_files(c)} for c in CONFIGS],
+        # What the loading snippets pass to load_dataset: the repo, or the folder's name (never its local path).
+        "source": repo_id or folder.root.resolve().name,
+        "license": manifest.license or LICENSE_DEFAULT,
+        "size_category": size_category(next((c["rows"] or 0 for c in configs if c["name"] == "triplets"), 0)),
+        "configs": configs,
+        "dataset_info": dataset_info,
+        "has_test_split": any(s["name"] == "test" for c in configs for s in c["splits"]),
+        "examples": _examples(folder),
         "manifest": manifest,
         "raw_manifest": raw_manifest,  # every key, for templates of your own
         "library": folder.library(raw_manifest),

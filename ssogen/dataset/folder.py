@@ -5,12 +5,13 @@ an upload of the folder) plus ssogen's own files:
 
     README.md                                    the dataset card; its YAML header declares the configs
     data/<config>/train-00000-of-00001.parquet   one file per config: triplets, dpo, sso, reward
+    data/<config>/test-00000-of-00001.parquet    the held-out split, with `generate --test-size`
     manifest.json                                versions, model, engine, seeds, sampling, counts, status
     config.resolved.yaml                         the run's options after defaults, config file and flags
     library.yaml                                 the principle library used (its sha256 is in the manifest)
     stats.json, plots/                           written by `ssogen stats` and `ssogen score`
     judge.json                                   written by `ssogen judge`: settings, metrics, every answer
-    logs/
+    logs/<command>-<UTC time>.log                every command's full log (never published: it names local paths)
     .ssogen/                                     in-progress state, never published:
         marker.json                              ssogen's mark: the folder is ssogen's (--overwrite may clear it)
         lock                                     held by the one command writing the folder (`ssogen.lock`)
@@ -23,30 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssogen.dataset.configs import CONFIGS, config_schema, split_config_rows
+from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, write_json_atomic, write_parquet_atomic, write_text_atomic
 from ssogen.lock import Holder
-from ssogen.ownership import FINGERPRINT, LOCK, MARKER, WORK_DIR, claim, clear_work_dir
-from ssogen.records import (
-    SSO_TEXT_COLUMNS,
-    SSO_TRUNCATION_COLUMNS,
-    TripletRecord,
-    dpo_pair,
-    reward_pair,
-    sso_row,
-)
+from ssogen.ownership import FINGERPRINT, LOCK, LOG_PATTERN, MARKER, WORK_DIR, claim, holds_anything, remove_written
+from ssogen.records import TripletRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.principles import Library
 
-CONFIGS = ("triplets", "dpo", "sso", "reward")
+__all__ = ["CONFIGS", "OutputFolder", "empty_pairs_note"]
 CARD = "README.md"
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.resolved.yaml"
@@ -56,58 +53,16 @@ JUDGE = "judge.json"
 PLOTS = "plots"
 LOGS = "logs"
 SCORE_CACHE = "score"
-SHARD_FILE = "train-00000-of-00001.parquet"
+SHARD_SUFFIX = "-00000-of-00001.parquet"  # data/<config>/<split><SHARD_SUFFIX>
+SHARD_FILE = TRAIN + SHARD_SUFFIX
 # The last line of every card ssogen renders: a card without it was written by a person and is left alone.
 CARD_MARKER = "<!-- ssogen dataset card: `ssogen stats` and `ssogen score` rewrite this file -->"
-T = TypeVar("T")
 # The files a run writes at the top of the folder (stats.json, plots and judge.json come from `stats`, `score`
 # and `judge` and would describe the old run). `--overwrite` removes these, the parquet files ssogen writes under
-# data/, the plots and logs it names, and the work dir; nothing else.
+# data/, the plots and logs it names (not the log the running command is writing), and the work dir; nothing else.
 RUN_FILES = (CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, STATS, JUDGE)
-RUN_PATTERNS = (f"data/*/{SHARD_FILE}", f"data/*/.*{TMP_SUFFIX}", f"{PLOTS}/*.png", f"{PLOTS}/.*{TMP_SUFFIX}",
-                f"{LOGS}/*.log")
-
-
-def config_schema(config: str) -> pa.Schema:
-    """Explicit schemas, so that empty configs and all-null columns still get the right types."""
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    if config == "dpo":
-        return pa.schema([("id", pa.string()), ("prompt", pa.list_(message)),
-                          ("chosen", pa.list_(message)), ("rejected", pa.list_(message))])
-    if config == "reward":
-        return pa.schema([("id", pa.string()), ("chosen", pa.list_(message)), ("rejected", pa.list_(message))])
-    if config == "sso":
-        return pa.schema([*((name, pa.string()) for name in SSO_TEXT_COLUMNS),
-                          *((name, pa.bool_()) for name in SSO_TRUNCATION_COLUMNS)])
-    if config == "triplets":
-        fields = []
-        for name, info in TripletRecord.model_fields.items():
-            annotation = str(info.annotation)
-            if "list" in annotation:
-                kind: pa.DataType = pa.list_(pa.string())
-            elif "bool" in annotation:
-                kind = pa.bool_()
-            elif "int" in annotation:
-                kind = pa.int64()
-            elif "float" in annotation:
-                kind = pa.float64()
-            else:
-                kind = pa.string()
-            fields.append((name, kind))
-        return pa.schema(fields)
-    raise ValueError(f"unknown config {config!r} (known: {', '.join(CONFIGS)})")
-
-
-def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, Any]]]:
-    """All four configs from the triplets; pair configs hold kept rows only."""
-    records = list(records)
-    kept = [r for r in records if r.kept]
-    return {
-        "triplets": [r.model_dump() for r in records],
-        "dpo": [dpo_pair(r) for r in kept],
-        "sso": [sso_row(r) for r in kept],
-        "reward": [reward_pair(r) for r in kept],
-    }
+RUN_PATTERNS = (f"data/*/*{SHARD_SUFFIX}", f"data/*/.*{TMP_SUFFIX}", f"{PLOTS}/*.png", f"{PLOTS}/.*{TMP_SUFFIX}",
+                LOG_PATTERN)
 
 
 class OutputFolder:
@@ -141,18 +96,36 @@ class OutputFolder:
     def config_dir(self, config: str) -> Path:
         return self.root / "data" / config
 
-    def config_file(self, config: str) -> Path:
-        """The parquet file ssogen writes for a config."""
-        return self.config_dir(config) / SHARD_FILE
+    def config_file(self, config: str, split: str = TRAIN) -> Path:
+        """The parquet file ssogen writes for a config's split (train unless told)."""
+        return self.config_dir(config) / f"{split}{SHARD_SUFFIX}"
 
     @staticmethod
-    def data_files(config: str) -> str:
-        """A config's files as a pattern relative to the folder (the card's YAML header declares these)."""
-        return f"data/{config}/*.parquet"
+    def data_files(config: str, split: str | None = None) -> str:
+        """A config's files (of one split) as a pattern relative to the folder, as the card's header declares."""
+        return f"data/{config}/{split}-*.parquet" if split else f"data/{config}/*.parquet"
 
     def config_files(self, config: str) -> list[Path]:
         """Every parquet file of a config, sorted (a folder written by other tools may hold several)."""
         return sorted(self.config_dir(config).glob("*.parquet"))
+
+    def split_files(self, config: str) -> dict[str, list[Path]]:
+        """A config's files by split: `<split>-*.parquet`; in a folder whose files follow no split naming, every
+        file counts as train."""
+        files = self.config_files(config)
+        named = {split: [p for p in files if p.name.startswith(f"{split}-")] for split in SPLITS}
+        if not any(named.values()):
+            return {TRAIN: files} if files else {}
+        return {split: paths for split, paths in named.items() if paths}
+
+    def log_file(self, command: str) -> Path:
+        """A new log file for one invocation: logs/<command>-<UTC time>.log (-2, -3, ... within one second)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path, number = self.logs / f"{command}-{stamp}.log", 1
+        while path.exists():
+            number += 1
+            path = self.logs / f"{command}-{stamp}-{number}.log"
+        return path
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -172,41 +145,78 @@ class OutputFolder:
         table = pa.Table.from_pylist(rows, schema=schema or config_schema(config))
         return write_parquet_atomic(self.config_file(config), table)
 
-    def write_configs(self, records: Iterable[TripletRecord]) -> dict[str, int]:
-        """Every config's parquet file from the triplets; returns the row count per config."""
+    def write_configs(self, records: Iterable[TripletRecord], split: SplitSpec | None = None) -> dict[str, int]:
+        """Every config's parquet files from the triplets, split into train and test by `split` (None: train
+        only); returns the row count per config. A test split without rows in a config gets no file, since
+        `datasets` cannot read an empty parquet split; a test file of an earlier split is removed."""
         counts = {}
-        for config, rows in config_rows(records).items():
-            self.write_config(config, rows)
-            counts[config] = len(rows)
+        for config, parts in split_config_rows(records, split).items():
+            self.write_config(config, parts[TRAIN])
+            test_file = self.config_file(config, TEST)
+            if parts[TEST]:
+                write_parquet_atomic(test_file, pa.Table.from_pylist(parts[TEST], schema=config_schema(config)))
+            elif test_file.exists():
+                test_file.unlink()
+            counts[config] = len(parts[TRAIN]) + len(parts[TEST])
         return counts
 
-    def read_config(self, config: str, path: Path | None = None) -> pa.Table:
-        """A config's table (or one of its files); a corrupt file is one clear line."""
-        path = self.require(path or self.config_file(config))
+    def read_config(self, config: str, path: Path | None = None, split: str | None = None) -> pa.Table:
+        """A config's table: one file (`path`), one split, or every split (train first); a corrupt file is one
+        clear line."""
+        if path is not None:
+            paths = [self.require(path)]
+        else:
+            by_split = self.split_files(config)
+            paths = by_split.get(split, []) if split else [p for s in SPLITS for p in by_split.get(s, [])]
+            if not paths:
+                paths = [self.require(self.config_file(config, split or TRAIN))]
+        tables = []
+        for file in paths:
+            try:
+                tables.append(pq.read_table(file))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise UserError(f"{file}: corrupt parquet file ({exc})") from None
         try:
-            return pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{path}: corrupt parquet file ({exc})") from None
+            return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise UserError(f"{self.config_dir(config)}: its files disagree on the columns ({exc})") from None
 
     def read_triplets(self) -> list[TripletRecord]:
-        """The `triplets` config as records (columns a newer ssogen added are ignored)."""
+        """The `triplets` config as records, every split, in input order (columns a newer ssogen added are
+        ignored)."""
         rows = self.read_config("triplets").to_pylist()
         known = TripletRecord.model_fields
-        return [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}) for row in rows]
+        records = [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}) for row in rows]
+        return sorted(records, key=lambda r: r.position)
 
     def row_counts(self) -> dict[str, int]:
-        """Rows per config from the parquet footers (configs whose file is missing or unreadable are left out)."""
-        return {config: meta.num_rows for config, meta in self._each_readable(pq.read_metadata).items()}
+        """Rows per config, every split, from the parquet footers (configs that cannot be read are left out)."""
+        return {config: sum(n for n, _ in sizes.values()) for config, sizes in self.split_sizes().items()}
 
-    def schemas(self) -> dict[str, pa.Schema]:
-        """The schema of each config whose file can be read."""
-        return self._each_readable(pq.read_schema)
-
-    def _each_readable(self, read: Callable[[Path], T]) -> dict[str, T]:
-        found: dict[str, T] = {}
+    def split_sizes(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """config -> split -> (rows, uncompressed bytes), from the parquet footers; configs with a file that
+        cannot be read are left out (the commands that read rows report it)."""
+        sizes: dict[str, dict[str, tuple[int, int]]] = {}
         for config in CONFIGS:
             try:
-                found[config] = read(self.config_file(config))
+                found = {}
+                for split, paths in self.split_files(config).items():
+                    metas = [pq.read_metadata(p) for p in paths]
+                    found[split] = (sum(m.num_rows for m in metas),
+                                    sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups)))
+            except Exception:  # missing or corrupt
+                continue
+            if found:
+                sizes[config] = found
+        return sizes
+
+    def schemas(self) -> dict[str, pa.Schema]:
+        """The schema of each config whose first file can be read."""
+        found: dict[str, pa.Schema] = {}
+        for config in CONFIGS:
+            files = [p for paths in self.split_files(config).values() for p in paths]
+            try:
+                found[config] = pq.read_schema(files[0])
             except Exception:  # missing or corrupt: the commands that read rows report it
                 continue
         return found
@@ -280,7 +290,7 @@ class OutputFolder:
         return self.marker.is_file() or self.fingerprint.is_file()
 
     def holds_anything(self) -> bool:
-        return self.root.exists() and any(self.root.iterdir())
+        return holds_anything(self.root)
 
     def claim(self, command: str) -> contextlib.AbstractContextManager[Holder | None]:
         """Hold the folder's lock and mark it as ssogen's (`ssogen.ownership.claim`)."""
@@ -289,19 +299,10 @@ class OutputFolder:
     def remove_run_outputs(self) -> None:
         """What `--overwrite` does: remove the files ssogen wrote for a previous run, and nothing a person put
         there (a card a person wrote stays too). The lock and the marker stay: the folder remains ssogen's."""
-        if not self.root.is_dir():
-            return
-        for name in RUN_FILES:
-            target = self.root / name
-            if target.is_file() and (target != self.card or self.card_is_generated()):
-                target.unlink()
-        for pattern in RUN_PATTERNS:
-            for target in self.root.glob(pattern):
-                target.unlink()
-        clear_work_dir(self.work_dir)
-        for folder in [*self.root.glob("data/*"), self.root / "data", self.plots, self.logs]:
-            with contextlib.suppress(OSError):  # left when something else is still inside
-                folder.rmdir()
+        if self.root.is_dir():
+            files = [self.root / name for name in RUN_FILES if name != CARD or self.card_is_generated()]
+            remove_written(self.root, files, RUN_PATTERNS, self.work_dir,
+                           [*self.root.glob("data/*"), self.root / "data", self.plots, self.logs])
 
 
 def empty_pairs_note(counts: dict[str, int]) -> str | None:

@@ -1,23 +1,23 @@
 """`ssogen push-to-hub`: upload an output folder to a Hub dataset repository as one commit.
 
-What goes up: the card, the parquet configs, manifest/stats/library/config files, plots and logs. What never
-goes up: OUT/.ssogen/ (in-progress shards, score caches) and any other hidden path, temporary files of the
-atomic writers, Python caches. The token is only handed to huggingface_hub, which sends it in the
+What goes up: the card, the parquet configs, manifest/stats/library/config files, judge.json and the plots. What
+never goes up: OUT/.ssogen/ (in-progress shards, score caches) and any other hidden path, OUT/logs/ (the commands'
+logs name local paths, the user's home folder among them, and the machine), temporary files of the atomic
+writers, Python caches. The token is only handed to huggingface_hub, which sends it in the
 Authorization header; it is never printed, logged or written (errors are scrubbed of it as a second guard).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from ssogen.dataset.card import card_is_generated, render_card
-from ssogen.dataset.folder import CARD, CONFIGS, OutputFolder
+from ssogen.dataset.folder import CARD, CONFIGS, LOGS, OutputFolder
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, write_text_atomic
+from ssogen.runlog import hide, secret_forms
 
 # Exit code for a failure of the network or the Hub (bad input keeps UserError's default 2).
 HUB_FAILURE = 1
@@ -61,6 +61,7 @@ def validate_repo_id(repo_id: str) -> str:
 def _excluded(relative: Path) -> bool:
     parts = relative.parts
     return (any(part.startswith(".") for part in parts)  # .ssogen/, .cache/, .git/, editor files
+            or parts[0] == LOGS
             or "__pycache__" in parts
             or relative.name.endswith((TMP_SUFFIX, ".lock", ".incomplete")))
 
@@ -144,19 +145,6 @@ def resolve_token(token: str | None) -> str:
     return found
 
 
-def secret_forms(*secrets: str | None) -> list[str]:
-    """Every way a message may spell a secret: as is, stripped, Python-escaped (repr of str and of bytes),
-    JSON-escaped and URL-quoted; the longest first, so that no part of a longer form survives a shorter one."""
-    forms: set[str] = set()
-    for secret in secrets:
-        for value in {secret or "", (secret or "").strip()}:
-            if not value:
-                continue
-            forms.update({value, repr(value)[1:-1], json.dumps(value)[1:-1], repr(value.encode())[2:-1],
-                          quote(value, safe="")})
-    return sorted(forms, key=len, reverse=True)
-
-
 def _scrub(text: str, *secrets: str | None) -> str:
     for form in secret_forms(*secrets):
         text = text.replace(form, "***")
@@ -237,6 +225,7 @@ def push_to_hub(
     validate_repo_id(repo_id)
     counts = check_publishable(folder.root, allow_incomplete=allow_incomplete)
     secret = resolve_token(token)
+    hide(secret)  # whichever way it was found: never in a log line or a message
     card = prepare_card(folder.root, repo_id, templates)
     if card is not None:  # keep the local folder identical to what the Hub will hold
         write_text_atomic(folder.card, card)

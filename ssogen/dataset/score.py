@@ -10,17 +10,18 @@ Conventions (shared with `ssogen train`, which builds its sequences with the sam
   (finish reason "length") gets none; the mean is over all of these tokens, end token(s) included.
 
 Resumable like generate: finished rows are appended (fsynced) to OUT/.ssogen/score/<key>/scores-<n>.jsonl, where
-the key hashes the model's fingerprint (`ssogen.models`) and the tokenization settings, and every cached row
-carries a hash of its texts, so a rerun scores only what is missing and never reuses a score of other text or
-another model.
+the key hashes the model's identity and the tokenization settings, and every cached row carries a hash of its
+texts, so a rerun scores only what is missing and never reuses a score of other text or another model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,9 +38,11 @@ from ssogen.dataset.likelihood import (
 )
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.shards import ShardStore
+from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
-from ssogen.models import ModelRef, load_error, model_fingerprint, require_available, resolve_model
+from ssogen.fingerprint import model_fingerprint, model_record
+from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import option
 
@@ -77,6 +80,13 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
         return LikelihoodFilterOptions(**{k: getattr(self, k) for k in LikelihoodFilterOptions.model_fields})
 
 
+@dataclass
+class ScoreProgress:
+    rows_done: int  # scored rows, those found in the cache included
+    rows_total: int
+    engine_s: float  # since the first engine call (0 while the engine loads)
+
+
 class ScoreReport(BaseModel):
     rows: int
     scored_now: int
@@ -105,12 +115,6 @@ def _load_tokenizer(model: ModelRef) -> Any:
         raise load_error(model, exc, what="load its tokenizer") from None
 
 
-def _check_score_record(record: dict[str, Any]) -> None:
-    if not isinstance(record.get("text"), str) or not isinstance(record.get("lp"), dict) \
-            or set(record["lp"]) != {name for name, _, _ in SCORED}:
-        raise ValueError("needs text and lp with the seven scores")
-
-
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
     from ssogen.chat import end_of_turn
 
@@ -118,6 +122,54 @@ def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
              "template": hashlib.sha256((getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
              "convention": CONVENTION, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What scoring with one model needs before any engine: the cache key and the chat template's behaviour."""
+
+    key: str
+    system_supported: bool
+    end_of_turn: dict[str, Any]
+
+
+def _setup(model: ModelRef, tokenizer: Any) -> _Setup:
+    from ssogen.chat import end_of_turn, supports_system_role
+
+    system_supported = supports_system_role(tokenizer)
+    return _Setup(cache_key(model_fingerprint(model).digest, tokenizer, system_supported), system_supported,
+                  end_of_turn(tokenizer).as_dict())
+
+
+def _earlier_setup(manifest: dict[str, Any], model: ModelRef) -> _Setup | None:
+    """The setup of the folder's last score when it was made with these very model files (a local folder with
+    the same fingerprint) and this version's conventions; None otherwise (then the tokenizer decides)."""
+    earlier = manifest.get("score")
+    if not model.local or not isinstance(earlier, dict) or earlier.get("convention") != CONVENTION:
+        return None
+    fingerprint = model_record(model).get("model_fingerprint")
+    cache, turn_end = earlier.get("cache"), earlier.get("end_of_turn")
+    if earlier.get("model_fingerprint") != fingerprint or not isinstance(cache, str) \
+            or not isinstance(turn_end, dict) or not isinstance(earlier.get("system_role_supported"), bool):
+        return None
+    return _Setup(Path(cache).name, earlier["system_role_supported"], turn_end)
+
+
+def _check_score_record(record: dict[str, Any]) -> None:
+    if not isinstance(record.get("text"), str) or not isinstance(record.get("lp"), dict) \
+            or set(record["lp"]) != {name for name, _, _ in SCORED}:
+        raise ValueError("needs text and lp with the seven scores")
+
+
+def _cached_scores(store: ShardStore, targets: list[TripletRecord]) -> dict[str, dict[str, float | None]]:
+    """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line)."""
+    cached = store.load("scores", _check_score_record)
+    found = {}
+    for record in targets:
+        entry = cached.get(record.id)
+        if entry is not None and entry.get("text") == row_text_hash(record):
+            found[record.id] = entry["lp"]
+    return found
 
 
 def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool,
@@ -148,15 +200,16 @@ def score_folder(
     engine_options: EngineOptions | None = None,
     chunk_rows: int = 64,
     filter_options: LikelihoodFilterOptions | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[ScoreProgress], None] | None = None,
     scorer: Any = None,
     templates: str | Path | None = None,
 ) -> ScoreReport:
     """Score every row the cheap filters kept (plus rows an earlier likelihood filter dropped), optionally
     apply the likelihood filter, rewrite the configs, and refresh manifest, stats, plots and card.
 
-    `progress(done, total)` is called after each chunk of rows; `scorer` lets a caller reuse a built engine;
-    `templates` is a folder whose card.md.jinja replaces the bundled card template."""
+    `progress` is called once when the cached rows are known (before any engine loads) and after each chunk;
+    `scorer` lets a caller reuse a built engine; `templates` is a folder whose card.md.jinja replaces the bundled
+    card template."""
     folder = OutputFolder(out_dir)
     folder.read_manifest()  # not an ssogen output folder: one line, before the folder is locked
     card_templates(templates)  # a bad --templates fails now, not after the scoring
@@ -170,40 +223,39 @@ def score_folder(
 
 def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineKind,
                    engine_options: EngineOptions | None, chunk_rows: int,
-                   filter_options: LikelihoodFilterOptions | None,
-                   progress: Callable[[int, int], None] | None, scorer: Any,
-                   templates: str | Path | None) -> ScoreReport:
-    from ssogen.chat import end_of_turn, supports_system_role
+                   filter_options: LikelihoodFilterOptions | None, progress: Callable[[ScoreProgress], None] | None,
+                   scorer: Any, templates: str | Path | None) -> ScoreReport:
     from ssogen.engine.launch import make_scorer
 
     records = folder.read_triplets()
     manifest = folder.read_manifest()
     targets = [r for r in records if likelihood_candidate(r)]
-    # The cache is looked up with the tokenizer alone: when every row is scored, no engine is loaded.
-    tokenizer = scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref)
-    system_supported = supports_system_role(tokenizer)
-    turn_end = end_of_turn(tokenizer)
-    key = cache_key(model_fingerprint(model_ref).digest, tokenizer, system_supported)
-    store = ShardStore(folder, folder.score_cache(key))
-    cached = store.load("scores", _check_score_record)
-    scores: dict[str, dict[str, float | None]] = {}
-    for record in targets:
-        entry = cached.get(record.id)
-        if entry is not None and entry.get("text") == row_text_hash(record):
-            scores[record.id] = entry["lp"]
+    # The cache is looked up before any engine loads, by the model's files alone when an earlier score of this
+    # model left its key in the manifest, else with the tokenizer: a fully scored folder loads neither.
+    setup = _earlier_setup(manifest, model_ref) if scorer is None else None
+    store = ShardStore(folder, folder.score_cache(setup.key)) if setup else None
+    scores = _cached_scores(store, targets) if store else {}
+    if setup is None or store is None or len(scores) < len(targets):  # the tokenizer decides the requests
+        setup = _setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
+        store = ShardStore(folder, folder.score_cache(setup.key))
+        scores = _cached_scores(store, targets)
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
     owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
-    if pending and scorer is None:
-        scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
+    system_supported, turn_end_ids = setup.system_supported, setup.end_of_turn["ids"]
     try:
+        if progress is not None:
+            progress(ScoreProgress(from_cache, len(targets), 0.0))
+        if pending and scorer is None:
+            scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
+        first_call = time.monotonic()
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]
             requests: list[Any] = []
             fitting: list[TripletRecord] = []
             finished: list[dict[str, Any]] = []
             for record in chunk:
-                row_requests = build_requests(record, scorer.tokenizer, system_supported, turn_end.ids)
+                row_requests = build_requests(record, scorer.tokenizer, system_supported, turn_end_ids)
                 if max(r.length for r in row_requests) > scorer.max_sequence_length:
                     # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
                     finished.append({"id": record.id, "text": row_text_hash(record),
@@ -219,7 +271,8 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
             store.append("scores", finished)
             scores.update({entry["id"]: entry["lp"] for entry in finished})
             if progress is not None:
-                progress(from_cache + min(start + chunk_rows, len(pending)), len(targets))
+                progress(ScoreProgress(from_cache + min(start + chunk_rows, len(pending)), len(targets),
+                                       time.monotonic() - first_call))
     except KeyboardInterrupt:
         store.close()
         raise UserError(f"interrupted: {len(scores)} of {len(targets)} rows are scored and saved in "
@@ -233,11 +286,11 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
     if filter_options is not None:
         updated = apply_likelihood_filter(updated, filter_options)
-    counts = folder.write_configs(updated)
+    counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest))  # the queries keep their split
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
-        "model": model_ref.name, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
-        "end_of_turn": turn_end.as_dict(),
+        **model_record(model_ref), "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
+        "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn,
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,
         "configs": counts, "cache": folder.relative(store.dir),

@@ -10,8 +10,9 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.settings import option, resolve_settings
 
@@ -21,12 +22,13 @@ from ssogen.settings import option, resolve_settings
 # * dp, ray_address, tp: where the engines run. (Tensor parallelism may change floating-point rounding, as any
 #   batch composition may on a GPU; each row is still a sample of the same model with the same settings.)
 # * gpu_memory_utilization, kv_cache_gb: memory only; the natural fix after an out-of-memory crash.
+# * license, test_size: only the card and the layout of the data files.
 # * model, principles, templates: paths; what they hold is fingerprinted instead (model fingerprint, library
 #   sha256, templates digest), so a moved folder resumes and a changed one is refused.
 # Kept in the fingerprint: engine and dtype (other kernels and precision give other samples) and max_model_len,
 # which decides which prompts are too long and clips each request's max_tokens to the room left in the context.
 NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
-                               "kv_cache_gb", "model", "principles", "templates"})
+                               "kv_cache_gb", "license", "test_size", "model", "principles", "templates"})
 
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
@@ -44,6 +46,10 @@ class _RunFields(BaseModel):
     limit: int | None = option(None, "Use only the first N prompts.", ge=1, panel=IO_PANEL, default_text="all")
     templates: str | None = option(None, "Folder overriding the prompt templates.", panel=IO_PANEL,
                                    default_text="bundled")
+    license: str = option(LICENSE_DEFAULT, LICENSE_HELP, panel=IO_PANEL)
+    test_size: float | None = option(
+        None, "Hold out this share of the queries as a test split (seeded with --seed; every row of a query "
+        "in the same split).", gt=0.0, lt=1.0, panel=IO_PANEL, default_text="none: one train split")
     # Feature selection and principles: the policy picks k features per query, S+/S- are built from them.
     features_per_query: int = option(2, "Features chosen per query (k).", ge=1, flags=("--features-per-query", "-k"),
                                      panel=SELECT_PANEL)
@@ -88,6 +94,8 @@ class RunConfig(EngineFields, _RunFields):
             data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
         return data
 
+    _license = field_validator("license")(check_license)
+
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
         if self.engine == "transformers" and self.selection == "guided":
@@ -116,11 +124,24 @@ def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None)
     return resolve_settings(RunConfig, flags, config_file)
 
 
-def to_yaml(config: RunConfig) -> str:
+def to_yaml(options: RunConfig | dict[str, Any]) -> str:
     from ruamel.yaml import YAML
 
     stream = StringIO()
     yaml = YAML()
     yaml.default_flow_style = False
-    yaml.dump(config.model_dump(), stream)
+    yaml.dump(options.model_dump() if isinstance(options, RunConfig) else options, stream)
     return stream.getvalue()
+
+
+def public_yaml(config: RunConfig, *, model: str, prompts: dict[str, str]) -> str:
+    """config.resolved.yaml as published: the options with every local path replaced (the model and the
+    queries by their names, --templates by its folder name, the library by the copy stored in the folder,
+    --out by "."), so that no file of the folder carries the user's home folder."""
+    options = config.model_dump()
+    options.update(out=".", model=model, principles="library.yaml",
+                   prompts=None if config.prompts is None else prompts["source"],
+                   templates=None if config.templates is None else Path(config.templates).resolve().name)
+    header = ("# The options of this run. Local paths are replaced by names: the model and the queries by their\n"
+              "# names (manifest.json has their fingerprints), the library by the copy in this folder.\n")
+    return header + to_yaml(options)

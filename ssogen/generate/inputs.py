@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import tempfile
@@ -38,10 +39,14 @@ class Row:
 
 @dataclass
 class PromptsRead:
+    """The queries taken from an input. With --limit N reading stops at the N-th usable row: `rows_read` rows
+    were looked at (`rows` taken, the rest `skipped`), of `input_rows` in the input."""
+
     source: str
     rows: list[PromptRow]
-    rows_in: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    input_rows: int = 0
+    rows_read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, among the rows read
     # Message-list rows reduced to their last user turn: what was left out -> rows (rows taken only).
     reduced: dict[str, int] = field(default_factory=dict)
 
@@ -133,6 +138,23 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
+def public_source(source: str | None) -> dict[str, str]:
+    """What a published manifest says about the queries: a file by its name and sha256, a folder by its name, a
+    hub id as it is; never a local path (which would carry the user's home folder into a published dataset)."""
+    if source is None:
+        return {"source": "demo queries", "origin": "bundled"}
+    path = Path(source).expanduser()
+    if path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return {"source": path.name, "origin": "local file", "sha256": digest.hexdigest()}
+    if path.is_dir():
+        return {"source": path.resolve().name, "origin": "local folder"}
+    return {"source": source, "origin": "hub"}
+
+
 def _is_message_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(
         isinstance(m, dict) and "role" in m and "content" in m for m in value)
@@ -199,18 +221,20 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
             raise UserError(f"--prompts {source}: no such file or folder")
     if not raw:
         raise UserError(f"{shown}: no rows")
-    read = PromptsRead(source=shown, rows=[], rows_in=len(raw))
+    read = PromptsRead(source=shown, rows=[], input_rows=len(raw))
     for position, row in enumerate(raw):
+        if limit is not None and len(read.rows) >= limit:
+            break
+        read.rows_read += 1
         value, reason, dropped = _query_of(row, prompt_field)
         if reason is None and not value.strip():
             reason = "blank_prompt"
         if reason is not None:
             read.skipped[reason] = read.skipped.get(reason, 0) + 1
             continue
-        if limit is None or len(read.rows) < limit:
-            read.rows.append(PromptRow(position=position, text=value))
-            for part in dropped:
-                read.reduced[part] = read.reduced.get(part, 0) + 1
+        read.rows.append(PromptRow(position=position, text=value))
+        for part in dropped:
+            read.reduced[part] = read.reduced.get(part, 0) + 1
     if not read.rows:
         raise UserError(_nothing_usable(shown, raw, prompt_field, read.skipped))
     return read

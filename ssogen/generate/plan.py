@@ -11,10 +11,11 @@ from typing import Any
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
+from ssogen.fingerprint import ModelFingerprint, model_fingerprint
 from ssogen.generate.config import RunConfig
 from ssogen.generate.inputs import PromptsRead, Row, read_prompts
 from ssogen.generate.steps import principle_writing, sampling, selection
-from ssogen.models import ModelFingerprint, ModelRef, model_fingerprint, resolve_model
+from ssogen.models import ModelRef, resolve_model
 from ssogen.principles import Library, LibraryError, LoadedLibrary, load_library
 from ssogen.records import row_id
 from ssogen.templating import Templates

@@ -19,12 +19,14 @@ from ssogen.chat import end_of_turn, has_chat_template, supports_system_role
 from ssogen.dataset.card import write_card
 from ssogen.dataset.folder import LIBRARY, OutputFolder
 from ssogen.dataset.shards import ShardStore
+from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import Engine, close_engine, stop_token_ids_of
 from ssogen.engine.launch import make_engine
 from ssogen.errors import UserError
-from ssogen.generate.config import RunConfig, to_yaml
+from ssogen.fingerprint import model_record
+from ssogen.generate.config import RunConfig, public_yaml
 from ssogen.generate.filters import VARIANTS
-from ssogen.generate.inputs import PromptsRead, Row
+from ssogen.generate.inputs import PromptsRead, Row, public_source
 from ssogen.generate.plan import RunPlan, plan_run
 from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.principle_writing import write_principles
@@ -46,7 +48,7 @@ class ProgressUpdate:
     kept: int
     dropped: int
     tokens: int  # generated in this invocation
-    elapsed_s: float
+    elapsed_s: float  # engine time: since the first engine call (0 while the model loads)
 
 
 @dataclass
@@ -106,7 +108,34 @@ def _select(session: Session, rows: list[Row]) -> tuple[list[dict[str, Any]], li
     return records, [too_long_record(row, session.config, None) for row in too_long]
 
 
-def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float, tokens: int) -> dict[str, Any]:
+# Above these shares of the sampled rows the run is not what the user thinks it is: the summary warns.
+TRUNCATED_WARNING_SHARE = 0.2
+FILLED_WARNING_SHARE = 0.2
+
+
+def run_warnings(records: list[TripletRecord], max_tokens: int) -> list[str]:
+    """Warnings about the data as a whole: too many responses cut at --max-tokens, or feature selection falling
+    back to a random pick for too many rows (then the principles are mostly chance, not the policy's choice)."""
+    sampled = [r for r in records if r.drop_reason != "prompt_too_long"]
+    if not sampled:
+        return []
+    found = []
+    truncated = sum(any(f.startswith("truncated_") for f in r.flags) for r in sampled)
+    if truncated > TRUNCATED_WARNING_SHARE * len(sampled):
+        found.append(f"{truncated} of {len(sampled)} rows ({truncated / len(sampled):.0%}) have a response cut at "
+                     f"--max-tokens {max_tokens}: raise --max-tokens, or the pairs compare unfinished answers")
+    filled = sum(r.selection_filled for r in sampled)
+    if filled > FILLED_WARNING_SHARE * len(sampled):
+        found.append(f"feature selection fell back to a random pick for {filled} of {len(sampled)} rows "
+                     f"({filled / len(sampled):.0%}): the policy seldom named enough valid features, so most "
+                     "principles are chance (try --selection guided or fewer --features-per-query)")
+    return found
+
+
+def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float, tokens: int,
+              generation_s: float | None = None, *, max_tokens: int | None = None) -> dict[str, Any]:
+    """The run's numbers for the manifest and the printed summary. `generation_s`: engine time (from the first
+    engine call), which tokens/s is measured over; model loading is in `wall_time_s` only."""
     kept = [r for r in records if r.kept]
 
     def mean(values: list[int]) -> float | None:
@@ -115,7 +144,9 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
     lengths = {v: mean([getattr(r, f"num_tokens_{v}") for r in kept]) for v in VARIANTS}
     good, bad = lengths["good"], lengths["bad"]
     return {
-        "rows_in": prompts.rows_in,
+        "rows_in": len(prompts.rows),  # the rows taken (under --limit: the first N usable ones)
+        "rows_read": prompts.rows_read,
+        "input_rows": prompts.input_rows,
         "rows_skipped": dict(prompts.skipped),
         # Message-list rows whose query is their last user turn: the parts left out -> rows.
         "conversation_parts_dropped": dict(prompts.reduced),
@@ -131,8 +162,10 @@ def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float,
         "chosen_rejected_length_ratio": round(good / bad, 3) if good and bad else None,
         "feature_counts": dict(Counter(n for r in records for n in [*r.features, *r.extra])),
         "wall_time_s": round(wall_s, 2),
+        "generation_time_s": round(generation_s, 3) if generation_s else None,
         "tokens_generated": tokens,
-        "tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else None,
+        "tokens_per_s": round(tokens / generation_s, 1) if generation_s and tokens else None,
+        "warnings": run_warnings(records, max_tokens) if max_tokens is not None else [],
     }
 
 
@@ -167,6 +200,9 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     session: Session | None = None
     if pending:
         folder.mark_incomplete()  # its data files are about to change: not to be published as finished
+    elif on_progress is not None:  # everything was done by an earlier invocation
+        kept = sum(1 for i in wanted if finished[i]["kept"])
+        on_progress(ProgressUpdate(len(plan.rows), len(plan.rows), kept, len(plan.rows) - kept, 0, 0.0))
     try:
         if pending:
             engine = engine or _build_engine(plan)
@@ -177,7 +213,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                     done = [finished[i] for i in wanted if i in finished]
                     kept = sum(1 for r in done if r["kept"])
                     on_progress(ProgressUpdate(len(done), len(plan.rows), kept, len(done) - kept,
-                                               session.tokens, time.monotonic() - started))
+                                               session.tokens, session.generation_s))
 
             report()
             for start in range(0, len(pending), config.chunk_size):
@@ -204,15 +240,18 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     # Nothing left to sample: learn the template's behaviour from the tokenizer alone.
     tokenizer = session.tokenizer if session else load_tokenizer(plan)
     records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]
-    counts = folder.write_configs(records)
-    folder.write_resolved_config(to_yaml(config))
+    split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
+    counts = folder.write_configs(records, split)
+    model = model_record(plan.model)
+    folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=public_source(config.prompts)))
     folder.write_library(plan.loaded_library.text)
     tokens = session.tokens if session else 0
     manifest = {
         "name": folder.root.resolve().name,
         "status": "complete",
+        "license": config.license,
         "versions": _versions(),
-        "model": config.model,
+        **model,
         "engine": session.engine.name if session else config.engine,
         "engine_options": config.engine_options().model_dump(),
         "seed": config.seed,
@@ -222,17 +261,22 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         "end_of_turn": end_of_turn(tokenizer).as_dict(),
         "selection": {"mode": config.selection, "features_per_query": config.features_per_query,
                       "extra_prob": config.extra_prob, "principle_source": config.principle_source},
+        # Names and hashes only: a local path would put the user's home folder into a published dataset.
         "library": {"name": plan.library.name, "version": plan.library.version, "file": LIBRARY,
-                    "source": str(plan.loaded_library.path), "sha256": plan.loaded_library.sha256},
-        "prompts": {"source": plan.prompts.source, "prompt_field": config.prompt_field,
+                    "origin": plan.loaded_library.origin, "sha256": plan.loaded_library.sha256},
+        "templates": {"origin": "bundled" if config.templates is None else "--templates",
+                      "digest": plan.templates_digest},
+        "prompts": {**public_source(config.prompts), "prompt_field": config.prompt_field,
                     "conversation_parts_dropped": dict(plan.prompts.reduced)},
+        "split": split.model_dump() if split else None,
         "filters": {"keep_truncated": config.keep_truncated, "keep_empty": config.keep_empty},
         "system_role_merged": not supports_system_role(tokenizer),
         "fingerprint": plan.fingerprint()["fingerprint"],
         "configs": counts,
         "resumed": resumed,
         "requests_this_invocation": dict(session.requests) if session else {},
-        "summary": summarize(records, plan.prompts, time.monotonic() - started, tokens),
+        "summary": summarize(records, plan.prompts, time.monotonic() - started, tokens,
+                             session.generation_s if session else None, max_tokens=config.max_tokens),
         "tokens_total": sum(r.num_tokens_good + r.num_tokens_bad + r.num_tokens_raw for r in records),
     }
     folder.write_manifest(manifest)

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.errors import UserError
+from ssogen.settings import option
 
 # Keys a config file may not set: iterate chooses them per step.
 GENERATE_OWNED = {"model": "--model", "out": "--out", "prompts": "--prompts", "limit": "--queries-per-iteration"}
@@ -25,32 +26,55 @@ V2_FIXED = ("objective", "no_w", "no_g", "w_detach", "w_placement")
 NOT_FINGERPRINTED = frozenset({"out", "overwrite", "judge_model", "judge_sample", "dry_run"})
 
 
+LOOP = "Loop"
+STEPS = "Steps (passed to generate, score and train)"
+V2 = "Recipe v2 (generator, then plain pair loss)"
+JUDGE = "Judge"
+
+
 class IterateOptions(BaseModel):
-    """Every option of `ssogen iterate` (names as the long flags with '_' for '-')."""
+    """Every option of `ssogen iterate`; each field is the whole definition of its flag (`ssogen.settings`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    out: Path
-    prompts: str | None = Field(None, description="queries; None = the bundled demo queries")
-    iterations: int = Field(3, ge=1)
-    queries_per_iteration: int | None = Field(None, ge=1)
-    seed: int = Field(0, description="seed of the query slices and the judge's sample")
-    generate_config: Path | None = None
-    train_config: Path | None = None
-    generator_train_config: Path | None = None
-    filter: Literal["none", "likelihood"] = "none"
-    score: bool = False
-    num_processes: int | None = Field(None, ge=1)
-    accelerate_config: Path | None = None
-    objective: Literal["v1", "v2"] | None = None
-    no_w: bool = False
-    no_g: bool = False
-    recipe: Literal["v1", "v2"] = "v1"
-    generator_queries: int | None = Field(None, ge=1)
-    judge_model: str | None = None
-    judge_sample: int = Field(200, ge=1)
-    overwrite: bool = False
+    model: str = option(..., "Starting policy π_0: model folder or hub id.", panel=LOOP)
+    out: Path = option(..., "Run folder: iter-1/, iter-2/, ..., report.json, plots/.", panel=LOOP)
+    prompts: str | None = option(None, "Queries (any input generate reads).", panel=LOOP,
+                                 default_text="the bundled demo queries")
+    iterations: int = option(3, "Iterations T.", ge=1, flags=("--iterations", "-T"), panel=LOOP)
+    queries_per_iteration: int | None = option(
+        None, "Queries per iteration.", ge=1, panel=LOOP,
+        default_text="all queries split into T disjoint seeded slices")
+    seed: int = option(0, "Seed of the query slices and the judge's sample.", ge=0, lt=2**32, panel=LOOP)
+    generate_config: Path | None = option(None, "YAML options for every generate step (as `generate --config`).",
+                                          panel=STEPS)
+    train_config: Path | None = option(None, "YAML options for every train step (as `train --config`).",
+                                       panel=STEPS)
+    filter: Literal["none", "likelihood"] = option(
+        "none", "likelihood: score each iteration's data with π_{t-1} and apply the likelihood filter before "
+        "training; none: no filter.", panel=STEPS)
+    score: bool = option(False, "Score every data folder (on-policy-ness in the report) without filtering.",
+                         flags=("--score",), panel=STEPS)
+    num_processes: int | None = option(None, "Train through `accelerate launch --num_processes N`.", ge=1,
+                                       panel=STEPS)
+    accelerate_config: Path | None = option(
+        None, "Train through `accelerate launch --config_file FILE` (e.g. configs/accelerate_zero3.yaml).",
+        panel=STEPS)
+    objective: Literal["v1", "v2"] | None = option(None, "Passed to train: v1 or v2.", panel=STEPS,
+                                                   default_text="train's")
+    no_w: bool = option(False, "Passed to train: ablation W = 1.", flags=("--no-w",), panel=STEPS)
+    no_g: bool = option(False, "Passed to train: ablation without G.", flags=("--no-g",), panel=STEPS)
+    recipe: Literal["v1", "v2"] = option(
+        "v1", "v1: train the policy with SSO on its own data; v2: train a generator (v2 objective), regenerate "
+        "with it, train the policy with the plain pair loss.", panel=V2)
+    generator_queries: int | None = option(None, "v2: queries of each slice the generator is trained on.", ge=1,
+                                           panel=V2, default_text="all")
+    generator_train_config: Path | None = option(
+        None, "v2: YAML options for the generator's training.", panel=V2, default_text="--train-config")
+    judge_model: str | None = option(None, "Run `ssogen judge` with this model on each iteration's data.",
+                                     panel=JUDGE)
+    judge_sample: int = option(200, "Pairs the judge compares per iteration.", ge=1, panel=JUDGE)
+    overwrite: bool = option(False, "Replace a run of other options in --out.", flags=("--overwrite",))
 
     @model_validator(mode="after")
     def _compatible(self) -> IterateOptions:
@@ -76,21 +100,11 @@ class IterateOptions(BaseModel):
         return self.score or self.filter == "likelihood"
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def parse_options(values: dict[str, Any]) -> IterateOptions:
-    """Validate the command line; the first problem becomes one line naming the flag."""
-    from pydantic import ValidationError
+    """Validate the command line (None = not given); the first problem becomes one line naming the flag."""
+    from ssogen.settings import resolve_settings
 
-    try:
-        return IterateOptions.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        where = f"{_flag(str(first['loc'][0]))}: " if first["loc"] else ""
-        raise UserError(f"ssogen iterate: {where}{message}") from None
+    return resolve_settings(IterateOptions, values, accepts_config=False)
 
 
 def generate_config_values(path: Path | None) -> dict[str, Any]:

@@ -22,13 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssogen.errors import UserError
+from ssogen.fingerprint import model_record
 from ssogen.iterate.options import IterateOptions
+from ssogen.models import resolve_model
 
 STATE_FILE = "iterate.json"
 REPORT_FILE = "report.json"
 PLOTS_DIR = "plots"
 # Everything iterate writes into DIR; --overwrite removes exactly these (and the iter-* folders), nothing else.
-RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, PLOTS_DIR)
+LOGS_DIR = "logs"  # iterate's own logs (each step logs into its own folder)
+RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, PLOTS_DIR, LOGS_DIR)
 # Engine settings of the generate config that score and judge use too (same machine, same GPUs).
 SHARED_ENGINE_KEYS = ("engine", "tp", "dtype", "gpu_memory_utilization", "kv_cache_gb")
 
@@ -158,8 +161,11 @@ class Planner:
         assert o.judge_model is not None
         argv = ssogen_command("judge", str(data), "--judge-model", o.judge_model, "--sample", str(o.judge_sample),
                               "--seed", str(o.seed), *_engine_flags(self.generate_values))
+        # As judge.json records the judge: a local one by its folder name and fingerprint (a changed judge re-runs).
+        judge = {f"judge_{key}": value for key, value in
+                 model_record(resolve_model(o.judge_model, flag="--judge-model")).items()}
         return Step(step_id, "judge", data, argv, o.judge_model, data,
-                    {"judge_model": o.judge_model, "sample": o.judge_sample, "seed": o.seed})
+                    {**judge, "sample": o.judge_sample, "seed": o.seed})
 
     def iteration(self, number: int, queries: list[str]) -> Iteration:
         o = self.options

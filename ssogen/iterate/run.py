@@ -6,12 +6,17 @@ from its shards and a killed train from its newest complete checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -27,7 +32,10 @@ from ssogen.iterate.options import (
 from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
 from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
+from ssogen.runlog import terminal
 from ssogen.train.output import TrainOutput
+
+logger = logging.getLogger("ssogen.iterate")
 
 
 def finished(step: Step) -> bool:
@@ -46,9 +54,23 @@ def finished(step: Step) -> bool:
     return {k: judged.get(k) for k in step.settings} == step.settings
 
 
-def run_subprocess(argv: list[str]) -> int:
-    """Run a step with the terminal attached. On Ctrl-C the child got the signal too: give it time to save."""
-    process = subprocess.Popen(argv)
+def _descriptor(stream: Any) -> Any:
+    """A stream a child process can inherit (it has a file descriptor), else None (inherit ours)."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return stream
+
+
+def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> int:
+    """Run a step with the terminal attached (`stdout` / `stderr`: the terminal while iterate's own log holds the
+    process's descriptors; the step writes its own log). On Ctrl-C the child got the signal too: give it time to
+    save."""
+    for stream in (stdout, stderr):
+        if stream is not None:
+            stream.flush()
+    process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr))
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -101,6 +123,7 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
         if not state.is_done(step):  # finished, but the run was stopped before it could record that
             state.mark_done(step, 0.0)
         console.print(f"[green]done[/] {step.id} (kept from an earlier invocation)", highlight=False)
+        logger.info("%s: done in an earlier invocation", step.id)
         return False
     argv = list(step.argv)
     if step.kind in ("generate", "train") and step.folder.exists() and not state.matches(step):
@@ -109,8 +132,9 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     state.mark_running(step, argv)
     console.rule(f"[bold]{step.id}", align="left")
     console.print("$ " + shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
+    logger.info("%s: %s (its own log is in %s/logs)", step.id, shlex.join(argv), step.folder)
     started = time.monotonic()
-    code = run_subprocess(argv)
+    code = run_subprocess(argv, *terminal())
     if code == 130:
         raise UserError(f"interrupted during {step.id}; finished work is saved: run the same command again to "
                         "resume", exit_code=130)
@@ -119,7 +143,9 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
                         "cause and run the same command again", exit_code=code if code in (1, 2) else 1)
     if not finished(step):
         raise UserError(f"{step.id} exited 0 but {step.folder} holds no finished result", exit_code=1)
-    state.mark_done(step, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    state.mark_done(step, seconds)
+    logger.info("%s: done in %.1f s", step.id, seconds)
     return True
 
 
@@ -134,13 +160,22 @@ def print_plan(run: IterateRun, console: Console) -> None:
             console.print(f"{step.id}: {shlex.join(step.argv)}", markup=False, highlight=False, soft_wrap=True)
 
 
-def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False) -> None:
+def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False,
+                log: Callable[[Path], AbstractContextManager[Any]] | None = None) -> None:
+    """Plan, then (unless `dry_run`) claim --out and run every step not done yet; `log(out)` is entered once the
+    folder is claimed (the CLI writes iterate's own log there)."""
     run = IterateRun(options)
     if dry_run:
         print_plan(run, console)
         return
     state = RunState(run.out)
     resumed = state.open(run.fingerprint, overwrite=options.overwrite)
+    with log(run.out) if log is not None else contextlib.nullcontext():
+        _run_iterations(run, state, resumed, console)
+
+
+def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Console) -> None:
+    options = run.options
     console.print(f"{'resuming' if resumed else 'starting'} {len(run.iterations)} iterations in {run.out}",
                   highlight=False, markup=False)
     done: list[Iteration] = []

@@ -12,37 +12,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from ssogen.dataset.card import card_is_generated, card_templates, write_card
 from ssogen.dataset.folder import OutputFolder
-from ssogen.engine import EngineOptions, GenerationRequest
+from ssogen.engine import EngineFields, EngineOptions, GenerationRequest
 from ssogen.errors import UserError
+from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
 from ssogen.models import require_available, resolve_model
+from ssogen.settings import option
 
 
-class JudgeOptions(BaseModel):
+class _JudgeFields(BaseModel):
+    judge_model: str = option(..., "Judge model folder or hub id (a chat model).")
+    sample: int = option(200, "Pairs to judge (a seeded sample; all when fewer).", ge=1)
+    seed: int = option(0, "Seed of the sample.", ge=0, lt=2**32)
+    config: Literal["dpo", "reward"] = option("dpo", "Pairs from the dpo or the reward config.")
+    max_tokens: int = option(512, "New tokens per judge answer.", ge=1)
+    templates: str | None = option(None, "Folder whose judge.jinja (and card.md.jinja) replace the bundled ones.",
+                                   default_text="bundled")
+
+
+# pydantic lists the last base's fields first: the help shows the judge's options, then the engine's.
+class JudgeOptions(EngineFields, _JudgeFields):
+    """Every option of `ssogen judge` (the folder is its argument)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    folder: Path
-    judge_model: str
-    sample: int = Field(200, ge=1, description="pairs to judge (all when the config has fewer)")
-    seed: int = 0
-    config: Literal["dpo", "reward"] = "dpo"
-    max_tokens: int = Field(512, ge=1, description="new tokens per judge answer")
-    templates: str | None = None
-    engine: Literal["vllm", "transformers"] = "vllm"
-    tp: int = Field(1, ge=1)
-    dtype: str = "auto"
-    max_model_len: int | None = Field(None, ge=16)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    kv_cache_gb: float | None = Field(None, gt=0.0)
-
-    def engine_options(self) -> EngineOptions:
-        return EngineOptions(dtype=self.dtype, max_model_len=self.max_model_len, tensor_parallel_size=self.tp,
-                             gpu_memory_utilization=self.gpu_memory_utilization, seed=self.seed,
-                             kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None)
+    def engine_options(self, seed: int | None = None) -> EngineOptions:
+        return super().engine_options(self.seed if seed is None else seed)
 
 
 @dataclass(frozen=True)
@@ -126,16 +125,17 @@ def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
-    """Judge the sample, write OUT/judge.json and refresh the card; returns what was written."""
+def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
+    """Judge the sample, write FOLDER/judge.json and refresh the card; returns what was written."""
     from ssogen.chat import has_chat_template, prompt_token_ids
     from ssogen.engine import stop_token_ids_of
     from ssogen.engine.launch import make_engine
 
-    pairs = sample_pairs(read_pairs(options.folder, options.config), options.sample, options.seed)
+    pairs = sample_pairs(read_pairs(folder, options.config), options.sample, options.seed)
     source = template_source(options.templates)
     card_templates(options.templates)  # a broken card.md.jinja there fails now, not after the judging
-    require_available(resolve_model(options.judge_model, flag="--judge-model"), flag="--judge-model")
+    judge_ref = resolve_model(options.judge_model, flag="--judge-model")
+    require_available(judge_ref, flag="--judge-model")
     if engine is None:
         try:
             engine = make_engine(options.engine, options.judge_model, options.engine_options())
@@ -177,14 +177,18 @@ def judge_folder(options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
             entry[order] = {"verdict": verdict, "winner": winner(typed_order, verdict), "answer": answer.text,
                             "finish_reason": answer.finish_reason}
         results.append(entry)
+    # A local judge by its folder name and fingerprint, the template by its name: no local path is written.
+    judge = {f"judge_{key}": value for key, value in model_record(judge_ref).items()}
+    own_template = options.templates is not None and source.parent.resolve() == Path(options.templates).resolve()
     written = {
-        "judge_model": options.judge_model, "config": options.config, "sample": options.sample,
+        **judge, "config": options.config, "sample": options.sample,
         "seed": options.seed, "engine": engine.name, "max_tokens": options.max_tokens,
-        "template": {"file": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()},
+        "template": {"file": source.name, "origin": "--templates" if own_template else "bundled",
+                     "sha256": hashlib.sha256(source.read_bytes()).hexdigest()},
         "metrics": compute_metrics(results),
         "pairs": results,
     }
-    OutputFolder(options.folder).write_judge(written)
-    if card_is_generated(options.folder):  # the same --templates folder may hold a card.md.jinja too
-        write_card(options.folder, templates=options.templates)
+    OutputFolder(folder).write_judge(written)
+    if card_is_generated(folder):  # the same --templates folder may hold a card.md.jinja too
+        write_card(folder, templates=options.templates)
     return written

@@ -37,3 +37,21 @@ def write_dataset(out: Path, records: list[TripletRecord], **manifest: Any) -> P
     data.update(manifest)
     folder.write_manifest(data)
     return out
+
+
+# The folder of the issue-10 report: a person's project, which `--out . --overwrite` once emptied.
+PROJECT_FILES = {"README.md": "# my project", "data/train.csv": "a,b\n", "logs/run.log": "x", "stats.json": "{}",
+                 "plots/figure.png": "png"}
+
+
+def write_project_folder(root: Path) -> Path:
+    """A folder of files a person wrote, with names ssogen also uses (README.md, data/, logs/, plots/)."""
+    for name, text in PROJECT_FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under the folder with its bytes (None for a folder): equal snapshots = nothing touched."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}

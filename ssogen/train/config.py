@@ -1,16 +1,18 @@
 """`ssogen train` settings: one pydantic model, filled from `--config train.yaml` and then the command line.
 
 Each field is the whole definition of one option (flag, help with its default, YAML key, validation), and
-validation happens here, so every bad combination fails with one line naming the option, before torch loads."""
+validation happens here, so every bad combination fails with one line naming the option, before torch loads.
+The config file also takes every field of transformers' TrainingArguments under its own name (`hf_arguments`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ssogen.settings import flag_name, option, resolve_settings
+from ssogen.settings import PassThrough, flag_name, option, resolve_settings
+from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
 from ssogen.train.objective import LossSettings
 
 OBJECTIVE = "Objective"
@@ -34,6 +36,9 @@ class TrainConfig(BaseModel):
     """Every `ssogen train` option; field names are the long flags with '_' for '-' unless a field says so."""
 
     model_config = ConfigDict(extra="forbid")
+    PASS_THROUGH: ClassVar[PassThrough] = PassThrough(
+        field="train_args", label="TrainingArguments", names=training_argument_names, aliases=ALIASES,
+        refused=REFUSED)
 
     data: Path = option(..., "A `ssogen generate` output folder (its `sso` config is read).")
     model: str = option(..., "Starting model: local folder or hub id.")
@@ -80,7 +85,8 @@ class TrainConfig(BaseModel):
     save_total_limit: int | None = option(None, "Keep at most N checkpoints.", ge=1, panel=OPTIMISATION,
                                           default_text="all")
     resume_from_checkpoint: str | None = option(None, "Checkpoint folder to resume from.", panel=OPTIMISATION)
-    report_to: str = option("none", "none, or loggers such as tensorboard,wandb.", panel=OPTIMISATION)
+    report_to: str | list[str] = option("none", "none, or loggers such as tensorboard,wandb (each must be "
+                                        "installed).", panel=OPTIMISATION)
     reference_batch_size: int | None = option(None, "Rows per batch of the reference pass.", ge=1,
                                               panel=OPTIMISATION, default_text="--batch-size")
     final_eval: bool = option(False, "After training, one no-grad pass: reward accuracies on all rows.",
@@ -105,6 +111,9 @@ class TrainConfig(BaseModel):
     lora_dropout: float = option(0.0, "LoRA dropout.", ge=0, lt=1, panel=LORA)
     lora_target_modules: str = option("all-linear", "Modules that get an adapter (peft's target_modules).",
                                       panel=LORA)
+    # Every other TrainingArguments field the config file names, handed over unchanged (no flag).
+    train_args: dict[str, Any] = option({}, "Other transformers.TrainingArguments fields (config file only).",
+                                        cli=False)
 
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
@@ -125,6 +134,8 @@ class TrainConfig(BaseModel):
                              f"({self.max_length}) so that every response keeps at least one token")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("--max-steps must be a positive number of steps (or -1 for --epochs)")
+        if "warmup_steps" in self.train_args and "warmup_ratio" in self.model_fields_set:
+            raise ValueError("--warmup-ratio and warmup_steps both set the warmup; keep one")
         return self
 
     @property

@@ -9,20 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
-from ssogen.models import model_fingerprint, require_available, resolve_model
+from ssogen.fingerprint import model_fingerprint
+from ssogen.models import require_available, resolve_model
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
+from ssogen.train.integrations import check_report_to
 from ssogen.train.output import OutputVerdict, TrainOutput, checkpoint_problem
 
 
 def sso_files(data_dir: Path) -> list[Path]:
-    """The parquet shards of the `sso` config of a generate output folder, with clear errors."""
+    """The parquet shards of the train split of the `sso` config of a generate output folder, with clear errors
+    (a test split, from `generate --test-size`, is held out: training never reads it)."""
     if not data_dir.exists():
         raise UserError(f"{data_dir}: no such data folder")
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
-    files = OutputFolder(data_dir).config_files("sso")
+    files = OutputFolder(data_dir).split_files("sso").get(TRAIN, [])
     if not files:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
@@ -30,7 +34,7 @@ def sso_files(data_dir: Path) -> list[Path]:
 
 
 def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
-    """All rows of the `sso` config (pyarrow only: the train path does not need `datasets`).
+    """All rows of the `sso` config's train split (pyarrow only: the train path does not need `datasets`).
 
     The text columns are required; the `truncated_*` columns are read when present (older files lack them, and a
     missing or null value means a complete response)."""
@@ -67,7 +71,7 @@ def data_fingerprint(data_dir: Path) -> str:
 
 def run_fingerprint(config: TrainConfig) -> dict[str, Any]:
     """What decides the trained weights: the settings, the `sso` data's bytes and the starting model's fingerprint
-    (`ssogen.models`); a rerun resumes the run in --out only when this is unchanged."""
+    (`ssogen.fingerprint`); a rerun resumes the run in --out only when this is unchanged."""
     model = model_fingerprint(resolve_model(config.model))
     content = {**config.fingerprinted(), "data.sso_sha256": data_fingerprint(config.data),
                **{f"model.{part}": value for part, value in model.parts.items()}}
@@ -89,5 +93,6 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
         if problem is not None:
             raise UserError(f"--resume-from-checkpoint {checkpoint}: incomplete checkpoint ({problem})")
     require_available(resolve_model(config.model))
+    check_report_to(config.report_to)  # a logger whose package is missing: one line now, not a traceback later
     fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
     return fingerprint, TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)

@@ -23,10 +23,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssogen.errors import UserError
+from ssogen.fingerprint import WeightFileError, check_weight_files, weight_files
 from ssogen.io import TMP_SUFFIX, check_writable_folder, write_json_atomic
 from ssogen.lock import Holder
-from ssogen.models import CHAT_TEMPLATE_FILES, TOKENIZER_FILES, WeightFileError, check_weight_files, weight_files
-from ssogen.ownership import FINGERPRINT, LOCK, MARKER, WORK_DIR, check_fingerprint, claim, clear_work_dir
+from ssogen.models import CHAT_TEMPLATE_FILES, TOKENIZER_FILES
+from ssogen.ownership import (
+    FINGERPRINT,
+    LOCK,
+    LOG_PATTERN,
+    MARKER,
+    WORK_DIR,
+    check_fingerprint,
+    claim,
+    holds_anything,
+    remove_written,
+)
 
 CONFIG_FILE = "ssogen_train_config.json"
 METRICS_FILE = "metrics.json"
@@ -36,7 +47,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 # What a run writes besides weight files and checkpoints: removed by --overwrite.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_CARD, "config.json", "generation_config.json", "adapter_config.json",
              "training_args.bin", *TOKENIZER_FILES, *CHAT_TEMPLATE_FILES)
-RUN_PATTERNS = ("*.safetensors.index.json", "*.bin.index.json", f".*{TMP_SUFFIX}", "logs/*.log")
+RUN_PATTERNS = ("*.safetensors.index.json", "*.bin.index.json", f".*{TMP_SUFFIX}", LOG_PATTERN)
 RUN_FOLDERS = ("runs", "additional_chat_templates")  # runs/: TensorBoard logs of --report-to tensorboard
 
 
@@ -105,7 +116,7 @@ class TrainOutput:
         """Read-only: what a run of this configuration would do here; one clear line when it may not."""
         out = self.root
         check_writable_folder(out)
-        if not out.exists() or not any(out.iterdir()):
+        if not holds_anything(out):  # new, empty, or only the logs of commands that stopped early
             return OutputVerdict("start")
         if not self.is_ssogen_folder():
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
@@ -143,14 +154,8 @@ class TrainOutput:
         """What --overwrite does: remove what ssogen train wrote (the reference caches stay), nothing else."""
         if not self.root.is_dir():
             return
-        targets = [self.root / name for name in RUN_FILES] + weight_files(self.root)
-        targets += [p for pattern in RUN_PATTERNS for p in self.root.glob(pattern)]
-        for target in targets:
-            if target.is_file():
-                target.unlink()
         for folder in [*self.checkpoints(), *(self.root / name for name in RUN_FOLDERS)]:
             if folder.is_dir():
                 shutil.rmtree(folder)
-        clear_work_dir(self.work_dir)
-        with contextlib.suppress(OSError):
-            (self.root / "logs").rmdir()
+        remove_written(self.root, [*(self.root / name for name in RUN_FILES), *weight_files(self.root)], RUN_PATTERNS,
+                       self.work_dir, [self.root / "logs"])

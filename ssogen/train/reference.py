@@ -3,7 +3,7 @@
 Before the first step, one no-grad pass of the starting model (with a LoRA adapter switched off) gives the six
 summed reference log-probs of every row; training then looks them up by row index, so no second model sits in
 memory. The table is written to `OUT/ref_logps-<key>.parquet`, where the key hashes the data fingerprint, the
-model's fingerprint (`ssogen.models.model_fingerprint`), the dtype, the max lengths and the chat-template handling;
+model's fingerprint (`ssogen.fingerprint.model_fingerprint`), the dtype, the max lengths and the chat-template handling;
 a rerun with the same key reads the file instead of running the pass. Each checkpoint gets a copy, so a resumed
 run never recomputes the reference from already-trained weights."""
 

@@ -5,6 +5,7 @@ Imports only torch, transformers, accelerate, peft, pydantic, rich and ssogen, l
 
 from __future__ import annotations
 
+import logging
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ssogen.train.loss import PAIRS
 from ssogen.train.objective import describe
 from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD
 
+logger = logging.getLogger("ssogen.train")
 # Metrics shown on each progress line (all logged terms go to metrics.json).
 PROGRESS_KEYS = ("loss", "loss/p1", "loss/G", "loss/plus", "loss/minus", "W", "rewards/p1/accuracy",
                  "rewards/p2/accuracy", "rewards/p3/accuracy", "learning_rate")
@@ -54,9 +56,10 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
+        # sys.stdout / sys.stderr stay as they are: in a command log they lead to the log file.
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                                 transient=False)
+                                 transient=False, redirect_stdout=False, redirect_stderr=False)
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
 
@@ -70,6 +73,7 @@ class RichProgress(TrainerCallback):
             return
         shown = "  ".join(f"{key}={logs[key]:.4g}" for key in PROGRESS_KEYS if key in logs)
         self.progress.console.print(f"step {state.global_step}: {shown}", highlight=False, markup=False)
+        logger.info("step %d: %s", state.global_step, ", ".join(f"{k}={v}" for k, v in logs.items()))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.progress is not None:

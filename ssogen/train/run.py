@@ -18,13 +18,15 @@ from transformers import TrainerCallback
 
 from ssogen.chat import end_of_turn
 from ssogen.errors import UserError
-from ssogen.models import load_error, model_fingerprint, resolve_model
+from ssogen.fingerprint import model_fingerprint
+from ssogen.models import load_error, resolve_model
 from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, encode_rows
 from ssogen.train.dropout import disable_dropout
 from ssogen.train.inputs import check_training_inputs, data_fingerprint, read_sso_rows
+from ssogen.train.integrations import integration_errors, report_to_list
 from ssogen.train.loss import sso_loss
 from ssogen.train.output import TrainOutput
 from ssogen.train.reference import ReferenceTable, cache_key
@@ -73,11 +75,10 @@ def training_arguments(config: TrainConfig) -> Any:
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available() and not config.use_cpu
-    report_to = [] if config.report_to in ("none", "") else [p.strip() for p in config.report_to.split(",")]
     try:
-        return _training_arguments(TrainingArguments, config, cuda, report_to)
-    except ValueError as exc:  # e.g. an unknown --scheduler or --report-to name
-        first_line = str(exc).strip().splitlines()[0]
+        return _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
+    except (ValueError, TypeError) as exc:  # e.g. an unknown --scheduler, or a TrainingArguments value of a bad type
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"invalid training option: {first_line}") from None
 
 
@@ -89,14 +90,22 @@ def _warmup(cls: Any, ratio: float) -> dict[str, float]:
 
 
 def _training_arguments(cls: Any, config: TrainConfig, cuda: bool, report_to: list[str]) -> Any:
-    return cls(
+    """ssogen's options as TrainingArguments; the config file's other TrainingArguments fields on top (they may
+    replace what ssogen derives, such as save_strategy; warmup_steps replaces --warmup-ratio)."""
+    warmup = {} if "warmup_steps" in config.train_args else _warmup(cls, config.warmup_ratio)
+    return cls(**{**_ssogen_arguments(config, cuda, report_to, warmup), **config.train_args})
+
+
+def _ssogen_arguments(config: TrainConfig, cuda: bool, report_to: list[str], warmup: dict[str, float]
+                      ) -> dict[str, Any]:
+    return dict(
         output_dir=str(config.out),
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.lr,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        **_warmup(cls, config.warmup_ratio),
+        **warmup,
         lr_scheduler_type=config.scheduler,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
@@ -166,12 +175,16 @@ def evaluate_rewards(trainer: Any) -> dict[str, float]:
 
 
 def run_training(config: TrainConfig, console: Console | None = None,
-                 callbacks: list[TrainerCallback] | None = None) -> TrainOutcome:
+                 callbacks: list[TrainerCallback] | None = None, progress_console: Console | None = None
+                 ) -> TrainOutcome:
     """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones).
+    `console` gets the settings and the summary, `progress_console` (default: the same) the progress bar.
 
     A run in a folder that holds a run of the same configuration resumes it from its newest complete checkpoint."""
     if console is None or not _is_main_process():
         console = Console(quiet=not _is_main_process())
+    if progress_console is None or not _is_main_process():
+        progress_console = console
     output = TrainOutput(config.out)
     with output.claim(main_process=_is_main_process()):  # a no-op when the command took the lock already
         run, verdict = check_training_inputs(config)  # again, under the lock: nothing changes the folder now
@@ -186,10 +199,11 @@ def run_training(config: TrainConfig, console: Console | None = None,
             console.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False,
                           soft_wrap=True)
             config = config.model_copy(update={"resume_from_checkpoint": str(verdict.checkpoint)})
-        return _train(config, console, callbacks)
+        return _train(config, console, progress_console, callbacks)
 
 
-def _train(config: TrainConfig, console: Console, callbacks: list[TrainerCallback] | None) -> TrainOutcome:
+def _train(config: TrainConfig, console: Console, progress_console: Console,
+           callbacks: list[TrainerCallback] | None) -> TrainOutcome:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich shows progress; no tqdm bars for shard writing
@@ -205,6 +219,8 @@ def _train(config: TrainConfig, console: Console, callbacks: list[TrainerCallbac
     turn_end = {**end_of_turn(tokenizer).as_dict(),
                 "cut_responses": sum(bool(row[c]) for row in rows for c in SSO_TRUNCATION_COLUMNS)}
     print_settings(console, config, len(rows), truncation, system_supported, turn_end)
+    logger.info("settings: %s; %d rows; truncation %s; end of turn %s", config.resolved(), len(rows), truncation,
+                turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         console.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
@@ -248,11 +264,12 @@ def _train(config: TrainConfig, console: Console, callbacks: list[TrainerCallbac
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(RichProgress(console))
+    trainer.add_callback(RichProgress(progress_console))
 
     trainer.console = console
-    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    final_eval = evaluate_rewards(trainer) if config.final_eval else None
+    with integration_errors(list(args.report_to)):  # wandb without a login: one line, not a traceback
+        result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        final_eval = evaluate_rewards(trainer) if config.final_eval else None
 
     seconds = sorted(timer.seconds)
     outcome = TrainOutcome(
@@ -273,6 +290,8 @@ def _train(config: TrainConfig, console: Console, callbacks: list[TrainerCallbac
         write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
                       system_supported=system_supported)
         console.print(summary_table(outcome))
+        logger.info("finished: %d steps, %s; final eval %s", outcome.steps, outcome.train_metrics,
+                    outcome.final_eval)
         console.print(f"wrote {'adapter' if config.lora else 'model'}, tokenizer, {CONFIG_FILE}, {METRICS_FILE} "
                       f"and {MODEL_CARD} to {config.out}", highlight=False)
     trainer.accelerator.wait_for_everyone()

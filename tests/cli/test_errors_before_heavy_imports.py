@@ -82,6 +82,8 @@ GENERATE = [
     ("templates-same-system", "--templates {w}/same-system", 2, "renders the same text for S+ and S-"),
     ("templates-latin1", "--templates {w}/latin1-templates", 2, "system.jinja: not UTF-8 text"),
     ("templates-broken-system", "--templates {w}/broken-system", 2, "system.jinja:1: template syntax error"),
+    ("license", "--license MIT", 2, "--license: 'MIT' is not a Hub license id"),
+    ("test-size", "--test-size 1", 2, "--test-size: Input should be less than 1"),
 ]
 GENERATE_MODEL = [
     ("model-missing-folder", "generate --model {w}/nope --out {w}/o", 2, "no such folder"),
@@ -131,6 +133,17 @@ TRAIN = [
     ("model-no-tokenizer", "--model {w}/no-tokenizer", 2, "no tokenizer files"),
     ("resume-cut-checkpoint", "--resume-from-checkpoint {w}/cut-checkpoint", 2,
      "incomplete checkpoint (trainer_state.json is cut off)"),
+    ("report-to-unknown", "--report-to bogus", 2, "--report-to bogus: unknown logger (known: none, all,"),
+    ("report-to-not-installed", "--report-to clearml", 1, "--report-to clearml: the clearml package is not"),
+    ("report-to-wandb-not-installed", "--report-to wandb", 1,
+     "--report-to wandb: the wandb package is not installed (pip install wandb), or drop it from --report-to"),
+    ("config-report-to-not-installed", "--config {w}/train-report.yaml", 1, "--report-to clearml: the clearml"),
+    ("config-same-setting-twice", "--config {w}/train-lr-twice.yaml", 2,
+     "'lr' (line 1) and 'learning_rate' (line 2) both set --lr; keep one"),
+    ("config-refused-training-argument", "--config {w}/train-refused.yaml", 2,
+     "remove_unused_columns (line 1) cannot be set: ssogen's collator needs every column"),
+    ("config-unknown-training-argument", "--config {w}/train-typo.yaml", 2,
+     "unknown key(s): gradient_acumulation_steps (line 1; did you mean gradient_accumulation_steps?)"),
 ]
 DATASET = [
     ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
@@ -142,6 +155,16 @@ DATASET = [
     ("score-margin", "score {w}/dataset --model {model} --ordering-margin -1", 2, "--ordering-margin"),
     ("stats-not-a-folder", "stats {w}/foreign", 2, "not an ssogen output folder"),
     ("stats-corrupt-parquet", "stats {w}/corrupt", 2, "corrupt parquet file"),
+    ("stats-license", "stats {w}/dataset --license Apache-2.0", 2, "--license: 'Apache-2.0' is not a Hub license"),
+    ("judge-sample", "judge {w}/dataset --judge-model {model} --sample 0", 2,
+     "--sample: Input should be greater than or equal to 1"),
+    ("judge-config", "judge {w}/dataset --judge-model {model} --config bogus", 2,
+     "--config: Input should be 'dpo' or 'reward'"),
+    ("judge-unfinished", "judge {w}/unfinished --judge-model {model}", 2, "the generate run is not finished"),
+    ("iterate-filter", "iterate --model {model} --out {w}/loop --filter bogus", 2,
+     "--filter: Input should be 'none' or 'likelihood'"),
+    ("iterate-v2-no-w", "iterate --model {model} --out {w}/loop --recipe v2 --no-w", 2,
+     "--no-w cannot be used with --recipe v2"),
     ("push-bad-repo-id", "push-to-hub {w}/dataset --repo-id no-slash --token hf_x", 2, "is not a valid repo id"),
     ("push-unfinished", "push-to-hub {w}/unfinished --repo-id org/name --dry-run", 2, "not complete"),
     ("push-no-folder", "push-to-hub {w}/nothing --repo-id org/name --dry-run", 2, "no such folder"),
@@ -172,6 +195,10 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "badvalue.yaml").write_text("seed: 1\ntop-p: 2\n")
     (w / "twice.yaml").write_text("max-tokens: 5\nmax_tokens: 6\n")
     (w / "train-unknown.yaml").write_text("lamda: 0.2\n")
+    (w / "train-report.yaml").write_text("report_to: [clearml]\n")
+    (w / "train-lr-twice.yaml").write_text("lr: 1.0e-6\nlearning_rate: 2.0e-6\n")
+    (w / "train-refused.yaml").write_text("remove_unused_columns: true\n")
+    (w / "train-typo.yaml").write_text("gradient_acumulation_steps: 2\n")
     (w / "afile").write_text("not a folder")
     (w / "bad-card").mkdir()
     (w / "bad-card" / "card.md.jinja").write_text("{% if %}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.dataset.card import GENERATED_MARKER, render_card, size_category, write_card
+from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.refresh import refresh
 from ssogen.principles import load_library
 from ssogen.templating import BUNDLED_TEMPLATES
@@ -110,8 +112,8 @@ def test_card_renders_from_an_overriding_template_folder(dataset: Path, tmp_path
     templates = tmp_path / "my-templates"
     templates.mkdir()
     bundled = (BUNDLED_TEMPLATES / "card.md.jinja").read_text()
-    assert "license: unknown" in bundled and "## Known limits" in bundled
-    mine = bundled.replace("license: unknown", "license: apache-2.0").replace(
+    assert "license: {{ license }}" in bundled and "## Known limits" in bundled
+    mine = bundled.replace("license: {{ license }}", "license: apache-2.0").replace(
         "## Known limits", "## Known limits\n\n- House rule: review y- by hand before any use.")
     (templates / "card.md.jinja").write_text(mine)
     result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(templates), "--no-plots"])
@@ -160,3 +162,31 @@ def test_a_missing_templates_folder_is_one_line(dataset: Path, tmp_path: Path) -
     result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "templates folder does not exist" in result.stderr and not (dataset / "stats.json").exists()
+
+
+def test_license_examples_and_dataset_info(dataset: Path) -> None:
+    card = render_card(dataset)
+    assert front_matter(card)["license"] == "unknown"  # ssogen cannot know the license of generated text
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots", "--license", "cc-by-sa-4.0"])
+    assert result.exit_code == 0, result.output
+    card = (dataset / "README.md").read_text()
+    header = front_matter(card)
+    assert header["license"] == "cc-by-sa-4.0" and json.loads((dataset / "manifest.json").read_text())[
+        "license"] == "cc-by-sa-4.0"
+    kept = [r for r in OutputFolder(dataset).read_triplets() if r.kept]
+    # A few kept rows, in input order; dropped rows are never shown as examples.
+    assert card.count("### Example ") == min(3, len(kept))
+    for record in kept[:3]:
+        assert record.response_good in card and record.response_bad in card
+    info = {entry["config_name"]: entry for entry in header["dataset_info"]}
+    assert info["dpo"]["splits"] == [{"name": "train", "num_bytes": info["dpo"]["splits"][0]["num_bytes"],
+                                      "num_examples": len(kept)}]
+    assert [f["name"] for f in info["dpo"]["features"]] == ["id", "prompt", "chosen", "rejected"]
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots", "--license", "Not A License"])
+    assert result.exit_code == 2 and "--license: 'Not A License' is not a Hub license id" in result.stderr
+
+
+def test_code_fences_in_responses_cannot_break_out_of_the_example_block(tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", [make_record(0, response_good="```python\nx = 1\n```\n# Heading")])
+    card = render_card(out)
+    assert "````text\n```python\nx = 1\n```\n# Heading\n````" in card

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ssogen.dataset.folder import CONFIGS, OutputFolder
+from ssogen.dataset.splits import SplitSpec
 from ssogen.errors import UserError
 from ssogen.principles import load_library
 from ssogen.testing.folders import make_record, write_dataset
@@ -83,7 +85,9 @@ def test_remove_run_outputs_removes_exactly_what_a_run_wrote(tmp_path: Path) -> 
     folder.plots.mkdir()
     (folder.plots / "lengths.png").write_bytes(b"png")
     folder.logs.mkdir()
-    (folder.logs / "generate-20250101-120000.log").write_text("log")
+    (folder.logs / "generate-20250101T120000Z.log").write_text("log")
+    (folder.logs / "score-20250101T120000Z-2.log").write_text("log")
+    (folder.config_dir("dpo") / "test-00000-of-00001.parquet").write_bytes(b"a held-out split")
     folder.work_dir.mkdir()
     (folder.work_dir / "rows-00000.jsonl").write_text("{}\n")
     (folder.root / "notes.txt").write_text("mine")
@@ -99,3 +103,100 @@ def test_a_card_a_person_wrote_survives_overwrite(tmp_path: Path) -> None:
     folder.card.write_text("# written by hand\n")
     folder.remove_run_outputs()
     assert folder.card.read_text() == "# written by hand\n" and not folder.manifest.exists()
+
+
+# -- the held-out split (--test-size) ---------------------------------------------------------------------------
+
+def _split_rows() -> list:  # type: ignore[type-arg]
+    records = [make_record(i) for i in range(20)]
+    records.append(make_record(20, prompt="question 4"))  # a query asked twice: both rows in one split
+    records.append(make_record(21, kept=False, drop_reason="equal_responses"))
+    return records
+
+
+def test_a_test_split_holds_whole_queries_drawn_with_the_seed(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path / "a")
+    records = _split_rows()
+    counts = folder.write_configs(records, SplitSpec(test_size=0.25, seed=5))
+    assert counts == {"triplets": 22, "dpo": 21, "sso": 21, "reward": 21}
+    assert sorted(folder.split_files("dpo")) == ["test", "train"]
+    test_prompts = folder.read_config("triplets", split="test").column("prompt").to_pylist()
+    train_prompts = folder.read_config("triplets", split="train").column("prompt").to_pylist()
+    assert len(set(test_prompts)) == 5 and not set(test_prompts) & set(train_prompts)  # round(0.25 x 21 queries)
+    assert test_prompts.count("question 4") in (0, 2)
+    dpo_test = {p[-1]["content"] for p in folder.read_config("dpo", split="test").column("prompt").to_pylist()}
+    assert dpo_test <= set(test_prompts)
+    assert folder.read_triplets() == sorted(records, key=lambda r: r.position)  # every split, input order
+    assert folder.row_counts() == counts
+    # The same seed draws the same queries in another folder; another seed others.
+    other = OutputFolder(tmp_path / "b")
+    other.write_configs(list(reversed(records)), SplitSpec(test_size=0.25, seed=5))
+    assert sorted(other.read_config("triplets", split="test").column("prompt").to_pylist()) == sorted(test_prompts)
+    other.write_configs(records, SplitSpec(test_size=0.25, seed=6))
+    assert sorted(other.read_config("triplets", split="test").column("prompt").to_pylist()) != sorted(test_prompts)
+    # Without a split the test files go: one train split again.
+    folder.write_configs(records)
+    assert list(folder.split_files("dpo")) == ["train"] and folder.row_counts()["dpo"] == 21
+
+
+def test_training_reads_the_train_split_only(tmp_path: Path) -> None:
+    from ssogen.train.inputs import read_sso_rows
+
+    folder = OutputFolder(tmp_path)
+    folder.write_configs(_split_rows(), SplitSpec(test_size=0.25, seed=5))
+    train_ids = folder.read_config("sso", split="train").column("id").to_pylist()
+    assert folder.read_config("sso", split="test").num_rows > 0
+    assert [row["id"] for row in read_sso_rows(folder.root)] == train_ids
+
+
+def test_a_split_without_rows_in_a_config_gets_no_file(tmp_path: Path) -> None:
+    from ssogen.dataset.splits import test_prompts
+
+    folder = OutputFolder(tmp_path)
+    records = [make_record(0), make_record(1, kept=False, drop_reason="equal_responses")]
+    # The first seed that draws the dropped row's query for the test split.
+    seed = next(s for s in range(100) if test_prompts([r.prompt for r in records],
+                                                      SplitSpec(test_size=0.5, seed=s)) == {records[1].prompt})
+    folder.write_configs(records, SplitSpec(test_size=0.5, seed=seed))
+    assert folder.read_config("triplets", split="test").column("kept").to_pylist() == [False]
+    # Its pair configs have no test rows, so no test file: datasets cannot read an empty parquet split.
+    assert list(folder.split_files("dpo")) == ["train"] and list(folder.split_files("triplets")) == ["train", "test"]
+
+
+def test_files_of_other_tools_count_as_train(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path)
+    folder.write_config("dpo", [])
+    folder.config_file("dpo").rename(folder.config_dir("dpo") / "part-0.parquet")
+    assert folder.split_files("dpo") == {"train": [folder.config_dir("dpo") / "part-0.parquet"]}
+
+
+# -- logs -------------------------------------------------------------------------------------------------------
+
+def test_log_files_are_named_by_command_and_utc_time(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path)
+    first = folder.log_file("generate")
+    assert re.fullmatch(r"logs/generate-\d{8}T\d{6}Z\.log", folder.relative(first))
+    first.parent.mkdir()
+    first.write_text("")
+    second = folder.log_file("generate")
+    assert second != first and second.parent == first.parent  # a second one in the same second
+
+
+def test_a_folder_of_logs_only_is_empty_and_overwrite_spares_the_log_being_written(tmp_path: Path) -> None:
+    from ssogen.runlog import command_log
+
+    folder = OutputFolder(tmp_path / "out")
+    old = folder.log_file("generate")
+    old.parent.mkdir(parents=True)
+    old.write_text("an earlier command that stopped early\n")
+    assert not folder.holds_anything()  # a failed start leaves logs only: the folder is still free
+    (folder.root / "notes.txt").write_text("mine")
+    assert folder.holds_anything()
+    (folder.root / "notes.txt").unlink()
+    (folder.logs / "mine.log").write_text("a person's log")  # not a name ssogen gives: the folder is not free
+    assert folder.holds_anything()
+    current = folder.root / "logs" / "generate-now.log"
+    with command_log(current, "generate", capture_fds=False, import_transformers=False):
+        folder.remove_run_outputs()
+        assert current.exists() and not old.exists() and (folder.logs / "mine.log").exists()
+    assert "finished in" in current.read_text()

@@ -199,6 +199,20 @@ def test_push_uploads_one_commit_without_the_token_anywhere(hub: StandInHub, dat
     assert any(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub.requests)
     assert TOKEN not in result.output
     assert secret not in all_files_text(dataset)
+    # The command's log stays local (it names local paths) and shows the command line with the token hidden.
+    (log,) = (dataset / "logs").glob("push-to-hub-*.log")
+    assert "--token=*** " in log.read_text()
+    assert not any(p.startswith("logs/") for p in [*regular, *lfs])
+
+
+def test_license_is_set_in_the_manifest_and_the_pushed_card(hub: StandInHub, dataset: Path) -> None:
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", TOKEN,
+                                      "--license", "apache-2.0"])
+    assert result.exit_code == 0, result.output
+    regular = {v["value"]["path"]: base64.b64decode(v["value"]["content"]) for v in hub.commit_lines()
+               if v["key"] == "file"}
+    assert "\nlicense: apache-2.0\n" in regular["README.md"].decode()
+    assert json.loads(regular["manifest.json"])["license"] == "apache-2.0"
 
 
 def test_token_from_env_and_revision_branch(hub: StandInHub, dataset: Path,
@@ -330,7 +344,7 @@ def test_hand_written_card_is_uploaded_as_is(hub: StandInHub, dataset: Path) -> 
 # -- the token never leaks, in any spelling (issue 10 item 7) ---------------------------------------------------
 def _leaks(text: str | bytes, *secrets: str) -> list[str]:
     """The forms of the secrets (and their halves) found in text: as is, repr-escaped, JSON-escaped, bytes repr."""
-    from ssogen.dataset.publish import secret_forms
+    from ssogen.runlog import secret_forms
 
     data = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
     halves = [part for s in secrets for part in (s[:len(s) // 2], s[len(s) // 2:]) if len(part) >= 8]
@@ -433,7 +447,10 @@ def test_every_spelling_of_the_token_is_scrubbed() -> None:
     token = "hf_abc\r\ndef"
     spellings = [token, repr(token), json.dumps(token), repr(token.encode()), "hf_abc%0D%0Adef",
                  f"Illegal header value b'Bearer {token}'".encode().decode("unicode_escape")]
+    from ssogen.runlog import hide, scrub
+
+    hide(token)  # the command logs' scrubber: every log line and warning goes through it
     for spelling in spellings:
-        scrubbed = _scrub(f"before {spelling} after", token)
-        assert "hf_abc" not in scrubbed and "def" not in scrubbed.replace("after", ""), scrubbed
-        assert scrubbed.startswith("before ") and scrubbed.endswith(" after")
+        for scrubbed in (_scrub(f"before {spelling} after", token), scrub(f"before {spelling} after")):
+            assert "hf_abc" not in scrubbed and "def" not in scrubbed.replace("after", ""), scrubbed
+            assert scrubbed.startswith("before ") and scrubbed.endswith(" after")

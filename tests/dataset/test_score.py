@@ -4,6 +4,10 @@ the run resumes from its cache, and the CLI rewrites the configs with drop reaso
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.likelihood import LikelihoodFilterOptions, apply_likelihood_filter, likelihood_filter
-from ssogen.dataset.score import SCORED, build_requests, score_folder
+from ssogen.dataset.score import SCORED, ScoreProgress, build_requests, score_folder
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
@@ -203,14 +207,15 @@ def test_transformers_engine_resumes_from_cache(tiny_model: Path, tmp_path: Path
     out = write_dataset(tmp_path / "out", tiny_rows())
     calls: list[int] = []
 
-    def interrupt_after_first_chunk(done: int, total: int) -> None:
-        calls.append(done)
-        raise KeyboardInterrupt
+    def interrupt_after_first_chunk(update: ScoreProgress) -> None:
+        calls.append(update.rows_done)
+        if update.rows_done:  # the first call comes before the engine loads, with the cached rows (none yet)
+            raise KeyboardInterrupt
 
     with pytest.raises(UserError) as info:
         score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2,
                      progress=interrupt_after_first_chunk)
-    assert info.value.exit_code == 130 and calls == [2]
+    assert info.value.exit_code == 130 and calls == [0, 2]
     assert OutputFolder(out).read_triplets()[0].lp_good_plain is None  # configs untouched until the run completes
 
     report = score_folder(out, str(tiny_model), engine="transformers", chunk_rows=2)
@@ -277,3 +282,49 @@ def test_bad_input_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
                                  "--engine", "transformers"])
     assert result.exit_code == 2 and "--model" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_cli_shows_rate_and_time_left_and_logs(tiny_model: Path, tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", tiny_rows())
+    result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers",
+                                      "--chunk-rows", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"score .* 5/5 rows [\d.]+ rows/s, 0 s left", result.stderr), result.stderr  # the bar: stderr
+    assert "rows/s" not in result.stdout and "scored 5 rows (0 from the cache" in result.stdout
+    (log,) = (out / "logs").glob("score-*.log")
+    assert len(re.findall(r"INFO ssogen.score: \d of 5 rows scored: [\d.]+ rows/s", log.read_text())) == 3
+
+
+def test_a_fully_scored_folder_is_found_without_torch_or_transformers(tiny_model: Path, tmp_path: Path) -> None:
+    out = write_dataset(tmp_path / "out", tiny_rows()[:3])
+    score_folder(out, str(tiny_model), engine="transformers")
+    probe = ("import sys\nfrom ssogen.dataset.score import score_folder\n"
+             f"report = score_folder({str(out)!r}, {str(tiny_model)!r})\n"
+             "print(report.from_cache, report.scored_now, [m for m in ('torch', 'transformers', 'vllm') "
+             "if m in sys.modules])\n")
+    again = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    # Found by the model's files alone: neither the tokenizer nor any engine was loaded, so it takes a second or two.
+    assert again.stdout.split("\n")[-2] == "3 0 []"
+    # Changed weights are another model: the tokenizer path decides, and nothing is reused.
+    weights = tmp_path / "changed"
+    shutil.copytree(tiny_model, weights)
+    data = (weights / "model.safetensors").read_bytes()
+    (weights / "model.safetensors").write_bytes(data[:-4] + bytes(4))
+    assert score_folder(out, str(weights), engine="transformers").scored_now == 3
+
+
+def test_a_test_split_keeps_its_queries_through_scoring(tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.dataset.splits import SplitSpec
+
+    records = tiny_rows()
+    out = write_dataset(tmp_path / "out", records, split={"test_size": 0.4, "seed": 1, "by": "prompt text"})
+    folder = OutputFolder(out)
+    folder.write_configs(records, SplitSpec(test_size=0.4, seed=1))
+    def ids() -> dict[str, list[str]]:
+        return {split: folder.read_config("triplets", split=split).column("id").to_pylist()
+                for split in ("train", "test")}
+
+    before = ids()
+    score_folder(out, str(tiny_model), engine="transformers", filter_options=LikelihoodFilterOptions())
+    assert ids() == before and before["test"]

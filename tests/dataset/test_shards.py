@@ -9,7 +9,7 @@ import pytest
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
-from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.folders import make_record, snapshot, write_dataset, write_project_folder
 
 
 def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Path) -> None:
@@ -33,24 +33,16 @@ def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Pat
     assert ShardStore(tmp_path / "out").load("rows") == {}
 
 
-def _snapshot(folder: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
-
-
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_folder_ssogen_did_not_write_is_refused_even_with_overwrite(tmp_path: Path, overwrite: bool) -> None:
     """Issue 10 item 1: `--out . --overwrite` inside a project folder removed the user's data/, logs/ and
     README.md. Without ssogen's marker nothing is removed, overwrite or not."""
-    project = tmp_path / "project"
-    for name, text in {"README.md": "# my project", "data/train.csv": "a,b", "logs/run.log": "x",
-                       "plots/figure.png": "png", "stats.json": "{}"}.items():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        (project / name).write_text(text)
-    before = _snapshot(project)
+    project = write_project_folder(tmp_path / "project")
+    before = snapshot(project)
     with pytest.raises(UserError, match=r"not empty and holds no ssogen run \(no \.ssogen/marker\.json\); --overwrite "
                                         r"removes only what ssogen wrote"):
         ShardStore(project).prepare({"fingerprint": "x", "config": {}}, overwrite=overwrite)
-    assert _snapshot(project) == before
+    assert snapshot(project) == before
 
 
 def test_overwrite_in_a_marked_folder_removes_only_what_ssogen_wrote(tmp_path: Path) -> None:

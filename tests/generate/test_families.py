@@ -97,6 +97,6 @@ def test_empty_responses_are_counted_in_summary_and_stats() -> None:
     records = [make_record(0, response_bad="", flags=["empty_bad"], kept=False, drop_reason="empty_response"),
                make_record(1, response_good="", response_raw="", flags=["empty_good", "empty_raw"]),
                make_record(2)]
-    summary = summarize(records, PromptsRead(source="x", rows=[], rows_in=3), wall_s=1.0, tokens=0)
+    summary = summarize(records, PromptsRead(source="x", rows=[], input_rows=3, rows_read=3), wall_s=1.0, tokens=0)
     assert summary["empty_responses"] == {"good": 1, "bad": 1, "raw": 1}
     assert compute_stats(records).funnel.empty_responses == {"good": 1, "bad": 1, "raw": 1}

@@ -48,8 +48,14 @@ def test_prompt_field_messages_blank_and_missing_rows(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     read = read_prompts(str(path), prompt_field="q")
     assert [(r.position, r.text) for r in read.rows] == [(0, "first"), (3, "last turn")]
-    assert read.skipped == {"missing_field": 1, "blank_prompt": 1} and read.rows_in == 4
-    assert [r.text for r in read_prompts(str(path), prompt_field="q", limit=1).rows] == ["first"]
+    assert read.skipped == {"missing_field": 1, "blank_prompt": 1} and (read.rows_read, read.input_rows) == (4, 4)
+    limited = read_prompts(str(path), prompt_field="q", limit=1)
+    # --limit stops reading at the first usable row: the rows after it are neither read nor counted as skipped.
+    assert [r.text for r in limited.rows] == ["first"] and limited.skipped == {}
+    assert (limited.rows_read, limited.input_rows) == (1, 4)
+    two = read_prompts(str(path), prompt_field="q", limit=2)
+    assert [r.text for r in two.rows] == ["first", "last turn"] and two.rows_read == 4 and two.skipped == {
+        "missing_field": 1, "blank_prompt": 1}
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -216,3 +222,21 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     for args, message in cases:
         code, output = _error_of(args)
         assert code == 2 and message in output and len(output.splitlines()) == 1, (args, output)
+
+
+def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
+    from ssogen.generate.run import run_warnings
+    from ssogen.testing.folders import make_record
+
+    def rows(truncated: int, filled: int) -> list:  # type: ignore[type-arg]
+        records = [make_record(i, flags=["truncated_good"] if i < truncated else [], selection_filled=i < filled)
+                   for i in range(10)]
+        # Rows never sampled (prompt too long) count in neither share.
+        return records + [make_record(10 + i, kept=False, drop_reason="prompt_too_long", selection_filled=True,
+                                      flags=["truncated_good"]) for i in range(5)]
+
+    assert run_warnings(rows(2, 2), max_tokens=64) == []  # 20%: no warning
+    truncated, filled = run_warnings(rows(3, 3), max_tokens=64)
+    assert truncated.startswith("3 of 10 rows (30%) have a response cut at --max-tokens 64")
+    assert filled.startswith("feature selection fell back to a random pick for 3 of 10 rows (30%)")
+    assert run_warnings(rows(0, 3), max_tokens=64) == [filled]

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.fingerprint import folder_fingerprint
 
 GENERATE_YAML = "max_tokens: 8\nkeep_truncated: true\n"
 TRAIN_YAML = ("max_steps: 2\nbatch_size: 2\nlogging_steps: 1\nlr: 0.001\nwarmup_ratio: 0.0\nmax_length: 256\n"
@@ -74,7 +75,16 @@ def killed_and_resumed(tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
 
 def test_layout_of_a_two_iteration_run(killed_and_resumed: dict[str, Any]) -> None:
     out = killed_and_resumed["out"]
-    assert {p.name for p in out.iterdir()} == {"iter-1", "iter-2", "iterate.json", "report.json", "plots"}
+    assert {p.name for p in out.iterdir()} == {"iter-1", "iter-2", "iterate.json", "report.json", "plots", "logs"}
+    # iterate's own log per invocation (killed, then resumed); each step logs into its own folder.
+    logs = sorted((out / "logs").glob("iterate-*.log"), key=lambda log: log.stat().st_mtime)
+    assert len(logs) == 2
+    # The resumed invocation's log says which steps it kept and which it ran, with their commands.
+    resumed = logs[1].read_text()
+    assert "iter-1/generate: done in an earlier invocation" in resumed
+    assert "iter-2/train: " in resumed and "iter-2/train: done in " in resumed
+    assert list((out / "iter-2" / "data" / "logs").glob("generate-*.log"))
+    assert list((out / "iter-2" / "model" / "logs").glob("train-*.log"))
     for t in (1, 2):
         folder = out / f"iter-{t}"
         assert {p.name for p in folder.iterdir()} == {"prompts.jsonl", "data", "model"}
@@ -91,8 +101,10 @@ def test_iteration_two_generates_with_and_is_referenced_to_iteration_one(killed_
                                                                          tiny_model: Path) -> None:
     out = killed_and_resumed["out"]
     model_1 = str(out / "iter-1" / "model")
-    assert _json(out / "iter-1" / "data" / "manifest.json")["model"] == str(tiny_model)
-    assert _json(out / "iter-2" / "data" / "manifest.json")["model"] == model_1
+    # The manifests name a local model by its folder name and fingerprint (they are published; paths are not).
+    first, second = (_json(out / f"iter-{t}" / "data" / "manifest.json") for t in (1, 2))
+    assert (first["model"], first["model_fingerprint"]) == (tiny_model.name, folder_fingerprint(tiny_model))
+    assert (second["model"], second["model_fingerprint"]) == ("model", folder_fingerprint(Path(model_1)))
     trained_2 = _json(out / "iter-2" / "model" / "ssogen_train_config.json")
     # `ssogen train`'s reference is the model it starts from: π_1 here, frozen before iteration 2's first step.
     assert trained_2["config"]["model"] == model_1 and trained_2["reference"]["model"] == "starting model"
@@ -153,7 +165,9 @@ def test_report_numbers_match_the_iteration_folders(killed_and_resumed: dict[str
         for pair in ("p1", "p2", "p3"):
             assert training["accuracy"][pair] == metrics["final_eval"][f"rewards/{pair}/accuracy"]
         assert training["mean_W"] == metrics["final_eval"]["W"] and 0.5 <= training["mean_W"] < 1
-        assert entry["generated_with"] == _json(folder / "data" / "manifest.json")["model"]
+        # The report (local) names the model folder; the manifest (published) its fingerprint.
+        assert folder_fingerprint(Path(entry["generated_with"])) == _json(folder / "data" / "manifest.json")[
+            "model_fingerprint"]
     table = killed_and_resumed["second"].stdout
     assert "ssogen iterate: report (recipe v1)" in table and "mean tokens y+" in table
 

@@ -46,14 +46,17 @@ def test_tiny_model_judges_its_own_kind_of_data_through_vllm(folder: Path, tiny_
     assert result.exit_code == 0, result.output
     judged = json.loads((folder / "judge.json").read_text())
     m = judged["metrics"]
-    assert judged["engine"] == "vllm" and judged["judge_model"] == str(tiny_model) and judged["sample"] == 4
+    assert judged["engine"] == "vllm" and judged["sample"] == 4
+    # A local judge is named by its folder and fingerprint: judge.json is published, its path must not be.
+    assert (judged["judge_model"], judged["judge_model_origin"]) == (tiny_model.name, "local folder")
+    assert str(tiny_model) not in (folder / "judge.json").read_text()
     assert m["pairs"] == m["pairs_judged"] == 4 and m["judgments"] == 8 and len(judged["pairs"]) == 4
     # A random tiny model rambles: whatever it says is either a clear verdict or counted as unparseable.
     parsed = sum(p[o]["verdict"] is not None for p in judged["pairs"] for o in ("chosen_first", "chosen_second"))
     assert m["unparseable"] == 8 - parsed
     assert all(p[o]["answer"] is not None for p in judged["pairs"] for o in ("chosen_first", "chosen_second"))
     card = (folder / "README.md").read_text()
-    assert "## Judged by a model" in card and f"`{tiny_model}`" in card
+    assert "## Judged by a model" in card and f"`{tiny_model.name}`" in card
     assert "ssogen judge" in result.output or "chosen wins" in result.output
 
 
@@ -61,7 +64,7 @@ def test_each_order_credits_the_answer_in_the_named_position(folder: Path, tiny_
     from transformers import AutoTokenizer
 
     engine = ScriptedJudge(AutoTokenizer.from_pretrained(tiny_model), "Looks better.\nVerdict: A")
-    written = judge_folder(JudgeOptions(folder=folder, judge_model=str(tiny_model), sample=3, seed=0), engine=engine)
+    written = judge_folder(folder, JudgeOptions(judge_model=str(tiny_model), sample=3, seed=0), engine=engine)
     m = written["metrics"]
     assert len(engine.requests) == 6 and all(r.temperature == 0.0 for r in engine.requests)
     assert m["accuracy_chosen_first"] == 1.0 and m["accuracy_chosen_second"] == 0.0

@@ -4,6 +4,7 @@ builds requests from token ids and counts every engine call."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ class Session:
     stop_ids: list[int]
     requests: Counter[str] = field(default_factory=Counter)
     tokens: int = 0
+    # Engine time: from the start of the first call to the end of the last (model loading is not in it).
+    first_call: float | None = None
+    last_call_end: float | None = None
 
     @classmethod
     def open(cls, config: RunConfig, library: Library, templates: Templates, engine: Engine) -> Session:
@@ -43,6 +47,13 @@ class Session:
         return cls(config=config, library=library, templates=templates, engine=engine,
                    system_supported=supports_system_role(tokenizer),
                    stop_ids=stop_token_ids_of(config.model, tokenizer))
+
+    @property
+    def generation_s(self) -> float:
+        """Seconds from the first engine call to the end of the last (0 before any call)."""
+        if self.first_call is None or self.last_call_end is None:
+            return 0.0
+        return self.last_call_end - self.first_call
 
     @property
     def tokenizer(self):  # type: ignore[no-untyped-def]
@@ -68,7 +79,10 @@ class Session:
 
     def run(self, stage: str, requests: list[GenerationRequest]) -> dict[str, GenerationResult]:
         """One batched engine call; results by request key."""
+        if self.first_call is None:
+            self.first_call = time.monotonic()
         results = self.engine.generate(requests)
+        self.last_call_end = time.monotonic()
         self.requests[stage] += len(requests)
         self.tokens += sum(r.num_tokens for r in results)
         return {r.key: r for r in results}

@@ -1,0 +1,281 @@
+"""Every command's full log: `command_log` writes OUT/logs/<command>-<UTC time>.log (the path comes from
+`OutputFolder.log_file`) while the command runs.
+
+What goes into the log: ssogen's own records, Python warnings, the logging of vLLM, transformers, torch and the
+rest (their own stderr handlers are taken off for the duration so that everything reaches the root logger), and,
+with `capture_fds`, whatever anything writes to stdout or stderr: tqdm bars, prints, vLLM's C++ messages, the
+output of engine worker processes (file descriptors 1 and 2 point at the log meanwhile). The command's own output
+goes to the terminal through `LogSession.stdout` / `.stderr`, copies of the original descriptors, which the CLI's
+consoles write to. Records at warning level and above also go to `warn` (the CLI prints them on stderr through its
+console, above a live progress bar rather than into it), each distinct message once.
+
+A leaf: it imports nothing of ssogen but `ssogen.errors`. Secrets registered with `hide` (a hub token) are
+replaced by *** in every record, on stderr and in the log."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+from ssogen.errors import UserError
+
+logger = logging.getLogger("ssogen")
+
+# Libraries that install their own stderr handler and stop propagation; inside a command log they propagate.
+LIBRARY_LOGGERS = ("vllm", "transformers", "torch", "accelerate", "datasets", "huggingface_hub", "peft", "trl",
+                   "ray")
+_ACTIVE: set[Path] = set()
+_SESSIONS: list[LogSession] = []
+_SECRETS: set[str] = set()
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def active_logs() -> frozenset[Path]:
+    """The log files being written by this process (so that `--overwrite` leaves them alone)."""
+    return frozenset(_ACTIVE)
+
+
+def terminal() -> tuple[IO[str] | None, IO[str] | None]:
+    """The terminal's stdout and stderr while a command log holds descriptors 1 and 2 (for child processes that
+    should write to the terminal, not into this log), else (None, None): inherit as usual."""
+    return (_SESSIONS[-1].stdout, _SESSIONS[-1].stderr) if _SESSIONS else (None, None)
+
+
+def secret_forms(*secrets: str | None) -> list[str]:
+    """Every way a message may spell a secret: as is, stripped, Python-escaped (repr of str and of bytes),
+    JSON-escaped and URL-quoted; the longest first, so that no part of a longer form survives a shorter one."""
+    forms: set[str] = set()
+    for secret in secrets:
+        for value in {secret or "", (secret or "").strip()}:
+            if not value:
+                continue
+            forms.update({value, repr(value)[1:-1], json.dumps(value)[1:-1], repr(value.encode())[2:-1],
+                          quote(value, safe="")})
+    return sorted(forms, key=len, reverse=True)
+
+
+def hide(secret: str | None) -> None:
+    """Never let `secret` reach a log or stderr (replaced by ***), in any of its `secret_forms`."""
+    if secret and secret.strip():
+        _SECRETS.update(secret_forms(secret))
+
+
+def scrub(text: str) -> str:
+    for form in sorted(_SECRETS, key=len, reverse=True):  # the longest first: no part of a longer form survives
+        text = text.replace(form, "***")
+    return text
+
+
+class _Scrub(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            record.msg, record.args = scrub(record.getMessage()), None
+        return True
+
+
+class _Warnings(logging.Handler):
+    """Warnings and errors as one line each ("warning [vllm]: ..."), each distinct message once, to `sink`."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+        self.seen: set[tuple[str, str]] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "log_only", False):
+            return
+        try:
+            message = record.getMessage().rstrip()
+            key = (record.name, message)
+            if key in self.seen:
+                return
+            self.seen.add(key)
+            library = record.name.split(".")[0]
+            source = "" if library in ("root", "py", "ssogen") else f" [{library}]"
+            self.sink(f"{record.levelname.lower()}{source}: {message}")
+        except Exception:
+            self.handleError(record)
+
+
+def _is_fd(stream: Any, fd: int) -> bool:
+    try:
+        return stream is not None and stream.fileno() == fd
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class LogSession:
+    """A command log being written: its file, and the terminal's stdout / stderr while descriptors 1 and 2 point
+    at the log (None where Python's stream was not that descriptor, e.g. under a test runner: write to
+    sys.stdout / sys.stderr then, as usual)."""
+
+    path: Path
+    stdout: IO[str] | None = None
+    stderr: IO[str] | None = None
+
+
+class _DescriptorCapture:
+    """Descriptors 1 and 2 go to the log file; `terminal[fd]` writes to the original descriptor (for the streams
+    sys.stdout / sys.stderr were on). `close` restores both descriptors."""
+
+    def __init__(self, path: Path) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        self.saved = {fd: os.dup(fd) for fd in (1, 2)}
+        target = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        for fd in (1, 2):
+            os.dup2(target, fd)
+        os.close(target)
+        self.terminal: dict[int, IO[str]] = {}
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            if _is_fd(stream, fd):
+                # Line-buffered: a child process given this stream writes after what was printed before it.
+                self.terminal[fd] = open(self.saved[fd], "w", closefd=False, buffering=1,  # noqa: SIM115
+                                         encoding=getattr(stream, "encoding", None) or "utf-8",
+                                         errors=getattr(stream, "errors", None) or "replace")
+
+    def close(self) -> None:
+        for stream in self.terminal.values():
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for stream in (sys.stdout, sys.stderr):  # what libraries wrote through Python belongs in the log
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, saved in self.saved.items():
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def _adopt_library_loggers(import_transformers: bool) -> list[tuple[logging.Logger, list[logging.Handler], bool, int]]:
+    """Take the libraries' own handlers off and let them propagate (transformers' info lines too, such as the
+    Trainer's); returns what to put back."""
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM imported later then logs to the root logger
+    if import_transformers or "transformers" in sys.modules:
+        with contextlib.suppress(Exception):  # configures transformers' logger now, so later imports keep ours
+            import transformers.utils.logging as hf_logging
+
+            hf_logging.get_logger()
+    saved = []
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        saved.append((library, list(library.handlers), library.propagate, library.level))
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
+        if name == "transformers":
+            library.setLevel(logging.INFO)
+    return saved
+
+
+def _terminal_writer(stream: IO[str] | None) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        target = stream if stream is not None else sys.stderr
+        target.write(text + "\n")
+        target.flush()
+
+    return write
+
+
+def _root_handlers(path: Path, warn: Callable[[str], None]) -> list[logging.Handler]:
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    formatter = logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    file_handler.setFormatter(formatter)
+    handlers: list[logging.Handler] = [file_handler, _Warnings(warn)]
+    for handler in handlers:
+        handler.addFilter(_Scrub())
+    return handlers
+
+
+def _log_outcome(exc: BaseException | None, seconds: float) -> None:
+    """The last line of the log (file only: the CLI reports errors on the terminal itself)."""
+    quiet = {"log_only": True}
+    code = getattr(exc, "exit_code", getattr(exc, "code", None))
+    if exc is None or (type(exc).__name__ in ("Exit", "SystemExit") and code in (0, None)):
+        logger.info("finished in %.1f s", seconds, extra=quiet)
+    elif isinstance(exc, KeyboardInterrupt):
+        logger.error("interrupted after %.1f s", seconds, extra=quiet)
+    elif isinstance(exc, UserError):
+        logger.error("error (exit %d) after %.1f s: %s", exc.exit_code, seconds, exc, extra=quiet)
+    elif type(exc).__name__ in ("Exit", "SystemExit"):
+        logger.error("exit %s after %.1f s", code, seconds, extra=quiet)
+    else:
+        logger.error("failed after %.1f s", seconds, exc_info=exc, extra=quiet)
+
+
+def _restore_loggers(saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]]) -> None:
+    for library, library_handlers, propagate, level in saved:
+        for handler in library_handlers:
+            library.addHandler(handler)
+        library.propagate = propagate
+        library.setLevel(level)  # not `.level =`: setLevel also clears the loggers' isEnabledFor cache
+
+
+def _stop_capturing_warnings(previous: Callable[..., Any]) -> None:
+    # captureWarnings(False) would also end an enclosing session's capture: put back what was there before.
+    logging.captureWarnings(False)
+    warnings.showwarning = previous
+
+
+def _remove_handlers(handlers: list[logging.Handler], level: int) -> None:
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
+@contextlib.contextmanager
+def command_log(path: Path, command: str, argv: list[str] | None = None, *, capture_fds: bool = True,
+                import_transformers: bool = True, warn: Callable[[str], None] | None = None
+                ) -> Iterator[LogSession]:
+    """Log the block to `path` (see the module docstring). `argv` is written first, secrets scrubbed;
+    `import_transformers`: set transformers' logging up front (commands that load a model); `warn` receives each
+    warning line for the terminal (default: the terminal's stderr). Everything is put back afterwards, in the
+    reverse order, whatever happened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()
+    with contextlib.ExitStack() as undo:
+        capture = _DescriptorCapture(path) if capture_fds else None
+        if capture is not None:
+            undo.callback(capture.close)
+        session = LogSession(path, *((capture.terminal.get(1), capture.terminal.get(2)) if capture
+                                     else (None, None)))
+        undo.callback(_restore_loggers, _adopt_library_loggers(import_transformers))
+        root = logging.getLogger()
+        handlers = _root_handlers(path, warn or _terminal_writer(session.stderr))
+        undo.callback(_remove_handlers, handlers, root.level)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        undo.callback(_stop_capturing_warnings, warnings.showwarning)
+        logging.captureWarnings(True)
+        _ACTIVE.add(path)
+        _SESSIONS.append(session)
+        undo.callback(_SESSIONS.remove, session)
+        undo.callback(_ACTIVE.discard, path)
+        started = time.monotonic()
+        from ssogen import __version__
+
+        line = " ".join(argv if argv is not None else ["ssogen", *sys.argv[1:]])
+        logger.info("ssogen %s %s: %s", __version__, command, scrub(line))
+        outcome: BaseException | None = None
+        try:
+            yield session
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            _log_outcome(outcome, time.monotonic() - started)

@@ -1,0 +1,161 @@
+"""The command log (`ssogen.runlog`): everything reaches the file, warnings also reach the terminal once each,
+secrets never appear, and the process's descriptors and loggers are as before afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ssogen import runlog
+from ssogen.errors import UserError
+from ssogen.runlog import LIBRARY_LOGGERS, active_logs, command_log, hide, terminal
+
+
+def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "t.log"
+    shown: list[str] = []
+    library = logging.getLogger("vllm.engine")
+    library_root = logging.getLogger("vllm")
+    own = logging.StreamHandler()
+    library_root.addHandler(own)  # as vLLM does: its own handler, no propagation
+    library_root.propagate = False
+    try:
+        with command_log(path, "t", ["ssogen", "t"], import_transformers=False, warn=shown.append):
+            assert path.resolve() in active_logs()
+            library.info("engine details")
+            library.warning("slow path")
+            library.warning("slow path")  # the same message twice: printed once
+            warnings.warn("an old API", FutureWarning, stacklevel=1)
+            os.write(2, b"noise from C++\n")
+            os.write(1, b"a print from a worker\n")
+        text = path.read_text()
+        for line in ("INFO ssogen: ssogen ", "INFO vllm.engine: engine details", "WARNING vllm.engine: slow path",
+                     "FutureWarning: an old API", "noise from C++", "a print from a worker", "finished in"):
+            assert line in text, line
+        assert shown[:2] == ["warning [vllm]: slow path", "warning: " + shown[1].removeprefix("warning: ")]
+        assert len(shown) == 2 and "FutureWarning: an old API" in shown[1]
+        # Afterwards: vLLM's own handler is back, nothing more goes to the log, no log is active.
+        assert library_root.handlers == [own] and library_root.propagate is False
+        os.write(2, b"")
+        assert path.read_text() == text and not active_logs() and terminal() == (None, None)
+    finally:
+        library_root.removeHandler(own)
+        library_root.propagate = True
+
+
+def test_secrets_and_failures(tmp_path: Path) -> None:
+    path = tmp_path / "t.log"
+    hide("hf_SECRETvalue123")
+    shown: list[str] = []
+    try:
+        with command_log(path, "push-to-hub", ["ssogen", "push-to-hub", "--token", "hf_SECRETvalue123"],
+                         capture_fds=False, import_transformers=False, warn=shown.append):
+            logging.getLogger("huggingface_hub").warning("header Bearer hf_SECRETvalue123 refused")
+            raise UserError("cannot reach the hub", 1)
+    except UserError:
+        pass
+    text = path.read_text()
+    assert "hf_SECRETvalue123" not in text and "--token ***" in text and "Bearer ***" in text
+    assert "ERROR ssogen: error (exit 1) after" in text and "cannot reach the hub" in text
+    assert shown == ["warning [huggingface_hub]: header Bearer *** refused"]  # the error line is the CLI's
+
+
+def test_the_terminal_keeps_the_output_the_log_gets_the_rest(tmp_path: Path) -> None:
+    """In a process of its own (descriptors 1 and 2 are real there): a child process started with `terminal()`
+    writes to the terminal, one started plainly writes into the log."""
+    log = tmp_path / "t.log"
+    script = f"""
+import subprocess, sys
+from pathlib import Path
+from ssogen.runlog import command_log, terminal
+with command_log(Path({str(log)!r}), "t", import_transformers=False) as session:
+    session.stdout.write("summary for the user\\n")
+    print("a library print")
+    stdout, stderr = terminal()
+    subprocess.run([sys.executable, "-c", "print('child on the terminal')"], stdout=stdout, stderr=stderr)
+    subprocess.run([sys.executable, "-c", "print('child into the log')"])
+print("after the log")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.splitlines() == ["summary for the user", "child on the terminal", "after the log"]
+    text = log.read_text()
+    assert "a library print" in text and "child into the log" in text and "summary for the user" not in text
+
+
+def _process_state() -> dict[str, object]:
+    """What a command log changes while it runs and must put back."""
+    root = logging.getLogger()
+    libraries = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,
+                        logging.getLogger(name).level) for name in LIBRARY_LOGGERS}
+    descriptors = {fd: (os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)}
+    return {"root": (list(root.handlers), root.level), "showwarning": warnings.showwarning, "libraries": libraries,
+            "descriptors": descriptors, "active": active_logs(), "terminal": terminal()}
+
+
+@pytest.mark.parametrize("outcome", ["success", "exception", "user error"])
+def test_everything_is_put_back_after_success_and_failure(tmp_path: Path, outcome: str) -> None:
+    transformers = logging.getLogger("transformers")
+    saved_level = transformers.level
+    transformers.setLevel(logging.WARNING)  # a command log lowers it to INFO meanwhile
+    try:
+        before = _process_state()
+        with contextlib.suppress(RuntimeError, UserError), command_log(tmp_path / "t.log", "t", ["ssogen", "t"],
+                                                                       import_transformers=False, warn=[].append):
+            assert _process_state() != before
+            logging.getLogger("transformers.trainer").info("step 1")  # caches isEnabledFor(INFO) = True
+            if outcome == "exception":
+                raise RuntimeError("boom")
+            if outcome == "user error":
+                raise UserError("bad flag", 2)
+        assert _process_state() == before
+        assert not logging.getLogger("transformers.trainer").isEnabledFor(logging.INFO)
+        text = (tmp_path / "t.log").read_text()
+        assert "INFO transformers.trainer: step 1" in text
+        assert {"success": "finished in", "exception": "RuntimeError: boom",
+                "user error": "error (exit 2) after"}[outcome] in text
+    finally:
+        transformers.setLevel(saved_level)
+
+
+@pytest.mark.parametrize("failing_step", ["_adopt_library_loggers", "_root_handlers"])
+def test_a_failure_while_starting_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        failing_step: str) -> None:
+    """The descriptors are redirected first: whatever fails after that, they (and all else) are put back."""
+    before = _process_state()
+
+    def fail(*_args: object) -> None:
+        raise OSError("cannot")
+
+    monkeypatch.setattr(runlog, failing_step, fail)
+    with pytest.raises(OSError, match="cannot"), command_log(tmp_path / "t.log", "t", import_transformers=False):
+        pass
+    assert _process_state() == before
+
+
+def test_nested_sessions_give_the_outer_one_back_intact(tmp_path: Path) -> None:
+    outer_path, inner_path = tmp_path / "outer.log", tmp_path / "inner.log"
+    before = _process_state()
+    outer_shown: list[str] = []
+    with command_log(outer_path, "outer", import_transformers=False, warn=outer_shown.append):
+        outer_state = _process_state()
+        with command_log(inner_path, "inner", import_transformers=False, warn=[].append):
+            assert active_logs() == {outer_path.resolve(), inner_path.resolve()}
+            os.write(1, b"inside the inner log\n")
+        assert _process_state() == outer_state
+        # The outer session still catches Python warnings, library logging and descriptor writes.
+        warnings.warn("after the inner one", UserWarning, stacklevel=1)
+        logging.getLogger("vllm").warning("engine note")
+        os.write(2, b"outer descriptor write\n")
+    assert _process_state() == before
+    outer, inner = outer_path.read_text(), inner_path.read_text()
+    assert "inside the inner log" in inner and "inside the inner log" not in outer
+    for line in ("UserWarning: after the inner one", "WARNING vllm: engine note", "outer descriptor write"):
+        assert line in outer and line not in inner, line
+    assert "warning [vllm]: engine note" in outer_shown

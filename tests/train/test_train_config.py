@@ -1,0 +1,164 @@
+"""`ssogen train --config`: every transformers.TrainingArguments field under its own name besides ssogen's
+options (issue 9, item 12), and loggers checked before torch is imported."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.errors import UserError
+from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.train import integrations
+from ssogen.train.config import build_config
+from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
+
+REQUIRED = {"data": Path("d"), "model": "m", "out": Path("o")}
+
+
+def _config(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    return build_config(dict(REQUIRED), path)
+
+
+def test_the_names_are_those_of_the_installed_training_arguments() -> None:
+    from transformers import TrainingArguments
+
+    assert training_argument_names() == {f.name for f in dataclasses.fields(TrainingArguments)}
+    assert set(ALIASES) | set(REFUSED) <= training_argument_names()
+
+
+def test_training_arguments_names_set_ssogen_options_and_pass_the_rest(tmp_path: Path) -> None:
+    config = _config(tmp_path, "gradient_accumulation_steps: 4\nlearning_rate: 1.0e-6\nper_device_train_batch_size: 2\n"
+                               "num_train_epochs: 2\nlr_scheduler_type: linear\nadam_beta2: 0.95\noptim: adamw_torch\n"
+                               "seed: 7\n")
+    assert (config.grad_accum, config.lr, config.batch_size, config.epochs, config.scheduler, config.seed) == (
+        4, 1e-6, 2, 2.0, "linear", 7)
+    assert config.train_args == {"adam_beta2": 0.95, "optim": "adamw_torch"}
+    assert config.resolved()["train_args"] == {"adam_beta2": 0.95, "optim": "adamw_torch"}  # saved with the model
+    # Flags still win over the file, under ssogen's names.
+    flagged = build_config({**REQUIRED, "grad_accum": 8}, tmp_path / "train.yaml")
+    assert flagged.grad_accum == 8
+
+
+def test_one_setting_under_both_names_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"'lr' \(line 1\) and 'learning_rate' \(line 2\) both set --lr; keep one"):
+        _config(tmp_path, "lr: 1.0e-6\nlearning_rate: 2.0e-6\n")
+    with pytest.raises(UserError, match=r"'grad_accum' \(line 1\) and 'gradient_accumulation_steps' \(line 2\)"):
+        _config(tmp_path, "grad_accum: 2\ngradient_accumulation_steps: 4\n")
+    with pytest.raises(UserError, match="--warmup-ratio and warmup_steps both set the warmup; keep one"):
+        _config(tmp_path, "warmup_ratio: 0.1\nwarmup_steps: 10\n")
+
+
+def test_unknown_keys_all_at_once_with_suggestions_from_both_vocabularies(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("gradient_acumulation_steps: 2\nlamda: 0.2\nadam_beta3: 0.9\nzzz: red\n")
+    with pytest.raises(UserError) as info:
+        build_config(dict(REQUIRED), path)
+    assert str(info.value) == (
+        f"{path}: unknown key(s): gradient_acumulation_steps (line 1; did you mean gradient_accumulation_steps?), "
+        "lamda (line 2; did you mean lambda?), adam_beta3 (line 3; did you mean adam_beta2?), zzz (line 4)")
+
+
+def test_settings_ssogen_must_own_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="remove_unused_columns \\(line 2\\) cannot be set: ssogen's collator"):
+        _config(tmp_path, "lr: 1.0e-6\nremove_unused_columns: true\nhub_token: hf_x\n")
+    with pytest.raises(UserError, match="hub_token \\(line 1\\) cannot be set: .*set HF_TOKEN"):
+        _config(tmp_path, "hub_token: hf_x\n")
+
+
+def test_passed_fields_reach_training_arguments(tmp_path: Path) -> None:
+    from ssogen.train.run import training_arguments
+
+    config = _config(tmp_path, "gradient_accumulation_steps: 3\nadam_beta2: 0.95\nwarmup_steps: 5\n"
+                               "save_strategy: 'no'\ncpu: true\n")
+    args = training_arguments(config)
+    assert (args.gradient_accumulation_steps, args.adam_beta2, args.warmup_steps) == (3, 0.95, 5)
+    assert args.save_strategy == "no" and args.remove_unused_columns is False
+    default = training_arguments(_config(tmp_path, "cpu: true\n"))
+    assert default.warmup_steps == pytest.approx(0.04)  # --warmup-ratio, as a ratio below 1
+    with pytest.raises(UserError, match="invalid training option: "):
+        training_arguments(_config(tmp_path, "lr_scheduler_type: no-such-schedule\n"))
+
+
+def test_a_missing_logger_package_is_one_line_before_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(integrations.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "tensorboardX", "wandb") else real(name, *a))
+    for value in ("tensorboard", "none,wandb", ["wandb"]):
+        with pytest.raises(UserError) as info:
+            integrations.check_report_to(value)
+        assert info.value.exit_code == 1 and "package is not installed (pip install" in str(info.value)
+    with pytest.raises(UserError, match="--report-to tensorbored: unknown logger") as unknown:
+        integrations.check_report_to("tensorbored")
+    assert unknown.value.exit_code == 2
+    assert integrations.check_report_to("none") == [] and integrations.check_report_to("all") == ["all"]
+
+
+def test_cli_training_with_training_arguments_in_the_config(tiny_model: Path, tmp_path: Path,
+                                                            one_torch_thread: None) -> None:
+    data = write_synthetic_sso(tmp_path / "data", count=4)
+    config = tmp_path / "train.yaml"
+    config.write_text("gradient_accumulation_steps: 2\nper_device_train_batch_size: 1\nlearning_rate: 1.0e-4\n"
+                      "adam_beta2: 0.9\nmax_steps: 2\nlogging_steps: 1\nsave_steps: 0\n")
+    out = tmp_path / "trained"
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(out),
+                                      "--config", str(config), "--max-length", "256", "--max-prompt-length", "128"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "ssogen_train_config.json").read_text())["config"]
+    assert (saved["grad_accum"], saved["batch_size"], saved["lr"]) == (2, 1, 1e-4)
+    assert saved["train_args"] == {"adam_beta2": 0.9}
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert (args.gradient_accumulation_steps, args.adam_beta2, args.max_steps) == (2, 0.9, 2)
+    (log,) = (out / "logs").glob("train-*.log")
+    text = log.read_text()
+    assert "INFO ssogen.train: step 2: " in text and "finished in" in text
+
+
+FAKE_WANDB = {  # an installed wandb that cannot log in, as on a machine without an API key or a terminal
+    "wandb/__init__.py": "run = None\n\nclass UsageError(Exception):\n    pass\n\n"
+                         "def termwarn(*args, **kwargs):\n    pass\n\n"
+                         "def init(*args, **kwargs):\n"
+                         "    raise UsageError('api_key not configured (no-tty). call wandb.login(key=...)')\n",
+    "wandb/sdk/__init__.py": "", "wandb/sdk/lib/__init__.py": "",
+    "wandb/sdk/lib/config_util.py": "class ConfigError(Exception):\n    pass\n",
+}
+
+
+def test_a_logger_that_fails_while_training_is_one_line(tiny_model: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+                                                        ) -> None:
+    import sys
+
+    for name, text in FAKE_WANDB.items():
+        (tmp_path / "site" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "site" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    data = write_synthetic_sso(tmp_path / "data", count=4)
+    out = tmp_path / "trained"
+    try:
+        result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(out),
+                                          "--report-to", "wandb", "--max-steps", "1", "--max-length", "256",
+                                          "--max-prompt-length", "128"])
+    finally:
+        for module in [m for m in sys.modules if m == "wandb" or m.startswith("wandb.")]:
+            del sys.modules[module]
+    assert result.exit_code == 1, result.output
+    # One error line (a warning of transformers' may come before it, depending on what ran in this process).
+    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == [
+        "error: --report-to wandb: the logger failed: UsageError: api_key not configured (no-tty). call "
+        "wandb.login(key=...) (fix it, or drop wandb from --report-to)"]
+    (log,) = (out / "logs").glob("train-*.log")
+    text = log.read_text()
+    assert "ERROR ssogen.train: the wandb logger failed" in text and "Traceback" in text and "Traceback" not in \
+        result.output
+    # Anything else that fails inside training is not blamed on a logger.
+    with pytest.raises(ZeroDivisionError), integrations.integration_errors(["wandb"]):
+        _ = 1 / 0
