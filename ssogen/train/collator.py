@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ssogen.train.packing import pack_examples
+from ssogen.train.packing import pack_examples, target_fields
 
 
 @dataclass
@@ -53,9 +53,5 @@ def left_padded(examples: list[dict[str, Any]], pad_token_id: int,
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "position_ids": position_ids,
-        "target_index": torch.cat(index),
-        "target_ids": torch.cat(targets),
-        "target_cell": torch.cat(cells),
-        "response_lengths": torch.tensor([e["response_lengths"] for e in examples], dtype=torch.long),
-        "row_index": torch.tensor([e["row_index"] for e in examples], dtype=torch.long),
+        **target_fields(examples, index, targets, cells),
     }

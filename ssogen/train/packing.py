@@ -113,13 +113,21 @@ def pack_examples(examples: list[dict[str, Any]], pad_token_id: int,
         "position_ids": position_ids,
         "group_ids": group_ids,
         "span_ids": span_ids,
+        **target_fields(examples, index, targets, cells),
+    }
+
+
+
+def target_fields(examples: list[dict[str, Any]], index: list[torch.Tensor], targets: list[torch.Tensor],
+                  cells: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys both layouts share: where each response token is predicted, the token, its cell in the grid."""
+    return {
         "target_index": torch.cat(index),
         "target_ids": torch.cat(targets),
         "target_cell": torch.cat(cells),
         "response_lengths": torch.tensor([e["response_lengths"] for e in examples], dtype=torch.long),
         "row_index": torch.tensor([e["row_index"] for e in examples], dtype=torch.long),
     }
-
 
 def _write(input_ids: torch.Tensor, position_ids: torch.Tensor, group_ids: torch.Tensor, span_ids: torch.Tensor,
            line: int, offset: int, tokens: list[int], first_position: int, group: int, span: int) -> None:
