@@ -163,7 +163,9 @@ def stats_command(
     if license_id is not None:
         check_license_flag(license_id)
     _require_folder(folder)
-    with command_log(folder, "stats", libraries=False):
+    # One writer per folder: stats rewrites stats.json, the plots and the card, which a running score also writes.
+    with OutputFolder(folder).claim("ssogen stats") as left_behind, command_log(folder, "stats", libraries=False):
+        note_lock_takeover(left_behind)
         set_license(folder, license_id)
         rewrite_card = card and card_is_generated(folder)
         stats = refresh(folder, plots=plots, card=card, templates=templates)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import command_log, err_console, show, user_errors
+from ssogen.cli.common import command_log, err_console, note_lock_takeover, show, user_errors
 from ssogen.cli.options import with_options
 from ssogen.judge.run import JudgeOptions
 from ssogen.settings import resolve_settings
@@ -36,7 +36,9 @@ def judge(
     settings = resolve_settings(JudgeOptions, options, accepts_config=False)
     read_pairs(folder, settings.config)  # an unfit folder fails before its log is opened in it
     require_available(resolve_model(settings.judge_model, flag="--judge-model"), flag="--judge-model")
-    with command_log(folder, "judge"):
+    # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
+    with OutputFolder(folder).claim("ssogen judge") as left_behind, command_log(folder, "judge"):
+        note_lock_takeover(left_behind)
         written = judge_folder(folder, settings)
         m = written["metrics"]
         table = Table(title=f"ssogen judge: {written['judge_model']} on {m['pairs_judged']} pairs "

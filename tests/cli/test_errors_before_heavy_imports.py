@@ -106,6 +106,8 @@ GENERATE_MODEL = [
     ("train-out-locked", "train --data {w}/sso --model {model} --out {w}/train-locked", 1,
      f"--out {{w}}/train-locked: in use by process {os.getpid()} (ssogen train"),
     ("score-locked", "score {w}/dataset-locked --model {model}", 1, f"in use by process {os.getpid()}"),
+    ("stats-locked", "stats {w}/dataset-locked", 1, f"in use by process {os.getpid()}"),
+    ("judge-locked", "judge {w}/dataset-locked --judge-model {model}", 1, f"in use by process {os.getpid()}"),
 ]
 TRAIN = [
     ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
