@@ -117,7 +117,6 @@ def pack_examples(examples: list[dict[str, Any]], pad_token_id: int,
     }
 
 
-
 def target_fields(examples: list[dict[str, Any]], index: list[torch.Tensor], targets: list[torch.Tensor],
                   cells: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """The keys both layouts share: where each response token is predicted, the token, its cell in the grid."""
@@ -128,6 +127,7 @@ def target_fields(examples: list[dict[str, Any]], index: list[torch.Tensor], tar
         "response_lengths": torch.tensor([e["response_lengths"] for e in examples], dtype=torch.long),
         "row_index": torch.tensor([e["row_index"] for e in examples], dtype=torch.long),
     }
+
 
 def _write(input_ids: torch.Tensor, position_ids: torch.Tensor, group_ids: torch.Tensor, span_ids: torch.Tensor,
            line: int, offset: int, tokens: list[int], first_position: int, group: int, span: int) -> None:
