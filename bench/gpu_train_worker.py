@@ -123,25 +123,15 @@ def train_trl(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, out:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+    from trl_pairs import trl_dpo_pairs
 
-    from ssogen.chat import context_messages, render_prompt, supports_system_role
     from ssogen.train.inputs import read_sso_rows
 
     cuda = spec["device"] == "cuda"
     model_dir = spec["models"][shape]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    system_ok = supports_system_role(tokenizer)
-    pairs = []
-    for row in read_sso_rows(Path(spec["data"])):
-        def prompt(system: str | None, row: dict[str, str] = row) -> str:
-            return render_prompt(tokenizer, context_messages(row["prompt"], system), system_supported=system_ok)
-
-        pairs += [
-            {"prompt": prompt(None), "chosen": row["response_good"], "rejected": row["response_bad"]},
-            {"prompt": prompt(row["system_good"]), "chosen": row["response_good"], "rejected": row["response_bad"]},
-            {"prompt": prompt(row["system_bad"]), "chosen": row["response_raw"], "rejected": row["response_good"]},
-        ]
+    pairs = trl_dpo_pairs(tokenizer, read_sso_rows(Path(spec["data"])))
     config = DPOConfig(
         output_dir=str(out), loss_type=["ipo"], beta=0.1, learning_rate=1e-6,
         per_device_train_batch_size=3 * spec["batch"], num_train_epochs=1, precompute_ref_log_probs=True,

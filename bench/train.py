@@ -89,8 +89,8 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+    from trl_pairs import trl_dpo_pairs
 
-    from ssogen.chat import context_messages, render_prompt, supports_system_role
     from ssogen.train.inputs import read_sso_rows
 
     torch.set_num_threads(args.threads)
@@ -98,17 +98,7 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    system_ok = supports_system_role(tokenizer)
-    pairs = []
-    for row in read_sso_rows(Path(args.data)):
-        def prompt(system: str | None, row: dict[str, str] = row) -> str:
-            return render_prompt(tokenizer, context_messages(row["prompt"], system), system_supported=system_ok)
-
-        pairs += [
-            {"prompt": prompt(None), "chosen": row["response_good"], "rejected": row["response_bad"]},
-            {"prompt": prompt(row["system_good"]), "chosen": row["response_good"], "rejected": row["response_bad"]},
-            {"prompt": prompt(row["system_bad"]), "chosen": row["response_raw"], "rejected": row["response_good"]},
-        ]
+    pairs = trl_dpo_pairs(tokenizer, read_sso_rows(Path(args.data)))
     timer = step_timer()
     config = DPOConfig(output_dir=args.out, loss_type=["ipo"], beta=0.1, learning_rate=1e-4,
                        per_device_train_batch_size=3 * args.batch, num_train_epochs=1, precompute_ref_log_probs=True,

@@ -5,6 +5,7 @@ short (one clear line instead of a loader's traceback)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import struct
@@ -75,14 +76,12 @@ def hub_revision(model: ModelRef, *, flag: str = "--model") -> str:
 
     require_available(model, flag=flag)  # offline and not cached: the same line as everywhere
     if not hub_offline():
-        try:
-            from huggingface_hub import HfApi
+        from huggingface_hub import HfApi
 
+        with contextlib.suppress(Exception):  # unreachable or unknown: the local cache may still know it
             sha = HfApi().model_info(model.name, timeout=20).sha
             if sha:
                 return str(sha)
-        except Exception:  # unreachable or unknown: the local cache may still know it
-            pass
     ref = Path(constants.HF_HUB_CACHE) / f"models--{model.name.replace('/', '--')}" / "refs" / "main"
     try:
         return ref.read_text(encoding="utf-8").strip()
@@ -112,12 +111,11 @@ def _tokenizer_digest(folder: Path) -> str:
             continue
         data = path.read_bytes()
         if name == "tokenizer_config.json":  # its chat template is a part of its own
-            try:
+            # A file that is not a JSON object is hashed as it is: any change to it still changes the digest.
+            with contextlib.suppress(ValueError, AttributeError):
                 config = json.loads(data)
                 config.pop("chat_template", None)
                 data = json.dumps(config, sort_keys=True).encode()
-            except (ValueError, AttributeError):
-                pass
         digest.update(f"{name}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()
 

@@ -44,7 +44,7 @@ def test_a_second_process_is_refused_naming_the_holder_until_it_is_killed(tmp_pa
         with pytest.raises(UserError, match=rf"^--out x: in use by process {holder.pid} \(ssogen generate, since "
                                             r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it") as info:
             with folder_lock(lock, label="--out x", command="ssogen score"):
-                pass
+                pytest.fail("a second process took a lock that another one holds")
         assert info.value.exit_code == 1
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -80,5 +80,5 @@ def test_a_lock_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match=r"--out x: cannot create the lock file .*file/lock") as info:
         with folder_lock(tmp_path / "file" / "lock", label="--out x", command="c"):
-            pass
+            pytest.fail("a lock file was created under a regular file")
     assert info.value.exit_code == 1

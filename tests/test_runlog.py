@@ -54,13 +54,11 @@ def test_secrets_and_failures(tmp_path: Path) -> None:
     path = tmp_path / "t.log"
     hide("hf_SECRETvalue123")
     shown: list[str] = []
-    try:
-        with command_log(path, "push-to-hub", ["ssogen", "push-to-hub", "--token", "hf_SECRETvalue123"],
-                         capture_fds=False, import_transformers=False, warn=shown.append):
-            logging.getLogger("huggingface_hub").warning("header Bearer hf_SECRETvalue123 refused")
-            raise UserError("cannot reach the hub", 1)
-    except UserError:
-        pass
+    with pytest.raises(UserError, match="cannot reach the hub"), \
+            command_log(path, "push-to-hub", ["ssogen", "push-to-hub", "--token", "hf_SECRETvalue123"],
+                        capture_fds=False, import_transformers=False, warn=shown.append):
+        logging.getLogger("huggingface_hub").warning("header Bearer hf_SECRETvalue123 refused")
+        raise UserError("cannot reach the hub", 1)
     text = path.read_text()
     assert "hf_SECRETvalue123" not in text and "--token ***" in text and "Bearer ***" in text
     assert "ERROR ssogen: error (exit 1) after" in text and "cannot reach the hub" in text
@@ -135,7 +133,7 @@ def test_a_failure_while_starting_leaves_nothing_behind(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(runlog, failing_step, fail)
     with pytest.raises(OSError, match="cannot"), command_log(tmp_path / "t.log", "t", import_transformers=False):
-        pass
+        pytest.fail("the log session started although one of its steps failed")
     assert _process_state() == before
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from ssogen.cli.common import (
     command_log,
     console,
+    empty_pairs_note,
     err_console,
     note_lock_takeover,
     progress_bar,
@@ -23,7 +24,7 @@ from ssogen.cli.common import (
     warn,
 )
 from ssogen.cli.options import with_options
-from ssogen.dataset.folder import OutputFolder, empty_pairs_note
+from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import command_log, console, note_lock_takeover, progress_bar, show, user_errors, warn
+from ssogen.cli.common import (
+    command_log,
+    console,
+    empty_pairs_note,
+    note_lock_takeover,
+    progress_bar,
+    show,
+    user_errors,
+    warn,
+)
 from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import license_note
@@ -180,8 +189,6 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
                   + (f" (test split: {manifest['split']['test_size']:g} of the queries)" if manifest.get("split")
                      else ""))
     show(table)
-    from ssogen.dataset.folder import empty_pairs_note
-
     for warning in [*s.get("warnings", []), empty_pairs_note(manifest["configs"])]:
         if warning:
             warn(warning)

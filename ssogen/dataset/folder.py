@@ -43,7 +43,7 @@ from ssogen.records import TripletRecord
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.principles import Library
 
-__all__ = ["CONFIGS", "OutputFolder", "empty_pairs_note"]
+__all__ = ["CONFIGS", "OutputFolder"]
 CARD = "README.md"
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.resolved.yaml"
@@ -140,10 +140,11 @@ class OutputFolder:
         return path
 
     # -- configs -------------------------------------------------------------------------------------------------
-    def write_config(self, config: str, rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> Path:
-        """One config's parquet file from rows (the config's own schema unless another is given)."""
+    def write_config(self, config: str, rows: list[dict[str, Any]], schema: pa.Schema | None = None,
+                     split: str = TRAIN) -> Path:
+        """One config's parquet file of a split from rows (the config's own schema unless another is given)."""
         table = pa.Table.from_pylist(rows, schema=schema or config_schema(config))
-        return write_parquet_atomic(self.config_file(config), table)
+        return write_parquet_atomic(self.config_file(config, split), table)
 
     def write_configs(self, records: Iterable[TripletRecord], split: SplitSpec | None = None) -> dict[str, int]:
         """Every config's parquet files from the triplets, split into train and test by `split` (None: train
@@ -152,11 +153,10 @@ class OutputFolder:
         counts = {}
         for config, parts in split_config_rows(records, split).items():
             self.write_config(config, parts[TRAIN])
-            test_file = self.config_file(config, TEST)
             if parts[TEST]:
-                write_parquet_atomic(test_file, pa.Table.from_pylist(parts[TEST], schema=config_schema(config)))
-            elif test_file.exists():
-                test_file.unlink()
+                self.write_config(config, parts[TEST], split=TEST)
+            else:
+                self.config_file(config, TEST).unlink(missing_ok=True)
             counts[config] = len(parts[TRAIN]) + len(parts[TEST])
         return counts
 
@@ -193,33 +193,27 @@ class OutputFolder:
         """Rows per config, every split, from the parquet footers (configs that cannot be read are left out)."""
         return {config: sum(n for n, _ in sizes.values()) for config, sizes in self.split_sizes().items()}
 
-    def split_sizes(self) -> dict[str, dict[str, tuple[int, int]]]:
-        """config -> split -> (rows, uncompressed bytes), from the parquet footers; configs with a file that
-        cannot be read are left out (the commands that read rows report it)."""
-        sizes: dict[str, dict[str, tuple[int, int]]] = {}
+    def _footers(self) -> dict[str, dict[str, list[pq.FileMetaData]]]:
+        """config -> split -> the parquet footers of its files; configs with a file that cannot be read are left
+        out (the commands that read rows report it)."""
+        footers = {}
         for config in CONFIGS:
-            try:
-                found = {}
-                for split, paths in self.split_files(config).items():
-                    metas = [pq.read_metadata(p) for p in paths]
-                    found[split] = (sum(m.num_rows for m in metas),
-                                    sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups)))
-            except Exception:  # missing or corrupt
-                continue
-            if found:
-                sizes[config] = found
-        return sizes
+            with contextlib.suppress(Exception):  # missing or corrupt
+                if found := {split: [pq.read_metadata(p) for p in paths]
+                             for split, paths in self.split_files(config).items()}:
+                    footers[config] = found
+        return footers
+
+    def split_sizes(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """config -> split -> (rows, uncompressed bytes), from the parquet footers."""
+        return {config: {split: (sum(m.num_rows for m in metas), sum(m.row_group(i).total_byte_size for m in metas
+                                                                    for i in range(m.num_row_groups)))
+                         for split, metas in splits.items()} for config, splits in self._footers().items()}
 
     def schemas(self) -> dict[str, pa.Schema]:
-        """The schema of each config whose first file can be read."""
-        found: dict[str, pa.Schema] = {}
-        for config in CONFIGS:
-            files = [p for paths in self.split_files(config).values() for p in paths]
-            try:
-                found[config] = pq.read_schema(files[0])
-            except Exception:  # missing or corrupt: the commands that read rows report it
-                continue
-        return found
+        """The schema of each config whose files can be read (its first file's)."""
+        return {config: next(iter(splits.values()))[0].schema.to_arrow_schema()
+                for config, splits in self._footers().items()}
 
     # -- manifest, options, library, stats -----------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:
@@ -303,11 +297,3 @@ class OutputFolder:
             files = [self.root / name for name in RUN_FILES if name != CARD or self.card_is_generated()]
             remove_written(self.root, files, RUN_PATTERNS, self.work_dir,
                            [*self.root.glob("data/*"), self.root / "data", self.plots, self.logs])
-
-
-def empty_pairs_note(counts: dict[str, int]) -> str | None:
-    """A warning when no row was kept: `datasets` cannot load a config without rows, so say why it is empty."""
-    if counts.get("dpo", 0) > 0:
-        return None
-    return ("warning: no row was kept, so the dpo, sso and reward configs are empty (datasets.load_dataset cannot "
-            "load an empty config); the drop reasons are in the triplets config")

@@ -75,9 +75,8 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
         return self.chunk_rows or CHUNK_ROWS_PER_ENGINE * self.dp
 
     def filter_options(self) -> LikelihoodFilterOptions | None:
-        if self.filter != LIKELIHOOD:
-            return None
-        return LikelihoodFilterOptions(**{k: getattr(self, k) for k in LikelihoodFilterOptions.model_fields})
+        fields = LikelihoodFilterOptions.model_fields
+        return LikelihoodFilterOptions(**{k: getattr(self, k) for k in fields}) if self.filter == LIKELIHOOD else None
 
 
 @dataclass
@@ -273,8 +272,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
             if progress is not None:
                 progress(ScoreProgress(from_cache + min(start + chunk_rows, len(pending)), len(targets),
                                        time.monotonic() - first_call))
-    except KeyboardInterrupt:
-        store.close()
+    except KeyboardInterrupt:  # the finally below closes the store
         raise UserError(f"interrupted: {len(scores)} of {len(targets)} rows are scored and saved in "
                         f"{store.dir}; run the same command again to resume", exit_code=130) from None
     finally:

@@ -182,8 +182,7 @@ def duplicates(records: Sequence[TripletRecord]) -> Duplicates:
     def repeats(texts: list[str]) -> int:
         return len(texts) - len(set(texts))
 
-    equal = sum(1 for r in records
-                if len({r.response_good, r.response_bad, r.response_raw}) < 3)
+    equal = sum(1 for r in records if len({r.response_good, r.response_bad, r.response_raw}) < 3)
     return Duplicates(prompts=repeats([r.prompt for r in records]),
                       responses={v: repeats([response(r, v) for r in records]) for v in VARIANTS},
                       rows_with_equal_responses=equal)

@@ -6,6 +6,7 @@ GPUs it may see, or the CPU cores it binds to), then answers pieces of work one 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -185,10 +186,8 @@ class ProcessBackend:
     def close(self, *, force: bool) -> None:
         for worker, conn in enumerate(self.conns):
             if worker not in self.gone and not force:
-                try:
+                with contextlib.suppress(BrokenPipeError, OSError):  # gone already: the join below sees it
                     conn.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
         for worker, proc in enumerate(self.procs):
             proc.join(timeout=0 if force else 10)
             if proc.is_alive():

@@ -228,8 +228,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                 store.append("rows", records)
                 finished.update({r["id"]: r for r in records})
                 report()
-    except KeyboardInterrupt:
-        store.close()
+    except KeyboardInterrupt:  # the finally below closes the store
         done = sum(1 for i in wanted if i in finished)
         raise UserError(f"interrupted: {done} of {len(plan.rows)} rows are saved in {folder.work_dir}; run the "
                         "same command again to resume", exit_code=130) from None
