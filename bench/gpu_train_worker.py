@@ -3,10 +3,13 @@
 Prints one JSON line {"runs": [...]}; each run: kind, shape, gc, step_s (median interval between step ends after
 the first two, CUDA synchronised), peak_mib (`torch.cuda.max_memory_allocated`, or peak RSS on the CPU), steps,
 or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-liger-head (liger-kernel's fused linear
-cross-entropy as the output layer), trl, trl-liger (TRL with use_liger_kernel=True)."""
+cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiples of 16, the default before
+widths were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
+trl, trl-liger (TRL with use_liger_kernel=True)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc as garbage
 import io
 import json
@@ -83,7 +86,9 @@ def peak_mib(cuda: bool) -> float:
 
 def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, out: Path) -> int:
     from rich.console import Console
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    from ssogen.train import packing
     from ssogen.train.config import TrainConfig
     from ssogen.train.run import run_training
     from ssogen.train.trainer import SSOTrainer
@@ -91,14 +96,23 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
     # Saving a 2-6 GB model after each run would only cost the benchmark time: skipped here.
     SSOTrainer.save_model = lambda self, *a, **k: None  # type: ignore[method-assign]
     cuda = spec["device"] == "cuda"
-    outcome = run_training(TrainConfig(
-        data=Path(spec["data"]), model=spec["models"][shape], out=out, epochs=1, lr=1e-6, batch_size=spec["batch"],
-        warmup_ratio=0.0, save_steps=0, logging_steps=10_000, seed=0, max_length=spec["max_length"],
-        max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda, bf16=cuda, gradient_checkpointing=gc,
-        packing=spec["kind"] != "ssogen-unpacked", head_kernel="liger" if spec["kind"] == "ssogen-liger-head"
-        else "torch",
-    ), Console(file=io.StringIO()), callbacks=[clock])
-    if spec["kind"] != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
+    kind = spec["kind"]
+    if kind == "ssogen-pad16":
+        packing.CUDA_LINE_MULTIPLE = 16
+    attention: Any = contextlib.nullcontext()
+    if kind == "ssogen-efficient-attn":
+        if not cuda:
+            raise RuntimeError("the memory-efficient SDPA kernel is CUDA only")
+        attention = sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION])
+    with attention:
+        outcome = run_training(TrainConfig(
+            data=Path(spec["data"]), model=spec["models"][shape], out=out, epochs=1, lr=1e-6,
+            batch_size=spec["batch"], warmup_ratio=0.0, save_steps=0, logging_steps=10_000, seed=0,
+            max_length=spec["max_length"], max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda, bf16=cuda,
+            gradient_checkpointing=gc, packing=kind != "ssogen-unpacked",
+            head_kernel="liger" if kind == "ssogen-liger-head" else "torch",
+        ), Console(file=io.StringIO()), callbacks=[clock])
+    if kind != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
         raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
     return outcome.steps
 

@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
+from ssogen.train import packing as packing_layout
 from ssogen.train.packing import pack_examples, target_fields
+
+
+def collator_multiples(device_type: str) -> dict[str, int | None]:
+    """`SSOCollator`'s width multiples on this device type (`ssogen.train.packing.CUDA_LINE_MULTIPLE`: why)."""
+    if device_type != "cuda":
+        return {"pad_to_multiple_of": None, "line_multiple": None}
+    return {"pad_to_multiple_of": packing_layout.CUDA_PAD_MULTIPLE, "line_multiple": packing_layout.CUDA_LINE_MULTIPLE}
 
 
 @dataclass
@@ -20,12 +28,13 @@ class SSOCollator:
     """Collates rows (row-major: row 0's six sequences, then row 1's, ...) into one batch."""
 
     pad_token_id: int
-    pad_to_multiple_of: int | None = None
+    pad_to_multiple_of: int | None = None  # width multiple of left-padded batches
     packing: bool = False
+    line_multiple: int | None = None  # width multiple of packed lines
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.packing:
-            return pack_examples(examples, self.pad_token_id, self.pad_to_multiple_of)
+            return pack_examples(examples, self.pad_token_id, self.line_multiple)
         return left_padded(examples, self.pad_token_id, self.pad_to_multiple_of)
 
 

@@ -55,15 +55,20 @@ def selected_token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     return _SelectedLogProb.apply(logits, targets)
 
 
-def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs and response lengths, both (B, 6), for a batch from `SSOCollator`."""
+def sequence_logps(model: Any, batch: dict[str, torch.Tensor],
+                   attention_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs and response lengths, both (B, 6), for a batch from `SSOCollator`.
+
+    `attention_dtype`: the dtype attention runs in (the autocast dtype under mixed precision), for a packed
+    batch's SDPA mask (`attention_mask_4d`); None gives a boolean mask."""
     from ssogen.train.packing import attention_implementation, attention_mask_4d
 
     input_ids = batch["input_ids"]
     lengths = batch["response_lengths"]
     positions, targets = batch["target_index"], batch["target_ids"]
     if "group_ids" in batch:
-        mask = attention_mask_4d(batch["group_ids"], batch["span_ids"], attention_implementation(unwrap(model)))
+        mask = attention_mask_4d(batch["group_ids"], batch["span_ids"], attention_implementation(unwrap(model)),
+                                 attention_dtype)
     else:
         mask = batch["attention_mask"]
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "position_ids": batch["position_ids"],

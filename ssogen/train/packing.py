@@ -30,6 +30,12 @@ PACKABLE_ATTENTION = ("sdpa", "eager")
 # Largest accepted mean per-token difference between packed and unpacked log-probs in the first-batch check:
 # rounding noise stays far below these; a mask or position the model ignores moves log-probs by much more.
 CHECK_TOLERANCE = {"fp32": 1e-3, "half": 2e-2}
+# Width multiples on CUDA. Left-padded batches: 16 keeps the attention mask aligned for the fused SDPA kernels.
+# Packed lines: 128, so that line widths fall into a few buckets and the attention kernels' per-shape setup (cuDNN
+# builds an execution plan for each new shape, a host cost that dominated the 0.5B profile) is reused across
+# steps; it costs ~1.5% more tokens than 16 on the benchmark's batches. The CPU pads nothing.
+CUDA_PAD_MULTIPLE = 16
+CUDA_LINE_MULTIPLE = 128
 
 
 @dataclass
@@ -74,7 +80,8 @@ def fill_lines(sizes: list[int], capacity: int) -> list[list[int]]:
 
 def pack_examples(examples: list[dict[str, Any]], pad_token_id: int,
                   pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
-    """The packed batch of `examples` (each: `sequences`, `response_lengths`, `row_index`)."""
+    """The packed batch of `examples` (each: `sequences`, `response_lengths`, `row_index`); lines are as wide as
+    the longest group, rounded up to `pad_to_multiple_of`."""
     slots_per_row = len(examples[0]["sequences"])
     groups = [group for number, example in enumerate(examples)
               for group in row_groups(example["sequences"], example["response_lengths"], number * slots_per_row)]
@@ -138,11 +145,15 @@ def _write(input_ids: torch.Tensor, position_ids: torch.Tensor, group_ids: torch
     span_ids[line, offset:stop] = span
 
 
-def attention_mask_4d(group_ids: torch.Tensor, span_ids: torch.Tensor, implementation: str) -> torch.Tensor:
+def attention_mask_4d(group_ids: torch.Tensor, span_ids: torch.Tensor, implementation: str,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
     """(R, 1, T, T) mask: a token sees earlier tokens of its group that are context or of its own span.
 
     Padding shares group and span -1, so each padding token sees itself and no row of the mask is empty (an
-    all-masked row would make SDPA return NaN). Boolean (True = attend) for SDPA, additive float for eager."""
+    all-masked row would make SDPA return NaN). Additive float for eager; for SDPA boolean (True = attend), or
+    additive (0 / -inf) in `dtype`, the dtype attention runs in: SDPA turns a boolean mask into that very
+    additive one in every layer, and every layer keeps its copy for backward (1.5 GB at 0.5B without gradient
+    checkpointing); made once here, one mask serves all layers, with identical results."""
     width = group_ids.size(1)
     causal = torch.ones(width, width, dtype=torch.bool, device=group_ids.device).tril()
     same_group = group_ids[:, :, None] == group_ids[:, None, :]
@@ -151,6 +162,8 @@ def attention_mask_4d(group_ids: torch.Tensor, span_ids: torch.Tensor, implement
     if implementation == "eager":
         return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
             ~mask, torch.finfo(torch.float32).min)
+    if dtype is not None:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
     return mask
 
 

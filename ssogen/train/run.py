@@ -21,7 +21,7 @@ from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import load_error, resolve_model
 from ssogen.records import SSO_TRUNCATION_COLUMNS
-from ssogen.train.collator import SSOCollator
+from ssogen.train.collator import SSOCollator, collator_multiples
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, encode_rows
 from ssogen.train.dropout import disable_dropout
@@ -252,9 +252,8 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     timer = _StepTimer()
     trainer = SSOTrainer(
         model=model, args=args, train_dataset=SSODataset(encoded),
-        # On CUDA, line widths in multiples of 16 keep the attention mask aligned for the fused SDPA kernels.
         data_collator=SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=unpacked_reason is None,
-                                  pad_to_multiple_of=16 if args.device.type == "cuda" else None),
+                                  **collator_multiples(args.device.type)),
         processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,

@@ -17,6 +17,7 @@ from ssogen.train.collator import left_padded
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
 from ssogen.train.objective import LossSettings
+from ssogen.train.output_layer import unwrap
 from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
 
@@ -40,6 +41,9 @@ class SSOTrainer(Trainer):
         self.packing_fallback: str | None = None
         self._packing_checked = False
         self._stored: dict[str, list[torch.Tensor]] = defaultdict(list)
+        # What attention computes in: the mixed-precision dtype, else the weights' (see `attention_mask_4d`).
+        self.attention_dtype: torch.dtype = (torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16
+                                             else unwrap(self.model).dtype)
         self.add_callback(_ReferenceCallback(self))
 
     # -- reference -------------------------------------------------------------------------------------------
@@ -103,7 +107,7 @@ class SSOTrainer(Trainer):
             self._say(f"packing: off, batches are left-padded: {self.packing_fallback}")
 
     def _check_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return sequence_logps(self.model_wrapped, self._prepare_inputs(batch))
+        return sequence_logps(self.model_wrapped, self._prepare_inputs(batch), self.attention_dtype)
 
     def _say(self, message: str) -> None:
         if self.console is not None and self.accelerator.is_main_process:
@@ -112,7 +116,7 @@ class SSOTrainer(Trainer):
     # -- loss ------------------------------------------------------------------------------------------------
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        policy, lengths = sequence_logps(model, inputs)
+        policy, lengths = sequence_logps(model, inputs, self.attention_dtype)
         reference = self.reference.lookup(inputs["row_index"]).to(device=policy.device, dtype=policy.dtype)
         output = sso_loss(policy, reference, lengths, self.loss_settings)
         mode = "train" if model.training else "eval"

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
 from ssogen.train import packing
-from ssogen.train.collator import SSOCollator
+from ssogen.train.collator import SSOCollator, collator_multiples
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
 from ssogen.train.logprobs import sequence_logps
@@ -68,6 +68,39 @@ def test_packed_batch_gives_the_same_sequence_logprobs(tiny_model: Path, tiny_mo
     assert torch.equal(lengths, plain_lengths)
     assert (packed - plain).abs().max().item() < 1e-4
     assert packed_batch["input_ids"].numel() < 0.7 * plain_batch["input_ids"].numel()  # contexts once, no padding
+
+
+def test_line_width_buckets_change_no_logprob(tiny_model: Path) -> None:
+    # On CUDA packed lines are widened to a multiple of 128 (shape buckets); the extra padding must be inert.
+    assert collator_multiples("cuda") == {"pad_to_multiple_of": 16, "line_multiple": 128}
+    assert collator_multiples("cpu") == {"pad_to_multiple_of": None, "line_multiple": None}
+    examples, pad = uneven_examples(tiny_model)
+    model = load(tiny_model, fused=True)
+    tight = SSOCollator(pad, packing=True)(examples)
+    bucketed = SSOCollator(pad, packing=True, pad_to_multiple_of=16, line_multiple=128)(examples)
+    assert bucketed["input_ids"].size(1) % 128 == 0 and bucketed["input_ids"].size(1) > tight["input_ids"].size(1)
+    with torch.no_grad():
+        assert (sequence_logps(model, bucketed)[0] - sequence_logps(model, tight)[0]).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_additive_mask_in_the_attention_dtype_equals_the_boolean_one(tiny_model: Path, autocast: bool) -> None:
+    # The trainer hands SDPA one additive mask in the dtype attention runs in (no per-layer conversion); SDPA's
+    # own conversion of a boolean mask gives the same numbers, so log-probs and gradients are bit-identical.
+    examples, pad = uneven_examples(tiny_model)
+    batch = SSOCollator(pad, packing=True)(examples)
+    dtype = torch.bfloat16 if autocast else torch.float32
+    results = []
+    for mask_dtype in (None, dtype):
+        model = load(tiny_model, fused=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logps, _ = sequence_logps(model, batch, mask_dtype)
+        logps.sum().backward()
+        results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
+    mask = attention_mask_4d(batch["group_ids"], batch["span_ids"], "sdpa", dtype)
+    assert mask.dtype == dtype and set(mask.unique().tolist()) == {0.0, float("-inf")}
 
 
 def test_packed_batch_gives_the_same_loss_and_gradients(tiny_model_no_system: Path) -> None:
