@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +51,47 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_model: Path) -> Iterator[Any]:
+    """One in-process vLLM engine for a module's tests, shut down when the module ends: in-process it holds a
+    torch.distributed group (world size 1) that would otherwise outlive it and turn later in-process training
+    into a "process group is initialized" DDP warning."""
+    from ssogen.engine.launch import make_engine
+    from ssogen.generate.config import RunConfig
+
+    engine = make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
+    yield engine
+    engine.llm.llm_engine.engine_core.shutdown()  # tears down vLLM's parallel state and its process group
+
+
+def _release_dropped_vllm_engines() -> None:
+    """Finalize the in-process vLLM engines that ssogen's own commands built and dropped (close_engine has
+    nothing to stop for one engine): vLLM froze the collector's view of them, so only a collection frees them.
+
+    vLLM also keeps the ImportError of an optional package (torchcodec) at module level; its traceback pins the
+    frames that first imported vLLM, among them the one building the first engine. Dropping that traceback
+    lets the engine go."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("vllm"):
+            for value in list(vars(module).values()):
+                if isinstance(value, BaseException):
+                    value.__traceback__ = None
+    from ssogen.engine import collect_dropped_engines
+
+    collect_dropped_engines()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_group_outlives_its_module() -> Iterator[None]:
+    """Fail the module that leaves a torch.distributed process group behind, which would turn later in-process
+    training into a DDP warning (torch is never imported here)."""
+    yield
+    if "vllm" in sys.modules:
+        _release_dropped_vllm_engines()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # so that one leak does not fail every module after it
+        pytest.fail("a torch.distributed process group outlived this module: tear down what the tests created",
+                    pytrace=False)

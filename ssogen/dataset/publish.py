@@ -13,8 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from ssogen.dataset.card import card_is_generated, render_card
 from ssogen.dataset.folder import CARD, CONFIGS, LOGS, OutputFolder
+from ssogen.dataset.splits import SPLITS
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, write_text_atomic
 from ssogen.runlog import hide, secret_forms
@@ -89,6 +92,26 @@ def _is_blank_response(value: object) -> bool:
     return False
 
 
+def _config_files(folder: OutputFolder, config: str) -> list[Path]:
+    """The files `read_config(config)` reads, in its order (train first; the train file when none is there)."""
+    by_split = folder.split_files(config)
+    return [p for split in SPLITS for p in by_split.get(split, [])] or [folder.config_file(config)]
+
+
+def _blank_count(table: pa.Table, column: str) -> int:
+    return sum(_is_blank_response(v) for v in table.column(column).to_pylist())
+
+
+def _blank_rows_error(folder: OutputFolder, config: str, column: str, total: int) -> UserError:
+    """Name the file that holds the blank rows (with a test split it may be the test file, not train); the files
+    are read again only here, on the way to refusing, so a publishable folder is read once."""
+    counts = {path: _blank_count(folder.read_config(config, path), column) for path in _config_files(folder, config)}
+    path, found = next((p, n) for p, n in counts.items() if n)
+    others = f", and {total - found} more in its other files" if total > found else ""
+    return UserError(f"{path}: {found} row(s) with an empty or null {column!r} in the {config} config{others} "
+                     "(--allow-incomplete to push anyway)")
+
+
 def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, int]:
     """Refuse folders that are not ssogen outputs, hold corrupt parquet, come from an unfinished run or whose
     pair configs hold no rows or blank responses. Returns the row count per config."""
@@ -96,20 +119,18 @@ def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) ->
     manifest = folder.read_manifest()
     counts: dict[str, int] = {}
     for config in CONFIGS:
-        table = folder.read_config(config)
-        path = folder.config_file(config)
+        table = folder.read_config(config)  # every split: also refuses corrupt files and splits that disagree
         counts[config] = table.num_rows
         if allow_incomplete or config not in PAIR_RESPONSE_COLUMNS:
             continue
         if table.num_rows == 0:
-            raise UserError(f"{path}: the {config} config has no rows (no kept pairs); nothing worth publishing "
+            files = _config_files(folder, config)
+            where = files[0] if len(files) == 1 else folder.config_dir(config)  # every file of it is empty
+            raise UserError(f"{where}: the {config} config has no rows (no kept pairs); nothing worth publishing "
                             "(--allow-incomplete to push anyway)")
         for column in PAIR_RESPONSE_COLUMNS[config]:
-            values = table.column(column).to_pylist()
-            blank = sum(_is_blank_response(v) for v in values)
-            if blank:
-                raise UserError(f"{path}: {blank} row(s) with an empty or null {column!r} in the {config} config "
-                                "(--allow-incomplete to push anyway)")
+            if blank := _blank_count(table, column):
+                raise _blank_rows_error(folder, config, column, blank)
     status = manifest.get("status")
     if status is not None and status != "complete" and not allow_incomplete:
         raise UserError(f"{folder.manifest}: the run is not complete (status {status!r}); resume it, or pass "

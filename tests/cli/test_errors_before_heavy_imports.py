@@ -30,8 +30,12 @@ from ssogen.train.inputs import run_fingerprint
 from ssogen.train.output import TrainOutput
 
 HEAVY = ("torch", "transformers", "vllm")
+# The --report-to cases need these loggers absent whatever this environment holds: None in sys.modules makes
+# both `import` and importlib.util.find_spec (what ssogen checks) see no such package.
+HIDDEN_PACKAGES = ("wandb", "clearml")
 PROBE = f"""
 import sys
+sys.modules.update(dict.fromkeys({HIDDEN_PACKAGES!r}))
 from ssogen.cli import app
 try:
     app(args=sys.argv[1:], prog_name="ssogen")

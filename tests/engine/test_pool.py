@@ -49,19 +49,12 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def single_engine(tiny_model: Path) -> Any:
-    from ssogen.engine.launch import make_engine
-
-    return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
-
-
-@pytest.fixture(scope="module")
-def reference(single_engine: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(vllm_engine: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The --dp 1 rows (one engine in this process)."""
     from ssogen.generate.run import run_generate
 
     out = tmp_path_factory.mktemp("pool") / "dp1"
-    run_generate(RunConfig(model=str(tiny_model), out=str(out), limit=ROWS, **BASE), engine=single_engine)
+    run_generate(RunConfig(model=str(tiny_model), out=str(out), limit=ROWS, **BASE), engine=vllm_engine)
     return out
 
 
@@ -134,7 +127,7 @@ def test_killing_an_engine_mid_run_loses_nothing(reference: Path, tiny_model: Pa
     assert gone(state["engines"][0]["pid"])
 
 
-def test_ctrl_c_stops_every_engine_and_the_run_resumes(reference: Path, single_engine: Any, tiny_model: Path,
+def test_ctrl_c_stops_every_engine_and_the_run_resumes(reference: Path, vllm_engine: Any, tiny_model: Path,
                                                        tmp_path: Path) -> None:
     from ssogen.dataset.shards import ShardStore
     from ssogen.generate.run import run_generate
@@ -154,7 +147,7 @@ def test_ctrl_c_stops_every_engine_and_the_run_resumes(reference: Path, single_e
     assert 2 <= len(ShardStore(out).load("rows")) < ROWS
     # --dp is not part of the run's identity: the same folder resumes with one engine.
     config = RunConfig(model=str(tiny_model), out=str(out), limit=ROWS, chunk_size=2, **BASE)
-    result = run_generate(config, engine=single_engine)
+    result = run_generate(config, engine=vllm_engine)
     assert result.manifest["resumed"] is True
     assert triplets(out) == triplets(reference)
 

@@ -37,13 +37,6 @@ def triplets(out: Path) -> list[dict[str, Any]]:
     return pq.read_table(OutputFolder(out).config_file("triplets")).to_pylist()
 
 
-@pytest.fixture(scope="module")
-def vllm_engine(tiny_model: Path):
-    from ssogen.engine.launch import make_engine
-
-    return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
-
-
 def _run(engine: Any, model: Path, out: Path, **options: Any):
     from ssogen.generate.run import run_generate
 

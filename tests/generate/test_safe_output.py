@@ -27,13 +27,6 @@ BASE = {"max_tokens": 16, "keep_truncated": True, "limit": 3}
 
 
 @pytest.fixture(scope="module")
-def vllm_engine(tiny_model: Path):
-    from ssogen.engine.launch import make_engine
-
-    return make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
-
-
-@pytest.fixture(scope="module")
 def finished(vllm_engine: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ssogen.generate.run import run_generate
 

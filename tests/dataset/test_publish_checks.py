@@ -1,0 +1,58 @@
+"""push-to-hub's refusals name the file that holds the problem, in a folder with a test split too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+from ssogen.dataset import splits  # its test_prompts by module: pytest would collect the bare name
+from ssogen.dataset.folder import OutputFolder
+from ssogen.testing.folders import make_record, write_dataset
+
+REPO = "my-org/sso-data"
+
+
+def _dry_run(out: Path) -> str:
+    """The one error line of a --dry-run push (it contacts nothing)."""
+    result = CliRunner().invoke(app, ["push-to-hub", str(out), "--repo-id", REPO, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    return result.stderr
+
+
+def test_blank_rows_are_reported_in_the_file_that_holds_them(tmp_path: Path) -> None:
+    # A folder written with `generate --test-size`: the one blank response sits in a query drawn for the test
+    # split, so the train file is clean and the message must name the test file.
+    split = splits.SplitSpec(test_size=0.25, seed=7)
+    prompts = [f"question {i}" for i in range(8)]
+    held_out = sorted(splits.test_prompts(prompts, split))
+    records = [make_record(i, response_bad="" if p == held_out[0] else f"bad answer {i}")
+               for i, p in enumerate(prompts)]
+    folder = OutputFolder(write_dataset(tmp_path / "split", records))
+    folder.write_configs(records, split)  # the same rows, now in two splits
+    test_file = folder.config_file("dpo", "test")
+    assert test_file.is_file()
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {test_file}: 1 row(s) with an empty or null 'rejected' in the dpo config "
+                            "(--allow-incomplete"), error
+    assert "train-00000" not in error
+    # Blank rows in both files: the first file holding some is named, and the rest are counted.
+    train_prompt = next(p for p in prompts if p not in held_out)
+    records = [r.model_copy(update={"response_bad": ""}) if r.prompt == train_prompt else r for r in records]
+    folder.write_configs(records, split)
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {folder.config_file('dpo')}: 1 row(s) with an empty or null 'rejected' in "
+                            "the dpo config, and 1 more in its other files"), error
+
+
+def test_a_pair_config_without_rows_names_its_file_or_folder(tmp_path: Path) -> None:
+    folder = OutputFolder(write_dataset(tmp_path / "empty", [make_record(0, kept=False,
+                                                                         drop_reason="equal_responses")]))
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {folder.config_file('dpo')}: the dpo config has no rows"), error
+    # Two files, both empty (ssogen never writes an empty test file; another tool may): the config's folder.
+    folder.write_config("dpo", [], split="test")
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {folder.config_dir('dpo')}: the dpo config has no rows"), error
