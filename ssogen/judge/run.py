@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ssogen.dataset.card import card_is_generated, card_templates, write_card
 from ssogen.dataset.folder import OutputFolder
-from ssogen.engine import EngineFields, EngineOptions, GenerationRequest
+from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_engine, stop_token_ids_of
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
@@ -125,25 +125,10 @@ def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
-    """Judge the sample, write FOLDER/judge.json and refresh the card; returns what was written."""
+def _ask_judge(engine: Any, pairs: list[Any], options: JudgeOptions) -> tuple[dict[str, Any], set[str]]:
+    """The judge's answer to every pair in both orders, by request key; and the pairs too long to ask about."""
     from ssogen.chat import has_chat_template, prompt_token_ids
-    from ssogen.engine import stop_token_ids_of
-    from ssogen.engine.launch import make_engine
 
-    pairs = sample_pairs(read_pairs(folder, options.config), options.sample, options.seed)
-    source = template_source(options.templates)
-    card_templates(options.templates)  # a broken card.md.jinja there fails now, not after the judging
-    judge_ref = resolve_model(options.judge_model, flag="--judge-model")
-    require_available(judge_ref, flag="--judge-model")
-    if engine is None:
-        try:
-            engine = make_engine(options.engine, options.judge_model, options.engine_options())
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"--judge-model {options.judge_model}: the {options.engine} engine failed to load it "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     tokenizer = engine.tokenizer
     if not has_chat_template(tokenizer):
         raise UserError(f"--judge-model {options.judge_model}: the tokenizer has no chat template")
@@ -163,7 +148,32 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
                 key=f"{pair.id}:{order}", prompt_token_ids=ids, max_tokens=min(options.max_tokens, room),
                 temperature=0.0, top_p=1.0, seed=_request_seed(options.seed, pair.id, order),
                 stop_token_ids=stop_ids))
-    answers = {r.key: r for r in engine.generate(requests)}
+    return {r.key: r for r in engine.generate(requests)}, too_long
+
+
+def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dict[str, Any]:
+    """Judge the sample, write FOLDER/judge.json and refresh the card; returns what was written."""
+    from ssogen.engine.launch import make_engine
+
+    pairs = sample_pairs(read_pairs(folder, options.config), options.sample, options.seed)
+    source = template_source(options.templates)
+    card_templates(options.templates)  # a broken card.md.jinja there fails now, not after the judging
+    judge_ref = resolve_model(options.judge_model, flag="--judge-model")
+    require_available(judge_ref, flag="--judge-model")
+    owns_engine = engine is None  # an engine built here is shut down here
+    if engine is None:
+        try:
+            engine = make_engine(options.engine, options.judge_model, options.engine_options())
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"--judge-model {options.judge_model}: the {options.engine} engine failed to load it "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    try:
+        answers, too_long = _ask_judge(engine, pairs, options)
+    finally:
+        if owns_engine:
+            close_engine(engine)
     results: list[dict[str, Any]] = []
     for pair in pairs:
         if pair.id in too_long:

@@ -33,7 +33,7 @@ CHECK_TOLERANCE = {"fp32": 1e-3, "half": 2e-2}
 # Width multiples on CUDA. Left-padded batches: 16 keeps the attention mask aligned for the fused SDPA kernels.
 # Packed lines: 128, so that line widths fall into a few buckets and the attention kernels' per-shape setup (cuDNN
 # builds an execution plan for each new shape, a host cost that dominated the 0.5B profile) is reused across
-# steps; it costs ~1.5% more tokens than 16 on the benchmark's batches. The CPU pads nothing.
+# steps; it costs ~2% more tokens than 16 on the benchmark's batches. The CPU pads nothing.
 CUDA_PAD_MULTIPLE = 16
 CUDA_LINE_MULTIPLE = 128
 
@@ -152,7 +152,7 @@ def attention_mask_4d(group_ids: torch.Tensor, span_ids: torch.Tensor, implement
     Padding shares group and span -1, so each padding token sees itself and no row of the mask is empty (an
     all-masked row would make SDPA return NaN). Additive float for eager; for SDPA boolean (True = attend), or
     additive (0 / -inf) in `dtype`, the dtype attention runs in: SDPA turns a boolean mask into that very
-    additive one in every layer, and every layer keeps its copy for backward (1.5 GB at 0.5B without gradient
+    additive one in every layer, and every layer keeps its copy for backward (1.4 GB at 0.5B without gradient
     checkpointing); made once here, one mask serves all layers, with identical results."""
     width = group_ids.size(1)
     causal = torch.ones(width, width, dtype=torch.bool, device=group_ids.device).tril()

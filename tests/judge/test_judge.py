@@ -58,6 +58,11 @@ def test_tiny_model_judges_its_own_kind_of_data_through_vllm(folder: Path, tiny_
     card = (folder / "README.md").read_text()
     assert "## Judged by a model" in card and f"`{tiny_model.name}`" in card
     assert "ssogen judge" in result.output or "chosen wins" in result.output
+    # The judge engine was shut down on the way out: in-process its torch.distributed group would otherwise stay
+    # up and make a later in-process `train` think it runs distributed.
+    import torch
+
+    assert not torch.distributed.is_initialized()
 
 
 def test_each_order_credits_the_answer_in_the_named_position(folder: Path, tiny_model: Path) -> None:
