@@ -299,7 +299,9 @@ def main() -> int:
     args.length_scale = args.length_scale or (0.1 if cpu else 1.0)
     liger = importlib.util.find_spec("liger_kernel") is not None and not cpu
     args.kinds = [k for k in args.kinds.split(",") if k and (liger or "liger" not in k)]
-    args.diagnostic = [k for k in args.diagnostic.split(",") if k and (liger or "liger" not in k)]
+    # liger's kernels and SDPA's memory-efficient kernel are CUDA only: on the CPU those kinds would only fail.
+    args.diagnostic = [k for k in args.diagnostic.split(",")
+                       if k and (liger or "liger" not in k) and not (cpu and k == "ssogen-efficient-attn")]
     if args.out_dir:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ssogen-gpu-bench-") as tmp:
