@@ -23,6 +23,9 @@ def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp
     shown: list[str] = []
     library = logging.getLogger("vllm.engine")
     library_root = logging.getLogger("vllm")
+    # vLLM may already have configured its logger in this process (an engine built by an earlier test): the state
+    # to be put back is whatever was there, plus the handler added here.
+    handlers_before, propagate_before = list(library_root.handlers), library_root.propagate
     own = logging.StreamHandler()
     library_root.addHandler(own)  # as vLLM does: its own handler, no propagation
     library_root.propagate = False
@@ -42,12 +45,12 @@ def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp
         assert shown[:2] == ["warning [vllm]: slow path", "warning: " + shown[1].removeprefix("warning: ")]
         assert len(shown) == 2 and "FutureWarning: an old API" in shown[1]
         # Afterwards: vLLM's own handler is back, nothing more goes to the log, no log is active.
-        assert library_root.handlers == [own] and library_root.propagate is False
+        assert library_root.handlers == [*handlers_before, own] and library_root.propagate is False
         os.write(2, b"")
         assert path.read_text() == text and not active_logs() and terminal() == (None, None)
     finally:
         library_root.removeHandler(own)
-        library_root.propagate = True
+        library_root.propagate = propagate_before
 
 
 def test_secrets_and_failures(tmp_path: Path) -> None:
