@@ -177,8 +177,19 @@ def reference_table(outcome: Any) -> torch.Tensor:
 
 
 def test_training_gives_the_same_reference_and_first_loss_either_way(sso_data: Path, tiny_model: Path,
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    dtypes: list[torch.dtype | None] = []
+    real_mask = packing.attention_mask_4d
+
+    def recording_mask(*args: Any) -> torch.Tensor:
+        dtypes.append(args[3] if len(args) > 3 else None)
+        return real_mask(*args)
+
+    monkeypatch.setattr(packing, "attention_mask_4d", recording_mask)
     packed, _ = one_step(sso_data, tiny_model, tmp_path / "packed")
+    # The trainer's passes give SDPA its mask in the dtype attention runs in (float32 weights, no autocast here).
+    assert torch.float32 in dtypes
     plain, _ = one_step(sso_data, tiny_model, tmp_path / "plain", packing=False)
     assert packed.extra["batches"].startswith("packed") and plain.extra["batches"] == "left-padded (--no-packing)"
     torch.testing.assert_close(reference_table(packed), reference_table(plain), atol=1e-4, rtol=0)
@@ -188,13 +199,15 @@ def test_training_gives_the_same_reference_and_first_loss_either_way(sso_data: P
 
 def test_training_falls_back_when_packed_logprobs_disagree(sso_data: Path, tiny_model: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    def leaky_mask(group_ids: torch.Tensor, span_ids: torch.Tensor, implementation: str) -> torch.Tensor:
+    def leaky_mask(group_ids: torch.Tensor, span_ids: torch.Tensor, implementation: str,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
         width = group_ids.size(1)  # plain causal over the whole line: responses see each other and other rows
         return torch.ones(group_ids.size(0), 1, width, width, dtype=torch.bool).tril()
 
     monkeypatch.setattr(packing, "attention_mask_4d", leaky_mask)
     outcome, printed = one_step(sso_data, tiny_model, tmp_path / "leaky")
     assert outcome.extra["batches"].startswith("left-padded (packed log-probs differ")
+    assert "Error" not in outcome.extra["batches"]  # the check compared log-probs; the mask was not rejected
     assert "packing: off" in printed
     plain, _ = one_step(sso_data, tiny_model, tmp_path / "plain", packing=False)
     torch.testing.assert_close(reference_table(outcome), reference_table(plain), atol=1e-6, rtol=0)
