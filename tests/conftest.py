@@ -63,12 +63,12 @@ def vllm_engine(tiny_model: Path) -> Iterator[Any]:
 
     engine = make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
     yield engine
-    engine.llm.llm_engine.engine_core.shutdown()  # tears down vLLM's parallel state and its process group
+    engine.close()  # tears down vLLM's parallel state and its process group
 
 
 def _release_dropped_vllm_engines() -> None:
-    """Finalize the in-process vLLM engines that ssogen's own commands built and dropped (close_engine has
-    nothing to stop for one engine): vLLM froze the collector's view of them, so only a collection frees them.
+    """Finalize in-process vLLM engines that were dropped without `close()` (by a test, or by a command that
+    failed before closing): vLLM froze the collector's view of them, so only a collection frees them.
 
     vLLM also keeps the ImportError of an optional package (torchcodec) at module level; its traceback pins the
     frames that first imported vLLM, among them the one building the first engine. Dropping that traceback

@@ -23,12 +23,14 @@ def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp
     shown: list[str] = []
     library = logging.getLogger("vllm.engine")
     library_root = logging.getLogger("vllm")
-    # vLLM may already have configured its logger in this process (an engine built by an earlier test): the state
-    # to be put back is whatever was there, plus the handler added here.
+    # vLLM may already have configured its logger in this process (an engine built by an earlier test, a command
+    # that quieted it): the state to be put back is whatever was there, plus the handler added here.
     handlers_before, propagate_before = list(library_root.handlers), library_root.propagate
+    level_before = library_root.level
     own = logging.StreamHandler()
-    library_root.addHandler(own)  # as vLLM does: its own handler, no propagation
+    library_root.addHandler(own)  # as vLLM does: its own handler, no propagation, level INFO (its default)
     library_root.propagate = False
+    library_root.setLevel(logging.INFO)
     try:
         with command_log(path, "t", ["ssogen", "t"], import_transformers=False, warn=shown.append):
             assert path.resolve() in active_logs()
@@ -51,6 +53,7 @@ def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp
     finally:
         library_root.removeHandler(own)
         library_root.propagate = propagate_before
+        library_root.setLevel(level_before)
 
 
 def test_secrets_and_failures(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
-    close_engine(engine)                            stops a pool's engines (no-op for one engine)
+    close_engine(engine)                            stops a pool's engines, or shuts one engine down
 Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
 `make_scorer` build what a command asked for, `ssogen.engine.factory` one engine in this process.
 """
@@ -228,7 +228,8 @@ def check_kind(kind: str) -> None:
 
 
 def close_engine(engine: Any) -> None:
-    """Stop an engine's worker processes, if it has any (a pool); a single engine needs nothing."""
+    """Stop a pool's engine processes, or shut a single engine down (vLLM: its engine core); engines without
+    a `close` (transformers) need nothing."""
     close = getattr(engine, "close", None)
     if callable(close):
         close()
