@@ -13,7 +13,7 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,12 @@ def clear_work_dir(work_dir: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
-def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str) -> None:
+def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
+                      hints: Mapping[str, str] | None = None) -> None:
     """Refuse when the stored fingerprint differs from this run's: `refusal (changed: a, b); use --overwrite ...`,
-    naming each changed setting (a model's parts as `model.<part>`). An unreadable file is one line too."""
+    naming each changed setting (a model's parts as `model.<part>`), then what it means: `hints` maps a setting to
+    a sentence (e.g. naming the input it comes from); a setting the stored run lacks says it was written by an
+    earlier ssogen. An unreadable file is one line too."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         stored_config = stored["config"]
@@ -93,6 +96,11 @@ def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str) 
         return
     current = fingerprint["config"]
     changed = sorted(k for k in set(stored_config) | set(current) if stored_config.get(k) != current.get(k))
-    hint = "; the model's files are not those this run used" if any(k.startswith("model.") for k in changed) else ""
+    notes = ["the model's files are not those this run used"] if any(k.startswith("model.") for k in changed) else []
+    older = [k for k in changed if k not in stored_config]
+    if older:
+        notes.append(f"that run was written by an earlier ssogen, which did not record {', '.join(older)}")
+    notes += [text for key, text in (hints or {}).items() if key in changed and key not in older]
+    hint = "".join(f"; {note}" for note in notes)
     raise UserError(f"{refusal} (changed: {', '.join(changed) or 'library/templates'}){hint}; use --overwrite to "
                     "replace it or choose another --out")

@@ -71,7 +71,8 @@ def _print_dry_run(plan: Any) -> None:
     skipped = ", ".join(f"{k} {v}" for k, v in plan.prompts.skipped.items()) or "none"
     console.rule("plan")
     console.print(f"model {cfg.model} ({cfg.engine}), library {plan.library.name} v{plan.library.version} "
-                  f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source}", markup=False)
+                  f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
+                  f"{plan.prompts.queries_sha256[:12]})", markup=False)
     console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
                   f"{skipped}); chunks of {cfg.chunk_size}; requests: {len(plan.rows)} selection + "
                   f"{3 * len(plan.rows)} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "

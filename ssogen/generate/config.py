@@ -23,12 +23,16 @@ from ssogen.settings import option, resolve_settings
 #   batch composition may on a GPU; each row is still a sample of the same model with the same settings.)
 # * gpu_memory_utilization, kv_cache_gb: memory only; the natural fix after an out-of-memory crash.
 # * license, test_size: only the card and the layout of the data files.
-# * model, principles, templates: paths; what they hold is fingerprinted instead (model fingerprint, library
-#   sha256, templates digest), so a moved folder resumes and a changed one is refused.
+# * model, principles, templates, prompts: paths; what they hold is fingerprinted instead (model fingerprint,
+#   library sha256, templates digest, `prompts.queries_sha256`), so a moved file or folder resumes and a changed one
+#   is refused. The queries' digest covers every usable row of the input (so a larger --limit resumes).
+# * prompt_field, split: which rows and field give the queries; the queries' digest holds what they decide (each
+#   usable row's position and text), so another field or split giving the same queries resumes.
 # Kept in the fingerprint: engine and dtype (other kernels and precision give other samples) and max_model_len,
 # which decides which prompts are too long and clips each request's max_tokens to the room left in the context.
 NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
-                               "kv_cache_gb", "license", "test_size", "model", "principles", "templates"})
+                               "kv_cache_gb", "license", "test_size", "model", "principles", "templates", "prompts",
+                               "prompt_field", "split"})
 
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
@@ -107,14 +111,17 @@ class RunConfig(EngineFields, _RunFields):
         """The engine settings, seeded with the run seed."""
         return super().engine_options(self.seed if seed is None else seed)
 
-    def fingerprinted(self, model_parts: dict[str, str]) -> dict[str, Any]:
-        """The settings that decide row contents, the model's fingerprint parts as `model.<part>`."""
+    def fingerprinted(self, model_parts: dict[str, str], queries_sha256: str) -> dict[str, Any]:
+        """The settings that decide row contents, the model's fingerprint parts as `model.<part>` and the digest of
+        the queries (`PromptsRead.queries_sha256`) as `prompts.queries_sha256`."""
         content = {k: v for k, v in self.model_dump().items() if k not in NOT_FINGERPRINTED}
-        return {**content, **{f"model.{part}": value for part, value in model_parts.items()}}
+        return {**content, **{f"model.{part}": value for part, value in model_parts.items()},
+                "prompts.queries_sha256": queries_sha256}
 
-    def fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str]) -> str:
+    def fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str],
+                    queries_sha256: str) -> str:
         """Hash of everything that decides row contents; a resumed run must match it."""
-        content = {**self.fingerprinted(model_parts), "library_sha256": library_sha256,
+        content = {**self.fingerprinted(model_parts, queries_sha256), "library_sha256": library_sha256,
                    "templates_digest": templates_digest}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 

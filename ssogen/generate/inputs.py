@@ -39,11 +39,13 @@ class Row:
 
 @dataclass
 class PromptsRead:
-    """The queries taken from an input. With --limit N reading stops at the N-th usable row: `rows_read` rows
-    were looked at (`rows` taken, the rest `skipped`), of `input_rows` in the input."""
+    """The queries taken from an input. With --limit N taking stops at the N-th usable row: `rows_read` rows
+    were looked at (`rows` taken, the rest `skipped`), of `input_rows` in the input. `queries_sha256` covers
+    every usable row of the input, --limit or not (`_digest_entry`)."""
 
     source: str
     rows: list[PromptRow]
+    queries_sha256: str = ""
     input_rows: int = 0
     rows_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, among the rows read
@@ -222,13 +224,17 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
     if not raw:
         raise UserError(f"{shown}: no rows")
     read = PromptsRead(source=shown, rows=[], input_rows=len(raw))
+    digest = hashlib.sha256()
     for position, row in enumerate(raw):
-        if limit is not None and len(read.rows) >= limit:
-            break
-        read.rows_read += 1
+        taking = limit is None or len(read.rows) < limit
         value, reason, dropped = _query_of(row, prompt_field)
         if reason is None and not value.strip():
             reason = "blank_prompt"
+        if reason is None:
+            digest.update(_digest_entry(position, value))
+        if not taking:
+            continue  # past --limit: only the digest looks at the row
+        read.rows_read += 1
         if reason is not None:
             read.skipped[reason] = read.skipped.get(reason, 0) + 1
             continue
@@ -237,7 +243,15 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
             read.reduced[part] = read.reduced.get(part, 0) + 1
     if not read.rows:
         raise UserError(_nothing_usable(shown, raw, prompt_field, read.skipped))
+    read.queries_sha256 = digest.hexdigest()
     return read
+
+
+def _digest_entry(position: int, text: str) -> bytes:
+    """A usable row's part of `PromptsRead.queries_sha256`: its (position, text) as a JSON line (ASCII escapes: a
+    lone surrogate from a JSON file hashes too). These decide a run's rows (their ids are `records.row_id(text,
+    position)`), whatever the file's format, name or place, --prompt-field or --split."""
+    return json.dumps([position, text]).encode() + b"\n"
 
 
 def _nothing_usable(shown: str, raw: list[Any], prompt_field: str, skipped: dict[str, int]) -> str:

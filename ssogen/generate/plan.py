@@ -45,14 +45,21 @@ class RunPlan:
         return model_fingerprint(self.model)
 
     def fingerprint(self) -> dict[str, Any]:
-        parts = self.model_fingerprint.parts
-        return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest, parts),
-                "config": self.config.fingerprinted(parts), "library_sha256": self.loaded_library.sha256}
+        parts, queries = self.model_fingerprint.parts, self.prompts.queries_sha256
+        return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest, parts,
+                                                       queries),
+                "config": self.config.fingerprinted(parts, queries), "library_sha256": self.loaded_library.sha256}
+
+    @property
+    def refusal_hints(self) -> dict[str, str]:
+        """What a changed fingerprint part means, for the refusal of an output folder (`check_fingerprint`)."""
+        given = self.config.prompts if self.config.prompts is not None else "(not given: the bundled demo queries)"
+        return {"prompts.queries_sha256": f"the queries of --prompts {given} are not those this run used"}
 
     def check_output_folder(self, *, overwrite: bool) -> bool:
         """Read-only: refuse --out when it holds another configuration's run or files of no run. True when the
         run would resume."""
-        return ShardStore(self.config.out).check(self.fingerprint(), overwrite=overwrite)
+        return ShardStore(self.config.out).check(self.fingerprint(), overwrite=overwrite, hints=self.refusal_hints)
 
 
 def plan_run(config: RunConfig) -> RunPlan:

@@ -192,7 +192,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     config = plan.config
     owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     store = ShardStore(folder)
-    resumed = store.prepare(plan.fingerprint(), overwrite=overwrite)
+    resumed = store.prepare(plan.fingerprint(), overwrite=overwrite, hints=plan.refusal_hints)
     finished = store.load("rows", _check_row)
     selections = store.load("selection", check_selection_record)
     wanted = {row.id for row in plan.rows}
@@ -265,7 +265,9 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                     "origin": plan.loaded_library.origin, "sha256": plan.loaded_library.sha256},
         "templates": {"origin": "bundled" if config.templates is None else "--templates",
                       "digest": plan.templates_digest},
+        # queries_sha256: every usable row's (position, text), as in the fingerprint (the file's bytes: sha256).
         "prompts": {**public_source(config.prompts), "prompt_field": config.prompt_field,
+                    "queries_sha256": plan.prompts.queries_sha256,
                     "conversation_parts_dropped": dict(plan.prompts.reduced)},
         "split": split.model_dump() if split else None,
         "filters": {"keep_truncated": config.keep_truncated, "keep_empty": config.keep_empty},

@@ -75,6 +75,10 @@ GENERATE = [
      "holds a run with a different configuration (changed: temperature)"),
     ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
     ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
+    # The run's prompts file was edited in place (one query changed): its queries, not its path, are fingerprinted.
+    ("prompts-edited-in-place", "--out {w}/from-file --prompts {w}/edited.jsonl --limit 2", 2,
+     "(changed: prompts.queries_sha256); the queries of --prompts {w}/edited.jsonl are not those this run used; "
+     "use --overwrite"),
     # Issue 10: overwrite never clears a folder ssogen did not write; broken state and hostile inputs are one line.
     ("out-overwrite-foreign", "--out {w}/foreign --overwrite", 2, "holds no ssogen run (no .ssogen/marker.json)"),
     ("out-fingerprint-truncated", "--out {w}/cut-fingerprint", 2, "fingerprint.json: unreadable (JSONDecodeError)"),
@@ -219,6 +223,11 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A folder holding the (started) run of another configuration.
     previous = plan_run(RunConfig(model=str(tiny_model), out=str(w / "previous"), limit=2))
     ShardStore(w / "previous").prepare(previous.fingerprint(), overwrite=False)
+    edited = w / "edited.jsonl"
+    edited.write_text('{"prompt": "first"}\n{"prompt": "second"}\n')
+    from_file = plan_run(RunConfig(model=str(tiny_model), out=str(w / "from-file"), prompts=str(edited), limit=2))
+    ShardStore(w / "from-file").prepare(from_file.fingerprint(), overwrite=False)
+    edited.write_text('{"prompt": "first"}\n{"prompt": "second, edited"}\n')
     write_synthetic_sso(w / "sso", count=4)
     OutputFolder(w / "sso-columns").write_config("sso", [{"id": "1", "prompt": "p"}],
                                                  pa.schema([("id", pa.string()), ("prompt", pa.string())]))

@@ -96,17 +96,20 @@ def test_config_errors(tmp_path: Path) -> None:
 
 def test_fingerprint_ignores_only_what_does_not_change_rows() -> None:
     model = {"weights": "w", "config": "c"}
-    base = RunConfig(model="m", out="a").fingerprint("lib", "t", model)
-    # Where and in what memory the rows are computed, and paths whose contents are fingerprinted instead.
+    base = RunConfig(model="m", out="a").fingerprint("lib", "t", model, "q")
+    # Where and in what memory the rows are computed, and paths whose contents are fingerprinted instead; the
+    # field and split giving the queries are in the queries' digest (each usable row's position and text).
     same = RunConfig(model="elsewhere/m", out="b", chunk_size=3, limit=5, dp=2, tp=2, kv_cache_gb=0.5,
-                     gpu_memory_utilization=0.5, ray_address="auto", principles="moved.yaml", templates="moved")
-    assert same.fingerprint("lib", "t", model) == base
+                     gpu_memory_utilization=0.5, ray_address="auto", principles="moved.yaml", templates="moved",
+                     prompts="moved/queries.jsonl", prompt_field="question", split="test")
+    assert same.fingerprint("lib", "t", model, "q") == base
     for changed in ({"seed": 1}, {"temperature": 0.5}, {"max_model_len": 512}, {"dtype": "bfloat16"},
                     {"engine": "transformers"}, {"max_tokens": 8}):
-        assert RunConfig(model="m", out="a", **changed).fingerprint("lib", "t", model) != base, changed
-    assert RunConfig(model="m", out="a").fingerprint("other library", "t", model) != base
-    assert RunConfig(model="m", out="a").fingerprint("lib", "other templates", model) != base
-    assert RunConfig(model="m", out="a").fingerprint("lib", "t", {**model, "weights": "w2"}) != base
+        assert RunConfig(model="m", out="a", **changed).fingerprint("lib", "t", model, "q") != base, changed
+    assert RunConfig(model="m", out="a").fingerprint("other library", "t", model, "q") != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "other templates", model, "q") != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "t", {**model, "weights": "w2"}, "q") != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "t", model, "other queries") != base
 
 
 # -- engine settings

@@ -55,6 +55,35 @@ def test_a_smaller_kv_cache_and_other_placement_resume_with_no_engine_request(fi
     assert data_bytes(out) == before
 
 
+def test_a_moved_prompts_file_resumes_and_a_larger_limit_adds_only_the_new_rows(vllm_engine: Any, tiny_model: Path,
+                                                                                 tmp_path: Path) -> None:
+    """The queries are fingerprinted by their rows, not their path (a moved file used to be refused)."""
+    from ssogen.generate.run import run_generate
+
+    prompts = tmp_path / "queries.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Name {n} fruits."}) + "\n" for n in range(2, 7)))
+    out = tmp_path / "run"
+    first = run_generate(RunConfig(model=str(tiny_model), out=str(out), prompts=str(prompts), **BASE),
+                         engine=vllm_engine)
+    assert first.manifest["requests_this_invocation"] == {"selection": 3, "sampling": 9}
+    before = data_bytes(out)
+    moved = tmp_path / "elsewhere" / "renamed.jsonl"
+    moved.parent.mkdir()
+    prompts.rename(moved)
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--prompts",
+                                      str(moved), "--max-tokens", "16", "--keep-truncated", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    manifest = OutputFolder(out).read_manifest()
+    assert manifest["resumed"] is True and manifest["requests_this_invocation"] == {}
+    assert manifest["prompts"]["queries_sha256"] == first.manifest["prompts"]["queries_sha256"]
+    assert data_bytes(out) == before
+    more = run_generate(RunConfig(model=str(tiny_model), out=str(out), prompts=str(moved), **{**BASE, "limit": 4}),
+                        engine=vllm_engine)
+    assert more.manifest["resumed"] is True
+    assert more.manifest["requests_this_invocation"] == {"selection": 1, "sampling": 3}
+    assert [r.model_dump() for r in more.records[:3]] == [r.model_dump() for r in first.records]
+
+
 def test_a_changed_max_model_len_is_a_different_run(finished: Path, tiny_model: Path, tmp_path: Path) -> None:
     """max_model_len decides which prompts fit and clips max_tokens: it stays in the fingerprint."""
     from ssogen.generate.run import run_generate

@@ -1,0 +1,104 @@
+"""The queries are fingerprinted by what they hold, not by their path: a moved, renamed or relatively named prompts
+file resumes, a larger --limit resumes, a file edited in place is refused naming --prompts. Plan level: the verdict
+on --out comes before any model is loaded (the end-to-end resume is in test_safe_output.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.shards import ShardStore
+from ssogen.errors import UserError
+from ssogen.generate.config import RunConfig
+from ssogen.generate.inputs import read_prompts
+from ssogen.generate.plan import plan_run
+
+QUERIES = [f"Question number {i}: what is {i} squared?" for i in range(6)]
+
+
+def write_queries(path: Path, queries: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in queries))
+    return path
+
+
+def would_resume(model: Path, out: Path, prompts: str, **options: object) -> bool:
+    config = RunConfig(model=str(model), out=str(out), prompts=prompts, **{"limit": 3, **options})
+    return plan_run(config).check_output_folder(overwrite=False)
+
+
+@pytest.fixture
+def started(tiny_model: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(prompts file, --out) of a run started on the first 3 of 6 queries."""
+    prompts = write_queries(tmp_path / "queries.jsonl", QUERIES)
+    out = tmp_path / "out"
+    plan = plan_run(RunConfig(model=str(tiny_model), out=str(out), prompts=str(prompts), limit=3))
+    ShardStore(out).prepare(plan.fingerprint(), overwrite=False)
+    return prompts, out
+
+
+def test_the_queries_digest_is_the_usable_rows_not_the_file(tmp_path: Path) -> None:
+    jsonl = read_prompts(str(write_queries(tmp_path / "q.jsonl", QUERIES)))
+    csv = tmp_path / "q.csv"
+    csv.write_text("question\n" + "".join(f'"{q}"\n' for q in QUERIES))
+    assert read_prompts(str(csv), prompt_field="question").queries_sha256 == jsonl.queries_sha256
+    # --limit takes fewer rows, the digest still covers the whole input.
+    assert read_prompts(str(tmp_path / "q.jsonl"), limit=2).queries_sha256 == jsonl.queries_sha256
+    edited = [*QUERIES[:5], "Another last question?"]
+    assert read_prompts(str(write_queries(tmp_path / "e.jsonl", edited)), limit=2).queries_sha256 \
+        != jsonl.queries_sha256
+    # A row moved to another position is another row (its id and seeds hash its position).
+    swapped = [QUERIES[1], QUERIES[0], *QUERIES[2:]]
+    assert read_prompts(str(write_queries(tmp_path / "s.jsonl", swapped))).queries_sha256 != jsonl.queries_sha256
+    assert read_prompts(None).queries_sha256 not in ("", jsonl.queries_sha256)
+
+
+def test_a_moved_renamed_or_relatively_named_prompts_file_resumes(started: tuple[Path, Path], tiny_model: Path,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts, out = started
+    moved = tmp_path / "elsewhere" / "renamed.jsonl"
+    moved.parent.mkdir()
+    prompts.rename(moved)
+    assert would_resume(tiny_model, out, str(moved)) is True
+    monkeypatch.chdir(moved.parent)
+    assert would_resume(tiny_model, out, "renamed.jsonl") is True
+
+
+def test_a_larger_limit_on_the_same_file_resumes(started: tuple[Path, Path], tiny_model: Path) -> None:
+    prompts, out = started
+    assert would_resume(tiny_model, out, str(prompts), limit=5) is True
+    assert would_resume(tiny_model, out, str(prompts), limit=None) is True
+
+
+def test_a_prompts_file_edited_in_place_is_refused_naming_it(started: tuple[Path, Path], tiny_model: Path) -> None:
+    prompts, out = started
+    write_queries(prompts, [QUERIES[0], "An edited second question?", *QUERIES[2:]])
+    with pytest.raises(UserError) as refused:
+        would_resume(tiny_model, out, str(prompts))
+    assert str(refused.value) == (
+        f"--out {out}: holds a run with a different configuration (changed: prompts.queries_sha256); the queries of "
+        f"--prompts {prompts} are not those this run used; use --overwrite to replace it or choose another --out")
+
+
+def test_the_demo_queries_are_named_when_they_replace_a_file(started: tuple[Path, Path], tiny_model: Path) -> None:
+    _, out = started
+    with pytest.raises(UserError, match=r"the queries of --prompts \(not given: the bundled demo queries\) are not "
+                                        "those this run used"):
+        plan_run(RunConfig(model=str(tiny_model), out=str(out), limit=3)).check_output_folder(overwrite=False)
+
+
+def test_a_run_of_an_earlier_version_is_refused_saying_so(started: tuple[Path, Path], tiny_model: Path) -> None:
+    """Earlier versions fingerprinted the path: their runs are refused (their queries cannot be checked now)."""
+    prompts, out = started
+    path = OutputFolder(out).fingerprint
+    stored = json.loads(path.read_text())
+    config = {k: v for k, v in stored["config"].items() if k != "prompts.queries_sha256"}
+    path.write_text(json.dumps({**stored, "fingerprint": "earlier", "config": {
+        **config, "prompts": str(prompts), "prompt_field": "prompt", "split": "train"}}))
+    with pytest.raises(UserError) as refused:
+        would_resume(tiny_model, out, str(prompts))
+    assert "(changed: prompt_field, prompts, prompts.queries_sha256, split); that run was written by an earlier " \
+           "ssogen, which did not record prompts.queries_sha256; use --overwrite" in str(refused.value)
