@@ -59,7 +59,8 @@ def load_tokenizer_and_model(config: TrainConfig) -> tuple[Any, Any]:
         raise load_error(model_ref, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.config.use_cache = False
+    # use_cache is left as it is: every training forward passes use_cache=False itself, and saves write the user's
+    # value (see `SSOTrainer.save_model`).
     return tokenizer, model
 
 

@@ -32,6 +32,9 @@ class SSOTrainer(Trainer):
     def __init__(self, *args: Any, loss_settings: LossSettings, reference: ReferenceTable,
                  reference_batch_size: int, reference_folders: list[Path],
                  zeroed_dropout: ZeroedDropout | None = None, **kwargs: Any) -> None:
+        # transformers' Trainer sets config.use_cache to TrainingArguments.use_cache (False) for training; saves
+        # write the user's value back (a saved false would slow their generate with transformers).
+        self.users_use_cache = getattr(getattr(kwargs.get("model"), "config", None), "use_cache", None)
         super().__init__(*args, **kwargs)
         # The loss is already a mean over rows: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
@@ -131,11 +134,19 @@ class SSOTrainer(Trainer):
         return (output.loss, output.metrics) if return_outputs else output.loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Every save (the checkpoints every --save-steps and the final model) writes the user's dropout values into
-        config.json, not the zeros training runs with."""
+        """Every save (the checkpoints every --save-steps and the final model) writes the user's dropout values and
+        use_cache into config.json, not the values training runs with."""
         dropout = self.zeroed_dropout
-        with dropout.user_values() if dropout is not None else contextlib.nullcontext():
-            super().save_model(output_dir, _internal_call)
+        config = getattr(unwrap(self.model), "config", None)
+        training_cache = getattr(config, "use_cache", None)
+        if config is not None and self.users_use_cache is not None:
+            config.use_cache = self.users_use_cache
+        try:
+            with dropout.user_values() if dropout is not None else contextlib.nullcontext():
+                super().save_model(output_dir, _internal_call)
+        finally:
+            if config is not None and training_cache is not None:
+                config.use_cache = training_cache
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of every loss term and reward metric since the last log (averaged over processes)."""

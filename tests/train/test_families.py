@@ -125,8 +125,11 @@ def test_checkpoints_keep_the_users_dropout_and_a_resumed_run_trains_without_it(
     run = tmp_path / "run"
     done = run_training(TrainConfig(data=data, model=str(dropout_model), out=run, **settings),
                         Console(file=io.StringIO()))
+    users_cache = json.loads((dropout_model / "config.json").read_text())["use_cache"]
     for folder in (run / "checkpoint-1", run / "checkpoint-2", run):
-        assert json.loads((folder / "config.json").read_text())["attention_dropout"] == 0.5, folder
+        saved = json.loads((folder / "config.json").read_text())
+        assert saved["attention_dropout"] == 0.5, folder
+        assert saved["use_cache"] == users_cache is True, folder  # training runs without the cache: not saved
     # A run cut off after checkpoint-1 resumes from it (whose config says 0.5) and still trains without dropout:
     # its second step is the uninterrupted run's.
     out = Path(shutil.copytree(run, tmp_path / "cut"))
