@@ -204,3 +204,25 @@ def test_redoing_a_step_invalidates_what_was_built_on_it(tmp_path: Path) -> None
     reopened.open(_fp("a"), overwrite=False)
     assert json.loads((tmp_path / "run" / "iterate.json").read_text())["steps"] == reopened.data["steps"]
     assert reopened.is_done(generate) and not reopened.is_done(train)
+
+
+def test_score_and_judge_steps_get_the_generate_configs_dp_and_it_reruns_no_finished_step(tmp_path: Path) -> None:
+    (tmp_path / "g.yaml").write_text("dp: 2\nray_address: auto\ntp: 1\nkv_cache_gb: null\n")
+    o = options(tmp_path, iterations=1, score=True, judge_model="judge-model", generate_config=tmp_path / "g.yaml")
+    steps = Planner(o, generate_config_values(o.generate_config), {}, {}).iteration(1, QUERIES).steps
+    by_kind = {s.kind: s for s in steps}
+    for kind in ("score", "judge"):
+        argv = by_kind[kind].argv
+        assert flag_value(argv, "--dp") == "2" and flag_value(argv, "--ray-address") == "auto", argv
+        assert flag_value(argv, "--tp") == "1" and "--kv-cache-gb" not in argv  # a null is the default
+    assert "--dp" not in by_kind["generate"].argv  # generate reads it from its --config
+    # Where the engines run is no step setting: steps finished at --dp 1 are reused at --dp 2 (as generate's
+    # fingerprint leaves dp out), so a run started before dp was passed on resumes without redoing anything.
+    state = RunState(tmp_path / "run")
+    state.open(_fp("a"), overwrite=False)
+    dp1 = Planner(options(tmp_path, iterations=1, score=True, judge_model="judge-model"), {}, {}, {})
+    for step in dp1.iteration(1, QUERIES).steps:
+        assert "--dp" not in step.argv
+        state.mark_running(step, step.argv)
+        state.mark_done(step, 1.0)
+    assert all(state.is_done(step) for step in steps)
