@@ -3,6 +3,7 @@ passed through, what invalidates what, and what a folder of another run does to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -162,6 +163,33 @@ def test_fingerprint_ignores_the_judge_and_counts_config_contents(tmp_path: Path
            for t in (2, 3)]
     assert per[0] == per[1]  # with N per iteration, more iterations extend the same run
 
+
+
+def test_runtime_keys_of_the_config_files_do_not_stop_a_resume(tmp_path: Path) -> None:
+    """dp, memory and logging keys decide where and how fast a step runs, not what it makes: generate and train
+    resume across them, and so does the run (also one an earlier version started, which fingerprinted them)."""
+    from ssogen.generate.config import NOT_FINGERPRINTED as GENERATE_NOT_FINGERPRINTED
+    from ssogen.iterate.options import GENERATE_RUNTIME_KEYS, TRAIN_RUNTIME_KEYS
+    from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
+
+    assert GENERATE_RUNTIME_KEYS <= GENERATE_NOT_FINGERPRINTED and TRAIN_RUNTIME_KEYS <= TRAIN_NOT_FINGERPRINTED
+    configs = {"generate": {"temperature": 0.7, "dp": 1}, "train": {"lr": 1e-6, "save_steps": 10}}
+    first = fingerprint(options(tmp_path), "m", QUERIES, configs)
+    moved = fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.7, "dp": 2, "kv_cache_gb": 4},
+                                                          "train": {"lr": 1e-6, "gradient_checkpointing": True}})
+    assert moved["fingerprint"] == first["fingerprint"]
+    assert fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.8, "dp": 1},
+                                                         "train": {"lr": 1e-6}})["fingerprint"] != first["fingerprint"]
+    # A state file written before: its digest covered the whole configs, dp included.
+    content = {**first["options"], "configs": configs}
+    old = {"fingerprint": hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest(),
+           "options": content}
+    out = tmp_path / "run"
+    RunState(out).open(old, overwrite=False)
+    assert RunState(out).open(moved, overwrite=False) is True
+    with pytest.raises(UserError, match="changed: configs"):
+        RunState(out).open(fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.8}}),
+                           overwrite=False)
 
 def _fp(name: str) -> dict[str, Any]:
     return {"fingerprint": name, "options": {"seed": name}}
