@@ -7,7 +7,10 @@ with `capture_fds`, whatever anything writes to stdout or stderr: tqdm bars, pri
 output of engine worker processes (file descriptors 1 and 2 point at the log meanwhile). The command's own output
 goes to the terminal through `LogSession.stdout` / `.stderr`, copies of the original descriptors, which the CLI's
 consoles write to. Records at warning level and above also go to `warn` (the CLI prints them on stderr through its
-console, above a live progress bar rather than into it), each distinct message once.
+console, above a live progress bar rather than into it), each distinct message once. Sessions nest (a command run
+in-process by another): every record reaches each session's log file, the outer one keeps the full record, but
+only the innermost session prints warnings, and on the terminal the outermost one found (the descriptors lead
+into the enclosing log meanwhile), so each line reaches the terminal once.
 
 A leaf: it imports nothing of ssogen but `ssogen.errors`. Secrets registered with `hide` (a hub token) are
 replaced by *** in every record, on stderr and in the log."""
@@ -36,6 +39,7 @@ LIBRARY_LOGGERS = ("vllm", "transformers", "torch", "accelerate", "datasets", "h
                    "ray")
 _ACTIVE: set[Path] = set()
 _SESSIONS: list[LogSession] = []
+_PRINTERS: list[_Warnings] = []  # the sessions' warning printers, innermost last: only that one prints
 _SECRETS: set[str] = set()
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -86,13 +90,14 @@ class _Scrub(logging.Filter):
 class _Warnings(logging.Handler):
     """Warnings and errors as one line each ("warning [vllm]: ..."), each distinct message once, to `sink`."""
 
-    def __init__(self, sink: Callable[[str], None]) -> None:
+    def __init__(self, sink: Callable[[str], None], seen: set[tuple[str, str]]) -> None:
         super().__init__(logging.WARNING)
         self.sink = sink
-        self.seen: set[tuple[str, str]] = set()
+        self.seen = seen  # shared with the enclosing sessions: a line the inner one printed is not printed again
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "log_only", False):
+        # Every session's root handlers see the record: the innermost session prints it, the others only log it.
+        if getattr(record, "log_only", False) or (_PRINTERS and _PRINTERS[-1] is not self):
             return
         try:
             message = record.getMessage().rstrip()
@@ -188,12 +193,12 @@ def _terminal_writer(stream: IO[str] | None) -> Callable[[str], None]:
     return write
 
 
-def _root_handlers(path: Path, warn: Callable[[str], None]) -> list[logging.Handler]:
+def _root_handlers(path: Path, printer: _Warnings) -> list[logging.Handler]:
     file_handler = logging.FileHandler(path, encoding="utf-8")
     formatter = logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
     file_handler.setFormatter(formatter)
-    handlers: list[logging.Handler] = [file_handler, _Warnings(warn)]
+    handlers: list[logging.Handler] = [file_handler, printer]
     for handler in handlers:
         handler.addFilter(_Scrub())
     return handlers
@@ -251,14 +256,19 @@ def command_log(path: Path, command: str, argv: list[str] | None = None, *, capt
         capture = _DescriptorCapture(path) if capture_fds else None
         if capture is not None:
             undo.callback(capture.close)
-        session = LogSession(path, *((capture.terminal.get(1), capture.terminal.get(2)) if capture
-                                     else (None, None)))
+        # Nested, descriptors 1 and 2 already lead into the enclosing log: the terminal is the enclosing session's.
+        enclosing = _SESSIONS[-1] if _SESSIONS else LogSession(path)
+        own = capture.terminal if capture is not None else {}
+        session = LogSession(path, enclosing.stdout or own.get(1), enclosing.stderr or own.get(2))
         undo.callback(_restore_loggers, _adopt_library_loggers(import_transformers))
         root = logging.getLogger()
-        handlers = _root_handlers(path, warn or _terminal_writer(session.stderr))
+        printer = _Warnings(warn or _terminal_writer(session.stderr), _PRINTERS[-1].seen if _PRINTERS else set())
+        handlers = _root_handlers(path, printer)
         undo.callback(_remove_handlers, handlers, root.level)
         for handler in handlers:
             root.addHandler(handler)
+        _PRINTERS.append(printer)
+        undo.callback(_PRINTERS.remove, printer)
         root.setLevel(logging.INFO)
         undo.callback(_stop_capturing_warnings, warnings.showwarning)
         logging.captureWarnings(True)

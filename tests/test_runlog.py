@@ -100,7 +100,8 @@ def _process_state() -> dict[str, object]:
                         logging.getLogger(name).level) for name in LIBRARY_LOGGERS}
     descriptors = {fd: (os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)}
     return {"root": (list(root.handlers), root.level), "showwarning": warnings.showwarning, "libraries": libraries,
-            "descriptors": descriptors, "active": active_logs(), "terminal": terminal()}
+            "descriptors": descriptors, "active": active_logs(), "terminal": terminal(),
+            "printers": list(runlog._PRINTERS)}
 
 
 @pytest.mark.parametrize("outcome", ["success", "exception", "user error"])
@@ -163,3 +164,43 @@ def test_nested_sessions_give_the_outer_one_back_intact(tmp_path: Path) -> None:
     for line in ("UserWarning: after the inner one", "WARNING vllm: engine note", "outer descriptor write"):
         assert line in outer and line not in inner, line
     assert "warning [vllm]: engine note" in outer_shown
+
+
+def test_a_warning_inside_nested_sessions_is_printed_once_and_written_to_both_logs(tmp_path: Path) -> None:
+    outer_path, inner_path = tmp_path / "outer.log", tmp_path / "inner.log"
+    shown: list[str] = []  # the terminal: in the CLI every session prints through the same console
+    with command_log(outer_path, "outer", import_transformers=False, warn=shown.append):
+        with command_log(inner_path, "inner", import_transformers=False, warn=shown.append):
+            logging.getLogger("ssogen.inner").warning("disk almost full")
+            warnings.warn("an old API", FutureWarning, stacklevel=1)
+        assert len(shown) == 2, shown
+        assert shown[0] == "warning: disk almost full" and "FutureWarning: an old API" in shown[1]
+        logging.getLogger("ssogen.inner").warning("disk almost full")  # shown by the inner session already
+        logging.getLogger("vllm").warning("engine note")  # the outer session prints on its own again
+    assert len(shown) == 3 and shown[2] == "warning [vllm]: engine note", shown
+    outer, inner = outer_path.read_text(), inner_path.read_text()
+    for line in ("WARNING ssogen.inner: disk almost full", "FutureWarning: an old API"):
+        assert line in inner and line in outer, line  # the outer log keeps the full record
+    assert outer.count("WARNING ssogen.inner: disk almost full") == 2
+
+
+def test_nested_sessions_print_on_the_real_terminal_once(tmp_path: Path) -> None:
+    """In a process of its own: the inner session's terminal is the outer one's (not the outer log, which holds
+    the descriptors when the inner session starts), and a warning raised inside reaches it once."""
+    outer, inner = tmp_path / "outer.log", tmp_path / "inner.log"
+    script = f"""
+import logging
+from pathlib import Path
+from ssogen.runlog import command_log, terminal
+with command_log(Path({str(outer)!r}), "outer", import_transformers=False) as outer_session:
+    with command_log(Path({str(inner)!r}), "inner", import_transformers=False) as session:
+        logging.getLogger("ssogen").warning("disk almost full")
+        session.stdout.write("summary of the inner command\\n")
+        assert terminal() == (outer_session.stdout, outer_session.stderr)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stderr.splitlines() == ["warning: disk almost full"]
+    assert done.stdout.splitlines() == ["summary of the inner command"]
+    for log in (outer, inner):
+        assert "WARNING ssogen: disk almost full" in log.read_text(), log
+    assert "summary of the inner command" not in outer.read_text()

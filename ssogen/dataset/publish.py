@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ssogen.dataset.card import card_is_generated, render_card
 from ssogen.dataset.folder import CARD, CONFIGS, LOGS, OutputFolder
@@ -112,9 +113,21 @@ def _blank_rows_error(folder: OutputFolder, config: str, column: str, total: int
                      "(--allow-incomplete to push anyway)")
 
 
+def _empty_split(folder: OutputFolder, config: str) -> UserError | None:
+    """A split without rows beside one with rows (`score --filter likelihood` dropped every train pair): users
+    would load an empty split. Rows come from the footers; the file is named, or the folder when there are several."""
+    for split, paths in folder.split_files(config).items():
+        if sum(pq.read_metadata(path).num_rows for path in paths) == 0:
+            where = paths[0] if len(paths) == 1 else folder.config_dir(config)
+            return UserError(f"{where}: the {split} split of the {config} config has no rows (its other splits "
+                             f"have some); users would load an empty {split} split (--allow-incomplete to push "
+                             "anyway)")
+    return None
+
+
 def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, int]:
     """Refuse folders that are not ssogen outputs, hold corrupt parquet, come from an unfinished run or whose
-    pair configs hold no rows or blank responses. Returns the row count per config."""
+    pair configs hold no rows (in any split) or blank responses. Returns the row count per config."""
     folder = OutputFolder(out_dir)
     manifest = folder.read_manifest()
     counts: dict[str, int] = {}
@@ -128,6 +141,8 @@ def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) ->
             where = files[0] if len(files) == 1 else folder.config_dir(config)  # every file of it is empty
             raise UserError(f"{where}: the {config} config has no rows (no kept pairs); nothing worth publishing "
                             "(--allow-incomplete to push anyway)")
+        if empty := _empty_split(folder, config):
+            raise empty
         for column in PAIR_RESPONSE_COLUMNS[config]:
             if blank := _blank_count(table, column):
                 raise _blank_rows_error(folder, config, column, blank)

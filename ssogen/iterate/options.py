@@ -146,6 +146,16 @@ def train_config_values(path: Path | None, flag: str, recipe: str) -> dict[str, 
     return values
 
 
+# Keys of the two config files that decide where and how fast a step runs, or what it logs, not what it makes: a
+# step resumes across them (generate and train leave them out of their own fingerprints), so the run does too.
+GENERATE_RUNTIME_KEYS = frozenset({"chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization", "kv_cache_gb",
+                                   "license"})
+TRAIN_RUNTIME_KEYS = frozenset({"report_to", "logging_steps", "save_steps", "save_total_limit", "final_eval",
+                                "reference_batch_size", "use_cpu", "gradient_checkpointing", "fused_head",
+                                "head_kernel", "packing"})
+_RUNTIME_KEYS = {"generate": GENERATE_RUNTIME_KEYS, "train": TRAIN_RUNTIME_KEYS, "generator_train": TRAIN_RUNTIME_KEYS}
+
+
 def fingerprint(options: IterateOptions, start_model: str, queries: list[str], configs: dict[str, dict[str, Any]]
                 ) -> dict[str, Any]:
     """What decides the data and models of every step. With --queries-per-iteration the slices do not depend on
@@ -160,5 +170,16 @@ def fingerprint(options: IterateOptions, start_model: str, queries: list[str], c
     content["configs"] = configs
     if options.accelerate_config is not None:
         content["accelerate_config_sha256"] = hashlib.sha256(options.accelerate_config.read_bytes()).hexdigest()
+    return fingerprint_of(content)
+
+
+def fingerprint_of(content: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint of fingerprinted options (also of those stored by an earlier version, which kept the runtime
+    keys of the config files: the same run then resumes)."""
+    content = {**content}
+    if isinstance(content.get("configs"), dict):
+        content["configs"] = {name: ({k: v for k, v in values.items() if k not in _RUNTIME_KEYS.get(name, ())}
+                                     if isinstance(values, dict) else values)
+                              for name, values in content["configs"].items()}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
     return {"fingerprint": digest, "options": content}

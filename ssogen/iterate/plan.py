@@ -32,8 +32,10 @@ PLOTS_DIR = "plots"
 # Everything iterate writes into DIR; --overwrite removes exactly these (and the iter-* folders), nothing else.
 LOGS_DIR = "logs"  # iterate's own logs (each step logs into its own folder)
 RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, PLOTS_DIR, LOGS_DIR)
-# Engine settings of the generate config that score and judge use too (same machine, same GPUs).
-SHARED_ENGINE_KEYS = ("engine", "tp", "dtype", "gpu_memory_utilization", "kv_cache_gb")
+# Engine settings of the generate config that score and judge use too (same machine, same GPUs). dp and
+# ray_address only spread the requests over engines: per-request seeds (judge: greedy, seeded by pair and order)
+# give the scores and answers of --dp 1, so, as for generate, they are no step setting and never re-run a step.
+SHARED_ENGINE_KEYS = ("engine", "tp", "dtype", "gpu_memory_utilization", "kv_cache_gb", "dp", "ray_address")
 
 StepKind = Literal["generate", "score", "stats", "train", "judge"]
 
@@ -98,7 +100,7 @@ def train_command(options: IterateOptions, *args: str) -> list[str]:
 def _engine_flags(generate_values: dict[str, Any], *, with_engine: bool = True) -> list[str]:
     flags: list[str] = []
     for key in SHARED_ENGINE_KEYS:
-        if key in generate_values and (with_engine or key != "engine"):
+        if generate_values.get(key) is not None and (with_engine or key != "engine"):  # null: the default
             flags += ["--" + key.replace("_", "-"), str(generate_values[key])]
     return flags
 

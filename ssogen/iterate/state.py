@@ -16,6 +16,7 @@ from typing import Any
 
 from ssogen.errors import UserError
 from ssogen.io import write_json_atomic
+from ssogen.iterate.options import fingerprint_of
 from ssogen.iterate.plan import RUN_OUTPUTS, STATE_FILE, Step
 
 ITERATION_FOLDER = re.compile(r"iter-\d+")
@@ -24,6 +25,12 @@ ITERATION_FOLDER = re.compile(r"iter-\d+")
 def _owned(path: Path) -> bool:
     """Files and folders that iterate writes into DIR (the only ones --overwrite removes)."""
     return path.name in RUN_OUTPUTS or (path.is_dir() and ITERATION_FOLDER.fullmatch(path.name) is not None)
+
+
+def _refingerprint(stored: dict[str, Any]) -> str | None:
+    """The stored options' fingerprint under this version's rule (a run an earlier version started)."""
+    options = stored.get("options")
+    return fingerprint_of(options)["fingerprint"] if isinstance(options, dict) else None
 
 
 def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -45,8 +52,8 @@ class RunState:
         entries = list(self.out.iterdir()) if self.out.is_dir() else []
         if self.path.exists():
             stored = self._read()
-            if stored.get("fingerprint") == fingerprint["fingerprint"]:
-                self.data = stored
+            if fingerprint["fingerprint"] in (stored.get("fingerprint"), _refingerprint(stored)):
+                self.data = {**stored, **fingerprint}
                 return True
             if not overwrite:
                 changed = _changed(stored.get("options", {}), fingerprint["options"])

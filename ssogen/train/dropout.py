@@ -1,14 +1,19 @@
-"""Dropout off in the policy while it trains (TRL's default), with the saved config left as the user's.
+"""Dropout off in the policy while it trains (TRL's default), with every saved config left as the user's.
 
 The reference log-probs come from a pass in eval mode, so a policy that trains with dropout already differs from
 its reference at step 0 and no pair starts at zero margin. Models apply dropout in three ways, and all three are
 switched off: `nn.Dropout` modules (GPT-2, Phi-3's residual dropout), a float attribute read in `forward` (Qwen2,
 Llama, Gemma: `self.attention_dropout`) and the config read in `forward` (Gemma 2/3, Falcon). The config's values
-are given back before the final model is saved; intermediate checkpoints carry the zeroed values."""
+are the user's again while a model is saved (`ZeroedDropout.user_values`, around every save of `SSOTrainer`:
+intermediate checkpoints and the final model), and zero again afterwards while training goes on. A resumed run
+loads the starting model and switches its dropout off before the checkpoint's weights are loaded, so it trains
+without dropout too."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,25 +31,44 @@ def _configs(config: Any) -> Iterator[Any]:
             yield from _configs(value)
 
 
-def disable_dropout(model: torch.nn.Module) -> Callable[[], None]:
-    """Set every dropout probability of `model` to 0; returns a function that restores the config's values."""
+@dataclass
+class ZeroedDropout:
+    """The config values `disable_dropout` set to 0: (config or sub-config, attribute, the user's value)."""
+
+    values: list[tuple[Any, str, float]] = field(default_factory=list)
+
+    def restore(self) -> None:
+        """Give the config its user's values back for good."""
+        for config, name, value in self.values:
+            setattr(config, name, value)
+
+    @contextlib.contextmanager
+    def user_values(self) -> Iterator[None]:
+        """The user's values in the config for the block (a save); afterwards what was there before (zero while
+        training). Only the config values that were zeroed: the modules' own attributes stay off meanwhile."""
+        before = [getattr(config, name) for config, name, _ in self.values]
+        self.restore()
+        try:
+            yield
+        finally:
+            for (config, name, _), value in zip(self.values, before, strict=True):
+                setattr(config, name, value)
+
+
+def disable_dropout(model: torch.nn.Module) -> ZeroedDropout:
+    """Set every dropout probability of `model` to 0; returns the config values it zeroed, to restore on save."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         for name, value in list(vars(module).items()):
             if _is_dropout_name(name) and isinstance(value, float):
                 setattr(module, name, 0.0)
-    saved: list[tuple[Any, str, float]] = []
+    zeroed = ZeroedDropout()
     config = getattr(model, "config", None)
     if config is not None:
         for sub in _configs(config):
             for name, value in list(vars(sub).items()):
                 if _is_dropout_name(name) and isinstance(value, float) and value != 0.0:
-                    saved.append((sub, name, value))
+                    zeroed.values.append((sub, name, value))
                     setattr(sub, name, 0.0)
-
-    def restore() -> None:
-        for sub, name, value in saved:
-            setattr(sub, name, value)
-
-    return restore
+    return zeroed

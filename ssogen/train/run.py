@@ -59,7 +59,8 @@ def load_tokenizer_and_model(config: TrainConfig) -> tuple[Any, Any]:
         raise load_error(model_ref, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.config.use_cache = False
+    # use_cache is left as it is: every training forward passes use_cache=False itself, and saves write the user's
+    # value (see `SSOTrainer.save_model`).
     return tokenizer, model
 
 
@@ -212,7 +213,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
     tokenizer, model = load_tokenizer_and_model(config)
-    restore_dropout = (lambda: None) if config.keep_dropout else disable_dropout(model)
+    zeroed_dropout = None if config.keep_dropout else disable_dropout(model)
     encoded, truncation_counts, system_supported = encode_rows(
         rows, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
     truncation = truncation_counts.as_dict()
@@ -257,7 +258,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
-        callbacks=[timer, *(callbacks or [])],
+        zeroed_dropout=zeroed_dropout, callbacks=[timer, *(callbacks or [])],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -283,7 +284,6 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
                else f"left-padded ({unpacked_reason or trainer.packing_fallback})"},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
-    restore_dropout()  # the saved config keeps the user's dropout values
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
         write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,

@@ -1,9 +1,11 @@
 """`SSOTrainer`: transformers.Trainer with the SSO loss, so that checkpoints, resume, gradient accumulation and
-checkpointing, bf16, peft, DeepSpeed and FSDP all come from the ecosystem. Only `compute_loss` and `log` change;
-the reference pass runs from a callback once the Trainer has prepared (wrapped, sharded) the model."""
+checkpointing, bf16, peft, DeepSpeed and FSDP all come from the ecosystem. Only `compute_loss`, `log` and
+`save_model` (which saves the user's dropout values, see `ssogen.train.dropout`) change; the reference pass runs
+from a callback once the Trainer has prepared (wrapped, sharded) the model."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +16,7 @@ from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError
 from ssogen.train.collator import left_padded
+from ssogen.train.dropout import ZeroedDropout
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
 from ssogen.train.objective import LossSettings
@@ -27,7 +30,11 @@ PACKING_CHECK_ROWS = 2
 
 class SSOTrainer(Trainer):
     def __init__(self, *args: Any, loss_settings: LossSettings, reference: ReferenceTable,
-                 reference_batch_size: int, reference_folders: list[Path], **kwargs: Any) -> None:
+                 reference_batch_size: int, reference_folders: list[Path],
+                 zeroed_dropout: ZeroedDropout | None = None, **kwargs: Any) -> None:
+        # transformers' Trainer sets config.use_cache to TrainingArguments.use_cache (False) for training; saves
+        # write the user's value back (a saved false would slow their generate with transformers).
+        self.users_use_cache = getattr(getattr(kwargs.get("model"), "config", None), "use_cache", None)
         super().__init__(*args, **kwargs)
         # The loss is already a mean over rows: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
@@ -36,6 +43,7 @@ class SSOTrainer(Trainer):
         self.reference_batch_size = reference_batch_size
         self.reference_folders = reference_folders
         self.reference_seconds = 0.0
+        self.zeroed_dropout = zeroed_dropout  # dropout config values set to 0 for training (None: dropout kept)
         self.console: Any = None  # a rich Console for the one status line of the reference pass
         # Why batches are not packed although packing was asked for (set by `check_packing`), or None.
         self.packing_fallback: str | None = None
@@ -124,6 +132,21 @@ class SSOTrainer(Trainer):
             for name, value in output.metrics.items():
                 self._stored[name].append(value.float().mean())
         return (output.loss, output.metrics) if return_outputs else output.loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Every save (the checkpoints every --save-steps and the final model) writes the user's dropout values and
+        use_cache into config.json, not the values training runs with."""
+        dropout = self.zeroed_dropout
+        config = getattr(unwrap(self.model), "config", None)
+        training_cache = getattr(config, "use_cache", None)
+        if config is not None and self.users_use_cache is not None:
+            config.use_cache = self.users_use_cache
+        try:
+            with dropout.user_values() if dropout is not None else contextlib.nullcontext():
+                super().save_model(output_dir, _internal_call)
+        finally:
+            if config is not None and training_cache is not None:
+                config.use_cache = training_cache
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of every loss term and reward metric since the last log (averaged over processes)."""

@@ -56,3 +56,30 @@ def test_a_pair_config_without_rows_names_its_file_or_folder(tmp_path: Path) -> 
     folder.write_config("dpo", [], split="test")
     error = _dry_run(folder.root)
     assert error.startswith(f"error: {folder.config_dir('dpo')}: the dpo config has no rows"), error
+
+
+def test_an_empty_split_beside_a_split_with_rows_is_refused(tmp_path: Path) -> None:
+    # `score --filter likelihood` may drop every pair of the train queries and keep test ones: the dpo config
+    # has rows, but its train file holds none, and `load_dataset` would hand users an empty train split.
+    split = splits.SplitSpec(test_size=0.25, seed=7)
+    prompts = [f"question {i}" for i in range(8)]
+    held_out = splits.test_prompts(prompts, split)
+    records = [make_record(i, kept=p in held_out, drop_reason=None if p in held_out else "likelihood")
+               for i, p in enumerate(prompts)]
+    folder = OutputFolder(write_dataset(tmp_path / "split", records))
+    folder.write_configs(records, split)
+    assert folder.read_config("dpo", split="train").num_rows == 0
+    assert folder.read_config("dpo", split="test").num_rows > 0
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {folder.config_file('dpo')}: the train split of the dpo config has no rows"
+                            ), error
+    assert "--allow-incomplete" in error
+    # An empty test file (ssogen never writes one; another tool may) beside a train split with rows: named too.
+    folder.write_configs([make_record(i) for i in range(4)])
+    folder.write_config("dpo", [], split="test")
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {folder.config_file('dpo', 'test')}: the test split of the dpo config has no "
+                            "rows"), error
+    result = CliRunner().invoke(app, ["push-to-hub", str(folder.root), "--repo-id", REPO, "--dry-run",
+                                      "--allow-incomplete"])
+    assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@ passed through, what invalidates what, and what a folder of another run does to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -163,6 +164,33 @@ def test_fingerprint_ignores_the_judge_and_counts_config_contents(tmp_path: Path
     assert per[0] == per[1]  # with N per iteration, more iterations extend the same run
 
 
+
+def test_runtime_keys_of_the_config_files_do_not_stop_a_resume(tmp_path: Path) -> None:
+    """dp, memory and logging keys decide where and how fast a step runs, not what it makes: generate and train
+    resume across them, and so does the run (also one an earlier version started, which fingerprinted them)."""
+    from ssogen.generate.config import NOT_FINGERPRINTED as GENERATE_NOT_FINGERPRINTED
+    from ssogen.iterate.options import GENERATE_RUNTIME_KEYS, TRAIN_RUNTIME_KEYS
+    from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
+
+    assert GENERATE_RUNTIME_KEYS <= GENERATE_NOT_FINGERPRINTED and TRAIN_RUNTIME_KEYS <= TRAIN_NOT_FINGERPRINTED
+    configs = {"generate": {"temperature": 0.7, "dp": 1}, "train": {"lr": 1e-6, "save_steps": 10}}
+    first = fingerprint(options(tmp_path), "m", QUERIES, configs)
+    moved = fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.7, "dp": 2, "kv_cache_gb": 4},
+                                                          "train": {"lr": 1e-6, "gradient_checkpointing": True}})
+    assert moved["fingerprint"] == first["fingerprint"]
+    assert fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.8, "dp": 1},
+                                                         "train": {"lr": 1e-6}})["fingerprint"] != first["fingerprint"]
+    # A state file written before: its digest covered the whole configs, dp included.
+    content = {**first["options"], "configs": configs}
+    old = {"fingerprint": hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest(),
+           "options": content}
+    out = tmp_path / "run"
+    RunState(out).open(old, overwrite=False)
+    assert RunState(out).open(moved, overwrite=False) is True
+    with pytest.raises(UserError, match="changed: configs"):
+        RunState(out).open(fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.8}}),
+                           overwrite=False)
+
 def _fp(name: str) -> dict[str, Any]:
     return {"fingerprint": name, "options": {"seed": name}}
 
@@ -204,3 +232,25 @@ def test_redoing_a_step_invalidates_what_was_built_on_it(tmp_path: Path) -> None
     reopened.open(_fp("a"), overwrite=False)
     assert json.loads((tmp_path / "run" / "iterate.json").read_text())["steps"] == reopened.data["steps"]
     assert reopened.is_done(generate) and not reopened.is_done(train)
+
+
+def test_score_and_judge_steps_get_the_generate_configs_dp_and_it_reruns_no_finished_step(tmp_path: Path) -> None:
+    (tmp_path / "g.yaml").write_text("dp: 2\nray_address: auto\ntp: 1\nkv_cache_gb: null\n")
+    o = options(tmp_path, iterations=1, score=True, judge_model="judge-model", generate_config=tmp_path / "g.yaml")
+    steps = Planner(o, generate_config_values(o.generate_config), {}, {}).iteration(1, QUERIES).steps
+    by_kind = {s.kind: s for s in steps}
+    for kind in ("score", "judge"):
+        argv = by_kind[kind].argv
+        assert flag_value(argv, "--dp") == "2" and flag_value(argv, "--ray-address") == "auto", argv
+        assert flag_value(argv, "--tp") == "1" and "--kv-cache-gb" not in argv  # a null is the default
+    assert "--dp" not in by_kind["generate"].argv  # generate reads it from its --config
+    # Where the engines run is no step setting: steps finished at --dp 1 are reused at --dp 2 (as generate's
+    # fingerprint leaves dp out), so a run started before dp was passed on resumes without redoing anything.
+    state = RunState(tmp_path / "run")
+    state.open(_fp("a"), overwrite=False)
+    dp1 = Planner(options(tmp_path, iterations=1, score=True, judge_model="judge-model"), {}, {}, {})
+    for step in dp1.iteration(1, QUERIES).steps:
+        assert "--dp" not in step.argv
+        state.mark_running(step, step.argv)
+        state.mark_done(step, 1.0)
+    assert all(state.is_done(step) for step in steps)

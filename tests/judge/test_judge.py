@@ -90,3 +90,18 @@ def test_unfinished_or_empty_folders_are_refused(tmp_path: Path, tiny_model: Pat
     assert result.exit_code == 2 and "no pairs" in result.output
     result = CliRunner().invoke(app, ["judge", str(empty), "--judge-model", str(tiny_model), "--config", "sso"])
     assert result.exit_code == 2 and "--config" in result.output
+
+
+def test_dp2_gives_the_answers_of_dp1(folder: Path, tiny_model: Path, tmp_path: Path) -> None:
+    # iterate hands the generate config's --dp to judge: the answers must not depend on it (greedy, each request
+    # seeded by pair and order, whichever engine of the pool runs it). The transformers engine keeps this cheap.
+    import shutil
+
+    answers = []
+    for dp in (1, 2):
+        copy = shutil.copytree(folder, tmp_path / f"dp{dp}")
+        result = CliRunner().invoke(app, ["judge", str(copy), "--judge-model", str(tiny_model), "--sample", "4",
+                                          "--max-tokens", "8", "--engine", "transformers", "--dp", str(dp)])
+        assert result.exit_code == 0, result.output
+        answers.append(json.loads((copy / "judge.json").read_text())["pairs"])
+    assert len(answers[0]) == 4 and answers[1] == answers[0]

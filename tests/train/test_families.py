@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,45 @@ def test_dropout_is_off_while_training_so_step_one_is_zero_margin(dropout_model:
     kept = run_training(TrainConfig(data=data, model=str(dropout_model), out=tmp_path / "kept", keep_dropout=True,
                                     **FAST), Console(file=io.StringIO()))
     assert abs(first_logged_step(kept)["loss/p1"] - 25.0) > 1e-3  # with dropout the policy is not its reference
+
+
+def test_a_save_writes_the_users_dropout_and_training_goes_on_without_it(dropout_model: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from ssogen.train.dropout import disable_dropout
+
+    model = AutoModelForCausalLM.from_pretrained(dropout_model)
+    zeroed = disable_dropout(model)
+    attention = [m for m in model.modules() if hasattr(m, "attention_dropout")]
+    assert model.config.attention_dropout == 0.0 and attention
+    with zeroed.user_values():
+        assert model.config.attention_dropout == 0.5  # what save_pretrained writes
+        assert all(m.attention_dropout == 0.0 for m in attention)  # forward reads these: still off
+    assert model.config.attention_dropout == 0.0  # zero again for the rest of training (Gemma 2 reads the config)
+
+
+def test_checkpoints_keep_the_users_dropout_and_a_resumed_run_trains_without_it(dropout_model: Path,
+                                                                                tmp_path: Path) -> None:
+    data = write_synthetic_sso(tmp_path / "data", 8, seed=2)
+    settings = {**FAST, "max_steps": 2, "save_steps": 1}
+    run = tmp_path / "run"
+    done = run_training(TrainConfig(data=data, model=str(dropout_model), out=run, **settings),
+                        Console(file=io.StringIO()))
+    users_cache = json.loads((dropout_model / "config.json").read_text())["use_cache"]
+    for folder in (run / "checkpoint-1", run / "checkpoint-2", run):
+        saved = json.loads((folder / "config.json").read_text())
+        assert saved["attention_dropout"] == 0.5, folder
+        assert saved["use_cache"] == users_cache is True, folder  # training runs without the cache: not saved
+    # A run cut off after checkpoint-1 resumes from it (whose config says 0.5) and still trains without dropout:
+    # its second step is the uninterrupted run's.
+    out = Path(shutil.copytree(run, tmp_path / "cut"))
+    for name in ("model.safetensors", "config.json", "metrics.json", CONFIG_FILE, "README.md"):
+        (out / name).unlink()
+    shutil.rmtree(out / "checkpoint-2")
+    console = Console(file=io.StringIO(), width=200)
+    resumed = run_training(TrainConfig(data=data, model=str(dropout_model), out=out, **settings), console)
+    assert "from checkpoint-1" in console.file.getvalue()  # type: ignore[attr-defined]
+    steps = {entry["step"]: entry["loss"] for entry in resumed.log_history if "loss" in entry}
+    assert list(steps) == [1, 2]  # step 1 comes from checkpoint-1's trainer state
+    assert steps[2] == pytest.approx(next(e["loss"] for e in done.log_history if e.get("step") == 2), rel=1e-6)
+    assert json.loads((out / "config.json").read_text())["attention_dropout"] == 0.5
