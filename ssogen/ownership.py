@@ -13,7 +13,7 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +79,11 @@ def clear_work_dir(work_dir: Path) -> None:
 
 
 def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
-                      hints: Mapping[str, str] | None = None) -> None:
-    """Refuse when the stored fingerprint differs from this run's: `refusal (changed: a, b); use --overwrite ...`,
-    naming each changed setting (a model's parts as `model.<part>`), then what it means: `hints` maps a setting to
-    a sentence (e.g. naming the input it comes from); a setting the stored run lacks says it was written by an
-    earlier ssogen. An unreadable file is one line too."""
+                      hints: Mapping[str, str] | None = None, earlier: Collection[str] = ()) -> None:
+    """Refuse when the stored fingerprint differs from this run's (and from `earlier`: what earlier versions' rules
+    give this run): `refusal (changed: a, b); use --overwrite ...`, naming each changed setting (a model's parts as
+    `model.<part>`), then what it means: `hints` maps a setting to a sentence (e.g. naming the input it comes from);
+    a setting the stored run lacks says it was written by an earlier ssogen. An unreadable file is one line too."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         stored_config = stored["config"]
@@ -92,7 +92,7 @@ def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: unreadable ({type(exc).__name__}); use --overwrite to start the run again or "
                         "choose another --out") from None
-    if stored.get("fingerprint") == fingerprint["fingerprint"]:
+    if stored.get("fingerprint") in (fingerprint["fingerprint"], *earlier):
         return
     current = fingerprint["config"]
     changed = sorted(k for k in set(stored_config) | set(current) if stored_config.get(k) != current.get(k))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,11 +51,12 @@ class ShardStore:
         self.dir = directory or self.folder.work_dir
         self._files: dict[str, IO[bytes]] = {}
 
-    def check(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None) -> bool:
+    def check(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None,
+              earlier: Collection[str] = ()) -> bool:
         """Read-only: may a run of this configuration use the output folder? True when it would resume. Refuses
         a non-empty folder without ssogen's marker (overwrite or not: it would remove a person's files) and a
-        folder holding another configuration's run (unless overwrite; `hints` as in `check_fingerprint`); writes
-        nothing, so a refusal comes before any model is loaded."""
+        folder holding another configuration's run (unless overwrite; `hints`, `earlier` as in
+        `check_fingerprint`); writes nothing, so a refusal comes before any model is loaded."""
         folder, out = self.folder, self.folder.root
         check_writable_folder(out)
         if not folder.holds_anything():
@@ -66,18 +67,20 @@ class ShardStore:
         if overwrite or not folder.fingerprint.exists():
             return False
         check_fingerprint(folder.fingerprint, fingerprint, refusal=f"--out {out}: holds a run with a different "
-                          "configuration", hints=hints)
+                          "configuration", hints=hints, earlier=earlier)
         return True
 
-    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None) -> bool:
+    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None,
+                earlier: Collection[str] = ()) -> bool:
         """Take the output folder for a run of this configuration (`check`, then remove an old run's files
-        when overwriting and record the fingerprint). True when resuming a run of the same configuration.
-        The caller holds the folder's lock (`OutputFolder.claim`)."""
-        resuming = self.check(fingerprint, overwrite=overwrite, hints=hints)
+        when overwriting and record the fingerprint: a run an earlier version started gets this version's).
+        True when resuming a run of the same configuration. The caller holds the folder's lock
+        (`OutputFolder.claim`)."""
+        resuming = self.check(fingerprint, overwrite=overwrite, hints=hints, earlier=earlier)
         if overwrite:
             self.folder.remove_run_outputs()
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:
+        if not resuming or earlier:
             write_json_atomic(self.folder.fingerprint, fingerprint, sort_keys=True)
         return resuming
 

@@ -33,6 +33,10 @@ from ssogen.settings import option, resolve_settings
 NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
                                "kv_cache_gb", "license", "test_size", "model", "principles", "templates", "prompts",
                                "prompt_field", "split"})
+# The rule of versions before the queries' digest: the --prompts path, --prompt-field and --split were fingerprinted.
+# A run it started resumes when this rule gives its stored fingerprint (same path, same options): its rows are keyed
+# by their text and position, so a row of a query edited since is computed again, never reused.
+EARLIER_NOT_FINGERPRINTED = NOT_FINGERPRINTED - {"prompts", "prompt_field", "split"}
 
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
@@ -121,9 +125,18 @@ class RunConfig(EngineFields, _RunFields):
     def fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str],
                     queries_sha256: str) -> str:
         """Hash of everything that decides row contents; a resumed run must match it."""
-        content = {**self.fingerprinted(model_parts, queries_sha256), "library_sha256": library_sha256,
-                   "templates_digest": templates_digest}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return _digest({**self.fingerprinted(model_parts, queries_sha256), "library_sha256": library_sha256,
+                        "templates_digest": templates_digest})
+
+    def earlier_fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str]) -> str:
+        """The fingerprint the previous rule (`EARLIER_NOT_FINGERPRINTED`) gave this configuration."""
+        content = {k: v for k, v in self.model_dump().items() if k not in EARLIER_NOT_FINGERPRINTED}
+        return _digest({**content, **{f"model.{part}": value for part, value in model_parts.items()},
+                        "library_sha256": library_sha256, "templates_digest": templates_digest})
+
+
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None) -> RunConfig:

@@ -54,12 +54,22 @@ class RunPlan:
     def refusal_hints(self) -> dict[str, str]:
         """What a changed fingerprint part means, for the refusal of an output folder (`check_fingerprint`)."""
         given = self.config.prompts if self.config.prompts is not None else "(not given: the bundled demo queries)"
-        return {"prompts.queries_sha256": f"the queries of --prompts {given} are not those this run used"}
+        return {"prompts.queries_sha256": f"the queries of --prompts {given} are not those this run used",
+                # Only a run of an earlier version records the path (`earlier_fingerprints`).
+                "prompts": "it resumes only with the --prompts path, --prompt-field and --split it was started with"}
+
+    @property
+    def earlier_fingerprints(self) -> tuple[str, ...]:
+        """This run's fingerprint under the previous rule (the prompts path, not the queries): a run it started
+        resumes."""
+        return (self.config.earlier_fingerprint(self.loaded_library.sha256, self.templates_digest,
+                                                self.model_fingerprint.parts),)
 
     def check_output_folder(self, *, overwrite: bool) -> bool:
         """Read-only: refuse --out when it holds another configuration's run or files of no run. True when the
         run would resume."""
-        return ShardStore(self.config.out).check(self.fingerprint(), overwrite=overwrite, hints=self.refusal_hints)
+        return ShardStore(self.config.out).check(self.fingerprint(), overwrite=overwrite, hints=self.refusal_hints,
+                                                 earlier=self.earlier_fingerprints)
 
 
 def plan_run(config: RunConfig) -> RunPlan:

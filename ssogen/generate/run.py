@@ -192,7 +192,8 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     config = plan.config
     owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
     store = ShardStore(folder)
-    resumed = store.prepare(plan.fingerprint(), overwrite=overwrite, hints=plan.refusal_hints)
+    resumed = store.prepare(plan.fingerprint(), overwrite=overwrite, hints=plan.refusal_hints,
+                            earlier=plan.earlier_fingerprints)
     finished = store.load("rows", _check_row)
     selections = store.load("selection", check_selection_record)
     wanted = {row.id for row in plan.rows}

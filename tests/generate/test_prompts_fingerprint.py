@@ -4,6 +4,7 @@ on --out comes before any model is loaded (the end-to-end resume is in test_safe
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig
 from ssogen.generate.inputs import read_prompts
-from ssogen.generate.plan import plan_run
+from ssogen.generate.plan import RunPlan, plan_run
 
 QUERIES = [f"Question number {i}: what is {i} squared?" for i in range(6)]
 
@@ -90,15 +91,44 @@ def test_the_demo_queries_are_named_when_they_replace_a_file(started: tuple[Path
         plan_run(RunConfig(model=str(tiny_model), out=str(out), limit=3)).check_output_folder(overwrite=False)
 
 
-def test_a_run_of_an_earlier_version_is_refused_saying_so(started: tuple[Path, Path], tiny_model: Path) -> None:
-    """Earlier versions fingerprinted the path: their runs are refused (their queries cannot be checked now)."""
+# What the previous version left out of its fingerprint (it fingerprinted the prompts path, field and split).
+PREVIOUS_NOT_FINGERPRINTED = {"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
+                              "kv_cache_gb", "license", "test_size", "model", "principles", "templates"}
+
+
+def write_previous_fingerprint(plan: RunPlan) -> None:
+    """fingerprint.json as the previous version wrote it for this plan (its formula, copied here)."""
+    parts = {f"model.{part}": value for part, value in plan.model_fingerprint.parts.items()}
+    config = {**{k: v for k, v in plan.config.model_dump().items() if k not in PREVIOUS_NOT_FINGERPRINTED}, **parts}
+    content = {**config, "library_sha256": plan.loaded_library.sha256, "templates_digest": plan.templates_digest}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    OutputFolder(plan.config.out).fingerprint.write_text(json.dumps(
+        {"fingerprint": digest, "config": config, "library_sha256": plan.loaded_library.sha256}))
+
+
+def test_a_run_of_the_previous_version_resumes_from_its_path_and_gets_this_fingerprint(
+        started: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
     prompts, out = started
-    path = OutputFolder(out).fingerprint
-    stored = json.loads(path.read_text())
-    config = {k: v for k, v in stored["config"].items() if k != "prompts.queries_sha256"}
-    path.write_text(json.dumps({**stored, "fingerprint": "earlier", "config": {
-        **config, "prompts": str(prompts), "prompt_field": "prompt", "split": "train"}}))
+    plan = plan_run(RunConfig(model=str(tiny_model), out=str(out), prompts=str(prompts), limit=3))
+    write_previous_fingerprint(plan)
+    assert plan.check_output_folder(overwrite=False) is True
+    assert ShardStore(out).prepare(plan.fingerprint(), overwrite=False, hints=plan.refusal_hints,
+                                   earlier=plan.earlier_fingerprints) is True
+    assert json.loads(OutputFolder(out).fingerprint.read_text())["fingerprint"] == plan.fingerprint()["fingerprint"]
+    moved = prompts.rename(tmp_path / "moved.jsonl")  # fingerprinted by its queries from now on
+    assert would_resume(tiny_model, out, str(moved)) is True
+
+
+def test_a_run_of_the_previous_version_from_another_path_is_refused_saying_so(
+        started: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
+    prompts, out = started
+    write_previous_fingerprint(plan_run(RunConfig(model=str(tiny_model), out=str(out), prompts=str(prompts),
+                                                  limit=3)))
+    moved = prompts.rename(tmp_path / "moved.jsonl")
     with pytest.raises(UserError) as refused:
-        would_resume(tiny_model, out, str(prompts))
-    assert "(changed: prompt_field, prompts, prompts.queries_sha256, split); that run was written by an earlier " \
-           "ssogen, which did not record prompts.queries_sha256; use --overwrite" in str(refused.value)
+        would_resume(tiny_model, out, str(moved))
+    assert str(refused.value) == (
+        f"--out {out}: holds a run with a different configuration (changed: prompt_field, prompts, "
+        "prompts.queries_sha256, split); that run was written by an earlier ssogen, which did not record "
+        "prompts.queries_sha256; it resumes only with the --prompts path, --prompt-field and --split it was started "
+        "with; use --overwrite to replace it or choose another --out")
