@@ -177,6 +177,7 @@ def fingerprint_of(content: dict[str, Any]) -> dict[str, Any]:
     """The fingerprint of fingerprinted options (also of those stored by an earlier version, which kept the runtime
     keys of the config files: the same run then resumes)."""
     content = {**content}
+    content.pop("prompts", None)  # the queries count (queries_sha256), not where they lie
     if isinstance(content.get("configs"), dict):
         content["configs"] = {name: ({k: v for k, v in values.items() if k not in _RUNTIME_KEYS.get(name, ())}
                                      if isinstance(values, dict) else values)

@@ -165,7 +165,7 @@ def test_fingerprint_ignores_the_judge_and_counts_config_contents(tmp_path: Path
 
 
 
-def test_runtime_keys_of_the_config_files_do_not_stop_a_resume(tmp_path: Path) -> None:
+def test_the_prompts_path_and_runtime_keys_of_the_config_files_do_not_stop_a_resume(tmp_path: Path) -> None:
     """dp, memory and logging keys decide where and how fast a step runs, not what it makes: generate and train
     resume across them, and so does the run (also one an earlier version started, which fingerprinted them)."""
     from ssogen.generate.config import NOT_FINGERPRINTED as GENERATE_NOT_FINGERPRINTED
@@ -178,10 +178,12 @@ def test_runtime_keys_of_the_config_files_do_not_stop_a_resume(tmp_path: Path) -
     moved = fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.7, "dp": 2, "kv_cache_gb": 4},
                                                           "train": {"lr": 1e-6, "gradient_checkpointing": True}})
     assert moved["fingerprint"] == first["fingerprint"]
+    elsewhere = options(tmp_path, prompts=str(tmp_path / "moved.jsonl"))  # the same queries from another path
+    assert fingerprint(elsewhere, "m", QUERIES, configs)["fingerprint"] == first["fingerprint"]
     assert fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.8, "dp": 1},
                                                          "train": {"lr": 1e-6}})["fingerprint"] != first["fingerprint"]
     # A state file written before: its digest covered the whole configs, dp included.
-    content = {**first["options"], "configs": configs}
+    content = {**first["options"], "configs": configs, "prompts": "queries.jsonl"}
     old = {"fingerprint": hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest(),
            "options": content}
     out = tmp_path / "run"
