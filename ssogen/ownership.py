@@ -96,8 +96,11 @@ def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
         return
     current = fingerprint["config"]
     changed = sorted(k for k in set(stored_config) | set(current) if stored_config.get(k) != current.get(k))
-    notes = ["the model's files are not those this run used"] if any(k.startswith("model.") for k in changed) else []
     older = [k for k in changed if k not in stored_config]
+    # Digests of inputs kept beside the config (generate: the library and the templates), when the run stored them.
+    changed += [k for k in sorted(set(fingerprint) - {"fingerprint", "config"})
+                if k in stored and stored[k] != fingerprint[k]]
+    notes = ["the model's files are not those this run used"] if any(k.startswith("model.") for k in changed) else []
     if older:
         notes.append(f"that run was written by an earlier ssogen, which did not record {', '.join(older)}")
     notes += [text for key, text in (hints or {}).items() if key in changed and key not in older]

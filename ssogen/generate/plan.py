@@ -48,13 +48,18 @@ class RunPlan:
         parts, queries = self.model_fingerprint.parts, self.prompts.queries_sha256
         return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest, parts,
                                                        queries),
-                "config": self.config.fingerprinted(parts, queries), "library_sha256": self.loaded_library.sha256}
+                "config": self.config.fingerprinted(parts, queries), "library_sha256": self.loaded_library.sha256,
+                "templates_digest": self.templates_digest}
 
     @property
     def refusal_hints(self) -> dict[str, str]:
         """What a changed fingerprint part means, for the refusal of an output folder (`check_fingerprint`)."""
         given = self.config.prompts if self.config.prompts is not None else "(not given: the bundled demo queries)"
+        templates = f"--templates {self.config.templates}" if self.config.templates else "the bundled templates"
         return {"prompts.queries_sha256": f"the queries of --prompts {given} are not those this run used",
+                "library_sha256": f"the principle library --principles {self.config.principles} is not the one this "
+                                  "run used",
+                "templates_digest": f"{templates} are not those this run used",
                 # Only a run of an earlier version records the path (`earlier_fingerprints`).
                 "prompts": "it resumes only with the --prompts path, --prompt-field and --split it was started with"}
 

@@ -1,6 +1,7 @@
 """The queries are fingerprinted by what they hold, not by their path: a moved, renamed or relatively named prompts
-file resumes, a larger --limit resumes, a file edited in place is refused naming --prompts. Plan level: the verdict
-on --out comes before any model is loaded (the end-to-end resume is in test_safe_output.py)."""
+file resumes, a larger --limit resumes, a file edited in place is refused naming --prompts (and a changed library
+or templates folder is named). Plan level: the verdict on --out comes before any model is loaded (the end-to-end
+resume is in test_safe_output.py)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,23 @@ def test_a_run_of_the_previous_version_from_another_path_is_refused_saying_so(
         "prompts.queries_sha256, split); that run was written by an earlier ssogen, which did not record "
         "prompts.queries_sha256; it resumes only with the --prompts path, --prompt-field and --split it was started "
         "with; use --overwrite to replace it or choose another --out")
+
+
+def test_a_changed_library_or_templates_folder_is_named(started: tuple[Path, Path], tiny_model: Path,
+                                                        tmp_path: Path) -> None:
+    """The refusal names what changed and where it comes from (the digests sit beside the config)."""
+    from ssogen.principles import load_library
+
+    prompts, out = started
+    library = tmp_path / "library.yaml"
+    library.write_text(load_library("default").path.read_text() + "# a comment is a change too\n")
+    with pytest.raises(UserError, match=rf"\(changed: library_sha256\); the principle library --principles {library} "
+                                        "is not the one this run used; use --overwrite"):
+        would_resume(tiny_model, out, str(prompts), principles=str(library))
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    bundled = Path(__file__).parents[2] / "ssogen" / "templates" / "system.jinja"
+    (templates / "system.jinja").write_text(bundled.read_text().replace("directly", "plainly"))
+    with pytest.raises(UserError, match=rf"\(changed: templates_digest\); --templates {templates} are not those this "
+                                        "run used; use --overwrite"):
+        would_resume(tiny_model, out, str(prompts), templates=str(templates))
