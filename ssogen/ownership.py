@@ -44,6 +44,23 @@ def claim(work_dir: Path, *, label: str, command: str, kind: str) -> Iterator[Ho
         yield left_behind
 
 
+# What each `kind` in the marker is, as a refusal names it.
+KINDS = {"dataset": "a dataset folder of ssogen generate", "model": "a training run of ssogen train"}
+
+
+def check_kind(work_dir: Path, kind: str, *, label: str) -> None:
+    """Refuse, --overwrite or not, a folder whose marker says another command's output lives there: clearing it
+    would take the other run's files (a dataset's card and shards, a model's card and fingerprint) with it. A
+    marker without a readable kind (older versions) passes: the fingerprint check still applies."""
+    try:
+        found = json.loads((work_dir / MARKER).read_text(encoding="utf-8")).get("kind")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return
+    if found in KINDS and found != kind:
+        raise UserError(f"{label}: holds {KINDS[found]}, not {KINDS[kind]}; --overwrite never replaces one with "
+                        "the other, so choose another --out")
+
+
 def holds_anything(root: Path) -> bool:
     """Anything but ssogen's logs: a folder that holds only the logs of commands that stopped early counts as empty
     (a person's logs/ is theirs: it counts)."""

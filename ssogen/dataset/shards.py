@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ssogen.dataset.folder import MARKER, WORK_DIR, OutputFolder
 from ssogen.errors import UserError
 from ssogen.io import check_writable_folder, write_json_atomic
-from ssogen.ownership import check_fingerprint
+from ssogen.ownership import check_fingerprint, check_kind
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -64,6 +64,7 @@ class ShardStore:
         if not folder.is_ssogen_folder():
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen run (no {WORK_DIR}/{MARKER}); "
                             "--overwrite removes only what ssogen wrote, so choose a new or empty folder")
+        check_kind(folder.work_dir, "dataset", label=f"--out {out}")
         if overwrite or not folder.fingerprint.exists():
             return False
         check_fingerprint(folder.fingerprint, fingerprint, refusal=f"--out {out}: holds a run with a different "

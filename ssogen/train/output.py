@@ -34,6 +34,7 @@ from ssogen.ownership import (
     MARKER,
     WORK_DIR,
     check_fingerprint,
+    check_kind,
     claim,
     holds_anything,
     remove_written,
@@ -121,6 +122,7 @@ class TrainOutput:
         if not self.is_ssogen_folder():
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
                             f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
+        check_kind(self.work_dir, "model", label=f"--out {out}")
         if overwrite or not (self.fingerprint.exists() or (out / CONFIG_FILE).exists() or self.checkpoints()):
             return OutputVerdict("start")  # (a marked folder whose run never began: claimed, then stopped)
         if not self.fingerprint.exists():

@@ -92,6 +92,9 @@ GENERATE = [
     ("templates-broken-system", "--templates {w}/broken-system", 2, "system.jinja:1: template syntax error"),
     ("license", "--license MIT", 2, "--license: 'MIT' is not a Hub license id"),
     ("test-size", "--test-size 1", 2, "--test-size: Input should be less than 1"),
+    # A training run's folder is not a dataset's: --overwrite would clear the model's card and state.
+    ("out-a-training-run", "--out {w}/trained-before --overwrite", 2,
+     "holds a training run of ssogen train, not a dataset folder of ssogen generate; --overwrite never"),
 ]
 GENERATE_MODEL = [
     ("model-missing-folder", "generate --model {w}/nope --out {w}/o", 2, "no such folder"),
@@ -133,6 +136,9 @@ TRAIN = [
     ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
     ("out-a-model-folder", "--out {w}/no-template", 2, "not empty and holds no ssogen training run"),
     ("out-a-model-folder-overwrite", "--out {w}/no-template --overwrite", 2, "holds no ssogen training run"),
+    # generate's folder is not a training run's: --overwrite removed its shards, logs and card.
+    ("out-a-dataset-folder", "--out {w}/generated", 2, "holds a dataset folder of ssogen generate, not a training"),
+    ("out-a-dataset-folder-overwrite", "--out {w}/generated --overwrite", 2, "holds a dataset folder of ssogen"),
     ("out-another-run", "--out {w}/trained-before --beta 0.2", 2,
      "holds a training run of another configuration (changed: beta)"),
     ("model-truncated-weights", "--model {w}/truncated", 2, "model.safetensors is truncated or corrupt"),
@@ -180,6 +186,9 @@ DATASET = [
     ("push-no-folder", "push-to-hub {w}/nothing --repo-id org/name --dry-run", 2, "no such folder"),
     ("principles-validate", "principles validate {w}/bomb.yaml", 2, "bomb.yaml:1: <yaml>: YAML anchors"),
     ("tiny-model-size", "make-tiny-model {w}/t --size huge", 2, "--size: unknown size 'huge'"),
+    ("tiny-model-a-file", "make-tiny-model {w}/afile", 2, "make-tiny-model {w}/afile: exists and is not a folder"),
+    ("tiny-model-a-model-folder", "make-tiny-model {w}/foreign", 2,
+     "folder is not empty and holds no model make-tiny-model wrote (no ssogen_tiny_model.json)"),
 ]
 CASES = (
     [(f"generate-{name}", "generate --model {model} --out {w}/out " + args, code, text)
@@ -273,6 +282,9 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     with OutputFolder(w / "locked").claim("test"):
         ShardStore(w / "locked").prepare(locked.fingerprint(), overwrite=False)
     write_dataset(w / "dataset-locked", [make_record(i) for i in range(3)])
+    generated = OutputFolder(write_dataset(w / "generated", [make_record(i) for i in range(3)]))
+    with generated.claim("ssogen generate"):
+        ShardStore(generated).prepare(locked.fingerprint(), overwrite=False)
     trained = TrainConfig(data=w / "sso", model=str(tiny_model), out=w / "trained-before")
     run = run_fingerprint(trained)
     output = TrainOutput(trained.out)

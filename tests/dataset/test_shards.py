@@ -89,3 +89,26 @@ def test_an_out_under_a_read_only_folder_is_one_line(tmp_path: Path, monkeypatch
     with pytest.raises(UserError, match=rf"^--out {read_only}/model: {read_only} is not writable$"):
         TrainOutput(read_only / "model").verdict({"fingerprint": "x", "config": {}}, overwrite=False)
     assert list(read_only.iterdir()) == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_dataset_and_a_training_run_never_take_each_others_folder(tmp_path: Path, overwrite: bool) -> None:
+    """Walkthrough: `train --out RUN1 --overwrite` on generate's folder removed its shards, logs and card and wrote
+    a model among the parquet files; `generate --out MODEL --overwrite` would clear a model's card and state. The
+    marker's kind refuses both, overwrite or not, before anything is touched."""
+    from ssogen.train.output import TrainOutput
+
+    dataset = OutputFolder(write_dataset(tmp_path / "run1", [make_record(0)]))
+    with dataset.claim("ssogen generate"):
+        ShardStore(dataset).prepare({"fingerprint": "x", "config": {"seed": 0}}, overwrite=False)
+    model = TrainOutput(tmp_path / "run1-model")
+    with model.claim():
+        (model.root / "model.safetensors").write_bytes(b"weights")
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match=r"^--out .*run1: holds a dataset folder of ssogen generate, not a training "
+                                        r"run of ssogen train; --overwrite never replaces"):
+        TrainOutput(dataset.root).verdict({"fingerprint": "t", "config": {}}, overwrite=overwrite)
+    with pytest.raises(UserError, match=r"^--out .*run1-model: holds a training run of ssogen train, not a dataset "
+                                        r"folder of ssogen generate"):
+        ShardStore(model.root).prepare({"fingerprint": "x", "config": {"seed": 0}}, overwrite=overwrite)
+    assert snapshot(tmp_path) == before
