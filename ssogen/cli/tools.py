@@ -24,10 +24,16 @@ def make_tiny_model(
         help="eos <|endoftext|> while the template closes turns with <|im_end|> (like a base model).")] = False,
 ) -> None:
     """Build a small Qwen2 model with random weights and a locally trained tokenizer (no download)."""
-    from ssogen.testing.tiny_model import SIZES, build_tiny_model
+    from ssogen.io import check_writable_folder
+    from ssogen.testing.tiny_model import SETTINGS_FILE, SIZES, build_tiny_model
 
     if size not in SIZES:
         raise fail(f"--size: unknown size {size!r} (choose from {', '.join(SIZES)})")
+    check_writable_folder(path, flag="make-tiny-model")
+    # Rebuilding a tiny model in place is fine; writing config.json and weights over a real model is not.
+    if path.is_dir() and any(path.iterdir()) and not (path / SETTINGS_FILE).is_file():
+        raise fail(f"make-tiny-model {path}: folder is not empty and holds no model make-tiny-model wrote (no "
+                   f"{SETTINGS_FILE}); choose a new or empty folder")
     out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed,  # type: ignore[arg-type]
                            base_eos=base_eos)
     console.print(f"wrote {size} model to {out}", highlight=False)

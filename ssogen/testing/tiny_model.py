@@ -25,6 +25,8 @@ NO_SYSTEM_TEMPLATE = (
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Written beside the model: its settings, and the sign that a rebuild may replace the folder's files.
+SETTINGS_FILE = "ssogen_tiny_model.json"
 
 # Sizes: the head size must be one that vLLM's CPU attention supports (32, 64, 80, ... 256, 512; 32 here):
 # another loads but fails at the first generation (docs/cpu-vllm-notes.md).
@@ -119,7 +121,7 @@ def build_tiny_model(
     stops = [endoftext] if base_eos else [config.eos_token_id, endoftext]
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=config.pad_token_id)
     model.save_pretrained(out, safe_serialization=True)
-    (out / "ssogen_tiny_model.json").write_text(
+    (out / SETTINGS_FILE).write_text(
         json.dumps({"size": size, "reject_system_role": reject_system_role, "seed": seed, "base_eos": base_eos,
                     "attention_dropout": attention_dropout}, indent=2) + "\n"
     )

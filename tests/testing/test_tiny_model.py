@@ -91,3 +91,20 @@ def test_env_command_reports_versions() -> None:
     assert info["torch"].startswith("2.13.0")
     table = CliRunner().invoke(app, ["env"])
     assert table.exit_code == 0 and "transformers" in table.stdout
+
+
+def test_make_tiny_model_never_writes_over_a_file_or_another_model(tmp_path: Path) -> None:
+    """Walkthrough: a PATH that is a file was a FileExistsError traceback, and a folder holding a real model had its
+    config.json, weights and tokenizer replaced by random ones. Both are one line now, and nothing is touched."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    result = CliRunner().invoke(app, ["make-tiny-model", str(afile)])
+    assert result.exit_code == 2, result.output
+    assert f"make-tiny-model {afile}: exists and is not a folder" in result.stderr
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    result = CliRunner().invoke(app, ["make-tiny-model", str(model)])
+    assert result.exit_code == 2, result.output
+    assert "holds no model make-tiny-model wrote (no ssogen_tiny_model.json)" in result.stderr
+    assert afile.read_text() == "mine" and [p.name for p in model.iterdir()] == ["config.json"]
