@@ -1,6 +1,10 @@
-"""The one error type that the CLI turns into a single clear line and a non-zero exit."""
+"""The one error type that the CLI turns into a single clear line and a non-zero exit, and the "did you
+mean" lookup its messages share."""
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -11,3 +15,11 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def closest_name(word: str, known: Iterable[str]) -> str | None:
+    """The known name nearest to `word`, compared case-insensitively, for a "did you mean" hint; None when
+    none is close enough to be a likely typo."""
+    by_folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
+    return by_folded[close[0]] if close else None

@@ -110,22 +110,34 @@ class _UnknownExampleFeature(ValueError):
 
 @dataclass(frozen=True)
 class LibraryProblem:
-    """One problem found while loading a library file, printable as FILE:LINE: field: message."""
+    """One problem found while loading a library file, printable as FILE:LINE: field: message; a problem of the
+    file as a whole (missing, unreadable, empty) has no field and prints as FILE:LINE: message, or FILE: message
+    at line 0."""
 
     path: str
     line: int
-    field: str
+    field: str | None
     message: str
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line > 0 else self.path  # line 0: the file as a whole
-        return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}" if self.field is None else f"{where}: {self.field}: {self.message}"
 
 
 class LibraryError(Exception):
     def __init__(self, problems: list[LibraryProblem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+    @property
+    def unreadable(self) -> bool:
+        """The file could not be read as a library at all (missing, a folder, too large, not UTF-8, empty)."""
+        return self.problems[0].field is None
+
+    def summary(self) -> str:
+        """The first problem, and how many more there are: one line for a command's error."""
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        return f"{self.problems[0]}{more}"
 
 
 @dataclass(frozen=True)
@@ -172,14 +184,16 @@ def load_library(name_or_path: str | Path) -> LoadedLibrary:
     path = resolve_library_path(str(name_or_path))
     shown = str(name_or_path) if not path.is_relative_to(BUNDLED_DIR) else str(path)
     if not path.exists():
-        raise LibraryError([LibraryProblem(shown, 0, "<file>", "no such file (bundled libraries: "
+        not_bundled = ", and not a bundled library" if "/" not in shown else ""
+        raise LibraryError([LibraryProblem(shown, 0, None, f"no such file{not_bundled} (bundled: "
                                            + ", ".join(bundled_library_names()) + ")")])
     try:
         doc = read_yaml(path, shown)
     except YamlFileError as exc:
-        raise LibraryError([LibraryProblem(shown, exc.line, exc.kind, exc.message)]) from None
+        field = None if exc.whole_file else "<yaml>"  # the file as a whole has no field to name
+        raise LibraryError([LibraryProblem(shown, exc.line, field, exc.message)]) from None
     if not doc.text.strip() or doc.data is None:
-        raise LibraryError([LibraryProblem(shown, 1, "<file>", "empty file")])
+        raise LibraryError([LibraryProblem(shown, 1, None, "empty file")])
     if not isinstance(doc.data, dict):
         raise LibraryError([LibraryProblem(shown, 1, "<root>", "expected a mapping with name, version, "
                                            "description, features")])

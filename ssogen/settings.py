@@ -15,7 +15,6 @@ into one dict field that is not a flag."""
 
 from __future__ import annotations
 
-import difflib
 import functools
 import types
 import typing
@@ -27,7 +26,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ssogen.errors import UserError
+from ssogen.errors import UserError, closest_name
 from ssogen.yamlfile import YamlDocument, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
@@ -227,10 +226,10 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(_key(key), known, n=1, cutoff=0.6)
-    if not close:
+    close = closest_name(_key(key), known)
+    if close is None:
         return ""
-    suggestion = close[0].replace("_", "-") if "-" in key else close[0]
+    suggestion = close.replace("_", "-") if "-" in key else close
     return f"; did you mean {suggestion}?"
 
 

@@ -34,12 +34,12 @@ Location = tuple[str | int, ...]
 
 
 class YamlFileError(UserError):
-    """A YAML file that cannot be read. `kind` says whether the file as a whole ("<file>") or its YAML
-    ("<yaml>") is at fault; `line` is 1-based, 0 for the file as a whole."""
+    """A YAML file that cannot be read. `whole_file` says whether the file as a whole (missing, too large, not
+    UTF-8) rather than its YAML is at fault; `line` is 1-based, 0 for the file as a whole."""
 
-    def __init__(self, shown: str, line: int, message: str, kind: str = "<yaml>") -> None:
+    def __init__(self, shown: str, line: int, message: str, *, whole_file: bool = False) -> None:
         super().__init__(f"{shown}:{line}: {message}" if line > 0 else f"{shown}: {message}")
-        self.shown, self.line, self.message, self.kind = shown, line, message, kind
+        self.shown, self.line, self.message, self.whole_file = shown, line, message, whole_file
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,18 @@ def read_yaml(path: str | Path, shown: str | None = None) -> YamlDocument:
     path = Path(path)
     shown = shown or str(path)
     if not path.exists():
-        raise YamlFileError(shown, 0, "no such file", "<file>")
+        raise YamlFileError(shown, 0, "no such file", whole_file=True)
     if path.is_dir():
-        raise YamlFileError(shown, 0, "is a directory, not a YAML file", "<file>")
+        raise YamlFileError(shown, 0, "is a directory, not a YAML file", whole_file=True)
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise YamlFileError(shown, 0, f"{size} bytes: larger than the {MAX_BYTES // 2**20} MiB limit for a "
-                            "YAML file", "<file>")
+                            "YAML file", whole_file=True)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise YamlFileError(shown, raw[: exc.start].count(b"\n") + 1, "not UTF-8 text", "<file>") from None
+        raise YamlFileError(shown, raw[: exc.start].count(b"\n") + 1, "not UTF-8 text", whole_file=True) from None
     return parse_yaml(text, shown)
 
 

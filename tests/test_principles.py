@@ -131,8 +131,8 @@ CASES = [
      "probability: -0.1", "extras[0].probability: Input should be greater than or equal to 0"),
     ("no_features", "name: x\nversion: '1'\ndescription: d\nfeatures: []\n",
      "features: []", "features: List should have at least 1 item"),
-    ("empty_file", "", None, "1: <file>: empty file"),
-    ("not_utf8", b"name: x\nversion: '1'\n\xff\xfe description\n", None, "3: <file>: not UTF-8 text"),
+    ("empty_file", "", None, "1: empty file"),
+    ("not_utf8", b"name: x\nversion: '1'\n\xff\xfe description\n", None, "3: not UTF-8 text"),
     ("example_feature", DEFAULT_TEXT.replace("features: [Safety, Helpfulness]", "features: [Safety, Kindness]"),
      "[Safety, Kindness]", "examples[0].features[1]: 'Kindness' is not a feature of this library"),
 ]
@@ -161,9 +161,28 @@ def test_missing_path_and_mixed_validate(tmp_path: Path) -> None:
     bad = _write(tmp_path, "bad.yaml", DEFAULT_TEXT.replace("probability: 0.2", "probability: 2"))
     result = runner.invoke(app, ["principles", "validate", "default", str(missing), str(bad)])
     assert result.exit_code == 2
-    assert f"{missing}: <file>: no such file" in result.stderr
+    assert f"{missing}: no such file (bundled: default, short)" in result.stderr  # a path: no bundled reading
     assert f"{bad}:{line_of(DEFAULT_TEXT, 'probability: 0.2')}: extras[0].probability" in result.stderr
     assert "default: ok" in result.stdout
+
+
+def test_list_and_show_give_one_error_line(tmp_path: Path) -> None:
+    """A name that is neither a file nor a bundled library says both, with no placeholder for a field; an
+    invalid library is its first problem and a pointer to `validate`; a mistyped feature gets a suggestion."""
+    for args in (["list", "nosuch"], ["show", "nosuch", "Accuracy"]):
+        result = runner.invoke(app, ["principles", *args])
+        assert result.exit_code == 2
+        assert result.stderr.strip() == ("error: nosuch: no such file, and not a bundled library (bundled: default, "
+                                         "short)")
+    bad = _write(tmp_path, "bad.yaml", DEFAULT_TEXT.replace("probability: 0.2", "probability: 3").replace(
+        "    meaning: whether facts", "    colour: red\n    meaning: whether facts"))
+    result = runner.invoke(app, ["principles", "list", str(bad)])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: invalid library: {bad}:")
+    assert f"(and 1 more problems); `ssogen principles validate {bad}` lists every problem" in result.stderr
+    typo = runner.invoke(app, ["principles", "show", "default", "acuracy"])
+    assert typo.exit_code == 2
+    assert typo.stderr.startswith("error: default: no feature named 'acuracy' (did you mean Accuracy? has: Safety,")
 
 
 def test_several_problems_each_get_a_line(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ssogen.cli.common import console, err_console, fail, user_errors
+from ssogen.errors import closest_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.principles import LoadedLibrary
@@ -92,8 +93,10 @@ def principles_show(
     try:
         f = loaded.library.feature(feature)
     except KeyError:
-        names = ", ".join(x.name for x in [*loaded.library.features, *loaded.library.extras])
-        raise fail(f"{library}: no feature named {feature!r} (has: {names})") from None
+        names = [x.name for x in [*loaded.library.features, *loaded.library.extras]]
+        close = closest_name(feature, names)
+        hint = f"did you mean {close}? " if close else ""
+        raise fail(f"{library}: no feature named {feature!r} ({hint}has: {', '.join(names)})") from None
     console.print(f"[bold]{f.name}[/] ({f.adjectives.good} / {f.adjectives.bad}): {f.meaning}")
     console.print(f"[green]good[/]: {f.good}")
     console.print(f"[red]bad[/]:  {f.bad}")
@@ -105,6 +108,7 @@ def _load_library_or_exit(name: str) -> LoadedLibrary:
     try:
         return load_library(name)
     except LibraryError as exc:
-        for problem in exc.problems:
-            err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
-        raise typer.Exit(2) from None
+        if exc.unreadable:
+            raise fail(exc.summary()) from None
+        raise fail(f"invalid library: {exc.summary()}; `ssogen principles validate {name}` lists every "
+                   "problem") from None

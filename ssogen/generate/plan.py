@@ -83,8 +83,8 @@ def plan_run(config: RunConfig) -> RunPlan:
     try:
         loaded = load_library(config.principles)
     except LibraryError as exc:
-        more = f" (and {len(exc.problems) - 1} more problems)" if len(exc.problems) > 1 else ""
-        raise UserError(f"invalid library: {exc.problems[0]}{more}") from None
+        raise UserError(f"--principles {exc.summary()}" if exc.unreadable
+                        else f"--principles: invalid library: {exc.summary()}") from None
     if config.features_per_query > len(loaded.library.features):
         raise UserError(f"--features-per-query {config.features_per_query}: the library has only "
                         f"{len(loaded.library.features)} features")
