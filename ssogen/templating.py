@@ -30,8 +30,9 @@ class Templates:
         self.override_dir = Path(override_dir) if override_dir is not None else None
         search = [str(bundled_dir)]
         if self.override_dir is not None:
-            if not self.override_dir.is_dir():
-                raise TemplateError(f"{self.override_dir}: templates folder does not exist")
+            if not self.override_dir.is_dir():  # every override folder comes from a command's --templates
+                what = "is a file, not a folder" if self.override_dir.exists() else "no such folder"
+                raise TemplateError(f"--templates {self.override_dir}: {what}")
             search.insert(0, str(self.override_dir))
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(search),

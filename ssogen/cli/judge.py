@@ -29,12 +29,14 @@ def judge(
 
     Writes FOLDER/judge.json (metrics and every answer) and adds the numbers to the dataset card. Answers without
     a clear verdict are counted as unparseable, never guessed."""
+    from ssogen.dataset.card import card_templates
     from ssogen.dataset.folder import OutputFolder
     from ssogen.judge.run import judge_folder, read_pairs
     from ssogen.models import require_available, resolve_model
 
     settings = resolve_settings(JudgeOptions, options, accepts_config=False)
     read_pairs(folder, settings.config)  # an unfit folder fails before its log is opened in it
+    card_templates(settings.templates)  # so does a bad --templates (the log imports transformers)
     require_available(resolve_model(settings.judge_model, flag="--judge-model"), flag="--judge-model")
     # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
     with OutputFolder(folder).claim("ssogen judge") as left_behind, command_log(folder, "judge"):

@@ -200,8 +200,8 @@ def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str 
 def card_templates(templates: str | Path | None = None) -> Templates:
     """The card template (the user's card.md.jinja in `templates` when there is one), compiled: a missing
     folder or a syntax error is one clear line, raised before a command does any work."""
+    folder = Templates(templates, filters=FILTERS)  # its own error names --templates
     try:
-        folder = Templates(templates, filters=FILTERS)
         folder.check(CARD_TEMPLATE)
     except TemplateError as exc:
         raise UserError(f"--templates: {exc}") from None

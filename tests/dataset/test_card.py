@@ -161,7 +161,8 @@ def test_a_broken_card_template_is_one_line_and_writes_nothing(dataset: Path, tm
 def test_a_missing_templates_folder_is_one_line(dataset: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["stats", str(dataset), "--templates", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert "templates folder does not exist" in result.stderr and not (dataset / "stats.json").exists()
+    assert f"error: --templates {tmp_path / 'nope'}: no such folder" in result.stderr
+    assert not (dataset / "stats.json").exists()
 
 
 def test_license_examples_and_dataset_info(dataset: Path) -> None:
