@@ -17,10 +17,10 @@ from typing import Any
 from ssogen.errors import UserError
 from ssogen.models import (
     CHAT_TEMPLATE_FILES,
-    ENVIRONMENT_ERROR,
     TOKENIZER_FILES,
     ModelRef,
     hub_offline,
+    neither_folder_nor_hub,
     require_available,
 )
 
@@ -77,17 +77,24 @@ def hub_revision(model: ModelRef, *, flag: str = "--model") -> str:
     require_available(model, flag=flag)  # offline and not cached: the same line as everywhere
     if not hub_offline():
         from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-        with contextlib.suppress(Exception):  # unreachable or unknown: the local cache may still know it
+        try:
             sha = HfApi().model_info(model.name, timeout=20).sha
             if sha:
                 return str(sha)
+        except RepositoryNotFoundError as exc:  # the hub answered: no such (visible) model
+            if not isinstance(exc, GatedRepoError):
+                raise neither_folder_nor_hub(model, "no such model on the hub (a private one needs HF_TOKEN)",
+                                             flag=flag, exit_code=2) from None
+        except Exception:  # noqa: BLE001 - unreachable or refused: the local cache may still know it
+            pass
     ref = Path(constants.HF_HUB_CACHE) / f"models--{model.name.replace('/', '--')}" / "refs" / "main"
     try:
         return ref.read_text(encoding="utf-8").strip()
     except OSError:
-        raise UserError(f"{flag} {model.name}: cannot tell which revision of this hub model would be used (the hub "
-                        "cannot be reached and it is not in the local hub cache)", ENVIRONMENT_ERROR) from None
+        raise neither_folder_nor_hub(model, "not a hub model in the local cache (the hub cannot be reached)",
+                                     flag=flag) from None
 
 
 def _json_digest(path: Path, *, drop: tuple[str, ...]) -> str:

@@ -72,8 +72,16 @@ def require_available(model: ModelRef, *, flag: str = "--model") -> None:
     from huggingface_hub import try_to_load_from_cache
 
     if not isinstance(try_to_load_from_cache(model.name, "config.json"), str):
-        raise UserError(f"{flag} {model.name}: not a local folder, so a hub id, but HF_HUB_OFFLINE is set and it "
-                        "is not in the hub cache; download it first or give a model folder", ENVIRONMENT_ERROR)
+        raise neither_folder_nor_hub(model, "not a hub model in the local cache (HF_HUB_OFFLINE is set); download "
+                                     "it first or give a model folder", flag=flag)
+
+
+def neither_folder_nor_hub(model: ModelRef, why: str, *, flag: str = "--model",
+                           exit_code: int = ENVIRONMENT_ERROR) -> UserError:
+    """A name that is no local folder and a hub id that cannot be had. Both readings are named: `gpt2` is a
+    hub id, but `my-modle` is as likely a mistyped folder. Exit 1 when the hub could not be asked (the
+    environment), 2 when it answered that there is no such model (the input)."""
+    return UserError(f"{flag} {model.name}: no such local folder, and {why}", exit_code)
 
 
 def hub_offline() -> bool:
@@ -98,8 +106,8 @@ def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", fl
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     if not model.local and _network_failure(exc):
-        return UserError(f"{flag} {model.name}: a hub id, and the hub cannot be reached ({first}); check the "
-                         "network or give a model folder", ENVIRONMENT_ERROR)
+        return neither_folder_nor_hub(model, f"the hub cannot be reached to download it ({first}); check the "
+                                      "network or give a model folder", flag=flag)
     return UserError(f"{flag} {model.name}: cannot {what} ({type(exc).__name__}: {first})")
 
 

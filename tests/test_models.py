@@ -61,7 +61,8 @@ def test_generate_accepts_a_bare_hub_name(tmp_path: Path, monkeypatch: pytest.Mo
                                    "--dry-run"])
     assert dry.exit_code == 0, dry.output
     run = CliRunner().invoke(app, ["generate", "--model", "gpt2", "--out", str(tmp_path / "o"), "--limit", "1"])
-    assert run.exit_code == 1 and run.stderr.startswith("error: --model gpt2: not a local folder, so a hub id")
+    assert run.exit_code == 1 and run.stderr.startswith("error: --model gpt2: no such local folder, and not a hub "
+                                                        "model in the local cache (HF_HUB_OFFLINE is set)")
     assert not (tmp_path / "o").exists()
 
 
@@ -141,6 +142,40 @@ def test_a_hub_id_is_fingerprinted_by_its_revision(tmp_path: Path, monkeypatch: 
     with pytest.raises(UserError, match="HF_HUB_OFFLINE is set") as info:
         model_fingerprint(resolve_model("org/other"))
     assert info.value.exit_code == 1
+
+
+def _hub_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception) -> None:
+    """Online, with an empty hub cache, and the hub's model_info raising `error`."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def model_info(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+
+
+def test_a_mistyped_folder_name_names_both_readings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`my-modle` (no ./) is a bare hub id as much as a mistyped folder: the line says it is neither, exit 1 when
+    the hub could not be asked, exit 2 when the hub answered that it has no such model."""
+    import httpx
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    _hub_answers(monkeypatch, tmp_path, ConnectionError("no route to host"))
+    with pytest.raises(UserError) as unreachable:
+        model_fingerprint(resolve_model("my-modle"))
+    assert str(unreachable.value) == ("--model my-modle: no such local folder, and not a hub model in the local "
+                                      "cache (the hub cannot be reached)")
+    assert unreachable.value.exit_code == 1
+    request = httpx.Request("GET", "https://huggingface.co/api/models/my-modle")
+    _hub_answers(monkeypatch, tmp_path, RepositoryNotFoundError("404", response=httpx.Response(404, request=request)))
+    with pytest.raises(UserError) as unknown:
+        model_fingerprint(resolve_model("my-modle"))
+    assert str(unknown.value) == ("--model my-modle: no such local folder, and no such model on the hub (a "
+                                  "private one needs HF_TOKEN)")
+    assert unknown.value.exit_code == 2
 
 
 def test_a_folder_without_tokenizer_files_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
