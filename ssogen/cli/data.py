@@ -6,6 +6,7 @@ They only parse options and print: the work is done in `ssogen.dataset` (stats, 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,7 +85,7 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def print_stats(stats: DatasetStats) -> None:
+def print_stats(stats: DatasetStats, folder: Path) -> None:
     """Rich tables: funnel, lengths, checks, scoring."""
     from ssogen.dataset.stats import VARIANT_LABELS, VARIANTS
 
@@ -139,7 +140,9 @@ def print_stats(stats: DatasetStats) -> None:
         scoring.add_row("likelihood ordering holds", _pct(s.ordering_holds_kept), _pct(s.ordering_holds_all))
         console.print(scoring)
     else:
-        console.print("not scored: run `ssogen score DIR --model M` for on-policy-ness", highlight=False)
+        # The folder is known, the scoring model is not: M stays a placeholder.
+        console.print(f"not scored: run `ssogen score {shlex.quote(str(folder))} --model M` for on-policy-ness",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 @user_errors
@@ -173,7 +176,7 @@ def stats_command(
         if as_json:
             console.out(json.dumps(stats.model_dump(), indent=2), highlight=False)
             return
-        print_stats(stats)
+        print_stats(stats, folder)
         written = ["stats.json", *stats.plots, *(["README.md"] if rewrite_card else [])]
         err_console.print(f"wrote {', '.join(written)} in {folder}", highlight=False, markup=False)
         if card and not rewrite_card:

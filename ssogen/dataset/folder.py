@@ -132,9 +132,11 @@ class OutputFolder:
 
     # -- checks --------------------------------------------------------------------------------------------------
     def require(self, path: Path) -> Path:
-        """`path` inside the folder, or one clear line: no such folder / not an ssogen output folder."""
+        """`path` inside the folder, or one clear line: no such folder / a file / not an ssogen output folder.
+        (Every command that takes a dataset folder, score, stats, judge, push-to-hub and refresh-card, checks
+        it here.)"""
         if not self.root.is_dir():
-            raise UserError(f"{self.root}: no such folder")
+            raise UserError(f"{self.root}: " + ("is a file, not a folder" if self.root.exists() else "no such folder"))
         if not path.exists():
             raise UserError(f"{self.root}: not an ssogen output folder (missing {self.relative(path)})")
         return path

@@ -142,6 +142,13 @@ def test_stats_command_prints_tables(dataset: Path) -> None:
     assert not (dataset / "plots").exists()
 
 
+def test_unscored_stats_name_the_folder_in_the_score_hint(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "my data", [make_record(i) for i in range(3)])
+    result = CliRunner().invoke(app, ["stats", str(folder), "--no-plots", "--no-card"])
+    assert result.exit_code == 0, result.output
+    assert f"not scored: run `ssogen score '{folder}' --model M` for on-policy-ness" in result.stdout
+
+
 def test_not_an_output_folder_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["stats", str(tmp_path)])
     assert result.exit_code == 2
