@@ -85,5 +85,8 @@ def test_template_undefined_variable_names_template_and_line(tmp_path: Path) -> 
 
 
 def test_missing_override_dir_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(TemplateError, match="does not exist"):
+    with pytest.raises(TemplateError, match=r"^--templates .*nope: no such folder$"):
         Templates(tmp_path / "nope")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TemplateError, match=r"^--templates .*file: is a file, not a folder$"):
+        Templates(tmp_path / "file")
