@@ -1,7 +1,7 @@
 """`SSOTrainer`: transformers.Trainer with the SSO loss, so that checkpoints, resume, gradient accumulation and
 checkpointing, bf16, peft, DeepSpeed and FSDP all come from the ecosystem. Only `compute_loss`, `log` and
-`save_model` (which saves the user's dropout values, see `ssogen.train.dropout`) change; the reference pass runs
-from a callback once the Trainer has prepared (wrapped, sharded) the model."""
+`save_model` (which writes the user's dropout values, see `ssogen.train.dropout`, and use_cache) change; the
+reference pass runs from a callback once the Trainer has prepared (wrapped, sharded) the model."""
 
 from __future__ import annotations
 
