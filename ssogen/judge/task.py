@@ -50,6 +50,18 @@ def render_prompt(query: str, chosen: str, rejected: str, order: Order, template
     return Templates(templates).render(TEMPLATE, query=query, response_a=a, response_b=b)
 
 
+def check_template(templates: str | Path | None = None) -> None:
+    """Compile judge.jinja (the user's when `templates` has one) now: a syntax error is one line naming
+    --templates before any model loads, not a traceback at the first prompt."""
+    from ssogen.errors import UserError
+    from ssogen.templating import TemplateError, Templates
+
+    try:
+        Templates(templates).check(TEMPLATE)
+    except TemplateError as exc:
+        raise UserError(f"--templates: {exc}") from None
+
+
 def template_source(templates: str | Path | None = None) -> Path:
     from ssogen.templating import Templates
 

@@ -187,6 +187,8 @@ DATASET = [
     ("judge-unfinished", "judge {w}/unfinished --judge-model {model}", 2, "the generate run is not finished"),
     ("judge-templates-missing", "judge {w}/dataset --judge-model {model} --templates {w}/no-templates", 2,
      "error: --templates {w}/no-templates: no such folder"),
+    ("judge-template-broken", "judge {w}/dataset --judge-model {model} --templates {w}/bad-judge", 2,
+     "judge.jinja:1: template syntax error"),
     # Every command taking a dataset folder checks it in OutputFolder.require: a file is not "no such folder".
     ("stats-a-file", "stats {w}/afile", 2, "error: {w}/afile: is a file, not a folder"),
     ("score-a-file", "score {w}/afile --model {model}", 2, "error: {w}/afile: is a file, not a folder"),
@@ -240,6 +242,8 @@ def work(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "afile").write_text("not a folder")
     (w / "bad-card").mkdir()
     (w / "bad-card" / "card.md.jinja").write_text("{% if %}\n")
+    (w / "bad-judge").mkdir()
+    (w / "bad-judge" / "judge.jinja").write_text("Which is better? {{ response_a }\n")
     (w / "foreign").mkdir()
     (w / "foreign" / "notes.txt").write_text("a user's file")
     no_template = w / "no-template"
