@@ -75,26 +75,32 @@ def hub_revision(model: ModelRef, *, flag: str = "--model") -> str:
     from huggingface_hub import constants
 
     require_available(model, flag=flag)  # offline and not cached: the same line as everywhere
-    if not hub_offline():
-        from huggingface_hub import HfApi
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-        try:
-            sha = HfApi().model_info(model.name, timeout=20).sha
-            if sha:
-                return str(sha)
-        except RepositoryNotFoundError as exc:  # the hub answered: no such (visible) model
-            if not isinstance(exc, GatedRepoError):
-                raise neither_folder_nor_hub(model, "no such model on the hub (a private one needs HF_TOKEN)",
-                                             flag=flag, exit_code=2) from None
-        except Exception:  # noqa: BLE001 - unreachable or refused: the local cache may still know it
-            pass
+    sha = None if hub_offline() else _asked_revision(model, flag=flag)
+    if sha:
+        return sha
     ref = Path(constants.HF_HUB_CACHE) / f"models--{model.name.replace('/', '--')}" / "refs" / "main"
     try:
         return ref.read_text(encoding="utf-8").strip()
     except OSError:
         raise neither_folder_nor_hub(model, "not a hub model in the local cache (the hub cannot be reached)",
                                      flag=flag) from None
+
+
+def _asked_revision(model: ModelRef, *, flag: str) -> str | None:
+    """The commit the hub names for a hub id; None when it cannot be asked or will not say (a gated model): the
+    local cache may still know it. A model the hub says does not exist is one line (exit 2)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        return HfApi().model_info(model.name, timeout=20).sha or None
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: the model exists
+        return None
+    except RepositoryNotFoundError:
+        raise neither_folder_nor_hub(model, "no such model on the hub (a private one needs HF_TOKEN)", flag=flag,
+                                     exit_code=2) from None
+    except Exception:  # noqa: BLE001 - unreachable or refused
+        return None
 
 
 def _json_digest(path: Path, *, drop: tuple[str, ...]) -> str:

@@ -176,6 +176,13 @@ def test_a_mistyped_folder_name_names_both_readings(tmp_path: Path, monkeypatch:
     assert str(unknown.value) == ("--model my-modle: no such local folder, and no such model on the hub (a "
                                   "private one needs HF_TOKEN)")
     assert unknown.value.exit_code == 2
+    # A gated model exists (the hub only will not show it): it is not called missing; the cache is asked.
+    from huggingface_hub.errors import GatedRepoError
+
+    _hub_answers(monkeypatch, tmp_path, GatedRepoError("401", response=httpx.Response(401, request=request)))
+    with pytest.raises(UserError, match="not a hub model in the local cache") as gated:
+        model_fingerprint(resolve_model("my-modle"))
+    assert gated.value.exit_code == 1
 
 
 def test_a_folder_without_tokenizer_files_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
