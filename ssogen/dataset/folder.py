@@ -132,9 +132,8 @@ class OutputFolder:
 
     # -- checks --------------------------------------------------------------------------------------------------
     def require(self, path: Path) -> Path:
-        """`path` inside the folder, or one clear line: no such folder / a file / not an ssogen output folder.
-        (Every command that takes a dataset folder, score, stats, judge, push-to-hub and refresh-card, checks
-        it here.)"""
+        """`path` inside the folder, or one clear line: no such folder / a file / not an ssogen output folder
+        (every command taking a dataset folder checks it here: stats, score, judge, push-to-hub)."""
         if not self.root.is_dir():
             raise UserError(f"{self.root}: " + ("is a file, not a folder" if self.root.exists() else "no such folder"))
         if not path.exists():

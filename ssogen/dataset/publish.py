@@ -113,16 +113,15 @@ def _blank_rows_error(folder: OutputFolder, config: str, column: str, total: int
                      "(--allow-incomplete to push anyway)")
 
 
-def _empty_split(folder: OutputFolder, config: str) -> UserError | None:
+def _refuse_an_empty_split(folder: OutputFolder, config: str) -> None:
     """A split without rows beside one with rows (`score --filter likelihood` dropped every train pair): users
     would load an empty split. Rows come from the footers; the file is named, or the folder when there are several."""
     for split, paths in folder.split_files(config).items():
         if sum(pq.read_metadata(path).num_rows for path in paths) == 0:
             where = paths[0] if len(paths) == 1 else folder.config_dir(config)
-            return UserError(f"{where}: the {split} split of the {config} config has no rows (its other splits "
-                             f"have some); users would load an empty {split} split (--allow-incomplete to push "
-                             "anyway)")
-    return None
+            raise UserError(f"{where}: the {split} split of the {config} config has no rows (its other splits "
+                            f"have some); users would load an empty {split} split (--allow-incomplete to push "
+                            "anyway)")
 
 
 def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, int]:
@@ -141,8 +140,7 @@ def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) ->
             where = files[0] if len(files) == 1 else folder.config_dir(config)  # every file of it is empty
             raise UserError(f"{where}: the {config} config has no rows (no kept pairs); nothing worth publishing "
                             "(--allow-incomplete to push anyway)")
-        if empty := _empty_split(folder, config):
-            raise empty
+        _refuse_an_empty_split(folder, config)
         for column in PAIR_RESPONSE_COLUMNS[config]:
             if blank := _blank_count(table, column):
                 raise _blank_rows_error(folder, config, column, blank)
