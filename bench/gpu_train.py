@@ -54,9 +54,11 @@ SHAPES: dict[str, dict[str, int]] = {
 # Token lengths of the synthetic rows, scaled by --length-scale.
 LENGTHS = {"prompt": (20, 60), "system": (300, 800), "response": (160, 520)}
 MAIN_KINDS = ("ssogen", "trl", "trl-liger")
-# Run once to explain the main numbers (see gpu_train_worker.py): packed lines 16 wide instead of 128-bucketed,
-# SDPA's memory-efficient kernel instead of cuDNN's, no packing, liger's output layer; in this order of priority.
-DIAGNOSTIC_KINDS = ("ssogen-pad16", "ssogen-efficient-attn", "ssogen-unpacked", "ssogen-liger-head")
+# Run once to explain the main numbers (see gpu_train_worker.py): the stock backward under checkpointing, packed
+# lines 16 wide instead of 128-bucketed, SDPA's memory-efficient kernel instead of cuDNN's, no packing, liger's
+# output layer; in this order of priority.
+DIAGNOSTIC_KINDS = ("ssogen-stock-backward", "ssogen-pad16", "ssogen-efficient-attn", "ssogen-unpacked",
+                    "ssogen-liger-head")
 
 
 def words() -> list[str]:
@@ -151,7 +153,8 @@ def run_worker(kind: str, args: argparse.Namespace, built: dict[str, Any], root:
                timeout: float) -> list[dict]:
     spec = {"kind": kind, "device": args.device, "models": built["models"], "data": built["data"],
             "gc": args.gc, "batch": args.batch, "max_length": args.max_length, "threads": args.threads,
-            "root": str(root), "profile_dir": str(args.out_dir) if profile and args.out_dir else None}
+            "root": str(root), "profile_dir": str(args.out_dir) if profile and args.out_dir else None,
+            "profile_gc": args.profile_gc or args.gc[0]}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, str(Path(__file__).with_name("gpu_train_worker.py")), json.dumps(spec)]
@@ -290,6 +293,7 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker on the CPU")
     parser.add_argument("--profile", action="store_true", help="torch.profiler tables of two steps (first repeat)")
+    parser.add_argument("--profile-gc", choices=["off", "on"], help="the setting profiled (default: the first)")
     parser.add_argument("--out-dir", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     args = parser.parse_args()
     start = time.perf_counter()

@@ -5,7 +5,8 @@ the first two, CUDA synchronised), peak_mib (`torch.cuda.max_memory_allocated`, 
 or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-liger-head (liger-kernel's fused linear
 cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiples of 16, the default before
 widths were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
-trl, trl-liger (TRL with use_liger_kernel=True)."""
+ssogen-stock-backward (with gradient checkpointing, the stock MLP and the output layer's weight gradient inside
+backward: `SSOTrainer.lean_backward` off), trl, trl-liger (TRL with use_liger_kernel=True)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
     kind = spec["kind"]
     if kind == "ssogen-pad16":
         packing.CUDA_LINE_MULTIPLE = 16
+    if kind == "ssogen-stock-backward":
+        SSOTrainer.lean_backward = lambda self: None  # type: ignore[method-assign,assignment,return-value]
     attention: Any = contextlib.nullcontext()
     if kind == "ssogen-efficient-attn":
         if not cuda:
@@ -174,7 +177,8 @@ def main() -> None:
             run: dict[str, Any] = {"kind": spec["kind"], "shape": shape, "gc": setting}
             profile_dir = spec.get("profile_dir")
             profile_to = (Path(profile_dir) / f"profile-{spec['kind']}-{shape}.txt"
-                          if profile_dir and setting == spec["gc"][0] and shape == next(iter(spec["models"]))
+                          if profile_dir and setting == spec.get("profile_gc", spec["gc"][0])
+                          and shape == next(iter(spec["models"]))
                           else None)
             clock = StepClock(cuda, profile_to)
             if cuda:

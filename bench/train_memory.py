@@ -91,7 +91,7 @@ class LiveTensors(TorchDispatchMode):
 
 
 def cuda_style_accumulation(accumulator: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """The CUDA branch of `output_layer._accumulate_float`: no float32 copies of half-precision operands."""
+    """The CUDA branch of `mixed_precision.accumulate_float`: no float32 copies of half-precision operands."""
     if a.dtype == accumulator.dtype:
         accumulator.addmm_(a, b)
     else:
@@ -122,12 +122,12 @@ def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.
 
 
 def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokenizer: Any, top: int,
-             mask_dtype: torch.dtype | None) -> dict[str, Any]:
+             mask_dtype: torch.dtype | None, lean: bool) -> dict[str, Any]:
     from gpu_train import SHAPES
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from ssogen.train import output_layer
+    from ssogen.train import mixed_precision, output_layer, tiled_mlp
     from ssogen.train.logprobs import sequence_logps
     from ssogen.train.loss import sso_loss
     from ssogen.train.objective import LossSettings
@@ -136,7 +136,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                          bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0, use_cache=False)
     config._attn_implementation = "sdpa"
-    output_layer._accumulate_float = cuda_style_accumulation  # type: ignore[assignment]
+    mixed_precision.accumulate_float = cuda_style_accumulation  # type: ignore[assignment]
     tracker = LiveTensors()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
@@ -146,6 +146,10 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         output_layer.install_logprob_head(model, keep_probabilities=not gc)
+        head = output_layer.output_layer(model)
+        if gc and lean:  # as SSOTrainer.lean_backward on one process
+            tiled_mlp.install_tiled_mlp(model)
+            head.defer_weight_grad = True
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
         for parameter in model.parameters():
             tracker.add(parameter, "weights (float32)")
@@ -161,6 +165,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                     loss = sso_loss(policy, reference, lengths, LossSettings()).loss
                 tracker.phase = f"step {step} backward"
                 loss.backward()
+                head.apply_deferred_weight_grad()
                 tracker.phase = f"step {step} optimizer"
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -185,6 +190,9 @@ def main() -> None:
     parser.add_argument("--length-scale", type=float, default=1.0)
     parser.add_argument("--top", type=int, default=8, help="largest live groups shown per peak")
     parser.add_argument("--line-multiple", type=int, help="packed line width multiple (default: ssogen's on CUDA)")
+    parser.add_argument("--no-lean-backward", action="store_true",
+                        help="with checkpointing, the stock MLP and the head's weight gradient inside backward (as "
+                             "ssogen did before its tiled MLP and deferred head gradient)")
     parser.add_argument("--bool-mask", action="store_true",
                         help="give SDPA a boolean mask (as ssogen did before its bf16 additive one)")
     args = parser.parse_args()
@@ -195,7 +203,7 @@ def main() -> None:
         for setting in args.gc.split(","):
             began = time.perf_counter()
             rows.append(estimate(shape, setting == "on", packed, tokenizer, args.top,
-                                 None if args.bool_mask else torch.bfloat16))
+                                 None if args.bool_mask else torch.bfloat16, not args.no_lean_backward))
             print(f"[{shape} gc={setting}: {time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
     print(f"largest packed batch: {rows[0]['tokens']:,} tokens; fixed = 16 B per parameter (float32 weights, "
           "gradients, AdamW moments)\n")

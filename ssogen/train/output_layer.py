@@ -5,8 +5,11 @@ returns each target's log-prob, computing `hidden @ W` chunk by chunk in the com
 autocast, float32 log-sum-exp and weight-gradient accumulation), so the (tokens × vocab) logits never exist in
 float32 and never reach autograd. Backward uses the softmax kept from forward when that fits
 (`STORED_PROBS_MAX_BYTES`: three GEMMs in all) or recomputes the logits in tiles (always with gradient
-checkpointing: four GEMMs, less memory). `--head-kernel liger` uses liger-kernel's fused linear cross-entropy
-instead. Without targets it is the ordinary linear layer, so generation and saving are unchanged.
+checkpointing: four GEMMs, less memory). With `defer_weight_grad` (gradient checkpointing, one process) the
+recomputing backward gives only the hidden-state gradient, and `apply_deferred_weight_grad` adds the weight gradient
+after the layers' backward, when their activations are gone: one more GEMM, and the (vocab × hidden) float32
+gradient no longer adds to the peak. `--head-kernel liger` uses liger-kernel's fused linear cross-entropy instead.
+Without targets it is the ordinary linear layer, so generation and saving are unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ssogen.train import mixed_precision
+from ssogen.train.mixed_precision import compute_dtype, float_accumulator
 
 
 def unwrap(model: Any) -> Any:
@@ -49,38 +55,17 @@ _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scali
                          "lm_head_multiplier")
 
 
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    device_type = tensor.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return tensor.dtype
-
-
-def _accumulator(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """Zeros for a gradient sum: float32 for half-precision operands, else their own dtype."""
-    return torch.zeros(shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
-
-
-def _accumulate_float(accumulator: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """`accumulator += a @ b` without rounding `a @ b` to a half dtype first (CUDA can: out_dtype)."""
-    if a.dtype == accumulator.dtype:
-        accumulator.addmm_(a, b)
-    elif accumulator.device.type == "cuda":
-        torch.addmm(accumulator, a, b, out_dtype=torch.float32, out=accumulator)
-    else:
-        accumulator.addmm_(a.float(), b.float())
-
-
 class _HeadLogProb(torch.autograd.Function):
     """log softmax(h @ Wᵀ + b)[target] per row of h (N, H), chunk by chunk, GEMMs in the compute dtype.
 
     With `keep` the probabilities (N, V) are kept from forward (compute dtype), and backward turns them in place
-    into the logits gradient: three GEMMs in all. Without it backward recomputes each chunk's logits (four)."""
+    into the logits gradient: three GEMMs in all. Without it backward recomputes each chunk's logits (four), and
+    with a `deferred` list (no bias) leaves the weight gradient out and appends what it needs to that list."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
-                targets: torch.Tensor, keep: bool) -> torch.Tensor:
-        dtype = _compute_dtype(hidden)
+                targets: torch.Tensor, keep: bool, deferred: list[tuple[torch.Tensor, ...]] | None) -> torch.Tensor:
+        dtype = compute_dtype(hidden)
         chunk = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
         keep = keep and hidden.size(0) * weight.size(0) * torch.finfo(dtype).bits // 8 <= STORED_PROBS_MAX_BYTES
         with torch.autocast(hidden.device.type, enabled=False):
@@ -92,13 +77,19 @@ class _HeadLogProb(torch.autograd.Function):
             for start in range(0, h.size(0), chunk):
                 stop = start + chunk
                 logits = F.linear(h[start:stop], w, b).float()
-                lse[start:stop] = torch.logsumexp(logits, dim=-1)
                 selected[start:stop] = logits.gather(1, targets[start:stop, None]).squeeze(1)
+                # logsumexp in place: one float32 chunk alive, not two (logsumexp's own exp is a second one).
+                top = logits.amax(dim=-1, keepdim=True)
+                exps = logits.sub_(top).exp_()
+                sums = exps.sum(dim=-1)
+                lse[start:stop] = sums.log() + top.squeeze(1)
                 if probs is not None:
-                    probs[start:stop] = logits.sub_(lse[start:stop, None]).exp_()
+                    probs[start:stop] = exps.div_(sums[:, None])
+                del logits, exps  # before the next chunk's logits exist
         logps = selected - lse
         ctx.save_for_backward(hidden, weight, bias, targets, lse if probs is None else logps, probs)
         ctx.compute_dtype = dtype
+        ctx.deferred = deferred if probs is None and bias is None else None
         return logps
 
     @staticmethod
@@ -116,16 +107,20 @@ class _HeadLogProb(torch.autograd.Function):
                 grad_hidden = grad_logits @ w if want_hidden else None
                 grad_weight = None
                 if want_weight:
-                    grad_weight = _accumulator(weight.shape, h)
-                    _accumulate_float(grad_weight, grad_logits.t(), h)
+                    grad_weight = float_accumulator(weight.shape, h)
+                    mixed_precision.accumulate_float(grad_weight, grad_logits.t(), h)
                 grad_bias = grad_logits.sum(0, dtype=torch.promote_types(dtype, torch.float32)) if want_bias else None
             else:
+                if want_weight and ctx.deferred is not None:
+                    ctx.deferred.append((h, targets, saved, grads))
+                    want_weight = False
                 grad_hidden, grad_weight, grad_bias = _recomputed_grads(
                     h, w, b, targets, saved, grads, want_hidden, want_weight, want_bias)
         return (
             None if grad_hidden is None else grad_hidden.to(hidden.dtype),
             None if grad_weight is None else grad_weight.to(weight.dtype),
             None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
             None,
             None,
         )
@@ -145,30 +140,56 @@ def _recomputed_grads(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, 
                       want_bias: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients from recomputed logits, in tiles of (up to HEAD_CHUNK_ROWS positions × a vocabulary slice), so
     that each slice of the weight gradient is accumulated once per position chunk, not once per small chunk."""
-    rows = max(1, min(h.size(0), HEAD_CHUNK_ROWS))
-    cols = max(1, HEAD_CHUNK_ELEMENTS // rows)
-    grad_hidden = _accumulator(h.shape, h) if want_hidden else None
-    grad_weight = _accumulator(w.shape, h) if want_weight else None
-    grad_bias = _accumulator((w.size(0),), h) if want_bias else None
+    rows, cols = _tile_shape(h)
+    grad_hidden = float_accumulator(h.shape, h) if want_hidden else None
+    grad_weight = float_accumulator(w.shape, h) if want_weight else None
+    grad_bias = float_accumulator((w.size(0),), h) if want_bias else None
     for start in range(0, h.size(0), rows):
         stop = start + rows
-        chunk, g = h[start:stop], grads[start:stop, None]
+        chunk = h[start:stop]
         for first in range(0, w.size(0), cols):
             tile_w = w[first:first + cols]
-            logits = F.linear(chunk, tile_w, None if b is None else b[first:first + cols]).float()
-            # d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient; targets
-            # outside this slice add 0 (at a clamped column), which keeps the loop free of host syncs.
-            tile = torch.exp(logits.sub_(lse[start:stop, None])).mul_(-g)
-            local = targets[start:stop] - first
-            inside = (local >= 0) & (local < tile.size(1))
-            tile = tile.scatter_add_(1, local.clamp(0, tile.size(1) - 1)[:, None], g * inside[:, None]).to(h.dtype)
+            tile = _logits_grad_tile(chunk, tile_w, None if b is None else b[first:first + cols], first,
+                                     targets[start:stop], lse[start:stop], grads[start:stop])
             if grad_hidden is not None:
-                _accumulate_float(grad_hidden[start:stop], tile, tile_w)
+                mixed_precision.accumulate_float(grad_hidden[start:stop], tile, tile_w)
             if grad_weight is not None:
-                _accumulate_float(grad_weight[first:first + cols], tile.t(), chunk)
+                mixed_precision.accumulate_float(grad_weight[first:first + cols], tile.t(), chunk)
             if grad_bias is not None:
                 grad_bias[first:first + cols] += tile.sum(0, dtype=grad_bias.dtype)
     return grad_hidden, grad_weight, grad_bias
+
+
+def _tile_shape(h: torch.Tensor) -> tuple[int, int]:
+    rows = max(1, min(h.size(0), HEAD_CHUNK_ROWS))
+    return rows, max(1, HEAD_CHUNK_ELEMENTS // rows)
+
+
+def _logits_grad_tile(chunk: torch.Tensor, tile_w: torch.Tensor, tile_b: torch.Tensor | None, first: int,
+                      targets: torch.Tensor, lse: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """The logits gradient of `chunk`'s positions over the vocabulary slice starting at `first`, recomputed.
+
+    d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient; targets outside
+    this slice add 0 (at a clamped column), which keeps the loop free of host syncs."""
+    g = grads[:, None]
+    tile = torch.exp(F.linear(chunk, tile_w, tile_b).float().sub_(lse[:, None])).mul_(-g)
+    local = targets - first
+    inside = (local >= 0) & (local < tile.size(1))
+    return tile.scatter_add_(1, local.clamp(0, tile.size(1) - 1)[:, None], g * inside[:, None]).to(chunk.dtype)
+
+
+def _add_weight_grad(grad_weight: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, targets: torch.Tensor,
+                     lse: torch.Tensor, grads: torch.Tensor) -> None:
+    """`grad_weight += ` the output layer's weight gradient, from recomputed logits. Vocabulary slices outer, so
+    that each slice of the weight is cast to the compute dtype once (no full-size copy)."""
+    rows, cols = _tile_shape(h)
+    for first in range(0, weight.size(0), cols):
+        tile_w = weight[first:first + cols].to(h.dtype)
+        for start in range(0, h.size(0), rows):
+            stop = start + rows
+            tile = _logits_grad_tile(h[start:stop], tile_w, None, first, targets[start:stop], lse[start:stop],
+                                     grads[start:stop])
+            mixed_precision.accumulate_float(grad_weight[first:first + cols], tile.t(), h[start:stop])
 
 
 class LogProbHead(nn.Module):
@@ -188,6 +209,9 @@ class LogProbHead(nn.Module):
         self.kernel = kernel
         self.positions: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
+        # Leave the weight gradient out of backward (recompute path only) until `apply_deferred_weight_grad`.
+        self.defer_weight_grad = False
+        self._deferred: list[tuple[torch.Tensor, ...]] = []
         object.__setattr__(self, "_original", linear)  # not a submodule: no second copy in the state dict
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -198,7 +222,18 @@ class LogProbHead(nn.Module):
             return _liger_logps(selected, self.weight, self.bias, self.targets)
         keep = self.keep_probabilities and torch.is_grad_enabled() and (selected.requires_grad
                                                                         or self.weight.requires_grad)
-        return _HeadLogProb.apply(selected, self.weight, self.bias, self.targets, keep)
+        deferred = self._deferred if self.defer_weight_grad else None
+        return _HeadLogProb.apply(selected, self.weight, self.bias, self.targets, keep, deferred)
+
+    def apply_deferred_weight_grad(self) -> None:
+        """Add the weight gradient that backward left out (`defer_weight_grad`) to `weight.grad`; call it after
+        every backward. Single process only: a DDP/FSDP reducer would have synchronised `.grad` without it."""
+        pending, self._deferred = self._deferred, []
+        with torch.no_grad(), torch.autocast(self.weight.device.type, enabled=False):
+            for h, targets, lse, grads in pending:
+                if self.weight.grad is None:
+                    self.weight.grad = torch.zeros_like(self.weight)
+                _add_weight_grad(self.weight.grad, self.weight, h, targets, lse, grads)
 
     def original(self) -> nn.Linear:
         linear: nn.Linear = self._original  # type: ignore[assignment]

@@ -20,9 +20,10 @@ from ssogen.train.dropout import ZeroedDropout
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
 from ssogen.train.objective import LossSettings
-from ssogen.train.output_layer import unwrap
+from ssogen.train.output_layer import LogProbHead, output_layer, unwrap
 from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
+from ssogen.train.tiled_mlp import install_tiled_mlp
 
 # Rows compared, packed against left-padded, before the first batch (see `SSOTrainer.check_packing`).
 PACKING_CHECK_ROWS = 2
@@ -52,7 +53,24 @@ class SSOTrainer(Trainer):
         # What attention computes in: the mixed-precision dtype, else the weights' (see `attention_mask_4d`).
         self.attention_dtype: torch.dtype = (torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16
                                              else unwrap(self.model).dtype)
+        # With gradient checkpointing on one process: see `lean_backward`; the head whose weight gradient waits
+        # for the end of every backward, or None.
+        self.deferred_head = self.lean_backward()
         self.add_callback(_ReferenceCallback(self))
+
+    def lean_backward(self) -> LogProbHead | None:
+        """Backward's peak memory with gradient checkpointing, without extra recompute: the MLPs recompute in
+        token tiles (`ssogen.train.tiled_mlp`), and the output layer's weight gradient is added after the layers
+        (`LogProbHead.defer_weight_grad`; one process only, a gradient reducer would miss it). Not under DeepSpeed
+        or FSDP, which gather weights through module hooks that the tiled MLP bypasses."""
+        if not self.args.gradient_checkpointing or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return None
+        install_tiled_mlp(self.model)
+        head = output_layer(self.model)
+        if not isinstance(head, LogProbHead) or self.args.world_size > 1:
+            return None
+        head.defer_weight_grad = True
+        return head
 
     # -- reference -------------------------------------------------------------------------------------------
     def ensure_reference(self) -> None:
@@ -132,6 +150,12 @@ class SSOTrainer(Trainer):
             for name, value in output.metrics.items():
                 self._stored[name].append(value.float().mean())
         return (output.loss, output.metrics) if return_outputs else output.loss
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.deferred_head is not None:
+            self.deferred_head.apply_deferred_weight_grad()
+        return loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Every save (the checkpoints every --save-steps and the final model) writes the user's dropout values and

@@ -1,0 +1,29 @@
+"""Matrix products in the compute dtype with float32 sums: shared by the output layer and the tiled MLP, both of
+which run their GEMMs by hand under autocast (bf16 operands, float32 weight-gradient accumulation)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a matrix product of `tensor` in, or its own dtype without autocast."""
+    device_type = tensor.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
+def float_accumulator(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Zeros for a gradient sum: float32 for half-precision operands, else their own dtype."""
+    return torch.zeros(shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+
+
+def accumulate_float(accumulator: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """`accumulator += a @ b` without rounding `a @ b` to a half dtype first (CUDA can: out_dtype)."""
+    if a.dtype == accumulator.dtype:
+        accumulator.addmm_(a, b)
+    elif accumulator.device.type == "cuda":
+        torch.addmm(accumulator, a, b, out_dtype=torch.float32, out=accumulator)
+    else:
+        accumulator.addmm_(a.float(), b.float())

@@ -1,0 +1,145 @@
+"""Gradient checkpointing's leaner backward: the tiled MLP (`ssogen.train.tiled_mlp`) and the output layer's
+deferred weight gradient (`LogProbHead.defer_weight_grad`) give the gradients of the stock model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
+from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
+from ssogen.train import output_layer, tiled_mlp
+from ssogen.train.collator import SSOCollator
+from ssogen.train.config import TrainConfig
+from ssogen.train.data import encode_rows
+from ssogen.train.logprobs import sequence_logps
+from ssogen.train.run import run_training
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_tiled_mlp_gives_the_stock_values_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiled_mlp, "TILE_ELEMENTS", 7 * 48)  # 7 of the 30 tokens per tile: 5 tiles, one short
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=16, intermediate_size=48, hidden_act="silu")
+    mlp = Qwen2MLP(config).double()
+    x = torch.randn(3, 10, 16, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 10, 16, dtype=torch.float64)
+    params = [x, *mlp.parameters()]
+    stock = mlp(x)
+    g_stock = torch.autograd.grad((stock * weights).sum(), params)
+    tiled = tiled_mlp._TiledSwiGLU.apply(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+    g_tiled = torch.autograd.grad((tiled * weights).sum(), params)
+    torch.testing.assert_close(tiled, stock, atol=1e-12, rtol=0)
+    for a, b in zip(g_tiled, g_stock, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_tiled_mlp_under_bf16_autocast_matches_the_stock_module() -> None:
+    torch.manual_seed(1)
+    mlp = Qwen2MLP(Qwen2Config(hidden_size=32, intermediate_size=64, hidden_act="silu"))
+    x = torch.randn(4, 9, 32, requires_grad=True)
+    results = []
+    for tiled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = (tiled_mlp._TiledSwiGLU.apply(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+                   if tiled else mlp(x))
+        grads = torch.autograd.grad(out.float().square().sum(), [x, *mlp.parameters()])
+        results.append((out, grads))
+    (stock, g_stock), (lean, g_lean) = results
+    assert lean.dtype == stock.dtype == torch.bfloat16
+    assert torch.equal(lean, stock)  # the same bf16 products
+    for a, b in zip(g_lean, g_stock, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=0, rtol=2e-2)  # the stock path rounds its weight gradients to bf16
+
+
+def batch_of(model_dir: Path, rows: int = 2) -> dict[str, torch.Tensor]:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoded, _, _ = encode_rows(synthetic_sso_rows(rows), tokenizer, max_length=256, max_prompt_length=192)
+    return SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=True)(
+        [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
+
+
+def gradients(model_dir: Path, batch: dict[str, torch.Tensor], lean: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    head = None
+    if lean:
+        assert tiled_mlp.install_tiled_mlp(model) == model.config.num_hidden_layers
+        assert output_layer.install_logprob_head(model, keep_probabilities=False)
+        head = output_layer.output_layer(model)
+        head.defer_weight_grad = True
+    sums, _ = sequence_logps(model, batch)
+    (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
+    if head is not None:
+        embedding = model.get_input_embeddings().weight.grad.clone()
+        head.apply_deferred_weight_grad()
+        assert not torch.equal(embedding, model.get_input_embeddings().weight.grad)  # the head's part came now
+    return sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiled_mlp, "TILE_ELEMENTS", 64 * 128)  # 64 tokens per tile: several tiles
+    batch = batch_of(tiny_model)
+    stock_sums, stock_grads = gradients(tiny_model, batch, lean=False)
+    calls = {"forward tiles": 0}
+    original_tiles = tiled_mlp._tiles
+
+    def counted(tokens: int, intermediate: int) -> list[tuple[int, int]]:
+        calls["forward tiles"] += 1
+        return original_tiles(tokens, intermediate)
+
+    monkeypatch.setattr(tiled_mlp, "_tiles", counted)
+    lean_sums, lean_grads = gradients(tiny_model, batch, lean=True)
+    # Forward and backward once per layer: the checkpoint's recompute did not run the MLP.
+    assert calls["forward tiles"] == 2 * 2
+    torch.testing.assert_close(lean_sums, stock_sums, atol=1e-5, rtol=1e-5)
+    for name, grad in stock_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_adapter_wrapped_projections_keep_the_stock_mlp(tiny_model: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    mlp = model.model.layers[0].mlp
+    tiled_mlp.install_tiled_mlp(model)
+    assert "forward" in vars(mlp)
+    mlp.up_proj = torch.nn.Sequential(mlp.up_proj)  # as an adapter wrapping the projection after installation
+    x = torch.randn(1, 3, model.config.hidden_size)
+    torch.testing.assert_close(mlp(x), type(mlp).forward(mlp, x))
+    tiled_mlp.remove_tiled_mlp(model)
+    assert "forward" not in vars(mlp)
+
+
+def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_model: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_synthetic_sso(tmp_path / "data", count=8, seed=0)
+    applied = {"count": 0}
+    original = output_layer.LogProbHead.apply_deferred_weight_grad
+
+    def counted(self: output_layer.LogProbHead) -> None:
+        applied["count"] += 1
+        original(self)
+
+    monkeypatch.setattr(output_layer.LogProbHead, "apply_deferred_weight_grad", counted)
+    weights = []
+    for checkpointing in (False, True):
+        out = tmp_path / f"gc-{checkpointing}"
+        run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3, batch_size=4,
+                                 seed=5, save_steps=0, use_cpu=True, gradient_checkpointing=checkpointing),
+                     Console(file=io.StringIO()))
+        weights.append(load_file(out / "model.safetensors"))
+    assert applied["count"] == 3  # once per step of the checkpointed run only
+    start = load_file(tiny_model / "model.safetensors")
+    for name, tensor in weights[0].items():
+        assert not torch.equal(tensor, start[name]) or "norm" in name, name
+        torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=1e-5, msg=name)
