@@ -78,7 +78,9 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", ge=0, panel=OPTIMISATION)
     seed: int = option(42, "Seed.", ge=0, lt=2**32, panel=OPTIMISATION)
     bf16: bool = option(False, "bf16 mixed precision.", panel=OPTIMISATION)
-    gradient_checkpointing: bool = option(False, "Recompute activations in backward.", panel=OPTIMISATION)
+    gradient_checkpointing: bool = option(
+        False, "Recompute activations in backward: less memory for more time (the README says what else it does).",
+        panel=OPTIMISATION)
     logging_steps: int = option(10, "Log every N steps.", ge=1, panel=OPTIMISATION)
     save_steps: int = option(500, "Checkpoint every N steps (0: no intermediate checkpoints).", ge=0,
                              panel=OPTIMISATION)

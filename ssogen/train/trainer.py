@@ -1,7 +1,8 @@
 """`SSOTrainer`: transformers.Trainer with the SSO loss, so that checkpoints, resume, gradient accumulation and
-checkpointing, bf16, peft, DeepSpeed and FSDP all come from the ecosystem. Only `compute_loss`, `log` and
-`save_model` (which writes the user's dropout values, see `ssogen.train.dropout`, and use_cache) change; the
-reference pass runs from a callback once the Trainer has prepared (wrapped, sharded) the model."""
+checkpointing, bf16, peft, DeepSpeed and FSDP all come from the ecosystem. Only `compute_loss`, `log`,
+`training_step` (which finishes a deferred output-layer gradient, see `lean_backward`) and `save_model` (which
+writes the user's dropout values, see `ssogen.train.dropout`, and use_cache) change; the reference pass runs from
+a callback once the Trainer has prepared (wrapped, sharded) the model."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ from ssogen.train.tiled_mlp import install_tiled_mlp
 
 # Rows compared, packed against left-padded, before the first batch (see `SSOTrainer.check_packing`).
 PACKING_CHECK_ROWS = 2
+# Devices on which the output layer's weight gradient waits for the end of backward (`SSOTrainer.lean_backward`):
+# it takes one more pass over the vocabulary, worth it for GPU memory; on the CPU it only costs time (+25% per
+# step for the tiny test model, vocabulary 8,192 against hidden 64).
+DEFERRED_HEAD_DEVICES = frozenset({"cuda"})
 
 
 class SSOTrainer(Trainer):
@@ -59,15 +64,16 @@ class SSOTrainer(Trainer):
         self.add_callback(_ReferenceCallback(self))
 
     def lean_backward(self) -> LogProbHead | None:
-        """Backward's peak memory with gradient checkpointing, without extra recompute: the MLPs recompute in
-        token tiles (`ssogen.train.tiled_mlp`), and the output layer's weight gradient is added after the layers
-        (`LogProbHead.defer_weight_grad`; one process only, a gradient reducer would miss it). Not under DeepSpeed
-        or FSDP, which gather weights through module hooks that the tiled MLP bypasses."""
+        """Lower backward's peak memory with gradient checkpointing: the MLPs recompute in token tiles
+        (`ssogen.train.tiled_mlp`: no extra recompute), and on a GPU the output layer's weight gradient is added
+        after the layers (`LogProbHead.defer_weight_grad`; one process only, a gradient reducer would miss it).
+        Not under DeepSpeed or FSDP, which gather weights through module hooks that the tiled MLP bypasses."""
         if not self.args.gradient_checkpointing or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return None
         install_tiled_mlp(self.model)
         head = output_layer(self.model)
-        if not isinstance(head, LogProbHead) or self.args.world_size > 1:
+        if (not isinstance(head, LogProbHead) or self.args.world_size > 1
+                or self.args.device.type not in DEFERRED_HEAD_DEVICES):
             return None
         head.defer_weight_grad = True
         return head

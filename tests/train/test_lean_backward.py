@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
 
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
-from ssogen.train import output_layer, tiled_mlp
+from ssogen.train import output_layer, tiled_mlp, trainer
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
@@ -120,17 +120,26 @@ def test_adapter_wrapped_projections_keep_the_stock_mlp(tiny_model: Path) -> Non
     assert "forward" not in vars(mlp)
 
 
+@pytest.mark.parametrize("defer_on_cpu", [False, True])
 def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_model: Path, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          defer_on_cpu: bool) -> None:
+    if defer_on_cpu:  # by default only on CUDA
+        monkeypatch.setattr(trainer, "DEFERRED_HEAD_DEVICES", frozenset({"cpu", "cuda"}))
     data = write_synthetic_sso(tmp_path / "data", count=8, seed=0)
-    applied = {"count": 0}
-    original = output_layer.LogProbHead.apply_deferred_weight_grad
+    calls = {"deferred": 0, "tiled": 0}
+    original_apply, original_tiles = output_layer.LogProbHead.apply_deferred_weight_grad, tiled_mlp._tiles
 
-    def counted(self: output_layer.LogProbHead) -> None:
-        applied["count"] += 1
-        original(self)
+    def counted_apply(self: output_layer.LogProbHead) -> None:
+        calls["deferred"] += bool(self._deferred)
+        original_apply(self)
 
-    monkeypatch.setattr(output_layer.LogProbHead, "apply_deferred_weight_grad", counted)
+    def counted_tiles(tokens: int, intermediate: int) -> list[tuple[int, int]]:
+        calls["tiled"] += 1
+        return original_tiles(tokens, intermediate)
+
+    monkeypatch.setattr(output_layer.LogProbHead, "apply_deferred_weight_grad", counted_apply)
+    monkeypatch.setattr(tiled_mlp, "_tiles", counted_tiles)
     weights = []
     for checkpointing in (False, True):
         out = tmp_path / f"gc-{checkpointing}"
@@ -138,7 +147,12 @@ def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_m
                                  seed=5, save_steps=0, use_cpu=True, gradient_checkpointing=checkpointing),
                      Console(file=io.StringIO()))
         weights.append(load_file(out / "model.safetensors"))
-    assert applied["count"] == 3  # once per step of the checkpointed run only
+        if not checkpointing:
+            assert calls == {"deferred": 0, "tiled": 0}
+    # Three steps: the head's weight gradient deferred in each (where asked), both MLPs tiled in forward and
+    # backward of each, and in the packing check and reference pass (forward only).
+    assert calls["deferred"] == (3 if defer_on_cpu else 0)
+    assert calls["tiled"] >= 3 * 2 * 2
     start = load_file(tiny_model / "model.safetensors")
     for name, tensor in weights[0].items():
         assert not torch.equal(tensor, start[name]) or "norm" in name, name
