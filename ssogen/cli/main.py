@@ -9,12 +9,14 @@ import typer
 
 from ssogen import __version__
 from ssogen.cli import data, generate, iterate, judge, principles, tools, train
+from ssogen.cli.helpstyle import Command, Group
 
 app = typer.Typer(
     help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,  # help in click's style (FOLDER, PATH, no type beside a flag): see ssogen/cli/helpstyle.py
 )
 
 
@@ -33,15 +35,15 @@ def root(
 
 
 app.add_typer(principles.principles_app, name="principles")
-app.command("generate")(generate.generate)
-app.command("train")(train.train)
-app.command("score")(data.score_command)
-app.command("stats")(data.stats_command)
-app.command("push-to-hub")(data.push_to_hub_command)
-app.command("iterate")(iterate.iterate)
-app.command("judge")(judge.judge)
-app.command("make-tiny-model")(tools.make_tiny_model)
-app.command("env")(tools.env)
+app.command("generate", cls=Command)(generate.generate)
+app.command("train", cls=Command)(train.train)
+app.command("score", cls=Command)(data.score_command)
+app.command("stats", cls=Command)(data.stats_command)
+app.command("push-to-hub", cls=Command)(data.push_to_hub_command)
+app.command("iterate", cls=Command)(iterate.iterate)
+app.command("judge", cls=Command)(judge.judge)
+app.command("make-tiny-model", cls=Command)(tools.make_tiny_model)
+app.command("env", cls=Command)(tools.env)
 
 if __name__ == "__main__":
     app()

@@ -8,15 +8,17 @@ import typer
 from rich.table import Table
 
 from ssogen.cli.common import console, err_console, fail, user_errors
+from ssogen.cli.helpstyle import Command, Group
 from ssogen.errors import closest_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.principles import LoadedLibrary
 
-principles_app = typer.Typer(help="Inspect and validate principle libraries (YAML).", no_args_is_help=True)
+principles_app = typer.Typer(help="Inspect and validate principle libraries (YAML).", no_args_is_help=True,
+                             cls=Group)
 
 
-@principles_app.command("validate")
+@principles_app.command("validate", cls=Command)
 @user_errors
 def principles_validate(
     files: Annotated[list[str], typer.Argument(help="Library files (or bundled names such as 'default').")],
@@ -40,7 +42,7 @@ def principles_validate(
         raise typer.Exit(2)
 
 
-@principles_app.command("list")
+@principles_app.command("list", cls=Command)
 @user_errors
 def principles_list(
     library: Annotated[str | None, typer.Argument(
@@ -82,7 +84,7 @@ def _features_table(loaded: LoadedLibrary) -> None:
     console.print(f"sha256 {loaded.sha256}  ({loaded.path})", highlight=False)
 
 
-@principles_app.command("show")
+@principles_app.command("show", cls=Command)
 @user_errors
 def principles_show(
     library: Annotated[str, typer.Argument(help="Library file or bundled name.")],

@@ -1,0 +1,79 @@
+"""Help screens that name values the classic click way: `FOLDER` in the usage line, `PATH`, `INTEGER` or `TEXT`
+beside an option that takes a value, nothing beside a flag. A leaf: it imports nothing of the CLI.
+
+Why: typer 0.27 made help print a required argument as `{folder}` in the usage line and types as `<path>`, `<int>`,
+`<str>`, and typer 0.29 prints a type beside every option, so each flag, --help included, reads `<bool>`. typer
+builds the parameter objects itself and offers no hook for their class; what it does let a program choose is the
+class of each command (`cls=`). `Command` and `Group` give their parameters, --help included, the two classes
+below, which override only how a parameter is shown; parsing and validation stay typer's."""
+
+from __future__ import annotations
+
+import re
+
+from typer._click import Command as ClickCommand  # typer 0.29 vendors click: its base classes
+from typer._click import Context, Parameter
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+# typer's own type words (what it writes between < and >) -> click's
+_CLICK_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
+
+
+def _value_name(param: TyperOption | TyperArgument, ctx: Context) -> str:
+    """PATH, INTEGER, TEXT, INTEGER RANGE, [a|b] for a choice: click's name of the value a parameter takes."""
+    typer_name = param.display_type(ctx).removeprefix("<").removesuffix(">")
+    typer_name = typer_name.removeprefix("list[").removesuffix("]")  # a repeated option shows its element's type
+    if param.type_descriptor.is_choice:
+        return f"[{typer_name}]"  # choices are values: their case matters
+    # "int" -> INTEGER, "path" -> PATH, "int range" -> INTEGER RANGE, "int,float" (a tuple) -> INTEGER,FLOAT
+    return re.sub(r"[a-z]+", lambda word: _CLICK_TYPE_NAMES.get(word[0], word[0].upper()), typer_name)
+
+
+class _Option(TyperOption):
+    def display_type_rich(self, ctx: Context) -> str | None:
+        if self.is_flag or self.count:
+            return None  # a flag takes no value
+        if self.metavar is not None:
+            return self.metavar
+        return _value_name(self, ctx) + ("..." if self.nargs != 1 else "")
+
+
+class _Argument(TyperArgument):
+    @property
+    def display_name_raw(self) -> str:
+        # the name as help texts refer to it ("Writes FOLDER/stats.json"); also the name in "Missing argument"
+        return self.metavar if self.metavar is not None else (self.name or "").upper()
+
+    def display_type_rich(self, ctx: Context) -> str | None:
+        return _value_name(self, ctx)
+
+    def get_usage_pieces(self, ctx: Context) -> list[str]:
+        shown = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return [shown + ("..." if self.nargs != 1 else "")]
+
+
+def _restyle(param: object) -> None:
+    # Only typer's own classes are swapped, for subclasses that add no state; a parameter of another class keeps it.
+    if type(param) is TyperOption:
+        param.__class__ = _Option
+    elif type(param) is TyperArgument:
+        param.__class__ = _Argument
+
+
+class _ShowsClickNames(ClickCommand):
+    """Mixed into typer's command classes: every parameter they hand out (to the parser, the usage line and the
+    help screen) has one of the classes above, --help and parameters added after the command was made included."""
+
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        params = super().get_params(ctx)
+        for param in params:
+            _restyle(param)
+        return params
+
+
+class Command(_ShowsClickNames, TyperCommand):
+    """A typer command whose help shows click's value names: `app.command(name, cls=Command)`."""
+
+
+class Group(_ShowsClickNames, TyperGroup):
+    """A typer app (a command group) whose help shows click's value names: `typer.Typer(cls=Group)`."""
