@@ -68,9 +68,10 @@ def batch_of(model_dir: Path, rows: int = 2) -> dict[str, torch.Tensor]:
         [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
 
 
-def gradients(model_dir: Path, batch: dict[str, torch.Tensor], lean: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+def gradients(model_dir: Path, batch: dict[str, torch.Tensor], lean: bool,
+              reentrant: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     model.train()
     head = None
     if lean:
@@ -87,11 +88,14 @@ def gradients(model_dir: Path, batch: dict[str, torch.Tensor], lean: bool) -> tu
     return sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      reentrant: bool) -> None:
+    """ssogen checkpoints non-reentrantly; a --config may ask for the reentrant kind, whose recompute also runs
+    inside backward and uses the MLP's output for nothing but the graph."""
     monkeypatch.setattr(tiled_mlp, "TILE_ELEMENTS", 64 * 128)  # 64 tokens per tile: several tiles
     batch = batch_of(tiny_model)
-    stock_sums, stock_grads = gradients(tiny_model, batch, lean=False)
+    stock_sums, stock_grads = gradients(tiny_model, batch, lean=False, reentrant=reentrant)
     calls = {"forward tiles": 0}
     original_tiles = tiled_mlp._tiles
 
@@ -100,7 +104,7 @@ def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model:
         return original_tiles(tokens, intermediate)
 
     monkeypatch.setattr(tiled_mlp, "_tiles", counted)
-    lean_sums, lean_grads = gradients(tiny_model, batch, lean=True)
+    lean_sums, lean_grads = gradients(tiny_model, batch, lean=True, reentrant=reentrant)
     # Forward and backward once per layer: the checkpoint's recompute did not run the MLP.
     assert calls["forward tiles"] == 2 * 2
     torch.testing.assert_close(lean_sums, stock_sums, atol=1e-5, rtol=1e-5)
