@@ -172,7 +172,7 @@ def _logits_grad_tile(chunk: torch.Tensor, tile_w: torch.Tensor, tile_b: torch.T
     d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient; targets outside
     this slice add 0 (at a clamped column), which keeps the loop free of host syncs."""
     g = grads[:, None]
-    tile = torch.exp(F.linear(chunk, tile_w, tile_b).float().sub_(lse[:, None])).mul_(-g)
+    tile = F.linear(chunk, tile_w, tile_b).float().sub_(lse[:, None]).exp_().mul_(-g)
     local = targets - first
     inside = (local >= 0) & (local < tile.size(1))
     return tile.scatter_add_(1, local.clamp(0, tile.size(1) - 1)[:, None], g * inside[:, None]).to(chunk.dtype)
