@@ -5,7 +5,8 @@
 #
 # Wheels carried in ${WHEELS:-.whl} (see BENCHMARKS.md for the list) are installed into /tmp/site, each only where
 # the machine lacks that distribution or has an older version. Table, JSON, profiles and logs go to $OUT
-# (or ./gpu-results). Default: 0.5b and 1.5b shapes, gradient checkpointing off and on, ~7 minutes.
+# (or ./gpu-results). First bench/gpu_lean_check.py (gradients of the lean checkpointed backward against the stock
+# one), then the benchmark. Default: 0.5b and 1.5b shapes, gradient checkpointing off and on, ~7 minutes.
 set -uo pipefail
 WHEELS=${WHEELS:-.whl}
 OUT=${OUT:-gpu-results}
@@ -54,4 +55,6 @@ except metadata.PackageNotFoundError:
     print("warning: no pyarrow: carry the pyarrow 26 wheel")
 PY
 
+# The lean checkpointed backward against the stock one on this GPU's kernels (~10 s); the benchmark runs either way.
+python3 bench/gpu_lean_check.py 2>&1 | tee "$OUT/lean_check.txt"
 python3 bench/gpu_train.py --profile --out-dir "$OUT" "$@" 2>&1 | tee "$OUT/run.log"

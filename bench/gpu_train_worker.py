@@ -117,6 +117,9 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
         ), Console(file=io.StringIO()), callbacks=[clock])
     if kind != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
         raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
+    lean = str(outcome.extra.get("lean_backward"))
+    if gc and (lean == "off") != (kind == "ssogen-stock-backward"):
+        raise RuntimeError(f"{kind} with checkpointing ran lean backward {lean!r}")
     return outcome.steps
 
 

@@ -14,7 +14,9 @@ Without targets it is the ordinary linear layer, so generation and saving are un
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -224,6 +226,17 @@ class LogProbHead(nn.Module):
                                                                         or self.weight.requires_grad)
         deferred = self._deferred if self.defer_weight_grad else None
         return _HeadLogProb.apply(selected, self.weight, self.bias, self.targets, keep, deferred)
+
+    @contextlib.contextmanager
+    def weight_grad_after_backward(self) -> Iterator[None]:
+        """Around a forward and backward: afterwards the deferred weight gradient is added; if they fail, what
+        backward deferred is dropped (a retried step, as with auto_find_batch_size, must not add it)."""
+        try:
+            yield
+        except BaseException:
+            self._deferred.clear()
+            raise
+        self.apply_deferred_weight_grad()
 
     def apply_deferred_weight_grad(self) -> None:
         """Add the weight gradient that backward left out (`defer_weight_grad`) to `weight.grad`; call it after

@@ -281,7 +281,8 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
         extra={"fused_head": fused_head, "end_of_turn": turn_end, "batches": "packed (shared contexts, no padding "
                "between rows)" if trainer.data_collator.packing
-               else f"left-padded ({unpacked_reason or trainer.packing_fallback})"},
+               else f"left-padded ({unpacked_reason or trainer.packing_fallback})",
+               "lean_backward": trainer.lean_backward_used},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
     trainer.save_model(str(config.out))

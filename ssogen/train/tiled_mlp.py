@@ -9,6 +9,9 @@ zeros without computing: the recompute only needs what the layer saves for backw
 one of them in the decoder layers listed in `SAFE_MODEL_TYPES` (it is only added to the residual stream), and
 checkpointing stops the recompute once the last saved tensor is there. So the MLP costs the same matrix products
 as without checkpointing (3 forward, 2 recomputed, 6 backward), one forward fewer than plain checkpointing.
+That reasoning holds for one level of checkpoints around the decoder layers (transformers' gradient
+checkpointing, reentrant or not); a checkpoint around several layers would feed the zeros to the next layers'
+recompute, which is why DeepSpeed's and FSDP's activation checkpointing are left out (`SSOTrainer.lean_backward`).
 
 The same products in the same dtypes as the stock module under autocast; the weight gradients are summed over
 tiles in float32 (the stock path rounds each to bf16 once), so results agree to rounding (tests compare them).
@@ -17,7 +20,6 @@ tiles in float32 (the stock path rounds each to bf16 once), so results agree to 
 from __future__ import annotations
 
 import math
-import types
 from typing import Any
 
 import torch
@@ -42,7 +44,7 @@ def _inside_backward() -> bool:
 
 def _tiles(tokens: int, intermediate: int) -> list[tuple[int, int]]:
     count = max(1, math.ceil(tokens * intermediate / TILE_ELEMENTS))
-    rows = math.ceil(tokens / count)
+    rows = max(1, math.ceil(tokens / count))
     return [(start, min(start + rows, tokens)) for start in range(0, tokens, rows)]
 
 
@@ -113,10 +115,25 @@ def _is_plain_swiglu(module: nn.Module) -> bool:
                                                                                                    None))
 
 
-def _tiled_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if not _is_plain_swiglu(self):  # an adapter (peft) wrapped a projection after installation: the stock path
-        return type(self).forward(self, x)
-    return _TiledSwiGLU.apply(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)
+class _Tiled:
+    """Mixed in front of an MLP's own class (a subclass per class, so replicas and copies keep it)."""
+
+    stock_class: type[nn.Module]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        module: Any = self
+        if not _is_plain_swiglu(module):  # an adapter (peft) wrapped a projection after installation: stock path
+            return self.stock_class.forward(module, x)
+        return _TiledSwiGLU.apply(x, module.gate_proj.weight, module.up_proj.weight, module.down_proj.weight)
+
+
+_TILED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def _tiled_class(stock: type[nn.Module]) -> type[nn.Module]:
+    if stock not in _TILED_CLASSES:
+        _TILED_CLASSES[stock] = type(f"Tiled{stock.__name__}", (_Tiled, stock), {"stock_class": stock})
+    return _TILED_CLASSES[stock]
 
 
 def install_tiled_mlp(model: Any) -> int:
@@ -129,13 +146,15 @@ def install_tiled_mlp(model: Any) -> int:
         return 0
     count = 0
     for module in inner.modules():
-        if _is_plain_swiglu(module):
-            module.forward = types.MethodType(_tiled_forward, module)
+        if isinstance(module, _Tiled):
+            count += 1
+        elif _is_plain_swiglu(module):
+            module.__class__ = _tiled_class(type(module))
             count += 1
     return count
 
 
 def remove_tiled_mlp(model: Any) -> None:
     for module in unwrap(model).modules():
-        if "forward" in vars(module) and getattr(module.forward, "__func__", None) is _tiled_forward:
-            del module.forward
+        if isinstance(module, _Tiled):
+            module.__class__ = module.stock_class

@@ -58,24 +58,30 @@ class SSOTrainer(Trainer):
         # What attention computes in: the mixed-precision dtype, else the weights' (see `attention_mask_4d`).
         self.attention_dtype: torch.dtype = (torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16
                                              else unwrap(self.model).dtype)
-        # With gradient checkpointing on one process: see `lean_backward`; the head whose weight gradient waits
-        # for the end of every backward, or None.
+        # With gradient checkpointing: see `lean_backward`; what it changed, in words (recorded in metrics.json),
+        # and the head whose weight gradient waits for the end of every backward, or None.
+        self.lean_backward_used = "off"
         self.deferred_head = self.lean_backward()
         self.add_callback(_ReferenceCallback(self))
 
     def lean_backward(self) -> LogProbHead | None:
         """Lower backward's peak memory with gradient checkpointing: the MLPs recompute in token tiles
         (`ssogen.train.tiled_mlp`: no extra recompute), and on a GPU the output layer's weight gradient is added
-        after the layers (`LogProbHead.defer_weight_grad`; one process only, a gradient reducer would miss it).
-        Not under DeepSpeed or FSDP, which gather weights through module hooks that the tiled MLP bypasses."""
+        after the layers (`LogProbHead.defer_weight_grad`; one process only, a gradient reducer would miss it, and
+        not with optimizers that step inside backward, which would miss it too). Not under DeepSpeed or FSDP, which
+        gather weights through module hooks that the tiled MLP bypasses."""
         if not self.args.gradient_checkpointing or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return None
-        install_tiled_mlp(self.model)
+        layers = install_tiled_mlp(self.model)
+        self.lean_backward_used = f"MLP backward in token tiles ({layers} layers)" if layers else "off"
         head = output_layer(self.model)
-        if (not isinstance(head, LogProbHead) or self.args.world_size > 1
+        optimizer = str(getattr(self.args.optim, "value", self.args.optim))
+        steps_in_backward = optimizer.endswith("layerwise") or optimizer in ("lomo", "adalomo")
+        if (not isinstance(head, LogProbHead) or self.args.world_size > 1 or steps_in_backward
                 or self.args.device.type not in DEFERRED_HEAD_DEVICES):
             return None
         head.defer_weight_grad = True
+        self.lean_backward_used += "; output-layer weight gradient after the layers"
         return head
 
     # -- reference -------------------------------------------------------------------------------------------
@@ -158,10 +164,10 @@ class SSOTrainer(Trainer):
         return (output.loss, output.metrics) if return_outputs else output.loss
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.deferred_head is not None:
-            self.deferred_head.apply_deferred_weight_grad()
-        return loss
+        if self.deferred_head is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        with self.deferred_head.weight_grad_after_backward():
+            return super().training_step(model, inputs, num_items_in_batch)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Every save (the checkpoints every --save-steps and the final model) writes the user's dropout values and

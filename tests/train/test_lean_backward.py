@@ -115,13 +115,86 @@ def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model:
 def test_adapter_wrapped_projections_keep_the_stock_mlp(tiny_model: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     mlp = model.model.layers[0].mlp
-    tiled_mlp.install_tiled_mlp(model)
-    assert "forward" in vars(mlp)
+    assert tiled_mlp.install_tiled_mlp(model) == 2
+    assert type(mlp).__name__ == "TiledQwen2MLP" and isinstance(mlp, Qwen2MLP)
+    assert tiled_mlp.install_tiled_mlp(model) == 2  # again: nothing changes
     mlp.up_proj = torch.nn.Sequential(mlp.up_proj)  # as an adapter wrapping the projection after installation
     x = torch.randn(1, 3, model.config.hidden_size)
-    torch.testing.assert_close(mlp(x), type(mlp).forward(mlp, x))
+    torch.testing.assert_close(mlp(x), Qwen2MLP.forward(mlp, x))
     tiled_mlp.remove_tiled_mlp(model)
-    assert "forward" not in vars(mlp)
+    assert type(mlp) is Qwen2MLP
+
+
+def test_a_copy_of_a_tiled_mlp_computes_with_its_own_weights() -> None:
+    """As torch.nn.DataParallel's replicas: the tiled forward belongs to the class, not to one module."""
+    import copy
+
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=64))
+    tiled_mlp.install_tiled_mlp(model)
+    mlp = model.model.layers[0].mlp
+    replica = copy.deepcopy(mlp)
+    with torch.no_grad():
+        replica.down_proj.weight.mul_(2)
+    x = torch.randn(2, 3, 16)
+    torch.testing.assert_close(replica(x), 2 * mlp(x))
+
+
+def test_no_tokens_give_an_empty_output() -> None:
+    mlp = Qwen2MLP(Qwen2Config(hidden_size=8, intermediate_size=16, hidden_act="silu"))
+    x = torch.zeros(0, 8, requires_grad=True)
+    out = tiled_mlp._TiledSwiGLU.apply(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+    assert out.shape == (0, 8)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == (0, 8)
+
+
+def test_a_failed_backward_leaves_no_deferred_gradient_behind() -> None:
+    """A step that fails in backward (out of memory, retried by auto_find_batch_size) must add nothing later."""
+    torch.manual_seed(2)
+    head = output_layer.LogProbHead(torch.nn.Linear(8, 20, bias=False), keep_probabilities=False)
+    head.defer_weight_grad = True
+    hidden = torch.randn(1, 5, 8, requires_grad=True)
+
+    def out_of_memory(grad: torch.Tensor) -> torch.Tensor:
+        assert len(head._deferred) == 1  # the head's backward ran first
+        raise RuntimeError("out of memory")
+
+    def step(fail: bool) -> None:
+        head.positions, head.targets = torch.arange(5), torch.randint(0, 20, (5,))
+        logps = head(hidden if not fail else hidden * 1)
+        head.positions = head.targets = None
+        if fail:  # raises in backward, after the head's backward deferred its weight gradient
+            logps.grad_fn.next_functions[0][0].register_hook(lambda *grads: out_of_memory(grads[0]))
+        logps.sum().backward()
+
+    with pytest.raises(RuntimeError, match="out of memory"), head.weight_grad_after_backward():
+        step(fail=True)
+    assert head._deferred == [] and head.weight.grad is None
+    with head.weight_grad_after_backward():
+        step(fail=False)
+    assert head._deferred == [] and head.weight.grad is not None
+
+
+@pytest.mark.parametrize(("optimizer", "deferred"), [("adamw_torch", True), ("galore_adamw_layerwise", False),
+                                                     ("lomo", False)])
+def test_optimizers_that_step_inside_backward_get_the_whole_gradient(tiny_model: Path, optimizer: str,
+                                                                     deferred: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(trainer, "DEFERRED_HEAD_DEVICES", frozenset({"cpu"}))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert output_layer.install_logprob_head(model, keep_probabilities=False)
+    owner = SimpleNamespace(
+        model=model, is_deepspeed_enabled=False, is_fsdp_enabled=False, lean_backward_used="off",
+        args=SimpleNamespace(gradient_checkpointing=True, optim=optimizer, world_size=1, device=torch.device("cpu")))
+    head = trainer.SSOTrainer.lean_backward(owner)  # type: ignore[arg-type]
+    assert (head is not None) is deferred
+    assert owner.lean_backward_used.startswith("MLP backward in token tiles (2 layers)")
+    assert ("output-layer weight gradient after the layers" in owner.lean_backward_used) is deferred
 
 
 @pytest.mark.parametrize("defer_on_cpu", [False, True])
@@ -147,9 +220,12 @@ def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_m
     weights = []
     for checkpointing in (False, True):
         out = tmp_path / f"gc-{checkpointing}"
-        run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3, batch_size=4,
-                                 seed=5, save_steps=0, use_cpu=True, gradient_checkpointing=checkpointing),
-                     Console(file=io.StringIO()))
+        outcome = run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3,
+                                           batch_size=4, seed=5, save_steps=0, use_cpu=True,
+                                           gradient_checkpointing=checkpointing), Console(file=io.StringIO()))
+        assert outcome.extra["lean_backward"] == (
+            "off" if not checkpointing else "MLP backward in token tiles (2 layers)"
+            + ("; output-layer weight gradient after the layers" if defer_on_cpu else ""))
         weights.append(load_file(out / "model.safetensors"))
         if not checkpointing:
             assert calls == {"deferred": 0, "tiled": 0}

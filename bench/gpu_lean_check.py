@@ -1,0 +1,133 @@
+"""Check (not a benchmark): the leaner checkpointed backward of `ssogen train` gives the stock gradients on a GPU.
+
+tests/train/test_lean_backward.py checks it on the CPU; this runs the same comparisons where the GPU's kernels
+(bf16 tensor-core GEMMs, `addmm(out_dtype=float32)`, cuDNN/flash attention) compute them, at the 0.5B model's
+widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over float32 weights:
+
+* the tiled MLP (`ssogen.train.tiled_mlp`) against the stock Qwen2 MLP, 8,192 tokens;
+* the output layer's deferred weight gradient against the one computed inside backward, 4,096 positions;
+* a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head against stock.
+
+Each gradient is compared with a float64 reference of the same computation; the lean path passes when its error
+is at most twice the stock path's plus 1e-6 (bf16 rounding makes both differ from float64). Prints a table,
+exit 1 on a failure. About 10 s on one GPU (estimated).
+
+    python bench/gpu_lean_check.py                  # CUDA
+    python bench/gpu_lean_check.py --device cpu     # on the CPU: vocabulary 8,192 and an eighth of the tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ssogen from this checkout when not installed
+
+HIDDEN, INTERMEDIATE = 896, 4864
+VOCAB = {"cuda": 151_936, "cpu": 8192}
+TOKENS = {"cuda": 8192, "cpu": 1024}  # the MLP's; the output layer gets half, the model a quarter
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((value.double() - reference).norm() / reference.norm().clamp_min(1e-30))
+
+
+def mlp_gradients(device: str, tokens: int, tiled: bool, reference: bool) -> list[torch.Tensor]:
+    from transformers import Qwen2Config
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
+    from ssogen.train.tiled_mlp import _TiledSwiGLU
+
+    torch.manual_seed(0)
+    mlp = Qwen2MLP(Qwen2Config(hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, hidden_act="silu")).to(device)
+    x = torch.randn(tokens, HIDDEN, device=device)
+    if reference:
+        mlp, x = mlp.double(), x.double()
+    x.requires_grad_(True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=not reference):
+        weights = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+        out = _TiledSwiGLU.apply(x, *weights) if tiled else mlp(x)
+    return list(torch.autograd.grad(out.float().square().mean(), [x, *weights]))
+
+
+def head_gradients(device: str, positions: int, deferred: bool, reference: bool) -> list[torch.Tensor]:
+    from ssogen.train.output_layer import LogProbHead
+
+    torch.manual_seed(1)
+    vocab = VOCAB[device]
+    linear = torch.nn.Linear(HIDDEN, vocab, bias=False, device=device)
+    hidden = torch.randn(1, positions, HIDDEN, device=device)
+    if reference:
+        linear, hidden = linear.double(), hidden.double()
+    hidden.requires_grad_(True)
+    head = LogProbHead(linear, keep_probabilities=False)
+    head.defer_weight_grad = deferred
+    head.positions = torch.arange(positions, device=device)
+    head.targets = torch.randint(0, vocab, (positions,), device=device)
+    weights = torch.linspace(-1, 1, positions, device=device)
+    with head.weight_grad_after_backward(), torch.autocast(device, dtype=torch.bfloat16, enabled=not reference):
+        (head(hidden).float() * weights).sum().backward()
+    return [hidden.grad, linear.weight.grad]
+
+
+def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> list[torch.Tensor]:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ssogen.train.output_layer import install_logprob_head, output_layer
+    from ssogen.train.tiled_mlp import install_tiled_mlp
+
+    torch.manual_seed(2)
+    config = Qwen2Config(hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=2,
+                         num_attention_heads=14, num_key_value_heads=2, vocab_size=VOCAB[device],
+                         tie_word_embeddings=True,
+                         use_cache=False)
+    config._attn_implementation = "sdpa"
+    model = Qwen2ForCausalLM(config).to(device, torch.float64 if reference else torch.float32)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    install_logprob_head(model, keep_probabilities=False)
+    head: Any = output_layer(model)
+    if lean:
+        install_tiled_mlp(model)
+        head.defer_weight_grad = True
+    ids = torch.randint(0, VOCAB[device], (2, tokens // 2), generator=torch.Generator().manual_seed(3)).to(device)
+    head.positions, head.targets = torch.arange(ids.numel() - 1, device=device), ids.view(-1)[1:]
+    with head.weight_grad_after_backward(), torch.autocast(device, dtype=torch.bfloat16, enabled=not reference):
+        logps = model(input_ids=ids, logits_to_keep=0).logits
+        (logps.float() * torch.linspace(-1, 1, logps.numel(), device=device)).sum().backward()
+    return [p.grad for p in model.parameters()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    args = parser.parse_args()
+    device, tokens = args.device, TOKENS[args.device]
+    cases = [
+        ("tiled MLP", "gradient of x, gate, up, down",
+         lambda lean, ref: mlp_gradients(device, tokens, tiled=lean, reference=ref)),
+        ("deferred head", "gradient of hidden, weight",
+         lambda lean, ref: head_gradients(device, tokens // 2, deferred=lean, reference=ref)),
+        ("checkpointed model", "every parameter's gradient",
+         lambda lean, ref: model_gradients(device, tokens // 4, lean=lean, reference=ref)),
+    ]
+    print(f"device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, torch {torch.__version__}\n")
+    print("| case | compared | worst relative error, stock | worst relative error, lean | pass |")
+    print("|---|---|---|---|---|")
+    failed = False
+    for name, what, gradients in cases:
+        reference = gradients(False, True)
+        stock = max(relative_error(g, r) for g, r in zip(gradients(False, False), reference, strict=True))
+        lean = max(relative_error(g, r) for g, r in zip(gradients(True, False), reference, strict=True))
+        ok = lean <= 2 * stock + 1e-6
+        failed |= not ok
+        print(f"| {name} | {what} | {stock:.2e} | {lean:.2e} | {'yes' if ok else 'NO'} |", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
