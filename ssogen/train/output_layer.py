@@ -183,15 +183,20 @@ def _logits_grad_tile(chunk: torch.Tensor, tile_w: torch.Tensor, tile_b: torch.T
 def _add_weight_grad(grad_weight: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, targets: torch.Tensor,
                      lse: torch.Tensor, grads: torch.Tensor) -> None:
     """`grad_weight += ` the output layer's weight gradient, from recomputed logits. Vocabulary slices outer, so
-    that each slice of the weight is cast to the compute dtype once (no full-size copy)."""
+    that each slice of the weight is cast to the compute dtype once (no full-size copy); a half-precision
+    `grad_weight` gets each slice's sum in float32, rounded once, as backward's own gradient would be."""
     rows, cols = _tile_shape(h)
     for first in range(0, weight.size(0), cols):
         tile_w = weight[first:first + cols].to(h.dtype)
+        target = grad_weight[first:first + cols]
+        total = target if target.dtype.itemsize >= 4 else float_accumulator(target.shape, target)
         for start in range(0, h.size(0), rows):
             stop = start + rows
             tile = _logits_grad_tile(h[start:stop], tile_w, None, first, targets[start:stop], lse[start:stop],
                                      grads[start:stop])
-            mixed_precision.accumulate_float(grad_weight[first:first + cols], tile.t(), h[start:stop])
+            mixed_precision.accumulate_float(total, tile.t(), h[start:stop])
+        if total is not target:
+            target.add_(total)
 
 
 class LogProbHead(nn.Module):

@@ -237,3 +237,22 @@ def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_m
     for name, tensor in weights[0].items():
         assert not torch.equal(tensor, start[name]) or "norm" in name, name
         torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_deferred_gradient_of_a_bf16_head_equals_the_one_from_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights in bf16 (no autocast): the deferred sum is float32 per vocabulary slice, rounded once, as backward's."""
+    monkeypatch.setattr(output_layer, "HEAD_CHUNK_ROWS", 8)  # 3 position chunks, vocabulary slices of 256 // 8
+    monkeypatch.setattr(output_layer, "HEAD_CHUNK_ELEMENTS", 256)
+    grads = []
+    for deferred in (False, True):
+        torch.manual_seed(3)
+        linear = torch.nn.Linear(16, 80, bias=False, dtype=torch.bfloat16)
+        head = output_layer.LogProbHead(linear, keep_probabilities=False)
+        head.defer_weight_grad = deferred
+        hidden = torch.randn(1, 20, 16, dtype=torch.bfloat16, requires_grad=True)
+        head.positions, head.targets = torch.arange(20), torch.randint(0, 80, (20,))
+        with head.weight_grad_after_backward():
+            (head(hidden) * torch.linspace(-1, 1, 20)).sum().backward()
+        assert linear.weight.grad is not None and linear.weight.grad.dtype == torch.bfloat16
+        grads.append(linear.weight.grad)
+    assert torch.equal(grads[1], grads[0])
