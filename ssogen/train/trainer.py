@@ -73,16 +73,17 @@ class SSOTrainer(Trainer):
         if not self.args.gradient_checkpointing or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return None
         layers = install_tiled_mlp(self.model)
-        self.lean_backward_used = f"MLP backward in token tiles ({layers} layers)" if layers else "off"
+        used = [f"MLP backward in token tiles ({layers} layers)"] if layers else []
         head = output_layer(self.model)
         optimizer = str(getattr(self.args.optim, "value", self.args.optim))
         steps_in_backward = optimizer.endswith("layerwise") or optimizer in ("lomo", "adalomo")
-        if (not isinstance(head, LogProbHead) or self.args.world_size > 1 or steps_in_backward
-                or self.args.device.type not in DEFERRED_HEAD_DEVICES):
-            return None
-        head.defer_weight_grad = True
-        self.lean_backward_used += "; output-layer weight gradient after the layers"
-        return head
+        deferred = (isinstance(head, LogProbHead) and self.args.world_size == 1 and not steps_in_backward
+                    and self.args.device.type in DEFERRED_HEAD_DEVICES)
+        if deferred:
+            head.defer_weight_grad = True
+            used.append("output-layer weight gradient after the layers")
+        self.lean_backward_used = "; ".join(used) or "off"
+        return head if deferred else None
 
     # -- reference -------------------------------------------------------------------------------------------
     def ensure_reference(self) -> None:
