@@ -61,6 +61,19 @@ def test_tiled_mlp_under_bf16_autocast_matches_the_stock_module() -> None:
         torch.testing.assert_close(a, b, atol=0, rtol=2e-2)  # the stock path rounds its weight gradients to bf16
 
 
+def count_tiled_passes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the tiled MLP's passes over its tokens (each forward that computes, each backward) in "tiled"."""
+    calls = {"tiled": 0}
+    original = tiled_mlp._tiles
+
+    def counted(tokens: int, intermediate: int) -> list[tuple[int, int]]:
+        calls["tiled"] += 1
+        return original(tokens, intermediate)
+
+    monkeypatch.setattr(tiled_mlp, "_tiles", counted)
+    return calls
+
+
 def batch_of(model_dir: Path, rows: int = 2) -> dict[str, torch.Tensor]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     encoded, _, _ = encode_rows(synthetic_sso_rows(rows), tokenizer, max_length=256, max_prompt_length=192)
@@ -96,17 +109,10 @@ def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model:
     monkeypatch.setattr(tiled_mlp, "TILE_ELEMENTS", 64 * 128)  # 64 tokens per tile: several tiles
     batch = batch_of(tiny_model)
     stock_sums, stock_grads = gradients(tiny_model, batch, lean=False, reentrant=reentrant)
-    calls = {"forward tiles": 0}
-    original_tiles = tiled_mlp._tiles
-
-    def counted(tokens: int, intermediate: int) -> list[tuple[int, int]]:
-        calls["forward tiles"] += 1
-        return original_tiles(tokens, intermediate)
-
-    monkeypatch.setattr(tiled_mlp, "_tiles", counted)
+    calls = count_tiled_passes(monkeypatch)
     lean_sums, lean_grads = gradients(tiny_model, batch, lean=True, reentrant=reentrant)
     # Forward and backward once per layer: the checkpoint's recompute did not run the MLP.
-    assert calls["forward tiles"] == 2 * 2
+    assert calls["tiled"] == 2 * 2
     torch.testing.assert_close(lean_sums, stock_sums, atol=1e-5, rtol=1e-5)
     for name, grad in stock_grads.items():
         torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
@@ -204,19 +210,15 @@ def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_m
     if defer_on_cpu:  # by default only on CUDA
         monkeypatch.setattr(trainer, "DEFERRED_HEAD_DEVICES", frozenset({"cpu", "cuda"}))
     data = write_synthetic_sso(tmp_path / "data", count=8, seed=0)
-    calls = {"deferred": 0, "tiled": 0}
-    original_apply, original_tiles = output_layer.LogProbHead.apply_deferred_weight_grad, tiled_mlp._tiles
+    calls = count_tiled_passes(monkeypatch)
+    calls["deferred"] = 0
+    original_apply = output_layer.LogProbHead.apply_deferred_weight_grad
 
     def counted_apply(self: output_layer.LogProbHead) -> None:
         calls["deferred"] += bool(self._deferred)
         original_apply(self)
 
-    def counted_tiles(tokens: int, intermediate: int) -> list[tuple[int, int]]:
-        calls["tiled"] += 1
-        return original_tiles(tokens, intermediate)
-
     monkeypatch.setattr(output_layer.LogProbHead, "apply_deferred_weight_grad", counted_apply)
-    monkeypatch.setattr(tiled_mlp, "_tiles", counted_tiles)
     weights = []
     for checkpointing in (False, True):
         out = tmp_path / f"gc-{checkpointing}"
