@@ -137,6 +137,7 @@ TRAIN = [
     ("no-g-with-v2", "--objective v2 --no-g", 2, "--no-g cannot be used with --objective v2"),
     ("prompt-length", "--max-prompt-length 300 --max-length 200", 2, "--max-prompt-length"),
     ("beta", "--beta -1", 2, "--beta: Input should be greater than 0"),
+    ("objective", "--objective v3", 2, "--objective: Input should be 'v1' or 'v2' (got 'v3')"),  # help: [v1|v2]
     ("lora-r-without-lora", "--lora-r 4", 2, "--lora-r needs --lora"),
     ("config-unknown-key", "--config {w}/train-unknown.yaml", 2, "unknown key(s): lamda (line 1; did you mean"),
     ("out-is-data", "--out {w}/sso", 2, "--out must differ from --data"),
