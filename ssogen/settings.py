@@ -97,8 +97,8 @@ class OptionSpec:
 
     @property
     def choices(self) -> tuple[str, ...] | None:
-        """The values of a Literal type: help shows them as [a|b]; pydantic checks them (on the command line as in
-        a config file), so that a bad one is blamed on its flag or file line like any other bad value."""
+        """The values of a Literal type: help shows a short list as [a|b]; pydantic checks them (on the command line as
+        in a config file), so that a bad one is blamed on its flag or file line like any other bad value."""
         if typing.get_origin(self._value_type) is not typing.Literal:
             return None
         return tuple(str(value) for value in typing.get_args(self._value_type))
