@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from ssogen.generate.steps.common import derive_seed
 from ssogen.generate.steps.principle_writing import parse_principle_json
 from ssogen.generate.steps.selection import finish_selection, guided_regex, parse_feature_names
 from ssogen.principles import load_library
+from ssogen.testing.tiny_model import copy_without_chat_template
 
 LIBRARY = load_library("default").library
 runner = CliRunner()
@@ -225,12 +225,7 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     bad_library.write_text("name: x\nversion: 1\n")
     bad_config = tmp_path / "run.yaml"
     bad_config.write_text("temprature: 0.5\n")
-    no_template = tmp_path / "no-template"
-    shutil.copytree(tiny_model, no_template)
-    (no_template / "chat_template.jinja").unlink()
-    config = json.loads((no_template / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+    no_template = copy_without_chat_template(tiny_model, tmp_path / "no-template")
     cases = [
         (base + ["--prompts", str(tmp_path / "missing.jsonl")], "no such file"),
         (base + ["--prompts", str(empty)], "empty file"),
