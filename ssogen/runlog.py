@@ -223,10 +223,7 @@ def _log_outcome(exc: BaseException | None, seconds: float) -> None:
 def _restore_loggers(saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]]) -> None:
     for library, library_handlers, propagate, level in saved:
         # Exactly those of before: vLLM adds its own when it configures logging (an engine built in the command).
-        for handler in list(library.handlers):
-            library.removeHandler(handler)
-        for handler in library_handlers:
-            library.addHandler(handler)
+        library.handlers[:] = library_handlers
         library.propagate = propagate
         library.setLevel(level)  # not `.level =`: setLevel also clears the loggers' isEnabledFor cache
 
