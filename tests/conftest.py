@@ -66,10 +66,7 @@ def _vllm_logger_as_it_was() -> Iterator[logging.Logger]:
     try:
         yield vllm_logger
     finally:
-        for handler in [*vllm_logger.handlers]:
-            vllm_logger.removeHandler(handler)
-        for handler in handlers:
-            vllm_logger.addHandler(handler)
+        vllm_logger.handlers[:] = handlers
         vllm_logger.propagate = propagate
         vllm_logger.setLevel(level)  # setLevel, not `.level =`: it also clears the isEnabledFor caches
 
