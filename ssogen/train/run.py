@@ -122,7 +122,9 @@ def _ssogen_arguments(config: TrainConfig, cuda: bool, report_to: list[str], war
         report_to=report_to,
         remove_unused_columns=False,
         disable_tqdm=True,
-        dataloader_pin_memory=cuda,
+        # No host-GPU synchronisation per step: batches are copied asynchronously (from pinned memory), and the
+        # logged loss is not checked for NaN (a bool of a GPU tensor waits for backward; ours are not either).
+        dataloader_pin_memory=cuda, accelerator_config={"non_blocking": cuda}, logging_nan_inf_filter=False,
         # Without any accelerator say so explicitly: transformers refuses bf16 otherwise.
         use_cpu=config.use_cpu or not _accelerator_available(),
     )
