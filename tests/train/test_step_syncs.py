@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 
 from ssogen.train.config import build_config
 from ssogen.train.reference import ReferenceTable
-from ssogen.train.run import _ssogen_arguments, _training_arguments, training_arguments
+from ssogen.train.training_args import _ssogen_arguments, _training_arguments, training_arguments
 
 
 def test_the_reference_lookup_indexes_on_the_batchs_device() -> None:
