@@ -254,6 +254,9 @@ def print_table(args: argparse.Namespace, runs: list[dict[str, Any]], built: dic
                 lines.append(f"| {shape} | {gc} | {kind} | {c['step_s']:.3f} s | {ratio(c['step_s'], trl, 'step_s')}"
                              f" | {ratio(c['step_s'], liger, 'step_s')} | {tokens:,.0f} | {c['peak_mib']:,.0f} "
                              f"{memory} | {ratio(c['peak_mib'], trl, 'peak_mib')} | {c['n']} |")
+    syncs = {(r["kind"], r["shape"], r["gc"]): r["syncs"] for r in runs if "syncs" in r}
+    lines += [""] * bool(syncs) + [f"host-GPU synchronisations in one step, {kind} {shape} gc {gc}: {count or 'none'}"
+                                   for (kind, shape, gc), count in sorted(syncs.items())]
     table = "\n".join(lines)
     print(table, flush=True)
     return table
@@ -296,6 +299,9 @@ def main() -> int:
     parser.add_argument("--profile-gc", choices=["off", "on"], help="the setting profiled (default: the first)")
     parser.add_argument("--out-dir", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     args = parser.parse_args()
+    unknown = {*args.kinds.split(","), *args.diagnostic.split(",")} - {"", *MAIN_KINDS, *DIAGNOSTIC_KINDS}
+    if unknown:  # a misspelt kind would run as plain ssogen under its name
+        parser.error(f"unknown kinds {', '.join(sorted(unknown))}; known: {', '.join(MAIN_KINDS + DIAGNOSTIC_KINDS)}")
     start = time.perf_counter()
     cpu = args.device == "cpu"
     args.shapes = (args.shapes or ("tiny" if cpu else "0.5b,1.5b")).split(",")

@@ -1,10 +1,11 @@
 """One worker process of bench/gpu_train.py: one trainer kind over every shape and gradient-checkpointing setting.
 
-Prints one JSON line {"runs": [...]}; each run: kind, shape, gc, step_s (median interval between step ends after
-the first two, CUDA synchronised), peak_mib (`torch.cuda.max_memory_allocated`, or peak RSS on the CPU), steps,
-or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-liger-head (liger-kernel's fused linear
-cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiples of 16, the default before
-widths were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
+Prints one JSON line {"runs": [...]}; each run: kind, shape, gc, step_s (median interval between step ends after the
+first two; on CUDA between CUDA events recorded at the step ends), syncs (CUDA only: the host-GPU synchronisations
+of one step, by the Python line that made them), peak_mib (`torch.cuda.max_memory_allocated`, or peak RSS on the
+CPU), steps, or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-liger-head (liger-kernel's fused linear
+cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiples of 16, the default before widths
+were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
 ssogen-stock-backward (with gradient checkpointing, the stock MLP and the output layer's weight gradient inside
 backward: `SSOTrainer.lean_backward` off), trl, trl-liger (TRL with use_liger_kernel=True)."""
 
@@ -19,6 +20,8 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +30,32 @@ from transformers import TrainerCallback
 
 # Steps left out of the timing: the first carries cuBLAS/allocator warm-up, the second the first optimizer state.
 WARMUP_STEPS = 2
+# The step (by global_step at its start) whose host-GPU synchronisations are counted, after the profiled two.
+SYNC_COUNT_STEP = WARMUP_STEPS + 3
 
 
 class StepClock(TrainerCallback):
-    """Times optimizer steps end to end (data, forward, backward, optimizer); optionally profiles two steps."""
+    """Times optimizer steps end to end (data, forward, backward, optimizer); optionally profiles two steps.
+
+    On CUDA a step ends at a CUDA event recorded when the host has queued its last kernel (intervals read when the
+    run is over): a `torch.cuda.synchronize()` at every step end would drain the GPU's queue there, hiding what a
+    trainer gains by queueing the next step's work while the GPU still runs the last one, as a real run does."""
 
     def __init__(self, cuda: bool, profile_to: Path | None) -> None:
         self.cuda = cuda
-        self.ends: list[float] = []
+        self.ends: list[Any] = []
         self.profiled: set[int] = set()
         self.profile_to = profile_to
         self.profiler: Any = None
+        self.syncs: dict[str, int] | None = None
+        self._sync_count: tuple[Any, list[warnings.WarningMessage]] | None = None
 
-    def _now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
+    def _now(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.profile_to is not None and state.global_step == WARMUP_STEPS + 1 and self.profiler is None:
@@ -50,14 +63,28 @@ class StepClock(TrainerCallback):
                 [torch.profiler.ProfilerActivity.CUDA] if self.cuda else [])
             self.profiler = torch.profiler.profile(activities=activities, record_shapes=False)
             self.profiler.__enter__()
+        if self.cuda and state.global_step == SYNC_COUNT_STEP:
+            catcher = warnings.catch_warnings(record=True)
+            self._sync_count = (catcher, catcher.__enter__())
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")  # every synchronising call warns, from the line that made it
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.ends.append(self._now())
+        if self._sync_count is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            catcher, caught = self._sync_count
+            catcher.__exit__(None, None, None)
+            self.syncs = dict(Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                      if "synchroniz" in str(w.message)))
+            self._sync_count = None
+            self.profiled.add(len(self.ends) - 1)  # the warnings cost time: not a timed step
         if self.profiler is not None and self.profile_to is not None:
             self.profiled.add(len(self.ends) - 1)
             if len(self.profiled) == 2:
                 self.profiler.__exit__(None, None, None)
                 self._write_profile()
+                self.profiled.add(len(self.ends))  # the next step waits for the profile's table: not timed either
                 self.profile_to, self.profiler = None, None
 
     def _write_profile(self) -> None:
@@ -74,8 +101,11 @@ class StepClock(TrainerCallback):
         self.profile_to.write_text(f"two optimizer steps, sorted by {used}\n{table}\n")
 
     def median_step(self) -> float:
-        intervals = [b - a for i, (a, b) in enumerate(zip(self.ends, self.ends[1:], strict=False), start=1)
-                     if i >= WARMUP_STEPS and i not in self.profiled]
+        if self.cuda:
+            torch.cuda.synchronize()
+        seconds = ([a.elapsed_time(b) / 1000 for a, b in zip(self.ends, self.ends[1:], strict=False)] if self.cuda
+                   else [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)])
+        intervals = [s for i, s in enumerate(seconds, start=1) if i >= WARMUP_STEPS and i not in self.profiled]
         return statistics.median(intervals)
 
 
@@ -193,6 +223,8 @@ def main() -> None:
                     train = train_trl if trl else train_ssogen
                     run["steps"] = train(spec, shape, setting == "on", clock, Path(out))
                 run.update(step_s=clock.median_step(), peak_mib=peak_mib(cuda))
+                if clock.syncs is not None:
+                    run["syncs"] = clock.syncs
             except torch.OutOfMemoryError:
                 run["error"] = "out of GPU memory"
             except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' numbers

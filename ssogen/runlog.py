@@ -166,7 +166,7 @@ class _DescriptorCapture:
 def _adopt_library_loggers(import_transformers: bool) -> list[tuple[logging.Logger, list[logging.Handler], bool, int]]:
     """Take the libraries' own handlers off and let them propagate (transformers' info lines too, such as the
     Trainer's); returns what to put back."""
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM imported later then logs to the root logger
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # engines built meanwhile log to the root logger
     if import_transformers or "transformers" in sys.modules:
         with contextlib.suppress(Exception):  # configures transformers' logger now, so later imports keep ours
             import transformers.utils.logging as hf_logging
@@ -222,10 +222,17 @@ def _log_outcome(exc: BaseException | None, seconds: float) -> None:
 
 def _restore_loggers(saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]]) -> None:
     for library, library_handlers, propagate, level in saved:
-        for handler in library_handlers:
-            library.addHandler(handler)
+        # Exactly those of before: vLLM adds its own when it configures logging (an engine built in the command).
+        library.handlers[:] = library_handlers
         library.propagate = propagate
         library.setLevel(level)  # not `.level =`: setLevel also clears the loggers' isEnabledFor cache
+
+
+def _restore_variable(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _stop_capturing_warnings(previous: Callable[..., Any]) -> None:
@@ -260,6 +267,7 @@ def command_log(path: Path, command: str, argv: list[str] | None = None, *, capt
         enclosing = _SESSIONS[-1] if _SESSIONS else LogSession(path)
         own = capture.terminal if capture is not None else {}
         session = LogSession(path, enclosing.stdout or own.get(1), enclosing.stderr or own.get(2))
+        undo.callback(_restore_variable, "VLLM_CONFIGURE_LOGGING", os.environ.get("VLLM_CONFIGURE_LOGGING"))
         undo.callback(_restore_loggers, _adopt_library_loggers(import_transformers))
         root = logging.getLogger()
         printer = _Warnings(warn or _terminal_writer(session.stderr), _PRINTERS[-1].seen if _PRINTERS else set())

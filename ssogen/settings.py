@@ -93,9 +93,20 @@ class OptionSpec:
     @property
     def base_type(self) -> Any:
         """The value type without None (Literal choices are text on the command line)."""
+        return str if self.choices is not None else self._value_type
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The values of a Literal type: help shows a short list as [a|b]; pydantic checks them (on the command line as
+        in a config file), so that a bad one is blamed on its flag or file line like any other bad value."""
+        if typing.get_origin(self._value_type) is not typing.Literal:
+            return None
+        return tuple(str(value) for value in typing.get_args(self._value_type))
+
+    @property
+    def _value_type(self) -> Any:
         args = [a for a in _union_args(self.annotation) if a is not type(None)]
-        kind = args[0] if len(args) == 1 else str
-        return str if typing.get_origin(kind) is typing.Literal else kind
+        return args[0] if len(args) == 1 else str
 
     def shown_default(self) -> str | None:
         if self.default_text is not None:

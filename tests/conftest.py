@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -53,17 +55,41 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def _vllm_logger_as_it_was() -> Iterator[logging.Logger]:
+    """Give the `vllm` logger back with its handlers, propagation and level of before. An engine built outside a
+    command log lets vLLM configure it (its own handler on the stdout of the moment, pytest's capture; no
+    propagation), and it would stay so for the rest of the process, with pytest's capture handlers attached to it
+    in each later test (pytest attaches them to every logger that does not propagate)."""
+    vllm_logger = logging.getLogger("vllm")
+    handlers, propagate, level = list(vllm_logger.handlers), vllm_logger.propagate, vllm_logger.level
+    try:
+        yield vllm_logger
+    finally:
+        vllm_logger.handlers[:] = handlers
+        vllm_logger.propagate = propagate
+        vllm_logger.setLevel(level)  # setLevel, not `.level =`: it also clears the isEnabledFor caches
+
+
+@pytest.fixture
+def vllm_logger() -> Iterator[logging.Logger]:
+    """The `vllm` logger, put back as it was after the test whatever the test did to it."""
+    with _vllm_logger_as_it_was() as logger:
+        yield logger
+
+
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model: Path) -> Iterator[Any]:
     """One in-process vLLM engine for a module's tests, shut down when the module ends: in-process it holds a
     torch.distributed group (world size 1) that would otherwise outlive it and turn later in-process training
-    into a "process group is initialized" DDP warning."""
+    into a "process group is initialized" DDP warning. vLLM's logger is put back as it was then too."""
     from ssogen.engine.launch import make_engine
     from ssogen.generate.config import RunConfig
 
-    engine = make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
-    yield engine
-    engine.close()  # tears down vLLM's parallel state and its process group
+    with _vllm_logger_as_it_was():
+        engine = make_engine("vllm", str(tiny_model), RunConfig(model=str(tiny_model), out="-").engine_options())
+        yield engine
+        engine.close()  # tears down vLLM's parallel state and its process group
 
 
 def _release_dropped_vllm_engines() -> None:

@@ -4,7 +4,9 @@ secrets never appear, and the process's descriptors and loggers are as before af
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -101,7 +103,7 @@ def _process_state() -> dict[str, object]:
     descriptors = {fd: (os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)}
     return {"root": (list(root.handlers), root.level), "showwarning": warnings.showwarning, "libraries": libraries,
             "descriptors": descriptors, "active": active_logs(), "terminal": terminal(),
-            "printers": list(runlog._PRINTERS)}
+            "printers": list(runlog._PRINTERS), "vllm_configure_logging": os.environ.get("VLLM_CONFIGURE_LOGGING")}
 
 
 @pytest.mark.parametrize("outcome", ["success", "exception", "user error"])
@@ -141,6 +143,27 @@ def test_a_failure_while_starting_leaves_nothing_behind(tmp_path: Path, monkeypa
     monkeypatch.setattr(runlog, failing_step, fail)
     with pytest.raises(OSError, match="cannot"), command_log(tmp_path / "t.log", "t", import_transformers=False):
         pytest.fail("the log session started although one of its steps failed")
+    assert _process_state() == before
+
+
+@pytest.mark.usefixtures("vllm_logger")  # puts vLLM's logger back, should this test fail
+@pytest.mark.parametrize("outcome", ["success", "exception"])
+def test_a_logger_reconfigured_during_the_command_is_put_back_as_it_was(tmp_path: Path, outcome: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM configures its logger when an engine is built, i.e. inside `generate` (its own handler, no
+    propagation, its level): afterwards the logger is as before the command. vLLM's handler used to stay, beside
+    the propagation put back; and VLLM_CONFIGURE_LOGGING, set for the command, used to stay set for the process."""
+    monkeypatch.delenv("VLLM_CONFIGURE_LOGGING", raising=False)
+    before = _process_state()
+    vllm_config = {"version": 1, "disable_existing_loggers": False,  # as vLLM's default dictConfig
+                   "handlers": {"vllm": {"class": "logging.StreamHandler", "level": "WARNING"}},
+                   "loggers": {"vllm": {"handlers": ["vllm"], "level": "WARNING", "propagate": False}}}
+    with contextlib.suppress(RuntimeError), command_log(tmp_path / "t.log", "generate", ["ssogen", "generate"],
+                                                        import_transformers=False, warn=[].append):
+        assert os.environ["VLLM_CONFIGURE_LOGGING"] == "0"
+        logging.config.dictConfig(vllm_config)
+        if outcome == "exception":
+            raise RuntimeError("the engine failed")
     assert _process_state() == before
 
 
@@ -204,3 +227,27 @@ with command_log(Path({str(outer)!r}), "outer", import_transformers=False) as ou
     for log in (outer, inner):
         assert "WARNING ssogen: disk almost full" in log.read_text(), log
     assert "summary of the inner command" not in outer.read_text()
+
+
+def test_generate_gives_vllms_logger_back_as_it_found_it(tiny_model: Path, tmp_path: Path) -> None:
+    """End to end, in a fresh process where vLLM configures its logger inside the command (the user asked for it
+    with VLLM_CONFIGURE_LOGGING=1): after `generate` the logger's handlers, level and propagation are those of
+    before (vLLM's stream handler used to stay, so each of its later lines also went to stdout)."""
+    script = f"""
+import json, logging
+from typer.testing import CliRunner
+from ssogen.cli import app
+vllm_logger = logging.getLogger("vllm")
+def state():
+    return [[repr(h) for h in vllm_logger.handlers], vllm_logger.propagate, vllm_logger.level]
+before = state()
+result = CliRunner().invoke(app, ["generate", "--model", {str(tiny_model)!r}, "--out", {str(tmp_path / "run")!r},
+                                  "--max-tokens", "8", "--keep-truncated", "--limit", "1"])
+print(json.dumps({{"exit": result.exit_code, "before": before, "after": state()}}))
+"""
+    env = {**os.environ, "VLLM_CONFIGURE_LOGGING": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["exit"] == 0
+    assert seen["after"] == seen["before"] == [[], True, logging.NOTSET]

@@ -5,15 +5,24 @@ Why: typer 0.27 made help print a required argument as `{folder}` in the usage l
 `<str>`, and typer 0.29 prints a type beside every option, so each flag, --help included, reads `<bool>`. typer
 builds the parameter objects itself and offers no hook for their class; what it does let a program choose is the
 class of each command (`cls=`). `Command` and `Group` give their parameters, --help included, the two classes
-below, which override only how a parameter is shown; parsing and validation stay typer's."""
+below, which override only how a parameter is shown; parsing and validation stay typer's.
+
+Why the --no- form goes under its flag: typer gives a `--name/--no-name` pair's negative form a table column of its
+own, as wide as the longest negative name; with train's long pairs that left the help text ~20 characters at 80
+columns, and Rich cut flag names with "…". While help is drawn, `get_params` hands typer's formatter a copy of each
+pair whose one name cell holds both forms, one above the other, so the name column is as wide as the longest flag."""
 
 from __future__ import annotations
 
+import copy
 import re
+from typing import Any
 
 from typer._click import Command as ClickCommand  # typer 0.29 vendors click: its base classes
-from typer._click import Context, Parameter
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer._click import Context, HelpFormatter, Parameter
+from typer.core import HAS_RICH, TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+_DRAWING_HELP = "ssogen.helpstyle.drawing_help"  # a key of ctx.meta, set while format_help runs
 
 # typer's own type words (what it writes between < and >) -> click's
 _CLICK_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
@@ -52,6 +61,28 @@ class _Argument(TyperArgument):
         return [shown + ("..." if self.nargs != 1 else "")]
 
 
+class _StackedPair(_Option):
+    """A copy of a `--name/--no-name` option for the help screen only: both names in the first cell."""
+
+    paired: _Option  # the option it shows, which still computes the default as "name" or "no-name"
+
+    def _get_default_string(self, **kwargs: Any) -> str:
+        return self.paired._get_default_string(**kwargs)
+
+
+def _stacked(param: Parameter) -> Parameter:
+    if not isinstance(param, _Option) or not param.secondary_opts:
+        return param
+    shown = copy.copy(param)
+    shown.__class__ = _StackedPair
+    assert isinstance(shown, _StackedPair)
+    shown.paired = param
+    longs = [", ".join(opt for opt in opts if opt.startswith("--")) for opts in (param.opts, param.secondary_opts)]
+    shorts = [opt for opt in (*param.opts, *param.secondary_opts) if not opt.startswith("--")]
+    shown.opts, shown.secondary_opts = ["\n".join(filter(None, longs)), *shorts], []
+    return shown
+
+
 def _restyle(param: object) -> None:
     # Only typer's own classes are swapped, for subclasses that add no state; a parameter of another class keeps it.
     if type(param) is TyperOption:
@@ -68,7 +99,17 @@ class _ShowsClickNames(ClickCommand):
         params = super().get_params(ctx)
         for param in params:
             _restyle(param)
-        return params
+        return [_stacked(param) for param in params] if ctx.meta.get(_DRAWING_HELP) else params
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        if not HAS_RICH or getattr(self, "rich_markup_mode", None) is None:
+            super().format_help(ctx, formatter)  # click's plain help: it writes `--name / --no-name` on one line
+            return
+        ctx.meta[_DRAWING_HELP] = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            del ctx.meta[_DRAWING_HELP]
 
 
 class Command(_ShowsClickNames, TyperCommand):

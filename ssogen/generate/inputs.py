@@ -51,11 +51,13 @@ class PromptsRead:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, among the rows read
     # Message-list rows reduced to their last user turn: what was left out -> rows (rows taken only).
     reduced: dict[str, int] = field(default_factory=dict)
+    # What a published manifest says about the input: a file by its name and the sha256 of the bytes read here,
+    # a folder by its name, a hub id as it is; never a local path (it would carry the user's home folder along).
+    public: dict[str, str] = field(default_factory=dict)
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text; any other encoding (Latin-1, UTF-16, binary data) is one line naming where."""
-    raw = path.read_bytes()
+def _decode(path: Path, raw: bytes) -> str:
+    """The file's bytes as UTF-8 text; any other encoding (Latin-1, UTF-16, binary data) is one line naming where."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -64,14 +66,23 @@ def _read_text(path: Path) -> str:
                         "(a binary file is not a prompts file)") from None
 
 
-def _rows_from_file(path: Path) -> list[Any]:
+def _rows_from_file(path: Path) -> tuple[list[Any], str]:
+    """The file's rows and the sha256 of its bytes, from one read of it."""
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
+    if suffix not in (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv"):
+        raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use .jsonl, .json, .parquet, .csv "
+                        "or a datasets folder)")
+    raw = path.read_bytes()
+    return _parse_file(path, suffix, raw), hashlib.sha256(raw).hexdigest()
+
+
+def _parse_file(path: Path, suffix: str, raw: bytes) -> list[Any]:
     if suffix in (".jsonl", ".ndjson"):
         rows = []
         # Lines end at \n only: JSON text may hold U+2028 and other characters str.splitlines() breaks at.
-        for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        for number, line in enumerate(_decode(path, raw).split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -81,7 +92,7 @@ def _rows_from_file(path: Path) -> list[Any]:
         return rows
     if suffix == ".json":
         try:
-            data = json.loads(_read_text(path))
+            data = json.loads(_decode(path, raw))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -94,17 +105,15 @@ def _rows_from_file(path: Path) -> list[Any]:
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path).to_pylist()
+            return pq.read_table(pa.BufferReader(raw)).to_pylist()
         except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{path}: cannot read parquet ({exc})") from None
-    if suffix in (".csv", ".tsv"):
-        text = _read_text(path)
-        try:
-            return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","))
-        except csv.Error as exc:
-            raise UserError(f"{path}: not a valid {suffix[1:].upper()} file ({exc})") from None
-    raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use .jsonl, .json, .parquet, .csv "
-                    "or a datasets folder)")
+            problem = str(exc).replace("'<Buffer>'", f"'{path}'")  # pyarrow calls bytes in memory '<Buffer>'
+            raise UserError(f"{path}: cannot read parquet ({problem})") from None
+    text = _decode(path, raw)
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","))
+    except csv.Error as exc:
+        raise UserError(f"{path}: not a valid {suffix[1:].upper()} file ({exc})") from None
 
 
 def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
@@ -138,23 +147,6 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
     except Exception as exc:
         raise UserError(f"--prompts {name}: no such file, and loading it as a hub dataset failed "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-
-
-def public_source(source: str | None) -> dict[str, str]:
-    """What a published manifest says about the queries: a file by its name and sha256, a folder by its name, a
-    hub id as it is; never a local path (which would carry the user's home folder into a published dataset)."""
-    if source is None:
-        return {"source": "demo queries", "origin": "bundled"}
-    path = Path(source).expanduser()
-    if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return {"source": path.name, "origin": "local file", "sha256": digest.hexdigest()}
-    if path.is_dir():
-        return {"source": path.resolve().name, "origin": "local folder"}
-    return {"source": source, "origin": "hub"}
 
 
 def _is_message_list(value: Any) -> bool:
@@ -209,21 +201,24 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
     were left out are counted in `reduced` for the rows taken."""
     if source is None:
         raw: list[Any] = [{"prompt": q} for q in demo_queries()]
-        shown, prompt_field = "demo queries", "prompt"
+        shown, prompt_field, public = "demo queries", "prompt", {"source": "demo queries", "origin": "bundled"}
     else:
         path = Path(source)
         shown = source
         if path.is_dir():
             raw = _rows_from_dataset_folder(path, split)
+            public = {"source": path.resolve().name, "origin": "local folder"}
         elif path.is_file():
-            raw = _rows_from_file(path)
+            raw, sha256 = _rows_from_file(path)
+            public = {"source": path.name, "origin": "local file", "sha256": sha256}
         elif "/" in source and not source.startswith((".", "/", "~")) and path.suffix == "":
             raw = _rows_from_hub(source, split)
+            public = {"source": source, "origin": "hub"}
         else:
             raise UserError(f"--prompts {source}: no such file or folder")
     if not raw:
         raise UserError(f"{shown}: no rows")
-    read = PromptsRead(source=shown, rows=[], input_rows=len(raw))
+    read = PromptsRead(source=shown, rows=[], input_rows=len(raw), public=public)
     digest = hashlib.sha256()
     for position, row in enumerate(raw):
         taking = limit is None or len(read.rows) < limit

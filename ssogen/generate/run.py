@@ -26,7 +26,7 @@ from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
 from ssogen.generate.config import RunConfig, public_yaml
 from ssogen.generate.filters import VARIANTS
-from ssogen.generate.inputs import PromptsRead, Row, public_source
+from ssogen.generate.inputs import PromptsRead, Row
 from ssogen.generate.plan import RunPlan, plan_run
 from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.principle_writing import write_principles
@@ -243,7 +243,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
     counts = folder.write_configs(records, split)
     model = model_record(plan.model)
-    folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=public_source(config.prompts)))
+    folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
     folder.write_library(plan.loaded_library.text)
     tokens = session.tokens if session else 0
     manifest = {
@@ -267,7 +267,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         "templates": {"origin": "bundled" if config.templates is None else "--templates",
                       "digest": plan.templates_digest},
         # queries_sha256: every usable row's (position, text), as in the fingerprint (the file's bytes: sha256).
-        "prompts": {**public_source(config.prompts), "prompt_field": config.prompt_field,
+        "prompts": {**plan.prompts.public, "prompt_field": config.prompt_field,
                     "queries_sha256": plan.prompts.queries_sha256,
                     "conversation_parts_dropped": dict(plan.prompts.reduced)},
         "split": split.model_dump() if split else None,

@@ -4,6 +4,7 @@ and a ChatML chat template. Tests, the demo and the benchmarks use them; nothing
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -126,3 +127,14 @@ def build_tiny_model(
                     "attention_dropout": attention_dropout}, indent=2) + "\n"
     )
     return out
+
+
+def copy_without_chat_template(model: Path, target: Path) -> Path:
+    """A copy of the model folder with no chat template at all (neither chat_template.jinja nor the tokenizer
+    config's entry): a base model, which `generate` refuses."""
+    shutil.copytree(model, target)
+    (target / "chat_template.jinja").unlink()
+    tokenizer_config = json.loads((target / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return target

@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +52,22 @@ class ReferenceTable:
     logps: torch.Tensor | None = None
     reused: bool = False
     loaded_from: Path | None = None  # the cache file `try_load` read (saved in metrics.json)
+    _device_copy: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def file_name(self) -> str:
         return f"{CACHE_PREFIX}{self.key}.parquet"
 
     def lookup(self, row_index: torch.Tensor) -> torch.Tensor:
+        """The rows' reference log-probs, on `row_index`'s device, indexed there in a copy of the table made once:
+        `row_index.cpu()` would make the host wait for all the GPU work queued so far (the policy's forward) in
+        the middle of every training step."""
         if self.logps is None:
             raise RuntimeError("reference log-probs requested before they were computed")
-        return self.logps[row_index.cpu()]
+        copy = self._device_copy
+        if copy is None or copy[0] is not self.logps or copy[1].device != row_index.device:
+            copy = self._device_copy = (self.logps, self.logps.to(row_index.device))
+        return copy[1][row_index]
 
     def save(self, out_dir: Path) -> Path:
         assert self.logps is not None

@@ -26,7 +26,7 @@ from ssogen.train.config import TrainConfig
 from ssogen.train.data import SSODataset, encode_rows
 from ssogen.train.dropout import disable_dropout
 from ssogen.train.inputs import check_training_inputs, data_fingerprint, read_sso_rows
-from ssogen.train.integrations import integration_errors, report_to_list
+from ssogen.train.integrations import integration_errors
 from ssogen.train.loss import sso_loss
 from ssogen.train.output import TrainOutput
 from ssogen.train.reference import ReferenceTable, cache_key
@@ -40,6 +40,7 @@ from ssogen.train.report import (
     summary_table,
     write_outputs,
 )
+from ssogen.train.training_args import training_arguments
 
 logger = logging.getLogger("ssogen.train.run")
 
@@ -70,68 +71,6 @@ def _apply_lora(model: Any, config: TrainConfig) -> Any:
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules)
     return get_peft_model(model, lora)
-
-
-def training_arguments(config: TrainConfig) -> Any:
-    from transformers import TrainingArguments
-
-    cuda = torch.cuda.is_available() and not config.use_cpu
-    try:
-        return _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
-    except (ValueError, TypeError) as exc:  # e.g. an unknown --scheduler, or a TrainingArguments value of a bad type
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"invalid training option: {first_line}") from None
-
-
-def _warmup(cls: Any, ratio: float) -> dict[str, float]:
-    """Newer transformers read a float `warmup_steps` below 1 as a ratio; older ones have `warmup_ratio`."""
-    if "warmup_ratio" in getattr(cls, "__dataclass_fields__", {}):
-        return {"warmup_ratio": ratio}
-    return {"warmup_steps": ratio}
-
-
-def _training_arguments(cls: Any, config: TrainConfig, cuda: bool, report_to: list[str]) -> Any:
-    """ssogen's options as TrainingArguments; the config file's other TrainingArguments fields on top (they may
-    replace what ssogen derives, such as save_strategy; warmup_steps replaces --warmup-ratio)."""
-    warmup = {} if "warmup_steps" in config.train_args else _warmup(cls, config.warmup_ratio)
-    return cls(**{**_ssogen_arguments(config, cuda, report_to, warmup), **config.train_args})
-
-
-def _ssogen_arguments(config: TrainConfig, cuda: bool, report_to: list[str], warmup: dict[str, float]
-                      ) -> dict[str, Any]:
-    return dict(
-        output_dir=str(config.out),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        **warmup,
-        lr_scheduler_type=config.scheduler,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=config.save_steps if config.save_steps > 0 else 500,
-        save_total_limit=config.save_total_limit,
-        report_to=report_to,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        dataloader_pin_memory=cuda,
-        # Without any accelerator say so explicitly: transformers refuses bf16 otherwise.
-        use_cpu=config.use_cpu or not _accelerator_available(),
-    )
-
-
-def _accelerator_available() -> bool:
-    xpu = getattr(torch, "xpu", None)
-    return (torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
-            or torch.backends.mps.is_available())
 
 
 class _StepTimer(TrainerCallback):

@@ -4,16 +4,27 @@ value; nothing beside a flag), for every command, whatever typer's own style (ty
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
 import typer
+from typer._click import Context
 from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.cli.helpstyle import Command, Group
+from ssogen.cli.options import CHOICES_SHOWN_UP_TO
+from ssogen.dataset.score import ScoreConfig
+from ssogen.generate.config import RunConfig
+from ssogen.iterate.options import IterateOptions
+from ssogen.judge.run import JudgeOptions
+from ssogen.settings import option_specs
+from ssogen.train.config import TrainConfig
 
 TYPER_TYPE_WORD = re.compile(r"<(?:bool|str|int|float|path|dir|file)>")
 
@@ -40,11 +51,19 @@ def test_stats_help_shows_folder_path_and_no_type_beside_a_flag() -> None:
     assert "Usage: ssogen stats [OPTIONS] FOLDER" in shown
     assert re.search(r"FOLDER\s+PATH\s+An ssogen output folder", shown)
     assert re.search(r"--json\s+Print the statistics as JSON", shown)  # a flag: its help follows at once
-    assert re.search(r"--plots\s+--no-plots\s+Draw PNG plots", shown)
+    assert re.search(r"--plots\s+Draw PNG plots.*\n\W*--no-plots\s", shown)  # the --no- form under its flag
     assert re.search(r"--help\s+Show this message", shown)
     assert re.search(r"--templates\s+DIR\s+Folder whose card", shown)  # an explicit metavar stays
     assert re.search(r"--license\s+TEXT\s+Set the dataset's license", shown)
     assert not TYPER_TYPE_WORD.search(shown)
+
+
+def test_plain_help_without_rich_keeps_a_pair_on_one_line() -> None:
+    # The --no- form goes under its flag only in Rich's table; click's plain help (TYPER_USE_RICH=0) has its own layout.
+    env = {**os.environ, "TYPER_USE_RICH": "0", "COLUMNS": "80"}
+    shown = subprocess.run([sys.executable, "-m", "ssogen", "stats", "--help"], env=env, capture_output=True,
+                           text=True, check=True).stdout
+    assert re.search(r"--plots / --no-plots\s+Draw PNG plots", shown), shown
 
 
 def test_a_missing_argument_is_named_as_the_usage_line_names_it() -> None:
@@ -88,8 +107,37 @@ def test_value_names_of_other_typer_types_and_parsing_unchanged() -> None:
     assert CliRunner().invoke(toy, ["a", "--size", "12"]).exit_code == 2
 
 
-@pytest.mark.parametrize("command", ["generate", "iterate", "stats"])
-def test_at_80_columns_no_flag_is_cut(command: str) -> None:
-    # A guard: these fit at 80 columns. train does not: typer gives --no-gradient-checkpointing its own column
-    # beside --gradient-checkpointing, and Rich shrinks every column once the help column is that narrow.
-    assert "…" not in _help((command,), 80)
+def _option_names(path: tuple[str, ...]) -> list[str]:
+    """Every flag the command at path defines, --no- forms and --help included, from its click object."""
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    params = command.get_params(Context(command))
+    return [name for param in params if isinstance(param, typer.core.TyperOption) and not param.hidden
+            for name in (*param.opts, *param.secondary_opts)]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda path: " ".join(path) or "ssogen")
+def test_every_flag_is_shown_in_full(path: tuple[str, ...], columns: int) -> None:
+    # At 80 columns typer gave a --no-name form a column of its own beside --name; with train's long pairs Rich then
+    # squeezed every column and cut flag names with "…".
+    shown = _help(path, columns)
+    cut = [line for line in shown.splitlines() if "…" in line]
+    missing = [name for name in _option_names(path) if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", shown)]
+    assert not cut and not missing, f"cut lines: {cut}\nflags not shown in full: {missing}\n{shown}"
+
+
+@pytest.mark.parametrize(("command", "model"), [("generate", RunConfig), ("train", TrainConfig), ("score", ScoreConfig),
+                                                ("judge", JudgeOptions), ("iterate", IterateOptions)])
+def test_choices_are_shown_beside_the_flag_or_named_in_its_help(command: str, model: type) -> None:
+    shown = _help((command,), 120)
+    for spec in option_specs(model):
+        if spec.choices is None:
+            continue
+        choices = "[" + "|".join(spec.choices) + "]"
+        if len(choices) <= CHOICES_SHOWN_UP_TO:
+            assert re.search(rf"{spec.flag}\s+{re.escape(choices)}\s", shown), (spec.flag, choices)
+        else:  # TEXT beside the flag, so that the panel keeps room for help at 80 columns: the help says the values
+            assert re.search(rf"{spec.flag}\s+TEXT\s", shown), spec.flag
+            assert all(choice in spec.help for choice in spec.choices), (spec.flag, spec.help)

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
-from ssogen.dataset.publish import check_publishable, files_to_upload
+from ssogen.dataset.publishable import check_publishable, files_to_upload
 from ssogen.principles import BUNDLED_DIR
 from ssogen.templating import BUNDLED_TEMPLATES
 

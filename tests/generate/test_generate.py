@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import json
 import os
 import signal
@@ -104,6 +106,30 @@ def test_different_configuration_is_refused_unless_overwrite(e2e: Any, vllm_engi
     config = RunConfig(model=str(tiny_model), out=str(out), **{**BASE, "limit": 2, "temperature": 0.9})
     result = run_generate(config, engine=vllm_engine, overwrite=True)
     assert result.manifest["sampling"]["temperature"] == 0.9
+
+
+def test_the_prompts_file_is_read_once(vllm_engine: Any, tiny_model: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its rows and the manifest's sha256 come from one read (it was read three times: for its rows, then hashed
+    again for the resolved config and for the manifest), so the hash is that of the bytes the rows came from."""
+    prompts = tmp_path / "queries.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n")
+    sha256 = hashlib.sha256(prompts.read_bytes()).hexdigest()
+    reads: list[str] = []
+    path_open, builtin_open = Path.open, builtins.open
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self, (str, Path)) and Path(self).resolve() == prompts.resolve():
+            reads.append(str(args[0] if args else kwargs.get("mode", "r")))
+        return (path_open if isinstance(self, Path) else builtin_open)(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counted)
+    monkeypatch.setattr(builtins, "open", counted)
+    result = _run(vllm_engine, tiny_model, tmp_path / "run", prompts=str(prompts), limit=1)
+    monkeypatch.undo()
+    assert reads == ["rb"]
+    assert result.manifest["prompts"]["source"] == "queries.jsonl"
+    assert result.manifest["prompts"]["origin"] == "local file" and result.manifest["prompts"]["sha256"] == sha256
 
 
 def test_trl_trains_on_dpo_and_reward_configs(e2e: Any, tiny_model: Path, tmp_path: Path) -> None:

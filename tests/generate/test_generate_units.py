@@ -3,8 +3,8 @@ the engine settings, and the one-line errors of the CLI (the shard store's tests
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from ssogen.generate.steps.common import derive_seed
 from ssogen.generate.steps.principle_writing import parse_principle_json
 from ssogen.generate.steps.selection import finish_selection, guided_regex, parse_feature_names
 from ssogen.principles import load_library
+from ssogen.testing.tiny_model import copy_without_chat_template
 
 LIBRARY = load_library("default").library
 runner = CliRunner()
@@ -38,6 +39,25 @@ def test_reads_jsonl_json_csv_parquet_and_datasets_folder(tmp_path: Path) -> Non
     for name in ("p.jsonl", "p.json", "p.csv", "p.parquet", "saved"):
         read = read_prompts(str(tmp_path / name))
         assert [(r.position, r.text) for r in read.rows] == [(0, "a"), (1, "b")], name
+        # What the manifest says of the input: a file's name and sha256, a folder's name, no path.
+        assert read.public == ({"source": "saved", "origin": "local folder"} if name == "saved" else {
+            "source": name, "origin": "local file",
+            "sha256": hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()}), name
+
+
+def test_a_corrupt_parquet_file_is_named_as_pyarrow_names_it(tmp_path: Path) -> None:
+    """Parsed from the bytes already read (one read gives the rows and the sha256), the message still names the
+    file where pyarrow, reading from memory, says '<Buffer>'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    path.write_bytes(b"not parquet")
+    with pytest.raises(pa.ArrowInvalid) as direct:
+        pq.read_table(path)
+    with pytest.raises(UserError) as ours:
+        read_prompts(str(path))
+    assert str(ours.value) == f"{path}: cannot read parquet ({direct.value})"
 
 
 def test_prompt_field_messages_blank_and_missing_rows(tmp_path: Path) -> None:
@@ -72,7 +92,8 @@ def test_bad_prompt_files(tmp_path: Path, content: str, message: str) -> None:
 
 
 def test_demo_queries_are_the_default() -> None:
-    assert len(read_prompts(None).rows) >= 20
+    demo = read_prompts(None)
+    assert len(demo.rows) >= 20 and demo.public == {"source": "demo queries", "origin": "bundled"}
 
 
 # -- config
@@ -204,12 +225,7 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     bad_library.write_text("name: x\nversion: 1\n")
     bad_config = tmp_path / "run.yaml"
     bad_config.write_text("temprature: 0.5\n")
-    no_template = tmp_path / "no-template"
-    shutil.copytree(tiny_model, no_template)
-    (no_template / "chat_template.jinja").unlink()
-    config = json.loads((no_template / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+    no_template = copy_without_chat_template(tiny_model, tmp_path / "no-template")
     cases = [
         (base + ["--prompts", str(tmp_path / "missing.jsonl")], "no such file"),
         (base + ["--prompts", str(empty)], "empty file"),

@@ -75,7 +75,7 @@ def test_settings_ssogen_must_own_are_refused_with_the_reason(tmp_path: Path) ->
 
 
 def test_passed_fields_reach_training_arguments(tmp_path: Path) -> None:
-    from ssogen.train.run import training_arguments
+    from ssogen.train.training_args import training_arguments
 
     config = _config(tmp_path, "gradient_accumulation_steps: 3\nadam_beta2: 0.95\nwarmup_steps: 5\n"
                                "save_strategy: 'no'\ncpu: true\n")

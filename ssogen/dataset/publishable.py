@@ -1,0 +1,121 @@
+"""What of an output folder may be published, and which of its files go up (`ssogen push-to-hub`).
+
+A folder is refused when it is not an ssogen output, holds corrupt parquet, comes from an unfinished run, or when a
+pair config has no rows (in any split) or blank responses. What never goes up: OUT/.ssogen/ (in-progress shards,
+score caches) and any other hidden path, OUT/logs/ (the commands' logs name local paths, the user's home folder
+among them, and the machine), temporary files of the atomic writers, Python caches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssogen.dataset.folder import CONFIGS, LOGS, OutputFolder
+from ssogen.dataset.splits import SPLITS
+from ssogen.errors import UserError
+from ssogen.io import TMP_SUFFIX
+
+PAIR_RESPONSE_COLUMNS = {
+    "dpo": ("chosen", "rejected"),
+    "reward": ("chosen", "rejected"),
+    "sso": ("response_good", "response_bad", "response_raw"),
+}
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    path_in_repo: str
+    local_path: Path
+    size: int
+
+
+def _excluded(relative: Path) -> bool:
+    parts = relative.parts
+    return (any(part.startswith(".") for part in parts)  # .ssogen/, .cache/, .git/, editor files
+            or parts[0] == LOGS
+            or "__pycache__" in parts
+            or relative.name.endswith((TMP_SUFFIX, ".lock", ".incomplete")))
+
+
+def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
+    """Every file of the folder that belongs on the Hub, sorted by path."""
+    out = Path(out_dir)
+    files = []
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out)
+        if path.is_file() and not path.is_symlink() and not _excluded(relative):
+            files.append(UploadFile(relative.as_posix(), path, path.stat().st_size))
+    return files
+
+
+def _is_blank_response(value: object) -> bool:
+    """A response that is null or empty; message lists count as blank when any content is."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or any(_is_blank_response(m.get("content") if isinstance(m, dict) else m)
+                                for m in value)
+    return False
+
+
+def _config_files(folder: OutputFolder, config: str) -> list[Path]:
+    """The files `read_config(config)` reads, in its order (train first; the train file when none is there)."""
+    by_split = folder.split_files(config)
+    return [p for split in SPLITS for p in by_split.get(split, [])] or [folder.config_file(config)]
+
+
+def _blank_count(table: pa.Table, column: str) -> int:
+    return sum(_is_blank_response(v) for v in table.column(column).to_pylist())
+
+
+def _blank_rows_error(folder: OutputFolder, config: str, column: str, total: int) -> UserError:
+    """Name the file that holds the blank rows (with a test split it may be the test file, not train); the files
+    are read again only here, on the way to refusing, so a publishable folder is read once."""
+    counts = {path: _blank_count(folder.read_config(config, path), column) for path in _config_files(folder, config)}
+    path, found = next((p, n) for p, n in counts.items() if n)
+    others = f", and {total - found} more in its other files" if total > found else ""
+    return UserError(f"{path}: {found} row(s) with an empty or null {column!r} in the {config} config{others} "
+                     "(--allow-incomplete to push anyway)")
+
+
+def _refuse_an_empty_split(folder: OutputFolder, config: str) -> None:
+    """A split without rows beside one with rows (`score --filter likelihood` dropped every train pair): users
+    would load an empty split. Rows come from the footers; the file is named, or the folder when there are several."""
+    for split, paths in folder.split_files(config).items():
+        if sum(pq.read_metadata(path).num_rows for path in paths) == 0:
+            where = paths[0] if len(paths) == 1 else folder.config_dir(config)
+            raise UserError(f"{where}: the {split} split of the {config} config has no rows (its other splits "
+                            f"have some); users would load an empty {split} split (--allow-incomplete to push "
+                            "anyway)")
+
+
+def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, int]:
+    """Refuse folders that are not ssogen outputs, hold corrupt parquet, come from an unfinished run or whose
+    pair configs hold no rows (in any split) or blank responses. Returns the row count per config."""
+    folder = OutputFolder(out_dir)
+    manifest = folder.read_manifest()
+    counts: dict[str, int] = {}
+    for config in CONFIGS:
+        table = folder.read_config(config)  # every split: also refuses corrupt files and splits that disagree
+        counts[config] = table.num_rows
+        if allow_incomplete or config not in PAIR_RESPONSE_COLUMNS:
+            continue
+        if table.num_rows == 0:
+            files = _config_files(folder, config)
+            where = files[0] if len(files) == 1 else folder.config_dir(config)  # every file of it is empty
+            raise UserError(f"{where}: the {config} config has no rows (no kept pairs); nothing worth publishing "
+                            "(--allow-incomplete to push anyway)")
+        _refuse_an_empty_split(folder, config)
+        for column in PAIR_RESPONSE_COLUMNS[config]:
+            if blank := _blank_count(table, column):
+                raise _blank_rows_error(folder, config, column, blank)
+    status = manifest.get("status")
+    if status is not None and status != "complete" and not allow_incomplete:
+        raise UserError(f"{folder.manifest}: the run is not complete (status {status!r}); resume it, or pass "
+                        "--allow-incomplete")
+    return counts

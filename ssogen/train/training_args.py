@@ -1,0 +1,77 @@
+"""transformers' TrainingArguments built from `ssogen train`'s options (the config file's TrainingArguments fields
+on top; which names it takes: `ssogen.train.hf_arguments`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ssogen.errors import UserError
+from ssogen.train.config import TrainConfig
+from ssogen.train.integrations import report_to_list
+
+
+def training_arguments(config: TrainConfig) -> Any:
+    """ssogen's options as transformers' TrainingArguments; a bad value is one `invalid training option:` line."""
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available() and not config.use_cpu
+    try:
+        return _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
+    except (ValueError, TypeError) as exc:  # e.g. an unknown --scheduler, or a TrainingArguments value of a bad type
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"invalid training option: {first_line}") from None
+
+
+def _warmup(cls: Any, ratio: float) -> dict[str, float]:
+    """Newer transformers read a float `warmup_steps` below 1 as a ratio; older ones have `warmup_ratio`."""
+    if "warmup_ratio" in getattr(cls, "__dataclass_fields__", {}):
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": ratio}
+
+
+def _training_arguments(cls: Any, config: TrainConfig, cuda: bool, report_to: list[str]) -> Any:
+    """ssogen's options as TrainingArguments; the config file's other TrainingArguments fields on top (they may
+    replace what ssogen derives, such as save_strategy; warmup_steps replaces --warmup-ratio)."""
+    warmup = {} if "warmup_steps" in config.train_args else _warmup(cls, config.warmup_ratio)
+    return cls(**{**_ssogen_arguments(config, cuda, report_to, warmup), **config.train_args})
+
+
+def _ssogen_arguments(config: TrainConfig, cuda: bool, report_to: list[str], warmup: dict[str, float]
+                      ) -> dict[str, Any]:
+    return dict(
+        output_dir=str(config.out),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        **warmup,
+        lr_scheduler_type=config.scheduler,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=config.save_steps if config.save_steps > 0 else 500,
+        save_total_limit=config.save_total_limit,
+        report_to=report_to,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        # No host-GPU synchronisation per step: batches are copied asynchronously (from pinned memory), and the
+        # logged loss is not checked for NaN (a bool of a GPU tensor waits for backward; ours are not either).
+        dataloader_pin_memory=cuda, accelerator_config={"non_blocking": cuda}, logging_nan_inf_filter=False,
+        # Without any accelerator say so explicitly: transformers refuses bf16 otherwise.
+        use_cpu=config.use_cpu or not _accelerator_available(),
+    )
+
+
+def _accelerator_available() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return (torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
+            or torch.backends.mps.is_available())

@@ -1,0 +1,114 @@
+"""Errors in a second, the other commands: every bad option and bad input of `ssogen train`, score, stats,
+judge, push-to-hub, iterate, principles and make-tiny-model, run in a fresh interpreter, fails with its one line
+and exit code before torch, transformers or vLLM has been imported. generate's cases are in
+test_generate_errors_before_heavy_imports.py (with the check that no case wrote anything); the machinery is in
+bad_inputs.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.cli.bad_inputs import Outcomes, check_case
+
+# (case id, arguments with {w} = work folder and {model} = tiny model, exit code, text of the one error line)
+TRAIN = [
+    ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
+    ("data-without-sso", "--data {w}/foreign", 2, "no `sso` config"),
+    ("data-missing-columns", "--data {w}/sso-columns", 2, "missing column(s) system_good"),
+    ("data-no-rows", "--data {w}/sso-empty", 2, "no rows"),
+    ("model-missing", "--data {w}/sso --model {w}/nope", 2, "no such folder"),
+    ("no-g-with-v2", "--objective v2 --no-g", 2, "--no-g cannot be used with --objective v2"),
+    ("prompt-length", "--max-prompt-length 300 --max-length 200", 2, "--max-prompt-length"),
+    ("beta", "--beta -1", 2, "--beta: Input should be greater than 0"),
+    ("objective", "--objective v3", 2, "--objective: Input should be 'v1' or 'v2' (got 'v3')"),  # help: [v1|v2]
+    ("lora-r-without-lora", "--lora-r 4", 2, "--lora-r needs --lora"),
+    ("config-unknown-key", "--config {w}/train-unknown.yaml", 2, "unknown key(s): lamda (line 1; did you mean"),
+    ("out-is-data", "--out {w}/sso", 2, "--out must differ from --data"),
+    ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
+    ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
+    ("out-a-model-folder", "--out {w}/no-template", 2, "not empty and holds no ssogen training run"),
+    ("out-a-model-folder-overwrite", "--out {w}/no-template --overwrite", 2, "holds no ssogen training run"),
+    # generate's folder is not a training run's: --overwrite removed its shards, logs and card.
+    ("out-a-dataset-folder", "--out {w}/generated", 2, "holds a dataset folder of ssogen generate, not a training"),
+    ("out-a-dataset-folder-overwrite", "--out {w}/generated --overwrite", 2, "holds a dataset folder of ssogen"),
+    ("out-another-run", "--out {w}/trained-before --beta 0.2", 2,
+     "holds a training run of another configuration (changed: beta)"),
+    ("model-truncated-weights", "--model {w}/truncated", 2, "model.safetensors is truncated or corrupt"),
+    ("model-weights-changed", "--out {w}/trained-before --model {w}/changed-weights", 2,
+     "holds a training run of another configuration (changed: model.weights); the model's files are not those"),
+    ("out-fingerprint-truncated", "--out {w}/train-cut-fingerprint", 2,
+     "fingerprint.json: unreadable (JSONDecodeError)"),
+    ("model-no-tokenizer", "--model {w}/no-tokenizer", 2, "no tokenizer files"),
+    ("resume-cut-checkpoint", "--resume-from-checkpoint {w}/cut-checkpoint", 2,
+     "incomplete checkpoint (trainer_state.json is cut off)"),
+    ("report-to-unknown", "--report-to bogus", 2, "--report-to bogus: unknown logger (known: none, all,"),
+    ("report-to-not-installed", "--report-to clearml", 1, "--report-to clearml: the clearml package is not"),
+    ("report-to-wandb-not-installed", "--report-to wandb", 1,
+     "--report-to wandb: the wandb package is not installed (pip install wandb), or drop it from --report-to"),
+    ("config-report-to-not-installed", "--config {w}/train-report.yaml", 1, "--report-to clearml: the clearml"),
+    ("config-same-setting-twice", "--config {w}/train-lr-twice.yaml", 2,
+     "'lr' (line 1) and 'learning_rate' (line 2) both set --lr; keep one"),
+    ("config-refused-training-argument", "--config {w}/train-refused.yaml", 2,
+     "remove_unused_columns (line 1) cannot be set: ssogen's collator needs every column"),
+    ("config-unknown-training-argument", "--config {w}/train-typo.yaml", 2,
+     "unknown key(s): gradient_acumulation_steps (line 1; did you mean gradient_accumulation_steps?)"),
+]
+DATASET = [
+    ("train-required", "train --model {model}", 2, "--data and --out are required"),
+    # One writer per folder: the test process holds these folders' locks.
+    ("train-out-locked", "train --data {w}/sso --model {model} --out {w}/train-locked", 1,
+     f"--out {{w}}/train-locked: in use by process {os.getpid()} (ssogen train"),
+    ("score-locked", "score {w}/dataset-locked --model {model}", 1, f"in use by process {os.getpid()}"),
+    ("stats-locked", "stats {w}/dataset-locked", 1, f"in use by process {os.getpid()}"),
+    ("judge-locked", "judge {w}/dataset-locked --judge-model {model}", 1, f"in use by process {os.getpid()}"),
+    ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
+    ("score-engine", "score {w}/dataset --model {model} --engine onnx", 2, "--engine: Input should be 'vllm'"),
+    ("score-filter", "score {w}/dataset --model {model} --filter bogus", 2, "--filter: Input should be 'none'"),
+    ("score-model", "score {w}/dataset --model {w}/nope", 2, "--model"),
+    ("score-model-required", "score {w}/dataset", 2, "--model is required"),
+    ("score-dp", "score {w}/dataset --model {model} --dp 0", 2, "--dp: Input should be greater than or equal to 1"),
+    ("score-margin", "score {w}/dataset --model {model} --ordering-margin -1", 2, "--ordering-margin"),
+    ("stats-not-a-folder", "stats {w}/foreign", 2, "not an ssogen output folder"),
+    ("stats-corrupt-parquet", "stats {w}/corrupt", 2, "corrupt parquet file"),
+    ("stats-license", "stats {w}/dataset --license Apache-2.0", 2, "--license: 'Apache-2.0' is not a Hub license"),
+    ("judge-sample", "judge {w}/dataset --judge-model {model} --sample 0", 2,
+     "--sample: Input should be greater than or equal to 1"),
+    ("judge-config", "judge {w}/dataset --judge-model {model} --config bogus", 2,
+     "--config: Input should be 'dpo' or 'reward'"),
+    ("judge-unfinished", "judge {w}/unfinished --judge-model {model}", 2, "the generate run is not finished"),
+    ("judge-templates-missing", "judge {w}/dataset --judge-model {model} --templates {w}/no-templates", 2,
+     "error: --templates {w}/no-templates: no such folder"),
+    ("judge-template-broken", "judge {w}/dataset --judge-model {model} --templates {w}/bad-judge", 2,
+     "judge.jinja:1: template syntax error"),
+    # Every command taking a dataset folder checks it in OutputFolder.require: a file is not "no such folder".
+    ("stats-a-file", "stats {w}/afile", 2, "error: {w}/afile: is a file, not a folder"),
+    ("score-a-file", "score {w}/afile --model {model}", 2, "error: {w}/afile: is a file, not a folder"),
+    ("judge-a-file", "judge {w}/afile --judge-model {model}", 2, "error: {w}/afile: is a file, not a folder"),
+    ("push-a-file", "push-to-hub {w}/afile --repo-id org/name --dry-run", 2, "error: {w}/afile: is a file, not a"),
+    ("iterate-filter", "iterate --model {model} --out {w}/loop --filter bogus", 2,
+     "--filter: Input should be 'none' or 'likelihood'"),
+    ("iterate-v2-no-w", "iterate --model {model} --out {w}/loop --recipe v2 --no-w", 2,
+     "--no-w cannot be used with --recipe v2"),
+    ("push-bad-repo-id", "push-to-hub {w}/dataset --repo-id no-slash --token hf_x", 2, "is not a valid repo id"),
+    ("push-unfinished", "push-to-hub {w}/unfinished --repo-id org/name --dry-run", 2, "not complete"),
+    ("push-no-folder", "push-to-hub {w}/nothing --repo-id org/name --dry-run", 2, "no such folder"),
+    ("principles-validate", "principles validate {w}/bomb.yaml", 2, "bomb.yaml:1: <yaml>: YAML anchors"),
+    ("principles-list-missing", "principles list nosuch", 2,
+     "error: nosuch: no such file, and not a bundled library (bundled: default, short)"),
+    ("principles-show-typo", "principles show default acuracy", 2,
+     "error: default: no feature named 'acuracy' (did you mean Accuracy? has: Safety,"),
+    ("tiny-model-size", "make-tiny-model {w}/t --size huge", 2, "--size: unknown size 'huge'"),
+    ("tiny-model-a-file", "make-tiny-model {w}/afile", 2, "make-tiny-model {w}/afile: exists and is not a folder"),
+    ("tiny-model-a-model-folder", "make-tiny-model {w}/foreign", 2,
+     "folder is not empty and holds no model make-tiny-model wrote (no ssogen_tiny_model.json)"),
+]
+CASES = [(f"train-{name}", "train --data {w}/sso --model {model} --out {w}/trained " + args, code, text)
+         for name, args, code, text in TRAIN] + DATASET
+
+
+@pytest.mark.parametrize(("case", "args", "code", "text"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_before_any_heavy_import(bad_input_outcomes: Outcomes, case: str, args: str, code: int,
+                                                 text: str) -> None:
+    check_case(bad_input_outcomes, case, code, text)
