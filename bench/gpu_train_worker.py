@@ -45,6 +45,7 @@ class StepClock(TrainerCallback):
         self.cuda = cuda
         self.ends: list[Any] = []
         self.profiled: set[int] = set()
+        self.untimed: set[int] = set()  # steps left out of the median: profiled, after the profile, sync-counted
         self.profile_to = profile_to
         self.profiler: Any = None
         self.syncs: dict[str, int] | None = None
@@ -78,13 +79,14 @@ class StepClock(TrainerCallback):
             self.syncs = dict(Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
                                       if "synchroniz" in str(w.message)))
             self._sync_count = None
-            self.profiled.add(len(self.ends) - 1)  # the warnings cost time: not a timed step
+            self.untimed.add(len(self.ends) - 1)  # the warnings cost time: not a timed step
         if self.profiler is not None and self.profile_to is not None:
             self.profiled.add(len(self.ends) - 1)
+            self.untimed.add(len(self.ends) - 1)
             if len(self.profiled) == 2:
                 self.profiler.__exit__(None, None, None)
                 self._write_profile()
-                self.profiled.add(len(self.ends))  # the next step waits for the profile's table: not timed either
+                self.untimed.add(len(self.ends))  # the next step waits for the profile's table: not timed either
                 self.profile_to, self.profiler = None, None
 
     def _write_profile(self) -> None:
@@ -105,7 +107,7 @@ class StepClock(TrainerCallback):
             torch.cuda.synchronize()
         seconds = ([a.elapsed_time(b) / 1000 for a, b in zip(self.ends, self.ends[1:], strict=False)] if self.cuda
                    else [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)])
-        intervals = [s for i, s in enumerate(seconds, start=1) if i >= WARMUP_STEPS and i not in self.profiled]
+        intervals = [s for i, s in enumerate(seconds, start=1) if i >= WARMUP_STEPS and i not in self.untimed]
         return statistics.median(intervals)
 
 
