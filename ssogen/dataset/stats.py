@@ -13,24 +13,20 @@ rows, because a likelihood filter makes the kept rows near-on-policy by construc
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from ssogen.dataset.leakage import adjectives_of, find_leaks, leak_terms
 from ssogen.records import LOGPROB_FIELDS, TripletRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.folder import OutputFolder
-    from ssogen.principles import Library
 
 VARIANTS = ("good", "bad", "raw")  # y+, y-, yo
 VARIANT_LABELS = {"good": "y+ (good system)", "bad": "y- (bad system)", "raw": "yo (plain)"}
-# Words that betray the system prompt whatever the library: the prompt calls its principles "guidelines".
-# ("principle" is left out: "in principle" is ordinary prose.)
-GENERIC_LEAK_TERMS = ("guideline", "guidelines")
 
 
 class Summary(BaseModel):
@@ -188,25 +184,6 @@ def duplicates(records: Sequence[TripletRecord]) -> Duplicates:
                       rows_with_equal_responses=equal)
 
 
-def leak_terms(record: TripletRecord, adjectives: dict[str, tuple[str, str]]) -> list[str]:
-    """Words whose presence in a response reveals the row's system prompt: its principle names, their
-    good and bad adjectives (from the library), and 'guideline(s)'."""
-    terms: list[str] = list(GENERIC_LEAK_TERMS)
-    for name in [*record.features, *record.extra]:
-        terms.append(name)
-        terms.extend(adjectives.get(name.casefold(), ()))
-    return terms
-
-
-def find_leaks(text: str, terms: Iterable[str]) -> list[str]:
-    """Terms found in the text as whole words, case-insensitively (so 'Safe' does not match 'safety')."""
-    found = []
-    for term in dict.fromkeys(t.casefold() for t in terms):
-        if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, flags=re.IGNORECASE):
-            found.append(term)
-    return found
-
-
 def leakage(records: Sequence[TripletRecord], adjectives: dict[str, tuple[str, str]]) -> Leakage:
     leaked = {v: 0 for v in VARIANTS}
     rows_any = 0
@@ -283,14 +260,6 @@ def compute_stats(records: Sequence[TripletRecord],
         duplicates=duplicates(kept), leakage=leakage(kept, adjectives or {}), truncation=truncation(kept),
         scoring=scoring(records),
     )
-
-
-def adjectives_of(library: Library | None) -> dict[str, tuple[str, str]]:
-    """(good, bad) adjectives per casefolded feature and extra name: leakage looks for them in responses."""
-    if library is None:
-        return {}
-    return {item.name.casefold(): (item.adjectives.good, item.adjectives.bad)
-            for item in [*library.features, *library.extras]}
 
 
 def folder_stats(folder: OutputFolder, records: Sequence[TripletRecord] | None = None) -> DatasetStats:

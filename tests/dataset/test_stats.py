@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
-from ssogen.dataset.stats import adjectives_of, compute_stats, find_leaks, summarize
+from ssogen.dataset.leakage import adjectives_of, find_leaks
+from ssogen.dataset.stats import compute_stats, summarize
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
 
