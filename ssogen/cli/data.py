@@ -6,7 +6,6 @@ They only parse options and print: the work is done in `ssogen.dataset` (stats, 
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +24,7 @@ from ssogen.cli.common import (
     warn,
 )
 from ssogen.cli.options import with_options
+from ssogen.cli.stats_tables import print_stats
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note
 from ssogen.dataset.score import ScoreConfig
@@ -33,7 +33,6 @@ from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.score import ScoreProgress
-    from ssogen.dataset.stats import DatasetStats
 
 
 def templates_option(what: str) -> Any:
@@ -75,74 +74,6 @@ def _require_folder(folder: Path) -> None:
     out = OutputFolder(folder)
     out.read_triplets()
     out.read_manifest()
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def print_stats(stats: DatasetStats, folder: Path) -> None:
-    """Rich tables: funnel, lengths, checks, scoring."""
-    from ssogen.dataset.stats import VARIANT_LABELS, VARIANTS
-
-    f = stats.funnel
-    funnel = Table(title="Funnel (all rows)", title_justify="left")
-    funnel.add_column("stage")
-    funnel.add_column("rows", justify="right")
-    funnel.add_row("rows in", str(f.rows_in))
-    funnel.add_row("kept", str(f.kept))
-    funnel.add_row("dropped", str(f.dropped))
-    for reason, count in f.dropped_by_reason.items():
-        funnel.add_row(f"  {reason}", str(count))
-    for flag, count in f.flags.items():
-        funnel.add_row(f"flag: {flag}", str(count))
-    console.print(funnel)
-
-    lengths = Table(title="Lengths of the kept rows (tokens | characters)", title_justify="left")
-    for column in ("response", "tok mean", "tok median", "tok p90", "chr mean", "chr median", "chr p90"):
-        lengths.add_column(column, justify="left" if column == "response" else "right")
-    for variant in VARIANTS:
-        t, c = stats.lengths.tokens[variant], stats.lengths.characters[variant]
-        lengths.add_row(VARIANT_LABELS[variant], _num(t.mean), _num(t.median), _num(t.p90),
-                        _num(c.mean), _num(c.median), _num(c.p90))
-    console.print(lengths)
-
-    b, d, leak, trunc = stats.length_bias, stats.duplicates, stats.leakage, stats.truncation
-    checks = Table(title="Checks on the kept rows", title_justify="left")
-    checks.add_column("check")
-    for variant in VARIANTS:
-        checks.add_column(variant, justify="right")
-    checks.add_column("any / total", justify="right")
-    checks.add_row("duplicate responses", *[str(d.responses[v]) for v in VARIANTS],
-                   str(d.rows_with_equal_responses))
-    checks.add_row("leakage", *[_pct(leak.rate[v]) for v in VARIANTS], _pct(leak.rows_any))
-    checks.add_row("truncated", *[_pct(trunc.rate[v]) for v in VARIANTS], _pct(trunc.rows_any))
-    console.print(checks)
-    console.print(f"duplicate prompts: {d.prompts}   chosen/rejected length ratio: {_num(b.ratio_tokens, 3)} "
-                  f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
-                  f"{_pct(b.share_chosen_longer_tokens)} of pairs", highlight=False)
-    if stats.features:
-        console.print("features: " + ", ".join(f"{k} {v}" for k, v in stats.features.items())
-                      + ("   extras: " + ", ".join(f"{k} {v}" for k, v in stats.extras.items())
-                         if stats.extras else ""), highlight=False)
-    s = stats.scoring
-    if s is not None:
-        scoring = Table(title="Scoring", title_justify="left")
-        for column in ("metric", "kept", "all scored"):
-            scoring.add_column(column, justify="left" if column == "metric" else "right")
-        scoring.add_row("rows", str(s.scored_kept_rows), str(s.scored_rows))
-        scoring.add_row("on-policy-ness: mean exp(avg log-prob | x)", _num(s.on_policy_kept, 4),
-                        _num(s.on_policy_all, 4))
-        scoring.add_row("likelihood ordering holds", _pct(s.ordering_holds_kept), _pct(s.ordering_holds_all))
-        console.print(scoring)
-    else:
-        # The folder is known, the scoring model is not: M stays a placeholder.
-        console.print(f"not scored: run `ssogen score {shlex.quote(str(folder))} --model M` for on-policy-ness",
-                      highlight=False, markup=False, soft_wrap=True)
 
 
 @user_errors
