@@ -1,26 +1,15 @@
 """`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, then optionally the likelihood
 filter (`ssogen.dataset.likelihood`).
 
-Conventions (shared with `ssogen train`, which builds its sequences with the same ssogen.chat helpers):
-* contexts are rendered by ssogen.chat exactly as generate sampled from them: x = [user], x+ = [system S+,
-  user], x- = [system S-, user], with the system text merged into the user turn when the chat template rejects
-  a system role; the prompt text is tokenized with add_special_tokens=False (the template writes any BOS);
-* a response is its text's tokens (add_special_tokens=False) followed, when it is complete, by the chat template's
-  end-of-turn token(s) (`ssogen.chat.end_of_turn`), where sampling stopped; a response cut at --max-tokens
-  (finish reason "length") gets none; the mean is over all of these tokens, end token(s) included.
-
-Resumable like generate: finished rows are appended (fsynced) to OUT/.ssogen/score/<key>/scores-<n>.jsonl, where
-the key hashes the model's identity and the tokenization settings, and every cached row carries a hash of its
-texts, so a rerun scores only what is missing and never reuses a score of other text or another model.
+Resumable like generate: finished rows are cached per model and tokenization settings (`score_cache` decides
+which scores a rerun may reuse). The seven requests of a row and their token conventions are in `score_requests`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,24 +26,16 @@ from ssogen.dataset.likelihood import (
     likelihood_candidate,
 )
 from ssogen.dataset.refresh import refresh
+from ssogen.dataset.score_cache import cached_scores, earlier_setup, row_text_hash, score_setup
+from ssogen.dataset.score_requests import CONVENTION, SCORED, build_requests
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import UserError
-from ssogen.fingerprint import model_fingerprint, model_record
+from ssogen.fingerprint import model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import option
-
-# (field, context, response) in request order: the requests of one context are adjacent, so sequences that share
-# a prompt prefix sit next to each other in every batch.
-SCORED = (
-    ("lp_good_plain", "plain", "good"), ("lp_bad_plain", "plain", "bad"), ("lp_raw_plain", "plain", "raw"),
-    ("lp_good_good", "good", "good"), ("lp_bad_good", "good", "bad"),
-    ("lp_good_bad", "bad", "good"), ("lp_bad_bad", "bad", "bad"),
-)
-CONVENTION = ("mean over response tokens + the template's end-of-turn token(s) (none after a response cut at the "
-              "token limit); chat-template prompt, add_special_tokens=False")
 
 
 # pydantic lists the last base's fields first: the help shows the filter stages, then the engine options.
@@ -96,15 +77,6 @@ class ScoreReport(BaseModel):
     cache_dir: str
 
 
-def row_text_hash(record: TripletRecord) -> str:
-    """What a cached score depends on in the row: the query, both system prompts, the three responses and which of
-    them were cut at the token limit (a cut response is scored without the end-of-turn token)."""
-    cut = "".join("1" if getattr(record, f"finish_reason_{v}") == "length" else "0" for v in ("good", "bad", "raw"))
-    parts = [record.prompt, record.system_good, record.system_bad, record.response_good, record.response_bad,
-             record.response_raw, cut]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
-
-
 def _load_tokenizer(model: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
@@ -112,83 +84,6 @@ def _load_tokenizer(model: ModelRef) -> Any:
         return AutoTokenizer.from_pretrained(model.path)
     except (OSError, ValueError) as exc:
         raise load_error(model, exc, what="load its tokenizer") from None
-
-
-def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
-    from ssogen.chat import end_of_turn
-
-    parts = {"model": model_id, "system_supported": system_supported, "end_of_turn": list(end_of_turn(tokenizer).ids),
-             "template": hashlib.sha256((getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
-             "convention": CONVENTION, "format": 2}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class _Setup:
-    """What scoring with one model needs before any engine: the cache key and the chat template's behaviour."""
-
-    key: str
-    system_supported: bool
-    end_of_turn: dict[str, Any]
-
-
-def _setup(model: ModelRef, tokenizer: Any) -> _Setup:
-    from ssogen.chat import end_of_turn, supports_system_role
-
-    system_supported = supports_system_role(tokenizer)
-    return _Setup(cache_key(model_fingerprint(model).digest, tokenizer, system_supported), system_supported,
-                  end_of_turn(tokenizer).as_dict())
-
-
-def _earlier_setup(manifest: dict[str, Any], model: ModelRef) -> _Setup | None:
-    """The setup of the folder's last score when it was made with these very model files (a local folder with
-    the same fingerprint) and this version's conventions; None otherwise (then the tokenizer decides)."""
-    earlier = manifest.get("score")
-    if not model.local or not isinstance(earlier, dict) or earlier.get("convention") != CONVENTION:
-        return None
-    fingerprint = model_record(model).get("model_fingerprint")
-    cache, turn_end = earlier.get("cache"), earlier.get("end_of_turn")
-    if earlier.get("model_fingerprint") != fingerprint or not isinstance(cache, str) \
-            or not isinstance(turn_end, dict) or not isinstance(earlier.get("system_role_supported"), bool):
-        return None
-    return _Setup(Path(cache).name, earlier["system_role_supported"], turn_end)
-
-
-def _check_score_record(record: dict[str, Any]) -> None:
-    if not isinstance(record.get("text"), str) or not isinstance(record.get("lp"), dict) \
-            or set(record["lp"]) != {name for name, _, _ in SCORED}:
-        raise ValueError("needs text and lp with the seven scores")
-
-
-def _cached_scores(store: ShardStore, targets: list[TripletRecord]) -> dict[str, dict[str, float | None]]:
-    """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line)."""
-    cached = store.load("scores", _check_score_record)
-    found = {}
-    for record in targets:
-        entry = cached.get(record.id)
-        if entry is not None and entry.get("text") == row_text_hash(record):
-            found[record.id] = entry["lp"]
-    return found
-
-
-def build_requests(record: TripletRecord, tokenizer: Any, system_supported: bool,
-                   end_ids: Sequence[int] | None = None) -> list[Any]:
-    """The seven (context, response) requests of a row in SCORED order, keyed `<row id>/<field>`.
-
-    `end_ids`: the template's end-of-turn ids (derived from the tokenizer when not given)."""
-    from ssogen.chat import end_of_turn, response_token_ids, sso_context_ids
-    from ssogen.engine.scoring import ScoreRequest
-
-    if end_ids is None:
-        end_ids = end_of_turn(tokenizer).ids
-    # The same helpers as the training collator: score and train see identical token sequences.
-    prompts = sso_context_ids(tokenizer, record.prompt, record.system_good, record.system_bad,
-                              system_supported=system_supported)
-    responses = {v: response_token_ids(tokenizer, getattr(record, f"response_{v}"), end_ids,
-                                       complete=getattr(record, f"finish_reason_{v}") != "length")
-                 for v in ("good", "bad", "raw")}
-    return [ScoreRequest(f"{record.id}/{name}", prompts[context], responses[response])
-            for name, context, response in SCORED]
 
 
 def score_folder(
@@ -231,13 +126,13 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     targets = [r for r in records if likelihood_candidate(r)]
     # The cache is looked up before any engine loads, by the model's files alone when an earlier score of this
     # model left its key in the manifest, else with the tokenizer: a fully scored folder loads neither.
-    setup = _earlier_setup(manifest, model_ref) if scorer is None else None
+    setup = earlier_setup(manifest, model_ref) if scorer is None else None
     store = ShardStore(folder, folder.score_cache(setup.key)) if setup else None
-    scores = _cached_scores(store, targets) if store else {}
+    scores = cached_scores(store, targets) if store else {}
     if setup is None or store is None or len(scores) < len(targets):  # the tokenizer decides the requests
-        setup = _setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
+        setup = score_setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
         store = ShardStore(folder, folder.score_cache(setup.key))
-        scores = _cached_scores(store, targets)
+        scores = cached_scores(store, targets)
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
     owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.likelihood import LikelihoodFilterOptions, apply_likelihood_filter, likelihood_filter
-from ssogen.dataset.score import SCORED, ScoreProgress, build_requests, score_folder
+from ssogen.dataset.score import ScoreProgress, score_folder
+from ssogen.dataset.score_requests import SCORED, build_requests
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset

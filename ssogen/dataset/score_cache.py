@@ -1,0 +1,85 @@
+"""Which finished scores `ssogen score` may reuse. Finished rows are appended (fsynced) to
+OUT/.ssogen/score/<key>/scores-<n>.jsonl, where the key hashes the model's identity and the tokenization settings,
+and every cached row carries a hash of its texts, so a rerun scores only what is missing and never reuses a score
+of other text or another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssogen.dataset.score_requests import CONVENTION, SCORED
+from ssogen.dataset.shards import ShardStore
+from ssogen.fingerprint import model_fingerprint, model_record
+from ssogen.models import ModelRef
+from ssogen.records import TripletRecord
+
+
+def row_text_hash(record: TripletRecord) -> str:
+    """What a cached score depends on in the row: the query, both system prompts, the three responses and which of
+    them were cut at the token limit (a cut response is scored without the end-of-turn token)."""
+    cut = "".join("1" if getattr(record, f"finish_reason_{v}") == "length" else "0" for v in ("good", "bad", "raw"))
+    parts = [record.prompt, record.system_good, record.system_bad, record.response_good, record.response_bad,
+             record.response_raw, cut]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
+    from ssogen.chat import end_of_turn
+
+    parts = {"model": model_id, "system_supported": system_supported, "end_of_turn": list(end_of_turn(tokenizer).ids),
+             "template": hashlib.sha256((getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
+             "convention": CONVENTION, "format": 2}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class ScoreSetup:
+    """What scoring with one model needs before any engine: the cache key and the chat template's behaviour."""
+
+    key: str
+    system_supported: bool
+    end_of_turn: dict[str, Any]
+
+
+def score_setup(model: ModelRef, tokenizer: Any) -> ScoreSetup:
+    from ssogen.chat import end_of_turn, supports_system_role
+
+    system_supported = supports_system_role(tokenizer)
+    return ScoreSetup(cache_key(model_fingerprint(model).digest, tokenizer, system_supported), system_supported,
+                      end_of_turn(tokenizer).as_dict())
+
+
+def earlier_setup(manifest: dict[str, Any], model: ModelRef) -> ScoreSetup | None:
+    """The setup of the folder's last score when it was made with these very model files (a local folder with
+    the same fingerprint) and this version's conventions; None otherwise (then the tokenizer decides)."""
+    earlier = manifest.get("score")
+    if not model.local or not isinstance(earlier, dict) or earlier.get("convention") != CONVENTION:
+        return None
+    fingerprint = model_record(model).get("model_fingerprint")
+    cache, turn_end = earlier.get("cache"), earlier.get("end_of_turn")
+    if earlier.get("model_fingerprint") != fingerprint or not isinstance(cache, str) \
+            or not isinstance(turn_end, dict) or not isinstance(earlier.get("system_role_supported"), bool):
+        return None
+    return ScoreSetup(Path(cache).name, earlier["system_role_supported"], turn_end)
+
+
+def _check_score_record(record: dict[str, Any]) -> None:
+    if not isinstance(record.get("text"), str) or not isinstance(record.get("lp"), dict) \
+            or set(record["lp"]) != {name for name, _, _ in SCORED}:
+        raise ValueError("needs text and lp with the seven scores")
+
+
+def cached_scores(store: ShardStore, targets: list[TripletRecord]) -> dict[str, dict[str, float | None]]:
+    """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line)."""
+    cached = store.load("scores", _check_score_record)
+    found = {}
+    for record in targets:
+        entry = cached.get(record.id)
+        if entry is not None and entry.get("text") == row_text_hash(record):
+            found[record.id] = entry["lp"]
+    return found
