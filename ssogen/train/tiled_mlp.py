@@ -35,8 +35,8 @@ from ssogen.train.mixed_precision import compute_dtype, float_accumulator
 from ssogen.train.model_parts import text_config, unwrap
 
 # Elements of the (tokens × intermediate) tensors one tile keeps alive at once: 160 MiB in bf16. Backward keeps
-# five per tile (gate|up output: 2, silu, their gradients side by side: 2), a sixth of an 18k-token batch at 0.5B
-# each; forward three (gate|up output, silu·up), so its tiles are larger and fewer (fewer kernel launches).
+# five (gate|up output: 2, silu, their gradients side by side: 2), so its tiles are a sixth of an 18k-token batch
+# at 0.5B; forward keeps three (gate|up output, silu·up), so its tiles are larger and fewer (fewer launches).
 TILE_ELEMENTS = 5 << 24
 _LIVE_IN_BACKWARD = 5
 _LIVE_IN_FORWARD = 3
