@@ -9,9 +9,10 @@ sequences each); TRL's DPOTrainer (IPO, precomputed reference) trains the same w
 3·B pairs per step, so both see the same 6·B sequences and take the same number of steps. Both run bf16 autocast
 over float32 weights with AdamW, the same gradient-checkpointing setting, in separate worker processes that
 alternate, median over repeats. TRL runs with its defaults and, where liger-kernel is importable, with
-`use_liger_kernel=True`. Step time is the median interval between optimizer-step ends (CUDA synchronised,
-collation included, the first two steps left out); peak memory is `torch.cuda.max_memory_allocated`;
-tokens/s counts the tokens of the six sequences (the same for every trainer).
+`use_liger_kernel=True`. Step time is the median interval between optimizer-step ends (on CUDA between events
+recorded there, no synchronisation; collation included; the first two, profiled and counted steps left out);
+peak memory is `torch.cuda.max_memory_allocated`; tokens/s counts the tokens of the six sequences (the same for
+every trainer); operators per step: what one step dispatched, views left out (about a kernel launch each).
 
     python bench/gpu_train.py                                  # CUDA: 0.5b and 1.5b, gc off and on
     python bench/gpu_train.py --device cpu                     # tiny shapes on the CPU, to try it out
@@ -218,8 +219,10 @@ def cell(runs: list[dict[str, Any]], kind: str, shape: str, gc: str) -> dict[str
     if not done:
         failed = [r for r in runs if (r["kind"], r["shape"], r["gc"]) == (kind, shape, gc)]
         return {"error": failed[0]["error"]} if failed else None
+    operators = [r["operators"] for r in done if "operators" in r]
     return {"step_s": statistics.median(r["step_s"] for r in done),
-            "peak_mib": statistics.median(r["peak_mib"] for r in done), "n": len(done)}
+            "peak_mib": statistics.median(r["peak_mib"] for r in done), "n": len(done),
+            "operators": f"{statistics.median(operators):,.0f}" if operators else "–"}
 
 
 def ratio(value: float, base: dict[str, Any] | None, key: str) -> str:
@@ -237,8 +240,8 @@ def print_table(args: argparse.Namespace, runs: list[dict[str, Any]], built: dic
              f"{layout['response_tokens']:.0f}); through the model: ssogen packed {layout['packed_tokens']:.0f}, "
              f"ssogen left-padded {layout['padded_tokens']:.0f}\n",
              "| shape | grad. ckpt | trainer | step time | / TRL | / TRL+liger | tokens/s | peak memory | / TRL "
-             "| runs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| operators per step | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     memory = "MiB" if args.device == "cuda" else "MiB RSS"
     for shape in args.shapes:
         for gc in args.gc:
@@ -248,12 +251,12 @@ def print_table(args: argparse.Namespace, runs: list[dict[str, Any]], built: dic
                 if c is None:
                     continue
                 if c.get("error"):
-                    lines.append(f"| {shape} | {gc} | {kind} | {c['error'][:80]} | | | | | | 0 |")
+                    lines.append(f"| {shape} | {gc} | {kind} | {c['error'][:80]} | | | | | | | 0 |")
                     continue
                 tokens = layout["sequence_tokens"] / c["step_s"]
                 lines.append(f"| {shape} | {gc} | {kind} | {c['step_s']:.3f} s | {ratio(c['step_s'], trl, 'step_s')}"
                              f" | {ratio(c['step_s'], liger, 'step_s')} | {tokens:,.0f} | {c['peak_mib']:,.0f} "
-                             f"{memory} | {ratio(c['peak_mib'], trl, 'peak_mib')} | {c['n']} |")
+                             f"{memory} | {ratio(c['peak_mib'], trl, 'peak_mib')} | {c['operators']} | {c['n']} |")
     syncs = {(r["kind"], r["shape"], r["gc"]): r["syncs"] for r in runs if "syncs" in r}
     lines += [""] * bool(syncs) + [f"host-GPU synchronisations in one step, {kind} {shape} gc {gc}: {count or 'none'}"
                                    for (kind, shape, gc), count in sorted(syncs.items())]

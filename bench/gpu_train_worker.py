@@ -1,8 +1,10 @@
 """One worker process of bench/gpu_train.py: one trainer kind over every shape and gradient-checkpointing setting.
 
 Prints one JSON line {"runs": [...]}; each run: kind, shape, gc, step_s (median interval between step ends after the
-first two; on CUDA between CUDA events recorded at the step ends), syncs (CUDA only: the host-GPU synchronisations
-of one step, by the Python line that made them), peak_mib (`torch.cuda.max_memory_allocated`, or peak RSS on the
+first two; on CUDA between CUDA events recorded at the step ends), operators (the operators one step dispatched,
+views and metadata left out: about one kernel launch each on a GPU; Triton kernels such as liger-kernel's are not
+operators and not counted), syncs (CUDA only: the host-GPU synchronisations of that step, by the Python line that
+made them), peak_mib (`torch.cuda.max_memory_allocated`, or peak RSS on the
 CPU), steps, or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-liger-head (liger-kernel's fused linear
 cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiples of 16, the default before widths
 were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
@@ -26,12 +28,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from train_memory import NO_KERNEL
 from transformers import TrainerCallback
 
 # Steps left out of the timing: the first carries cuBLAS/allocator warm-up, the second the first optimizer state.
 WARMUP_STEPS = 2
-# The step (by global_step at its start) whose host-GPU synchronisations are counted, after the profiled two.
-SYNC_COUNT_STEP = WARMUP_STEPS + 3
+# The step (by global_step at its start) whose operators and host-GPU synchronisations are counted (not timed: the
+# counting costs host time), after the profiled two.
+COUNTED_STEP = WARMUP_STEPS + 3
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts the operators dispatched while active (autograd's backward threads included), views left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.__name__.split(".")[0] not in NO_KERNEL:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 class StepClock(TrainerCallback):
@@ -49,7 +67,9 @@ class StepClock(TrainerCallback):
         self.profile_to = profile_to
         self.profiler: Any = None
         self.syncs: dict[str, int] | None = None
+        self.operators: int | None = None
         self._sync_count: tuple[Any, list[warnings.WarningMessage]] | None = None
+        self._operator_count: OperatorCount | None = None
 
     def _now(self) -> Any:
         if not self.cuda:
@@ -64,7 +84,10 @@ class StepClock(TrainerCallback):
                 [torch.profiler.ProfilerActivity.CUDA] if self.cuda else [])
             self.profiler = torch.profiler.profile(activities=activities, record_shapes=False)
             self.profiler.__enter__()
-        if self.cuda and state.global_step == SYNC_COUNT_STEP:
+        if state.global_step == COUNTED_STEP:
+            self._operator_count = OperatorCount()
+            self._operator_count.__enter__()
+        if self.cuda and state.global_step == COUNTED_STEP:
             catcher = warnings.catch_warnings(record=True)
             self._sync_count = (catcher, catcher.__enter__())
             warnings.simplefilter("always")
@@ -72,6 +95,10 @@ class StepClock(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.ends.append(self._now())
+        if self._operator_count is not None:
+            self._operator_count.__exit__(None, None, None)
+            self.operators, self._operator_count = self._operator_count.count, None
+            self.untimed.add(len(self.ends) - 1)  # counting costs host time: not a timed step
         if self._sync_count is not None:
             torch.cuda.set_sync_debug_mode("default")
             catcher, caught = self._sync_count
@@ -227,6 +254,8 @@ def main() -> None:
                 run.update(step_s=clock.median_step(), peak_mib=peak_mib(cuda))
                 if clock.syncs is not None:
                     run["syncs"] = clock.syncs
+                if clock.operators is not None:
+                    run["operators"] = clock.operators
             except torch.OutOfMemoryError:
                 run["error"] = "out of GPU memory"
             except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' numbers

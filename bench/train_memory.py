@@ -5,7 +5,9 @@ synthetic rows of bench/gpu_train.py: the packed batch (CUDA line widths), the m
 autocast over float32 weights (the attention mask in bf16, as `SSOTrainer` passes it), the SSO loss, backward,
 gradient clipping at 1.0 and fused AdamW, as transformers.Trainer runs them. A dispatch-mode tracker sums the
 bytes of every live tensor and keeps the list of live tensors at the highest sum: the estimate of
-`torch.cuda.max_memory_allocated`, and what makes it up.
+`torch.cuda.max_memory_allocated`, and what makes it up. It also counts the operators each training step
+dispatches (views and metadata queries left out): on a GPU each is about one kernel launch, the host's share of a
+step that the H200 profile found not GPU-bound at 0.5B.
 
 It is an estimate: the CPU's attention kernel and autocast lists stand in for CUDA's (the output layer's float32
 weight-gradient accumulation is given CUDA's form, `addmm(out_dtype=float32)`), and cuDNN/cuBLAS workspaces and
@@ -35,6 +37,12 @@ sys.path.insert(0, str(ROOT))  # ssogen from this checkout when not installed
 sys.path.insert(0, str(ROOT / "bench"))
 
 MIB = 2**20
+# Operators that launch no kernel on a GPU (views, metadata), left out of the per-step operator count.
+NO_KERNEL = frozenset({"alias", "as_strided", "detach", "device", "dim", "empty", "empty_strided", "expand",
+                       "lift_fresh", "new_empty", "permute", "promote_types", "select", "size", "slice", "split",
+                       "split_with_sizes", "squeeze",
+                       "stride", "sym_numel", "sym_size", "sym_storage_offset", "sym_stride", "t", "transpose",
+                       "unbind", "unsqueeze", "view", "_reshape_alias", "_unsafe_view"})
 
 
 class LiveTensors(TorchDispatchMode):
@@ -48,6 +56,7 @@ class LiveTensors(TorchDispatchMode):
         self.peak_phase = ""
         self.peak_live: list[tuple[int, str]] = []
         self.phase = "setup"
+        self.operators: collections.Counter[str] = collections.Counter()  # by phase
 
     def add(self, tensor: torch.Tensor, label: str) -> None:
         storage = tensor.untyped_storage()
@@ -74,6 +83,8 @@ class LiveTensors(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] not in NO_KERNEL:
+            self.operators[self.phase] += 1
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor):
                 name = func.__name__.split(".")[0]
@@ -167,7 +178,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                 loss.backward()
                 head.apply_deferred_weight_grad()
                 tracker.phase = f"step {step} optimizer"
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)  # CUDA's default
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 for state in optimizer.state.values():
@@ -175,9 +186,12 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                         if isinstance(value, torch.Tensor) and value.dim() > 0:
                             tracker.relabel(value, "AdamW moments (float32)")
     fixed = 16 * parameters
+    # The median step's operators; step 0 (the one that creates AdamW's moments) left out.
+    per_step = sorted(([tracker.operators[f"step {step} {part}"] for part in ("forward", "backward", "optimizer")]
+                       for step in range(1, len(packed) + 1)), key=sum)
     return {"shape": shape, "gc": "on" if gc else "off", "parameters": parameters, "peak": tracker.peak,
             "fixed": fixed, "phase": tracker.peak_phase, "composition": tracker.composition(top),
-            "tokens": max(int(b["input_ids"].numel()) for b in packed)}
+            "tokens": max(int(b["input_ids"].numel()) for b in packed), "operators": per_step[len(per_step) // 2]}
 
 
 def main() -> None:
@@ -207,11 +221,13 @@ def main() -> None:
             print(f"[{shape} gc={setting}: {time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
     print(f"largest packed batch: {rows[0]['tokens']:,} tokens; fixed = 16 B per parameter (float32 weights, "
           "gradients, AdamW moments)\n")
-    print("| shape | grad. ckpt | parameters | estimated peak | fixed part | above it | peak during |")
-    print("|---|---|---|---|---|---|---|")
+    print("| shape | grad. ckpt | parameters | estimated peak | fixed part | above it | peak during | "
+          "operators per step (forward + backward + optimizer) |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['shape']} | {row['gc']} | {row['parameters'] / 1e6:,.0f}M | {row['peak'] / MIB:,.0f} MiB | "
-              f"{row['fixed'] / MIB:,.0f} MiB | {(row['peak'] - row['fixed']) / MIB:,.0f} MiB | {row['phase']} |")
+              f"{row['fixed'] / MIB:,.0f} MiB | {(row['peak'] - row['fixed']) / MIB:,.0f} MiB | {row['phase']} | "
+              f"{sum(row['operators']):,} ({' + '.join(f'{n:,}' for n in row['operators'])}) |")
     for row in rows:
         print(f"\n{row['shape']}, gradient checkpointing {row['gc']}: live at the peak (largest first)")
         for label, count, size in row["composition"]:

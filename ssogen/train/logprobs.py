@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from ssogen.train.output_layer import LogProbHead, accepts_logits_to_keep, output_layer, unwrap
+from ssogen.train.model_parts import unwrap
+from ssogen.train.output_layer import LogProbHead, accepts_logits_to_keep, output_layer
 
 # Positions per chunk when reducing over the vocabulary (bounds the float32 temporaries).
 CHUNK_POSITIONS = 4096

@@ -25,19 +25,7 @@ from torch import nn
 
 from ssogen.train import mixed_precision
 from ssogen.train.mixed_precision import compute_dtype, float_accumulator
-
-
-def unwrap(model: Any) -> Any:
-    """The transformers model under DDP/DeepSpeed (`.module`) and peft (`get_base_model()`) wrappers."""
-    inner = model
-    for _ in range(4):
-        if isinstance(getattr(inner, "module", None), nn.Module):
-            inner = inner.module
-        elif hasattr(type(inner), "get_base_model"):
-            inner = inner.get_base_model()
-        else:
-            break
-    return inner
+from ssogen.train.model_parts import text_config, unwrap
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
@@ -46,6 +34,9 @@ def accepts_logits_to_keep(model: Any) -> bool:
 
 # Target elements (positions × vocab) of one chunk of float32 logits inside LogProbHead.
 HEAD_CHUNK_ELEMENTS = 1 << 25
+# The same when the probabilities are kept for backward (no checkpointing): then the chunk sits beside them, far
+# below the step's peak (bench/train_memory.py: the same peak at 0.5B and 1.5B), so half as many chunks to launch.
+HEAD_CHUNK_ELEMENTS_KEPT = 1 << 26
 # Positions per tile when backward recomputes the logits (tiles are this many positions × a vocabulary slice).
 HEAD_CHUNK_ROWS = 4096
 # LogProbHead keeps the (positions × vocab) probabilities from forward for backward, instead of recomputing the
@@ -68,8 +59,8 @@ class _HeadLogProb(torch.autograd.Function):
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 targets: torch.Tensor, keep: bool, deferred: list[tuple[torch.Tensor, ...]] | None) -> torch.Tensor:
         dtype = compute_dtype(hidden)
-        chunk = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
         keep = keep and hidden.size(0) * weight.size(0) * torch.finfo(dtype).bits // 8 <= STORED_PROBS_MAX_BYTES
+        chunk = max(1, (HEAD_CHUNK_ELEMENTS_KEPT if keep else HEAD_CHUNK_ELEMENTS) // weight.size(0))
         with torch.autocast(hidden.device.type, enabled=False):
             h = hidden.to(dtype)
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
@@ -276,11 +267,9 @@ def install_logprob_head(model: Any, keep_probabilities: bool = True, kernel: st
     """Replace the output layer with `LogProbHead` when that is exact for this model; True if installed."""
     inner = unwrap(model)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    config = getattr(inner, "config", None)
-    text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
     if type(head) is not nn.Linear or not accepts_logits_to_keep(inner) or not hasattr(inner, "set_output_embeddings"):
         return False
-    if any(getattr(text_config, name, None) is not None for name in _LOGIT_POSTPROCESSING):
+    if any(getattr(text_config(inner), name, None) is not None for name in _LOGIT_POSTPROCESSING):
         return False
     inner.set_output_embeddings(LogProbHead(head, keep_probabilities, kernel))
     return True

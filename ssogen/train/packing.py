@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ssogen.train.model_parts import text_config
+
 CONTEXT_SPAN = 0
 PADDING_ID = -1
 # Attention implementations that take a custom 4D mask as is: SDPA a boolean one, eager an additive one.
@@ -181,15 +183,14 @@ def packing_unsupported(model: Any, max_length: int) -> str | None:
     implementation = attention_implementation(model)
     if implementation not in PACKABLE_ATTENTION:
         return f"attention implementation {implementation!r} takes no custom attention mask"
-    config = model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if not getattr(text_config, "is_causal", True):
+    config = text_config(model)
+    if not getattr(config, "is_causal", True):
         return "the model's attention is not causal"
-    layer_types = set(getattr(text_config, "layer_types", None) or [])
+    layer_types = set(getattr(config, "layer_types", None) or [])
     other = layer_types - {"full_attention", "sliding_attention"}
     if other:
         return f"layer types {', '.join(sorted(other))} take no custom attention mask"
-    window = getattr(text_config, "sliding_window", None)
+    window = getattr(config, "sliding_window", None)
     windowed = "sliding_attention" in layer_types or (not layer_types and window is not None)
     if windowed and window is not None and window < max_length:
         return f"sliding-window attention (window {window} < --max-length {max_length})"

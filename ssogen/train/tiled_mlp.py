@@ -4,17 +4,21 @@ With gradient checkpointing each layer's activations are recomputed in backward,
 six (tokens × intermediate) tensors at once (gate and up outputs, silu, their product and the gradients), about
 1 GB at 0.5B shapes for an 18k-token batch, which sets the training step's peak memory. `_TiledSwiGLU` saves
 only its input (in the compute dtype) and, in backward, recomputes gate and up for a tile of tokens at a time
-(`TILE_ELEMENTS`), so at most a few tile-sized intermediates exist. Inside a checkpoint's recompute it returns
-zeros without computing: the recompute only needs what the layer saves for backward, the MLP's output is not
-one of them in the decoder layers listed in `SAFE_MODEL_TYPES` (it is only added to the residual stream), and
-checkpointing stops the recompute once the last saved tensor is there. So the MLP costs the same matrix products
-as without checkpointing (3 forward, 2 recomputed, 6 backward), one forward fewer than plain checkpointing.
-That reasoning holds for one level of checkpoints around the decoder layers (transformers' gradient
-checkpointing, reentrant or not); a checkpoint around several layers would feed the zeros to the next layers'
-recompute, which is why DeepSpeed's and FSDP's activation checkpointing are left out (`SSOTrainer.lean_backward`).
+(`TILE_ELEMENTS`), so at most a few tile-sized intermediates exist; forward runs in tiles too. Inside a
+checkpoint's recompute it returns zeros without computing: the recompute only needs what the layer saves for
+backward, the MLP's output is not one of them in the decoder layers listed in `SAFE_MODEL_TYPES` (it is only
+added to the residual stream), and checkpointing stops the recompute once the last saved tensor is there. So the
+MLP costs the same matrix products as without checkpointing (3 forward, 2 recomputed, 6 backward), one forward
+fewer than plain checkpointing. That reasoning holds for one level of checkpoints around the decoder layers
+(transformers' gradient checkpointing, reentrant or not); a checkpoint around several layers would feed the zeros
+to the next layers' recompute, which is why DeepSpeed's and FSDP's activation checkpointing are left out
+(`SSOTrainer.lean_backward`).
 
-The same products in the same dtypes as the stock module under autocast; the weight gradients are summed over
-tiles in float32 (the stock path rounds each to bf16 once), so results agree to rounding (tests compare them).
+Gate and up run as one GEMM on their stacked weights, and so do their two input gradients and their two weight
+gradients: fewer, larger kernels, so fewer launches for the host to queue per tile. The dtypes are the stock
+module's under autocast; the input gradient sums its two products before rounding (the stock path rounds each)
+and the weight gradients are summed over tiles in float32 (the stock path rounds each to bf16 once), so results
+agree to rounding and are no less accurate (tests compare both against float64).
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ from torch import nn
 
 from ssogen.train import mixed_precision
 from ssogen.train.mixed_precision import compute_dtype, float_accumulator
-from ssogen.train.output_layer import unwrap
+from ssogen.train.model_parts import text_config, unwrap
 
-# Elements of one (tokens × intermediate) tile in backward: 32 MiB in bf16, a sixth of an 18k-token batch at 0.5B.
-TILE_ELEMENTS = 1 << 24
+# Elements of the (tokens × intermediate) tensors one tile keeps alive at once: 160 MiB in bf16. Backward keeps
+# five (gate|up output: 2, silu, their gradients side by side: 2), so its tiles are a sixth of an 18k-token batch
+# at 0.5B; forward keeps three (gate|up output, silu·up), so its tiles are larger and fewer (fewer launches).
+TILE_ELEMENTS = 5 << 24
+_LIVE_IN_BACKWARD = 5
+_LIVE_IN_FORWARD = 3
 # Decoder layers whose MLP output feeds only the residual addition (which saves nothing for backward), so that a
 # checkpoint's recompute may skip computing it. Gemma's post-feedforward norm, for one, saves its input.
 SAFE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
@@ -42,10 +50,26 @@ def _inside_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
-def _tiles(tokens: int, intermediate: int) -> list[tuple[int, int]]:
-    count = max(1, math.ceil(tokens * intermediate / TILE_ELEMENTS))
+def _tiles(tokens: int, intermediate: int, live: int) -> list[tuple[int, int]]:
+    """Token ranges whose `live` (tokens × intermediate) tensors fit TILE_ELEMENTS together."""
+    count = max(1, math.ceil(tokens * intermediate * live / TILE_ELEMENTS))
     rows = max(1, math.ceil(tokens / count))
     return [(start, min(start + rows, tokens)) for start in range(0, tokens, rows)]
+
+
+def _stacked(first: torch.Tensor, second: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[first; second] in `dtype`: gate and up as one (2 × intermediate, hidden) weight, so that one GEMM gives
+    both projections (and one gives both of their gradients)."""
+    out = first.new_empty((first.size(0) + second.size(0), first.size(1)), dtype=dtype)
+    out[:first.size(0)].copy_(first)
+    out[first.size(0):].copy_(second)
+    return out
+
+
+def _gated(rows: torch.Tensor, gate_up: torch.Tensor, width: int) -> torch.Tensor:
+    """silu(gate(rows)) * up(rows), from one GEMM with the stacked weight."""
+    projected = F.linear(rows, gate_up)
+    return F.silu(projected[:, :width]).mul_(projected[:, width:])
 
 
 class _TiledSwiGLU(torch.autograd.Function):
@@ -60,48 +84,52 @@ class _TiledSwiGLU(torch.autograd.Function):
             ctx.save_for_backward(flat, gate_weight, up_weight, down_weight)
             if _inside_backward():
                 return flat.new_zeros(shape)
-            gate, up, down = (w.to(dtype) for w in (gate_weight, up_weight, down_weight))
+            gate_up, down, width = _stacked(gate_weight, up_weight, dtype), down_weight.to(dtype), gate_weight.size(0)
+            tiles = _tiles(flat.size(0), width, _LIVE_IN_FORWARD)
+            if len(tiles) == 1:
+                return F.linear(_gated(flat, gate_up, width), down).view(shape)
             out = flat.new_empty((flat.size(0), down.size(0)))
-            for start, stop in _tiles(flat.size(0), gate.size(0)):
-                rows = flat[start:stop]
-                out[start:stop] = F.linear(F.silu(F.linear(rows, gate)).mul_(F.linear(rows, up)), down)
+            for start, stop in tiles:
+                torch.mm(_gated(flat[start:stop], gate_up, width), down.t(), out=out[start:stop])
         return out.view(shape)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         flat, gate_weight, up_weight, down_weight = ctx.saved_tensors
         want_x, want_gate, want_up, want_down = ctx.needs_input_grad
-        dtype = flat.dtype
+        dtype, width = flat.dtype, gate_weight.size(0)
         with torch.autocast(flat.device.type, enabled=False):
-            gate, up, down = (w.to(dtype) for w in (gate_weight, up_weight, down_weight))
+            gate_up, down = _stacked(gate_weight, up_weight, dtype), down_weight.to(dtype)
             dy = grad_output.reshape(-1, grad_output.size(-1)).to(dtype)
             grad_x = torch.empty(flat.shape, dtype=ctx.input_dtype, device=flat.device) if want_x else None
-            grad_gate = float_accumulator(gate.shape, flat) if want_gate else None
-            grad_up = float_accumulator(up.shape, flat) if want_up else None
+            grad_gate_up = float_accumulator(gate_up.shape, flat) if want_gate or want_up else None
             grad_down = float_accumulator(down.shape, flat) if want_down else None
-            for start, stop in _tiles(flat.size(0), gate.size(0)):
+            for start, stop in _tiles(flat.size(0), width, _LIVE_IN_BACKWARD):
                 rows, dy_rows = flat[start:stop], dy[start:stop]
-                gate_out, up_out = F.linear(rows, gate), F.linear(rows, up)
+                projected = F.linear(rows, gate_up)
+                gate_out, up_out = projected[:, :width], projected[:, width:]
                 act = F.silu(gate_out)
                 if grad_down is not None:
                     mixed_precision.accumulate_float(grad_down, dy_rows.t(), act * up_out)
-                d_product = dy_rows @ down
-                d_up = d_product * act
+                # The gradients of gate's and up's outputs side by side, as the stacked weight's GEMMs want them.
+                d_projected = rows.new_empty(projected.shape)
+                d_gate, d_up = d_projected[:, :width], d_projected[:, width:]
+                torch.mm(dy_rows, down, out=d_gate)  # d(product), turned into d(gate_out) below
+                torch.mul(d_gate, act, out=d_up)
                 del act
-                d_gate = torch.ops.aten.silu_backward(d_product.mul_(up_out), gate_out)
-                del gate_out, up_out, d_product
+                torch.ops.aten.silu_backward(d_gate.mul_(up_out), gate_out, grad_input=d_gate)
+                del projected, gate_out, up_out
                 if grad_x is not None:
-                    # Two products rounded to the compute dtype and summed in the input's dtype, as autocast's
-                    # two input casts (one per projection) sum their gradients.
-                    grad_x[start:stop] = (d_gate @ gate).to(grad_x.dtype) + (d_up @ up).to(grad_x.dtype)
-                if grad_gate is not None:
-                    mixed_precision.accumulate_float(grad_gate, d_gate.t(), rows)
-                if grad_up is not None:
-                    mixed_precision.accumulate_float(grad_up, d_up.t(), rows)
+                    grad_x[start:stop] = d_projected @ gate_up
+                if grad_gate_up is not None:
+                    mixed_precision.accumulate_float(grad_gate_up, d_projected.t(), rows)
         shape = (*grad_output.shape[:-1], flat.size(-1))
-        return (None if grad_x is None else grad_x.view(shape),
-                *(None if g is None else g.to(w.dtype)
-                  for g, w in ((grad_gate, gate_weight), (grad_up, up_weight), (grad_down, down_weight))))
+        grad_gate = grad_up = None
+        if grad_gate_up is not None:
+            grad_gate = grad_gate_up[:width].to(gate_weight.dtype) if want_gate else None
+            grad_up = grad_gate_up[width:].to(up_weight.dtype) if want_up else None
+        return (None if grad_x is None else grad_x.view(shape), grad_gate, grad_up,
+                None if grad_down is None else grad_down.to(down_weight.dtype))
 
 
 def _is_silu(module: Any) -> bool:
@@ -140,9 +168,7 @@ def install_tiled_mlp(model: Any) -> int:
     """Give every plain SwiGLU MLP of a model in SAFE_MODEL_TYPES the tiled backward; returns how many. For
     training with gradient checkpointing only (without it, backward recomputes what the stock module keeps)."""
     inner = unwrap(model)
-    config = getattr(inner, "config", None)
-    text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    if getattr(text_config, "model_type", None) not in SAFE_MODEL_TYPES:
+    if getattr(text_config(inner), "model_type", None) not in SAFE_MODEL_TYPES:
         return 0
     count = 0
     for module in inner.modules():

@@ -20,8 +20,9 @@ from ssogen.train.collator import left_padded
 from ssogen.train.dropout import ZeroedDropout
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
+from ssogen.train.model_parts import unwrap
 from ssogen.train.objective import LossSettings
-from ssogen.train.output_layer import LogProbHead, output_layer, unwrap
+from ssogen.train.output_layer import LogProbHead, output_layer
 from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
 from ssogen.train.tiled_mlp import install_tiled_mlp
