@@ -11,12 +11,9 @@ from rich.table import Table
 
 from ssogen.cli.common import command_log, err_console, note_lock_takeover, show, user_errors
 from ssogen.cli.options import with_options
+from ssogen.formatting import percent
 from ssogen.judge.run import JudgeOptions
 from ssogen.settings import resolve_settings
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
 
 
 @with_options(JudgeOptions, config_flag=None)
@@ -47,12 +44,12 @@ def judge(
         m = written["metrics"]
         table = Table(title=f"ssogen judge: {written['judge_model']} on {m['pairs_judged']} pairs "
                       f"({settings.config})", title_justify="left", show_header=False)
-        table.add_row("chosen wins, chosen shown first", _pct(m["accuracy_chosen_first"]))
-        table.add_row("chosen wins, chosen shown second", _pct(m["accuracy_chosen_second"]))
-        table.add_row("share of judgments for chosen", _pct(m["share_of_judgments_chosen"]))
+        table.add_row("chosen wins, chosen shown first", percent(m["accuracy_chosen_first"]))
+        table.add_row("chosen wins, chosen shown second", percent(m["accuracy_chosen_second"]))
+        table.add_row("share of judgments for chosen", percent(m["share_of_judgments_chosen"]))
         table.add_row("chosen wins in both orders",
-                      f"{_pct(m['both_orders_chosen_rate'])} ({m['both_orders_chosen']})")
-        table.add_row("position bias (same letter both times)", _pct(m["position_bias_rate"]))
+                      f"{percent(m['both_orders_chosen_rate'])} ({m['both_orders_chosen']})")
+        table.add_row("position bias (same letter both times)", percent(m["position_bias_rate"]))
         table.add_row("unparseable answers", f"{m['unparseable']} of {m['judgments']}")
         table.add_row("pairs too long for the judge", str(m["pairs_too_long"]))
         show(table)

@@ -10,13 +10,10 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ssogen.cli.common import console
+from ssogen.formatting import percent
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.stats import DatasetStats
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -57,12 +54,12 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
     checks.add_column("any / total", justify="right")
     checks.add_row("duplicate responses", *[str(d.responses[v]) for v in VARIANTS],
                    str(d.rows_with_equal_responses))
-    checks.add_row("leakage", *[_pct(leak.rate[v]) for v in VARIANTS], _pct(leak.rows_any))
-    checks.add_row("truncated", *[_pct(trunc.rate[v]) for v in VARIANTS], _pct(trunc.rows_any))
+    checks.add_row("leakage", *[percent(leak.rate[v]) for v in VARIANTS], percent(leak.rows_any))
+    checks.add_row("truncated", *[percent(trunc.rate[v]) for v in VARIANTS], percent(trunc.rows_any))
     console.print(checks)
     console.print(f"duplicate prompts: {d.prompts}   chosen/rejected length ratio: {_num(b.ratio_tokens, 3)} "
                   f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
-                  f"{_pct(b.share_chosen_longer_tokens)} of pairs", highlight=False)
+                  f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False)
     if stats.features:
         console.print("features: " + ", ".join(f"{k} {v}" for k, v in stats.features.items())
                       + ("   extras: " + ", ".join(f"{k} {v}" for k, v in stats.extras.items())
@@ -75,7 +72,7 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
         scoring.add_row("rows", str(s.scored_kept_rows), str(s.scored_rows))
         scoring.add_row("on-policy-ness: mean exp(avg log-prob | x)", _num(s.on_policy_kept, 4),
                         _num(s.on_policy_all, 4))
-        scoring.add_row("likelihood ordering holds", _pct(s.ordering_holds_kept), _pct(s.ordering_holds_all))
+        scoring.add_row("likelihood ordering holds", percent(s.ordering_holds_kept), percent(s.ordering_holds_all))
         console.print(scoring)
     else:
         # The folder is known, the scoring model is not: M stays a placeholder.

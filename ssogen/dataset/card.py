@@ -23,6 +23,7 @@ from ssogen.dataset.plots import existing_plots
 from ssogen.dataset.splits import SPLITS
 from ssogen.dataset.stats import VARIANT_LABELS, DatasetStats, folder_stats
 from ssogen.errors import UserError
+from ssogen.formatting import percent
 from ssogen.io import write_text_atomic
 from ssogen.templating import TemplateError, Templates
 
@@ -83,10 +84,6 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
 def _text(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
@@ -126,7 +123,7 @@ def _shorten(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
 
-FILTERS = {"num": _num, "pct": _pct, "cell": _cell, "yaml": _yaml, "fence": _fence, "shorten": _shorten}
+FILTERS = {"num": _num, "pct": percent, "cell": _cell, "yaml": _yaml, "fence": _fence, "shorten": _shorten}
 EXAMPLE_ROWS = 3  # kept rows shown in the card, in input order
 
 

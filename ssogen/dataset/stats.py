@@ -218,7 +218,7 @@ def is_scored(record: TripletRecord) -> bool:
 
 def ordering_holds(record: TripletRecord) -> bool:
     """lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+): each system prompt pulls its own
-    response up and the other one down (the first stage of the likelihood filter in score.py)."""
+    response up and the other one down (the first stage of the likelihood filter in likelihood.py)."""
     r = record
     return bool(r.lp_good_good > r.lp_good_plain > r.lp_good_bad  # type: ignore[operator]
                 and r.lp_bad_bad > r.lp_bad_plain > r.lp_bad_good)  # type: ignore[operator]

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.formatting import percent
 from ssogen.io import write_json_atomic, write_png_atomic
 from ssogen.iterate.options import IterateOptions
 from ssogen.iterate.plan import PLOTS_DIR, REPORT_FILE, Iteration
@@ -166,10 +167,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _pct(value: Any) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
 def report_rows(entry: dict[str, Any], reasons: list[str], judged: bool) -> list[tuple[str, str]]:
     """(metric, value) of one iteration; the same metrics in the same order for every iteration."""
     data, training, judge = entry.get("data") or {}, entry.get("training") or {}, entry.get("judge") or {}
@@ -181,21 +178,21 @@ def report_rows(entry: dict[str, Any], reasons: list[str], judged: bool) -> list
     rows += [("chosen/rejected length ratio", _fmt(data.get("chosen_rejected_length_ratio"))),
              ("on-policy-ness (scored)", _fmt(data.get("on_policy"), 4)),
              ("final training loss", _fmt(training.get("final_loss"), 4))]
-    rows += [(f"reward accuracy {pair.upper()}", _pct(_get(training, "accuracy", pair))) for pair in PAIRS]
+    rows += [(f"reward accuracy {pair.upper()}", percent(_get(training, "accuracy", pair))) for pair in PAIRS]
     rows += [("mean W", _fmt(training.get("mean_W"), 4))]
     if judged:
-        rows += [("judge: chosen wins, chosen shown first", _pct(judge.get("accuracy_chosen_first"))),
-                 ("judge: chosen wins, chosen shown second", _pct(judge.get("accuracy_chosen_second"))),
-                 ("judge: chosen wins in both orders", _pct(judge.get("both_orders_chosen_rate"))),
-                 ("judge: position bias", _pct(judge.get("position_bias_rate"))),
+        rows += [("judge: chosen wins, chosen shown first", percent(judge.get("accuracy_chosen_first"))),
+                 ("judge: chosen wins, chosen shown second", percent(judge.get("accuracy_chosen_second"))),
+                 ("judge: chosen wins in both orders", percent(judge.get("both_orders_chosen_rate"))),
+                 ("judge: position bias", percent(judge.get("position_bias_rate"))),
                  ("judge: unparseable answers", _fmt(judge.get("unparseable")))]
     generator = entry.get("generator")
     if generator is not None:
         gen_data, gen_training = generator.get("data") or {}, generator.get("training") or {}
         rows += [("generator: queries / rows kept", f"{generator['queries']} / {_fmt(gen_data.get('kept'))}"),
                  ("generator: final training loss", _fmt(gen_training.get("final_loss"), 4)),
-                 ("generator: reward accuracy P2 / P3", f"{_pct(_get(gen_training, 'accuracy', 'p2'))} / "
-                                                        f"{_pct(_get(gen_training, 'accuracy', 'p3'))}")]
+                 ("generator: reward accuracy P2 / P3", f"{percent(_get(gen_training, 'accuracy', 'p2'))} / "
+                                                        f"{percent(_get(gen_training, 'accuracy', 'p3'))}")]
     return rows
 
 

@@ -134,16 +134,17 @@ def _recomputed_grads(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, 
     """Gradients from recomputed logits, in tiles of (up to HEAD_CHUNK_ROWS positions × a vocabulary slice), so
     that each slice of the weight gradient is accumulated once per position chunk, not once per small chunk."""
     rows, cols = _tile_shape(h)
+    columns, hits, scale = _target_columns(targets, grads, cols, w.size(0))
     grad_hidden = float_accumulator(h.shape, h) if want_hidden else None
     grad_weight = float_accumulator(w.shape, h) if want_weight else None
     grad_bias = float_accumulator((w.size(0),), h) if want_bias else None
     for start in range(0, h.size(0), rows):
         stop = start + rows
         chunk = h[start:stop]
-        for first in range(0, w.size(0), cols):
+        for index, first in enumerate(range(0, w.size(0), cols)):
             tile_w = w[first:first + cols]
-            tile = _logits_grad_tile(chunk, tile_w, None if b is None else b[first:first + cols], first,
-                                     targets[start:stop], lse[start:stop], grads[start:stop])
+            tile = _logits_grad_tile(chunk, tile_w, None if b is None else b[first:first + cols], lse[start:stop],
+                                     scale[start:stop], columns[start:stop, index, None], hits[start:stop, index, None])
             if grad_hidden is not None:
                 mixed_precision.accumulate_float(grad_hidden[start:stop], tile, tile_w)
             if grad_weight is not None:
@@ -158,17 +159,27 @@ def _tile_shape(h: torch.Tensor) -> tuple[int, int]:
     return rows, max(1, HEAD_CHUNK_ELEMENTS // rows)
 
 
-def _logits_grad_tile(chunk: torch.Tensor, tile_w: torch.Tensor, tile_b: torch.Tensor | None, first: int,
-                      targets: torch.Tensor, lse: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """The logits gradient of `chunk`'s positions over the vocabulary slice starting at `first`, recomputed.
+def _target_columns(targets: torch.Tensor, grads: torch.Tensor, cols: int,
+                    vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For tiles over vocabulary slices of `cols` columns: where each slice adds the one-hot term (N, slices: the
+    target's column in its slice, an in-range one elsewhere), what it adds (N, slices: the incoming gradient in the
+    target's slice, 0 elsewhere), and the negated gradient (N, 1). Made once per backward, so tiles take views (a
+    host-bound GPU step pays for every operator of every tile)."""
+    slice_of = torch.div(targets, cols, rounding_mode="floor")
+    index = torch.arange(-(-vocab // cols), device=targets.device)
+    last_column = (vocab - 1 - index * cols).clamp_(max=cols - 1)
+    columns = torch.minimum((targets - slice_of * cols)[:, None], last_column)
+    hits = grads[:, None] * (slice_of[:, None] == index)
+    return columns, hits, -grads[:, None]
 
-    d logp[target] / d logits = onehot(target) - softmax(logits), times the incoming gradient; targets outside
-    this slice add 0 (at a clamped column), which keeps the loop free of host syncs."""
-    g = grads[:, None]
-    tile = F.linear(chunk, tile_w, tile_b).float().sub_(lse[:, None]).exp_().mul_(-g)
-    local = targets - first
-    inside = (local >= 0) & (local < tile.size(1))
-    return tile.scatter_add_(1, local.clamp(0, tile.size(1) - 1)[:, None], g * inside[:, None]).to(chunk.dtype)
+
+def _logits_grad_tile(chunk: torch.Tensor, tile_w: torch.Tensor, tile_b: torch.Tensor | None, lse: torch.Tensor,
+                      scale: torch.Tensor, columns: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+    """The logits gradient of `chunk`'s positions over one vocabulary slice, recomputed: d logp[target] / d logits
+    = onehot(target) - softmax(logits), times the incoming gradient (`scale` is its negation). The one-hot term is
+    `hit` added at `columns` (`_target_columns`); rows whose target lies in another slice add 0, so no host sync."""
+    tile = F.linear(chunk, tile_w, tile_b).float().sub_(lse[:, None]).exp_().mul_(scale)
+    return tile.scatter_add_(1, columns, hit).to(chunk.dtype)
 
 
 def _add_weight_grad(grad_weight: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, targets: torch.Tensor,
@@ -177,14 +188,15 @@ def _add_weight_grad(grad_weight: torch.Tensor, weight: torch.Tensor, h: torch.T
     that each slice of the weight is cast to the compute dtype once (no full-size copy); a half-precision
     `grad_weight` gets each slice's sum in float32, rounded once, as backward's own gradient would be."""
     rows, cols = _tile_shape(h)
-    for first in range(0, weight.size(0), cols):
+    columns, hits, scale = _target_columns(targets, grads, cols, weight.size(0))
+    for index, first in enumerate(range(0, weight.size(0), cols)):
         tile_w = weight[first:first + cols].to(h.dtype)
         target = grad_weight[first:first + cols]
         total = target if target.dtype.itemsize >= 4 else float_accumulator(target.shape, target)
         for start in range(0, h.size(0), rows):
             stop = start + rows
-            tile = _logits_grad_tile(h[start:stop], tile_w, None, first, targets[start:stop], lse[start:stop],
-                                     grads[start:stop])
+            tile = _logits_grad_tile(h[start:stop], tile_w, None, lse[start:stop], scale[start:stop],
+                                     columns[start:stop, index, None], hits[start:stop, index, None])
             mixed_precision.accumulate_float(total, tile.t(), h[start:stop])
         if total is not target:
             target.add_(total)

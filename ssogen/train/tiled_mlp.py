@@ -35,10 +35,10 @@ from ssogen.train.mixed_precision import compute_dtype, float_accumulator
 from ssogen.train.model_parts import text_config, unwrap
 
 # Elements of the (tokens × intermediate) tensors one tile keeps alive at once: 160 MiB in bf16. Backward keeps
-# five (gate|up output: 2, silu, their gradients side by side: 2), so its tiles are a sixth of an 18k-token batch
-# at 0.5B; forward keeps three (gate|up output, silu·up), so its tiles are larger and fewer (fewer launches).
+# four (gate|up output: 2, silu, the gradient of silu·up), so its tiles are a fifth of an 18k-token batch at 0.5B;
+# forward keeps three (gate|up output, silu·up), so its tiles are larger and fewer (fewer launches).
 TILE_ELEMENTS = 5 << 24
-_LIVE_IN_BACKWARD = 5
+_LIVE_IN_BACKWARD = 4
 _LIVE_IN_FORWARD = 3
 # Decoder layers whose MLP output feeds only the residual addition (which saves nothing for backward), so that a
 # checkpoint's recompute may skip computing it. Gemma's post-feedforward norm, for one, saves its input.
@@ -111,18 +111,19 @@ class _TiledSwiGLU(torch.autograd.Function):
                 act = F.silu(gate_out)
                 if grad_down is not None:
                     mixed_precision.accumulate_float(grad_down, dy_rows.t(), act * up_out)
-                # The gradients of gate's and up's outputs side by side, as the stacked weight's GEMMs want them.
-                d_projected = rows.new_empty(projected.shape)
-                d_gate, d_up = d_projected[:, :width], d_projected[:, width:]
-                torch.mm(dy_rows, down, out=d_gate)  # d(product), turned into d(gate_out) below
-                torch.mul(d_gate, act, out=d_up)
-                del act
-                torch.ops.aten.silu_backward(d_gate.mul_(up_out), gate_out, grad_input=d_gate)
-                del projected, gate_out, up_out
+                # The gradients of gate's and up's outputs end up in `projected`, side by side as the stacked
+                # weight's GEMMs want them: d(up) in place over silu, d(gate) over gate's output, then d(up) copied
+                # over up's output. Four tile-sized tensors at most (projected: 2, silu, d(product)).
+                d_product = dy_rows @ down
+                d_up = act.mul_(d_product)
+                torch.ops.aten.silu_backward(d_product.mul_(up_out), gate_out, grad_input=gate_out)
+                up_out.copy_(d_up)
+                del act, d_up, d_product, gate_out, up_out
                 if grad_x is not None:
-                    grad_x[start:stop] = d_projected @ gate_up
+                    grad_x[start:stop] = projected @ gate_up
                 if grad_gate_up is not None:
-                    mixed_precision.accumulate_float(grad_gate_up, d_projected.t(), rows)
+                    mixed_precision.accumulate_float(grad_gate_up, projected.t(), rows)
+                del projected  # before the next tile's exists, not when the name is bound again
         shape = (*grad_output.shape[:-1], flat.size(-1))
         grad_gate = grad_up = None
         if grad_gate_up is not None:
