@@ -6,7 +6,10 @@ widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over 
 
 * the tiled MLP (`ssogen.train.tiled_mlp`) against the stock Qwen2 MLP, 8,192 tokens;
 * the output layer's deferred weight gradient against the one computed inside backward, 4,096 positions;
-* a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head against stock.
+* q, k and v as one stacked GEMM (`ssogen.train.stacked_qkv`) against three Linear layers (with bias, 14 query
+  and 2 key/value heads of 64), 8,192 tokens;
+* a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v against
+  stock.
 
 Each gradient is compared with a float64 reference of the same computation; the lean path passes when its error
 is at most twice the stock path's plus 1e-6 (bf16 rounding makes both differ from float64). Prints a table,
@@ -74,10 +77,27 @@ def head_gradients(device: str, positions: int, deferred: bool, reference: bool)
     return [hidden.grad, linear.weight.grad]
 
 
+def qkv_gradients(device: str, tokens: int, stacked: bool, reference: bool) -> list[torch.Tensor]:
+    from ssogen.train.stacked_qkv import _StackedProjections
+
+    torch.manual_seed(4)
+    group = [torch.nn.Linear(HIDDEN, width, device=device) for width in (HIDDEN, 128, 128)]
+    x = torch.randn(tokens, HIDDEN, device=device)
+    if reference:
+        group, x = [linear.double() for linear in group], x.double()
+    x.requires_grad_(True)
+    params = [x, *(p for linear in group for p in linear.parameters())]
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=not reference):
+        outs = (_StackedProjections.apply(x, *(p.weight for p in group), *(p.bias for p in group)) if stacked
+                else [linear(x) for linear in group])
+    return list(torch.autograd.grad(sum(out.float().square().mean() for out in outs), params))
+
+
 def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> list[torch.Tensor]:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from ssogen.train.output_layer import install_logprob_head, output_layer
+    from ssogen.train.stacked_qkv import install_stacked_qkv
     from ssogen.train.tiled_mlp import install_tiled_mlp
 
     torch.manual_seed(2)
@@ -93,6 +113,7 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
     head: Any = output_layer(model)
     if lean:
         install_tiled_mlp(model)
+        install_stacked_qkv(model)
         head.defer_weight_grad = True
     ids = torch.randint(0, VOCAB[device], (2, tokens // 2), generator=torch.Generator().manual_seed(3)).to(device)
     head.positions, head.targets = torch.arange(ids.numel() - 1, device=device), ids.view(-1)[1:]
@@ -112,6 +133,8 @@ def main() -> None:
          lambda lean, ref: mlp_gradients(device, tokens, tiled=lean, reference=ref)),
         ("deferred head", "gradient of hidden, weight",
          lambda lean, ref: head_gradients(device, tokens // 2, deferred=lean, reference=ref)),
+        ("stacked q, k, v", "gradient of x, weights, biases",
+         lambda lean, ref: qkv_gradients(device, tokens, stacked=lean, reference=ref)),
         ("checkpointed model", "every parameter's gradient",
          lambda lean, ref: model_gradients(device, tokens // 4, lean=lean, reference=ref)),
     ]

@@ -1,0 +1,169 @@
+"""q, k and v as one GEMM (`ssogen.train.stacked_qkv`): the values and gradients of three separate projections."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.train import stacked_qkv
+from ssogen.train.config import TrainConfig
+from ssogen.train.logprobs import sequence_logps
+from ssogen.train.run import run_training
+from tests.train.test_lean_backward import batch_of
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def projections(bias: bool, dtype: torch.dtype = torch.float32) -> list[nn.Linear]:
+    """q, k and v of a grouped-query layer: hidden 16, 4 heads of 4, 2 key/value heads."""
+    torch.manual_seed(2)
+    return [nn.Linear(16, width, bias=bias, dtype=dtype) for width in (16, 8, 8)]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_stacked_projections_give_the_three_values_and_gradients(bias: bool) -> None:
+    group = projections(bias, torch.float64)
+    x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    params = [x, *(p for linear in group for p in linear.parameters())]
+    stacked = stacked_qkv._StackedProjections.apply(x, *(p.weight for p in group), *(p.bias for p in group))
+    separate = [linear(x) for linear in group]
+    for a, b in zip(stacked, separate, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    # k's output unused: its weight gradient is zero, as with the separate projections.
+    g_stacked = torch.autograd.grad((stacked[0] ** 2).sum() + (stacked[2] * 3).sum(), params)
+    g_separate = torch.autograd.grad((separate[0] ** 2).sum() + (separate[2] * 3).sum(), params, allow_unused=True)
+    for a, b in zip(g_stacked, g_separate, strict=True):
+        torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b, atol=1e-12, rtol=0)
+
+
+def test_stacked_projections_under_bf16_autocast_are_no_less_accurate() -> None:
+    """bf16 GEMMs as autocast runs them; the input gradient sums its three products before rounding, where the
+    separate projections round each, so both are held to their error against float64 on the same bf16 operands."""
+    group = projections(bias=True)
+    x = torch.randn(4, 9, 16, requires_grad=True)
+    params = [x, *(p for linear in group for p in linear.parameters())]
+    results = []
+    for stacked in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs = (stacked_qkv._StackedProjections.apply(x, *(p.weight for p in group), *(p.bias for p in group))
+                    if stacked else [linear(x) for linear in group])
+        assert all(out.dtype == torch.bfloat16 for out in outs)
+        loss = sum((out.float() * torch.linspace(-1, 1, out.size(-1))).square().sum() for out in outs)
+        results.append((outs, torch.autograd.grad(loss, params)))
+    x64 = x.detach().bfloat16().double().requires_grad_()
+    exact = [nn.Linear(16, linear.out_features, dtype=torch.float64) for linear in group]
+    for e, linear in zip(exact, group, strict=True):
+        e.load_state_dict({k: v.bfloat16().double() for k, v in linear.state_dict().items()})
+    outs64 = [e(x64) for e in exact]
+    g_exact = torch.autograd.grad(sum((o * torch.linspace(-1, 1, o.size(-1), dtype=torch.float64)).square().sum()
+                                      for o in outs64), [x64, *(p for e in exact for p in e.parameters())])
+    (stock_outs, g_stock), (lean_outs, g_lean) = results
+    for a, b, reference in [*zip(lean_outs, stock_outs, outs64, strict=True),
+                            *zip(g_lean, g_stock, g_exact, strict=True)]:
+        lean_error, stock_error = ((t.double() - reference).abs().max().item() for t in (a, b))
+        assert lean_error <= 1.25 * stock_error + 1e-6 * reference.abs().max().item(), (lean_error, stock_error)
+        assert stock_error < 0.02 * reference.abs().max().item()
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_installed_model_gives_the_stock_logprobs_and_gradients(tiny_model: Path, checkpointing: bool) -> None:
+    batch = batch_of(tiny_model)
+    results = []
+    for stacked in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        if stacked:
+            assert stacked_qkv.install_stacked_qkv(model) == model.config.num_hidden_layers
+            assert stacked_qkv.install_stacked_qkv(model) == model.config.num_hidden_layers  # again: the same
+        sums, _ = sequence_logps(model, batch)
+        (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
+        results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        attention = model.model.layers[0].self_attn
+        if stacked:
+            assert not attention.k_proj._stacked_shared.pending  # k and v took what q's call computed for them
+            stacked_qkv.remove_stacked_qkv(model)
+            assert type(attention.q_proj) is nn.Linear and "_stacked_shared" not in attention.q_proj.__dict__
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_call_on_another_input_computes_its_own_projection() -> None:
+    attention = nn.Module()
+    attention.q_proj, attention.k_proj, attention.v_proj = projections(bias=True)
+    assert stacked_qkv.install_stacked_qkv(attention) == 1
+    x, y = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
+    q = attention.q_proj(x)
+    k_other = attention.k_proj(y)  # not the input q's call saw: computed from y
+    assert not attention.q_proj._stacked_shared.pending  # and what q's call kept for k and v is let go
+    v = attention.v_proj(x)
+    torch.testing.assert_close(q, F.linear(x, attention.q_proj.weight, attention.q_proj.bias))
+    torch.testing.assert_close(k_other, F.linear(y, attention.k_proj.weight, attention.k_proj.bias))
+    torch.testing.assert_close(v, F.linear(x, attention.v_proj.weight, attention.v_proj.bias))
+    torch.testing.assert_close(attention.v_proj(x), v)  # a second call: computed again, the same
+
+
+def test_a_replica_computes_with_its_own_weights() -> None:
+    """As torch.nn.DataParallel's replicas, which copy each module's `__dict__`: the group attributes still name the
+    original modules, so the replica must not compute with their weights."""
+    attention = nn.Module()
+    attention.q_proj, attention.k_proj, attention.v_proj = projections(bias=True)
+    stacked_qkv.install_stacked_qkv(attention)
+    replica = attention._replicate_for_data_parallel()
+    for name in stacked_qkv._NAMES:  # as replicate() does: parameters set as tensors (here other values)
+        original = getattr(attention, name)
+        copy = original._replicate_for_data_parallel()
+        copy.weight, copy.bias = 2 * original.weight.detach(), original.bias.detach() + 1
+        setattr(replica, name, copy)
+    x = torch.randn(5, 16)
+    for name in stacked_qkv._NAMES:
+        projection = getattr(replica, name)
+        torch.testing.assert_close(projection(x), F.linear(x, projection.weight, projection.bias))
+
+
+def test_projections_that_are_not_plain_linear_layers_keep_their_own_calls() -> None:
+    class Scaled(nn.Linear):  # as an adapter or a quantised layer would be: not nn.Linear itself
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    attention = nn.Module()
+    attention.q_proj, attention.k_proj, attention.v_proj = projections(bias=False)
+    wrapped = Scaled(16, 8, bias=False)
+    wrapped.load_state_dict(attention.k_proj.state_dict())
+    attention.k_proj = wrapped
+    assert stacked_qkv.install_stacked_qkv(attention) == 0
+    attention.k_proj = projections(bias=False)[1]
+    assert stacked_qkv.install_stacked_qkv(attention) == 1
+    attention.k_proj = wrapped  # after installation: q's call computes q alone, k its own way
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(attention.q_proj(x), F.linear(x, attention.q_proj.weight))
+    torch.testing.assert_close(attention.k_proj(x), 2 * F.linear(x, wrapped.weight))
+
+
+def test_training_with_and_without_stacked_projections_gives_the_same_weights(tiny_model: Path,
+                                                                             tmp_path: Path) -> None:
+    data = write_synthetic_sso(tmp_path / "data", 8)
+    weights = []
+    for stacked in (True, False):
+        out = tmp_path / f"stacked-{stacked}"
+        outcome = run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3,
+                                           batch_size=4, seed=5, save_steps=0, use_cpu=True, stacked_qkv=stacked),
+                               Console(file=io.StringIO()))
+        assert outcome.extra["stacked_qkv"] == ("2 layers" if stacked else "off")
+        weights.append(load_file(out / "model.safetensors"))
+    start = load_file(tiny_model / "model.safetensors")
+    assert set(weights[0]) == set(start)  # the saved model has the stock parameter names
+    for name, tensor in weights[1].items():
+        assert not torch.equal(tensor, start[name]) or "norm" in name, name
+        torch.testing.assert_close(weights[0][name], tensor, atol=1e-6, rtol=1e-5, msg=name)
