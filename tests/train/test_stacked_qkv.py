@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from ssogen.testing.synthetic import write_synthetic_sso
 from ssogen.train import stacked_qkv
 from ssogen.train.config import TrainConfig
 from ssogen.train.logprobs import sequence_logps
+from ssogen.train.output import CONFIG_FILE
 from ssogen.train.run import run_training
 from tests.train.test_lean_backward import batch_of
 
@@ -161,6 +163,8 @@ def test_training_with_and_without_stacked_projections_gives_the_same_weights(ti
                                            batch_size=4, seed=5, save_steps=0, use_cpu=True, stacked_qkv=stacked),
                                Console(file=io.StringIO()))
         assert outcome.extra["stacked_qkv"] == ("2 layers" if stacked else "off")
+        written = json.loads((out / CONFIG_FILE).read_text())
+        assert written["stacked_qkv"] == outcome.extra["stacked_qkv"] and written["lean_backward"] == "off"
         weights.append(load_file(out / "model.safetensors"))
     start = load_file(tiny_model / "model.safetensors")
     assert set(weights[0]) == set(start)  # the saved model has the stock parameter names
