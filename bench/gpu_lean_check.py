@@ -6,7 +6,7 @@ widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over 
 
 * the tiled MLP (`ssogen.train.tiled_mlp`) against the stock Qwen2 MLP, 8,192 tokens;
 * the output layer's deferred weight gradient against the one computed inside backward, 4,096 positions;
-* q, k and v as one stacked GEMM (`ssogen.train.stacked_qkv`) against three Linear layers (with bias, 14 query
+* q, k and v as one stacked GEMM (`ssogen.train.stacked_projections`) against three Linear layers (with bias, 14 query
   and 2 key/value heads of 64), 8,192 tokens;
 * a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v against
   stock.
@@ -78,7 +78,7 @@ def head_gradients(device: str, positions: int, deferred: bool, reference: bool)
 
 
 def qkv_gradients(device: str, tokens: int, stacked: bool, reference: bool) -> list[torch.Tensor]:
-    from ssogen.train.stacked_qkv import _StackedProjections
+    from ssogen.train.stacked_projections import _StackedProjections
 
     torch.manual_seed(4)
     group = [torch.nn.Linear(HIDDEN, width, device=device) for width in (HIDDEN, 128, 128)]
@@ -88,7 +88,7 @@ def qkv_gradients(device: str, tokens: int, stacked: bool, reference: bool) -> l
     x.requires_grad_(True)
     params = [x, *(p for linear in group for p in linear.parameters())]
     with torch.autocast(device, dtype=torch.bfloat16, enabled=not reference):
-        outs = (_StackedProjections.apply(x, *(p.weight for p in group), *(p.bias for p in group)) if stacked
+        outs = (_StackedProjections.apply(x, 3, *(p.weight for p in group), *(p.bias for p in group)) if stacked
                 else [linear(x) for linear in group])
     return list(torch.autograd.grad(sum(out.float().square().mean() for out in outs), params))
 
@@ -97,7 +97,7 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from ssogen.train.output_layer import install_logprob_head, output_layer
-    from ssogen.train.stacked_qkv import install_stacked_qkv
+    from ssogen.train.stacked_projections import install_stacked_projections
     from ssogen.train.tiled_mlp import install_tiled_mlp
 
     torch.manual_seed(2)
@@ -113,7 +113,7 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
     head: Any = output_layer(model)
     if lean:
         install_tiled_mlp(model)
-        install_stacked_qkv(model)
+        install_stacked_projections(model)
         head.defer_weight_grad = True
     ids = torch.randint(0, VOCAB[device], (2, tokens // 2), generator=torch.Generator().manual_seed(3)).to(device)
     head.positions, head.targets = torch.arange(ids.numel() - 1, device=device), ids.view(-1)[1:]

@@ -9,8 +9,8 @@ CPU), steps, or error. Kinds: ssogen, ssogen-unpacked (--no-packing), ssogen-lig
 cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiples of 16, the default before widths
 were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
 ssogen-stock-backward (with gradient checkpointing, the stock MLP and the output layer's weight gradient inside
-backward: `SSOTrainer.lean_backward` off), ssogen-separate-qkv (--no-stacked-qkv: q, k and v as three products),
-trl, trl-liger (TRL with use_liger_kernel=True)."""
+backward: `SSOTrainer.lean_backward` off), ssogen-separate-projections (--no-stacked-projections: q, k, v and
+gate, up as separate products), trl, trl-liger (TRL with use_liger_kernel=True)."""
 
 from __future__ import annotations
 
@@ -173,15 +173,17 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
             batch_size=spec["batch"], warmup_ratio=0.0, save_steps=0, logging_steps=10_000, seed=0,
             max_length=spec["max_length"], max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda, bf16=cuda,
             gradient_checkpointing=gc, packing=kind != "ssogen-unpacked",
-            head_kernel="liger" if kind == "ssogen-liger-head" else "torch", stacked_qkv=kind != "ssogen-separate-qkv",
+            head_kernel="liger" if kind == "ssogen-liger-head" else "torch",
+            stacked_projections=kind != "ssogen-separate-projections",
         ), Console(file=io.StringIO()), callbacks=[clock])
     if kind != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
         raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
     lean = str(outcome.extra.get("lean_backward"))
     if gc and (lean == "off") != (kind == "ssogen-stock-backward"):
         raise RuntimeError(f"{kind} with checkpointing ran lean backward {lean!r}")
-    if (outcome.extra.get("stacked_qkv") == "off") != (kind == "ssogen-separate-qkv"):
-        raise RuntimeError(f"{kind} ran stacked q, k, v {outcome.extra.get('stacked_qkv')!r}")
+    stacked = outcome.extra.get("stacked_projections")
+    if (stacked == "off") != (kind == "ssogen-separate-projections"):
+        raise RuntimeError(f"{kind} ran stacked projections {stacked!r}")
     return outcome.steps
 
 

@@ -138,7 +138,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from ssogen.train import mixed_precision, output_layer, stacked_qkv, tiled_mlp
+    from ssogen.train import mixed_precision, output_layer, stacked_projections, tiled_mlp
     from ssogen.train.logprobs import sequence_logps
     from ssogen.train.loss import sso_loss
     from ssogen.train.objective import LossSettings
@@ -161,8 +161,8 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
         if gc and lean:  # as SSOTrainer.lean_backward on one process
             tiled_mlp.install_tiled_mlp(model)
             head.defer_weight_grad = True
-        if stacked:  # as SSOTrainer does by default
-            stacked_qkv.install_stacked_qkv(model)
+        if stacked:  # as SSOTrainer does by default (after the tiled MLP)
+            stacked_projections.install_stacked_projections(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
         for parameter in model.parameters():
             tracker.add(parameter, "weights (float32)")
@@ -209,8 +209,8 @@ def main() -> None:
     parser.add_argument("--no-lean-backward", action="store_true",
                         help="with checkpointing, the stock MLP and the head's weight gradient inside backward (as "
                              "ssogen did before its tiled MLP and deferred head gradient)")
-    parser.add_argument("--separate-qkv", action="store_true",
-                        help="q, k and v as three products (as ssogen did before `--stacked-qkv`)")
+    parser.add_argument("--separate-projections", action="store_true",
+                        help="q, k, v and gate, up as separate products (as before `--stacked-projections`)")
     parser.add_argument("--bool-mask", action="store_true",
                         help="give SDPA a boolean mask (as ssogen did before its bf16 additive one)")
     args = parser.parse_args()
@@ -222,7 +222,7 @@ def main() -> None:
             began = time.perf_counter()
             rows.append(estimate(shape, setting == "on", packed, tokenizer, args.top,
                                  None if args.bool_mask else torch.bfloat16, not args.no_lean_backward,
-                                 not args.separate_qkv))
+                                 not args.separate_projections))
             print(f"[{shape} gc={setting}: {time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
     print(f"largest packed batch: {rows[0]['tokens']:,} tokens; fixed = 16 B per parameter (float32 weights, "
           "gradients, AdamW moments)\n")

@@ -26,7 +26,7 @@ LORA = "LoRA"
 NOT_FINGERPRINTED = frozenset({
     "data", "model", "out", "overwrite", "resume_from_checkpoint", "report_to", "logging_steps", "save_steps",
     "save_total_limit", "final_eval", "reference_batch_size", "use_cpu", "gradient_checkpointing", "fused_head",
-    "head_kernel", "packing", "stacked_qkv"})
+    "head_kernel", "packing", "stacked_projections"})
 # Options that only mean something for the v1 objective (W and G do not exist in v2).
 V1_ONLY = ("no_g", "no_w", "w_detach")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
@@ -102,9 +102,10 @@ class TrainConfig(BaseModel):
         "linear cross-entropy, exact for per-token log-probs; pip install liger-kernel).", panel=OPTIMISATION)
     packing: bool = option(True, "Pack each row's three contexts once with both responses after each, no padding "
                            "between rows (exact; left padding where the model cannot).", panel=OPTIMISATION)
-    stacked_qkv: bool = option(True, "Run each attention layer's q, k and v projections as one matrix product on "
-                               "their stacked weights (plain Linear projections; not under DeepSpeed or FSDP). "
-                               "Agrees with three products to rounding.", panel=OPTIMISATION)
+    stacked_projections: bool = option(
+        True, "Run each layer's q, k and v projections as one matrix product on their stacked weights, and its MLP's "
+        "gate and up as another (Llama, Mistral and Qwen models with plain Linear projections; not under DeepSpeed "
+        "or FSDP). Agrees with separate products to rounding.", panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",
                                 flags=("--keep-dropout",), panel=OPTIMISATION)

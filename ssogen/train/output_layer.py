@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssogen.train import mixed_precision
+from ssogen.train.liger_head import liger_logps
 from ssogen.train.mixed_precision import compute_dtype, float_accumulator
 from ssogen.train.model_parts import text_config, unwrap
 
@@ -151,6 +152,7 @@ def _recomputed_grads(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, 
                 mixed_precision.accumulate_float(grad_weight[first:first + cols], tile.t(), chunk)
             if grad_bias is not None:
                 grad_bias[first:first + cols] += tile.sum(0, dtype=grad_bias.dtype)
+            del tile  # before the next tile exists, not when the name is bound again
     return grad_hidden, grad_weight, grad_bias
 
 
@@ -198,6 +200,7 @@ def _add_weight_grad(grad_weight: torch.Tensor, weight: torch.Tensor, h: torch.T
             tile = _logits_grad_tile(h[start:stop], tile_w, None, lse[start:stop], scale[start:stop],
                                      columns[start:stop, index, None], hits[start:stop, index, None])
             mixed_precision.accumulate_float(total, tile.t(), h[start:stop])
+            del tile
         if total is not target:
             target.add_(total)
 
@@ -229,7 +232,7 @@ class LogProbHead(nn.Module):
             return F.linear(hidden, self.weight, self.bias)
         selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, self.positions)
         if self.kernel == "liger" and selected.is_cuda:
-            return _liger_logps(selected, self.weight, self.bias, self.targets)
+            return liger_logps(selected, self.weight, self.bias, self.targets)
         keep = self.keep_probabilities and torch.is_grad_enabled() and (selected.requires_grad
                                                                         or self.weight.requires_grad)
         deferred = self._deferred if self.defer_weight_grad else None
@@ -260,19 +263,6 @@ class LogProbHead(nn.Module):
         linear: nn.Linear = self._original  # type: ignore[assignment]
         linear.weight, linear.bias = self.weight, self.bias  # in case something re-tied our Parameters
         return linear
-
-
-def _liger_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 targets: torch.Tensor) -> torch.Tensor:
-    """-CE per token from liger-kernel's fused linear cross-entropy with reduction "none": it folds each token's
-    incoming gradient into the recomputed logits gradient, so it is exact for any weighting of the log-probs."""
-    from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
-
-    # Positional: input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
-    # reduction, softcap, return_z_loss, accum_dtype (float32 weight-gradient accumulation).
-    loss = LigerFusedLinearCrossEntropyFunction.apply(hidden, weight, targets, bias, None, -100, 0.0, 0.0, "none",
-                                                      None, False, torch.float32)[0]
-    return -loss.float()
 
 
 def install_logprob_head(model: Any, keep_probabilities: bool = True, kernel: str = "torch") -> bool:

@@ -198,7 +198,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
         "batches": outcome.extra.get("batches"),
         # What ran that agrees with the stock computation to rounding (see SSOTrainer): for a reader comparing runs.
         "lean_backward": outcome.extra.get("lean_backward"),
-        "stacked_qkv": outcome.extra.get("stacked_qkv"),
+        "stacked_projections": outcome.extra.get("stacked_projections"),
         "reference": {"key": key, "file": outcome.reference_file, "reused": outcome.reference_reused,
                       "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
         "versions": _versions(),

@@ -197,7 +197,8 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
-        zeroed_dropout=zeroed_dropout, stacked_qkv=config.stacked_qkv, callbacks=[timer, *(callbacks or [])],
+        zeroed_dropout=zeroed_dropout, stacked_projections=config.stacked_projections,
+        callbacks=[timer, *(callbacks or [])],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -222,7 +223,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
                "between rows)" if trainer.data_collator.packing
                else f"left-padded ({unpacked_reason or trainer.packing_fallback})",
                "lean_backward": trainer.lean_backward_used,
-               "stacked_qkv": f"{trainer.stacked_qkv_layers} layers" if trainer.stacked_qkv_layers else "off"},
+               "stacked_projections": trainer.stacked_projections},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
     trainer.save_model(str(config.out))

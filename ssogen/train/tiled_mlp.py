@@ -133,6 +133,11 @@ class _TiledSwiGLU(torch.autograd.Function):
                 None if grad_down is None else grad_down.to(down_weight.dtype))
 
 
+def is_tiled(module: Any) -> bool:
+    """True for an MLP that `install_tiled_mlp` gave the tiled backward."""
+    return isinstance(module, _Tiled)
+
+
 def _is_silu(module: Any) -> bool:
     # transformers' own class (what ACT2FN["silu"] gives; a hub kernel may replace its forward) or torch's.
     return isinstance(module, nn.SiLU) or type(module).__name__ == "SiLUActivation"

@@ -25,7 +25,7 @@ from ssogen.train.objective import LossSettings
 from ssogen.train.output_layer import LogProbHead, output_layer
 from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
-from ssogen.train.stacked_qkv import install_stacked_qkv
+from ssogen.train.stacked_projections import describe, install_stacked_projections
 from ssogen.train.tiled_mlp import install_tiled_mlp
 
 # Rows compared, packed against left-padded, before the first batch (see `SSOTrainer.check_packing`).
@@ -39,7 +39,7 @@ DEFERRED_HEAD_DEVICES = frozenset({"cuda"})
 class SSOTrainer(Trainer):
     def __init__(self, *args: Any, loss_settings: LossSettings, reference: ReferenceTable,
                  reference_batch_size: int, reference_folders: list[Path],
-                 zeroed_dropout: ZeroedDropout | None = None, stacked_qkv: bool = True, **kwargs: Any) -> None:
+                 zeroed_dropout: ZeroedDropout | None = None, stacked_projections: bool = True, **kwargs: Any) -> None:
         # transformers' Trainer sets config.use_cache to TrainingArguments.use_cache (False) for training; saves
         # write the user's value back (a saved false would slow their generate with transformers).
         self.users_use_cache = getattr(getattr(kwargs.get("model"), "config", None), "use_cache", None)
@@ -64,10 +64,11 @@ class SSOTrainer(Trainer):
         # and the head whose weight gradient waits for the end of every backward, or None.
         self.lean_backward_used = "off"
         self.deferred_head = self.lean_backward()
-        # Attention layers whose q, k and v run as one GEMM (`ssogen.train.stacked_qkv`). Not under DeepSpeed or
-        # FSDP: they gather k's and v's weights in those modules' own forward hooks, after q's call needs them.
-        self.stacked_qkv_layers = (install_stacked_qkv(self.model) if stacked_qkv and not self.is_deepspeed_enabled
-                                   and not self.is_fsdp_enabled else 0)
+        # Projections run as one GEMM per group (`ssogen.train.stacked_projections`), in words; after the tiled
+        # MLP, whose gate and up stay its own. Not under DeepSpeed or FSDP: they gather k's and v's weights in those
+        # modules' own forward hooks, after q's call needs them.
+        self.stacked_projections = (describe(install_stacked_projections(self.model)) if stacked_projections
+                                    and not self.is_deepspeed_enabled and not self.is_fsdp_enabled else "off")
         self.add_callback(_ReferenceCallback(self))
 
     def lean_backward(self) -> LogProbHead | None:

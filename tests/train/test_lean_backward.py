@@ -239,6 +239,9 @@ def test_checkpointed_training_uses_the_lean_backward_and_learns_the_same(tiny_m
         assert outcome.extra["lean_backward"] == (
             "off" if not checkpointing else "MLP backward in token tiles (2 layers)"
             + ("; output-layer weight gradient after the layers" if defer_on_cpu else ""))
+        # With checkpointing the tiled MLPs keep their gate and up; only q, k and v are stacked there.
+        assert outcome.extra["stacked_projections"] == "q, k, v in 2 layers" + (
+            "" if checkpointing else "; gate, up in 2 layers")
         weights.append(load_file(out / "model.safetensors"))
         if not checkpointing:
             assert calls == {"deferred": 0, "tiled": 0}

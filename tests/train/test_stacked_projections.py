@@ -1,4 +1,5 @@
-"""q, k and v as one GEMM (`ssogen.train.stacked_qkv`): the values and gradients of three separate projections."""
+"""q, k, v and gate, up as one GEMM per group (`ssogen.train.stacked_projections`): the values and gradients of
+separate projections."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from ssogen.testing.synthetic import write_synthetic_sso
-from ssogen.train import stacked_qkv
+from ssogen.train import stacked_projections
 from ssogen.train.config import TrainConfig
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.output import CONFIG_FILE
@@ -36,7 +37,8 @@ def test_stacked_projections_give_the_three_values_and_gradients(bias: bool) -> 
     group = projections(bias, torch.float64)
     x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
     params = [x, *(p for linear in group for p in linear.parameters())]
-    stacked = stacked_qkv._StackedProjections.apply(x, *(p.weight for p in group), *(p.bias for p in group))
+    stacked = stacked_projections._StackedProjections.apply(x, 3, *(p.weight for p in group),
+                                                           *(p.bias for p in group))
     separate = [linear(x) for linear in group]
     for a, b in zip(stacked, separate, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
@@ -56,7 +58,8 @@ def test_stacked_projections_under_bf16_autocast_are_no_less_accurate() -> None:
     results = []
     for stacked in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            outs = (stacked_qkv._StackedProjections.apply(x, *(p.weight for p in group), *(p.bias for p in group))
+            outs = (stacked_projections._StackedProjections.apply(x, 3, *(p.weight for p in group),
+                                                                  *(p.bias for p in group))
                     if stacked else [linear(x) for linear in group])
         assert all(out.dtype == torch.bfloat16 for out in outs)
         loss = sum((out.float() * torch.linspace(-1, 1, out.size(-1))).square().sum() for out in outs)
@@ -86,16 +89,19 @@ def test_installed_model_gives_the_stock_logprobs_and_gradients(tiny_model: Path
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         if stacked:
-            assert stacked_qkv.install_stacked_qkv(model) == model.config.num_hidden_layers
-            assert stacked_qkv.install_stacked_qkv(model) == model.config.num_hidden_layers  # again: the same
+            layers = model.config.num_hidden_layers
+            assert stacked_projections.install_stacked_projections(model) == {"q, k, v": layers, "gate, up": layers}
+            assert stacked_projections.install_stacked_projections(model) == {"q, k, v": layers, "gate, up": layers}
         sums, _ = sequence_logps(model, batch)
         (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
         results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-        attention = model.model.layers[0].self_attn
+        attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
         if stacked:
-            assert not attention.k_proj._stacked_shared.pending  # k and v took what q's call computed for them
-            stacked_qkv.remove_stacked_qkv(model)
+            # k, v and up took what the first call of their group computed for them.
+            assert not attention.k_proj._stacked_shared.pending and not mlp.up_proj._stacked_shared.pending
+            stacked_projections.remove_stacked_projections(model)
             assert type(attention.q_proj) is nn.Linear and "_stacked_shared" not in attention.q_proj.__dict__
+            assert type(mlp.gate_proj) is nn.Linear
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
@@ -104,7 +110,7 @@ def test_installed_model_gives_the_stock_logprobs_and_gradients(tiny_model: Path
 def test_a_call_on_another_input_computes_its_own_projection() -> None:
     attention = nn.Module()
     attention.q_proj, attention.k_proj, attention.v_proj = projections(bias=True)
-    assert stacked_qkv.install_stacked_qkv(attention) == 1
+    assert stacked_projections.install_stacked_projections(attention)["q, k, v"] == 1
     x, y = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
     q = attention.q_proj(x)
     k_other = attention.k_proj(y)  # not the input q's call saw: computed from y
@@ -121,15 +127,15 @@ def test_a_replica_computes_with_its_own_weights() -> None:
     original modules, so the replica must not compute with their weights."""
     attention = nn.Module()
     attention.q_proj, attention.k_proj, attention.v_proj = projections(bias=True)
-    stacked_qkv.install_stacked_qkv(attention)
+    stacked_projections.install_stacked_projections(attention)
     replica = attention._replicate_for_data_parallel()
-    for name in stacked_qkv._NAMES:  # as replicate() does: parameters set as tensors (here other values)
+    for name in stacked_projections.GROUPS["q, k, v"]:  # as replicate() does: parameters as tensors (other values)
         original = getattr(attention, name)
         copy = original._replicate_for_data_parallel()
         copy.weight, copy.bias = 2 * original.weight.detach(), original.bias.detach() + 1
         setattr(replica, name, copy)
     x = torch.randn(5, 16)
-    for name in stacked_qkv._NAMES:
+    for name in stacked_projections.GROUPS["q, k, v"]:
         projection = getattr(replica, name)
         torch.testing.assert_close(projection(x), F.linear(x, projection.weight, projection.bias))
 
@@ -144,13 +150,23 @@ def test_projections_that_are_not_plain_linear_layers_keep_their_own_calls() -> 
     wrapped = Scaled(16, 8, bias=False)
     wrapped.load_state_dict(attention.k_proj.state_dict())
     attention.k_proj = wrapped
-    assert stacked_qkv.install_stacked_qkv(attention) == 0
+    assert stacked_projections.install_stacked_projections(attention)["q, k, v"] == 0
     attention.k_proj = projections(bias=False)[1]
-    assert stacked_qkv.install_stacked_qkv(attention) == 1
+    assert stacked_projections.install_stacked_projections(attention)["q, k, v"] == 1
     attention.k_proj = wrapped  # after installation: q's call computes q alone, k its own way
     x = torch.randn(5, 16)
     torch.testing.assert_close(attention.q_proj(x), F.linear(x, attention.q_proj.weight))
     torch.testing.assert_close(attention.k_proj(x), 2 * F.linear(x, wrapped.weight))
+
+
+def test_models_not_known_to_call_the_projections_in_order_keep_them_separate() -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=64)
+    assert stacked_projections.install_stacked_projections(Qwen2ForCausalLM(config)) == {"q, k, v": 1, "gate, up": 1}
+    config.model_type = "someothermodel"  # same modules, a forward this module has not read
+    assert stacked_projections.install_stacked_projections(Qwen2ForCausalLM(config)) == {"q, k, v": 0, "gate, up": 0}
 
 
 def test_training_with_and_without_stacked_projections_gives_the_same_weights(tiny_model: Path,
@@ -160,11 +176,14 @@ def test_training_with_and_without_stacked_projections_gives_the_same_weights(ti
     for stacked in (True, False):
         out = tmp_path / f"stacked-{stacked}"
         outcome = run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3,
-                                           batch_size=4, seed=5, save_steps=0, use_cpu=True, stacked_qkv=stacked),
+                                           batch_size=4, seed=5, save_steps=0, use_cpu=True,
+                                           stacked_projections=stacked),
                                Console(file=io.StringIO()))
-        assert outcome.extra["stacked_qkv"] == ("2 layers" if stacked else "off")
+        assert outcome.extra["stacked_projections"] == ("q, k, v in 2 layers; gate, up in 2 layers" if stacked
+                                                        else "off")
         written = json.loads((out / CONFIG_FILE).read_text())
-        assert written["stacked_qkv"] == outcome.extra["stacked_qkv"] and written["lean_backward"] == "off"
+        assert written["stacked_projections"] == outcome.extra["stacked_projections"]
+        assert written["lean_backward"] == "off"
         weights.append(load_file(out / "model.safetensors"))
     start = load_file(tiny_model / "model.safetensors")
     assert set(weights[0]) == set(start)  # the saved model has the stock parameter names
