@@ -79,14 +79,15 @@ def test_stacked_projections_under_bf16_autocast_are_no_less_accurate() -> None:
         assert stock_error < 0.02 * reference.abs().max().item()
 
 
-@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
-def test_installed_model_gives_the_stock_logprobs_and_gradients(tiny_model: Path, checkpointing: bool) -> None:
+@pytest.mark.parametrize("checkpointing", [None, "non-reentrant", "reentrant"])
+def test_installed_model_gives_the_stock_logprobs_and_gradients(tiny_model: Path, checkpointing: str | None) -> None:
     batch = batch_of(tiny_model)
     results = []
     for stacked in (False, True):
         model = AutoModelForCausalLM.from_pretrained(tiny_model)
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": checkpointing == "reentrant"})
         model.train()
         if stacked:
             layers = model.config.num_hidden_layers
