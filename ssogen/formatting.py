@@ -1,5 +1,5 @@
-"""Numbers as text for tables and the dataset card: the same share reads the same in `ssogen stats`, `ssogen
-judge`, the iteration report and README.md."""
+"""Numbers as text: the same share reads the same in `ssogen stats`, `ssogen judge`, the iteration report and the
+dataset card (the output folder's README.md)."""
 
 from __future__ import annotations
 
