@@ -104,8 +104,9 @@ class TrainConfig(BaseModel):
                            "between rows (exact; left padding where the model cannot).", panel=OPTIMISATION)
     stacked_projections: bool = option(
         True, "Run each layer's q, k and v projections as one matrix product on their stacked weights, and its MLP's "
-        "gate and up as another (Llama, Mistral and Qwen models with plain Linear projections; not under DeepSpeed "
-        "or FSDP). Agrees with separate products to rounding.", panel=OPTIMISATION)
+        "gate and up as another (Llama, Mistral, Qwen, Gemma, Granite, SmolLM3, StarCoder2 and Cohere models with "
+        "plain Linear projections; not under DeepSpeed or FSDP). Agrees with separate products to rounding.",
+        panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",
                                 flags=("--keep-dropout",), panel=OPTIMISATION)

@@ -1,15 +1,16 @@
 """Projections that read the same input as one GEMM on their stacked weights: an attention layer's q, k and v, and
 a gated MLP's gate and up.
 
-Llama, Mistral and Qwen layers call `q_proj`, `k_proj` and `v_proj` one after another on the same hidden states,
-and `gate_proj` then `up_proj` on the MLP's input. Once installed, the first projection's call computes the whole
-group with `_StackedProjections` and keeps the other outputs for the calls that follow with the very same input
-tensor; any other call computes as the stock Linear. Per group and forward that is one GEMM instead of two or three
-and one cast of the input instead of one per projection (autocast casts it for each, and keeps each cast for
-backward); backward gives the input gradient and the stacked weight gradient with one GEMM each. On a GPU, where a
-small model's step is bound by the host queueing kernels, that is about 30 fewer operators per layer and step
-(bench/train_memory.py counts them). With gradient checkpointing the tiled MLP (`ssogen.train.tiled_mlp`), which
-stacks gate and up itself, keeps its MLPs; only q, k and v are stacked there.
+Llama, Mistral, Qwen, Gemma and similar layers (`ORDERED_MODEL_TYPES`) call `q_proj`, `k_proj` and `v_proj` one
+after another on the same hidden states, and `gate_proj` then `up_proj` on the MLP's input. Once installed, the
+first projection's call computes the whole group with `_StackedProjections` and keeps the other outputs for the
+calls that follow with the very same input tensor; any other call computes as the stock Linear. Per group and
+forward that is one GEMM instead of two or three and one cast of the input instead of one per projection (autocast
+casts it for each, and keeps each cast for backward); backward gives the input gradient and the stacked weight
+gradient with one GEMM each. On a GPU, where a small model's step is bound by the host queueing kernels, that is
+about 30 fewer operators per layer and step (bench/train_memory.py counts them). With gradient checkpointing the
+tiled MLP (`ssogen.train.tiled_mlp`), which stacks gate and up itself, keeps its MLPs; only q, k and v are stacked
+there.
 
 Dtypes are the stock ones under autocast (bf16 GEMMs). The input gradient sums its products inside one GEMM and the
 weight gradients are summed in float32, so results agree with separate projections to rounding and are no less
@@ -33,10 +34,13 @@ from ssogen.train.tiled_mlp import is_tiled
 
 # Groups of projections, by attribute name in their module, that the models call in this order on one input.
 GROUPS = {"q, k, v": ("q_proj", "k_proj", "v_proj"), "gate, up": ("gate_proj", "up_proj")}
-# Models whose layers call each group that way (read in transformers' modeling code). In another model a group
-# called out of order would still compute right, but the first call's outputs for the others would stay held
-# until the group's next call (through the whole step), so other models keep their separate projections.
-ORDERED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# Models whose layers call each group that way and change no output in place (read in transformers' modeling code;
+# tests/train/test_stacked_projections.py checks each). In another model a group called out of order would still
+# compute right, but the first call's outputs for the others would stay held until the group's next call (through
+# the whole step), and an in-place change of an output (OLMo's clip_qkv) would fail: such models keep their separate
+# projections.
+ORDERED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite",
+                                 "smollm3", "starcoder2", "cohere"})
 
 
 class _StackedProjections(torch.autograd.Function):

@@ -3,6 +3,7 @@ separate projections."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -158,6 +159,34 @@ def test_projections_that_are_not_plain_linear_layers_keep_their_own_calls() -> 
     x = torch.randn(5, 16)
     torch.testing.assert_close(attention.q_proj(x), F.linear(x, attention.q_proj.weight))
     torch.testing.assert_close(attention.k_proj(x), 2 * F.linear(x, wrapped.weight))
+
+
+@pytest.mark.parametrize("model_type", sorted(stacked_projections.ORDERED_MODEL_TYPES))
+def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
+    """A tiny random model of each listed type, stacked against a copy left alone: every group installed where the
+    model has it, the same logits, gradients to float32 rounding."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128,
+                                  max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    plain = AutoModelForCausalLM.from_config(config).train()
+    stacked = copy.deepcopy(plain)
+    counts = stacked_projections.install_stacked_projections(stacked)
+    has_gate = hasattr(plain.model.layers[0].mlp, "gate_proj")
+    assert counts == {"q, k, v": 2, "gate, up": 2 if has_gate else 0}
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+    results = []
+    for model in (plain, stacked):
+        logits = model(input_ids=ids).logits
+        (logits * torch.linspace(-1, 1, logits.size(-1))).sum().backward()
+        results.append((logits.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-6, rtol=1e-6)
+    for name, grad in results[0][1].items():
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5 * scale, rtol=0, msg=name)
 
 
 def test_models_not_known_to_call_the_projections_in_order_keep_them_separate() -> None:
