@@ -14,6 +14,14 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return tensor.dtype
 
 
+def stacked(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The tensors concatenated along their first dimension, in `dtype`: one `cat` into a buffer of that dtype,
+    the cast included (weights stacked for one GEMM where the model has one per projection)."""
+    first = tensors[0]
+    shape = (sum(t.size(0) for t in tensors), *first.shape[1:])
+    return torch.cat(tensors, out=first.new_empty(shape, dtype=dtype))
+
+
 def float_accumulator(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Zeros for a gradient sum: float32 for half-precision operands, else their own dtype."""
     return torch.zeros(shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssogen.train import mixed_precision
-from ssogen.train.mixed_precision import compute_dtype, float_accumulator
+from ssogen.train.mixed_precision import compute_dtype, float_accumulator, stacked
 from ssogen.train.model_parts import text_config, unwrap
 from ssogen.train.tiled_mlp import is_tiled
 
@@ -55,16 +55,16 @@ class _StackedProjections(torch.autograd.Function):
         ctx.widths, ctx.leading = [w.size(0) for w in weights], x.shape[:-1]  # type: ignore[union-attr]
         with torch.autocast(x.device.type, enabled=False):
             flat = x.reshape(-1, x.size(-1)).to(dtype)
-            stacked = torch.cat(weights, out=flat.new_empty((sum(ctx.widths), flat.size(1))))  # type: ignore[arg-type]
-            bias = None if biases[0] is None else torch.cat(biases, out=flat.new_empty(sum(ctx.widths)))  # type: ignore[arg-type]
+            weight = stacked(weights, dtype)  # type: ignore[arg-type]
+            bias = None if biases[0] is None else stacked(biases, dtype)  # type: ignore[arg-type]
             ctx.has_bias = bias is not None
-            ctx.save_for_backward(flat, stacked)
-            projected = F.linear(flat, stacked, bias)
+            ctx.save_for_backward(flat, weight)
+            projected = F.linear(flat, weight, bias)
         return tuple(part.view(*ctx.leading, part.size(-1)) for part in projected.split(ctx.widths, dim=1))
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        flat, stacked = ctx.saved_tensors
+        flat, weight = ctx.saved_tensors
         count = len(ctx.widths)
         want_x, want_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[2:2 + count]
         want_biases = ctx.needs_input_grad[2 + count:]
@@ -77,11 +77,11 @@ class _StackedProjections(torch.autograd.Function):
             grad_x = None
             if want_x:
                 grad_x = float_accumulator(flat.shape, flat)
-                mixed_precision.accumulate_float(grad_x, d_projected, stacked)
+                mixed_precision.accumulate_float(grad_x, d_projected, weight)
                 grad_x = grad_x.to(ctx.input_dtype).view(*ctx.leading, flat.size(1))
             grad_weights: list[torch.Tensor | None] = [None] * count
             if any(want_weights):
-                total = float_accumulator(stacked.shape, flat)
+                total = float_accumulator(weight.shape, flat)
                 mixed_precision.accumulate_float(total, d_projected.t(), flat)
                 grad_weights = [part.to(dtype) if want else None for part, dtype, want in
                                 zip(total.split(ctx.widths), ctx.param_dtypes, want_weights, strict=True)]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssogen.train import mixed_precision
-from ssogen.train.mixed_precision import compute_dtype, float_accumulator
+from ssogen.train.mixed_precision import compute_dtype, float_accumulator, stacked
 from ssogen.train.model_parts import text_config, unwrap
 
 # Elements of the (tokens × intermediate) tensors one tile keeps alive at once: 160 MiB in bf16. Backward keeps
@@ -57,15 +57,6 @@ def _tiles(tokens: int, intermediate: int, live: int) -> list[tuple[int, int]]:
     return [(start, min(start + rows, tokens)) for start in range(0, tokens, rows)]
 
 
-def _stacked(first: torch.Tensor, second: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[first; second] in `dtype`: gate and up as one (2 × intermediate, hidden) weight, so that one GEMM gives
-    both projections (and one gives both of their gradients)."""
-    out = first.new_empty((first.size(0) + second.size(0), first.size(1)), dtype=dtype)
-    out[:first.size(0)].copy_(first)
-    out[first.size(0):].copy_(second)
-    return out
-
-
 def _gated(rows: torch.Tensor, gate_up: torch.Tensor, width: int) -> torch.Tensor:
     """silu(gate(rows)) * up(rows), from one GEMM with the stacked weight."""
     projected = F.linear(rows, gate_up)
@@ -84,7 +75,7 @@ class _TiledSwiGLU(torch.autograd.Function):
             ctx.save_for_backward(flat, gate_weight, up_weight, down_weight)
             if _inside_backward():
                 return flat.new_zeros(shape)
-            gate_up, down, width = _stacked(gate_weight, up_weight, dtype), down_weight.to(dtype), gate_weight.size(0)
+            gate_up, down, width = stacked((gate_weight, up_weight), dtype), down_weight.to(dtype), gate_weight.size(0)
             tiles = _tiles(flat.size(0), width, _LIVE_IN_FORWARD)
             if len(tiles) == 1:
                 return F.linear(_gated(flat, gate_up, width), down).view(shape)
@@ -99,7 +90,7 @@ class _TiledSwiGLU(torch.autograd.Function):
         want_x, want_gate, want_up, want_down = ctx.needs_input_grad
         dtype, width = flat.dtype, gate_weight.size(0)
         with torch.autocast(flat.device.type, enabled=False):
-            gate_up, down = _stacked(gate_weight, up_weight, dtype), down_weight.to(dtype)
+            gate_up, down = stacked((gate_weight, up_weight), dtype), down_weight.to(dtype)
             dy = grad_output.reshape(-1, grad_output.size(-1)).to(dtype)
             grad_x = torch.empty(flat.shape, dtype=ctx.input_dtype, device=flat.device) if want_x else None
             grad_gate_up = float_accumulator(gate_up.shape, flat) if want_gate or want_up else None
