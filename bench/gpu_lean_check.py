@@ -8,8 +8,10 @@ widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over 
 * the output layer's deferred weight gradient against the one computed inside backward, 4,096 positions;
 * q, k and v as one stacked GEMM (`ssogen.train.stacked_projections`) against three Linear layers (with bias, 14 query
   and 2 key/value heads of 64), 8,192 tokens;
-* a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v against
-  stock.
+* an RMSNorm through torch's rms_norm (`ssogen.train.fused_norms`: one fused kernel each way on CUDA) against
+  transformers' module, float32 input of 8,192 tokens;
+* a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v + fused
+  norms against stock.
 
 Each gradient is compared with a float64 reference of the same computation; the lean path passes when its error
 is at most twice the stock path's plus 1e-6 (bf16 rounding makes both differ from float64). Prints a table,
@@ -93,9 +95,32 @@ def qkv_gradients(device: str, tokens: int, stacked: bool, reference: bool) -> l
     return list(torch.autograd.grad(sum(out.float().square().mean() for out in outs), params))
 
 
+def norm_gradients(device: str, tokens: int, fused: bool, reference: bool) -> list[torch.Tensor]:
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    from ssogen.train.fused_norms import install_fused_norms
+
+    torch.manual_seed(5)
+    norm = Qwen2RMSNorm(HIDDEN, eps=1e-6).to(device)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.1 * torch.randn(HIDDEN, device=device))
+    x = 4 * torch.randn(tokens, HIDDEN, device=device)
+    if reference:  # the module's formula in float64 (the module itself would compute in float32)
+        weight, x = norm.weight.detach().double().requires_grad_(), x.double().requires_grad_()
+        out = weight * (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6))
+        return list(torch.autograd.grad(out.square().mean(), [x, weight]))
+    if fused:
+        assert install_fused_norms(norm) == 1
+    x.requires_grad_(True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out = norm(x)
+    return list(torch.autograd.grad(out.float().square().mean(), [x, norm.weight]))
+
+
 def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> list[torch.Tensor]:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    from ssogen.train.fused_norms import install_fused_norms
     from ssogen.train.output_layer import install_logprob_head, output_layer
     from ssogen.train.stacked_projections import install_stacked_projections
     from ssogen.train.tiled_mlp import install_tiled_mlp
@@ -114,6 +139,7 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
     if lean:
         install_tiled_mlp(model)
         install_stacked_projections(model)
+        install_fused_norms(model)
         head.defer_weight_grad = True
     ids = torch.randint(0, VOCAB[device], (2, tokens // 2), generator=torch.Generator().manual_seed(3)).to(device)
     head.positions, head.targets = torch.arange(ids.numel() - 1, device=device), ids.view(-1)[1:]
@@ -135,6 +161,8 @@ def main() -> None:
          lambda lean, ref: head_gradients(device, tokens // 2, deferred=lean, reference=ref)),
         ("stacked q, k, v", "gradient of x, weights, biases",
          lambda lean, ref: qkv_gradients(device, tokens, stacked=lean, reference=ref)),
+        ("fused RMSNorm", "gradient of x, weight",
+         lambda lean, ref: norm_gradients(device, tokens, fused=lean, reference=ref)),
         ("checkpointed model", "every parameter's gradient",
          lambda lean, ref: model_gradients(device, tokens // 4, lean=lean, reference=ref)),
     ]

@@ -55,11 +55,11 @@ SHAPES: dict[str, dict[str, int]] = {
 # Token lengths of the synthetic rows, scaled by --length-scale.
 LENGTHS = {"prompt": (20, 60), "system": (300, 800), "response": (160, 520)}
 MAIN_KINDS = ("ssogen", "trl", "trl-liger")
-# Run once to explain the main numbers (see gpu_train_worker.py): the stock backward under checkpointing, q, k, v and
-# gate, up as separate products, packed lines 16 wide instead of 128-bucketed, SDPA's memory-efficient kernel instead of
-# cuDNN's, no packing, liger's output layer; in this order of priority.
-DIAGNOSTIC_KINDS = ("ssogen-stock-backward", "ssogen-separate-projections", "ssogen-pad16", "ssogen-efficient-attn",
-                    "ssogen-unpacked", "ssogen-liger-head")
+# Run once to explain the main numbers (see gpu_train_worker.py): transformers' RMSNorm modules, the stock backward
+# under checkpointing, q, k, v and gate, up as separate products, packed lines 16 wide instead of 128-bucketed, SDPA's
+# memory-efficient kernel instead of cuDNN's, no packing, liger's output layer; in this order of priority.
+DIAGNOSTIC_KINDS = ("ssogen-stock-norms", "ssogen-stock-backward", "ssogen-separate-projections", "ssogen-pad16",
+                    "ssogen-efficient-attn", "ssogen-unpacked", "ssogen-liger-head")
 
 
 def words() -> list[str]:

@@ -10,7 +10,8 @@ cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiple
 were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
 ssogen-stock-backward (with gradient checkpointing, the stock MLP and the output layer's weight gradient inside
 backward: `SSOTrainer.lean_backward` off), ssogen-separate-projections (--no-stacked-projections: q, k, v and
-gate, up as separate products), trl, trl-liger (TRL with use_liger_kernel=True)."""
+gate, up as separate products), ssogen-stock-norms (--no-fused-norms: transformers' RMSNorm modules), trl,
+trl-liger (TRL with use_liger_kernel=True)."""
 
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
             max_length=spec["max_length"], max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda, bf16=cuda,
             gradient_checkpointing=gc, packing=kind != "ssogen-unpacked",
             head_kernel="liger" if kind == "ssogen-liger-head" else "torch",
-            stacked_projections=kind != "ssogen-separate-projections",
+            stacked_projections=kind != "ssogen-separate-projections", fused_norms=kind != "ssogen-stock-norms",
         ), Console(file=io.StringIO()), callbacks=[clock])
     if kind != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
         raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
@@ -184,6 +185,9 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
     stacked = outcome.extra.get("stacked_projections")
     if (stacked == "off") != (kind == "ssogen-separate-projections"):
         raise RuntimeError(f"{kind} ran stacked projections {stacked!r}")
+    norms = outcome.extra.get("fused_norms")
+    if (norms == "off") != (kind == "ssogen-stock-norms"):
+        raise RuntimeError(f"{kind} ran fused norms {norms!r}")
     return outcome.steps
 
 

@@ -109,6 +109,26 @@ def cuda_style_accumulation(accumulator: torch.Tensor, a: torch.Tensor, b: torch
         torch.addmm(accumulator, a, b, out_dtype=torch.float32, out=accumulator)
 
 
+class CudaFusedRMSNorm(torch.autograd.Function):
+    """What CUDA's `aten::_fused_rms_norm` (torch's rms_norm on a GPU) dispatches and keeps: one operator forward
+    (its output and the per-token scale), one backward (`_fused_rms_norm_backward`); it saves the input, the scale
+    and the weight. On the CPU rms_norm runs as the module's operators instead."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        out = x.clone()  # one kernel writing an output of x's shape
+        scale = x.new_empty((*x.shape[:-1], 1))
+        ctx.save_for_backward(x, scale, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        x, scale, weight = ctx.saved_tensors
+        grad_x, grad_weight = torch.ops.aten._fused_rms_norm_backward(grad, x, [x.size(-1)], scale, weight,
+                                                                      [True, True])
+        return grad_x, grad_weight, None
+
+
 def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.Tensor]], Any]:
     """The packed batches of bench/gpu_train.py's synthetic rows, with CUDA's line widths."""
     from gpu_train import write_rows
@@ -133,12 +153,14 @@ def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.
 
 
 def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokenizer: Any, top: int,
-             mask_dtype: torch.dtype | None, lean: bool, stacked: bool) -> dict[str, Any]:
+             code: argparse.Namespace) -> dict[str, Any]:
+    """`code`: the command line's choices of what ssogen runs (`bool_mask`, `no_lean_backward`,
+    `separate_projections`, `stock_norms`)."""
     from gpu_train import SHAPES
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from ssogen.train import mixed_precision, output_layer, stacked_projections, tiled_mlp
+    from ssogen.train import fused_norms, mixed_precision, output_layer, stacked_projections, tiled_mlp
     from ssogen.train.logprobs import sequence_logps
     from ssogen.train.loss import sso_loss
     from ssogen.train.objective import LossSettings
@@ -148,6 +170,8 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                          pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0, use_cache=False)
     config._attn_implementation = "sdpa"
     mixed_precision.accumulate_float = cuda_style_accumulation  # type: ignore[assignment]
+    fused_norms.rms_norm = CudaFusedRMSNorm.apply  # type: ignore[assignment]
+    mask_dtype = None if code.bool_mask else torch.bfloat16
     tracker = LiveTensors()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
@@ -158,11 +182,13 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
         model.train()
         output_layer.install_logprob_head(model, keep_probabilities=not gc)
         head = output_layer.output_layer(model)
-        if gc and lean:  # as SSOTrainer.lean_backward on one process
+        if gc and not code.no_lean_backward:  # as SSOTrainer.lean_backward on one process
             tiled_mlp.install_tiled_mlp(model)
             head.defer_weight_grad = True
-        if stacked:  # as SSOTrainer does by default (after the tiled MLP)
+        if not code.separate_projections:  # as SSOTrainer does by default (after the tiled MLP)
             stacked_projections.install_stacked_projections(model)
+        if not code.stock_norms:
+            fused_norms.install_fused_norms(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
         for parameter in model.parameters():
             tracker.add(parameter, "weights (float32)")
@@ -211,6 +237,8 @@ def main() -> None:
                              "ssogen did before its tiled MLP and deferred head gradient)")
     parser.add_argument("--separate-projections", action="store_true",
                         help="q, k, v and gate, up as separate products (as before `--stacked-projections`)")
+    parser.add_argument("--stock-norms", action="store_true",
+                        help="transformers' RMSNorm modules (as before `--fused-norms`)")
     parser.add_argument("--bool-mask", action="store_true",
                         help="give SDPA a boolean mask (as ssogen did before its bf16 additive one)")
     args = parser.parse_args()
@@ -220,9 +248,7 @@ def main() -> None:
     for shape in args.shapes.split(","):
         for setting in args.gc.split(","):
             began = time.perf_counter()
-            rows.append(estimate(shape, setting == "on", packed, tokenizer, args.top,
-                                 None if args.bool_mask else torch.bfloat16, not args.no_lean_backward,
-                                 not args.separate_projections))
+            rows.append(estimate(shape, setting == "on", packed, tokenizer, args.top, args))
             print(f"[{shape} gc={setting}: {time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
     print(f"largest packed batch: {rows[0]['tokens']:,} tokens; fixed = 16 B per parameter (float32 weights, "
           "gradients, AdamW moments)\n")

@@ -26,7 +26,7 @@ LORA = "LoRA"
 NOT_FINGERPRINTED = frozenset({
     "data", "model", "out", "overwrite", "resume_from_checkpoint", "report_to", "logging_steps", "save_steps",
     "save_total_limit", "final_eval", "reference_batch_size", "use_cpu", "gradient_checkpointing", "fused_head",
-    "head_kernel", "packing", "stacked_projections"})
+    "head_kernel", "packing", "stacked_projections", "fused_norms"})
 # Options that only mean something for the v1 objective (W and G do not exist in v2).
 V1_ONLY = ("no_g", "no_w", "w_detach")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
@@ -107,6 +107,10 @@ class TrainConfig(BaseModel):
         "gate and up as another (Llama, Mistral, Qwen, Gemma, Granite, SmolLM3, StarCoder2 and Cohere models with "
         "plain Linear projections; not under DeepSpeed or FSDP). Agrees with separate products to rounding.",
         panel=OPTIMISATION)
+    fused_norms: bool = option(
+        True, "Run each RMSNorm through torch's rms_norm, one kernel forward and one backward on CUDA (Llama, "
+        "Mistral, Qwen, Granite, SmolLM3 and Phi-3 models, float32 input and weight; elsewhere the model's own "
+        "forward). Equal to rounding on CUDA, bit-equal on the CPU.", panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",
                                 flags=("--keep-dropout",), panel=OPTIMISATION)

@@ -199,6 +199,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
         # What ran that agrees with the stock computation to rounding (see SSOTrainer): for a reader comparing runs.
         "lean_backward": outcome.extra.get("lean_backward"),
         "stacked_projections": outcome.extra.get("stacked_projections"),
+        "fused_norms": outcome.extra.get("fused_norms"),
         "reference": {"key": key, "file": outcome.reference_file, "reused": outcome.reference_reused,
                       "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
         "versions": _versions(),

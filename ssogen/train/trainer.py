@@ -18,6 +18,7 @@ from transformers import Trainer, TrainerCallback
 from ssogen.errors import UserError
 from ssogen.train.collator import left_padded
 from ssogen.train.dropout import ZeroedDropout
+from ssogen.train.fused_norms import install_fused_norms
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
 from ssogen.train.model_parts import unwrap
@@ -39,7 +40,8 @@ DEFERRED_HEAD_DEVICES = frozenset({"cuda"})
 class SSOTrainer(Trainer):
     def __init__(self, *args: Any, loss_settings: LossSettings, reference: ReferenceTable,
                  reference_batch_size: int, reference_folders: list[Path],
-                 zeroed_dropout: ZeroedDropout | None = None, stacked_projections: bool = True, **kwargs: Any) -> None:
+                 zeroed_dropout: ZeroedDropout | None = None, stacked_projections: bool = True,
+                 fused_norms: bool = True, **kwargs: Any) -> None:
         # transformers' Trainer sets config.use_cache to TrainingArguments.use_cache (False) for training; saves
         # write the user's value back (a saved false would slow their generate with transformers).
         self.users_use_cache = getattr(getattr(kwargs.get("model"), "config", None), "use_cache", None)
@@ -69,6 +71,10 @@ class SSOTrainer(Trainer):
         # modules' own forward hooks, after q's call needs them.
         self.stacked_projections = (describe(install_stacked_projections(self.model)) if stacked_projections
                                     and not self.is_deepspeed_enabled and not self.is_fsdp_enabled else "off")
+        # RMSNorms through torch's fused rms_norm (`ssogen.train.fused_norms`), how many; not under DeepSpeed or
+        # FSDP, whose sharded weights only their own hooks know.
+        self.fused_norms = (install_fused_norms(self.model) if fused_norms and not self.is_deepspeed_enabled
+                            and not self.is_fsdp_enabled else 0)
         self.add_callback(_ReferenceCallback(self))
 
     def lean_backward(self) -> LogProbHead | None:

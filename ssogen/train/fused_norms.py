@@ -1,0 +1,84 @@
+"""A model's RMSNorm layers through `torch.nn.functional.rms_norm`, which CUDA builds of torch run as one kernel
+forward and one backward (`aten::_fused_rms_norm`).
+
+transformers' RMSNorm module of Llama, Mistral, Qwen, Granite, SmolLM3 and Phi-3 models (`STANDARD_NORMS`)
+dispatches six operators forward and fourteen backward, and keeps for backward the normalized input besides the
+input. A layer has two norms: on a GPU, where a small model's step is bound by the host queueing kernels, that is
+40 launches per layer and step against 4, and without gradient checkpointing one float32 (tokens x hidden) tensor
+per norm that the fused kernel does not keep (its backward starts again from the input and the per-token scale).
+
+The arithmetic is the module's where both compute in float32: a float32 input and weight, which is what ssogen
+trains (float32 weights under autocast keep the residual stream in float32). Elsewhere the module's own forward
+runs: with a half-precision input (Qwen3's per-head q and k norms under autocast) or weight it rounds the normalized
+input to the input's dtype before the weight multiplies it, which rms_norm does not. On the CPU rms_norm is the
+module's operators, bit-equal (tests/train/test_fused_norms.py); on CUDA the fused kernel sums in another order,
+equal to rounding (bench/gpu_lean_check.py compares both with float64).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssogen.train.model_parts import unwrap
+
+# transformers' RMSNorm classes whose forward is `weight * (x * rsqrt(mean(x**2) + variance_epsilon))`, computed in
+# float32 (read in transformers' modeling code; tests/train/test_fused_norms.py checks each on a tiny model). Gemma's
+# scales by (1 + weight) and OLMo-2's multiplies before casting back: not listed, they keep their own forward.
+STANDARD_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "GraniteRMSNorm",
+                            "SmolLM3RMSNorm", "Phi3RMSNorm"})
+
+
+def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The normalization, looked up at each call (bench/train_memory.py gives it CUDA's operators on fake tensors)."""
+    return F.rms_norm(hidden_states, (weight.size(0),), weight, eps)
+
+
+class _Fused:
+    """Mixed in front of an RMSNorm's own class (a subclass per class, so that type checks, copies and replicas
+    still see the stock class)."""
+
+    stock_class: type[nn.Module]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        module: Any = self
+        weight = module.weight
+        if hidden_states.dtype != torch.float32 or weight.dtype != torch.float32:
+            return self.stock_class.forward(module, hidden_states)
+        return rms_norm(hidden_states, weight, module.variance_epsilon)
+
+
+_FUSED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def _fused_class(stock: type[nn.Module]) -> type[nn.Module]:
+    if stock not in _FUSED_CLASSES:
+        _FUSED_CLASSES[stock] = type(f"Fused{stock.__name__}", (_Fused, stock), {"stock_class": stock})
+    return _FUSED_CLASSES[stock]
+
+
+def _is_standard(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ in STANDARD_NORMS and isinstance(weight, nn.Parameter) and weight.dim() == 1
+            and isinstance(getattr(module, "variance_epsilon", None), float))
+
+
+def install_fused_norms(model: Any) -> int:
+    """Route every RMSNorm of `STANDARD_NORMS` through `rms_norm`; returns how many (installed before included)."""
+    count = 0
+    for module in unwrap(model).modules():
+        if isinstance(module, _Fused):
+            count += 1
+        elif _is_standard(module):
+            module.__class__ = _fused_class(type(module))
+            count += 1
+    return count
+
+
+def remove_fused_norms(model: Any) -> None:
+    for module in unwrap(model).modules():
+        if isinstance(module, _Fused):
+            module.__class__ = module.stock_class

@@ -1,0 +1,171 @@
+"""RMSNorm layers through torch's rms_norm (`ssogen.train.fused_norms`): on the CPU the very values and gradients of
+transformers' modules, and their own forward wherever the arithmetic would differ."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
+from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.train import fused_norms
+from ssogen.train.config import TrainConfig
+from ssogen.train.logprobs import sequence_logps
+from ssogen.train.output import CONFIG_FILE
+from ssogen.train.run import run_training
+from tests.train.test_lean_backward import batch_of
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# A tiny model of each type whose RMSNorm class is in STANDARD_NORMS.
+MODEL_TYPES = ["granite", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3"]
+
+
+def norm_and_input(dtype: torch.dtype = torch.float32) -> tuple[Qwen2RMSNorm, torch.Tensor]:
+    torch.manual_seed(0)
+    norm = Qwen2RMSNorm(48, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(48))
+    return norm.to(dtype), (3 * torch.randn(2, 7, 48)).to(dtype).requires_grad_()
+
+
+def values_and_gradients(norm: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    out = norm(x)
+    grads = torch.autograd.grad((out.float() * torch.linspace(-2, 2, out.numel()).view_as(out)).sum(),
+                                [x, norm.weight])
+    return [out.detach(), *grads]
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_norm_gives_the_modules_very_values_and_gradients(autocast: bool) -> None:
+    """float32 input and weight (what ssogen trains, also under bf16 autocast): bit-equal on the CPU."""
+    stock, x = norm_and_input()
+    fused = copy.deepcopy(stock)
+    assert fused_norms.install_fused_norms(fused) == 1
+    assert isinstance(fused, Qwen2RMSNorm) and type(fused) is not Qwen2RMSNorm
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        expected, got = values_and_gradients(stock, x), values_and_gradients(fused, x)
+    assert got[0].dtype == torch.float32
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fused_norm_computes_through_rms_norm_in_float32_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A half-precision input or weight keeps the module's own forward: it rounds the normalized input to the
+    input's dtype before the weight multiplies it, which rms_norm would not."""
+    calls: list[torch.dtype] = []
+    real = fused_norms.rms_norm
+
+    def counted(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        calls.append(x.dtype)
+        return real(x, weight, eps)
+
+    monkeypatch.setattr(fused_norms, "rms_norm", counted)
+    for norm_dtype, input_dtype, through in [(torch.float32, torch.float32, True),
+                                             (torch.float32, torch.bfloat16, False),
+                                             (torch.bfloat16, torch.bfloat16, False),
+                                             (torch.float64, torch.float64, False)]:
+        stock, x = norm_and_input(norm_dtype)
+        x = x.detach().to(input_dtype).requires_grad_()
+        fused = copy.deepcopy(stock)
+        fused_norms.install_fused_norms(fused)
+        calls.clear()
+        expected, got = values_and_gradients(stock, x), values_and_gradients(fused, x)
+        assert calls == ([torch.float32] if through else []), (norm_dtype, input_dtype)
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a, b), (norm_dtype, input_dtype)
+
+
+def test_installed_norms_copy_and_come_off() -> None:
+    config = Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=64)
+    model = AutoModelForCausalLM.from_config(config)
+    keys = list(model.state_dict())
+    assert fused_norms.install_fused_norms(model) == 5  # two per layer and the final one
+    assert fused_norms.install_fused_norms(model) == 5  # again: the same five, nothing wrapped twice
+    assert list(model.state_dict()) == keys
+    ids = torch.randint(0, 64, (1, 9))
+    logits = model(input_ids=ids).logits
+    other = copy.deepcopy(model)
+    assert type(other.model.norm) is type(model.model.norm)
+    assert torch.equal(other(input_ids=ids).logits, logits)
+    fused_norms.remove_fused_norms(model)
+    assert all(type(m) is Qwen2RMSNorm for m in model.modules() if "RMSNorm" in type(m).__name__)
+    assert torch.equal(model(input_ids=ids).logits, logits)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
+    """A tiny random model of each type: every RMSNorm installed, the same logits and gradients, bit for bit, in
+    float32 and under bf16 autocast (where Qwen3's per-head q and k norms see bf16 and keep their own forward)."""
+    config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128,
+                                  max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    plain = AutoModelForCausalLM.from_config(config).train()
+    fused = copy.deepcopy(plain)
+    norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
+    assert norms >= 5
+    assert fused_norms.install_fused_norms(fused) == norms
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+    for autocast in (False, True):
+        results = []
+        for model in (plain, fused):
+            model.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(input_ids=ids).logits
+            (logits.float() * torch.linspace(-1, 1, logits.size(-1))).sum().backward()
+            results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        assert torch.equal(results[1][0], results[0][0])
+        for name, grad in results[0][1].items():
+            assert torch.equal(results[1][1][name], grad), (model_type, autocast, name)
+
+
+def test_other_norm_classes_keep_their_own() -> None:
+    config = AutoConfig.for_model("gemma", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128)
+    assert fused_norms.install_fused_norms(AutoModelForCausalLM.from_config(config)) == 0  # scales by 1 + weight
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_logprobs_and_gradients_are_bit_equal(tiny_model: Path, checkpointing: bool) -> None:
+    batch = batch_of(tiny_model)
+    results = []
+    for fused in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        if fused:
+            assert fused_norms.install_fused_norms(model) == 2 * model.config.num_hidden_layers + 1
+        sums, _ = sequence_logps(model, batch)
+        (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
+        results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert torch.equal(results[1][0], results[0][0])
+    for name, grad in results[0][1].items():
+        assert torch.equal(results[1][1][name], grad), name
+
+
+def test_training_with_and_without_fused_norms_gives_the_same_weights(tiny_model: Path, tmp_path: Path) -> None:
+    data = write_synthetic_sso(tmp_path / "data", 8)
+    weights = []
+    for fused in (True, False):
+        out = tmp_path / f"fused-{fused}"
+        outcome = run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3,
+                                           batch_size=4, seed=5, save_steps=0, use_cpu=True, fused_norms=fused),
+                               Console(file=io.StringIO()))
+        assert outcome.extra["fused_norms"] == ("5 RMSNorm layers" if fused else "off")
+        assert json.loads((out / CONFIG_FILE).read_text())["fused_norms"] == outcome.extra["fused_norms"]
+        weights.append(load_file(out / "model.safetensors"))
+    assert set(weights[0]) == set(weights[1])
+    for name, tensor in weights[1].items():
+        assert torch.equal(weights[0][name], tensor), name
