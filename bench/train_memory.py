@@ -9,9 +9,10 @@ bytes of every live tensor and keeps the list of live tensors at the highest sum
 dispatches (views and metadata queries left out): on a GPU each is about one kernel launch, the host's share of a
 step that the H200 profile found not GPU-bound at 0.5B.
 
-It is an estimate: the CPU's attention kernel and autocast lists stand in for CUDA's (the output layer's float32
-weight-gradient accumulation is given CUDA's form, `addmm(out_dtype=float32)`), and cuDNN/cuBLAS workspaces and
-the allocator's rounding are not counted. BENCHMARKS.md sets it beside the H200 measurements of gpu_train.py.
+It is an estimate: the CPU's attention kernel and autocast lists stand in for CUDA's (where ssogen's code takes a
+CUDA-only path, the estimate takes it too: float32 products of bf16 operands as `mm`/`addmm(out_dtype=float32)`,
+rms_norm as CUDA's fused operator), and cuDNN/cuBLAS workspaces and the allocator's rounding are not counted.
+BENCHMARKS.md sets it beside the H200 measurements of gpu_train.py.
 
     python bench/train_memory.py                          # 0.5b and 1.5b, gradient checkpointing off and on
     python bench/train_memory.py --shapes 0.5b --gc on --top 15
@@ -101,6 +102,11 @@ class LiveTensors(TorchDispatchMode):
         return [(label, counts[label], size) for label, size in sizes.most_common(top)]
 
 
+def cuda_style_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The CUDA branch of `mixed_precision.float_product`: one GEMM with a float32 output."""
+    return torch.mm(a, b) if a.dtype.itemsize >= 4 else torch.mm(a, b, out_dtype=torch.float32)
+
+
 def cuda_style_accumulation(accumulator: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """The CUDA branch of `mixed_precision.accumulate_float`: no float32 copies of half-precision operands."""
     if a.dtype == accumulator.dtype:
@@ -170,6 +176,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                          pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0, use_cache=False)
     config._attn_implementation = "sdpa"
     mixed_precision.accumulate_float = cuda_style_accumulation  # type: ignore[assignment]
+    mixed_precision.float_product = cuda_style_product  # type: ignore[assignment]
     fused_norms.rms_norm = CudaFusedRMSNorm.apply  # type: ignore[assignment]
     mask_dtype = None if code.bool_mask else torch.bfloat16
     tracker = LiveTensors()

@@ -101,8 +101,7 @@ class _HeadLogProb(torch.autograd.Function):
                 grad_hidden = grad_logits @ w if want_hidden else None
                 grad_weight = None
                 if want_weight:
-                    grad_weight = float_accumulator(weight.shape, h)
-                    mixed_precision.accumulate_float(grad_weight, grad_logits.t(), h)
+                    grad_weight = mixed_precision.float_product(grad_logits.t(), h)
                 grad_bias = grad_logits.sum(0, dtype=torch.promote_types(dtype, torch.float32)) if want_bias else None
             else:
                 if want_weight and ctx.deferred is not None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssogen.train import mixed_precision
-from ssogen.train.mixed_precision import compute_dtype, float_accumulator, stacked
+from ssogen.train.mixed_precision import compute_dtype, stacked
 from ssogen.train.model_parts import text_config, unwrap
 from ssogen.train.tiled_mlp import is_tiled
 
@@ -76,13 +76,11 @@ class _StackedProjections(torch.autograd.Function):
                                      for grad, width in zip(grads, ctx.widths, strict=True)], dim=1)
             grad_x = None
             if want_x:
-                grad_x = float_accumulator(flat.shape, flat)
-                mixed_precision.accumulate_float(grad_x, d_projected, weight)
+                grad_x = mixed_precision.float_product(d_projected, weight)
                 grad_x = grad_x.to(ctx.input_dtype).view(*ctx.leading, flat.size(1))
             grad_weights: list[torch.Tensor | None] = [None] * count
             if any(want_weights):
-                total = float_accumulator(weight.shape, flat)
-                mixed_precision.accumulate_float(total, d_projected.t(), flat)
+                total = mixed_precision.float_product(d_projected.t(), flat)
                 grad_weights = [part.to(dtype) if want else None for part, dtype, want in
                                 zip(total.split(ctx.widths), ctx.param_dtypes, want_weights, strict=True)]
             grad_biases: list[torch.Tensor | None] = [None] * count

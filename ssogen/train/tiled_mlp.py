@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssogen.train import mixed_precision
-from ssogen.train.mixed_precision import compute_dtype, float_accumulator, stacked
+from ssogen.train.mixed_precision import compute_dtype, stacked
 from ssogen.train.model_parts import text_config, unwrap
 
 # Elements of the (tokens × intermediate) tensors one tile keeps alive at once: 160 MiB in bf16. Backward keeps
@@ -93,15 +93,15 @@ class _TiledSwiGLU(torch.autograd.Function):
             gate_up, down = stacked((gate_weight, up_weight), dtype), down_weight.to(dtype)
             dy = grad_output.reshape(-1, grad_output.size(-1)).to(dtype)
             grad_x = torch.empty(flat.shape, dtype=ctx.input_dtype, device=flat.device) if want_x else None
-            grad_gate_up = float_accumulator(gate_up.shape, flat) if want_gate or want_up else None
-            grad_down = float_accumulator(down.shape, flat) if want_down else None
+            grad_gate_up: torch.Tensor | None = None  # float32 sums over the tiles, from the first tile's product
+            grad_down: torch.Tensor | None = None
             for start, stop in _tiles(flat.size(0), width, _LIVE_IN_BACKWARD):
                 rows, dy_rows = flat[start:stop], dy[start:stop]
                 projected = F.linear(rows, gate_up)
                 gate_out, up_out = projected[:, :width], projected[:, width:]
                 act = F.silu(gate_out)
-                if grad_down is not None:
-                    mixed_precision.accumulate_float(grad_down, dy_rows.t(), act * up_out)
+                if want_down:
+                    grad_down = mixed_precision.add_product(grad_down, dy_rows.t(), act * up_out)
                 # The gradients of gate's and up's outputs end up in `projected`, side by side as the stacked
                 # weight's GEMMs want them: d(up) in place over silu, d(gate) over gate's output, then d(up) copied
                 # over up's output. Four tile-sized tensors at most (projected: 2, silu, d(product)).
@@ -112,8 +112,8 @@ class _TiledSwiGLU(torch.autograd.Function):
                 del act, d_up, d_product, gate_out, up_out
                 if grad_x is not None:
                     grad_x[start:stop] = projected @ gate_up
-                if grad_gate_up is not None:
-                    mixed_precision.accumulate_float(grad_gate_up, projected.t(), rows)
+                if want_gate or want_up:
+                    grad_gate_up = mixed_precision.add_product(grad_gate_up, projected.t(), rows)
                 del projected  # before the next tile's exists, not when the name is bound again
         shape = (*grad_output.shape[:-1], flat.size(-1))
         grad_gate = grad_up = None
