@@ -28,7 +28,6 @@ import argparse
 import importlib.util
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -40,114 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # ssogen from this checkout when not installed
 
-VOCAB = 151_936
-SHAPES: dict[str, dict[str, int]] = {
-    "0.5b": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-             "intermediate_size": 4864, "vocab_size": VOCAB},
-    "1.5b": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-             "intermediate_size": 8960, "vocab_size": VOCAB},
-    "3b": {"hidden_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2,
-           "intermediate_size": 11008, "vocab_size": VOCAB},
-    # For trying the script on a CPU: the same layout, tiny.
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-             "intermediate_size": 128, "vocab_size": 8192},
-}
-# Token lengths of the synthetic rows, scaled by --length-scale.
-LENGTHS = {"prompt": (20, 60), "system": (300, 800), "response": (160, 520)}
 MAIN_KINDS = ("ssogen", "trl", "trl-liger")
 # Run once to explain the main numbers (see gpu_train_worker.py): transformers' RMSNorm modules, the stock backward
 # under checkpointing, q, k, v and gate, up as separate products, packed lines 16 wide instead of 128-bucketed, SDPA's
 # memory-efficient kernel instead of cuDNN's, no packing, liger's output layer; in this order of priority.
 DIAGNOSTIC_KINDS = ("ssogen-stock-norms", "ssogen-stock-backward", "ssogen-separate-projections", "ssogen-pad16",
                     "ssogen-efficient-attn", "ssogen-unpacked", "ssogen-liger-head")
-
-
-def words() -> list[str]:
-    from ssogen.generate.inputs import demo_queries
-    from ssogen.principles import load_library
-
-    library = load_library("default").library
-    texts = [*demo_queries()] + [f"{f.meaning} {f.good} {f.bad}" for f in [*library.features, *library.extras]]
-    return " ".join(texts).split()
-
-
-def text_of(tokenizer: Any, pool: list[str], rng: random.Random, count: int) -> str:
-    """Text of about `count` tokens: random words, cut at `count` tokens."""
-    ids: list[int] = []
-    while len(ids) < count:
-        ids += tokenizer(" " + " ".join(rng.choices(pool, k=count)), add_special_tokens=False)["input_ids"]
-    return str(tokenizer.decode(ids[:count]))
-
-
-def write_rows(out: Path, tokenizer: Any, count: int, scale: float, seed: int = 0) -> Path:
-    from ssogen.dataset.folder import OutputFolder
-    from ssogen.records import SSO_TRUNCATION_COLUMNS, row_id
-
-    rng = random.Random(seed)
-    pool = words()
-
-    def sample(kind: str) -> str:
-        low, high = LENGTHS[kind]
-        return text_of(tokenizer, pool, rng, max(1, round(rng.randint(low, high) * scale)))
-
-    rows = []
-    for position in range(count):
-        prompt = sample("prompt")
-        rows.append({"id": row_id(prompt, position), "prompt": prompt, "system_good": sample("system"),
-                     "system_bad": sample("system"), "response_good": sample("response"),
-                     "response_bad": sample("response"), "response_raw": sample("response"),
-                     **dict.fromkeys(SSO_TRUNCATION_COLUMNS, False)})
-    OutputFolder(out).write_config("sso", rows)
-    return out
-
-
-def build(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """The tokenizer, one model folder per shape (bf16 safetensors) and the data; runs in a worker process."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from ssogen.testing.tiny_model import build_tiny_model
-
-    source = build_tiny_model(root / "tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    models = {}
-    for shape in args.shapes:
-        config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, tie_word_embeddings=True,
-                             bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0)
-        torch.manual_seed(0)
-        with torch.device(args.device):
-            model = Qwen2ForCausalLM(config).to(torch.bfloat16 if args.device == "cuda" else torch.float32)
-        folder = root / f"model-{shape}"
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        models[shape] = str(folder)
-        del model
-    rows = args.batch * args.steps
-    data = write_rows(root / "data", tokenizer, rows, args.length_scale)
-    return {"models": models, "data": str(data), "layout": layout_stats(tokenizer, data, args)}
-
-
-def layout_stats(tokenizer: Any, data: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Mean tokens per step through the model: the six sequences, ssogen packed, ssogen left-padded, TRL padded."""
-    from ssogen.train.collator import collator_multiples, left_padded
-    from ssogen.train.data import encode_rows
-    from ssogen.train.inputs import read_sso_rows
-    from ssogen.train.packing import pack_examples
-
-    encoded, _, _ = encode_rows(read_sso_rows(data), tokenizer, max_length=args.max_length,
-                                max_prompt_length=args.max_length // 2)
-    examples = [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths}
-                for r in encoded]
-    batches = [examples[i:i + args.batch] for i in range(0, len(examples), args.batch)]
-    pad = tokenizer.pad_token_id
-    sequences = [sum(len(s) for e in b for s in e["sequences"]) for b in batches]
-    multiple = collator_multiples(args.device)["line_multiple"]  # the widths ssogen's collator gives on the device
-    packed = [pack_examples(b, pad, multiple)["input_ids"].numel() for b in batches]
-    padded = [left_padded(b, pad)["input_ids"].numel() for b in batches]
-    responses = [sum(e["response_lengths"]) for b in batches for e in b]
-    return {"sequence_tokens": statistics.mean(sequences), "packed_tokens": statistics.mean(packed),
-            "padded_tokens": statistics.mean(padded), "response_tokens": sum(responses) / len(batches)}
 
 
 def run_worker(kind: str, args: argparse.Namespace, built: dict[str, Any], root: Path, profile: bool,
@@ -320,7 +217,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ssogen-gpu-bench-") as tmp:
         root = Path(tmp)
         (root / "args.json").write_text(json.dumps({**vars(args), "out_dir": str(args.out_dir)}))
-        command = [sys.executable, __file__, "--build", str(root)]
+        command = [sys.executable, str(Path(__file__).with_name("gpu_train_setup.py")), str(root)]
         built_run = subprocess.run(command, capture_output=True, text=True, check=False,
                                    env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
         if built_run.returncode != 0:
@@ -340,14 +237,5 @@ def main() -> int:
     return 0
 
 
-def build_main(root: Path) -> None:
-    saved = json.loads((root / "args.json").read_text())
-    args = argparse.Namespace(**saved)
-    print(json.dumps(build(args, root)))
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--build":
-        build_main(Path(sys.argv[2]))
-    else:
-        raise SystemExit(main())
+    raise SystemExit(main())

@@ -137,7 +137,7 @@ class CudaFusedRMSNorm(torch.autograd.Function):
 
 def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.Tensor]], Any]:
     """The packed batches of bench/gpu_train.py's synthetic rows, with CUDA's line widths."""
-    from gpu_train import write_rows
+    from gpu_train_setup import write_rows
     from transformers import AutoTokenizer
 
     from ssogen.testing.tiny_model import build_tiny_model
@@ -162,7 +162,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
              code: argparse.Namespace) -> dict[str, Any]:
     """`code`: the command line's choices of what ssogen runs (`bool_mask`, `no_lean_backward`,
     `separate_projections`, `stock_norms`)."""
-    from gpu_train import SHAPES
+    from gpu_train_setup import SHAPES
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -231,7 +231,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="0.5b,1.5b", help="comma-separated, from bench/gpu_train.py SHAPES")
+    parser.add_argument("--shapes", default="0.5b,1.5b", help="comma-separated, from bench/gpu_train_setup.py SHAPES")
     parser.add_argument("--gc", default="off,on", help="gradient checkpointing settings: off,on")
     parser.add_argument("--batch", type=int, default=4, help="triplets per step")
     parser.add_argument("--steps", type=int, default=8, help="batches (the peak is the highest over all)")

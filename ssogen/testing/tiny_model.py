@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ssogen.generate.inputs import demo_queries
 from ssogen.principles import load_library
@@ -138,3 +138,18 @@ def copy_without_chat_template(model: Path, target: Path) -> Path:
     tokenizer_config.pop("chat_template", None)
     (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     return target
+
+
+def tiny_random_model(model_type: str, layers: int = 2) -> Any:
+    """A random-weight causal LM of any transformers model type at a tiny shape (hidden 32, 4 heads of 8, 2 key/value
+    heads, vocabulary 128), SDPA attention, in training mode, seeded: for checks that a model type computes as
+    expected once ssogen has changed some of its modules."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128,
+                                  max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).train()

@@ -1,5 +1,6 @@
 """A model's RMSNorm layers through `torch.nn.functional.rms_norm`, which CUDA builds of torch run as one kernel
-forward and one backward (`aten::_fused_rms_norm`).
+forward and one backward (`aten::_fused_rms_norm`, since torch 2.9: pytorch/pytorch#153666; before it, and on the
+CPU, rms_norm runs the module's own operators).
 
 transformers' RMSNorm module of Llama, Mistral, Qwen, Granite, SmolLM3 and Phi-3 models (`STANDARD_NORMS`)
 dispatches six operators forward and fourteen backward, and keeps for backward the normalized input besides the

@@ -12,10 +12,11 @@ import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
+from transformers import AutoModelForCausalLM, Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
 from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import fused_norms
 from ssogen.train.config import TrainConfig
 from ssogen.train.logprobs import sequence_logps
@@ -106,12 +107,7 @@ def test_installed_norms_copy_and_come_off() -> None:
 def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
     """A tiny random model of each type: every RMSNorm installed, the same logits and gradients, bit for bit, in
     float32 and under bf16 autocast (where Qwen3's per-head q and k norms see bf16 and keep their own forward)."""
-    config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128,
-                                  max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    plain = AutoModelForCausalLM.from_config(config).train()
+    plain = tiny_random_model(model_type)
     fused = copy.deepcopy(plain)
     norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
     assert norms >= 5
@@ -131,9 +127,7 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
 
 
 def test_other_norm_classes_keep_their_own() -> None:
-    config = AutoConfig.for_model("gemma", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128)
-    assert fused_norms.install_fused_norms(AutoModelForCausalLM.from_config(config)) == 0  # scales by 1 + weight
+    assert fused_norms.install_fused_norms(tiny_random_model("gemma", layers=1)) == 0  # scales by 1 + weight
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from ssogen.testing.synthetic import write_synthetic_sso
+from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import stacked_projections
 from ssogen.train.config import TrainConfig
 from ssogen.train.logprobs import sequence_logps
@@ -165,14 +166,7 @@ def test_projections_that_are_not_plain_linear_layers_keep_their_own_calls() -> 
 def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
     """A tiny random model of each listed type, stacked against a copy left alone: every group installed where the
     model has it, the same logits, gradients to float32 rounding."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=128,
-                                  max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    plain = AutoModelForCausalLM.from_config(config).train()
+    plain = tiny_random_model(model_type)
     stacked = copy.deepcopy(plain)
     counts = stacked_projections.install_stacked_projections(stacked)
     has_gate = hasattr(plain.model.layers[0].mlp, "gate_proj")
