@@ -166,7 +166,12 @@ def main() -> None:
         ("checkpointed model", "every parameter's gradient",
          lambda lean, ref: model_gradients(device, tokens // 4, lean=lean, reference=ref)),
     ]
-    print(f"device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, torch {torch.__version__}\n")
+    print(f"device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    # Whether this torch has the kernels ssogen's CUDA paths count on (elsewhere rms_norm runs the module's operators).
+    for op in ("aten::_fused_rms_norm", "aten::mm.dtype", "aten::addmm.dtype"):
+        has = torch._C._dispatch_has_kernel_for_dispatch_key(op, device.upper())
+        print(f"{op} kernel for {device.upper()}: {'yes' if has else 'no'}")
+    print()
     print("| case | compared | worst relative error, stock | worst relative error, lean | pass |")
     print("|---|---|---|---|---|")
     failed = False
