@@ -243,6 +243,7 @@ def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypa
     from ssogen.train import output_layer as logprobs
 
     monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 40)  # 7 positions per chunk: several chunks
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS_KEPT", 6 * 40)  # with the probabilities kept: 6
     monkeypatch.setattr(logprobs, "HEAD_CHUNK_ROWS", 8)  # recompute tiles: 8 positions × 35 of the 40 columns
     torch.manual_seed(1)
     linear = torch.nn.Linear(16, 40, bias=with_bias, dtype=torch.float64)
