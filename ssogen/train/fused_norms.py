@@ -4,16 +4,18 @@ CPU, rms_norm runs the module's own operators).
 
 transformers' RMSNorm module of Llama, Mistral, Qwen, Granite, SmolLM3 and Phi-3 models (`STANDARD_NORMS`)
 dispatches six operators forward and fourteen backward, and keeps for backward the normalized input besides the
-input. A layer has two norms: on a GPU, where a small model's step is bound by the host queueing kernels, that is
-40 launches per layer and step against 4, and without gradient checkpointing one float32 (tokens x hidden) tensor
-per norm that the fused kernel does not keep (its backward starts again from the input and the per-token scale).
+input; Gemma's (`OFFSET_NORMS`) about as many. A layer has two norms (Gemma 2 and 3: four): on a GPU, where a small
+model's step is bound by the host queueing kernels, that is 40 launches per layer and step against 4, and without
+gradient checkpointing one float32 (tokens x hidden) tensor per norm that the fused kernel does not keep (its
+backward starts again from the input and the per-token scale).
 
-The arithmetic is the module's where both compute in float32: a float32 input and weight, which is what ssogen
-trains (float32 weights under autocast keep the residual stream in float32). Elsewhere the module's own forward
-runs: with a half-precision input (Qwen3's per-head q and k norms under autocast) or weight it rounds the normalized
-input to the input's dtype before the weight multiplies it, which rms_norm does not. On the CPU rms_norm is the
-module's operators, bit-equal (tests/train/test_fused_norms.py); on CUDA the fused kernel sums in another order,
-equal to rounding (bench/gpu_lean_check.py compares both with float64).
+The arithmetic is the module's where both compute in float32. For STANDARD_NORMS that takes a float32 input and
+weight, which is what ssogen trains (float32 weights under autocast keep the residual stream in float32); with a
+half-precision input (Qwen3's per-head q and k norms under autocast) or weight the module rounds the normalized
+input to the input's dtype before the weight multiplies it, which rms_norm does not, so the module's own forward
+runs. Gemma's norms compute in float32 for any input and cast the result back, as rms_norm on the float32 input
+does. On the CPU rms_norm is the module's operators, bit-equal (tests/train/test_fused_norms.py); on CUDA the fused
+kernel sums in another order, equal to rounding (bench/gpu_lean_check.py compares both with float64).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from torch import nn
 from ssogen.train.model_parts import unwrap
 
 # transformers' RMSNorm classes whose forward is `weight * (x * rsqrt(mean(x**2) + variance_epsilon))`, computed in
-# float32 (read in transformers' modeling code; tests/train/test_fused_norms.py checks each on a tiny model). Gemma's
-# scales by (1 + weight) and OLMo-2's multiplies before casting back: not listed, they keep their own forward.
+# float32 for a float32 input (read in transformers' modeling code; tests/train/test_fused_norms.py checks each on
+# a tiny model). OLMo-2's multiplies before casting back: not listed, it keeps its own forward.
 STANDARD_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "GraniteRMSNorm",
                             "SmolLM3RMSNorm", "Phi3RMSNorm"})
+# Gemma's: `(x * rsqrt(mean(x**2) + eps)) * (1 + weight)`, all in float32 whatever the input's dtype, then cast back.
+OFFSET_NORMS = frozenset({"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"})
 
 
 def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -39,7 +43,7 @@ def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> t
 
 
 class _Fused:
-    """Mixed in front of an RMSNorm's own class (a subclass per class, so that type checks, copies and replicas
+    """Mixed in front of a STANDARD_NORMS class (a subclass per class, so that type checks, copies and replicas
     still see the stock class)."""
 
     stock_class: type[nn.Module]
@@ -52,29 +56,45 @@ class _Fused:
         return rms_norm(hidden_states, weight, module.variance_epsilon)
 
 
+class _FusedOffset(_Fused):
+    """The same for an OFFSET_NORMS class: its arithmetic is float32 for every input dtype, so always fused."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        module: Any = self
+        scale = 1.0 + module.weight.float()
+        return rms_norm(hidden_states.float(), scale, module.eps).type_as(hidden_states)
+
+
 _FUSED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 
 
-def _fused_class(stock: type[nn.Module]) -> type[nn.Module]:
+def _fused_class(stock: type[nn.Module], mixin: type[_Fused]) -> type[nn.Module]:
     if stock not in _FUSED_CLASSES:
-        _FUSED_CLASSES[stock] = type(f"Fused{stock.__name__}", (_Fused, stock), {"stock_class": stock})
+        _FUSED_CLASSES[stock] = type(f"Fused{stock.__name__}", (mixin, stock), {"stock_class": stock})
     return _FUSED_CLASSES[stock]
 
 
-def _is_standard(module: nn.Module) -> bool:
-    weight = getattr(module, "weight", None)
-    return (type(module).__name__ in STANDARD_NORMS and isinstance(weight, nn.Parameter) and weight.dim() == 1
-            and isinstance(getattr(module, "variance_epsilon", None), float))
+def _mixin_for(module: nn.Module) -> type[_Fused] | None:
+    """The mixin that computes `module`'s arithmetic with rms_norm, or None for a module it does not know."""
+    name, weight = type(module).__name__, getattr(module, "weight", None)
+    if not (isinstance(weight, nn.Parameter) and weight.dim() == 1):
+        return None
+    if name in STANDARD_NORMS and isinstance(getattr(module, "variance_epsilon", None), float):
+        return _Fused
+    if name in OFFSET_NORMS and isinstance(getattr(module, "eps", None), float):
+        return _FusedOffset
+    return None
 
 
 def install_fused_norms(model: Any) -> int:
-    """Route every RMSNorm of `STANDARD_NORMS` through `rms_norm`; returns how many (installed before included)."""
+    """Route every RMSNorm of `STANDARD_NORMS` and `OFFSET_NORMS` through `rms_norm`; returns how many (installed
+    before included)."""
     count = 0
     for module in unwrap(model).modules():
         if isinstance(module, _Fused):
             count += 1
-        elif _is_standard(module):
-            module.__class__ = _fused_class(type(module))
+        elif (mixin := _mixin_for(module)) is not None:
+            module.__class__ = _fused_class(type(module), mixin)
             count += 1
     return count
 

@@ -26,8 +26,8 @@ from tests.train.test_lean_backward import batch_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# A tiny model of each type whose RMSNorm class is in STANDARD_NORMS.
-MODEL_TYPES = ["granite", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3"]
+# A tiny model of each type whose RMSNorm class is in STANDARD_NORMS or OFFSET_NORMS.
+MODEL_TYPES = ["gemma", "gemma2", "gemma3_text", "granite", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3"]
 
 
 def norm_and_input(dtype: torch.dtype = torch.float32) -> tuple[Qwen2RMSNorm, torch.Tensor]:
@@ -106,7 +106,8 @@ def test_installed_norms_copy_and_come_off() -> None:
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
     """A tiny random model of each type: every RMSNorm installed, the same logits and gradients, bit for bit, in
-    float32 and under bf16 autocast (where Qwen3's per-head q and k norms see bf16 and keep their own forward)."""
+    float32 and under bf16 autocast (where Qwen3's per-head q and k norms see bf16 and keep their own forward, and
+    Gemma 3's fuse on the float32 copy of it)."""
     plain = tiny_random_model(model_type)
     fused = copy.deepcopy(plain)
     norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
@@ -126,8 +127,27 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
             assert torch.equal(results[1][1][name], grad), (model_type, autocast, name)
 
 
+def test_gemma_norms_fuse_for_every_input_dtype() -> None:
+    """Gemma's norm computes in float32 whatever the input and casts the result back: so does the fused one."""
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+
+    torch.manual_seed(0)
+    stock = GemmaRMSNorm(48, eps=1e-6)
+    with torch.no_grad():
+        stock.weight.copy_(0.1 * torch.randn(48))
+    for dtype in (torch.float32, torch.bfloat16):
+        norm = copy.deepcopy(stock).to(dtype)
+        fused = copy.deepcopy(norm)
+        assert fused_norms.install_fused_norms(fused) == 1
+        x = (3 * torch.randn(2, 7, 48)).to(dtype).requires_grad_()
+        expected, got = values_and_gradients(norm, x), values_and_gradients(fused, x)
+        assert got[0].dtype == dtype
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a, b), dtype
+
+
 def test_other_norm_classes_keep_their_own() -> None:
-    assert fused_norms.install_fused_norms(tiny_random_model("gemma", layers=1)) == 0  # scales by 1 + weight
+    assert fused_norms.install_fused_norms(tiny_random_model("olmo2", layers=1)) == 0  # weights before the cast
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
