@@ -35,10 +35,10 @@ def accepts_logits_to_keep(model: Any) -> bool:
 
 # Target elements (positions × vocab) of one chunk of float32 logits inside LogProbHead.
 HEAD_CHUNK_ELEMENTS = 1 << 25
-# The same when the probabilities are kept for backward (no checkpointing): then a chunk sits beside them, at most
-# just above the step's backward peak, so a quarter as many chunks to launch, in larger GEMMs (bench/train_memory.py,
-# against 1 << 26: 130 operators fewer per 0.5B step and a peak 261 MiB (0.8%) higher, reached at the forward's
-# end; the same peak at 1.5B).
+# The same when the probabilities are kept for backward (no checkpointing): a quarter as many chunks to launch, in
+# larger GEMMs. A chunk then sits beside the kept probabilities, near the step's peak at most (bench/train_memory.py,
+# against 1 << 26: 130 operators fewer per 0.5B step and a peak 261 MiB (0.8%) higher, now at the forward's end;
+# the same peak at 1.5B).
 HEAD_CHUNK_ELEMENTS_KEPT = 1 << 27
 # Positions per tile when backward recomputes the logits (tiles are this many positions × a vocabulary slice).
 HEAD_CHUNK_ROWS = 4096

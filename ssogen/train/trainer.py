@@ -71,8 +71,8 @@ class SSOTrainer(Trainer):
         # modules' own forward hooks, after q's call needs them.
         self.stacked_projections = (describe(install_stacked_projections(self.model)) if stacked_projections
                                     and not self.is_deepspeed_enabled and not self.is_fsdp_enabled else "off")
-        # RMSNorms through torch's fused rms_norm (`ssogen.train.fused_norms`), how many; not under DeepSpeed or
-        # FSDP, whose sharded weights only their own hooks know.
+        # RMSNorms through torch's fused rms_norm (`ssogen.train.fused_norms`), how many. Not under DeepSpeed or
+        # FSDP, like the stacked projections: untried with their sharded or flattened weights.
         self.fused_norms = (install_fused_norms(self.model) if fused_norms and not self.is_deepspeed_enabled
                             and not self.is_fsdp_enabled else 0)
         self.add_callback(_ReferenceCallback(self))
