@@ -121,18 +121,18 @@ class CudaFusedRMSNorm(torch.autograd.Function):
     and the weight. On the CPU rms_norm runs as the module's operators instead."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:  # type: ignore[override]
         out = x.clone()  # one kernel writing an output of x's shape
         scale = x.new_empty((*x.shape[:-1], 1))
         ctx.save_for_backward(x, scale, weight)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:  # type: ignore[override]
         x, scale, weight = ctx.saved_tensors
         grad_x, grad_weight = torch.ops.aten._fused_rms_norm_backward(grad, x, [x.size(-1)], scale, weight,
-                                                                      [True, True])
-        return grad_x, grad_weight, None
+                                                                      [True, weight is not None])
+        return grad_x, grad_weight if weight is not None else None, None
 
 
 def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.Tensor]], Any]:

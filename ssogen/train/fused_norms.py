@@ -9,13 +9,14 @@ model's step is bound by the host queueing kernels, that is 40 launches per laye
 gradient checkpointing one float32 (tokens x hidden) tensor per norm that the fused kernel does not keep (its
 backward starts again from the input and the per-token scale).
 
-The arithmetic is the module's where both compute in float32. For STANDARD_NORMS that takes a float32 input and
-weight, which is what ssogen trains (float32 weights under autocast keep the residual stream in float32); with a
-half-precision input (Qwen3's per-head q and k norms under autocast) or weight the module rounds the normalized
-input to the input's dtype before the weight multiplies it, which rms_norm does not, so the module's own forward
-runs. Gemma's norms compute in float32 for any input and cast the result back, as rms_norm on the float32 input
-does. On the CPU rms_norm is the module's operators, bit-equal (tests/train/test_fused_norms.py); on CUDA the fused
-kernel sums in another order, equal to rounding (bench/gpu_lean_check.py compares both with float64).
+The arithmetic is the module's. For STANDARD_NORMS with a float32 input and weight, which is what ssogen trains
+(float32 weights under autocast keep the residual stream in float32), the weight is applied inside the kernel. With
+a half-precision input (Qwen3's per-head q and k norms under autocast) or weight the module rounds the normalized
+input to the input's dtype before the weight multiplies it: then the kernel only normalizes (in float32), and the
+rounding and the product follow as in the module. Gemma's norms compute in float32 for any input and cast the
+result back, as rms_norm on the float32 input does. On the CPU rms_norm is the module's operators, bit-equal
+(tests/train/test_fused_norms.py); on CUDA the fused kernel sums in another order, equal to rounding
+(bench/gpu_lean_check.py compares both with float64).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ STANDARD_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Q
 OFFSET_NORMS = frozenset({"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"})
 
 
-def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The normalization, looked up at each call (bench/train_memory.py gives it CUDA's operators on fake tensors)."""
-    return F.rms_norm(hidden_states, (weight.size(0),), weight, eps)
+def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """The normalization over the last dimension, times `weight` unless None; looked up at each call
+    (bench/train_memory.py gives it CUDA's operators on fake tensors)."""
+    return F.rms_norm(hidden_states, (hidden_states.size(-1),), weight, eps)
 
 
 class _Fused:
@@ -50,14 +52,15 @@ class _Fused:
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         module: Any = self
-        weight = module.weight
-        if hidden_states.dtype != torch.float32 or weight.dtype != torch.float32:
-            return self.stock_class.forward(module, hidden_states)
-        return rms_norm(hidden_states, weight, module.variance_epsilon)
+        weight, eps = module.weight, module.variance_epsilon
+        if hidden_states.dtype == torch.float32 and weight.dtype == torch.float32:
+            return rms_norm(hidden_states, weight, eps)
+        # As the module rounds: normalized in float32, rounded to the input's dtype, then times the weight.
+        return weight * rms_norm(hidden_states.to(torch.float32), None, eps).to(hidden_states.dtype)
 
 
 class _FusedOffset(_Fused):
-    """The same for an OFFSET_NORMS class: its arithmetic is float32 for every input dtype, so always fused."""
+    """The same for an OFFSET_NORMS class, whose arithmetic is float32 for every input dtype."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         module: Any = self

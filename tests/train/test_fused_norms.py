@@ -59,28 +59,31 @@ def test_fused_norm_gives_the_modules_very_values_and_gradients(autocast: bool) 
         assert torch.equal(a, b)
 
 
-def test_fused_norm_computes_through_rms_norm_in_float32_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A half-precision input or weight keeps the module's own forward: it rounds the normalized input to the
-    input's dtype before the weight multiplies it, which rms_norm would not."""
-    calls: list[torch.dtype] = []
+def test_fused_norm_keeps_the_modules_rounding_for_every_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a half-precision input or weight the module rounds the normalized input to the input's dtype before the
+    weight multiplies it: then rms_norm only normalizes (in float32) and the weight follows, bit-equal again; with
+    float32 both, the weight goes into rms_norm."""
+    calls: list[tuple[torch.dtype, bool]] = []
     real = fused_norms.rms_norm
 
-    def counted(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        calls.append(x.dtype)
+    def counted(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+        calls.append((x.dtype, weight is not None))
         return real(x, weight, eps)
 
     monkeypatch.setattr(fused_norms, "rms_norm", counted)
-    for norm_dtype, input_dtype, through in [(torch.float32, torch.float32, True),
-                                             (torch.float32, torch.bfloat16, False),
-                                             (torch.bfloat16, torch.bfloat16, False),
-                                             (torch.float64, torch.float64, False)]:
+    for norm_dtype, input_dtype, with_weight in [(torch.float32, torch.float32, True),
+                                                 (torch.float32, torch.bfloat16, False),
+                                                 (torch.bfloat16, torch.bfloat16, False),
+                                                 (torch.bfloat16, torch.float32, False),
+                                                 (torch.float64, torch.float64, False)]:
         stock, x = norm_and_input(norm_dtype)
         x = x.detach().to(input_dtype).requires_grad_()
         fused = copy.deepcopy(stock)
         fused_norms.install_fused_norms(fused)
         calls.clear()
         expected, got = values_and_gradients(stock, x), values_and_gradients(fused, x)
-        assert calls == ([torch.float32] if through else []), (norm_dtype, input_dtype)
+        assert calls == [(torch.float32, with_weight)], (norm_dtype, input_dtype)
+        assert got[0].dtype == expected[0].dtype
         for a, b in zip(got, expected, strict=True):
             assert torch.equal(a, b), (norm_dtype, input_dtype)
 
@@ -106,8 +109,7 @@ def test_installed_norms_copy_and_come_off() -> None:
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
     """A tiny random model of each type: every RMSNorm installed, the same logits and gradients, bit for bit, in
-    float32 and under bf16 autocast (where Qwen3's per-head q and k norms see bf16 and keep their own forward, and
-    Gemma 3's fuse on the float32 copy of it)."""
+    float32 and under bf16 autocast (where Qwen3's and Gemma 3's per-head q and k norms see bf16)."""
     plain = tiny_random_model(model_type)
     fused = copy.deepcopy(plain)
     norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
