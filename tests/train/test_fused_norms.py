@@ -1,5 +1,5 @@
 """RMSNorm layers through torch's rms_norm (`ssogen.train.fused_norms`): on the CPU the very values and gradients of
-transformers' modules, and their own forward wherever the arithmetic would differ."""
+transformers' modules, for every input and weight dtype."""
 
 from __future__ import annotations
 
@@ -182,6 +182,8 @@ def test_training_with_and_without_fused_norms_gives_the_same_weights(tiny_model
         assert outcome.extra["fused_norms"] == ("5 RMSNorm layers" if fused else "off")
         assert json.loads((out / CONFIG_FILE).read_text())["fused_norms"] == outcome.extra["fused_norms"]
         weights.append(load_file(out / "model.safetensors"))
-    assert set(weights[0]) == set(weights[1])
+    start = load_file(tiny_model / "model.safetensors")
+    assert set(weights[0]) == set(weights[1]) == set(start)
     for name, tensor in weights[1].items():
+        assert not torch.equal(tensor, start[name]), name  # trained, norms included
         assert torch.equal(weights[0][name], tensor), name
