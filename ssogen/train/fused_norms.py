@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssogen.train.model_parts import unwrap
+from ssogen.train.model_parts import give_forward, take_back, unwrap
 
 # transformers' RMSNorm classes whose forward is `weight * (x * rsqrt(mean(x**2) + variance_epsilon))`, computed in
 # float32 for a float32 input (read in transformers' modeling code; tests/train/test_fused_norms.py checks each on
@@ -68,15 +68,6 @@ class _FusedOffset(_Fused):
         return rms_norm(hidden_states.float(), scale, module.eps).type_as(hidden_states)
 
 
-_FUSED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
-
-
-def _fused_class(stock: type[nn.Module], mixin: type[_Fused]) -> type[nn.Module]:
-    if stock not in _FUSED_CLASSES:
-        _FUSED_CLASSES[stock] = type(f"Fused{stock.__name__}", (mixin, stock), {"stock_class": stock})
-    return _FUSED_CLASSES[stock]
-
-
 def _mixin_for(module: nn.Module) -> type[_Fused] | None:
     """The mixin that computes `module`'s arithmetic with rms_norm, or None for a module it does not know."""
     name, weight = type(module).__name__, getattr(module, "weight", None)
@@ -97,12 +88,10 @@ def install_fused_norms(model: Any) -> int:
         if isinstance(module, _Fused):
             count += 1
         elif (mixin := _mixin_for(module)) is not None:
-            module.__class__ = _fused_class(type(module), mixin)
+            give_forward(module, mixin, "Fused")
             count += 1
     return count
 
 
 def remove_fused_norms(model: Any) -> None:
-    for module in unwrap(model).modules():
-        if isinstance(module, _Fused):
-            module.__class__ = module.stock_class
+    take_back(model, _Fused)

@@ -32,7 +32,7 @@ from torch import nn
 
 from ssogen.train import mixed_precision
 from ssogen.train.mixed_precision import compute_dtype, stacked
-from ssogen.train.model_parts import text_config, unwrap
+from ssogen.train.model_parts import give_forward, take_back, text_config, unwrap
 
 # Elements of the (tokens × intermediate) tensors one tile keeps alive at once: 160 MiB in bf16. Backward keeps
 # four (gate|up output: 2, silu, the gradient of silu·up), so its tiles are a fifth of an 18k-token batch at 0.5B;
@@ -152,15 +152,6 @@ class _Tiled:
         return _TiledSwiGLU.apply(x, module.gate_proj.weight, module.up_proj.weight, module.down_proj.weight)
 
 
-_TILED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
-
-
-def _tiled_class(stock: type[nn.Module]) -> type[nn.Module]:
-    if stock not in _TILED_CLASSES:
-        _TILED_CLASSES[stock] = type(f"Tiled{stock.__name__}", (_Tiled, stock), {"stock_class": stock})
-    return _TILED_CLASSES[stock]
-
-
 def install_tiled_mlp(model: Any) -> int:
     """Give every plain SwiGLU MLP of a model in SAFE_MODEL_TYPES the tiled backward; returns how many. For
     training with gradient checkpointing only (without it, backward recomputes what the stock module keeps)."""
@@ -172,12 +163,10 @@ def install_tiled_mlp(model: Any) -> int:
         if isinstance(module, _Tiled):
             count += 1
         elif _is_plain_swiglu(module):
-            module.__class__ = _tiled_class(type(module))
+            give_forward(module, _Tiled, "Tiled")
             count += 1
     return count
 
 
 def remove_tiled_mlp(model: Any) -> None:
-    for module in unwrap(model).modules():
-        if isinstance(module, _Tiled):
-            module.__class__ = module.stock_class
+    take_back(model, _Tiled)
