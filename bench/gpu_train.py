@@ -1,18 +1,18 @@
 """Benchmark: `ssogen train` against TRL's DPOTrainer at real model shapes on one GPU (not a test).
 
-Random-init Qwen2 models of real shapes (0.5B: hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864;
-1.5B: hidden 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960; vocab 151,936, tied embeddings) with the
-project's locally trained tokenizer (its ids cover the first 2k rows of the vocabulary; the output layer still
-scores all 151,936), and synthetic `sso` rows with long system prompts (300-800 tokens, as the paper's S+ / S-
-carrying several principles) and long responses (160-520 tokens). ssogen trains B triplets per step (six
-sequences each); TRL's DPOTrainer (IPO, precomputed reference) trains the same work as 3 DPO pairs per triplet,
-3·B pairs per step, so both see the same 6·B sequences and take the same number of steps. Both run bf16 autocast
-over float32 weights with AdamW, the same gradient-checkpointing setting, in separate worker processes that
-alternate, median over repeats. TRL runs with its defaults and, where liger-kernel is importable, with
-`use_liger_kernel=True`. Step time is the median interval between optimizer-step ends (on CUDA between events
-recorded there, no synchronisation; collation included; the first two, profiled and counted steps left out);
-peak memory is `torch.cuda.max_memory_allocated`; tokens/s counts the tokens of the six sequences (the same for
-every trainer); operators per step: what one step dispatched, views left out (about a kernel launch each).
+Random-init Qwen2 models of real shapes (0.5B: hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864; 1.5B:
+hidden 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960; vocab 151,936, tied embeddings; Qwen3 shapes on
+request, bench/gpu_train_setup.py has them all) with the project's locally trained tokenizer (its ids cover the first 2k
+rows of the vocabulary; the output layer still scores all 151,936), and synthetic `sso` rows with long system prompts
+(300-800 tokens, as the paper's S+ / S- carrying several principles) and long responses (160-520 tokens). ssogen trains
+B triplets per step (six sequences each); TRL's DPOTrainer (IPO, precomputed reference) trains the same work as 3 DPO
+pairs per triplet, 3·B pairs per step, so both see the same 6·B sequences and take the same number of steps. Both run
+bf16 autocast over float32 weights with AdamW, the same gradient-checkpointing setting, in separate worker processes
+that alternate, median over repeats. TRL runs with its defaults and, where liger-kernel is importable, with
+`use_liger_kernel=True`. Step time is the median interval between optimizer-step ends (on CUDA between events recorded
+there, no synchronisation; collation included; the first two, profiled and counted steps left out); peak memory is
+`torch.cuda.max_memory_allocated`; tokens/s counts the tokens of the six sequences (the same for every trainer);
+operators per step: what one step dispatched, views left out (about a kernel launch each).
 
     python bench/gpu_train.py                                  # CUDA: 0.5b and 1.5b, gc off and on
     python bench/gpu_train.py --device cpu                     # tiny shapes on the CPU, to try it out
@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from gpu_train_setup import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # ssogen from this checkout when not installed
@@ -182,7 +184,7 @@ def environment(device: str) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--shapes", help="comma-separated: 0.5b, 1.5b, 3b, tiny (default: 0.5b,1.5b; cpu: tiny)")
+    parser.add_argument("--shapes", help=f"comma-separated: {', '.join(SHAPES)} (default: 0.5b,1.5b; cpu: tiny)")
     parser.add_argument("--gc", default="off,on", help="gradient checkpointing settings: off, on or off,on")
     parser.add_argument("--batch", type=int, default=4, help="triplets per step (TRL: 3x as many pairs)")
     # 16: enough steps for packed line widths (128-token buckets) to repeat, as they do in a long run, so that the
@@ -205,6 +207,8 @@ def main() -> int:
     start = time.perf_counter()
     cpu = args.device == "cpu"
     args.shapes = (args.shapes or ("tiny" if cpu else "0.5b,1.5b")).split(",")
+    if set(args.shapes) - set(SHAPES):
+        parser.error(f"unknown shapes {', '.join(sorted(set(args.shapes) - set(SHAPES)))}; known: {', '.join(SHAPES)}")
     args.gc = args.gc.split(",")
     args.length_scale = args.length_scale or (0.1 if cpu else 1.0)
     liger = importlib.util.find_spec("liger_kernel") is not None and not cpu

@@ -1,6 +1,6 @@
-"""The models and rows of bench/gpu_train.py (and bench/train_memory.py): random-init Qwen2 models of real shapes
-with the project's locally trained tokenizer, synthetic `sso` rows with long system prompts and responses, and the
-tokens per step each batch layout puts through the model. gpu_train.py runs `build` in a process of its own:
+"""The models and rows of bench/gpu_train.py (and bench/train_memory.py): random-init Qwen2 and Qwen3 models of real
+shapes with the project's locally trained tokenizer, synthetic `sso` rows with long system prompts and responses, and
+the tokens per step each batch layout puts through the model. gpu_train.py runs `build` in a process of its own:
 
     python bench/gpu_train_setup.py ROOT        # reads ROOT/args.json, prints the JSON of what it built
 """
@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # ssogen from this checkout when not installed
 
 VOCAB = 151_936
-SHAPES: dict[str, dict[str, int]] = {
+# Model fields by shape; `model_type` (default qwen2) names the transformers architecture.
+SHAPES: dict[str, dict[str, Any]] = {
     "0.5b": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
              "intermediate_size": 4864, "vocab_size": VOCAB},
     "1.5b": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
@@ -29,6 +30,14 @@ SHAPES: dict[str, dict[str, int]] = {
     # For trying the script on a CPU: the same layout, tiny.
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
              "intermediate_size": 128, "vocab_size": 8192},
+    # Qwen3: per-head RMSNorms on q and k, head size 128 at every width, no q/k/v biases (0.6B and 1.7B tie their
+    # embeddings, as all shapes here do).
+    "qwen3-0.6b": {"model_type": "qwen3", "hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16,
+                   "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 3072, "vocab_size": VOCAB},
+    "qwen3-1.7b": {"model_type": "qwen3", "hidden_size": 2048, "num_hidden_layers": 28, "num_attention_heads": 16,
+                   "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 6144, "vocab_size": VOCAB},
+    "qwen3-tiny": {"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "head_dim": 32, "intermediate_size": 128, "vocab_size": 8192},
 }
 # Token lengths of the synthetic rows, scaled by --length-scale.
 LENGTHS = {"prompt": (20, 60), "system": (300, 800), "response": (160, 520)}
@@ -73,10 +82,21 @@ def write_rows(out: Path, tokenizer: Any, count: int, scale: float, seed: int = 
     return out
 
 
+def model_config(shape: str, tokenizer: Any, **overrides: Any) -> Any:
+    """The transformers config of `shape`: tied embeddings, rope theta 1e6, the tokenizer's special tokens."""
+    from transformers import AutoConfig
+
+    fields = dict(SHAPES[shape])
+    model_type = fields.pop("model_type", "qwen2")
+    return AutoConfig.for_model(model_type, **fields, max_position_embeddings=4096, tie_word_embeddings=True,
+                                bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0, **overrides)
+
+
 def build(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The tokenizer, one model folder per shape (bf16 safetensors) and the data; runs in a worker process."""
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ssogen.testing.tiny_model import build_tiny_model
 
@@ -84,12 +104,10 @@ def build(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(source)
     models = {}
     for shape in args.shapes:
-        config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, tie_word_embeddings=True,
-                             bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0)
         torch.manual_seed(0)
         with torch.device(args.device):
-            model = Qwen2ForCausalLM(config).to(torch.bfloat16 if args.device == "cuda" else torch.float32)
+            model = AutoModelForCausalLM.from_config(model_config(shape, tokenizer))
+            model = model.to(torch.bfloat16 if args.device == "cuda" else torch.float32)
         folder = root / f"model-{shape}"
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)

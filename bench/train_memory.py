@@ -162,18 +162,16 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
              code: argparse.Namespace) -> dict[str, Any]:
     """`code`: the command line's choices of what ssogen runs (`bool_mask`, `no_lean_backward`,
     `separate_projections`, `stock_norms`)."""
-    from gpu_train_setup import SHAPES
+    from gpu_train_setup import model_config
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from ssogen.train import fused_norms, mixed_precision, output_layer, stacked_projections, tiled_mlp
     from ssogen.train.logprobs import sequence_logps
     from ssogen.train.loss import sso_loss
     from ssogen.train.objective import LossSettings
 
-    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, tie_word_embeddings=True,
-                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, rope_theta=1_000_000.0, use_cache=False)
+    config = model_config(shape, tokenizer, use_cache=False)
     config._attn_implementation = "sdpa"
     mixed_precision.accumulate_float = cuda_style_accumulation  # type: ignore[assignment]
     mixed_precision.float_product = cuda_style_product  # type: ignore[assignment]
@@ -182,7 +180,7 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
     tracker = LiveTensors()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
-        model = Qwen2ForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
         parameters = sum(p.numel() for p in model.parameters())
         if gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
