@@ -77,7 +77,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = option(0.0, "Weight decay.", ge=0, panel=OPTIMISATION)
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", ge=0, panel=OPTIMISATION)
     seed: int = option(42, "Seed.", ge=0, lt=2**32, panel=OPTIMISATION)
-    bf16: bool = option(False, "bf16 mixed precision.", panel=OPTIMISATION)
+    bf16: bool | None = option(
+        None, "bf16 mixed precision (autocast; the weights stay float32).", panel=OPTIMISATION,
+        default_text="on for a CUDA GPU with native bf16, else off")
     gradient_checkpointing: bool = option(
         False, "Recompute activations in backward: less memory for more time (the README says what else it does).",
         panel=OPTIMISATION)

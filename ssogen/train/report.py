@@ -102,8 +102,8 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_row("optimisation", f"lr {config.lr:g}, {config.scheduler}, warmup {config.warmup_ratio:g}, batch "
                   f"{config.batch_size} x accum {config.grad_accum}, "
                   + (f"max steps {config.max_steps}" if config.max_steps > 0 else f"epochs {config.epochs:g}")
-                  + (", bf16" if config.bf16 else "") + (", grad. checkpointing" if config.gradient_checkpointing
-                                                         else ""))
+                  + (", bf16" if config.bf16 else ", float32")
+                  + (", grad. checkpointing" if config.gradient_checkpointing else ""))
     console.print(table)
 
 

@@ -151,6 +151,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     fingerprint = data_fingerprint(config.data)
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
+    config = config.model_copy(update={"bf16": bool(args.bf16)})  # the default, decided for this device
     tokenizer, model = load_tokenizer_and_model(config)
     zeroed_dropout = None if config.keep_dropout else disable_dropout(model)
     encoded, truncation_counts, system_supported = encode_rows(

@@ -3,6 +3,7 @@ on top; which names it takes: `ssogen.train.hf_arguments`)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -52,7 +53,7 @@ def _ssogen_arguments(config: TrainConfig, cuda: bool, report_to: list[str], war
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
-        bf16=config.bf16,
+        bf16=use_bf16(config, cuda),
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         logging_steps=config.logging_steps,
@@ -69,6 +70,21 @@ def _ssogen_arguments(config: TrainConfig, cuda: bool, report_to: list[str], war
         # Without any accelerator say so explicitly: transformers refuses bf16 otherwise.
         use_cpu=config.use_cpu or not _accelerator_available(),
     )
+
+
+def use_bf16(config: TrainConfig, cuda: bool) -> bool:
+    """--bf16 as given. By default: off when the config file asks for fp16; as `accelerate launch` was configured
+    (its `mixed_precision`, which transformers follows too); else on where bf16 is the fast path, a CUDA (or ROCm)
+    GPU with bf16 tensor cores (compute capability 8 and up; older ones emulate it). TRL defaults to bf16 on every
+    device; on a CPU float32 is the faster one."""
+    if config.bf16 is not None:
+        return config.bf16
+    if config.train_args.get("fp16"):
+        return False
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher is not None:
+        return launcher == "bf16"
+    return cuda and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def _accelerator_available() -> bool:

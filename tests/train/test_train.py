@@ -79,6 +79,8 @@ def test_outputs_hold_model_config_metrics_and_card(learned: dict[str, Any]) -> 
     assert saved["loss"]["formula"] == "L(x,y+,y-) + 0.1·W·G"
     assert "per-token" in saved["loss"]["normalisation"]
     assert saved["config"]["alpha"] == 0.5 and saved["config"]["lam"] == 0.1
+    assert saved["config"]["bf16"] is False  # the default, as decided on this CPU (saved as what ran)
+    assert ", float32" in learned["second_console"]
     metrics = json.loads((out / METRICS_FILE).read_text())
     steps = [entry for entry in metrics["log_history"] if "loss" in entry]
     for key in ("loss/p1", "loss/p2", "loss/p3", "loss/G", "W", "rewards/p3/accuracy", "rewards/p2/margin",

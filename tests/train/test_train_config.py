@@ -164,3 +164,34 @@ def test_a_logger_that_fails_while_training_is_one_line(tiny_model: Path, tmp_pa
     # Anything else that fails inside training is not blamed on a logger.
     with pytest.raises(ZeroDivisionError), integrations.integration_errors(["wandb"]):
         _ = 1 / 0
+
+
+def test_bf16_by_default_only_on_a_gpu_with_native_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As TRL a plain run trains in bf16 on a GPU, but only where that is the fast path: not on the CPU, not on a
+    GPU that emulates bf16, not when the config file asks for fp16. A given --bf16 / --no-bf16 always wins."""
+    import torch
+
+    from ssogen.train.training_args import use_bf16
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    native: list[bool] = []  # what the stand-in GPU answers, and what it was asked
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native.append(including_emulation) or gpu_has_bf16)
+    plain = _config(tmp_path, "")
+    assert plain.bf16 is None and plain.fingerprinted()["bf16"] is None  # decided where it runs, not before
+    for gpu_has_bf16 in (True, False):
+        assert use_bf16(plain, cuda=True) is gpu_has_bf16
+        assert use_bf16(plain, cuda=False) is False  # the CPU (or --cpu): float32
+        assert use_bf16(_config(tmp_path, "fp16: true\n"), cuda=True) is False
+        assert use_bf16(_config(tmp_path, "bf16: false\n"), cuda=True) is False
+        assert use_bf16(_config(tmp_path, "bf16: true\n"), cuda=False) is True
+    assert native == [False, False]  # asked only for the plain GPU case, and never with emulation counted
+    # Under `accelerate launch` its configured mixed_precision decides (transformers follows it as well).
+    for launcher, expected in (("bf16", True), ("fp16", False), ("no", False)):
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+        assert use_bf16(plain, cuda=True) is expected and use_bf16(plain, cuda=False) is expected
+    assert use_bf16(_config(tmp_path, "bf16: false\n"), cuda=True) is False and len(native) == 2
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    from ssogen.train.training_args import training_arguments
+
+    assert training_arguments(plain).bf16 is False  # this machine has no GPU
