@@ -82,7 +82,8 @@ class RichProgress(TrainerCallback):
 
 
 def print_settings(console: Console, config: TrainConfig, rows: int, truncation: dict[str, int],
-                   system_supported: bool, end_of_turn: dict[str, Any] | None = None) -> None:
+                   system_supported: bool, end_of_turn: dict[str, Any] | None = None, precision: str = "no"
+                   ) -> None:
     info = describe(config.loss_settings())
     table = Table(title="ssogen train: objective and settings", title_justify="left", show_header=False)
     table.add_column("setting", style="bold")
@@ -102,7 +103,7 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_row("optimisation", f"lr {config.lr:g}, {config.scheduler}, warmup {config.warmup_ratio:g}, batch "
                   f"{config.batch_size} x accum {config.grad_accum}, "
                   + (f"max steps {config.max_steps}" if config.max_steps > 0 else f"epochs {config.epochs:g}")
-                  + (", bf16" if config.bf16 else ", float32")
+                  + (", float32" if precision == "no" else f", {precision}")
                   + (", grad. checkpointing" if config.gradient_checkpointing else ""))
     console.print(table)
 

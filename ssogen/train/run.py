@@ -40,7 +40,7 @@ from ssogen.train.report import (
     summary_table,
     write_outputs,
 )
-from ssogen.train.training_args import training_arguments
+from ssogen.train.training_args import mixed_precision, training_arguments
 
 logger = logging.getLogger("ssogen.train.run")
 
@@ -151,7 +151,12 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     fingerprint = data_fingerprint(config.data)
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
-    config = config.model_copy(update={"bf16": bool(args.bf16)})  # the default, decided for this device
+    precision = mixed_precision(args)  # --bf16's default, decided for this device (or by accelerate's config)
+    if config.bf16 is False and precision != "no":
+        console.print(f"[yellow]--no-bf16[/]: training in {precision} all the same, as `accelerate launch` is "
+                      "configured (transformers follows its mixed_precision); set it to 'no' there for float32",
+                      highlight=False, soft_wrap=True)
+    config = config.model_copy(update={"bf16": precision == "bf16"})
     tokenizer, model = load_tokenizer_and_model(config)
     zeroed_dropout = None if config.keep_dropout else disable_dropout(model)
     encoded, truncation_counts, system_supported = encode_rows(
@@ -159,7 +164,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     truncation = truncation_counts.as_dict()
     turn_end = {**end_of_turn(tokenizer).as_dict(),
                 "cut_responses": sum(bool(row[c]) for row in rows for c in SSO_TRUNCATION_COLUMNS)}
-    print_settings(console, config, len(rows), truncation, system_supported, turn_end)
+    print_settings(console, config, len(rows), truncation, system_supported, turn_end, precision)
     logger.info("settings: %s; %d rows; truncation %s; end of turn %s", config.resolved(), len(rows), truncation,
                 turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
@@ -170,7 +175,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     key = cache_key(data_fingerprint=fingerprint, model_id=model_fingerprint(resolve_model(config.model)).digest,
                     max_length=config.max_length, max_prompt_length=config.max_prompt_length,
                     system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
-                    dtype="bf16" if config.bf16 else "fp32")
+                    dtype="fp32" if precision == "no" else precision)
     reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
     from ssogen.train.output_layer import install_logprob_head, remove_logprob_head
 

@@ -28,6 +28,7 @@ from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
 from ssogen.train.stacked_projections import describe, install_stacked_projections
 from ssogen.train.tiled_mlp import install_tiled_mlp
+from ssogen.train.training_args import autocast_dtype
 
 # Rows compared, packed against left-padded, before the first batch (see `SSOTrainer.check_packing`).
 PACKING_CHECK_ROWS = 2
@@ -60,8 +61,7 @@ class SSOTrainer(Trainer):
         self._packing_checked = False
         self._stored: dict[str, list[torch.Tensor]] = defaultdict(list)
         # What attention computes in: the mixed-precision dtype, else the weights' (see `attention_mask_4d`).
-        self.attention_dtype: torch.dtype = (torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16
-                                             else unwrap(self.model).dtype)
+        self.attention_dtype: torch.dtype = autocast_dtype(self.args) or unwrap(self.model).dtype
         # With gradient checkpointing: see `lean_backward`; what it changed, in words (recorded in metrics.json),
         # and the head whose weight gradient waits for the end of every backward, or None.
         self.lean_backward_used = "off"
@@ -151,7 +151,7 @@ class SSOTrainer(Trainer):
             unwrapped.train(was_training)
         measured = torch.tensor([delta, packing_check_delta(alone, plain, lengths)], device=self.args.device)
         delta, noise = self.accelerator.reduce(measured, reduction="max").tolist()
-        tolerance = max(CHECK_TOLERANCE["half" if self.args.bf16 or self.args.fp16 else "fp32"], 4 * noise)
+        tolerance = max(CHECK_TOLERANCE["half" if autocast_dtype(self.args) else "fp32"], 4 * noise)
         if delta > tolerance:
             collator.packing = False
             self.packing_fallback = (f"packed log-probs differ from left-padded ones by {delta:.3g} per token "

@@ -4,7 +4,7 @@ on top; which names it takes: `ssogen.train.hf_arguments`)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -85,6 +85,20 @@ def use_bf16(config: TrainConfig, cuda: bool) -> bool:
     if launcher is not None:
         return launcher == "bf16"
     return cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def mixed_precision(args: Any) -> Literal["bf16", "fp16", "no"]:
+    """The precision the Trainer runs in: bf16 or fp16 as TrainingArguments says, else what `accelerate launch` was
+    configured with (transformers follows it too, so a run without --bf16 may still autocast)."""
+    if args.bf16 or args.fp16:
+        return "bf16" if args.bf16 else "fp16"
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    return launcher if launcher in ("bf16", "fp16") else "no"
+
+
+def autocast_dtype(args: Any) -> torch.dtype | None:
+    """The dtype `mixed_precision(args)` computes in, None for full precision."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision(args))
 
 
 def _accelerator_available() -> bool:

@@ -195,3 +195,27 @@ def test_bf16_by_default_only_on_a_gpu_with_native_bf16(tmp_path: Path, monkeypa
     from ssogen.train.training_args import training_arguments
 
     assert training_arguments(plain).bf16 is False  # this machine has no GPU
+
+
+def test_the_recorded_precision_is_what_the_trainer_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers autocasts as `accelerate launch` was configured unless bf16 or fp16 is set; ssogen's attention
+    mask, packing tolerance, reference-cache key and saved config follow the same rule."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ssogen.train.training_args import autocast_dtype, mixed_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    flags = {(False, False): "no", (True, False): "bf16", (False, True): "fp16"}
+    for (bf16, fp16), expected in flags.items():
+        assert mixed_precision(SimpleNamespace(bf16=bf16, fp16=fp16)) == expected
+    for launcher, expected in (("bf16", "bf16"), ("fp16", "fp16"), ("no", "no")):
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+        assert mixed_precision(SimpleNamespace(bf16=False, fp16=False)) == expected
+        assert mixed_precision(SimpleNamespace(bf16=True, fp16=False)) == "bf16"  # the flag wins, as in transformers
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert autocast_dtype(SimpleNamespace(bf16=False, fp16=False)) is torch.float16
+    assert autocast_dtype(SimpleNamespace(bf16=True, fp16=False)) is torch.bfloat16
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert autocast_dtype(SimpleNamespace(bf16=False, fp16=False)) is None
