@@ -76,7 +76,7 @@ def use_bf16(config: TrainConfig, cuda: bool) -> bool:
     """--bf16 as given. By default: off when the config file asks for fp16; as `accelerate launch` was configured
     (its `mixed_precision`, which transformers follows too); else on where bf16 is the fast path, a CUDA (or ROCm)
     GPU with bf16 tensor cores (compute capability 8 and up; older ones emulate it). TRL defaults to bf16 on every
-    device; on a CPU float32 is the faster one."""
+    device; on a CPU it is not reliably faster (BENCHMARKS.md), so float32 stays the default there."""
     if config.bf16 is not None:
         return config.bf16
     if config.train_args.get("fp16"):
