@@ -34,6 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from train_memory import NO_KERNEL
 from transformers import TrainerCallback
 
+from ssogen.train.output import CONFIG_FILE
+
 # Steps left out of the timing: the first carries cuBLAS/allocator warm-up, the second the first optimizer state.
 WARMUP_STEPS = 2
 # The step (by global_step at its start) whose operators and host-GPU synchronisations are counted (not timed: the
@@ -172,7 +174,7 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
         outcome = run_training(TrainConfig(
             data=Path(spec["data"]), model=spec["models"][shape], out=out, epochs=1, lr=1e-6,
             batch_size=spec["batch"], warmup_ratio=0.0, save_steps=0, logging_steps=10_000, seed=0,
-            max_length=spec["max_length"], max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda, bf16=cuda,
+            max_length=spec["max_length"], max_prompt_length=spec["max_length"] // 2, use_cpu=not cuda,
             gradient_checkpointing=gc, packing=kind != "ssogen-unpacked",
             head_kernel="liger" if kind == "ssogen-liger-head" else "torch",
             stacked_projections=kind != "ssogen-separate-projections", fused_norms=kind != "ssogen-stock-norms",
@@ -188,6 +190,10 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
     norms = outcome.extra.get("fused_norms")
     if (norms == "off") != (kind == "ssogen-stock-norms"):
         raise RuntimeError(f"{kind} ran fused norms {norms!r}")
+    # --bf16 is left to its default, which is bf16 on a GPU with native bf16 and float32 on the CPU: TRL's side
+    # sets the same precision explicitly.
+    if json.loads((out / CONFIG_FILE).read_text())["config"]["bf16"] is not cuda:
+        raise RuntimeError(f"ssogen's default precision was not {'bf16' if cuda else 'float32'} on {spec['device']}")
     return outcome.steps
 
 
