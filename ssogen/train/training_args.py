@@ -92,8 +92,8 @@ def mixed_precision(args: Any) -> Literal["bf16", "fp16", "no"]:
     configured with (transformers follows it too, so a run without --bf16 may still autocast)."""
     if args.bf16 or args.fp16:
         return "bf16" if args.bf16 else "fp16"
-    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    return launcher if launcher in ("bf16", "fp16") else "no"
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    return "bf16" if launcher == "bf16" else "fp16" if launcher == "fp16" else "no"
 
 
 def autocast_dtype(args: Any) -> torch.dtype | None:
