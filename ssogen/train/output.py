@@ -128,8 +128,11 @@ class TrainOutput:
         if not self.fingerprint.exists():
             raise UserError(f"--out {out}: holds a training run of an earlier ssogen without a fingerprint; use "
                             "--overwrite to replace it or choose another --out")
+        # --bf16 left to its default is fingerprinted as such (the device decides it later), not as on or off.
+        hints = {"bf16": "pass --bf16 or --no-bf16 as that run did (without either, the choice is left to the "
+                         "device and recorded as such)"} if fingerprint["config"].get("bf16", False) is None else None
         check_fingerprint(self.fingerprint, fingerprint, refusal=f"--out {out}: holds a training run of another "
-                          "configuration")
+                          "configuration", hints=hints)
         if self.finished():
             return OutputVerdict("finished")
         checkpoint, skipped = self.newest_checkpoint()

@@ -78,6 +78,14 @@ def test_another_configuration_is_refused_and_overwrite_clears_only_the_old_run(
         f"error: --out {out}: holds a training run of another configuration (changed: lr); use --overwrite to "
         "replace it or choose another --out")
     assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # A run given --no-bf16 (or started by an ssogen whose default was off) against one left to the default.
+    (out / ".ssogen" / "fingerprint.json").write_text(json.dumps({"fingerprint": "x", "config": {
+        **json.loads((out / ".ssogen" / "fingerprint.json").read_text())["config"], "bf16": False}}))
+    assert train(data, tiny_model, out).stderr.strip() == (  # type: ignore[attr-defined]
+        f"error: --out {out}: holds a training run of another configuration (changed: bf16); pass --bf16 or "
+        "--no-bf16 as that run did (without either, the choice is left to the device and recorded as such); use "
+        "--overwrite to replace it or choose another --out")
+    assert "(changed: bf16); use --overwrite" in train(data, tiny_model, out, "--bf16").stderr  # type: ignore
     replaced = train(data, tiny_model, out, "--lr", "2e-3", "--save-steps", "0", "--overwrite")
     assert replaced.exit_code == 0, replaced.output  # type: ignore[attr-defined]
     assert TrainOutput(out).checkpoints() == []  # the old run's checkpoints went with it
