@@ -38,6 +38,12 @@ SHAPES: dict[str, dict[str, Any]] = {
                    "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 6144, "vocab_size": VOCAB},
     "qwen3-tiny": {"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                    "num_key_value_heads": 1, "head_dim": 32, "intermediate_size": 128, "vocab_size": 8192},
+    # OLMo 2 1B's layers (four RMSNorms each: after attention and MLP, and on the whole q and k), with the
+    # vocabulary and tied embeddings of the shapes above (OLMo 2's own: 100,352 tokens, untied).
+    "olmo2-1b": {"model_type": "olmo2", "hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 16,
+                 "num_key_value_heads": 16, "intermediate_size": 8192, "vocab_size": VOCAB},
+    "olmo2-tiny": {"model_type": "olmo2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 8192},
 }
 # Token lengths of the synthetic rows, scaled by --length-scale.
 LENGTHS = {"prompt": (20, 60), "system": (300, 800), "response": (160, 520)}

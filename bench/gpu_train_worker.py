@@ -35,6 +35,8 @@ from train_memory import NO_KERNEL
 from transformers import TrainerCallback
 
 from ssogen.train.output import CONFIG_FILE
+from ssogen.train.stacked_projections import ORDERED_MODEL_TYPES
+from ssogen.train.tiled_mlp import SAFE_MODEL_TYPES
 
 # Steps left out of the timing: the first carries cuBLAS/allocator warm-up, the second the first optimizer state.
 WARMUP_STEPS = 2
@@ -181,12 +183,15 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
         ), Console(file=io.StringIO()), callbacks=[clock])
     if kind != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
         raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
+    # What ssogen does for this model type: the tiled MLP and the stacked projections are for the listed types only.
+    model_type = json.loads((Path(spec["models"][shape]) / "config.json").read_text())["model_type"]
     lean = str(outcome.extra.get("lean_backward"))
-    if gc and (lean == "off") != (kind == "ssogen-stock-backward"):
-        raise RuntimeError(f"{kind} with checkpointing ran lean backward {lean!r}")
+    tiles = gc and kind != "ssogen-stock-backward" and model_type in SAFE_MODEL_TYPES
+    if ("MLP backward in token tiles" in lean) != tiles or (kind == "ssogen-stock-backward" and lean != "off"):
+        raise RuntimeError(f"{kind} ({model_type}, checkpointing {'on' if gc else 'off'}) ran lean backward {lean!r}")
     stacked = outcome.extra.get("stacked_projections")
-    if (stacked == "off") != (kind == "ssogen-separate-projections"):
-        raise RuntimeError(f"{kind} ran stacked projections {stacked!r}")
+    if (stacked != "off") != (kind != "ssogen-separate-projections" and model_type in ORDERED_MODEL_TYPES):
+        raise RuntimeError(f"{kind} ({model_type}) ran stacked projections {stacked!r}")
     norms = outcome.extra.get("fused_norms")
     if (norms == "off") != (kind == "ssogen-stock-norms"):
         raise RuntimeError(f"{kind} ran fused norms {norms!r}")

@@ -106,13 +106,14 @@ class TrainConfig(BaseModel):
                            "between rows (exact; left padding where the model cannot).", panel=OPTIMISATION)
     stacked_projections: bool = option(
         True, "Run each layer's q, k and v projections as one matrix product on their stacked weights, and its MLP's "
-        "gate and up as another (Llama, Mistral, Qwen, Gemma, Granite, SmolLM3, StarCoder2 and Cohere models with "
-        "plain Linear projections; not under DeepSpeed or FSDP). Agrees with separate products to rounding.",
+        "gate and up as another (Llama, Mistral, Qwen, Gemma, Granite, SmolLM3, StarCoder2, Cohere and OLMo 2/3 "
+        "models with plain Linear projections; not under DeepSpeed or FSDP). Agrees with separate products to "
+        "rounding.",
         panel=OPTIMISATION)
     fused_norms: bool = option(
         True, "Run each RMSNorm through torch's rms_norm, one kernel forward and one backward on CUDA (Llama, "
-        "Mistral, Qwen, Gemma, Granite, SmolLM3 and Phi-3 models; in the model's own rounding order). Equal to "
-        "rounding on CUDA, bit-equal on the CPU.", panel=OPTIMISATION)
+        "Mistral, Qwen, Gemma, Granite, SmolLM3, Phi-3 and OLMo 2/3 models; in the model's own rounding order). Equal "
+        "to rounding on CUDA, bit-equal on the CPU.", panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",
                                 flags=("--keep-dropout",), panel=OPTIMISATION)

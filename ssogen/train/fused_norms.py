@@ -4,19 +4,19 @@ CPU, rms_norm runs the module's own operators).
 
 transformers' RMSNorm module of Llama, Mistral, Qwen, Granite, SmolLM3 and Phi-3 models (`STANDARD_NORMS`)
 dispatches six operators forward and fourteen backward, and keeps for backward the normalized input besides the
-input; Gemma's (`OFFSET_NORMS`) about as many. A layer has two norms (Gemma 2 and 3: four): on a GPU, where a small
-model's step is bound by the host queueing kernels, that is 40 launches per layer and step against 4, and without
-gradient checkpointing one float32 (tokens x hidden) tensor per norm that the fused kernel does not keep (its
-backward starts again from the input and the per-token scale).
+input; Gemma's (`OFFSET_NORMS`) and OLMo's (`WEIGHT_FIRST_NORMS`) about as many. A layer has two norms (Gemma 2
+and 3, OLMo 2 and 3: four): on a GPU, where a small model's step is bound by the host queueing kernels, that is 40
+launches per layer and step against 4, and without gradient checkpointing one float32 (tokens x hidden) tensor per
+norm that the fused kernel does not keep (its backward starts again from the input and the per-token scale).
 
 The arithmetic is the module's. For STANDARD_NORMS with a float32 input and weight, which is what ssogen trains
 (float32 weights under autocast keep the residual stream in float32), the weight is applied inside the kernel. With
 a half-precision input (Qwen3's per-head q and k norms under autocast) or weight the module rounds the normalized
 input to the input's dtype before the weight multiplies it: then the kernel only normalizes (in float32), and the
 rounding and the product follow as in the module. Gemma's norms compute in float32 for any input and cast the
-result back, as rms_norm on the float32 input does. On the CPU rms_norm is the module's operators, bit-equal
-(tests/train/test_fused_norms.py); on CUDA the fused kernel sums in another order, equal to rounding
-(bench/gpu_lean_check.py compares both with float64).
+result back, as rms_norm on the float32 input does; OLMo's too, with the weight applied before the cast. On the CPU
+rms_norm is the module's operators, bit-equal (tests/train/test_fused_norms.py); on CUDA the fused kernel sums in
+another order, equal to rounding (bench/gpu_lean_check.py compares both with float64).
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ from ssogen.train.model_parts import give_forward, take_back, unwrap
 
 # transformers' RMSNorm classes whose forward is `weight * (x * rsqrt(mean(x**2) + variance_epsilon))`, computed in
 # float32 for a float32 input (read in transformers' modeling code; tests/train/test_fused_norms.py checks each on
-# a tiny model). OLMo-2's multiplies before casting back: not listed, it keeps its own forward.
+# a tiny model).
 STANDARD_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "GraniteRMSNorm",
                             "SmolLM3RMSNorm", "Phi3RMSNorm"})
 # Gemma's: `(x * rsqrt(mean(x**2) + eps)) * (1 + weight)`, all in float32 whatever the input's dtype, then cast back.
 OFFSET_NORMS = frozenset({"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"})
+# OLMo 2's and 3's: `(weight * (x * rsqrt(mean(x**2) + eps))).to(x.dtype)` with x in float32: the weight multiplies
+# before the cast back, whatever the input's dtype (their q and k norms see half precision under autocast).
+WEIGHT_FIRST_NORMS = frozenset({"Olmo2RMSNorm", "Olmo3RMSNorm"})
 
 
 def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -68,21 +71,34 @@ class _FusedOffset(_Fused):
         return rms_norm(hidden_states.float(), scale, module.eps).type_as(hidden_states)
 
 
+class _FusedWeightFirst(_Fused):
+    """The same for a WEIGHT_FIRST_NORMS class: normalized and weighted in float32, then cast back (a half-precision
+    weight multiplies as the float32 it promotes to in the module)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        module: Any = self
+        normalized = rms_norm(hidden_states.float(), module.weight.float(), module.variance_epsilon)
+        return normalized.to(hidden_states.dtype)
+
+
 def _mixin_for(module: nn.Module) -> type[_Fused] | None:
     """The mixin that computes `module`'s arithmetic with rms_norm, or None for a module it does not know."""
     name, weight = type(module).__name__, getattr(module, "weight", None)
     if not (isinstance(weight, nn.Parameter) and weight.dim() == 1):
         return None
-    if name in STANDARD_NORMS and isinstance(getattr(module, "variance_epsilon", None), float):
-        return _Fused
+    if isinstance(getattr(module, "variance_epsilon", None), float):
+        if name in STANDARD_NORMS:
+            return _Fused
+        if name in WEIGHT_FIRST_NORMS:
+            return _FusedWeightFirst
     if name in OFFSET_NORMS and isinstance(getattr(module, "eps", None), float):
         return _FusedOffset
     return None
 
 
 def install_fused_norms(model: Any) -> int:
-    """Route every RMSNorm of `STANDARD_NORMS` and `OFFSET_NORMS` through `rms_norm`; returns how many (installed
-    before included)."""
+    """Route every RMSNorm of `STANDARD_NORMS`, `OFFSET_NORMS` and `WEIGHT_FIRST_NORMS` through `rms_norm`; returns
+    how many (installed before included)."""
     count = 0
     for module in unwrap(model).modules():
         if isinstance(module, _Fused):

@@ -37,10 +37,10 @@ GROUPS = {"q, k, v": ("q_proj", "k_proj", "v_proj"), "gate, up": ("gate_proj", "
 # Models whose layers call each group that way and change no output in place (read in transformers' modeling code;
 # tests/train/test_stacked_projections.py checks each). In another model a group called out of order would still
 # compute right, but the first call's outputs for the others would stay held until the group's next call (through
-# the whole step), and an in-place change of an output (OLMo's clip_qkv) would fail: such models keep their separate
-# projections.
+# the whole step), and an in-place change of an output (the first OLMo's clip_qkv) would fail: such models keep their
+# separate projections.
 ORDERED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite",
-                                 "smollm3", "starcoder2", "cohere"})
+                                 "smollm3", "starcoder2", "cohere", "olmo2", "olmo3"})
 
 
 class _StackedProjections(torch.autograd.Function):

@@ -26,8 +26,9 @@ from tests.train.test_lean_backward import batch_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# A tiny model of each type whose RMSNorm class is in STANDARD_NORMS or OFFSET_NORMS.
-MODEL_TYPES = ["gemma", "gemma2", "gemma3_text", "granite", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3"]
+# A tiny model of each type whose RMSNorm class is in STANDARD_NORMS, OFFSET_NORMS or WEIGHT_FIRST_NORMS.
+MODEL_TYPES = ["gemma", "gemma2", "gemma3_text", "granite", "llama", "mistral", "olmo2", "olmo3", "phi3", "qwen2",
+               "qwen3", "smollm3"]
 
 
 def norm_and_input(dtype: torch.dtype = torch.float32) -> tuple[Qwen2RMSNorm, torch.Tensor]:
@@ -109,7 +110,7 @@ def test_installed_norms_copy_and_come_off() -> None:
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: str) -> None:
     """A tiny random model of each type: every RMSNorm installed, the same logits and gradients, bit for bit, in
-    float32 and under bf16 autocast (where Qwen3's and Gemma 3's per-head q and k norms see bf16)."""
+    float32 and under bf16 autocast (where the q and k norms of Qwen3, Gemma 3 and OLMo see bf16)."""
     plain = tiny_random_model(model_type)
     fused = copy.deepcopy(plain)
     norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
@@ -129,27 +130,38 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
             assert torch.equal(results[1][1][name], grad), (model_type, autocast, name)
 
 
-def test_gemma_norms_fuse_for_every_input_dtype() -> None:
-    """Gemma's norm computes in float32 whatever the input and casts the result back: so does the fused one."""
+@pytest.mark.parametrize("family", ["gemma", "olmo2"])
+def test_float32_norms_fuse_for_every_input_and_weight_dtype(family: str) -> None:
+    """Gemma's norm computes in float32 whatever the input and casts the result back; OLMo 2's too, with the weight
+    applied before the cast: so do the fused ones, for every pairing of input and weight dtypes."""
     from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.olmo2.modeling_olmo2 import Olmo2RMSNorm
 
     torch.manual_seed(0)
-    stock = GemmaRMSNorm(48, eps=1e-6)
+    stock = GemmaRMSNorm(48, eps=1e-6) if family == "gemma" else Olmo2RMSNorm(48, eps=1e-6)
     with torch.no_grad():
         stock.weight.copy_(0.1 * torch.randn(48))
-    for dtype in (torch.float32, torch.bfloat16):
-        norm = copy.deepcopy(stock).to(dtype)
-        fused = copy.deepcopy(norm)
-        assert fused_norms.install_fused_norms(fused) == 1
-        x = (3 * torch.randn(2, 7, 48)).to(dtype).requires_grad_()
-        expected, got = values_and_gradients(norm, x), values_and_gradients(fused, x)
-        assert got[0].dtype == dtype
-        for a, b in zip(got, expected, strict=True):
-            assert torch.equal(a, b), dtype
+    for weight_dtype in (torch.float32, torch.bfloat16):
+        for input_dtype in (torch.float32, torch.bfloat16):
+            norm = copy.deepcopy(stock).to(weight_dtype)
+            fused = copy.deepcopy(norm)
+            assert fused_norms.install_fused_norms(fused) == 1
+            x = (3 * torch.randn(2, 7, 48)).to(input_dtype).requires_grad_()
+            expected, got = values_and_gradients(norm, x), values_and_gradients(fused, x)
+            assert got[0].dtype == expected[0].dtype
+            for a, b in zip(got, expected, strict=True):
+                assert torch.equal(a, b), (weight_dtype, input_dtype)
 
 
 def test_other_norm_classes_keep_their_own() -> None:
-    assert fused_norms.install_fused_norms(tiny_random_model("olmo2", layers=1)) == 0  # weights before the cast
+    """Classes are known by name: one whose arithmetic was not read (here a subclass under another name, as a
+    model's remote code might define) keeps its own forward."""
+
+    class CustomRMSNorm(Qwen2RMSNorm):
+        pass
+
+    norm = CustomRMSNorm(48)
+    assert fused_norms.install_fused_norms(norm) == 0 and type(norm) is CustomRMSNorm
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
