@@ -9,8 +9,8 @@ widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over 
 * q, k and v as one stacked GEMM (`ssogen.train.stacked_projections`) against three Linear layers (with bias, 14 query
   and 2 key/value heads of 64), 8,192 tokens;
 * an RMSNorm through torch's rms_norm (`ssogen.train.fused_norms`: one fused kernel each way on CUDA) against
-  transformers' module, float32 input of 8,192 tokens, and bf16 input of 8 heads of 128 per token (as Qwen3's q
-  norm);
+  transformers' module, float32 input of 8,192 tokens, bf16 input of 8 heads of 128 per token (as Qwen3's q
+  norm), and OLMo 2's norm on a bf16 input of 8,192 tokens (as its q norm);
 * a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v + fused
   norms against stock.
 
@@ -96,16 +96,19 @@ def qkv_gradients(device: str, tokens: int, stacked: bool, reference: bool) -> l
     return list(torch.autograd.grad(sum(out.float().square().mean() for out in outs), params))
 
 
-def norm_gradients(device: str, tokens: int, fused: bool, reference: bool,
-                   dtype: torch.dtype = torch.float32, width: int = HIDDEN) -> list[torch.Tensor]:
+def norm_gradients(device: str, tokens: int, fused: bool, reference: bool, dtype: torch.dtype = torch.float32,
+                   width: int = HIDDEN, olmo: bool = False) -> list[torch.Tensor]:
     """An RMSNorm on a `dtype` input: float32 as the layers' norms get it, bf16 as Qwen3's per-head q and k norms
-    get theirs under autocast (then the fused path normalizes only and the weight follows, as in the module)."""
+    get theirs under autocast (then the fused path normalizes only and the weight follows, as in the module); with
+    `olmo`, OLMo 2's norm (the weight before the cast: the fused path takes the weight into the kernel for a bf16
+    input too)."""
+    from transformers.models.olmo2.modeling_olmo2 import Olmo2RMSNorm
     from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
     from ssogen.train.fused_norms import install_fused_norms
 
     torch.manual_seed(5)
-    norm = Qwen2RMSNorm(width, eps=1e-6).to(device)
+    norm = (Olmo2RMSNorm if olmo else Qwen2RMSNorm)(width, eps=1e-6).to(device)
     with torch.no_grad():
         norm.weight.copy_(1 + 0.1 * torch.randn(width, device=device))
     x = (4 * torch.randn(tokens, width, device=device)).to(dtype)
@@ -170,6 +173,9 @@ def main() -> None:
         ("fused RMSNorm, bf16 input", "gradient of x, weight (8 heads of 128 per token)",
          lambda lean, ref: norm_gradients(device, tokens * 8, fused=lean, reference=ref, dtype=torch.bfloat16,
                                           width=128)),
+        ("fused RMSNorm, OLMo 2, bf16 input", "gradient of x, weight (q's norm over the whole width)",
+         lambda lean, ref: norm_gradients(device, tokens, fused=lean, reference=ref, dtype=torch.bfloat16,
+                                          olmo=True)),
         ("checkpointed model", "every parameter's gradient",
          lambda lean, ref: model_gradients(device, tokens // 4, lean=lean, reference=ref)),
     ]
