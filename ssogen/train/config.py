@@ -112,7 +112,8 @@ class TrainConfig(BaseModel):
         panel=OPTIMISATION)
     fused_norms: bool = option(
         True, "Run each RMSNorm through torch's rms_norm, one kernel forward and one backward on CUDA (Llama, "
-        "Mistral, Qwen, Gemma, Granite, SmolLM3, Phi-3 and OLMo 2/3 models; in the model's own rounding order). Equal "
+        "Mistral, Qwen, Gemma, Granite, Phi-3, OLMo, GLM and the other families the README lists; in the model's own "
+        "rounding order). Equal "
         "to rounding on CUDA, bit-equal on the CPU.", panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",

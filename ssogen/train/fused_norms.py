@@ -32,13 +32,17 @@ from ssogen.train.model_parts import give_forward, take_back, unwrap
 # transformers' RMSNorm classes whose forward is `weight * (x * rsqrt(mean(x**2) + variance_epsilon))`, computed in
 # float32 for a float32 input (read in transformers' modeling code; tests/train/test_fused_norms.py checks each on
 # a tiny model).
-STANDARD_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "GraniteRMSNorm",
-                            "SmolLM3RMSNorm", "Phi3RMSNorm"})
+STANDARD_NORMS = frozenset({
+    "LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "GraniteRMSNorm", "SmolLM3RMSNorm", "Phi3RMSNorm",
+    # The same forward, under each model's own name (tests/train/test_fused_norms.py runs each as a tiny model).
+    "MinistralRMSNorm", "MixtralRMSNorm", "Qwen2MoeRMSNorm", "Qwen3MoeRMSNorm", "OlmoeRMSNorm", "GlmRMSNorm",
+    "Glm4RMSNorm", "Exaone4RMSNorm", "Ernie4_5RMSNorm", "HunYuanDenseV1RMSNorm", "ApertusRMSNorm", "ArceeRMSNorm",
+    "GraniteMoeRMSNorm", "SeedOssRMSNorm"})
 # Gemma's: `(x * rsqrt(mean(x**2) + eps)) * (1 + weight)`, all in float32 whatever the input's dtype, then cast back.
 OFFSET_NORMS = frozenset({"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"})
 # OLMo 2's and 3's: `(weight * (x * rsqrt(mean(x**2) + eps))).to(x.dtype)` with x in float32: the weight multiplies
 # before the cast back, whatever the input's dtype (their q and k norms see half precision under autocast).
-WEIGHT_FIRST_NORMS = frozenset({"Olmo2RMSNorm", "Olmo3RMSNorm"})
+WEIGHT_FIRST_NORMS = frozenset({"Olmo2RMSNorm", "Olmo3RMSNorm", "FlexOlmoRMSNorm"})
 
 
 def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:

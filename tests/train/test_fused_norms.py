@@ -19,6 +19,7 @@ from ssogen.testing.synthetic import write_synthetic_sso
 from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import fused_norms
 from ssogen.train.config import TrainConfig
+from ssogen.train.dropout import disable_dropout
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.output import CONFIG_FILE
 from ssogen.train.run import run_training
@@ -27,8 +28,9 @@ from tests.train.test_lean_backward import batch_of
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # A tiny model of each type whose RMSNorm class is in STANDARD_NORMS, OFFSET_NORMS or WEIGHT_FIRST_NORMS.
-MODEL_TYPES = ["gemma", "gemma2", "gemma3_text", "granite", "llama", "mistral", "olmo2", "olmo3", "phi3", "qwen2",
-               "qwen3", "smollm3"]
+MODEL_TYPES = ["apertus", "arcee", "ernie4_5", "exaone4", "flex_olmo", "gemma", "gemma2", "gemma3_text", "glm",
+               "glm4", "granite", "granitemoe", "hunyuan_v1_dense", "llama", "ministral", "mistral", "mixtral",
+               "olmo2", "olmo3", "olmoe", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "smollm3"]
 
 
 def norm_and_input(dtype: torch.dtype = torch.float32) -> tuple[Qwen2RMSNorm, torch.Tensor]:
@@ -112,6 +114,7 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
     """A tiny random model of each type: every RMSNorm installed, the same logits and gradients, bit for bit, in
     float32 and under bf16 autocast (where the q and k norms of Qwen3, Gemma 3 and OLMo see bf16)."""
     plain = tiny_random_model(model_type)
+    disable_dropout(plain)  # as training does (Seed-OSS's config has dropout)
     fused = copy.deepcopy(plain)
     norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
     assert norms >= 5
@@ -128,6 +131,13 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
         assert torch.equal(results[1][0], results[0][0])
         for name, grad in results[0][1].items():
             assert torch.equal(results[1][1][name], grad), (model_type, autocast, name)
+
+
+def test_every_listed_norm_class_is_one_the_model_test_runs() -> None:
+    """No class is listed on the strength of reading its code alone: each is in one of MODEL_TYPES' models."""
+    run = {type(m).__name__ for model_type in MODEL_TYPES for m in tiny_random_model(model_type, layers=1).modules()}
+    listed = fused_norms.STANDARD_NORMS | fused_norms.OFFSET_NORMS | fused_norms.WEIGHT_FIRST_NORMS
+    assert listed - run == set()
 
 
 @pytest.mark.parametrize("family", ["gemma", "olmo2"])
