@@ -106,8 +106,8 @@ class TrainConfig(BaseModel):
                            "between rows (exact; left padding where the model cannot).", panel=OPTIMISATION)
     stacked_projections: bool = option(
         True, "Run each layer's q, k and v projections as one matrix product on their stacked weights, and its MLP's "
-        "gate and up as another (Llama, Mistral, Qwen, Gemma, Granite, SmolLM3, StarCoder2, Cohere and OLMo 2/3 "
-        "models with plain Linear projections; not under DeepSpeed or FSDP). Agrees with separate products to "
+        "gate and up as another (Llama, Mistral, Qwen, Gemma, Granite, OLMo, GLM and the other families the README "
+        "lists, with plain Linear projections; not under DeepSpeed or FSDP). Agrees with separate products to "
         "rounding.",
         panel=OPTIMISATION)
     fused_norms: bool = option(
