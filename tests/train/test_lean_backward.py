@@ -15,10 +15,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
 
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
+from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import output_layer, tiled_mlp, trainer
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
+from ssogen.train.dropout import disable_dropout
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.run import run_training
 
@@ -127,6 +129,32 @@ def test_lean_backward_under_checkpointing_gives_the_stock_gradients(tiny_model:
     torch.testing.assert_close(lean_sums, stock_sums, atol=1e-5, rtol=1e-5)
     for name, grad in stock_grads.items():
         torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("model_type", sorted(tiled_mlp.SAFE_MODEL_TYPES))
+def test_every_listed_model_type_skips_the_mlp_in_the_recompute(model_type: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny random model of each listed type under non-reentrant checkpointing: the tiled MLP computes once forward
+    and once backward per layer (the recompute skips it, which is right only where nothing saves the MLP's output)
+    and the logits and gradients are the stock model's."""
+    monkeypatch.setattr(tiled_mlp, "TILE_ELEMENTS", tiled_mlp._LIVE_IN_BACKWARD * 8 * 64)  # 8 of 32 tokens per tile
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+    results = []
+    calls: dict[str, int] = {}
+    for lean in (False, True):
+        model = tiny_random_model(model_type)
+        disable_dropout(model)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if lean:
+            assert tiled_mlp.install_tiled_mlp(model) == 2
+            calls = count_tiled_passes(monkeypatch)
+        logits = model(input_ids=ids).logits
+        (logits * torch.linspace(-1, 1, logits.size(-1))).sum().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert calls["tiled"] == 2 * 2
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5 * grad.abs().max().item(), rtol=0, msg=name)
 
 
 def test_adapter_wrapped_projections_keep_the_stock_mlp(tiny_model: Path) -> None:
