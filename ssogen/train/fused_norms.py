@@ -2,7 +2,7 @@
 forward and one backward (`aten::_fused_rms_norm`, since torch 2.9: pytorch/pytorch#153666; before it, and on the
 CPU, rms_norm runs the module's own operators).
 
-transformers' RMSNorm module of Llama, Mistral, Qwen, Granite, SmolLM3 and Phi-3 models (`STANDARD_NORMS`)
+transformers' RMSNorm module of Llama, Mistral, Qwen, Granite, SmolLM3, Phi-3 and other models (`STANDARD_NORMS`)
 dispatches six operators forward and fourteen backward, and keeps for backward the normalized input besides the
 input; Gemma's (`OFFSET_NORMS`) and OLMo's (`WEIGHT_FIRST_NORMS`) about as many. A layer has two norms (Gemma 2
 and 3, OLMo 2 and 3: four): on a GPU, where a small model's step is bound by the host queueing kernels, that is 40
@@ -34,7 +34,6 @@ from ssogen.train.model_parts import give_forward, take_back, unwrap
 # a tiny model).
 STANDARD_NORMS = frozenset({
     "LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "GraniteRMSNorm", "SmolLM3RMSNorm", "Phi3RMSNorm",
-    # The same forward, under each model's own name (tests/train/test_fused_norms.py runs each as a tiny model).
     "MinistralRMSNorm", "MixtralRMSNorm", "Qwen2MoeRMSNorm", "Qwen3MoeRMSNorm", "OlmoeRMSNorm", "GlmRMSNorm",
     "Glm4RMSNorm", "Exaone4RMSNorm", "Ernie4_5RMSNorm", "HunYuanDenseV1RMSNorm", "ApertusRMSNorm", "ArceeRMSNorm",
     "GraniteMoeRMSNorm", "SeedOssRMSNorm"})
