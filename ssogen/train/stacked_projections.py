@@ -39,10 +39,10 @@ GROUPS = {"q, k, v": ("q_proj", "k_proj", "v_proj"), "gate, up": ("gate_proj", "
 # compute right, but the first call's outputs for the others would stay held until the group's next call (through
 # the whole step), and an in-place change of an output (the first OLMo's clip_qkv) would fail: such models keep their
 # separate projections.
-ORDERED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite",
-                                 "smollm3", "starcoder2", "cohere", "olmo2", "olmo3", "ministral", "mixtral",
-                                 "qwen3_moe", "granitemoe", "flex_olmo", "glm", "glm4", "exaone4", "ernie4_5",
-                                 "hunyuan_v1_dense", "apertus", "arcee", "seed_oss"})
+ORDERED_MODEL_TYPES = frozenset({
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite", "smollm3", "starcoder2",
+    "cohere", "olmo2", "olmo3", "ministral", "mixtral", "qwen2_moe", "qwen3_moe", "granitemoe", "flex_olmo", "glm",
+    "glm4", "exaone4", "ernie4_5", "hunyuan_v1_dense", "apertus", "arcee", "seed_oss"})
 
 
 class _StackedProjections(torch.autograd.Function):

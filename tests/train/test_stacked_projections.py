@@ -171,8 +171,11 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
     disable_dropout(plain)  # as training does (Seed-OSS's and Granite MoE's configs have dropout)
     stacked = copy.deepcopy(plain)
     counts = stacked_projections.install_stacked_projections(stacked)
-    has_gate = hasattr(getattr(plain.model.layers[0], "mlp", None), "gate_proj")  # (MoE layers: experts)
-    assert counts == {"q, k, v": 2, "gate, up": 2 if has_gate else 0}
+    # Every MLP with separate gate and up Linear layers: one per layer, none for experts held as one parameter, the
+    # shared expert of a Qwen2 MoE layer.
+    gated = sum(isinstance(getattr(m, "gate_proj", None), torch.nn.Linear)
+                and isinstance(getattr(m, "up_proj", None), torch.nn.Linear) for m in plain.modules())
+    assert counts == {"q, k, v": 2, "gate, up": gated}
     ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
     results = []
     for model in (plain, stacked):
