@@ -171,8 +171,8 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
     disable_dropout(plain)  # as training does (Seed-OSS's and Granite MoE's configs have dropout)
     stacked = copy.deepcopy(plain)
     counts = stacked_projections.install_stacked_projections(stacked)
-    # Every MLP with separate gate and up Linear layers: one per layer, none for experts held as one parameter, the
-    # shared expert of a Qwen2 MoE layer.
+    # One stacked gate/up per MLP with separate gate and up Linear layers: each dense layer's, and Qwen2 MoE's shared
+    # expert (experts held as one parameter have none).
     gated = sum(isinstance(getattr(m, "gate_proj", None), torch.nn.Linear)
                 and isinstance(getattr(m, "up_proj", None), torch.nn.Linear) for m in plain.modules())
     assert counts == {"q, k, v": 2, "gate, up": gated}
