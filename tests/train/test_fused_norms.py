@@ -168,7 +168,7 @@ def test_other_norm_classes_keep_their_own() -> None:
     model's remote code might define) keeps its own forward."""
 
     class CustomRMSNorm(Qwen2RMSNorm):
-        pass
+        """Qwen2's arithmetic under a name fused_norms does not list."""
 
     norm = CustomRMSNorm(48)
     assert fused_norms.install_fused_norms(norm) == 0 and type(norm) is CustomRMSNorm
