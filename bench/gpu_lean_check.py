@@ -12,7 +12,9 @@ widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over 
   transformers' module, float32 input of 8,192 tokens, bf16 input of 8 heads of 128 per token (as Qwen3's q
   norm), and OLMo 2's norm on a bf16 input of 8,192 tokens (as its q norm);
 * a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v + fused
-  norms against stock.
+  norms + fused rotary embedding against stock;
+* the fused rotary embedding (`ssogen.train.fused_rotary`) against transformers' function, bf16 q and k from a
+  stacked projection with float32 tables as under autocast, 8,192 tokens: bit-equal values and gradients.
 
 Each gradient is compared with a float64 reference of the same computation; the lean path passes when its error
 is at most twice the stock path's plus 1e-6 (bf16 rounding makes both differ from float64). Prints a table,
@@ -128,6 +130,7 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from ssogen.train.fused_norms import install_fused_norms
+    from ssogen.train.fused_rotary import install_fused_rotary
     from ssogen.train.output_layer import install_logprob_head, output_layer
     from ssogen.train.stacked_projections import install_stacked_projections
     from ssogen.train.tiled_mlp import install_tiled_mlp
@@ -147,6 +150,7 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
         install_tiled_mlp(model)
         install_stacked_projections(model)
         install_fused_norms(model)
+        install_fused_rotary(model)
         head.defer_weight_grad = True
     ids = torch.randint(0, VOCAB[device], (2, tokens // 2), generator=torch.Generator().manual_seed(3)).to(device)
     head.positions, head.targets = torch.arange(ids.numel() - 1, device=device), ids.view(-1)[1:]
@@ -154,6 +158,24 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
         logps = model(input_ids=ids, logits_to_keep=0).logits
         (logps.float() * torch.linspace(-1, 1, logps.numel(), device=device)).sum().backward()
     return [p.grad for p in model.parameters()]
+
+
+def rotary_outputs(device: str, tokens: int, fused: bool) -> list[torch.Tensor]:
+    """q and k rotated, and the gradient reaching their stacked projection (14 query and 2 key/value heads of 64)."""
+    from transformers.models.qwen2 import modeling_qwen2
+
+    from ssogen.train.fused_rotary import FusedApplyRotary
+
+    stock = modeling_qwen2.apply_rotary_pos_emb
+    apply = FusedApplyRotary(stock) if fused else stock
+    torch.manual_seed(4)
+    projected = torch.randn(2, tokens // 2, 18 * 64, device=device, dtype=torch.bfloat16, requires_grad=True)
+    angles = torch.randn(2, tokens // 2, 32, device=device) * 100
+    cos, sin = torch.cat((angles.cos(), angles.cos()), -1), torch.cat((angles.sin(), angles.sin()), -1)
+    q, k, _ = projected.view(2, tokens // 2, 18, 64).transpose(1, 2).split([14, 2, 2], dim=1)
+    q_embed, k_embed = apply(q, k, cos, sin)
+    loss = (q_embed * torch.linspace(-1, 1, q_embed.numel(), device=device).view_as(q_embed)).sum() + k_embed.sum()
+    return [q_embed.detach(), k_embed.detach(), *torch.autograd.grad(loss, [projected])]
 
 
 def main() -> None:
@@ -195,6 +217,11 @@ def main() -> None:
         ok = lean <= 2 * stock + 1e-6
         failed |= not ok
         print(f"| {name} | {what} | {stock:.2e} | {lean:.2e} | {'yes' if ok else 'NO'} |", flush=True)
+    equal = all(torch.equal(a, b) for a, b in zip(rotary_outputs(device, tokens, fused=True),
+                                                  rotary_outputs(device, tokens, fused=False), strict=True))
+    failed |= not equal
+    print(f"\nfused rotary embedding, values and gradient bit-equal to transformers' on {device}: "
+          f"{'yes' if equal else 'NO'}")
     sys.exit(1 if failed else 0)
 
 

@@ -43,10 +43,11 @@ sys.path.insert(0, str(ROOT))  # ssogen from this checkout when not installed
 
 MAIN_KINDS = ("ssogen", "trl", "trl-liger")
 # Run once to explain the main numbers (see gpu_train_worker.py): transformers' RMSNorm modules, the stock backward
-# under checkpointing, q, k, v and gate, up as separate products, packed lines 16 wide instead of 128-bucketed, SDPA's
-# memory-efficient kernel instead of cuDNN's, no packing, liger's output layer; in this order of priority.
-DIAGNOSTIC_KINDS = ("ssogen-stock-norms", "ssogen-stock-backward", "ssogen-separate-projections", "ssogen-pad16",
-                    "ssogen-efficient-attn", "ssogen-unpacked", "ssogen-liger-head")
+# under checkpointing, transformers' rotary embedding, q, k, v and gate, up as separate products, packed lines 16
+# wide instead of 128-bucketed, SDPA's memory-efficient kernel instead of cuDNN's, no packing, liger's output layer;
+# in this order of priority.
+DIAGNOSTIC_KINDS = ("ssogen-stock-norms", "ssogen-stock-backward", "ssogen-stock-rotary", "ssogen-separate-projections",
+                    "ssogen-pad16", "ssogen-efficient-attn", "ssogen-unpacked", "ssogen-liger-head")
 
 
 def run_worker(kind: str, args: argparse.Namespace, built: dict[str, Any], root: Path, profile: bool,

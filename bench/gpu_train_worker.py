@@ -10,8 +10,9 @@ cross-entropy as the output layer), ssogen-pad16 (packed line widths in multiple
 were bucketed to 128), ssogen-efficient-attn (SDPA restricted to its memory-efficient kernel, no cuDNN),
 ssogen-stock-backward (with gradient checkpointing, the stock MLP and the output layer's weight gradient inside
 backward: `SSOTrainer.lean_backward` off), ssogen-separate-projections (--no-stacked-projections: q, k, v and
-gate, up as separate products), ssogen-stock-norms (--no-fused-norms: transformers' RMSNorm modules), trl,
-trl-liger (TRL with use_liger_kernel=True)."""
+gate, up as separate products), ssogen-stock-norms (--no-fused-norms: transformers' RMSNorm modules),
+ssogen-stock-rotary (--no-fused-rotary: transformers' apply_rotary_pos_emb), trl, trl-liger (TRL with
+use_liger_kernel=True)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from train_memory import NO_KERNEL
 from transformers import TrainerCallback
 
+from ssogen.train.fused_rotary import ROTARY_MODEL_TYPES
 from ssogen.train.output import CONFIG_FILE
 from ssogen.train.stacked_projections import ORDERED_MODEL_TYPES
 from ssogen.train.tiled_mlp import SAFE_MODEL_TYPES
@@ -180,6 +182,7 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
             gradient_checkpointing=gc, packing=kind != "ssogen-unpacked",
             head_kernel="liger" if kind == "ssogen-liger-head" else "torch",
             stacked_projections=kind != "ssogen-separate-projections", fused_norms=kind != "ssogen-stock-norms",
+            fused_rotary=kind != "ssogen-stock-rotary",
         ), Console(file=io.StringIO()), callbacks=[clock])
     if kind != "ssogen-unpacked" and not str(outcome.extra.get("batches", "")).startswith("packed"):
         raise RuntimeError(f"ssogen did not pack: {outcome.extra.get('batches')}")
@@ -195,6 +198,9 @@ def train_ssogen(spec: dict[str, Any], shape: str, gc: bool, clock: StepClock, o
     norms = outcome.extra.get("fused_norms")
     if (norms == "off") != (kind == "ssogen-stock-norms"):
         raise RuntimeError(f"{kind} ran fused norms {norms!r}")
+    rotary = outcome.extra.get("fused_rotary")
+    if (rotary != "off") != (kind != "ssogen-stock-rotary" and model_type in ROTARY_MODEL_TYPES):
+        raise RuntimeError(f"{kind} ({model_type}) ran fused rotary {rotary!r}")
     # --bf16 is left to its default, which is bf16 on a GPU with native bf16 and float32 on the CPU: TRL's side
     # sets the same precision explicitly.
     if json.loads((out / CONFIG_FILE).read_text())["config"]["bf16"] is not cuda:

@@ -39,11 +39,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 MIB = 2**20
 # Operators that launch no kernel on a GPU (views, metadata), left out of the per-step operator count.
-NO_KERNEL = frozenset({"alias", "as_strided", "detach", "device", "dim", "empty", "empty_strided", "expand",
-                       "lift_fresh", "new_empty", "permute", "promote_types", "select", "size", "slice", "split",
-                       "split_with_sizes", "squeeze",
-                       "stride", "sym_numel", "sym_size", "sym_storage_offset", "sym_stride", "t", "transpose",
-                       "unbind", "unsqueeze", "view", "_reshape_alias", "_unsafe_view"})
+NO_KERNEL = frozenset({"alias", "as_strided", "detach", "device", "dim", "empty", "empty_like", "empty_strided",
+                       "expand", "lift_fresh", "new_empty", "permute", "promote_types", "select", "size", "slice",
+                       "split", "split_with_sizes", "squeeze", "stride", "sym_numel", "sym_size", "sym_storage_offset",
+                       "sym_stride", "t", "transpose", "unbind", "unsqueeze", "view", "_reshape_alias", "_unsafe_view"})
 
 
 class LiveTensors(TorchDispatchMode):
@@ -58,6 +57,7 @@ class LiveTensors(TorchDispatchMode):
         self.peak_live: list[tuple[int, str]] = []
         self.phase = "setup"
         self.operators: collections.Counter[str] = collections.Counter()  # by phase
+        self.operator_names: collections.Counter[tuple[str, str]] = collections.Counter()  # by (phase, name)
 
     def add(self, tensor: torch.Tensor, label: str) -> None:
         storage = tensor.untyped_storage()
@@ -86,6 +86,7 @@ class LiveTensors(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func.__name__.split(".")[0] not in NO_KERNEL:
             self.operators[self.phase] += 1
+            self.operator_names[self.phase, func.__name__] += 1
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor):
                 name = func.__name__.split(".")[0]
@@ -161,12 +162,12 @@ def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.
 def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokenizer: Any, top: int,
              code: argparse.Namespace) -> dict[str, Any]:
     """`code`: the command line's choices of what ssogen runs (`bool_mask`, `no_lean_backward`,
-    `separate_projections`, `stock_norms`)."""
+    `separate_projections`, `stock_norms`, `stock_rotary`)."""
     from gpu_train_setup import model_config
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoModelForCausalLM
 
-    from ssogen.train import fused_norms, mixed_precision, output_layer, stacked_projections, tiled_mlp
+    from ssogen.train import fused_norms, fused_rotary, mixed_precision, output_layer, stacked_projections, tiled_mlp
     from ssogen.train.logprobs import sequence_logps
     from ssogen.train.loss import sso_loss
     from ssogen.train.objective import LossSettings
@@ -194,6 +195,8 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
             stacked_projections.install_stacked_projections(model)
         if not code.stock_norms:
             fused_norms.install_fused_norms(model)
+        if not code.stock_rotary:
+            fused_rotary.install_fused_rotary(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
         for parameter in model.parameters():
             tracker.add(parameter, "weights (float32)")
@@ -220,11 +223,19 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                             tracker.relabel(value, "AdamW moments (float32)")
     fixed = 16 * parameters
     # The median step's operators; step 0 (the one that creates AdamW's moments) left out.
-    per_step = sorted(([tracker.operators[f"step {step} {part}"] for part in ("forward", "backward", "optimizer")]
-                       for step in range(1, len(packed) + 1)), key=sum)
+    parts = ("forward", "backward", "optimizer")
+    steps = sorted(range(1, len(packed) + 1),
+                   key=lambda step: sum(tracker.operators[f"step {step} {part}"] for part in parts))
+    median_step = steps[len(steps) // 2]
+    names: collections.Counter[str] = collections.Counter()
+    for (phase, name), count in tracker.operator_names.items():
+        if phase.startswith(f"step {median_step} "):
+            names[f"{phase.split()[-1]} {name}"] += count
     return {"shape": shape, "gc": "on" if gc else "off", "parameters": parameters, "peak": tracker.peak,
             "fixed": fixed, "phase": tracker.peak_phase, "composition": tracker.composition(top),
-            "tokens": max(int(b["input_ids"].numel()) for b in packed), "operators": per_step[len(per_step) // 2]}
+            "tokens": max(int(b["input_ids"].numel()) for b in packed),
+            "operators": [tracker.operators[f"step {median_step} {part}"] for part in parts],
+            "operator_names": names.most_common(code.operator_names)}
 
 
 def main() -> None:
@@ -236,6 +247,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--length-scale", type=float, default=1.0)
     parser.add_argument("--top", type=int, default=8, help="largest live groups shown per peak")
+    parser.add_argument("--operator-names", type=int, default=0, metavar="N",
+                        help="list the N most frequent operators of the median step, by phase")
     parser.add_argument("--line-multiple", type=int, help="packed line width multiple (default: ssogen's on CUDA)")
     parser.add_argument("--no-lean-backward", action="store_true",
                         help="with checkpointing, the stock MLP and the head's weight gradient inside backward (as "
@@ -244,6 +257,8 @@ def main() -> None:
                         help="q, k, v and gate, up as separate products (as before `--stacked-projections`)")
     parser.add_argument("--stock-norms", action="store_true",
                         help="transformers' RMSNorm modules (as before `--fused-norms`)")
+    parser.add_argument("--stock-rotary", action="store_true",
+                        help="transformers' apply_rotary_pos_emb (as before `--fused-rotary`)")
     parser.add_argument("--bool-mask", action="store_true",
                         help="give SDPA a boolean mask (as ssogen did before its bf16 additive one)")
     args = parser.parse_args()
@@ -268,6 +283,10 @@ def main() -> None:
         print(f"\n{row['shape']}, gradient checkpointing {row['gc']}: live at the peak (largest first)")
         for label, count, size in row["composition"]:
             print(f"  {size / MIB:9,.0f} MiB  {count:4d} x  {label}")
+        if row["operator_names"]:
+            print(f"\n{row['shape']}, gradient checkpointing {row['gc']}: most frequent operators of the median step")
+            for name, count in row["operator_names"]:
+                print(f"  {count:6,d}  {name}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ LORA = "LoRA"
 NOT_FINGERPRINTED = frozenset({
     "data", "model", "out", "overwrite", "resume_from_checkpoint", "report_to", "logging_steps", "save_steps",
     "save_total_limit", "final_eval", "reference_batch_size", "use_cpu", "gradient_checkpointing", "fused_head",
-    "head_kernel", "packing", "stacked_projections", "fused_norms"})
+    "head_kernel", "packing", "stacked_projections", "fused_norms", "fused_rotary"})
 # Options that only mean something for the v1 objective (W and G do not exist in v2).
 V1_ONLY = ("no_g", "no_w", "w_detach")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
@@ -115,6 +115,11 @@ class TrainConfig(BaseModel):
         "Mistral, Qwen, Gemma, Granite, Phi-3, OLMo, GLM and the other families the README lists; in the model's own "
         "rounding order). Equal "
         "to rounding on CUDA, bit-equal on the CPU.", panel=OPTIMISATION)
+    fused_rotary: bool = option(
+        True, "Compute rotary position embeddings in four operators each way per q and k, where transformers' "
+        "function takes five forward and up to nine backward (Llama, Mistral, Qwen, Gemma, Granite, OLMo and the "
+        "other families the README lists). Bit-equal.",
+        panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",
                                 flags=("--keep-dropout",), panel=OPTIMISATION)

@@ -201,6 +201,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
         "lean_backward": outcome.extra.get("lean_backward"),
         "stacked_projections": outcome.extra.get("stacked_projections"),
         "fused_norms": outcome.extra.get("fused_norms"),
+        "fused_rotary": outcome.extra.get("fused_rotary"),
         "reference": {"key": key, "file": outcome.reference_file, "reused": outcome.reference_reused,
                       "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
         "versions": _versions(),

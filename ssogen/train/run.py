@@ -204,7 +204,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
         zeroed_dropout=zeroed_dropout, stacked_projections=config.stacked_projections,
-        fused_norms=config.fused_norms,
+        fused_norms=config.fused_norms, fused_rotary=config.fused_rotary,
         callbacks=[timer, *(callbacks or [])],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -231,7 +231,8 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
                else f"left-padded ({unpacked_reason or trainer.packing_fallback})",
                "lean_backward": trainer.lean_backward_used,
                "stacked_projections": trainer.stacked_projections,
-               "fused_norms": f"{trainer.fused_norms} RMSNorm layers" if trainer.fused_norms else "off"},
+               "fused_norms": f"{trainer.fused_norms} RMSNorm layers" if trainer.fused_norms else "off",
+               "fused_rotary": f"{trainer.fused_rotary} attention layers" if trainer.fused_rotary else "off"},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
     trainer.save_model(str(config.out))

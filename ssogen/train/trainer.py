@@ -19,6 +19,7 @@ from ssogen.errors import UserError
 from ssogen.train.collator import left_padded
 from ssogen.train.dropout import ZeroedDropout
 from ssogen.train.fused_norms import install_fused_norms
+from ssogen.train.fused_rotary import install_fused_rotary
 from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
 from ssogen.train.model_parts import unwrap
@@ -42,7 +43,7 @@ class SSOTrainer(Trainer):
     def __init__(self, *args: Any, loss_settings: LossSettings, reference: ReferenceTable,
                  reference_batch_size: int, reference_folders: list[Path],
                  zeroed_dropout: ZeroedDropout | None = None, stacked_projections: bool = True,
-                 fused_norms: bool = True, **kwargs: Any) -> None:
+                 fused_norms: bool = True, fused_rotary: bool = True, **kwargs: Any) -> None:
         # transformers' Trainer sets config.use_cache to TrainingArguments.use_cache (False) for training; saves
         # write the user's value back (a saved false would slow their generate with transformers).
         self.users_use_cache = getattr(getattr(kwargs.get("model"), "config", None), "use_cache", None)
@@ -75,6 +76,9 @@ class SSOTrainer(Trainer):
         # FSDP, like the stacked projections: untried with their sharded or flattened weights.
         self.fused_norms = (install_fused_norms(self.model) if fused_norms and not self.is_deepspeed_enabled
                             and not self.is_fsdp_enabled else 0)
+        # Rotary embeddings in fewer operators (`ssogen.train.fused_rotary`), in how many attention layers. It has
+        # no weights, so it runs under DeepSpeed and FSDP too.
+        self.fused_rotary = install_fused_rotary(self.model) if fused_rotary else 0
         self.add_callback(_ReferenceCallback(self))
 
     def lean_backward(self) -> LogProbHead | None:
