@@ -4,26 +4,18 @@ transformers' modules, for every input and weight dtype."""
 from __future__ import annotations
 
 import copy
-import io
-import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from rich.console import Console
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
-from ssogen.testing.synthetic import write_synthetic_sso
 from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import fused_norms
-from ssogen.train.config import TrainConfig
 from ssogen.train.dropout import disable_dropout
-from ssogen.train.logprobs import sequence_logps
-from ssogen.train.output import CONFIG_FILE
-from ssogen.train.run import run_training
-from tests.train.test_lean_backward import batch_of
+from tests.train.exact_changes import assert_bit_equal, assert_training_unchanged_by, packed_logps_and_gradients
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -176,36 +168,12 @@ def test_other_norm_classes_keep_their_own() -> None:
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_packed_logprobs_and_gradients_are_bit_equal(tiny_model: Path, checkpointing: bool) -> None:
-    batch = batch_of(tiny_model)
-    results = []
-    for fused in (False, True):
-        model = AutoModelForCausalLM.from_pretrained(tiny_model)
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-        if fused:
-            assert fused_norms.install_fused_norms(model) == 2 * model.config.num_hidden_layers + 1
-        sums, _ = sequence_logps(model, batch)
-        (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
-        results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    assert torch.equal(results[1][0], results[0][0])
-    for name, grad in results[0][1].items():
-        assert torch.equal(results[1][1][name], grad), name
+    def install(model: Any) -> None:
+        assert fused_norms.install_fused_norms(model) == 2 * model.config.num_hidden_layers + 1
+
+    assert_bit_equal(packed_logps_and_gradients(tiny_model, checkpointing=checkpointing, install=install),
+                     packed_logps_and_gradients(tiny_model, checkpointing=checkpointing, install=lambda model: None))
 
 
 def test_training_with_and_without_fused_norms_gives_the_same_weights(tiny_model: Path, tmp_path: Path) -> None:
-    data = write_synthetic_sso(tmp_path / "data", 8)
-    weights = []
-    for fused in (True, False):
-        out = tmp_path / f"fused-{fused}"
-        outcome = run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3,
-                                           batch_size=4, seed=5, save_steps=0, use_cpu=True, fused_norms=fused),
-                               Console(file=io.StringIO()))
-        assert outcome.extra["fused_norms"] == ("5 RMSNorm layers" if fused else "off")
-        assert json.loads((out / CONFIG_FILE).read_text())["fused_norms"] == outcome.extra["fused_norms"]
-        weights.append(load_file(out / "model.safetensors"))
-    start = load_file(tiny_model / "model.safetensors")
-    assert set(weights[0]) == set(weights[1]) == set(start)
-    for name, tensor in weights[1].items():
-        assert not torch.equal(tensor, start[name]), name  # trained, norms included
-        assert torch.equal(weights[0][name], tensor), name
+    assert_training_unchanged_by("fused_norms", "5 RMSNorm layers", tiny_model, tmp_path)

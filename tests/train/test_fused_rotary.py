@@ -4,29 +4,20 @@ transformers' `apply_rotary_pos_emb`, for every listed model type."""
 from __future__ import annotations
 
 import copy
-import io
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from rich.console import Console
-from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import AutoModelForCausalLM
 from transformers.models.olmo2 import modeling_olmo2
 from transformers.models.qwen2 import modeling_qwen2
 
-from ssogen.testing.synthetic import write_synthetic_sso
 from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import fused_norms, fused_rotary, stacked_projections
-from ssogen.train.config import TrainConfig
 from ssogen.train.dropout import disable_dropout
-from ssogen.train.logprobs import sequence_logps
-from ssogen.train.output import CONFIG_FILE
-from ssogen.train.run import run_training
-from tests.train.test_lean_backward import batch_of
+from tests.train.exact_changes import assert_bit_equal, assert_training_unchanged_by, packed_logps_and_gradients
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -178,40 +169,20 @@ def test_the_module_and_other_models_keep_the_stock_function(monkeypatch: pytest
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_packed_logprobs_and_gradients_are_bit_equal(tiny_model: Path, checkpointing: bool) -> None:
-    """With the stacked projections (q and k are views of one product) and the fused norms, as SSOTrainer runs."""
-    batch = batch_of(tiny_model)
-    results = []
-    for fused in (False, True):
-        model = AutoModelForCausalLM.from_pretrained(tiny_model)
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-        stacked_projections.install_stacked_projections(model)
-        fused_norms.install_fused_norms(model)
-        if fused:
-            assert fused_rotary.install_fused_rotary(model) == model.config.num_hidden_layers
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            sums, _ = sequence_logps(model, batch)
-        (sums * torch.linspace(-1, 1, sums.numel()).view_as(sums)).sum().backward()
-        results.append((sums.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    assert torch.equal(results[1][0], results[0][0])
-    for name, grad in results[0][1].items():
-        assert torch.equal(results[1][1][name], grad), name
+    """Under bf16 autocast, with the stacked projections (q and k are views of one product) and the fused norms, as
+    SSOTrainer runs them."""
+
+    def install(rotary: bool) -> Callable[[Any], None]:
+        def on(model: Any) -> None:
+            stacked_projections.install_stacked_projections(model)
+            fused_norms.install_fused_norms(model)
+            if rotary:
+                assert fused_rotary.install_fused_rotary(model) == model.config.num_hidden_layers
+        return on
+
+    assert_bit_equal(*(packed_logps_and_gradients(tiny_model, checkpointing=checkpointing, install=install(rotary),
+                                                  autocast=True) for rotary in (True, False)))
 
 
 def test_training_with_and_without_fused_rotary_gives_the_same_weights(tiny_model: Path, tmp_path: Path) -> None:
-    data = write_synthetic_sso(tmp_path / "data", 8)
-    weights = []
-    for fused in (True, False):
-        out = tmp_path / f"fused-{fused}"
-        outcome = run_training(TrainConfig(data=data, model=str(tiny_model), out=out, max_steps=3, lr=1e-3,
-                                           batch_size=4, seed=5, save_steps=0, use_cpu=True, fused_rotary=fused),
-                               Console(file=io.StringIO()))
-        assert outcome.extra["fused_rotary"] == ("2 attention layers" if fused else "off")
-        assert json.loads((out / CONFIG_FILE).read_text())["fused_rotary"] == outcome.extra["fused_rotary"]
-        weights.append(load_file(out / "model.safetensors"))
-    start = load_file(tiny_model / "model.safetensors")
-    assert set(weights[0]) == set(weights[1]) == set(start)
-    for name, tensor in weights[1].items():
-        assert not torch.equal(tensor, start[name]), name
-        assert torch.equal(weights[0][name], tensor), name
+    assert_training_unchanged_by("fused_rotary", "2 attention layers", tiny_model, tmp_path)
