@@ -46,6 +46,22 @@ def assert_bit_equal(got: tuple[torch.Tensor, dict[str, torch.Tensor]],
         assert torch.equal(got[1][name], grad), name
 
 
+def assert_same_logits_and_gradients(plain: Any, changed: Any) -> None:
+    """Two copies of a tiny model (vocabulary 128), one changed: the same logits and gradients, bit for bit, in
+    float32 and under bf16 autocast."""
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+    for autocast in (False, True):
+        results = []
+        for model in (plain, changed):
+            model.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(input_ids=ids).logits
+            (logits.float() * torch.linspace(-1, 1, logits.size(-1))).sum().backward()
+            results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                              if p.grad is not None}))
+        assert_bit_equal(results[1], results[0])
+
+
 def assert_training_unchanged_by(option: str, described: str, model_dir: Path, tmp_path: Path) -> None:
     """Three steps with `option` on and off give the same weights, bit for bit; the run records `described` (off:
     "off") in its outcome and its ssogen_train_config.json."""

@@ -15,7 +15,12 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import fused_norms
 from ssogen.train.dropout import disable_dropout
-from tests.train.exact_changes import assert_bit_equal, assert_training_unchanged_by, packed_logps_and_gradients
+from tests.train.exact_changes import (
+    assert_bit_equal,
+    assert_same_logits_and_gradients,
+    assert_training_unchanged_by,
+    packed_logps_and_gradients,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,18 +116,7 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
     norms = sum("RMSNorm" in type(m).__name__ for m in plain.modules())
     assert norms >= 5
     assert fused_norms.install_fused_norms(fused) == norms
-    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
-    for autocast in (False, True):
-        results = []
-        for model in (plain, fused):
-            model.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = model(input_ids=ids).logits
-            (logits.float() * torch.linspace(-1, 1, logits.size(-1))).sum().backward()
-            results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-        assert torch.equal(results[1][0], results[0][0])
-        for name, grad in results[0][1].items():
-            assert torch.equal(results[1][1][name], grad), (model_type, autocast, name)
+    assert_same_logits_and_gradients(plain, fused)
 
 
 def test_every_listed_norm_class_is_one_the_model_test_runs() -> None:

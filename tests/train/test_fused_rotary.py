@@ -17,7 +17,12 @@ from transformers.models.qwen2 import modeling_qwen2
 from ssogen.testing.tiny_model import tiny_random_model
 from ssogen.train import fused_norms, fused_rotary, stacked_projections
 from ssogen.train.dropout import disable_dropout
-from tests.train.exact_changes import assert_bit_equal, assert_training_unchanged_by, packed_logps_and_gradients
+from tests.train.exact_changes import (
+    assert_bit_equal,
+    assert_same_logits_and_gradients,
+    assert_training_unchanged_by,
+    packed_logps_and_gradients,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -122,20 +127,7 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
     disable_dropout(plain)  # as training does
     fused = copy.deepcopy(plain)
     assert fused_rotary.install_fused_rotary(fused) == plain.config.num_hidden_layers
-    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
-    for autocast in (False, True):
-        results = []
-        for model in (plain, fused):
-            model.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = model(input_ids=ids).logits
-            (logits.float() * torch.linspace(-1, 1, logits.size(-1))).sum().backward()
-            results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                              if p.grad is not None}))
-        assert torch.equal(results[1][0], results[0][0])
-        assert results[1][1].keys() == results[0][1].keys()
-        for name, grad in results[0][1].items():
-            assert torch.equal(results[1][1][name], grad), (model_type, autocast, name)
+    assert_same_logits_and_gradients(plain, fused)
 
 
 @pytest.mark.parametrize("model_type", ["cohere", "glm", "phi3"])
