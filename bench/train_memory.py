@@ -16,6 +16,7 @@ BENCHMARKS.md sets it beside the H200 measurements of gpu_train.py.
 
     python bench/train_memory.py                          # 0.5b and 1.5b, gradient checkpointing off and on
     python bench/train_memory.py --shapes 0.5b --gc on --top 15
+    python bench/train_memory.py --shapes 0.5b --gc off --operator-names 30    # which operators a step dispatches
 """
 
 from __future__ import annotations
