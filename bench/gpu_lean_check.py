@@ -14,7 +14,8 @@ widths (hidden 896, intermediate 4,864; vocabulary 151,936), bf16 autocast over 
 * a 2-layer model of those widths with gradient checkpointing: tiled MLP + deferred head + stacked q, k, v + fused
   norms + fused rotary embedding against stock;
 * the fused rotary embedding (`ssogen.train.fused_rotary`) against transformers' function, bf16 q and k from a
-  stacked projection with float32 tables as under autocast, 8,192 tokens: bit-equal values and gradients.
+  stacked projection with float32 tables as under autocast, 8,192 tokens: bit-equal values and gradients; and
+  again with q consumed in bf16 (as SDPA and eager attention consume it), where the fused function rounds q itself.
 
 Each gradient is compared with a float64 reference of the same computation; the lean path passes when its error
 is at most twice the stock path's plus 1e-6 (bf16 rounding makes both differ from float64). Prints a table,
@@ -160,22 +161,27 @@ def model_gradients(device: str, tokens: int, lean: bool, reference: bool) -> li
     return [p.grad for p in model.parameters()]
 
 
-def rotary_outputs(device: str, tokens: int, fused: bool) -> list[torch.Tensor]:
-    """q and k rotated, and the gradient reaching their stacked projection (14 query and 2 key/value heads of 64)."""
+def rotary_outputs(device: str, tokens: int, fused: bool, round_q: bool = False) -> list[torch.Tensor]:
+    """q and k rotated, and the gradient reaching their stacked projection (14 query and 2 key/value heads of 64).
+    `round_q`: q is consumed in bf16, as SDPA and eager attention consume it under autocast, and the fused function
+    rounds it to bf16 itself (as ssogen installs it for those attentions)."""
     from transformers.models.qwen2 import modeling_qwen2
 
     from ssogen.train.fused_rotary import FusedApplyRotary
 
     stock = modeling_qwen2.apply_rotary_pos_emb
-    apply = FusedApplyRotary(stock) if fused else stock
+    apply = FusedApplyRotary(stock, q_in_autocast_dtype=round_q) if fused else stock
     torch.manual_seed(4)
     projected = torch.randn(2, tokens // 2, 18 * 64, device=device, dtype=torch.bfloat16, requires_grad=True)
     angles = torch.randn(2, tokens // 2, 32, device=device) * 100
     cos, sin = torch.cat((angles.cos(), angles.cos()), -1), torch.cat((angles.sin(), angles.sin()), -1)
     q, k, _ = projected.view(2, tokens // 2, 18, 64).transpose(1, 2).split([14, 2, 2], dim=1)
-    q_embed, k_embed = apply(q, k, cos, sin)
-    loss = (q_embed * torch.linspace(-1, 1, q_embed.numel(), device=device).view_as(q_embed)).sum() + k_embed.sum()
-    return [q_embed.detach(), k_embed.detach(), *torch.autograd.grad(loss, [projected])]
+    with torch.autocast(device, dtype=torch.bfloat16):
+        q_embed, k_embed = apply(q, k, cos, sin)
+    consumed = q_embed.to(torch.bfloat16).float() if round_q else q_embed
+    loss = (consumed * torch.linspace(-1, 1, q_embed.numel(), device=device).view_as(q_embed)).sum() + k_embed.sum()
+    return [q_embed.detach().to(torch.bfloat16) if round_q else q_embed.detach(), k_embed.detach(),
+            *torch.autograd.grad(loss, [projected])]
 
 
 def main() -> None:
@@ -217,11 +223,13 @@ def main() -> None:
         ok = lean <= 2 * stock + 1e-6
         failed |= not ok
         print(f"| {name} | {what} | {stock:.2e} | {lean:.2e} | {'yes' if ok else 'NO'} |", flush=True)
-    equal = all(torch.equal(a, b) for a, b in zip(rotary_outputs(device, tokens, fused=True),
-                                                  rotary_outputs(device, tokens, fused=False), strict=True))
-    failed |= not equal
-    print(f"\nfused rotary embedding, values and gradient bit-equal to transformers' on {device}: "
-          f"{'yes' if equal else 'NO'}")
+    print()
+    for round_q, what in ((False, ""), (True, ", q rounded to bf16 for an attention that casts it")):
+        equal = all(torch.equal(a, b) for a, b in zip(rotary_outputs(device, tokens, True, round_q),
+                                                      rotary_outputs(device, tokens, False, round_q), strict=True))
+        failed |= not equal
+        print(f"fused rotary embedding{what}, values and gradient bit-equal to transformers' on {device}: "
+              f"{'yes' if equal else 'NO'}")
     sys.exit(1 if failed else 0)
 
 

@@ -6,7 +6,8 @@
 # Wheels carried in ${WHEELS:-.whl} (see BENCHMARKS.md for the list) are installed into /tmp/site, each only where
 # the machine lacks that distribution or has an older version. Table, JSON, profiles and logs go to $OUT
 # (or ./gpu-results). First bench/gpu_lean_check.py (gradients of the lean checkpointed backward against the stock
-# one), then the benchmark. Default: 0.5b and 1.5b shapes, gradient checkpointing off and on, ~7 minutes.
+# one) and bench/gpu_attention.py (one attention call's cost per SDPA kernel), then the benchmark. Default: 0.5b and
+# 1.5b shapes, gradient checkpointing off and on, ~7.5 minutes.
 set -uo pipefail
 WHEELS=${WHEELS:-.whl}
 OUT=${OUT:-gpu-results}
@@ -57,4 +58,7 @@ PY
 
 # The lean checkpointed backward against the stock one on this GPU's kernels (~10 s); the benchmark runs either way.
 python3 bench/gpu_lean_check.py 2>&1 | tee "$OUT/lean_check.txt"
+# What one packed attention call costs the host and the GPU per SDPA kernel, on a shape seen before and a new one
+# (~15 s): whether the 128-token width buckets or another kernel address the host time of the 0.5B profile.
+python3 bench/gpu_attention.py 2>&1 | grep -v '^USDT' | tee "$OUT/attention.txt"
 python3 bench/gpu_train.py --profile --out-dir "$OUT" "$@" 2>&1 | tee "$OUT/run.log"

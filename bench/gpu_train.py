@@ -42,12 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # ssogen from this checkout when not installed
 
 MAIN_KINDS = ("ssogen", "trl", "trl-liger")
-# Run once to explain the main numbers (see gpu_train_worker.py): transformers' RMSNorm modules, the stock backward
-# under checkpointing, transformers' rotary embedding, q, k, v and gate, up as separate products, packed lines 16
-# wide instead of 128-bucketed, SDPA's memory-efficient kernel instead of cuDNN's, no packing, liger's output layer;
-# in this order of priority.
-DIAGNOSTIC_KINDS = ("ssogen-stock-norms", "ssogen-stock-backward", "ssogen-stock-rotary", "ssogen-separate-projections",
-                    "ssogen-pad16", "ssogen-efficient-attn", "ssogen-unpacked", "ssogen-liger-head")
+# Run once to explain the main numbers (see gpu_train_worker.py), in this order of priority: SDPA's memory-efficient
+# kernel instead of cuDNN's and packed lines 16 wide instead of 128-bucketed (the two answers to cuDNN's host time,
+# the largest host cost in the 0.5B profile), transformers' RMSNorm modules, the stock backward under
+# checkpointing, transformers' rotary embedding, q, k, v and gate, up as separate products, no packing, liger's
+# output layer.
+DIAGNOSTIC_KINDS = ("ssogen-efficient-attn", "ssogen-pad16", "ssogen-stock-norms", "ssogen-stock-backward",
+                    "ssogen-stock-rotary", "ssogen-separate-projections", "ssogen-unpacked", "ssogen-liger-head")
 
 
 def run_worker(kind: str, args: argparse.Namespace, built: dict[str, Any], root: Path, profile: bool,

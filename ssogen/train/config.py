@@ -117,8 +117,9 @@ class TrainConfig(BaseModel):
         "to rounding on CUDA, bit-equal on the CPU.", panel=OPTIMISATION)
     fused_rotary: bool = option(
         True, "Compute rotary position embeddings in four operators each way per q and k, where transformers' "
-        "function takes five forward and up to nine backward (Llama, Mistral, Qwen, Gemma, Granite, OLMo and the "
-        "other families the README lists). Bit-equal.",
+        "function takes five forward and up to nine backward, and under SDPA or eager attention q already in the "
+        "dtype attention computes in (Llama, Mistral, Qwen, Gemma, Granite, OLMo and the other families the README "
+        "lists). Bit-equal.",
         panel=OPTIMISATION)
     keep_dropout: bool = option(False, "Keep the model's dropout while training (off by default, as in TRL, so "
                                 "that the policy's step-0 forward equals the reference pass).",

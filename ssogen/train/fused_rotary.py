@@ -14,6 +14,13 @@ Backward is `g * cos + swap(g * signed_sin)`, each product rounded to x's dtype 
 autograd rounds it with a cast: four operators each way. Values, gradients, dtypes and memory layouts are the stock
 function's, bit for bit (tests/train/test_fused_rotary.py, every listed model type, float32 and bf16 autocast).
 
+Where the attention is SDPA or eager and autocast is on, q leaves the rotation already rounded to autocast's dtype
+(in the sum's own kernel): both attentions take q in that dtype (SDPA and eager's product cast it under autocast;
+eager casts its float32 softmax to q's dtype and the next product casts it again), so this drops one cast each way
+and changes no value. k stays as it is: with grouped-query attention its copies repeated across query heads sum
+their gradients, in float32 as the stock code does. Other attentions (flash-attention 2 casts q, k and v only when
+q is float32) get the stock dtypes.
+
 Installed per attention module: its class's own `forward` is given a copy of its module's globals in which
 `apply_rotary_pos_emb` is the fused one, so the module and other models of the same type keep theirs.
 """
@@ -40,6 +47,10 @@ PLAIN_ROTARY_TYPES = frozenset({
 # OLMo 2's and 3's: the same, then cast back to q's and k's own dtypes.
 CAST_BACK_ROTARY_TYPES = frozenset({"olmo2", "olmo3", "flex_olmo"})
 ROTARY_MODEL_TYPES = PLAIN_ROTARY_TYPES | CAST_BACK_ROTARY_TYPES
+# Types whose attention passes the rotated q straight to the attention function (HunYuan normalises it first).
+Q_TO_ATTENTION_TYPES = PLAIN_ROTARY_TYPES - {"hunyuan_v1_dense"}
+# Attention implementations that compute with q in autocast's dtype whatever dtype it arrives in.
+Q_CASTING_ATTENTION = frozenset({"sdpa", "eager"})
 FUNCTION_NAME = "apply_rotary_pos_emb"
 
 
@@ -50,17 +61,17 @@ def swap_halves(x: torch.Tensor) -> torch.Tensor:
 
 
 class _RotaryProduct(torch.autograd.Function):
-    """x * cos + swap(x) * signed_sin, which is x * cos + rotate_half(x) * sin; with `cast_back`, rounded to x's
-    dtype (in the sum's own kernel)."""
+    """x * cos + swap(x) * signed_sin, which is x * cos + rotate_half(x) * sin; with `out_dtype`, rounded to it (in
+    the sum's own kernel)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,  # type: ignore[override]
-                cast_back: bool) -> torch.Tensor:
+                out_dtype: torch.dtype | None) -> torch.Tensor:
         ctx.save_for_backward(cos, signed_sin)
         ctx.x_dtype = x.dtype
         kept, rotated = x * cos, swap_halves(x) * signed_sin
-        if cast_back and kept.dtype != x.dtype:
-            return torch.add(kept, rotated, out=torch.empty_like(kept, dtype=x.dtype))
+        if out_dtype is not None and kept.dtype != out_dtype:
+            return torch.add(kept, rotated, out=torch.empty_like(kept, dtype=out_dtype))
         return torch.add(kept, rotated)
 
     @staticmethod
@@ -101,10 +112,12 @@ _SIGNED_SINES = _SignedSines()
 
 
 class FusedApplyRotary:
-    """The fused `apply_rotary_pos_emb`, falling back to the model's own where its arguments are unusual."""
+    """The fused `apply_rotary_pos_emb`, falling back to the model's own where its arguments are unusual. With
+    `cast_back` both results are rounded to their input's dtype; with `q_in_autocast_dtype` q's is rounded to
+    autocast's dtype where autocast is on."""
 
-    def __init__(self, stock: Any, cast_back: bool = False) -> None:
-        self.stock, self.cast_back = stock, cast_back
+    def __init__(self, stock: Any, cast_back: bool = False, q_in_autocast_dtype: bool = False) -> None:
+        self.stock, self.cast_back, self.q_in_autocast_dtype = stock, cast_back, q_in_autocast_dtype
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,40 +127,63 @@ class FusedApplyRotary:
             return self.stock(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)  # type: ignore[no-any-return]
         signed = _SIGNED_SINES.get(sin).unsqueeze(unsqueeze_dim)
         cos = cos.unsqueeze(unsqueeze_dim)
-        return (_RotaryProduct.apply(q, cos, signed, self.cast_back),
-                _RotaryProduct.apply(k, cos, signed, self.cast_back))
+        q_dtype, k_dtype = (q.dtype, k.dtype) if self.cast_back else (None, None)
+        if self.q_in_autocast_dtype and torch.is_autocast_enabled(q.device.type):
+            q_dtype = torch.get_autocast_dtype(q.device.type)
+        return _RotaryProduct.apply(q, cos, signed, q_dtype), _RotaryProduct.apply(k, cos, signed, k_dtype)
 
 
 class _FusedRotary:
-    """Mixed in front of an attention class; the subclass for each class carries its rebound `forward`."""
+    """Mixed in front of an attention class; the subclass for each class carries the class's `forward` rebound to
+    the fused function, in two versions: q rounded to autocast's dtype (for attentions that cast it to that dtype
+    anyway) or not."""
 
     stock_class: type[nn.Module]
+    _forward_q_rounded: Any
+    _forward_q_as_is: Any
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        implementation = getattr(getattr(self, "config", None), "_attn_implementation", None)
+        if implementation in Q_CASTING_ATTENTION:
+            return self._forward_q_rounded(*args, **kwargs)
+        return self._forward_q_as_is(*args, **kwargs)
 
 
-# Attention class -> (the module function its mixin replaces, the mixin; None: not installable).
-_MIXINS: dict[type, tuple[Any, type[_FusedRotary] | None]] = {}
+# (attention class, whether q may be rounded) -> (the module function its mixin replaces, the mixin; None: not
+# installable).
+_MIXINS: dict[tuple[type, bool], tuple[Any, type[_FusedRotary] | None]] = {}
 
 
-def _mixin_for(cls: type, cast_back: bool) -> type[_FusedRotary] | None:
+def _rebound(forward: types.FunctionType, function: FusedApplyRotary) -> types.FunctionType:
+    """`forward` reading `function` as its module's `apply_rotary_pos_emb`, from a copy of the module's globals (the
+    module and other models keep the stock function)."""
+    namespace = {**forward.__globals__, FUNCTION_NAME: function}
+    rebound = types.FunctionType(forward.__code__, namespace, forward.__name__, forward.__defaults__)
+    rebound.__kwdefaults__ = forward.__kwdefaults__
+    rebound.__qualname__, rebound.__doc__ = forward.__qualname__, forward.__doc__
+    return rebound
+
+
+def _mixin_for(cls: type, cast_back: bool, q_rounded: bool) -> type[_FusedRotary] | None:
     """A mixin whose `forward` is `cls.forward` reading the fused function, or None where `cls.forward` does not
     call its module's own `apply_rotary_pos_emb` (another class, a closure, or a function replaced since import,
-    as liger-kernel's patches do: then it is left to that one)."""
+    as liger-kernel's patches do: then it is left to that one). `q_rounded`: whether q may leave in autocast's
+    dtype where the attention is one of `Q_CASTING_ATTENTION`."""
     forward = cls.__dict__.get("forward")
     if not (isinstance(forward, types.FunctionType) and forward.__closure__ is None
             and FUNCTION_NAME in forward.__code__.co_names):
         return None
     stock = forward.__globals__.get(FUNCTION_NAME)
-    cached = _MIXINS.get(cls)
+    cached = _MIXINS.get((cls, q_rounded))
     if cached is None or cached[0] is not stock:
         mixin = None
         if isinstance(stock, types.FunctionType) and stock.__module__ == cls.__module__:
-            namespace = dict(forward.__globals__)  # a copy: the module and other models keep the stock function
-            namespace[FUNCTION_NAME] = FusedApplyRotary(stock, cast_back)
-            rebound = types.FunctionType(forward.__code__, namespace, forward.__name__, forward.__defaults__)
-            rebound.__kwdefaults__ = forward.__kwdefaults__
-            rebound.__qualname__, rebound.__doc__ = forward.__qualname__, forward.__doc__
-            mixin = type(f"_FusedRotary{cls.__name__}", (_FusedRotary,), {"forward": rebound})
-        cached = _MIXINS[cls] = (stock, mixin)
+            as_is = _rebound(forward, FusedApplyRotary(stock, cast_back))
+            rounded = _rebound(forward, FusedApplyRotary(stock, cast_back, q_in_autocast_dtype=True)) \
+                if q_rounded else as_is
+            mixin = type(f"_FusedRotary{cls.__name__}", (_FusedRotary,),
+                         {"_forward_q_rounded": rounded, "_forward_q_as_is": as_is})
+        cached = _MIXINS[cls, q_rounded] = (stock, mixin)
     return cached[1]
 
 
@@ -161,7 +197,8 @@ def install_fused_rotary(model: Any) -> int:
     for module in unwrap(model).modules():
         if isinstance(module, _FusedRotary):
             count += 1
-        elif (mixin := _mixin_for(type(module), model_type in CAST_BACK_ROTARY_TYPES)) is not None:
+        elif (mixin := _mixin_for(type(module), model_type in CAST_BACK_ROTARY_TYPES,
+                                  model_type in Q_TO_ATTENTION_TYPES)) is not None:
             give_forward(module, mixin, "FusedRotary")
             count += 1
     return count

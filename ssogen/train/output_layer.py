@@ -73,14 +73,16 @@ class _HeadLogProb(torch.autograd.Function):
             for start in range(0, h.size(0), chunk):
                 stop = start + chunk
                 logits = F.linear(h[start:stop], w, b).float()
-                selected[start:stop] = logits.gather(1, targets[start:stop, None]).squeeze(1)
+                # Results go straight into their slices (`out=`): no copy kernel each (a host-bound step pays for
+                # every operator); the values are those of computing in float32 and then copying.
+                torch.gather(logits, 1, targets[start:stop, None], out=selected[start:stop, None])
                 # logsumexp in place: one float32 chunk alive, not two (logsumexp's own exp is a second one).
                 top = logits.amax(dim=-1, keepdim=True)
                 exps = logits.sub_(top).exp_()
                 sums = exps.sum(dim=-1)
-                lse[start:stop] = sums.log() + top.squeeze(1)
                 if probs is not None:
-                    probs[start:stop] = exps.div_(sums[:, None])
+                    torch.div(exps, sums[:, None], out=probs[start:stop])
+                torch.add(sums.log_(), top.squeeze(1), out=lse[start:stop])
                 del logits, exps  # before the next chunk's logits exist
         logps = selected - lse
         ctx.save_for_backward(hidden, weight, bias, targets, lse if probs is None else logps, probs)

@@ -1,5 +1,6 @@
 """Rotary position embeddings in fewer operators (`ssogen.train.fused_rotary`): the very values and gradients of
-transformers' `apply_rotary_pos_emb`, for every listed model type."""
+transformers' `apply_rotary_pos_emb`, for every listed model type, q rounded to autocast's dtype where the attention
+casts it to that dtype anyway."""
 
 from __future__ import annotations
 
@@ -128,6 +129,71 @@ def test_every_listed_model_type_gives_its_own_logits_and_gradients(model_type: 
     fused = copy.deepcopy(plain)
     assert fused_rotary.install_fused_rotary(fused) == plain.config.num_hidden_layers
     assert_same_logits_and_gradients(plain, fused)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "mixtral"])
+def test_eager_attention_gives_the_same_logits_and_gradients(model_type: str) -> None:
+    """Eager attention takes q rounded to autocast's dtype too: its float32 softmax is cast to q's dtype (bf16 now)
+    and the next product casts it to bf16 anyway; Gemma 2 with its logit soft-capping."""
+    plain = tiny_random_model(model_type)
+    plain.config._attn_implementation = "eager"
+    disable_dropout(plain)
+    fused = copy.deepcopy(plain)
+    assert fused_rotary.install_fused_rotary(fused) == plain.config.num_hidden_layers
+    assert_same_logits_and_gradients(plain, fused)
+
+
+def attention_query_dtypes(model: Any, monkeypatch: pytest.MonkeyPatch, autocast: bool = True) -> set[torch.dtype]:
+    """The dtypes of q as the model's attention receives it (SDPA's own call, whichever implementation leads
+    there), over one forward."""
+    seen: set[torch.dtype] = set()
+    stock_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(query: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.add(query.dtype)
+        return stock_sdpa(query, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            model(input_ids=torch.arange(9)[None])
+    return seen
+
+
+def sdpa_under_another_name(module: Any, *args: Any, **kwargs: Any) -> Any:
+    """SDPA registered as an attention implementation ssogen does not know (as flash-attention 2 would be)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, *args, **kwargs)
+
+
+def test_q_leaves_in_autocast_dtype_only_for_attentions_that_cast_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under SDPA q arrives in bf16 (the fused function rounded it); under an unknown implementation, without
+    autocast, and in HunYuan (whose q norm follows the rotation) it keeps the stock dtype; and the rounding saves
+    one cast per layer each way."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("ssogen_test_sdpa", sdpa_under_another_name)
+    model = tiny_random_model("qwen2")
+    disable_dropout(model)
+    assert fused_rotary.install_fused_rotary(model) == 2
+    assert attention_query_dtypes(model, monkeypatch) == {torch.bfloat16}
+    assert attention_query_dtypes(model, monkeypatch, autocast=False) == {torch.float32}
+    counts = {}
+    for implementation in ("sdpa", "ssogen_test_sdpa"):
+        model.config._attn_implementation = implementation
+        model.zero_grad(set_to_none=True)  # no accumulation into the last run's gradients
+        with torch.autocast("cpu", dtype=torch.bfloat16), Operators() as forward:
+            logits = model(input_ids=torch.arange(9)[None]).logits
+        with Operators() as backward:
+            logits.float().sum().backward()
+        counts[implementation] = (forward.count, backward.count)
+    assert attention_query_dtypes(model, monkeypatch) == {torch.float32}  # still the unknown implementation
+    forward_as_is, backward_as_is = counts["ssogen_test_sdpa"]
+    assert counts["sdpa"] == (forward_as_is - 2, backward_as_is - 2)  # 2 layers, one cast each
+    hunyuan = tiny_random_model("hunyuan_v1_dense")
+    assert fused_rotary.install_fused_rotary(hunyuan) == 2
+    assert attention_query_dtypes(hunyuan, monkeypatch) == {torch.float32}
 
 
 @pytest.mark.parametrize("model_type", ["cohere", "glm", "phi3"])

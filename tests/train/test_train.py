@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -267,6 +268,38 @@ def test_chunked_output_layer_matches_plain_logits_values_and_gradients(monkeypa
     for a, b in zip(g_fused, g_plain, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     torch.testing.assert_close(head(hidden), linear(hidden))  # without targets: the ordinary layer
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("keep_probabilities", [True, False])
+def test_output_layer_forward_is_bit_equal_to_float32_results_copied_into_place(
+        monkeypatch: pytest.MonkeyPatch, keep_probabilities: bool, autocast: bool) -> None:
+    """The chunk loop writes each result into its slice (`out=`); the values must be those of computing the chunk in
+    float32 and copying: the log-probs and, when kept, the probabilities backward uses (in the compute dtype)."""
+    from ssogen.train import output_layer as logprobs
+
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 7 * 300)  # several chunks, a short last one
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS_KEPT", 6 * 300)
+    torch.manual_seed(2)
+    weight = torch.randn(300, 32, requires_grad=True)
+    hidden = (torch.randn(20, 32) * 3).requires_grad_(True)  # spread logits: bf16 rounding shows in the softmax
+    targets = torch.randint(0, 300, (20,))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logps = logprobs._HeadLogProb.apply(hidden, weight, None, targets, keep_probabilities, None)
+    dtype = torch.bfloat16 if autocast else torch.float32
+    h, w, rows = hidden.detach().to(dtype), weight.detach().to(dtype), 6 if keep_probabilities else 7
+    logits = torch.cat([F.linear(h[i:i + rows], w) for i in range(0, 20, rows)]).float()  # the same GEMMs
+    top = logits.amax(dim=-1, keepdim=True)
+    exps = (logits - top).exp()
+    sums = exps.sum(dim=-1)
+    expected = logits.gather(1, targets[:, None]).squeeze(1) - (sums.log() + top.squeeze(1))
+    assert torch.equal(logps, expected)
+    saved_probs = logps.grad_fn.saved_tensors[-1]
+    if keep_probabilities:
+        assert saved_probs.dtype == dtype
+        assert torch.equal(saved_probs, (exps / sums[:, None]).to(dtype))
+    else:
+        assert saved_probs is None
 
 
 def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_model: Path) -> None:
