@@ -12,8 +12,9 @@ responses), bf16, forward and backward:
   (as transformers does when it passes a mask) and with their 2 heads and `enable_gqa=True`;
 * host time per call: the wall time of queueing forward and backward, without synchronising (median of the calls),
   on a shape seen before (after two warm-up calls) and on a new width at every call (1,792 + 16·k, never repeated);
-* GPU time per call: the summed time of the call's kernels (the copies repeating k and v included) on the repeated
-  shape (torch.profiler), with the SDPA operator that ran;
+* GPU time per call: the summed time of the call's kernels (the copies repeating k and v and making the output
+  contiguous included) on the repeated shape (torch.profiler), with the SDPA operator that ran and what torch
+  warned about;
 * the largest difference of the output from torch's choice with repeated k and v (same inputs).
 
 A kernel that refuses the inputs is listed with torch's reason. About 15 s on one GPU (estimated). On the CPU the
@@ -76,9 +77,10 @@ def packed_mask(lines: int, width: int, device: str) -> torch.Tensor:
 
 
 class Call:
-    """One attention call's inputs, laid out as in transformers' Qwen2 attention: q a transposed view of the
-    projection's (lines, width, heads, dim) output; k and v repeated to the query heads (a contiguous copy) unless
-    `gqa`, then transposed views with their own heads."""
+    """One attention call, laid out as in transformers' Qwen2 attention: q a transposed view of the projection's
+    (lines, width, heads, dim) output; k and v repeated to the query heads (a contiguous copy) unless `gqa`, then
+    transposed views with their own heads; the output transposed back and made contiguous, so that its gradient
+    reaches SDPA in that layout."""
 
     def __init__(self, shape: Shape, width: int, gqa: bool, device: str) -> None:
         torch.manual_seed(width)
@@ -86,7 +88,7 @@ class Call:
                                    requires_grad=True) for heads in (shape.heads, shape.kv_heads, shape.kv_heads)]
         self.gqa, self.heads = gqa, shape.heads
         self.mask = packed_mask(shape.lines, width, device)
-        self.grad = torch.randn(shape.lines, shape.heads, width, shape.head_dim, device=device, dtype=torch.bfloat16)
+        self.grad = torch.randn(shape.lines, width, shape.heads, shape.head_dim, device=device, dtype=torch.bfloat16)
 
     def __call__(self) -> torch.Tensor:
         for leaf in self.leaves:  # no gradient accumulation from call to call
@@ -96,6 +98,7 @@ class Call:
             repeat = self.heads // k.size(1)
             k, v = (t[:, :, None].expand(-1, -1, repeat, -1, -1).flatten(1, 2) for t in (k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=self.gqa)
+        out = out.transpose(1, 2).contiguous()
         out.backward(self.grad)
         return out.detach()
 
@@ -143,8 +146,11 @@ def measure(kernel: list[SDPBackend] | None, gqa: bool, shape: Shape, device: st
         new = statistics.median(Call(shape, shape.width + next(OFFSETS), gqa, device).timed(cuda)
                                 for _ in range(calls))
         gpu, ran = kernel_time(call, calls, cuda)
+    # What torch warned about meanwhile (a gradient copied to another layout, say), once each.
+    notes = "; ".join(dict.fromkeys(str(w.message).splitlines()[0][:160] for w in said))
     difference = None if reference is None else float((out.float() - reference.float()).abs().max())
-    return {"same": same, "new": new, "gpu": gpu, "ran": ran, "out": out, "difference": difference}
+    return {"same": same, "new": new, "gpu": gpu, "ran": ran + (f" (warned: {notes})" if notes else ""), "out": out,
+            "difference": difference}
 
 
 def main() -> None:

@@ -210,7 +210,9 @@ def estimate(shape: str, gc: bool, packed: list[dict[str, torch.Tensor]], tokeni
                 reference = torch.zeros(batch["response_lengths"].shape)
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     policy, lengths = sequence_logps(model, inputs, mask_dtype)
-                    loss = sso_loss(policy, reference, lengths, LossSettings()).loss
+                    output = sso_loss(policy, reference, lengths, LossSettings())
+                    output.metric_means()  # what SSOTrainer.compute_loss keeps for logging
+                    loss = output.loss
                 tracker.phase = f"step {step} backward"
                 loss.backward()
                 head.apply_deferred_weight_grad()

@@ -27,12 +27,24 @@ SEQUENCE_PARTS = (("plain", "good"), ("plain", "bad"), ("good", "good"), ("good"
                   ("bad", "good"))
 # Pair name -> (chosen sequence, rejected sequence).
 PAIRS = {"p1": (GOOD_PLAIN, BAD_PLAIN), "p2": (GOOD_GOOD, BAD_GOOD), "p3": (RAW_BAD, GOOD_BAD)}
+# The pairs side by side: their chosen sequences are the even columns, their rejected ones the odd, so all three are
+# computed at once on strided views (no copies), each element as its pair alone would compute it.
+CHOSEN, REJECTED = slice(0, None, 2), slice(1, None, 2)
+
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar: mean over rows
     per_row: torch.Tensor  # (B,)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # each (B,) or scalar, detached
+
+    def metric_means(self) -> dict[str, torch.Tensor]:
+        """Each metric's mean over the rows, all in one reduction rather than one per metric (a GPU step pays for
+        every operator it launches, and these are tiny); scalars (0-d views of one tensor)."""
+        names = list(self.metrics)
+        rows = self.per_row.size(0)
+        means = torch.stack([self.metrics[name].float().expand(rows) for name in names]).mean(1)
+        return dict(zip(names, means.unbind(), strict=True))
 
 
 def average(sums: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -53,14 +65,16 @@ def ipo_loss(policy_w: torch.Tensor, ref_w: torch.Tensor, len_w: torch.Tensor, p
     return (h - 1.0 / (2.0 * beta)) ** 2
 
 
-def pair_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, chosen: int, rejected: int,
-              loss_type: LossType, beta: float) -> torch.Tensor:
-    """L(c, yw, yl) for the pair of sequence columns (chosen, rejected); (B,)."""
+def pair_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, loss_type: LossType,
+                beta: float) -> torch.Tensor:
+    """L(c, yw, yl) of P1, P2 and P3; (B, 3), one column per pair. Computed for the three at once: a GPU step pays
+    for every operator it launches, and these are tiny."""
+    won, lost = CHOSEN, REJECTED
     if loss_type == "dpo":
-        return dpo_loss(policy[:, chosen], reference[:, chosen], policy[:, rejected], reference[:, rejected], beta)
+        return dpo_loss(policy[:, won], reference[:, won], policy[:, lost], reference[:, lost], beta)
     if loss_type == "ipo":
-        return ipo_loss(policy[:, chosen], reference[:, chosen], lengths[:, chosen],
-                        policy[:, rejected], reference[:, rejected], lengths[:, rejected], beta)
+        return ipo_loss(policy[:, won], reference[:, won], lengths[:, won],
+                        policy[:, lost], reference[:, lost], lengths[:, lost], beta)
     raise ValueError(f"unknown loss type {loss_type!r}")
 
 
@@ -90,11 +104,7 @@ def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tenso
     lengths = lengths.to(policy.dtype)
     reference = reference.to(policy.dtype)
 
-    def pair(name: str) -> torch.Tensor:
-        chosen, rejected = PAIRS[name]
-        return pair_loss(policy, reference, lengths, chosen, rejected, s.loss_type, s.beta)
-
-    l_p1, l_p2, l_p3 = pair("p1"), pair("p2"), pair("p3")
+    l_p1, l_p2, l_p3 = pair_losses(policy, reference, lengths, s.loss_type, s.beta).unbind(1)
     avg = average(policy, lengths)
     metrics: dict[str, torch.Tensor] = {"loss/p1": l_p1, "loss/p2": l_p2, "loss/p3": l_p3}
 
@@ -125,12 +135,13 @@ def sso_loss(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tenso
         metrics.update({"loss/G": g, "W": w})
 
     rewards = implicit_rewards(policy, reference, lengths, s.loss_type, s.beta)
-    for name, (chosen, rejected) in PAIRS.items():
-        margin = rewards[:, chosen] - rewards[:, rejected]
+    margins = rewards[:, CHOSEN] - rewards[:, REJECTED]
+    accuracies = (margins > 0).to(policy.dtype)
+    for index, (name, (chosen, rejected)) in enumerate(PAIRS.items()):
         metrics[f"rewards/{name}/chosen"] = rewards[:, chosen]
         metrics[f"rewards/{name}/rejected"] = rewards[:, rejected]
-        metrics[f"rewards/{name}/margin"] = margin
-        metrics[f"rewards/{name}/accuracy"] = (margin > 0).to(policy.dtype)
+        metrics[f"rewards/{name}/margin"] = margins[:, index]
+        metrics[f"rewards/{name}/accuracy"] = accuracies[:, index]
     for index, name in enumerate(SEQUENCES):
         metrics[f"logps/{name}"] = avg[:, index]
     metrics = {k: v.detach() for k, v in metrics.items()}

@@ -177,8 +177,8 @@ class SSOTrainer(Trainer):
         output = sso_loss(policy, reference, lengths, self.loss_settings)
         mode = "train" if model.training else "eval"
         if mode == "train":
-            for name, value in output.metrics.items():
-                self._stored[name].append(value.float().mean())
+            for name, mean in output.metric_means().items():
+                self._stored[name].append(mean)
         return (output.loss, output.metrics) if return_outputs else output.loss
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:

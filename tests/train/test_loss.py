@@ -10,12 +10,17 @@ import torch
 from ssogen.train.loss import (
     BAD_GOOD,
     BAD_PLAIN,
+    CHOSEN,
     GOOD_BAD,
     GOOD_GOOD,
     GOOD_PLAIN,
+    PAIRS,
     RAW_BAD,
+    REJECTED,
     dpo_loss,
+    implicit_rewards,
     ipo_loss,
+    pair_losses,
     sso_loss,
     steering_weight,
 )
@@ -215,6 +220,41 @@ def test_reward_metrics_follow_the_loss_normalisation() -> None:
     assert out.metrics["rewards/p1/accuracy"].tolist() == [1.0, 0.0]  # row 1: -2/20 - 1/9 < 0
     dpo = sso_loss(*tensors(), LossSettings(loss_type="dpo"))
     assert dpo.metrics["rewards/p3/margin"][0].item() == pytest.approx(0.1 * ((-14 + 15) - (-20 + 17)), abs=1e-12)
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "dpo"])
+def test_the_three_pairs_at_once_equal_each_pair_alone_bit_for_bit(loss_type: str) -> None:
+    """P1, P2, P3 are computed together on strided views (the even and odd columns); each must be exactly its pair
+    computed on its own columns, and so must the reward margins and accuracies."""
+    assert list(PAIRS.values()) == list(zip(range(6)[CHOSEN], range(6)[REJECTED], strict=True))
+    torch.manual_seed(4)
+    policy, reference = -torch.rand(16, 6) * 80, -torch.rand(16, 6) * 80
+    lengths = torch.randint(0, 40, (16, 6)).float()  # zero lengths included (clamped to one token)
+    together = pair_losses(policy, reference, lengths, loss_type, 0.1)
+    out = sso_loss(policy, reference, lengths, LossSettings(loss_type=loss_type))  # type: ignore[arg-type]
+    rewards = implicit_rewards(policy, reference, lengths, loss_type, 0.1)  # type: ignore[arg-type]
+    for index, (name, (w, lose)) in enumerate(PAIRS.items()):
+        if loss_type == "dpo":
+            alone = dpo_loss(policy[:, w], reference[:, w], policy[:, lose], reference[:, lose], 0.1)
+        else:
+            alone = ipo_loss(policy[:, w], reference[:, w], lengths[:, w], policy[:, lose], reference[:, lose],
+                             lengths[:, lose], 0.1)
+        assert torch.equal(together[:, index], alone)
+        assert torch.equal(out.metrics[f"loss/{name}"], alone)
+        margin = rewards[:, w] - rewards[:, lose]
+        assert torch.equal(out.metrics[f"rewards/{name}/margin"], margin)
+        assert torch.equal(out.metrics[f"rewards/{name}/accuracy"], (margin > 0).float())
+
+
+def test_metric_means_are_each_metrics_mean_over_the_rows() -> None:
+    policy, reference, lengths = tensors()
+    out = sso_loss(policy, reference, lengths, LossSettings(sft_weight=0.1))
+    out.metrics["a scalar"] = torch.tensor(3.0, dtype=torch.float64)
+    means = out.metric_means()
+    assert list(means) == list(out.metrics)
+    for name, value in out.metrics.items():
+        assert means[name].dim() == 0
+        assert means[name].item() == pytest.approx(value.float().mean().item(), rel=1e-6), name
 
 
 def test_formula_names_every_variant() -> None:
