@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ssogen from this checkout when not installed
@@ -125,8 +126,10 @@ def kernel_time(call: Call, calls: int, cuda: bool) -> tuple[float | None, str]:
                   and "backward" not in e.key})
     if not cuda:
         return None, ", ".join(ran)
-    # Device-side time of every event; a kernel is counted once, under the operator that launched it.
-    total = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in averages)
+    # The kernels' own events (device type CUDA), as the profiler's table sums its "Self CUDA time total": the
+    # operators that launched them report the same time again.
+    total = sum(e.self_device_time_total for e in averages
+                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
     return total / 1e6 / calls, ", ".join(ran)
 
 
