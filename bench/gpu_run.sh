@@ -3,11 +3,11 @@
 #
 #     bash bench/gpu_run.sh [gpu_train.py options]
 #
-# Wheels carried in ${WHEELS:-.whl} (see BENCHMARKS.md for the list) are installed into /tmp/site, each only where
-# the machine lacks that distribution or has an older version. Table, JSON, profiles and logs go to $OUT
-# (or ./gpu-results). First bench/gpu_lean_check.py (gradients of the lean checkpointed backward against the stock
-# one) and bench/gpu_attention.py (one attention call's cost per SDPA kernel), then the benchmark. Default: 0.5b and
-# 1.5b shapes, gradient checkpointing off and on, ~7.5 minutes.
+# Wheels carried in ${WHEELS:-.whl} (bench/gpu_wheels.sh fetches them beforehand; list in BENCHMARKS.md) are
+# installed into /tmp/site, each only where the machine lacks that distribution or has an older version. Table,
+# JSON, profiles and logs go to $OUT (or ./gpu-results). First bench/gpu_lean_check.py (gradients of the lean
+# checkpointed backward against the stock one) and bench/gpu_attention.py (one attention call's cost per SDPA
+# kernel), then the benchmark. Default: 0.5b and 1.5b shapes, gradient checkpointing off and on, ~7.5 minutes.
 set -uo pipefail
 WHEELS=${WHEELS:-.whl}
 OUT=${OUT:-gpu-results}
@@ -55,6 +55,13 @@ try:
 except metadata.PackageNotFoundError:
     print("warning: no pyarrow: carry the pyarrow 26 wheel")
 PY
+# Fail in seconds, not after the models build, when the wheels did not travel (or do not import here).
+if ! python3 -c "import datasets, jsonlines, pydantic, ruamel.yaml, trl" 2> "$OUT/import_error.txt"; then
+    tail -n 3 "$OUT/import_error.txt" >&2
+    echo "error: the benchmark's imports fail (above); where PyPI is reachable run 'bash bench/gpu_wheels.sh' and" \
+         "carry $WHEELS" >&2
+    exit 1
+fi
 
 # The lean checkpointed backward against the stock one on this GPU's kernels (~10 s); the benchmark runs either way.
 python3 bench/gpu_lean_check.py 2>&1 | tee "$OUT/lean_check.txt"
