@@ -174,7 +174,7 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     empty = s["empty_responses"]
     table.add_row("empty responses y+ / y- / yo", " / ".join(str(empty[v]) for v in ("good", "bad", "raw"))
                   + (" (kept: --keep-empty)" if manifest["filters"]["keep_empty"] else " (rows dropped)"))
-    table.add_row("rows with features drawn at random / principle fallback",
+    table.add_row("rows with features filled in at random / principle fallback",
                   f"{s['selection_filled']} / {s['principle_fallback']}")
     lengths = s["mean_tokens_kept"]
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))
