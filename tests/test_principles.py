@@ -192,3 +192,18 @@ def test_several_problems_each_get_a_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["principles", "validate", str(path)])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_list_and_show_print_brackets_in_library_text_as_written(tmp_path: Path) -> None:
+    # rich reads "[...]" as markup: "[see policy]" vanished and "[/x]" raised MarkupError (a traceback).
+    text = (BUNDLED_DIR / "short.yaml").read_text()
+    text = text.replace("Safety", '"Safety[/x]"').replace(
+        "explain briefly why,", "explain briefly why [see policy],")
+    path = _write(tmp_path, "brackets.yaml", text)
+    assert runner.invoke(app, ["principles", "validate", str(path)]).exit_code == 0
+    listed = runner.invoke(app, ["principles", "list", str(path)])
+    assert listed.exit_code == 0, listed.output
+    assert "Safety[/x]" in listed.output
+    shown = runner.invoke(app, ["principles", "show", str(path), "safety[/x]"])
+    assert shown.exit_code == 0, shown.output
+    assert "Safety[/x]" in shown.output and "[see policy]" in shown.output

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ssogen.cli.common import (
@@ -85,7 +86,7 @@ def _print_dry_run(plan: Any) -> None:
         console.rule(f"row {example['id']}")
         console.print("[bold]selection prompt[/]")
         console.print(example["selection_prompt"], markup=False, highlight=False)
-        console.print(f"[bold]S+ / S-[/] for features {', '.join(example['features'] + example['extra'])} "
+        console.print(f"[bold]S+ / S-[/] for features {escape(', '.join(example['features'] + example['extra']))} "
                       "(a random pick: no model is loaded in a dry run)")
         console.print(example["system_good"], markup=False, highlight=False)
         console.print("---")
@@ -165,7 +166,8 @@ def _rows_in(s: dict[str, Any], limit: int | None) -> str:
 
 def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     s = manifest["summary"]
-    table = Table(title=f"ssogen generate: {manifest['name']}", show_header=False, title_justify="left")
+    # Names from the library and --out are shown as written: brackets in them are not rich markup.
+    table = Table(title=escape(f"ssogen generate: {manifest['name']}"), show_header=False, title_justify="left")
     table.add_row("rows in / skipped", _rows_in(s, limit))
     if s["conversation_parts_dropped"]:
         table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
@@ -179,7 +181,7 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     lengths = s["mean_tokens_kept"]
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))
     table.add_row("chosen/rejected length ratio", _shown(s["chosen_rejected_length_ratio"]))
-    table.add_row("feature counts", ", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items())))
+    table.add_row("feature counts", escape(", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items()))))
     requests = manifest["requests_this_invocation"]
     table.add_row("requests run now", ", ".join(f"{k} {v}" for k, v in requests.items()) or "0 (all done)")
     engine_s = s.get("generation_time_s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ssogen.cli.common import console, err_console, fail, user_errors
@@ -65,23 +66,24 @@ def _bundled_table(loaded: list[LoadedLibrary]) -> None:
         lib = item.library
         texts = [text for f in [*lib.features, *lib.extras] for text in (f.good, f.bad)]
         words = sum(len(text.split()) for text in texts) / len(texts)
-        table.add_row(lib.name, lib.version, str(len(lib.features)), ", ".join(e.name for e in lib.extras) or "-",
-                      f"{words:.0f}", item.sha256[:16])
+        table.add_row(escape(lib.name), escape(lib.version), str(len(lib.features)),
+                      escape(", ".join(e.name for e in lib.extras) or "-"), f"{words:.0f}", item.sha256[:16])
     console.print(table)
 
 
 def _features_table(loaded: LoadedLibrary) -> None:
     lib = loaded.library
-    table = Table(title=f"{lib.name} v{lib.version}: {lib.description}", title_justify="left")
+    table = Table(title=escape(f"{lib.name} v{lib.version}: {lib.description}"), title_justify="left")
     for column in ("feature", "good / bad", "meaning", "probability"):
         table.add_column(column)
     for f in lib.features:
-        table.add_row(f.name, f"{f.adjectives.good} / {f.adjectives.bad}", f.meaning, "chosen by policy")
+        table.add_row(escape(f.name), escape(f"{f.adjectives.good} / {f.adjectives.bad}"), escape(f.meaning),
+                      "chosen by policy")
     for e in lib.extras:
-        table.add_row(f"{e.name} (extra)", f"{e.adjectives.good} / {e.adjectives.bad}", e.meaning,
-                      f"{e.probability:g}")
+        table.add_row(escape(f"{e.name} (extra)"), escape(f"{e.adjectives.good} / {e.adjectives.bad}"),
+                      escape(e.meaning), f"{e.probability:g}")
     console.print(table)
-    console.print(f"sha256 {loaded.sha256}  ({loaded.path})", highlight=False)
+    console.print(f"sha256 {loaded.sha256}  ({loaded.path})", highlight=False, markup=False)
 
 
 @principles_app.command("show", cls=Command)
@@ -99,9 +101,11 @@ def principles_show(
         close = closest_name(feature, names)
         hint = f"did you mean {close}? " if close else ""
         raise fail(f"{library}: no feature named {feature!r} ({hint}has: {', '.join(names)})") from None
-    console.print(f"[bold]{f.name}[/] ({f.adjectives.good} / {f.adjectives.bad}): {f.meaning}")
-    console.print(f"[green]good[/]: {f.good}")
-    console.print(f"[red]bad[/]:  {f.bad}")
+    # Library text is printed as written: brackets in it are not rich markup.
+    console.print(f"[bold]{escape(f.name)}[/] ({escape(f.adjectives.good)} / {escape(f.adjectives.bad)}): "
+                  f"{escape(f.meaning)}")
+    console.print(f"[green]good[/]: {escape(f.good)}")
+    console.print(f"[red]bad[/]:  {escape(f.bad)}")
 
 
 def _load_library_or_exit(name: str) -> LoadedLibrary:
