@@ -101,10 +101,21 @@ def _has_chat_template(folder: Path) -> bool:
     return bool(config.get("chat_template"))
 
 
+def config_problem(exc: BaseException) -> str:
+    """The first sentence of what an exception says. vLLM checks its settings with pydantic, whose first line is
+    only "1 validation error for ModelConfig": then the first error's message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and hasattr(exc, "error_count"):  # a pydantic ValidationError
+        text = str(errors()[0].get("msg", "")).removeprefix("Value error, ")
+    else:
+        text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.split(". ")[0].rstrip(".")
+
+
 def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", flag: str = "--model") -> UserError:
     """One line for a failed load: an unreachable hub (exit 1) told apart from a broken model (exit 2)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
+    first = config_problem(exc)
     if not model.local and _network_failure(exc):
         return neither_folder_nor_hub(model, f"the hub cannot be reached to download it ({first}); check the "
                                       "network or give a model folder", flag=flag)

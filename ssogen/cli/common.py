@@ -11,6 +11,8 @@ import contextlib
 import functools
 import logging
 import os
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from io import StringIO
@@ -129,7 +131,11 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kw)
         except UserError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            error = fail(str(exc), exc.exit_code)
+            if exc.exit_code == 130:  # interrupted: finished work is saved, the same command picks it up
+                err_console.print(f"to resume: {shlex.join(['ssogen', *sys.argv[1:]])}", markup=False,
+                                  highlight=False, soft_wrap=True)
+            raise error from None
         finally:
             _PARAMETERS.reset(token)
 

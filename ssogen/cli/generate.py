@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,7 +113,6 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
         TimeRemainingColumn,
     )
 
-    from ssogen.errors import UserError
     from ssogen.generate.run import ProgressUpdate, load_tokenizer, run_generate
 
     load_tokenizer(plan)  # fail before any progress output
@@ -135,13 +133,8 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
         progress.update(task, completed=update.rows_done, info=info)
         logger.info("%d of %d rows done: %s", update.rows_done, update.rows_total, info)
 
-    try:
-        with progress:
-            result = run_generate(plan.config, overwrite=overwrite, on_progress=on_progress, plan=plan)
-    except UserError as exc:
-        if exc.exit_code == 130:
-            console.print(f"to resume: {shlex.join(['ssogen', *sys.argv[1:]])}", markup=False, highlight=False)
-        raise
+    with progress:
+        result = run_generate(plan.config, overwrite=overwrite, on_progress=on_progress, plan=plan)
     _print_summary(result.manifest, plan.config.limit)
     _print_next_steps(plan, result.manifest)
 

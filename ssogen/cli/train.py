@@ -36,9 +36,13 @@ def train(
         console.print(f"nothing to do: {settings.out} holds a finished training run of this configuration (use "
                       "--overwrite to train again)", highlight=False, markup=False, soft_wrap=True)
         return
-    with TrainOutput(settings.out).claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
-        note_lock_takeover(left_behind)
-        with command_log(settings.out, "train"):
-            from ssogen.train.run import run_training
+    output = TrainOutput(settings.out)
+    try:
+        with output.claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
+            note_lock_takeover(left_behind)
+            with command_log(settings.out, "train"):
+                from ssogen.train.run import run_training
 
-            run_training(settings, console, progress_console=err_console)
+                run_training(settings, console, progress_console=err_console)
+    except KeyboardInterrupt:
+        raise output.interruption() from None

@@ -3,7 +3,8 @@
 A folder is refused when it is not an ssogen output, holds corrupt parquet, comes from an unfinished run, or when a
 pair config has no rows (in any split) or blank responses. What never goes up: OUT/.ssogen/ (in-progress shards,
 score caches) and any other hidden path, OUT/logs/ (the commands' logs name local paths, the user's home folder
-among them, and the machine), temporary files of the atomic writers, Python caches."""
+among them, and the machine), temporary files of the atomic writers, Python caches, and folders that another
+ssogen command owns inside it (their own .ssogen/marker.json)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ssogen.dataset.folder import CONFIGS, LOGS, OutputFolder
+from ssogen.dataset.folder import CONFIGS, LOGS, MARKER, WORK_DIR, OutputFolder
 from ssogen.dataset.splits import SPLITS
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX
@@ -41,12 +42,15 @@ def _excluded(relative: Path) -> bool:
 
 
 def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
-    """Every file of the folder that belongs on the Hub, sorted by path."""
+    """Every file of the folder that belongs on the Hub, sorted by path. A folder inside it that another ssogen
+    command owns (a model trained into it, say) is not the dataset's and stays out."""
     out = Path(out_dir)
+    nested = [marker.parent.parent for marker in out.glob(f"*/**/{WORK_DIR}/{MARKER}")]
     files = []
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out)
-        if path.is_file() and not path.is_symlink() and not _excluded(relative):
+        if (path.is_file() and not path.is_symlink() and not _excluded(relative)
+                and not any(path.is_relative_to(folder) for folder in nested)):
             files.append(UploadFile(relative.as_posix(), path, path.stat().st_size))
     return files
 

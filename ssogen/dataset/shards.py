@@ -65,8 +65,8 @@ class ShardStore:
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen run (no {WORK_DIR}/{MARKER}); "
                             "--overwrite removes only what ssogen wrote, so choose a new or empty folder")
         check_kind(folder.work_dir, "dataset", label=f"--out {out}")
-        if overwrite or not folder.fingerprint.exists():
-            return False
+        if overwrite or not folder.fingerprint.exists() or not self.holds_finished_work():
+            return False  # nothing to resume: a run that stopped before its first row takes a new configuration
         check_fingerprint(folder.fingerprint, fingerprint, refusal=f"--out {out}: holds a run with a different "
                           "configuration", hints=hints, earlier=earlier)
         return True
@@ -78,12 +78,17 @@ class ShardStore:
         True when resuming a run of the same configuration. The caller holds the folder's lock
         (`OutputFolder.claim`)."""
         resuming = self.check(fingerprint, overwrite=overwrite, hints=hints, earlier=earlier)
-        if overwrite:
+        if overwrite or (not resuming and self.folder.fingerprint.exists()):  # the latter: a run with no rows
             self.folder.remove_run_outputs()
         self.dir.mkdir(parents=True, exist_ok=True)
         if not resuming or earlier:
             write_json_atomic(self.folder.fingerprint, fingerprint, sort_keys=True)
         return resuming
+
+    def holds_finished_work(self) -> bool:
+        """A record is saved (a non-empty shard) or the dataset is written: what a rerun resumes or keeps."""
+        return (any(path.stat().st_size for path in self.dir.glob("*.jsonl"))
+                or any(self.folder.root.glob("data/*")))
 
     def load(self, stage: str, check: Callable[[dict[str, Any]], object] | None = None) -> dict[str, dict[str, Any]]:
         """Finished records of a stage, keyed by row id (later files win; they are identical anyway). A line that

@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import vllm
 
 EngineKind = Literal["vllm", "transformers"]
+# The weight dtypes vLLM's ModelConfig accepts (half = float16, float = float32); the transformers engine takes the
+# same names from torch.
+EngineDtype = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
 
 # KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
 # node and refuse to start (docs/cpu-vllm-notes.md). 256 MiB holds thousands of tokens of a small model.
@@ -41,7 +44,7 @@ class EngineOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dtype: str = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
+    dtype: EngineDtype = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (--tp).")
     data_parallel_size: int = Field(1, ge=1, description=(
@@ -75,7 +78,7 @@ class EngineFields(BaseModel):
     ray_address: str | None = option(None, "Run the --dp engines as Ray actors on this cluster: auto or "
                                      "ray://HOST:PORT (needs ssogen[ray]).", min_length=1, panel=ENGINE_PANEL,
                                      default_text="local processes")
-    dtype: str = option("auto", "Weights dtype; auto = float32 on CPU, the model's dtype on GPU.",
+    dtype: EngineDtype = option("auto", "Weights dtype; auto = float32 on CPU, the model's dtype on GPU.",
                         panel=ENGINE_PANEL)
     max_model_len: int | None = option(None, "Context length (prompt + response).", ge=16, panel=ENGINE_PANEL,
                                        default_text="the model's")

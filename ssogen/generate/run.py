@@ -37,7 +37,7 @@ from ssogen.generate.steps.sampling import (
     too_long_record,
 )
 from ssogen.generate.steps.selection import select_features
-from ssogen.models import load_error, require_available
+from ssogen.models import config_problem, load_error, require_available
 from ssogen.records import TripletRecord
 
 
@@ -96,6 +96,8 @@ def _build_engine(plan: RunPlan) -> Engine:
     except UserError:
         raise
     except Exception as exc:
+        if config.max_model_len is not None and "max_model_len" in str(exc):  # vLLM: longer than the model allows
+            raise UserError(f"--max-model-len {config.max_model_len}: {config_problem(exc)}") from None
         raise load_error(plan.model, exc, what=f"load it in the {config.engine} engine") from None
 
 

@@ -50,8 +50,8 @@ def data_summary(folder: Path) -> dict[str, Any] | None:
 
 
 def training_summary(folder: Path) -> dict[str, Any] | None:
-    """Last logged training loss; reward accuracies and mean W from the final evaluation over all rows when train
-    ran one (--final-eval), else from the last logged step."""
+    """Trained steps and the last logged training loss; reward accuracies and mean W from the final evaluation over
+    all rows when train ran one (--final-eval), else from the last logged step."""
     metrics = read_json(folder / "metrics.json")
     if metrics is None:
         return None
@@ -59,9 +59,12 @@ def training_summary(folder: Path) -> dict[str, Any] | None:
     last = logged[-1] if logged else {}
     final_eval = metrics.get("final_eval")
     source, values = ("final_eval", final_eval) if final_eval else ("last_log", last)
+    # Trained steps: metrics.json says (newer runs); else the largest step logged (the run's closing entry has it).
+    steps = metrics.get("steps", max((e.get("step", 0) for e in metrics.get("log_history", [])), default=None))
     return {
-        "steps": last.get("step"),
+        "steps": steps,
         "final_loss": last.get("loss"),
+        "final_loss_step": last.get("step"),  # the last logged loss: --logging-steps may end before the last step
         "accuracy": {pair: values.get(f"rewards/{pair}/accuracy") for pair in PAIRS},
         "mean_W": values.get("W"),
         "source": source,
@@ -177,7 +180,9 @@ def report_rows(entry: dict[str, Any], reasons: list[str], judged: bool) -> list
              for variant, label in VARIANTS.items()]
     rows += [("chosen/rejected length ratio", _fmt(data.get("chosen_rejected_length_ratio"))),
              ("on-policy-ness (scored)", _fmt(data.get("on_policy"), 4)),
-             ("final training loss", _fmt(training.get("final_loss"), 4))]
+             ("training steps", _fmt(training.get("steps"))),
+             ("last logged training loss (step)", f"{_fmt(training.get('final_loss'), 4)} "
+                                                  f"({_fmt(training.get('final_loss_step'))})")]
     rows += [(f"reward accuracy {pair.upper()}", percent(_get(training, "accuracy", pair))) for pair in PAIRS]
     rows += [("mean W", _fmt(training.get("mean_W"), 4))]
     if judged:

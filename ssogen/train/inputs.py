@@ -82,8 +82,9 @@ def run_fingerprint(config: TrainConfig) -> dict[str, Any]:
 def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVerdict]:
     """Everything about the inputs and --out that can fail, checked before torch and transformers are imported.
     Returns the run's fingerprint and what it would do with --out (start, resume or nothing: finished)."""
-    if config.out.resolve() == config.data.resolve():
-        raise UserError("--out must differ from --data (the model would be written into the dataset folder)")
+    if config.out.resolve().is_relative_to(config.data.resolve()):  # the dataset's push-to-hub would carry it
+        raise UserError(f"--out {config.out}: inside --data {config.data}; the model would be written into the "
+                        "dataset folder, so choose a folder outside it")
     read_sso_rows(config.data)
     if config.resume_from_checkpoint:
         checkpoint = Path(config.resume_from_checkpoint)

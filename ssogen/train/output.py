@@ -9,8 +9,9 @@ with it. No torch: every verdict comes before the heavy imports.
 
 A folder is used when it is new or empty, or when it carries the marker: with the same fingerprint a rerun
 resumes from the newest complete checkpoint (one cut off mid-write is skipped) and a finished run is left as it
-is; another fingerprint is refused unless --overwrite, which removes what ssogen train wrote (the reference
-cache stays: its key already says what it was computed from) and nothing else."""
+is. Another fingerprint is refused unless --overwrite, which removes what ssogen train wrote (the reference cache
+stays: its key already says what it was computed from) and nothing else; a run that saved no checkpoint yet has
+nothing to lose, so any configuration may start over in its folder."""
 
 from __future__ import annotations
 
@@ -123,8 +124,10 @@ class TrainOutput:
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
                             f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
         check_kind(self.work_dir, "model", label=f"--out {out}")
-        if overwrite or not (self.fingerprint.exists() or (out / CONFIG_FILE).exists() or self.checkpoints()):
-            return OutputVerdict("start")  # (a marked folder whose run never began: claimed, then stopped)
+        if overwrite or not ((out / CONFIG_FILE).exists() or self.checkpoints() or weight_files(out)):
+            # A marked folder whose run saved nothing (it stopped before its first checkpoint, e.g. on a bad
+            # --scheduler): nothing to resume or keep, so any configuration may start over in it.
+            return OutputVerdict("start")
         if not self.fingerprint.exists():
             raise UserError(f"--out {out}: holds a training run of an earlier ssogen without a fingerprint; use "
                             "--overwrite to replace it or choose another --out")
@@ -137,6 +140,14 @@ class TrainOutput:
             return OutputVerdict("finished")
         checkpoint, skipped = self.newest_checkpoint()
         return OutputVerdict("resume", checkpoint, skipped)
+
+    def interruption(self) -> UserError:
+        """What a Ctrl-C leaves: the checkpoint the same command resumes from (steps after it are trained again)."""
+        checkpoint, _ = self.newest_checkpoint()
+        kept = (f"the same command resumes from {checkpoint.name}" if checkpoint is not None else
+                "no checkpoint was saved yet, so the same command starts over")
+        return UserError(f"interrupted; {kept} in {self.root} (--save-steps sets how often one is saved)",
+                         exit_code=130)
 
     @contextlib.contextmanager
     def claim(self, *, main_process: bool = True) -> Iterator[Holder | None]:

@@ -207,6 +207,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
         "versions": _versions(),
     })
     write_json_atomic(config.out / METRICS_FILE, {
+        "steps": outcome.steps,
         "log_history": outcome.log_history,
         "train_metrics": outcome.train_metrics,
         "final_eval": outcome.final_eval,

@@ -22,7 +22,7 @@ import pyarrow as pa
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
 from ssogen.generate.config import RunConfig
-from ssogen.generate.plan import plan_run
+from ssogen.generate.plan import RunPlan, plan_run
 from ssogen.testing.folders import make_record, write_dataset
 from ssogen.testing.synthetic import write_synthetic_sso
 from ssogen.testing.tiny_model import copy_without_chat_template
@@ -74,13 +74,12 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
     (w / "foreign").mkdir()
     (w / "foreign" / "notes.txt").write_text("a user's file")
     copy_without_chat_template(tiny_model, w / "no-template")
-    # A folder holding the (started) run of another configuration.
-    previous = plan_run(RunConfig(model=str(tiny_model), out=str(w / "previous"), limit=2))
-    ShardStore(w / "previous").prepare(previous.fingerprint(), overwrite=False)
+    # A folder holding the started run of another configuration, with one row's selection saved (a run that saved
+    # nothing takes any configuration).
+    _start_run(plan_run(RunConfig(model=str(tiny_model), out=str(w / "previous"), limit=2)))
     edited = w / "edited.jsonl"
     edited.write_text('{"prompt": "first"}\n{"prompt": "second"}\n')
-    from_file = plan_run(RunConfig(model=str(tiny_model), out=str(w / "from-file"), prompts=str(edited), limit=2))
-    ShardStore(w / "from-file").prepare(from_file.fingerprint(), overwrite=False)
+    _start_run(plan_run(RunConfig(model=str(tiny_model), out=str(w / "from-file"), prompts=str(edited), limit=2)))
     edited.write_text('{"prompt": "first"}\n{"prompt": "second, edited"}\n')
     write_synthetic_sso(w / "sso", count=4)
     OutputFolder(w / "sso-columns").write_config("sso", [{"id": "1", "prompt": "p"}],
@@ -92,6 +91,14 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
     OutputFolder(w / "corrupt").config_file("triplets").write_bytes(b"not parquet")
     _issue_10_inputs(w, tiny_model)
     return w
+
+
+def _start_run(plan: RunPlan) -> None:
+    """Prepare plan's --out as generate does and save one row's selection, the work a rerun must keep."""
+    store = ShardStore(plan.config.out)
+    store.prepare(plan.fingerprint(), overwrite=False)
+    store.append("selection", [{"id": plan.rows[0].id}])
+    store.close()
 
 
 def _model_copy(tiny_model: Path, target: Path) -> Path:
@@ -123,6 +130,7 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     cut.work_dir.mkdir(parents=True)
     cut.marker.write_text("{}")
     cut.fingerprint.write_text('{"fingerprint": "ab')
+    (cut.work_dir / "rows-00000.jsonl").write_text('{"id": "r0"}\n')  # work to keep: the fingerprint is read
     locked = plan_run(RunConfig(model=str(tiny_model), out=str(w / "locked"), limit=2))
     with OutputFolder(w / "locked").claim("test"):
         ShardStore(w / "locked").prepare(locked.fingerprint(), overwrite=False)
@@ -135,6 +143,7 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     output = TrainOutput(trained.out)
     with output.claim():
         output.start(run, output.verdict(run, overwrite=False))
+    (output.root / "checkpoint-2").mkdir()  # saved work: another configuration is refused (none: it may start)
     cut_train = TrainOutput(w / "train-cut-fingerprint")
     cut_train.work_dir.mkdir(parents=True)
     cut_train.marker.write_text("{}")

@@ -32,6 +32,7 @@ GENERATE = [
     ("temperature", "--temperature -1", 2, "--temperature: Input should be greater than or equal to 0"),
     ("seed", "--seed -1", 2, "--seed: Input should be greater than or equal to 0"),
     ("dp", "--dp 0", 2, "--dp: Input should be greater than or equal to 1"),
+    ("dtype", "--dtype foo", 2, "--dtype: Input should be 'auto', 'bfloat16', 'float16', 'half', 'float32' or"),
     ("features-per-query", "--features-per-query 9", 2, "only 7 features"),
     ("config-unknown-key", "--config {w}/unknown.yaml", 2, "unknown key(s): temprature (line 1; did you mean"),
     ("config-bad-value", "--config {w}/badvalue.yaml", 2, "badvalue.yaml:2: top-p: Input should be less than"),

@@ -25,7 +25,8 @@ TRAIN = [
     ("objective", "--objective v3", 2, "--objective: Input should be 'v1' or 'v2' (got 'v3')"),  # help: [v1|v2]
     ("lora-r-without-lora", "--lora-r 4", 2, "--lora-r needs --lora"),
     ("config-unknown-key", "--config {w}/train-unknown.yaml", 2, "unknown key(s): lamda (line 1; did you mean"),
-    ("out-is-data", "--out {w}/sso", 2, "--out must differ from --data"),
+    ("out-is-data", "--out {w}/sso", 2, "sso: inside --data {w}/sso; the model would be written into the dataset"),
+    ("out-inside-data", "--out {w}/sso/model", 2, "model: inside --data {w}/sso; the model would be written"),
     ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
     ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
     ("out-a-model-folder", "--out {w}/no-template", 2, "not empty and holds no ssogen training run"),

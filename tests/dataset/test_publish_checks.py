@@ -83,3 +83,23 @@ def test_an_empty_split_beside_a_split_with_rows_is_refused(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["push-to-hub", str(folder.root), "--repo-id", REPO, "--dry-run",
                                       "--allow-incomplete"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_folder_another_ssogen_command_owns_inside_the_dataset_is_not_uploaded(tmp_path: Path) -> None:
+    """A model trained into the dataset folder (which train now refuses; older runs did it) stays off the Hub, and
+    so does anything under it; a folder of the user's that merely holds data goes up as before."""
+    from ssogen.dataset.publishable import files_to_upload
+    from ssogen.train.output import TrainOutput
+
+    out = write_dataset(tmp_path / "out", [make_record(i) for i in range(3)])
+    model = TrainOutput(out / "runs" / "model")
+    model.work_dir.mkdir(parents=True)
+    model.marker.write_text("{}")
+    (model.root / "model.safetensors").write_bytes(b"weights")
+    (model.root / "checkpoint-2").mkdir()
+    (model.root / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
+    (out / "extra").mkdir()
+    (out / "extra" / "notes.md").write_text("mine")
+    uploaded = [f.path_in_repo for f in files_to_upload(out)]
+    assert "extra/notes.md" in uploaded and "data/dpo/train-00000-of-00001.parquet" in uploaded
+    assert not [p for p in uploaded if p.startswith("runs/")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,21 @@ def test_shards_tolerate_a_torn_last_line_and_refuse_other_configs(tmp_path: Pat
     assert ShardStore(tmp_path / "out").prepare({"fingerprint": "y", "config": {"seed": 1}}, overwrite=True) \
         is False
     assert ShardStore(tmp_path / "out").load("rows") == {}
+
+
+def test_a_run_that_saved_no_row_gives_way_to_another_configuration(tmp_path: Path) -> None:
+    """A run that failed before its first row (e.g. on a --dtype the engine refused) leaves only its fingerprint:
+    the corrected command starts over instead of being refused; once a row is saved it is refused."""
+    with OutputFolder(tmp_path / "out").claim("test"):
+        assert ShardStore(tmp_path / "out").prepare({"fingerprint": "x", "config": {"dtype": "foo"}},
+                                                    overwrite=False) is False
+        store = ShardStore(tmp_path / "out")
+        assert store.prepare({"fingerprint": "y", "config": {"dtype": "float32"}}, overwrite=False) is False
+        assert json.loads(store.folder.fingerprint.read_text())["fingerprint"] == "y"
+        store.append("rows", [{"id": "a"}])
+        store.close()
+        with pytest.raises(UserError, match=r"different configuration \(changed: dtype\)"):
+            ShardStore(tmp_path / "out").prepare({"fingerprint": "x", "config": {"dtype": "foo"}}, overwrite=False)
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

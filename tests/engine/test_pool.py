@@ -140,7 +140,7 @@ def test_ctrl_c_stops_every_engine_and_the_run_resumes(reference: Path, vllm_eng
     proc.send_signal(signal.SIGINT)
     stdout, stderr = _finish(proc, logs)
     assert proc.returncode == 130, stderr[-3000:]
-    assert "run the same command again to resume" in stderr and "to resume: ssogen generate" in stdout
+    assert "run the same command again to resume" in stderr and "\nto resume: ssogen generate" in stderr
     assert "Traceback" not in stderr
     state = engines_state(out)
     assert state is not None and all(gone(e["pid"]) for e in state["engines"])

@@ -272,6 +272,23 @@ def test_ctrl_c_saves_progress_and_exits_130(tiny_model: Path, tmp_path: Path) -
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
-    assert "run the same command again to resume" in stderr and "to resume: ssogen generate" in stdout
+    assert "run the same command again to resume" in stderr and "\nto resume: ssogen generate" in stderr
     assert "Traceback" not in stderr
     assert 2 <= len(ShardStore(out).load("rows")) < 40
+
+
+def test_a_context_longer_than_the_model_allows_is_blamed_on_the_flag_and_blocks_no_rerun(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """vLLM refuses --max-model-len above the model's positions with a pydantic error whose first line says
+    nothing ("1 validation error for ModelConfig"): the error names the flag and vLLM's reason, and the corrected
+    command may use the --out the failed one took, as no row was saved."""
+    from ssogen.errors import UserError
+    from ssogen.generate.plan import plan_run
+    from ssogen.generate.run import run_generate
+
+    config = RunConfig(model=str(tiny_model), out=str(tmp_path / "out"), max_model_len=100_000, **BASE)
+    with pytest.raises(UserError, match=r"^--max-model-len 100000: User-specified max_model_len \(100000\) is "
+                                        r"greater than the derived max_model_len \(max_position_embeddings=4096"):
+        run_generate(config)
+    assert OutputFolder(config.out).fingerprint.is_file()
+    assert plan_run(config.model_copy(update={"max_model_len": None})).check_output_folder(overwrite=False) is False

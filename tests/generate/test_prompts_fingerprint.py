@@ -37,7 +37,10 @@ def started(tiny_model: Path, tmp_path: Path) -> tuple[Path, Path]:
     prompts = write_queries(tmp_path / "queries.jsonl", QUERIES)
     out = tmp_path / "out"
     plan = plan_run(RunConfig(model=str(tiny_model), out=str(out), prompts=str(prompts), limit=3))
-    ShardStore(out).prepare(plan.fingerprint(), overwrite=False)
+    store = ShardStore(out)
+    store.prepare(plan.fingerprint(), overwrite=False)
+    store.append("selection", [{"id": plan.rows[0].id}])  # saved work: without any, any configuration may start
+    store.close()
     return prompts, out
 
 

@@ -256,3 +256,17 @@ def test_score_and_judge_steps_get_the_generate_configs_dp_and_it_reruns_no_fini
         state.mark_running(step, step.argv)
         state.mark_done(step, 1.0)
     assert all(state.is_done(step) for step in steps)
+
+
+def test_the_report_counts_the_steps_trained_not_the_last_logged_one(tmp_path: Path) -> None:
+    """With --logging-steps 10 a 25-step run logs its loss at steps 10 and 20: the report's `steps` is 25 (from
+    metrics.json, or the run's closing log entry for runs that predate it), and the loss says its step."""
+    from ssogen.iterate.report import training_summary
+
+    history = [{"loss": 0.7, "step": 10}, {"loss": 0.6, "step": 20}, {"train_loss": 0.65, "step": 25}]
+    (tmp_path / "metrics.json").write_text(json.dumps({"log_history": history}))
+    assert training_summary(tmp_path) | {"accuracy": None} == {
+        "steps": 25, "final_loss": 0.6, "final_loss_step": 20, "accuracy": None, "mean_W": None,
+        "source": "last_log"}
+    (tmp_path / "metrics.json").write_text(json.dumps({"steps": 26, "log_history": history}))
+    assert training_summary(tmp_path)["steps"] == 26  # type: ignore[index]

@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +96,40 @@ def test_another_configuration_is_refused_and_overwrite_clears_only_the_old_run(
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "ssogen_train_config.json").read_text())["config"]["lr"] == 2e-3
     assert json.loads((out / "metrics.json").read_text())["reference"]["reused"] is True  # the cache stayed
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_gives_way_to_the_corrected_command(
+        uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
+    """A bad --scheduler fails after the run took --out (its fingerprint is written): the fixed command trains
+    there instead of being refused as another configuration, since nothing was saved."""
+    data, _ = uninterrupted
+    out = tmp_path / "run"
+    failed = train(data, tiny_model, out, "--scheduler", "foo")
+    assert failed.exit_code == 2 and "invalid training option" in failed.stderr  # type: ignore[attr-defined]
+    assert TrainOutput(out).fingerprint.is_file()
+    fixed = train(data, tiny_model, out, "--scheduler", "linear", "--max-steps", "2")
+    assert fixed.exit_code == 0, fixed.output  # type: ignore[attr-defined]
+    assert json.loads((out / "ssogen_train_config.json").read_text())["config"]["scheduler"] == "linear"
+
+
+def test_ctrl_c_names_the_checkpoint_a_rerun_resumes_from(uninterrupted: tuple[Path, Path], tiny_model: Path,
+                                                          tmp_path: Path) -> None:
+    data, _ = uninterrupted
+    out = tmp_path / "interrupted"
+    argv = [sys.executable, "-m", "ssogen", "train", "--data", str(data), "--model", str(tiny_model), "--out",
+            str(out), *SETTINGS, "--max-steps", "100000"]
+    proc = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and TrainOutput(out).newest_checkpoint()[0] is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    newest = TrainOutput(out).newest_checkpoint()[0]
+    assert newest is not None and "Traceback" not in stderr
+    assert f"error: interrupted; the same command resumes from {newest.name} in {out}" in stderr
+    assert "\nto resume: ssogen train --data" in stderr
 
 
 def test_a_model_folder_ssogen_did_not_write_is_never_touched(uninterrupted: tuple[Path, Path], tiny_model: Path,
