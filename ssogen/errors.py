@@ -1,5 +1,5 @@
-"""The one error type that the CLI turns into a single clear line and a non-zero exit, and the "did you
-mean" lookup its messages share."""
+"""The one error type that the CLI turns into a single clear line and a non-zero exit, the interruption a
+SIGTERM raises, and the "did you mean" lookup their messages share."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the CLI's SIGTERM handler: the command stops as on Ctrl-C (work saved, engines stopped). Unlike
+    Ctrl-C, the signal reached this process only, so a command running a child passes it on."""
 
 
 def closest_name(word: str, known: Iterable[str]) -> str | None:

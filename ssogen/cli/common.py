@@ -12,7 +12,9 @@ import functools
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from io import StringIO
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from ssogen.errors import UserError
+from ssogen.errors import Terminated, UserError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -122,6 +124,31 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (`kill`, a job scheduler's stop) takes Ctrl-C's path: finished work is saved,
+    vLLM's engine processes are shut down, exit 130 with the resume hint. By default the process would die at once
+    and leave those engine processes running. A second SIGTERM kills as usual (a cleanup that hangs)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    owner = os.getpid()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != owner:  # a forked child that inherited the handler: die as the signal asks
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def user_errors(func: F) -> F:
     """Wrap a command so that its UserError becomes one clear line and its exit code, never a traceback."""
 
@@ -129,7 +156,8 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kw: Any) -> Any:
         token = _PARAMETERS.set(kw)  # what the command was given, for the first line of its log
         try:
-            return func(*args, **kw)
+            with sigterm_as_interrupt():
+                return func(*args, **kw)
         except UserError as exc:
             error = fail(str(exc), exc.exit_code)
             if exc.exit_code == 130:  # interrupted: finished work is saved, the same command picks it up

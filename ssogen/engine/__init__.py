@@ -78,7 +78,8 @@ class EngineFields(BaseModel):
     ray_address: str | None = option(None, "Run the --dp engines as Ray actors on this cluster: auto or "
                                      "ray://HOST:PORT (needs ssogen[ray]).", min_length=1, panel=ENGINE_PANEL,
                                      default_text="local processes")
-    dtype: EngineDtype = option("auto", "Weights dtype; auto = float32 on CPU, the model's dtype on GPU.",
+    dtype: EngineDtype = option("auto", "Weights dtype: auto (float32 on CPU, the model's dtype on GPU), bfloat16, "
+                                "float16 (or half) or float32 (or float).",
                         panel=ENGINE_PANEL)
     max_model_len: int | None = option(None, "Context length (prompt + response).", ge=16, panel=ENGINE_PANEL,
                                        default_text="the model's")

@@ -21,7 +21,7 @@ TRAIN_OWNED = {"data": "the iteration's data folder", "model": "the previous ite
                "out": "the iteration's model folder", "resume_from_checkpoint": "iterate's own resume",
                "overwrite": "iterate's own --overwrite"}
 # In the v2 recipe each training step has a fixed objective; these keys would contradict it.
-V2_FIXED = ("objective", "no_w", "no_g", "w_detach", "w_placement")
+V2_FIXED = ("objective", "no_w", "no_g", "w_detach", "w_placement", "alpha", "lam")
 # Options that only describe or measure a run: changing them between resumes is allowed.
 NOT_FINGERPRINTED = frozenset({"out", "overwrite", "judge_model", "judge_sample", "dry_run"})
 
@@ -123,8 +123,10 @@ def generate_config_values(path: Path | None) -> dict[str, Any]:
     return values
 
 
-def train_config_values(path: Path | None, flag: str, recipe: str) -> dict[str, Any]:
-    """The train config file's options (validated as `train` would), refusing the keys iterate owns."""
+def train_config_values(path: Path | None, flag: str, recipe: str, objective: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
+    """The train config file's options (validated as `train` would, with `objective`: the objective flags iterate
+    passes to every train step of the v1 recipe), refusing the keys iterate owns."""
     if path is None:
         return {}
     from ssogen.settings import read_settings_file
@@ -142,7 +144,7 @@ def train_config_values(path: Path | None, flag: str, recipe: str) -> dict[str, 
     if values.get("lora"):
         raise UserError(f"{flag} {path}: lora is not supported by iterate (the next iteration generates with the "
                         "trained model, which needs full weights, not an adapter)")
-    build_config({"data": Path("-"), "model": "-", "out": Path("-")}, path)
+    build_config({"data": Path("-"), "model": "-", "out": Path("-"), **(objective or {})}, path)
     return values
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from ssogen.dataset.folder import OutputFolder
-from ssogen.errors import UserError
+from ssogen.errors import Terminated, UserError
 from ssogen.io import write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
@@ -73,7 +73,9 @@ def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> i
     process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr))
     try:
         return process.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):  # SIGTERM reached iterate alone (Ctrl-C reaches the whole process group)
+            process.terminate()
         try:
             process.wait(timeout=120)
         except (KeyboardInterrupt, subprocess.TimeoutExpired):
@@ -91,7 +93,8 @@ class IterateRun:
         self.options = options
         self.out = options.out.resolve()
         self.generate_values = generate_config_values(options.generate_config)
-        self.train_values = train_config_values(options.train_config, "--train-config", options.recipe)
+        objective = {"objective": options.objective, "no_w": options.no_w or None, "no_g": options.no_g or None}
+        self.train_values = train_config_values(options.train_config, "--train-config", options.recipe, objective)
         self.generator_train_values = train_config_values(options.generator_train_config,
                                                           "--generator-train-config", options.recipe)
         read = read_prompts(options.prompts, prompt_field=self.generate_values.get("prompt_field", "prompt"),

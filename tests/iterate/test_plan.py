@@ -144,12 +144,21 @@ def test_generate_config_is_checked_before_anything_runs(tmp_path: Path, text: s
     ("out: x\n", "v1", "'out' is set by iterate"),
     ("lora: true\n", "v1", "lora is not supported"),
     ("no_w: true\n", "v2", "'no_w' cannot be set with --recipe v2"),
+    ("alpha: 0.3\n", "v2", "'alpha' cannot be set with --recipe v2"),
     ("lr: -1\n", "v1", r"t\.yaml:1: lr: Input should be greater than 0"),
 ])
 def test_train_config_is_checked_before_anything_runs(tmp_path: Path, text: str, recipe: str, message: str) -> None:
     (tmp_path / "t.yaml").write_text(text)
     with pytest.raises(UserError, match=message):
         train_config_values(tmp_path / "t.yaml", "--train-config", recipe)
+
+
+def test_a_train_config_option_that_iterate_s_objective_flags_make_void_is_refused_at_once(tmp_path: Path) -> None:
+    """`iterate --no-w` with `alpha:` in the train config used to fail in the first train step, after generating."""
+    (tmp_path / "t.yaml").write_text("alpha: 0.3\n")
+    with pytest.raises(UserError, match=r"--alpha cannot be used with --no-w"):
+        train_config_values(tmp_path / "t.yaml", "--train-config", "v1", {"no_w": True})
+    assert train_config_values(tmp_path / "t.yaml", "--train-config", "v1", {"no_g": True}) == {"alpha": 0.3}
 
 
 def test_fingerprint_ignores_the_judge_and_counts_config_contents(tmp_path: Path) -> None:
@@ -270,3 +279,29 @@ def test_the_report_counts_the_steps_trained_not_the_last_logged_one(tmp_path: P
         "source": "last_log"}
     (tmp_path / "metrics.json").write_text(json.dumps({"steps": 26, "log_history": history}))
     assert training_summary(tmp_path)["steps"] == 26  # type: ignore[index]
+
+
+def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, SIGTERM only iterate: the step it runs gets it passed on and stops
+    (saving its work) instead of running on for two minutes and then being killed, engines and all."""
+    import signal
+
+    from ssogen.errors import Terminated
+    from ssogen.iterate.run import run_subprocess
+
+    got = tmp_path / "got"
+    step = (f"import pathlib, signal, sys, time\n"
+            f"def stop(*_): pathlib.Path({str(got)!r}).write_text('SIGTERM'); sys.exit(130)\n"
+            "signal.signal(signal.SIGTERM, stop)\ntime.sleep(60)\n")
+
+    def terminated(*_: object) -> None:
+        raise Terminated  # what the CLI's SIGTERM handler raises in iterate
+
+    previous = signal.signal(signal.SIGALRM, terminated)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)  # the step has set its handler by then
+    try:
+        assert run_subprocess([sys.executable, "-c", step]) == 130
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert got.read_text() == "SIGTERM"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,18 @@ def test_the_recorded_precision_is_what_the_trainer_runs(monkeypatch: pytest.Mon
     assert autocast_dtype(SimpleNamespace(bf16=True, fp16=False)) is torch.bfloat16
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert autocast_dtype(SimpleNamespace(bf16=False, fp16=False)) is None
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"no_w": True, "w_placement": "all"}, "--w-placement cannot be used with --no-w (there is no W)"),
+    ({"no_w": True, "alpha": 0.3}, "--alpha cannot be used with --no-w (there is no W)"),
+    ({"no_g": True, "lam": 0.2}, "--lambda cannot be used with --no-g (there is no G term to weigh)"),
+    ({"objective": "v2", "alpha": 0.3}, "--alpha cannot be used with --objective v2 (v2 has no W or G term)"),
+    ({"objective": "v2", "lam": 0.2}, "--lambda cannot be used with --objective v2 (v2 has no W or G term)"),
+])
+def test_an_option_of_a_term_the_objective_lacks_is_refused(flags: dict[str, object], message: str) -> None:
+    """They were accepted, ignored, and entered the run's fingerprint all the same."""
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_config({**REQUIRED, **flags})
+    defaults = {name: value for name, value in flags.items() if name in ("no_w", "no_g", "objective")}
+    assert build_config({**REQUIRED, **defaults}).alpha == 0.5  # the term's options left alone: fine
