@@ -31,6 +31,12 @@ class Adjectives(_Strict):
     _check = field_validator("good", "bad")(_non_empty)
 
 
+# The policy names its features as a list separated by these (`parse_feature_names`), and the ends of each item
+# lose these characters: a name holding one could never be read back from an answer.
+NAME_SEPARATORS = ",;\n"
+NAME_STRIPPED = ".!*-\"'`"
+
+
 class Feature(_Strict):
     """One axis of quality with a good and a bad principle text."""
 
@@ -41,6 +47,17 @@ class Feature(_Strict):
     bad: str
 
     _check = field_validator("name", "meaning", "good", "bad")(_non_empty)
+
+    @field_validator("name")
+    @classmethod
+    def _readable_in_an_answer(cls, name: str) -> str:
+        if any(c in name for c in NAME_SEPARATORS):
+            raise ValueError("must not hold a comma, semicolon or line break (they separate the names in the "
+                             "policy's answer)")
+        if name[:1] in NAME_STRIPPED or name[-1:] in NAME_STRIPPED:
+            raise ValueError(f"must not begin or end with any of {NAME_STRIPPED} (they are stripped from the names "
+                             "in the policy's answer)")
+        return name
 
 
 class Extra(Feature):
@@ -200,18 +217,43 @@ def load_library(name_or_path: str | Path) -> LoadedLibrary:
     try:
         library = Library.model_validate(_version_as_written(doc))
     except ValidationError as exc:
-        problems = []
+        # The model stops at the first name problem, and checks names only once every field is valid: these come
+        # from the raw mapping, all of them, beside the field errors.
+        problems = [LibraryProblem(shown, doc.line_of(loc), _field_name(loc), message)
+                    for loc, message in _name_problems(doc.data)]
         for err in exc.errors():
+            if isinstance((err.get("ctx") or {}).get("error"), _DuplicateName | _UnknownExampleFeature):
+                continue
             loc = tuple(err["loc"])
-            ctx_err = (err.get("ctx") or {}).get("error")
-            if isinstance(ctx_err, _DuplicateName | _UnknownExampleFeature):
-                loc = ctx_err.loc
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
+            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             problems.append(LibraryProblem(shown, doc.line_of(loc), _field_name(loc), message))
-        raise LibraryError(problems) from None
+        raise LibraryError(sorted(problems, key=lambda p: p.line)) from None
     return LoadedLibrary(library=library, path=path, text=doc.text)
+
+
+def _name_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """(location, message) of every duplicate feature or extra name and every example naming no feature."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    seen: set[str] = set()
+    for kind in ("features", "extras"):
+        items = data.get(kind)
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                continue
+            if name.strip().casefold() in seen:
+                problems.append(((kind, i, "name"), str(_DuplicateName(kind, i, name.strip()))))
+            seen.add(name.strip().casefold())
+    features = data.get("features")
+    known = {str(item["name"]).strip().casefold() for item in (features if isinstance(features, list) else [])
+             if isinstance(item, dict) and isinstance(item.get("name"), str)}
+    examples = data.get("examples")
+    for i, example in enumerate(examples if isinstance(examples, list) else []):
+        names = example.get("features") if isinstance(example, dict) else None
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name.strip().casefold() not in known:
+                problems.append((("examples", i, "features", j), str(_UnknownExampleFeature(i, j, name.strip()))))
+    return problems
 
 
 def _version_as_written(doc: YamlDocument) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from ssogen.principles import BUNDLED_DIR, Library, load_library
 
 runner = CliRunner()
 DEFAULT_TEXT = (BUNDLED_DIR / "default.yaml").read_text(encoding="utf-8")
+# The examples name Safety where they named Accuracy: a case that renames Accuracy has that one problem.
+NO_ACCURACY_EXAMPLES = DEFAULT_TEXT.replace("Accuracy]", "Safety]")
 
 
 def line_of(text: str, needle: str) -> int:
@@ -123,8 +125,12 @@ CASES = [
     ("empty_text", DEFAULT_TEXT.replace(
         "    meaning: whether the reasoning is sound and each step follows from the previous one", "    meaning: ''"),
      "meaning: ''", "features[1].meaning: must not be empty"),
-    ("duplicate", DEFAULT_TEXT.replace("  - name: Accuracy", "  - name: safety"),
+    ("duplicate", NO_ACCURACY_EXAMPLES.replace("  - name: Accuracy", "  - name: safety"),
      "- name: safety", "features[5].name: duplicate feature name 'safety'"),
+    ("name_with_comma", NO_ACCURACY_EXAMPLES.replace("  - name: Accuracy", "  - name: Accuracy, facts"),
+     "- name: Accuracy, facts", "features[5].name: must not hold a comma, semicolon or line break"),
+    ("name_ending_in_a_dot", NO_ACCURACY_EXAMPLES.replace("  - name: Accuracy", "  - name: Accuracy."),
+     "- name: Accuracy.", "features[5].name: must not begin or end with any of"),
     ("probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: 1.5"),
      "probability: 1.5", "extras[0].probability: Input should be less than or equal to 1"),
     ("negative_probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: -0.1"),
@@ -192,6 +198,23 @@ def test_several_problems_each_get_a_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["principles", "validate", str(path)])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_every_duplicate_name_is_reported_beside_the_field_errors(tmp_path: Path) -> None:
+    """validate named only the first duplicate, and none while another field was invalid."""
+    text = (DEFAULT_TEXT.replace("  - name: Accuracy", "  - name: safety").replace("  - name: Logicality",
+                                                                                    "  - name: SAFETY")
+            .replace("probability: 0.2", "probability: 3"))
+    result = runner.invoke(app, ["principles", "validate", str(_write(tmp_path, "dups.yaml", text))])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "features[1].name: duplicate feature name 'SAFETY' (names are compared case-insensitively)",
+        "features[5].name: duplicate feature name 'safety' (names are compared case-insensitively)",
+        "extras[0].probability: Input should be less than or equal to 1",
+        "examples[1].features[0]: 'Logicality' is not a feature of this library",  # renamed: these are true too
+        "examples[1].features[1]: 'Accuracy' is not a feature of this library",
+        "examples[3].features[2]: 'Accuracy' is not a feature of this library"], lines
 
 
 def test_list_and_show_print_brackets_in_library_text_as_written(tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ class _RunFields(BaseModel):
     features_per_query: int = option(2, "Features chosen per query (k).", ge=1, flags=("--features-per-query", "-k"),
                                      panel=SELECT_PANEL)
     selection: Literal["free", "guided"] = option(
-        "free", "free (parse the policy's answer) or guided (vLLM structured outputs).", panel=SELECT_PANEL)
+        "free", "free (parse the policy's answer) or guided (vLLM structured outputs: exactly --features-per-query "
+        "different library names).", panel=SELECT_PANEL)
     selection_max_tokens: int = option(32, "Tokens for the selection answer (at least 10 per feature).", ge=1,
                                        panel=SELECT_PANEL)
     extra_prob: float | None = option(None, "Probability of adding each library extra.", ge=0.0, le=1.0,

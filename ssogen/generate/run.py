@@ -128,9 +128,12 @@ def run_warnings(records: list[TripletRecord], max_tokens: int) -> list[str]:
                      f"--max-tokens {max_tokens}: raise --max-tokens, or the pairs compare unfinished answers")
     filled = sum(r.selection_filled for r in sampled)
     if filled > FILLED_WARNING_SHARE * len(sampled):
+        guided = all(r.selection_mode == "guided" for r in sampled)  # cut short, or a library past the exact regex
+        remedy = ("a larger --selection-max-tokens or fewer --features-per-query" if guided
+                  else "--selection guided or fewer --features-per-query")
         found.append(f"feature selection fell back to a random pick for {filled} of {len(sampled)} rows "
                      f"({filled / len(sampled):.0%}): the policy seldom named enough valid features, so most "
-                     "principles are chance (try --selection guided or fewer --features-per-query)")
+                     f"principles are chance (try {remedy})")
     return found
 
 

@@ -259,3 +259,8 @@ def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
     assert truncated.startswith("3 of 10 rows (30%) have a response cut at --max-tokens 64")
     assert filled.startswith("feature selection fell back to a random pick for 3 of 10 rows (30%)")
     assert run_warnings(rows(0, 3), max_tokens=64) == [filled]
+    assert filled.endswith("(try --selection guided or fewer --features-per-query)")
+    # A guided run is not told to turn guided selection on.
+    guided = [r.model_copy(update={"selection_mode": "guided"}) for r in rows(0, 3)]
+    assert run_warnings(guided, max_tokens=64)[0].endswith(
+        "(try a larger --selection-max-tokens or fewer --features-per-query)")

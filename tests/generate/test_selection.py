@@ -62,3 +62,22 @@ def test_unknown_names_are_dropped() -> None:
 def test_the_answer_ends_at_the_few_shot_separator() -> None:
     assert parse_feature_names("Logicality, Accuracy\n###\nRequest: x\nQualities: Safety", LIBRARY) == [
         "Logicality", "Accuracy"]
+
+
+def test_the_guided_regex_admits_exactly_k_different_names_in_any_order() -> None:
+    """It admitted 1..n names, repeats included, so guided rows were still filled in at random."""
+    import re
+
+    from ssogen.generate.steps.selection import guided_regex
+    from ssogen.principles import Feature, Library
+
+    library = load_library("default").library
+    regex = re.compile(guided_regex(library, 3))
+    assert regex.fullmatch("Logicality, Safety, Accuracy") and regex.fullmatch(" Accuracy, Safety, Engagement")
+    for answer in ("Safety, Safety, Accuracy", "Safety, Accuracy", "Safety, Accuracy, Logicality, Engagement",
+                   "Safety, Kindness, Accuracy"):
+        assert not regex.fullmatch(answer), answer
+    # 30 features, 4 per query: 657,720 orders, past the limit; the loose regex (finish_selection keeps k).
+    template = library.features[0].model_dump()
+    large = library.model_copy(update={"features": [Feature(**{**template, "name": f"F{i}"}) for i in range(30)]})
+    assert isinstance(large, Library) and re.fullmatch(guided_regex(large, 4), "F1, F1")

@@ -3,6 +3,7 @@ answer (library names only; a seeded shuffle keeps k, a seeded fill when it name
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -63,12 +64,26 @@ def finish_selection(answer_names: list[str], library: Library, k: int, *, run_s
     return Selection(features=chosen, extra=extra, filled=filled)
 
 
-def guided_regex(library: Library) -> str:
-    """A regex admitting 1..(number of features) library names separated by ', ' (vLLM structured outputs).
+# Above this many ordered choices of k names the exact regex grows too large for the structured-output compiler.
+EXACT_GUIDED_SEQUENCES = 5000
 
-    Like the free prompt it lets the policy name several features; `finish_selection` then keeps k of them."""
-    name = "(" + "|".join(re.escape(f.name) for f in library.features) + ")"
-    return f" ?{name}(, {name}){{0,{len(library.features) - 1}}}"
+
+def guided_regex(library: Library, k: int) -> str:
+    """A regex for vLLM's structured outputs: exactly k different library names separated by ', ', in the policy's
+    order, so every guided row gets its k features from the policy. It spells out every ordered choice (a trie);
+    past EXACT_GUIDED_SEQUENCES of them it admits 1..(number of features) names, repeats included, and
+    `finish_selection` keeps k of those named (filling at random when fewer differ)."""
+    names = [re.escape(f.name) for f in library.features]
+    if math.perm(len(names), k) > EXACT_GUIDED_SEQUENCES:
+        name = "(" + "|".join(names) + ")"
+        return f" ?{name}(, {name}){{0,{len(names) - 1}}}"
+
+    def choices(used: frozenset[int], left: int) -> str:
+        return "(" + "|".join(
+            name + (f", {choices(used | {i}, left - 1)}" if left > 1 else "")
+            for i, name in enumerate(names) if i not in used) + ")"
+
+    return f" ?{choices(frozenset(), k)}"
 
 
 def features_of(selection: Selection, library: Library) -> list[Feature]:
@@ -79,7 +94,7 @@ def select_features(session: Session, rows: list[Row]) -> tuple[dict[str, Select
     """The selection of every row in one engine call: (selections and raw answers by row id, rows whose prompt
     leaves no room to answer)."""
     cfg, library = session.config, session.library
-    regex = guided_regex(library) if cfg.selection == "guided" else None
+    regex = guided_regex(library, cfg.features_per_query) if cfg.selection == "guided" else None
     requests, too_long = [], []
     for row in rows:
         text = selection_prompt(session.templates, library, row.prompt, cfg.features_per_query)
