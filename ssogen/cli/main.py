@@ -3,20 +3,50 @@ import it back. Commands only parse options and call into the package."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException
+from typer.exceptions import Abort
 
 from ssogen import __version__
 from ssogen.cli import data, generate, iterate, judge, principles, tools, train
+from ssogen.cli.common import err_console
 from ssogen.cli.helpstyle import Command, Group
+
+
+class RootGroup(Group):
+    """The root command group. A command line click cannot parse (`--max-steps 2.5`, a missing argument) is one
+    `error:` line on stderr with the usage, like every other error, not typer's usage block and boxed panel."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            # Not standalone: a typer.Exit comes back as its exit code, a finished command as its return value.
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `ssogen` alone: the help was printed
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            usage = f" (usage: {ctx.get_usage().removeprefix('Usage: ')}; see {ctx.command_path} --help)" if ctx else ""
+            err_console.print(f"error: {exc.format_message()}{usage}", style="bold red", markup=False,
+                              highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except Abort:
+            err_console.print("Aborted.", markup=False, highlight=False)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(
     help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=Group,  # help in click's style (FOLDER, PATH, no type beside a flag): see ssogen/cli/helpstyle.py
+    cls=RootGroup,  # help in click's style (FOLDER, PATH, no type beside a flag): see ssogen/cli/helpstyle.py
 )
 
 

@@ -172,7 +172,8 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
         print_plan(run, console)
         return
     state = RunState(run.out)
-    resumed = state.open(run.fingerprint, overwrite=options.overwrite)
+    train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
+    resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
     with log(run.out) if log is not None else contextlib.nullcontext():
         _run_iterations(run, state, resumed, console)
 
@@ -181,6 +182,9 @@ def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Co
     options = run.options
     console.print(f"{'resuming' if resumed else 'starting'} {len(run.iterations)} iterations in {run.out}",
                   highlight=False, markup=False)
+    if state.train_configs_replaced:
+        console.print("note: the train config changed before any train step finished; the train steps start "
+                      "again with it (the data steps are kept)", highlight=False, markup=False, soft_wrap=True)
     done: list[Iteration] = []
     try:
         for iteration in run.iterations:

@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,29 @@ def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [key for key in keys if stored.get(key) != current.get(key)]
 
 
+def _only_train_configs_changed(stored: dict[str, Any], fingerprint: dict[str, Any]) -> bool:
+    options = stored.get("options")
+    if not isinstance(options, dict) or not isinstance(options.get("configs"), dict):
+        return False
+    before, now = fingerprint_of(options)["options"], fingerprint["options"]  # runtime keys left out of both
+    if _changed({**before, "configs": None}, {**now, "configs": None}):
+        return False
+    changed = set(_changed(before["configs"], now["configs"]))
+    return bool(changed) and changed <= {"train", "generator_train"}
+
+
 class RunState:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.path = out / STATE_FILE
         self.data: dict[str, Any] = {}
+        self.train_configs_replaced = False  # open() took new train configs (no train step was done)
 
-    def open(self, fingerprint: dict[str, Any], *, overwrite: bool) -> bool:
+    def open(self, fingerprint: dict[str, Any], *, overwrite: bool, train_steps: Collection[str] = ()) -> bool:
         """Start or reopen the run in DIR; True when resuming. A run of other options is refused unless
-        overwrite, which removes iterate's own outputs (and nothing else)."""
+        overwrite, which removes iterate's own outputs (and nothing else). Only the train configs changed while
+        none of `train_steps` (the ids of the train steps) is done (say, the first one failed on a bad value):
+        the run resumes and its train steps start again with the new configs."""
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: exists and is not a folder")
         entries = list(self.out.iterdir()) if self.out.is_dir() else []
@@ -54,6 +69,13 @@ class RunState:
             stored = self._read()
             if fingerprint["fingerprint"] in (stored.get("fingerprint"), _refingerprint(stored)):
                 self.data = {**stored, **fingerprint}
+                return True
+            if not overwrite and _only_train_configs_changed(stored, fingerprint) and not any(
+                    (stored.get("steps") or {}).get(step, {}).get("status") == "done" for step in train_steps):
+                steps = {k: v for k, v in (stored.get("steps") or {}).items() if k not in train_steps}
+                self.data = {**stored, **fingerprint, "steps": steps}
+                self._write()
+                self.train_configs_replaced = True
                 return True
             if not overwrite:
                 changed = _changed(stored.get("options", {}), fingerprint["options"])

@@ -26,7 +26,11 @@ def sso_files(data_dir: Path) -> list[Path]:
         raise UserError(f"{data_dir}: no such data folder")
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
-    files = OutputFolder(data_dir).split_files("sso").get(TRAIN, [])
+    folder = OutputFolder(data_dir)
+    files = folder.split_files("sso").get(TRAIN, [])
+    if not files and folder.is_ssogen_folder() and not folder.config_files("triplets"):
+        raise UserError(f"{data_dir}: the `ssogen generate` run in this folder has not finished (no dataset "
+                        "written yet); run the same generate command again to finish it")
     if not files:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")

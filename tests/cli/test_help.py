@@ -69,7 +69,18 @@ def test_plain_help_without_rich_keeps_a_pair_on_one_line() -> None:
 def test_a_missing_argument_is_named_as_the_usage_line_names_it() -> None:
     result = CliRunner().invoke(app, ["stats"], env={"COLUMNS": "200"}, prog_name="ssogen")
     assert result.exit_code == 2
-    assert "Usage: ssogen stats [OPTIONS] FOLDER" in result.output and "Missing argument 'FOLDER'" in result.output
+    assert result.stderr == ("error: Missing argument 'FOLDER'. (usage: ssogen stats [OPTIONS] FOLDER; see ssogen "
+                             "stats --help)\n")
+
+
+def test_a_command_line_click_cannot_parse_is_one_error_line() -> None:
+    """It was typer's usage block and a boxed panel, unlike every other error."""
+    result = CliRunner().invoke(app, ["train", "--data", "d", "--model", "m", "--out", "o", "--max-steps", "2.5"],
+                                env={"COLUMNS": "80"}, prog_name="ssogen")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: Invalid value for '--max-steps': Input should be a valid integer")
+    assert result.stderr.count("\n") == 1 and "─" not in result.stderr
+    assert CliRunner().invoke(app, ["--version"]).exit_code == 0
 
 
 @pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda path: " ".join(path) or "ssogen")

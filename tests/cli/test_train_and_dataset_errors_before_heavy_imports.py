@@ -16,6 +16,8 @@ from tests.cli.bad_inputs import Outcomes, check_case
 TRAIN = [
     ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
     ("data-without-sso", "--data {w}/foreign", 2, "no `sso` config"),
+    ("data-generate-unfinished", "--data {w}/previous", 2, "previous: the `ssogen generate` run in this folder has "
+     "not finished (no dataset written yet); run the same generate command again"),
     ("data-missing-columns", "--data {w}/sso-columns", 2, "missing column(s) system_good"),
     ("data-no-rows", "--data {w}/sso-empty", 2, "no rows"),
     ("model-missing", "--data {w}/sso --model {w}/nope", 2, "no such folder"),

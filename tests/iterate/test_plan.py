@@ -223,6 +223,34 @@ def test_state_refuses_other_runs_and_overwrite_removes_only_its_own_files(tmp_p
         RunState(foreign).open(_fp("a"), overwrite=True)
 
 
+def test_a_train_config_fixed_before_any_train_step_finished_is_taken(tmp_path: Path) -> None:
+    """The first train step failed on a bad value in --train-config: the fixed file used to be refused as another
+    run (only --overwrite, which generates all the data again, helped). Now the data steps are kept and the train
+    steps start again; once a train step is done, a changed train config is refused as before."""
+    out = tmp_path / "run"
+
+    def run_fingerprint(train: dict[str, Any], generate: dict[str, Any] | None = None) -> dict[str, Any]:
+        return fingerprint(options(tmp_path), "m", QUERIES, {"generate": generate or {}, "train": train})
+
+    state = RunState(out)
+    state.open(run_fingerprint({"scheduler": "foo"}), overwrite=False)
+    generate = Step("iter-1/generate", "generate", tmp_path, [], "m")
+    train = Step("iter-1/train", "train", tmp_path, [], "m", inputs=["iter-1/generate"])
+    state.mark_running(generate, [])
+    state.mark_done(generate, 1.0)
+    state.mark_running(train, [])  # then it failed
+    fixed = RunState(out)
+    assert fixed.open(run_fingerprint({"scheduler": "linear"}), overwrite=False, train_steps=[train.id]) is True
+    assert fixed.train_configs_replaced and fixed.is_done(generate) and fixed.entry(train) is None
+    with pytest.raises(UserError, match="changed: configs"):  # the generate config is not the train config
+        RunState(out).open(run_fingerprint({"scheduler": "linear"}, {"temperature": 0.5}), overwrite=False,
+                           train_steps=[train.id])
+    fixed.mark_running(train, [])
+    fixed.mark_done(train, 1.0)
+    with pytest.raises(UserError, match="changed: configs"):
+        RunState(out).open(run_fingerprint({"scheduler": "cosine"}), overwrite=False, train_steps=[train.id])
+
+
 def test_redoing_a_step_invalidates_what_was_built_on_it(tmp_path: Path) -> None:
     state = RunState(tmp_path / "run")
     state.open(_fp("a"), overwrite=False)
