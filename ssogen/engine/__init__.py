@@ -79,8 +79,7 @@ class EngineFields(BaseModel):
                                      "ray://HOST:PORT (needs ssogen[ray]).", min_length=1, panel=ENGINE_PANEL,
                                      default_text="local processes")
     dtype: EngineDtype = option("auto", "Weights dtype: auto (float32 on CPU, the model's dtype on GPU), bfloat16, "
-                                "float16 (or half) or float32 (or float).",
-                        panel=ENGINE_PANEL)
+                                "float16 (or half) or float32 (or float).", panel=ENGINE_PANEL)
     max_model_len: int | None = option(None, "Context length (prompt + response).", ge=16, panel=ENGINE_PANEL,
                                        default_text="the model's")
     gpu_memory_utilization: float = option(0.9, "Share of GPU memory for vLLM.", gt=0.0, le=1.0,

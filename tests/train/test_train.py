@@ -352,7 +352,9 @@ def _one_error_line(result: Any, *fragments: str) -> None:
 
 def test_bad_input_gives_one_clear_line(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    _one_error_line(_run_cli("--data", str(tmp_path), "--model", str(tiny_model), "--out", out), "no `sso` config")
+    (tmp_path / "no-sso").mkdir()
+    _one_error_line(_run_cli("--data", str(tmp_path / "no-sso"), "--model", str(tiny_model), "--out", out),
+                    "no `sso` config")
     missing = tmp_path / "missing_columns"
     OutputFolder(missing).write_config("sso", [{"id": "1", "prompt": "p"}],
                                        pa.schema([("id", pa.string()), ("prompt", pa.string())]))

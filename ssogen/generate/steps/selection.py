@@ -64,8 +64,9 @@ def finish_selection(answer_names: list[str], library: Library, k: int, *, run_s
     return Selection(features=chosen, extra=extra, filled=filled)
 
 
-# Above this many ordered choices of k names the exact regex grows too large for the structured-output compiler.
-EXACT_GUIDED_SEQUENCES = 5000
+# The exact regex spells out every ordered choice of k names: 5,040 of them (10 features, 4 per query) are ~80 KB
+# of regex, which xgrammar compiled in 0.27 s with a 2,048-token vocabulary on this CPU; larger ones were not tried.
+EXACT_GUIDED_SEQUENCES = 5040
 
 
 def guided_regex(library: Library, k: int) -> str:
