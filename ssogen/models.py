@@ -116,13 +116,14 @@ def config_problem(exc: BaseException) -> str:
 def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", flag: str = "--model") -> UserError:
     """One line for a failed load: an unreachable hub (exit 1) told apart from a broken model (exit 2)."""
     first = config_problem(exc)
-    if not model.local and _network_failure(exc):
+    if not model.local and network_failure(exc):
         return neither_folder_nor_hub(model, f"the hub cannot be reached to download it ({first}); check the "
                                       "network or give a model folder", flag=flag)
     return UserError(f"{flag} {model.name}: cannot {what} ({type(exc).__name__}: {first})")
 
 
-def _network_failure(exc: BaseException | None) -> bool:
+def network_failure(exc: BaseException | None) -> bool:
+    """The exception (or one it was raised from) says the hub could not be reached: the network, not the input."""
     seen = 0
     while exc is not None and seen < 10:
         if any(word in type(exc).__name__ for word in ("Connection", "Timeout", "Offline", "LocalEntryNotFound")):

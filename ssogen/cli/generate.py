@@ -70,7 +70,8 @@ def _print_dry_run(plan: Any) -> None:
     cfg = plan.config
     skipped = ", ".join(f"{k} {v}" for k, v in plan.prompts.skipped.items()) or "none"
     console.rule("plan")
-    console.print(f"model {cfg.model} ({cfg.engine}), library {plan.library.name} v{plan.library.version} "
+    hub = "" if plan.model.local else ", a hub id: not looked up by --dry-run"
+    console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
                   f"{plan.prompts.queries_sha256[:12]})", markup=False)
     console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.errors import UserError
+from ssogen.models import network_failure
 
 DEMO_QUERIES = Path(__file__).parent.parent / "data" / "demo_queries.jsonl"
 
@@ -145,8 +146,10 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
         with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
             return list(datasets.load_dataset(name, split=split, cache_dir=cache))
     except Exception as exc:
+        # Exit 1 when the hub cannot be reached (the machine, not the input), as for a hub model.
         raise UserError(f"--prompts {name}: no such file, and loading it as a hub dataset failed "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                        1 if network_failure(exc) else 2) from None
 
 
 def _is_message_list(value: Any) -> bool:

@@ -116,8 +116,9 @@ FILLED_WARNING_SHARE = 0.2
 
 
 def run_warnings(records: list[TripletRecord], max_tokens: int) -> list[str]:
-    """Warnings about the data as a whole: too many responses cut at --max-tokens, or feature selection falling
-    back to a random pick for too many rows (then the principles are mostly chance, not the policy's choice)."""
+    """Warnings about the data as a whole: too many responses cut at --max-tokens, feature selection falling back to
+    a random pick for too many rows (then the principles are mostly chance, not the policy's choice), or policy-written
+    principles falling back to the library's text for too many."""
     sampled = [r for r in records if r.drop_reason != "prompt_too_long"]
     if not sampled:
         return []
@@ -134,6 +135,11 @@ def run_warnings(records: list[TripletRecord], max_tokens: int) -> list[str]:
         found.append(f"feature selection fell back to a random pick for {filled} of {len(sampled)} rows "
                      f"({filled / len(sampled):.0%}): the policy seldom named enough valid features, so most "
                      f"principles are chance (try {remedy})")
+    fallback = sum(r.principle_fallback for r in sampled)
+    if fallback > FILLED_WARNING_SHARE * len(sampled):
+        found.append(f"--principle-source policy: the policy wrote no usable principle text for {fallback} of "
+                     f"{len(sampled)} rows ({fallback / len(sampled):.0%}), so they use the library's text (try a "
+                     "stronger policy, or --principle-source library)")
     return found
 
 

@@ -202,6 +202,16 @@ class SSOTrainer(Trainer):
             if config is not None and training_cache is not None:
                 config.use_cache = training_cache
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """A checkpoint holds one copy of tied weights (an output layer tied to the embeddings), so resuming found
+        the other name "missing" and warned on every resume of such a model, though nothing was lost."""
+        shared: dict[int, list[str]] = defaultdict(list)
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            shared[id(parameter)].append(name)
+        tied = {name for names in shared.values() if len(names) > 1 for name in names}
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of every loss term and reward metric since the last log (averaged over processes)."""
         if self._stored and "loss" in logs:

@@ -208,7 +208,11 @@ def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: 
                                  "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "Qualities:" in result.output and "You are an assistant whose response must be" in result.output
-    assert "3 rows" in result.output and not out.exists()
+    assert "3 rows" in result.output and not out.exists() and "not looked up" not in result.output
+    # A hub id cannot be checked without loading anything: the plan says so rather than looking fine.
+    hub = runner.invoke(app, ["generate", "--model", "no-such-org/model", "--out", str(out), "--limit", "1",
+                              "--dry-run"], env={"COLUMNS": "200"})
+    assert hub.exit_code == 0 and "model no-such-org/model (vllm, a hub id: not looked up by --dry-run)" in hub.output
 
 
 def _error_of(args: list[str]) -> tuple[int, str]:
@@ -236,11 +240,13 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
         (base + ["--features-per-query", "9"], "only 7 features"),
         (["--out", str(tmp_path / "o")], "--model is required"),
         (base + ["--config", str(bad_config)], "unknown key(s): temprature"),
-        (base + ["--prompts", "no-such-org/no-such-dataset"], "loading it as a hub dataset failed"),
     ]
     for args, message in cases:
         code, output = _error_of(args)
         assert code == 2 and message in output and len(output.splitlines()) == 1, (args, output)
+    # No hub here: the machine, not the input (exit 1, as for a hub model).
+    code, output = _error_of(base + ["--prompts", "no-such-org/no-such-dataset"])
+    assert code == 1 and "loading it as a hub dataset failed" in output and len(output.splitlines()) == 1, output
 
 
 def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
@@ -264,3 +270,7 @@ def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
     guided = [r.model_copy(update={"selection_mode": "guided"}) for r in rows(0, 3)]
     assert run_warnings(guided, max_tokens=64)[0].endswith(
         "(try a larger --selection-max-tokens or fewer --features-per-query)")
+    written = [r.model_copy(update={"principle_fallback": i < 3}) for i, r in enumerate(rows(0, 0))]
+    assert run_warnings(written, max_tokens=64) == [
+        "--principle-source policy: the policy wrote no usable principle text for 3 of 10 rows (30%), so they use "
+        "the library's text (try a stronger policy, or --principle-source library)"]
