@@ -4,6 +4,7 @@ on top; which names it takes: `ssogen.train.hf_arguments`)."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 import torch
@@ -22,7 +23,16 @@ def training_arguments(config: TrainConfig) -> Any:
         return _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
     except (ValueError, TypeError) as exc:  # e.g. an unknown --scheduler, or a TrainingArguments value of a bad type
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"invalid training option: {first_line}") from None
+        raise UserError(f"invalid training option{_named_in(first_line, config)}: {first_line}") from None
+
+
+def _named_in(message: str, config: TrainConfig) -> str:
+    """` (OPTION)` for the options whose value transformers' message quotes (it names the value, not the key)."""
+    values = {"--scheduler": config.scheduler, **{f"{key} in --config": value
+                                                   for key, value in config.train_args.items()}}
+    named = [name for name, value in values.items()
+             if isinstance(value, str) and value and re.search(rf"(?<![\w-]){re.escape(value)}(?![\w-])", message)]
+    return f" ({', '.join(named)})" if named else ""
 
 
 def _warmup(cls: Any, ratio: float) -> dict[str, float]:

@@ -235,3 +235,11 @@ def test_an_option_of_a_term_the_objective_lacks_is_refused(flags: dict[str, obj
         build_config({**REQUIRED, **flags})
     defaults = {name: value for name, value in flags.items() if name in ("no_w", "no_g", "objective")}
     assert build_config({**REQUIRED, **defaults}).alpha == 0.5  # the term's options left alone: fine
+
+
+def test_a_bad_training_arguments_value_names_its_key_in_the_config(tmp_path: Path) -> None:
+    """transformers' message quotes the value only ("foo is not a valid OptimizerNames")."""
+    from ssogen.train.training_args import training_arguments
+
+    with pytest.raises(UserError, match=r"^invalid training option \(optim in --config\): foo is not a valid "):
+        training_arguments(_config(tmp_path, "optim: foo\n"))

@@ -107,7 +107,8 @@ def test_a_run_that_failed_before_its_first_checkpoint_gives_way_to_the_correcte
     data, _ = uninterrupted
     out = tmp_path / "run"
     failed = train(data, tiny_model, out, "--scheduler", "foo")
-    assert failed.exit_code == 2 and "invalid training option" in failed.stderr  # type: ignore[attr-defined]
+    assert failed.exit_code == 2 and ("error: invalid training option (--scheduler): foo is not a valid "  # type: ignore
+                                      "SchedulerType") in failed.stderr  # type: ignore[attr-defined]
     assert TrainOutput(out).fingerprint.is_file()
     fixed = train(data, tiny_model, out, "--scheduler", "linear", "--max-steps", "2")
     assert fixed.exit_code == 0, fixed.output  # type: ignore[attr-defined]
