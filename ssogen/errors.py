@@ -22,6 +22,11 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C, the signal reached this process only, so a command running a child passes it on."""
 
 
+# Set by `ssogen iterate` for the commands it runs as steps: an interrupted step does not print its own "to resume"
+# line (iterate prints the one to run).
+STEP_OF_ITERATE_ENV = "SSOGEN_STEP_OF_ITERATE"
+
+
 def closest_name(word: str, known: Iterable[str]) -> str | None:
     """The known name nearest to `word`, compared case-insensitively, for a "did you mean" hint; None when
     none is close enough to be a likely typo."""

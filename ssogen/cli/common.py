@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from ssogen.errors import Terminated, UserError
+from ssogen.errors import STEP_OF_ITERATE_ENV, Terminated, UserError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -160,7 +160,7 @@ def user_errors(func: F) -> F:
                 return func(*args, **kw)
         except UserError as exc:
             error = fail(str(exc), exc.exit_code)
-            if exc.exit_code == 130:  # interrupted: finished work is saved, the same command picks it up
+            if exc.exit_code == 130 and not os.environ.get(STEP_OF_ITERATE_ENV):  # interrupted: work is saved
                 err_console.print(f"to resume: {shlex.join(['ssogen', *sys.argv[1:]])}", markup=False,
                                   highlight=False, soft_wrap=True)
             raise error from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from ssogen.dataset.folder import OutputFolder
-from ssogen.errors import Terminated, UserError
+from ssogen.errors import STEP_OF_ITERATE_ENV, Terminated, UserError
 from ssogen.io import write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
@@ -70,7 +71,8 @@ def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> i
     for stream in (stdout, stderr):
         if stream is not None:
             stream.flush()
-    process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr))
+    process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr),
+                               env={**os.environ, STEP_OF_ITERATE_ENV: "1"})
     try:
         return process.wait()
     except KeyboardInterrupt as exc:

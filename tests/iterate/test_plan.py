@@ -318,8 +318,9 @@ def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
     from ssogen.iterate.run import run_subprocess
 
     got = tmp_path / "got"
-    step = (f"import pathlib, signal, sys, time\n"
-            f"def stop(*_): pathlib.Path({str(got)!r}).write_text('SIGTERM'); sys.exit(130)\n"
+    step = (f"import os, pathlib, signal, sys, time\n"
+            f"def stop(*_): pathlib.Path({str(got)!r}).write_text('SIGTERM ' + os.environ['SSOGEN_STEP_OF_ITERATE'])"
+            "; sys.exit(130)\n"
             "signal.signal(signal.SIGTERM, stop)\ntime.sleep(60)\n")
 
     def terminated(*_: object) -> None:
@@ -332,4 +333,22 @@ def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert got.read_text() == "SIGTERM"
+    assert got.read_text() == "SIGTERM 1"  # and the step knows it is one: iterate prints the resume line
+
+
+def test_an_interrupted_step_of_iterate_leaves_the_resume_line_to_iterate(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from ssogen.cli.common import user_errors
+
+    @user_errors
+    def interrupted() -> None:
+        raise UserError("interrupted; the same command resumes from checkpoint-2", exit_code=130)
+
+    for inside_iterate, shown in (("", True), ("1", False)):
+        monkeypatch.setenv("SSOGEN_STEP_OF_ITERATE", inside_iterate)
+        with pytest.raises(typer.Exit):
+            interrupted()
+        err = capsys.readouterr().err
+        assert "error: interrupted" in err and ("\nto resume: ssogen" in err) == shown, err
