@@ -16,6 +16,7 @@ into one dict field that is not a flag."""
 from __future__ import annotations
 
 import functools
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -189,7 +190,11 @@ def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> s
     message = err["msg"].removeprefix("Value error, ")
     field = str(err["loc"][0]) if err["loc"] else None
     if field is None or field not in specs:  # a rule across options: its message names the flags
-        return message
+        named = {name: found.start() for name, spec in specs.items()
+                 if origins.get(name, spec.flag) != spec.flag  # from the config file
+                 and (found := re.search(rf"{re.escape(spec.flag)}(?![\w-])", message))}
+        in_file = [origins[name].rsplit(": ", 1)[0] for name in sorted(named, key=named.__getitem__)]
+        return message + (f" (set in {', '.join(in_file)})" if in_file else "")
     got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
     return f"{origins.get(field, specs[field].flag)}: {message}{got}"
 

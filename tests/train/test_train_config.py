@@ -85,7 +85,7 @@ def test_passed_fields_reach_training_arguments(tmp_path: Path) -> None:
     assert args.save_strategy == "no" and args.remove_unused_columns is False
     default = training_arguments(_config(tmp_path, "cpu: true\n"))
     assert default.warmup_steps == pytest.approx(0.04)  # --warmup-ratio, as a ratio below 1
-    with pytest.raises(UserError, match="invalid training option: "):
+    with pytest.raises(UserError, match=r"invalid training option \(--scheduler\): no-such-schedule is not a valid"):
         training_arguments(_config(tmp_path, "lr_scheduler_type: no-such-schedule\n"))
 
 
@@ -243,3 +243,14 @@ def test_a_bad_training_arguments_value_names_its_key_in_the_config(tmp_path: Pa
 
     with pytest.raises(UserError, match=r"^invalid training option \(optim in --config\): foo is not a valid "):
         training_arguments(_config(tmp_path, "optim: foo\n"))
+
+
+def test_a_rule_across_options_names_the_config_lines_that_set_them(tmp_path: Path) -> None:
+    """Its message names flags; a value that came from the file is found at its line, not on the command line."""
+    path = tmp_path / "train.yaml"
+    with pytest.raises(UserError, match=re.escape(f"--alpha cannot be used with --no-w (there is no W) (set in "
+                                                  f"{path}:2, {path}:1)")):
+        _config(tmp_path, "no_w: true\nalpha: 0.3\n")
+    path.write_text("alpha: 0.3\n")
+    with pytest.raises(UserError, match=re.escape(f"(there is no W) (set in {path}:1)")):
+        build_config({**REQUIRED, "no_w": True}, path)
