@@ -6,10 +6,11 @@ The config file also takes every field of transformers' TrainingArguments under 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from ssogen.settings import PassThrough, flag_name, option, resolve_settings
 from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
@@ -130,11 +131,30 @@ class TrainConfig(BaseModel):
     lora_r: int = option(16, "LoRA rank.", ge=1, panel=LORA)
     lora_alpha: int = option(32, "LoRA alpha.", ge=1, panel=LORA)
     lora_dropout: float = option(0.0, "LoRA dropout.", ge=0, lt=1, panel=LORA)
-    lora_target_modules: str = option("all-linear", "Modules that get an adapter (peft's target_modules).",
-                                      panel=LORA)
+    lora_target_modules: str = option(
+        "all-linear", "Modules that get an adapter: all-linear, names separated by commas (q_proj,v_proj: each "
+        "matches modules whose name ends with it), or a regex over full module names.", panel=LORA)
     # Every other TrainingArguments field the config file names, handed over unchanged (no flag).
     train_args: dict[str, Any] = option({}, "Other transformers.TrainingArguments fields (config file only).",
                                         cli=False)
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _names_as_a_list(cls, value: Any) -> Any:
+        """A YAML list of names is the comma list (one text: the fingerprint of a default run stays the same)."""
+        if isinstance(value, list) and all(isinstance(name, str) for name in value):
+            value = ",".join(name.strip() for name in value)
+        if isinstance(value, str) and not value.strip(", "):
+            raise ValueError("names no module")
+        return value
+
+    def lora_targets(self) -> str | list[str]:
+        """peft's target_modules: all-linear or a regex as given (peft matches a text against full names); names
+        without regex characters as a list (peft matches each against the ends of module names)."""
+        value = self.lora_target_modules.strip()
+        if value == "all-linear" or re.search(r"[\\*+?()\[\]{}|^$]", value):  # a dot is part of a name too
+            return value
+        return [name.strip() for name in value.split(",") if name.strip()]
 
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:

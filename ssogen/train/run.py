@@ -69,8 +69,11 @@ def _apply_lora(model: Any, config: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules)
-    return get_peft_model(model, lora)
+                      lora_dropout=config.lora_dropout, target_modules=config.lora_targets())
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # e.g. no module matches: peft's message says which names it looked for
+        raise UserError(f"--lora-target-modules {config.lora_target_modules}: {str(exc).splitlines()[0]}") from None
 
 
 class _StepTimer(TrainerCallback):

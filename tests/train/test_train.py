@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from ssogen.chat import context_messages, merge_system_into_user
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
+from ssogen.errors import UserError
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig, build_config
@@ -163,6 +164,23 @@ def test_lora_reference_is_the_base_model(sso_data: Path, tiny_model: Path, tmp_
     for column, values in full_ref.items():
         if column != "id":
             assert lora_ref[column] == pytest.approx(values, abs=1e-4)
+
+
+def test_lora_targets_take_a_comma_list_of_names_and_a_typo_is_one_line(sso_data: Path, tiny_model: Path,
+                                                                        tmp_path: Path) -> None:
+    """`q_proj,v_proj` was handed to peft as one regex over full names: a peft traceback."""
+    assert config(sso_data, tiny_model, tmp_path, lora=True).lora_targets() == "all-linear"
+    assert config(sso_data, tiny_model, tmp_path, lora=True, lora_target_modules=r".*\.(q|v)_proj").lora_targets() \
+        == r".*\.(q|v)_proj"
+    as_yaml = config(sso_data, tiny_model, tmp_path, lora=True, lora_target_modules=["q_proj", "v_proj"])
+    assert as_yaml.lora_target_modules == "q_proj,v_proj" and as_yaml.lora_targets() == ["q_proj", "v_proj"]
+    run_training(config(sso_data, tiny_model, tmp_path / "qv", max_steps=1, lora=True, lora_r=4, save_steps=0,
+                        lora_target_modules="q_proj, v_proj"), quiet())
+    adapter = json.loads((tmp_path / "qv" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    with pytest.raises(UserError, match=r"^--lora-target-modules nonexist: Target modules \{'nonexist'\} not found"):
+        run_training(config(sso_data, tiny_model, tmp_path / "typo", max_steps=1, lora=True, save_steps=0,
+                            lora_target_modules="nonexist"), quiet())
 
 
 def test_v2_objective_trains(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
