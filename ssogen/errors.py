@@ -1,5 +1,5 @@
-"""The one error type that the CLI turns into a single clear line and a non-zero exit, the interruption a
-SIGTERM raises, and the "did you mean" lookup their messages share."""
+"""The one error type that the CLI turns into a single clear line and a non-zero exit, the interruption its
+signal handler raises, and the "did you mean" lookup their messages share."""
 
 from __future__ import annotations
 
@@ -17,9 +17,19 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-class Terminated(KeyboardInterrupt):
-    """Raised by the CLI's SIGTERM handler: the command stops as on Ctrl-C (work saved, engines stopped). Unlike
-    Ctrl-C, the signal reached this process only, so a command running a child passes it on."""
+class Interrupted(BaseException):
+    """Raised by the CLI's handler of Ctrl-C (SIGINT) and SIGTERM while a command runs: the command stops, saving
+    its finished work and shutting its engines down. Not a KeyboardInterrupt: vLLM swallows that while an engine
+    starts (`zmq_socket_ctx`), and then waited up to 600 s for an engine that had stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum  # SIGTERM reached this process alone: a command running a child passes it on
+
+
+# What the commands catch to stop cleanly: their own signal handler's exception, or a KeyboardInterrupt raised
+# outside it (a library call, a test).
+STOPPED = (KeyboardInterrupt, Interrupted)
 
 
 # Set by `ssogen iterate` for the commands it runs as steps: an interrupted step does not print its own "to resume"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from ssogen.errors import UserError
+from ssogen.errors import STOPPED, UserError
 
 logger = logging.getLogger("ssogen")
 
@@ -210,7 +210,7 @@ def _log_outcome(exc: BaseException | None, seconds: float) -> None:
     code = getattr(exc, "exit_code", getattr(exc, "code", None))
     if exc is None or (type(exc).__name__ in ("Exit", "SystemExit") and code in (0, None)):
         logger.info("finished in %.1f s", seconds, extra=quiet)
-    elif isinstance(exc, KeyboardInterrupt):
+    elif isinstance(exc, STOPPED):
         logger.error("interrupted after %.1f s", seconds, extra=quiet)
     elif isinstance(exc, UserError):
         logger.error("error (exit %d) after %.1f s: %s", exc.exit_code, seconds, exc, extra=quiet)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from ssogen.errors import STEP_OF_ITERATE_ENV, Terminated, UserError
+from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -124,29 +124,37 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While a command runs, SIGTERM (`kill`, a job scheduler's stop) takes Ctrl-C's path: finished work is saved,
-    vLLM's engine processes are shut down, exit 130 with the resume hint. By default the process would die at once
-    and leave those engine processes running. A second SIGTERM kills as usual (a cleanup that hangs)."""
+def stop_on_signals() -> Iterator[None]:
+    """While a command runs, Ctrl-C (SIGINT) and SIGTERM (`kill`, a job scheduler's stop) raise `Interrupted`:
+    finished work is saved, vLLM's engine processes are shut down, exit 130 with the resume line. SIGTERM would
+    otherwise kill at once and leave those engine processes running. After the first signal the usual handlers are
+    back, so a second one stops a cleanup that hangs."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
         yield
         return
     owner = os.getpid()
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def interrupt(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if os.getpid() != owner:  # a forked child that inherited the handler: die as the signal asks
-            os.kill(os.getpid(), signal.SIGTERM)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if os.getpid() != owner:  # a forked child that inherited the handler: act as the signal asks by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        raise Terminated
+        raise Interrupted(signum)
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def user_errors(func: F) -> F:
@@ -156,8 +164,12 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kw: Any) -> Any:
         token = _PARAMETERS.set(kw)  # what the command was given, for the first line of its log
         try:
-            with sigterm_as_interrupt():
-                return func(*args, **kw)
+            with stop_on_signals():
+                try:
+                    return func(*args, **kw)
+                except STOPPED:  # stopped where the command does not say what was kept (e.g. loading a model)
+                    raise UserError("interrupted; run the same command again to go on (finished work is kept)",
+                                    exit_code=130) from None
         except UserError as exc:
             error = fail(str(exc), exc.exit_code)
             if exc.exit_code == 130 and not os.environ.get(STEP_OF_ITERATE_ENV):  # interrupted: work is saved

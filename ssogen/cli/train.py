@@ -10,6 +10,7 @@ import typer
 
 from ssogen.cli.common import command_log, console, err_console, note_lock_takeover, user_errors
 from ssogen.cli.options import with_options
+from ssogen.errors import STOPPED
 from ssogen.train.config import TrainConfig, build_config
 
 
@@ -44,5 +45,5 @@ def train(
                 from ssogen.train.run import run_training
 
                 run_training(settings, console, progress_console=err_console)
-    except KeyboardInterrupt:
+    except STOPPED:
         raise output.interruption() from None

@@ -10,6 +10,7 @@ refreshed by `stats`, `score` and `push-to-hub`, unless a person wrote the card 
 
 from __future__ import annotations
 
+import logging
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from ssogen.errors import UserError
 from ssogen.formatting import percent
 from ssogen.io import write_text_atomic
 from ssogen.templating import TemplateError, Templates
+
+logger = logging.getLogger(__name__)
 
 CARD_TEMPLATE = "card.md.jinja"
 # Ends every card ssogen writes, so that tools know they may re-render it (added after the template's text).
@@ -232,8 +235,13 @@ def card_is_generated(out_dir: str | Path) -> bool:
 
 
 def write_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_id: str | None = None,
-               templates: str | Path | None = None) -> Path:
-    """(Re)write OUT/README.md from the folder's contents; atomically, so a crash keeps the old card."""
+               templates: str | Path | None = None) -> Path | None:
+    """(Re)write OUT/README.md from the folder's contents; atomically, so a crash keeps the old card. A card a
+    person wrote is left as it is (None; a warning says so): generate and judge, too, keep it."""
     folder = OutputFolder(out_dir)
+    if not folder.card_is_generated():
+        logger.warning("%s is a card written by hand: left as it is (remove it to get ssogen's card from "
+                       "`ssogen stats`)", folder.card)
+        return None
     return write_text_atomic(folder.card, render_card(folder.root, stats=stats, repo_id=repo_id,
                                                       templates=templates))

@@ -24,6 +24,6 @@ def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True,
     if plots:
         stats.plots = write_plots(folder, records)
     folder.write_stats(stats.model_dump())
-    if card and card_is_generated(folder.root):  # a hand-written card is never overwritten
+    if card and card_is_generated(folder.root):  # a hand-written card is never overwritten (and needs no warning)
         write_card(folder.root, stats=stats, templates=templates)
     return stats

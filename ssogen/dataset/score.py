@@ -31,7 +31,7 @@ from ssogen.dataset.score_requests import CONVENTION, SCORED, build_requests
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
-from ssogen.errors import UserError
+from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
@@ -167,7 +167,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
             if progress is not None:
                 progress(ScoreProgress(from_cache + min(start + chunk_rows, len(pending)), len(targets),
                                        time.monotonic() - first_call))
-    except KeyboardInterrupt:  # the finally below closes the store
+    except STOPPED:  # the finally below closes the store
         raise UserError(f"interrupted: {len(scores)} of {len(targets)} rows are scored and saved in "
                         f"{store.dir}; run the same command again to resume", exit_code=130) from None
     finally:

@@ -22,7 +22,7 @@ from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import Engine, close_engine, stop_token_ids_of
 from ssogen.engine.launch import make_engine
-from ssogen.errors import UserError
+from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.generate.config import RunConfig, public_yaml
 from ssogen.generate.filters import VARIANTS
@@ -240,7 +240,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                 store.append("rows", records)
                 finished.update({r["id"]: r for r in records})
                 report()
-    except KeyboardInterrupt:  # the finally below closes the store
+    except STOPPED:  # the finally below closes the store
         done = sum(1 for i in wanted if i in finished)
         raise UserError(f"interrupted: {done} of {len(plan.rows)} rows are saved in {folder.work_dir}; run the "
                         "same command again to resume", exit_code=130) from None

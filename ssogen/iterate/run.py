@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from ssogen.dataset.folder import OutputFolder
-from ssogen.errors import STEP_OF_ITERATE_ENV, Terminated, UserError
+from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
 from ssogen.io import write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
@@ -75,12 +76,12 @@ def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> i
                                env={**os.environ, STEP_OF_ITERATE_ENV: "1"})
     try:
         return process.wait()
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, Terminated):  # SIGTERM reached iterate alone (Ctrl-C reaches the whole process group)
-            process.terminate()
+    except STOPPED as exc:
+        if isinstance(exc, Interrupted) and exc.signum == signal.SIGTERM:  # Ctrl-C reaches the process group,
+            process.terminate()                                                # SIGTERM iterate alone
         try:
             process.wait(timeout=120)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        except (*STOPPED, subprocess.TimeoutExpired):
             process.kill()
             process.wait()
         return 130
@@ -198,6 +199,6 @@ def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Co
             done.append(iteration)
             report = write_report(run.out, done, options)
             print_report(report, console)
-    except KeyboardInterrupt:  # between two steps (inside one, run_step reports it)
+    except STOPPED:  # between two steps (inside one, run_step reports it)
         raise UserError(f"interrupted; finished steps are recorded in {state.path}: run the same command again to "
                         "resume", exit_code=130) from None

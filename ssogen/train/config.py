@@ -163,7 +163,7 @@ class TrainConfig(BaseModel):
                 if getattr(self, name):
                     raise ValueError(f"{flag_name(TrainConfig, name)} cannot be used with --objective v2 (v2 has "
                                      "no W or G term)")
-            if self.w_placement != "g":
+            if "w_placement" in self.model_fields_set:  # given, even as its default: it would be ignored
                 raise ValueError("--w-placement cannot be used with --objective v2 (v2 has no W term)")
             for name in ("alpha", "lam"):
                 if name in self.model_fields_set:
@@ -172,7 +172,7 @@ class TrainConfig(BaseModel):
         if self.no_w and self.w_detach:
             raise ValueError("--w-detach cannot be used with --no-w (there is no W to detach)")
         # An option of a term the ablation removes would be ignored (and still enter the run's fingerprint).
-        if self.no_w and ("alpha" in self.model_fields_set or self.w_placement != "g"):
+        if self.no_w and ("alpha" in self.model_fields_set or "w_placement" in self.model_fields_set):
             raise ValueError(f"{'--alpha' if 'alpha' in self.model_fields_set else '--w-placement'} cannot be used "
                              "with --no-w (there is no W)")
         if self.no_g and "lam" in self.model_fields_set:

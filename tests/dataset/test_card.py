@@ -102,7 +102,10 @@ def test_hand_written_card_is_left_alone(dataset: Path) -> None:
     refresh(dataset)
     assert (dataset / "README.md").read_text() == "---\nlicense: mit\n---\n# My own card\n"
     assert (dataset / "stats.json").exists()
-    write_card(dataset)  # generate's explicit call still writes the card
+    assert write_card(dataset) is None  # nor does the call at the end of generate (or judge) replace it
+    assert (dataset / "README.md").read_text() == "---\nlicense: mit\n---\n# My own card\n"
+    (dataset / "README.md").unlink()
+    write_card(dataset)
     assert "## Funnel" in (dataset / "README.md").read_text()
 
 

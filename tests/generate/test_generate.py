@@ -336,3 +336,42 @@ def test_sigterm_stops_the_engine_processes_and_saves_progress(tiny_model: Path,
         time.sleep(0.1)
     assert not [pid for pid in engine_processes if Path(f"/proc/{pid}").exists()]
     assert 2 <= len(ShardStore(out).load("rows")) < 40
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_stop_while_the_engine_starts_ends_the_run(tiny_model: Path, tmp_path: Path, how: str) -> None:
+    """vLLM swallows a KeyboardInterrupt while its engine starts (its zmq_socket_ctx), so Ctrl-C or SIGTERM in
+    those seconds left generate waiting for the stopped engine (up to 600 s) and, after a second signal, the
+    engine process running. The CLI's own interruption is no KeyboardInterrupt."""
+    out = tmp_path / "starting"
+    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--limit", "8")
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # Ctrl-C reaches the process group, as a terminal sends it
+    deadline = time.monotonic() + 240
+    engine: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None and not engine:
+        engine = {pid for pid in _descendants(proc.pid) if _process_name(pid).startswith("VLLM::EngineCor")}
+        time.sleep(0.02)
+    assert engine, "the engine core process started"
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "error: interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in engine):
+        time.sleep(0.1)
+    assert not [pid for pid in engine if Path(f"/proc/{pid}").exists()]

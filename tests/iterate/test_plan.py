@@ -314,7 +314,7 @@ def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
     (saving its work) instead of running on for two minutes and then being killed, engines and all."""
     import signal
 
-    from ssogen.errors import Terminated
+    from ssogen.errors import Interrupted
     from ssogen.iterate.run import run_subprocess
 
     got = tmp_path / "got"
@@ -324,7 +324,7 @@ def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
             "signal.signal(signal.SIGTERM, stop)\ntime.sleep(60)\n")
 
     def terminated(*_: object) -> None:
-        raise Terminated  # what the CLI's SIGTERM handler raises in iterate
+        raise Interrupted(signal.SIGTERM)  # what the CLI's handler raises in iterate on SIGTERM
 
     previous = signal.signal(signal.SIGALRM, terminated)
     signal.setitimer(signal.ITIMER_REAL, 2.0)  # the step has set its handler by then

@@ -224,6 +224,8 @@ def test_the_recorded_precision_is_what_the_trainer_runs(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize(("flags", "message"), [
     ({"no_w": True, "w_placement": "all"}, "--w-placement cannot be used with --no-w (there is no W)"),
+    ({"no_w": True, "w_placement": "g"}, "--w-placement cannot be used with --no-w (there is no W)"),  # the default
+    ({"objective": "v2", "w_placement": "g"}, "--w-placement cannot be used with --objective v2 (v2 has no W term)"),
     ({"no_w": True, "alpha": 0.3}, "--alpha cannot be used with --no-w (there is no W)"),
     ({"no_g": True, "lam": 0.2}, "--lambda cannot be used with --no-g (there is no G term to weigh)"),
     ({"objective": "v2", "alpha": 0.3}, "--alpha cannot be used with --objective v2 (v2 has no W or G term)"),
