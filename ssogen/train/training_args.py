@@ -27,11 +27,12 @@ def training_arguments(config: TrainConfig) -> Any:
 
 
 def _named_in(message: str, config: TrainConfig) -> str:
-    """` (OPTION)` for the options whose value transformers' message quotes (it names the value, not the key)."""
+    """` (OPTION)` for the option whose value transformers' enum check refuses: its message names the value only
+    ("foo is not a valid OptimizerNames, ...")."""
     values = {"--scheduler": config.scheduler, **{f"{key} in --config": value
                                                    for key, value in config.train_args.items()}}
-    named = [name for name, value in values.items()
-             if isinstance(value, str) and value and re.search(rf"(?<![\w-]){re.escape(value)}(?![\w-])", message)]
+    named = [name for name, value in values.items() if isinstance(value, str) and value
+             and re.match(rf"['\"]?{re.escape(value)}['\"]? is not a valid ", message)]
     return f" ({', '.join(named)})" if named else ""
 
 

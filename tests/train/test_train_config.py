@@ -244,7 +244,7 @@ def test_a_bad_training_arguments_value_names_its_key_in_the_config(tmp_path: Pa
     from ssogen.train.training_args import training_arguments
 
     with pytest.raises(UserError, match=r"^invalid training option \(optim in --config\): foo is not a valid "):
-        training_arguments(_config(tmp_path, "optim: foo\n"))
+        training_arguments(_config(tmp_path, "optim: foo\nsave_strategy: 'no'\n"))  # only the refused one named
 
 
 def test_a_rule_across_options_names_the_config_lines_that_set_them(tmp_path: Path) -> None:
