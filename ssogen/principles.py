@@ -87,18 +87,9 @@ class Library(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Library:
-        seen: dict[str, int] = {}
-        for i, item in enumerate([*self.features, *self.extras]):
-            key = item.name.casefold()
-            if key in seen:
-                kind, idx = ("features", i) if i < len(self.features) else ("extras", i - len(self.features))
-                raise _DuplicateName(kind, idx, item.name)
-            seen[key] = i
-        names = {f.name.casefold() for f in self.features}
-        for i, example in enumerate(self.examples):
-            for j, name in enumerate(example.features):
-                if name.casefold() not in names:
-                    raise _UnknownExampleFeature(i, j, name)
+        problems = _name_problems(self.model_dump())
+        if problems:
+            raise _NameProblem(problems[0][1])  # load_library lists all of them, with their lines
         return self
 
     def feature(self, name: str) -> Feature:
@@ -113,16 +104,8 @@ class Library(_Strict):
         return [f.name for f in self.features]
 
 
-class _DuplicateName(ValueError):
-    def __init__(self, kind: str, index: int, name: str) -> None:
-        super().__init__(f"duplicate feature name {name!r} (names are compared case-insensitively)")
-        self.loc = (kind, index, "name")
-
-
-class _UnknownExampleFeature(ValueError):
-    def __init__(self, example: int, index: int, name: str) -> None:
-        super().__init__(f"{name!r} is not a feature of this library")
-        self.loc = ("examples", example, "features", index)
+class _NameProblem(ValueError):
+    """The first problem `_name_problems` finds in a validated library."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +205,7 @@ def load_library(name_or_path: str | Path) -> LoadedLibrary:
         problems = [LibraryProblem(shown, doc.line_of(loc), _field_name(loc), message)
                     for loc, message in _name_problems(doc.data)]
         for err in exc.errors():
-            if isinstance((err.get("ctx") or {}).get("error"), _DuplicateName | _UnknownExampleFeature):
+            if isinstance((err.get("ctx") or {}).get("error"), _NameProblem):
                 continue
             loc = tuple(err["loc"])
             message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
@@ -232,7 +215,8 @@ def load_library(name_or_path: str | Path) -> LoadedLibrary:
 
 
 def _name_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
-    """(location, message) of every duplicate feature or extra name and every example naming no feature."""
+    """(location, message) of every duplicate feature or extra name and every example naming no feature, from the
+    library's mapping (raw from the file, or dumped from a validated Library: one rule for both)."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     seen: set[str] = set()
     for kind in ("features", "extras"):
@@ -242,7 +226,8 @@ def _name_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
             if not isinstance(name, str) or not name.strip():
                 continue
             if name.strip().casefold() in seen:
-                problems.append(((kind, i, "name"), str(_DuplicateName(kind, i, name.strip()))))
+                problems.append(((kind, i, "name"), f"duplicate feature name {name.strip()!r} (names are compared "
+                                 "case-insensitively)"))
             seen.add(name.strip().casefold())
     features = data.get("features")
     known = {str(item["name"]).strip().casefold() for item in (features if isinstance(features, list) else [])
@@ -252,7 +237,7 @@ def _name_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
         names = example.get("features") if isinstance(example, dict) else None
         for j, name in enumerate(names if isinstance(names, list) else []):
             if isinstance(name, str) and name.strip().casefold() not in known:
-                problems.append((("examples", i, "features", j), str(_UnknownExampleFeature(i, j, name.strip()))))
+                problems.append((("examples", i, "features", j), f"{name.strip()!r} is not a feature of this library"))
     return problems
 
 
