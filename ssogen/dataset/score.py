@@ -183,6 +183,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     manifest["score"] = {
         **model_record(model_ref), "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
+        "engine_settings": getattr(scorer, "settings", None),  # None: every row came from the cache
         "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn,
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         "filter": filter_options.model_dump() if filter_options is not None else None,

@@ -7,6 +7,7 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_llm_kwargs(model, o)  the keyword arguments passed to `vllm.LLM` (pure, no vLLM import)
     build_vllm_llm(model, o)   a configured `vllm.LLM` with our CPU-safe settings
     shutdown_vllm_llm(llm)     stop that `vllm.LLM`'s engine core (what the engines' and scorers' `close` do)
+    vllm_settings(llm)         what a built `vllm.LLM` runs with (dtype, context, KV cache), for the manifest
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
     close_engine(engine)                            stops a pool's engines, or shuts one engine down
 Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
@@ -154,6 +155,25 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
 
 
+def vllm_settings(llm: Any) -> dict[str, Any]:
+    """What vLLM resolved the options to (`--dtype auto` is a dtype here, the KV cache a number of tokens): the
+    manifest records these, so a dataset says what it was sampled with. Read defensively, since the fields move
+    between vLLM releases and a missing one must not fail a finished run."""
+    engine = llm.llm_engine
+    model, cache = engine.model_config, getattr(engine.vllm_config, "cache_config", None)
+    blocks, block_size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+    scheduler = getattr(engine.vllm_config, "scheduler_config", None)
+    return {
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "max_model_len": int(model.max_model_len),
+        "kv_cache_tokens": blocks * block_size if blocks and block_size else None,
+        "kv_cache_memory_bytes": getattr(cache, "kv_cache_memory_bytes", None),
+        "enforce_eager": bool(getattr(model, "enforce_eager", False)),
+        "chunked_prefill": getattr(scheduler, "enable_chunked_prefill", None),
+        "prefix_caching": getattr(cache, "enable_prefix_caching", None),
+    }
+
+
 def shutdown_vllm_llm(llm: Any) -> None:
     """Shut a `vllm.LLM`'s engine core down now rather than whenever the collector reaches it: in-process (vLLM's
     V1 multiprocessing off) it holds the model's memory and a torch.distributed group that a later in-process
@@ -203,6 +223,7 @@ class Engine(Protocol):
     name: str
     tokenizer: Any
     max_model_len: int
+    settings: dict[str, Any]  # what the options resolved to (see `vllm_settings`); the manifest records it
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]: ...
 

@@ -26,11 +26,17 @@ def load_causal_lm(model: str, options: EngineOptions) -> tuple[Any, Any, str, i
     return tokenizer, lm, device, int(options.max_model_len or context)
 
 
+def causal_lm_settings(lm: Any, device: str, context: int) -> dict[str, Any]:
+    """The manifest's record of a transformers engine or scorer (the counterpart of `vllm_settings`)."""
+    return {"dtype": str(lm.dtype).removeprefix("torch."), "max_model_len": context, "device": device}
+
+
 class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model: str, options: EngineOptions) -> None:
         self.tokenizer, self.model, self.device, self.max_model_len = load_causal_lm(model, options)
+        self.settings = causal_lm_settings(self.model, self.device, self.max_model_len)
         self.requests_run = 0
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:

@@ -93,6 +93,7 @@ class WorkQueue:
         self.requeued = self.hedged = 0
         self.seconds_per_item: list[float] = []
         self.limit = 0
+        self.settings: dict[str, Any] = {}  # the first ready engine's (all run the same options)
         self.closed = False
         self._finalizer = weakref.finalize(self, backend.close, force=True)
         try:
@@ -133,6 +134,7 @@ class WorkQueue:
             if isinstance(event, Ready):
                 worker.state, worker.pid = "ready", event.pid or worker.pid
                 self.limit = self.limit or event.limit
+                self.settings = self.settings or event.settings
             elif isinstance(event, Done):
                 worker.piece = None
                 worker.pieces_done += 1
@@ -233,6 +235,7 @@ class EnginePool:
     def __init__(self, name: str, tokenizer: Any, queue: WorkQueue) -> None:
         self.name, self.tokenizer, self.queue = name, tokenizer, queue
         self.max_model_len = self.max_sequence_length = queue.limit
+        self.settings = queue.settings
 
     def generate(self, requests: list[Any]) -> list[Any]:
         return self.queue.run(requests)

@@ -28,14 +28,15 @@ class EngineActor:
     def __init__(self, spec: WorkerSpec) -> None:
         self.run_fn: Any = None
         self.limit = 0
+        self.settings: dict[str, Any] = {}
         self.error: tuple[str, bool] | None = None
         try:
-            self.run_fn, self.limit = open_runner(spec)
+            self.run_fn, self.limit, self.settings = open_runner(spec)
         except Exception as exc:  # noqa: BLE001
             self.error = (describe(exc), isinstance(exc, UserError))
 
-    def ready(self) -> tuple[int, int, tuple[str, bool] | None]:
-        return os.getpid(), self.limit, self.error
+    def ready(self) -> tuple[int, int, dict[str, Any], tuple[str, bool] | None]:
+        return os.getpid(), self.limit, self.settings, self.error
 
     def run(self, items: list[Any]) -> tuple[bool, Any, bool]:
         try:
@@ -99,12 +100,12 @@ class RayBackend:
                 events.append(Died(worker, str(exc).splitlines()[0]))
                 continue
             if piece is None:
-                pid, limit, error = value
+                pid, limit, settings, error = value
                 if error is not None:
                     self.gone.add(worker)
                     events.append(Failed(worker, None, error[0], error[1]))
                 else:
-                    events.append(Ready(worker, pid, limit))
+                    events.append(Ready(worker, pid, limit, settings))
             else:
                 ok, payload, user_error = value
                 events.append(Done(worker, piece, payload) if ok else Failed(worker, piece, payload, user_error))

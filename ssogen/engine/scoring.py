@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ssogen.engine import EngineKind, EngineOptions, build_vllm_llm, check_kind, import_vllm, shutdown_vllm_llm
+from ssogen.engine import (
+    EngineKind,
+    EngineOptions,
+    build_vllm_llm,
+    check_kind,
+    import_vllm,
+    shutdown_vllm_llm,
+    vllm_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class Scorer(Protocol):
     tokenizer: Any
     # Longest sequence (prompt + response) this scorer accepts.
     max_sequence_length: int
+    settings: dict[str, Any]  # what the options resolved to, for the manifest (as an Engine's)
 
     def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]: ...
 
@@ -61,6 +70,7 @@ class VLLMScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
         # The sequence plus the one token vLLM insists on generating must fit the context.
         self.max_sequence_length = int(self.llm.llm_engine.model_config.max_model_len) - 1
+        self.settings = vllm_settings(self.llm)
 
     def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]:
         if not requests:
@@ -93,9 +103,10 @@ class TransformersScorer:
     name = "transformers"
 
     def __init__(self, model: str, options: EngineOptions, *, max_batch_tokens: int = 16384) -> None:
-        from ssogen.engine.hf_engine import load_causal_lm
+        from ssogen.engine.hf_engine import causal_lm_settings, load_causal_lm
 
         self.tokenizer, self.model, self.device, self.max_sequence_length = load_causal_lm(model, options)
+        self.settings = causal_lm_settings(self.model, self.device, self.max_sequence_length)
         self.max_batch_tokens = max_batch_tokens
 
     def _batches(self, requests: list[ScoreRequest]) -> list[list[int]]:

@@ -11,6 +11,7 @@ from ssogen.engine import (
     build_vllm_llm,
     import_vllm,
     shutdown_vllm_llm,
+    vllm_settings,
 )
 
 
@@ -24,6 +25,7 @@ class VLLMEngine:
         # Our own HF tokenizer renders chat templates, so both engines see byte-identical prompts.
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.settings = vllm_settings(self.llm)
         self.requests_run = 0
 
     def sampling_params(self, request: GenerationRequest) -> Any:

@@ -12,7 +12,7 @@ import os
 import signal
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ class Ready:
     worker: int
     pid: int | None
     limit: int  # the engine's max_model_len, or the scorer's max_sequence_length
+    settings: dict[str, Any] = field(default_factory=dict)  # the engine's `settings` (for the manifest)
 
 
 @dataclass
@@ -69,8 +70,9 @@ class Failed:
 Event = Ready | Done | Died | Failed
 
 
-def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int]:
-    """Build the worker's engine; (function answering a piece, its length limit). Sets the environment first:
+def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int, dict[str, Any]]:
+    """Build the worker's engine; (function answering a piece, its length limit, its settings). Sets the
+    environment first:
     CUDA_VISIBLE_DEVICES and the CPU thread binding only act if set before vLLM (and CUDA) start."""
     os.environ.update(spec.env)
     if spec.cpu:
@@ -80,11 +82,11 @@ def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int
         from ssogen.engine.factory import make_single_engine
 
         engine = make_single_engine(spec.kind, spec.model, spec.options)
-        return engine.generate, engine.max_model_len
+        return engine.generate, engine.max_model_len, engine.settings
     from ssogen.engine.scoring import make_single_scorer
 
     scorer = make_single_scorer(spec.kind, spec.model, spec.options)
-    return scorer.mean_logprobs, scorer.max_sequence_length
+    return scorer.mean_logprobs, scorer.max_sequence_length, scorer.settings
 
 
 def describe(exc: BaseException) -> str:
@@ -100,11 +102,11 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     # interrupted mid-batch would only print a traceback).
     os.setsid()
     try:
-        run, limit = open_runner(spec)
+        run, limit, settings = open_runner(spec)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         conn.send(Failed(spec.index, None, describe(exc), isinstance(exc, UserError)))
         return
-    conn.send(Ready(spec.index, os.getpid(), limit))
+    conn.send(Ready(spec.index, os.getpid(), limit, settings))
     while True:
         try:
             message = conn.recv()

@@ -264,7 +264,8 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         "versions": _versions(),
         **model,
         "engine": session.engine.name if session else config.engine,
-        "engine_options": config.engine_options().model_dump(),
+        "engine_options": config.engine_options().model_dump(),  # as given; engine_settings: what they became
+        "engine_settings": getattr(session.engine, "settings", None) if session else None,
         "seed": config.seed,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
                      "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)",

@@ -197,6 +197,7 @@ def test_vllm_scores_equal_transformers_float32(tiny_model: Path, tmp_path: Path
     assert records[5].lp_good_plain is None  # rows the cheap filters dropped are not scored
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["score"]["engine"] == "vllm" and manifest["score"]["rows_scored"] == 5
+    assert manifest["score"]["engine_settings"]["dtype"] == "float32"
     stats = json.loads((out / "stats.json").read_text())
     assert stats["scoring"]["scored_rows"] == 5
     assert "plots/on_policy.png" in stats["plots"]

@@ -66,6 +66,9 @@ def test_dp2_gives_the_rows_of_dp1(reference: Path, tiny_model: Path, tmp_path: 
     result = run_generate(config)
     assert triplets(result.out) == triplets(reference)[:8]
     assert result.manifest["engine_options"]["data_parallel_size"] == 2
+    # Each engine reports what its options became, through the pool, as a single engine does.
+    single = json.loads((reference / "manifest.json").read_text())["engine_settings"]
+    assert result.manifest["engine_settings"] == single and single["dtype"] == "float32"
     state = engines_state(result.out)
     assert state is not None and state["backend"] == "processes"
     assert [(e["devices"], e["state"], e["error"]) for e in state["engines"]] == [
@@ -180,5 +183,6 @@ def test_transformers_engines_pool_the_same_way(tiny_model: Path, tmp_path: Path
     runs = [run_generate(RunConfig(model=str(tiny_model), out=str(tmp_path / f"hf-dp{dp}"), engine="transformers",
                                    limit=3, max_tokens=6, keep_truncated=True, dp=dp)) for dp in (1, 2)]
     assert triplets(runs[1].out) == triplets(runs[0].out)
+    assert runs[1].manifest["engine_settings"] == runs[0].manifest["engine_settings"]
     state = engines_state(runs[1].out)
     assert state is not None and [e["state"] for e in state["engines"]] == ["stopped", "stopped"]

@@ -32,7 +32,8 @@ class ScriptedBackend:
 
     def start(self) -> None:
         for w in range(self.engines):
-            self.queue.append(Failed(w, None, "out of memory", False) if w in self.fail_load else Ready(w, 100 + w, 64))
+            ready = Ready(w, 100 + w, 64, {"dtype": "float32", "engine": w})
+            self.queue.append(Failed(w, None, "out of memory", False) if w in self.fail_load else ready)
 
     def pid(self, worker: int) -> int:
         return 100 + worker
@@ -71,6 +72,7 @@ def test_results_come_back_in_request_order_and_every_engine_works(tmp_path: Pat
     backend = ScriptedBackend(2)
     queue = WorkQueue(backend, specs(2), tmp_path)
     assert queue.limit == 64
+    assert queue.settings == {"dtype": "float32", "engine": 0}  # the first ready engine's, for the manifest
     assert queue.run(list(range(9))) == [x * 10 for x in range(9)]
     assert {worker for worker, _, _ in backend.log} == {0, 1}
     # 2 engines x 2 pieces each, contiguous

@@ -30,6 +30,7 @@ def test_ray_actors_give_the_rows_of_dp1(local_ray: None, tiny_model: Path, tmp_
     result = run_generate(RunConfig(model=str(tiny_model), out=str(tmp_path / "ray"), limit=ROWS, dp=2,
                                     ray_address="auto", **BASE))
     assert triplets(result.out) == triplets(reference.out)
+    assert result.manifest["engine_settings"] == reference.manifest["engine_settings"]  # reported by the actors
     state: Any = engines_state(result.out)
     assert state["backend"] == "ray"
     assert [(e["devices"], e["state"], e["error"]) for e in state["engines"]] == [

@@ -64,6 +64,13 @@ def test_all_configs_load_with_datasets(e2e: Any) -> None:
     assert [m["role"] for m in loaded["reward"][0]["chosen"]] == ["user", "assistant"]
     manifest = json.loads((e2e.out / "manifest.json").read_text())
     assert manifest["engine"] == "vllm" and manifest["system_role_merged"] is False
+    # The options as given, and what vLLM made of them on this CPU build.
+    settings = manifest["engine_settings"]
+    assert manifest["engine_options"]["dtype"] == "auto" and settings["dtype"] == "float32"
+    assert settings["max_model_len"] == 4096 and settings["kv_cache_tokens"] > 0
+    # The tests' VLLM_CPU_KVCACHE_SPACE (GiB) wins over ssogen's 256 MiB default: recorded as vLLM used it.
+    assert settings["kv_cache_memory_bytes"] == int(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * 2**30
+    assert settings["chunked_prefill"] is False
     assert manifest["requests_this_invocation"] == {"selection": 20, "sampling": 60}
     assert manifest["library"]["sha256"] == manifest["library"]["sha256"].lower() and \
         (e2e.out / "library.yaml").exists() and (e2e.out / "config.resolved.yaml").exists()
@@ -251,6 +258,7 @@ def test_transformers_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> Non
                        **BASE)
     result = run_generate(config)
     assert result.manifest["engine"] == "transformers"
+    assert result.manifest["engine_settings"] == {"dtype": "float32", "max_model_len": 4096, "device": "cpu"}
     loaded = {name: load_config(result.out, name) for name in CONFIGS}
     assert len(loaded["triplets"]) == 20 and TRIPLET_COLUMNS <= set(loaded["triplets"].column_names)
     assert 0 < len(loaded["dpo"]) == len(loaded["reward"]) == len(loaded["sso"])
