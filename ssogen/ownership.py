@@ -26,6 +26,8 @@ WORK_DIR = ".ssogen"
 MARKER = "marker.json"
 LOCK = "lock"
 FINGERPRINT = "fingerprint.json"
+# `make-tiny-model` marks its folders with this file beside the weights instead (they hold no run, hence no .ssogen/).
+TINY_MODEL_MARK = "ssogen_tiny_model.json"
 # The names `OutputFolder.log_file` gives (logs/<command>-<UTC time>[-n].log): only these count as ssogen's logs.
 LOG_PATTERN = "logs/*-????????T??????Z*.log"
 

@@ -4,7 +4,7 @@ A folder is refused when it is not an ssogen output, holds corrupt parquet, come
 pair config has no rows (in any split) or blank responses. What never goes up: OUT/.ssogen/ (in-progress shards,
 score caches) and any other hidden path, OUT/logs/ (the commands' logs name local paths, the user's home folder
 among them, and the machine), temporary files of the atomic writers, Python caches, and folders that another
-ssogen command owns inside it (their own .ssogen/marker.json)."""
+ssogen command owns inside it (their own .ssogen/marker.json, or make-tiny-model's mark)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ssogen.dataset.folder import CONFIGS, LOGS, MARKER, WORK_DIR, OutputFolder
 from ssogen.dataset.splits import SPLITS
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX
+from ssogen.ownership import TINY_MODEL_MARK
 
 PAIR_RESPONSE_COLUMNS = {
     "dpo": ("chosen", "rejected"),
@@ -46,6 +47,7 @@ def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
     command owns (a model trained into it, say) is not the dataset's and stays out."""
     out = Path(out_dir)
     nested = [marker.parent.parent for marker in out.glob(f"*/**/{WORK_DIR}/{MARKER}")]
+    nested += [mark.parent for mark in out.glob(f"*/**/{TINY_MODEL_MARK}")]
     files = []
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out)

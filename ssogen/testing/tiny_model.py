@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssogen.generate.inputs import demo_queries
+from ssogen.ownership import TINY_MODEL_MARK
 from ssogen.principles import load_library
 
 CHATML_TEMPLATE = (
@@ -27,7 +28,7 @@ NO_SYSTEM_TEMPLATE = (
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Written beside the model: its settings, and the sign that a rebuild may replace the folder's files.
-SETTINGS_FILE = "ssogen_tiny_model.json"
+SETTINGS_FILE = TINY_MODEL_MARK
 
 # Sizes: the head size must be one that vLLM's CPU attention supports (32, 64, 80, ... 256, 512; 32 here):
 # another loads but fails at the first generation (docs/cpu-vllm-notes.md).

@@ -89,6 +89,7 @@ def test_a_folder_another_ssogen_command_owns_inside_the_dataset_is_not_uploaded
     """A model trained into the dataset folder (which train now refuses; older runs did it) stays off the Hub, and
     so does anything under it; a folder of the user's that merely holds data goes up as before."""
     from ssogen.dataset.publishable import files_to_upload
+    from ssogen.ownership import TINY_MODEL_MARK
     from ssogen.train.output import TrainOutput
 
     out = write_dataset(tmp_path / "out", [make_record(i) for i in range(3)])
@@ -100,6 +101,11 @@ def test_a_folder_another_ssogen_command_owns_inside_the_dataset_is_not_uploaded
     (model.root / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
     (out / "extra").mkdir()
     (out / "extra" / "notes.md").write_text("mine")
+    # make-tiny-model's folder has no .ssogen/, only its mark beside the weights
+    tiny = out / "models" / "tiny"
+    tiny.mkdir(parents=True)
+    (tiny / TINY_MODEL_MARK).write_text("{}")
+    (tiny / "model.safetensors").write_bytes(b"weights")
     uploaded = [f.path_in_repo for f in files_to_upload(out)]
     assert "extra/notes.md" in uploaded and "data/dpo/train-00000-of-00001.parquet" in uploaded
-    assert not [p for p in uploaded if p.startswith("runs/")]
+    assert not [p for p in uploaded if p.startswith(("runs/", "models/"))]
