@@ -51,12 +51,15 @@ class Feature(_Strict):
     @field_validator("name")
     @classmethod
     def _readable_in_an_answer(cls, name: str) -> str:
+        problems = []  # both, when both apply: one fix per run of `validate` is one too few
         if any(c in name for c in NAME_SEPARATORS):
-            raise ValueError("must not hold a comma, semicolon or line break (they separate the names in the "
-                             "policy's answer)")
+            problems.append("must not hold a comma, semicolon or line break (they separate the names in the "
+                            "policy's answer)")
         if name[:1] in NAME_STRIPPED or name[-1:] in NAME_STRIPPED:
-            raise ValueError(f"must not begin or end with any of {NAME_STRIPPED} (they are stripped from the names "
-                             "in the policy's answer)")
+            problems.append(f"must not begin or end with any of {NAME_STRIPPED} (they are stripped from the names "
+                            "in the policy's answer)")
+        if problems:
+            raise ValueError("; and ".join(problems))
         return name
 
 

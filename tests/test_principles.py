@@ -131,6 +131,9 @@ CASES = [
      "- name: Accuracy, facts", "features[5].name: must not hold a comma, semicolon or line break"),
     ("name_ending_in_a_dot", NO_ACCURACY_EXAMPLES.replace("  - name: Accuracy", "  - name: Accuracy."),
      "- name: Accuracy.", "features[5].name: must not begin or end with any of"),
+    ("name_with_both", NO_ACCURACY_EXAMPLES.replace("  - name: Accuracy", "  - name: Logic, Reasoning."),
+     "- name: Logic, Reasoning.", "features[5].name: must not hold a comma, semicolon or line break (they separate "
+     "the names in the policy's answer); and must not begin or end with any of"),
     ("probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: 1.5"),
      "probability: 1.5", "extras[0].probability: Input should be less than or equal to 1"),
     ("negative_probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: -0.1"),
