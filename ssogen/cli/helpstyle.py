@@ -5,7 +5,8 @@ Why: typer 0.27 made help print a required argument as `{folder}` in the usage l
 `<str>`, and typer 0.29 prints a type beside every option, so each flag, --help included, reads `<bool>`. typer
 builds the parameter objects itself and offers no hook for their class; what it does let a program choose is the
 class of each command (`cls=`). `Command` and `Group` give their parameters, --help included, the two classes
-below, which override only how a parameter is shown; parsing and validation stay typer's.
+below, which override only how a parameter is shown (and hand a usage error click raised without its context the
+context, for the usage hint); parsing and validation stay typer's.
 
 Why the --no- form goes under its flag: typer gives a `--name/--no-name` pair's negative form a table column of its
 own, as wide as the longest negative name; with train's long pairs that left the help text ~20 characters at 80
@@ -20,6 +21,7 @@ from typing import Any
 
 from typer._click import Command as ClickCommand  # typer 0.29 vendors click: its base classes
 from typer._click import Context, HelpFormatter, Parameter
+from typer._click.exceptions import UsageError
 from typer.core import HAS_RICH, TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 _DRAWING_HELP = "ssogen.helpstyle.drawing_help"  # a key of ctx.meta, set while format_help runs
@@ -110,6 +112,15 @@ class _ShowsClickNames(ClickCommand):
             super().format_help(ctx, formatter)
         finally:
             del ctx.meta[_DRAWING_HELP]
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        # click's parser raises some usage errors (`-k` with no value) without the context; the root command prints
+        # the usage hint from it, as for every other usage error.
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            exc.ctx = exc.ctx or ctx
+            raise
 
 
 class Command(_ShowsClickNames, TyperCommand):

@@ -73,6 +73,14 @@ def test_a_missing_argument_is_named_as_the_usage_line_names_it() -> None:
                              "stats --help)\n")
 
 
+@pytest.mark.parametrize("args", [["generate", "-k"], ["generate", "--bogus"]], ids=["no-value", "unknown"])
+def test_an_option_error_of_click_s_parser_names_the_usage_too(args: list[str]) -> None:
+    """click's parser raises these without a context: the usage hint was missing."""
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"}, prog_name="ssogen")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(" (usage: ssogen generate [OPTIONS]; see ssogen generate --help)\n"), result.stderr
+
+
 def test_a_command_line_click_cannot_parse_is_one_error_line() -> None:
     """It was typer's usage block and a boxed panel, unlike every other error."""
     result = CliRunner().invoke(app, ["train", "--data", "d", "--model", "m", "--out", "o", "--max-steps", "2.5"],
