@@ -126,7 +126,9 @@ def network_failure(exc: BaseException | None) -> bool:
     """The exception (or one it was raised from) says the hub could not be reached: the network, not the input."""
     seen = 0
     while exc is not None and seen < 10:
-        if any(word in type(exc).__name__ for word in ("Connection", "Timeout", "Offline", "LocalEntryNotFound")):
+        # Connect: requests' ConnectionError and httpx's ConnectError (huggingface_hub's HTTP client).
+        if any(word in type(exc).__name__ for word in ("Connect", "Network", "Timeout", "Offline",
+                                                       "LocalEntryNotFound")):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

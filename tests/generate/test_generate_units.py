@@ -249,6 +249,45 @@ def test_bad_inputs_give_one_clear_line(tiny_model: Path, tmp_path: Path) -> Non
     assert code == 1 and "loading it as a hub dataset failed" in output and len(output.splitlines()) == 1, output
 
 
+def _hub_answers(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """The hub (huggingface_hub's dataset_info) fails with `error`; `datasets` must not be reached after it."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    def dataset_info(self: object, name: str, **kwargs: object) -> None:
+        raise error
+
+    def load_dataset(*args: object, **kwargs: object) -> None:
+        raise AssertionError("datasets.load_dataset was called (it retries an unreachable hub for ~25 s)")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(HfApi, "dataset_info", dataset_info)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+def test_a_hub_dataset_the_hub_cannot_give_is_one_line_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx2
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    failed = "--prompts org/data: no such file, and loading it as a hub dataset failed: "
+    _hub_answers(monkeypatch, httpx2.ConnectError("[Errno -2] Name or service not known"))
+    with pytest.raises(UserError) as info:
+        read_prompts("org/data")
+    assert info.value.exit_code == 1 and str(info.value) == (
+        f"{failed}the hub cannot be reached (ConnectError: [Errno -2] Name or service not known); check the network "
+        "or give a file")
+    response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/datasets/org/data"))
+    _hub_answers(monkeypatch, RepositoryNotFoundError("404 Client Error", response=response))
+    with pytest.raises(UserError) as info:
+        read_prompts("org/data")
+    assert info.value.exit_code == 2 and str(info.value) == (
+        f"{failed}no such dataset on the hub (a private one needs HF_TOKEN)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as info:
+        read_prompts("org/data")
+    assert info.value.exit_code == 1 and str(info.value).startswith(f"{failed}HF_HUB_OFFLINE is set")
+
+
 def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
     from ssogen.generate.run import run_warnings
     from ssogen.testing.folders import make_record
