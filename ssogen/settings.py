@@ -25,7 +25,7 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from ssogen.errors import UserError, closest_name
 from ssogen.yamlfile import YamlDocument, read_yaml
@@ -47,6 +47,17 @@ def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), p
     return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v is not None
                                                                and v != [] and v != ""},
                  **constraints)
+
+
+class RemembersOrigins(BaseModel):
+    """A settings model whose values another library checks again later (train's TrainingArguments): `origin`
+    names where a value came from, `--flag` or `FILE:LINE: key`, for an error raised then."""
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def origin(self, name: str, default: str) -> str:
+        """`name`: a field, or `FIELD.KEY` for a key collected into a PASS_THROUGH field."""
+        return self._origins.get(name, default)
 
 
 @dataclass(frozen=True)
@@ -161,9 +172,14 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
     origins: dict[str, str] = {}  # field -> "--flag" or "FILE:LINE: key"
     if config_file is not None:
         doc = read_yaml(config_file)
-        for name, (key, line, value) in _options_in_file(doc, specs, pass_through(model)).items():
+        extra = pass_through(model)
+        for name, (key, line, value) in _options_in_file(doc, specs, extra).items():
             values[name] = value
             origins[name] = f"{doc.shown}:{line}: {key}"
+        if extra is not None and isinstance(doc.data, dict):  # each collected key's own line
+            collected = values.get(extra.field, {})
+            origins.update({f"{extra.field}.{_key(key)}": f"{doc.shown}:{doc.line_of((key,))}: {key}"
+                            for key in doc.data if _key(key) in collected})
     for field, value in flags.items():
         if value is not None:
             values[field] = value
@@ -173,9 +189,12 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
     if missing:
         raise UserError(" and ".join(missing) + (" is" if len(missing) == 1 else " are") + " required" + where)
     try:
-        return model.model_validate(values)
+        settings = model.model_validate(values)
     except ValidationError as exc:
         raise UserError("; ".join(_blame(err, origins, specs) for err in exc.errors())) from None
+    if isinstance(settings, RemembersOrigins):
+        settings._origins = origins
+    return settings
 
 
 def read_settings_file(model: type[BaseModel], path: str | Path) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
 
-from ssogen.settings import PassThrough, flag_name, option, resolve_settings
+from ssogen.settings import PassThrough, RemembersOrigins, flag_name, option, resolve_settings
 from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
 from ssogen.train.objective import LossSettings
 
@@ -33,7 +33,7 @@ V1_ONLY = ("no_g", "no_w", "w_detach")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(RemembersOrigins):
     """Every `ssogen train` option; field names are the long flags with '_' for '-' unless a field says so."""
 
     model_config = ConfigDict(extra="forbid")

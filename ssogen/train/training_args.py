@@ -27,10 +27,11 @@ def training_arguments(config: TrainConfig) -> Any:
 
 
 def _named_in(message: str, config: TrainConfig) -> str:
-    """` (OPTION)` for the option whose value transformers' enum check refuses: its message names the value only
-    ("foo is not a valid OptimizerNames, ...")."""
-    values = {"--scheduler": config.scheduler, **{f"{key} in --config": value
-                                                   for key, value in config.train_args.items()}}
+    """` (WHERE)` for the option whose value transformers' enum check refuses, named where it was set (`--scheduler`,
+    `train.yaml:3: optim`): its message names the value only ("foo is not a valid OptimizerNames, ...")."""
+    values = {config.origin("scheduler", "--scheduler"): config.scheduler,
+              **{config.origin(f"train_args.{key}", f"{key} in --config"): value
+                 for key, value in config.train_args.items()}}
     named = [name for name, value in values.items() if isinstance(value, str) and value
              and re.match(rf"['\"]?{re.escape(value)}['\"]? is not a valid ", message)]
     return f" ({', '.join(named)})" if named else ""

@@ -17,7 +17,7 @@ from ssogen.cli import app
 from ssogen.errors import UserError
 from ssogen.testing.synthetic import write_synthetic_sso
 from ssogen.train import integrations
-from ssogen.train.config import build_config
+from ssogen.train.config import TrainConfig, build_config
 from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
 
 REQUIRED = {"data": Path("d"), "model": "m", "out": Path("o")}
@@ -85,8 +85,13 @@ def test_passed_fields_reach_training_arguments(tmp_path: Path) -> None:
     assert args.save_strategy == "no" and args.remove_unused_columns is False
     default = training_arguments(_config(tmp_path, "cpu: true\n"))
     assert default.warmup_steps == pytest.approx(0.04)  # --warmup-ratio, as a ratio below 1
+    # Set through the alias in the file: named as the file's line, not as --scheduler.
+    with pytest.raises(UserError, match=r"invalid training option \(.*train\.yaml:2: lr_scheduler_type\): "
+                                        "no-such-schedule is not a valid"):
+        training_arguments(_config(tmp_path, "cpu: true\nlr_scheduler_type: no-such-schedule\n"))
+    flag = build_config({**REQUIRED, "scheduler": "no-such-schedule"})
     with pytest.raises(UserError, match=r"invalid training option \(--scheduler\): no-such-schedule is not a valid"):
-        training_arguments(_config(tmp_path, "lr_scheduler_type: no-such-schedule\n"))
+        training_arguments(flag)
 
 
 def test_a_missing_logger_package_is_one_line_before_torch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,8 +248,12 @@ def test_a_bad_training_arguments_value_names_its_key_in_the_config(tmp_path: Pa
     """transformers' message quotes the value only ("foo is not a valid OptimizerNames")."""
     from ssogen.train.training_args import training_arguments
 
+    with pytest.raises(UserError, match=r"^invalid training option \(.*train\.yaml:2: optim\): foo is not a valid "):
+        training_arguments(_config(tmp_path, "save_strategy: 'no'\noptim: foo\n"))  # only the refused one named
+    # A config built without its file's lines (a copy validated anew) still names the key.
+    copied = TrainConfig.model_validate({**REQUIRED, "train_args": {"optim": "foo"}})
     with pytest.raises(UserError, match=r"^invalid training option \(optim in --config\): foo is not a valid "):
-        training_arguments(_config(tmp_path, "optim: foo\nsave_strategy: 'no'\n"))  # only the refused one named
+        training_arguments(copied)
 
 
 def test_a_rule_across_options_names_the_config_lines_that_set_them(tmp_path: Path) -> None:
