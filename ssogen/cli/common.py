@@ -14,7 +14,6 @@ import os
 import shlex
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from io import StringIO
@@ -24,7 +23,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
+from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError
+from ssogen.interrupts import interrupt_on
 
 console = Console()
 err_console = Console(stderr=True)
@@ -131,30 +131,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def stop_on_signals() -> Iterator[None]:
     """While a command runs, Ctrl-C (SIGINT) and SIGTERM (`kill`, a job scheduler's stop) raise `Interrupted`:
     finished work is saved, vLLM's engine processes are shut down, exit 130 with the resume line. SIGTERM would
-    otherwise kill at once and leave those engine processes running. After the first signal the usual handlers are
-    back, so a second one stops a cleanup that hangs."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+    otherwise kill at once and leave those engine processes running."""
+    with interrupt_on(STOP_SIGNALS):
         yield
-        return
-    owner = os.getpid()
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-
-    def interrupt(signum: int, frame: Any) -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if os.getpid() != owner:  # a forked child that inherited the handler: act as the signal asks by default
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Interrupted(signum)
-
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, interrupt)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def user_errors(func: F) -> F:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
+from ssogen.interrupts import ctrl_c_through_engine_start
 from ssogen.settings import option
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,7 +153,8 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
     vllm = import_vllm()
     collect_dropped_engines()
-    return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
+    with ctrl_c_through_engine_start():  # vLLM would swallow a plain Ctrl-C here (see ssogen.interrupts)
+        return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
 
 
 def vllm_settings(llm: Any) -> dict[str, Any]:

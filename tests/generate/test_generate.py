@@ -353,13 +353,28 @@ def _process_name(pid: int) -> str:
         return ""
 
 
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+# The Python API, without the CLI's signal handler: Python's own Ctrl-C handler is in place.
+API_SCRIPT = """
+import sys
+from ssogen.generate.config import RunConfig
+from ssogen.generate.run import run_generate
+if __name__ == "__main__":
+    run_generate(RunConfig(model=sys.argv[1], out=sys.argv[2], max_tokens=16, limit=8))
+"""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "ctrl-c-api"])
 def test_a_stop_while_the_engine_starts_ends_the_run(tiny_model: Path, tmp_path: Path, how: str) -> None:
     """vLLM swallows a KeyboardInterrupt while its engine starts (its zmq_socket_ctx), so Ctrl-C or SIGTERM in
     those seconds left generate waiting for the stopped engine (up to 600 s) and, after a second signal, the
-    engine process running. The CLI's own interruption is no KeyboardInterrupt."""
+    engine process running. The CLI's own interruption is no KeyboardInterrupt; for a caller of the Python API a
+    KeyboardInterrupt is raised once vLLM's start-up code is left."""
     out = tmp_path / "starting"
     args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--limit", "8")
+    if how == "ctrl-c-api":
+        script = tmp_path / "api.py"
+        script.write_text(API_SCRIPT)
+        args = [sys.executable, str(script), str(tiny_model), str(out)]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # Ctrl-C reaches the process group, as a terminal sends it
@@ -378,7 +393,12 @@ def test_a_stop_while_the_engine_starts_ends_the_run(tiny_model: Path, tmp_path:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130 and "error: interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    if how == "ctrl-c-api":
+        # run_generate turns the KeyboardInterrupt into its "interrupted" error, as it does when sampling
+        assert proc.returncode == 1 and "UserError: interrupted: 0 of 8 rows are saved" in stderr, stderr[-2000:]
+    else:
+        assert proc.returncode == 130 and "error: interrupted" in stderr and "Traceback" not in stderr, \
+            stderr[-2000:]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in engine):
         time.sleep(0.1)
