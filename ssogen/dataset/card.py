@@ -60,6 +60,7 @@ class CardManifest(BaseModel):
     model_origin: str | None = None
     model_fingerprint: str | None = None
     engine: str | None = None
+    engine_settings: dict[str, Any] | None = None
     seed: int | None = None
     versions: dict[str, str | None] = {}
     selection: _Selection = _Selection()

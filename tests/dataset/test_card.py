@@ -84,6 +84,14 @@ def test_repo_id_goes_into_loading_snippets(dataset: Path) -> None:
     assert front_matter(card)["pretty_name"]
 
 
+def test_the_engine_row_names_the_weights_dtype_the_engine_used(tmp_path: Path) -> None:
+    settings = {"dtype": "bfloat16", "max_model_len": 4096}
+    out = write_dataset(tmp_path / "out", hand_records(), engine="vllm", engine_settings=settings)
+    assert "| engine | vllm (bfloat16 weights) |" in render_card(out)
+    older = write_dataset(tmp_path / "older", hand_records(), engine="vllm")  # a manifest without the settings
+    assert "| engine | vllm |" in render_card(older)
+
+
 def test_card_for_a_run_that_kept_nothing(tmp_path: Path) -> None:
     out = write_dataset(tmp_path / "empty", [make_record(0, kept=False, drop_reason="equal_responses")])
     refresh(out)
