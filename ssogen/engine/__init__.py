@@ -162,9 +162,9 @@ def vllm_settings(llm: Any) -> dict[str, Any]:
     manifest records these, so a dataset says what it was sampled with. Read defensively, since the fields move
     between vLLM releases and a missing one must not fail a finished run."""
     engine = llm.llm_engine
-    model, cache = engine.model_config, getattr(engine.vllm_config, "cache_config", None)
+    model, config = engine.model_config, getattr(engine, "vllm_config", None)
+    cache, scheduler = getattr(config, "cache_config", None), getattr(config, "scheduler_config", None)
     blocks, block_size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
-    scheduler = getattr(engine.vllm_config, "scheduler_config", None)
     return {
         "dtype": str(model.dtype).removeprefix("torch."),
         "max_model_len": int(model.max_model_len),
