@@ -25,6 +25,15 @@ def vllm_build() -> tuple[str | None, str]:
     return None, "absent"
 
 
+def stack_versions() -> dict[str, str | None]:
+    """The versions a dataset's manifest records: ssogen, vLLM (and which build), torch, transformers."""
+    from ssogen import __version__
+
+    vllm_version, build = vllm_build()
+    return {"ssogen": __version__, "vllm": vllm_version, "vllm_build": build, "torch": _version("torch"),
+            "transformers": _version("transformers")}
+
+
 def collect_env() -> dict[str, object]:
     from ssogen import __version__
 

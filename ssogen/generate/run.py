@@ -7,7 +7,6 @@ append-only store (dataset/shards.py) after each call, so a killed run resumes w
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,18 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.chat import end_of_turn, has_chat_template, supports_system_role
-from ssogen.dataset.card import write_card
 from ssogen.dataset.folder import LIBRARY, OutputFolder
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import Engine, close_engine, stop_token_ids_of
 from ssogen.engine.launch import make_engine
+from ssogen.envinfo import stack_versions
 from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.generate.config import RunConfig, public_yaml
 from ssogen.generate.filters import VARIANTS
 from ssogen.generate.inputs import PromptsRead, Row
 from ssogen.generate.plan import RunPlan, plan_run
+from ssogen.generate.rerun import unchanged_finished_run, undone_work, write_card_and_stats
 from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.principle_writing import write_principles
 from ssogen.generate.steps.sampling import (
@@ -56,21 +56,7 @@ class GenerateResult:
     out: Path
     records: list[TripletRecord]
     manifest: dict[str, Any]
-
-
-def _versions() -> dict[str, str | None]:
-    from ssogen import __version__
-    from ssogen.envinfo import vllm_build
-
-    def version(dist: str) -> str | None:
-        try:
-            return md.version(dist)
-        except md.PackageNotFoundError:
-            return None
-
-    vllm_version, build = vllm_build()
-    return {"ssogen": __version__, "vllm": vllm_version, "vllm_build": build, "torch": version("torch"),
-            "transformers": version("transformers")}
+    unchanged: bool = False  # a finished run asked for again: nothing was written
 
 
 def load_tokenizer(plan: RunPlan) -> Any:
@@ -209,6 +195,13 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     selections = store.load("selection", check_selection_record)
     wanted = {row.id for row in plan.rows}
     pending = [row for row in plan.rows if row.id not in finished]
+    split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
+    done = None if pending or overwrite else unchanged_finished_run(
+        folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows], split, config.license)
+    if done is not None:  # nothing to write; this invocation resumed and ran no request
+        return GenerateResult(folder.root, done[0], {**done[1], "requests_this_invocation": {}, "resumed": True},
+                              unchanged=True)
+    undone = undone_work(folder)
     session: Session | None = None
     if pending:
         folder.mark_incomplete()  # its data files are about to change: not to be published as finished
@@ -251,7 +244,6 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     # Nothing left to sample: learn the template's behaviour from the tokenizer alone.
     tokenizer = session.tokenizer if session else load_tokenizer(plan)
     records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]
-    split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
     counts = folder.write_configs(records, split)
     model = model_record(plan.model)
     folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
@@ -261,7 +253,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         "name": folder.root.resolve().name,
         "status": "complete",
         "license": config.license,
-        "versions": _versions(),
+        "versions": stack_versions(),
         **model,
         "engine": session.engine.name if session else config.engine,
         "engine_options": config.engine_options().model_dump(),  # as given; engine_settings: what they became
@@ -293,6 +285,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                              session.generation_s if session else None, max_tokens=config.max_tokens),
         "tokens_total": sum(r.num_tokens_good + r.num_tokens_bad + r.num_tokens_raw for r in records),
     }
+    manifest["summary"]["warnings"] += undone
     folder.write_manifest(manifest)
-    write_card(folder.root, templates=config.templates)  # a card.md.jinja in --templates replaces the bundled one
+    write_card_and_stats(folder, config.templates)  # a card.md.jinja in --templates replaces the bundled one
     return GenerateResult(out=folder.root, records=records, manifest=manifest)

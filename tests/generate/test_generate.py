@@ -100,6 +100,33 @@ def test_rerun_of_a_finished_run_recomputes_nothing(e2e: Any, tiny_model: Path) 
     assert triplets(e2e.out) == before
 
 
+def test_a_finished_run_asked_for_again_keeps_what_score_and_stats_added(vllm_engine: Any, tiny_model: Path,
+                                                                         tmp_path: Path) -> None:
+    """Generate used to write the data files again from its saved rows: the scores and the likelihood filter of
+    `ssogen score` were gone without a word, and stats.json described data that was no longer there. (Before the
+    tests that build and drop an engine of their own: collected, it would tear down this module's engine.)"""
+    from ssogen.dataset.refresh import refresh
+    from ssogen.dataset.score import score_folder
+
+    out = tmp_path / "scored"
+    _run(vllm_engine, tiny_model, out, limit=4)
+    score_folder(out, str(tiny_model), engine="transformers")
+    refresh(out, plots=False)  # what `ssogen stats` writes
+    scored = OutputFolder(out).read_triplets()
+    assert all(r.lp_good_plain is not None for r in scored if r.kept)
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and ".ssogen" not in p.parts}
+
+    again = _run(vllm_engine, tiny_model, out, limit=4)
+    assert again.unchanged and again.manifest["requests_this_invocation"] == {}
+    assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing written
+    assert OutputFolder(out).read_triplets() == scored and "score" in OutputFolder(out).read_manifest()
+
+    # Other rows: the files are written again, and the warnings say what of score's work that undid.
+    fewer = _run(vllm_engine, tiny_model, out, limit=3)
+    assert not fewer.unchanged and len(fewer.records) == 3 and "score" not in fewer.manifest
+    assert any("dropped with the rewritten rows" in w for w in fewer.manifest["summary"]["warnings"])
+    assert json.loads((out / "stats.json").read_text())["funnel"]["rows_in"] == 3  # recomputed, not stale
+
 def test_different_configuration_is_refused_unless_overwrite(e2e: Any, vllm_engine: Any, tiny_model: Path,
                                                              tmp_path: Path) -> None:
     from ssogen.errors import UserError
@@ -403,3 +430,4 @@ def test_a_stop_while_the_engine_starts_ends_the_run(tiny_model: Path, tmp_path:
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in engine):
         time.sleep(0.1)
     assert not [pid for pid in engine if Path(f"/proc/{pid}").exists()]
+

@@ -1,0 +1,66 @@
+"""What `generate` does when asked again for a run it has finished.
+
+The same rows, split and license: nothing is written. Writing the dataset again from the saved rows would undo what
+`score` added to it (the log-probs and the likelihood filter) and leave `stats.json` describing other data. With
+other rows (another --limit) or another split the data files are written again; the warnings returned say what of
+the later commands' work that undoes, and stats, plots and card are recomputed if `stats` had been run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssogen.dataset.card import write_card
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.refresh import refresh
+from ssogen.dataset.splits import SplitSpec
+from ssogen.errors import UserError
+from ssogen.records import TripletRecord
+
+
+def _manifest(folder: OutputFolder) -> dict[str, Any] | None:
+    if not folder.manifest.is_file():
+        return None
+    try:
+        return folder.read_manifest()
+    except UserError:
+        return None
+
+
+def unchanged_finished_run(folder: OutputFolder, fingerprint: str, row_ids: list[str], split: SplitSpec | None,
+                           license: str) -> tuple[list[TripletRecord], dict[str, Any]] | None:
+    """(records, manifest) of the finished run in `folder` when writing it again would give the same data files
+    and card facts; None when it must be written."""
+    manifest = _manifest(folder)
+    if manifest is None or manifest.get("status") != "complete" or manifest.get("fingerprint") != fingerprint:
+        return None
+    if manifest.get("split") != (split.model_dump() if split else None) or manifest.get("license") != license:
+        return None
+    try:
+        records = folder.read_triplets()
+    except (UserError, OSError, ValueError):  # files missing or unreadable: write them again
+        return None
+    if [r.id for r in records] != row_ids:
+        return None
+    if not folder.card.is_file():
+        write_card(folder.root)
+    return records, manifest
+
+
+def undone_work(folder: OutputFolder) -> list[str]:
+    """Before the data files are written again: what of `score` and `judge` that undoes (for the warnings)."""
+    manifest = _manifest(folder) or {}
+    undone = []
+    if manifest.get("score"):
+        undone.append("the log-probs and any likelihood filter of `ssogen score` were dropped with the rewritten "
+                      "rows: run it again (its cache makes that quick)")
+    if folder.judge.is_file():
+        undone.append("judge.json describes the pairs before this rerun: run `ssogen judge` again")
+    return undone
+
+
+def write_card_and_stats(folder: OutputFolder, templates: str | None) -> None:
+    """The card; stats.json and the plots too when `stats` wrote them before (they would describe the old rows)."""
+    if folder.stats.is_file():
+        refresh(folder.root, templates=templates)
+    else:
+        write_card(folder.root, templates=templates)
