@@ -181,14 +181,20 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
         updated = apply_likelihood_filter(updated, filter_options)
     counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest))  # the queries keep their split
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
+    earlier, model = manifest.get("score") or {}, model_record(model_ref)
+    same_model = all(earlier.get(key) == value for key, value in model.items())
     manifest["score"] = {
-        **model_record(model_ref), "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
-        "engine_settings": getattr(scorer, "settings", None),  # None: every row came from the cache
+        **model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
+        # Every row from the cache (no scorer): the settings of the run that scored them.
+        "engine_settings": getattr(scorer, "settings", None) or (earlier.get("engine_settings") if same_model
+                                                                 else None),
         "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn,
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
-        "filter": filter_options.model_dump() if filter_options is not None else None,
+        # Without --filter the rows an earlier filter dropped stay dropped: its settings still describe the data.
+        "filter": filter_options.model_dump() if filter_options is not None else earlier.get("filter"),
         "configs": counts, "cache": folder.relative(store.dir),
     }
+    manifest["configs"] = counts  # the data files as they are now
     folder.write_manifest(manifest)
     refresh(folder.root, templates=templates)
     return ScoreReport(rows=len(targets), scored_now=len(pending), from_cache=from_cache, too_long=too_long,

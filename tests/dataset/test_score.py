@@ -265,6 +265,16 @@ def test_cli_filter_records_reasons(tiny_model: Path, tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["score"]["filter"]["contrast"] is False
     assert manifest["score"]["configs"]["dpo"] == sum(r is None for r in expected)
+    assert manifest["configs"] == manifest["score"]["configs"]  # the top-level counts follow the data files
+    # Again without --filter, every row from the cache: the earlier filter still shapes the data, and the engine
+    # settings are those of the run that scored the rows (they were null).
+    result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "manifest.json").read_text())
+    assert [r.drop_reason for r in OutputFolder(out).read_triplets()[:5]] == expected
+    assert again["score"]["filter"] == manifest["score"]["filter"]
+    assert again["score"]["engine_settings"] == manifest["score"]["engine_settings"] == {
+        "dtype": "float32", "max_model_len": 4096, "device": "cpu"}
     # Turning the filter's stages off again restores every scored row.
     result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers",
                                       "--filter", "likelihood", "--no-ordering", "--no-contrast",
