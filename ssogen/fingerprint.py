@@ -69,6 +69,13 @@ def model_fingerprint(model: ModelRef, *, flag: str = "--model") -> ModelFingerp
     })
 
 
+def check_model_available(model: ModelRef, *, flag: str = "--model") -> None:
+    """Before a command loads a model: a hub id is looked up now (`hub_revision`), so an unknown one or an
+    unreachable hub is one line at once; loading would retry for up to a minute first, printing every try."""
+    if not model.local:
+        hub_revision(model, flag=flag)
+
+
 def hub_revision(model: ModelRef, *, flag: str = "--model") -> str:
     """The commit a hub id resolves to now: asked of the hub when online (what a download would fetch), else the
     one the local cache holds."""

@@ -190,3 +190,24 @@ def test_a_folder_without_tokenizer_files_is_one_line(tiny_model: Path, tmp_path
     (folder / "tokenizer.json").unlink()
     with pytest.raises(UserError, match="no tokenizer files"):
         resolve_model(str(folder))
+
+
+@pytest.mark.parametrize(("command", "flag"), [("score", "--model"), ("judge", "--judge-model")])
+def test_score_and_judge_look_a_hub_model_up_before_loading_it(command: str, flag: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """They went straight to loading, which retried an unreachable hub for up to a minute, printing every try
+    (judge then exited 2, as for a broken model)."""
+    import ssogen.cli.data
+    import ssogen.judge.run
+    from ssogen.testing.folders import make_record, write_dataset
+
+    def load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ssogen.cli.data, "_score_with_progress", load)
+    monkeypatch.setattr(ssogen.judge.run, "judge_folder", load)
+    out = write_dataset(tmp_path / "data", [make_record(i) for i in range(3)])
+    _hub_answers(monkeypatch, tmp_path / "cache", ConnectionError("no route to host"))
+    result = CliRunner().invoke(app, [command, str(out), flag, "org/name"])
+    assert result.exit_code == 1 and result.stderr == (f"error: {flag} org/name: no such local folder, and not a hub "
+                                                       "model in the local cache (the hub cannot be reached)\n")

@@ -176,11 +176,12 @@ def score_command(
 
     With --filter likelihood, rows failing the paper code's likelihood filter are dropped from the pair
     configs with the reason likelihood:<stage>. Stats, plots and the card are refreshed."""
-    from ssogen.models import require_available, resolve_model
+    from ssogen.fingerprint import check_model_available
+    from ssogen.models import resolve_model
 
     settings = resolve_settings(ScoreConfig, options, accepts_config=False)
     _require_folder(folder)
-    require_available(resolve_model(settings.model))
+    check_model_available(resolve_model(settings.model))
     # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
     with OutputFolder(folder).claim("ssogen score") as left_behind, command_log(folder, "score"):
         note_lock_takeover(left_behind)

@@ -28,15 +28,16 @@ def judge(
     a clear verdict are counted as unparseable, never guessed."""
     from ssogen.dataset.card import card_templates
     from ssogen.dataset.folder import OutputFolder
+    from ssogen.fingerprint import check_model_available
     from ssogen.judge.run import judge_folder, read_pairs
     from ssogen.judge.task import check_template
-    from ssogen.models import require_available, resolve_model
+    from ssogen.models import resolve_model
 
     settings = resolve_settings(JudgeOptions, options, accepts_config=False)
     read_pairs(folder, settings.config)  # an unfit folder fails before its log is opened in it
     card_templates(settings.templates)  # so does a bad --templates (the log imports transformers)
     check_template(settings.templates)
-    require_available(resolve_model(settings.judge_model, flag="--judge-model"), flag="--judge-model")
+    check_model_available(resolve_model(settings.judge_model, flag="--judge-model"), flag="--judge-model")
     # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
     with OutputFolder(folder).claim("ssogen judge") as left_behind, command_log(folder, "judge"):
         note_lock_takeover(left_behind)
