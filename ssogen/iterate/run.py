@@ -24,6 +24,7 @@ from rich.console import Console
 
 from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
+from ssogen.fingerprint import check_model_available
 from ssogen.io import write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
@@ -34,6 +35,7 @@ from ssogen.iterate.options import (
 from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
 from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
+from ssogen.models import resolve_model
 from ssogen.runlog import terminal
 from ssogen.train.output import TrainOutput
 
@@ -95,6 +97,8 @@ class IterateRun:
 
         self.options = options
         self.out = options.out.resolve()
+        # A mistyped --model fails now, not in the first step after --out was taken (it then held other options).
+        self.model = resolve_model(options.model)
         self.generate_values = generate_config_values(options.generate_config)
         objective = {"objective": options.objective, "no_w": options.no_w or None, "no_g": options.no_g or None}
         self.train_values = train_config_values(options.train_config, "--train-config", options.recipe, objective)
@@ -174,6 +178,7 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     if dry_run:
         print_plan(run, console)
         return
+    check_model_available(run.model)  # a hub id: unknown, or the hub unreachable, is one line now
     state = RunState(run.out)
     train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
     resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)

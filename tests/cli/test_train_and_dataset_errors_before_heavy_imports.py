@@ -94,6 +94,10 @@ DATASET = [
      "--filter: Input should be 'none' or 'likelihood'"),
     ("iterate-v2-no-w", "iterate --model {model} --out {w}/loop --recipe v2 --no-w", 2,
      "--no-w cannot be used with --recipe v2"),
+    # It failed in the first step, after --out was taken: the corrected command was then "other options".
+    ("iterate-model-missing", "iterate --model {w}/nope --out {w}/loop", 2, "--model {w}/nope: no such folder"),
+    ("iterate-model-missing-dry-run", "iterate --model {w}/nope --out {w}/loop --dry-run", 2,
+     "--model {w}/nope: no such folder"),
     ("push-bad-repo-id", "push-to-hub {w}/dataset --repo-id no-slash --token hf_x", 2, "is not a valid repo id"),
     ("push-unfinished", "push-to-hub {w}/unfinished --repo-id org/name --dry-run", 2, "not complete"),
     ("push-no-folder", "push-to-hub {w}/nothing --repo-id org/name --dry-run", 2, "no such folder"),
