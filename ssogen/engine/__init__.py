@@ -39,6 +39,9 @@ EngineDtype = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
 # KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
 # node and refuse to start (docs/cpu-vllm-notes.md). 256 MiB holds thousands of tokens of a small model.
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 2**20
+# vLLM's CPU build lets this variable (GiB) replace the KV-cache size it is given; ssogen reads it instead, so that
+# --kv-cache-gb wins over it, and it over the default, and the dry run and manifest say what was used.
+CPU_KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
 class EngineOptions(BaseModel):
@@ -88,7 +91,8 @@ class EngineFields(BaseModel):
                                            panel=ENGINE_PANEL)
     kv_cache_gb: float | None = option(
         None, "KV-cache size in GiB (vLLM).", gt=0.0, panel=ENGINE_PANEL,
-        default_text=f"{DEFAULT_CPU_KV_CACHE_BYTES / 2**30:g} on the CPU build, vLLM's own on GPU")
+        default_text=f"{CPU_KV_CACHE_ENV} or {DEFAULT_CPU_KV_CACHE_BYTES / 2**30:g} on the CPU build, vLLM's own "
+                     "on GPU")
 
     def engine_options(self, seed: int = 0) -> EngineOptions:
         return EngineOptions(
@@ -101,6 +105,18 @@ class EngineFields(BaseModel):
             kv_cache_memory_bytes=int(self.kv_cache_gb * 2**30) if self.kv_cache_gb else None,
             seed=seed,
         )
+
+
+def cpu_kv_cache_bytes(options: EngineOptions) -> int:
+    """The CPU build's KV-cache size: --kv-cache-gb, else VLLM_CPU_KVCACHE_SPACE GiB when set (not 0), else 256 MiB."""
+    if options.kv_cache_memory_bytes:
+        return options.kv_cache_memory_bytes
+    value = os.environ.get(CPU_KV_CACHE_ENV, "").strip()
+    try:
+        gib = int(value) if value else 0
+    except ValueError:
+        raise UserError(f"{CPU_KV_CACHE_ENV}={value!r}: not a whole number of GiB") from None
+    return gib * 2**30 if gib > 0 else DEFAULT_CPU_KV_CACHE_BYTES
 
 
 def is_cpu_build() -> bool:
@@ -128,7 +144,7 @@ def vllm_llm_kwargs(model: str, options: EngineOptions, *, cpu: bool | None = No
     if options.max_model_len is not None:
         kwargs["max_model_len"] = options.max_model_len
     if cpu:
-        kwargs["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes or DEFAULT_CPU_KV_CACHE_BYTES
+        kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(options)
         kwargs["enable_chunked_prefill"] = False
     else:
         kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
@@ -153,8 +169,16 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
     vllm = import_vllm()
     collect_dropped_engines()
-    with ctrl_c_through_engine_start():  # vLLM would swallow a plain Ctrl-C here (see ssogen.interrupts)
-        return vllm.LLM(**vllm_llm_kwargs(model, options or EngineOptions()))
+    kwargs = vllm_llm_kwargs(model, options or EngineOptions())
+    # On the CPU build the size in kwargs already took the variable into account; vLLM would let it win over a
+    # --kv-cache-gb. It is read while the LLM's config is built, in this process.
+    hidden = os.environ.pop(CPU_KV_CACHE_ENV, None) if is_cpu_build() else None
+    try:
+        with ctrl_c_through_engine_start():  # vLLM would swallow a plain Ctrl-C here (see ssogen.interrupts)
+            return vllm.LLM(**kwargs)
+    finally:
+        if hidden is not None:
+            os.environ[CPU_KV_CACHE_ENV] = hidden
 
 
 def vllm_settings(llm: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, is_cpu_build
+from ssogen.engine import EngineOptions, cpu_kv_cache_bytes, is_cpu_build
 from ssogen.engine.devices import Gpu, core_list, cpu_cores, host_memory, visible_gpus
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
@@ -221,7 +221,7 @@ def plan_placement(model: str, options: EngineOptions, *, memory: bool = True, c
         # vLLM splits the KV heads over the ranks and copies them when there are fewer heads than ranks.
         heads_per_rank = max(1, size.kv_heads // tp)
         kv_seq = size.kv_bytes_per_token // size.kv_heads * heads_per_rank * length
-    kv_given = options.kv_cache_memory_bytes or (DEFAULT_CPU_KV_CACHE_BYTES if cpu else None)
+    kv_given = cpu_kv_cache_bytes(options) if cpu else options.kv_cache_memory_bytes
     placement = Placement(cpu=cpu, engines=engines, tensor_parallel_size=tp, model=size, max_model_len=length,
                           weights_per_device_bytes=weights, kv_per_sequence_per_device_bytes=kv_seq,
                           kv_cache_per_device_bytes=kv_given, notes=notes, problems=problems)

@@ -81,12 +81,15 @@ def test_cpu_kv_cache_must_hold_one_sequence_and_dp_needs_cores(tiny_model: Path
 def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ssogen.engine.placement.cpu_cores", lambda: [0, 1])
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     runner = CliRunner()
     base = ["generate", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--limit", "2", "--dry-run"]
     result = runner.invoke(app, [*base, "--dp", "2"])
     assert result.exit_code == 0, result.output
     assert "2 engine(s) of 1 CPU worker(s) each" in result.output
     assert "engine 1: CPU cores 1" in result.output and "KV cache given 0.25 GiB" in result.output
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # vLLM's variable: the size the engine will get
+    assert "KV cache given 2.00 GiB" in runner.invoke(app, [*base, "--dp", "2"]).output
     refused = runner.invoke(app, [*base, "--dp", "3"])
     assert refused.exit_code == 2 and "needs 3 CPU cores" in refused.output and "Traceback" not in refused.output
     assert not (tmp_path / "o").exists()

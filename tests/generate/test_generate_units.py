@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -134,7 +135,8 @@ def test_fingerprint_ignores_only_what_does_not_change_rows() -> None:
 
 
 # -- engine settings
-def test_cpu_settings_for_vllm() -> None:
+def test_cpu_settings_for_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     cpu = vllm_llm_kwargs("m", EngineOptions(max_model_len=512), cpu=True)
     assert cpu["dtype"] == "float32" and cpu["enforce_eager"] is True
     assert cpu["enable_chunked_prefill"] is False and cpu["kv_cache_memory_bytes"] == DEFAULT_CPU_KV_CACHE_BYTES
@@ -142,6 +144,34 @@ def test_cpu_settings_for_vllm() -> None:
     gpu = vllm_llm_kwargs("m", EngineOptions(tensor_parallel_size=2, gpu_memory_utilization=0.5), cpu=False)
     assert "enable_chunked_prefill" not in gpu and gpu["enforce_eager"] is False
     assert (gpu["tensor_parallel_size"], gpu["gpu_memory_utilization"], gpu["dtype"]) == (2, 0.5, "auto")
+
+
+def test_the_cpu_kv_cache_is_the_flag_else_vllm_s_variable_else_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's CPU build let VLLM_CPU_KVCACHE_SPACE replace --kv-cache-gb without a word (the dry run and the log
+    named the flag's size); ssogen now resolves the size itself, in this order."""
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    assert vllm_llm_kwargs("m", EngineOptions(), cpu=True)["kv_cache_memory_bytes"] == 2 * 2**30
+    flag = EngineOptions(kv_cache_memory_bytes=100 * 2**20)
+    assert vllm_llm_kwargs("m", flag, cpu=True)["kv_cache_memory_bytes"] == 100 * 2**20
+    assert "kv_cache_memory_bytes" not in vllm_llm_kwargs("m", EngineOptions(), cpu=False)  # vLLM's own on GPU
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "0")  # vLLM's "not set"
+    assert vllm_llm_kwargs("m", EngineOptions(), cpu=True)["kv_cache_memory_bytes"] == DEFAULT_CPU_KV_CACHE_BYTES
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1.5")
+    with pytest.raises(UserError, match=r"^VLLM_CPU_KVCACHE_SPACE='1.5': not a whole number of GiB$"):
+        vllm_llm_kwargs("m", EngineOptions(), cpu=True)
+
+
+def test_the_kv_cache_flag_wins_over_vllm_s_variable_in_a_real_engine(tiny_model: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssogen.engine.vllm_engine import VLLMEngine
+
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    engine = VLLMEngine(str(tiny_model), EngineOptions(kv_cache_memory_bytes=128 * 2**20))
+    try:
+        assert engine.settings["kv_cache_memory_bytes"] == 128 * 2**20
+    finally:
+        engine.close()
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"  # hidden from vLLM only while it built its config
 
 
 # -- selection
