@@ -52,7 +52,8 @@ def generate(
     note = license_note(plan.config.license)
     if note:
         warn(note)
-    if dry_run:
+    if dry_run:  # an --out the run would refuse is refused here too
+        plan.check_output_folder(overwrite=overwrite, look_up_hub=False)
         _print_dry_run(plan)
         return
     # Still before any heavy import: a folder that would be refused, or that another run is writing, fails here,

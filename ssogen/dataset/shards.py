@@ -57,6 +57,15 @@ class ShardStore:
         a non-empty folder without ssogen's marker (overwrite or not: it would remove a person's files) and a
         folder holding another configuration's run (unless overwrite; `hints`, `earlier` as in
         `check_fingerprint`); writes nothing, so a refusal comes before any model is loaded."""
+        if not self.holds_a_run_to_match(overwrite=overwrite):
+            return False
+        check_fingerprint(self.folder.fingerprint, fingerprint, refusal=f"--out {self.folder.root}: holds a run "
+                          "with a different configuration", hints=hints, earlier=earlier)
+        return True
+
+    def holds_a_run_to_match(self, *, overwrite: bool) -> bool:
+        """Read-only, `check` without the fingerprint: True when the folder holds finished work of a run that this
+        one must match; refuses a folder of files ssogen did not write or of another command."""
         folder, out = self.folder, self.folder.root
         check_writable_folder(out)
         if not folder.holds_anything():
@@ -65,11 +74,8 @@ class ShardStore:
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen run (no {WORK_DIR}/{MARKER}); "
                             "--overwrite removes only what ssogen wrote, so choose a new or empty folder")
         check_kind(folder.work_dir, "dataset", label=f"--out {out}")
-        if overwrite or not folder.fingerprint.exists() or not self.holds_finished_work():
-            return False  # nothing to resume: a run that stopped before its first row takes a new configuration
-        check_fingerprint(folder.fingerprint, fingerprint, refusal=f"--out {out}: holds a run with a different "
-                          "configuration", hints=hints, earlier=earlier)
-        return True
+        # Nothing to resume: a run that stopped before its first row takes a new configuration.
+        return not (overwrite or not folder.fingerprint.exists() or not self.holds_finished_work())
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None,
                 earlier: Collection[str] = ()) -> bool:

@@ -70,11 +70,15 @@ class RunPlan:
         return (self.config.earlier_fingerprint(self.loaded_library.sha256, self.templates_digest,
                                                 self.model_fingerprint.parts),)
 
-    def check_output_folder(self, *, overwrite: bool) -> bool:
+    def check_output_folder(self, *, overwrite: bool, look_up_hub: bool = True) -> bool:
         """Read-only: refuse --out when it holds another configuration's run or files of no run. True when the
-        run would resume."""
-        return ShardStore(self.config.out).check(self.fingerprint(), overwrite=overwrite, hints=self.refusal_hints,
-                                                 earlier=self.earlier_fingerprints)
+        run would resume. `look_up_hub=False` (the dry run): a hub model's run is not compared, as its fingerprint
+        asks the hub."""
+        store = ShardStore(self.config.out)
+        if not look_up_hub and not self.model.local:
+            return store.holds_a_run_to_match(overwrite=overwrite)
+        return store.check(self.fingerprint(), overwrite=overwrite, hints=self.refusal_hints,
+                           earlier=self.earlier_fingerprints)
 
 
 def plan_run(config: RunConfig) -> RunPlan:

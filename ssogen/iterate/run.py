@@ -175,12 +175,13 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     """Plan, then (unless `dry_run`) claim --out and run every step not done yet; `log(out)` is entered once the
     folder is claimed (the CLI writes iterate's own log there)."""
     run = IterateRun(options)
-    if dry_run:
+    state = RunState(run.out)
+    train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
+    if dry_run:  # an --out the run would refuse is refused here too
+        state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
         print_plan(run, console)
         return
     check_model_available(run.model)  # a hub id: unknown, or the hub unreachable, is one line now
-    state = RunState(run.out)
-    train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
     resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
     with log(run.out) if log is not None else contextlib.nullcontext():
         _run_iterations(run, state, resumed, console)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ssogen.errors import UserError
 from ssogen.io import write_json_atomic
@@ -57,26 +57,19 @@ class RunState:
         self.data: dict[str, Any] = {}
         self.train_configs_replaced = False  # open() took new train configs (no train step was done)
 
-    def open(self, fingerprint: dict[str, Any], *, overwrite: bool, train_steps: Collection[str] = ()) -> bool:
-        """Start or reopen the run in DIR; True when resuming. A run of other options is refused unless
-        overwrite, which removes iterate's own outputs (and nothing else). Only the train configs changed while
-        none of `train_steps` (the ids of the train steps) is done (say, the first one failed on a bad value):
-        the run resumes and its train steps start again with the new configs."""
+    def check(self, fingerprint: dict[str, Any], *, overwrite: bool, train_steps: Collection[str] = ()
+              ) -> Literal["resume", "new-train-configs", "start"]:
+        """Read-only (what `--dry-run` asks): what `open` would do with DIR, or its one-line refusal."""
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: exists and is not a folder")
         entries = list(self.out.iterdir()) if self.out.is_dir() else []
         if self.path.exists():
             stored = self._read()
             if fingerprint["fingerprint"] in (stored.get("fingerprint"), _refingerprint(stored)):
-                self.data = {**stored, **fingerprint}
-                return True
+                return "resume"
             if not overwrite and _only_train_configs_changed(stored, fingerprint) and not any(
                     (stored.get("steps") or {}).get(step, {}).get("status") == "done" for step in train_steps):
-                steps = {k: v for k, v in (stored.get("steps") or {}).items() if k not in train_steps}
-                self.data = {**stored, **fingerprint, "steps": steps}
-                self._write()
-                self.train_configs_replaced = True
-                return True
+                return "new-train-configs"
             if not overwrite:
                 changed = _changed(stored.get("options", {}), fingerprint["options"])
                 raise UserError(f"--out {self.out}: holds an iterate run with other options (changed: "
@@ -88,7 +81,25 @@ class RunState:
         elif entries and not overwrite:
             raise UserError(f"--out {self.out}: holds iteration folders but no {STATE_FILE}; use --overwrite to "
                             "start again there")
-        for entry in entries:
+        return "start"
+
+    def open(self, fingerprint: dict[str, Any], *, overwrite: bool, train_steps: Collection[str] = ()) -> bool:
+        """Start or reopen the run in DIR; True when resuming. A run of other options is refused unless
+        overwrite, which removes iterate's own outputs (and nothing else). Only the train configs changed while
+        none of `train_steps` (the ids of the train steps) is done (say, the first one failed on a bad value):
+        the run resumes and its train steps start again with the new configs."""
+        action = self.check(fingerprint, overwrite=overwrite, train_steps=train_steps)
+        if action == "resume":
+            self.data = {**self._read(), **fingerprint}
+            return True
+        if action == "new-train-configs":
+            stored = self._read()
+            steps = {k: v for k, v in (stored.get("steps") or {}).items() if k not in train_steps}
+            self.data = {**stored, **fingerprint, "steps": steps}
+            self._write()
+            self.train_configs_replaced = True
+            return True
+        for entry in list(self.out.iterdir()) if self.out.is_dir() else []:
             if _owned(entry):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         self.data = {**fingerprint, "steps": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

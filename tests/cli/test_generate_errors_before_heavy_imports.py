@@ -42,6 +42,10 @@ GENERATE = [
     ("out-other-configuration", "--out {w}/previous --temperature 0.9", 2,
      "holds a run with a different configuration (changed: temperature)"),
     ("out-is-a-file", "--out {w}/afile", 2, "exists and is not a folder"),
+    # The dry run refuses what the run would refuse (it printed the plan, and the run was then refused).
+    ("dry-run-out-not-empty", "--out {w}/foreign --dry-run", 2, "folder is not empty and holds no ssogen run"),
+    ("dry-run-out-other-configuration", "--out {w}/previous --temperature 0.9 --dry-run", 2,
+     "holds a run with a different configuration (changed: temperature)"),
     ("out-under-a-file", "--out {w}/afile/sub", 2, "is a file, not a folder"),
     # The run's prompts file was edited in place (one query changed): its queries, not its path, are fingerprinted.
     ("prompts-edited-in-place", "--out {w}/from-file --prompts {w}/edited.jsonl --limit 2", 2,

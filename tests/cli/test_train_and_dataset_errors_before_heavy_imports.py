@@ -96,6 +96,8 @@ DATASET = [
      "--no-w cannot be used with --recipe v2"),
     # It failed in the first step, after --out was taken: the corrected command was then "other options".
     ("iterate-model-missing", "iterate --model {w}/nope --out {w}/loop", 2, "--model {w}/nope: no such folder"),
+    ("iterate-dry-run-foreign-out", "iterate --model {model} --out {w}/foreign --dry-run", 2,
+     "not empty and holds no ssogen iterate run"),
     ("iterate-model-missing-dry-run", "iterate --model {w}/nope --out {w}/loop --dry-run", 2,
      "--model {w}/nope: no such folder"),
     ("push-bad-repo-id", "push-to-hub {w}/dataset --repo-id no-slash --token hf_x", 2, "is not a valid repo id"),
