@@ -229,11 +229,9 @@ class OutputFolder:
 
     def mark_incomplete(self) -> None:
         """Set the manifest's status to in_progress (a folder being regenerated must not be published)."""
-        if not self.manifest.exists():
-            return
         try:
             manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError):  # none yet, or unreadable: nothing to mark
             return
         manifest["status"] = "in_progress"
         self.write_manifest(manifest)
@@ -288,8 +286,9 @@ class OutputFolder:
         return holds_anything(self.root)
 
     def claim(self, command: str) -> contextlib.AbstractContextManager[Holder | None]:
-        """Hold the folder's lock and mark it as ssogen's (`ssogen.ownership.claim`)."""
-        return claim(self.work_dir, label=f"--out {self.root}", command=command, kind="dataset")
+        """Hold the folder's lock, mark it as ssogen's; errors name it as given (generate's --out, else FOLDER)."""
+        label = f"--out {self.root}" if command == "ssogen generate" else str(self.root)
+        return claim(self.work_dir, label=label, command=command, kind="dataset")
 
     def remove_run_outputs(self) -> None:
         """What `--overwrite` does: remove the files ssogen wrote for a previous run, and nothing a person put

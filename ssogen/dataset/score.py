@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.folder import OutputFolder
@@ -35,7 +35,7 @@ from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
-from ssogen.settings import option
+from ssogen.settings import flag_name, option
 
 
 # pydantic lists the last base's fields first: the help shows the filter stages, then the engine options.
@@ -50,6 +50,16 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
         "log-probs.")
     chunk_rows: int | None = option(None, "Rows per batch (7 sequences each); saved after each.", ge=1,
                                     default_text=f"{CHUNK_ROWS_PER_ENGINE} per engine ({CHUNK_ROWS_PER_ENGINE} x --dp)")
+
+    @model_validator(mode="after")
+    def _stages_need_the_filter(self) -> ScoreConfig:
+        given = [name for name in LikelihoodFilterOptions.model_fields if name in self.model_fields_set]
+        if given and self.filter != LIKELIHOOD:  # they would be ignored
+            flags = [flag_name(ScoreConfig, name) for name in given]
+            shown = [f"--no-{f[2:]}" if getattr(self, n) is False else f for n, f in zip(given, flags, strict=True)]
+            raise ValueError(f"{', '.join(shown)} only appl{'ies' if len(shown) == 1 else 'y'} with --filter "
+                             "likelihood")
+        return self
 
     @property
     def resolved_chunk_rows(self) -> int:

@@ -128,6 +128,8 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
                 if split not in loaded:
                     raise UserError(f"{path}: no split {split!r} (has: {', '.join(loaded)})")
                 loaded = loaded[split]
+            elif split != "train":  # one Dataset saved alone: it would be ignored
+                raise UserError(f"--split {split}: {path} holds one dataset, which has no splits")
             return list(loaded)
         # A throwaway cache: reading the user's input must not write anywhere outside --out.
         with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
@@ -235,6 +237,9 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
             raw = _rows_from_dataset_folder(path, split)
             public = {"source": path.resolve().name, "origin": "local folder"}
         elif path.is_file():
+            if split != "train":  # it would be ignored: a file has one set of rows
+                raise UserError(f"--split {split}: {source} is a file, which has no splits (--split is for a "
+                                "dataset folder or a hub dataset)")
             raw, sha256 = _rows_from_file(path)
             public = {"source": path.name, "origin": "local file", "sha256": sha256}
         elif "/" in source and not source.startswith((".", "/", "~")) and path.suffix == "":

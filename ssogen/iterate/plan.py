@@ -121,8 +121,9 @@ class Planner:
         self.start_model = str(local.resolve()) if local.exists() else options.model
 
     def _generate(self, step_id: str, model: str, prompts: Path, folder: Path) -> Step:
+        # The slice is a JSONL file of `prompt` rows: a --config's prompt_field and split were for the input.
         argv = ssogen_command("generate", "--model", model, "--prompts", str(prompts), "--prompt-field", "prompt",
-                              "--out", str(folder))
+                              "--split", "train", "--out", str(folder))
         if self.options.generate_config is not None:
             argv += ["--config", str(self.options.generate_config.resolve())]
         return Step(step_id, "generate", folder, argv, model)

@@ -18,6 +18,9 @@ GENERATE = [
     ("prompts-broken-json", "--prompts {w}/broken.jsonl", 2, "broken.jsonl:2: invalid JSON"),
     ("prompts-no-field", "--prompts {w}/nofield.jsonl", 2, "no row has a 'prompt' field"),
     ("prompts-blank", "--prompts {w}/blank.jsonl", 2, "all 1 prompts are blank"),
+    # --split was ignored for a file: every row was read
+    ("prompts-file-with-split", "--prompts {w}/edited.jsonl --split test", 2,
+     "--split test: {w}/edited.jsonl is a file, which has no splits"),
     ("prompts-hub-unreachable", "--prompts no-such-org/no-such-dataset", 1, "loading it as a hub dataset failed"),
     ("library", "--principles {w}/lib.yaml", 2, "--principles: invalid library: {w}/lib.yaml:1: description"),
     ("library-alias-bomb", "--principles {w}/bomb.yaml", 2, "YAML anchors and aliases are not allowed"),

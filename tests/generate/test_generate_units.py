@@ -44,6 +44,11 @@ def test_reads_jsonl_json_csv_parquet_and_datasets_folder(tmp_path: Path) -> Non
         assert read.public == ({"source": "saved", "origin": "local folder"} if name == "saved" else {
             "source": name, "origin": "local file",
             "sha256": hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()}), name
+    # --split names a split; none of these has any, so another one was silently read as all the rows
+    with pytest.raises(UserError, match=r"^--split test: .*saved holds one dataset, which has no splits$"):
+        read_prompts(str(tmp_path / "saved"), split="test")
+    with pytest.raises(UserError, match=r"^--split test: .*p\.csv is a file, which has no splits"):
+        read_prompts(str(tmp_path / "p.csv"), split="test")
 
 
 def test_a_corrupt_parquet_file_is_named_as_pyarrow_names_it(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ def test_iteration_two_generates_scores_and_trains_from_iteration_one(tmp_path: 
     assert flag_value(generate.argv, "--model") == model_1 == flag_value(score.argv, "--model")
     assert flag_value(generate.argv, "--out") == str(out / "iter-2" / "data")
     assert flag_value(generate.argv, "--prompts") == str(out / "iter-2" / "prompts.jsonl")
+    assert flag_value(generate.argv, "--split") == "train"  # the slice is a file: a config's split is the input's
     assert flag_value(score.argv, "--filter") == "likelihood" and flag_value(score.argv, "--tp") == "2"
     assert flag_value(train.argv, "--model") == model_1 and flag_value(train.argv, "--data") == str(out / "iter-2"
                                                                                                     / "data")
