@@ -56,5 +56,5 @@ def collect_env() -> dict[str, object]:
                 devices.append(f"cuda:{i} {props.name} ({props.total_memory / 2**30:.1f} GiB)")
     except Exception as exc:  # a broken CUDA install is exactly what a bug report should show
         devices.append(f"error querying CUDA: {exc}")
-    info["cuda_devices"] = devices or ["none"]
+    info["cuda_devices"] = devices  # [] without CUDA (the table prints "none")
     return info

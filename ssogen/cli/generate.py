@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from ssogen.cli.common import (
 from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import license_note
+from ssogen.errors import STEP_OF_ITERATE_ENV
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
 from ssogen.models import require_available
 
@@ -201,6 +203,8 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
 def _print_next_steps(plan: Any, manifest: dict[str, Any]) -> None:
     """What to run next: look at the data, score it with the policy, train on it (local paths as the user typed
     them: this goes to the terminal only, never into the folder)."""
+    if os.environ.get(STEP_OF_ITERATE_ENV):  # iterate runs the next steps itself, with its own folders
+        return
     out, model = plan.config.out, plan.config.model
     steps = [shlex.join(["ssogen", "stats", out])]
     if not manifest.get("score"):

@@ -52,5 +52,5 @@ def env(
         return
     table = Table(show_header=False)
     for key, value in info.items():
-        table.add_row(key, "\n".join(value) if isinstance(value, list) else str(value))
+        table.add_row(key, ("\n".join(value) or "none") if isinstance(value, list) else str(value))
     console.print(table)

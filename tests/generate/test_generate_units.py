@@ -348,3 +348,18 @@ def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
     assert run_warnings(written, max_tokens=64) == [
         "--principle-source policy: the policy wrote no usable principle text for 3 of 10 rows (30%), so they use "
         "the library's text (try a stronger policy, or --principle-source library)"]
+
+
+def test_the_next_steps_are_left_out_inside_iterate(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Inside iterate they named commands (`--out DATA-model`) that iterate does not run."""
+    from types import SimpleNamespace
+
+    from ssogen.cli.generate import _print_next_steps
+
+    plan = SimpleNamespace(config=SimpleNamespace(out="data", model="m"))
+    _print_next_steps(plan, {"configs": {"sso": 3}})
+    assert "ssogen train --data data --model m --out data-model" in capsys.readouterr().out
+    monkeypatch.setenv("SSOGEN_STEP_OF_ITERATE", "1")
+    _print_next_steps(plan, {"configs": {"sso": 3}})
+    assert capsys.readouterr().out == ""

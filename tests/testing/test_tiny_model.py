@@ -89,8 +89,9 @@ def test_env_command_reports_versions() -> None:
         assert key in info
     assert info["vllm"].endswith("(cpu build)")
     assert info["torch"].startswith("2.13.0")
+    assert info["cuda_devices"] == []  # this CPU machine: an empty list, not ["none"]
     table = CliRunner().invoke(app, ["env"])
-    assert table.exit_code == 0 and "transformers" in table.stdout
+    assert table.exit_code == 0 and "transformers" in table.stdout and "none" in table.stdout
 
 
 def test_make_tiny_model_never_writes_over_a_file_or_another_model(tmp_path: Path) -> None:
