@@ -27,9 +27,9 @@ def _manifest(folder: OutputFolder) -> dict[str, Any] | None:
 
 
 def unchanged_finished_run(folder: OutputFolder, fingerprint: str, row_ids: list[str], split: SplitSpec | None,
-                           license: str) -> tuple[list[TripletRecord], dict[str, Any]] | None:
+                           license: str, templates: str | None) -> tuple[list[TripletRecord], dict[str, Any]] | None:
     """(records, manifest) of the finished run in `folder` when writing it again would give the same data files
-    and card facts; None when it must be written."""
+    and card facts; None when it must be written. A card that is missing is written (from `templates`)."""
     manifest = _manifest(folder)
     if manifest is None or manifest.get("status") != "complete" or manifest.get("fingerprint") != fingerprint:
         return None
@@ -42,7 +42,7 @@ def unchanged_finished_run(folder: OutputFolder, fingerprint: str, row_ids: list
     if [r.id for r in records] != row_ids:
         return None
     if not folder.card.is_file():
-        write_card(folder.root)
+        write_card(folder.root, templates=templates)
     return records, manifest
 
 

@@ -197,7 +197,8 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     pending = [row for row in plan.rows if row.id not in finished]
     split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
     done = None if pending or overwrite else unchanged_finished_run(
-        folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows], split, config.license)
+        folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows], split, config.license,
+        config.templates)
     if done is not None:  # nothing to write; this invocation resumed and ran no request
         return GenerateResult(folder.root, done[0], {**done[1], "requests_this_invocation": {}, "resumed": True},
                               unchanged=True)
