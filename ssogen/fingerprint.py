@@ -19,6 +19,7 @@ from ssogen.models import (
     CHAT_TEMPLATE_FILES,
     TOKENIZER_FILES,
     ModelRef,
+    ask_hub,
     hub_offline,
     neither_folder_nor_hub,
     require_available,
@@ -96,18 +97,11 @@ def hub_revision(model: ModelRef, *, flag: str = "--model") -> str:
 def _asked_revision(model: ModelRef, *, flag: str) -> str | None:
     """The commit the hub names for a hub id; None when it cannot be asked or will not say (a gated model): the
     local cache may still know it. A model the hub says does not exist is one line (exit 2)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        return HfApi().model_info(model.name, timeout=20).sha or None
-    except GatedRepoError:  # a subclass of RepositoryNotFoundError: the model exists
-        return None
-    except RepositoryNotFoundError:
+    answer = ask_hub(model.name, "model")
+    if answer.missing:
         raise neither_folder_nor_hub(model, "no such model on the hub (a private one needs HF_TOKEN)", flag=flag,
-                                     exit_code=2) from None
-    except Exception:  # noqa: BLE001 - unreachable or refused
-        return None
+                                     exit_code=2)
+    return answer.sha
 
 
 def _json_digest(path: Path, *, drop: tuple[str, ...]) -> str:

@@ -122,6 +122,32 @@ def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", fl
     return UserError(f"{flag} {model.name}: cannot {what} ({type(exc).__name__}: {first})")
 
 
+@dataclass(frozen=True)
+class HubAnswer:
+    """What the hub said of a repository: its commit (None when it will not say, e.g. a gated one), that it has
+    none of that name (`missing`; a private one looks the same), or the error that kept it from answering."""
+
+    sha: str | None = None
+    missing: bool = False
+    error: BaseException | None = None
+
+
+def ask_hub(name: str, repo_type: str) -> HubAnswer:
+    """One question to the hub about a model or dataset (`repo_type`), with a 20 s timeout and no retries."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        info = getattr(HfApi(), f"{repo_type}_info")(name, timeout=20)
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: it exists, its files need access
+        return HubAnswer()
+    except RepositoryNotFoundError:
+        return HubAnswer(missing=True)
+    except Exception as exc:  # noqa: BLE001 - unreachable or refused: the caller decides
+        return HubAnswer(error=exc)
+    return HubAnswer(sha=getattr(info, "sha", None) or None)
+
+
 def network_failure(exc: BaseException | None) -> bool:
     """The exception (or one it was raised from) says the hub could not be reached: the network, not the input."""
     seen = 0

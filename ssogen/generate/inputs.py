@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.errors import UserError
-from ssogen.models import hub_offline, network_failure
+from ssogen.models import ask_hub, hub_offline, network_failure
 
 DEMO_QUERIES = Path(__file__).parent.parent / "data" / "demo_queries.jsonl"
 
@@ -144,23 +144,16 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
 def _ask_hub_for_dataset(name: str) -> None:
     """One quick question to the hub before `datasets` loads: an unreachable hub fails now, in one line, where
     `datasets` would retry for about 25 s and print every try; a dataset the hub does not know is named as such."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
     failed = f"--prompts {name}: no such file, and loading it as a hub dataset failed"
     if hub_offline():  # the download cache is a throwaway folder: nothing can be loaded from it
         raise UserError(f"{failed}: HF_HUB_OFFLINE is set; give a file or a dataset folder", exit_code=1)
-    try:
-        HfApi().dataset_info(name, timeout=20)
-    except GatedRepoError:  # a subclass of RepositoryNotFoundError: it exists; `datasets` says what access needs
-        return
-    except RepositoryNotFoundError:
-        raise UserError(f"{failed}: no such dataset on the hub (a private one needs HF_TOKEN)") from None
-    except Exception as exc:  # noqa: BLE001 - only an unreachable hub stops here; `datasets` reports the rest
-        if network_failure(exc):
-            raise UserError(f"{failed}: the hub cannot be reached ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}); check the network or give a file",
-                            exit_code=1) from None
+    answer = ask_hub(name, "dataset")
+    if answer.missing:
+        raise UserError(f"{failed}: no such dataset on the hub (a private one needs HF_TOKEN)")
+    if network_failure(answer.error):  # only an unreachable hub stops here; `datasets` reports the rest
+        error = str(answer.error)
+        raise UserError(f"{failed}: the hub cannot be reached ({type(answer.error).__name__}: "
+                        f"{error.splitlines()[0] if error else ''}); check the network or give a file", exit_code=1)
 
 
 def _rows_from_hub(name: str, split: str) -> list[Any]:
