@@ -19,6 +19,8 @@ from ssogen.errors import UserError
 from ssogen.io import check_writable_folder, write_json_atomic
 from ssogen.ownership import check_fingerprint, check_kind
 
+ENGINE_SETTINGS = "engine_settings.json"  # in the work dir; --overwrite clears it with the rest
+
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     """(line number, value) of each complete line."""
@@ -132,6 +134,21 @@ class ShardStore:
         f.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
+
+    def save_engine_settings(self, settings: dict[str, Any] | None) -> None:
+        """What the engine loaded for this run resolved its options to (the manifest's `engine_settings`), kept
+        so that an invocation which finds every row saved and loads no engine can still record it."""
+        if settings is not None:
+            write_json_atomic(self.dir / ENGINE_SETTINGS, settings, sort_keys=True)
+
+    def saved_engine_settings(self) -> dict[str, Any] | None:
+        """The settings `save_engine_settings` kept (None: no engine was loaded for this run, or an older
+        version ran it)."""
+        try:
+            found = json.loads((self.dir / ENGINE_SETTINGS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     def close(self) -> None:
         for f in self._files.values():

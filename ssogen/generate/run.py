@@ -213,6 +213,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         if pending:
             engine = engine or _build_engine(plan)
             session = Session.open(config, plan.library, plan.templates, engine)
+            store.save_engine_settings(getattr(engine, "settings", None))
 
             def report() -> None:
                 if on_progress is not None and session is not None:
@@ -258,7 +259,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         **model,
         "engine": session.engine.name if session else config.engine,
         "engine_options": config.engine_options().model_dump(),  # as given; engine_settings: what they became
-        "engine_settings": getattr(session.engine, "settings", None) if session else None,
+        "engine_settings": getattr(session.engine, "settings", None) if session else store.saved_engine_settings(),
         "seed": config.seed,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
                      "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)",

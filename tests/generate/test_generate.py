@@ -100,6 +100,23 @@ def test_rerun_of_a_finished_run_recomputes_nothing(e2e: Any, tiny_model: Path) 
     assert triplets(e2e.out) == before
 
 
+def test_a_run_finished_without_an_engine_records_the_engine_that_made_its_rows(vllm_engine: Any, tiny_model: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Every row was saved but the run stopped before writing the dataset: the invocation that writes it loads
+    no engine, and used to record `engine_settings: null` though an engine made every row."""
+    import shutil
+
+    from ssogen.generate.run import run_generate
+
+    first = _run(vllm_engine, tiny_model, tmp_path / "out", limit=3)
+    shutil.rmtree(first.out / "data")
+    (first.out / "manifest.json").unlink()
+    again = run_generate(RunConfig(model=str(tiny_model), out=str(first.out), **{**BASE, "limit": 3}))
+    assert again.manifest["requests_this_invocation"] == {}
+    assert again.manifest["engine_settings"] == first.manifest["engine_settings"]
+    assert again.manifest["engine_settings"]["dtype"] == "float32"
+
+
 def test_a_finished_run_asked_for_again_keeps_what_score_and_stats_added(vllm_engine: Any, tiny_model: Path,
                                                                          tmp_path: Path) -> None:
     """Generate used to write the data files again from its saved rows: the scores and the likelihood filter of
