@@ -196,11 +196,12 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     wanted = {row.id for row in plan.rows}
     pending = [row for row in plan.rows if row.id not in finished]
     split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
-    done = None if pending or overwrite else unchanged_finished_run(
+    unchanged = None if pending or overwrite else unchanged_finished_run(
         folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows], split, config.license,
         config.templates)
-    if done is not None:  # nothing to write; this invocation resumed and ran no request
-        return GenerateResult(folder.root, done[0], {**done[1], "requests_this_invocation": {}, "resumed": True},
+    if unchanged is not None:  # nothing to write; this invocation resumed and ran no request
+        rows, manifest = unchanged
+        return GenerateResult(folder.root, rows, {**manifest, "requests_this_invocation": {}, "resumed": True},
                               unchanged=True)
     undone = undone_work(folder)
     session: Session | None = None
@@ -231,13 +232,13 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                 store.append("rows", too_long)
                 finished.update({r["id"]: r for r in too_long})
                 to_sample = [row for row in chunk if row.id not in finished]
-                records = sample_responses(session, to_sample, selections, request_order)
-                store.append("rows", records)
-                finished.update({r["id"]: r for r in records})
+                sampled = sample_responses(session, to_sample, selections, request_order)
+                store.append("rows", sampled)
+                finished.update({r["id"]: r for r in sampled})
                 report()
     except STOPPED:  # the finally below closes the store
-        done = sum(1 for i in wanted if i in finished)
-        raise UserError(f"interrupted: {done} of {len(plan.rows)} rows are saved in {folder.work_dir}; run the "
+        saved = sum(1 for i in wanted if i in finished)
+        raise UserError(f"interrupted: {saved} of {len(plan.rows)} rows are saved in {folder.work_dir}; run the "
                         "same command again to resume", exit_code=130) from None
     finally:
         store.close()
