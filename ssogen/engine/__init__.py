@@ -10,8 +10,9 @@ Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`)
     vllm_settings(llm)         what a built `vllm.LLM` runs with (dtype, context, KV cache), for the manifest
     GenerationRequest / GenerationResult / Engine   what the pipeline hands to and gets back from an engine
     close_engine(engine)                            stops a pool's engines, or shuts one engine down
-Nothing here imports the modules of this package (they import this one): `ssogen.engine.launch.make_engine` and
-`make_scorer` build what a command asked for, `ssogen.engine.factory` one engine in this process.
+Nothing here imports the modules of this package that import this one (`ipc` is a leaf):
+`ssogen.engine.launch.make_engine` and `make_scorer` build what a command asked for, `ssogen.engine.factory` one
+engine in this process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ssogen.engine.ipc import use_private_socket_folder
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
 from ssogen.interrupts import ctrl_c_through_engine_start
@@ -169,6 +171,7 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
     vllm = import_vllm()
     collect_dropped_engines()
+    use_private_socket_folder()  # vLLM leaves its socket files behind; this folder goes at exit
     kwargs = vllm_llm_kwargs(model, options or EngineOptions())
     # On the CPU build the size in kwargs already took the variable into account; vLLM would let it win over a
     # --kv-cache-gb. It is read while the LLM's config is built, in this process.
