@@ -216,6 +216,11 @@ def test_principle_json() -> None:
     assert parse_principle_json('Sure: {"good": "Do A.", "bad": "Do B."} done') == ("Do A.", "Do B.")
     assert parse_principle_json('{"good": "", "bad": "x"}') is None
     assert parse_principle_json("no json") is None
+    # Braces inside a string and nested objects used to end the match early: the row fell back to library text.
+    assert parse_principle_json('{"good": "Use a {placeholder} for names.", "bad": "Leave names out."}') == (
+        "Use a {placeholder} for names.", "Leave names out.")
+    assert parse_principle_json('{"feature": {"name": "x"}, "good": "G", "bad": "B"}') == ("G", "B")
+    assert parse_principle_json('{"note": 1} then {"good": "G", "bad": "B"}') == ("G", "B")
 
 
 # -- filters

@@ -5,7 +5,6 @@ library's text is used and the row records `principle_fallback`."""
 from __future__ import annotations
 
 import json
-import re
 
 from ssogen.generate.inputs import Row
 from ssogen.generate.steps.common import Session, derive_seed
@@ -21,20 +20,18 @@ def principle_writer_prompt(templates: Templates, feature: Feature, query: str) 
 
 
 def parse_principle_json(text: str) -> tuple[str, str] | None:
-    """(good, bad) from the principle writer's JSON answer, or None when it does not parse."""
-    match = re.search(r"\{.*?\}", text, flags=re.DOTALL)
-    if match is None:
-        return None
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    good, bad = data.get("good"), data.get("bad")
-    if not (isinstance(good, str) and isinstance(bad, str) and good.strip() and bad.strip()):
-        return None
-    return good.strip(), bad.strip()
+    """(good, bad) from the principle writer's answer: the first JSON object in it with non-empty "good" and "bad"
+    strings (braces inside the strings and nested objects are fine), or None when there is none."""
+    decoder = json.JSONDecoder()
+    for start in (i for i, char in enumerate(text) if char == "{"):
+        try:
+            data, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        good, bad = (data.get("good"), data.get("bad")) if isinstance(data, dict) else (None, None)
+        if isinstance(good, str) and isinstance(bad, str) and good.strip() and bad.strip():
+            return good.strip(), bad.strip()
+    return None
 
 
 def write_principles(session: Session, rows: list[Row], selections: dict[str, Selection],
