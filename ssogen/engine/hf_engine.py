@@ -17,13 +17,22 @@ def load_causal_lm(model: str, options: EngineOptions) -> tuple[Any, Any, str, i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
-    dtype = torch.float32 if options.dtype in ("auto", "float32") else getattr(torch, options.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = AutoModelForCausalLM.from_pretrained(
-        model, dtype=dtype, trust_remote_code=options.trust_remote_code).to(device)
+        model, dtype=causal_lm_dtype(options.dtype, device), trust_remote_code=options.trust_remote_code).to(device)
     lm.eval()
     context = getattr(lm.config, "max_position_embeddings", None) or 2048
     return tokenizer, lm, device, int(options.max_model_len or context)
+
+
+def causal_lm_dtype(dtype: str, device: str) -> Any:
+    """What `from_pretrained` gets for --dtype, as the option's help says: `auto` is float32 on the CPU and the
+    model's own dtype (transformers' "auto", from its config) on a GPU; a named dtype is that torch dtype."""
+    import torch
+
+    if dtype == "auto":
+        return "auto" if device == "cuda" else torch.float32
+    return getattr(torch, dtype)  # half and float are torch's names too
 
 
 def causal_lm_settings(lm: Any, device: str, context: int) -> dict[str, Any]:

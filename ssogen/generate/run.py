@@ -213,7 +213,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     try:
         if pending:
             engine = engine or _build_engine(plan)
-            session = Session.open(config, plan.library, plan.templates, engine)
+            session = Session.open(config, plan.library, plan.templates, engine, plan.model.path)
             store.save_engine_settings(getattr(engine, "settings", None))
 
             def report() -> None:
@@ -264,7 +264,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         "seed": config.seed,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
                      "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)",
-                     "stop_token_ids": stop_token_ids_of(config.model, tokenizer)},
+                     "stop_token_ids": stop_token_ids_of(plan.model.path, tokenizer)},
         "end_of_turn": end_of_turn(tokenizer).as_dict(),
         "selection": {"mode": config.selection, "features_per_query": config.features_per_query,
                       "extra_prob": config.extra_prob, "principle_source": config.principle_source},

@@ -125,14 +125,16 @@ def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def _ask_judge(engine: Any, pairs: list[Any], options: JudgeOptions) -> tuple[dict[str, Any], set[str]]:
-    """The judge's answer to every pair in both orders, by request key; and the pairs too long to ask about."""
+def _ask_judge(engine: Any, pairs: list[Any], options: JudgeOptions, model_path: str,
+               ) -> tuple[dict[str, Any], set[str]]:
+    """The judge's answer to every pair in both orders, by request key; and the pairs too long to ask about.
+    `model_path`: the judge as loaded (`ModelRef.path`)."""
     from ssogen.chat import has_chat_template, prompt_token_ids
 
     tokenizer = engine.tokenizer
     if not has_chat_template(tokenizer):
         raise UserError(f"--judge-model {options.judge_model}: the tokenizer has no chat template")
-    stop_ids = stop_token_ids_of(options.judge_model, tokenizer)
+    stop_ids = stop_token_ids_of(model_path, tokenizer)
     requests, too_long = [], set()
     for pair in pairs:
         built = {}
@@ -163,14 +165,14 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
     owns_engine = engine is None  # an engine built here is shut down here
     if engine is None:
         try:
-            engine = make_engine(options.engine, options.judge_model, options.engine_options())
+            engine = make_engine(options.engine, judge_ref.path, options.engine_options())
         except UserError:
             raise
         except Exception as exc:
             raise UserError(f"--judge-model {options.judge_model}: the {options.engine} engine failed to load it "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     try:
-        answers, too_long = _ask_judge(engine, pairs, options)
+        answers, too_long = _ask_judge(engine, pairs, options, judge_ref.path)
     finally:
         if owns_engine:
             close_engine(engine)

@@ -93,6 +93,26 @@ def test_generate_on_a_base_eos_model_from_message_lists(tiny_model_base_eos: Pa
             assert row[f"truncated_{variant}"] == (triplets[row["id"]][f"finish_reason_{variant}"] == "length")
 
 
+def test_a_model_folder_given_with_a_tilde_keeps_its_generation_config_stop_ids(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model=~/m` (no shell expands it there) or `model: ~/m` in a YAML file: the folder was found, but the stop
+    ids were read from the unexpanded name, so generation_config's eos ids were silently missing."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    monkeypatch.setenv("HOME", str(tiny_model.parent))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "generate", f"--model=~/{tiny_model.name}", "--out", str(out), "--engine", "transformers",
+        "--max-tokens", "4", "--limit", "1", "--keep-truncated"])
+    assert result.exit_code == 0, result.output
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    only_in_generation_config = set(GenerationConfig.from_pretrained(tiny_model).eos_token_id) - {
+        tokenizer.eos_token_id}
+    stop_ids = json.loads((out / "manifest.json").read_text())["sampling"]["stop_token_ids"]
+    assert only_in_generation_config and only_in_generation_config <= set(stop_ids)
+    assert stop_ids == stop_token_ids_of(str(tiny_model), tokenizer)
+
+
 def test_empty_responses_are_counted_in_summary_and_stats() -> None:
     records = [make_record(0, response_bad="", flags=["empty_bad"], kept=False, drop_reason="empty_response"),
                make_record(1, response_good="", response_raw="", flags=["empty_good", "empty_raw"]),

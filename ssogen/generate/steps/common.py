@@ -40,13 +40,15 @@ class Session:
     last_call_end: float | None = None
 
     @classmethod
-    def open(cls, config: RunConfig, library: Library, templates: Templates, engine: Engine) -> Session:
+    def open(cls, config: RunConfig, library: Library, templates: Templates, engine: Engine, model_path: str,
+             ) -> Session:
+        """`model_path`: the policy as loaded (`ModelRef.path`: a folder with ~ expanded, or a hub id)."""
         tokenizer = engine.tokenizer
         if not has_chat_template(tokenizer):
             raise UserError(f"--model {config.model}: the tokenizer has no chat template")
         return cls(config=config, library=library, templates=templates, engine=engine,
                    system_supported=supports_system_role(tokenizer),
-                   stop_ids=stop_token_ids_of(config.model, tokenizer))
+                   stop_ids=stop_token_ids_of(model_path, tokenizer))
 
     @property
     def generation_s(self) -> float:
