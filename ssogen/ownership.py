@@ -47,7 +47,8 @@ def claim(work_dir: Path, *, label: str, command: str, kind: str) -> Iterator[Ho
 
 
 # What each `kind` in the marker is, as a refusal names it.
-KINDS = {"dataset": "a dataset folder of ssogen generate", "model": "a training run of ssogen train"}
+KINDS = {"dataset": "a dataset folder of ssogen generate", "model": "a training run of ssogen train",
+         "iterate": "a run of ssogen iterate"}
 
 
 def check_kind(work_dir: Path, kind: str, *, label: str) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.errors import UserError
 from ssogen.settings import option
+from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
 
 # Keys a config file may not set: iterate chooses them per step.
 GENERATE_OWNED = {"model": "--model", "out": "--out", "prompts": "--prompts", "limit": "--queries-per-iteration"}
@@ -152,9 +153,7 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
 # step resumes across them (generate and train leave them out of their own fingerprints), so the run does too.
 GENERATE_RUNTIME_KEYS = frozenset({"chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization", "kv_cache_gb",
                                    "license"})
-TRAIN_RUNTIME_KEYS = frozenset({"report_to", "logging_steps", "save_steps", "save_total_limit", "final_eval",
-                                "reference_batch_size", "use_cpu", "gradient_checkpointing", "fused_head",
-                                "head_kernel", "packing"})
+TRAIN_RUNTIME_KEYS = TRAIN_NOT_FINGERPRINTED - set(TRAIN_OWNED)  # train's own list, less what iterate sets
 _RUNTIME_KEYS = {"generate": GENERATE_RUNTIME_KEYS, "train": TRAIN_RUNTIME_KEYS, "generator_train": TRAIN_RUNTIME_KEYS}
 
 

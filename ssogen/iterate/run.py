@@ -36,6 +36,7 @@ from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
 from ssogen.iterate.report import print_report, read_json, write_report
 from ssogen.iterate.state import RunState
 from ssogen.models import resolve_model
+from ssogen.ownership import WORK_DIR, claim
 from ssogen.runlog import terminal
 from ssogen.train.output import TrainOutput
 
@@ -172,8 +173,9 @@ def print_plan(run: IterateRun, console: Console) -> None:
 
 def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False,
                 log: Callable[[Path], AbstractContextManager[Any]] | None = None) -> None:
-    """Plan, then (unless `dry_run`) claim --out and run every step not done yet; `log(out)` is entered once the
-    folder is claimed (the CLI writes iterate's own log there)."""
+    """Plan, then (unless `dry_run`) claim --out (its lock, for the whole run: one iterate per folder) and run
+    every step not done yet; `log(out)` is entered once the folder is claimed (the CLI writes iterate's own log
+    there)."""
     run = IterateRun(options)
     state = RunState(run.out)
     train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
@@ -182,9 +184,14 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
         print_plan(run, console)
         return
     check_model_available(run.model)  # a hub id: unknown, or the hub unreachable, is one line now
-    resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
-    with log(run.out) if log is not None else contextlib.nullcontext():
-        _run_iterations(run, state, resumed, console)
+    state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)  # before the lock's files
+    with claim(run.out / WORK_DIR, label=f"--out {run.out}", command="ssogen iterate", kind="iterate") as left:
+        if left is not None:
+            console.print(f"note: took over the lock left by {left.describe()}, which is no longer running",
+                          highlight=False, markup=False)
+        resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
+        with log(run.out) if log is not None else contextlib.nullcontext():
+            _run_iterations(run, state, resumed, console)
 
 
 def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Console) -> None:

@@ -19,13 +19,20 @@ from ssogen.errors import UserError
 from ssogen.io import write_json_atomic
 from ssogen.iterate.options import fingerprint_of
 from ssogen.iterate.plan import RUN_OUTPUTS, STATE_FILE, Step
+from ssogen.ownership import WORK_DIR, check_kind
 
 ITERATION_FOLDER = re.compile(r"iter-\d+")
 
 
 def _owned(path: Path) -> bool:
-    """Files and folders that iterate writes into DIR (the only ones --overwrite removes)."""
+    """Files and folders that iterate writes into DIR (the only ones --overwrite removes; its lock and marker in
+    WORK_DIR stay, as in the folders of the other commands)."""
     return path.name in RUN_OUTPUTS or (path.is_dir() and ITERATION_FOLDER.fullmatch(path.name) is not None)
+
+
+def _entries(out: Path) -> list[Path]:
+    """What DIR holds besides iterate's lock and marker."""
+    return [entry for entry in out.iterdir() if entry.name != WORK_DIR] if out.is_dir() else []
 
 
 def _refingerprint(stored: dict[str, Any]) -> str | None:
@@ -62,7 +69,8 @@ class RunState:
         """Read-only (what `--dry-run` asks): what `open` would do with DIR, or its one-line refusal."""
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: exists and is not a folder")
-        entries = list(self.out.iterdir()) if self.out.is_dir() else []
+        check_kind(self.out / WORK_DIR, "iterate", label=f"--out {self.out}")
+        entries = _entries(self.out)
         if self.path.exists():
             stored = self._read()
             if fingerprint["fingerprint"] in (stored.get("fingerprint"), _refingerprint(stored)):
@@ -99,7 +107,7 @@ class RunState:
             self._write()
             self.train_configs_replaced = True
             return True
-        for entry in list(self.out.iterdir()) if self.out.is_dir() else []:
+        for entry in _entries(self.out):
             if _owned(entry):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         self.data = {**fingerprint, "steps": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from ssogen.errors import UserError
-from ssogen.iterate.options import fingerprint, generate_config_values, parse_options, train_config_values
+from ssogen.iterate.options import (
+    TRAIN_OWNED,
+    fingerprint,
+    generate_config_values,
+    parse_options,
+    train_config_values,
+)
 from ssogen.iterate.plan import Planner, Step, split_queries
 from ssogen.iterate.state import RunState
 
@@ -183,10 +189,15 @@ def test_the_prompts_path_and_runtime_keys_of_the_config_files_do_not_stop_a_res
     from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
 
     assert GENERATE_RUNTIME_KEYS <= GENERATE_NOT_FINGERPRINTED and TRAIN_RUNTIME_KEYS <= TRAIN_NOT_FINGERPRINTED
+    # The train keys that iterate does not set itself are all runtime keys (the fused and stacked kernels were
+    # missing: toggling one in --train-config was refused as another run, though train resumes across it).
+    assert TRAIN_NOT_FINGERPRINTED - TRAIN_RUNTIME_KEYS <= set(TRAIN_OWNED)
     configs = {"generate": {"temperature": 0.7, "dp": 1}, "train": {"lr": 1e-6, "save_steps": 10}}
     first = fingerprint(options(tmp_path), "m", QUERIES, configs)
     moved = fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.7, "dp": 2, "kv_cache_gb": 4},
-                                                          "train": {"lr": 1e-6, "gradient_checkpointing": True}})
+                                                          "train": {"lr": 1e-6, "gradient_checkpointing": True,
+                                                                    "fused_norms": False, "fused_rotary": False,
+                                                                    "stacked_projections": False}})
     assert moved["fingerprint"] == first["fingerprint"]
     elsewhere = options(tmp_path, prompts=str(tmp_path / "moved.jsonl"))  # the same queries from another path
     assert fingerprint(elsewhere, "m", QUERIES, configs)["fingerprint"] == first["fingerprint"]
@@ -353,3 +364,44 @@ def test_an_interrupted_step_of_iterate_leaves_the_resume_line_to_iterate(
             interrupted()
         err = capsys.readouterr().err
         assert "error: interrupted" in err and ("\nto resume: ssogen" in err) == shown, err
+
+
+def test_a_second_iterate_on_the_same_folder_is_refused_naming_the_first(tiny_model: Path, tmp_path: Path) -> None:
+    """iterate took no lock: two of them in one --out ran the same steps into the same folders."""
+    import io
+    import signal
+
+    from rich.console import Console
+
+    from ssogen.iterate.run import run_iterate
+    from tests.test_lock import _hold
+
+    out = tmp_path / "run"
+    holder = _hold(out / ".ssogen" / "lock")  # the first iterate, busy in a step
+    try:
+        with pytest.raises(UserError, match=rf"^--out {out}: in use by process {holder.pid} ") as info:
+            run_iterate(options(tmp_path, model=str(tiny_model)), Console(file=io.StringIO()))
+        assert info.value.exit_code == 1
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert sorted(p.name for p in out.iterdir()) == [".ssogen"]  # the second one wrote nothing
+
+
+def test_the_folders_of_iterate_and_of_generate_refuse_each_other(tmp_path: Path) -> None:
+    from ssogen.dataset.shards import ShardStore
+    from ssogen.ownership import WORK_DIR, claim
+
+    run = tmp_path / "run"
+    with claim(run / WORK_DIR, label="--out run", command="ssogen iterate", kind="iterate"):
+        RunState(run).open(_fp("a"), overwrite=False)
+    with pytest.raises(UserError, match="holds a run of ssogen iterate, not a dataset folder of ssogen generate"):
+        ShardStore(run).check(_fp("a"), overwrite=True)
+    data = tmp_path / "data"
+    with claim(data / WORK_DIR, label="--out data", command="ssogen generate", kind="dataset"):
+        (data / "README.md").write_text("card")
+    with pytest.raises(UserError, match="holds a dataset folder of ssogen generate, not a run of ssogen iterate"):
+        RunState(data).check(_fp("a"), overwrite=True)
+    # --overwrite of an iterate run keeps its lock and marker, as in the other commands' folders.
+    RunState(run).open(_fp("b"), overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [".ssogen", "iterate.json"]
