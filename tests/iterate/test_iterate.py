@@ -75,7 +75,9 @@ def killed_and_resumed(tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
 
 def test_layout_of_a_two_iteration_run(killed_and_resumed: dict[str, Any]) -> None:
     out = killed_and_resumed["out"]
-    assert {p.name for p in out.iterdir()} == {"iter-1", "iter-2", "iterate.json", "report.json", "plots", "logs"}
+    assert {p.name for p in out.iterdir()} == {"iter-1", "iter-2", "iterate.json", "report.json", "plots", "logs",
+                                               ".ssogen"}  # .ssogen: the lock and the marker
+    assert sorted(p.name for p in (out / ".ssogen").iterdir()) == ["lock", "marker.json"]
     # iterate's own log per invocation (killed, then resumed); each step logs into its own folder.
     logs = sorted((out / "logs").glob("iterate-*.log"), key=lambda log: log.stat().st_mtime)
     assert len(logs) == 2
