@@ -221,6 +221,10 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
     A field (or `messages`) holding a message list gives its last user turn; the parts of the conversation that
     were left out are counted in `reduced` for the rows taken."""
     if source is None:
+        for flag, value, default in (("--prompt-field", prompt_field, "prompt"), ("--split", split, "train")):
+            if value != default:  # it would be ignored: the bundled queries have one field and one split
+                raise UserError(f"{flag} {value}: applies to --prompts, which is not given (the bundled demo "
+                                "queries would be used)")
         raw: list[Any] = [{"prompt": q} for q in demo_queries()]
         shown, prompt_field, public = "demo queries", "prompt", {"source": "demo queries", "origin": "bundled"}
     else:

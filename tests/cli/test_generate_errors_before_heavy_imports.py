@@ -21,6 +21,11 @@ GENERATE = [
     # --split was ignored for a file: every row was read
     ("prompts-file-with-split", "--prompts {w}/edited.jsonl --split test", 2,
      "--split test: {w}/edited.jsonl is a file, which has no splits"),
+    # Without --prompts (the bundled demo queries) both were ignored.
+    ("split-without-prompts", "--split validation", 2,
+     "--split validation: applies to --prompts, which is not given"),
+    ("prompt-field-without-prompts", "--prompt-field question", 2,
+     "--prompt-field question: applies to --prompts, which is not given"),
     ("prompts-hub-unreachable", "--prompts no-such-org/no-such-dataset", 1, "loading it as a hub dataset failed"),
     ("library", "--principles {w}/lib.yaml", 2, "--principles: invalid library: {w}/lib.yaml:1: description"),
     ("library-alias-bomb", "--principles {w}/bomb.yaml", 2, "YAML anchors and aliases are not allowed"),
