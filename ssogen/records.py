@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 Message = dict[str, str]
 
+# The three responses of a row, as field suffixes: y+ (under S+), y- (under S-), yo (plain).
+VARIANTS = ("good", "bad", "raw")
+
 # Log-prob columns that `ssogen score` fills: mean token log-prob of a response under a context.
 # Names: lp_<response>_<context>, response in good/bad/raw (y+, y-, yo), context plain/good/bad (x, x+, x-).
 LOGPROB_FIELDS = (
@@ -90,13 +93,12 @@ SSO_TEXT_COLUMNS = ("id", "prompt", "system_good", "system_bad", "response_good"
 # True where the response was cut at --max-tokens (finish reason "length", kept with --keep-truncated): train then
 # appends no end-of-turn token after it. `sso` files written before these columns existed read as all complete.
 SSO_TRUNCATION_COLUMNS = ("truncated_good", "truncated_bad", "truncated_raw")
-SSO_COLUMNS = SSO_TEXT_COLUMNS + SSO_TRUNCATION_COLUMNS
 
 
 def sso_row(record: TripletRecord) -> dict[str, Any]:
     """What `ssogen train` reads: query, S+, S-, y+, y-, yo (the three pairs are built from these), and which of
     the three responses were cut at the token limit."""
     row: dict[str, Any] = {name: getattr(record, name) for name in SSO_TEXT_COLUMNS}
-    for variant in ("good", "bad", "raw"):
+    for variant in VARIANTS:
         row[f"truncated_{variant}"] = getattr(record, f"finish_reason_{variant}") == "length"
     return row

@@ -22,7 +22,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def print_stats(stats: DatasetStats, folder: Path) -> None:
     """Rich tables: funnel, lengths, checks, scoring."""
-    from ssogen.dataset.stats import VARIANT_LABELS, VARIANTS
+    from ssogen.dataset.stats import VARIANT_LABELS
+    from ssogen.records import VARIANTS
 
     f = stats.funnel
     funnel = Table(title="Funnel (all rows)", title_justify="left")

@@ -54,7 +54,6 @@ PLOTS = "plots"
 LOGS = "logs"
 SCORE_CACHE = "score"
 SHARD_SUFFIX = "-00000-of-00001.parquet"  # data/<config>/<split><SHARD_SUFFIX>
-SHARD_FILE = TRAIN + SHARD_SUFFIX
 # The last line of every card ssogen renders: a card without it was written by a person and is left alone.
 CARD_MARKER = "<!-- ssogen dataset card: `ssogen stats` and `ssogen score` rewrite this file -->"
 # The files a run writes at the top of the folder (stats.json, plots and judge.json come from `stats`, `score`

@@ -67,7 +67,7 @@ def likelihood_filter(rows: Sequence[TripletRecord], options: LikelihoodFilterOp
         return kept
 
     if options.ordering:
-        alive = drop([i for i in alive if _ordered(rows[i], options.ordering_margin)], "ordering")
+        alive = drop([i for i in alive if ordering_holds(rows[i], options.ordering_margin)], "ordering")
     if options.on_policy and alive:
         mean_good = _mean([rows[i].lp_good_plain for i in alive])  # type: ignore[misc]
         mean_bad = _mean([rows[i].lp_bad_plain for i in alive])  # type: ignore[misc]
@@ -83,8 +83,10 @@ def likelihood_filter(rows: Sequence[TripletRecord], options: LikelihoodFilterOp
     return reasons
 
 
-def _ordered(r: Any, margin: float) -> bool:
-    """Each step of lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+) by more than margin."""
+def ordering_holds(r: Any, margin: float = 0.0) -> bool:
+    """Each step of lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+) by more than margin: each
+    system prompt pulls its own response up and the other one down (the filter's first stage; `stats` reports the
+    share of rows where it holds)."""
     return bool(r.lp_good_good - r.lp_good_plain > margin and r.lp_good_plain - r.lp_good_bad > margin
                 and r.lp_bad_bad - r.lp_bad_plain > margin and r.lp_bad_plain - r.lp_bad_good > margin)
 
@@ -110,4 +112,5 @@ def likelihood_candidate(record: TripletRecord) -> bool:
 
 
 def has_pair_scores(record: TripletRecord) -> bool:
+    """All six y+/y- log-probs present (yo's under x is optional)."""
     return all(getattr(record, name) is not None for name in PAIR_FIELDS)

@@ -8,9 +8,10 @@ import math
 from collections.abc import Sequence
 
 from ssogen.dataset.folder import PLOTS, OutputFolder
-from ssogen.dataset.stats import VARIANT_LABELS, VARIANTS, is_scored, num_tokens
+from ssogen.dataset.likelihood import has_pair_scores
+from ssogen.dataset.stats import VARIANT_LABELS, num_tokens
 from ssogen.io import write_png_atomic
-from ssogen.records import TripletRecord
+from ssogen.records import VARIANTS, TripletRecord
 
 LENGTH_PLOT = "lengths.png"
 ON_POLICY_PLOT = "on_policy.png"
@@ -39,7 +40,7 @@ def write_plots(folder: OutputFolder, records: Sequence[TripletRecord]) -> list[
     plt.close(fig)
     written.append(f"{PLOTS}/{LENGTH_PLOT}")
 
-    scored = [r for r in kept if is_scored(r)]
+    scored = [r for r in kept if has_pair_scores(r)]
     on_policy_path = folder.plots / ON_POLICY_PLOT
     if scored:
         fig, axis = plt.subplots(figsize=(6, 3.5))

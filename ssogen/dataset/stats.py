@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from ssogen.dataset.leakage import adjectives_of, find_leaks, leak_terms
-from ssogen.records import LOGPROB_FIELDS, TripletRecord
+from ssogen.dataset.likelihood import has_pair_scores, ordering_holds
+from ssogen.records import LOGPROB_FIELDS, VARIANTS, TripletRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.folder import OutputFolder
 
-VARIANTS = ("good", "bad", "raw")  # y+, y-, yo
 VARIANT_LABELS = {"good": "y+ (good system)", "bad": "y- (bad system)", "raw": "yo (plain)"}
 
 
@@ -210,27 +210,13 @@ def truncation(records: Sequence[TripletRecord]) -> Truncation:
                       rows_any=_share(sum(any(cut(r, v) for v in VARIANTS) for r in records), len(records)))
 
 
-def is_scored(record: TripletRecord) -> bool:
-    """All six y+/y- log-probs present (yo under x is optional for the metrics)."""
-    return all(getattr(record, name) is not None for name in (
-        "lp_good_plain", "lp_good_good", "lp_good_bad", "lp_bad_plain", "lp_bad_good", "lp_bad_bad"))
-
-
-def ordering_holds(record: TripletRecord) -> bool:
-    """lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+): each system prompt pulls its own
-    response up and the other one down (the first stage of the likelihood filter in likelihood.py)."""
-    r = record
-    return bool(r.lp_good_good > r.lp_good_plain > r.lp_good_bad  # type: ignore[operator]
-                and r.lp_bad_bad > r.lp_bad_plain > r.lp_bad_good)  # type: ignore[operator]
-
-
 def on_policy(records: Sequence[TripletRecord], variants: Sequence[str] = ("good", "bad")) -> float | None:
     values = [math.exp(getattr(r, f"lp_{v}_plain")) for r in records for v in variants]
     return sum(values) / len(values) if values else None
 
 
 def scoring(all_records: Sequence[TripletRecord]) -> Scoring | None:
-    scored = [r for r in all_records if is_scored(r)]
+    scored = [r for r in all_records if has_pair_scores(r)]
     if not scored:
         return None
     kept = [r for r in scored if r.kept]

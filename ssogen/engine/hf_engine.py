@@ -46,7 +46,6 @@ class TransformersEngine:
     def __init__(self, model: str, options: EngineOptions) -> None:
         self.tokenizer, self.model, self.device, self.max_model_len = load_causal_lm(model, options)
         self.settings = causal_lm_settings(self.model, self.device, self.max_model_len)
-        self.requests_run = 0
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return [self._one(r) for r in requests]
@@ -81,5 +80,4 @@ class TransformersEngine:
                 text, finish = text[: text.index(stop)], "stop"
         if finish == "length" and generated < max_new:
             finish = "stop"
-        self.requests_run += 1
         return GenerationResult(key=request.key, text=text, num_tokens=generated, finish_reason=finish)

@@ -26,7 +26,6 @@ class VLLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.settings = vllm_settings(self.llm)
-        self.requests_run = 0
 
     def sampling_params(self, request: GenerationRequest) -> Any:
         vllm = import_vllm()
@@ -52,7 +51,6 @@ class VLLMEngine:
         prompts = [{"prompt_token_ids": r.prompt_token_ids} for r in requests]
         params = [self.sampling_params(r) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        self.requests_run += len(requests)
         results = []
         for request, output in zip(requests, outputs, strict=True):
             completion = output.outputs[0]

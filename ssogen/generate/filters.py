@@ -6,10 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from ssogen.principles import Library
-
-VARIANTS = ("good", "bad", "raw")
-# Drop reasons, in the order they are checked (the first that applies is recorded).
-DROP_REASONS = ("prompt_too_long", "empty_response", "truncated", "identical_responses")
+from ssogen.records import VARIANTS
 
 
 def leaked_prefix_pattern(library: Library) -> re.Pattern[str]:

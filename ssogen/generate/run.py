@@ -24,7 +24,6 @@ from ssogen.envinfo import stack_versions
 from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.generate.config import RunConfig, public_yaml
-from ssogen.generate.filters import VARIANTS
 from ssogen.generate.inputs import PromptsRead, Row
 from ssogen.generate.plan import RunPlan, plan_run
 from ssogen.generate.rerun import unchanged_finished_run, undone_work, write_card_and_stats
@@ -38,7 +37,7 @@ from ssogen.generate.steps.sampling import (
 )
 from ssogen.generate.steps.selection import select_features
 from ssogen.models import config_problem, load_error, require_available
-from ssogen.records import TripletRecord
+from ssogen.records import VARIANTS, TripletRecord
 
 
 @dataclass

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssogen.generate.config import RunConfig
-from ssogen.generate.filters import VARIANTS, apply_filters, leaked_prefix_pattern
+from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import Row
 from ssogen.generate.steps.common import Session, derive_seed
 from ssogen.generate.steps.selection import Selection, features_of
 from ssogen.principles import Feature, join_adjectives
-from ssogen.records import TripletRecord
+from ssogen.records import VARIANTS, TripletRecord
 from ssogen.templating import TemplateError, Templates
 
 TEMPLATE = "system.jinja"
