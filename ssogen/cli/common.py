@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError
 from ssogen.interrupts import interrupt_on
@@ -71,6 +72,12 @@ def _command_line(command: str) -> list[str] | None:
 
 def _print_warning(text: str) -> None:
     err_console.print(text, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def with_default(help_text: str, default: str) -> str:
+    """An option's help with its default shown as the options built from settings fields show theirs (for the
+    plain typer options whose default typer would not show, or would show as None)."""
+    return escape(f"{help_text} [default: {default}]")
 
 
 def note_lock_takeover(left_behind: Any) -> None:

@@ -22,6 +22,7 @@ from ssogen.cli.common import (
     show,
     user_errors,
     warn,
+    with_default,
 )
 from ssogen.cli.options import with_options
 from ssogen.cli.stats_tables import print_stats
@@ -79,8 +80,9 @@ def _require_folder(folder: Path) -> None:
 @user_errors
 def stats_command(
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON instead of tables.")]
-    = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=with_default("Print the statistics as JSON instead of tables.", "off"), show_default=False)
+    ] = False,
     plots: Annotated[bool, typer.Option(help="Draw PNG plots into FOLDER/plots/.")] = True,
     card: Annotated[bool, typer.Option(
         help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
@@ -118,16 +120,21 @@ def stats_command(
 def push_to_hub_command(
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository, ORG/NAME.")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
-    revision: Annotated[str | None, typer.Option(help="Branch to commit to (created if missing).")] = None,
-    commit_message: Annotated[str | None, typer.Option(help="Commit summary.")] = None,
+    private: Annotated[bool, typer.Option(
+        "--private", help=with_default("Create the repository as private.", "off"), show_default=False)] = False,
+    revision: Annotated[str | None, typer.Option(
+        help=with_default("Branch to commit to (created if missing).", "main"), show_default=False)] = None,
+    commit_message: Annotated[str | None, typer.Option(
+        help=with_default("Commit summary.", "Upload ssogen dataset (N pairs, M files)"), show_default=False)] = None,
     token: Annotated[str | None, typer.Option(
         help="Hub token with write access (default: HF_TOKEN or the cached login). Never printed.",
         show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the files and show the card; contact nothing.")]
-    = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help=with_default("List the files and show the card; contact nothing.", "off"),
+        show_default=False)] = False,
     allow_incomplete: Annotated[bool, typer.Option(
-        "--allow-incomplete", help="Push even an unfinished run or pair configs with empty responses.")] = False,
+        "--allow-incomplete", help=with_default("Push even an unfinished run or pair configs with empty responses.",
+                                                "off"), show_default=False)] = False,
     templates: Annotated[Path | None, templates_option("when the card is re-rendered for the repository")]
     = None,
     license_id: Annotated[str | None, license_option("before the card is rendered for the repository")] = None,

@@ -22,6 +22,7 @@ from ssogen.cli.common import (
     show,
     user_errors,
     warn,
+    with_default,
 )
 from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
@@ -40,10 +41,12 @@ def generate(
     config: Annotated[Path | None, typer.Option(
         help="YAML file with any of these options (dashes or underscores); flags override it.",
         rich_help_panel=IO_PANEL)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an output folder of a different configuration.")]
-    = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help=with_default("Replace an output folder of a different configuration.", "off"),
+        show_default=False)] = False,
     dry_run: Annotated[bool, typer.Option(
-        help="Print the plan and rendered prompts for a few rows; load no model, write nothing.")] = False,
+        "--dry-run", help=with_default("Print the plan and rendered prompts for a few rows; load no model, write "
+                                       "nothing.", "off"), show_default=False)] = False,
 ) -> None:
     """Generate SSO preference data: select principles, sample y+/y-/yo, filter, write a Hub-ready dataset.
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ssogen.cli.common import command_log, console, user_errors
+from ssogen.cli.common import command_log, console, user_errors, with_default
 from ssogen.cli.options import with_options
 from ssogen.iterate.options import IterateOptions
 
@@ -15,7 +15,9 @@ from ssogen.iterate.options import IterateOptions
 @user_errors
 def iterate(
     options: dict[str, Any],
-    dry_run: Annotated[bool, typer.Option(help="Print the slices and every step's command; run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help=with_default("Print the slices and every step's command; run nothing.", "off"),
+        show_default=False)] = False,
 ) -> None:
     """The online loop: generate with π_{t-1}, (score), train π_{t-1} → π_t with π_{t-1} as reference, repeat.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import console, fail, user_errors
+from ssogen.cli.common import console, fail, user_errors, with_default
 
 
 @user_errors
@@ -18,10 +18,12 @@ def make_tiny_model(
     size: Annotated[str, typer.Option(help="'tiny' (~0.2M parameters) or 'small' (~10M, for benchmarks).")]
     = "tiny",
     reject_system_role: Annotated[bool, typer.Option(
-        help="Use a chat template that raises on a system message (like Gemma's).")] = False,
+        "--reject-system-role", help=with_default("Use a chat template that raises on a system message (like "
+                                                  "Gemma's).", "off"), show_default=False)] = False,
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
     base_eos: Annotated[bool, typer.Option(
-        help="eos <|endoftext|> while the template closes turns with <|im_end|> (like a base model).")] = False,
+        "--base-eos", help=with_default("eos <|endoftext|> while the template closes turns with <|im_end|> (like a "
+                                        "base model).", "off"), show_default=False)] = False,
 ) -> None:
     """Build a small Qwen2 model with random weights and a locally trained tokenizer (no download)."""
     from ssogen.io import check_writable_folder
@@ -41,7 +43,8 @@ def make_tiny_model(
 
 @user_errors
 def env(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=with_default("Print JSON instead of a table.", "off"), show_default=False)] = False,
 ) -> None:
     """Print versions of python, torch, transformers, vllm (CPU or GPU build) and friends, and CUDA devices."""
     from ssogen.envinfo import collect_env
