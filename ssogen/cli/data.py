@@ -163,7 +163,10 @@ def push_to_hub_command(
         return
     publish.validate_repo_id(repo_id)
     publish.check_publishable(folder, allow_incomplete=allow_incomplete)  # bad input: before the log is opened
-    with command_log(folder, "push-to-hub", libraries=False):
+    # The lock: a score or stats running meanwhile would rewrite the files while they are read for the upload.
+    with OutputFolder(folder).claim("ssogen push-to-hub") as left_behind, \
+            command_log(folder, "push-to-hub", libraries=False):
+        note_lock_takeover(left_behind)
         set_license(folder, license_id)
         result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
                                      commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,

@@ -260,6 +260,22 @@ def test_the_pushed_card_can_come_from_your_template(hub: StandInHub, dataset: P
     assert f"# sso-data, loaded from {REPO}" in result.stdout and hub.requests == []
 
 
+def test_a_folder_another_command_is_writing_is_not_pushed(hub: StandInHub, dataset: Path) -> None:
+    """push-to-hub took no lock: a `score` rewriting the data files meanwhile could be uploaded half-written."""
+    import signal
+
+    from tests.test_lock import _hold
+
+    holder = _hold(dataset / WORK_DIR / "lock")
+    try:
+        result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", TOKEN])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert result.exit_code == 1
+    assert f"{dataset}: in use by process {holder.pid}" in result.stderr and not hub.requests
+
+
 def test_wrong_token_is_one_line_and_nonzero(hub: StandInHub, dataset: Path) -> None:
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", "hf_wrong"])
     assert result.exit_code == 1
