@@ -186,10 +186,13 @@ def _versions() -> dict[str, str]:
 
 def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, rows: int, fingerprint: str,
                   key: str, system_supported: bool) -> None:
-    """The resolved config, metrics.json and the model card, beside the saved model (main process only)."""
+    """The model card, the resolved config and metrics.json, beside the saved model (main process only). The card
+    first: the two JSON files mark the run finished (`FINISHED_FILES`), so a kill before them leaves a run that
+    resumes, never a finished one without its card."""
     data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
                  "system_role": "native" if system_supported else "merged into user turn",
                  "truncation": outcome.truncation, "end_of_turn": outcome.extra.get("end_of_turn")}
+    write_text_atomic(config.out / MODEL_CARD, model_card(config, outcome, data_info))
     write_json_atomic(config.out / CONFIG_FILE, {
         "config": config.resolved(),
         "loss": describe(config.loss_settings()),
@@ -216,4 +219,3 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
                       "loaded_from": outcome.reference_loaded_from, "seconds": trainer.reference_seconds},
         "truncation": outcome.truncation,
     })
-    write_text_atomic(config.out / MODEL_CARD, model_card(config, outcome, data_info))

@@ -145,3 +145,24 @@ def test_a_model_folder_ssogen_did_not_write_is_never_touched(uninterrupted: tup
         assert result.exit_code == 2  # type: ignore[attr-defined]
         assert "not empty and holds no ssogen training run" in result.stderr  # type: ignore[attr-defined]
     assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_the_card_is_written_before_the_files_that_mark_the_run_finished(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card came after both JSON files: a kill between them left a run counted finished, without its card,
+    and a rerun left it so."""
+    from types import SimpleNamespace
+
+    from ssogen.train import report
+    from ssogen.train.config import build_config
+    from ssogen.train.output import FINISHED_FILES, MODEL_CARD
+
+    config = build_config({"data": tmp_path / "data", "model": "org/model", "out": tmp_path / "out"})
+    outcome = report.TrainOutcome(out=config.out, steps=1, train_metrics={}, log_history=[], reference_reused=False,
+                                  reference_file="ref.parquet", reference_loaded_from=None, truncation={})
+    written: list[str] = []
+    monkeypatch.setattr(report, "write_json_atomic", lambda path, data, **_: written.append(Path(path).name))
+    monkeypatch.setattr(report, "write_text_atomic", lambda path, text, **_: written.append(Path(path).name))
+    report.write_outputs(config, outcome, SimpleNamespace(reference_seconds=0.0), rows=1, fingerprint="f", key="k",
+                         system_supported=True)
+    assert written == [MODEL_CARD, *FINISHED_FILES]
