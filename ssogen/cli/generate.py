@@ -81,9 +81,13 @@ def _print_dry_run(plan: Any) -> None:
     console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
                   f"{plan.prompts.queries_sha256[:12]})", markup=False)
-    console.print(f"{len(plan.rows)} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
-                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {len(plan.rows)} selection + "
-                  f"{3 * len(plan.rows)} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
+    rows = len(plan.rows)
+    # The policy writes one principle pair per chosen feature: k per row, and more where a random extra is added.
+    writing = (f" + at least {cfg.features_per_query * rows} principle writing" if cfg.principle_source == "policy"
+               else "")
+    console.print(f"{rows} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
+                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {rows} selection{writing} + "
+                  f"{3 * rows} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
     if plan.prompts.reduced:

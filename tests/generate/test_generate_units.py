@@ -253,6 +253,13 @@ def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: 
     hub = runner.invoke(app, ["generate", "--model", "no-such-org/model", "--out", str(out), "--limit", "1",
                               "--dry-run"], env={"COLUMNS": "200"})
     assert hub.exit_code == 0 and "model no-such-org/model (vllm, a hub id: not looked up by --dry-run)" in hub.output
+    # The requests counted: the policy's principle writing too (it was left out).
+    plain = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "3",
+                                "--dry-run"], env={"COLUMNS": "300"})
+    assert "requests: 3 selection + 9 sampling;" in plain.output
+    policy = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "3",
+                                 "--principle-source", "policy", "--dry-run"], env={"COLUMNS": "300"})
+    assert "requests: 3 selection + at least 6 principle writing + 9 sampling;" in policy.output
 
 
 def _error_of(args: list[str]) -> tuple[int, str]:
