@@ -70,24 +70,33 @@ def _descriptor(stream: Any) -> Any:
 
 def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> int:
     """Run a step with the terminal attached (`stdout` / `stderr`: the terminal while iterate's own log holds the
-    process's descriptors; the step writes its own log). On Ctrl-C the child got the signal too: give it time to
-    save."""
+    process's descriptors; the step writes its own log). The step runs in a process group of its own, so a signal
+    meant for the run reaches it exactly once, from here, whether it was Ctrl-C (the terminal's group) or a `kill
+    -INT` of iterate alone (which the step never saw): SIGINT goes to the step's whole group, as a terminal's would,
+    SIGTERM to the step (which stops its engines). Then give it time to save."""
     for stream in (stdout, stderr):
         if stream is not None:
             stream.flush()
     process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr),
-                               env={**os.environ, STEP_OF_ITERATE_ENV: "1"})
+                               env={**os.environ, STEP_OF_ITERATE_ENV: "1"}, start_new_session=True)
     try:
         return process.wait()
     except STOPPED as exc:
-        if isinstance(exc, Interrupted) and exc.signum == signal.SIGTERM:  # Ctrl-C reaches the process group,
-            process.terminate()                                                # SIGTERM iterate alone
+        if isinstance(exc, Interrupted) and exc.signum == signal.SIGTERM:
+            process.terminate()
+        else:
+            _signal_group(process, signal.SIGINT)
         try:
             process.wait(timeout=120)
-        except (*STOPPED, subprocess.TimeoutExpired):
-            process.kill()
+        except (*STOPPED, subprocess.TimeoutExpired):  # a second Ctrl-C, or a step that hangs
+            _signal_group(process, signal.SIGKILL)
             process.wait()
         return 130
+
+
+def _signal_group(process: subprocess.Popen[Any], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(process.pid, signum)
 
 
 class IterateRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -321,9 +322,12 @@ def test_the_report_counts_the_steps_trained_not_the_last_logged_one(tmp_path: P
     assert training_summary(tmp_path)["steps"] == 26  # type: ignore[index]
 
 
-def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
-    """Ctrl-C reaches the whole process group, SIGTERM only iterate: the step it runs gets it passed on and stops
-    (saving its work) instead of running on for two minutes and then being killed, engines and all."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_iterate_alone_reaches_the_running_step_once(tmp_path: Path, name: str) -> None:
+    """`kill` or `kill -INT` of iterate's own process: the step it runs gets the signal passed on and stops (saving
+    its work) instead of running on to its end (SIGINT: iterate then said "interrupted" about a step that had
+    finished) or for two minutes and then being killed, engines and all. The step runs in a process group of its
+    own, so a terminal's Ctrl-C, which reaches only iterate's group now, also comes to it once, from iterate."""
     import signal
 
     from ssogen.errors import Interrupted
@@ -331,21 +335,24 @@ def test_sigterm_to_iterate_reaches_the_running_step(tmp_path: Path) -> None:
 
     got = tmp_path / "got"
     step = (f"import os, pathlib, signal, sys, time\n"
-            f"def stop(*_): pathlib.Path({str(got)!r}).write_text('SIGTERM ' + os.environ['SSOGEN_STEP_OF_ITERATE'])"
-            "; sys.exit(130)\n"
-            "signal.signal(signal.SIGTERM, stop)\ntime.sleep(60)\n")
+            f"def stop(signum, _):\n"
+            f"    with open({str(got)!r}, 'a') as f: f.write(signal.Signals(signum).name + ' '"
+            " + os.environ['SSOGEN_STEP_OF_ITERATE'] + ';')\n"
+            "    time.sleep(1); sys.exit(130)\n"
+            f"signal.signal(signal.{name}, stop)\n"
+            "print('ready', flush=True); time.sleep(60)\n")
 
-    def terminated(*_: object) -> None:
-        raise Interrupted(signal.SIGTERM)  # what the CLI's handler raises in iterate on SIGTERM
+    def interrupted(*_: object) -> None:
+        raise Interrupted(getattr(signal, name))  # what the CLI's handler raises in iterate
 
-    previous = signal.signal(signal.SIGALRM, terminated)
+    previous = signal.signal(signal.SIGALRM, interrupted)
     signal.setitimer(signal.ITIMER_REAL, 2.0)  # the step has set its handler by then
     try:
-        assert run_subprocess([sys.executable, "-c", step]) == 130
+        assert run_subprocess([sys.executable, "-c", step], stdout=open(os.devnull, "w")) == 130
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert got.read_text() == "SIGTERM 1"  # and the step knows it is one: iterate prints the resume line
+    assert got.read_text() == f"{name} 1;"  # once; and the step knows it is one: iterate prints the resume line
 
 
 def test_an_interrupted_step_of_iterate_leaves_the_resume_line_to_iterate(
