@@ -98,6 +98,11 @@ def clear_work_dir(work_dir: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
+def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The settings whose values differ between two fingerprints' configs, sorted."""
+    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+
+
 def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
                       hints: Mapping[str, str] | None = None, earlier: Collection[str] = ()) -> None:
     """Refuse when the stored fingerprint differs from this run's (and from `earlier`: what earlier versions' rules
@@ -114,8 +119,7 @@ def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
                         "choose another --out") from None
     if stored.get("fingerprint") in (fingerprint["fingerprint"], *earlier):
         return
-    current = fingerprint["config"]
-    changed = sorted(k for k in set(stored_config) | set(current) if stored_config.get(k) != current.get(k))
+    changed = changed_settings(stored_config, fingerprint["config"])
     older = [k for k in changed if k not in stored_config]
     # Digests of inputs kept beside the config (generate: the library and the templates), when the run stored them.
     changed += [k for k in sorted(set(fingerprint) - {"fingerprint", "config"})

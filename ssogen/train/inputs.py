@@ -13,6 +13,7 @@ from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import require_available, resolve_model
+from ssogen.ownership import changed_settings
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
 from ssogen.train.integrations import check_report_to
@@ -100,4 +101,26 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
     require_available(resolve_model(config.model))
     check_report_to(config.report_to)  # a logger whose package is missing: one line now, not a traceback later
     fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
-    return fingerprint, TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)
+    verdict = TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)
+    if config.resume_from_checkpoint:
+        verdict.notes += given_checkpoint_notes(Path(config.resume_from_checkpoint), fingerprint, config.max_steps)
+    return fingerprint, verdict
+
+
+def given_checkpoint_notes(checkpoint: Path, fingerprint: dict[str, Any], max_steps: int) -> list[str]:
+    """A --resume-from-checkpoint (complete: `checkpoint_problem`) that leaves nothing to train is refused (the
+    model saved would be the checkpoint's, under this run's settings); one of a run of other settings is taken,
+    as transformers does (continuing with another learning rate or more steps is a use), with a warning naming
+    them."""
+    flag = f"--resume-from-checkpoint {checkpoint}"
+    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    if max_steps > 0 and step >= max_steps:
+        raise UserError(f"{flag}: saved at step {step}, so --max-steps {max_steps} leaves nothing to train; raise "
+                        "--max-steps")
+    try:
+        stored = json.loads(TrainOutput(checkpoint.parent).fingerprint.read_text(encoding="utf-8"))["config"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return []  # not saved by ssogen train (or unreadable): nothing to compare
+    changed = changed_settings(stored, fingerprint["config"]) if isinstance(stored, dict) else []
+    return [f"{flag}: saved by a run of other settings (changed: {', '.join(changed)}); training continues from "
+            "it with this run's"] if changed else []

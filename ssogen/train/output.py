@@ -60,6 +60,7 @@ class OutputVerdict:
     action: Literal["start", "resume", "finished"]
     checkpoint: Path | None = None  # resume: the newest complete checkpoint (None: start again in place)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer checkpoints cut off mid-write
+    notes: list[str] = field(default_factory=list)  # warnings for the run (e.g. about --resume-from-checkpoint)
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -121,13 +121,15 @@ def run_training(config: TrainConfig, console: Console | None = None,
                  callbacks: list[TrainerCallback] | None = None, progress_console: Console | None = None
                  ) -> TrainOutcome:
     """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones).
-    `console` gets the settings and the summary, `progress_console` (default: the same) the progress bar.
+    `console` gets the settings and the summary, `progress_console` (default: the same) the progress bar and the
+    notes (stdout carries a command's summary only).
 
     A run in a folder that holds a run of the same configuration resumes it from its newest complete checkpoint."""
     if console is None or not _is_main_process():
         console = Console(quiet=not _is_main_process())
     if progress_console is None or not _is_main_process():
         progress_console = console
+    notes = progress_console
     output = TrainOutput(config.out)
     with output.claim(main_process=_is_main_process()):  # a no-op when the command took the lock already
         run, verdict = check_training_inputs(config)  # again, under the lock: nothing changes the folder now
@@ -136,17 +138,20 @@ def run_training(config: TrainConfig, console: Console | None = None,
                             "--overwrite to train again or choose another --out")
         if _is_main_process():
             output.start(run, verdict)
+        for note in verdict.notes:
+            logger.warning("%s", note)  # the log's handler prints it on stderr
         for checkpoint, problem in verdict.skipped:
-            console.print(f"[yellow]skipped[/] {checkpoint.name}: {problem}", highlight=False, soft_wrap=True)
+            notes.print(f"[yellow]skipped[/] {checkpoint.name}: {problem}", highlight=False, soft_wrap=True)
         if verdict.checkpoint is not None and not config.resume_from_checkpoint:
-            console.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False,
-                          soft_wrap=True)
+            notes.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False,
+                        soft_wrap=True)
             config = config.model_copy(update={"resume_from_checkpoint": str(verdict.checkpoint)})
         return _train(config, console, progress_console, callbacks)
 
 
 def _train(config: TrainConfig, console: Console, progress_console: Console,
            callbacks: list[TrainerCallback] | None) -> TrainOutcome:
+    notes = progress_console
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich shows progress; no tqdm bars for shard writing
@@ -156,7 +161,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     args = training_arguments(config)
     precision = mixed_precision(args)  # --bf16's default, decided for this device (or by accelerate's config)
     if config.bf16 is False and precision != "no":
-        console.print(f"[yellow]--no-bf16[/]: training in {precision} all the same, as `accelerate launch` is "
+        notes.print(f"[yellow]--no-bf16[/]: training in {precision} all the same, as `accelerate launch` is "
                       "configured (transformers follows its mixed_precision); set it to 'no' there for float32",
                       highlight=False, soft_wrap=True)
     config = config.model_copy(update={"bf16": precision == "bf16"})
@@ -171,7 +176,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     logger.info("settings: %s; %d rows; truncation %s; end of turn %s", config.resolved(), len(rows), truncation,
                 turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
-        console.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
+        notes.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
                       "rows; raise --max-prompt-length / --max-length to keep them whole")
 
@@ -191,7 +196,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
 
     unpacked_reason = packing_unsupported(model, config.max_length) if config.packing else "--no-packing"
     if config.packing and unpacked_reason:
-        console.print(f"[yellow]packing: off[/] ({unpacked_reason}); batches are left-padded", highlight=False)
+        notes.print(f"[yellow]packing: off[/] ({unpacked_reason}); batches are left-padded", highlight=False)
     if config.lora:
         model = _apply_lora(model, config)
 
@@ -216,7 +221,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgress(progress_console))
 
-    trainer.console = console
+    trainer.console = notes
     with integration_errors(list(args.report_to)):  # wandb without a login: one line, not a traceback
         result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
         final_eval = evaluate_rewards(trainer) if config.final_eval else None

@@ -188,7 +188,9 @@ def test_a_training_killed_after_a_checkpoint_resumes_from_it(killed_and_resumed
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # The same train command line again: train itself resumes from its newest complete checkpoint.
     assert "--resume-from-checkpoint" not in resumed.stdout
-    assert f"resuming the run in {model} from checkpoint-2" in resumed.stdout
+    # A note, so on stderr: stdout carries a command's summary only.
+    assert f"resuming the run in {model} from checkpoint-2" in resumed.stderr
+    assert "resuming the run in" not in resumed.stdout
     assert _json(out / "iterate.json")["steps"]["iter-2/train"]["status"] == "done"
     metrics = _json(model / "metrics.json")
     assert [e["step"] for e in metrics["log_history"] if "loss" in e] == [1, 2]  # from the checkpoint's history

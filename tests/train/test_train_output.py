@@ -53,13 +53,35 @@ def test_a_rerun_after_a_kill_resumes_from_the_newest_complete_checkpoint(uninte
     assert checkpoint_problem(out / "checkpoint-4") is not None and checkpoint_problem(out / "checkpoint-2") is None
     result = train(data, tiny_model, out)
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert "skipped checkpoint-4: model.safetensors is truncated or corrupt" in result.stdout  # type: ignore
-    assert f"resuming the run in {out} from checkpoint-2" in result.stdout  # type: ignore[attr-defined]
+    # Notes, so on stderr: stdout carries a command's summary only.
+    assert "skipped checkpoint-4: model.safetensors is truncated or corrupt" in result.stderr  # type: ignore
+    assert f"resuming the run in {out} from checkpoint-2" in result.stderr  # type: ignore[attr-defined]
+    assert "resuming" not in result.stdout  # type: ignore[attr-defined]
     # The tiny model ties its output layer to the embeddings: one copy is saved, and nothing is missing.
     assert "missing keys" not in result.stderr + max((out / "logs").glob("train-*.log")).read_text()  # type: ignore
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["step"] for e in metrics["log_history"] if "loss" in e] == [1, 2, 3, 4, 5, 6]
     assert (out / "model.safetensors").read_bytes() == (done / "model.safetensors").read_bytes()
+
+
+def test_a_checkpoint_given_is_checked_against_this_run(uninterrupted: tuple[Path, Path], tiny_model: Path,
+                                                        tmp_path: Path) -> None:
+    """--resume-from-checkpoint took any complete checkpoint: one at --max-steps trained nothing, and the folder
+    then claimed this run's settings for the checkpoint's weights; one of a run of other settings was taken
+    without a word."""
+    data, done = uninterrupted
+    out = tmp_path / "out"
+    at_end = train(data, tiny_model, out, "--resume-from-checkpoint", str(done / "checkpoint-6"))
+    assert at_end.exit_code == 2  # type: ignore[attr-defined]
+    assert "saved at step 6, so --max-steps 6 leaves nothing to train" in at_end.stderr  # type: ignore
+    assert not out.exists()
+    other = train(data, tiny_model, out, "--resume-from-checkpoint", str(done / "checkpoint-4"), "--lr", "5e-4")
+    assert other.exit_code == 0, other.output  # type: ignore[attr-defined]
+    assert "saved by a run of other settings (changed: lr); training continues" in other.stderr  # type: ignore
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["step"] for e in metrics["log_history"] if "loss" in e] == [1, 2, 3, 4, 5, 6]
+    same = train(data, tiny_model, tmp_path / "same", "--resume-from-checkpoint", str(done / "checkpoint-4"))
+    assert same.exit_code == 0 and "other settings" not in same.output  # type: ignore[attr-defined]
 
 
 def test_a_finished_run_is_left_as_it_is(uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
