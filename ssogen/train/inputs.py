@@ -16,7 +16,7 @@ from ssogen.models import require_available, resolve_model
 from ssogen.ownership import changed_settings
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
-from ssogen.train.integrations import check_report_to
+from ssogen.train.integrations import check_deepspeed, check_report_to
 from ssogen.train.output import OutputVerdict, TrainOutput, checkpoint_problem
 
 
@@ -100,6 +100,7 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
             raise UserError(f"--resume-from-checkpoint {checkpoint}: incomplete checkpoint ({problem})")
     require_available(resolve_model(config.model))
     check_report_to(config.report_to)  # a logger whose package is missing: one line now, not a traceback later
+    check_deepspeed(config)
     fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
     verdict = TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)
     if config.resume_from_checkpoint:

@@ -13,6 +13,8 @@ import importlib.util
 import logging
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from ssogen.errors import UserError
 
@@ -57,6 +59,21 @@ def check_report_to(value: str | list[str] | None, flag: str = "--report-to") ->
             raise UserError(f"{flag} {name}: the {package} package is not installed (pip install {package}), or "
                             "drop it from --report-to", ENVIRONMENT)
     return names
+
+
+def check_deepspeed(config: Any) -> None:
+    """A `deepspeed:` TrainingArguments key needs the deepspeed package, which ssogen does not install: one line
+    naming where it was set, not transformers' traceback after the output folder was taken. A config file that
+    does not exist is named too."""
+    value = config.train_args.get("deepspeed")
+    if not value:
+        return
+    where = config.origin("train_args.deepspeed", "deepspeed in --config")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"{where}: needs the deepspeed package, which is not installed (pip install deepspeed)",
+                        ENVIRONMENT)
+    if isinstance(value, str) and not Path(value).is_file():
+        raise UserError(f"{where}: {value}: no such DeepSpeed config file")
 
 
 def failing_integration(exc: BaseException, report_to: list[str]) -> str | None:

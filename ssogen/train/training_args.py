@@ -24,6 +24,9 @@ def training_arguments(config: TrainConfig) -> Any:
     except (ValueError, TypeError) as exc:  # e.g. an unknown --scheduler, or a TrainingArguments value of a bad type
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"invalid training option{_named_in(first_line, config)}: {first_line}") from None
+    except ImportError as exc:  # a field that needs a package not installed (`check_deepspeed` names deepspeed's)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"a training option needs a package that is not installed: {first_line}", 1) from None
 
 
 def _named_in(message: str, config: TrainConfig) -> str:

@@ -66,6 +66,7 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
     (w / "train-lr-twice.yaml").write_text("lr: 1.0e-6\nlearning_rate: 2.0e-6\n")
     (w / "train-refused.yaml").write_text("remove_unused_columns: true\n")
     (w / "train-typo.yaml").write_text("gradient_acumulation_steps: 2\n")
+    (w / "train-deepspeed.yaml").write_text("lr: 1.0e-6\ndeepspeed: zero3.json\n")
     (w / "afile").write_text("not a folder")
     (w / "bad-card").mkdir()
     (w / "bad-card" / "card.md.jinja").write_text("{% if %}\n")

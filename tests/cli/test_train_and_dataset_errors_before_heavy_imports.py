@@ -55,6 +55,9 @@ TRAIN = [
      "'lr' (line 1) and 'learning_rate' (line 2) both set --lr; keep one"),
     ("config-refused-training-argument", "--config {w}/train-refused.yaml", 2,
      "remove_unused_columns (line 1) cannot be set: ssogen's collator needs every column"),
+    # transformers' traceback (PackageNotFoundError), after the output folder was taken.
+    ("config-deepspeed-not-installed", "--config {w}/train-deepspeed.yaml", 1,
+     "train-deepspeed.yaml:2: deepspeed: needs the deepspeed package, which is not installed (pip install"),
     ("config-unknown-training-argument", "--config {w}/train-typo.yaml", 2,
      "unknown key(s): gradient_acumulation_steps (line 1; did you mean gradient_accumulation_steps?)"),
 ]
