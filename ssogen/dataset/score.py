@@ -151,7 +151,12 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
         if progress is not None:
             progress(ScoreProgress(from_cache, len(targets), 0.0))
         if pending and scorer is None:
-            scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
+            try:
+                scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
+            except UserError:
+                raise
+            except Exception as exc:  # vLLM's own checks (say, --tp the heads do not divide): one line with its reason
+                raise load_error(model_ref, exc, what=f"load it in the {engine} engine") from None
         first_call = time.monotonic()
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]

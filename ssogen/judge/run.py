@@ -20,7 +20,7 @@ from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
-from ssogen.models import require_available, resolve_model
+from ssogen.models import load_error, require_available, resolve_model
 from ssogen.settings import option
 
 
@@ -168,9 +168,9 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
             engine = make_engine(options.engine, judge_ref.path, options.engine_options())
         except UserError:
             raise
-        except Exception as exc:
-            raise UserError(f"--judge-model {options.judge_model}: the {options.engine} engine failed to load it "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        except Exception as exc:  # vLLM's own checks (say, --tp the heads do not divide): their message, not its title
+            raise load_error(judge_ref, exc, what=f"load it in the {options.engine} engine",
+                             flag="--judge-model") from None
     try:
         answers, too_long = _ask_judge(engine, pairs, options, judge_ref.path)
     finally:

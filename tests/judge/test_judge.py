@@ -92,6 +92,16 @@ def test_unfinished_or_empty_folders_are_refused(tmp_path: Path, tiny_model: Pat
     assert result.exit_code == 2 and "--config" in result.output
 
 
+def test_an_engine_that_refuses_its_settings_says_why(folder: Path, tiny_model: Path) -> None:
+    """vLLM checks its settings with pydantic, whose first line only says "1 validation error for VllmConfig": judge
+    printed that, while generate gave the reason. Now judge and score give it too."""
+    for args in (["judge", str(folder), "--judge-model", str(tiny_model)], ["score", str(folder), "--model",
+                                                                           str(tiny_model)]):
+        result = CliRunner().invoke(app, [*args, "--tp", "4"])
+        assert result.exit_code == 2, result.output
+        assert "must be divisible by tensor parallel size (4)" in result.stderr.strip().splitlines()[-1]
+
+
 def test_dp2_gives_the_answers_of_dp1(folder: Path, tiny_model: Path, tmp_path: Path) -> None:
     # iterate hands the generate config's --dp to judge: the answers must not depend on it (greedy, each request
     # seeded by pair and order, whichever engine of the pool runs it). The transformers engine keeps this cheap.
