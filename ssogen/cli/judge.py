@@ -47,7 +47,7 @@ def judge(
                       f"({settings.config})", title_justify="left", show_header=False)
         table.add_row("chosen wins, chosen shown first", percent(m["accuracy_chosen_first"]))
         table.add_row("chosen wins, chosen shown second", percent(m["accuracy_chosen_second"]))
-        table.add_row("share of judgments for chosen", percent(m["share_of_judgments_chosen"]))
+        table.add_row("share of parsed judgments for chosen", percent(m["share_of_judgments_chosen"]))
         table.add_row("chosen wins in both orders",
                       f"{percent(m['both_orders_chosen_rate'])} ({m['both_orders_chosen']})")
         table.add_row("position bias (same letter both times)", percent(m["position_bias_rate"]))
