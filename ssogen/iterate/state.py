@@ -46,6 +46,22 @@ def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [key for key in keys if stored.get(key) != current.get(key)]
 
 
+def _changed_options(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`_changed`, naming a changed config file's keys: `configs.train.lr` (the file given as --train-config) rather
+    than `configs`."""
+    named = []
+    for key in _changed(stored, current):
+        before, now = stored.get(key), current.get(key)
+        if key == "configs" and isinstance(before, dict) and isinstance(now, dict):
+            for name in _changed(before, now):
+                inner = (before.get(name), now.get(name))
+                keys = _changed(*inner) if all(isinstance(v, dict) for v in inner) else []  # type: ignore[arg-type]
+                named += [f"configs.{name}.{k}" for k in keys] or [f"configs.{name}"]
+        else:
+            named.append(key)
+    return named
+
+
 def _only_train_configs_changed(stored: dict[str, Any], fingerprint: dict[str, Any]) -> bool:
     options = stored.get("options")
     if not isinstance(options, dict) or not isinstance(options.get("configs"), dict):
@@ -79,7 +95,7 @@ class RunState:
                     (stored.get("steps") or {}).get(step, {}).get("status") == "done" for step in train_steps):
                 return "new-train-configs"
             if not overwrite:
-                changed = _changed(stored.get("options", {}), fingerprint["options"])
+                changed = _changed_options(stored.get("options", {}), fingerprint["options"])
                 raise UserError(f"--out {self.out}: holds an iterate run with other options (changed: "
                                 f"{', '.join(changed) or 'config contents'}); use --overwrite to replace it, or "
                                 "another --out")
