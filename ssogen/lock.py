@@ -97,6 +97,28 @@ def _write_holder(fd: int, command: str) -> None:
     os.write(fd, text.encode("utf-8"))
 
 
+def _in_use(label: str, holder: Holder | None) -> UserError:
+    who = holder.describe() if holder else "another process"
+    return UserError(f"{label}: in use by {who}; wait for it to finish or stop it (one run per folder)",
+                     ENVIRONMENT_ERROR)
+
+
+def check_free(lock_file: Path, *, label: str) -> None:
+    """Read-only: the error `folder_lock` would give when another live process holds the lock, creating nothing
+    (a command that checks more before it takes the folder fails at once on a busy one)."""
+    if lock_file.resolve() in _held or not lock_file.is_file():
+        return
+    try:
+        fd = os.open(lock_file, os.O_RDWR)
+    except OSError:
+        return  # folder_lock will say what is wrong
+    try:
+        if not _try_lock(fd):
+            raise _in_use(label, _read_holder(fd))
+    finally:
+        os.close(fd)  # closing the descriptor releases the probe's lock
+
+
 @contextlib.contextmanager
 def folder_lock(lock_file: Path, *, label: str, command: str) -> Iterator[Holder | None]:
     """Hold the lock on `lock_file` (created, with its folder) for the block. Yields the holder a killed process
@@ -119,9 +141,7 @@ def folder_lock(lock_file: Path, *, label: str, command: str) -> Iterator[Holder
     if not _try_lock(fd):
         holder = _read_holder(fd)
         os.close(fd)
-        who = holder.describe() if holder else "another process"
-        raise UserError(f"{label}: in use by {who}; wait for it to finish or stop it (one run per folder)",
-                        ENVIRONMENT_ERROR)
+        raise _in_use(label, holder)
     left_behind = _read_holder(fd)
     _write_holder(fd, command)
     _held[key] = [fd, 1]

@@ -82,3 +82,21 @@ def test_a_lock_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
         with folder_lock(tmp_path / "file" / "lock", label="--out x", command="c"):
             pytest.fail("a lock file was created under a regular file")
     assert info.value.exit_code == 1
+
+
+def test_the_read_only_probe_names_the_holder_and_creates_nothing(tmp_path: Path) -> None:
+    from ssogen.lock import check_free
+
+    check_free(tmp_path / "new" / ".ssogen" / "lock", label="--out new")
+    assert not (tmp_path / "new").exists()
+    lock = tmp_path / "out" / ".ssogen" / "lock"
+    holder = _hold(lock)
+    try:
+        with pytest.raises(UserError, match=rf"^--out x: in use by process {holder.pid} \(ssogen generate"):
+            check_free(lock, label="--out x")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    check_free(lock, label="--out x")  # a killed holder's lock is free
+    with folder_lock(lock, label="--out x", command="ssogen train") as left_behind:  # and the probe took nothing
+        assert left_behind is not None and left_behind.pid == holder.pid

@@ -26,6 +26,7 @@ def train(
     Re-running the same command resumes an interrupted run from its newest complete checkpoint.
 
     Multi-GPU: `accelerate launch --config_file configs/accelerate_ddp.yaml -m ssogen train ...`."""
+    from ssogen.lock import check_free
     from ssogen.train.inputs import check_training_inputs
     from ssogen.train.output import TrainOutput
 
@@ -38,7 +39,13 @@ def train(
                       "--overwrite to train again)", highlight=False, markup=False, soft_wrap=True)
         return
     output = TrainOutput(settings.out)
+    check_free(output.lock_file, label=f"--out {settings.out}")  # a folder another run is writing: still in a second
     try:
+        from ssogen.train.training_args import training_arguments
+
+        # A value transformers refuses (--scheduler, `optim:` in --config) before the folder is taken: bad input
+        # writes nothing there (this imports torch: the checks above come first).
+        training_arguments(settings)
         with output.claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
             note_lock_takeover(left_behind)
             with command_log(settings.out, "train"):

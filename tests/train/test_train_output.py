@@ -124,13 +124,17 @@ def test_another_configuration_is_refused_and_overwrite_clears_only_the_old_run(
 
 def test_a_run_that_failed_before_its_first_checkpoint_gives_way_to_the_corrected_command(
         uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
-    """A bad --scheduler fails after the run took --out (its fingerprint is written): the fixed command trains
-    there instead of being refused as another configuration, since nothing was saved."""
+    """A bad --scheduler is refused before the run takes --out (it wrote the marker, the fingerprint and a log
+    there). A run that fails after taking it (a LoRA target that matches no module, found once the model is
+    loaded) gives way to the fixed command instead of refusing it as another configuration: nothing was saved."""
     data, _ = uninterrupted
     out = tmp_path / "run"
     failed = train(data, tiny_model, out, "--scheduler", "foo")
     assert failed.exit_code == 2 and ("error: invalid training option (--scheduler): foo is not a valid "  # type: ignore
                                       "SchedulerType") in failed.stderr  # type: ignore[attr-defined]
+    assert not out.exists()
+    failed = train(data, tiny_model, out, "--lora", "--lora-target-modules", "no_such_proj")
+    assert failed.exit_code == 2, failed.output  # type: ignore[attr-defined]
     assert TrainOutput(out).fingerprint.is_file()
     fixed = train(data, tiny_model, out, "--scheduler", "linear", "--max-steps", "2")
     assert fixed.exit_code == 0, fixed.output  # type: ignore[attr-defined]
