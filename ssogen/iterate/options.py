@@ -145,7 +145,12 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
     if values.get("lora"):
         raise UserError(f"{flag} {path}: lora is not supported by iterate (the next iteration generates with the "
                         "trained model, which needs full weights, not an adapter)")
-    build_config({"data": Path("-"), "model": "-", "out": Path("-"), **(objective or {})}, path)
+    config = build_config({"data": Path("-"), "model": "-", "out": Path("-"), **(objective or {})}, path)
+    from ssogen.train.integrations import check_deepspeed
+    from ssogen.train.training_args import training_arguments
+
+    check_deepspeed(config)
+    training_arguments(config)  # what transformers refuses (optim, scheduler) now, not after the data steps (hours)
     return values
 
 

@@ -154,6 +154,10 @@ def test_generate_config_is_checked_before_anything_runs(tmp_path: Path, text: s
     ("no_w: true\n", "v2", "'no_w' cannot be set with --recipe v2"),
     ("alpha: 0.3\n", "v2", "'alpha' cannot be set with --recipe v2"),
     ("lr: -1\n", "v1", r"t\.yaml:1: lr: Input should be greater than 0"),
+    # What only transformers checks came after the data steps (hours on a real model).
+    ("lr: 1.0e-6\noptim: notanoptim\n", "v1", r"invalid training option \(.*t\.yaml:2: optim\): notanoptim is "),
+    ("scheduler: bogus\n", "v2", r"invalid training option \(.*t\.yaml:1: scheduler\): bogus is not"),
+    ("deepspeed: zero3.json\n", "v1", r"t\.yaml:1: deepspeed: needs the deepspeed package"),
 ])
 def test_train_config_is_checked_before_anything_runs(tmp_path: Path, text: str, recipe: str, message: str) -> None:
     (tmp_path / "t.yaml").write_text(text)
