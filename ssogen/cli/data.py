@@ -163,6 +163,7 @@ def push_to_hub_command(
         return
     publish.validate_repo_id(repo_id)
     publish.check_publishable(folder, allow_incomplete=allow_incomplete)  # bad input: before the log is opened
+    publish.resolve_token(token)  # none anywhere, or one with characters no token has: before the log too
     # The lock: a score or stats running meanwhile would rewrite the files while they are read for the upload.
     with OutputFolder(folder).claim("ssogen push-to-hub") as left_behind, \
             command_log(folder, "push-to-hub", libraries=False):

@@ -302,7 +302,7 @@ def test_no_token_anywhere_is_one_line(hub: StandInHub, dataset: Path) -> None:
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO])
     assert result.exit_code == 1
     assert "no Hugging Face token" in result.stderr
-    assert hub.requests == []
+    assert hub.requests == [] and not (dataset / "logs").exists()
 
 
 @pytest.mark.parametrize("repo_id", ["no-slash", "a/b/c", "org/bad name", "org/..x", "/name"])
@@ -444,6 +444,7 @@ def test_a_token_no_header_can_carry_is_one_line_before_any_request(hub: StandIn
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: the token from --token holds characters a token cannot have (0x")
     assert result.stderr.strip().count("\n") == 0 and hub.requests == []
+    assert not (dataset / "logs").exists()  # bad input writes nothing (a log was started before the check)
     _scan_everything(hub, result, [dataset, tmp_path], written, given)
 
 
