@@ -155,6 +155,8 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     logger.info("%s: %s (its own log is in %s/logs)", step.id, shlex.join(argv), step.folder)
     started = time.monotonic()
     code = run_subprocess(argv, *terminal())
+    if code != 0:
+        state.mark_stopped(step, code)
     if code == 130:
         raise UserError(f"interrupted during {step.id}; finished work is saved: run the same command again to "
                         "resume", exit_code=130)

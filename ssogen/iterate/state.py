@@ -1,8 +1,9 @@
 """The resume state of an `ssogen iterate` run: DIR/iterate.json, rewritten atomically after every change.
 
-Each step has an entry: `running` (written before its subprocess starts) or `done` (after it exits 0) with a
-fresh stamp. A step is reused only when it is done and the stamps of its inputs are the ones it was made from,
-so redoing an earlier step invalidates exactly what was built on it."""
+Each step has an entry: `running` (written before its subprocess starts), `done` (after it exits 0) with a
+fresh stamp, or `interrupted` / `failed` with the exit code (`running` stays only when iterate itself was
+killed). A step is reused only when it is done and the stamps of its inputs are the ones it was made from, so
+redoing an earlier step invalidates exactly what was built on it."""
 
 from __future__ import annotations
 
@@ -163,6 +164,14 @@ class RunState:
         self.data["steps"][step.id] = {"status": "running", "inputs": self.input_stamps(step),
                                        "settings": step.settings, "argv": argv,
                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write()
+
+    def mark_stopped(self, step: Step, code: int) -> None:
+        """The step's process ended without a result: `interrupted` (exit 130) or `failed`, with its exit code (the
+        entry's inputs and settings stay: a rerun resumes the step from what it saved)."""
+        entry = self.data["steps"][step.id]
+        entry.update(status="interrupted" if code == 130 else "failed", exit_code=code,
+                     stopped=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self._write()
 
     def mark_done(self, step: Step, seconds: float) -> None:

@@ -417,3 +417,23 @@ def test_the_folders_of_iterate_and_of_generate_refuse_each_other(tmp_path: Path
     # --overwrite of an iterate run keeps its lock and marker, as in the other commands' folders.
     RunState(run).open(_fp("b"), overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == [".ssogen", "iterate.json"]
+
+
+@pytest.mark.parametrize("code, status", [(2, "failed"), (130, "interrupted")])
+def test_a_step_that_stops_is_recorded_as_stopped(tmp_path: Path, code: int, status: str) -> None:
+    """iterate.json kept `running` for a step that had failed or been interrupted."""
+    import io
+
+    from rich.console import Console
+
+    from ssogen.iterate.run import run_step
+
+    state = RunState(tmp_path / "run")
+    state.open(_fp("a"), overwrite=False)
+    step = Step("iter-1/stats", "stats", tmp_path / "data", [sys.executable, "-c", f"raise SystemExit({code})"], "m")
+    with pytest.raises(UserError) as info:
+        run_step(step, state, Console(file=io.StringIO()))
+    assert info.value.exit_code == code
+    entry = json.loads(state.path.read_text())["steps"][step.id]
+    assert entry["status"] == status and entry["exit_code"] == code and not state.is_done(step)
+    assert state.matches(step)  # its inputs and settings stay: the rerun resumes it
