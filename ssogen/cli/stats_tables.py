@@ -62,7 +62,7 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
                   f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
                   f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False)
     if stats.features:
-        console.print("features: " + ", ".join(f"{k} {v}" for k, v in stats.features.items())
+        console.print("features (kept rows): " + ", ".join(f"{k} {v}" for k, v in stats.features.items())
                       + ("   extras: " + ", ".join(f"{k} {v}" for k, v in stats.extras.items())
                          if stats.extras else ""), highlight=False)
     s = stats.scoring
