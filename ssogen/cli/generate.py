@@ -190,7 +190,8 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     lengths = s["mean_tokens_kept"]
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))
     table.add_row("chosen/rejected length ratio", _shown(s["chosen_rejected_length_ratio"]))
-    table.add_row("feature counts (all rows, extras included)", escape(", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items()))))
+    table.add_row("feature counts (all rows, extras included)",
+                  escape(", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items()))))
     requests = manifest["requests_this_invocation"]
     table.add_row("requests run now", ", ".join(f"{k} {v}" for k, v in requests.items()) or "0 (all done)")
     engine_s = s.get("generation_time_s")
