@@ -437,3 +437,27 @@ def test_a_step_that_stops_is_recorded_as_stopped(tmp_path: Path, code: int, sta
     entry = json.loads(state.path.read_text())["steps"][step.id]
     assert entry["status"] == status and entry["exit_code"] == code and not state.is_done(step)
     assert state.matches(step)  # its inputs and settings stay: the rerun resumes it
+
+
+def test_a_step_stops_when_iterate_is_killed(tmp_path: Path) -> None:
+    """A step runs in a process group of its own: `kill -9` of iterate's group (or a closed terminal) would leave it
+    running, holding its GPUs. It gets SIGTERM when iterate dies, and stops as on `kill`."""
+    import signal
+    import subprocess
+    import time
+
+    got = tmp_path / "got"
+    step = (f"import pathlib, signal, sys, time\n"
+            f"def stop(*_): pathlib.Path({str(got)!r}).write_text('SIGTERM'); sys.exit(130)\n"
+            "signal.signal(signal.SIGTERM, stop)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    iterate = ("import sys\nfrom ssogen.iterate.run import run_subprocess\n"
+               "run_subprocess([sys.executable, '-c', sys.argv[1]])\n")
+    parent = subprocess.Popen([sys.executable, "-c", iterate, step], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+    os.killpg(parent.pid, signal.SIGKILL)  # iterate's group: the step is not in it
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while not got.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got.read_text() == "SIGTERM"
