@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,8 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     return True
 
 
-def print_plan(run: IterateRun, console: Console) -> None:
+def print_plan(run: IterateRun, console: Console, kept: Collection[str] = ()) -> None:
+    """The slices and every step's command; `kept`: the ids of the steps a run now would keep (done already)."""
     o = run.options
     console.print(f"{len(run.queries)} queries from {run.source}; {len(run.iterations)} iterations "
                   f"(recipe {o.recipe}) into {run.out}", highlight=False, markup=False)
@@ -199,7 +200,9 @@ def print_plan(run: IterateRun, console: Console) -> None:
         extra = f", generator on {len(iteration.generator_queries)}" if o.recipe == "v2" else ""
         console.rule(f"iter-{iteration.number}: {len(iteration.queries)} queries{extra}", align="left")
         for step in iteration.steps:
-            console.print(f"{step.id}: {shlex.join(step.argv)}", markup=False, highlight=False, soft_wrap=True)
+            done = " (done: kept)" if step.id in kept else ""
+            console.print(f"{step.id}{done}: {shlex.join(step.argv)}", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False,
@@ -211,8 +214,10 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     state = RunState(run.out)
     train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
     if dry_run:  # an --out the run would refuse is refused here too
-        state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
-        print_plan(run, console)
+        if state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps) == "resume":
+            state.data = state.stored()  # read only
+        steps = [step for iteration in run.iterations for step in iteration.steps]
+        print_plan(run, console, {s.id for s in steps if state.data and state.is_done(s) and finished(s)})
         return
     check_model_available(run.model)  # a hub id: unknown, or the hub unreachable, is one line now
     state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)  # before the lock's files

@@ -131,6 +131,10 @@ class RunState:
         self._write()
         return False
 
+    def stored(self) -> dict[str, Any]:
+        """The state file as it is (what `--dry-run` shows the steps of)."""
+        return self._read()
+
     def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))

@@ -133,6 +133,11 @@ def test_a_third_invocation_runs_nothing(killed_and_resumed: dict[str, Any]) -> 
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("(kept from an earlier invocation)") == 6
     assert _json(out / "iterate.json")["steps"] == state["steps"]
+    # The dry run marks the steps a run would keep (it listed them all as to be run).
+    plan = subprocess.run([*killed_and_resumed["args"], "--dry-run"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert plan.stdout.count("(done: kept)") == 6 and _json(out / "iterate.json")["steps"] == state["steps"]
 
 
 def test_changed_option_is_refused_unless_overwrite(killed_and_resumed: dict[str, Any]) -> None:
