@@ -39,14 +39,16 @@ def train(
                       "--overwrite to train again)", highlight=False, markup=False, soft_wrap=True)
         return
     output = TrainOutput(settings.out)
-    check_free(output.lock_file, label=f"--out {settings.out}")  # a folder another run is writing: still in a second
+    main_process = int(os.environ.get("RANK", "0")) == 0  # the others train beside it, under its lock
+    if main_process:
+        check_free(output.lock_file, label=f"--out {settings.out}")  # a folder another run writes: still in a second
     try:
         from ssogen.train.training_args import training_arguments
 
         # A value transformers refuses (--scheduler, `optim:` in --config) before the folder is taken: bad input
         # writes nothing there (this imports torch: the checks above come first).
         training_arguments(settings)
-        with output.claim(main_process=int(os.environ.get("RANK", "0")) == 0) as left_behind:
+        with output.claim(main_process=main_process) as left_behind:
             note_lock_takeover(left_behind)
             with command_log(settings.out, "train"):
                 from ssogen.train.run import run_training
