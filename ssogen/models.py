@@ -12,9 +12,11 @@ What a model is, not where it is, is `ssogen.fingerprint`'s."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,18 @@ def config_problem(exc: BaseException) -> str:
         text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     return first.split(". ")[0].rstrip(".")
+
+
+@contextlib.contextmanager
+def engine_load_errors(model: ModelRef, engine: str, *, flag: str = "--model") -> Iterator[None]:
+    """While an engine loads `model`: anything but a UserError becomes `load_error`'s one line with the reason (vLLM
+    checks its settings with pydantic, e.g. --tp the heads do not divide)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        raise load_error(model, exc, what=f"load it in the {engine} engine", flag=flag) from None
 
 
 def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", flag: str = "--model") -> UserError:

@@ -33,7 +33,7 @@ from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
 from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
-from ssogen.models import ModelRef, load_error, require_available, resolve_model
+from ssogen.models import ModelRef, engine_load_errors, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import flag_name, option
 
@@ -151,12 +151,8 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
         if progress is not None:
             progress(ScoreProgress(from_cache, len(targets), 0.0))
         if pending and scorer is None:
-            try:
+            with engine_load_errors(model_ref, engine):
                 scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
-            except UserError:
-                raise
-            except Exception as exc:  # vLLM's own checks (say, --tp the heads do not divide): one line with its reason
-                raise load_error(model_ref, exc, what=f"load it in the {engine} engine") from None
         first_call = time.monotonic()
         for start in range(0, len(pending), chunk_rows):
             chunk = pending[start:start + chunk_rows]

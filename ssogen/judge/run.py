@@ -20,7 +20,7 @@ from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
-from ssogen.models import load_error, require_available, resolve_model
+from ssogen.models import engine_load_errors, require_available, resolve_model
 from ssogen.settings import option
 
 
@@ -164,13 +164,8 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
     require_available(judge_ref, flag="--judge-model")
     owns_engine = engine is None  # an engine built here is shut down here
     if engine is None:
-        try:
+        with engine_load_errors(judge_ref, options.engine, flag="--judge-model"):
             engine = make_engine(options.engine, judge_ref.path, options.engine_options())
-        except UserError:
-            raise
-        except Exception as exc:  # vLLM's own checks (say, --tp the heads do not divide): their message, not its title
-            raise load_error(judge_ref, exc, what=f"load it in the {options.engine} engine",
-                             flag="--judge-model") from None
     try:
         answers, too_long = _ask_judge(engine, pairs, options, judge_ref.path)
     finally:

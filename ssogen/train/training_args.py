@@ -21,12 +21,11 @@ def training_arguments(config: TrainConfig) -> Any:
     cuda = torch.cuda.is_available() and not config.use_cpu
     try:
         return _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
-    except (ValueError, TypeError) as exc:  # e.g. an unknown --scheduler, or a TrainingArguments value of a bad type
+    except (ValueError, TypeError, ImportError) as exc:  # e.g. an unknown --scheduler, a value of a bad type
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ImportError):  # a field that needs a package not installed (`check_deepspeed`: deepspeed)
+            raise UserError(f"a training option needs a package that is not installed: {first_line}", 1) from None
         raise UserError(f"invalid training option{_named_in(first_line, config)}: {first_line}") from None
-    except ImportError as exc:  # a field that needs a package not installed (`check_deepspeed` names deepspeed's)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"a training option needs a package that is not installed: {first_line}", 1) from None
 
 
 def _named_in(message: str, config: TrainConfig) -> str:
