@@ -68,8 +68,8 @@ class BareScript:
         from vllm import SamplingParams
 
         from ssogen.chat import context_messages, prompt_token_ids
+        from ssogen.engine.seeds import derive_seed
         from ssogen.generate.config import RunConfig
-        from ssogen.generate.steps.common import derive_seed
         from ssogen.generate.steps.selection import SELECTION_STOP, selection_prompt
         from ssogen.principles import load_library
         from ssogen.templating import Templates

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from ssogen.dataset.card import card_is_generated, card_templates, write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_engine, stop_token_ids_of
+from ssogen.engine.seeds import derive_seed
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
@@ -87,10 +88,6 @@ def sample_pairs(pairs: list[Pair], size: int, seed: int) -> list[Pair]:
     return [pairs[i] for i in chosen]
 
 
-def _request_seed(seed: int, pair_id: str, order: str) -> int:
-    return int(hashlib.sha256(f"{seed}\0{pair_id}\0{order}".encode()).hexdigest()[:8], 16)
-
-
 def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and rates over judged pairs (pairs too long for the judge are left out and counted).
 
@@ -148,7 +145,7 @@ def _ask_judge(engine: Any, pairs: list[Any], options: JudgeOptions, model_path:
             room = engine.max_model_len - len(ids)
             requests.append(GenerationRequest(
                 key=f"{pair.id}:{order}", prompt_token_ids=ids, max_tokens=min(options.max_tokens, room),
-                temperature=0.0, top_p=1.0, seed=_request_seed(options.seed, pair.id, order),
+                temperature=0.0, top_p=1.0, seed=derive_seed(options.seed, pair.id, order),
                 stop_token_ids=stop_ids))
     return {r.key: r for r in engine.generate(requests)}, too_long
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, vllm_llm_kwargs
+from ssogen.engine.seeds import derive_seed
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import read_prompts
-from ssogen.generate.steps.common import derive_seed
 from ssogen.generate.steps.principle_writing import parse_principle_json
 from ssogen.generate.steps.selection import finish_selection, guided_regex, parse_feature_names
 from ssogen.principles import load_library

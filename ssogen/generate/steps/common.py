@@ -1,9 +1,8 @@
-"""What the steps of a generate run share: per-request seeds, and the session that holds the loaded engine,
+"""What the steps of a generate run share: the session that holds the loaded engine,
 builds requests from token ids and counts every engine call."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,12 +13,6 @@ from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig
 from ssogen.principles import Library
 from ssogen.templating import Templates
-
-
-def derive_seed(run_seed: int, row_id: str, purpose: str) -> int:
-    """A per-request seed from (run seed, row id, purpose): independent of batching, chunking and resuming."""
-    digest = hashlib.sha256(f"{run_seed}\x00{row_id}\x00{purpose}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 
+from ssogen.engine.seeds import derive_seed
 from ssogen.generate.inputs import Row
-from ssogen.generate.steps.common import Session, derive_seed
+from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.selection import Selection, features_of
 from ssogen.principles import Feature
 from ssogen.templating import Templates

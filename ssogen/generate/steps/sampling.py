@@ -7,10 +7,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ssogen.engine.seeds import derive_seed
 from ssogen.generate.config import RunConfig
 from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import Row
-from ssogen.generate.steps.common import Session, derive_seed
+from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.selection import Selection, features_of
 from ssogen.principles import Feature, join_adjectives
 from ssogen.records import VARIANTS, TripletRecord

@@ -8,8 +8,9 @@ import random
 import re
 from dataclasses import dataclass
 
+from ssogen.engine.seeds import derive_seed
 from ssogen.generate.inputs import Row
-from ssogen.generate.steps.common import Session, derive_seed
+from ssogen.generate.steps.common import Session
 from ssogen.principles import Feature, Library
 from ssogen.templating import Templates
 
