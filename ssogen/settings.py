@@ -34,16 +34,18 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), panel: str | None = None,
-           default_text: str | None = None, cli: bool = True, **constraints: Any) -> Any:
+           default_text: str | None = None, metavar: str | None = None, cli: bool = True, **constraints: Any) -> Any:
     """A pydantic Field that is also a command option.
 
     flags: typer declarations when not `--field-name`, e.g. ("--lambda",), ("--features-per-query", "-k") or
         ("--keep-truncated/--drop-truncated",); a bool without them is `--name/--no-name`.
     panel: the help panel the option is listed under.
     default_text: what the help says for a default that depends on other values (the field's default is None).
+    metavar: the value's name in help where the type's (TEXT for a str) says too little, e.g. DIR.
     cli: False for the field that collects a PASS_THROUGH's keys (no flag, no key of its own).
     """
-    extra = {"flags": list(flags), "panel": panel, "default_text": default_text, "cli": None if cli else False}
+    extra = {"flags": list(flags), "panel": panel, "default_text": default_text, "metavar": metavar,
+             "cli": None if cli else False}
     return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v is not None
                                                                and v != [] and v != ""},
                  **constraints)
@@ -90,6 +92,7 @@ class OptionSpec:
     required: bool
     default: Any
     default_text: str | None
+    metavar: str | None = None
     cli: bool = True
 
     @property
@@ -151,7 +154,8 @@ def option_specs(model: type[BaseModel]) -> tuple[OptionSpec, ...]:
         specs.append(OptionSpec(field=name, flags=flags, help=info.description or "", panel=extra.get("panel"),
                                 annotation=info.annotation, required=info.is_required(),
                                 default=None if info.is_required() else info.default,
-                                default_text=extra.get("default_text"), cli=extra.get("cli", True)))
+                                default_text=extra.get("default_text"), metavar=extra.get("metavar"),
+                                cli=extra.get("cli", True)))
     return tuple(specs)
 
 

@@ -31,7 +31,7 @@ def _typer_parameter(spec: OptionSpec, config_flag: str | None) -> inspect.Param
     shown = spec.shown_default()
     if shown is not None:
         help_text += f" [default: {shown}]"
-    metavar = None
+    metavar = spec.metavar
     if spec.choices is not None and len(shown_choices := "[" + "|".join(spec.choices) + "]") <= CHOICES_SHOWN_UP_TO:
         metavar = shown_choices  # shown as click shows a Choice; typer still takes text, which pydantic checks
     info = typer.Option(*spec.flags, help=escape(help_text), rich_help_panel=spec.panel, show_default=False,

@@ -136,6 +136,13 @@ def _option_names(path: tuple[str, ...]) -> list[str]:
             for name in (*param.opts, *param.secondary_opts)]
 
 
+@pytest.mark.parametrize(("command", "flag"), [("generate", "--out"), ("generate", "--templates"),
+                                               ("judge", "--templates"), ("score", "--templates")])
+def test_a_folder_option_is_shown_as_dir(command: str, flag: str) -> None:
+    # A folder given as text (generate's --out may be a Hub repo's local folder) is still a DIR, as in stats.
+    assert re.search(rf"{flag}\s+DIR\s", _help((command,), 120)), (command, flag)
+
+
 @pytest.mark.parametrize("columns", [80, 120])
 @pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda path: " ".join(path) or "ssogen")
 def test_every_flag_is_shown_in_full(path: tuple[str, ...], columns: int) -> None:
