@@ -131,6 +131,10 @@ def test_resume_from_checkpoint_gives_the_same_weights(sso_data: Path, tiny_mode
     assert resumed_run.reference_reused
     assert reference_record(tmp_path / "b")["loaded_from"] == str(checkpoint / resumed_run.reference_file)
     assert (resumed_run.steps, resumed_run.steps_run) == (8, 4)
+    # train_loss of the resumed invocation averages steps 5-8 only, and the metrics say so.
+    assert resumed_run.train_metrics["train_loss_from_step"] == 4
+    assert "train_loss_from_step" not in json.loads((tmp_path / "a" / "metrics.json").read_text())["train_metrics"]
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train_metrics"]["train_loss_from_step"] == 4
     uninterrupted = load_file(tmp_path / "a" / "model.safetensors")
     resumed = load_file(tmp_path / "b" / "model.safetensors")
     start = load_file(tiny_model / "model.safetensors")
