@@ -116,14 +116,18 @@ def config_problem(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def engine_load_errors(model: ModelRef, engine: str, *, flag: str = "--model") -> Iterator[None]:
+def engine_load_errors(model: ModelRef, engine: str, *, flag: str = "--model",
+                       max_model_len: int | None = None) -> Iterator[None]:
     """While an engine loads `model`: anything but a UserError becomes `load_error`'s one line with the reason (vLLM
-    checks its settings with pydantic, e.g. --tp the heads do not divide)."""
+    checks its settings with pydantic, e.g. --tp the heads do not divide); a context longer than the model allows
+    is blamed on --max-model-len, not on the model."""
     try:
         yield
     except UserError:
         raise
     except Exception as exc:
+        if max_model_len is not None and "max_model_len" in str(exc):
+            raise UserError(f"--max-model-len {max_model_len}: {config_problem(exc)}") from None
         raise load_error(model, exc, what=f"load it in the {engine} engine", flag=flag) from None
 
 

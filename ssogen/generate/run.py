@@ -36,7 +36,7 @@ from ssogen.generate.steps.sampling import (
     too_long_record,
 )
 from ssogen.generate.steps.selection import select_features
-from ssogen.models import config_problem, load_error, require_available
+from ssogen.models import engine_load_errors, load_error, require_available
 from ssogen.records import VARIANTS, TripletRecord
 
 
@@ -75,15 +75,9 @@ def load_tokenizer(plan: RunPlan) -> Any:
 def _build_engine(plan: RunPlan) -> Engine:
     load_tokenizer(plan)  # a clear line for a model without a usable tokenizer, before the engine's own errors
     config = plan.config
-    try:
+    with engine_load_errors(plan.model, config.engine, max_model_len=config.max_model_len):
         return make_engine(config.engine, plan.model.path, config.engine_options(),
                            state_dir=OutputFolder(config.out).work_dir)
-    except UserError:
-        raise
-    except Exception as exc:
-        if config.max_model_len is not None and "max_model_len" in str(exc):  # vLLM: longer than the model allows
-            raise UserError(f"--max-model-len {config.max_model_len}: {config_problem(exc)}") from None
-        raise load_error(plan.model, exc, what=f"load it in the {config.engine} engine") from None
 
 
 def _select(session: Session, rows: list[Row]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

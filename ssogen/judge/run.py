@@ -161,7 +161,7 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
     require_available(judge_ref, flag="--judge-model")
     owns_engine = engine is None  # an engine built here is shut down here
     if engine is None:
-        with engine_load_errors(judge_ref, options.engine, flag="--judge-model"):
+        with engine_load_errors(judge_ref, options.engine, flag="--judge-model", max_model_len=options.max_model_len):
             engine = make_engine(options.engine, judge_ref.path, options.engine_options())
     try:
         answers, too_long = _ask_judge(engine, pairs, options, judge_ref.path)

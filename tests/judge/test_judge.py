@@ -102,6 +102,16 @@ def test_an_engine_that_refuses_its_settings_says_why(folder: Path, tiny_model: 
         assert "must be divisible by tensor parallel size (4)" in result.stderr.strip().splitlines()[-1]
 
 
+def test_a_context_longer_than_the_model_allows_is_blamed_on_the_flag(folder: Path, tiny_model: Path) -> None:
+    # As in generate: not "--judge-model ...: cannot load it", which sends the user to the wrong option.
+    for args in (["judge", str(folder), "--judge-model", str(tiny_model)], ["score", str(folder), "--model",
+                                                                           str(tiny_model)]):
+        result = CliRunner().invoke(app, [*args, "--max-model-len", "100000"])
+        assert result.exit_code == 2, result.output
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: --max-model-len 100000: User-specified max_model_len (100000) is greater"), last
+
+
 def test_dp2_gives_the_answers_of_dp1(folder: Path, tiny_model: Path, tmp_path: Path) -> None:
     # iterate hands the generate config's --dp to judge: the answers must not depend on it (greedy, each request
     # seeded by pair and order, whichever engine of the pool runs it). The transformers engine keeps this cheap.
