@@ -151,7 +151,8 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
         if progress is not None:
             progress(ScoreProgress(from_cache, len(targets), 0.0))
         if pending and scorer is None:
-            with engine_load_errors(model_ref, engine, max_model_len=engine_options.max_model_len):
+            with engine_load_errors(model_ref, engine,
+                                    max_model_len=engine_options.max_model_len if engine_options else None):
                 scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
         first_call = time.monotonic()
         for start in range(0, len(pending), chunk_rows):
