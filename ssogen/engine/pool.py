@@ -144,7 +144,8 @@ class WorkQueue:
                 if call is not None and event.piece in call.pieces:
                     call.results.setdefault(event.piece, event.results)
             elif isinstance(event, Died):
-                self._lost(worker, "dead", event.reason, call)
+                if worker.alive:  # an engine that failed to load is lost already, with its reason
+                    self._lost(worker, "dead", event.reason, call)
             elif isinstance(event, Failed):
                 if event.piece is not None:
                     raise (UserError(event.message) if event.user_error else

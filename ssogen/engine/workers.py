@@ -177,11 +177,15 @@ class ProcessBackend:
             try:
                 # A result sent just before the process ended is still in the pipe: read it before the death.
                 while conn.poll():
-                    events.append(conn.recv())
+                    event = conn.recv()
+                    events.append(event)
+                    if isinstance(event, Failed) and event.piece is None:  # a failed load ends the worker: its
+                        self.gone.add(worker)  # exit is not a second loss (and would hide the load's error)
+                        break
             except (EOFError, OSError):
                 events.append(self._death(worker))
                 continue
-            if not self.procs[worker].is_alive():
+            if worker not in self.gone and not self.procs[worker].is_alive():
                 events.append(self._death(worker))
         return events
 

@@ -1,6 +1,7 @@
 """The work queue of an engine pool, against a scripted in-process backend (no vLLM, no processes): pieces are
 contiguous and come back in request order, a dead engine's piece is run again elsewhere, a straggler is run
-twice and the first answer wins, and the run stops with one clear line only when no engine is left."""
+twice and the first answer wins, and the run stops with one clear line only when no engine is left. One test
+spawns a real worker process whose load fails, reported once with its reason."""
 
 from __future__ import annotations
 
@@ -111,6 +112,34 @@ def test_no_engine_loading_fails_at_start_and_one_failed_load_is_survived(tmp_pa
     queue = WorkQueue(backend, specs(2), tmp_path)
     assert queue.run([1, 2, 3]) == [10, 20, 30]
     assert {worker for worker, _, _ in backend.log} == {1}
+
+
+def test_the_exit_of_an_engine_that_failed_to_load_hides_not_its_reason(tmp_path: Path) -> None:
+    # A backend may report the process's exit after the failed load: still one loss, named by the load's error.
+    backend = ScriptedBackend(2, fail_load={0, 1})
+    backend.start = lambda: backend.queue.extend(  # type: ignore[method-assign]
+        [Failed(0, None, "out of memory", False), Died(0, "exit code 0"), Failed(1, None, "bad model", False)])
+    with pytest.raises(UserError, match=r"^no engine could load the model \(2 tried\); engine 0 \(core 0\): out of "
+                                        r"memory; engine 1 \(core 1\): bad model \("):
+        WorkQueue(backend, specs(2), tmp_path)
+
+
+def test_a_worker_process_that_fails_to_load_is_reported_once(tmp_path: Path) -> None:
+    from ssogen.engine import EngineOptions
+    from ssogen.engine.workers import ProcessBackend
+
+    spec = WorkerSpec(index=0, task="score", kind="transformers", model=str(tmp_path / "missing"),
+                      options=EngineOptions(), env={}, devices="core 0", cpu=True)
+    backend = ProcessBackend([spec])
+    backend.start()
+    events: list[Event] = []
+    try:
+        while not events or backend.procs[0].is_alive():
+            events += backend.wait(timeout=60)
+        events += backend.wait(timeout=1)  # the exit, seen after the failure
+    finally:
+        backend.close(force=True)
+    assert [type(e).__name__ for e in events] == ["Failed"] and events[0].piece is None, events
 
 
 def test_an_error_on_a_batch_stops_the_run_with_its_message(tmp_path: Path) -> None:
