@@ -138,11 +138,12 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     # model left its key in the manifest, else with the tokenizer: a fully scored folder loads neither.
     setup = earlier_setup(manifest, model_ref) if scorer is None else None
     store = ShardStore(folder, folder.score_cache(setup.key)) if setup else None
-    scores = cached_scores(store, targets) if store else {}
+    max_model_len = engine_options.max_model_len if engine_options else None
+    scores = cached_scores(store, targets, max_model_len) if store else {}
     if setup is None or store is None or len(scores) < len(targets):  # the tokenizer decides the requests
         setup = score_setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
         store = ShardStore(folder, folder.score_cache(setup.key))
-        scores = cached_scores(store, targets)
+        scores = cached_scores(store, targets, max_model_len)
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
     owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
@@ -151,8 +152,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
         if progress is not None:
             progress(ScoreProgress(from_cache, len(targets), 0.0))
         if pending and scorer is None:
-            with engine_load_errors(model_ref, engine,
-                                    max_model_len=engine_options.max_model_len if engine_options else None):
+            with engine_load_errors(model_ref, engine, max_model_len=max_model_len):
                 scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
         first_call = time.monotonic()
         for start in range(0, len(pending), chunk_rows):
@@ -165,7 +165,8 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
                 if max(r.length for r in row_requests) > scorer.max_sequence_length:
                     # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
                     finished.append({"id": record.id, "text": row_text_hash(record),
-                                     "lp": dict.fromkeys((n for n, _, _ in SCORED), None)})
+                                     "lp": dict.fromkeys((n for n, _, _ in SCORED), None),
+                                     "max_model_len": max_model_len})
                     continue
                 fitting.append(record)
                 requests.extend(row_requests)
@@ -195,10 +196,12 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     earlier, model = manifest.get("score") or {}, model_record(model_ref)
     same_model = all(earlier.get(key) == value for key, value in model.items())
+    # Every row from the cache (no scorer): the engine and settings of the run that scored them.
+    carried = same_model and scorer is None
     manifest["score"] = {
-        **model, "engine": getattr(scorer, "name", engine), "convention": CONVENTION,
-        # Every row from the cache (no scorer): the settings of the run that scored them.
-        "engine_settings": getattr(scorer, "settings", None) or (earlier.get("engine_settings") if same_model
+        **model, "engine": getattr(scorer, "name", None) or (earlier.get("engine") if carried else None) or engine,
+        "convention": CONVENTION,
+        "engine_settings": getattr(scorer, "settings", None) or (earlier.get("engine_settings") if carried
                                                                  else None),
         "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn,
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,

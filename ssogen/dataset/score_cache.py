@@ -74,12 +74,19 @@ def _check_score_record(record: dict[str, Any]) -> None:
         raise ValueError("needs text and lp with the seven scores")
 
 
-def cached_scores(store: ShardStore, targets: list[TripletRecord]) -> dict[str, dict[str, float | None]]:
-    """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line)."""
+def cached_scores(store: ShardStore, targets: list[TripletRecord], max_model_len: int | None = None,
+                  ) -> dict[str, dict[str, float | None]]:
+    """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line).
+
+    A row left unscored as too long counts only under the --max-model-len it was too long for (absent: the
+    model's own), so that a larger one scores it."""
     cached = store.load("scores", _check_score_record)
     found = {}
     for record in targets:
         entry = cached.get(record.id)
-        if entry is not None and entry.get("text") == row_text_hash(record):
-            found[record.id] = entry["lp"]
+        if entry is None or entry.get("text") != row_text_hash(record):
+            continue
+        if all(value is None for value in entry["lp"].values()) and entry.get("max_model_len") != max_model_len:
+            continue
+        found[record.id] = entry["lp"]
     return found

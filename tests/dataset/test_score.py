@@ -242,6 +242,23 @@ def test_a_fully_cached_folder_loads_no_engine(tiny_model: Path, tmp_path: Path,
     monkeypatch.setattr(launch, "make_scorer", no_engine)
     again = score_folder(out, str(tiny_model), engine="vllm")  # the cache does not depend on the engine
     assert (again.from_cache, again.scored_now) == (first.rows, 0)
+    # The manifest names the engine that made the scores, beside its settings, not the flag of this run.
+    score = json.loads((out / "manifest.json").read_text())["score"]
+    assert score["engine"] == "transformers" and score["engine_settings"]["device"] == "cpu"
+
+
+def test_a_row_too_long_is_scored_under_a_larger_max_model_len(tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.engine import EngineOptions
+
+    rows = [make_record(i, f"question number {i} " * (30 if i == 0 else 1)) for i in range(3)]
+    out = write_dataset(tmp_path / "out", rows)
+    short = score_folder(out, str(tiny_model), engine="transformers", engine_options=EngineOptions(max_model_len=80))
+    assert (short.scored_now, short.too_long) == (3, 1)
+    again = score_folder(out, str(tiny_model), engine="transformers", engine_options=EngineOptions(max_model_len=80))
+    assert (again.from_cache, again.scored_now, again.too_long) == (3, 0, 1)  # the same limit: nothing to retry
+    longer = score_folder(out, str(tiny_model), engine="transformers")  # the model's own limit
+    assert (longer.from_cache, longer.scored_now, longer.too_long) == (2, 1, 0)
+    assert OutputFolder(out).read_triplets()[0].lp_good_plain is not None
 
 
 def test_template_without_system_role(tiny_model_no_system: Path, tmp_path: Path) -> None:
