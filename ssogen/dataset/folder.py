@@ -226,14 +226,16 @@ class OutputFolder:
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         return write_json_atomic(self.manifest, manifest)
 
-    def mark_incomplete(self) -> None:
-        """Set the manifest's status to in_progress (a folder being regenerated must not be published)."""
+    def mark_incomplete(self, rewriter: str | None = None) -> None:
+        """Set the manifest's status to in_progress (a folder being regenerated must not be published);
+        `rewriter`: the command that only rewrites a finished run's files, whose rerun may finish it again."""
         try:
             manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):  # none yet, or unreadable: nothing to mark
             return
         manifest["status"] = "in_progress"
-        self.write_manifest(manifest)
+        manifest.pop("rewriting", None)
+        self.write_manifest({**manifest, "rewriting": rewriter} if rewriter else manifest)
 
     def write_resolved_config(self, yaml_text: str) -> Path:
         return write_text_atomic(self.resolved_config, yaml_text)

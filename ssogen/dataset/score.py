@@ -192,6 +192,11 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
     if filter_options is not None:
         updated = apply_likelihood_filter(updated, filter_options)
+    # The data files are rewritten one by one: until the manifest below, the folder is not to be used as finished.
+    # A score stopped there left a finished run in_progress: this one finishes it again.
+    if manifest.pop("rewriting", None) == "score":
+        manifest["status"] = "complete"
+    folder.mark_incomplete(rewriter="score")
     counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest))  # the queries keep their split
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     earlier, model = manifest.get("score") or {}, model_record(model_ref)

@@ -198,9 +198,10 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                               unchanged=True)
     undone = undone_work(folder)
     session: Session | None = None
-    if pending:
-        folder.mark_incomplete()  # its data files are about to change: not to be published as finished
-    elif on_progress is not None:  # everything was done by an earlier invocation
+    # Its data files are about to change (new rows, or another split, license or subset of the finished ones): not
+    # to be published or trained on as finished until the manifest says so again.
+    folder.mark_incomplete()
+    if not pending and on_progress is not None:  # everything was done by an earlier invocation
         kept = sum(1 for i in wanted if finished[i]["kept"])
         on_progress(ProgressUpdate(len(plan.rows), len(plan.rows), kept, len(plan.rows) - kept, 0, 0.0))
     try:

@@ -35,6 +35,10 @@ def sso_files(data_dir: Path) -> list[Path]:
     if not files:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
+    status = folder.read_manifest().get("status") if folder.manifest.is_file() else None
+    if status not in (None, "complete"):  # stopped while its data files were being rewritten: they may disagree
+        raise UserError(f"{folder.manifest}: the run in this folder is not complete (status {status!r}); run the "
+                        "same `ssogen generate` (or `ssogen score`) command again to finish it")
     return files
 
 

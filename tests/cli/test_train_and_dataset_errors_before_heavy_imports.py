@@ -18,6 +18,9 @@ TRAIN = [
     ("data-without-sso", "--data {w}/foreign", 2, "no `sso` config"),
     ("data-generate-unfinished", "--data {w}/previous", 2, "previous: the `ssogen generate` run in this folder has "
      "not finished (no dataset written yet); run the same generate command again"),
+    # Stopped while generate or score rewrote the data files, which may then disagree.
+    ("data-not-complete", "--data {w}/unfinished", 2, "manifest.json: the run in this folder is not complete "
+     "(status 'in_progress'); run the same `ssogen generate` (or `ssogen score`) command again"),
     ("data-missing-columns", "--data {w}/sso-columns", 2, "missing column(s) system_good"),
     ("data-no-rows", "--data {w}/sso-empty", 2, "no rows"),
     ("model-missing", "--data {w}/sso --model {w}/nope", 2, "no such folder"),

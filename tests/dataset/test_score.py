@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -245,6 +246,35 @@ def test_a_fully_cached_folder_loads_no_engine(tiny_model: Path, tmp_path: Path,
     # The manifest names the engine that made the scores, beside its settings, not the flag of this run.
     score = json.loads((out / "manifest.json").read_text())["score"]
     assert score["engine"] == "transformers" and score["engine_settings"]["device"] == "cpu"
+
+
+def test_a_score_stopped_while_rewriting_the_data_leaves_the_folder_marked_unfinished(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssogen.dataset.publishable import check_publishable
+    from ssogen.train.inputs import sso_files
+
+    out = write_dataset(tmp_path / "out", tiny_rows()[:3])
+    write_config = OutputFolder.write_config
+
+    def stop_after_triplets(self: OutputFolder, config: str, *args: Any, **kwargs: Any) -> Any:
+        if config != "triplets":
+            raise KeyboardInterrupt  # as a kill between two of the files
+        return write_config(self, config, *args, **kwargs)
+
+    monkeypatch.setattr(OutputFolder, "write_config", stop_after_triplets)
+    keep_all = LikelihoodFilterOptions(ordering=False, on_policy=False, contrast=False)
+    with pytest.raises(KeyboardInterrupt):
+        score_folder(out, str(tiny_model), engine="transformers", filter_options=keep_all)
+    assert OutputFolder(out).read_manifest()["status"] == "in_progress"
+    with pytest.raises(UserError, match="not complete"):
+        check_publishable(out)
+    with pytest.raises(UserError, match="not complete"):
+        sso_files(out)
+    monkeypatch.setattr(OutputFolder, "write_config", write_config)
+    score_folder(out, str(tiny_model), engine="transformers", filter_options=keep_all)
+    manifest = OutputFolder(out).read_manifest()
+    assert manifest["status"] == "complete" and "rewriting" not in manifest  # the rerun finishes it
+    assert check_publishable(out)["dpo"] == 3
 
 
 def test_a_row_too_long_is_scored_under_a_larger_max_model_len(tiny_model: Path, tmp_path: Path) -> None:

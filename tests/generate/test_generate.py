@@ -138,7 +138,13 @@ def test_a_finished_run_asked_for_again_keeps_what_score_and_stats_added(vllm_en
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing written
     assert OutputFolder(out).read_triplets() == scored and "score" in OutputFolder(out).read_manifest()
 
-    # Other rows: the files are written again, and the warnings say what of score's work that undid.
+    # Other rows: the files are written again. Stopped between two of them, the folder is not finished.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OutputFolder, "write_configs", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            _run(vllm_engine, tiny_model, out, limit=3)
+    assert OutputFolder(out).read_manifest()["status"] == "in_progress"
+    # Rerun, the warnings say what of score's work that undid.
     fewer = _run(vllm_engine, tiny_model, out, limit=3)
     assert not fewer.unchanged and len(fewer.records) == 3 and "score" not in fewer.manifest
     assert any("dropped with the rewritten rows" in w for w in fewer.manifest["summary"]["warnings"])
