@@ -51,14 +51,30 @@ KINDS = {"dataset": "a dataset folder of ssogen generate", "model": "a training 
          "iterate": "a run of ssogen iterate"}
 
 
+def marker_kind(work_dir: Path) -> str | None:
+    """The kind of output the marker names (None: no marker, or one of an older version without a kind)."""
+    try:
+        found = json.loads((work_dir / MARKER).read_text(encoding="utf-8")).get("kind")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def why_no_dataset(work_dir: Path) -> str | None:
+    """Why a folder ssogen marked holds no dataset (a generate that has not finished, or another command's
+    output); None for a folder without ssogen's marker."""
+    kind = marker_kind(work_dir)
+    if kind == "dataset":
+        return ("the `ssogen generate` run in this folder has not finished (no dataset written yet); run the same "
+                "generate command again to finish it")
+    return f"holds {KINDS[kind]}, not {KINDS['dataset']}" if kind in KINDS else None
+
+
 def check_kind(work_dir: Path, kind: str, *, label: str) -> None:
     """Refuse, --overwrite or not, a folder whose marker says another command's output lives there: clearing it
     would take the other run's files (a dataset's card and shards, a model's card and fingerprint) with it. A
     marker without a readable kind (older versions) passes: the fingerprint check still applies."""
-    try:
-        found = json.loads((work_dir / MARKER).read_text(encoding="utf-8")).get("kind")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return
+    found = marker_kind(work_dir)
     if found in KINDS and found != kind:
         raise UserError(f"{label}: holds {KINDS[found]}, not {KINDS[kind]}; --overwrite never replaces one with "
                         "the other, so choose another --out")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssogen import ownership
 from ssogen.dataset.configs import CONFIGS, config_schema, split_config_rows
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
 from ssogen.errors import UserError
@@ -136,7 +137,8 @@ class OutputFolder:
         if not self.root.is_dir():
             raise UserError(f"{self.root}: " + ("is a file, not a folder" if self.root.exists() else "no such folder"))
         if not path.exists():
-            raise UserError(f"{self.root}: not an ssogen output folder (missing {self.relative(path)})")
+            missing = f"not an ssogen output folder (missing {self.relative(path)})"
+            raise UserError(f"{self.root}: {ownership.why_no_dataset(self.work_dir) or missing}")
         return path
 
     # -- configs -------------------------------------------------------------------------------------------------
@@ -188,10 +190,6 @@ class OutputFolder:
         known = TripletRecord.model_fields
         records = [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}) for row in rows]
         return sorted(records, key=lambda r: r.position)
-
-    def row_counts(self) -> dict[str, int]:
-        """Rows per config, every split, from the parquet footers (configs that cannot be read are left out)."""
-        return {config: sum(n for n, _ in sizes.values()) for config, sizes in self.split_sizes().items()}
 
     def _footers(self) -> dict[str, dict[str, list[pq.FileMetaData]]]:
         """config -> split -> the parquet footers of its files; configs with a file that cannot be read are left

@@ -27,6 +27,11 @@ def make_record(position: int, prompt: str = "", **fields: Any) -> TripletRecord
     return TripletRecord(**values)
 
 
+def row_counts(out: Path) -> dict[str, int]:
+    """Rows per config of a dataset folder, every split, from the parquet footers."""
+    return {config: sum(n for n, _ in sizes.values()) for config, sizes in OutputFolder(out).split_sizes().items()}
+
+
 def write_dataset(out: Path, records: list[TripletRecord], **manifest: Any) -> Path:
     """An output folder as generate leaves it: the four configs and a manifest (status complete by default)."""
     folder = OutputFolder(out)

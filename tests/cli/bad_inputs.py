@@ -96,10 +96,11 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
 
 def _start_run(plan: RunPlan) -> None:
     """Prepare plan's --out as generate does and save one row's selection, the work a rerun must keep."""
-    store = ShardStore(plan.config.out)
-    store.prepare(plan.fingerprint(), overwrite=False)
-    store.append("selection", [{"id": plan.rows[0].id}])
-    store.close()
+    with OutputFolder(plan.config.out).claim("ssogen generate"):  # the marker, as generate leaves it
+        store = ShardStore(plan.config.out)
+        store.prepare(plan.fingerprint(), overwrite=False)
+        store.append("selection", [{"id": plan.rows[0].id}])
+        store.close()
 
 
 def _model_copy(tiny_model: Path, target: Path) -> Path:

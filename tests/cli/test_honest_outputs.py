@@ -27,10 +27,10 @@ import yaml
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.publishable import check_publishable, files_to_upload
 from ssogen.principles import BUNDLED_DIR
 from ssogen.templating import BUNDLED_TEMPLATES
+from ssogen.testing.folders import row_counts
 
 QUERIES = [f"How do I look after plant number {i}?" for i in range(28)]
 # The same question at two positions: both rows must land in one split.
@@ -82,7 +82,7 @@ def test_no_published_file_names_a_local_path(run: dict[str, Any]) -> None:
     assert not any(name.startswith("logs/") for name in names)
     # Both splits go up, and the folder passes push-to-hub's checks with them.
     assert {f"data/{c}/{s}-00000-of-00001.parquet" for c in ("triplets", "dpo") for s in ("train", "test")} <= names
-    assert check_publishable(out) == OutputFolder(out).row_counts()
+    assert check_publishable(out) == row_counts(out)
     for file in uploaded:
         text = file.local_path.read_bytes().decode("utf-8", errors="replace")
         for local in {str(root), str(root.resolve()), str(home), "/alice"}:

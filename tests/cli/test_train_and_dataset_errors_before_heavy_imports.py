@@ -73,6 +73,13 @@ DATASET = [
     ("stats-locked", "stats {w}/dataset-locked", 1, f"error: {{w}}/dataset-locked: in use by process {os.getpid()}"),
     ("judge-locked", "judge {w}/dataset-locked --judge-model {model}", 1, f"in use by process {os.getpid()}"),
     ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
+    # A generate stopped before its first data files, and a training run: what the folder is, not "not ssogen's".
+    ("score-generate-unfinished", "score {w}/previous --model {model}", 2, "previous: the `ssogen generate` run in "
+     "this folder has not finished (no dataset written yet); run the same generate command again"),
+    ("stats-generate-unfinished", "stats {w}/previous", 2, "previous: the `ssogen generate` run in this folder has "
+     "not finished"),
+    ("stats-a-training-run", "stats {w}/trained-before", 2, "trained-before: holds a training run of ssogen train, "
+     "not a dataset folder of ssogen generate"),
     ("score-engine", "score {w}/dataset --model {model} --engine onnx", 2, "--engine: Input should be 'vllm'"),
     ("score-filter", "score {w}/dataset --model {model} --filter bogus", 2, "--filter: Input should be 'none'"),
     ("score-model", "score {w}/dataset --model {w}/nope", 2, "--model"),

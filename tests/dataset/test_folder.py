@@ -13,7 +13,7 @@ from ssogen.dataset.folder import CONFIGS, OutputFolder
 from ssogen.dataset.splits import SplitSpec
 from ssogen.errors import UserError
 from ssogen.principles import load_library
-from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.folders import make_record, row_counts, write_dataset
 
 
 def test_the_layout_is_a_hub_dataset_repository_plus_hidden_state(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_configs_round_trip_and_empty_configs_keep_their_types(tmp_path: Path) -
     records = [make_record(0), make_record(1, kept=False, drop_reason="equal_responses", lp_good_plain=-1.5)]
     assert folder.write_configs(records) == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1}
     assert folder.read_triplets() == records
-    assert folder.row_counts() == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1}
+    assert row_counts(folder.root) == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1}
     folder.write_configs([records[1]])  # nothing kept: the pair configs are empty but typed
     schema = pq.read_schema(folder.config_file("dpo"))
     assert str(schema.field("chosen").type) == "list<element: struct<role: string, content: string>>"
@@ -127,7 +127,7 @@ def test_a_test_split_holds_whole_queries_drawn_with_the_seed(tmp_path: Path) ->
     dpo_test = {p[-1]["content"] for p in folder.read_config("dpo", split="test").column("prompt").to_pylist()}
     assert dpo_test <= set(test_prompts)
     assert folder.read_triplets() == sorted(records, key=lambda r: r.position)  # every split, input order
-    assert folder.row_counts() == counts
+    assert row_counts(folder.root) == counts
     # The same seed draws the same queries in another folder; another seed others.
     other = OutputFolder(tmp_path / "b")
     other.write_configs(list(reversed(records)), SplitSpec(test_size=0.25, seed=5))
@@ -136,7 +136,7 @@ def test_a_test_split_holds_whole_queries_drawn_with_the_seed(tmp_path: Path) ->
     assert sorted(other.read_config("triplets", split="test").column("prompt").to_pylist()) != sorted(test_prompts)
     # Without a split the test files go: one train split again.
     folder.write_configs(records)
-    assert list(folder.split_files("dpo")) == ["train"] and folder.row_counts()["dpo"] == 21
+    assert list(folder.split_files("dpo")) == ["train"] and row_counts(folder.root)["dpo"] == 21
 
 
 def test_training_reads_the_train_split_only(tmp_path: Path) -> None:
