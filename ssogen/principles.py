@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ssogen.yamlfile import YamlDocument, YamlFileError, read_yaml
 
@@ -24,11 +24,20 @@ def _non_empty(value: str) -> str:
     return value
 
 
+def _differs_from_good(bad: str, info: ValidationInfo) -> str:
+    """S+ and S- are built from the good and the bad side: the same text on both leaves nothing to contrast."""
+    good = info.data.get("good")
+    if isinstance(good, str) and bad.strip().casefold() == good.strip().casefold():
+        raise ValueError("must differ from good (the same text on both sides gives S+ = S-)")
+    return bad
+
+
 class Adjectives(_Strict):
     good: str
     bad: str
 
     _check = field_validator("good", "bad")(_non_empty)
+    _contrast = field_validator("bad")(_differs_from_good)
 
 
 # The policy names its features as a list separated by these (`parse_feature_names`), and the ends of each item
@@ -47,6 +56,7 @@ class Feature(_Strict):
     bad: str
 
     _check = field_validator("name", "meaning", "good", "bad")(_non_empty)
+    _contrast = field_validator("bad")(_differs_from_good)
 
     @field_validator("name")
     @classmethod

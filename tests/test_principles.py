@@ -134,6 +134,12 @@ CASES = [
     ("name_with_both", NO_ACCURACY_EXAMPLES.replace("  - name: Accuracy", "  - name: Logic, Reasoning."),
      "- name: Logic, Reasoning.", "features[5].name: must not hold a comma, semicolon or line break (they separate "
      "the names in the policy's answer); and must not begin or end with any of"),
+    # One text on both sides: S+ = S-, which generate then blamed on the system template.
+    ("same_adjectives", DEFAULT_TEXT.replace("{good: Safe, bad: Unsafe}", "{good: Safe, bad: safe}"),
+     "adjectives: {good: Safe, bad: safe}", "features[0].adjectives.bad: must differ from good"),
+    ("same_texts", "name: x\nversion: '1'\ndescription: d\nfeatures:\n  - name: Safety\n    adjectives: {good: Safe, "
+     "bad: Unsafe}\n    meaning: m\n    good: Be careful.\n    bad: Be careful.\n",
+     "bad: Be careful.", "features[0].bad: must differ from good (the same text on both sides gives S+ = S-)"),
     ("probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: 1.5"),
      "probability: 1.5", "extras[0].probability: Input should be less than or equal to 1"),
     ("negative_probability", DEFAULT_TEXT.replace("probability: 0.2", "probability: -0.1"),
