@@ -60,7 +60,7 @@ class PromptsRead:
 def _decode(path: Path, raw: bytes) -> str:
     """The file's bytes as UTF-8 text; any other encoding (Latin-1, UTF-16, binary data) is one line naming where."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte-order mark (Windows exports) is not text
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8 "

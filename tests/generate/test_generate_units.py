@@ -51,6 +51,15 @@ def test_reads_jsonl_json_csv_parquet_and_datasets_folder(tmp_path: Path) -> Non
         read_prompts(str(tmp_path / "p.csv"), split="test")
 
 
+@pytest.mark.parametrize(("name", "text"), [("bom.jsonl", '{"prompt": "a"}\n{"prompt": "b"}\n'),
+                                          ("bom.json", '[{"prompt": "a"}, {"prompt": "b"}]'),
+                                          ("bom.csv", "prompt\na\nb\n")])
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path: Path, name: str, text: str) -> None:
+    # Windows tools save UTF-8 with a BOM: json refused the first line, and csv's first column lost its name.
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert [r.text for r in read_prompts(str(tmp_path / name)).rows] == ["a", "b"]
+
+
 def test_a_corrupt_parquet_file_is_named_as_pyarrow_names_it(tmp_path: Path) -> None:
     """Parsed from the bytes already read (one read gives the rows and the sha256), the message still names the
     file where pyarrow, reading from memory, says '<Buffer>'."""
