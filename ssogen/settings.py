@@ -222,6 +222,10 @@ def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> s
     return f"{origins.get(field, specs[field].flag)}: {message}{got}"
 
 
+# Flags of the commands that no config file sets (where they are no option of the command's settings).
+COMMAND_LINE_ONLY = {"overwrite": "--overwrite", "dry_run": "--dry-run", "config": "--config"}
+
+
 def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: PassThrough | None = None
                      ) -> dict[str, tuple[str, int, Any]]:
     """field -> (key as written, line, value) from a config file; every problem of the file in one error. The
@@ -245,6 +249,10 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
                 problems.append(f"{key} (line {line}) cannot be set: {extra.refused[_key(key)]}")
                 continue
             found.setdefault(extra.field, (key, line, {}))[2][_key(key)] = value
+            continue
+        if field is None and _key(key) in COMMAND_LINE_ONLY:
+            problems.append(f"{key} (line {line}) is a command-line flag only: give {COMMAND_LINE_ONLY[_key(key)]} "
+                            "(a config file holds the run's options, so that it never replaces a run or skips one)")
             continue
         if field is None:
             unknown.append(f"{key} (line {line}{_did_you_mean(key, [*by_key, *others])})")

@@ -112,6 +112,22 @@ def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path)
                                "max-tokenz (line 3; did you mean max-tokens?), colour (line 4)")
 
 
+def test_a_command_line_flag_in_a_config_file_is_named_as_one(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\noverwrite: true\ndry-run: true\n")
+    with pytest.raises(UserError) as info:
+        resolve_config({}, path)
+    assert str(info.value).startswith(f"{path}: overwrite (line 2) is a command-line flag only: give --overwrite "
+                                      "(a config file holds the run's options")
+    assert "dry-run (line 3) is a command-line flag only: give --dry-run" in str(info.value)
+    # Where it is an option of the command's settings (iterate's --overwrite), the file may set it.
+    from ssogen.iterate.options import IterateOptions
+    from ssogen.settings import read_settings_file
+
+    path.write_text("overwrite: true\n")
+    assert read_settings_file(IterateOptions, path) == {"overwrite": True}
+
+
 def test_an_option_set_twice_names_both_keys_and_lines(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("max-tokens: 5\nseed: 1\nmax_tokens: 6\n")
