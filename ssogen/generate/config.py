@@ -64,8 +64,8 @@ class _RunFields(BaseModel):
     selection: Literal["free", "guided"] = option(
         "free", "free (parse the policy's answer) or guided (vLLM structured outputs: exactly --features-per-query "
         "different library names).", panel=SELECT_PANEL)
-    selection_max_tokens: int = option(32, "Tokens for the selection answer (at least 10 per feature).", ge=1,
-                                       panel=SELECT_PANEL)
+    selection_max_tokens: int = option(32, "Tokens for the selection answer (raised to 10 per feature when lower).",
+                                       ge=1, panel=SELECT_PANEL)
     extra_prob: float | None = option(None, "Probability of adding each library extra.", ge=0.0, le=1.0,
                                       panel=SELECT_PANEL, default_text="the library's")
     principle_source: Literal["library", "policy"] = option(
