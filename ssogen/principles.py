@@ -243,7 +243,9 @@ def _name_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
                                  "case-insensitively)"))
             seen.add(name.strip().casefold())
     features = data.get("features")
-    known = {str(item["name"]).strip().casefold() for item in (features if isinstance(features, list) else [])
+    if not isinstance(features, list) or not features:  # its own error says so: no example could name one
+        return problems
+    known = {str(item["name"]).strip().casefold() for item in features
              if isinstance(item, dict) and isinstance(item.get("name"), str)}
     examples = data.get("examples")
     for i, example in enumerate(examples if isinstance(examples, list) else []):

@@ -171,6 +171,14 @@ def test_bad_library_gives_file_line_field_message(
         assert lines[0].startswith(f"{path}:{expected}"), lines[0]
 
 
+def test_without_features_the_examples_are_not_blamed_once_per_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, "misspelt.yaml", DEFAULT_TEXT.replace("features:\n", "Features:\n", 1))
+    result = runner.invoke(app, ["principles", "validate", str(path)])
+    assert result.exit_code == 2
+    assert [line.split(": ", 1)[1] for line in result.stderr.strip().splitlines()] == [
+        "features: Field required", "Features: unknown key"]
+
+
 def test_missing_path_and_mixed_validate(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     bad = _write(tmp_path, "bad.yaml", DEFAULT_TEXT.replace("probability: 0.2", "probability: 2"))
