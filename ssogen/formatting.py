@@ -1,5 +1,5 @@
-"""Numbers as text: the same share reads the same in `ssogen stats`, `ssogen judge`, the iteration report and the
-dataset card (the output folder's README.md)."""
+"""Numbers as text: a count with its noun in the right number, and the same share reads the same in `ssogen
+stats`, `ssogen judge`, the iteration report and the dataset card (the output folder's README.md)."""
 
 from __future__ import annotations
 
@@ -7,3 +7,8 @@ from __future__ import annotations
 def percent(value: float | None) -> str:
     """A share (0-1) as a percentage with one decimal; a dash where there is none."""
     return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 row`, `2 rows`, `0 rows` (nouns whose plural adds an s)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

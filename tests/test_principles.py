@@ -93,7 +93,7 @@ def test_list_without_argument_shows_every_bundled_library() -> None:
 def test_validate_ok_and_list_and_show() -> None:
     result = runner.invoke(app, ["principles", "validate", "default", str(BUNDLED_DIR / "default.yaml")])
     assert result.exit_code == 0, result.output
-    assert "7 features" in result.output
+    assert "7 features, 1 extra)" in result.output  # not "1 extras"
     listed = runner.invoke(app, ["principles", "list"])
     assert listed.exit_code == 0 and "Concision" in listed.output and "Literariness" in listed.output
     shown = runner.invoke(app, ["principles", "show", "default", "logicality"])

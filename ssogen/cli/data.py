@@ -30,6 +30,7 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
+from ssogen.formatting import counted
 from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,8 +198,8 @@ def score_command(
     with OutputFolder(folder).claim("ssogen score") as left_behind, command_log(folder, "score"):
         note_lock_takeover(left_behind)
         report = _score_with_progress(folder, settings, templates)
-        show(f"scored {report.scored_now} rows ({report.from_cache} from the cache, {report.too_long} too long to "
-             f"score) of {report.rows}; configs: " + ", ".join(f"{k} {v}" for k, v in report.counts.items()),
+        show(f"scored {counted(report.scored_now, 'row')} ({report.from_cache} from the cache, {report.too_long} too "
+             f"long to score) of {report.rows}; configs: " + ", ".join(f"{k} {v}" for k, v in report.counts.items()),
              highlight=False, markup=False)
         if report.dropped_by_reason:
             show("dropped: " + ", ".join(f"{k} {v}" for k, v in report.dropped_by_reason.items()),

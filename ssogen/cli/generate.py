@@ -28,6 +28,7 @@ from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import license_note
 from ssogen.errors import STEP_OF_ITERATE_ENV
+from ssogen.formatting import counted
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
 from ssogen.models import require_available
 
@@ -85,7 +86,7 @@ def _print_dry_run(plan: Any) -> None:
     # The policy writes one principle pair per chosen feature: k per row, and more where a random extra is added.
     writing = (f" + at least {cfg.features_per_query * rows} principle writing" if cfg.principle_source == "policy"
                else "")
-    console.print(f"{rows} rows (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
+    console.print(f"{counted(rows, 'row')} (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
                   f"{skipped}); chunks of {cfg.chunk_size}; requests: {rows} selection{writing} + "
                   f"{3 * rows} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
@@ -157,7 +158,7 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
 
 def _parts_dropped(parts: dict[str, int]) -> str:
     names = {"system_turn": "system turn", "earlier_turns": "multi-turn history", "later_turns": "turns after it"}
-    return "; ".join(f"{names.get(k, k)} dropped: {v} rows" for k, v in parts.items())
+    return "; ".join(f"{names.get(k, k)} dropped: {counted(v, 'row')}" for k, v in parts.items())
 
 
 def _shown(value: object) -> str:

@@ -11,6 +11,7 @@ from rich.table import Table
 from ssogen.cli.common import console, err_console, fail, user_errors
 from ssogen.cli.helpstyle import Command, Group
 from ssogen.errors import closest_name
+from ssogen.formatting import counted
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.principles import LoadedLibrary
@@ -37,8 +38,8 @@ def principles_validate(
                 err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
             continue
         lib = loaded.library
-        console.print(f"{name}: ok ({lib.name} v{lib.version}, {len(lib.features)} features, "
-                      f"{len(lib.extras)} extras)", highlight=False, markup=False)
+        console.print(f"{name}: ok ({lib.name} v{lib.version}, {counted(len(lib.features), 'feature')}, "
+                      f"{counted(len(lib.extras), 'extra')})", highlight=False, markup=False)
     if bad:
         raise typer.Exit(2)
 

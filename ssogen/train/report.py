@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from transformers import TrainerCallback
 
+from ssogen.formatting import counted
 from ssogen.io import write_json_atomic, write_text_atomic
 from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
@@ -90,7 +91,7 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_column("value")
     for key, value in info.items():
         table.add_row(key, str(value))
-    table.add_row("data", f"{config.data} ({rows} rows, {rows * 6} sequences)")
+    table.add_row("data", f"{config.data} ({counted(rows, 'row')}, {rows * 6} sequences)")
     table.add_row("model", config.model + (" + LoRA" if config.lora else ""))
     table.add_row("system role", "native" if system_supported else "merged into the user turn (template rejects it)")
     if end_of_turn is not None:

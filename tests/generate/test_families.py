@@ -73,7 +73,7 @@ def test_generate_on_a_base_eos_model_from_message_lists(tiny_model_base_eos: Pa
         "--prompt-field", "conversation", "--engine", "transformers", "--max-tokens", "8", "--keep-truncated"])
     assert result.exit_code == 0, result.output
     table = " ".join(re.sub("[│┌┐└┘├┤┬┴┼─]", " ", result.stdout).split())  # the summary table, unwrapped
-    assert ("system turn dropped: 1 rows; multi-turn history dropped: 1 rows; turns after it dropped: 1 rows"
+    assert ("system turn dropped: 1 row; multi-turn history dropped: 1 row; turns after it dropped: 1 row"
             in table)
     assert "empty responses y+ / y- / yo 0 / 0 / 0 (rows dropped)" in table
     manifest = json.loads((out / "manifest.json").read_text())
