@@ -53,7 +53,7 @@ def check_license_flag(value: str) -> None:
     try:
         check_license(value)
     except ValueError as exc:
-        raise UserError(f"--license: {exc}") from None
+        raise UserError(f"--license: {value!r} is {exc}") from None
 
 
 def set_license(folder: Path, value: str | None) -> None:

@@ -30,8 +30,8 @@ _WELL_FORMED = re.compile(r"^[a-z0-9][a-z0-9.+\-]*$")
 def check_license(value: str) -> str:
     """A pydantic validator: a Hub license id is lower-case letters, digits and . + -."""
     if not _WELL_FORMED.match(value):
-        raise ValueError(f"{value!r} is not a Hub license id (lower case, e.g. apache-2.0, cc-by-4.0, mit, other, "
-                         "unknown)")
+        # The value is not repeated here: the option's error names it ("(got 'MIT')").
+        raise ValueError("not a Hub license id (lower case, e.g. apache-2.0, cc-by-4.0, mit, other, unknown)")
     return value
 
 

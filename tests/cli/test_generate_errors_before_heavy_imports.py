@@ -70,7 +70,8 @@ GENERATE = [
     ("templates-same-system", "--templates {w}/same-system", 2, "renders the same text for S+ and S-"),
     ("templates-latin1", "--templates {w}/latin1-templates", 2, "system.jinja: not UTF-8 text"),
     ("templates-broken-system", "--templates {w}/broken-system", 2, "system.jinja:1: template syntax error"),
-    ("license", "--license MIT", 2, "--license: 'MIT' is not a Hub license id"),
+    ("license", "--license MIT", 2, "--license: not a Hub license id (lower case, e.g. apache-2.0, cc-by-4.0, mit, "
+     "other, unknown) (got 'MIT')"),
     ("test-size", "--test-size 1", 2, "--test-size: Input should be less than 1"),
     # A training run's folder is not a dataset's: --overwrite would clear the model's card and state.
     ("out-a-training-run", "--out {w}/trained-before --overwrite", 2,
