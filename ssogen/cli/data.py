@@ -84,9 +84,11 @@ def stats_command(
     as_json: Annotated[bool, typer.Option(
         "--json", help=with_default("Print the statistics as JSON instead of tables.", "off"), show_default=False)
     ] = False,
-    plots: Annotated[bool, typer.Option(help="Draw PNG plots into FOLDER/plots/.")] = True,
+    plots: Annotated[bool, typer.Option(help=with_default("Draw PNG plots into FOLDER/plots/.", "on"),
+                                        show_default=False)] = True,
     card: Annotated[bool, typer.Option(
-        help="Refresh the dataset card (FOLDER/README.md) unless a person wrote it.")] = True,
+        help=with_default("Refresh the dataset card (FOLDER/README.md) unless a person wrote it.", "on"),
+        show_default=False)] = True,
     templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
     license_id: Annotated[str | None, license_option("before the card is refreshed")] = None,
 ) -> None:
