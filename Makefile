@@ -45,9 +45,11 @@ demo: $(VENV)/.installed-cpu $(DEMO_MODEL)/config.json
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy ssogen
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy ssogen
 	$(PY) -m pytest -q
 
 clean:

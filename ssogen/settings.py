@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic.json_schema import JsonDict
 
 from ssogen.errors import UserError, closest_name
 from ssogen.yamlfile import YamlDocument, read_yaml
@@ -44,8 +45,8 @@ def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), p
     metavar: the value's name in help where the type's (TEXT for a str) says too little, e.g. DIR.
     cli: False for the field that collects a PASS_THROUGH's keys (no flag, no key of its own).
     """
-    extra = {"flags": list(flags), "panel": panel, "default_text": default_text, "metavar": metavar,
-             "cli": None if cli else False}
+    extra: JsonDict = {"flags": list(flags), "panel": panel, "default_text": default_text, "metavar": metavar,
+                       "cli": None if cli else False}
     return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v is not None
                                                                and v != [] and v != ""},
                  **constraints)
@@ -147,7 +148,8 @@ def _union_args(annotation: Any) -> tuple[Any, ...]:
 def option_specs(model: type[BaseModel]) -> tuple[OptionSpec, ...]:
     specs = []
     for name, info in model.model_fields.items():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        # What `option` wrote: flags a list of str; panel, default_text and metavar str; cli False when set.
+        extra: dict[str, Any] = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         is_bool = bool in _union_args(info.annotation)
         flag = "--" + name.replace("_", "-")
         flags = tuple(extra.get("flags") or ([f"{flag}/--no-{flag[2:]}"] if is_bool else [flag]))

@@ -21,12 +21,12 @@ class RootGroup(Group):
     `error:` line on stderr with the usage, like every other error, not typer's usage block and boxed panel."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+            return super().main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
         try:
             # Not standalone: a typer.Exit comes back as its exit code, a finished command as its return value.
-            result = super().main(args, prog_name, complete_var, False, **extra)
+            result = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except ClickException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # `ssogen` alone: the help was printed
                 sys.exit(exc.exit_code)

@@ -37,7 +37,8 @@ def _typer_parameter(spec: OptionSpec, config_flag: str | None) -> inspect.Param
     info = typer.Option(*spec.flags, help=escape(help_text), rich_help_panel=spec.panel, show_default=False,
                         metavar=metavar)
     # Optional[...] and a None default: an option not given stays None, so it does not hide the config file.
-    annotation = Annotated[Optional[spec.base_type], info]  # noqa: UP045 (typer reads typing.Optional)
+    # The type is the field's, known at run time only (mypy: name-defined); typer reads typing.Optional (UP045).
+    annotation = Annotated[Optional[spec.base_type], info]  # type: ignore[name-defined]  # noqa: UP045
     return inspect.Parameter(spec.field, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 

@@ -11,6 +11,7 @@ refreshed by `stats`, `score` and `push-to-hub`, unless a person wrote the card 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,8 @@ def _shorten(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
 
-FILTERS = {"num": _num, "pct": percent, "cell": _cell, "yaml": _yaml, "fence": _fence, "shorten": _shorten}
+FILTERS: dict[str, Callable[..., str]] = {"num": _num, "pct": percent, "cell": _cell, "yaml": _yaml, "fence": _fence,
+                                          "shorten": _shorten}
 EXAMPLE_ROWS = 3  # kept rows shown in the card, in input order
 
 

@@ -19,7 +19,8 @@ def load_causal_lm(model: str, options: EngineOptions) -> tuple[Any, Any, str, i
     tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=options.trust_remote_code)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = AutoModelForCausalLM.from_pretrained(
-        model, dtype=causal_lm_dtype(options.dtype, device), trust_remote_code=options.trust_remote_code).to(device)
+        model, dtype=causal_lm_dtype(options.dtype, device), trust_remote_code=options.trust_remote_code,
+    ).to(device)  # type: ignore[arg-type]  # `to` is functools.wraps(nn.Module.to): its stub wants self first
     lm.eval()
     context = getattr(lm.config, "max_position_embeddings", None) or 2048
     return tokenizer, lm, device, int(options.max_model_len or context)

@@ -92,7 +92,7 @@ def _config(model: str, trust_remote_code: bool) -> dict[str, Any] | None:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code, local_files_only=True)
-        return config.get_text_config().to_dict()  # type: ignore[no-any-return]
+        return config.get_text_config().to_dict()
     except Exception:
         return None
 

@@ -8,7 +8,7 @@ same sequences, and both return the mean token log-prob of the response part of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ssogen.engine import (
     EngineKind,
@@ -19,6 +19,9 @@ from ssogen.engine import (
     shutdown_vllm_llm,
     vllm_settings,
 )
+
+if TYPE_CHECKING:
+    from vllm.inputs import TokensPrompt
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ class VLLMScorer:
         _check(requests, self.max_sequence_length)
         vllm = import_vllm()
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.llm.generate([{"prompt_token_ids": r.prompt_ids + r.response_ids} for r in requests],
-                                    params, use_tqdm=False)
+        prompts: list[TokensPrompt] = [{"prompt_token_ids": r.prompt_ids + r.response_ids} for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         means = []
         for request, output in zip(requests, outputs, strict=True):
             ids = request.prompt_ids + request.response_ids

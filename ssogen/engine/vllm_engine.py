@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssogen.engine import (
     EngineOptions,
@@ -13,6 +13,9 @@ from ssogen.engine import (
     shutdown_vllm_llm,
     vllm_settings,
 )
+
+if TYPE_CHECKING:
+    from vllm.inputs import TokensPrompt
 
 
 class VLLMEngine:
@@ -48,7 +51,7 @@ class VLLMEngine:
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
             return []
-        prompts = [{"prompt_token_ids": r.prompt_token_ids} for r in requests]
+        prompts: list[TokensPrompt] = [{"prompt_token_ids": r.prompt_token_ids} for r in requests]
         params = [self.sampling_params(r) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []

@@ -147,7 +147,7 @@ class ProcessBackend:
             self.conns.append(parent)
 
     def pid(self, worker: int) -> int | None:
-        return self.procs[worker].pid  # type: ignore[no-any-return]
+        return self.procs[worker].pid
 
     def submit(self, worker: int, piece: int, items: list[Any]) -> bool:
         try:

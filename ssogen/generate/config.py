@@ -99,7 +99,8 @@ class RunConfig(EngineFields, _RunFields):
     @classmethod
     def _chunk_size_per_engine(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("chunk_size") is None:
-            engines = data.get("dp") if isinstance(data.get("dp"), int) else 1
+            dp = data.get("dp")
+            engines = dp if isinstance(dp, int) else 1
             data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
         return data
 

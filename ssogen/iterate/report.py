@@ -94,7 +94,8 @@ def iteration_report(iteration: Iteration, options: IterateOptions) -> dict[str,
 
 
 def write_report(out: Path, iterations: list[Iteration], options: IterateOptions) -> dict[str, Any]:
-    report = {"recipe": options.recipe, "iterations": [iteration_report(it, options) for it in iterations]}
+    report: dict[str, Any] = {"recipe": options.recipe,
+                              "iterations": [iteration_report(it, options) for it in iterations]}
     report["plots"] = write_plots(out, report["iterations"])
     write_json_atomic(out / REPORT_FILE, report)
     return report

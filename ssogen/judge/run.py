@@ -20,7 +20,7 @@ from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_
 from ssogen.engine.seeds import derive_seed
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
-from ssogen.judge.task import ORDERS, Order, parse_verdict, render_prompt, template_source, winner
+from ssogen.judge.task import ORDERS, parse_verdict, render_prompt, template_source, winner
 from ssogen.models import engine_load_errors, require_available, resolve_model
 from ssogen.settings import option
 
@@ -177,8 +177,7 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
         for order in ORDERS:
             answer = answers[f"{pair.id}:{order}"]
             verdict = parse_verdict(answer.text)
-            typed_order: Order = order  # type: ignore[assignment]
-            entry[order] = {"verdict": verdict, "winner": winner(typed_order, verdict), "answer": answer.text,
+            entry[order] = {"verdict": verdict, "winner": winner(order, verdict), "answer": answer.text,
                             "finish_reason": answer.finish_reason}
         results.append(entry)
     # A local judge by its folder name and fingerprint, the template by its name: no local path is written.

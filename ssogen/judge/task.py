@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 TEMPLATE = "judge.jinja"
-ORDERS = ("chosen_first", "chosen_second")
 Order = Literal["chosen_first", "chosen_second"]
+ORDERS: tuple[Order, ...] = ("chosen_first", "chosen_second")
 Verdict = Literal["A", "B"]
 
 # A whole line that names the verdict: "Verdict: A", "**Verdict:** B.", "verdict - answer A". The line must hold

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ssogen.generate.inputs import demo_queries
 from ssogen.ownership import TINY_MODEL_MARK
@@ -101,6 +101,7 @@ def build_tiny_model(
     tokenizer.save_pretrained(out)
 
     vocab = len(tokenizer)
+    endoftext = cast(int, tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # one token in, one id out
     config = Qwen2Config(
         vocab_size=vocab,
         hidden_size=dims["hidden_size"],
@@ -112,14 +113,13 @@ def build_tiny_model(
         tie_word_embeddings=True,
         bos_token_id=None,  # ChatML models write no BOS; matching the tokenizer avoids a transformers warning
         eos_token_id=tokenizer.convert_tokens_to_ids(eos_token),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        pad_token_id=endoftext,
         attention_dropout=attention_dropout,
-        torch_dtype="float32",
+        dtype="float32",
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     # A base model's generation_config lists only <|endoftext|>: nothing in it stops a ChatML answer at <|im_end|>.
-    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     stops = [endoftext] if base_eos else [config.eos_token_id, endoftext]
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=config.pad_token_id)
     model.save_pretrained(out, safe_serialization=True)

@@ -65,7 +65,7 @@ class _RotaryProduct(torch.autograd.Function):
     the sum's own kernel)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,
                 out_dtype: torch.dtype | None) -> torch.Tensor:
         ctx.save_for_backward(cos, signed_sin)
         ctx.x_dtype = x.dtype
@@ -75,7 +75,7 @@ class _RotaryProduct(torch.autograd.Function):
         return torch.add(kept, rotated)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         cos, signed_sin = ctx.saved_tensors
         # Each product rounded to x's dtype (`out`) before the sum, as autograd's casts round them; contiguous, as
         # autograd's sum is (a q or k norm before the rotation sums its weight's gradient in that layout's order).
@@ -124,7 +124,7 @@ class FusedApplyRotary:
         width = cos.size(-1)
         if (cos.requires_grad or sin.requires_grad or width % 2 or q.size(-1) != width or k.size(-1) != width
                 or sin.shape != cos.shape):
-            return self.stock(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)  # type: ignore[no-any-return]
+            return self.stock(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
         signed = _SIGNED_SINES.get(sin).unsqueeze(unsqueeze_dim)
         cos = cos.unsqueeze(unsqueeze_dim)
         q_dtype, k_dtype = (q.dtype, k.dtype) if self.cast_back else (None, None)

@@ -25,7 +25,7 @@ class _SelectedLogProb(torch.autograd.Function):
     """log softmax(logits)[target] per position; backward recomputes softmax chunk by chunk."""
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         flat = logits.reshape(-1, logits.size(-1))
         flat_targets = targets.reshape(-1)
         lse = torch.empty(flat.size(0), dtype=torch.float32, device=logits.device)
@@ -36,7 +36,7 @@ class _SelectedLogProb(torch.autograd.Function):
         return (selected - lse).view(targets.shape)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         flat = logits.reshape(-1, logits.size(-1))
         flat_targets = targets.reshape(-1)

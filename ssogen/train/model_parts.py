@@ -3,7 +3,7 @@ giving one of its modules another forward while it stays an instance of its own 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -44,4 +44,4 @@ def take_back(model: Any, mixin: type) -> None:
     """Every module of `model` that `give_forward` gave `mixin` is an instance of its stock class again."""
     for module in unwrap(model).modules():
         if isinstance(module, mixin):
-            module.__class__ = module.stock_class
+            module.__class__ = cast(Any, module).stock_class  # set on the class by `give_forward`

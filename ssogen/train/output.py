@@ -100,7 +100,7 @@ class TrainOutput:
 
     def newest_checkpoint(self) -> tuple[Path | None, list[tuple[Path, str]]]:
         """The newest complete checkpoint, and the newer ones skipped with the reason."""
-        skipped = []
+        skipped: list[tuple[Path, str]] = []
         for checkpoint in self.checkpoints():
             problem = checkpoint_problem(checkpoint)
             if problem is None:

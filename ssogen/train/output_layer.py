@@ -59,7 +59,7 @@ class _HeadLogProb(torch.autograd.Function):
     with a `deferred` list (no bias) leaves the weight gradient out and appends what it needs to that list."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 targets: torch.Tensor, keep: bool, deferred: list[tuple[torch.Tensor, ...]] | None) -> torch.Tensor:
         dtype = compute_dtype(hidden)
         keep = keep and hidden.size(0) * weight.size(0) * torch.finfo(dtype).bits // 8 <= STORED_PROBS_MAX_BYTES
@@ -91,7 +91,7 @@ class _HeadLogProb(torch.autograd.Function):
         return logps
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         hidden, weight, bias, targets, saved, probs = ctx.saved_tensors
         dtype = ctx.compute_dtype
         grads = grad_output.float()

@@ -110,7 +110,8 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
 
 
 def model_card(config: TrainConfig, outcome: TrainOutcome, data_info: dict[str, Any]) -> str:
-    info = describe(config.loss_settings())
+    settings = config.loss_settings()
+    info = describe(settings)
     lines = [
         "---",
         "library_name: " + ("peft" if config.lora else "transformers"),
@@ -127,7 +128,7 @@ def model_card(config: TrainConfig, outcome: TrainOutcome, data_info: dict[str, 
         "",
         "## Objective",
         "",
-        f"`{info['formula']}` with base loss **{info['loss_type'].upper()}** ({info['normalisation']}).",
+        f"`{info['formula']}` with base loss **{settings.loss_type.upper()}** ({info['normalisation']}).",
         "",
         "| coefficient | value |",
         "|---|---|",
@@ -173,12 +174,15 @@ def _versions() -> dict[str, str]:
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+    peft_version: str | None
     try:
         import peft
     except ImportError:  # peft is optional on the train path (only --lora needs it)
-        peft = None
-    if peft is not None:
-        versions["peft"] = peft.__version__
+        peft_version = None
+    else:
+        peft_version = peft.__version__
+    if peft_version is not None:
+        versions["peft"] = peft_version
     from ssogen import __version__
 
     versions["ssogen"] = __version__

@@ -204,10 +204,11 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
 
     folders = [config.out] + ([Path(config.resume_from_checkpoint)] if config.resume_from_checkpoint else [])
     timer = _StepTimer()
+    # The trainer's data_collator; `SSOTrainer.check_packing` may turn its packing off.
+    collator = SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=unpacked_reason is None,
+                           **collator_multiples(args.device.type))
     trainer = SSOTrainer(
-        model=model, args=args, train_dataset=SSODataset(encoded),
-        data_collator=SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=unpacked_reason is None,
-                                  **collator_multiples(args.device.type)),
+        model=model, args=args, train_dataset=SSODataset(encoded), data_collator=collator,
         processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
@@ -238,7 +239,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         truncation=truncation, final_eval=final_eval,
         seconds_per_step=seconds[len(seconds) // 2] if seconds else None, steps_run=len(seconds),
         extra={"fused_head": fused_head, "end_of_turn": turn_end, "batches": "packed (shared contexts, no padding "
-               "between rows)" if trainer.data_collator.packing
+               "between rows)" if collator.packing
                else f"left-padded ({unpacked_reason or trainer.packing_fallback})",
                "lean_backward": trainer.lean_backward_used,
                "stacked_projections": trainer.stacked_projections,

@@ -50,7 +50,7 @@ class _StackedProjections(torch.autograd.Function):
     biases (all None without bias)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, count: int, *params: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, count: int, *params: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         weights, biases = params[:count], params[count:]
         dtype = compute_dtype(x)
         ctx.input_dtype, ctx.param_dtypes = x.dtype, [w.dtype for w in weights]  # type: ignore[union-attr]
@@ -65,7 +65,7 @@ class _StackedProjections(torch.autograd.Function):
         return tuple(part.view(*ctx.leading, part.size(-1)) for part in projected.split(ctx.widths, dim=1))
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         flat, weight = ctx.saved_tensors
         count = len(ctx.widths)
         want_x, want_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[2:2 + count]
@@ -159,7 +159,7 @@ def install_stacked_projections(model: Any) -> dict[str, int]:
                 continue
             shared = _Shared()
             for role, projection in enumerate(group):
-                projection.__class__ = _StackedProjection  # type: ignore[union-attr]
+                projection.__class__ = _StackedProjection
                 object.__setattr__(projection, "_stacked_role", role)
                 object.__setattr__(projection, "_stacked_group", group)
                 object.__setattr__(projection, "_stacked_shared", shared)
@@ -175,6 +175,7 @@ def describe(counts: dict[str, int]) -> str:
 def remove_stacked_projections(model: Any) -> None:
     for module in unwrap(model).modules():
         if isinstance(module, _StackedProjection):
-            module.__class__ = nn.Linear
+            linear: nn.Module = module  # typed as any Module: its class becomes nn.Linear again
+            linear.__class__ = nn.Linear
             for name in ("_stacked_role", "_stacked_group", "_stacked_shared"):
                 module.__dict__.pop(name, None)

@@ -68,7 +68,7 @@ def _gated(rows: torch.Tensor, gate_up: torch.Tensor, width: int) -> torch.Tenso
 
 class _TiledSwiGLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch.Tensor,  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch.Tensor,
                 down_weight: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype(x)
         ctx.input_dtype = x.dtype
@@ -88,7 +88,7 @@ class _TiledSwiGLU(torch.autograd.Function):
         return out.view(shape)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         flat, gate_weight, up_weight, down_weight = ctx.saved_tensors
         want_x, want_gate, want_up, want_down = ctx.needs_input_grad
         dtype, width = flat.dtype, gate_weight.size(0)

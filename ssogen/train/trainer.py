@@ -10,13 +10,14 @@ import contextlib
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError
-from ssogen.train.collator import left_padded
+from ssogen.train.collator import SSOCollator, left_padded
+from ssogen.train.data import SSODataset
 from ssogen.train.dropout import ZeroedDropout
 from ssogen.train.fused_norms import install_fused_norms
 from ssogen.train.fused_rotary import install_fused_rotary
@@ -122,6 +123,7 @@ class SSOTrainer(Trainer):
         )
         self.reference_seconds = time.perf_counter() - start
         if self.accelerator.is_main_process:
+            assert self.args.output_dir is not None  # TrainingArguments sets a default when given None
             path = self.reference.save(Path(self.args.output_dir))
             self._say(f"reference log-probs: computed for {len(self.reference.row_ids)} rows in "
                       f"{self.reference_seconds:.1f}s, cached as {path}")
@@ -134,10 +136,11 @@ class SSOTrainer(Trainer):
         The tolerance grows with the rounding noise of this model and precision, measured as the difference
         between the rows padded together and each row alone (in bf16 that noise, not the layout, dominates)."""
         collator = self.data_collator
-        if self._packing_checked or not getattr(collator, "packing", False):
+        if self._packing_checked or not isinstance(collator, SSOCollator) or not collator.packing:
             return
         self._packing_checked = True
-        examples = [self.train_dataset[i] for i in range(min(PACKING_CHECK_ROWS, len(self.train_dataset)))]
+        dataset = cast(SSODataset, self.train_dataset)  # what `ssogen.train.run` gives
+        examples = [dataset[i] for i in range(min(PACKING_CHECK_ROWS, len(dataset)))]
         pad, multiple = collator.pad_token_id, collator.pad_to_multiple_of
         unwrapped = self.accelerator.unwrap_model(self.model)
         was_training = unwrapped.training
@@ -206,6 +209,7 @@ class SSOTrainer(Trainer):
         """A checkpoint holds one copy of tied weights (an output layer tied to the embeddings), so resuming found
         the other name "missing" and warned on every resume of such a model, though nothing was lost."""
         shared: dict[int, list[str]] = defaultdict(list)
+        assert self.model is not None  # a checkpoint loads into the model given to __init__
         for name, parameter in self.model.named_parameters(remove_duplicate=False):
             shared[id(parameter)].append(name)
         tied = {name for names in shared.values() if len(names) > 1 for name in names}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ssogen.chat import context_messages, has_chat_template, prompt_token_ids, supports_system_role
 from ssogen.engine import Engine, GenerationRequest, GenerationResult, stop_token_ids_of
@@ -51,7 +52,7 @@ class Session:
         return self.last_call_end - self.first_call
 
     @property
-    def tokenizer(self):  # type: ignore[no-untyped-def]
+    def tokenizer(self) -> Any:
         return self.engine.tokenizer
 
     def chat_ids(self, query: str, system: str | None) -> list[int]:

@@ -38,7 +38,8 @@ def parse_principle_json(text: str) -> tuple[str, str] | None:
 def write_principles(session: Session, rows: list[Row], selections: dict[str, Selection],
                      ) -> dict[str, list[tuple[str, str] | None]]:
     """Query-specific (good, bad) texts per chosen feature, in one engine call; None where the JSON fails."""
-    requests, layout = [], {}
+    requests = []
+    layout: dict[str, list[str]] = {}  # row id -> the request keys of its features
     for row in rows:
         if row.id not in selections:
             continue
