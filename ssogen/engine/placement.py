@@ -97,6 +97,26 @@ def _config(model: str, trust_remote_code: bool) -> dict[str, Any] | None:
         return None
 
 
+def context_problem(model: str, max_model_len: int | None) -> str | None:
+    """--max-model-len beyond every length key of a local model's config.json, which vLLM refuses as it loads:
+    found before anything is written. Only the plain case: RoPE scaling (it raises the limit) and
+    VLLM_ALLOW_LONG_MAX_MODEL_LEN are left to vLLM."""
+    path = Path(model).expanduser() / "config.json"
+    if max_model_len is None or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") or not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    config = data.get("text_config") or data
+    rope = config.get("rope_scaling") or config.get("rope_parameters")
+    lengths = {k: int(config[k]) for k in _LENGTH_KEYS if isinstance(config.get(k), int)}
+    if "factor" in json.dumps(rope) or "max_position_embeddings" not in lengths:
+        return None
+    key, longest = max(lengths.items(), key=lambda item: item[1])
+    if max_model_len <= longest:
+        return None
+    return (f"--max-model-len {max_model_len}: longer than the model's context ({key} {longest} in {path}); give "
+            f"at most {longest}, or leave it out for the model's own")
+
+
 def _run_dtype_bytes(options: EngineOptions, config: dict[str, Any], cpu: bool) -> int:
     if options.dtype != "auto":
         return _DTYPE_BYTES.get(options.dtype, 2)
@@ -213,6 +233,8 @@ def plan_placement(model: str, options: EngineOptions, *, memory: bool = True, c
         engines = [EngineSlot(index=i, devices="chosen by Ray" if options.ray_address else
                               ("this process's CPU cores" if cpu else f"GPUs 0..{tp - 1}"), env={})
                    for i in range(dp)]
+    if memory and (too_long := context_problem(model, options.max_model_len)):
+        problems.append(too_long)
     size = model_size(model, options, cpu)
     length = options.max_model_len or size.context_length
     weights = -(-size.weights_bytes // tp) if size.weights_bytes is not None else None

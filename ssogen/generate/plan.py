@@ -10,6 +10,7 @@ from typing import Any
 
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.shards import ShardStore
+from ssogen.engine.placement import context_problem
 from ssogen.errors import UserError
 from ssogen.fingerprint import ModelFingerprint, model_fingerprint
 from ssogen.generate.config import RunConfig
@@ -84,6 +85,8 @@ class RunPlan:
 def plan_run(config: RunConfig) -> RunPlan:
     """Load and validate the library, templates and prompts, and classify the model; no model is touched."""
     model = resolve_model(config.model)
+    if config.engine == "vllm" and (too_long := context_problem(model.path, config.max_model_len)):
+        raise UserError(too_long)  # vLLM would refuse it only after the folder was taken
     try:
         loaded = load_library(config.principles)
     except LibraryError as exc:

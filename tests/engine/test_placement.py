@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.engine import EngineOptions
 from ssogen.engine.devices import Gpu
-from ssogen.engine.placement import cpu_slots, model_size, plan_placement, safetensors_weight_bytes
+from ssogen.engine.placement import context_problem, cpu_slots, model_size, plan_placement, safetensors_weight_bytes
 from ssogen.errors import UserError
 
 GiB = 2**30
@@ -132,3 +132,26 @@ def test_weights_count_only_the_shards_the_index_names(tiny_model: Path, tmp_pat
     assert safetensors_weight_bytes(folder, 4) == 2 * single  # without an index every file counts
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model.safetensors"}}))
     assert safetensors_weight_bytes(folder, 4) == single
+
+
+@pytest.mark.parametrize(("config", "wanted", "refused"), [
+    ({"max_position_embeddings": 4096}, 4096, False),
+    ({"max_position_embeddings": 4096}, 4097, True),
+    # vLLM allows up to the largest of the keys it reads (model_max_length may exceed the positions).
+    ({"max_position_embeddings": 4096, "model_max_length": 8192}, 8192, False),
+    ({"max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default"}}, 5000, True),
+    # RoPE scaling raises vLLM's limit by rules of its own: left to vLLM.
+    ({"max_position_embeddings": 4096, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, 10000, False),
+    ({"n_positions": 1024}, 5000, False),  # no max_position_embeddings: left to vLLM
+    ({"text_config": {"max_position_embeddings": 2048}}, 4096, True),
+])
+def test_a_context_longer_than_config_json_allows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  config: dict[str, object], wanted: int, refused: bool) -> None:
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.delenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", raising=False)
+    assert (context_problem(str(tmp_path), wanted) is not None) == refused
+    assert context_problem(str(tmp_path), None) is None
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    assert context_problem(str(tmp_path), wanted) is None

@@ -337,21 +337,23 @@ def test_ctrl_c_saves_progress_and_exits_130(tiny_model: Path, tmp_path: Path) -
     assert 2 <= len(ShardStore(out).load("rows")) < 40
 
 
-def test_a_context_longer_than_the_model_allows_is_blamed_on_the_flag_and_blocks_no_rerun(
+def test_a_context_longer_than_the_model_allows_is_refused_before_anything_is_written(
         tiny_model: Path, tmp_path: Path) -> None:
-    """vLLM refuses --max-model-len above the model's positions with a pydantic error whose first line says
-    nothing ("1 validation error for ModelConfig"): the error names the flag and vLLM's reason, and the corrected
-    command may use the --out the failed one took, as no row was saved."""
+    """vLLM refuses --max-model-len above the model's positions only as it loads, after --out was taken (and
+    its first line says nothing: "1 validation error for ModelConfig"). config.json tells it first, for the dry
+    run too; score, which has no such check, still gets vLLM's reason blamed on the flag (tests/judge)."""
     from ssogen.errors import UserError
-    from ssogen.generate.plan import plan_run
     from ssogen.generate.run import run_generate
 
     config = RunConfig(model=str(tiny_model), out=str(tmp_path / "out"), max_model_len=100_000, **BASE)
-    with pytest.raises(UserError, match=r"^--max-model-len 100000: User-specified max_model_len \(100000\) is "
-                                        r"greater than the derived max_model_len \(max_position_embeddings=4096"):
+    with pytest.raises(UserError, match=rf"^--max-model-len 100000: longer than the model's context "
+                                        rf"\(max_position_embeddings 4096 in {tiny_model}/config.json\); give at most "
+                                        r"4096, or leave it out"):
         run_generate(config)
-    assert OutputFolder(config.out).fingerprint.is_file()
-    assert plan_run(config.model_copy(update={"max_model_len": None})).check_output_folder(overwrite=False) is False
+    assert not (tmp_path / "out").exists()
+    dry = subprocess.run(_cli("--model", str(tiny_model), "--out", str(tmp_path / "out"), "--max-model-len", "5000",
+                              "--dry-run"), capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 2 and "--max-model-len 5000: longer than the model's context" in dry.stderr
 
 
 def _descendants(pid: int) -> set[int]:

@@ -4,6 +4,7 @@ that each order's verdict is credited to the right answer."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,9 @@ def test_a_context_longer_than_the_model_allows_is_blamed_on_the_flag(folder: Pa
                                                                            str(tiny_model)]):
         result = CliRunner().invoke(app, [*args, "--max-model-len", "100000"])
         assert result.exit_code == 2, result.output
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: --max-model-len 100000: User-specified max_model_len (100000) is greater"), last
+        last = result.stderr.strip().splitlines()[-1]  # judge's check of config.json, or vLLM's reason (score)
+        assert re.match(r"error: --max-model-len 100000: (longer than the model's context|User-specified "
+                        r"max_model_len \(100000\) is greater)", last), last
 
 
 def test_dp2_gives_the_answers_of_dp1(folder: Path, tiny_model: Path, tmp_path: Path) -> None:
