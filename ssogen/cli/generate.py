@@ -59,8 +59,8 @@ def generate(
     if note:
         warn(note)
     if dry_run:  # an --out the run would refuse is refused here too
-        plan.check_output_folder(overwrite=overwrite, look_up_hub=False)
-        _print_dry_run(plan)
+        resumes = plan.check_output_folder(overwrite=overwrite, look_up_hub=False)
+        _print_dry_run(plan, resumes and not overwrite)
         return
     # Still before any heavy import: a folder that would be refused, or that another run is writing, fails here,
     # in about a second. The lock is held until the run ends.
@@ -72,7 +72,18 @@ def generate(
             _run_with_progress(plan, overwrite)
 
 
-def _print_dry_run(plan: Any) -> None:
+# A prompt is shown up to this many characters, its start and its end (where the query is): a 100 KB query
+# filled the terminal with one row.
+SHOWN_CHARACTERS = 4000
+
+
+def _clipped(text: str) -> str:
+    half, left_out = SHOWN_CHARACTERS // 2, len(text) - SHOWN_CHARACTERS
+    return text if left_out <= 0 else f"{text[:half]}\n… ({left_out} characters left out) …\n{text[-half:]}"
+
+
+def _print_dry_run(plan: Any, resumes: bool) -> None:
+    from ssogen.dataset.shards import ShardStore
     from ssogen.generate.plan import dry_run_examples
 
     cfg = plan.config
@@ -82,13 +93,21 @@ def _print_dry_run(plan: Any) -> None:
     console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
                   f"{plan.prompts.queries_sha256[:12]})", markup=False)
-    rows = len(plan.rows)
+    rows, ids = len(plan.rows), {row.id for row in plan.rows}
+    # What a rerun keeps: finished rows, and selections of rows not finished yet (the real run's counts).
+    store = ShardStore(cfg.out) if resumes else None
+    done = ids & set(store.load("rows")) if store else set()
+    selected = ids & set(store.load("selection")) - done if store else set()
+    left = rows - len(done)
+    if store:
+        console.print(f"resumes the run in {cfg.out}: {len(done)} of {counted(rows, 'row')} done, "
+                      f"{counted(len(selected), 'selection')} of the others kept", markup=False)
     # The policy writes one principle pair per chosen feature: k per row, and more where a random extra is added.
-    writing = (f" + at least {cfg.features_per_query * rows} principle writing" if cfg.principle_source == "policy"
-               else "")
+    writing = (f" + at least {cfg.features_per_query * (left - len(selected))} principle writing"
+               if cfg.principle_source == "policy" else "")
     console.print(f"{counted(rows, 'row')} (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
-                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {rows} selection{writing} + "
-                  f"{3 * rows} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
+                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {left - len(selected)} selection{writing} + "
+                  f"{3 * left} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
     if plan.prompts.reduced:
@@ -97,7 +116,7 @@ def _print_dry_run(plan: Any) -> None:
     for example in dry_run_examples(plan):
         console.rule(f"row {example['id']}")
         console.print("[bold]selection prompt[/]")
-        console.print(example["selection_prompt"], markup=False, highlight=False)
+        console.print(_clipped(example["selection_prompt"]), markup=False, highlight=False)
         console.print(f"[bold]S+ / S-[/] for features {escape(', '.join(example['features'] + example['extra']))} "
                       "(a random pick: no model is loaded in a dry run)")
         console.print(example["system_good"], markup=False, highlight=False)

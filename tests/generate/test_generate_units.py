@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,28 @@ def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: 
     policy = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "3",
                                  "--principle-source", "policy", "--dry-run"], env={"COLUMNS": "300"})
     assert "requests: 3 selection + at least 6 principle writing + 9 sampling;" in policy.output
+
+
+def test_dry_run_counts_what_a_resume_keeps_and_clips_a_long_prompt(tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.dataset.folder import OutputFolder
+    from ssogen.dataset.shards import ShardStore
+    from ssogen.generate.plan import plan_run
+
+    out, prompts = tmp_path / "out", tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": text}) + "\n" for text in ("long " * 2000, "a", "b")))
+    plan = plan_run(RunConfig(model=str(tiny_model), out=str(out), prompts=str(prompts)))
+    with OutputFolder(out).claim("ssogen generate"):  # a run stopped with row 0 done and row 1 selected
+        store = ShardStore(out)
+        store.prepare(plan.fingerprint(), overwrite=False)
+        store.append("selection", [{"id": plan.rows[0].id}, {"id": plan.rows[1].id}])
+        store.append("rows", [{"id": plan.rows[0].id}])
+        store.close()
+    result = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--prompts",
+                                 str(prompts), "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert f"resumes the run in {out}: 1 of 3 rows done, 1 selection of the others kept" in result.output
+    assert "requests: 1 selection + 6 sampling;" in result.output  # was 3 + 9, as if nothing were done
+    assert re.search(r"\(\d+ characters left out\)", result.output) and len(result.output) < 20_000
 
 
 def _error_of(args: list[str]) -> tuple[int, str]:
