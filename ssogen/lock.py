@@ -134,6 +134,10 @@ def folder_lock(lock_file: Path, *, label: str, command: str) -> Iterator[Holder
         return
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the folder itself (a read-only or virtual file system, no permission)
+        raise UserError(f"{label}: cannot create the folder {lock_file.parent} ({exc.strerror or exc})",
+                        ENVIRONMENT_ERROR) from None
+    try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         raise UserError(f"{label}: cannot create the lock file {lock_file} ({exc.strerror or exc})",

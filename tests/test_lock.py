@@ -78,10 +78,15 @@ def test_a_forked_child_does_not_keep_its_dead_parents_lock(tmp_path: Path) -> N
 
 def test_a_lock_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match=r"--out x: cannot create the lock file .*file/lock") as info:
+    # The folder is named as the folder (under /proc the lock file was blamed for a folder that cannot be made).
+    with pytest.raises(UserError, match=r"^--out x: cannot create the folder .*/file \(File exists\)$") as info:
         with folder_lock(tmp_path / "file" / "lock", label="--out x", command="c"):
             pytest.fail("a lock file was created under a regular file")
     assert info.value.exit_code == 1
+    (tmp_path / "lock").mkdir()
+    with pytest.raises(UserError, match=r"^--out x: cannot create the lock file .*/lock \(Is a directory\)$"):
+        with folder_lock(tmp_path / "lock", label="--out x", command="c"):
+            pytest.fail("a folder was taken for the lock file")
 
 
 def test_the_read_only_probe_names_the_holder_and_creates_nothing(tmp_path: Path) -> None:
