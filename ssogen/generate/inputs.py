@@ -210,8 +210,19 @@ def _query_of(row: Any, prompt_field: str) -> tuple[Any, str | None, list[str]]:
         text, dropped = _last_user_turn(value)
         if text is None:
             return None, "no_user_turn", []
+        text = _text_of_parts(text)
         return (text, None, dropped) if isinstance(text, str) else (None, "not_text", [])
     return None, "missing_field" if value is None else "not_text", []
+
+
+def _text_of_parts(content: Any) -> Any:
+    """A turn's content given as parts (the OpenAI form, [{"type": "text", "text": ...}]) as one text when every
+    part is text; anything else (an image part) is left as it is, and so skipped as not text."""
+    if isinstance(content, list) and content and all(
+            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            for part in content):
+        return "\n".join(part["text"] for part in content)
+    return content
 
 
 def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str = "train",

@@ -94,6 +94,18 @@ def test_prompt_field_messages_blank_and_missing_rows(tmp_path: Path) -> None:
         "missing_field": 1, "blank_prompt": 1}
 
 
+def test_a_turn_given_as_text_parts_is_its_joined_text(tmp_path: Path) -> None:
+    def turn(*parts: dict[str, str]) -> dict[str, object]:
+        return {"prompt": [{"role": "user", "content": list(parts)}]}
+
+    rows = [turn({"type": "text", "text": "Describe"}, {"type": "text", "text": "a cat."}),
+            turn({"type": "text", "text": "What is in"}, {"type": "image_url", "image_url": "x.png"})]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = read_prompts(str(path))
+    assert [r.text for r in read.rows] == ["Describe\na cat."] and read.skipped == {"not_text": 1}
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("", "empty file"),
     ('{"text": "x"}\n', "no row has a 'prompt' field"),
