@@ -168,9 +168,9 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
     with progress:
         result = run_generate(plan.config, overwrite=overwrite, on_progress=on_progress, plan=plan)
     if result.unchanged:
-        err_console.print(f"note: {plan.config.out} holds this run, finished: nothing to do, nothing written (the "
-                          "summary is that run's; --overwrite generates it again)", highlight=False, markup=False,
-                          soft_wrap=True)
+        err_console.print(f"note: {plan.config.out} holds this run, finished: nothing to do, nothing written but "
+                          "this command's log (the summary is that run's; --overwrite generates it again)",
+                          highlight=False, markup=False, soft_wrap=True)
     _print_summary(result.manifest, plan.config.limit)
     _print_next_steps(plan, result.manifest)
 
