@@ -138,12 +138,12 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     # model left its key in the manifest, else with the tokenizer: a fully scored folder loads neither.
     setup = earlier_setup(manifest, model_ref) if scorer is None else None
     store = ShardStore(folder, folder.score_cache(setup.key)) if setup else None
-    max_model_len = engine_options.max_model_len if engine_options else None
-    scores = cached_scores(store, targets, max_model_len) if store else {}
+    max_model_len, dtype = (engine_options.max_model_len, engine_options.dtype) if engine_options else (None, "auto")
+    scores = cached_scores(store, targets, max_model_len, dtype) if store else {}
     if setup is None or store is None or len(scores) < len(targets):  # the tokenizer decides the requests
         setup = score_setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
         store = ShardStore(folder, folder.score_cache(setup.key))
-        scores = cached_scores(store, targets, max_model_len)
+        scores = cached_scores(store, targets, max_model_len, dtype)
     from_cache = len(scores)
     pending = [r for r in targets if r.id not in scores]
     owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
@@ -164,7 +164,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
                 row_requests = build_requests(record, scorer.tokenizer, system_supported, turn_end_ids)
                 if max(r.length for r in row_requests) > scorer.max_sequence_length:
                     # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
-                    finished.append({"id": record.id, "text": row_text_hash(record),
+                    finished.append({"id": record.id, "text": row_text_hash(record), "dtype": dtype,
                                      "lp": dict.fromkeys((n for n, _, _ in SCORED), None),
                                      "max_model_len": max_model_len})
                     continue
@@ -173,7 +173,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
             means = scorer.mean_logprobs(requests)
             for number, record in enumerate(fitting):
                 values = means[number * len(SCORED):(number + 1) * len(SCORED)]
-                finished.append({"id": record.id, "text": row_text_hash(record),
+                finished.append({"id": record.id, "text": row_text_hash(record), "dtype": dtype,
                                  "lp": {name: value for (name, _, _), value in zip(SCORED, values, strict=True)}})
             store.append("scores", finished)
             scores.update({entry["id"]: entry["lp"] for entry in finished})

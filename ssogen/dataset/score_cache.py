@@ -75,16 +75,17 @@ def _check_score_record(record: dict[str, Any]) -> None:
 
 
 def cached_scores(store: ShardStore, targets: list[TripletRecord], max_model_len: int | None = None,
-                  ) -> dict[str, dict[str, float | None]]:
+                  dtype: str = "auto") -> dict[str, dict[str, float | None]]:
     """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line).
 
-    A row left unscored as too long counts only under the --max-model-len it was too long for (absent: the
-    model's own), so that a larger one scores it."""
+    Only scores of the same --dtype count (absent: auto), so that one filter never compares float32 scores with
+    bfloat16 ones; a row left unscored as too long counts only under the --max-model-len it was too long for
+    (absent: the model's own), so that a larger one scores it."""
     cached = store.load("scores", _check_score_record)
     found = {}
     for record in targets:
         entry = cached.get(record.id)
-        if entry is None or entry.get("text") != row_text_hash(record):
+        if entry is None or entry.get("text") != row_text_hash(record) or entry.get("dtype", "auto") != dtype:
             continue
         if all(value is None for value in entry["lp"].values()) and entry.get("max_model_len") != max_model_len:
             continue

@@ -277,7 +277,7 @@ def test_a_score_stopped_while_rewriting_the_data_leaves_the_folder_marked_unfin
     assert check_publishable(out)["dpo"] == 3
 
 
-def test_a_row_too_long_is_scored_under_a_larger_max_model_len(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_rerun_scores_again_rows_a_larger_max_model_len_fits_or_of_another_dtype(tiny_model: Path, tmp_path: Path) -> None:
     from ssogen.engine import EngineOptions
 
     rows = [make_record(i, f"question number {i} " * (30 if i == 0 else 1)) for i in range(3)]
@@ -289,6 +289,11 @@ def test_a_row_too_long_is_scored_under_a_larger_max_model_len(tiny_model: Path,
     longer = score_folder(out, str(tiny_model), engine="transformers")  # the model's own limit
     assert (longer.from_cache, longer.scored_now, longer.too_long) == (2, 1, 0)
     assert OutputFolder(out).read_triplets()[0].lp_good_plain is not None
+    # Another --dtype scores every row again: one filter never mixes float32 and bfloat16 scores.
+    other = score_folder(out, str(tiny_model), engine="transformers", engine_options=EngineOptions(dtype="bfloat16"))
+    assert (other.from_cache, other.scored_now) == (0, 3)
+    assert score_folder(out, str(tiny_model), engine="transformers",
+                        engine_options=EngineOptions(dtype="bfloat16")).from_cache == 3
 
 
 def test_template_without_system_role(tiny_model_no_system: Path, tmp_path: Path) -> None:
