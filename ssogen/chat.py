@@ -4,6 +4,7 @@ Shared by generate, score and train so that all three see exactly the same promp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,18 +33,32 @@ def merge_system_into_user(messages: list[Message]) -> list[Message]:
     return [{"role": "user", "content": system}, *rest]
 
 
+SYSTEM_PROBE = "ssogen-system-probe"
+
+
 def supports_system_role(tokenizer: Any) -> bool:
-    """True when the tokenizer's chat template accepts a leading system message."""
-    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    """True when the tokenizer's chat template writes a leading system message. A template that raises on one,
+    and one that accepts it but leaves it out (older Phi-3 templates), get the system text merged into the user
+    turn: else S+ and S- would never reach the model and x+, x- and x would be one prompt."""
+    probe = [{"role": "system", "content": SYSTEM_PROBE}, {"role": "user", "content": "u"}]
     try:
-        tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
     except Exception:  # templates raise TemplateError / ValueError / whatever raise_exception gives
         return False
-    return True
+    return SYSTEM_PROBE in text
 
 
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_template_text(tokenizer: Any) -> str:
+    """The chat template as one text for a cache key: a model with named templates (`additional_chat_templates/`)
+    has a dict of them."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        return json.dumps(template, sort_keys=True)
+    return template if isinstance(template, str) else ""
 
 
 def render_prompt(tokenizer: Any, messages: list[Message], *, system_supported: bool) -> str:

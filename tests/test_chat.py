@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from ssogen.chat import end_of_turn, response_token_ids, special_ids
+from ssogen.chat import (
+    chat_template_text,
+    end_of_turn,
+    response_token_ids,
+    special_ids,
+    sso_context_ids,
+    supports_system_role,
+)
 
 # Each family's template reduced to how it writes a turn (role header, content, closing tokens, separator).
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n'"
@@ -79,3 +86,28 @@ def test_one_failing_rendering_still_gives_the_turn_end(tiny_model: Path) -> Non
     # works, and it ends with an end-of-conversation eos after the newline.
     refuses = ("{% if messages | length > 2 %}{{ raise_exception('two turns only') }}{% endif %}" + PHI3)
     assert list(end_of_turn(family_tokenizer(tiny_model, refuses, "<|endoftext|>")).tokens) == ["<|end|>"]
+
+
+# Accepts a system message and leaves it out (only user and assistant branches), as older Phi-3 templates did.
+DROPS_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '<|user|>\\n' + m['content'] + '<|end|>\\n' }}"
+                "{% elif m['role'] == 'assistant' %}{{ '<|assistant|>\\n' + m['content'] + '<|end|>\\n' }}{% endif %}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+
+
+def test_a_template_that_leaves_the_system_message_out_gets_it_merged(tiny_model: Path) -> None:
+    tokenizer = family_tokenizer(tiny_model, DROPS_SYSTEM, "<|endoftext|>")
+    assert not supports_system_role(tokenizer)  # it renders [system, user] without complaint
+    contexts = sso_context_ids(tokenizer, "Q?", "Be safe.", "Be unsafe.", system_supported=False)
+    assert len({tuple(ids) for ids in contexts.values()}) == 3  # x, x+ and x- differ: S+ and S- reach the model
+    assert "Be safe." in tokenizer.decode(contexts["good"])
+    assert supports_system_role(family_tokenizer(tiny_model, CHATML, "<|endoftext|>"))
+
+
+def test_named_chat_templates_give_one_text(tiny_model: Path) -> None:
+    tokenizer = family_tokenizer(tiny_model, CHATML, "<|endoftext|>")
+    single = chat_template_text(tokenizer)
+    assert single == tokenizer.chat_template and single
+    tokenizer.chat_template = {"tool_use": "B", "default": single}
+    assert chat_template_text(tokenizer) == chat_template_text(tokenizer) != single
+    tokenizer.chat_template = None
+    assert chat_template_text(tokenizer) == ""

@@ -29,10 +29,10 @@ def row_text_hash(record: TripletRecord) -> str:
 
 
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
-    from ssogen.chat import end_of_turn
+    from ssogen.chat import chat_template_text, end_of_turn
 
     parts = {"model": model_id, "system_supported": system_supported, "end_of_turn": list(end_of_turn(tokenizer).ids),
-             "template": hashlib.sha256((getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
+             "template": hashlib.sha256(chat_template_text(tokenizer).encode()).hexdigest(),
              "convention": CONVENTION, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -33,11 +33,11 @@ CACHE_PREFIX = "ref_logps-"
 
 
 def cache_key(*, data_fingerprint: str, model_id: str, max_length: int, max_prompt_length: int,
-              system_supported: bool, chat_template: str | None, dtype: str) -> str:
+              system_supported: bool, chat_template: str, dtype: str) -> str:
     parts = {
         "data": data_fingerprint, "model": model_id, "max_length": max_length,
         "max_prompt_length": max_prompt_length, "system_role_supported": system_supported,
-        "chat_template": hashlib.sha256((chat_template or "").encode()).hexdigest(), "dtype": dtype,
+        "chat_template": hashlib.sha256(chat_template.encode()).hexdigest(), "dtype": dtype,
         "format": 2,  # 2: complete responses end with the template's end-of-turn token(s), not eos
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

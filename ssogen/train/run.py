@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from transformers import TrainerCallback
 
-from ssogen.chat import end_of_turn
+from ssogen.chat import chat_template_text, end_of_turn
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import load_error, resolve_model
@@ -182,7 +182,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
 
     key = cache_key(data_fingerprint=fingerprint, model_id=model_fingerprint(resolve_model(config.model)).digest,
                     max_length=config.max_length, max_prompt_length=config.max_prompt_length,
-                    system_supported=system_supported, chat_template=getattr(tokenizer, "chat_template", None),
+                    system_supported=system_supported, chat_template=chat_template_text(tokenizer),
                     dtype="fp32" if precision == "no" else precision)
     reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
     from ssogen.train.output_layer import install_logprob_head, remove_logprob_head

@@ -154,6 +154,25 @@ def test_gradient_accumulation_matches_the_larger_batch(sso_data: Path, tiny_mod
         torch.testing.assert_close(accumulated[name], tensor, atol=1e-5, rtol=1e-4)
 
 
+def test_a_model_with_named_chat_templates_trains_and_scores(sso_data: Path, tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    """transformers gives a dict for a model with `additional_chat_templates/`: the cache keys of train and score
+    stopped with "'dict' object has no attribute 'encode'"."""
+    import shutil
+
+    from ssogen.dataset.score import score_folder
+    from ssogen.testing.folders import make_record, write_dataset
+
+    model = tmp_path / "named"
+    shutil.copytree(tiny_model, model)
+    (model / "additional_chat_templates").mkdir()
+    shutil.copy(model / "chat_template.jinja", model / "additional_chat_templates" / "tool_use.jinja")
+    outcome = run_training(config(sso_data, model, tmp_path / "out", max_steps=1, save_steps=0), quiet())
+    assert outcome.steps == 1
+    report = score_folder(write_dataset(tmp_path / "data", [make_record(0)]), str(model), engine="transformers")
+    assert report.scored_now == 1
+
+
 def test_lora_reference_is_the_base_model(sso_data: Path, tiny_model: Path, tmp_path: Path,
                                           learned: dict[str, Any]) -> None:
     outcome = run_training(config(sso_data, tiny_model, tmp_path / "lora", max_steps=3, lr=1e-2, lora=True,
