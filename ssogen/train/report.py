@@ -93,7 +93,8 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
         table.add_row(key, str(value))
     table.add_row("data", f"{config.data} ({counted(rows, 'row')}, {rows * 6} sequences)")
     table.add_row("model", config.model + (" + LoRA" if config.lora else ""))
-    table.add_row("system role", "native" if system_supported else "merged into the user turn (template rejects it)")
+    table.add_row("system role", "native" if system_supported
+                  else "merged into the user turn (the template does not write it)")
     if end_of_turn is not None:
         table.add_row("end of turn", f"{' '.join(end_of_turn['tokens'])} ({end_of_turn['source']}), after complete "
                       f"responses; none after the {end_of_turn['cut_responses']} cut at the token limit")

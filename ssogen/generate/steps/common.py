@@ -56,7 +56,7 @@ class Session:
         return self.engine.tokenizer
 
     def chat_ids(self, query: str, system: str | None) -> list[int]:
-        """Token ids of the chat prompt [system, user] (the system text merged when the template rejects it)."""
+        """Token ids of the chat prompt [system, user] (the system text merged when the template does not write it)."""
         return prompt_token_ids(self.tokenizer, context_messages(query, system),
                                 system_supported=self.system_supported)
 
