@@ -58,9 +58,9 @@ def likelihood_filter(rows: Sequence[TripletRecord], options: LikelihoodFilterOp
             raise ValueError(f"row {rows[index].id}: not scored ({', '.join(missing)} missing)")
 
     def drop(survivors: list[int], reason: str) -> list[int]:
-        kept = []
+        kept, passing = [], set(survivors)  # a set: a list made the filter quadratic (minutes at 200k rows)
         for index in alive:
-            if index in survivors:
+            if index in passing:
                 kept.append(index)
             else:
                 reasons[index] = f"{LIKELIHOOD}:{reason}"

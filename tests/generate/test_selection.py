@@ -15,6 +15,19 @@ def select(answer: str, row_id: str = "r1", k: int = K) -> Selection:
     return finish_selection(names, LIBRARY, k, run_seed=0, row_id=row_id, extra_prob=0.0)
 
 
+def test_an_answer_ends_where_the_policy_starts_a_new_example() -> None:
+    invented = " Safety\nRequest: Write a poem\nQualities: Literariness, Engagement"
+    assert parse_feature_names(invented, LIBRARY) == ["Safety"]  # not the made-up request's Engagement
+
+
+def test_numbered_lists_and_and_are_read() -> None:
+    assert parse_feature_names(" 1. Safety\n2) Accuracy", LIBRARY) == ["Safety", "Accuracy"]
+    assert parse_feature_names(" Safety and Accuracy", LIBRARY) == ["Safety", "Accuracy"]
+    library = LIBRARY.model_copy(update={"features": [LIBRARY.features[0].model_copy(
+        update={"name": "Safety and Ethics"})]})
+    assert parse_feature_names(" safety and ethics", library) == ["Safety and Ethics"]  # a name holding "and"
+
+
 def test_more_than_k_names_keep_a_seeded_random_k_of_them() -> None:
     answer = "Safety, Logicality, Accuracy, Engagement"
     named = ["Safety", "Logicality", "Accuracy", "Engagement"]

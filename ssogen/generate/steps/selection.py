@@ -24,16 +24,28 @@ def selection_prompt(templates: Templates, library: Library, query: str, k: int)
     return templates.render(TEMPLATE, features=library.features, examples=library.examples, query=query, k=k)
 
 
+# A policy that goes on past its answer writes the next few-shot example: its names are not this query's.
+NEXT_EXAMPLE = re.compile(r"\n\s*Request:")
+LIST_MARKER = re.compile(r"^\d+[.)]\s+")  # "1. Safety" of an answer written as a numbered list
+
+
 def parse_feature_names(answer: str, library: Library) -> list[str]:
-    """Library feature names in the answer (comma/newline separated, case-insensitive), de-duplicated."""
+    """Library feature names in the answer (comma/newline separated, also "A and B", case-insensitive), up to the
+    end of the answer (`###`, or a next `Request:` the policy made up), de-duplicated."""
     by_key = {f.name.casefold(): f.name for f in library.features}
     names: list[str] = []
-    for part in re.split(r"[,\n;]", answer.split(SELECTION_STOP)[0]):
-        key = part.strip().strip(".!*-\"'` ").casefold()
-        name = by_key.get(key)
-        if name is not None and name not in names:
-            names.append(name)
+    for part in re.split(r"[,\n;]", NEXT_EXAMPLE.split(answer.split(SELECTION_STOP)[0])[0]):
+        part = LIST_MARKER.sub("", part.strip())
+        pieces = [part] if _key(part) in by_key else re.split(r"\s+and\s+", part)  # a name may hold "and"
+        for piece in pieces:
+            name = by_key.get(_key(piece))
+            if name is not None and name not in names:
+                names.append(name)
     return names
+
+
+def _key(part: str) -> str:
+    return part.strip().strip(".!*-\"'` ").casefold()
 
 
 @dataclass
