@@ -35,8 +35,7 @@ from ssogen.errors import STOPPED, UserError
 logger = logging.getLogger("ssogen")
 
 # Libraries that install their own stderr handler and stop propagation; inside a command log they propagate.
-LIBRARY_LOGGERS = ("vllm", "transformers", "torch", "accelerate", "datasets", "huggingface_hub", "peft", "trl",
-                   "ray")
+LIBRARY_LOGGERS = ("vllm", "transformers", "torch", "accelerate", "datasets", "huggingface_hub", "peft", "trl", "ray")
 _ACTIVE: set[Path] = set()
 _SESSIONS: list[LogSession] = []
 _PRINTERS: list[_Warnings] = []  # the sessions' warning printers, innermost last: only that one prints
@@ -84,6 +83,9 @@ class _Scrub(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _SECRETS:
             record.msg, record.args = scrub(record.getMessage()), None
+            if record.exc_info:  # a traceback quotes the values it failed on: formatted here, then scrubbed
+                record.exc_text, record.exc_info = logging.Formatter().formatException(record.exc_info), None
+            record.exc_text = scrub(record.exc_text) if record.exc_text else record.exc_text
         return True
 
 
@@ -286,7 +288,6 @@ def command_log(path: Path, command: str, argv: list[str] | None = None, *, capt
         undo.callback(_ACTIVE.discard, path)
         started = time.monotonic()
         from ssogen import __version__
-
         line = " ".join(argv if argv is not None else ["ssogen", *sys.argv[1:]])
         logger.info("ssogen %s %s: %s", __version__, command, scrub(line))
         outcome: BaseException | None = None

@@ -73,6 +73,36 @@ def test_secrets_and_failures(tmp_path: Path) -> None:
     assert shown == ["warning [huggingface_hub]: header Bearer *** refused"]  # the error line is the CLI's
 
 
+def test_a_traceback_in_the_log_hides_a_secret(tmp_path: Path) -> None:
+    path = tmp_path / "t.log"
+    hide("hf_SECRETvalue123")
+    with pytest.raises(RuntimeError), command_log(path, "push-to-hub", ["ssogen"], capture_fds=False,
+                                                  import_transformers=False, warn=[].append):
+        raise RuntimeError("rejected header Bearer hf_SECRETvalue123")
+    text = path.read_text()
+    assert "hf_SECRETvalue123" not in text and "RuntimeError: rejected header Bearer ***" in text
+    assert "Traceback" in text  # still the whole traceback, only the secret is gone
+
+
+def test_the_error_line_and_the_resume_line_hide_a_secret(monkeypatch: pytest.MonkeyPatch,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from ssogen.cli.common import user_errors
+
+    hide("hf_SECRETvalue123")
+    monkeypatch.setattr(sys, "argv", ["ssogen", "push-to-hub", "d", "--token", "hf_SECRETvalue123"])
+
+    @user_errors
+    def stopped() -> None:
+        raise UserError("interrupted while sending hf_SECRETvalue123", exit_code=130)
+
+    with pytest.raises(typer.Exit):
+        stopped()
+    err = capfd.readouterr().err
+    assert "hf_SECRETvalue123" not in err and "to resume: ssogen push-to-hub d --token ***" in err, err
+
+
 def test_the_terminal_keeps_the_output_the_log_gets_the_rest(tmp_path: Path) -> None:
     """In a process of its own (descriptors 1 and 2 are real there): a child process started with `terminal()`
     writes to the terminal, one started plainly writes into the log."""

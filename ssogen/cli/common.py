@@ -126,8 +126,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line to stderr and return the Exit to raise."""
-    err_console.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False, style="bold red")
+    """Print one clear line to stderr (a hub token in it as ***) and return the Exit to raise."""
+    from ssogen.runlog import scrub
+
+    err_console.print(f"error: {scrub(message)}", highlight=False, soft_wrap=True, markup=False, style="bold red")
     return typer.Exit(code)
 
 
@@ -159,7 +161,9 @@ def user_errors(func: F) -> F:
         except UserError as exc:
             error = fail(str(exc), exc.exit_code)
             if exc.exit_code == 130 and not os.environ.get(STEP_OF_ITERATE_ENV):  # interrupted: work is saved
-                err_console.print(f"to resume: {shlex.join(['ssogen', *sys.argv[1:]])}", markup=False,
+                from ssogen.runlog import scrub  # `push-to-hub --token` is on the command line
+
+                err_console.print(f"to resume: {scrub(shlex.join(['ssogen', *sys.argv[1:]]))}", markup=False,
                                   highlight=False, soft_wrap=True)
             raise error from None
         finally:
