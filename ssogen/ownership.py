@@ -97,12 +97,18 @@ def remove_written(root: Path, files: Iterable[Path], patterns: Iterable[str], w
     this very command is writing), the in-progress state, then the folders that are empty now."""
     writing = active_logs()
     for target in [*files, *(p for pattern in patterns for p in root.glob(pattern))]:
-        if target.is_file() and target.resolve() not in writing:
+        if target.is_file() and target.resolve() not in writing and not _through_a_link(root, target):
             target.unlink()
     clear_work_dir(work_dir)
     for folder in folders:
         with contextlib.suppress(OSError):  # left when something else is still inside
             folder.rmdir()
+
+
+def _through_a_link(root: Path, target: Path) -> bool:
+    """Whether a folder between root and target is a symbolic link: what lies behind one is not ours to remove
+    (`data/x -> /elsewhere`), however its file names look."""
+    return any(folder.is_symlink() for folder in target.parents if folder != root and root in folder.parents)
 
 
 def clear_work_dir(work_dir: Path) -> None:

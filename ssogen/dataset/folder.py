@@ -61,8 +61,8 @@ CARD_MARKER = "<!-- ssogen dataset card: `ssogen stats` and `ssogen score` rewri
 # and `judge` and would describe the old run). `--overwrite` removes these, the parquet files ssogen writes under
 # data/, the plots and logs it names (not the log the running command is writing), and the work dir; nothing else.
 RUN_FILES = (CARD, MANIFEST, RESOLVED_CONFIG, LIBRARY, STATS, JUDGE)
-RUN_PATTERNS = (f"data/*/*{SHARD_SUFFIX}", f"data/*/.*{TMP_SUFFIX}", f"{PLOTS}/*.png", f"{PLOTS}/.*{TMP_SUFFIX}",
-                LOG_PATTERN)
+RUN_PATTERNS = (*(f"data/{c}/{name}" for c in CONFIGS for name in (f"*{SHARD_SUFFIX}", f".*{TMP_SUFFIX}")),
+                f"{PLOTS}/*.png", f"{PLOTS}/.*{TMP_SUFFIX}", f".*{TMP_SUFFIX}", LOG_PATTERN)
 
 
 class OutputFolder:
@@ -295,4 +295,4 @@ class OutputFolder:
         if self.root.is_dir():
             files = [self.root / name for name in RUN_FILES if name != CARD or self.card_is_generated()]
             remove_written(self.root, files, RUN_PATTERNS, self.work_dir,
-                           [*self.root.glob("data/*"), self.root / "data", self.plots, self.logs])
+                           [*(self.root / "data" / c for c in CONFIGS), self.root / "data", self.plots, self.logs])

@@ -105,6 +105,27 @@ def test_a_card_a_person_wrote_survives_overwrite(tmp_path: Path) -> None:
     assert folder.card.read_text() == "# written by hand\n" and not folder.manifest.exists()
 
 
+def test_overwrite_removes_nothing_behind_a_link_or_outside_the_configs(tmp_path: Path) -> None:
+    folder = OutputFolder(write_dataset(tmp_path / "out", [make_record(0)]))
+    outside = tmp_path / "outside"
+    shard = outside / "archive" / "train-00000-of-00001.parquet"
+    log = outside / "logs" / "generate-20200101T000000Z.log"
+    for path in (shard, log):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not ours")
+    (folder.root / "data" / "archive").symlink_to(outside / "archive")  # data/* named like a config, behind a link
+    folder.logs.symlink_to(outside / "logs")
+    mine = folder.root / "data" / "mine" / "train-00000-of-00001.parquet"  # a folder of the user's own
+    mine.parent.mkdir()
+    mine.write_text("kept")
+    torn = folder.root / ".manifest.json.1234.tmp"  # a write cut short at the top of the folder
+    torn.write_text("{")
+    folder.remove_run_outputs()
+    assert shard.read_text() == log.read_text() == "not ours" and mine.read_text() == "kept"
+    assert not torn.exists()
+    assert not folder.config_file("dpo").exists()  # ssogen's own files went
+
+
 # -- the held-out split (--test-size) ---------------------------------------------------------------------------
 
 def _split_rows() -> list:  # type: ignore[type-arg]
