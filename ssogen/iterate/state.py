@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssogen.errors import UserError
-from ssogen.io import write_json_atomic
+from ssogen.io import TMP_SUFFIX, write_json_atomic
 from ssogen.iterate.options import fingerprint_of
 from ssogen.iterate.plan import RUN_OUTPUTS, STATE_FILE, Step
 from ssogen.ownership import WORK_DIR, check_kind
@@ -28,7 +28,14 @@ ITERATION_FOLDER = re.compile(r"iter-\d+")
 def _owned(path: Path) -> bool:
     """Files and folders that iterate writes into DIR (the only ones --overwrite removes; its lock and marker in
     WORK_DIR stay, as in the folders of the other commands)."""
-    return path.name in RUN_OUTPUTS or (path.is_dir() and ITERATION_FOLDER.fullmatch(path.name) is not None)
+    return path.name in RUN_OUTPUTS or _torn(path) or (
+        path.is_dir() and ITERATION_FOLDER.fullmatch(path.name) is not None)
+
+
+def _torn(path: Path) -> bool:
+    """The temporary file of an atomic write of iterate.json or report.json that a kill cut short."""
+    return path.is_file() and any(path.name.startswith(f".{name}.") and path.name.endswith(TMP_SUFFIX)
+                                  for name in RUN_OUTPUTS)
 
 
 def _entries(out: Path) -> list[Path]:
@@ -87,7 +94,7 @@ class RunState:
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: exists and is not a folder")
         check_kind(self.out / WORK_DIR, "iterate", label=f"--out {self.out}")
-        entries = _entries(self.out)
+        entries = [entry for entry in _entries(self.out) if not _torn(entry)]  # `open` removes those
         if self.path.exists():
             stored = self._read()
             if fingerprint["fingerprint"] in (stored.get("fingerprint"), _refingerprint(stored)):
@@ -114,6 +121,8 @@ class RunState:
         none of `train_steps` (the ids of the train steps) is done (say, the first one failed on a bad value):
         the run resumes and its train steps start again with the new configs."""
         action = self.check(fingerprint, overwrite=overwrite, train_steps=train_steps)
+        for torn in filter(_torn, _entries(self.out)):  # under the run's lock: no write of ours is under way
+            torn.unlink()
         if action == "resume":
             self.data = {**self._read(), **fingerprint}
             return True

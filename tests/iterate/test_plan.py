@@ -240,6 +240,23 @@ def test_state_refuses_other_runs_and_overwrite_removes_only_its_own_files(tmp_p
         RunState(foreign).open(_fp("a"), overwrite=True)
 
 
+def test_a_state_write_cut_short_by_a_kill_is_cleared_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    RunState(out).open(_fp("a"), overwrite=False)
+    torn = [out / ".iterate.json.1f2b0e8e.tmp", out / ".report.json.00ff00ff.tmp"]  # kill -9 mid-write
+    for path in torn:
+        path.write_text("{")
+    (out / ".notes.txt.tmp").write_text("mine")  # not a write of iterate's
+    assert RunState(out).open(_fp("a"), overwrite=False) is True
+    assert not any(path.exists() for path in torn) and (out / ".notes.txt.tmp").exists()
+    # Killed during the very first write, before iterate.json existed: the folder is still iterate's.
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / ".iterate.json.abcd1234.tmp").write_text("{")
+    assert RunState(first).open(_fp("a"), overwrite=False) is False
+    assert sorted(p.name for p in first.iterdir()) == ["iterate.json"]
+
+
 def test_a_train_config_fixed_before_any_train_step_finished_is_taken(tmp_path: Path) -> None:
     """The first train step failed on a bad value in --train-config: the fixed file used to be refused as another
     run (only --overwrite, which generates all the data again, helped). Now the data steps are kept and the train
