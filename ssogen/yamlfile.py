@@ -76,7 +76,14 @@ def read_yaml(path: str | Path, shown: str | None = None) -> YamlDocument:
     if size > MAX_BYTES:
         raise YamlFileError(shown, 0, f"{size} bytes: larger than the {MAX_BYTES // 2**20} MiB limit for a "
                             "YAML file", whole_file=True)
-    raw = path.read_bytes()
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # at most: a device such as /dev/zero says size 0 and never ends
+    except OSError as exc:  # no permission, an I/O error
+        raise YamlFileError(shown, 0, f"cannot read it ({exc.strerror or exc})", whole_file=True) from None
+    if len(raw) > MAX_BYTES:
+        raise YamlFileError(shown, 0, f"larger than the {MAX_BYTES // 2**20} MiB limit for a YAML file",
+                            whole_file=True)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -46,6 +46,21 @@ def test_oversized_file_is_refused_without_parsing(tmp_path: Path) -> None:
         read_yaml(path)
 
 
+def test_an_unreadable_or_endless_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # /dev/zero says size 0 and never ends: read as far as the limit, not forever.
+    with pytest.raises(YamlFileError, match=r"^/dev/zero: larger than the 1 MiB limit"):
+        read_yaml("/dev/zero")
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 1\n")
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refused)  # as root, a mode-000 file would still open
+    with pytest.raises(YamlFileError, match=r"run\.yaml: cannot read it \(Permission denied\)$"):
+        read_yaml(path)
+
+
 def test_duplicate_keys_name_both_lines() -> None:
     with pytest.raises(YamlFileError, match=r"f\.yaml:3: key 'a' is written twice \(lines 1 and 3\)"):
         parse_yaml("a: 1\nb: 2\na: 3\n", "f.yaml")
