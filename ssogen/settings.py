@@ -264,6 +264,11 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
             problems.append(f"{first_key!r} (line {first_line}) and {key!r} (line {line}) both set "
                             f"{specs[field].flag}; keep one")
             continue
+        if isinstance(value, bool) and bool not in _union_args(specs[field].annotation):
+            # pydantic would take true as 1 (`limit: true` ran one row): YAML's yes/no/true/false are no numbers
+            problems.append(f"{key} (line {line}): {str(value).lower()} is a yes/no value, which "
+                            f"{specs[field].flag} does not take")
+            continue
         if _wants_text(specs[field].annotation) and isinstance(value, int | float) and not isinstance(value, bool):
             value = doc.source_text((key,))  # `model: 1.10` names "1.10", not the float 1.1
         found[field] = (key, line, value)

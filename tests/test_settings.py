@@ -112,6 +112,17 @@ def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path)
                                "max-tokenz (line 3; did you mean max-tokens?), colour (line 4)")
 
 
+def test_yes_or_no_is_not_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: o\nlimit: true\nseed: false\nraw-greedy: true\n")
+    with pytest.raises(UserError) as info:
+        resolve_config({}, path)  # pydantic took true as 1: `limit: true` ran one row
+    assert str(info.value) == (f"{path}: limit (line 3): true is a yes/no value, which --limit does not take; "
+                               "seed (line 4): false is a yes/no value, which --seed does not take")
+    path.write_text("model: m\nout: o\nraw-greedy: yes\n")
+    assert resolve_config({}, path).raw_greedy is True  # where a flag is yes/no, so is its key
+
+
 def test_a_command_line_flag_in_a_config_file_is_named_as_one(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model: m\noverwrite: true\ndry-run: true\n")
