@@ -167,3 +167,29 @@ def test_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"ssogen {__version__}"
+
+
+def test_no_option_takes_inf_or_nan() -> None:
+    """`--kv-cache-gb inf` gave an OverflowError traceback, `--lr inf` trained to nan: a float option is finite."""
+    import typing
+
+    from pydantic import ValidationError
+
+    from ssogen.dataset.score import ScoreConfig
+    from ssogen.iterate.options import IterateOptions
+    from ssogen.judge.run import JudgeOptions
+    from ssogen.train.config import TrainConfig
+
+    models = [RunConfig, TrainConfig, ScoreConfig, JudgeOptions, IterateOptions]
+    checked = 0
+    for model in models:
+        for name, info in model.model_fields.items():
+            if float not in typing.get_args(info.annotation) and info.annotation is not float:
+                continue
+            for value in (float("inf"), float("nan")):
+                with pytest.raises(ValidationError) as error:
+                    model.model_validate({name: value})
+                assert any(e["loc"] == (name,) and e["type"] == "finite_number" for e in error.value.errors()), (
+                    model.__name__, name, value)
+                checked += 1
+    assert checked > 20  # every float option of the five commands

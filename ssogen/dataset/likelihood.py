@@ -29,7 +29,7 @@ class LikelihoodFilterOptions(BaseModel):
     Each stage's means are taken over the rows that passed the stages before it (as the paper's code does),
     so a stage judges rows against the population it actually receives."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     ordering: bool = option(True, "Stage 1: lp(y+|x+) > lp(y+|x) > lp(y+|x-) and lp(y-|x-) > lp(y-|x) > lp(y-|x+).",
                             panel=FILTER_PANEL)

@@ -42,7 +42,7 @@ from ssogen.settings import flag_name, option
 class ScoreConfig(EngineFields, LikelihoodFilterOptions):
     """Every option of `ssogen score`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     model: str = option(..., "Model folder or hub id to score with (normally the policy).")
     filter: Literal["none", "likelihood"] = option(

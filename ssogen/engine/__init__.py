@@ -49,7 +49,7 @@ CPU_KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 class EngineOptions(BaseModel):
     """Engine settings. `None` means "pick the right value for this build" (see `vllm_llm_kwargs`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     dtype: EngineDtype = Field("auto", description="Weights dtype; 'auto' = float32 on CPU, the model's dtype on GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (prompt + response).")
@@ -92,7 +92,7 @@ class EngineFields(BaseModel):
     gpu_memory_utilization: float = option(0.9, "Share of GPU memory for vLLM.", gt=0.0, le=1.0,
                                            panel=ENGINE_PANEL)
     kv_cache_gb: float | None = option(
-        None, "KV-cache size in GiB (vLLM).", gt=0.0, panel=ENGINE_PANEL,
+        None, "KV-cache size in GiB (vLLM).", ge=0.001, panel=ENGINE_PANEL,
         default_text=f"{CPU_KV_CACHE_ENV} or {DEFAULT_CPU_KV_CACHE_BYTES / 2**30:g} on the CPU build, vLLM's own "
                      "on GPU")
 

@@ -74,7 +74,7 @@ class _RunFields(BaseModel):
     principle_max_tokens: int = option(256, "Tokens for each query-specific principle (--principle-source "
                                        "policy).", ge=1, panel=SELECT_PANEL)
     # Sampling of y+, y-, yo, and the cheap filters.
-    temperature: float = option(0.7, "Sampling temperature.", ge=0.0, allow_inf_nan=False, panel=SAMPLE_PANEL)
+    temperature: float = option(0.7, "Sampling temperature.", ge=0.0, panel=SAMPLE_PANEL)
     top_p: float = option(0.8, "Nucleus sampling top-p.", gt=0.0, le=1.0, panel=SAMPLE_PANEL)
     max_tokens: int = option(2048, "New tokens per response.", ge=1, panel=SAMPLE_PANEL)
     raw_greedy: bool = option(False, "Sample yo (plain query) greedily.", panel=SAMPLE_PANEL)
@@ -93,7 +93,7 @@ class _RunFields(BaseModel):
 class RunConfig(EngineFields, _RunFields):
     """Every option of `ssogen generate`; the YAML config file uses the same names (dashes or underscores)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     @model_validator(mode="before")
     @classmethod

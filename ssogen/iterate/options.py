@@ -36,7 +36,7 @@ JUDGE = "Judge"
 class IterateOptions(BaseModel):
     """Every option of `ssogen iterate`; each field is the whole definition of its flag (`ssogen.settings`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     model: str = option(..., "Starting policy π_0: model folder or hub id.", panel=LOOP)
     out: Path = option(..., "Run folder: iter-1/, iter-2/, ..., report.json, plots/.", panel=LOOP)

@@ -39,7 +39,7 @@ class _JudgeFields(BaseModel):
 class JudgeOptions(EngineFields, _JudgeFields):
     """Every option of `ssogen judge` (the folder is its argument)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     def engine_options(self, seed: int | None = None) -> EngineOptions:
         return super().engine_options(self.seed if seed is None else seed)

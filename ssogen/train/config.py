@@ -36,7 +36,7 @@ LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 class TrainConfig(RemembersOrigins):
     """Every `ssogen train` option; field names are the long flags with '_' for '-' unless a field says so."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
     PASS_THROUGH: ClassVar[PassThrough] = PassThrough(
         field="train_args", label="TrainingArguments", names=training_argument_names, aliases=ALIASES,
         refused=REFUSED)
