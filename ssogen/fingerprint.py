@@ -199,6 +199,8 @@ def _check_weight_file(f: Any, path: Path, size: int, *, flag: str, name: str, d
         try:
             tensors = json.loads(header)
             end = max((t["data_offsets"][1] for k, t in tensors.items() if k != "__metadata__"), default=0)
+            if not isinstance(end, int):  # an offset written as text: no safetensors writer does that
+                raise TypeError(end)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             raise truncated("unreadable header") from None
         if 8 + header_size + end > size:

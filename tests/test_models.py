@@ -120,6 +120,14 @@ def test_truncated_weights_are_one_line(tiny_model: Path, tmp_path: Path, cut: i
         model_fingerprint(resolve_model(str(folder)))
 
 
+@pytest.mark.parametrize("header", [b'{"w": {"data_offsets": ["0", "4"]}}', b'[1, 2]', b'{"w": 5}'])
+def test_a_corrupt_safetensors_header_is_one_line(tiny_model: Path, tmp_path: Path, header: bytes) -> None:
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "corrupt"))
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    with pytest.raises(UserError, match=re.escape("model.safetensors is truncated or corrupt (unreadable header)")):
+        model_fingerprint(resolve_model(str(folder)))
+
+
 def test_a_sharded_checkpoint_missing_a_shard_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(tiny_model, tmp_path / "sharded"))
     (folder / "model.safetensors.index.json").write_text(
