@@ -24,6 +24,8 @@ TMP_SUFFIX = ".tmp"
 def check_writable_folder(out: Path, flag: str = "--out") -> None:
     """Before anything is written: `out` must be a folder, or creatable (its nearest existing ancestor a folder
     this process may write to). Raises ssogen's one-line error."""
+    if out.is_symlink() and not out.exists():  # a folder cannot be made where a dangling link is
+        raise UserError(f"{flag} {out}: a symbolic link to {os.readlink(out)}, which does not exist")
     if out.exists():
         if not out.is_dir():
             raise UserError(f"{flag} {out}: exists and is not a folder")

@@ -81,3 +81,14 @@ def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file(tmp_path: Path) -> N
     assert path.read_text() == "old card"
     # The torn temporary file stays behind, hidden and named *.tmp: push-to-hub and `*.parquet` globs skip it.
     assert [name.startswith(".README.md.") for name in leftovers(tmp_path)] == [True]
+
+
+def test_a_dangling_link_as_the_output_folder_is_one_line(tmp_path: Path) -> None:
+    from ssogen.errors import UserError
+    from ssogen.io import check_writable_folder
+
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(UserError, match=rf"^--out {link}: a symbolic link to {tmp_path}/gone, which does not exist$"):
+        check_writable_folder(link)
+    check_writable_folder(tmp_path / "new")  # a plain path to create is fine
