@@ -34,8 +34,14 @@ class Holder:
     host: str
     since: str
 
+    @property
+    def elsewhere(self) -> bool:
+        """Taken on another machine: a file system may keep its locks per machine (NFS with local locks), so
+        that run's end is not known here."""
+        return self.host not in ("", socket.gethostname())
+
     def describe(self) -> str:
-        where = "" if self.host in ("", socket.gethostname()) else f" on {self.host}"
+        where = f" on {self.host}" if self.elsewhere else ""
         pid = f"process {self.pid}" if self.pid is not None else "another process"
         return f"{pid}{where} ({self.command or 'ssogen'}, since {self.since or 'an unknown time'})"
 

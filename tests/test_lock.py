@@ -105,3 +105,19 @@ def test_the_read_only_probe_names_the_holder_and_creates_nothing(tmp_path: Path
     check_free(lock, label="--out x")  # a killed holder's lock is free
     with folder_lock(lock, label="--out x", command="ssogen train") as left_behind:  # and the probe took nothing
         assert left_behind is not None and left_behind.pid == holder.pid
+
+
+def test_a_lock_left_on_another_machine_is_taken_over_with_a_warning(tmp_path: Path,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from ssogen.cli.common import note_lock_takeover
+
+    lock = tmp_path / ".ssogen" / "lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": 1, "command": "ssogen generate", "host": "gpu-node-7", "since": "then"}))
+    with folder_lock(lock, label="--out x", command="c") as left_behind:
+        assert left_behind is not None and left_behind.elsewhere
+        note_lock_takeover(left_behind)  # flock may not reach across machines: the run may still be going
+    err = capfd.readouterr().err
+    assert err.startswith("warning: took over the lock left by process 1 on gpu-node-7") and "stop this one" in err

@@ -82,7 +82,11 @@ def with_default(help_text: str, default: str) -> str:
 
 def note_lock_takeover(left_behind: Any) -> None:
     """Say so when a command took over the lock of a run that was killed (`ssogen.lock.Holder`, or None)."""
-    if left_behind is not None:
+    if left_behind is not None and left_behind.elsewhere:  # its lock may not reach this machine
+        err_console.print(f"warning: took over the lock left by {left_behind.describe()}; if that run is still "
+                          "going on its machine, stop this one: two runs would write one folder", highlight=False,
+                          markup=False)
+    elif left_behind is not None:
         err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer running",
                           highlight=False, markup=False)
 
