@@ -172,7 +172,9 @@ class TrainOutput:
         if not self.root.is_dir():
             return
         for folder in [*self.checkpoints(), *(self.root / name for name in RUN_FOLDERS)]:
-            if folder.is_dir():
+            if folder.is_symlink():  # the link goes, not what it points at (rmtree refuses a link anyway)
+                folder.unlink()
+            elif folder.is_dir():
                 shutil.rmtree(folder)
         remove_written(self.root, [*(self.root / name for name in RUN_FILES), *weight_files(self.root)], RUN_PATTERNS,
                        self.work_dir, [self.root / "logs"])

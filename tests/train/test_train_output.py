@@ -192,3 +192,16 @@ def test_the_card_is_written_before_the_files_that_mark_the_run_finished(tmp_pat
     report.write_outputs(config, outcome, SimpleNamespace(reference_seconds=0.0), rows=1, fingerprint="f", key="k",
                          system_supported=True)
     assert written == [MODEL_CARD, *FINISHED_FILES]
+
+
+def test_overwrite_removes_a_linked_checkpoint_not_what_it_points_at(tmp_path: Path) -> None:
+    kept = tmp_path / "elsewhere" / "checkpoint-5"
+    kept.mkdir(parents=True)
+    (kept / "model.safetensors").write_text("not ours")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoint-5").symlink_to(kept)  # rmtree refused a link: a traceback
+    (out / "checkpoint-3").mkdir()
+    TrainOutput(out).remove_run_outputs()
+    assert not (out / "checkpoint-5").is_symlink() and not (out / "checkpoint-3").exists()
+    assert (kept / "model.safetensors").read_text() == "not ours"
