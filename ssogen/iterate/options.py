@@ -41,7 +41,7 @@ class IterateOptions(BaseModel):
     model: str = option(..., "Starting policy π_0: model folder or hub id.", panel=LOOP)
     out: Path = option(..., "Run folder: iter-1/, iter-2/, ..., report.json, plots/.", panel=LOOP)
     prompts: str | None = option(None, "Queries (any input generate reads).", panel=LOOP,
-                                 default_text="the bundled demo queries")
+                                 default_text="the bundled demo queries", min_length=1)
     iterations: int = option(3, "Iterations T.", ge=1, flags=("--iterations", "-T"), panel=LOOP)
     queries_per_iteration: int | None = option(
         None, "Queries per iteration.", ge=1, panel=LOOP,

@@ -32,7 +32,7 @@ class _JudgeFields(BaseModel):
     config: Literal["dpo", "reward"] = option("dpo", "Pairs from the dpo or the reward config.")
     max_tokens: int = option(512, "New tokens per judge answer.", ge=1)
     templates: str | None = option(None, "Folder whose judge.jinja (and card.md.jinja) replace the bundled ones.",
-                                   default_text="bundled", metavar="DIR")
+                                   default_text="bundled", metavar="DIR", min_length=1)
 
 
 # pydantic lists the last base's fields first: the help shows the judge's options, then the engine's.

@@ -70,6 +70,9 @@ GENERATE = [
     ("templates-same-system", "--templates {w}/same-system", 2, "renders the same text for S+ and S-"),
     ("templates-latin1", "--templates {w}/latin1-templates", 2, "system.jinja: not UTF-8 text"),
     ("templates-broken-system", "--templates {w}/broken-system", 2, "system.jinja:1: template syntax error"),
+    # An empty value read as "." (the current folder) or as "not given" for --templates.
+    ("prompts-empty-value", "--prompts=", 2, "--prompts: String should have at least 1 character (got '')"),
+    ("templates-empty", "--templates=", 2, "--templates: String should have at least 1 character (got '')"),
     ("license", "--license MIT", 2, "--license: not a Hub license id (lower case, e.g. apache-2.0, cc-by-4.0, mit, "
      "other, unknown) (got 'MIT')"),
     ("test-size", "--test-size 1", 2, "--test-size: Input should be less than 1"),
