@@ -224,7 +224,7 @@ def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> s
     return f"{origins.get(field, specs[field].flag)}: {message}{got}"
 
 
-# Flags of the commands that no config file sets (where they are no option of the command's settings).
+# Flags of the commands that no config file sets, whether or not they are fields of the command's settings.
 COMMAND_LINE_ONLY = {"overwrite": "--overwrite", "dry_run": "--dry-run", "config": "--config"}
 
 
@@ -252,7 +252,7 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
                 continue
             found.setdefault(extra.field, (key, line, {}))[2][_key(key)] = value
             continue
-        if field is None and _key(key) in COMMAND_LINE_ONLY:
+        if _key(key) in COMMAND_LINE_ONLY:  # train's --overwrite is a field, and was taken from a file
             problems.append(f"{key} (line {line}) is a command-line flag only: give {COMMAND_LINE_ONLY[_key(key)]} "
                             "(a config file holds the run's options, so that it never replaces a run or skips one)")
             continue

@@ -131,12 +131,12 @@ def test_a_command_line_flag_in_a_config_file_is_named_as_one(tmp_path: Path) ->
     assert str(info.value).startswith(f"{path}: overwrite (line 2) is a command-line flag only: give --overwrite "
                                       "(a config file holds the run's options")
     assert "dry-run (line 3) is a command-line flag only: give --dry-run" in str(info.value)
-    # Where it is an option of the command's settings (iterate's --overwrite), the file may set it.
-    from ssogen.iterate.options import IterateOptions
-    from ssogen.settings import read_settings_file
+    # Also where it is a field of the command's settings: `overwrite: true` in a train config replaced a run.
+    from ssogen.train.config import TrainConfig
 
     path.write_text("overwrite: true\n")
-    assert read_settings_file(IterateOptions, path) == {"overwrite": True}
+    with pytest.raises(UserError, match=r"overwrite \(line 1\) is a command-line flag only: give --overwrite"):
+        resolve_settings(TrainConfig, {"data": "d", "model": "m", "out": "o"}, path)
 
 
 def test_an_option_set_twice_names_both_keys_and_lines(tmp_path: Path) -> None:
