@@ -20,12 +20,40 @@ def training_arguments(config: TrainConfig) -> Any:
 
     cuda = torch.cuda.is_available() and not config.use_cpu
     try:
-        return _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
+        args = _training_arguments(TrainingArguments, config, cuda, report_to_list(config.report_to))
     except (ValueError, TypeError, ImportError) as exc:  # e.g. an unknown --scheduler, a value of a bad type
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ImportError):  # a field that needs a package not installed (`check_deepspeed`: deepspeed)
             raise UserError(f"a training option needs a package that is not installed: {first_line}", 1) from None
         raise UserError(f"invalid training option{_named_in(first_line, config)}: {first_line}") from None
+    _check_numbers(TrainingArguments, config)
+    _check_scheduler(args, config)
+    return args
+
+
+def _check_numbers(cls: Any, config: TrainConfig) -> None:
+    """TrainingArguments keeps `adam_beta2: high` as given; the optimizer then failed after the model loaded."""
+    import dataclasses
+
+    numeric = {f.name for f in dataclasses.fields(cls) if type(f.default) in (int, float)}
+    for key, value in config.train_args.items():
+        if key in numeric and (isinstance(value, str | bool) or not isinstance(value, int | float)):
+            raise UserError(f"{config.origin(f'train_args.{key}', key)}: expected a number (got {value!r})")
+
+
+def _check_scheduler(args: Any, config: TrainConfig) -> None:
+    """Build the schedule once on a stand-in optimizer: `lr_scheduler_kwargs` the schedule does not take (cosine's
+    min_lr_rate belongs to cosine_with_min_lr) failed only when training started."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    try:
+        get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=1, num_training_steps=2,
+                      scheduler_specific_kwargs=args.lr_scheduler_kwargs or {})
+    except (TypeError, ValueError) as exc:
+        where = config.origin("train_args.lr_scheduler_kwargs", "lr_scheduler_kwargs")
+        raise UserError(f"{where}: not settings of --scheduler {config.scheduler} ({str(exc).splitlines()[0]})"
+                        ) from None
 
 
 def _named_in(message: str, config: TrainConfig) -> str:

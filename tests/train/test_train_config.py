@@ -256,6 +256,20 @@ def test_a_bad_training_arguments_value_names_its_key_in_the_config(tmp_path: Pa
         training_arguments(copied)
 
 
+def test_values_transformers_keeps_unchecked_are_checked_before_the_model_loads(tmp_path: Path) -> None:
+    """`adam_beta2: high` failed in the optimizer, cosine's `min_lr_rate` in the schedule: both after loading."""
+    from ssogen.train.training_args import training_arguments
+
+    with pytest.raises(UserError, match=r"train\.yaml:1: adam_beta2: expected a number \(got 'high'\)$"):
+        training_arguments(_config(tmp_path, "adam_beta2: high\n"))
+    with pytest.raises(UserError, match=r"train\.yaml:1: lr_scheduler_kwargs: not settings of --scheduler cosine "
+                                        r"\(.*min_lr_rate"):
+        training_arguments(_config(tmp_path, "lr_scheduler_kwargs: {min_lr_rate: 0.1}\n"))
+    # The README's example: the same kwargs with the schedule that takes them.
+    assert training_arguments(_config(tmp_path, "lr_scheduler_kwargs: {min_lr_rate: 0.1}\nlr_scheduler_type: "
+                                                "cosine_with_min_lr\nadam_beta2: 0.95\n")).adam_beta2 == 0.95
+
+
 def test_a_rule_across_options_names_the_config_lines_that_set_them(tmp_path: Path) -> None:
     """Its message names flags; a value that came from the file is found at its line, not on the command line."""
     path = tmp_path / "train.yaml"
