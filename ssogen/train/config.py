@@ -31,6 +31,7 @@ NOT_FINGERPRINTED = frozenset({
 # Options that only mean something for the v1 objective (W and G do not exist in v2).
 V1_ONLY = ("no_g", "no_w", "w_detach")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+REGEX_CHARACTERS = re.compile(r"[\\*+?()\[\]{}|^$]")  # --lora-target-modules is a regex (a dot is part of a name too)
 
 
 class TrainConfig(RemembersOrigins):
@@ -146,13 +147,18 @@ class TrainConfig(RemembersOrigins):
             value = ",".join(name.strip() for name in value)
         if isinstance(value, str) and not value.strip(", "):
             raise ValueError("names no module")
+        if isinstance(value, str) and REGEX_CHARACTERS.search(value) and value.strip() != "all-linear":
+            try:
+                re.compile(value.strip())
+            except re.error as exc:  # peft compiles it only after the model loaded: a traceback then
+                raise ValueError(f"not a valid regex ({exc})") from None
         return value
 
     def lora_targets(self) -> str | list[str]:
         """peft's target_modules: all-linear or a regex as given (peft matches a text against full names); names
         without regex characters as a list (peft matches each against the ends of module names)."""
         value = self.lora_target_modules.strip()
-        if value == "all-linear" or re.search(r"[\\*+?()\[\]{}|^$]", value):  # a dot is part of a name too
+        if value == "all-linear" or REGEX_CHARACTERS.search(value):
             return value
         return [name.strip() for name in value.split(",") if name.strip()]
 

@@ -29,6 +29,9 @@ TRAIN = [
     ("beta", "--beta -1", 2, "--beta: Input should be greater than 0"),
     ("objective", "--objective v3", 2, "--objective: Input should be 'v1' or 'v2' (got 'v3')"),  # help: [v1|v2]
     ("lora-r-without-lora", "--lora-r 4", 2, "--lora-r needs --lora"),
+    # peft compiled it after the model loaded: a re.error traceback.
+    ("lora-bad-regex", "--lora --lora-target-modules ([", 2, "--lora-target-modules: not a valid regex (unterminated "
+     "character set at position 1) (got '([')"),
     ("config-unknown-key", "--config {w}/train-unknown.yaml", 2, "unknown key(s): lamda (line 1; did you mean"),
     ("out-is-data", "--out {w}/sso", 2, "sso: inside --data {w}/sso; the model would be written into the dataset"),
     ("out-inside-data", "--out {w}/sso/model", 2, "model: inside --data {w}/sso; the model would be written"),
