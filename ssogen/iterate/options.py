@@ -130,7 +130,7 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
     passes to every train step of the v1 recipe), refusing the keys iterate owns."""
     if path is None:
         return {}
-    from ssogen.settings import read_settings_file
+    from ssogen.settings import flag_name, read_settings_file
     from ssogen.train.config import TrainConfig, build_config
 
     values = read_settings_file(TrainConfig, path)
@@ -140,7 +140,8 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
     if recipe == "v2":
         fixed = [key for key in V2_FIXED if key in values]
         if fixed:
-            raise UserError(f"{flag} {path}: {fixed[0]!r} cannot be set with --recipe v2 (the recipe trains the "
+            named = ", ".join(flag_name(TrainConfig, key) for key in fixed)  # `lambda: 0.1` sets lam
+            raise UserError(f"{flag} {path}: {named} cannot be set with --recipe v2 (the recipe trains the "
                             "generator with --objective v2 and the policy with the plain pair loss)")
     if values.get("lora"):
         raise UserError(f"{flag} {path}: lora is not supported by iterate (the next iteration generates with the "

@@ -151,8 +151,8 @@ def test_generate_config_is_checked_before_anything_runs(tmp_path: Path, text: s
 @pytest.mark.parametrize("text, recipe, message", [
     ("out: x\n", "v1", "'out' is set by iterate"),
     ("lora: true\n", "v1", "lora is not supported"),
-    ("no_w: true\n", "v2", "'no_w' cannot be set with --recipe v2"),
-    ("alpha: 0.3\n", "v2", "'alpha' cannot be set with --recipe v2"),
+    ("no_w: true\n", "v2", "--no-w cannot be set with --recipe v2"),
+    ("alpha: 0.3\n", "v2", "--alpha cannot be set with --recipe v2"),
     ("lr: -1\n", "v1", r"t\.yaml:1: lr: Input should be greater than 0"),
     # What only transformers checks came after the data steps (hours on a real model).
     ("lr: 1.0e-6\noptim: notanoptim\n", "v1", r"invalid training option \(.*t\.yaml:2: optim\): notanoptim is "),
@@ -163,6 +163,18 @@ def test_train_config_is_checked_before_anything_runs(tmp_path: Path, text: str,
     (tmp_path / "t.yaml").write_text(text)
     with pytest.raises(UserError, match=message):
         train_config_values(tmp_path / "t.yaml", "--train-config", recipe)
+
+
+def test_the_bundled_train_config_for_recipe_v2_without_the_lines_the_readme_names(tmp_path: Path) -> None:
+    bundled = (Path(__file__).parents[2] / "configs" / "train.yaml").read_text()
+    (tmp_path / "t.yaml").write_text(bundled)
+    with pytest.raises(UserError, match="--objective, --w-placement, --alpha, --lambda cannot be set with --recipe "
+                                        "v2"):  # each at once, by its flag (`lambda:` sets the field lam)
+        train_config_values(tmp_path / "t.yaml", "--train-config", "v2")
+    kept = [line for line in bundled.splitlines()
+            if line.split(":")[0] not in ("objective", "loss", "alpha", "lambda", "w-placement")]
+    (tmp_path / "t.yaml").write_text("\n".join(kept) + "\n")
+    assert train_config_values(tmp_path / "t.yaml", "--train-config", "v2")["lr"] == 5.0e-7  # taken
 
 
 def test_a_train_config_option_that_iterate_s_objective_flags_make_void_is_refused_at_once(tmp_path: Path) -> None:
