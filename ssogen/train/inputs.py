@@ -4,6 +4,7 @@ of a generate output folder (pyarrow only), the model reference, `--out` and the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,17 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
         checkpoint = Path(config.resume_from_checkpoint)
         if not checkpoint.is_dir():
             raise UserError(f"--resume-from-checkpoint: {checkpoint}: no such checkpoint folder")
+        if not checkpoint.name.startswith("checkpoint-") and not (checkpoint / "trainer_state.json").exists():
+            raise UserError(f"--resume-from-checkpoint {checkpoint}: not a checkpoint folder (a checkpoint-N folder "
+                            "of a training run, with its trainer_state.json)")
         problem = checkpoint_problem(checkpoint)
         if problem is not None:
             raise UserError(f"--resume-from-checkpoint {checkpoint}: incomplete checkpoint ({problem})")
     require_available(resolve_model(config.model))
     check_report_to(config.report_to)  # a logger whose package is missing: one line now, not a traceback later
     check_deepspeed(config)
+    if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
     fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
     verdict = TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)
     if config.resume_from_checkpoint:

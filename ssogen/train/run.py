@@ -5,7 +5,6 @@ GPU boxes that train may have nothing else."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
@@ -188,8 +187,6 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     from ssogen.train.output_layer import install_logprob_head, remove_logprob_head
 
     # Before peft wraps the model. With gradient checkpointing the head too trades time for memory (recompute).
-    if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
-        raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
     fused_head = config.fused_head and install_logprob_head(
         model, keep_probabilities=not config.gradient_checkpointing, kernel=config.head_kernel)
     from ssogen.train.packing import packing_unsupported

@@ -50,6 +50,11 @@ TRAIN = [
     ("out-fingerprint-truncated", "--out {w}/train-cut-fingerprint", 2,
      "fingerprint.json: unreadable (JSONDecodeError)"),
     ("model-no-tokenizer", "--model {w}/no-tokenizer", 2, "no tokenizer files"),
+    # A dataset folder is no checkpoint cut off before transformers finished it.
+    ("resume-not-a-checkpoint", "--resume-from-checkpoint {w}/sso", 2, "sso: not a checkpoint folder (a "
+     "checkpoint-N folder of a training run"),
+    # Checked before anything is written (it came after the settings table and the log).
+    ("head-kernel-liger-not-installed", "--head-kernel liger", 1, "--head-kernel liger needs liger-kernel"),
     ("resume-cut-checkpoint", "--resume-from-checkpoint {w}/cut-checkpoint", 2,
      "incomplete checkpoint (trainer_state.json is cut off)"),
     ("report-to-unknown", "--report-to bogus", 2, "--report-to bogus: unknown logger (known: none, all,"),
