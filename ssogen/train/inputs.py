@@ -56,6 +56,9 @@ def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (the `sso` config needs "
                             f"{', '.join(SSO_TEXT_COLUMNS)})")
         present = [c for c in SSO_TRUNCATION_COLUMNS if c in table.column_names]
+        if present and len(present) < len(SSO_TRUNCATION_COLUMNS):  # all or none (older files): a lost column
+            lost = [c for c in SSO_TRUNCATION_COLUMNS if c not in present]  # would mark cut responses complete
+            raise UserError(f"{path}: missing column(s) {', '.join(lost)} beside {', '.join(present)}")
         for number, row in enumerate(table.select([*SSO_TEXT_COLUMNS, *present]).to_pylist()):
             null = [c for c in SSO_TEXT_COLUMNS if not isinstance(row[c], str)]
             if null:

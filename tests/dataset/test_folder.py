@@ -170,6 +170,22 @@ def test_training_reads_the_train_split_only(tmp_path: Path) -> None:
     assert [row["id"] for row in read_sso_rows(folder.root)] == train_ids
 
 
+def test_training_refuses_an_sso_file_that_lost_one_truncation_column(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ssogen.errors import UserError
+    from ssogen.train.inputs import read_sso_rows
+
+    folder = OutputFolder(tmp_path)
+    folder.write_configs([make_record(0, finish_reason_raw="length")])
+    path = folder.config_file("sso")
+    pq.write_table(pq.read_table(path).drop_columns(["truncated_raw"]), path)  # yo would read as complete
+    with pytest.raises(UserError, match=r"missing column\(s\) truncated_raw beside truncated_good, truncated_bad$"):
+        read_sso_rows(folder.root)
+    pq.write_table(pq.read_table(path).drop_columns(["truncated_good", "truncated_bad"]), path)
+    assert read_sso_rows(folder.root)[0]["truncated_raw"] is False  # none at all: an older file, read as complete
+
+
 def test_a_split_without_rows_in_a_config_gets_no_file(tmp_path: Path) -> None:
     from ssogen.dataset.splits import test_prompts
 
