@@ -72,7 +72,10 @@ def _apply_lora(model: Any, config: TrainConfig) -> Any:
     try:
         return get_peft_model(model, lora)
     except ValueError as exc:  # e.g. no module matches: peft's message says which names it looked for
-        raise UserError(f"--lora-target-modules {config.lora_target_modules}: {str(exc).splitlines()[0]}") from None
+        message = str(exc).splitlines()[0]
+        if "LogProbHead" in message:  # lm_head, replaced by ssogen's output layer, which takes no adapter
+            message = "the output layer is ssogen's fused head here, which takes no adapter; add --no-fused-head"
+        raise UserError(f"--lora-target-modules {config.lora_target_modules}: {message}") from None
 
 
 class _StepTimer(TrainerCallback):

@@ -173,6 +173,16 @@ def test_a_model_with_named_chat_templates_trains_and_scores(sso_data: Path, tin
     assert report.scored_now == 1
 
 
+def test_lora_on_the_output_layer_names_the_fused_head(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^--lora-target-modules lm_head: the output layer is ssogen's fused head "
+                                        r"here, which takes no adapter; add --no-fused-head$"):
+        run_training(config(sso_data, tiny_model, tmp_path / "out", max_steps=1, save_steps=0, lora=True,
+                            lora_target_modules="lm_head"), quiet())
+    outcome = run_training(config(sso_data, tiny_model, tmp_path / "plain", max_steps=1, save_steps=0, lora=True,
+                                  lora_target_modules="lm_head", fused_head=False), quiet())
+    assert outcome.steps == 1
+
+
 def test_lora_reference_is_the_base_model(sso_data: Path, tiny_model: Path, tmp_path: Path,
                                           learned: dict[str, Any]) -> None:
     outcome = run_training(config(sso_data, tiny_model, tmp_path / "lora", max_steps=3, lr=1e-2, lora=True,
