@@ -90,7 +90,7 @@ class IterateOptions(BaseModel):
             if self.generator_train_config is not None:
                 raise ValueError("--generator-train-config needs --recipe v2")
         if self.accelerate_config is not None and not self.accelerate_config.is_file():
-            raise ValueError(f"{self.accelerate_config}: no such file")
+            raise ValueError(f"--accelerate-config {self.accelerate_config}: no such file")
         if self.objective == "v2" and (self.no_w or self.no_g):
             raise ValueError("--no-w / --no-g cannot be used with --objective v2 (v2 has no W or G term)")
         return self
@@ -115,6 +115,8 @@ def generate_config_values(path: Path | None) -> dict[str, Any]:
     from ssogen.generate.config import RunConfig, resolve_config
     from ssogen.settings import read_settings_file
 
+    if not path.is_file():  # named by its flag: iterate takes three config files
+        raise UserError(f"--generate-config {path}: no such file")
     values = read_settings_file(RunConfig, path)
     for key, flag in GENERATE_OWNED.items():
         if key in values:
@@ -133,6 +135,8 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
     from ssogen.settings import flag_name, read_settings_file
     from ssogen.train.config import TrainConfig, build_config
 
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: no such file")
     values = read_settings_file(TrainConfig, path)
     for key, owner in TRAIN_OWNED.items():
         if key in values:

@@ -119,6 +119,13 @@ DATASET = [
      "--no-w cannot be used with --recipe v2"),
     # It failed in the first step, after --out was taken: the corrected command was then "other options".
     ("iterate-model-missing", "iterate --model {w}/nope --out {w}/loop", 2, "--model {w}/nope: no such folder"),
+    # iterate takes four config files: each missing one is named by its flag.
+    ("iterate-generate-config-missing", "iterate --model {model} --out {w}/loop --generate-config {w}/nope.yaml", 2,
+     "--generate-config {w}/nope.yaml: no such file"),
+    ("iterate-train-config-missing", "iterate --model {model} --out {w}/loop --train-config {w}/nope.yaml", 2,
+     "--train-config {w}/nope.yaml: no such file"),
+    ("iterate-accelerate-config-missing", "iterate --model {model} --out {w}/loop --accelerate-config "
+     "{w}/nope.yaml", 2, "--accelerate-config {w}/nope.yaml: no such file"),
     ("iterate-dry-run-foreign-out", "iterate --model {model} --out {w}/foreign --dry-run", 2,
      "not empty and holds no ssogen iterate run"),
     ("iterate-model-missing-dry-run", "iterate --model {w}/nope --out {w}/loop --dry-run", 2,
