@@ -162,12 +162,14 @@ class Planner:
     def _judge(self, step_id: str, data: Path) -> Step:
         o = self.options
         assert o.judge_model is not None
-        argv = ssogen_command("judge", str(data), "--judge-model", o.judge_model, "--sample", str(o.judge_sample),
+        judge_ref = resolve_model(o.judge_model, flag="--judge-model")
+        # A local judge by its absolute path, as the starting model: the commands hold no path relative to here.
+        judge_model = str(Path(judge_ref.path).resolve()) if judge_ref.local else judge_ref.name
+        argv = ssogen_command("judge", str(data), "--judge-model", judge_model, "--sample", str(o.judge_sample),
                               "--seed", str(o.seed), *_engine_flags(self.generate_values))
         # As judge.json records the judge: a local one by its folder name and fingerprint (a changed judge re-runs).
-        judge = {f"judge_{key}": value for key, value in
-                 model_record(resolve_model(o.judge_model, flag="--judge-model")).items()}
-        return Step(step_id, "judge", data, argv, o.judge_model, data,
+        judge = {f"judge_{key}": value for key, value in model_record(judge_ref).items()}
+        return Step(step_id, "judge", data, argv, judge_model, data,
                     {**judge, "sample": o.judge_sample, "seed": o.seed})
 
     def iteration(self, number: int, queries: list[str]) -> Iteration:

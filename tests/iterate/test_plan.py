@@ -102,6 +102,14 @@ def test_num_processes_trains_through_accelerate_launch(tmp_path: Path) -> None:
                                "ssogen"]
 
 
+def test_a_local_judge_is_handed_to_its_step_by_its_absolute_path(tmp_path: Path, tiny_model: Path) -> None:
+    import os
+
+    relative = os.path.relpath(tiny_model)  # as typed: ../models/tiny
+    (*_, judge), = [it.steps for it in plan(tmp_path, iterations=1, judge_model=relative)]
+    assert flag_value(judge.argv, "--judge-model") == judge.model == str(tiny_model.resolve())
+
+
 def test_recipe_v2_trains_a_generator_then_the_policy_on_its_data(tmp_path: Path) -> None:
     (iteration,) = plan(tmp_path, iterations=1, recipe="v2", generator_queries=4, score=True,
                         judge_model="judge-model")
