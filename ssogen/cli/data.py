@@ -154,6 +154,8 @@ def push_to_hub_command(
         if license_id is not None:
             raise UserError("--license with --dry-run: a dry run writes nothing; set the license with `ssogen stats "
                             "FOLDER --license ID` first, or push without --dry-run")
+        if token and token.strip():  # a token given is checked as the push would (no login needed to look)
+            publish.resolve_token(token)
         files, card = publish.dry_run(folder, repo_id, allow_incomplete=allow_incomplete, templates=templates)
         table = Table(title=f"would upload to {repo_id} (dataset)", title_justify="left")
         table.add_column("path")

@@ -446,6 +446,9 @@ def test_a_token_no_header_can_carry_is_one_line_before_any_request(hub: StandIn
     assert result.stderr.strip().count("\n") == 0 and hub.requests == []
     assert not (dataset / "logs").exists()  # bad input writes nothing (a log was started before the check)
     _scan_everything(hub, result, [dataset, tmp_path], written, given)
+    # The dry run checks a token given, as the push would: it passed, and the push then failed.
+    dry = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", given, "--dry-run"])
+    assert dry.exit_code == 2 and "holds characters a token cannot have" in dry.stderr and given not in dry.output
 
 
 def test_a_hub_error_quoting_the_token_is_scrubbed(hub: StandInHub, dataset: Path, tmp_path: Path,
