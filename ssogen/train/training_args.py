@@ -64,6 +64,8 @@ def _named_in(message: str, config: TrainConfig) -> str:
                  for key, value in config.train_args.items()}}
     named = [name for name, value in values.items() if isinstance(value, str) and value
              and re.match(rf"['\"]?{re.escape(value)}['\"]? is not a valid ", message)]
+    if "fp16 and bf16" in message:  # the file's fp16 beside --bf16 (or bf16 in the same file)
+        named = [config.origin("train_args.fp16", "fp16 in --config"), config.origin("bf16", "--bf16")]
     return f" ({', '.join(named)})" if named else ""
 
 

@@ -256,6 +256,15 @@ def test_a_bad_training_arguments_value_names_its_key_in_the_config(tmp_path: Pa
         training_arguments(copied)
 
 
+def test_fp16_in_the_file_beside_bf16_names_both_places(tmp_path: Path) -> None:
+    from ssogen.train.training_args import training_arguments
+
+    (tmp_path / "train.yaml").write_text("fp16: true\n")
+    config = build_config({**REQUIRED, "bf16": True}, tmp_path / "train.yaml")
+    with pytest.raises(UserError, match=r"^invalid training option \(.*train\.yaml:1: fp16, --bf16\): At most one "):
+        training_arguments(config)
+
+
 def test_values_transformers_keeps_unchecked_are_checked_before_the_model_loads(tmp_path: Path) -> None:
     """`adam_beta2: high` failed in the optimizer, cosine's `min_lr_rate` in the schedule: both after loading."""
     from ssogen.train.training_args import training_arguments
