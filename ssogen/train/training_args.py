@@ -46,14 +46,16 @@ def _check_scheduler(args: Any, config: TrainConfig) -> None:
     min_lr_rate belongs to cosine_with_min_lr) failed only when training started."""
     from transformers import get_scheduler
 
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    try:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)  # the run's lr: polynomial
+    try:                                                                                # checks its lr_end below it
         get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=1, num_training_steps=2,
                       scheduler_specific_kwargs=args.lr_scheduler_kwargs or {})
     except (TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not args.lr_scheduler_kwargs:  # a schedule that needs settings none were given for
+            raise UserError(f"{config.origin('scheduler', '--scheduler')} {config.scheduler}: {reason}") from None
         where = config.origin("train_args.lr_scheduler_kwargs", "lr_scheduler_kwargs")
-        raise UserError(f"{where}: not settings of --scheduler {config.scheduler} ({str(exc).splitlines()[0]})"
-                        ) from None
+        raise UserError(f"{where}: not settings of --scheduler {config.scheduler} ({reason})") from None
 
 
 def _named_in(message: str, config: TrainConfig) -> str:
