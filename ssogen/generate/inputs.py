@@ -189,7 +189,7 @@ def _last_user_turn(messages: list[dict[str, Any]]) -> tuple[Any, list[str]]:
         dropped.append("earlier_turns")
     if messages[last + 1:]:
         dropped.append("later_turns")
-    return messages[last].get("content"), dropped
+    return _text_of_parts(messages[last].get("content")), dropped
 
 
 def _query_of(row: Any, prompt_field: str) -> tuple[Any, str | None, list[str]]:
@@ -210,18 +210,15 @@ def _query_of(row: Any, prompt_field: str) -> tuple[Any, str | None, list[str]]:
         text, dropped = _last_user_turn(value)
         if text is None:
             return None, "no_user_turn", []
-        text = _text_of_parts(text)
         return (text, None, dropped) if isinstance(text, str) else (None, "not_text", [])
     return None, "missing_field" if value is None else "not_text", []
 
 
 def _text_of_parts(content: Any) -> Any:
-    """A turn's content given as parts (the OpenAI form, [{"type": "text", "text": ...}]) as one text when every
-    part is text; anything else (an image part) is left as it is, and so skipped as not text."""
-    if isinstance(content, list) and content and all(
-            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-            for part in content):
-        return "\n".join(part["text"] for part in content)
+    """Content given as text parts (OpenAI's [{"type": "text", "text": ...}]) as one text; an image part: not text."""
+    parts = content if isinstance(content, list) else []
+    if parts and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
+        return "\n".join(p["text"] for p in parts)
     return content
 
 
