@@ -51,6 +51,10 @@ KINDS = {"dataset": "a dataset folder of ssogen generate", "model": "a training 
          "iterate": "a run of ssogen iterate"}
 
 
+GENERATE_UNFINISHED = ("the `ssogen generate` run in this folder has not finished (no dataset written yet); run the "
+                       "same generate command again to finish it")
+
+
 def marker_kind(work_dir: Path) -> str | None:
     """The kind of output the marker names (None: no marker, or one of an older version without a kind)."""
     try:
@@ -65,8 +69,7 @@ def why_no_dataset(work_dir: Path) -> str | None:
     output); None for a folder without ssogen's marker."""
     kind = marker_kind(work_dir)
     if kind == "dataset":
-        return ("the `ssogen generate` run in this folder has not finished (no dataset written yet); run the same "
-                "generate command again to finish it")
+        return GENERATE_UNFINISHED
     return f"holds {KINDS[kind]}, not {KINDS['dataset']}" if kind in KINDS else None
 
 

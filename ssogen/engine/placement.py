@@ -83,11 +83,19 @@ def _gib(value: int | None) -> str:
     return f"{value / GiB:.2f} GiB" if value >= GiB // 4 else f"{value / 2**20:.1f} MiB"
 
 
-def _config(model: str, trust_remote_code: bool) -> dict[str, Any] | None:
+def _local_config(model: str) -> dict[str, Any] | None:
+    """A model folder's config.json (its text model's part for a multimodal one); None for a hub id."""
     path = Path(model).expanduser() / "config.json"
-    if path.is_file():
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return data.get("text_config") or data
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data.get("text_config") or data
+
+
+def _config(model: str, trust_remote_code: bool) -> dict[str, Any] | None:
+    local = _local_config(model)
+    if local is not None:
+        return local
     try:  # a hub id: only what the local cache holds, never a download in a plan
         from transformers import AutoConfig
 
@@ -101,11 +109,11 @@ def context_problem(model: str, max_model_len: int | None) -> str | None:
     """--max-model-len beyond every length key of a local model's config.json, which vLLM refuses as it loads:
     found before anything is written. Only the plain case: RoPE scaling (it raises the limit) and
     VLLM_ALLOW_LONG_MAX_MODEL_LEN are left to vLLM."""
-    path = Path(model).expanduser() / "config.json"
-    if max_model_len is None or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") or not path.is_file():
+    if max_model_len is None or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"):
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    config = data.get("text_config") or data
+    config = _local_config(model)
+    if config is None:
+        return None
     rope = config.get("rope_scaling") or config.get("rope_parameters")
     lengths = {k: int(config[k]) for k in _LENGTH_KEYS if isinstance(config.get(k), int)}
     if "factor" in json.dumps(rope) or "max_position_embeddings" not in lengths:
@@ -113,8 +121,8 @@ def context_problem(model: str, max_model_len: int | None) -> str | None:
     key, longest = max(lengths.items(), key=lambda item: item[1])
     if max_model_len <= longest:
         return None
-    return (f"--max-model-len {max_model_len}: longer than the model's context ({key} {longest} in {path}); give "
-            f"at most {longest}, or leave it out for the model's own")
+    return (f"--max-model-len {max_model_len}: longer than the model's context ({key} {longest} in "
+            f"{Path(model).expanduser() / 'config.json'}); give at most {longest}, or leave it out for the model's own")
 
 
 def _run_dtype_bytes(options: EngineOptions, config: dict[str, Any], cpu: bool) -> int:

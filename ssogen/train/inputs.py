@@ -14,7 +14,7 @@ from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import require_available, resolve_model
-from ssogen.ownership import changed_settings
+from ssogen.ownership import GENERATE_UNFINISHED, changed_settings
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
 from ssogen.train.integrations import check_deepspeed, check_report_to
@@ -31,8 +31,7 @@ def sso_files(data_dir: Path) -> list[Path]:
     folder = OutputFolder(data_dir)
     files = folder.split_files("sso").get(TRAIN, [])
     if not files and folder.is_ssogen_folder() and not folder.config_files("triplets"):
-        raise UserError(f"{data_dir}: the `ssogen generate` run in this folder has not finished (no dataset "
-                        "written yet); run the same generate command again to finish it")
+        raise UserError(f"{data_dir}: {GENERATE_UNFINISHED}")
     if not files:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
