@@ -16,7 +16,6 @@ into one dict field that is not a flag."""
 from __future__ import annotations
 
 import functools
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -25,10 +24,11 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import JsonDict
 
 from ssogen.errors import UserError, closest_name
+from ssogen.origins import RemembersOrigins, remember_file_lines, with_config_lines
 from ssogen.yamlfile import YamlDocument, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,17 +50,6 @@ def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), p
     return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v is not None
                                                                and v != [] and v != ""},
                  **constraints)
-
-
-class RemembersOrigins(BaseModel):
-    """A settings model whose values another library checks again later (train's TrainingArguments): `origin`
-    names where a value came from, `--flag` or `FILE:LINE: key`, for an error raised then."""
-
-    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    def origin(self, name: str, default: str) -> str:
-        """`name`: a field, or `FIELD.KEY` for a key collected into a PASS_THROUGH field."""
-        return self._origins.get(name, default)
 
 
 @dataclass(frozen=True)
@@ -194,10 +183,13 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
     missing = [spec.flag for spec in specs.values() if spec.required and values.get(spec.field) in (None, "")]
     if missing:
         raise UserError(" and ".join(missing) + (" is" if len(missing) == 1 else " are") + " required" + where)
+    in_file = {specs[name].flag: origin.rsplit(": ", 1)[0] for name, origin in origins.items()
+               if name in specs and origin != specs[name].flag}
+    remember_file_lines(in_file)  # for the checks that run later and name the flag
     try:
         settings = model.model_validate(values)
     except ValidationError as exc:
-        raise UserError("; ".join(_blame(err, origins, specs) for err in exc.errors())) from None
+        raise UserError("; ".join(_blame(err, origins, specs, in_file) for err in exc.errors())) from None
     if isinstance(settings, RemembersOrigins):
         settings._origins = origins
     return settings
@@ -211,15 +203,11 @@ def read_settings_file(model: type[BaseModel], path: str | Path) -> dict[str, An
     return {name: value for name, (_, _, value) in found.items()}
 
 
-def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec]) -> str:
+def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec], in_file: dict[str, str]) -> str:
     message = err["msg"].removeprefix("Value error, ")
     field = str(err["loc"][0]) if err["loc"] else None
     if field is None or field not in specs:  # a rule across options: its message names the flags
-        named = {name: found.start() for name, spec in specs.items()
-                 if origins.get(name, spec.flag) != spec.flag  # from the config file
-                 and (found := re.search(rf"{re.escape(spec.flag)}(?![\w-])", message))}
-        in_file = [origins[name].rsplit(": ", 1)[0] for name in sorted(named, key=named.__getitem__)]
-        return message + (f" (set in {', '.join(in_file)})" if in_file else "")
+        return with_config_lines(message, in_file)
     got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
     return f"{origins.get(field, specs[field].flag)}: {message}{got}"
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner
 
 from ssogen.cli import app
+from ssogen.cli.common import user_errors
 from ssogen.cli.options import with_options
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
@@ -101,6 +102,29 @@ def test_a_bad_file_value_is_blamed_on_file_and_line(tmp_path: Path) -> None:
                                f"{path}:3: temperature: Input should be greater than or equal to 0 (got -1)")
     # A flag replaces the bad file value: precedence defaults < file < flags.
     assert resolve_config({"temperature": 0.2, "selection": "guided"}, path).temperature == 0.2
+
+
+def test_a_later_check_of_a_file_value_names_the_line_as_well(tmp_path: Path) -> None:
+    """An error found after the settings were read names the flag; where a config file set that flag (and no flag
+    overrode it), the command's error line adds the file's line, in the order the message names the flags."""
+    toy_app = typer.Typer()
+
+    @toy_app.command()
+    @user_errors
+    @with_options(Toy)
+    def command(options: dict[str, Any], config: Path | None = None) -> None:
+        settings = resolve_settings(Toy, options, config)
+        raise UserError(f"--name {settings.name}: no such thing; --size {settings.size} is too many")
+
+    path = tmp_path / "toy.yaml"
+    path.write_text("size: 4\nname: x\n")
+    error = CliRunner().invoke(toy_app, ["--config", str(path)]).output.strip()
+    assert error.endswith(f"is too many (set in {path}:2, {path}:1)"), error
+    error = CliRunner().invoke(toy_app, ["--config", str(path), "--name", "y"]).output.strip()
+    assert error.endswith(f"is too many (set in {path}:1)"), error
+    # Outside a command (the Python API) and for flags alone: the message as raised.
+    error = CliRunner().invoke(toy_app, ["--name", "y", "--size", "2"]).output.strip()
+    assert error.endswith("--size 2 is too many"), error
 
 
 def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError
 from ssogen.interrupts import interrupt_on
+from ssogen.origins import options_of_one_command, with_config_lines
 
 console = Console()
 err_console = Console(stderr=True)
@@ -149,6 +150,24 @@ def stop_on_signals() -> Iterator[None]:
         yield
 
 
+def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    try:
+        with stop_on_signals():
+            try:
+                return func(*args, **kw)
+            except STOPPED:  # stopped where the command does not say what was kept (e.g. loading a model)
+                raise UserError("interrupted; run the same command again to go on (finished work is kept)",
+                                exit_code=130) from None
+    except UserError as exc:
+        error = fail(with_config_lines(str(exc)), exc.exit_code)
+        if exc.exit_code == 130 and not os.environ.get(STEP_OF_ITERATE_ENV):  # interrupted: work is saved
+            from ssogen.runlog import scrub  # `push-to-hub --token` is on the command line
+
+            err_console.print(f"to resume: {scrub(shlex.join(['ssogen', *sys.argv[1:]]))}", markup=False,
+                              highlight=False, soft_wrap=True)
+        raise error from None
+
+
 def user_errors(func: F) -> F:
     """Wrap a command so that its UserError becomes one clear line and its exit code, never a traceback."""
 
@@ -156,20 +175,8 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kw: Any) -> Any:
         token = _PARAMETERS.set(kw)  # what the command was given, for the first line of its log
         try:
-            with stop_on_signals():
-                try:
-                    return func(*args, **kw)
-                except STOPPED:  # stopped where the command does not say what was kept (e.g. loading a model)
-                    raise UserError("interrupted; run the same command again to go on (finished work is kept)",
-                                    exit_code=130) from None
-        except UserError as exc:
-            error = fail(str(exc), exc.exit_code)
-            if exc.exit_code == 130 and not os.environ.get(STEP_OF_ITERATE_ENV):  # interrupted: work is saved
-                from ssogen.runlog import scrub  # `push-to-hub --token` is on the command line
-
-                err_console.print(f"to resume: {scrub(shlex.join(['ssogen', *sys.argv[1:]]))}", markup=False,
-                                  highlight=False, soft_wrap=True)
-            raise error from None
+            with options_of_one_command():  # so that an error can name the config line that set a flag
+                return _run_command(func, *args, **kw)
         finally:
             _PARAMETERS.reset(token)
 

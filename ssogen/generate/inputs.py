@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -12,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.errors import UserError
+from ssogen.generate.prompt_files import rows_from_file
 from ssogen.models import ask_hub, hub_offline, network_failure
 
 DEMO_QUERIES = Path(__file__).parent.parent / "data" / "demo_queries.jsonl"
@@ -55,66 +54,6 @@ class PromptsRead:
     # What a published manifest says about the input: a file by its name and the sha256 of the bytes read here,
     # a folder by its name, a hub id as it is; never a local path (it would carry the user's home folder along).
     public: dict[str, str] = field(default_factory=dict)
-
-
-def _decode(path: Path, raw: bytes) -> str:
-    """The file's bytes as UTF-8 text; any other encoding (Latin-1, UTF-16, binary data) is one line naming where."""
-    try:
-        return raw.decode("utf-8-sig")  # a leading byte-order mark (Windows exports) is not text
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8 "
-                        "(a binary file is not a prompts file)") from None
-
-
-def _rows_from_file(path: Path) -> tuple[list[Any], str]:
-    """The file's rows and the sha256 of its bytes, from one read of it."""
-    suffix = path.suffix.lower()
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file")
-    if suffix not in (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv"):
-        raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use .jsonl, .json, .parquet, .csv "
-                        "or a datasets folder)")
-    raw = path.read_bytes()
-    return _parse_file(path, suffix, raw), hashlib.sha256(raw).hexdigest()
-
-
-def _parse_file(path: Path, suffix: str, raw: bytes) -> list[Any]:
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        # Lines end at \n only: JSON text may hold U+2028 and other characters str.splitlines() breaks at.
-        for number, line in enumerate(_decode(path, raw).split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-        return rows
-    if suffix == ".json":
-        try:
-            data = json.loads(_decode(path, raw))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of objects")
-        return data
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(pa.BufferReader(raw)).to_pylist()
-        except (pa.ArrowInvalid, OSError) as exc:
-            problem = str(exc).replace("'<Buffer>'", f"'{path}'")  # pyarrow calls bytes in memory '<Buffer>'
-            raise UserError(f"{path}: cannot read parquet ({problem})") from None
-    text = _decode(path, raw)
-    try:
-        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","))
-    except csv.Error as exc:
-        raise UserError(f"{path}: not a valid {suffix[1:].upper()} file ({exc})") from None
 
 
 def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
@@ -245,7 +184,7 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
             if split != "train":  # it would be ignored: a file has one set of rows
                 raise UserError(f"--split {split}: {source} is a file, which has no splits (--split is for a "
                                 "dataset folder or a hub dataset)")
-            raw, sha256 = _rows_from_file(path)
+            raw, sha256 = rows_from_file(path)
             public = {"source": path.name, "origin": "local file", "sha256": sha256}
         elif "/" in source and not source.startswith((".", "/", "~")) and path.suffix == "":
             raw = _rows_from_hub(source, split)

@@ -61,6 +61,7 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
     (w / "unknown.yaml").write_text("temprature: 0.5\n")
     (w / "badvalue.yaml").write_text("seed: 1\ntop-p: 2\n")
     (w / "twice.yaml").write_text("max-tokens: 5\nmax_tokens: 6\n")
+    (w / "nomodel.yaml").write_text(f"seed: 1\nmodel: {w}/nope\n")
     (w / "train-unknown.yaml").write_text("lamda: 0.2\n")
     (w / "train-report.yaml").write_text("report_to: [clearml]\n")
     (w / "train-lr-twice.yaml").write_text("lr: 1.0e-6\nlearning_rate: 2.0e-6\n")

@@ -82,6 +82,9 @@ GENERATE = [
 ]
 GENERATE_MODEL = [
     ("model-missing-folder", "generate --model {w}/nope --out {w}/o", 2, "no such folder"),
+    # Found after the settings were read: the flag is named, and the config line that set it.
+    ("model-missing-in-config", "generate --config {w}/nomodel.yaml --out {w}/o", 2,
+     "--model {w}/nope: no such folder (and not a hub id, which is NAME or ORG/NAME) (set in {w}/nomodel.yaml:2)"),
     ("model-no-config", "generate --model {w}/foreign --out {w}/o", 2, "not a model folder (no config.json)"),
     ("model-no-chat-template", "generate --model {w}/no-template --out {w}/o", 2, "no chat template"),
     ("model-required", "generate --out {w}/o", 2, "--model is required"),

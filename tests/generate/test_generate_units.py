@@ -61,6 +61,26 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path: Path, name: str, te
     assert [r.text for r in read_prompts(str(tmp_path / name)).rows] == ["a", "b"]
 
 
+@pytest.mark.parametrize(("name", "text", "error"), [
+    # An unquoted comma cut the prompt at it, and the rest went to a column without a name.
+    ("commas.csv", "prompt,id\n\"Hi, there\",1\nWhat is 2, 3?,2\n",
+     r"commas\.csv:3: 3 cells where the header has 2; put a cell that holds a comma or a line break in double quotes"),
+    # An unquoted line break made two rows of one prompt, the second without its id.
+    ("breaks.tsv", "prompt\tid\nfirst line\nsecond line\t1\n", r"breaks\.tsv:2: 1 cell where the header has 2; "
+     "put a cell that holds a tab"),
+    # Only the last of two columns of one name was kept.
+    ("twice.csv", "prompt,prompt\na,b\n", r"twice\.csv:1: the header names column\(s\) 'prompt' twice"),
+])
+def test_a_table_row_that_does_not_fit_its_header_is_refused_at_its_line(tmp_path: Path, name: str, text: str,
+                                                                         error: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=error):
+        read_prompts(str(tmp_path / name))
+    # Quoted cells and blank lines are fine.
+    (tmp_path / "fine.csv").write_text('prompt,id\n"Hi, there",1\n\n"two\nlines",2\n')
+    assert [r.text for r in read_prompts(str(tmp_path / "fine.csv")).rows] == ["Hi, there", "two\nlines"]
+
+
 def test_a_corrupt_parquet_file_is_named_as_pyarrow_names_it(tmp_path: Path) -> None:
     """Parsed from the bytes already read (one read gives the rows and the sha256), the message still names the
     file where pyarrow, reading from memory, says '<Buffer>'."""
