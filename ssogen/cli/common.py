@@ -32,6 +32,7 @@ console = Console()
 err_console = Console(stderr=True)
 logger = logging.getLogger("ssogen")
 _PARAMETERS: ContextVar[dict[str, Any] | None] = ContextVar("ssogen_command_parameters", default=None)
+_ALL_SAVED: ContextVar[bool] = ContextVar("ssogen_all_work_saved", default=False)
 
 
 @contextlib.contextmanager
@@ -150,17 +151,27 @@ def stop_on_signals() -> Iterator[None]:
         yield
 
 
+def all_work_saved() -> None:
+    """Said by a command once everything it makes is on disk: a Ctrl-C while it prints its summary then says
+    that nothing is left to resume, rather than "run the same command again"."""
+    _ALL_SAVED.set(True)
+
+
 def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     try:
         with stop_on_signals():
             try:
                 return func(*args, **kw)
             except STOPPED:  # stopped where the command does not say what was kept (e.g. loading a model)
+                if _ALL_SAVED.get():
+                    raise UserError("interrupted after all work was saved: nothing is left to resume",
+                                    exit_code=130) from None
                 raise UserError("interrupted; run the same command again to go on (finished work is kept)",
                                 exit_code=130) from None
     except UserError as exc:
         error = fail(with_config_lines(str(exc)), exc.exit_code)
-        if exc.exit_code == 130 and not os.environ.get(STEP_OF_ITERATE_ENV):  # interrupted: work is saved
+        resumable = not _ALL_SAVED.get() and not os.environ.get(STEP_OF_ITERATE_ENV)
+        if exc.exit_code == 130 and resumable:  # interrupted: the work so far is saved
             from ssogen.runlog import scrub  # `push-to-hub --token` is on the command line
 
             err_console.print(f"to resume: {scrub(shlex.join(['ssogen', *sys.argv[1:]]))}", markup=False,
@@ -173,11 +184,12 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kw: Any) -> Any:
-        token = _PARAMETERS.set(kw)  # what the command was given, for the first line of its log
+        token, saved = _PARAMETERS.set(kw), _ALL_SAVED.set(False)  # `kw`: for the first line of the command's log
         try:
             with options_of_one_command():  # so that an error can name the config line that set a flag
                 return _run_command(func, *args, **kw)
         finally:
             _PARAMETERS.reset(token)
+            _ALL_SAVED.reset(saved)
 
     return wrapper  # type: ignore[return-value]

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from ssogen.cli.common import (
+    all_work_saved,
     command_log,
     console,
     empty_pairs_note,
@@ -202,6 +203,7 @@ def score_command(
     with OutputFolder(folder).claim("ssogen score") as left_behind, command_log(folder, "score"):
         note_lock_takeover(left_behind)
         report = _score_with_progress(folder, settings, templates)
+        all_work_saved()
         show(f"scored {counted(report.scored_now, 'row')} ({report.from_cache} from the cache, {report.too_long} too "
              f"long to score) of {report.rows}; configs: " + ", ".join(f"{k} {v}" for k, v in report.counts.items()),
              highlight=False, markup=False)

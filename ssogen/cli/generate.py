@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ssogen.cli.common import (
+    all_work_saved,
     command_log,
     console,
     empty_pairs_note,
@@ -167,6 +168,7 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
 
     with progress:
         result = run_generate(plan.config, overwrite=overwrite, on_progress=on_progress, plan=plan)
+    all_work_saved()
     if result.unchanged:
         err_console.print(f"note: {plan.config.out} holds this run, finished: nothing to do, nothing written but "
                           "this command's log (the summary is that run's; --overwrite generates it again)",

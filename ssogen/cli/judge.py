@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import command_log, err_console, note_lock_takeover, show, user_errors
+from ssogen.cli.common import all_work_saved, command_log, err_console, note_lock_takeover, show, user_errors
 from ssogen.cli.options import with_options
 from ssogen.formatting import percent
 from ssogen.judge.run import JudgeOptions
@@ -42,6 +42,7 @@ def judge(
     with OutputFolder(folder).claim("ssogen judge") as left_behind, command_log(folder, "judge"):
         note_lock_takeover(left_behind)
         written = judge_folder(folder, settings)
+        all_work_saved()
         m = written["metrics"]
         table = Table(title=f"ssogen judge: {written['judge_model']} on {m['pairs_judged']} pairs "
                       f"({settings.config})", title_justify="left", show_header=False)

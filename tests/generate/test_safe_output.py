@@ -39,6 +39,24 @@ def data_bytes(out: Path) -> dict[str, bytes]:
     return {config: OutputFolder(out).config_file(config).read_bytes() for config in CONFIGS}
 
 
+def test_a_ctrl_c_after_the_run_is_saved_asks_for_no_resume(finished: Path, tiny_model: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the summary prints: it said "run the same command again to go on" and gave a resume line for
+    a run that had nothing left to do."""
+    import ssogen.cli.generate
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssogen.cli.generate, "_print_summary", interrupted)
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--max-tokens", "16",
+                                      "--keep-truncated", "--limit", "3"])
+    assert result.exit_code == 130, result.output
+    assert "error: interrupted after all work was saved: nothing is left to resume" in result.stderr
+    assert "to resume:" not in result.stderr and "run the same command again" not in result.stderr
+
+
 def test_a_smaller_kv_cache_and_other_placement_resume_with_no_engine_request(finished: Path, tiny_model: Path,
                                                                               tmp_path: Path) -> None:
     """Item 4: after an out-of-memory crash the fix is less memory; the rerun resumes, it does not recompute."""
