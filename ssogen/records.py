@@ -70,23 +70,36 @@ class TripletRecord(BaseModel):
 
 
 def dpo_pair(record: TripletRecord) -> dict[str, Any]:
-    """P1 in TRL's conversational explicit-prompt format: plain query, y+ chosen over y-."""
+    """P1 in TRL's conversational explicit-prompt format: plain query, y+ chosen over y- (`pair_truncation`)."""
     return {
         "id": record.id,
         "prompt": [{"role": "user", "content": record.prompt}],
         "chosen": [{"role": "assistant", "content": record.response_good}],
         "rejected": [{"role": "assistant", "content": record.response_bad}],
+        **pair_truncation(record),
     }
 
 
 def reward_pair(record: TripletRecord) -> dict[str, Any]:
-    """Full conversations for TRL's RewardTrainer (implicit prompt): y+ chosen over y-."""
+    """Full conversations for TRL's RewardTrainer (implicit prompt): y+ chosen over y- (`pair_truncation`)."""
     user = {"role": "user", "content": record.prompt}
     return {
         "id": record.id,
         "chosen": [user, {"role": "assistant", "content": record.response_good}],
         "rejected": [user, {"role": "assistant", "content": record.response_bad}],
+        **pair_truncation(record),
     }
+
+
+# True where chosen (y+) / rejected (y-) was cut at --max-tokens (kept with --keep-truncated). TRL closes every
+# assistant message with the chat template's end-of-turn token, so such a pair teaches the model to stop mid-answer;
+# these columns let a user drop them (`ds.filter(lambda r: not (r["truncated_chosen"] or r["truncated_rejected"]))`).
+PAIR_TRUNCATION_COLUMNS = ("truncated_chosen", "truncated_rejected")
+
+
+def pair_truncation(record: TripletRecord) -> dict[str, bool]:
+    return {"truncated_chosen": record.finish_reason_good == "length",
+            "truncated_rejected": record.finish_reason_bad == "length"}
 
 
 SSO_TEXT_COLUMNS = ("id", "prompt", "system_good", "system_bad", "response_good", "response_bad", "response_raw")

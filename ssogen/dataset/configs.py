@@ -10,7 +10,15 @@ from typing import Any
 import pyarrow as pa
 
 from ssogen.dataset.splits import TEST, TRAIN, SplitSpec, test_prompts
-from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS, TripletRecord, dpo_pair, reward_pair, sso_row
+from ssogen.records import (
+    PAIR_TRUNCATION_COLUMNS,
+    SSO_TEXT_COLUMNS,
+    SSO_TRUNCATION_COLUMNS,
+    TripletRecord,
+    dpo_pair,
+    reward_pair,
+    sso_row,
+)
 
 CONFIGS = ("triplets", "dpo", "sso", "reward")
 
@@ -18,11 +26,13 @@ CONFIGS = ("triplets", "dpo", "sso", "reward")
 def config_schema(config: str) -> pa.Schema:
     """Explicit schemas, so that empty configs and all-null columns still get the right types."""
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    truncation = [(name, pa.bool_()) for name in PAIR_TRUNCATION_COLUMNS]
     if config == "dpo":
         return pa.schema([("id", pa.string()), ("prompt", pa.list_(message)),
-                          ("chosen", pa.list_(message)), ("rejected", pa.list_(message))])
+                          ("chosen", pa.list_(message)), ("rejected", pa.list_(message)), *truncation])
     if config == "reward":
-        return pa.schema([("id", pa.string()), ("chosen", pa.list_(message)), ("rejected", pa.list_(message))])
+        return pa.schema([("id", pa.string()), ("chosen", pa.list_(message)), ("rejected", pa.list_(message)),
+                          *truncation])
     if config == "sso":
         return pa.schema([*((name, pa.string()) for name in SSO_TEXT_COLUMNS),
                           *((name, pa.bool_()) for name in SSO_TRUNCATION_COLUMNS)])

@@ -193,7 +193,8 @@ def test_license_examples_and_dataset_info(dataset: Path) -> None:
     info = {entry["config_name"]: entry for entry in header["dataset_info"]}
     assert info["dpo"]["splits"] == [{"name": "train", "num_bytes": info["dpo"]["splits"][0]["num_bytes"],
                                       "num_examples": len(kept)}]
-    assert [f["name"] for f in info["dpo"]["features"]] == ["id", "prompt", "chosen", "rejected"]
+    assert [f["name"] for f in info["dpo"]["features"]] == ["id", "prompt", "chosen", "rejected", "truncated_chosen",
+                                                         "truncated_rejected"]
     result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots", "--license", "Not A License"])
     assert result.exit_code == 2 and "--license: 'Not A License' is not a Hub license id" in result.stderr
 
