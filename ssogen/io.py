@@ -97,3 +97,15 @@ def write_parquet_atomic(path: str | Path, table: Any) -> Path:
 def write_png_atomic(path: str | Path, figure: Any, *, dpi: int = 100) -> Path:
     """A matplotlib figure as PNG."""
     return write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi))
+
+
+def share_like_new_files(folder: str | Path, pattern: str = "*.safetensors") -> None:
+    """Give the files of `folder` matching `pattern` the mode any new file gets under the user's umask. transformers
+    writes weights through a private (0o600) temporary file: beside a readable config.json, a model that the rest
+    of a shared cluster could load, but not its weights."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(folder).glob(pattern):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+

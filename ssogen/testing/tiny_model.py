@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from ssogen.generate.inputs import demo_queries
+from ssogen.io import share_like_new_files
 from ssogen.ownership import TINY_MODEL_MARK
 from ssogen.principles import load_library
 
@@ -123,6 +124,7 @@ def build_tiny_model(
     stops = [endoftext] if base_eos else [config.eos_token_id, endoftext]
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=config.pad_token_id)
     model.save_pretrained(out, safe_serialization=True)
+    share_like_new_files(out)
     (out / SETTINGS_FILE).write_text(
         json.dumps({"size": size, "reject_system_role": reject_system_role, "seed": seed, "base_eos": base_eos,
                     "attention_dropout": attention_dropout}, indent=2) + "\n"

@@ -16,6 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError
+from ssogen.io import share_like_new_files
 from ssogen.train.collator import SSOCollator, left_padded
 from ssogen.train.data import SSODataset
 from ssogen.train.dropout import ZeroedDropout
@@ -192,7 +193,7 @@ class SSOTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Every save (the checkpoints every --save-steps and the final model) writes the user's dropout values and
-        use_cache into config.json, not the values training runs with."""
+        use_cache into config.json, not the values training runs with, and weights readable as the umask allows."""
         dropout = self.zeroed_dropout
         config = getattr(unwrap(self.model), "config", None)
         training_cache = getattr(config, "use_cache", None)
@@ -201,6 +202,8 @@ class SSOTrainer(Trainer):
         try:
             with dropout.user_values() if dropout is not None else contextlib.nullcontext():
                 super().save_model(output_dir, _internal_call)
+            if (folder := output_dir or self.args.output_dir) is not None:
+                share_like_new_files(folder)
         finally:
             if config is not None and training_cache is not None:
                 config.use_cache = training_cache

@@ -20,6 +20,9 @@ def test_files_and_size(tiny_model: Path) -> None:
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["model_type"] == "qwen2"
     assert config["hidden_size"] // config["num_attention_heads"] >= 32  # vLLM CPU head-size limit
+    # Readable as the config is (transformers wrote the weights 0o600): another user of a shared machine loads it.
+    modes = {name: (tiny_model / name).stat().st_mode & 0o777 for name in ("model.safetensors", "config.json")}
+    assert modes["model.safetensors"] == modes["config.json"], modes
 
 
 def test_transformers_loads_and_generates(tiny_model: Path) -> None:

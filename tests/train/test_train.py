@@ -76,6 +76,8 @@ def test_outputs_hold_model_config_metrics_and_card(learned: dict[str, Any]) -> 
     out: Path = learned["out"]
     for name in ("model.safetensors", "config.json", "tokenizer.json", CONFIG_FILE, METRICS_FILE, "README.md"):
         assert (out / name).is_file(), name
+    # The weights as readable as the config beside them (transformers wrote them 0o600, as a private temp file).
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777
     saved = json.loads((out / CONFIG_FILE).read_text())
     assert saved["loss"]["loss_type"] == "ipo" and saved["loss"]["beta"] == 0.1
     assert saved["loss"]["formula"] == "L(x,y+,y-) + 0.1·W·G"
