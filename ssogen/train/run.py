@@ -69,13 +69,18 @@ def _apply_lora(model: Any, config: TrainConfig) -> Any:
 
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=config.lora_targets())
+    base = Path(model.name_or_path)  # the folder as typed, relative to where training runs
     try:
-        return get_peft_model(model, lora)
+        adapted = get_peft_model(model, lora)
     except ValueError as exc:  # e.g. no module matches: peft's message says which names it looked for
         message = str(exc).splitlines()[0]
         if "LogProbHead" in message:  # lm_head, replaced by ssogen's output layer, which takes no adapter
             message = "the output layer is ssogen's fused head here, which takes no adapter; add --no-fused-head"
         raise UserError(f"--lora-target-modules {config.lora_target_modules}: {message}") from None
+    if base.is_dir():  # an adapter whose base is a local folder then loads from anywhere on this machine
+        for adapter in adapted.peft_config.values():
+            adapter.base_model_name_or_path = str(base.resolve())
+    return adapted
 
 
 class _StepTimer(TrainerCallback):

@@ -201,6 +201,17 @@ def test_lora_reference_is_the_base_model(sso_data: Path, tiny_model: Path, tmp_
             assert lora_ref[column] == pytest.approx(values, abs=1e-4)
 
 
+def test_a_lora_adapter_names_its_local_base_by_absolute_path(sso_data: Path, tiny_model: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model tiny` (a folder relative to where training ran) was recorded as "tiny": the adapter then loaded only
+    from that folder."""
+    monkeypatch.chdir(tiny_model.parent)
+    run_training(config(sso_data, Path(tiny_model.name), tmp_path / "lora", max_steps=1, lora=True, lora_r=4,
+                        save_steps=0), quiet())
+    adapter = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_model.resolve())
+
+
 def test_lora_targets_take_a_comma_list_of_names_and_a_typo_is_one_line(sso_data: Path, tiny_model: Path,
                                                                         tmp_path: Path) -> None:
     """`q_proj,v_proj` was handed to peft as one regex over full names: a peft traceback."""
