@@ -12,7 +12,7 @@ in-process by another): every record reaches each session's log file, the outer 
 only the innermost session prints warnings, and on the terminal the outermost one found (the descriptors lead
 into the enclosing log meanwhile), so each line reaches the terminal once.
 
-A leaf: it imports nothing of ssogen but `ssogen.errors`. Secrets registered with `hide` (a hub token) are
+A leaf: of ssogen it imports `errors` and `origins` only. Secrets registered with `hide` (a hub token) are
 replaced by *** in every record, on stderr and in the log."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from ssogen.errors import STOPPED, UserError
+from ssogen.origins import with_config_lines
 
 logger = logging.getLogger("ssogen")
 
@@ -215,7 +216,8 @@ def _log_outcome(exc: BaseException | None, seconds: float) -> None:
     elif isinstance(exc, STOPPED):
         logger.error("interrupted after %.1f s", seconds, extra=quiet)
     elif isinstance(exc, UserError):
-        logger.error("error (exit %d) after %.1f s: %s", exc.exit_code, seconds, exc, extra=quiet)
+        message = with_config_lines(str(exc))  # as the terminal shows it
+        logger.error("error (exit %d) after %.1f s: %s", exc.exit_code, seconds, message, extra=quiet)
     elif type(exc).__name__ in ("Exit", "SystemExit"):
         logger.error("exit %s after %.1f s", code, seconds, extra=quiet)
     else:
@@ -231,10 +233,8 @@ def _restore_loggers(saved: list[tuple[logging.Logger, list[logging.Handler], bo
 
 
 def _restore_variable(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
+    os.environ.pop(name, None)
+    os.environ.update({} if value is None else {name: value})
 
 
 def _stop_capturing_warnings(previous: Callable[..., Any]) -> None:
