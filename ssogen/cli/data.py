@@ -71,12 +71,16 @@ def set_license(folder: Path, value: str | None) -> None:
         out.write_manifest({**manifest, "license": value})
 
 
-def _require_folder(folder: Path) -> None:
+def _require_folder(folder: Path, *, complete: bool = False) -> None:
     """An ssogen output folder with a readable manifest and triplets: checked before its log is opened in it, so
-    that bad input writes nothing."""
+    that bad input writes nothing. `complete`: also refuse a run stopped while its data files were rewritten (they
+    may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run."""
     out = OutputFolder(folder)
     out.read_triplets()
-    out.read_manifest()
+    status = out.read_manifest().get("status")
+    if complete and status not in (None, "complete"):
+        raise UserError(f"{out.manifest}: the run in this folder is not complete (status {status!r}); run the same "
+                        "`ssogen generate` (or `ssogen score`) command again to finish it")
 
 
 @user_errors
@@ -103,7 +107,7 @@ def stats_command(
         card_templates(templates)  # a bad --templates fails before anything is written
     if license_id is not None:
         check_license_flag(license_id)
-    _require_folder(folder)
+    _require_folder(folder, complete=True)
     # One writer per folder: stats rewrites stats.json, the plots and the card, which a running score also writes.
     with OutputFolder(folder).claim("ssogen stats") as left_behind, command_log(folder, "stats", libraries=False):
         note_lock_takeover(left_behind)

@@ -163,3 +163,17 @@ def test_corrupt_parquet_is_one_line(dataset: Path) -> None:
     assert result.exit_code == 2
     assert "corrupt parquet file" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_run_stopped_while_its_files_were_rewritten_is_refused(dataset: Path) -> None:
+    """`score --filter` killed between two data files left triplets filtered and the pair configs not (manifest
+    in_progress): stats described the half-rewritten folder, exit 0, and rendered a card over it."""
+    manifest = OutputFolder(dataset).read_manifest()
+    OutputFolder(dataset).write_manifest({**manifest, "status": "in_progress", "rewriting": "score"})
+    card = (dataset / "README.md").read_bytes() if (dataset / "README.md").exists() else None
+    result = CliRunner().invoke(app, ["stats", str(dataset)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().count("\n") == 0
+    assert "not complete (status 'in_progress'); run the same `ssogen generate` (or `ssogen score`)" in result.stderr
+    assert not (dataset / "stats.json").exists()
+    assert ((dataset / "README.md").read_bytes() if (dataset / "README.md").exists() else None) == card
