@@ -14,7 +14,7 @@ from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import require_available, resolve_model
-from ssogen.ownership import GENERATE_UNFINISHED, changed_settings
+from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, why_no_dataset
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
 from ssogen.train.integrations import check_deepspeed, check_report_to
@@ -30,8 +30,9 @@ def sso_files(data_dir: Path) -> list[Path]:
         raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
     folder = OutputFolder(data_dir)
     files = folder.split_files("sso").get(TRAIN, [])
-    if not files and folder.is_ssogen_folder() and not folder.config_files("triplets"):
-        raise UserError(f"{data_dir}: {GENERATE_UNFINISHED}")
+    # generate writes its manifest after the data files: a first run killed among them left some, and no manifest.
+    if folder.is_ssogen_folder() and not folder.manifest.is_file():
+        raise UserError(f"{data_dir}: {why_no_dataset(folder.work_dir) or GENERATE_UNFINISHED}")
     if not files:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")

@@ -205,3 +205,25 @@ def test_overwrite_removes_a_linked_checkpoint_not_what_it_points_at(tmp_path: P
     TrainOutput(out).remove_run_outputs()
     assert not (out / "checkpoint-5").is_symlink() and not (out / "checkpoint-3").exists()
     assert (kept / "model.safetensors").read_text() == "not ours"
+
+
+def test_a_generate_killed_among_its_data_files_is_not_trained_on(tmp_path: Path) -> None:
+    """generate writes triplets, dpo, sso, reward, then its manifest. A first run killed in between left sso (so
+    train took a dataset that had not finished) or only triplets (train said "no `sso` config; is this a
+    `ssogen generate` output folder?")."""
+    from ssogen.dataset.folder import OutputFolder
+    from ssogen.errors import UserError
+    from ssogen.testing.folders import make_record, write_dataset
+    from ssogen.train.inputs import sso_files
+
+    out = write_dataset(tmp_path / "data", [make_record(i) for i in range(3)])
+    with OutputFolder(out).claim("ssogen generate"):
+        pass  # generate's marker
+    assert sso_files(out)  # finished: trained on
+    OutputFolder(out).manifest.unlink()  # killed before its manifest
+    unfinished = "the `ssogen generate` run in this folder has not finished"
+    with pytest.raises(UserError, match=unfinished):
+        sso_files(out)
+    shutil.rmtree(out / "data" / "sso")  # killed after triplets, before sso
+    with pytest.raises(UserError, match=unfinished):
+        sso_files(out)
