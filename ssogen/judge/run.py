@@ -18,7 +18,7 @@ from ssogen.dataset.card import card_is_generated, card_templates, write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_engine, stop_token_ids_of
 from ssogen.engine.seeds import derive_seed
-from ssogen.errors import UserError
+from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, parse_verdict, render_prompt, template_source, winner
 from ssogen.models import engine_load_errors, require_available, resolve_model
@@ -165,6 +165,9 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
             engine = make_engine(options.engine, judge_ref.path, options.engine_options())
     try:
         answers, too_long = _ask_judge(engine, pairs, options, judge_ref.path)
+    except STOPPED:  # the sample is one engine call: nothing of it was saved, whatever the CLI's default line says
+        raise UserError(f"interrupted: no judgment was saved ({len(pairs)} pairs are judged in one batch); run the "
+                        "same command again to judge them from the start", exit_code=130) from None
     finally:
         if owns_engine:
             close_engine(engine)

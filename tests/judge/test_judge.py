@@ -127,3 +127,24 @@ def test_dp2_gives_the_answers_of_dp1(folder: Path, tiny_model: Path, tmp_path: 
         assert result.exit_code == 0, result.output
         answers.append(json.loads((copy / "judge.json").read_text())["pairs"])
     assert len(answers[0]) == 4 and answers[1] == answers[0]
+
+
+def test_ctrl_c_says_that_nothing_was_saved(folder: Path, tiny_model: Path) -> None:
+    """The sample is judged in one engine call, so a Ctrl-C keeps no answer; the CLI's default line said "finished
+    work is kept", as if the rerun went on from somewhere."""
+    import signal
+
+    from transformers import AutoTokenizer
+
+    from ssogen.errors import Interrupted, UserError
+
+    class Stopped(ScriptedJudge):
+        def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+            raise Interrupted(signal.SIGINT)
+
+    engine = Stopped(AutoTokenizer.from_pretrained(tiny_model), "Verdict: A")
+    with pytest.raises(UserError) as stopped:
+        judge_folder(folder, JudgeOptions(judge_model=str(tiny_model), sample=3, seed=0), engine=engine)
+    assert stopped.value.exit_code == 130
+    assert "no judgment was saved (3 pairs are judged in one batch)" in str(stopped.value)
+    assert "from the start" in str(stopped.value) and not (folder / "judge.json").exists()
