@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ssogen.engine.guard import EngineGuard, release_guard
 from ssogen.engine.ipc import use_private_socket_folder
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
@@ -178,7 +179,7 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     hidden = os.environ.pop(CPU_KV_CACHE_ENV, None) if is_cpu_build() else None
     try:
         with ctrl_c_through_engine_start():  # vLLM would swallow a plain Ctrl-C here (see ssogen.interrupts)
-            return vllm.LLM(**kwargs)
+            return EngineGuard().owned_by(vllm.LLM(**kwargs))  # its processes end if ssogen is killed
     finally:
         if hidden is not None:
             os.environ[CPU_KV_CACHE_ENV] = hidden
@@ -208,9 +209,9 @@ def shutdown_vllm_llm(llm: Any) -> None:
     V1 multiprocessing off) it holds the model's memory and a torch.distributed group that a later in-process
     `train` would take for a distributed run; as a process, one left to the interpreter's exit is killed first and
     vLLM then reports "engine core exited unexpectedly" after a run that went well. Safe to call twice."""
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None:
+    if (core := getattr(getattr(llm, "llm_engine", None), "engine_core", None)) is not None:
         core.shutdown()
+    release_guard(llm)
 
 
 def collect_dropped_engines() -> None:

@@ -337,6 +337,47 @@ def test_ctrl_c_saves_progress_and_exits_130(tiny_model: Path, tmp_path: Path) -
     assert 2 <= len(ShardStore(out).load("rows")) < 40
 
 
+def _child_processes(pid: int) -> set[int]:
+    found: set[int] = set()
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        found.update(int(child) for child in listing.read_text().split())
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_vllms_engine_process_ends_with_a_killed_generate(tiny_model: Path, tmp_path: Path) -> None:
+    """With vLLM's V1 multiprocessing (its default) the engine core, a process of its own, stayed after a
+    `kill -9` of generate, holding the model's memory that the rerun needs."""
+    from ssogen.dataset.shards import ShardStore
+
+    out = tmp_path / "killed"
+    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
+                "--limit", "40", "--chunk-size", "2")
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and not ShardStore(out).load("rows"):
+        time.sleep(0.05)
+    engine = {pid for pid in _child_processes(proc.pid)
+              if "EngineCor" in Path(f"/proc/{pid}/comm").read_text()}
+    assert engine and proc.poll() is None
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(map(_running, engine)):
+        time.sleep(0.1)
+    left = {pid for pid in engine if _running(pid)}
+    for pid in left:  # not to leave it to the rest of the session
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
 def test_a_context_longer_than_the_model_allows_is_refused_before_anything_is_written(
         tiny_model: Path, tmp_path: Path) -> None:
     """vLLM refuses --max-model-len above the model's positions only as it loads, after --out was taken (and

@@ -1,0 +1,92 @@
+"""vLLM's engine processes end with ssogen, however ssogen ends.
+
+With vLLM's V1 multiprocessing (its default) the engine core is a process of its own, which vLLM stops when the
+engine shuts down, on Ctrl-C and on `kill`. After a `kill -9` of ssogen (or the out-of-memory killer) it stayed,
+idle, holding the model's memory: on a GPU, the memory that the rerun then needs. `EngineGuard` notes the child
+processes that building an engine started and hands them to a small guard process, which gets SIGTERM when ssogen
+dies (Linux's parent-death signal) and then stops them: SIGTERM, and SIGKILL after a grace period. Shutting the
+engine down (or its collection) ends the guard first. Linux only; elsewhere nothing is guarded."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import threading
+import weakref
+from typing import Any
+
+# The guard: argv = ssogen's pid, then the pids to stop. It arms the parent-death signal itself (no preexec_fn,
+# which may deadlock in a process with threads, as vLLM's is), after its handler is in place.
+GUARD_SCRIPT = r"""
+import ctypes, os, signal, sys, time
+parent, pids = int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]]
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+def stop(*_):
+    for signum, grace in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0.0)):
+        for pid in filter(alive, pids):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(map(alive, pids)):
+            time.sleep(0.1)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != parent:  # ssogen died before the signal was armed
+    stop()
+while True:
+    signal.pause()
+"""
+GRACE_S = 10.0  # for vLLM to stop its own workers on SIGTERM
+_GUARDS: weakref.WeakKeyDictionary[Any, weakref.finalize[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def child_processes() -> set[int]:
+    """The pids of this process's children (of every thread of it)."""
+    found: set[int] = set()
+    for listing in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        try:
+            with open(listing) as children:
+                found.update(int(pid) for pid in children.read().split())
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return found
+
+
+class EngineGuard:
+    """Made before an engine is built; `owned_by(engine)` guards the processes started since. In one expression,
+    `EngineGuard().owned_by(build())`, the guard is made first: a callee is evaluated before its arguments."""
+
+    def __init__(self) -> None:
+        self.before = child_processes()
+
+    def owned_by(self, engine: Any) -> Any:
+        started = sorted(child_processes() - self.before)
+        # The parent-death signal comes when the thread that started the guard ends: only the main thread's lasts.
+        if started and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+            guard = subprocess.Popen([sys.executable, "-c", GUARD_SCRIPT.replace("GRACE_S", repr(GRACE_S)),
+                                      str(os.getpid()), *map(str, started)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
+            _GUARDS[engine] = weakref.finalize(engine, _end_guard, guard)
+        return engine
+
+
+def release_guard(engine: Any) -> None:
+    """The engine is shut down: its guard ends, leaving its (former) processes alone."""
+    finalizer = _GUARDS.pop(engine, None)
+    if finalizer is not None:
+        finalizer()
+
+
+def _end_guard(guard: subprocess.Popen[bytes]) -> None:
+    guard.kill()
+    guard.wait()
