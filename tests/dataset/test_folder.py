@@ -237,3 +237,17 @@ def test_a_folder_of_logs_only_is_empty_and_overwrite_spares_the_log_being_writt
         folder.remove_run_outputs()
         assert current.exists() and not old.exists() and (folder.logs / "mine.log").exists()
     assert "finished in" in current.read_text()
+
+
+@pytest.mark.parametrize(("test_size", "expected"), [
+    (0.29, 3),  # round(2.9) = 3 (not the floor, 2)
+    (0.35, 4),  # round(3.5) = 4
+    (0.01, 1),  # round(0.1) = 0, but the test split gets at least one query
+    (0.99, 9),  # round(9.9) = 10, but at least one query is left for train
+])
+def test_the_test_split_holds_round_of_size_times_queries_within_bounds(test_size: float, expected: int) -> None:
+    from ssogen.dataset.splits import test_prompts
+
+    prompts = [f"query {i}" for i in range(10)] * 2  # ten distinct queries, each twice
+    held_out = test_prompts(prompts, SplitSpec(test_size=test_size, seed=3))
+    assert len(held_out) == expected and held_out <= set(prompts)

@@ -88,6 +88,29 @@ def test_filter_keeps_rows_a_hand_computation_keeps() -> None:
                                        "likelihood:off_policy"]
 
 
+def test_ordering_is_strict_and_on_policy_keeps_rows_at_the_mean() -> None:
+    # Ordering is strict (">"): row 1 has lp(y+|x+) == lp(y+|x) and fails it; the rest pass.
+    # On-policy keeps rows "at or above" the mean: over rows 0, 2, 3 lp(y+|x) = -1, -2, -3 (mean -2) and
+    # lp(y-|x) = -1, -2, -3 (mean -2), so row 2, exactly at both means, stays; row 3 goes.
+    rows = [lp_row(0, gp=-1, gg=0, gb=-3, bp=-1, bb=0, bg=-3),
+            lp_row(1, gp=-1, gg=-1, gb=-3, bp=-1, bb=0, bg=-3),
+            lp_row(2, gp=-2, gg=-1, gb=-4, bp=-2, bb=-1, bg=-4),
+            lp_row(3, gp=-3, gg=-2, gb=-5, bp=-3, bb=-2, bg=-5)]
+    assert likelihood_filter(rows, LikelihoodFilterOptions(contrast=False)) == [
+        None, "likelihood:ordering", None, "likelihood:off_policy"]
+
+
+def test_contrast_means_are_over_the_rows_that_passed_the_earlier_stages() -> None:
+    # Rows 0, 1 pass ordering; row 2 fails it (gp > gg) but has huge contrasts. y+ contrasts gg - gb:
+    # rows 0, 1: 3 and 1 (mean 2); with row 2 (contrast 20) the mean would be 8 and row 0 would go too.
+    # y- contrasts bb - bg: 3 and 1 (mean 2); row 2: 20. Survivors' means keep row 0 only.
+    rows = [lp_row(0, gp=-1, gg=0, gb=-3, bp=-1, bb=0, bg=-3),
+            lp_row(1, gp=-1, gg=-0.5, gb=-1.5, bp=-1, bb=-0.5, bg=-1.5),
+            lp_row(2, gp=0, gg=-1, gb=-21, bp=-1, bb=0, bg=-20)]
+    assert likelihood_filter(rows, LikelihoodFilterOptions(on_policy=False)) == [
+        None, "likelihood:contrast", "likelihood:ordering"]
+
+
 def test_apply_rejudges_likelihood_drops_and_keeps_other_drops() -> None:
     rows = [
         HAND_ROWS[0].model_copy(update={"kept": False, "drop_reason": "likelihood:contrast"}),

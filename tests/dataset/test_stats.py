@@ -177,3 +177,20 @@ def test_a_run_stopped_while_its_files_were_rewritten_is_refused(dataset: Path) 
     assert "not complete (status 'in_progress'); run the same `ssogen generate` (or `ssogen score`)" in result.stderr
     assert not (dataset / "stats.json").exists()
     assert ((dataset / "README.md").read_bytes() if (dataset / "README.md").exists() else None) == card
+
+
+def test_leak_terms_cover_extras_and_both_adjectives() -> None:
+    from ssogen.dataset.leakage import leak_terms
+    from ssogen.principles import load_library
+
+    adjectives = adjectives_of(load_library("default").library)
+    # Written out from the default library: Safety is Safe/Unsafe, the extra Concision is Concise/Verbose.
+    assert adjectives["safety"] == ("Safe", "Unsafe") and adjectives["concision"] == ("Concise", "Verbose")
+    record = make_record(0, features=["Safety"], extra=["Concision"])
+    assert set(leak_terms(record, adjectives)) == {"guideline", "guidelines", "Safety", "Safe", "Unsafe",
+                                                   "Concision", "Concise", "Verbose"}
+    terms = leak_terms(record, adjectives)
+    assert find_leaks("That would be unsafe.", terms) == ["unsafe"]  # the bad adjective betrays S-
+    assert find_leaks("A verbose, concise reply.", terms) == ["concise", "verbose"]  # an extra's words too
+    # A term listed twice (a feature that is also an extra) is reported once.
+    assert find_leaks("Safe.", ["Safe", "safe", "SAFE"]) == ["safe"]

@@ -74,3 +74,24 @@ def test_empty_responses_are_flagged_dropped_by_default_and_kept_on_request() ->
     kept = apply_filters({**responses, "bad": "No."}, STOP, prefix=PREFIX, keep_truncated=False, keep_empty=True)
     assert (kept.kept, kept.drop_reason) == (True, None)
     assert "empty_good" in kept.flags and kept.responses["good"] == ""
+
+
+@pytest.mark.parametrize(("responses", "identical"), [
+    ({"good": "A.", "bad": "A.", "raw": "C."}, True),  # y+ == y-
+    ({"good": "A.", "bad": "B.", "raw": "A."}, True),  # y+ == yo
+    ({"good": "A.", "bad": "B.", "raw": " B. "}, True),  # y- == yo (after whitespace)
+    ({"good": "A.", "bad": "B.", "raw": "C."}, False),
+])
+def test_each_equal_pair_of_responses_drops_the_row(responses: dict[str, str], identical: bool) -> None:
+    outcome = apply_filters(responses, STOP, prefix=PREFIX, keep_truncated=False)
+    assert (outcome.kept, outcome.drop_reason) == ((False, "identical_responses") if identical else (True, None))
+
+
+@pytest.mark.parametrize("variant", ["good", "bad", "raw"])
+def test_a_cut_response_of_any_variant_is_flagged_and_drops_the_row_unless_kept(variant: str) -> None:
+    responses = {"good": "A.", "bad": "B.", "raw": "C."}
+    finish = {**STOP, variant: "length"}
+    dropped = apply_filters(responses, finish, prefix=PREFIX, keep_truncated=False)
+    assert (dropped.kept, dropped.drop_reason, dropped.flags) == (False, "truncated", [f"truncated_{variant}"])
+    kept = apply_filters(responses, finish, prefix=PREFIX, keep_truncated=True)
+    assert (kept.kept, kept.drop_reason, kept.flags) == (True, None, [f"truncated_{variant}"])

@@ -265,3 +265,37 @@ def test_formula_names_every_variant() -> None:
     assert LossSettings(w_detach=True).formula() == "L(x,y+,y-) + 0.1·W(detached)·G"
     assert LossSettings(objective="v2", sft_weight=0.1).formula() == (
         "L(x+,y+,y-) + 0.1·sft(y+|x+) + L(x-,yo,y+) + 0.1·sft(yo|x-)")
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.8])
+def test_w_weights_y_plus_by_alpha_and_y_minus_by_one_minus_alpha_inside_sso_loss(alpha: float) -> None:
+    """α ≠ 0.5: the weight W of the loss comes from α·avg(y+|x) + (1-α)·avg(y-|x), not the other way round (at the
+    default α = 0.5 the two are the same, so the other tests cannot tell them apart)."""
+    out = sso_loss(*tensors(), LossSettings(alpha=alpha))
+    for row in range(2):
+        p, n = POLICY[row], LENGTHS[row]
+        # Written out: avg(y+|x) = p[0]/n[0], avg(y-|x) = p[1]/n[1].
+        w = 1.0 / (1.0 + math.exp(alpha * p[0] / n[0] + (1 - alpha) * p[1] / n[1]))
+        l1, g, _ = hand_terms(row, hand_ipo, alpha=alpha)
+        assert out.metrics["W"][row].item() == pytest.approx(w, abs=1e-12)
+        assert out.per_row[row].item() == pytest.approx(l1 + 0.1 * w * g, abs=1e-10)
+    # Row 0 by hand at α = 0.2: avg(y+|x) = -12/6 = -2, avg(y-|x) = -30/10 = -3 -> W = σ(0.4 + 2.4) = σ(2.8).
+    if alpha == 0.2:
+        assert out.metrics["W"][0].item() == pytest.approx(1 / (1 + math.exp(-2.8)), abs=1e-12)
+
+
+def test_zero_margins_are_not_counted_as_accurate() -> None:
+    # Policy = reference (the first step of training): every margin is 0, and a pair counts as right only when its
+    # chosen response's reward is strictly above the rejected one's (as TRL counts it).
+    policy, _, lengths = tensors()
+    out = sso_loss(policy, policy.clone(), lengths, LossSettings())
+    for name in PAIRS:
+        assert out.metrics[f"rewards/{name}/accuracy"].tolist() == [0.0, 0.0]
+
+
+def test_logged_logps_are_per_token_averages() -> None:
+    out = sso_loss(*tensors(), LossSettings())
+    # Row 0: (x,y+) -12 over 6 tokens = -2; (x-,yo) -14 over 7 = -2. Row 1: (x,y-) -18 over 9 = -2.
+    assert out.metrics["logps/good_plain"].tolist() == pytest.approx([-2.0, -2.0], abs=1e-12)
+    assert out.metrics["logps/raw_bad"][0].item() == pytest.approx(-2.0, abs=1e-12)
+    assert out.metrics["logps/bad_plain"][1].item() == pytest.approx(-2.0, abs=1e-12)

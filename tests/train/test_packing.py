@@ -230,3 +230,16 @@ def test_liger_head_without_liger_kernel_is_one_clear_error(sso_data: Path, tiny
     with pytest.raises(UserError, match="--head-kernel liger needs liger-kernel") as raised:
         one_step(sso_data, tiny_model, tmp_path / "liger", head_kernel="liger")
     assert raised.value.exit_code == 1
+
+
+def test_contexts_of_equal_length_are_separate_groups() -> None:
+    # x+ and x- of the same length but different tokens: yo and y+ under x- must follow x-, not x+.
+    contexts = [[1, 2], [1, 2], [4, 5, 6], [4, 5, 6], [7, 8, 9], [7, 8, 9]]
+    responses = [[10], [20], [30], [40], [50], [60]]
+    example = {"row_index": 0, "sequences": [c + r for c, r in zip(contexts, responses, strict=True)],
+               "response_lengths": [1] * 6}
+    batch = pack_examples([example], pad_token_id=0)
+    # Three groups of 4, 5 and 5 tokens on lines 5 wide, longest first.
+    assert batch["input_ids"].tolist() == [[4, 5, 6, 30, 40], [7, 8, 9, 50, 60], [1, 2, 10, 20, 0]]
+    flat = batch["input_ids"].reshape(-1)
+    assert flat[batch["target_index"][batch["target_ids"] == 50]].tolist() == [9]  # yo predicted from x-'s end

@@ -270,6 +270,35 @@ def test_truncation_is_counted(tiny_model: Path) -> None:
     assert all(length >= 1 for row in encoded for length in row.response_lengths)
 
 
+def test_truncation_keeps_the_prompt_end_and_fills_max_length(tiny_model: Path) -> None:
+    """A long prompt keeps its last max_prompt_length tokens (the assistant header stays); a long sequence keeps
+    the first max_length - len(prompt) response tokens, so it is exactly max_length long. Checked token by token
+    against the untruncated encoding (itself checked against the chat template above)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = synthetic_sso_rows(2, response_repeat=4)
+    full, counts, _ = encode_rows(rows, tokenizer, max_length=10**6, max_prompt_length=10**6)
+    assert counts.prompts == counts.responses == 0
+    max_length, max_prompt = 60, 40
+    cut, _, _ = encode_rows(rows, tokenizer, max_length=max_length, max_prompt_length=max_prompt)
+    prompts_cut = responses_cut = 0
+    for whole, short in zip(full, cut, strict=True):
+        for sequence, length, got, got_length in zip(whole.sequences, whole.response_lengths, short.sequences,
+                                                     short.response_lengths, strict=True):
+            prompt, answer = sequence[:len(sequence) - length], sequence[len(sequence) - length:]
+            if len(prompt) > max_prompt:
+                prompt = prompt[len(prompt) - max_prompt:]
+                prompts_cut += 1
+            room = max_length - len(prompt)
+            if len(answer) > room:
+                answer = answer[:room]
+                responses_cut += 1
+                assert len(got) == max_length
+            assert got == prompt + answer and got_length == len(answer)
+    assert prompts_cut > 0 and responses_cut > 0
+
+
 def test_left_padded_batch_gives_each_sequence_its_own_logprobs(tiny_model: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -288,3 +288,13 @@ def test_a_rule_across_options_names_the_config_lines_that_set_them(tmp_path: Pa
     path.write_text("alpha: 0.3\n")
     with pytest.raises(UserError, match=re.escape(f"(there is no W) (set in {path}:1)")):
         build_config({**REQUIRED, "no_w": True}, path)
+
+
+def test_objective_defaults_follow_the_spec(tmp_path: Path) -> None:
+    # v1: IPO base, β 0.1, α 0.5, λ 0.1, no SFT mix; v2 ("data generator"): DPO base with γ = 0.1 (SPEC §2.2).
+    base = {"data": tmp_path, "model": "m", "out": tmp_path / "out"}
+    v1 = TrainConfig(**base).loss_settings()
+    assert (v1.objective, v1.loss_type, v1.beta, v1.alpha, v1.lam, v1.sft_weight) == ("v1", "ipo", 0.1, 0.5, 0.1, 0.0)
+    assert (v1.w_placement, v1.w_detach, v1.use_w, v1.use_g) == ("g", False, True, True)
+    v2 = TrainConfig(**base, objective="v2").loss_settings()
+    assert (v2.objective, v2.loss_type, v2.sft_weight, v2.beta) == ("v2", "dpo", 0.1, 0.1)
