@@ -17,10 +17,12 @@ def test_pair_configs_of_one_row_by_hand() -> None:
     user = {"role": "user", "content": "What is 2+2?"}
     assert rows["dpo"] == [{"id": record.id, "prompt": [user],
                             "chosen": [{"role": "assistant", "content": "Four."}],
-                            "rejected": [{"role": "assistant", "content": "Five."}]}]
+                            "rejected": [{"role": "assistant", "content": "Five."}],
+                            "truncated_chosen": False, "truncated_rejected": True}]
     assert rows["reward"] == [{"id": record.id,
                                "chosen": [user, {"role": "assistant", "content": "Four."}],
-                               "rejected": [user, {"role": "assistant", "content": "Five."}]}]
+                               "rejected": [user, {"role": "assistant", "content": "Five."}],
+                               "truncated_chosen": False, "truncated_rejected": True}]
     # Only finish reason "length" is a cut response (an aborted or otherwise ended one is not).
     assert rows["sso"] == [{"id": record.id, "prompt": "What is 2+2?", "system_good": "S plus",
                             "system_bad": "S minus", "response_good": "Four.", "response_bad": "Five.",
