@@ -224,16 +224,18 @@ class OutputFolder:
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         return write_json_atomic(self.manifest, manifest)
 
-    def mark_incomplete(self, rewriter: str | None = None) -> None:
+    def mark_incomplete(self, rewriter: str | None = None, **resume: Any) -> None:
         """Set the manifest's status to in_progress (a folder being regenerated must not be published);
-        `rewriter`: the command that only rewrites a finished run's files, whose rerun may finish it again."""
+        `rewriter`: the command that only rewrites a finished run's files, whose rerun may finish it again;
+        `resume`: what that rerun needs to finish the same rewrite (`rewriting_with`: score's filter)."""
         try:
             manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):  # none yet, or unreadable: nothing to mark
             return
         manifest["status"] = "in_progress"
-        manifest.pop("rewriting", None)
-        self.write_manifest({**manifest, "rewriting": rewriter} if rewriter else manifest)
+        marks = {"rewriting": rewriter, "rewriting_with": resume} if rewriter else {}
+        self.write_manifest({**{k: v for k, v in manifest.items() if k not in ("rewriting", "rewriting_with")},
+                             **marks})
 
     def write_resolved_config(self, yaml_text: str) -> Path:
         return write_text_atomic(self.resolved_config, yaml_text)

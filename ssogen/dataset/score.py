@@ -190,13 +190,16 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     too_long = sum(1 for lp in scores.values() if all(v is None for v in lp.values()))
 
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
-    if filter_options is not None:
-        updated = apply_likelihood_filter(updated, filter_options)
     # The data files are rewritten one by one: until the manifest below, the folder is not to be used as finished.
-    # A score stopped there left a finished run in_progress: this one finishes it again.
+    # A score stopped there left a finished run in_progress: this one finishes it again, and the filter it began
+    # unless given one of its own (some files may hold its drops already, the manifest must name it).
     if manifest.pop("rewriting", None) == "score":
         manifest["status"] = "complete"
-    folder.mark_incomplete(rewriter="score")
+        begun = (manifest.pop("rewriting_with", None) or {}).get("filter")
+        filter_options = filter_options or (LikelihoodFilterOptions.model_validate(begun) if begun else None)
+    if filter_options is not None:
+        updated = apply_likelihood_filter(updated, filter_options)
+    folder.mark_incomplete(rewriter="score", filter=filter_options.model_dump() if filter_options else None)
     counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest))  # the queries keep their split
     dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
     earlier, model = manifest.get("score") or {}, model_record(model_ref)

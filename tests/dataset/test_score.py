@@ -294,9 +294,12 @@ def test_a_score_stopped_while_rewriting_the_data_leaves_the_folder_marked_unfin
     with pytest.raises(UserError, match="not complete"):
         sso_files(out)
     monkeypatch.setattr(OutputFolder, "write_config", write_config)
-    score_folder(out, str(tiny_model), engine="transformers", filter_options=keep_all)
+    # The rerun, even without --filter, finishes the filter begun (triplets already hold its drops): the manifest
+    # named no filter.
+    score_folder(out, str(tiny_model), engine="transformers")
     manifest = OutputFolder(out).read_manifest()
-    assert manifest["status"] == "complete" and "rewriting" not in manifest  # the rerun finishes it
+    assert manifest["status"] == "complete" and "rewriting" not in manifest and "rewriting_with" not in manifest
+    assert manifest["score"]["filter"] == keep_all.model_dump()
     assert check_publishable(out)["dpo"] == 3
 
 
