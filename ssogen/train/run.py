@@ -233,9 +233,11 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         final_eval = evaluate_rewards(trainer) if config.final_eval else None
 
     seconds = sorted(timer.seconds)
-    train_metrics = dict(result.metrics)
+    train_metrics: dict[str, float | None] = dict(result.metrics)
     if config.resume_from_checkpoint:  # transformers averages train_loss over this invocation's steps only: say so
         train_metrics["train_loss_from_step"] = trainer.state.global_step - len(seconds)
+        if not seconds:  # resumed from the last checkpoint, no step trained: transformers' 0.0 is no mean loss
+            train_metrics["train_loss"] = None
     outcome = TrainOutcome(
         out=config.out, steps=trainer.state.global_step, train_metrics=train_metrics,
         log_history=list(trainer.state.log_history), reference_reused=reference.reused,

@@ -137,6 +137,11 @@ def test_resume_from_checkpoint_gives_the_same_weights(sso_data: Path, tiny_mode
     assert resumed_run.train_metrics["train_loss_from_step"] == 4
     assert "train_loss_from_step" not in json.loads((tmp_path / "a" / "metrics.json").read_text())["train_metrics"]
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train_metrics"]["train_loss_from_step"] == 4
+    # Killed after its last checkpoint, before its summary files: the rerun resumes and trains no step, so it has
+    # no mean loss (it read 0.0).
+    (tmp_path / "a" / CONFIG_FILE).unlink()
+    nothing_left = run_training(config(sso_data, tiny_model, tmp_path / "a", **common), quiet())
+    assert nothing_left.steps_run == 0 and nothing_left.train_metrics["train_loss"] is None
     uninterrupted = load_file(tmp_path / "a" / "model.safetensors")
     resumed = load_file(tmp_path / "b" / "model.safetensors")
     start = load_file(tiny_model / "model.safetensors")
