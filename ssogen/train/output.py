@@ -145,10 +145,13 @@ class TrainOutput:
     def interruption(self) -> UserError:
         """What a Ctrl-C leaves: the checkpoint the same command resumes from (steps after it are trained again)."""
         checkpoint, _ = self.newest_checkpoint()
-        kept = (f"the same command resumes from {checkpoint.name}" if checkpoint is not None else
-                "no checkpoint was saved yet, so the same command starts over")
-        return UserError(f"interrupted; {kept} in {self.root} (--save-steps sets how often one is saved)",
-                         exit_code=130)
+        if checkpoint is not None:
+            kept = f"the same command resumes from {checkpoint.name} in {self.root}"
+        elif self.root.is_dir():
+            kept = f"no checkpoint was saved yet, so the same command starts over in {self.root}"
+        else:  # stopped while the model loaded, before the folder was made
+            return UserError("interrupted before training began; nothing was written", exit_code=130)
+        return UserError(f"interrupted; {kept} (--save-steps sets how often one is saved)", exit_code=130)
 
     @contextlib.contextmanager
     def claim(self, *, main_process: bool = True) -> Iterator[Holder | None]:

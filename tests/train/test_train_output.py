@@ -161,6 +161,16 @@ def test_ctrl_c_names_the_checkpoint_a_rerun_resumes_from(uninterrupted: tuple[P
     assert "\nto resume: ssogen train --data" in stderr
 
 
+def test_ctrl_c_before_the_folder_exists_names_no_folder(tmp_path: Path) -> None:
+    """Stopped while the model loaded: the line said the command "starts over in OUT", a folder never made."""
+    assert str(TrainOutput(tmp_path / "never-made").interruption()) == \
+        "interrupted before training began; nothing was written"
+    made = TrainOutput(tmp_path / "made")
+    made.work_dir.mkdir(parents=True)
+    assert str(made.interruption()) == (f"interrupted; no checkpoint was saved yet, so the same command starts over "
+                                        f"in {made.root} (--save-steps sets how often one is saved)")
+
+
 def test_a_model_folder_ssogen_did_not_write_is_never_touched(uninterrupted: tuple[Path, Path], tiny_model: Path,
                                                               tmp_path: Path) -> None:
     data, _ = uninterrupted
