@@ -51,8 +51,8 @@ KINDS = {"dataset": "a dataset folder of ssogen generate", "model": "a training 
          "iterate": "a run of ssogen iterate"}
 
 
-GENERATE_UNFINISHED = ("the `ssogen generate` run in this folder has not finished (no dataset written yet); run the "
-                       "same generate command again to finish it")
+GENERATE_UNFINISHED = ("the `ssogen generate` run in this folder has not finished (its dataset is not complete); "
+                       "run the same generate command again to finish it")
 
 
 def marker_kind(work_dir: Path) -> str | None:

@@ -17,7 +17,7 @@ TRAIN = [
     ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
     ("data-without-sso", "--data {w}/foreign", 2, "no `sso` config"),
     ("data-generate-unfinished", "--data {w}/previous", 2, "previous: the `ssogen generate` run in this folder has "
-     "not finished (no dataset written yet); run the same generate command again"),
+     "not finished (its dataset is not complete); run the same generate command again"),
     # Stopped while generate or score rewrote the data files, which may then disagree.
     ("data-not-complete", "--data {w}/unfinished", 2, "manifest.json: the run in this folder is not complete "
      "(status 'in_progress'); run the same `ssogen generate` (or `ssogen score`) command again"),
@@ -83,7 +83,7 @@ DATASET = [
     ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
     # A generate stopped before its first data files, and a training run: what the folder is, not "not ssogen's".
     ("score-generate-unfinished", "score {w}/previous --model {model}", 2, "previous: the `ssogen generate` run in "
-     "this folder has not finished (no dataset written yet); run the same generate command again"),
+     "this folder has not finished (its dataset is not complete); run the same generate command again"),
     ("stats-generate-unfinished", "stats {w}/previous", 2, "previous: the `ssogen generate` run in this folder has "
      "not finished"),
     ("stats-a-training-run", "stats {w}/trained-before", 2, "trained-before: holds a training run of ssogen train, "
