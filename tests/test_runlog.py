@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,18 @@ def test_a_logger_reconfigured_during_the_command_is_put_back_as_it_was(tmp_path
     assert _process_state() == before
 
 
+@pytest.fixture
+def vllm_logs_warnings() -> Iterator[None]:
+    """An engine that an earlier test built through the Python API (outside a command) configured vLLM's logger,
+    at ERROR: the tests that log a vLLM warning set its level for their own duration."""
+    library = logging.getLogger("vllm")
+    level = library.level
+    library.setLevel(logging.WARNING)
+    yield
+    library.setLevel(level)
+
+
+@pytest.mark.usefixtures("vllm_logs_warnings")
 def test_nested_sessions_give_the_outer_one_back_intact(tmp_path: Path) -> None:
     outer_path, inner_path = tmp_path / "outer.log", tmp_path / "inner.log"
     before = _process_state()
@@ -219,6 +232,7 @@ def test_nested_sessions_give_the_outer_one_back_intact(tmp_path: Path) -> None:
     assert "warning [vllm]: engine note" in outer_shown
 
 
+@pytest.mark.usefixtures("vllm_logs_warnings")
 def test_a_warning_inside_nested_sessions_is_printed_once_and_written_to_both_logs(tmp_path: Path) -> None:
     outer_path, inner_path = tmp_path / "outer.log", tmp_path / "inner.log"
     shown: list[str] = []  # the terminal: in the CLI every session prints through the same console
