@@ -217,3 +217,13 @@ def test_no_option_takes_inf_or_nan() -> None:
                     model.__name__, name, value)
                 checked += 1
     assert checked > 20  # every float option of the five commands
+
+
+@pytest.mark.parametrize("dp", ["2", "'2'", "2.0"])
+def test_dp_in_a_config_file_sizes_the_chunks_as_the_flag_does(tmp_path: Path, dp: str) -> None:
+    """`dp: "2"` or `dp: 2.0` in a config file ran 2 engines with the chunks of one (64 rows, not 128)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: m\nout: o\ndp: {dp}\n")
+    from_file = resolve_config({}, path)
+    from_flag = resolve_config({"model": "m", "out": "o", "dp": 2})
+    assert (from_file.dp, from_file.chunk_size) == (from_flag.dp, from_flag.chunk_size) == (2, 128)

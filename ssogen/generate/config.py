@@ -10,7 +10,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
 
 from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
@@ -41,6 +41,7 @@ EARLIER_NOT_FINGERPRINTED = NOT_FINGERPRINTED - {"prompts", "prompt_field", "spl
 IO_PANEL = "Inputs and outputs"
 SELECT_PANEL = "Selection and principles"
 SAMPLE_PANEL = "Sampling and filters"
+_ENGINES = TypeAdapter(int)
 
 
 class _RunFields(BaseModel):
@@ -100,8 +101,12 @@ class RunConfig(EngineFields, _RunFields):
     @classmethod
     def _chunk_size_per_engine(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("chunk_size") is None:
-            dp = data.get("dp")
-            engines = dp if isinstance(dp, int) else 1
+            # --dp as its field reads it: `dp: "4"` or `dp: 4.0` in a config file is 4 engines, as `--dp 4` is
+            # (a --dp the field refuses is reported by the field; bool is refused before, as no number)
+            try:
+                engines = _ENGINES.validate_python(data.get("dp", 1))
+            except ValidationError:
+                engines = 1
             data = {**data, "chunk_size": CHUNK_ROWS_PER_ENGINE * max(1, engines)}
         return data
 
