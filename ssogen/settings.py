@@ -24,7 +24,7 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import JsonDict
 
 from ssogen.errors import UserError, closest_name
@@ -225,6 +225,8 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
     if not isinstance(doc.data, dict):
         raise UserError(f"{doc.shown}:{doc.line_of(())}: expected a mapping of option names to values")
     by_key = {key: name for name, spec in specs.items() for key in spec.keys}
+    off_switches = {_key(spec.flags[0].split("/")[1].lstrip("-")): spec for spec in specs.values()
+                    if spec.cli and "/" in spec.flags[0]}  # --drop-truncated, --no-fused-head: no keys
     others = extra.names() if extra is not None else frozenset()
     if extra is not None:
         by_key.update({alias: name for alias, name in extra.aliases.items() if alias not in by_key})
@@ -243,6 +245,15 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
         if _key(key) in COMMAND_LINE_ONLY:  # train's --overwrite is a field, and was taken from a file
             problems.append(f"{key} (line {line}) is a command-line flag only: give {COMMAND_LINE_ONLY[_key(key)]} "
                             "(a config file holds the run's options, so that it never replaces a run or skips one)")
+            continue
+        if field is None and _key(key) in off_switches:  # its did-you-mean (keep-truncated) would mean the opposite
+            on = off_switches[_key(key)].flag.lstrip("-")
+            on = _key(on) if "_" in key else on
+            try:  # `yes`, "off", 1: what the option itself would take
+                fix = f"{on}: {str(not TypeAdapter(bool).validate_python(value)).lower()}"
+            except ValidationError:
+                fix = f"{on}: true or false"
+            problems.append(f"{key} (line {line}) is the off switch of {off_switches[_key(key)].flag}: write {fix}")
             continue
         if field is None:
             unknown.append(f"{key} (line {line}{_did_you_mean(key, [*by_key, *others])})")

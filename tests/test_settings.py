@@ -227,3 +227,20 @@ def test_dp_in_a_config_file_sizes_the_chunks_as_the_flag_does(tmp_path: Path, d
     from_file = resolve_config({}, path)
     from_flag = resolve_config({"model": "m", "out": "o", "dp": 2})
     assert (from_file.dp, from_file.chunk_size) == (from_flag.dp, from_flag.chunk_size) == (2, 128)
+
+
+def test_an_off_switch_in_a_config_file_names_the_key_that_says_it(tmp_path: Path) -> None:
+    """`drop-truncated: true` was an unknown key "(did you mean keep-truncated?)", and `no_bf16: true` one "(did you
+    mean bf16?)": the suggestion, followed, turned the option on instead of off."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: o\ndrop-truncated: true\ndrop_empty: false\n")
+    with pytest.raises(UserError) as info:
+        resolve_config({}, path)
+    assert str(info.value) == (f"{path}: drop-truncated (line 3) is the off switch of --keep-truncated: write "
+                               "keep-truncated: false; drop_empty (line 4) is the off switch of --keep-empty: write "
+                               "keep_empty: true")
+    path.write_text("no_bf16: true\nno-fused-head: yes\n")
+    with pytest.raises(UserError) as info:
+        build_config({"data": "d", "model": "m", "out": "o"}, path)
+    assert str(info.value) == (f"{path}: no_bf16 (line 1) is the off switch of --bf16: write bf16: false; "
+                               "no-fused-head (line 2) is the off switch of --fused-head: write fused-head: false")
