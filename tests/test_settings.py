@@ -244,3 +244,31 @@ def test_an_off_switch_in_a_config_file_names_the_key_that_says_it(tmp_path: Pat
         build_config({"data": "d", "model": "m", "out": "o"}, path)
     assert str(info.value) == (f"{path}: no_bf16 (line 1) is the off switch of --bf16: write bf16: false; "
                                "no-fused-head (line 2) is the off switch of --fused-head: write fused-head: false")
+
+
+def test_the_log_names_each_option_by_its_flag_and_runs_again_as_logged(tmp_path: Path) -> None:
+    """The log's first line read `ssogen train --folder=run1 ... --loss-type=dpo --lam=0.3 --use-cpu=True
+    --fused-head=False`: field names that are no flags, an argument as a flag, and values a switch does not take."""
+    import shlex
+
+    from ssogen.cli.common import command_log
+
+    seen: list[dict[str, Any]] = []
+    toy_app = typer.Typer()
+
+    @toy_app.command()
+    @with_options(TrainConfig)
+    @user_errors
+    def train(options: dict[str, Any], folder: Path, overwrite_all: bool = False) -> None:
+        seen.append(resolve_settings(TrainConfig, options).model_dump())
+        with command_log(tmp_path, "train", libraries=False):
+            pass
+
+    args = ["run1", "--data", "d", "--model", "m", "--out", "o", "--lambda", "0.3", "--cpu", "--loss", "dpo",
+            "--no-fused-head", "--lora", "--lora-target-modules", "q_proj,v_proj", "--report-to", "none"]
+    assert CliRunner().invoke(toy_app, args).exit_code == 0
+    logged = next((tmp_path / "logs").glob("train-*.log")).read_text().splitlines()[0].split(" train: ", 1)[1]
+    assert logged == ("ssogen train run1 --no-overwrite-all --data=d --model=m --out=o --loss=dpo --lambda=0.3 "
+                      "--report-to=none --cpu --no-fused-head --lora --lora-target-modules=q_proj,v_proj"), logged
+    assert CliRunner().invoke(toy_app, shlex.split(logged)[2:]).exit_code == 0
+    assert seen[1] == seen[0]

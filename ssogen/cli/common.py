@@ -60,16 +60,26 @@ def command_log(folder: str | Path, command: str, *, libraries: bool = True) -> 
 
 
 def _command_line(command: str) -> list[str] | None:
-    """The command with every option it received (defaults included), as the log's first line; secrets are
-    scrubbed by the log. None outside a command (the log then takes sys.argv)."""
-    params = _PARAMETERS.get()
-    if params is None:
+    """The command as typed again, as the log's first line: its arguments, and every option with a value (defaults
+    included) under its own flag (`--lambda=0.3`, `--cpu`, `--drop-truncated`, not the field names `--lam`,
+    `--use-cpu=True`); secrets are scrubbed by the log. None outside a command (the log then takes sys.argv)."""
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if _PARAMETERS.get() is None or ctx is None:
         return None
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        flat.update(value if isinstance(value, dict) else {key: value})  # with_options hands one dict of options
-    return ["ssogen", command, *(f"--{key.replace('_', '-')}={value}" for key, value in flat.items()
-                                 if value is not None)]
+    words = ["ssogen", command]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None:
+            continue
+        if param.param_type_name == "argument":
+            words.append(str(value))
+        elif getattr(param, "is_flag", False) and isinstance(value, bool):  # --keep-truncated/--drop-truncated
+            words += [max(names, key=len)] if (names := param.opts if value else param.secondary_opts) else []
+        else:
+            words.append(f"{max(param.opts, key=len)}={value}")
+    return words
 
 
 def _print_warning(text: str) -> None:
