@@ -37,6 +37,8 @@ RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, PLOTS_DIR, LOGS_DIR)
 # give the scores and answers of --dp 1, so, as for generate, they are no step setting and never re-run a step.
 SHARED_ENGINE_KEYS = ("engine", "tp", "dtype", "gpu_memory_utilization", "kv_cache_gb", "dp", "ray_address")
 
+MODEL_DIR = "model"  # DIR/iter-t/model: π_t, the next iteration's starting model
+
 StepKind = Literal["generate", "score", "stats", "train", "judge"]
 
 
@@ -57,13 +59,38 @@ class Step:
 
 @dataclass
 class Iteration:
+    """Iteration t: its queries, its steps, and the paths inside its folder DIR/iter-t (named here only)."""
+
     number: int
     folder: Path
     queries: list[str]
     generator_queries: list[str]
     steps: list[Step]
     start_model: str  # π_{t-1}
-    model_out: Path  # π_t
+
+    @property
+    def prompts(self) -> Path:
+        return self.folder / "prompts.jsonl"
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def model_out(self) -> Path:  # π_t
+        return self.folder / MODEL_DIR
+
+    @property
+    def generator_prompts(self) -> Path:
+        return self.folder / "generator-prompts.jsonl"
+
+    @property
+    def generator_data(self) -> Path:
+        return self.folder / "generator-data"
+
+    @property
+    def generator(self) -> Path:
+        return self.folder / "generator"
 
 
 def split_queries(queries: list[str], iterations: int, per_iteration: int | None, seed: int) -> list[list[str]]:
@@ -174,16 +201,16 @@ class Planner:
 
     def iteration(self, number: int, queries: list[str]) -> Iteration:
         o = self.options
-        folder = self.out / f"iter-{number}"
-        start = self.start_model if number == 1 else str(self.out / f"iter-{number - 1}" / "model")
-        data, model_out, prompts = folder / "data", folder / "model", folder / "prompts.jsonl"
-        steps: list[Step] = []
+        start = self.start_model if number == 1 else str(self.out / f"iter-{number - 1}" / MODEL_DIR)
         generator_queries: list[str] = []
         if o.recipe == "v2":
             generator_queries = queries[:o.generator_queries] if o.generator_queries else list(queries)
-            gen_prompts, gen_data, generator = (folder / "generator-prompts.jsonl", folder / "generator-data",
-                                                folder / "generator")
-            steps += self._data_steps("generator-", start, gen_prompts, gen_data, filtered=True)
+        iteration = Iteration(number, self.out / f"iter-{number}", queries, generator_queries, [], start)
+        data, model_out, prompts = iteration.data, iteration.model_out, iteration.prompts
+        steps: list[Step] = []
+        if o.recipe == "v2":
+            gen_data, generator = iteration.generator_data, iteration.generator
+            steps += self._data_steps("generator-", start, iteration.generator_prompts, gen_data, filtered=True)
             config = o.generator_train_config or o.train_config
             values = self.generator_train_values if o.generator_train_config else self.train_values
             steps.append(self._train("generator-train", gen_data, start, generator, config, values,
@@ -205,7 +232,8 @@ class Planner:
         for step in steps:
             step.id = f"iter-{number}/{step.id}"
         self._link(steps)
-        return Iteration(number, folder, queries, generator_queries, steps, start, model_out)
+        iteration.steps = steps
+        return iteration
 
     def _link(self, steps: list[Step]) -> None:
         """Each step's inputs: the steps that wrote the data folder it reads and the one that trained its model."""

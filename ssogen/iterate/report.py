@@ -80,16 +80,16 @@ def iteration_report(iteration: Iteration, options: IterateOptions) -> dict[str,
     entry: dict[str, Any] = {
         "iteration": iteration.number,
         "queries": len(iteration.queries),
-        "generated_with": iteration.start_model if options.recipe == "v1" else str(iteration.folder / "generator"),
+        "generated_with": iteration.start_model if options.recipe == "v1" else str(iteration.generator),
         "model": str(iteration.model_out),
-        "data": data_summary(iteration.folder / "data"),
+        "data": data_summary(iteration.data),
         "training": training_summary(iteration.model_out),
-        "judge": judge_summary(iteration.folder / "data") if options.judge_model else None,
+        "judge": judge_summary(iteration.data) if options.judge_model else None,
     }
     if options.recipe == "v2":
         entry["generator"] = {"queries": len(iteration.generator_queries),
-                              "data": data_summary(iteration.folder / "generator-data"),
-                              "training": training_summary(iteration.folder / "generator")}
+                              "data": data_summary(iteration.generator_data),
+                              "training": training_summary(iteration.generator)}
     return entry
 
 

@@ -240,9 +240,9 @@ def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Co
     done: list[Iteration] = []
     try:
         for iteration in run.iterations:
-            write_prompts(iteration.folder / "prompts.jsonl", iteration.queries)
+            write_prompts(iteration.prompts, iteration.queries)
             if options.recipe == "v2":
-                write_prompts(iteration.folder / "generator-prompts.jsonl", iteration.generator_queries)
+                write_prompts(iteration.generator_prompts, iteration.generator_queries)
             for step in iteration.steps:
                 run_step(step, state, console)
             done.append(iteration)
