@@ -18,6 +18,7 @@ from ssogen.formatting import percent
 from ssogen.io import write_json_atomic, write_png_atomic
 from ssogen.iterate.options import IterateOptions
 from ssogen.iterate.plan import PLOTS_DIR, REPORT_FILE, Iteration
+from ssogen.train.output import TrainOutput
 
 VARIANTS = {"good": "y+", "bad": "y-", "raw": "yo"}
 PAIRS = ("p1", "p2", "p3")
@@ -52,7 +53,7 @@ def data_summary(folder: Path) -> dict[str, Any] | None:
 def training_summary(folder: Path) -> dict[str, Any] | None:
     """Trained steps and the last logged training loss; reward accuracies and mean W from the final evaluation over
     all rows when train ran one (--final-eval), else from the last logged step."""
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_json(TrainOutput(folder).metrics)
     if metrics is None:
         return None
     logged = [entry for entry in metrics.get("log_history", []) if "loss" in entry]

@@ -18,7 +18,7 @@ from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, why_no_datas
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
 from ssogen.train.integrations import check_deepspeed, check_report_to
-from ssogen.train.output import OutputVerdict, TrainOutput, checkpoint_problem
+from ssogen.train.output import CHECKPOINT_PREFIX, TRAINER_STATE, OutputVerdict, TrainOutput, checkpoint_problem
 
 
 def sso_files(data_dir: Path) -> list[Path]:
@@ -103,9 +103,9 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
         checkpoint = Path(config.resume_from_checkpoint)
         if not checkpoint.is_dir():
             raise UserError(f"--resume-from-checkpoint: {checkpoint}: no such checkpoint folder")
-        if not checkpoint.name.startswith("checkpoint-") and not (checkpoint / "trainer_state.json").exists():
-            raise UserError(f"--resume-from-checkpoint {checkpoint}: not a checkpoint folder (a checkpoint-N folder "
-                            "of a training run, with its trainer_state.json)")
+        if not checkpoint.name.startswith(CHECKPOINT_PREFIX) and not (checkpoint / TRAINER_STATE).exists():
+            raise UserError(f"--resume-from-checkpoint {checkpoint}: not a checkpoint folder (a {CHECKPOINT_PREFIX}N "
+                            f"folder of a training run, with its {TRAINER_STATE})")
         problem = checkpoint_problem(checkpoint)
         if problem is not None:
             raise UserError(f"--resume-from-checkpoint {checkpoint}: incomplete checkpoint ({problem})")
@@ -127,7 +127,7 @@ def given_checkpoint_notes(checkpoint: Path, fingerprint: dict[str, Any], max_st
     as transformers does (continuing with another learning rate or more steps is a use), with a warning naming
     them."""
     flag = f"--resume-from-checkpoint {checkpoint}"
-    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    step = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"]
     if max_steps > 0 and step >= max_steps:
         raise UserError(f"{flag}: saved at step {step}, so --max-steps {max_steps} leaves nothing to train; raise "
                         "--max-steps")

@@ -46,6 +46,7 @@ METRICS_FILE = "metrics.json"
 MODEL_CARD = "README.md"
 FINISHED_FILES = (CONFIG_FILE, METRICS_FILE)  # written after the model, in this order
 CHECKPOINT_PREFIX = "checkpoint-"
+TRAINER_STATE = "trainer_state.json"  # in each checkpoint, written last by transformers
 # What a run writes besides weight files and checkpoints: removed by --overwrite.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_CARD, "config.json", "generation_config.json", "adapter_config.json",
              "training_args.bin", *TOKENIZER_FILES, *CHAT_TEMPLATE_FILES)
@@ -66,13 +67,13 @@ class OutputVerdict:
 def checkpoint_problem(path: Path) -> str | None:
     """Why a checkpoint folder cannot be resumed from (None when it is complete)."""
     try:
-        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return "no trainer_state.json (cut off before transformers finished it)"
+        return f"no {TRAINER_STATE} (cut off before transformers finished it)"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return "trainer_state.json is cut off"
+        return f"{TRAINER_STATE} is cut off"
     if not isinstance(state, dict) or "global_step" not in state:
-        return "trainer_state.json holds no global_step"
+        return f"{TRAINER_STATE} holds no global_step"
     if not weight_files(path):
         return "no weight files"
     try:
@@ -87,6 +88,9 @@ class TrainOutput:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.card = self.root / MODEL_CARD
+        self.train_config = self.root / CONFIG_FILE
+        self.metrics = self.root / METRICS_FILE
         self.work_dir = self.root / WORK_DIR
         self.marker = self.work_dir / MARKER
         self.lock_file = self.work_dir / LOCK
@@ -113,7 +117,7 @@ class TrainOutput:
 
     def is_ssogen_folder(self) -> bool:
         """The marker is there (folders of older versions: ssogen's own config file beside the model)."""
-        return self.marker.is_file() or self.fingerprint.is_file() or (self.root / CONFIG_FILE).is_file()
+        return self.marker.is_file() or self.fingerprint.is_file() or self.train_config.is_file()
 
     def verdict(self, fingerprint: dict[str, Any], *, overwrite: bool) -> OutputVerdict:
         """Read-only: what a run of this configuration would do here; one clear line when it may not."""
@@ -125,7 +129,7 @@ class TrainOutput:
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
                             f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
         check_kind(self.work_dir, "model", label=f"--out {out}")
-        if overwrite or not ((out / CONFIG_FILE).exists() or self.checkpoints() or weight_files(out)):
+        if overwrite or not (self.train_config.exists() or self.checkpoints() or weight_files(out)):
             # A marked folder whose run saved nothing (it stopped before its first checkpoint, e.g. on a bad
             # --scheduler): nothing to resume or keep, so any configuration may start over in it.
             return OutputVerdict("start")

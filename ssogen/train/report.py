@@ -22,7 +22,7 @@ from ssogen.io import write_json_atomic, write_text_atomic
 from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
 from ssogen.train.objective import describe
-from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD
+from ssogen.train.output import CONFIG_FILE, METRICS_FILE, TrainOutput
 
 logger = logging.getLogger("ssogen.train")
 # Metrics shown on each progress line (all logged terms go to metrics.json).
@@ -198,8 +198,9 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
     data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
                  "system_role": "native" if system_supported else "merged into user turn",
                  "truncation": outcome.truncation, "end_of_turn": outcome.extra.get("end_of_turn")}
-    write_text_atomic(config.out / MODEL_CARD, model_card(config, outcome, data_info))
-    write_json_atomic(config.out / CONFIG_FILE, {
+    output = TrainOutput(config.out)
+    write_text_atomic(output.card, model_card(config, outcome, data_info))
+    write_json_atomic(output.train_config, {
         "config": config.resolved(),
         "loss": describe(config.loss_settings()),
         "data": data_info,
@@ -215,7 +216,7 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
                       "model": "starting model" + (" with the adapter disabled" if config.lora else "")},
         "versions": _versions(),
     })
-    write_json_atomic(config.out / METRICS_FILE, {
+    write_json_atomic(output.metrics, {
         "steps": outcome.steps,
         "log_history": outcome.log_history,
         "train_metrics": outcome.train_metrics,

@@ -27,18 +27,9 @@ from ssogen.train.dropout import disable_dropout
 from ssogen.train.inputs import check_training_inputs, data_fingerprint, read_sso_rows
 from ssogen.train.integrations import integration_errors
 from ssogen.train.loss import sso_loss
-from ssogen.train.output import TrainOutput
+from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD, TrainOutput
 from ssogen.train.reference import ReferenceTable, cache_key
-from ssogen.train.report import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    MODEL_CARD,
-    RichProgress,
-    TrainOutcome,
-    print_settings,
-    summary_table,
-    write_outputs,
-)
+from ssogen.train.report import RichProgress, TrainOutcome, print_settings, summary_table, write_outputs
 from ssogen.train.training_args import mixed_precision, training_arguments
 
 logger = logging.getLogger("ssogen.train.run")
