@@ -3,6 +3,8 @@ stats`, `ssogen judge`, the iteration report and the dataset card (the output fo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def percent(value: float | None) -> str:
     """A share (0-1) as a percentage with one decimal; a dash where there is none."""
@@ -12,3 +14,8 @@ def percent(value: float | None) -> str:
 def counted(number: int, noun: str) -> str:
     """`1 row`, `2 rows`, `0 rows` (nouns whose plural adds an s)."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def named_counts(counts: Mapping[str, object]) -> str:
+    """`dpo 3, sso 3` in the mapping's order; empty for no entries (each caller says what none reads as)."""
+    return ", ".join(f"{name} {count}" for name, count in counts.items())

@@ -31,7 +31,7 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
-from ssogen.formatting import counted
+from ssogen.formatting import counted, named_counts
 from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -209,10 +209,10 @@ def score_command(
         report = _score_with_progress(folder, settings, templates)
         all_work_saved()
         show(f"scored {counted(report.scored_now, 'row')} ({report.from_cache} from the cache, {report.too_long} too "
-             f"long to score) of {report.rows}; configs: " + ", ".join(f"{k} {v}" for k, v in report.counts.items()),
+             f"long to score) of {report.rows}; configs: " + named_counts(report.counts),
              highlight=False, markup=False)
         if report.dropped_by_reason:
-            show("dropped: " + ", ".join(f"{k} {v}" for k, v in report.dropped_by_reason.items()),
+            show("dropped: " + named_counts(report.dropped_by_reason),
                  highlight=False, markup=False)
         note = empty_pairs_note(report.counts)
         if note:

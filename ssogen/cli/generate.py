@@ -29,7 +29,7 @@ from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import license_note
 from ssogen.errors import STEP_OF_ITERATE_ENV
-from ssogen.formatting import counted
+from ssogen.formatting import counted, named_counts
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
 from ssogen.models import require_available
 
@@ -88,7 +88,7 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
     from ssogen.generate.plan import dry_run_examples
 
     cfg = plan.config
-    skipped = ", ".join(f"{k} {v}" for k, v in plan.prompts.skipped.items()) or "none"
+    skipped = named_counts(plan.prompts.skipped) or "none"
     console.rule("plan")
     hub = "" if plan.model.local else ", a hub id: not looked up by --dry-run"
     console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
@@ -188,7 +188,7 @@ def _shown(value: object) -> str:
 
 def _rows_in(s: dict[str, Any], limit: int | None) -> str:
     """The rows taken, and how they relate to the input under --limit."""
-    skipped = ", ".join(f"{k} {v}" for k, v in s["rows_skipped"].items()) or "0"
+    skipped = named_counts(s["rows_skipped"]) or "0"
     taken = f"{s['rows_in']} / {skipped}"
     if limit is not None and s["rows_read"] < s["input_rows"]:
         taken += f" (--limit {limit}: the first {s['rows_read']} of {s['input_rows']} input rows read)"
@@ -203,7 +203,7 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     if s["conversation_parts_dropped"]:
         table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
     table.add_row("rows kept", str(s["kept"]))
-    table.add_row("rows dropped", ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "0")
+    table.add_row("rows dropped", named_counts(s["dropped"]) or "0")
     empty = s["empty_responses"]
     table.add_row("empty responses y+ / y- / yo", " / ".join(str(empty[v]) for v in ("good", "bad", "raw"))
                   + (" (kept: --keep-empty)" if manifest["filters"]["keep_empty"] else " (rows dropped)"))
@@ -213,15 +213,15 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     table.add_row("mean tokens (kept) y+ / y- / yo", " / ".join(_shown(lengths[v]) for v in ("good", "bad", "raw")))
     table.add_row("chosen/rejected length ratio", _shown(s["chosen_rejected_length_ratio"]))
     table.add_row("feature counts (all rows, extras included)",
-                  escape(", ".join(f"{k} {v}" for k, v in sorted(s["feature_counts"].items()))))
+                  escape(named_counts(dict(sorted(s["feature_counts"].items())))))
     requests = manifest["requests_this_invocation"]
-    table.add_row("requests run now", ", ".join(f"{k} {v}" for k, v in requests.items()) or "0 (all done)")
+    table.add_row("requests run now", named_counts(requests) or "0 (all done)")
     engine_s = s.get("generation_time_s")
     table.add_row("wall time / engine time", f"{s['wall_time_s']} s / {_shown(engine_s)} s"
                   + (f" (model loading {s['wall_time_s'] - engine_s:.1f} s)" if engine_s else ""))
     table.add_row("tokens/s (engine time)", _shown(s["tokens_per_s"]))
     table.add_row("system role merged", str(manifest["system_role_merged"]))
-    table.add_row("output", ", ".join(f"{k} {v}" for k, v in manifest["configs"].items())
+    table.add_row("output", named_counts(manifest["configs"])
                   + (f" (test split: {manifest['split']['test_size']:g} of the queries)" if manifest.get("split")
                      else ""))
     show(table)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ssogen.cli.common import console
-from ssogen.formatting import percent
+from ssogen.formatting import named_counts, percent
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.stats import DatasetStats
@@ -62,8 +62,8 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
                   f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
                   f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False)
     if stats.features:
-        console.print("features (kept rows): " + ", ".join(f"{k} {v}" for k, v in stats.features.items())
-                      + ("   extras: " + ", ".join(f"{k} {v}" for k, v in stats.extras.items())
+        console.print("features (kept rows): " + named_counts(stats.features)
+                      + ("   extras: " + named_counts(stats.extras)
                          if stats.extras else ""), highlight=False)
     s = stats.scoring
     if s is not None:

@@ -1,0 +1,11 @@
+from ssogen.formatting import counted, named_counts, percent
+
+
+def test_named_counts_keep_the_mapping_order_and_are_empty_for_none() -> None:
+    assert named_counts({"sso": 3, "dpo": 0, "equal_responses": 12}) == "sso 3, dpo 0, equal_responses 12"
+    assert named_counts({}) == ""
+
+
+def test_counted_and_percent() -> None:
+    assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
+    assert (percent(0.1234), percent(None)) == ("12.3%", "–")
