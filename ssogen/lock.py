@@ -45,6 +45,13 @@ class Holder:
         pid = f"process {self.pid}" if self.pid is not None else "another process"
         return f"{pid}{where} ({self.command or 'ssogen'}, since {self.since or 'an unknown time'})"
 
+    def takeover_note(self) -> str:
+        """What to say on taking this holder's lock over: a warning where its run may still be going."""
+        if self.elsewhere:  # its lock may not reach this machine
+            return (f"warning: took over the lock left by {self.describe()}; if that run is still going on its "
+                    "machine, stop this one: two runs would write one folder")
+        return f"note: took over the lock left by {self.describe()}, which is no longer running"
+
 
 # Locks this process holds: resolved lock path -> [file descriptor, nesting depth].
 _held: dict[Path, list[int]] = {}

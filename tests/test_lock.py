@@ -119,5 +119,7 @@ def test_a_lock_left_on_another_machine_is_taken_over_with_a_warning(tmp_path: P
     with folder_lock(lock, label="--out x", command="c") as left_behind:
         assert left_behind is not None and left_behind.elsewhere
         note_lock_takeover(left_behind)  # flock may not reach across machines: the run may still be going
+        # iterate says the same (it said "which is no longer running" of a run on another machine)
+        assert left_behind.takeover_note().startswith("warning: took over the lock left by process 1 on gpu-node-7")
     err = capfd.readouterr().err
     assert err.startswith("warning: took over the lock left by process 1 on gpu-node-7") and "stop this one" in err

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from io import StringIO
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from rich.markup import escape
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError
 from ssogen.interrupts import interrupt_on
 from ssogen.origins import options_of_one_command, with_config_lines
+
+if TYPE_CHECKING:
+    from ssogen.lock import Holder
 
 console = Console()
 err_console = Console(stderr=True)
@@ -92,15 +95,10 @@ def with_default(help_text: str, default: str) -> str:
     return escape(f"{help_text} [default: {default}]")
 
 
-def note_lock_takeover(left_behind: Any) -> None:
-    """Say so when a command took over the lock of a run that was killed (`ssogen.lock.Holder`, or None)."""
-    if left_behind is not None and left_behind.elsewhere:  # its lock may not reach this machine
-        err_console.print(f"warning: took over the lock left by {left_behind.describe()}; if that run is still "
-                          "going on its machine, stop this one: two runs would write one folder", highlight=False,
-                          markup=False)
-    elif left_behind is not None:
-        err_console.print(f"note: took over the lock left by {left_behind.describe()}, which is no longer running",
-                          highlight=False, markup=False)
+def note_lock_takeover(left_behind: Holder | None) -> None:
+    """Say so when a command took over the lock of a run that was killed."""
+    if left_behind is not None:
+        err_console.print(left_behind.takeover_note(), highlight=False, markup=False)
 
 
 def warn(message: str) -> None:

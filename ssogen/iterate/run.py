@@ -223,8 +223,7 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)  # before the lock's files
     with claim(run.out / WORK_DIR, label=f"--out {run.out}", command="ssogen iterate", kind="iterate") as left:
         if left is not None:
-            console.print(f"note: took over the lock left by {left.describe()}, which is no longer running",
-                          highlight=False, markup=False)
+            console.print(left.takeover_note(), highlight=False, markup=False)
         resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
         with log(run.out) if log is not None else contextlib.nullcontext():
             _run_iterations(run, state, resumed, console)
