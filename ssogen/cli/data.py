@@ -1,6 +1,7 @@
 """CLI commands that inspect and publish datasets (`score`, `stats`, `push-to-hub`).
 
-They only parse options and print: the work is done in `ssogen.dataset` (stats, card, publish, score).
+They parse options, check the folder and print: the work is done in `ssogen.dataset` (stats, card, publish,
+score, license).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ssogen.cli.common import (
 from ssogen.cli.options import with_options
 from ssogen.cli.stats_tables import print_stats
 from ssogen.dataset.folder import OutputFolder
-from ssogen.dataset.license import check_license, license_note
+from ssogen.dataset.license import check_license, license_note, record_license
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
@@ -65,10 +66,7 @@ def set_license(folder: Path, value: str | None) -> None:
     note = license_note(value)
     if note:
         warn(note)
-    out = OutputFolder(folder)
-    manifest = out.read_manifest()
-    if manifest.get("license") != value:
-        out.write_manifest({**manifest, "license": value})
+    record_license(folder, value)
 
 
 def _require_folder(folder: Path, *, complete: bool = False) -> None:

@@ -8,6 +8,7 @@ is accepted with a warning rather than refused."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 LICENSE_DEFAULT = "unknown"
 LICENSE_HELP = ("License of the dataset, as a Hub license id for the card's header (e.g. apache-2.0, cc-by-4.0, "
@@ -41,3 +42,14 @@ def license_note(value: str) -> str | None:
         return None
     return (f"warning: --license {value} is not in the Hub's license list as ssogen knows it; the Hub may refuse "
             "the card (use other, and name the license in your card template)")
+
+
+def record_license(folder: str | Path, value: str) -> None:
+    """Record `value` as the license in the folder's manifest (the card is rendered from it afterwards)."""
+    from ssogen.dataset.folder import OutputFolder  # here: generate's settings import this module, pyarrow-free
+
+    out = OutputFolder(folder)
+    manifest = out.read_manifest()
+    if manifest.get("license") != value:
+        out.write_manifest({**manifest, "license": value})
+

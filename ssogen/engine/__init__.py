@@ -1,4 +1,4 @@
-"""Engine adapters: the only place that imports vLLM (lazily, inside functions), plus a transformers fallback.
+"""Engine adapters: the package that imports vLLM (lazily, inside functions), plus a transformers fallback.
 
 Public surface (kept stable; `ssogen.engine.scoring` builds on `build_vllm_llm`):
     EngineOptions              engine settings shared by generate and score
