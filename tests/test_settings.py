@@ -127,6 +127,16 @@ def test_a_later_check_of_a_file_value_names_the_line_as_well(tmp_path: Path) ->
     assert error.endswith("--size 2 is too many"), error
 
 
+def test_a_home_path_in_a_config_file_is_expanded_as_the_shell_expands_a_flag(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`out: ~/x` was the folder `./~/x`, and `prompts: ~/q.jsonl` no such file: only the shell expands `~`."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: ~/x\nprompts: ~/q.jsonl\n")
+    config = resolve_config({}, path)
+    assert (config.out, config.prompts) == (str(tmp_path / "home" / "x"), str(tmp_path / "home" / "q.jsonl"))
+
+
 def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model: m\ntemprature: 0.5\nmax-tokenz: 3\ncolour: red\n")
