@@ -143,11 +143,14 @@ class TrainConfig(RemembersOrigins):
     @field_validator("lora_target_modules", mode="before")
     @classmethod
     def _names_as_a_list(cls, value: Any) -> Any:
-        """A YAML list of names is the comma list (one text: the fingerprint of a default run stays the same)."""
+        """A YAML list of names is the comma list, and the flag's names are written the same way (`q_proj, v_proj`
+        is `q_proj,v_proj`): one text, one fingerprint, however given (a default run's stays the same)."""
         if isinstance(value, list) and all(isinstance(name, str) for name in value):
             value = ",".join(name.strip() for name in value)
         if isinstance(value, str) and not value.strip(", "):
             raise ValueError("names no module")
+        if isinstance(value, str) and not REGEX_CHARACTERS.search(value):
+            value = ",".join(name.strip() for name in value.split(",") if name.strip())
         if isinstance(value, str) and REGEX_CHARACTERS.search(value) and value.strip() != "all-linear":
             try:
                 re.compile(value.strip())

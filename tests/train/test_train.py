@@ -225,6 +225,10 @@ def test_lora_targets_take_a_comma_list_of_names_and_a_typo_is_one_line(sso_data
         == r".*\.(q|v)_proj"
     as_yaml = config(sso_data, tiny_model, tmp_path, lora=True, lora_target_modules=["q_proj", "v_proj"])
     assert as_yaml.lora_target_modules == "q_proj,v_proj" and as_yaml.lora_targets() == ["q_proj", "v_proj"]
+    # The flag's text with spaces is the same option as the list: one fingerprint (a resume given the other
+    # spelling was refused as another configuration).
+    as_flag = config(sso_data, tiny_model, tmp_path, lora=True, lora_target_modules=" q_proj, v_proj ")
+    assert as_flag.lora_target_modules == "q_proj,v_proj" and as_flag.fingerprinted() == as_yaml.fingerprinted()
     run_training(config(sso_data, tiny_model, tmp_path / "qv", max_steps=1, lora=True, lora_r=4, save_steps=0,
                         lora_target_modules="q_proj, v_proj"), quiet())
     adapter = json.loads((tmp_path / "qv" / "adapter_config.json").read_text())
