@@ -44,7 +44,17 @@ def command_flags(command: Any, path: CommandPath = ()) -> dict[CommandPath, fro
     return tree
 
 
+def command_options(command: Any, path: CommandPath = ()) -> dict[CommandPath, list[frozenset[str]]]:
+    """Each command path and its options (help aside), each as the names any of which a table row may show."""
+    tree = {path: [frozenset((*param.opts, *param.secondary_opts)) for param in command.params
+                   if param.param_type_name == "option" and param.name != "help"]}
+    for name, sub in getattr(command, "commands", {}).items():
+        tree |= command_options(sub, (*path, name))
+    return tree
+
+
 CLI = command_flags(typer.main.get_command(app))
+OPTIONS = command_options(typer.main.get_command(app))
 
 
 def shell_lines(markdown: str) -> Iterator[tuple[int, str]]:
@@ -145,6 +155,16 @@ def table_problems(markdown: str, cli: dict[CommandPath, frozenset[str]]) -> lis
             if not any(flag in cli.get(path, frozenset()) for path in section or cli)]
 
 
+def options_missing_from_tables(markdown: str, options: dict[CommandPath, list[frozenset[str]]]) -> list[str]:
+    """The options of a command that has an option table (a section of that one command) in none of its rows."""
+    shown: dict[CommandPath, set[str]] = {}
+    for _, flag, section in table_flags(markdown):
+        if len(section) == 1:
+            shown.setdefault(section[0], set()).add(flag)
+    return [f"`ssogen {' '.join(path)}` {sorted(names)[0]}: in no row of its README option table"
+            for path, flags in shown.items() for names in options.get(path, []) if not names & flags]
+
+
 def ci_problems(markdown: str, ci_script: str, makefile: str) -> list[str]:
     """README's `make` commands are Makefile targets, and its `make test` is all CI runs (past `set` and `cd`)."""
     made = [" ".join(words) for _, line in shell_lines(markdown) for words in commands_of(line) if words[0] == "make"]
@@ -183,6 +203,10 @@ def test_every_command_has_a_readme_example() -> None:
 def test_every_flag_of_a_readme_option_table_exists_on_its_command() -> None:
     assert len(list(table_flags(README))) > 50
     assert table_problems(README, CLI) == []
+
+
+def test_every_option_of_a_command_with_an_option_table_has_a_row() -> None:
+    assert options_missing_from_tables(README, OPTIONS) == []
 
 
 def test_readme_test_command_is_what_ci_runs_and_its_extras_exist() -> None:
@@ -229,6 +253,14 @@ def test_a_command_without_example_is_found() -> None:
     missing = commands_without_example("```bash\nssogen principles list\nssogen env --json\n```", CLI)
     assert "generate" in missing and "principles show" in missing
     assert "principles" not in missing and "principles list" not in missing and "env" not in missing
+
+
+def test_an_option_missing_from_its_commands_table_is_found() -> None:
+    snippet = "### `ssogen judge` — judging\n| option | default |\n|---|---|\n| `--judge-model`, `--sample` | |\n"
+    missing = options_missing_from_tables(snippet, OPTIONS)
+    assert "`ssogen judge` --seed: in no row of its README option table" in missing
+    assert not any("--judge-model" in line or "--sample" in line for line in missing)
+    assert options_missing_from_tables("### Anything\n| `--seed` | 0 |\n", OPTIONS) == []  # no command's table
 
 
 def test_a_table_flag_missing_from_its_section_command_is_found() -> None:
