@@ -55,6 +55,15 @@ GENERATE_UNFINISHED = ("the `ssogen generate` run in this folder has not finishe
                        "run the same generate command again to finish it")
 
 
+def not_complete(manifest: Path, status: object) -> str | None:
+    """The one line for a folder whose manifest says its run is not complete (generate or score stopped while it
+    wrote the data files, which may then disagree), else None. A manifest without a status is of an old run."""
+    if status in (None, "complete"):
+        return None
+    return (f"{manifest}: the run in this folder is not complete (status {status!r}); run the same `ssogen "
+            "generate` (or `ssogen score`) command again to finish it")
+
+
 def marker_kind(work_dir: Path) -> str | None:
     """The kind of output the marker names (None: no marker, or one of an older version without a kind)."""
     try:

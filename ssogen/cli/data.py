@@ -33,6 +33,7 @@ from ssogen.dataset.license import check_license, license_note, record_license
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
+from ssogen.ownership import not_complete
 from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,10 +76,9 @@ def _require_folder(folder: Path, *, complete: bool = False) -> None:
     may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run."""
     out = OutputFolder(folder)
     out.read_triplets()
-    status = out.read_manifest().get("status")
-    if complete and status not in (None, "complete"):
-        raise UserError(f"{out.manifest}: the run in this folder is not complete (status {status!r}); run the same "
-                        "`ssogen generate` (or `ssogen score`) command again to finish it")
+    unfinished = not_complete(out.manifest, out.read_manifest().get("status"))
+    if complete and unfinished:
+        raise UserError(unfinished)
 
 
 @user_errors

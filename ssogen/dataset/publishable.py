@@ -18,7 +18,7 @@ from ssogen.dataset.folder import CONFIGS, LOGS, MARKER, WORK_DIR, OutputFolder
 from ssogen.dataset.splits import SPLITS
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX
-from ssogen.ownership import TINY_MODEL_MARK
+from ssogen.ownership import TINY_MODEL_MARK, not_complete
 
 PAIR_RESPONSE_COLUMNS = {
     "dpo": ("chosen", "rejected"),
@@ -120,8 +120,6 @@ def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) ->
         for column in PAIR_RESPONSE_COLUMNS[config]:
             if blank := _blank_count(table, column):
                 raise _blank_rows_error(folder, config, column, blank)
-    status = manifest.get("status")
-    if status is not None and status != "complete" and not allow_incomplete:
-        raise UserError(f"{folder.manifest}: the run is not complete (status {status!r}); resume it, or pass "
-                        "--allow-incomplete")
+    if (unfinished := not_complete(folder.manifest, manifest.get("status"))) and not allow_incomplete:
+        raise UserError(f"{unfinished}, or pass --allow-incomplete")
     return counts

@@ -22,6 +22,7 @@ from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, parse_verdict, render_prompt, template_source, winner
 from ssogen.models import engine_load_errors, require_available, resolve_model
+from ssogen.ownership import not_complete
 from ssogen.settings import option
 
 
@@ -64,9 +65,8 @@ def read_pairs(folder: Path, config: str) -> list[Pair]:
     """The pairs of the `dpo` config (prompt / chosen / rejected) or the `reward` config (two conversations)."""
     out = OutputFolder(folder)
     manifest = out.read_manifest()
-    if manifest.get("status", "complete") != "complete":
-        raise UserError(f"{folder}: the generate run is not finished (manifest status {manifest.get('status')!r}); "
-                        "run the same generate command again first")
+    if unfinished := not_complete(out.manifest, manifest.get("status")):
+        raise UserError(unfinished)
     path = out.config_file(config)
     if not path.exists():
         raise UserError(f"{folder}: no {config} config ({out.relative(path)} missing)")

@@ -14,7 +14,7 @@ from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import require_available, resolve_model
-from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, why_no_dataset
+from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, not_complete, why_no_dataset
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig
 from ssogen.train.integrations import check_deepspeed, check_report_to
@@ -37,9 +37,8 @@ def sso_files(data_dir: Path) -> list[Path]:
         raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
     status = folder.read_manifest().get("status") if folder.manifest.is_file() else None
-    if status not in (None, "complete"):  # stopped while its data files were being rewritten: they may disagree
-        raise UserError(f"{folder.manifest}: the run in this folder is not complete (status {status!r}); run the "
-                        "same `ssogen generate` (or `ssogen score`) command again to finish it")
+    if unfinished := not_complete(folder.manifest, status):
+        raise UserError(unfinished)
     return files
 
 

@@ -103,7 +103,8 @@ DATASET = [
      "--sample: Input should be greater than or equal to 1"),
     ("judge-config", "judge {w}/dataset --judge-model {model} --config bogus", 2,
      "--config: Input should be 'dpo' or 'reward'"),
-    ("judge-unfinished", "judge {w}/unfinished --judge-model {model}", 2, "the generate run is not finished"),
+    ("judge-unfinished", "judge {w}/unfinished --judge-model {model}", 2, "manifest.json: the run in this folder is "
+     "not complete (status 'in_progress'); run the same `ssogen generate` (or `ssogen score`) command again"),
     ("judge-templates-missing", "judge {w}/dataset --judge-model {model} --templates {w}/no-templates", 2,
      "error: --templates {w}/no-templates: no such folder"),
     ("judge-template-broken", "judge {w}/dataset --judge-model {model} --templates {w}/bad-judge", 2,
