@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,14 +210,17 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
             session = Session.open(config, plan.library, plan.templates, engine, plan.model.path)
             store.save_engine_settings(getattr(engine, "settings", None))
 
-            def report() -> None:
+            tally = [0, 0]  # this run's rows done and kept: counted as they come (a recount per chunk was n²)
+
+            def report(new: Iterable[dict[str, Any]]) -> None:
+                for record in new:
+                    if record["id"] in wanted:
+                        tally[0], tally[1] = tally[0] + 1, tally[1] + bool(record["kept"])
                 if on_progress is not None and session is not None:
-                    done = [finished[i] for i in wanted if i in finished]
-                    kept = sum(1 for r in done if r["kept"])
-                    on_progress(ProgressUpdate(len(done), len(plan.rows), kept, len(done) - kept,
+                    on_progress(ProgressUpdate(tally[0], len(plan.rows), tally[1], tally[0] - tally[1],
                                                session.tokens, session.generation_s))
 
-            report()
+            report(finished[i] for i in wanted if i in finished)  # what earlier invocations saved
             for start in range(0, len(pending), config.chunk_size):
                 chunk = pending[start:start + config.chunk_size]
                 new_selections, too_long = _select(session, [row for row in chunk if row.id not in selections])
@@ -229,7 +232,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                 sampled = sample_responses(session, to_sample, selections, request_order)
                 store.append("rows", sampled)
                 finished.update({r["id"]: r for r in sampled})
-                report()
+                report([*too_long, *sampled])
     except STOPPED:  # the finally below closes the store
         saved = sum(1 for i in wanted if i in finished)
         raise UserError(f"interrupted: {saved} of {len(plan.rows)} rows are saved in {folder.work_dir}; run the "

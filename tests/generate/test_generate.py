@@ -300,6 +300,21 @@ def test_resume_after_sigkill_equals_uninterrupted_run(e2e: Any, tiny_model: Pat
     assert triplets(out) == triplets(e2e.out)
 
 
+def test_progress_counts_the_rows_done_and_kept_of_this_run_resumed_or_not(tiny_model: Path, tmp_path: Path) -> None:
+    """The progress bar's counts, tallied as chunks come in (a recount of every row after each chunk grew with the
+    square of the rows): an earlier invocation's rows first, then each chunk's."""
+    from ssogen.generate.run import ProgressUpdate, run_generate
+
+    config = RunConfig(model=str(tiny_model), out=str(tmp_path / "run"), engine="transformers", chunk_size=2,
+                       **{**BASE, "limit": 2, "max_tokens": 4, "keep_truncated": False})
+    run_generate(config)
+    updates: list[ProgressUpdate] = []
+    resumed = run_generate(config.model_copy(update={"limit": 5}), on_progress=updates.append)
+    assert [u.rows_done for u in updates] == [2, 4, 5] and all(u.rows_total == 5 for u in updates)
+    assert all(u.kept + u.dropped == u.rows_done for u in updates)
+    assert updates[-1].kept == sum(1 for row in triplets(resumed.out) if row["kept"])
+
+
 def test_transformers_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
 
     from ssogen.generate.run import run_generate
