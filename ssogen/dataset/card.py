@@ -27,6 +27,7 @@ from ssogen.dataset.stats import VARIANT_LABELS, DatasetStats, folder_stats
 from ssogen.errors import UserError
 from ssogen.formatting import percent
 from ssogen.io import write_text_atomic
+from ssogen.records import TripletRecord
 from ssogen.templating import TemplateError, Templates
 
 logger = logging.getLogger(__name__)
@@ -159,14 +160,20 @@ def _configs(folder: OutputFolder) -> tuple[list[dict[str, Any]], list[dict[str,
 
 
 def _examples(folder: OutputFolder) -> list[dict[str, Any]]:
-    """A few kept rows for the card (none when the triplets cannot be read)."""
+    """The first few kept rows by input position, for the card (none when the triplets cannot be read). Chosen in
+    Arrow: only those rows become records (all of them took GBs at 1M rows, for three)."""
+    import pyarrow.compute as pc
+
     try:
-        records = folder.read_triplets()
+        table = folder.read_config("triplets")
     except UserError:
         return []
-    return [record.model_dump(include={"id", "prompt", "features", "extra", "response_good", "response_bad",
-                                       "response_raw"})
-            for record in records if record.kept][:EXAMPLE_ROWS]
+    kept = table.filter(pc.equal(table["kept"], True))
+    first = kept.take(pc.sort_indices(kept["position"])[:EXAMPLE_ROWS]).to_pylist()
+    known = TripletRecord.model_fields
+    return [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}).model_dump(
+        include={"id", "prompt", "features", "extra", "response_good", "response_bad", "response_raw"})
+        for row in first]
 
 
 def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ssogen.dataset.card import write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.splits import SplitSpec
+from ssogen.dataset.stats import folder_stats
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
 
@@ -58,9 +59,10 @@ def undone_work(folder: OutputFolder) -> list[str]:
     return undone
 
 
-def write_card_and_stats(folder: OutputFolder, templates: str | None) -> None:
-    """The card; stats.json and the plots too when `stats` wrote them before (they would describe the old rows)."""
+def write_card_and_stats(folder: OutputFolder, templates: str | None, records: list[TripletRecord]) -> None:
+    """The card; stats.json and the plots too when `stats` wrote them before (they would describe the old rows).
+    `records`: the triplets just written (not read again: at 1M rows, GBs and minutes)."""
     if folder.stats.is_file():
-        refresh(folder.root, templates=templates)
+        refresh(folder.root, templates=templates, records=records)
     else:
-        write_card(folder.root, templates=templates)
+        write_card(folder.root, templates=templates, stats=folder_stats(folder, records))

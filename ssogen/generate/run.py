@@ -287,5 +287,5 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     }
     manifest["summary"]["warnings"] += undone
     folder.write_manifest(manifest)
-    write_card_and_stats(folder, config.templates)  # a card.md.jinja in --templates replaces the bundled one
+    write_card_and_stats(folder, config.templates, records)  # a card.md.jinja in --templates replaces the bundled one
     return GenerateResult(out=folder.root, records=records, manifest=manifest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -197,6 +198,22 @@ def test_license_examples_and_dataset_info(dataset: Path) -> None:
                                                          "truncated_rejected"]
     result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots", "--license", "Not A License"])
     assert result.exit_code == 2 and "--license: 'Not A License' is not a Hub license id" in result.stderr
+
+
+def test_the_examples_are_the_first_kept_rows_by_position_across_the_splits(tmp_path: Path) -> None:
+    """Chosen from the triplets' columns (not every row as a record): the first three kept rows in input order,
+    whichever split holds them, dropped rows never."""
+    from ssogen.dataset.splits import SplitSpec
+
+    dropped = {0, 2}
+    records = [make_record(i, response_good=f"answer number {i}.", kept=i not in dropped,
+                           drop_reason="identical_responses" if i in dropped else None) for i in range(12)]
+    out = write_dataset(tmp_path / "out", [])
+    OutputFolder(out).write_configs(records, SplitSpec(test_size=0.5, seed=3))
+    in_test = {row["position"] for row in OutputFolder(out).read_config("triplets", split="test").to_pylist()}
+    assert in_test & {1, 3, 4} and {1, 3, 4} - in_test  # the first kept rows are in both splits
+    examples = render_card(out).split("### Example ")[1:]
+    assert [re.findall(r"answer number (\d+)\.", part)[0] for part in examples] == ["1", "3", "4"]
 
 
 def test_code_fences_in_responses_cannot_break_out_of_the_example_block(tmp_path: Path) -> None:
