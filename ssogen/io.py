@@ -109,3 +109,13 @@ def share_like_new_files(folder: str | Path, pattern: str = "*.safetensors") -> 
         if path.is_file() and not path.is_symlink():
             path.chmod(0o666 & ~umask)
 
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from a file ssogen wrote, or None when the file is missing, unreadable, not UTF-8, not JSON or
+    not an object: for the files whose absence only means that a step has not run."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None
+    return data if isinstance(data, dict) else None
+

@@ -92,3 +92,15 @@ def test_a_dangling_link_as_the_output_folder_is_one_line(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=rf"^--out {link}: a symbolic link to {tmp_path}/gone, which does not exist$"):
         check_writable_folder(link)
     check_writable_folder(tmp_path / "new")  # a plain path to create is fine
+
+
+def test_read_json_object_is_none_for_what_only_means_not_done_yet(tmp_path: Path) -> None:
+    from ssogen.io import read_json_object
+
+    path = tmp_path / "stats.json"
+    assert read_json_object(path) is None  # missing
+    for unreadable in (b"\xff\xfe not utf-8", b'{"cut": ', b"[1, 2]"):  # not text, not JSON, not an object
+        path.write_bytes(unreadable)
+        assert read_json_object(path) is None, unreadable
+    path.write_text('{"funnel": {"kept": 3}}')
+    assert read_json_object(path) == {"funnel": {"kept": 3}}

@@ -36,7 +36,7 @@ from ssogen import ownership
 from ssogen.dataset.configs import CONFIGS, config_schema, split_config_rows
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
 from ssogen.errors import UserError
-from ssogen.io import TMP_SUFFIX, write_json_atomic, write_parquet_atomic, write_text_atomic
+from ssogen.io import TMP_SUFFIX, read_json_object, write_json_atomic, write_parquet_atomic, write_text_atomic
 from ssogen.lock import Holder
 from ssogen.ownership import FINGERPRINT, LOCK, LOG_PATTERN, MARKER, WORK_DIR, claim, holds_anything, remove_written
 from ssogen.records import TripletRecord
@@ -268,11 +268,8 @@ class OutputFolder:
 
     def read_judge(self) -> dict[str, Any] | None:
         """judge.json, or None when the folder was never judged (or the file is unreadable: judge again)."""
-        try:
-            judged = json.loads(self.judge.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        return judged if isinstance(judged, dict) and isinstance(judged.get("metrics"), dict) else None
+        judged = read_json_object(self.judge)
+        return judged if judged is not None and isinstance(judged.get("metrics"), dict) else None
 
     def card_is_generated(self) -> bool:
         """True when README.md is missing or ssogen rendered it (it ends with CARD_MARKER)."""

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from ssogen.dataset.folder import MARKER, WORK_DIR, OutputFolder
 from ssogen.errors import UserError
-from ssogen.io import check_writable_folder, write_json_atomic
+from ssogen.io import check_writable_folder, read_json_object, write_json_atomic
 from ssogen.ownership import check_fingerprint, check_kind
 
 ENGINE_SETTINGS = "engine_settings.json"  # in the work dir; --overwrite clears it with the rest
@@ -144,11 +144,7 @@ class ShardStore:
     def saved_engine_settings(self) -> dict[str, Any] | None:
         """The settings `save_engine_settings` kept (None: no engine was loaded for this run, or an older
         version ran it)."""
-        try:
-            found = json.loads((self.dir / ENGINE_SETTINGS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return found if isinstance(found, dict) else None
+        return read_json_object(self.dir / ENGINE_SETTINGS)
 
     def close(self) -> None:
         for f in self._files.values():

@@ -6,7 +6,6 @@ without the weight W let responses grow across iterations (docs/method.md)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from ssogen.dataset.folder import OutputFolder
 from ssogen.formatting import percent
-from ssogen.io import write_json_atomic, write_png_atomic
+from ssogen.io import read_json_object, write_json_atomic, write_png_atomic
 from ssogen.iterate.options import IterateOptions
 from ssogen.iterate.plan import PLOTS_DIR, REPORT_FILE, Iteration
 from ssogen.train.output import TrainOutput
@@ -26,18 +25,9 @@ LENGTH_PLOT = "lengths.png"
 TRAINING_PLOT = "training.png"
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a step's output, or None when the file is missing or unreadable (step not done)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def data_summary(folder: Path) -> dict[str, Any] | None:
     """Funnel, mean tokens of the kept rows, length ratio and on-policy-ness from `ssogen stats`' stats.json."""
-    stats = read_json(OutputFolder(folder).stats)
+    stats = read_json_object(OutputFolder(folder).stats)
     if stats is None:
         return None
     funnel, tokens, scoring = stats["funnel"], stats["lengths"]["tokens"], stats.get("scoring")
@@ -53,7 +43,7 @@ def data_summary(folder: Path) -> dict[str, Any] | None:
 def training_summary(folder: Path) -> dict[str, Any] | None:
     """Trained steps and the last logged training loss; reward accuracies and mean W from the final evaluation over
     all rows when train ran one (--final-eval), else from the last logged step."""
-    metrics = read_json(TrainOutput(folder).metrics)
+    metrics = read_json_object(TrainOutput(folder).metrics)
     if metrics is None:
         return None
     logged = [entry for entry in metrics.get("log_history", []) if "loss" in entry]
@@ -73,7 +63,7 @@ def training_summary(folder: Path) -> dict[str, Any] | None:
 
 
 def judge_summary(folder: Path) -> dict[str, Any] | None:
-    judged = read_json(OutputFolder(folder).judge)
+    judged = OutputFolder(folder).read_judge()  # None too for a judge.json without its metrics
     return None if judged is None else {"judge_model": judged.get("judge_model"), **judged["metrics"]}
 
 

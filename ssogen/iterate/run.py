@@ -27,7 +27,7 @@ from rich.console import Console
 from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
 from ssogen.fingerprint import check_model_available
-from ssogen.io import write_text_atomic
+from ssogen.io import read_json_object, write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
     fingerprint,
@@ -35,7 +35,7 @@ from ssogen.iterate.options import (
     train_config_values,
 )
 from ssogen.iterate.plan import Iteration, Planner, Step, split_queries
-from ssogen.iterate.report import print_report, read_json, write_report
+from ssogen.iterate.report import print_report, write_report
 from ssogen.iterate.state import RunState
 from ssogen.models import resolve_model
 from ssogen.ownership import WORK_DIR, claim
@@ -49,16 +49,16 @@ PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets 
 def finished(step: Step) -> bool:
     """Whether the step's own output says it ran to the end (the state file says from which inputs)."""
     if step.kind == "generate":
-        manifest = read_json(OutputFolder(step.folder).manifest) or {}
+        manifest = read_json_object(OutputFolder(step.folder).manifest) or {}
         return manifest.get("status") == "complete"
     if step.kind == "score":
-        score = (read_json(OutputFolder(step.folder).manifest) or {}).get("score")
+        score = (read_json_object(OutputFolder(step.folder).manifest) or {}).get("score")
         return isinstance(score, dict) and (score.get("filter") is not None) == step.settings["filter"]
     if step.kind == "stats":
         return OutputFolder(step.folder).stats.exists()
     if step.kind == "train":
         return TrainOutput(step.folder).finished()
-    judged = read_json(OutputFolder(step.folder).judge) or {}
+    judged = OutputFolder(step.folder).read_judge() or {}
     return {k: judged.get(k) for k in step.settings} == step.settings
 
 

@@ -85,7 +85,7 @@ def test_each_order_credits_the_answer_in_the_named_position(folder: Path, tiny_
 def test_unfinished_or_empty_folders_are_refused(tmp_path: Path, tiny_model: Path) -> None:
     out = write_dataset(tmp_path / "partial", [make_record(0)], status="in_progress")
     result = CliRunner().invoke(app, ["judge", str(out), "--judge-model", str(tiny_model)])
-    assert result.exit_code == 2 and "not finished" in result.output
+    assert result.exit_code == 2 and "the run in this folder is not complete" in result.output
     empty = write_dataset(tmp_path / "empty", [make_record(0, kept=False, drop_reason="identical_good_bad")])
     result = CliRunner().invoke(app, ["judge", str(empty), "--judge-model", str(tiny_model)])
     assert result.exit_code == 2 and "no pairs" in result.output
