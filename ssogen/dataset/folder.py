@@ -162,9 +162,10 @@ class OutputFolder:
             counts[config] = len(parts[TRAIN]) + len(parts[TEST])
         return counts
 
-    def read_config(self, config: str, path: Path | None = None, split: str | None = None) -> pa.Table:
-        """A config's table: one file (`path`), one split, or every split (train first); a corrupt file is one
-        clear line."""
+    def read_config(self, config: str, path: Path | None = None, split: str | None = None,
+                    columns: list[str] | None = None) -> pa.Table:
+        """A config's table (`columns` only, if given): one file (`path`), one split, or every split (train
+        first); a corrupt file is one clear line."""
         if path is not None:
             paths = [self.require(path)]
         else:
@@ -175,7 +176,7 @@ class OutputFolder:
         tables = []
         for file in paths:
             try:
-                tables.append(pq.read_table(file))
+                tables.append(pq.read_table(file, columns=columns))
             except (pa.ArrowInvalid, OSError) as exc:
                 raise UserError(f"{file}: corrupt parquet file ({exc})") from None
         try:

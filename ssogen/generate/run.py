@@ -53,9 +53,16 @@ class ProgressUpdate:
 @dataclass
 class GenerateResult:
     out: Path
-    records: list[TripletRecord]
     manifest: dict[str, Any]
     unchanged: bool = False  # a finished run asked for again: nothing was written
+    written: list[TripletRecord] | None = None  # the rows this invocation wrote (None: unchanged)
+
+    @property
+    def records(self) -> list[TripletRecord]:
+        """Every row, in input order: those written, or those of the unchanged run (read from its folder now)."""
+        if self.written is None:
+            self.written = OutputFolder(self.out).read_triplets()
+        return self.written
 
 
 def load_tokenizer(plan: RunPlan) -> Any:
@@ -184,18 +191,17 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     store = ShardStore(folder)
     resumed = store.prepare(plan.fingerprint(), overwrite=overwrite, hints=plan.refusal_hints,
                             earlier=plan.earlier_fingerprints)
+    split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
+    unchanged = None if overwrite else unchanged_finished_run(
+        folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows], split, config.license,
+        config.templates)
+    if unchanged is not None:  # nothing to write; this invocation resumed and ran no request
+        return GenerateResult(folder.root, {**unchanged, "requests_this_invocation": {}, "resumed": True},
+                              unchanged=True)
     finished = store.load("rows", _check_row)
     selections = store.load("selection", check_selection_record)
     wanted = {row.id for row in plan.rows}
     pending = [row for row in plan.rows if row.id not in finished]
-    split = SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
-    unchanged = None if pending or overwrite else unchanged_finished_run(
-        folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows], split, config.license,
-        config.templates)
-    if unchanged is not None:  # nothing to write; this invocation resumed and ran no request
-        rows, manifest = unchanged
-        return GenerateResult(folder.root, rows, {**manifest, "requests_this_invocation": {}, "resumed": True},
-                              unchanged=True)
     undone = undone_work(folder)
     session: Session | None = None
     # Its data files are about to change (new rows, or another split, license or subset of the finished ones): not
@@ -288,4 +294,4 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     manifest["summary"]["warnings"] += undone
     folder.write_manifest(manifest)
     write_card_and_stats(folder, config.templates, records)  # a card.md.jinja in --templates replaces the bundled one
-    return GenerateResult(out=folder.root, records=records, manifest=manifest)
+    return GenerateResult(out=folder.root, manifest=manifest, written=records)
