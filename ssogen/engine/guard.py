@@ -3,9 +3,11 @@
 With vLLM's V1 multiprocessing (its default) the engine core is a process of its own, which vLLM stops when the
 engine shuts down, on Ctrl-C and on `kill`. After a `kill -9` of ssogen (or the out-of-memory killer) it stayed,
 idle, holding the model's memory: on a GPU, the memory that the rerun then needs. `EngineGuard` notes the child
-processes that building an engine started and hands them to a small guard process, which gets SIGTERM when ssogen
-dies (Linux's parent-death signal) and then stops them: SIGTERM, and SIGKILL after a grace period. Shutting the
-engine down (or its collection) ends the guard first. Linux only; elsewhere nothing is guarded."""
+processes that building an engine started (not multiprocessing's resource tracker, which the whole process shares)
+and hands them to a small guard process, which gets SIGTERM when ssogen dies (Linux's parent-death signal) and then
+stops them: SIGTERM, and SIGKILL after a grace period. It ignores Ctrl-C, which a terminal sends to ssogen's whole
+process group. Shutting the engine down (or its collection) ends the guard first. Linux only; elsewhere nothing is
+guarded."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ def stop(*_):
             time.sleep(0.1)
     os._exit(0)
 signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: ssogen, not the guard, acts on it
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 if os.getppid() != parent:  # ssogen died before the signal was armed
     stop()
@@ -48,6 +51,11 @@ while True:
 """
 GRACE_S = 10.0  # for vLLM to stop its own workers on SIGTERM
 _GUARDS: weakref.WeakKeyDictionary[Any, weakref.finalize[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+# The command line of the helpers multiprocessing starts once per process, for every later use (its resource tracker,
+# its fork server): not the engine's, and never to be stopped while ssogen runs.
+_SHARED_HELPER = b"from multiprocessing."
 
 
 def child_processes() -> set[int]:
@@ -70,7 +78,7 @@ class EngineGuard:
         self.before = child_processes()
 
     def owned_by(self, engine: Any) -> Any:
-        started = sorted(child_processes() - self.before)
+        started = sorted(pid for pid in child_processes() - self.before if not _shared_helper(pid))
         # The parent-death signal comes when the thread that started the guard ends: only the main thread's lasts.
         if started and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
             guard = subprocess.Popen([sys.executable, "-c", GUARD_SCRIPT.replace("GRACE_S", repr(GRACE_S)),
@@ -78,6 +86,14 @@ class EngineGuard:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
             _GUARDS[engine] = weakref.finalize(engine, _end_guard, guard)
         return engine
+
+
+def _shared_helper(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return _SHARED_HELPER in cmdline.read()
+    except OSError:  # ended meanwhile
+        return True
 
 
 def release_guard(engine: Any) -> None:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,3 +47,47 @@ def test_an_engine_that_started_no_process_gets_no_guard() -> None:
     guard = EngineGuard()
     guard.owned_by(FakeEngine())  # vLLM with its V1 multiprocessing off: the engine core runs in-process
     assert child_processes() == guard.before
+
+
+# A process that builds a "engine" (a sleeping child) with a guard, starts multiprocessing's resource tracker
+# meanwhile (vLLM does so on its first engine), prints the pids and waits to be killed.
+OWNER = """
+import subprocess, sys, time
+from multiprocessing import resource_tracker
+from ssogen.engine.guard import _GUARDS, EngineGuard
+class Engine: pass
+guard = EngineGuard()
+resource_tracker.ensure_running()
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+engine = guard.owned_by(Engine())
+started = [finalizer.peek()[2][0] for finalizer in _GUARDS.values()]  # (engine, function, args, kwargs)
+print(worker.pid, resource_tracker._resource_tracker._pid, *(p.pid for p in started), flush=True)
+print(*(pid for p in started for pid in p.args[4:]), flush=True)  # python -c SCRIPT SSOGEN_PID PIDS...
+time.sleep(120)
+"""
+
+
+def test_a_ctrl_c_leaves_the_guard_quiet_and_armed_and_multiprocessings_helpers_are_not_guarded() -> None:
+    """A terminal's Ctrl-C reaches the guard too (one process group): it printed a KeyboardInterrupt traceback
+    (into the command's log) and ended, leaving the engine unguarded. The resource tracker that multiprocessing
+    starts with the first engine serves the whole process: it is no engine process to stop."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    worker, tracker, *guards = map(int, owner.stdout.readline().split())
+    guarded = list(map(int, owner.stdout.readline().split()))
+    try:
+        assert len(guards) == 1 and guarded == [worker], (tracker, guarded)
+        time.sleep(1.0)  # the guard has set its handlers
+        os.kill(guards[0], signal.SIGINT)
+        time.sleep(0.5)
+        assert _running(guards[0])
+        owner.kill()  # as `kill -9` of ssogen: the guard stops the worker
+        _, errors = owner.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _running(worker):
+            time.sleep(0.05)
+        assert not _running(worker) and "KeyboardInterrupt" not in errors, errors
+    finally:
+        for pid in (worker, *guards):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
