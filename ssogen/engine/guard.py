@@ -98,7 +98,10 @@ def _shared_helper(pid: int) -> bool:
 
 def release_guard(engine: Any) -> None:
     """The engine is shut down: its guard ends, leaving its (former) processes alone."""
-    finalizer = _GUARDS.pop(engine, None)
+    try:
+        finalizer = _GUARDS.pop(engine, None)
+    except TypeError:  # an object without weak references (a stand-in `vllm.LLM`) has no guard
+        return
     if finalizer is not None:
         finalizer()
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from ssogen.engine.guard import EngineGuard, child_processes, release_guard
 
@@ -41,6 +42,12 @@ def test_shutting_the_engine_down_ends_its_guard_and_leaves_the_processes_alone(
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_releasing_an_object_that_takes_no_weak_reference_is_a_no_op() -> None:
+    """`shutdown_vllm_llm` releases the guard of whatever it is given: a stand-in `vllm.LLM` (a SimpleNamespace, as
+    in tests/engine/test_close.py) raised "cannot create weak reference" there."""
+    release_guard(SimpleNamespace())
 
 
 def test_an_engine_that_started_no_process_gets_no_guard() -> None:
