@@ -35,6 +35,14 @@ LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 REGEX_CHARACTERS = re.compile(r"[\\*+?()\[\]{}|^$]")  # --lora-target-modules is a regex (a dot is part of a name too)
 
 
+def lora_names(value: str) -> str:
+    """--lora-target-modules written one way: names without regex characters as `q_proj,v_proj` (an earlier ssogen
+    recorded them as typed, `q_proj, v_proj`); all-linear and a regex as given."""
+    if REGEX_CHARACTERS.search(value):
+        return value
+    return ",".join(name.strip() for name in value.split(",") if name.strip())
+
+
 class TrainConfig(RemembersOrigins):
     """Every `ssogen train` option; field names are the long flags with '_' for '-' unless a field says so."""
 
@@ -149,8 +157,8 @@ class TrainConfig(RemembersOrigins):
             value = ",".join(name.strip() for name in value)
         if isinstance(value, str) and not value.strip(", "):
             raise ValueError("names no module")
-        if isinstance(value, str) and not REGEX_CHARACTERS.search(value):
-            value = ",".join(name.strip() for name in value.split(",") if name.strip())
+        if isinstance(value, str):
+            value = lora_names(value)
         if isinstance(value, str) and REGEX_CHARACTERS.search(value) and value.strip() != "all-linear":
             try:
                 re.compile(value.strip())

@@ -13,10 +13,11 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
+from ssogen.io import read_json_object
 from ssogen.models import require_available, resolve_model
 from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, not_complete, why_no_dataset
 from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
-from ssogen.train.config import TrainConfig
+from ssogen.train.config import TrainConfig, lora_names
 from ssogen.train.integrations import check_deepspeed, check_report_to
 from ssogen.train.output import CHECKPOINT_PREFIX, TRAINER_STATE, OutputVerdict, TrainOutput, checkpoint_problem
 
@@ -114,10 +115,22 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
     if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
         raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
     fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
-    verdict = TrainOutput(config.out).verdict(fingerprint, overwrite=config.overwrite)
+    output = TrainOutput(config.out)
+    verdict = output.verdict(fingerprint, overwrite=config.overwrite, earlier=earlier_fingerprint(output, fingerprint))
     if config.resume_from_checkpoint:
         verdict.notes += given_checkpoint_notes(Path(config.resume_from_checkpoint), fingerprint, config.max_steps)
     return fingerprint, verdict
+
+
+def earlier_fingerprint(output: TrainOutput, fingerprint: dict[str, Any]) -> tuple[str, ...]:
+    """The fingerprint that an earlier ssogen stored in --out for this very configuration: it recorded
+    --lora-target-modules as typed (`q_proj, v_proj`), before the names were written one way; such a run resumes."""
+    stored = read_json_object(output.fingerprint) or {}
+    config = stored.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("lora_target_modules"), str):
+        return ()
+    as_now = {**config, "lora_target_modules": lora_names(config["lora_target_modules"])}
+    return (str(stored.get("fingerprint")),) if as_now == fingerprint["config"] else ()
 
 
 def given_checkpoint_notes(checkpoint: Path, fingerprint: dict[str, Any], max_steps: int) -> list[str]:

@@ -119,8 +119,9 @@ class TrainOutput:
         """The marker is there (folders of older versions: ssogen's own config file beside the model)."""
         return self.marker.is_file() or self.fingerprint.is_file() or self.train_config.is_file()
 
-    def verdict(self, fingerprint: dict[str, Any], *, overwrite: bool) -> OutputVerdict:
-        """Read-only: what a run of this configuration would do here; one clear line when it may not."""
+    def verdict(self, fingerprint: dict[str, Any], *, overwrite: bool, earlier: tuple[str, ...] = ()) -> OutputVerdict:
+        """Read-only: what a run of this configuration would do here; one clear line when it may not. `earlier`: what
+        an earlier ssogen stored for this configuration (`train.inputs.earlier_fingerprint`)."""
         out = self.root
         check_writable_folder(out)
         if not holds_anything(out):  # new, empty, or only the logs of commands that stopped early
@@ -140,7 +141,7 @@ class TrainOutput:
         hints = {"bf16": "pass --bf16 or --no-bf16 as that run did (without either, the choice is left to the "
                          "device and recorded as such)"} if fingerprint["config"].get("bf16", False) is None else None
         check_fingerprint(self.fingerprint, fingerprint, refusal=f"--out {out}: holds a training run of another "
-                          "configuration", hints=hints)
+                          "configuration", hints=hints, earlier=earlier)
         if self.finished():
             return OutputVerdict("finished")
         checkpoint, skipped = self.newest_checkpoint()

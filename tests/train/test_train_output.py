@@ -237,3 +237,29 @@ def test_a_generate_killed_among_its_data_files_is_not_trained_on(tmp_path: Path
     shutil.rmtree(out / "data" / "sso")  # killed after triplets, before sso
     with pytest.raises(UserError, match=unfinished):
         sso_files(out)
+
+
+def test_a_run_that_an_earlier_ssogen_started_with_spaced_lora_names_resumes(tiny_model: Path, tmp_path: Path) -> None:
+    """An earlier ssogen fingerprinted --lora-target-modules as typed (`q_proj, v_proj`). Since the names are written
+    one way (`q_proj,v_proj`), the same command refused that run as "another configuration (changed:
+    lora_target_modules)"; other names still are another configuration."""
+    import hashlib
+
+    from ssogen.errors import UserError
+    from ssogen.train.config import TrainConfig
+    from ssogen.train.inputs import check_training_inputs, run_fingerprint
+    from ssogen.train.output import OutputVerdict
+
+    data = write_synthetic_sso(tmp_path / "data", count=4, seed=0)
+    config = TrainConfig(data=data, model=str(tiny_model), out=tmp_path / "run", lora=True,
+                         lora_target_modules="q_proj, v_proj")
+    stored = {**run_fingerprint(config)["config"], "lora_target_modules": "q_proj, v_proj"}  # as typed, as then
+    output = TrainOutput(config.out)
+    with output.claim():
+        output.start({"fingerprint": hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest(),
+                      "config": stored}, OutputVerdict("start"))
+    (output.root / "checkpoint-2").mkdir()  # work saved: the configuration must be the same to resume
+    _, verdict = check_training_inputs(config)
+    assert verdict.action == "resume"
+    with pytest.raises(UserError, match=r"another configuration \(changed: lora_target_modules\)"):
+        check_training_inputs(config.model_copy(update={"lora_target_modules": "q_proj"}))
