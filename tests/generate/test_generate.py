@@ -272,6 +272,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ssogen", "generate", *args]
 
 
+def _generate_until_saved(tiny_model: Path, out: Path, *, rows: int, limit: int = 40,
+                          multiprocessing: str = "0") -> subprocess.Popen[str]:
+    """`ssogen generate` in a process of its own, once it has saved `rows` rows (or ended); VLLM's V1
+    multiprocessing as given (its default is on; the tests' conftest turns it off)."""
+    from ssogen.dataset.shards import ShardStore
+
+    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
+                "--limit", str(limit), "--chunk-size", "2")
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": multiprocessing}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and len(ShardStore(out).load("rows")) < rows:
+        time.sleep(0.05)
+    return proc
+
+
 def test_resume_after_sigkill_equals_uninterrupted_run(e2e: Any, tiny_model: Path, tmp_path: Path) -> None:
     from ssogen.dataset.shards import ShardStore
 
@@ -337,26 +353,13 @@ def test_ctrl_c_saves_progress_and_exits_130(tiny_model: Path, tmp_path: Path) -
     from ssogen.dataset.shards import ShardStore
 
     out = tmp_path / "interrupt"
-    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
-                "--limit", "40", "--chunk-size", "2")
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and len(ShardStore(out).load("rows")) < 2:
-        time.sleep(0.05)
+    proc = _generate_until_saved(tiny_model, out, rows=2)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "run the same command again to resume" in stderr and "\nto resume: ssogen generate" in stderr
     assert "Traceback" not in stderr
     assert 2 <= len(ShardStore(out).load("rows")) < 40
-
-
-def _child_processes(pid: int) -> set[int]:
-    found: set[int] = set()
-    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
-        found.update(int(child) for child in listing.read_text().split())
-    return found
 
 
 def _running(pid: int) -> bool:
@@ -369,18 +372,8 @@ def _running(pid: int) -> bool:
 def test_vllms_engine_process_ends_with_a_killed_generate(tiny_model: Path, tmp_path: Path) -> None:
     """With vLLM's V1 multiprocessing (its default) the engine core, a process of its own, stayed after a
     `kill -9` of generate, holding the model's memory that the rerun needs."""
-    from ssogen.dataset.shards import ShardStore
-
-    out = tmp_path / "killed"
-    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
-                "--limit", "40", "--chunk-size", "2")
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and not ShardStore(out).load("rows"):
-        time.sleep(0.05)
-    engine = {pid for pid in _child_processes(proc.pid)
-              if "EngineCor" in Path(f"/proc/{pid}/comm").read_text()}
+    proc = _generate_until_saved(tiny_model, tmp_path / "killed", rows=1, multiprocessing="1")
+    engine = {pid for pid in _descendants(proc.pid) if "EngineCor" in _process_name(pid)}
     assert engine and proc.poll() is None
     proc.kill()
     proc.wait()
@@ -434,13 +427,7 @@ def test_sigterm_stops_the_engine_processes_and_saves_progress(tiny_model: Path,
     from ssogen.dataset.shards import ShardStore
 
     out = tmp_path / "terminated"
-    args = _cli("--model", str(tiny_model), "--out", str(out), "--max-tokens", "16", "--keep-truncated",
-                "--limit", "40", "--chunk-size", "2")
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}  # vLLM's default (the tests' conftest turns it off)
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and len(ShardStore(out).load("rows")) < 2:
-        time.sleep(0.05)
+    proc = _generate_until_saved(tiny_model, out, rows=2, multiprocessing="1")
     engine_processes = _descendants(proc.pid)
     assert engine_processes, "vLLM's engine core runs in a process of its own"
     proc.send_signal(signal.SIGTERM)
