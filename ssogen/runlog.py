@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -257,8 +258,7 @@ def command_log(path: Path, command: str, argv: list[str] | None = None, *, capt
                 ) -> Iterator[LogSession]:
     """Log the block to `path` (see the module docstring). `argv` is written first, secrets scrubbed;
     `import_transformers`: set transformers' logging up front (commands that load a model); `warn` receives each
-    warning line for the terminal (default: the terminal's stderr). Everything is put back afterwards, in the
-    reverse order, whatever happened."""
+    warning line for the terminal (default: its stderr). All is put back afterwards, in reverse, whatever happened."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path = path.resolve()
     with contextlib.ExitStack() as undo:
@@ -288,7 +288,7 @@ def command_log(path: Path, command: str, argv: list[str] | None = None, *, capt
         undo.callback(_ACTIVE.discard, path)
         started = time.monotonic()
         from ssogen import __version__
-        line = " ".join(argv if argv is not None else ["ssogen", *sys.argv[1:]])
+        line = shlex.join(argv if argv is not None else ["ssogen", *sys.argv[1:]])  # runs again as logged
         logger.info("ssogen %s %s: %s", __version__, command, scrub(line))
         outcome: BaseException | None = None
         try:

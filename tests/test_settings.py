@@ -274,11 +274,13 @@ def test_the_log_names_each_option_by_its_flag_and_runs_again_as_logged(tmp_path
         with command_log(tmp_path, "train", libraries=False):
             pass
 
-    args = ["run1", "--data", "d", "--model", "m", "--out", "o", "--lambda", "0.3", "--cpu", "--loss", "dpo",
+    args = ["run1", "--data", "my data", "--model", "m", "--out", "o", "--lambda", "0.3", "--cpu", "--loss", "dpo",
             "--no-fused-head", "--lora", "--lora-target-modules", "q_proj,v_proj", "--report-to", "none"]
     assert CliRunner().invoke(toy_app, args).exit_code == 0
     logged = next((tmp_path / "logs").glob("train-*.log")).read_text().splitlines()[0].split(" train: ", 1)[1]
-    assert logged == ("ssogen train run1 --no-overwrite-all --data=d --model=m --out=o --loss=dpo --lambda=0.3 "
-                      "--report-to=none --cpu --no-fused-head --lora --lora-target-modules=q_proj,v_proj"), logged
+    # A value with a space is quoted, as a shell needs it (it was two words).
+    assert logged == ("ssogen train run1 --no-overwrite-all '--data=my data' --model=m --out=o --loss=dpo "
+                      "--lambda=0.3 --report-to=none --cpu --no-fused-head --lora --lora-target-modules=q_proj,v_proj"
+                      ), logged
     assert CliRunner().invoke(toy_app, shlex.split(logged)[2:]).exit_code == 0
     assert seen[1] == seen[0]
