@@ -80,7 +80,7 @@ def _table_rows(path: Path, text: str, delimiter: str) -> list[dict[str, str]]:
     header = next(reader, None)
     if header is None:
         return []
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    repeated = sorted({name for name in header if name and header.count(name) > 1})  # unnamed: a spreadsheet's
     if repeated:
         raise UserError(f"{path}:{reader.line_num}: the header names column(s) {', '.join(map(repr, repeated))} "
                         "twice; a row would keep only the last of each")

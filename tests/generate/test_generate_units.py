@@ -76,8 +76,8 @@ def test_a_table_row_that_does_not_fit_its_header_is_refused_at_its_line(tmp_pat
     (tmp_path / name).write_text(text)
     with pytest.raises(UserError, match=error):
         read_prompts(str(tmp_path / name))
-    # Quoted cells and blank lines are fine.
-    (tmp_path / "fine.csv").write_text('prompt,id\n"Hi, there",1\n\n"two\nlines",2\n')
+    # Quoted cells and blank lines are fine, and so are the unnamed empty columns a spreadsheet export adds.
+    (tmp_path / "fine.csv").write_text('prompt,id,,\n"Hi, there",1,,\n\n"two\nlines",2,,\n')
     assert [r.text for r in read_prompts(str(tmp_path / "fine.csv")).rows] == ["Hi, there", "two\nlines"]
 
 
