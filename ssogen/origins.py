@@ -49,11 +49,13 @@ def remember_file_lines(lines: Mapping[str, str]) -> None:
 
 def with_config_lines(message: str, lines: Mapping[str, str] | None = None) -> str:
     """`message` with " (set in FILE:LINE, ...)" for each flag it names whose value a config file set, in the
-    order the message names them. `lines`: flag -> "FILE:LINE"; the current command's by default."""
+    order the message names them; a flag named only in parentheses is advice ("(--save-steps sets how often
+    ...)"), not blamed. `lines`: flag -> "FILE:LINE"; the current command's by default."""
     lines = _FROM_FILE.get() if lines is None else lines
     if not lines or "(set in " in message:
         return message
-    named = {flag: found.start() for flag in lines if (found := re.search(rf"{re.escape(flag)}(?![\w-])", message))}
+    blamed = re.sub(r"\([^()]*\)", lambda aside: " " * len(aside.group()), message)  # same positions
+    named = {flag: found.start() for flag in lines if (found := re.search(rf"{re.escape(flag)}(?![\w-])", blamed))}
     if not named:
         return message
     return message + f" (set in {', '.join(dict.fromkeys(lines[f] for f in sorted(named, key=named.__getitem__)))})"

@@ -19,6 +19,7 @@ from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.iterate.options import IterateOptions
 from ssogen.judge.run import JudgeOptions
+from ssogen.origins import with_config_lines
 from ssogen.settings import option, option_specs, resolve_settings
 from ssogen.train.config import TrainConfig, build_config
 
@@ -122,6 +123,9 @@ def test_a_later_check_of_a_file_value_names_the_line_as_well(tmp_path: Path) ->
     assert error.endswith(f"is too many (set in {path}:2, {path}:1)"), error
     error = CliRunner().invoke(toy_app, ["--config", str(path), "--name", "y"]).output.strip()
     assert error.endswith(f"is too many (set in {path}:1)"), error
+    # A flag named in parentheses is advice, not the cause: not blamed.
+    assert with_config_lines("interrupted (--size sets how often)", {"--size": "toy.yaml:1"}) == \
+        "interrupted (--size sets how often)"
     # Outside a command (the Python API) and for flags alone: the message as raised.
     error = CliRunner().invoke(toy_app, ["--name", "y", "--size", "2"]).output.strip()
     assert error.endswith("--size 2 is too many"), error
