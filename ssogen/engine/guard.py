@@ -19,26 +19,30 @@ import threading
 import weakref
 from typing import Any
 
-# The guard: argv = ssogen's pid, then the pids to stop. It arms the parent-death signal itself (no preexec_fn,
-# which may deadlock in a process with threads, as vLLM's is), after its handler is in place.
+# The guard: argv = ssogen's pid, then PID:START of each process to stop (START: its start time, field 22 of
+# /proc/PID/stat, so that a pid the system has since given to another process is left alone). It arms the
+# parent-death signal itself (no preexec_fn, which may deadlock in a process with threads, as vLLM's is), after its
+# handler is in place.
 GUARD_SCRIPT = r"""
 import ctypes, os, signal, sys, time
-parent, pids = int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]]
-def alive(pid):
+parent, processes = int(sys.argv[1]), [tuple(p.split(":")) for p in sys.argv[2:]]
+def alive(process):
+    pid, start = process
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return False
+    return fields[0] != "Z" and fields[19] == start
 def stop(*_):
     for signum, grace in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0.0)):
-        for pid in filter(alive, pids):
+        for pid, _ in filter(alive, processes):
             try:
-                os.kill(pid, signum)
+                os.kill(int(pid), signum)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(map(alive, pids)):
+        while time.monotonic() < deadline and any(map(alive, processes)):
             time.sleep(0.1)
     os._exit(0)
 signal.signal(signal.SIGTERM, stop)
@@ -78,14 +82,24 @@ class EngineGuard:
         self.before = child_processes()
 
     def owned_by(self, engine: Any) -> Any:
-        started = sorted(pid for pid in child_processes() - self.before if not _shared_helper(pid))
+        started = [f"{pid}:{start}" for pid in sorted(child_processes() - self.before)
+                   if not _shared_helper(pid) and (start := _start_time(pid))]
         # The parent-death signal comes when the thread that started the guard ends: only the main thread's lasts.
         if started and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
             guard = subprocess.Popen([sys.executable, "-c", GUARD_SCRIPT.replace("GRACE_S", repr(GRACE_S)),
-                                      str(os.getpid()), *map(str, started)],
+                                      str(os.getpid()), *started],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
             _GUARDS[engine] = weakref.finalize(engine, _end_guard, guard)
         return engine
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot): with its pid, what names it (None: it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _shared_helper(pid: int) -> bool:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from ssogen.engine.guard import EngineGuard, child_processes, release_guard
+from ssogen.engine.guard import EngineGuard, _start_time, child_processes, release_guard
 
 
 class FakeEngine:
@@ -69,7 +69,7 @@ worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]
 engine = guard.owned_by(Engine())
 started = [finalizer.peek()[2][0] for finalizer in _GUARDS.values()]  # (engine, function, args, kwargs)
 print(worker.pid, resource_tracker._resource_tracker._pid, *(p.pid for p in started), flush=True)
-print(*(pid for p in started for pid in p.args[4:]), flush=True)  # python -c SCRIPT SSOGEN_PID PIDS...
+print(*(pid for p in started for pid in p.args[4:]), flush=True)  # python -c SCRIPT SSOGEN_PID PID:START...
 time.sleep(120)
 """
 
@@ -81,7 +81,7 @@ def test_a_ctrl_c_leaves_the_guard_quiet_and_armed_and_multiprocessings_helpers_
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert owner.stdout is not None
     worker, tracker, *guards = map(int, owner.stdout.readline().split())
-    guarded = list(map(int, owner.stdout.readline().split()))
+    guarded = [int(process.split(":")[0]) for process in owner.stdout.readline().split()]  # PID:START
     try:
         assert len(guards) == 1 and guarded == [worker], (tracker, guarded)
         time.sleep(1.0)  # the guard has set its handlers
@@ -98,3 +98,23 @@ def test_a_ctrl_c_leaves_the_guard_quiet_and_armed_and_multiprocessings_helpers_
         for pid in (worker, *guards):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_pid_given_to_another_process_since_is_left_alone() -> None:
+    """The guard names each process by pid and start time: after an engine process ended on its own, the system
+    may give its pid to an unrelated process, which a `kill -9` of ssogen must not bring down."""
+    from ssogen.engine.guard import GRACE_S, GUARD_SCRIPT
+
+    engine, stranger = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2))
+    try:
+        other_start = int(_start_time(stranger.pid) or 0) - 1
+        processes = [f"{engine.pid}:{_start_time(engine.pid)}", f"{stranger.pid}:{other_start}"]
+        # Its parent is not the pid given (as after ssogen died): the guard stops what it names at once.
+        guard = subprocess.run([sys.executable, "-c", GUARD_SCRIPT.replace("GRACE_S", repr(GRACE_S)), "1",
+                                *processes], timeout=30, check=False)
+        assert guard.returncode == 0 and engine.wait(timeout=10) == -signal.SIGTERM
+        assert stranger.poll() is None  # the same pid, another start time: not the process the guard was given
+    finally:
+        for process in (engine, stranger):
+            process.kill()
+            process.wait()
