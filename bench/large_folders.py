@@ -106,8 +106,9 @@ def measured(args: list[str], code: Path) -> tuple[float, float]:
     """Wall seconds and peak resident MB of `python -m ssogen ARGS` with the package of `code` (output discarded;
     a failure stops the run)."""
     started = time.monotonic()
+    # Run from the root: a checkout in the current folder would come first on sys.path (`-m` puts it there).
     process = subprocess.Popen([sys.executable, "-m", "ssogen", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(code)})
+                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(code)}, cwd="/")
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - started
     assert process.stderr is not None
