@@ -63,9 +63,10 @@ def command_log(folder: str | Path, command: str, *, libraries: bool = True) -> 
 
 
 def _command_line(command: str) -> list[str] | None:
-    """The command as typed again, as the log's first line: its arguments, and every option with a value (defaults
-    included) under its own flag (`--lambda=0.3`, `--cpu`, `--drop-truncated`, not the field names `--lam`,
-    `--use-cpu=True`); secrets are scrubbed by the log. None outside a command (the log then takes sys.argv)."""
+    """The command as typed again, as the log's first line: its arguments, and every option that has a value (the
+    settings' options when given; a plain option's default too) under its own flag (`--lambda=0.3`, `--cpu`,
+    `--drop-truncated`, not the field names `--lam`, `--use-cpu=True`); secrets are scrubbed by the log. None
+    outside a command (the log then takes sys.argv)."""
     from typer._click.globals import get_current_context
 
     ctx = get_current_context(silent=True)
