@@ -268,6 +268,7 @@ def test_the_log_names_each_option_by_its_flag_and_runs_again_as_logged(tmp_path
     from ssogen.cli.common import command_log
 
     seen: list[dict[str, Any]] = []
+    logs: list[Path] = []
     toy_app = typer.Typer()
 
     @toy_app.command()
@@ -275,13 +276,13 @@ def test_the_log_names_each_option_by_its_flag_and_runs_again_as_logged(tmp_path
     @user_errors
     def train(options: dict[str, Any], folder: Path, overwrite_all: bool = False) -> None:
         seen.append(resolve_settings(TrainConfig, options).model_dump())
-        with command_log(tmp_path, "train", libraries=False):
-            pass
+        with command_log(tmp_path, "train", libraries=False) as log:
+            logs.append(log)
 
     args = ["run1", "--data", "my data", "--model", "m", "--out", "o", "--lambda", "0.3", "--cpu", "--loss", "dpo",
             "--no-fused-head", "--lora", "--lora-target-modules", "q_proj,v_proj", "--report-to", "none"]
     assert CliRunner().invoke(toy_app, args).exit_code == 0
-    logged = next((tmp_path / "logs").glob("train-*.log")).read_text().splitlines()[0].split(" train: ", 1)[1]
+    logged = logs[0].read_text().splitlines()[0].split(" train: ", 1)[1]
     # A value with a space is quoted, as a shell needs it (it was two words).
     assert logged == ("ssogen train run1 --no-overwrite-all '--data=my data' --model=m --out=o --loss=dpo "
                       "--lambda=0.3 --report-to=none --cpu --no-fused-head --lora --lora-target-modules=q_proj,v_proj"

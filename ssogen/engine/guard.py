@@ -39,8 +39,8 @@ def stop(*_):
         for pid, _ in filter(alive, processes):
             try:
                 os.kill(int(pid), signum)
-            except ProcessLookupError:
-                pass
+            except ProcessLookupError:  # ended meanwhile
+                continue
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(map(alive, processes)):
             time.sleep(0.1)

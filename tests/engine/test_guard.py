@@ -62,7 +62,7 @@ OWNER = """
 import subprocess, sys, time
 from multiprocessing import resource_tracker
 from ssogen.engine.guard import _GUARDS, EngineGuard
-class Engine: pass
+Engine = type("Engine", (), {})  # a stand-in for vllm.LLM: any object an engine guard can be tied to
 guard = EngineGuard()
 resource_tracker.ensure_running()
 worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
