@@ -7,10 +7,8 @@ which scores a rerun may reuse). The seven requests of a row and their token con
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,14 +24,14 @@ from ssogen.dataset.likelihood import (
     likelihood_candidate,
 )
 from ssogen.dataset.refresh import refresh
-from ssogen.dataset.score_cache import cached_scores, earlier_setup, row_text_hash, score_setup
-from ssogen.dataset.score_requests import CONVENTION, SCORED, build_requests
+from ssogen.dataset.score_cache import ScoreSetup, cached_scores, earlier_setup, score_setup
+from ssogen.dataset.score_loop import EngineChoice, ScoreCache, ScoreProgress, Scores, score_pending
+from ssogen.dataset.score_requests import CONVENTION
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
-from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions, close_engine
-from ssogen.errors import STOPPED, UserError
+from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions
 from ssogen.fingerprint import model_record
-from ssogen.models import ModelRef, engine_load_errors, load_error, require_available, resolve_model
+from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import flag_name, option
 
@@ -68,13 +66,6 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
     def filter_options(self) -> LikelihoodFilterOptions | None:
         fields = LikelihoodFilterOptions.model_fields
         return LikelihoodFilterOptions(**{k: getattr(self, k) for k in fields}) if self.filter == LIKELIHOOD else None
-
-
-@dataclass
-class ScoreProgress:
-    rows_done: int  # scored rows, those found in the cache included
-    rows_total: int
-    engine_s: float  # since the first engine call (0 while the engine loads)
 
 
 class ScoreReport(BaseModel):
@@ -129,70 +120,59 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
                    engine_options: EngineOptions | None, chunk_rows: int,
                    filter_options: LikelihoodFilterOptions | None, progress: Callable[[ScoreProgress], None] | None,
                    scorer: Any, templates: str | Path | None) -> ScoreReport:
-    from ssogen.engine.launch import make_scorer
-
     records = folder.read_triplets()
     manifest = folder.read_manifest()
     targets = [r for r in records if likelihood_candidate(r)]
-    # The cache is looked up before any engine loads, by the model's files alone when an earlier score of this
-    # model left its key in the manifest, else with the tokenizer: a fully scored folder loads neither.
-    setup = earlier_setup(manifest, model_ref) if scorer is None else None
-    store = ShardStore(folder, folder.score_cache(setup.key)) if setup else None
+    cache = _open_cache(folder, manifest, model_ref, targets, engine_options, scorer)
+    from_cache, scored_now = len(cache.scores), sum(1 for r in targets if r.id not in cache.scores)
+    scorer = score_pending(folder, cache, targets, engine=EngineChoice(model_ref, engine, engine_options),
+                           chunk_rows=chunk_rows, progress=progress, scorer=scorer)
+    too_long = sum(1 for lp in cache.scores.values() if all(v is None for v in lp.values()))
+    updated, filter_options, counts = _rewrite_data(folder, manifest, records, cache.scores, filter_options)
+    earlier = manifest.get("score") or {}
+    manifest["score"] = _score_entry(earlier, model_ref, scorer, engine, cache.setup, {
+        "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
+        # Without --filter the rows an earlier filter dropped stay dropped: its settings still describe the data.
+        "filter": filter_options.model_dump() if filter_options is not None else earlier.get("filter"),
+        "configs": counts, "cache": folder.relative(cache.store.dir),
+    })
+    manifest["configs"] = counts  # the data files as they are now
+    folder.write_manifest(manifest)
+    refresh(folder.root, templates=templates)
+    dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
+    return ScoreReport(rows=len(targets), scored_now=scored_now, from_cache=from_cache, too_long=too_long,
+                       dropped_by_reason=dict(dropped.most_common()), counts=counts,
+                       cache_dir=str(cache.store.dir))
+
+
+def _open_cache(folder: OutputFolder, manifest: dict[str, Any], model_ref: ModelRef, targets: list[TripletRecord],
+                engine_options: EngineOptions | None, scorer: Any) -> ScoreCache:
+    """The cache of this model and tokenization with the scores it holds for the targets.
+
+    It is looked up before any engine loads, by the model's files alone when an earlier score of this model left
+    its key in the manifest, else with the tokenizer: a fully scored folder loads neither."""
     max_model_len, dtype = (engine_options.max_model_len, engine_options.dtype) if engine_options else (None, "auto")
-    scores = cached_scores(store, targets, max_model_len, dtype) if store else {}
-    if setup is None or store is None or len(scores) < len(targets):  # the tokenizer decides the requests
-        setup = score_setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
+    setup = earlier_setup(manifest, model_ref) if scorer is None else None
+    if setup is not None:
         store = ShardStore(folder, folder.score_cache(setup.key))
         scores = cached_scores(store, targets, max_model_len, dtype)
-    from_cache = len(scores)
-    pending = [r for r in targets if r.id not in scores]
-    owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
-    system_supported, turn_end_ids = setup.system_supported, setup.end_of_turn["ids"]
-    try:
-        if progress is not None:
-            progress(ScoreProgress(from_cache, len(targets), 0.0))
-        if pending and scorer is None:
-            with engine_load_errors(model_ref, engine, max_model_len=max_model_len):
-                scorer = make_scorer(engine, model_ref.path, engine_options, state_dir=folder.work_dir)
-        first_call = time.monotonic()
-        for start in range(0, len(pending), chunk_rows):
-            chunk = pending[start:start + chunk_rows]
-            requests: list[Any] = []
-            fitting: list[TripletRecord] = []
-            finished: list[dict[str, Any]] = []
-            for record in chunk:
-                row_requests = build_requests(record, scorer.tokenizer, system_supported, turn_end_ids)
-                if max(r.length for r in row_requests) > scorer.max_sequence_length:
-                    # left unscored (null): the likelihood filter drops it as `likelihood:unscored`
-                    finished.append({"id": record.id, "text": row_text_hash(record), "dtype": dtype,
-                                     "lp": dict.fromkeys((n for n, _, _ in SCORED), None),
-                                     "max_model_len": max_model_len})
-                    continue
-                fitting.append(record)
-                requests.extend(row_requests)
-            means = scorer.mean_logprobs(requests)
-            for number, record in enumerate(fitting):
-                values = means[number * len(SCORED):(number + 1) * len(SCORED)]
-                finished.append({"id": record.id, "text": row_text_hash(record), "dtype": dtype,
-                                 "lp": {name: value for (name, _, _), value in zip(SCORED, values, strict=True)}})
-            store.append("scores", finished)
-            scores.update({entry["id"]: entry["lp"] for entry in finished})
-            if progress is not None:
-                progress(ScoreProgress(from_cache + min(start + chunk_rows, len(pending)), len(targets),
-                                       time.monotonic() - first_call))
-    except STOPPED:  # the finally below closes the store
-        raise UserError(f"interrupted: {len(scores)} of {len(targets)} rows are scored and saved in "
-                        f"{store.dir}; run the same command again to resume", exit_code=130) from None
-    finally:
-        store.close()
-        if owns_scorer and scorer is not None:
-            close_engine(scorer)
-    too_long = sum(1 for lp in scores.values() if all(v is None for v in lp.values()))
+        if len(scores) == len(targets):
+            return ScoreCache(setup, store, scores)
+    # Some rows are to be scored: the tokenizer decides their requests.
+    setup = score_setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
+    store = ShardStore(folder, folder.score_cache(setup.key))
+    return ScoreCache(setup, store, cached_scores(store, targets, max_model_len, dtype))
 
+
+def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[TripletRecord], scores: Scores,
+                  filter_options: LikelihoodFilterOptions | None,
+                  ) -> tuple[list[TripletRecord], LikelihoodFilterOptions | None, dict[str, int]]:
+    """Rewrite the data files with the scores (filtered when a filter applies): the rows, the filter applied and
+    the rows per data file. The folder is left marked unfinished, for the caller's manifest to finish."""
     updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
-    # The data files are rewritten one by one: until the manifest below, the folder is not to be used as finished.
-    # A score stopped there left a finished run in_progress: this one finishes it again, and the filter it began
-    # unless given one of its own (some files may hold its drops already, the manifest must name it).
+    # The data files are rewritten one by one: until the manifest is written, the folder is not to be used as
+    # finished. A score stopped there left a finished run in_progress: this one finishes it again, and the filter it
+    # began unless given one of its own (some files may hold its drops already, the manifest must name it).
     if manifest.pop("rewriting", None) == "score":
         manifest["status"] = "complete"
         begun = (manifest.pop("rewriting_with", None) or {}).get("filter")
@@ -201,25 +181,20 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
         updated = apply_likelihood_filter(updated, filter_options)
     folder.mark_incomplete(rewriter="score", filter=filter_options.model_dump() if filter_options else None)
     counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest))  # the queries keep their split
-    dropped = Counter(r.drop_reason or "" for r in updated if not r.kept)
-    earlier, model = manifest.get("score") or {}, model_record(model_ref)
+    return updated, filter_options, counts
+
+
+def _score_entry(earlier: dict[str, Any], model_ref: ModelRef, scorer: Any, engine: EngineKind, setup: ScoreSetup,
+                 outcome: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `score` entry: the model, the engine and the conventions, then `outcome` (rows and files)."""
+    model = model_record(model_ref)
     same_model = all(earlier.get(key) == value for key, value in model.items())
     # Every row from the cache (no scorer): the engine and settings of the run that scored them.
     carried = same_model and scorer is None
-    manifest["score"] = {
+    return {
         **model, "engine": getattr(scorer, "name", None) or (earlier.get("engine") if carried else None) or engine,
         "convention": CONVENTION,
         "engine_settings": getattr(scorer, "settings", None) or (earlier.get("engine_settings") if carried
                                                                  else None),
-        "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn,
-        "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
-        # Without --filter the rows an earlier filter dropped stay dropped: its settings still describe the data.
-        "filter": filter_options.model_dump() if filter_options is not None else earlier.get("filter"),
-        "configs": counts, "cache": folder.relative(store.dir),
+        "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn, **outcome,
     }
-    manifest["configs"] = counts  # the data files as they are now
-    folder.write_manifest(manifest)
-    refresh(folder.root, templates=templates)
-    return ScoreReport(rows=len(targets), scored_now=len(pending), from_cache=from_cache, too_long=too_long,
-                       dropped_by_reason=dict(dropped.most_common()), counts=counts,
-                       cache_dir=str(store.dir))

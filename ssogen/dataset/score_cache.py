@@ -28,6 +28,16 @@ def row_text_hash(record: TripletRecord) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
+def cache_line(record: TripletRecord, dtype: str, lp: dict[str, float | None] | None,
+               max_model_len: int | None) -> dict[str, Any]:
+    """The cache's line for a scored row; `lp` None: the row is too long for `max_model_len`, which the line names
+    so that a larger one scores it again (its scores are null: the likelihood filter drops it as unscored)."""
+    line: dict[str, Any] = {"id": record.id, "text": row_text_hash(record), "dtype": dtype}
+    if lp is None:
+        return {**line, "lp": dict.fromkeys((name for name, _, _ in SCORED), None), "max_model_len": max_model_len}
+    return {**line, "lp": lp}
+
+
 def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
     from ssogen.chat import chat_template_text, end_of_turn
 

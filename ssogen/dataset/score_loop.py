@@ -1,0 +1,106 @@
+"""The engine loop of `ssogen score`: the rows the cache lacks, scored chunk by chunk, each chunk appended to the
+cache as soon as it is scored (so that a stopped run resumes from there).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.score_cache import ScoreSetup, cache_line
+from ssogen.dataset.score_requests import SCORED, build_requests
+from ssogen.dataset.shards import ShardStore
+from ssogen.engine import EngineKind, EngineOptions, close_engine
+from ssogen.errors import STOPPED, UserError
+from ssogen.models import ModelRef, engine_load_errors
+from ssogen.records import TripletRecord
+
+Scores = dict[str, dict[str, float | None]]  # the seven log-probs of a row, by row id
+
+
+@dataclass
+class ScoreProgress:
+    rows_done: int  # scored rows, those found in the cache included
+    rows_total: int
+    engine_s: float  # since the first engine call (0 while the engine loads)
+
+
+@dataclass
+class ScoreCache:
+    """The cache of one model and tokenization: its settings, its store and the scores it holds for the rows."""
+
+    setup: ScoreSetup
+    store: ShardStore
+    scores: Scores
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which engine scores the rows, when the caller brings none."""
+
+    model: ModelRef
+    kind: EngineKind
+    options: EngineOptions | None
+
+
+def score_pending(folder: OutputFolder, cache: ScoreCache, targets: list[TripletRecord], *, engine: EngineChoice,
+                  chunk_rows: int, progress: Callable[[ScoreProgress], None] | None, scorer: Any) -> Any:
+    """Score the targets missing from `cache.scores` into it and its store, then close the store and any scorer
+    built here. Returns the scorer that scored (the caller's, or None when the cache held every row)."""
+    pending = [r for r in targets if r.id not in cache.scores]
+    from_cache = len(cache.scores)
+    owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
+    try:
+        if progress is not None:
+            progress(ScoreProgress(from_cache, len(targets), 0.0))
+        if pending and scorer is None:
+            scorer = _make_scorer(folder, engine)
+        first_call = time.monotonic()
+        for start in range(0, len(pending), chunk_rows):
+            lines = _score_chunk(pending[start:start + chunk_rows], scorer, cache.setup, engine.options)
+            cache.store.append("scores", lines)
+            cache.scores.update({line["id"]: line["lp"] for line in lines})
+            if progress is not None:
+                progress(ScoreProgress(from_cache + min(start + chunk_rows, len(pending)), len(targets),
+                                       time.monotonic() - first_call))
+    except STOPPED:  # the finally below closes the store
+        raise UserError(f"interrupted: {len(cache.scores)} of {len(targets)} rows are scored and saved in "
+                        f"{cache.store.dir}; run the same command again to resume", exit_code=130) from None
+    finally:
+        cache.store.close()
+        if owns_scorer and scorer is not None:
+            close_engine(scorer)
+    return scorer
+
+
+def _make_scorer(folder: OutputFolder, engine: EngineChoice) -> Any:
+    from ssogen.engine.launch import make_scorer
+
+    max_model_len = engine.options.max_model_len if engine.options else None
+    with engine_load_errors(engine.model, engine.kind, max_model_len=max_model_len):
+        return make_scorer(engine.kind, engine.model.path, engine.options, state_dir=folder.work_dir)
+
+
+def _score_chunk(chunk: list[TripletRecord], scorer: Any, setup: ScoreSetup,
+                 options: EngineOptions | None) -> list[dict[str, Any]]:
+    """The cache lines of a chunk: the rows too long for the engine first (left unscored), then the others."""
+    max_model_len, dtype = (options.max_model_len, options.dtype) if options else (None, "auto")
+    requests: list[Any] = []
+    fitting: list[TripletRecord] = []
+    lines: list[dict[str, Any]] = []
+    for record in chunk:
+        row_requests = build_requests(record, scorer.tokenizer, setup.system_supported, setup.end_of_turn["ids"])
+        if max(r.length for r in row_requests) > scorer.max_sequence_length:
+            lines.append(cache_line(record, dtype, None, max_model_len))
+            continue
+        fitting.append(record)
+        requests.extend(row_requests)
+    means = scorer.mean_logprobs(requests)
+    for number, record in enumerate(fitting):
+        values = means[number * len(SCORED):(number + 1) * len(SCORED)]
+        lp = {name: value for (name, _, _), value in zip(SCORED, values, strict=True)}
+        lines.append(cache_line(record, dtype, lp, max_model_len))
+    return lines
