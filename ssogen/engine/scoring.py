@@ -101,7 +101,7 @@ class VLLMScorer:
 
 class TransformersScorer:
     """A no-grad forward pass per batch, with the response log-prob code training uses
-    (`ssogen.train.logprobs.sequence_logps`: left padding, logits only for the response positions)."""
+    (`ssogen.response_logps`: left padding, logits only for the response positions)."""
 
     name = "transformers"
 
@@ -130,8 +130,7 @@ class TransformersScorer:
     def mean_logprobs(self, requests: list[ScoreRequest]) -> list[float]:
         import torch
 
-        from ssogen.train.collator import left_padded
-        from ssogen.train.logprobs import sequence_logps
+        from ssogen.response_logps import left_padded, padded_sequence_logps
 
         _check(requests, self.max_sequence_length)
         means: list[float] = [0.0] * len(requests)
@@ -141,7 +140,7 @@ class TransformersScorer:
                                     "response_lengths": [len(requests[i].response_ids)]}
                                    for row, i in enumerate(batch)], pad)
             with torch.no_grad():
-                sums, counts = sequence_logps(self.model, {k: v.to(self.device) for k, v in tensors.items()})
+                sums, counts = padded_sequence_logps(self.model, {k: v.to(self.device) for k, v in tensors.items()})
             for row, index in enumerate(batch):
                 means[index] = float(sums[row, 0]) / int(counts[row, 0])
         return means

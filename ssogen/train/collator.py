@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from ssogen.response_logps import left_padded
 from ssogen.train import packing as packing_layout
-from ssogen.train.packing import pack_examples, target_fields
+from ssogen.train.packing import pack_examples
 
 
 def collator_multiples(device_type: str) -> dict[str, int | None]:
@@ -36,31 +37,3 @@ class SSOCollator:
         if self.packing:
             return pack_examples(examples, self.pad_token_id, self.line_multiple)
         return left_padded(examples, self.pad_token_id, self.pad_to_multiple_of)
-
-
-def left_padded(examples: list[dict[str, Any]], pad_token_id: int,
-                pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
-    """One line per sequence, padded on the left so that every response ends at the last position."""
-    sequences = [seq for example in examples for seq in example["sequences"]]
-    lengths = [n for example in examples for n in example["response_lengths"]]
-    longest = max(len(s) for s in sequences)
-    if pad_to_multiple_of:
-        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    index, targets, cells = [], [], []
-    for slot, (seq, count) in enumerate(zip(sequences, lengths, strict=True)):
-        input_ids[slot, longest - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[slot, longest - len(seq):] = 1
-        # The response fills the last `count` positions; the position before each token predicts it.
-        index.append(slot * longest + longest - count - 1 + torch.arange(count))
-        targets.append(torch.tensor(seq[len(seq) - count:], dtype=torch.long))
-        cells.append(slot * longest + torch.arange(count))
-    # Positions count real tokens only, so a left-padded sequence sees the positions it would see alone.
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "position_ids": position_ids,
-        **target_fields(examples, index, targets, cells),
-    }

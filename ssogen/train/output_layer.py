@@ -15,7 +15,6 @@ Without targets it is the ordinary linear layer, so generation and saving are un
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssogen.response_logps import takes_logits_to_keep
 from ssogen.train import mixed_precision
 from ssogen.train.liger_head import liger_logps
 from ssogen.train.mixed_precision import compute_dtype, float_accumulator
@@ -30,7 +30,7 @@ from ssogen.train.model_parts import text_config, unwrap
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in inspect.signature(type(unwrap(model)).forward).parameters
+    return takes_logits_to_keep(unwrap(model))
 
 
 # Target elements (positions × vocab) of one chunk of float32 logits inside LogProbHead.

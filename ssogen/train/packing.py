@@ -10,10 +10,8 @@ costs three context passes instead of six, and padding only fills the end of a l
 Per token a packed batch carries a group id (-1 for padding) and a span id (0 the context, 1, 2, ... its
 responses, -1 padding); `attention_mask_4d` turns them into the (lines, 1, T, T) mask on the device.
 
-Batch keys shared with the left-padded layout (`ssogen.train.collator`): `input_ids`, `position_ids` (R, T);
-`target_index` (N,) the flat position in (R·T) whose output predicts each response token, `target_ids` (N,) that
-token, `target_cell` (N,) its place in a (B·6, T) grid of per-sequence token log-probs (sequence slot · T +
-offset in the response); `response_lengths` (B, 6); `row_index` (B,).
+The batch keys it shares with the left-padded layout (`input_ids`, `position_ids`, `target_*`, `response_lengths`,
+`row_index`) are described in `ssogen.response_logps`.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ssogen.response_logps import target_fields
 from ssogen.train.model_parts import text_config
 
 CONTEXT_SPAN = 0
@@ -123,18 +122,6 @@ def pack_examples(examples: list[dict[str, Any]], pad_token_id: int,
         "group_ids": group_ids,
         "span_ids": span_ids,
         **target_fields(examples, index, targets, cells),
-    }
-
-
-def target_fields(examples: list[dict[str, Any]], index: list[torch.Tensor], targets: list[torch.Tensor],
-                  cells: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The keys both layouts share: where each response token is predicted, the token, its cell in the grid."""
-    return {
-        "target_index": torch.cat(index),
-        "target_ids": torch.cat(targets),
-        "target_cell": torch.cat(cells),
-        "response_lengths": torch.tensor([e["response_lengths"] for e in examples], dtype=torch.long),
-        "row_index": torch.tensor([e["row_index"] for e in examples], dtype=torch.long),
     }
 
 

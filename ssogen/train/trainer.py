@@ -17,7 +17,8 @@ from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError
 from ssogen.io import share_like_new_files
-from ssogen.train.collator import SSOCollator, left_padded
+from ssogen.response_logps import left_padded
+from ssogen.train.collator import SSOCollator
 from ssogen.train.data import SSODataset
 from ssogen.train.dropout import ZeroedDropout
 from ssogen.train.fused_norms import install_fused_norms

@@ -19,11 +19,12 @@ from ssogen.chat import context_messages, merge_system_into_user
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import UserError
+from ssogen.response_logps import selected_token_logps
 from ssogen.testing.synthetic import synthetic_sso_rows, write_synthetic_sso
 from ssogen.train.collator import SSOCollator
 from ssogen.train.config import TrainConfig, build_config
 from ssogen.train.data import encode_rows
-from ssogen.train.logprobs import selected_token_logps, sequence_logps
+from ssogen.train.logprobs import sequence_logps
 from ssogen.train.run import CONFIG_FILE, METRICS_FILE, run_training
 
 FAST = {"logging_steps": 5, "warmup_ratio": 0.0, "max_length": 256, "max_prompt_length": 192}
