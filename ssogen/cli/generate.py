@@ -84,8 +84,7 @@ def _clipped(text: str) -> str:
 
 
 def _print_dry_run(plan: Any, resumes: bool) -> None:
-    from ssogen.dataset.shards import ShardStore
-    from ssogen.generate.plan import dry_run_examples
+    from ssogen.generate.dry_run import dry_run_examples, request_counts
 
     cfg = plan.config
     skipped = named_counts(plan.prompts.skipped) or "none"
@@ -94,21 +93,15 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
     console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
                   f"{plan.prompts.queries_sha256[:12]})", markup=False)
-    rows, ids = len(plan.rows), {row.id for row in plan.rows}
-    # What a rerun keeps: finished rows, and selections of rows not finished yet (the real run's counts).
-    store = ShardStore(cfg.out) if resumes else None
-    done = ids & set(store.load("rows")) if store else set()
-    selected = ids & set(store.load("selection")) - done if store else set()
-    left = rows - len(done)
-    if store:
-        console.print(f"resumes the run in {cfg.out}: {len(done)} of {counted(rows, 'row')} done, "
-                      f"{counted(len(selected), 'selection')} of the others kept", markup=False)
-    # The policy writes one principle pair per chosen feature: k per row, and more where a random extra is added.
-    writing = (f" + at least {cfg.features_per_query * (left - len(selected))} principle writing"
-               if cfg.principle_source == "policy" else "")
-    console.print(f"{counted(rows, 'row')} (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, skipped: "
-                  f"{skipped}); chunks of {cfg.chunk_size}; requests: {left - len(selected)} selection{writing} + "
-                  f"{3 * left} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
+    counts = request_counts(plan, resumes)
+    if counts.resumes:
+        console.print(f"resumes the run in {cfg.out}: {counts.done} of {counted(counts.rows, 'row')} done, "
+                      f"{counted(counts.selections_kept, 'selection')} of the others kept", markup=False)
+    writing = (f" + at least {counts.principle_writing} principle writing"
+               if counts.principle_writing is not None else "")
+    console.print(f"{counted(counts.rows, 'row')} (read {plan.prompts.rows_read} of {plan.prompts.input_rows}, "
+                  f"skipped: {skipped}); chunks of {cfg.chunk_size}; requests: {counts.selection} selection{writing} "
+                  f"+ {counts.sampling} sampling; k={cfg.features_per_query}, selection {cfg.selection}, principles "
                   f"{cfg.principle_source}; temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens "
                   f"{cfg.max_tokens}; out {cfg.out}", markup=False)
     if plan.prompts.reduced:

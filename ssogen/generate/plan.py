@@ -118,24 +118,3 @@ def _check_templates(templates: Templates, library: Library, config: RunConfig) 
         if not text.strip():
             raise UserError(f"{templates.source_of(name)}: renders an empty prompt")
 
-
-def dry_run_examples(plan: RunPlan, n: int = 2) -> list[dict[str, Any]]:
-    """Rendered selection prompt and S+/S- for the first rows. No model: the features are a seeded random
-    pick standing in for the policy's answer."""
-    examples = []
-    cfg = plan.config
-    for row in plan.rows[:n]:
-        chosen = selection.finish_selection([], plan.library, cfg.features_per_query, run_seed=cfg.seed,
-                                            row_id=row.id, extra_prob=cfg.extra_prob)
-        features = selection.features_of(chosen, plan.library)
-        examples.append({
-            "id": row.id,
-            "prompt": row.prompt,
-            "selection_prompt": selection.selection_prompt(plan.templates, plan.library, row.prompt,
-                                                           cfg.features_per_query),
-            "features": chosen.features,
-            "extra": chosen.extra,
-            "system_good": sampling.system_prompt(plan.templates, features, "good"),
-            "system_bad": sampling.system_prompt(plan.templates, features, "bad"),
-        })
-    return examples
