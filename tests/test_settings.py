@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.cli.common import user_errors
 from ssogen.cli.options import with_options
+from ssogen.dataset.options import PushOptions, StatsOptions
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
@@ -56,10 +57,11 @@ def test_one_field_gives_flag_help_default_and_validation(tmp_path: Path) -> Non
     assert seen == [{"size": 3, "keep": False, "name": "n"}, {"size": 7, "keep": True, "name": "n"}]
 
 
-@pytest.mark.parametrize("model", [RunConfig, TrainConfig, ScoreConfig, JudgeOptions, IterateOptions])
+@pytest.mark.parametrize("model", [RunConfig, TrainConfig, ScoreConfig, JudgeOptions, IterateOptions, StatsOptions,
+                                   PushOptions])
 def test_help_of_every_option_shows_the_fields_own_default(model: type[BaseModel]) -> None:
     command_name = {RunConfig: "generate", TrainConfig: "train", ScoreConfig: "score", JudgeOptions: "judge",
-                    IterateOptions: "iterate"}[model]
+                    IterateOptions: "iterate", StatsOptions: "stats", PushOptions: "push-to-hub"}[model]
     command = typer.main.get_command(app).commands[command_name]  # type: ignore[attr-defined]
     helps = {p.name: p.help or "" for p in command.params if p.param_type_name == "option"}
     for spec in option_specs(model):

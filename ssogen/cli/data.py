@@ -24,12 +24,12 @@ from ssogen.cli.common import (
     show,
     user_errors,
     warn,
-    with_default,
 )
 from ssogen.cli.options import with_options
 from ssogen.cli.stats_tables import print_stats
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note, record_license
+from ssogen.dataset.options import PushOptions, StatsOptions
 from ssogen.dataset.score import ScoreConfig
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
@@ -38,18 +38,6 @@ from ssogen.settings import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.score import ScoreProgress
-
-
-def templates_option(what: str) -> Any:
-    """The `--templates DIR` option of the commands that write the card."""
-    return typer.Option("--templates", metavar="DIR", show_default=False,
-                        help=f"Folder whose card.md.jinja replaces the bundled dataset card template {what} (as for "
-                        "the prompt templates of generate).")
-
-
-def license_option(what: str) -> Any:
-    return typer.Option("--license", show_default=False, help=f"Set the dataset's license {what}: a Hub license id "
-                        "(apache-2.0, cc-by-4.0, mit, other, ...); recorded in the manifest. [default: as generated]")
 
 
 def check_license_flag(value: str) -> None:
@@ -81,19 +69,11 @@ def _require_folder(folder: Path, *, complete: bool = False) -> None:
         raise UserError(unfinished)
 
 
+@with_options(StatsOptions, config_flag=None)
 @user_errors
 def stats_command(
+    options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
-    as_json: Annotated[bool, typer.Option(
-        "--json", help=with_default("Print the statistics as JSON instead of tables.", "off"), show_default=False)
-    ] = False,
-    plots: Annotated[bool, typer.Option(help=with_default("Draw PNG plots into FOLDER/plots/.", "on"),
-                                        show_default=False)] = True,
-    card: Annotated[bool, typer.Option(
-        help=with_default("Refresh the dataset card (FOLDER/README.md) unless a person wrote it.", "on"),
-        show_default=False)] = True,
-    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
-    license_id: Annotated[str | None, license_option("before the card is refreshed")] = None,
 ) -> None:
     """Funnel, lengths, length bias, duplicates, leakage, truncation and on-policy-ness of a dataset.
 
@@ -101,6 +81,8 @@ def stats_command(
     from ssogen.dataset.card import card_is_generated, card_templates
     from ssogen.dataset.refresh import refresh
 
+    settings = resolve_settings(StatsOptions, options, accepts_config=False)
+    card, templates, license_id = settings.card, settings.templates, settings.license_id
     if card:
         card_templates(templates)  # a bad --templates fails before anything is written
     if license_id is not None:
@@ -111,8 +93,8 @@ def stats_command(
         note_lock_takeover(left_behind)
         set_license(folder, license_id)
         rewrite_card = card and card_is_generated(folder)
-        stats = refresh(folder, plots=plots, card=card, templates=templates)
-        if as_json:
+        stats = refresh(folder, plots=settings.plots, card=card, templates=templates)
+        if settings.as_json:
             console.out(json.dumps(stats.model_dump(), indent=2), highlight=False)
             return
         print_stats(stats, folder)
@@ -122,38 +104,24 @@ def stats_command(
             err_console.print("README.md was not written by ssogen: left as it is", highlight=False, markup=False)
 
 
+@with_options(PushOptions, config_flag=None)
 @user_errors
 def push_to_hub_command(
+    options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository, ORG/NAME.")],
-    private: Annotated[bool, typer.Option(
-        "--private", help=with_default("Create the repository as private.", "off"), show_default=False)] = False,
-    revision: Annotated[str | None, typer.Option(
-        help=with_default("Branch to commit to (created if missing).", "main"), show_default=False)] = None,
-    commit_message: Annotated[str | None, typer.Option(
-        help=with_default("Commit summary.", "Upload ssogen dataset (N pairs, M files)"), show_default=False)] = None,
-    token: Annotated[str | None, typer.Option(
-        help="Hub token with write access (default: HF_TOKEN or the cached login). Never printed.",
-        show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help=with_default("List the files and show the card; contact nothing.", "off"),
-        show_default=False)] = False,
-    allow_incomplete: Annotated[bool, typer.Option(
-        "--allow-incomplete", help=with_default("Push even an unfinished run or pair configs with empty responses.",
-                                                "off"), show_default=False)] = False,
-    templates: Annotated[Path | None, templates_option("when the card is re-rendered for the repository")]
-    = None,
-    license_id: Annotated[str | None, license_option("before the card is rendered for the repository")] = None,
 ) -> None:
     """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ and the logs
     stay local)."""
     from ssogen.dataset import publish
     from ssogen.runlog import hide
 
-    hide(token)  # from here on no log line and no message can show it
+    hide(options["token"])  # from here on no log line and no message can show it
+    settings = resolve_settings(PushOptions, options, accepts_config=False)
+    repo_id, token, license_id = settings.repo_id, settings.token, settings.license_id
+    allow_incomplete, templates = settings.allow_incomplete, settings.templates
     if license_id is not None:
         check_license_flag(license_id)
-    if dry_run:
+    if settings.dry_run:
         if license_id is not None:
             raise UserError("--license with --dry-run: a dry run writes nothing; set the license with `ssogen stats "
                             "FOLDER --license ID` first, or push without --dry-run")
@@ -177,9 +145,9 @@ def push_to_hub_command(
             command_log(folder, "push-to-hub", libraries=False):
         note_lock_takeover(left_behind)
         set_license(folder, license_id)
-        result = publish.push_to_hub(folder, repo_id, private=private, revision=revision,
-                                     commit_message=commit_message, token=token, allow_incomplete=allow_incomplete,
-                                     templates=templates)
+        result = publish.push_to_hub(folder, repo_id, private=settings.private, revision=settings.revision,
+                                     commit_message=settings.commit_message, token=token,
+                                     allow_incomplete=allow_incomplete, templates=templates)
         show(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
              highlight=False, markup=False, soft_wrap=True)
 
@@ -189,7 +157,6 @@ def push_to_hub_command(
 def score_command(
     options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
-    templates: Annotated[Path | None, templates_option("when the card is refreshed")] = None,
 ) -> None:
     """Add mean token log-probs of y+, y- (and yo) under x, x+ and x- to every row; resumable.
 
@@ -204,7 +171,7 @@ def score_command(
     # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
     with OutputFolder(folder).claim("ssogen score") as left_behind, command_log(folder, "score"):
         note_lock_takeover(left_behind)
-        report = _score_with_progress(folder, settings, templates)
+        report = _score_with_progress(folder, settings)
         all_work_saved()
         show(f"scored {counted(report.scored_now, 'row')} ({report.from_cache} from the cache, {report.too_long} too "
              f"long to score) of {report.rows}; configs: " + named_counts(report.counts),
@@ -217,7 +184,7 @@ def score_command(
             warn(note)
 
 
-def _score_with_progress(folder: Path, settings: ScoreConfig, templates: Path | None) -> Any:
+def _score_with_progress(folder: Path, settings: ScoreConfig) -> Any:
     """score_folder under a progress bar: rows scored, rows per second of engine time, time left."""
     import logging
 
@@ -247,6 +214,6 @@ def _score_with_progress(folder: Path, settings: ScoreConfig, templates: Path | 
     try:
         return score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
                             chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
-                            progress=on_progress, templates=templates)
+                            progress=on_progress, templates=settings.templates)
     finally:
         progress.stop()

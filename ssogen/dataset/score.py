@@ -23,6 +23,7 @@ from ssogen.dataset.likelihood import (
     has_pair_scores,
     likelihood_candidate,
 )
+from ssogen.dataset.options import templates_option
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.score_cache import ScoreSetup, cached_scores, earlier_setup, score_setup
 from ssogen.dataset.score_loop import EngineChoice, ScoreCache, ScoreProgress, Scores, score_pending
@@ -48,6 +49,7 @@ class ScoreConfig(EngineFields, LikelihoodFilterOptions):
         "log-probs.")
     chunk_rows: int | None = option(None, "Rows per batch (7 sequences each); saved after each.", ge=1,
                                     default_text=f"{CHUNK_ROWS_PER_ENGINE} per engine ({CHUNK_ROWS_PER_ENGINE} x --dp)")
+    templates: Path | None = templates_option("when the card is refreshed")
 
     @model_validator(mode="after")
     def _stages_need_the_filter(self) -> ScoreConfig:
