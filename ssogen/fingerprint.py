@@ -10,6 +10,7 @@ import hashlib
 import json
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ SAMPLED_BLOCKS = 8
 BLOCK_BYTES = 64 * 1024
 
 
+def json_sha256(data: Any, *, default: Callable[[Any], Any] | None = None) -> str:
+    """sha256 (hex) of `data` as JSON with sorted keys, the digest of every run fingerprint and cache key. The bytes
+    hashed are part of every stored fingerprint: a change here orphans existing runs and caches. `default`: as
+    json.dumps's (str for values such as paths; None refuses them)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=default).encode()).hexdigest()
+
+
 class WeightFileError(UserError):
     """A weight file that does not hold what it declares; `problem` says so without naming the flag."""
 
@@ -49,7 +57,7 @@ class ModelFingerprint:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.parts, sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.parts)
 
     def changed(self, other: dict[str, str]) -> list[str]:
         return sorted(k for k in set(self.parts) | set(other) if self.parts.get(k) != other.get(k))
@@ -114,7 +122,7 @@ def _json_digest(path: Path, *, drop: tuple[str, ...]) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unreadable"
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k not in drop}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(data, default=str)
 
 
 def _tokenizer_digest(folder: Path) -> str:

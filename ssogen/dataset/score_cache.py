@@ -7,14 +7,13 @@ of other text or another model.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ssogen.dataset.score_requests import CONVENTION, SCORED
 from ssogen.dataset.shards import ShardStore
-from ssogen.fingerprint import model_fingerprint, model_record
+from ssogen.fingerprint import json_sha256, model_fingerprint, model_record
 from ssogen.models import ModelRef
 from ssogen.records import TripletRecord
 
@@ -44,7 +43,7 @@ def cache_key(model_id: str, tokenizer: Any, system_supported: bool) -> str:
     parts = {"model": model_id, "system_supported": system_supported, "end_of_turn": list(end_of_turn(tokenizer).ids),
              "template": hashlib.sha256(chat_template_text(tokenizer).encode()).hexdigest(),
              "convention": CONVENTION, "format": 2}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return json_sha256(parts)[:24]
 
 
 @dataclass(frozen=True)

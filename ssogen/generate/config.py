@@ -4,8 +4,6 @@ Each field is the whole definition of one `ssogen generate` option (flag, help, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_
 
 from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
+from ssogen.fingerprint import json_sha256
 from ssogen.settings import option, resolve_settings
 
 # Options a run may be resumed with different values of: they decide where, how fast or in what memory the rows
@@ -144,7 +143,7 @@ class RunConfig(EngineFields, _RunFields):
 
 
 def _digest(content: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return json_sha256(content)
 
 
 def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None) -> RunConfig:

@@ -6,13 +6,13 @@ model, the queries and the output folder of every step, so the files must leave 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.errors import UserError
+from ssogen.fingerprint import json_sha256
 from ssogen.settings import option
 from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
 
@@ -193,5 +193,4 @@ def fingerprint_of(content: dict[str, Any]) -> dict[str, Any]:
         content["configs"] = {name: ({k: v for k, v in values.items() if k not in _RUNTIME_KEYS.get(name, ())}
                                      if isinstance(values, dict) else values)
                               for name, values in content["configs"].items()}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
-    return {"fingerprint": digest, "options": content}
+    return {"fingerprint": json_sha256(content, default=str), "options": content}

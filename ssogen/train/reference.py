@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ssogen.errors import UserError
+from ssogen.fingerprint import json_sha256
 from ssogen.io import write_atomic, write_parquet_atomic
 from ssogen.train.loss import SEQUENCES
 
@@ -40,7 +40,7 @@ def cache_key(*, data_fingerprint: str, model_id: str, max_length: int, max_prom
         "chat_template": hashlib.sha256(chat_template.encode()).hexdigest(), "dtype": dtype,
         "format": 2,  # 2: complete responses end with the template's end-of-turn token(s), not eos
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return json_sha256(parts)[:24]
 
 
 @dataclass
