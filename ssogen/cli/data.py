@@ -110,8 +110,9 @@ def push_to_hub_command(
     options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
 ) -> None:
-    """Upload FOLDER to a Hub dataset repository as one commit (in-progress state under .ssogen/ and the logs
-    stay local)."""
+    """Upload FOLDER to a Hub dataset repository as one commit; in-progress state and logs stay local.
+
+    What stays local: the .ssogen/ folder (shards, caches, locks) and the command logs."""
     from ssogen.dataset import publish
     from ssogen.runlog import hide
 

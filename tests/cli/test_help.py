@@ -167,3 +167,14 @@ def test_choices_are_shown_beside_the_flag_or_named_in_its_help(command: str, mo
         else:  # TEXT beside the flag, so that the panel keeps room for help at 80 columns: the help says the values
             assert re.search(rf"{spec.flag}\s+TEXT\s", shown), spec.flag
             assert all(choice in spec.help for choice in spec.choices), (spec.flag, spec.help)
+
+
+GROUP_PATHS = [path for path in ALL_COMMANDS if any(other[:len(path)] == path != other for other in ALL_COMMANDS)]
+
+
+@pytest.mark.parametrize("path", GROUP_PATHS, ids=lambda path: " ".join(path) or "ssogen")
+def test_each_command_s_summary_in_a_list_is_one_line(path: tuple[str, ...]) -> None:
+    shown = _help(path, 250)  # wide enough that no summary of one line wraps
+    rows = [line for line in shown.split("─ Commands ", 1)[1].splitlines() if line.startswith("│")]
+    continued = [line for line in rows if re.match(r"│\s{3,}\S", line)]
+    assert not continued, "a command's summary spans lines:\n" + "\n".join(continued)
