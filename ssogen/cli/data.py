@@ -63,7 +63,8 @@ def _require_folder(folder: Path, *, complete: bool = False) -> None:
     that bad input writes nothing. `complete`: also refuse a run stopped while its data files were rewritten (they
     may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run."""
     out = OutputFolder(folder)
-    out.read_triplets()
+    for _ in out.triplet_batches():  # each row is checked; one batch of them is held at a time
+        continue
     unfinished = not_complete(out.manifest, out.read_manifest().get("status"))
     if complete and unfinished:
         raise UserError(unfinished)

@@ -24,10 +24,10 @@ from ssogen.dataset.license import LICENSE_DEFAULT
 from ssogen.dataset.plots import existing_plots
 from ssogen.dataset.splits import SPLITS
 from ssogen.dataset.stats import VARIANT_LABELS, DatasetStats, folder_stats
+from ssogen.dataset.triplet_files import as_records, rows_at
 from ssogen.errors import UserError
 from ssogen.formatting import percent
 from ssogen.io import write_text_atomic
-from ssogen.records import TripletRecord
 from ssogen.templating import TemplateError, Templates
 
 logger = logging.getLogger(__name__)
@@ -160,20 +160,19 @@ def _configs(folder: OutputFolder) -> tuple[list[dict[str, Any]], list[dict[str,
 
 
 def _examples(folder: OutputFolder) -> list[dict[str, Any]]:
-    """The first few kept rows by input position, for the card (none when the triplets cannot be read). Chosen in
-    Arrow: only those rows become records (all of them took GBs at 1M rows, for three)."""
+    """The first few kept rows by input position, for the card (none when the triplets cannot be read). Chosen from
+    two columns: only those rows are read whole (all of them took GBs at 1M rows, for three)."""
     import pyarrow.compute as pc
 
     try:
-        table = folder.read_config("triplets")
+        table = folder.read_config("triplets", columns=["kept", "position"])
+        kept = pc.indices_nonzero(pc.fill_null(table["kept"], False))
+        first = kept.take(pc.sort_indices(table["position"].take(kept))[:EXAMPLE_ROWS]).to_pylist()
+        rows = rows_at(folder.paths("triplets"), first)
     except UserError:
         return []
-    kept = table.filter(pc.equal(table["kept"], True))
-    first = kept.take(pc.sort_indices(kept["position"])[:EXAMPLE_ROWS]).to_pylist()
-    known = TripletRecord.model_fields
-    return [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}).model_dump(
-        include={"id", "prompt", "features", "extra", "response_good", "response_bad", "response_raw"})
-        for row in first]
+    return [record.model_dump(include={"id", "prompt", "features", "extra", "response_good", "response_bad",
+                                       "response_raw"}) for record in as_records(rows)]
 
 
 def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str | None) -> dict[str, Any]:

@@ -4,12 +4,13 @@ of the rows into train and test, and the `dataset_info` features of the card (pu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
-from ssogen.dataset.splits import TEST, TRAIN, SplitSpec, test_prompts
+from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec, test_prompts
+from ssogen.dataset.triplet_files import RecordBatches
 from ssogen.records import (
     PAIR_TRUNCATION_COLUMNS,
     SSO_TEXT_COLUMNS,
@@ -55,6 +56,10 @@ def config_schema(config: str) -> pa.Schema:
     raise ValueError(f"unknown config {config!r} (known: {', '.join(CONFIGS)})")
 
 
+ROW_BUILDERS: dict[str, Callable[[TripletRecord], dict[str, Any]]] = {
+    "triplets": TripletRecord.model_dump, "dpo": dpo_pair, "sso": sso_row, "reward": reward_pair}
+
+
 def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, Any]]]:
     """All four configs from the triplets; pair configs hold kept rows only."""
     records = list(records)
@@ -67,19 +72,37 @@ def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, An
     }
 
 
-def split_config_rows(records: Iterable[TripletRecord], split: SplitSpec | None
-                      ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """config -> split -> rows. Without a split spec every row is in train; with one, the rows of a query drawn
-    for the test split are in test in every config (`ssogen.dataset.splits`)."""
-    records = list(records)
-    held_out = test_prompts((r.prompt for r in records), split) if split is not None else frozenset()
-    by_split = {TRAIN: [r for r in records if r.prompt not in held_out],
-                TEST: [r for r in records if r.prompt in held_out]}
-    result: dict[str, dict[str, list[dict[str, Any]]]] = {config: {} for config in CONFIGS}
-    for name, part in by_split.items():
-        for config, rows in config_rows(part).items():
-            result[config][name] = rows
-    return result
+def split_tables(batches: RecordBatches, split: SplitSpec | None) -> Iterator[tuple[str, dict[str, pa.Table]]]:
+    """(config, split -> table) for each config in turn, built from the triplets a batch at a time (`batches` is
+    read once for the split's prompts, then once per config), so that only one config's table is held at once.
+    Without a split spec every row is in train; with one, the rows of a query drawn for the test split are in test
+    in every config (`ssogen.dataset.splits`)."""
+    held_out = test_prompts((r.prompt for batch in batches() for r in batch), split) if split else frozenset()
+    for config in CONFIGS:
+        schema, build = config_schema(config), ROW_BUILDERS[config]
+        columns: dict[str, list[list[pa.Array]]] = {TRAIN: [[] for _ in schema], TEST: [[] for _ in schema]}
+        for batch in batches():
+            for name in SPLITS:
+                rows = [build(r) for r in batch
+                        if (config == "triplets" or r.kept) and (r.prompt in held_out) == (name == TEST)]
+                if rows:
+                    table = pa.Table.from_pylist(rows, schema=schema)
+                    for column, array in zip(columns[name], table.columns, strict=True):
+                        column.extend(array.chunks)
+        yield config, {name: _joined(parts, schema) for name, parts in columns.items()}
+
+
+def _joined(columns: list[list[pa.Array]], schema: pa.Schema) -> pa.Table:
+    """One array per column, as a table built from all rows at once has: written from several chunks, a parquet
+    file falls back from dictionary encoding or cuts a page at another row, and its bytes differ. Column by column,
+    so that only one column is held twice."""
+    if not columns[0]:
+        return pa.Table.from_pylist([], schema=schema)
+    joined = []
+    for index in range(len(columns)):
+        joined.append(pa.concat_arrays(columns[index]))
+        columns[index] = []
+    return pa.Table.from_arrays(joined, schema=schema)
 
 
 def yaml_features(schema: pa.Schema) -> list[dict[str, Any]]:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssogen import ownership
-from ssogen.dataset.configs import CONFIGS, config_schema, split_config_rows
+from ssogen.dataset.configs import CONFIGS, config_schema, split_tables
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
+from ssogen.dataset.triplet_files import BATCH_ROWS, RecordBatches, in_batches, record_batches
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX, read_json_object, write_json_atomic, write_parquet_atomic, write_text_atomic
 from ssogen.lock import Holder
@@ -148,31 +150,32 @@ class OutputFolder:
         table = pa.Table.from_pylist(rows, schema=schema or config_schema(config))
         return write_parquet_atomic(self.config_file(config, split), table)
 
-    def write_configs(self, records: Iterable[TripletRecord], split: SplitSpec | None = None) -> dict[str, int]:
-        """Every config's parquet files from the triplets, split into train and test by `split` (None: train
-        only); returns the row count per config. A test split without rows in a config gets no file, since
-        `datasets` cannot read an empty parquet split; a test file of an earlier split is removed."""
+    def write_configs(self, records: Iterable[TripletRecord] | RecordBatches, split: SplitSpec | None = None
+                      ) -> dict[str, int]:
+        """Every config's parquet files from the triplets (records, or a source of them in batches: one config at a
+        time, a batch of rows at a time), in train and test by `split` (None: train only); the rows per config. A
+        test split without rows gets no file (`datasets` cannot read an empty split); an earlier one is removed."""
         counts = {}
-        for config, parts in split_config_rows(records, split).items():
-            self.write_config(config, parts[TRAIN])
-            if parts[TEST]:
-                self.write_config(config, parts[TEST], split=TEST)
+        for config, parts in split_tables(records if callable(records) else partial(in_batches, list(records)), split):
+            write_parquet_atomic(self.config_file(config), parts[TRAIN])
+            if parts[TEST].num_rows:
+                write_parquet_atomic(self.config_file(config, TEST), parts[TEST])
             else:
                 self.config_file(config, TEST).unlink(missing_ok=True)
-            counts[config] = len(parts[TRAIN]) + len(parts[TEST])
+            counts[config] = parts[TRAIN].num_rows + parts[TEST].num_rows
         return counts
+
+    def paths(self, config: str, split: str | None = None) -> list[Path]:
+        """The files `read_config` reads: one split, or every split (train first); the train file when none is."""
+        by_split = self.split_files(config)
+        return ([p for s in ([split] if split else SPLITS) for p in by_split.get(s, [])]
+                or [self.require(self.config_file(config, split or TRAIN))])
 
     def read_config(self, config: str, path: Path | None = None, split: str | None = None,
                     columns: list[str] | None = None) -> pa.Table:
         """A config's table (`columns` only, if given): one file (`path`), one split, or every split (train
         first); a corrupt file is one clear line."""
-        if path is not None:
-            paths = [self.require(path)]
-        else:
-            by_split = self.split_files(config)
-            paths = by_split.get(split, []) if split else [p for s in SPLITS for p in by_split.get(s, [])]
-            if not paths:
-                paths = [self.require(self.config_file(config, split or TRAIN))]
+        paths = [self.require(path)] if path is not None else self.paths(config, split)
         tables = []
         for file in paths:
             try:
@@ -184,17 +187,16 @@ class OutputFolder:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise UserError(f"{self.config_dir(config)}: its files disagree on the columns ({exc})") from None
 
+    def triplet_batches(self, size: int = BATCH_ROWS) -> Iterator[list[TripletRecord]]:
+        """The `triplets` as records, every split, in input order, `size` rows at a time (`triplet_files`)."""
+        return record_batches(self.paths("triplets"), self.config_dir("triplets"), size)
+
     def read_triplets(self) -> list[TripletRecord]:
-        """The `triplets` config as records, every split, in input order (columns a newer ssogen added are
-        ignored)."""
-        rows = self.read_config("triplets").to_pylist()
-        known = TripletRecord.model_fields
-        records = [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}) for row in rows]
-        return sorted(records, key=lambda r: r.position)
+        """Every row of `triplet_batches`, in input order (for the commands that need them all at once)."""
+        return [record for batch in self.triplet_batches() for record in batch]
 
     def _footers(self) -> dict[str, dict[str, list[pq.FileMetaData]]]:
-        """config -> split -> the parquet footers of its files; configs with a file that cannot be read are left
-        out (the commands that read rows report it)."""
+        """config -> split -> its files' parquet footers; configs with an unreadable file are left out."""
         footers = {}
         for config in CONFIGS:
             with contextlib.suppress(Exception):  # missing or corrupt

@@ -5,32 +5,30 @@ matplotlib is imported only here and only when a plot is drawn (it costs a secon
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from ssogen.dataset.folder import PLOTS, OutputFolder
-from ssogen.dataset.likelihood import has_pair_scores
-from ssogen.dataset.stats import VARIANT_LABELS, num_tokens
+from ssogen.dataset.stats import VARIANT_LABELS, StatsBuilder
 from ssogen.io import write_png_atomic
-from ssogen.records import VARIANTS, TripletRecord
+from ssogen.records import VARIANTS
 
 LENGTH_PLOT = "lengths.png"
 ON_POLICY_PLOT = "on_policy.png"
 
 
-def write_plots(folder: OutputFolder, records: Sequence[TripletRecord]) -> list[str]:
-    """Histograms of the kept rows: token lengths per variant, and exp(avg log-prob | x) when scored.
-    Returns the paths written, relative to the folder (the card links them that way)."""
+def write_plots(folder: OutputFolder, numbers: StatsBuilder) -> list[str]:
+    """Histograms of the kept rows, from the numbers the statistics gathered: token lengths per variant, and
+    exp(avg log-prob | x) when scored. Returns the paths written, relative to the folder (the card links them that
+    way)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
-    kept = [r for r in records if r.kept]
     written: list[str] = []
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
     for axis, variant in zip(axes, VARIANTS, strict=True):
-        values = [num_tokens(r, variant) for r in kept]
+        values = numbers.tokens[variant]
         axis.hist(values, bins=min(30, max(1, len(set(values)))), color="#4c72b0")
         axis.set_title(VARIANT_LABELS[variant])
         axis.set_xlabel("tokens")
@@ -40,12 +38,12 @@ def write_plots(folder: OutputFolder, records: Sequence[TripletRecord]) -> list[
     plt.close(fig)
     written.append(f"{PLOTS}/{LENGTH_PLOT}")
 
-    scored = [r for r in kept if has_pair_scores(r)]
+    scored = numbers.plain_kept  # (lp(y+|x), lp(y-|x)) of the scored kept rows
     on_policy_path = folder.plots / ON_POLICY_PLOT
     if scored:
         fig, axis = plt.subplots(figsize=(6, 3.5))
-        for variant, color in (("good", "#55a868"), ("bad", "#c44e52")):
-            axis.hist([math.exp(getattr(r, f"lp_{variant}_plain")) for r in scored], bins=20, range=(0, 1),
+        for index, variant, color in ((0, "good", "#55a868"), (1, "bad", "#c44e52")):
+            axis.hist([math.exp(pair[index]) for pair in scored], bins=20, range=(0, 1),
                       alpha=0.6, color=color, label=VARIANT_LABELS[variant])
         axis.set_xlabel("exp(mean token log-prob) under the plain query")
         axis.set_ylabel("responses (kept rows)")

@@ -5,27 +5,27 @@ none of those modules has to import another to finish its job."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from ssogen.dataset.card import card_is_generated, write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.plots import write_plots
-from ssogen.dataset.stats import DatasetStats, folder_stats
-from ssogen.records import TripletRecord
+from ssogen.dataset.stats import DatasetStats, folder_builder
+from ssogen.dataset.triplet_files import RecordBatches
 
 
 def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True, templates: str | Path | None = None,
-            records: Sequence[TripletRecord] | None = None) -> DatasetStats:
+            batches: RecordBatches | None = None) -> DatasetStats:
     """Recompute the stats of a folder: OUT/stats.json, the plots and (unless a person wrote it) the card,
-    from `templates`/card.md.jinja when that folder has one. `records`: its triplets, when the caller holds them
-    (generate, which just wrote them: not read again)."""
+    from `templates`/card.md.jinja when that folder has one. `batches`: its triplets, when the caller holds them
+    (generate, which just wrote them: not read again); else they are read a batch at a time."""
     folder = OutputFolder(out_dir)
-    records = folder.read_triplets() if records is None else records
+    batches = batches or folder.triplet_batches
     folder.read_manifest()  # not an ssogen folder, or a corrupt manifest: one line before anything is written
-    stats = folder_stats(folder, records)
+    numbers = folder_builder(folder, batches)
+    stats = numbers.result()
     if plots:
-        stats.plots = write_plots(folder, records)
+        stats.plots = write_plots(folder, numbers)
     folder.write_stats(stats.model_dump())
     if card and card_is_generated(folder.root):  # a hand-written card is never overwritten (and needs no warning)
         write_card(folder.root, stats=stats, templates=templates)

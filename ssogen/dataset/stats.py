@@ -12,15 +12,17 @@ rows, because a likelihood filter makes the kept rows near-on-policy by construc
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from ssogen.dataset.leakage import adjectives_of, find_leaks, leak_terms
 from ssogen.dataset.likelihood import has_pair_scores, ordering_holds
+from ssogen.dataset.triplet_files import RecordBatches
 from ssogen.records import LOGPROB_FIELDS, VARIANTS, TripletRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,6 +135,15 @@ def _share(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _digest(text: str) -> bytes:
+    # Duplicates are counted by a digest of each text: holding every text would hold the dataset.
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def response(record: TripletRecord, variant: str) -> str:
     return str(getattr(record, f"response_{variant}"))
 
@@ -141,115 +152,137 @@ def num_tokens(record: TripletRecord, variant: str) -> int:
     return int(getattr(record, f"num_tokens_{variant}"))
 
 
-def funnel(records: Sequence[TripletRecord]) -> Funnel:
-    kept = sum(1 for r in records if r.kept)
-    reasons = Counter(r.drop_reason or "unspecified" for r in records if not r.kept)
-    flags = Counter(flag for r in records for flag in r.flags)
-    return Funnel(rows_in=len(records), kept=kept, dropped=len(records) - kept,
-                  dropped_by_reason=dict(reasons.most_common()), flags=dict(flags.most_common()),
-                  empty_responses={v: flags[f"empty_{v}"] for v in VARIANTS})
+class StatsBuilder:
+    """The statistics of triplets added a batch at a time, in input order: counts, and the numbers of each row
+    (lengths, log-probs), never its text, so that memory grows with the rows and not with their text. The result
+    is the one the same rows give added at once (the same values in the same order)."""
+
+    def __init__(self, adjectives: dict[str, tuple[str, str]] | None = None) -> None:
+        self.adjectives = adjectives or {}  # casefolded feature name -> its (good, bad) adjectives
+        self.rows = self.kept = self.equal_rows = self.leak_rows = self.truncated_rows = 0
+        self.reasons: Counter[str] = Counter()
+        self.flags: Counter[str] = Counter()
+        self.features: Counter[str] = Counter()
+        self.extras: Counter[str] = Counter()
+        self.terms: Counter[str] = Counter()
+        # Of the kept rows, per variant: token and character lengths; leaking and truncated responses.
+        self.tokens: dict[str, list[int]] = {v: [] for v in VARIANTS}
+        self.characters: dict[str, list[int]] = {v: [] for v in VARIANTS}
+        self.leaked = dict.fromkeys(VARIANTS, 0)
+        self.truncated = dict.fromkeys(VARIANTS, 0)
+        self.prompts: set[bytes] = set()
+        self.responses: dict[str, set[bytes]] = {v: set() for v in VARIANTS}
+        # Of the scored rows: lp(y+|x) and lp(y-|x) (all, kept), the kept rows' log-probs, the ordering holding.
+        self.plain_all: list[tuple[float, float]] = []
+        self.plain_kept: list[tuple[float, float]] = []
+        self.logprobs_kept: dict[str, list[float]] = {name: [] for name in LOGPROB_FIELDS}
+        self.ordering_all = self.ordering_kept = 0
+
+    def add(self, records: Iterable[TripletRecord]) -> None:
+        for record in records:
+            self.rows += 1
+            self.flags.update(record.flags)
+            if has_pair_scores(record):
+                self._add_scores(record)
+            if not record.kept:
+                self.reasons[record.drop_reason or "unspecified"] += 1
+                continue
+            self.kept += 1
+            self.features.update(record.features)
+            self.extras.update(record.extra)
+            self.prompts.add(_digest(record.prompt))
+            self.equal_rows += len({record.response_good, record.response_bad, record.response_raw}) < 3
+            candidates = leak_terms(record, self.adjectives)
+            leaks = cut = False
+            for variant in VARIANTS:
+                text = response(record, variant)
+                self.tokens[variant].append(num_tokens(record, variant))
+                self.characters[variant].append(len(text))
+                self.responses[variant].add(_digest(text))
+                if found := find_leaks(text, candidates):
+                    self.leaked[variant] += 1
+                    self.terms.update(found)
+                    leaks = True
+                if getattr(record, f"finish_reason_{variant}") == "length":
+                    self.truncated[variant] += 1
+                    cut = True
+            self.leak_rows += leaks
+            self.truncated_rows += cut
+
+    def _add_scores(self, record: TripletRecord) -> None:
+        plain = (float(record.lp_good_plain or 0.0), float(record.lp_bad_plain or 0.0))  # set: has_pair_scores
+        holds = ordering_holds(record)
+        self.plain_all.append(plain)
+        self.ordering_all += holds
+        if record.kept:
+            self.plain_kept.append(plain)
+            self.ordering_kept += holds
+            for name in LOGPROB_FIELDS:
+                if (value := getattr(record, name)) is not None:
+                    self.logprobs_kept[name].append(value)
+
+    def on_policy(self, plain: list[tuple[float, float]], variants: Sequence[int] = (0, 1)) -> float | None:
+        """Mean of exp(lp(y|x)) over the rows' y+ (0) and y- (1), row by row."""
+        return _mean([math.exp(pair[v]) for pair in plain for v in variants])
+
+    def result(self) -> DatasetStats:
+        kept = self.kept
+
+        def ratio(chosen: list[int], rejected: list[int]) -> float | None:
+            if not chosen or sum(rejected) == 0:
+                return None
+            return (sum(chosen) / len(chosen)) / (sum(rejected) / len(rejected))
+
+        def longer(chosen: list[int], rejected: list[int]) -> float | None:
+            return _share(sum(g > b for g, b in zip(chosen, rejected, strict=True)), kept)
+
+        tokens, characters = self.tokens, self.characters
+        scoring = None if not self.plain_all else Scoring(
+            scored_rows=len(self.plain_all), scored_kept_rows=len(self.plain_kept),
+            on_policy_kept=self.on_policy(self.plain_kept), on_policy_all=self.on_policy(self.plain_all),
+            on_policy_good_kept=self.on_policy(self.plain_kept, (0,)),
+            on_policy_bad_kept=self.on_policy(self.plain_kept, (1,)),
+            ordering_holds_kept=_share(self.ordering_kept, len(self.plain_kept)),
+            ordering_holds_all=_share(self.ordering_all, len(self.plain_all)),
+            mean_logprob_kept={name: _mean(values) for name, values in self.logprobs_kept.items()})
+        return DatasetStats(
+            funnel=Funnel(rows_in=self.rows, kept=kept, dropped=self.rows - kept,
+                          dropped_by_reason=dict(self.reasons.most_common()), flags=dict(self.flags.most_common()),
+                          empty_responses={v: self.flags[f"empty_{v}"] for v in VARIANTS}),
+            lengths=Lengths(tokens={v: summarize(tokens[v]) for v in VARIANTS},
+                            characters={v: summarize(characters[v]) for v in VARIANTS}),
+            length_bias=LengthBias(ratio_tokens=ratio(tokens["good"], tokens["bad"]),
+                                   ratio_characters=ratio(characters["good"], characters["bad"]),
+                                   share_chosen_longer_tokens=longer(tokens["good"], tokens["bad"]),
+                                   share_chosen_longer_characters=longer(characters["good"], characters["bad"])),
+            features=dict(self.features.most_common()), extras=dict(self.extras.most_common()),
+            duplicates=Duplicates(prompts=kept - len(self.prompts),
+                                  responses={v: kept - len(self.responses[v]) for v in VARIANTS},
+                                  rows_with_equal_responses=self.equal_rows),
+            leakage=Leakage(rate={v: _share(self.leaked[v], kept) for v in VARIANTS},
+                            rows_any=_share(self.leak_rows, kept), terms=dict(self.terms.most_common())),
+            truncation=Truncation(rate={v: _share(self.truncated[v], kept) for v in VARIANTS},
+                                  rows_any=_share(self.truncated_rows, kept)),
+            scoring=scoring,
+        )
 
 
-def lengths(records: Sequence[TripletRecord]) -> Lengths:
-    return Lengths(
-        tokens={v: summarize([num_tokens(r, v) for r in records]) for v in VARIANTS},
-        characters={v: summarize([len(response(r, v)) for r in records]) for v in VARIANTS},
-    )
-
-
-def length_bias(records: Sequence[TripletRecord]) -> LengthBias:
-    def ratio(chosen: list[int], rejected: list[int]) -> float | None:
-        if not chosen or sum(rejected) == 0:
-            return None
-        return (sum(chosen) / len(chosen)) / (sum(rejected) / len(rejected))
-
-    tok_good, tok_bad = [r.num_tokens_good for r in records], [r.num_tokens_bad for r in records]
-    chr_good, chr_bad = [len(r.response_good) for r in records], [len(r.response_bad) for r in records]
-    return LengthBias(
-        ratio_tokens=ratio(tok_good, tok_bad),
-        ratio_characters=ratio(chr_good, chr_bad),
-        share_chosen_longer_tokens=_share(sum(g > b for g, b in zip(tok_good, tok_bad, strict=True)), len(records)),
-        share_chosen_longer_characters=_share(sum(g > b for g, b in zip(chr_good, chr_bad, strict=True)),
-                                              len(records)),
-    )
-
-
-def duplicates(records: Sequence[TripletRecord]) -> Duplicates:
-    def repeats(texts: list[str]) -> int:
-        return len(texts) - len(set(texts))
-
-    equal = sum(1 for r in records if len({r.response_good, r.response_bad, r.response_raw}) < 3)
-    return Duplicates(prompts=repeats([r.prompt for r in records]),
-                      responses={v: repeats([response(r, v) for r in records]) for v in VARIANTS},
-                      rows_with_equal_responses=equal)
-
-
-def leakage(records: Sequence[TripletRecord], adjectives: dict[str, tuple[str, str]]) -> Leakage:
-    leaked = {v: 0 for v in VARIANTS}
-    rows_any = 0
-    terms: Counter[str] = Counter()
-    for record in records:
-        candidates = leak_terms(record, adjectives)
-        row_leaks = False
-        for variant in VARIANTS:
-            found = find_leaks(response(record, variant), candidates)
-            if found:
-                leaked[variant] += 1
-                row_leaks = True
-                terms.update(found)
-        rows_any += row_leaks
-    return Leakage(rate={v: _share(leaked[v], len(records)) for v in VARIANTS},
-                   rows_any=_share(rows_any, len(records)), terms=dict(terms.most_common()))
-
-
-def truncation(records: Sequence[TripletRecord]) -> Truncation:
-    def cut(record: TripletRecord, variant: str) -> bool:
-        return getattr(record, f"finish_reason_{variant}") == "length"
-
-    return Truncation(rate={v: _share(sum(cut(r, v) for r in records), len(records)) for v in VARIANTS},
-                      rows_any=_share(sum(any(cut(r, v) for v in VARIANTS) for r in records), len(records)))
-
-
-def on_policy(records: Sequence[TripletRecord], variants: Sequence[str] = ("good", "bad")) -> float | None:
-    values = [math.exp(getattr(r, f"lp_{v}_plain")) for r in records for v in variants]
-    return sum(values) / len(values) if values else None
-
-
-def scoring(all_records: Sequence[TripletRecord]) -> Scoring | None:
-    scored = [r for r in all_records if has_pair_scores(r)]
-    if not scored:
-        return None
-    kept = [r for r in scored if r.kept]
-    means: dict[str, float | None] = {}
-    for name in LOGPROB_FIELDS:
-        values = [getattr(r, name) for r in kept if getattr(r, name) is not None]
-        means[name] = sum(values) / len(values) if values else None
-    return Scoring(
-        scored_rows=len(scored), scored_kept_rows=len(kept),
-        on_policy_kept=on_policy(kept), on_policy_all=on_policy(scored),
-        on_policy_good_kept=on_policy(kept, ("good",)), on_policy_bad_kept=on_policy(kept, ("bad",)),
-        ordering_holds_kept=_share(sum(ordering_holds(r) for r in kept), len(kept)),
-        ordering_holds_all=_share(sum(ordering_holds(r) for r in scored), len(scored)),
-        mean_logprob_kept=means,
-    )
-
-
-def compute_stats(records: Sequence[TripletRecord],
+def compute_stats(records: Iterable[TripletRecord],
                   adjectives: dict[str, tuple[str, str]] | None = None) -> DatasetStats:
     """All statistics; `adjectives` maps a casefolded feature name to its (good, bad) adjectives."""
-    kept = [r for r in records if r.kept]
-    features = Counter(name for r in kept for name in r.features)
-    extras = Counter(name for r in kept for name in r.extra)
-    return DatasetStats(
-        funnel=funnel(records), lengths=lengths(kept), length_bias=length_bias(kept),
-        features=dict(features.most_common()), extras=dict(extras.most_common()),
-        duplicates=duplicates(kept), leakage=leakage(kept, adjectives or {}), truncation=truncation(kept),
-        scoring=scoring(records),
-    )
+    builder = StatsBuilder(adjectives)
+    builder.add(records)
+    return builder.result()
 
 
-def folder_stats(folder: OutputFolder, records: Sequence[TripletRecord] | None = None) -> DatasetStats:
-    """The statistics of an output folder's triplets, with leakage terms from the run's library."""
-    if records is None:
-        records = folder.read_triplets()
-    return compute_stats(records, adjectives_of(folder.library()))
+def folder_builder(folder: OutputFolder, batches: RecordBatches | None = None) -> StatsBuilder:
+    """The statistics of an output folder's triplets (`batches`: a source of them, else read from its files a batch
+    at a time), with leakage terms from the run's library."""
+    builder = StatsBuilder(adjectives_of(folder.library()))
+    for batch in (batches or folder.triplet_batches)():
+        builder.add(batch)
+    return builder
+
+
+def folder_stats(folder: OutputFolder, batches: RecordBatches | None = None) -> DatasetStats:
+    return folder_builder(folder, batches).result()

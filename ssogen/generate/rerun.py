@@ -14,8 +14,8 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.splits import SplitSpec
 from ssogen.dataset.stats import folder_stats
+from ssogen.dataset.triplet_files import RecordBatches
 from ssogen.errors import UserError
-from ssogen.records import TripletRecord
 
 
 def _manifest(folder: OutputFolder) -> dict[str, Any] | None:
@@ -60,10 +60,10 @@ def undone_work(folder: OutputFolder) -> list[str]:
     return undone
 
 
-def write_card_and_stats(folder: OutputFolder, templates: str | None, records: list[TripletRecord]) -> None:
+def write_card_and_stats(folder: OutputFolder, templates: str | None, batches: RecordBatches) -> None:
     """The card; stats.json and the plots too when `stats` wrote them before (they would describe the old rows).
-    `records`: the triplets just written (not read again: at 1M rows, GBs and minutes)."""
+    `batches`: the triplets just written (not read again: at 1M rows, minutes)."""
     if folder.stats.is_file():
-        refresh(folder.root, templates=templates, records=records)
+        refresh(folder.root, templates=templates, batches=batches)
     else:
-        write_card(folder.root, templates=templates, stats=folder_stats(folder, records))
+        write_card(folder.root, templates=templates, stats=folder_stats(folder, batches))

@@ -8,8 +8,7 @@ append-only store (dataset/shards.py) after each call, so a killed run resumes w
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,14 @@ from ssogen.chat import end_of_turn, has_chat_template, supports_system_role
 from ssogen.dataset.folder import LIBRARY, OutputFolder
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
+from ssogen.dataset.triplet_files import BATCH_ROWS
 from ssogen.engine import Engine, close_engine, stop_token_ids_of
 from ssogen.engine.launch import make_engine
 from ssogen.envinfo import stack_versions
 from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record
 from ssogen.generate.config import RunConfig, public_yaml
-from ssogen.generate.inputs import PromptsRead, Row
+from ssogen.generate.inputs import Row
 from ssogen.generate.plan import RunPlan, plan_run
 from ssogen.generate.rerun import unchanged_finished_run, undone_work, write_card_and_stats
 from ssogen.generate.steps.common import Session
@@ -36,6 +36,7 @@ from ssogen.generate.steps.sampling import (
     too_long_record,
 )
 from ssogen.generate.steps.selection import select_features
+from ssogen.generate.summary import summarize
 from ssogen.models import engine_load_errors, load_error, require_available
 from ssogen.records import VARIANTS, TripletRecord
 
@@ -55,11 +56,11 @@ class GenerateResult:
     out: Path
     manifest: dict[str, Any]
     unchanged: bool = False  # a finished run asked for again: nothing was written
-    written: list[TripletRecord] | None = None  # the rows this invocation wrote (None: unchanged)
+    written: list[TripletRecord] | None = None  # every row, once asked for (not held while the folder is written)
 
     @property
     def records(self) -> list[TripletRecord]:
-        """Every row, in input order: those written, or those of the unchanged run (read from its folder now)."""
+        """Every row, in input order, read from the folder when first asked for."""
         if self.written is None:
             self.written = OutputFolder(self.out).read_triplets()
         return self.written
@@ -94,76 +95,6 @@ def _select(session: Session, rows: list[Row]) -> tuple[list[dict[str, Any]], li
     records = [contrastive_prompts(session, row.id, chosen[row.id], answers[row.id], texts.get(row.id))
                for row in rows if row.id in chosen]
     return records, [too_long_record(row, session.config, None) for row in too_long]
-
-
-# Above these shares of the sampled rows the run is not what the user thinks it is: the summary warns.
-TRUNCATED_WARNING_SHARE = 0.2
-FILLED_WARNING_SHARE = 0.2
-
-
-def run_warnings(records: list[TripletRecord], max_tokens: int) -> list[str]:
-    """Warnings about the data as a whole: too many responses cut at --max-tokens, feature selection falling back to
-    a random pick for too many rows (then the principles are mostly chance, not the policy's choice), or policy-written
-    principles falling back to the library's text for too many."""
-    sampled = [r for r in records if r.drop_reason != "prompt_too_long"]
-    if not sampled:
-        return []
-    found = []
-    truncated = sum(any(f.startswith("truncated_") for f in r.flags) for r in sampled)
-    if truncated > TRUNCATED_WARNING_SHARE * len(sampled):
-        found.append(f"{truncated} of {len(sampled)} rows ({truncated / len(sampled):.0%}) have a response cut at "
-                     f"--max-tokens {max_tokens}: raise --max-tokens, or the pairs compare unfinished answers")
-    filled = sum(r.selection_filled for r in sampled)
-    if filled > FILLED_WARNING_SHARE * len(sampled):
-        guided = all(r.selection_mode == "guided" for r in sampled)  # cut short, or a library past the exact regex
-        remedy = ("a larger --selection-max-tokens or fewer --features-per-query" if guided
-                  else "--selection guided or fewer --features-per-query")
-        found.append(f"feature selection fell back to a random pick for {filled} of {len(sampled)} rows "
-                     f"({filled / len(sampled):.0%}): the policy seldom named enough valid features, so most "
-                     f"principles are chance (try {remedy})")
-    fallback = sum(r.principle_fallback for r in sampled)
-    if fallback > FILLED_WARNING_SHARE * len(sampled):
-        found.append(f"--principle-source policy: the policy wrote no usable principle text for {fallback} of "
-                     f"{len(sampled)} rows ({fallback / len(sampled):.0%}), so they use the library's text (try a "
-                     "stronger policy, or --principle-source library)")
-    return found
-
-
-def summarize(records: list[TripletRecord], prompts: PromptsRead, wall_s: float, tokens: int,
-              generation_s: float | None = None, *, max_tokens: int | None = None) -> dict[str, Any]:
-    """The run's numbers for the manifest and the printed summary. `generation_s`: engine time (from the first
-    engine call), which tokens/s is measured over; model loading is in `wall_time_s` only."""
-    kept = [r for r in records if r.kept]
-
-    def mean(values: list[int]) -> float | None:
-        return round(sum(values) / len(values), 2) if values else None
-
-    lengths = {v: mean([getattr(r, f"num_tokens_{v}") for r in kept]) for v in VARIANTS}
-    good, bad = lengths["good"], lengths["bad"]
-    return {
-        "rows_in": len(prompts.rows),  # the rows taken (under --limit: the first N usable ones)
-        "rows_read": prompts.rows_read,
-        "input_rows": prompts.input_rows,
-        "rows_skipped": dict(prompts.skipped),
-        # Message-list rows whose query is their last user turn: the parts left out -> rows.
-        "conversation_parts_dropped": dict(prompts.reduced),
-        "rows": len(records),
-        "sampled": sum(1 for r in records if r.drop_reason != "prompt_too_long"),
-        "kept": len(kept),
-        "dropped": dict(Counter(r.drop_reason for r in records if not r.kept)),
-        "selection_filled": sum(r.selection_filled for r in records),
-        "principle_fallback": sum(r.principle_fallback for r in records),
-        "flags": dict(Counter(f for r in records for f in r.flags)),
-        "empty_responses": {v: sum(f"empty_{v}" in r.flags for r in records) for v in VARIANTS},
-        "mean_tokens_kept": lengths,
-        "chosen_rejected_length_ratio": round(good / bad, 3) if good and bad else None,
-        "feature_counts": dict(Counter(n for r in records for n in [*r.features, *r.extra])),
-        "wall_time_s": round(wall_s, 2),
-        "generation_time_s": round(generation_s, 3) if generation_s else None,
-        "tokens_generated": tokens,
-        "tokens_per_s": round(tokens / generation_s, 1) if generation_s and tokens else None,
-        "warnings": run_warnings(records, max_tokens) if max_tokens is not None else [],
-    }
 
 
 def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine | None = None,
@@ -249,8 +180,14 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
             close_engine(engine)
     # Nothing left to sample: learn the template's behaviour from the tokenizer alone.
     tokenizer = session.tokenizer if session else load_tokenizer(plan)
-    records = [TripletRecord.model_validate(finished[row.id]) for row in plan.rows]
-    counts = folder.write_configs(records, split)
+    selections.clear()  # their S+ / S- are in the rows now: not held while the dataset is written
+
+    def batches() -> Iterator[list[TripletRecord]]:
+        """The rows in input order as records, a batch at a time (all of them at once took GBs at 100k rows)."""
+        for start in range(0, len(plan.rows), BATCH_ROWS):
+            yield [TripletRecord.model_validate(finished[row.id]) for row in plan.rows[start:start + BATCH_ROWS]]
+
+    counts = folder.write_configs(batches, split)
     model = model_record(plan.model)
     folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
     folder.write_library(plan.loaded_library.text)
@@ -287,11 +224,11 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
         "configs": counts,
         "resumed": resumed,
         "requests_this_invocation": dict(session.requests) if session else {},
-        "summary": summarize(records, plan.prompts, time.monotonic() - started, tokens,
-                             session.generation_s if session else None, max_tokens=config.max_tokens),
-        "tokens_total": sum(r.num_tokens_good + r.num_tokens_bad + r.num_tokens_raw for r in records),
+        "summary": summarize((r for batch in batches() for r in batch), plan.prompts, time.monotonic() - started,
+                             tokens, session.generation_s if session else None, max_tokens=config.max_tokens),
+        "tokens_total": sum(finished[row.id][f"num_tokens_{v}"] for row in plan.rows for v in VARIANTS),
     }
     manifest["summary"]["warnings"] += undone
     folder.write_manifest(manifest)
-    write_card_and_stats(folder, config.templates, records)  # a card.md.jinja in --templates replaces the bundled one
-    return GenerateResult(out=folder.root, manifest=manifest, written=records)
+    write_card_and_stats(folder, config.templates, batches)  # a card.md.jinja in --templates replaces the bundled one
+    return GenerateResult(out=folder.root, manifest=manifest)

@@ -11,6 +11,7 @@ import pytest
 
 from ssogen.dataset.folder import CONFIGS, OutputFolder
 from ssogen.dataset.splits import SplitSpec
+from ssogen.dataset.triplet_files import in_batches
 from ssogen.errors import UserError
 from ssogen.principles import load_library
 from ssogen.testing.folders import make_record, row_counts, write_dataset
@@ -251,3 +252,29 @@ def test_the_test_split_holds_round_of_size_times_queries_within_bounds(test_siz
     prompts = [f"query {i}" for i in range(10)] * 2  # ten distinct queries, each twice
     held_out = test_prompts(prompts, SplitSpec(test_size=test_size, seed=3))
     assert len(held_out) == expected and held_out <= set(prompts)
+
+
+def test_configs_written_a_batch_of_rows_at_a_time_are_byte_for_byte_those_of_one_batch(tmp_path: Path) -> None:
+    # Distinct responses past parquet's 1 MB dictionary limit: a file written from many chunks per column falls back
+    # to plain encoding at another row and its bytes differ; dropped rows and a test split: every config is batched.
+    records = [make_record(i, f"question {i % 50}", response_good=f"{i} " + "word " * 600, kept=i % 7 != 0,
+                           drop_reason=None if i % 7 else "equal_responses") for i in range(1000)]
+    one, batched = OutputFolder(tmp_path / "one"), OutputFolder(tmp_path / "batched")
+    split = SplitSpec(test_size=0.3, seed=2)
+    counts = one.write_configs(records, split)  # fewer rows than a batch: one batch
+    assert batched.write_configs(lambda: in_batches(records, 100), split) == counts
+    files = sorted(path.relative_to(one.root) for path in one.root.rglob("*.parquet"))
+    assert len(files) == 8
+    assert [(batched.root / f).read_bytes() == (one.root / f).read_bytes() for f in files] == [True] * len(files)
+
+
+def test_triplets_are_read_a_batch_at_a_time_in_input_order_from_every_split(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path / "a")
+    records = _split_rows()
+    folder.write_configs(records, SplitSpec(test_size=0.25, seed=5))  # test rows interleave with train rows
+    batches = list(folder.triplet_batches(size=4))
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 4, 2]
+    assert [r for b in batches for r in b] == records
+    other = OutputFolder(tmp_path / "b")  # a file out of input order (not ssogen's): read whole and sorted
+    other.write_configs(list(reversed(records)), SplitSpec(test_size=0.25, seed=5))
+    assert [r for b in other.triplet_batches(size=4) for r in b] == records

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.leakage import adjectives_of, find_leaks
-from ssogen.dataset.stats import compute_stats, summarize
+from ssogen.dataset.stats import StatsBuilder, compute_stats, folder_stats, summarize
+from ssogen.dataset.triplet_files import in_batches
 from ssogen.records import TripletRecord
 from ssogen.testing.folders import make_record, write_dataset
 
@@ -194,3 +195,15 @@ def test_leak_terms_cover_extras_and_both_adjectives() -> None:
     assert find_leaks("A verbose, concise reply.", terms) == ["concise", "verbose"]  # an extra's words too
     # A term listed twice (a feature that is also an extra) is reported once.
     assert find_leaks("Safe.", ["Safe", "safe", "SAFE"]) == ["safe"]
+
+
+def test_statistics_gathered_a_batch_at_a_time_are_those_of_every_row_at_once(dataset: Path) -> None:
+    records = hand_records()
+    adjectives = adjectives_of(OutputFolder(dataset).library())
+    at_once = compute_stats(records, adjectives)
+    builder = StatsBuilder(adjectives)
+    for batch in in_batches(records, 2):
+        builder.add(batch)
+    assert builder.result() == at_once
+    assert folder_stats(OutputFolder(dataset)) == at_once  # read from the files a batch at a time
+    assert at_once.duplicates.responses["raw"] == 1 and at_once.scoring is not None  # the digests found the repeat

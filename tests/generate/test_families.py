@@ -18,7 +18,7 @@ from ssogen.dataset.stats import compute_stats
 from ssogen.engine import stop_token_ids_of
 from ssogen.errors import UserError
 from ssogen.generate.inputs import PromptsRead, read_prompts
-from ssogen.generate.run import summarize
+from ssogen.generate.summary import summarize
 from ssogen.testing.folders import make_record
 
 CONVERSATIONS = [

@@ -400,7 +400,7 @@ def test_a_hub_dataset_the_hub_cannot_give_is_one_line_at_once(monkeypatch: pyte
 
 
 def test_run_warnings_start_above_a_fifth_of_the_sampled_rows() -> None:
-    from ssogen.generate.run import run_warnings
+    from ssogen.generate.summary import run_warnings
     from ssogen.testing.folders import make_record
 
     def rows(truncated: int, filled: int) -> list:  # type: ignore[type-arg]

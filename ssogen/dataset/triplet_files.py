@@ -1,0 +1,108 @@
+"""The `triplets` of an output folder a batch of rows at a time, in input order, from its parquet files: `stats`, the
+card and the end of `generate` then hold one batch of records, not every row (at 100k rows the records of every
+row and the tables built from them took about 5x the text at once)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ssogen.errors import UserError
+from ssogen.records import TripletRecord
+
+# Rows per batch: large enough that the per-batch work is noise, small enough that a batch is a few MB of text.
+BATCH_ROWS = 2048
+
+# A source of the triplets in input order: each call starts a new pass over every row, a batch at a time.
+RecordBatches = Callable[[], Iterator[list[TripletRecord]]]
+
+
+def in_batches(records: Iterable[TripletRecord], size: int = BATCH_ROWS) -> Iterator[list[TripletRecord]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def as_records(rows: Iterable[dict[str, Any]]) -> list[TripletRecord]:
+    """Rows of the triplets config as records (columns a newer ssogen added are ignored)."""
+    known = TripletRecord.model_fields
+    return [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}) for row in rows]
+
+
+def _corrupt(file: Path, exc: Exception) -> UserError:
+    return UserError(f"{file}: corrupt parquet file ({exc})")
+
+
+def check_columns(paths: Sequence[Path], folder: Path) -> None:
+    """The files' columns can be read as one table (what reading them together refuses, said before any row)."""
+    schemas = []
+    for file in paths:
+        try:
+            schemas.append(pq.read_schema(file))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _corrupt(file, exc) from None
+    try:
+        pa.unify_schemas(schemas, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UserError(f"{folder}: its files disagree on the columns ({exc})") from None
+
+
+def _rows(file: Path, size: int, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    try:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=size, columns=columns):
+            yield from batch.to_pylist()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _corrupt(file, exc) from None
+
+
+def _records(file: Path, size: int) -> Iterator[TripletRecord]:
+    rows = _rows(file, size)
+    while batch := list(islice(rows, size)):
+        yield from as_records(batch)
+
+
+def _in_order(file: Path) -> bool:
+    try:
+        positions = pq.read_table(file, columns=["position"])["position"]
+    except (pa.ArrowInvalid, OSError, KeyError) as exc:
+        raise _corrupt(file, exc) from None
+    return len(positions) < 2 or pc.all(pc.greater_equal(positions[1:], positions[:-1])).as_py() is not False
+
+
+def record_batches(paths: Sequence[Path], folder: Path, size: int = BATCH_ROWS) -> Iterator[list[TripletRecord]]:
+    """The records of triplets files (every split) sorted by input position, files earlier in `paths` first among
+    equal positions (a stable sort of all of them). Files in input order (those ssogen writes) are merged a batch
+    at a time; otherwise every row is read and sorted. Corrupt files, or files that disagree on the columns
+    (`folder`: the config's), are one clear line before any row."""
+    check_columns(paths, folder)
+    return _batches(paths, size)
+
+
+def _batches(paths: Sequence[Path], size: int) -> Iterator[list[TripletRecord]]:
+    if all(_in_order(file) for file in paths):
+        merged: Iterator[TripletRecord] = heapq.merge(*(_records(file, size) for file in paths),
+                                                      key=lambda r: r.position)
+    else:
+        merged = iter(sorted((r for file in paths for r in _records(file, size)), key=lambda r: r.position))
+    yield from in_batches(merged, size)
+
+
+def rows_at(paths: Sequence[Path], indices: Sequence[int], size: int = BATCH_ROWS) -> list[dict[str, Any]]:
+    """The rows at `indices` of the files read one after the other (as `OutputFolder.read_config` joins them), in
+    the order asked, reading a batch at a time."""
+    wanted, found, offset = set(indices), {}, 0
+    for file in paths:
+        for row in _rows(file, size):
+            if offset in wanted:
+                found[offset] = row
+            offset += 1
+            if len(found) == len(wanted):  # the card's examples are mostly the first rows: no need to read on
+                return [found[i] for i in indices]
+    return [found[i] for i in indices]
