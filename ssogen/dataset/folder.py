@@ -144,10 +144,10 @@ class OutputFolder:
         return path
 
     # -- configs -------------------------------------------------------------------------------------------------
-    def write_config(self, config: str, rows: list[dict[str, Any]], schema: pa.Schema | None = None,
+    def write_config(self, config: str, rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema | None = None,
                      split: str = TRAIN) -> Path:
-        """One config's parquet file of a split from rows (the config's own schema unless another is given)."""
-        table = pa.Table.from_pylist(rows, schema=schema or config_schema(config))
+        """One config's parquet file of a split from a table or rows (the config's own schema unless given)."""
+        table = pa.Table.from_pylist(rows, schema=schema or config_schema(config)) if isinstance(rows, list) else rows
         return write_parquet_atomic(self.config_file(config, split), table)
 
     def write_configs(self, records: Iterable[TripletRecord] | RecordBatches, split: SplitSpec | None = None
@@ -157,9 +157,9 @@ class OutputFolder:
         test split without rows gets no file (`datasets` cannot read an empty split); an earlier one is removed."""
         counts = {}
         for config, parts in split_tables(records if callable(records) else partial(in_batches, list(records)), split):
-            write_parquet_atomic(self.config_file(config), parts[TRAIN])
+            self.write_config(config, parts[TRAIN])
             if parts[TEST].num_rows:
-                write_parquet_atomic(self.config_file(config, TEST), parts[TEST])
+                self.write_config(config, parts[TEST], split=TEST)
             else:
                 self.config_file(config, TEST).unlink(missing_ok=True)
             counts[config] = parts[TRAIN].num_rows + parts[TEST].num_rows
