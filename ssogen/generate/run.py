@@ -99,15 +99,14 @@ def _select(session: Session, rows: list[Row]) -> tuple[list[dict[str, Any]], li
 
 def run_generate(config: RunConfig, *, overwrite: bool = False, engine: Engine | None = None,
                  on_progress: Callable[[ProgressUpdate], None] | None = None,
-                 plan: RunPlan | None = None, request_order: str = "grouped") -> GenerateResult:
+                 plan: RunPlan | None = None) -> GenerateResult:
     """Run (or resume) a generation into config.out and write the dataset folder. `engine` may be given to
     reuse a loaded engine (benchmarks); it must match config.model."""
     plan = plan or plan_run(config)
     folder = OutputFolder(config.out)
     # One writer per folder; the command took the lock already, before its heavy imports (this is then a no-op).
     with folder.claim("ssogen generate"):
-        return _run_claimed(plan, folder, overwrite=overwrite, engine=engine, on_progress=on_progress,
-                            request_order=request_order)
+        return _run_claimed(plan, folder, overwrite=overwrite, engine=engine, on_progress=on_progress)
 
 
 def _check_row(record: dict[str, Any]) -> None:
@@ -115,7 +114,7 @@ def _check_row(record: dict[str, Any]) -> None:
 
 
 def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine: Engine | None,
-                 on_progress: Callable[[ProgressUpdate], None] | None, request_order: str) -> GenerateResult:
+                 on_progress: Callable[[ProgressUpdate], None] | None) -> GenerateResult:
     started = time.monotonic()
     config = plan.config
     owns_engine = engine is None  # an engine built here (maybe a pool of engine processes) is stopped here
@@ -166,7 +165,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
                 store.append("rows", too_long)
                 finished.update({r["id"]: r for r in too_long})
                 to_sample = [row for row in chunk if row.id not in finished]
-                sampled = sample_responses(session, to_sample, selections, request_order)
+                sampled = sample_responses(session, to_sample, selections)
                 store.append("rows", sampled)
                 finished.update({r["id"]: r for r in sampled})
                 report([*too_long, *sampled])

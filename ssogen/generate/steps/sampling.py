@@ -3,7 +3,6 @@ every row in one engine call, and the triplet records with the cheap filters' de
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,8 +101,8 @@ def too_long_record(row: Row, config: RunConfig, sel: dict[str, Any] | None) -> 
         kept=False, drop_reason="prompt_too_long").model_dump()
 
 
-def sample_responses(session: Session, rows: list[Row], selections: dict[str, dict[str, Any]],
-                     request_order: str = "grouped") -> list[dict[str, Any]]:
+def sample_responses(session: Session, rows: list[Row], selections: dict[str, dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
     """y+, y-, yo for every row in one engine call; filters; finished triplet records."""
     cfg = session.config
     requests, done = [], []
@@ -119,10 +118,8 @@ def sample_responses(session: Session, rows: list[Row], selections: dict[str, di
                                             seed=derive_seed(cfg.seed, row.id, variant),
                                             max_tokens=cfg.max_tokens, temperature=0.0 if greedy else None))
     # Requests sharing a system prompt adjacent: the prefix cache then computes each system prompt once.
-    # (Sorting token ids puts every shared prefix together.) "shuffled" exists for the benchmark only.
+    # (Sorting token ids puts every shared prefix together.)
     requests.sort(key=lambda r: (r.prompt_token_ids, r.key))
-    if request_order == "shuffled":
-        random.Random(cfg.seed).shuffle(requests)
     results = session.run("sampling", requests)
     prefix = leaked_prefix_pattern(session.library)
     for row in rows:
