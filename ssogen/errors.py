@@ -4,6 +4,8 @@ signal handler raises, and the "did you mean" lookup their messages share."""
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -35,6 +37,34 @@ STOPPED = (KeyboardInterrupt, Interrupted)
 # Set by `ssogen iterate` for the commands it runs as steps: an interrupted step does not print its own "to resume"
 # line (iterate prints the one to run).
 STEP_OF_ITERATE_ENV = "SSOGEN_STEP_OF_ITERATE"
+
+
+# What to do about an operating-system error of the file system, by errno. Every file is written atomically and
+# each shard chunk is fsynced, so after any of these the finished work is on disk and the same command resumes.
+_AGAIN = "run the same command again (finished work is kept)"
+_FILE_SYSTEM_ADVICE = {
+    errno.ENOSPC: f"the disk is full: free some space and {_AGAIN}",
+    errno.EDQUOT: f"the disk quota is used up: free some space and {_AGAIN}",
+    errno.EFBIG: f"the file size limit (ulimit -f) is reached: raise it and {_AGAIN}",
+    errno.EACCES: "make it readable (an input) or writable (the output folder), or choose another path",
+    errno.EPERM: "make it readable (an input) or writable (the output folder), or choose another path",
+    errno.EROFS: "the file system is read-only: choose a folder on a writable one",
+    errno.EISDIR: "a folder is where a file is expected: move it away or choose another path",
+    errno.ENOTDIR: "a file is where a folder is expected: move it away or choose another path",
+    errno.EIO: f"the disk reported an input/output error: check it, then {_AGAIN}",
+}
+
+
+def file_system_error(exc: OSError) -> UserError | None:
+    """The one-line error (exit 1: the machine, not the input) for a full, read-only or forbidden file system,
+    naming the path when the error carries one; None for any other OSError (left to show its traceback)."""
+    advice = _FILE_SYSTEM_ADVICE.get(exc.errno or 0)
+    if advice is None:
+        return None
+    # A path that is not UTF-8 is shown with its odd bytes escaped (the terminal may not print them).
+    path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None  # not a descriptor
+    where = f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: " if path else ""
+    return UserError(f"{where}{exc.strerror or os.strerror(exc.errno or 0)}; {advice}", exit_code=1)
 
 
 def closest_name(word: str, known: Iterable[str]) -> str | None:

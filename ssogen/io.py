@@ -57,17 +57,23 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-    # 0o666 minus the umask: the same mode as an ordinary open(), unlike tempfile's private 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        # 0o666 minus the umask: the same mode as an ordinary open(), unlike tempfile's private 0o600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:  # a read-only folder: name the file being written, not its temporary
+        exc.filename = str(path)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):  # a full disk: the same
+            exc.filename = str(path)
         raise
     _fsync_folder(path.parent)
     return path

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssogen.errors import UserError
+from ssogen.errors import UserError, file_system_error
 
 # Where a tokenizer keeps its chat template, in the order transformers looks (any one is enough).
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
@@ -126,6 +126,8 @@ def engine_load_errors(model: ModelRef, engine: str, *, flag: str = "--model",
     except UserError:
         raise
     except Exception as exc:
+        if isinstance(exc, OSError) and file_system_error(exc) is not None:
+            raise  # a full disk or an unreadable file, not a broken model: the CLI names the file
         if max_model_len is not None and "max_model_len" in str(exc):
             raise UserError(f"--max-model-len {max_model_len}: {config_problem(exc)}") from None
         raise load_error(model, exc, what=f"load it in the {engine} engine", flag=flag) from None

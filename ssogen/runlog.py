@@ -245,11 +245,11 @@ def _stop_capturing_warnings(previous: Callable[..., Any]) -> None:
 
 
 def _remove_handlers(handlers: list[logging.Handler], level: int) -> None:
-    root = logging.getLogger()
     for handler in handlers:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
+        logging.getLogger().removeHandler(handler)
+        with contextlib.suppress(OSError):  # the log's last flush on a full disk: the command's own error tells it
+            handler.close()
+    logging.getLogger().setLevel(level)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError
+from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_error
 from ssogen.interrupts import interrupt_on
 from ssogen.origins import options_of_one_command, with_config_lines
 
@@ -166,9 +166,25 @@ def all_work_saved() -> None:
     _ALL_SAVED.set(True)
 
 
+def _refuse_paths_not_utf8() -> None:
+    """A path argument whose name is not UTF-8 (the shell passes its bytes as surrogates) is refused up front:
+    the manifest, the parquet files and the logs hold paths as UTF-8 text, so it would fail once work is done."""
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    for param in ctx.command.params if ctx is not None else []:
+        value = ctx.params.get(param.name or "") if ctx is not None else None
+        if isinstance(value, (str, Path)) and any("\udc80" <= ch <= "\udcff" for ch in str(value)):
+            name = (max(param.opts, key=len) if param.param_type_name == "option"
+                    else param.metavar or (param.name or "").upper())  # an argument: FOLDER
+            shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+            raise UserError(f"{name} {shown}: the name is not UTF-8 text, which ssogen writes paths as; rename it")
+
+
 def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     try:
         with stop_on_signals():
+            _refuse_paths_not_utf8()
             try:
                 return func(*args, **kw)
             except STOPPED:  # stopped where the command does not say what was kept (e.g. loading a model)
@@ -177,6 +193,10 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
                                     exit_code=130) from None
                 raise UserError("interrupted; run the same command again to go on (finished work is kept)",
                                 exit_code=130) from None
+            except OSError as exc:  # a full disk, a read-only folder, an unreadable input: one line, no traceback
+                if (translated := file_system_error(exc)) is None:
+                    raise
+                raise translated from None
     except UserError as exc:
         error = fail(with_config_lines(str(exc)), exc.exit_code)
         resumable = not _ALL_SAVED.get() and not os.environ.get(STEP_OF_ITERATE_ENV)

@@ -6,6 +6,7 @@ new invocation never appends after it because it opens new files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Collection, Mapping
@@ -131,9 +132,16 @@ class ShardStore:
         if not records:
             return
         f = self._file(stage)
-        f.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+        try:
+            f.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as exc:  # a full disk: the line torn here is ignored on load; never write after it
+            self._files.pop(stage)
+            with contextlib.suppress(OSError):  # closing flushes the rest of the failed write, and fails again
+                f.close()
+            exc.filename = exc.filename or f.name
+            raise
 
     def save_engine_settings(self, settings: dict[str, Any] | None) -> None:
         """What the engine loaded for this run resolved its options to (the manifest's `engine_settings`), kept

@@ -7,15 +7,18 @@ a callback once the Trainer has prepared (wrapped, sharded) the model."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ssogen.errors import UserError
+from ssogen.errors import UserError, file_system_error
 from ssogen.io import share_like_new_files
 from ssogen.response_logps import left_padded
 from ssogen.train.collator import SSOCollator
@@ -40,6 +43,26 @@ PACKING_CHECK_ROWS = 2
 # it takes one more pass over the vocabulary, worth it for GPU memory; on the CPU it only costs time (+25% per
 # step for the tiny test model, vocabulary 8,192 against hidden 64).
 DEFERRED_HEAD_DEVICES = frozenset({"cuda"})
+
+
+logger = logging.getLogger("ssogen")
+
+
+@contextlib.contextmanager
+def save_errors(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """A save that fails (a full disk) is one line naming the folder, exit 1: torch.save and safetensors report a
+    failed write as their own errors, without the errno. A checkpoint cut off here has no trainer_state.json, so
+    the rerun skips it and resumes from the newest complete one."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, UserError) or (isinstance(exc, OSError) and file_system_error(exc) is not None):
+            raise  # said already, or the CLI names the file
+        logger.error("saving %s failed", folder, exc_info=exc, extra={"log_only": True})  # the log keeps it all
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot save {folder} ({type(exc).__name__}: {first}); if the disk is full, free some space "
+                        "and run the same command again: it resumes from the newest complete checkpoint",
+                        exit_code=1) from None
 
 
 class SSOTrainer(Trainer):
@@ -201,13 +224,19 @@ class SSOTrainer(Trainer):
         if config is not None and self.users_use_cache is not None:
             config.use_cache = self.users_use_cache
         try:
-            with dropout.user_values() if dropout is not None else contextlib.nullcontext():
+            with save_errors(output_dir or str(self.args.output_dir)), \
+                    dropout.user_values() if dropout is not None else contextlib.nullcontext():
                 super().save_model(output_dir, _internal_call)
             if (folder := output_dir or self.args.output_dir) is not None:
                 share_like_new_files(folder)
         finally:
             if config is not None and training_cache is not None:
                 config.use_cache = training_cache
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The optimizer's and the scheduler's state too: a failed write is `save_errors`' one line."""
+        with save_errors(Path(self.args.output_dir or ".") / f"checkpoint-{self.state.global_step}"):
+            super()._save_checkpoint(model, trial)
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         """A checkpoint holds one copy of tied weights (an output layer tied to the embeddings), so resuming found

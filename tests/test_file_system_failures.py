@@ -1,0 +1,195 @@
+"""A file system that fails under a command: a full disk (ENOSPC, or EFBIG under `ulimit -f`), a folder or input
+that may not be written or read, a path whose name is not UTF-8. Each is one line naming the path and what to do,
+exit 1 (2 for a bad name), with the finished work intact and no temporary file left behind.
+
+Tests run as root here, who may write anywhere: permission answers are simulated, a full disk is injected or made
+with RLIMIT_FSIZE in a child process."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli.main import app
+from ssogen.errors import UserError
+from ssogen.io import TMP_SUFFIX
+from ssogen.testing.folders import make_record, write_dataset
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(f"*{TMP_SUFFIX}") if p.is_file()]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "out", [make_record(i) for i in range(3)])
+
+
+def test_a_full_disk_mid_write_is_one_line_naming_the_file(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC half-way through a file that `stats` writes: no traceback, the file named (not its temporary), the old
+    files intact and no temporary left."""
+    import ssogen.io
+
+    write_atomic = ssogen.io.write_atomic
+
+    def disk_fills_up(path: Any, write: Any) -> Path:
+        def half_then_full(f: Any) -> None:
+            f.write(b"{\n  \"funnel\"")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write(2) says it: no file name
+
+        return write_atomic(path, half_then_full if Path(path).name == "stats.json" else write)
+
+    monkeypatch.setattr(ssogen.io, "write_atomic", disk_fills_up)
+    manifest = (dataset / "manifest.json").read_bytes()
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, OSError)  # not a traceback
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {dataset / 'stats.json'}: No space left on device; the disk is full: free some space and "
+                     "run the same command again (finished work is kept)"]
+    assert (dataset / "manifest.json").read_bytes() == manifest
+    assert not (dataset / "stats.json").exists() and temporaries(dataset) == []
+
+
+def test_a_folder_that_may_not_be_written_names_the_file_not_its_temporary(
+        dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stats` on a folder whose plots/ is read-only (chmod 555) was a PermissionError traceback naming
+    plots/.lengths.png.<hex>.tmp."""
+    plots = dataset / "plots"
+    plots.mkdir()
+    real_open = os.open
+
+    def read_only_plots(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if Path(os.fsdecode(path)).parent == plots and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", read_only_plots)
+    result = CliRunner().invoke(app, ["stats", str(dataset)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {plots / 'lengths.png'}: Permission denied; make it readable (an input) or writable (the output "
+        "folder), or choose another path"]
+
+
+def test_a_path_that_is_not_utf8_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A folder named with a byte that is not UTF-8 (the shell passes it as a surrogate) failed with a
+    UnicodeEncodeError traceback in pyarrow (stats, train) or when the manifest was written (generate, after all the
+    engine work)."""
+    folder = write_dataset(Path(os.fsdecode(os.fsencode(tmp_path) + b"/data\xff")), [make_record(i) for i in range(2)])
+    result = CliRunner().invoke(app, ["stats", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: FOLDER {tmp_path}/data\\xff: the name is not UTF-8 text, which ssogen writes paths as; rename it"]
+    result = CliRunner().invoke(app, ["generate", "--model", "m", "--out", str(tmp_path / "out\udcfe"), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "error: --out" in result.stderr and "out\\xfe: the name is not UTF-8 text" in result.stderr
+
+
+SHARDS_ON_A_FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from ssogen.dataset.shards import ShardStore
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    store = ShardStore(sys.argv[1])
+    store.append("rows", [{"id": "a", "text": "x" * 100}])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400, resource.RLIM_INFINITY))
+    try:
+        store.append("rows", [{"id": "b", "text": "y" * 100}, {"id": "c", "text": "z" * 1000}])
+    except OSError as exc:
+        print("append:", exc.errno, exc.filename)
+    store.close()  # the rest of the failed write is not flushed here again (it failed the same way)
+    print("closed")
+""")
+
+
+def test_a_shard_cut_off_by_a_full_disk_keeps_its_complete_rows_and_closes(tmp_path: Path) -> None:
+    """A full disk during a shard append: the error names the shard, closing the store does not raise the same
+    error again (it replaced the first and skipped closing the engine), and a rerun loads every complete row."""
+    from ssogen.dataset.shards import ShardStore
+
+    out = tmp_path / "run"
+    child = subprocess.run([sys.executable, "-c", SHARDS_ON_A_FULL_DISK, str(out)], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    shard = out / ".ssogen" / "rows-00000.jsonl"
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines() == [f"append: {errno.EFBIG} {shard}", "closed"]
+    rerun = ShardStore(out)
+    assert sorted(rerun.load("rows")) == ["a", "b"]  # "c" was torn: computed again
+    rerun.append("rows", [{"id": "c", "text": "z"}])
+    rerun.close()
+    assert sorted(ShardStore(out).load("rows")) == ["a", "b", "c"]
+
+
+class _FullDisk:
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        self.flush()
+
+
+def test_a_log_on_a_full_disk_leaves_the_commands_own_error(tmp_path: Path) -> None:
+    """The log's last flush failed on a full disk and replaced the command's error with an OSError traceback (and
+    left the log's handler on the root logger)."""
+    from ssogen.runlog import command_log
+
+    before, log = list(logging.getLogger().handlers), tmp_path / "logs" / "stats.log"
+    with pytest.raises(UserError, match="^the command's own error$"),  \
+            command_log(log, "stats", capture_fds=False, import_transformers=False):
+        handler = next(h for h in logging.getLogger().handlers
+                       if isinstance(h, logging.FileHandler) and h.baseFilename == str(log.resolve()))
+        written = handler.setStream(_FullDisk())  # type: ignore[arg-type]
+        assert written is not None
+        written.close()
+        raise UserError("the command's own error")
+    assert logging.getLogger().handlers == before
+
+
+def test_a_model_that_cannot_load_for_a_full_disk_is_not_blamed() -> None:
+    """A file-system error while an engine loads is the machine's, told by the CLI (exit 1), not "--model X: cannot
+    load it" (exit 2, bad input)."""
+    from ssogen.models import ModelRef, engine_load_errors
+
+    with pytest.raises(OSError, match="File too large"), engine_load_errors(ModelRef("m", True), "transformers"):
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    with pytest.raises(UserError, match=r"^--model m: cannot load it in the transformers engine \(OSError: bad\)$"):
+        with engine_load_errors(ModelRef("m", True), "transformers"):
+            raise OSError("bad")
+
+
+def test_a_checkpoint_that_cannot_be_saved_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save reports a full disk as a RuntimeError of its zip writer, safetensors as a SafetensorError: both
+    were a traceback. The rerun skips the checkpoint cut off (no trainer_state.json)."""
+    from types import SimpleNamespace
+
+    from transformers import Trainer
+
+    from ssogen.train.trainer import SSOTrainer
+
+    def torch_save_on_a_full_disk(self: Any, model: Any, trial: Any) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 530816 vs 530704")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", torch_save_on_a_full_disk)
+    trainer = SSOTrainer.__new__(SSOTrainer)  # only what the save reads: no model is needed
+    trainer.args = SimpleNamespace(output_dir=str(tmp_path))  # type: ignore[assignment]
+    trainer.state = SimpleNamespace(global_step=4)  # type: ignore[assignment]
+    with pytest.raises(UserError) as caught:
+        trainer._save_checkpoint(None, None)
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == (
+        f"cannot save {tmp_path / 'checkpoint-4'} (RuntimeError: [enforce fail at inline_container.cc:672] . "
+        "unexpected pos 530816 vs 530704); if the disk is full, free some space and run the same command again: it "
+        "resumes from the newest complete checkpoint")
