@@ -55,14 +55,15 @@ _FILE_SYSTEM_ADVICE = {
 }
 
 
-def file_system_error(exc: OSError) -> UserError | None:
+def file_system_error(exc: OSError, at: os.PathLike[str] | None = None) -> UserError | None:
     """The one-line error (exit 1: the machine, not the input) for a full, read-only or forbidden file system,
-    naming the path when the error carries one; None for any other OSError (left to show its traceback)."""
+    naming the path when the error carries one (else `at`: pyarrow's errors carry none); None for any other
+    OSError (left to show its traceback)."""
     advice = _FILE_SYSTEM_ADVICE.get(exc.errno or 0)
     if advice is None:
         return None
     # A path that is not UTF-8 is shown with its odd bytes escaped (the terminal may not print them).
-    path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None  # not a descriptor
+    path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else at  # not a descriptor
     where = f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: " if path else ""
     return UserError(f"{where}{exc.strerror or os.strerror(exc.errno or 0)}; {advice}", exit_code=1)
 

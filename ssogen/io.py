@@ -45,9 +45,8 @@ def _fsync_folder(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder; the rename is still atomic
+            os.fsync(fd)
     finally:
         os.close(fd)
 

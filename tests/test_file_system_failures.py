@@ -193,3 +193,37 @@ def test_a_checkpoint_that_cannot_be_saved_is_one_line(tmp_path: Path, monkeypat
         f"cannot save {tmp_path / 'checkpoint-4'} (RuntimeError: [enforce fail at inline_container.cc:672] . "
         "unexpected pos 530816 vs 530704); if the disk is full, free some space and run the same command again: it "
         "resumes from the newest complete checkpoint")
+
+
+def _unreadable_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow's reads of the parquet files under `folder` fail as a chmod 000 file does: a PermissionError with
+    errno 13 and no file name (measured with pyarrow 26 and the capabilities that let root read anything dropped)."""
+    import pyarrow.parquet as pq
+
+    def refusing(read: Any) -> Any:
+        def read_or_refuse(source: Any, *args: Any, **kw: Any) -> Any:
+            if isinstance(source, (str, Path)) and Path(source).is_relative_to(folder):
+                raise PermissionError(errno.EACCES, f"Failed to open local file '{source}'. Detail: [errno 13] "
+                                                    "Permission denied")
+            return read(source, *args, **kw)
+        return read_or_refuse
+
+    for name in ("read_metadata", "read_table", "read_schema", "ParquetFile"):
+        monkeypatch.setattr(pq, name, refusing(getattr(pq, name)))
+
+
+@pytest.mark.parametrize("config", ["sso", "triplets"])
+def test_a_data_file_that_may_not_be_read_is_named_not_called_corrupt_nor_left_out(
+        dataset: Path, config: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stats` with an unreadable `sso` file left that config out of the card and exited 0; an unreadable
+    `triplets` file was called corrupt."""
+    unreadable = dataset / "data" / config
+    _unreadable_under(unreadable, monkeypatch)
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    file = next(unreadable.glob("*.parquet"))
+    assert line.startswith(f"error: {file}: "), line
+    assert line.endswith("Permission denied; make it readable (an input) or writable (the output folder), or "
+                         "choose another path"), line
+    assert "corrupt" not in line

@@ -28,12 +28,13 @@ import time
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssogen import ownership
+from ssogen.dataset import triplet_files
 from ssogen.dataset.configs import CONFIGS, config_schema, split_tables
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
 from ssogen.dataset.triplet_files import BATCH_ROWS, RecordBatches, in_batches, record_batches
@@ -176,12 +177,7 @@ class OutputFolder:
         """A config's table (`columns` only, if given): one file (`path`), one split, or every split (train
         first); a corrupt file is one clear line."""
         paths = [self.require(path)] if path is not None else self.paths(config, split)
-        tables = []
-        for file in paths:
-            try:
-                tables.append(pq.read_table(file, columns=columns))
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise UserError(f"{file}: corrupt parquet file ({exc})") from None
+        tables = [triplet_files.read_table(file, columns) for file in paths]
         try:
             return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -196,13 +192,14 @@ class OutputFolder:
         return [record for batch in self.triplet_batches() for record in batch]
 
     def _footers(self) -> dict[str, dict[str, list[pq.FileMetaData]]]:
-        """config -> split -> its files' parquet footers; configs with an unreadable file are left out."""
+        """config -> split -> its files' parquet footers; configs with a corrupt file are left out (a file that may
+        not be read is an error: leaving it out too would describe the folder wrongly, and exit 0)."""
         footers = {}
         for config in CONFIGS:
-            with contextlib.suppress(Exception):  # missing or corrupt
-                if found := {split: [pq.read_metadata(p) for p in paths]
-                             for split, paths in self.split_files(config).items()}:
-                    footers[config] = found
+            found = {split: [triplet_files.parquet_footer(p) for p in paths]
+                     for split, paths in self.split_files(config).items()}
+            if found and all(None not in metas for metas in found.values()):
+                footers[config] = cast(dict[str, list[pq.FileMetaData]], found)
         return footers
 
     def split_sizes(self) -> dict[str, dict[str, tuple[int, int]]]:

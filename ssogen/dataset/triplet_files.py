@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ssogen.errors import UserError
+from ssogen.errors import UserError, file_system_error
 from ssogen.records import TripletRecord
 
 # Rows per batch: large enough that the per-batch work is noise, small enough that a batch is a few MB of text.
@@ -36,8 +36,28 @@ def as_records(rows: Iterable[dict[str, Any]]) -> list[TripletRecord]:
     return [TripletRecord.model_validate({k: v for k, v in row.items() if k in known}) for row in rows]
 
 
-def _corrupt(file: Path, exc: Exception) -> UserError:
+def parquet_read_error(file: Path, exc: Exception) -> UserError:
+    """Why `file` could not be read: the file system's one line (an unreadable file is not corrupt), else corrupt."""
+    if isinstance(exc, OSError) and (refused := file_system_error(exc, file)) is not None:
+        return refused
     return UserError(f"{file}: corrupt parquet file ({exc})")
+
+
+def read_table(file: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(file, columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise parquet_read_error(file, exc) from None
+
+
+def parquet_footer(file: Path) -> pq.FileMetaData | None:
+    """The file's parquet footer; None when it is corrupt, the file system's one line when it may not be read."""
+    try:
+        return pq.read_metadata(file)
+    except (pa.ArrowInvalid, OSError) as exc:
+        if isinstance(exc, OSError) and (refused := file_system_error(exc, file)) is not None:
+            raise refused from None
+        return None
 
 
 def check_columns(paths: Sequence[Path], folder: Path) -> None:
@@ -47,7 +67,7 @@ def check_columns(paths: Sequence[Path], folder: Path) -> None:
         try:
             schemas.append(pq.read_schema(file))
         except (pa.ArrowInvalid, OSError) as exc:
-            raise _corrupt(file, exc) from None
+            raise parquet_read_error(file, exc) from None
     try:
         pa.unify_schemas(schemas, promote_options="default")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -59,7 +79,7 @@ def _rows(file: Path, size: int, columns: list[str] | None = None) -> Iterator[d
         for batch in pq.ParquetFile(file).iter_batches(batch_size=size, columns=columns):
             yield from batch.to_pylist()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _corrupt(file, exc) from None
+        raise parquet_read_error(file, exc) from None
 
 
 def _records(file: Path, size: int) -> Iterator[TripletRecord]:
@@ -72,7 +92,7 @@ def _in_order(file: Path) -> bool:
     try:
         positions = pq.read_table(file, columns=["position"])["position"]
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
-        raise _corrupt(file, exc) from None
+        raise parquet_read_error(file, exc) from None
     return len(positions) < 2 or pc.all(pc.greater_equal(positions[1:], positions[:-1])).as_py() is not False
 
 
