@@ -189,6 +189,8 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
         elif "/" in source and not source.startswith((".", "/", "~")) and path.suffix == "":
             raw = _rows_from_hub(source, split)
             public = {"source": source, "origin": "hub"}
+        elif path.exists():  # a pipe (`<(...)`): a resumed run must read the same queries again
+            raise UserError(f"--prompts {source}: not a regular file or folder; save the queries to a file first")
         else:
             raise UserError(f"--prompts {source}: no such file or folder")
     if not raw:

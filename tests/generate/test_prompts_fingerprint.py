@@ -156,3 +156,14 @@ def test_a_changed_library_or_templates_folder_is_named(started: tuple[Path, Pat
     with pytest.raises(UserError, match=rf"\(changed: templates_digest\); --templates {templates} are not those this "
                                         "run used; use --overwrite"):
         would_resume(tiny_model, out, str(prompts), templates=str(templates))
+
+
+def test_queries_from_a_pipe_are_refused_as_not_a_file(tmp_path: Path) -> None:
+    """`--prompts <(...)` (a pipe) said "no such file or folder"; a rerun could not read the queries again."""
+    import os
+
+    pipe = tmp_path / "queries"
+    os.mkfifo(pipe)
+    with pytest.raises(UserError, match=r"^--prompts .*queries: not a regular file or folder; save the queries to a "
+                                        r"file first$"):
+        read_prompts(str(pipe))
