@@ -133,8 +133,7 @@ def layout_stats(tokenizer: Any, data: Path, args: argparse.Namespace) -> dict[s
 
     encoded, _, _ = encode_rows(read_sso_rows(data), tokenizer, max_length=args.max_length,
                                 max_prompt_length=args.max_length // 2)
-    examples = [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths}
-                for r in encoded]
+    examples = list(encoded)
     batches = [examples[i:i + args.batch] for i in range(0, len(examples), args.batch)]
     pad = tokenizer.pad_token_id
     sequences = [sum(len(s) for e in b for s in e["sequences"]) for b in batches]

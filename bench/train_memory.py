@@ -151,8 +151,7 @@ def batches(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, torch.
     data = write_rows(work / "data", tokenizer, args.batch * args.steps, args.length_scale)
     encoded, _, _ = encode_rows(read_sso_rows(data), tokenizer, max_length=args.max_length,
                                 max_prompt_length=args.max_length // 2)
-    examples = [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths}
-                for r in encoded]
+    examples = list(encoded)
     multiples = collator_multiples("cuda")
     if args.line_multiple:
         multiples["line_multiple"] = args.line_multiple

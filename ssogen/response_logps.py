@@ -43,11 +43,12 @@ def left_padded(examples: list[dict[str, Any]], pad_token_id: int,
     attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     index, targets, cells = [], [], []
     for slot, (seq, count) in enumerate(zip(sequences, lengths, strict=True)):
-        input_ids[slot, longest - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        seq = torch.as_tensor(seq, dtype=torch.long)  # a list or a 1-D tensor (`ssogen.train.data.SSODataset`)
+        input_ids[slot, longest - len(seq):] = seq
         attention_mask[slot, longest - len(seq):] = 1
         # The response fills the last `count` positions; the position before each token predicts it.
         index.append(slot * longest + longest - count - 1 + torch.arange(count))
-        targets.append(torch.tensor(seq[len(seq) - count:], dtype=torch.long))
+        targets.append(seq[len(seq) - count:])
         cells.append(slot * longest + torch.arange(count))
     # Positions count real tokens only, so a left-padded sequence sees the positions it would see alone.
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)

@@ -4,91 +4,138 @@ Each row gives six (context, response) sequences in `ssogen.train.loss.SEQUENCES
 `ssogen.chat` (system fallback as in generate) so that train sees exactly the prompt text generate sampled from.
 A complete response is its text's tokens followed by the chat template's end-of-turn token(s) (`ssogen.chat.
 end_of_turn`, where sampling stopped); a response cut at the token limit (`truncated_*` in the `sso` config) gets
-no end token."""
+no end token.
+
+The tokens are held compactly (`SSODataset`): the six sequences share three contexts (x, x+, x-) and three responses
+(y+, y-, yo), so each of those six pieces is stored once per row, in one int32 array per piece with row offsets,
+and a sequence is cut out of its context and response when the collator asks for it. A list of Python ints costs
+~36 bytes per token (a pointer and an int object); this costs 4, and each context and response is stored once
+instead of two or three times."""
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ssogen.chat import end_of_turn, has_chat_template, response_token_ids, sso_context_ids, supports_system_role
 from ssogen.errors import UserError
+from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.loss import SEQUENCE_PARTS
 
 RESPONSES = {"good": "response_good", "bad": "response_bad", "raw": "response_raw"}
+CONTEXTS = ("plain", "good", "bad")
+# The six stored pieces per row: the three contexts, then the three responses.
+PIECES = (*(("context", name) for name in CONTEXTS), *(("response", name) for name in RESPONSES))
+# Which stored piece each sequence cuts its prompt and its response from, in SEQUENCES order.
+_PARTS = tuple((PIECES.index(("context", c)), PIECES.index(("response", r))) for c, r in SEQUENCE_PARTS)
 
 
 @dataclass
 class TruncationCounts:
-    """How many sequences lost prompt tokens (start of prompt cut) or response tokens (end cut)."""
+    """How many sequences lost prompt tokens (start of prompt cut) or response tokens (end cut); `cut_in_data`
+    counts the responses the data marks as cut at generation's token limit (not a truncation by train)."""
 
     prompts: int = 0
     responses: int = 0
     sequences: int = 0
     rows_affected: set[int] = field(default_factory=set)
+    cut_in_data: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"sequences": self.sequences, "prompts_truncated": self.prompts,
                 "responses_truncated": self.responses, "rows_affected": len(self.rows_affected)}
 
 
-@dataclass
-class EncodedRow:
-    index: int
-    row_id: str
-    sequences: list[list[int]]  # six token lists (prompt + response), SEQUENCES order
-    response_lengths: list[int]
+class SSODataset(torch.utils.data.Dataset):
+    """Tokenized rows as a map-style dataset (what transformers.Trainer samples from).
+
+    Item i: `row_index` i, `sequences` the six token sequences (1-D int32 tensors, prompt then response) and
+    `response_lengths` (six ints). Built by `encode_rows`."""
+
+    def __init__(self, row_ids: list[str], pieces: list[array], offsets: list[array], prompt_lengths: array,
+                 response_lengths: array) -> None:
+        self.row_ids = row_ids
+        # numpy views of the arrays' own buffers (no copy); small numpy slices cost less than torch's per item.
+        self._pieces = [np.frombuffer(values, dtype=np.int32) for values in pieces]
+        self._offsets = [np.frombuffer(starts, dtype=np.int64) for starts in offsets]
+        self._prompt_lengths = np.frombuffer(prompt_lengths, dtype=np.int32).reshape(-1, len(_PARTS))
+        self._response_lengths = np.frombuffer(response_lengths, dtype=np.int32).reshape(-1, len(_PARTS))
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        pieces = [values[int(starts[index]):int(starts[index + 1])]
+                  for values, starts in zip(self._pieces, self._offsets, strict=True)]
+        sequences = []
+        for (context, response), kept_prompt, kept_response in zip(
+                _PARTS, self._prompt_lengths[index].tolist(), self._response_lengths[index].tolist(), strict=True):
+            prompt = pieces[context]
+            # A cut prompt keeps its end (the assistant header), a cut response its start.
+            sequences.append(torch.from_numpy(np.concatenate(
+                (prompt[len(prompt) - kept_prompt:], pieces[response][:kept_response]))))
+        return {"row_index": index, "sequences": sequences,
+                "response_lengths": self._response_lengths[index].tolist()}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[index] for index in range(len(self)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the tokens and lengths (the row ids aside)."""
+        arrays: list[np.ndarray] = [*self._pieces, *self._offsets, self._prompt_lengths, self._response_lengths]
+        return sum(int(values.nbytes) for values in arrays)
 
 
-def encode_rows(rows: list[dict[str, Any]], tokenizer: Any, *, max_length: int,
-                max_prompt_length: int) -> tuple[list[EncodedRow], TruncationCounts, bool]:
+def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, *, max_length: int,
+                max_prompt_length: int) -> tuple[SSODataset, TruncationCounts, bool]:
     """Tokenize the six sequences of every row; truncation is counted, never silent.
 
     A prompt longer than `max_prompt_length` keeps its end (the assistant header must stay); a sequence longer
     than `max_length` loses the end of its response. A complete response ends with the end-of-turn token(s), a
-    response marked `truncated_*` does not. Returns (rows, counts, system role supported)."""
+    response marked `truncated_*` does not. `rows` is read once, row by row (an iterator need not be held in
+    memory). Returns (dataset, counts, system role supported)."""
     if not has_chat_template(tokenizer):
         raise UserError("--model: the tokenizer has no chat template; ssogen formats x, x+ and x- through the "
                         "chat template (as generate does), so train needs a chat model")
     system_supported = supports_system_role(tokenizer)
     end_ids = end_of_turn(tokenizer).ids
     counts = TruncationCounts()
-    encoded: list[EncodedRow] = []
+    row_ids: list[str] = []
+    pieces = [array("i") for _ in PIECES]
+    offsets = [array("q", [0]) for _ in PIECES]
+    prompt_lengths, response_lengths = array("i"), array("i")
     for index, row in enumerate(rows):
+        row_ids.append(row["id"])
+        counts.cut_in_data += sum(bool(row.get(column)) for column in SSO_TRUNCATION_COLUMNS)
         prompts = sso_context_ids(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
                                   system_supported=system_supported)
         responses = {name: response_token_ids(tokenizer, row[column], end_ids,
                                               complete=not row.get(f"truncated_{name}", False))
                      for name, column in RESPONSES.items()}
-        sequences, lengths = [], []
-        for context, response in SEQUENCE_PARTS:
-            prompt, answer = prompts[context], responses[response]
+        tokens = [prompts[name] for name in CONTEXTS] + [responses[name] for name in RESPONSES]
+        for values, starts, ids in zip(pieces, offsets, tokens, strict=True):
+            values.extend(ids)
+            starts.append(len(values))
+        for context, response in _PARTS:
+            prompt, answer = tokens[context], tokens[response]
             counts.sequences += 1
-            if len(prompt) > max_prompt_length:
-                prompt = prompt[-max_prompt_length:]
+            kept_prompt = min(len(prompt), max_prompt_length)
+            if kept_prompt < len(prompt):
                 counts.prompts += 1
                 counts.rows_affected.add(index)
-            if len(prompt) + len(answer) > max_length:
-                answer = answer[: max_length - len(prompt)]
+            kept_response = len(answer[: max_length - kept_prompt])
+            if kept_prompt + len(answer) > max_length:
                 counts.responses += 1
                 counts.rows_affected.add(index)
-            sequences.append(prompt + answer)
-            lengths.append(len(answer))
-        encoded.append(EncodedRow(index=index, row_id=row["id"], sequences=sequences, response_lengths=lengths))
-    return encoded, counts, system_supported
-
-
-class SSODataset(torch.utils.data.Dataset):
-    """Encoded rows as a map-style dataset (what transformers.Trainer samples from)."""
-
-    def __init__(self, rows: list[EncodedRow]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        return {"row_index": row.index, "sequences": row.sequences, "response_lengths": row.response_lengths}
+            prompt_lengths.append(kept_prompt)
+            response_lengths.append(kept_response)
+    dataset = SSODataset(row_ids, pieces, offsets, prompt_lengths, response_lengths)
+    return dataset, counts, system_supported

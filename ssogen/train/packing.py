@@ -16,6 +16,7 @@ The batch keys it shares with the left-padded layout (`input_ids`, `position_ids
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,20 +44,22 @@ CUDA_LINE_MULTIPLE = 128
 class Group:
     """One context and the responses that follow it; `responses` holds (sequence slot, response tokens)."""
 
-    context: list[int]
-    responses: list[tuple[int, list[int]]] = field(default_factory=list)
+    context: torch.Tensor
+    responses: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.context) + sum(len(tokens) for _, tokens in self.responses)
 
 
-def row_groups(sequences: list[list[int]], lengths: list[int], first_slot: int) -> list[Group]:
-    """Split a row's sequences into prompt + response and join neighbours with the same prompt into one group."""
+def row_groups(sequences: Sequence[Sequence[int] | torch.Tensor], lengths: list[int], first_slot: int) -> list[Group]:
+    """Split a row's sequences (lists or 1-D tensors) into prompt + response and join neighbours with the same
+    prompt into one group."""
     groups: list[Group] = []
-    for column, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
+    for column, (tokens, length) in enumerate(zip(sequences, lengths, strict=True)):
+        sequence = torch.as_tensor(tokens, dtype=torch.long)
         cut = len(sequence) - length
         context, response = sequence[:cut], sequence[cut:]
-        if groups and groups[-1].context == context:
+        if groups and torch.equal(groups[-1].context, context):
             groups[-1].responses.append((first_slot + column, response))
         else:
             groups.append(Group(context=context, responses=[(first_slot + column, response)]))
@@ -112,7 +115,7 @@ def pack_examples(examples: list[dict[str, Any]], pad_token_id: int,
                 # The context's last token predicts every response's first token; then each token the next.
                 index.append(torch.cat([torch.tensor([start + offset + size - 1]),
                                         start + cursor + torch.arange(count - 1)]))
-                targets.append(torch.tensor(response, dtype=torch.long))
+                targets.append(response)
                 cells.append(slot * width + torch.arange(count))
                 cursor += count
             offset = cursor
@@ -126,9 +129,9 @@ def pack_examples(examples: list[dict[str, Any]], pad_token_id: int,
 
 
 def _write(input_ids: torch.Tensor, position_ids: torch.Tensor, group_ids: torch.Tensor, span_ids: torch.Tensor,
-           line: int, offset: int, tokens: list[int], first_position: int, group: int, span: int) -> None:
+           line: int, offset: int, tokens: torch.Tensor, first_position: int, group: int, span: int) -> None:
     stop = offset + len(tokens)
-    input_ids[line, offset:stop] = torch.tensor(tokens, dtype=torch.long)
+    input_ids[line, offset:stop] = tokens
     position_ids[line, offset:stop] = first_position + torch.arange(len(tokens))
     group_ids[line, offset:stop] = group
     span_ids[line, offset:stop] = span

@@ -19,12 +19,11 @@ from ssogen.chat import chat_template_text, end_of_turn
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_fingerprint
 from ssogen.models import load_error, resolve_model
-from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.collator import SSOCollator, collator_multiples
 from ssogen.train.config import TrainConfig
-from ssogen.train.data import SSODataset, encode_rows
+from ssogen.train.data import encode_rows
 from ssogen.train.dropout import disable_dropout
-from ssogen.train.inputs import check_training_inputs, data_fingerprint, read_sso_rows
+from ssogen.train.inputs import check_training_inputs, iter_sso_rows
 from ssogen.train.integrations import integration_errors
 from ssogen.train.loss import sso_loss
 from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD, TrainOutput
@@ -144,17 +143,16 @@ def run_training(config: TrainConfig, console: Console | None = None,
             notes.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False,
                         soft_wrap=True)
             config = config.model_copy(update={"resume_from_checkpoint": str(verdict.checkpoint)})
-        return _train(config, console, progress_console, callbacks)
+        return _train(config, console, progress_console, callbacks, fingerprint=run["config"]["data.sso_sha256"])
 
 
 def _train(config: TrainConfig, console: Console, progress_console: Console,
-           callbacks: list[TrainerCallback] | None) -> TrainOutcome:
+           callbacks: list[TrainerCallback] | None, *, fingerprint: str) -> TrainOutcome:
+    """The training itself; `fingerprint` is the `sso` data's (`data_fingerprint`), hashed by the checks."""
     notes = progress_console
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich shows progress; no tqdm bars for shard writing
-    rows = read_sso_rows(config.data)
-    fingerprint = data_fingerprint(config.data)
     # TrainingArguments first: under DeepSpeed ZeRO-3 it makes from_pretrained load the weights already sharded.
     args = training_arguments(config)
     precision = mixed_precision(args)  # --bf16's default, decided for this device (or by accelerate's config)
@@ -165,13 +163,14 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     config = config.model_copy(update={"bf16": precision == "bf16"})
     tokenizer, model = load_tokenizer_and_model(config)
     zeroed_dropout = None if config.keep_dropout else disable_dropout(model)
-    encoded, truncation_counts, system_supported = encode_rows(
-        rows, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+    # Read once, row by row, into compact token arrays: the rows' text is not kept for training.
+    dataset, truncation_counts, system_supported = encode_rows(
+        iter_sso_rows(config.data), tokenizer, max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length)
     truncation = truncation_counts.as_dict()
-    turn_end = {**end_of_turn(tokenizer).as_dict(),
-                "cut_responses": sum(bool(row[c]) for row in rows for c in SSO_TRUNCATION_COLUMNS)}
-    print_settings(console, config, len(rows), truncation, system_supported, turn_end, precision)
-    logger.info("settings: %s; %d rows; truncation %s; end of turn %s", config.resolved(), len(rows), truncation,
+    turn_end = {**end_of_turn(tokenizer).as_dict(), "cut_responses": truncation_counts.cut_in_data}
+    print_settings(console, config, len(dataset), truncation, system_supported, turn_end, precision)
+    logger.info("settings: %s; %d rows; truncation %s; end of turn %s", config.resolved(), len(dataset), truncation,
                 turn_end)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         notes.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
@@ -182,7 +181,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
                     max_length=config.max_length, max_prompt_length=config.max_prompt_length,
                     system_supported=system_supported, chat_template=chat_template_text(tokenizer),
                     dtype="fp32" if precision == "no" else precision)
-    reference = ReferenceTable(key=key, row_ids=[row["id"] for row in rows])
+    reference = ReferenceTable(key=key, row_ids=dataset.row_ids)
     from ssogen.train.output_layer import install_logprob_head, remove_logprob_head
 
     # Before peft wraps the model. With gradient checkpointing the head too trades time for memory (recompute).
@@ -204,7 +203,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     collator = SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=unpacked_reason is None,
                            **collator_multiples(args.device.type))
     trainer = SSOTrainer(
-        model=model, args=args, train_dataset=SSODataset(encoded), data_collator=collator,
+        model=model, args=args, train_dataset=dataset, data_collator=collator,
         processing_class=tokenizer,
         loss_settings=config.loss_settings(), reference=reference,
         reference_batch_size=config.reference_batch_size or config.batch_size, reference_folders=folders,
@@ -247,7 +246,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     remove_logprob_head(trainer.model)  # the saved model is the stock class
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
-        write_outputs(config, outcome, trainer, rows=len(rows), fingerprint=fingerprint, key=key,
+        write_outputs(config, outcome, trainer, rows=len(dataset), fingerprint=fingerprint, key=key,
                       system_supported=system_supported)
         console.print(summary_table(outcome))
         logger.info("finished: %d steps, %s; final eval %s", outcome.steps, outcome.train_metrics,

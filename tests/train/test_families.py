@@ -50,10 +50,11 @@ def test_complete_responses_end_with_im_end_and_cut_ones_with_their_last_text_to
     assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.eos_token_id != im_end  # like Qwen2.5 base
     rows = rows_with_cut_responses()
     encoded, _, _ = encode_rows(rows, tokenizer, max_length=512, max_prompt_length=384)
-    for row, enc in zip(rows[:3], encoded[:3], strict=True):
-        for (_, response), sequence, length in zip(SEQUENCE_PARTS, enc.sequences, enc.response_lengths, strict=True):
+    for row, enc in zip(rows[:3], list(encoded)[:3], strict=True):
+        for (_, response), sequence, length in zip(SEQUENCE_PARTS, enc["sequences"], enc["response_lengths"],
+                                                   strict=True):
             text_ids = tokenizer(row[f"response_{response}"], add_special_tokens=False)["input_ids"]
-            answer = sequence[-length:]
+            answer = sequence[-length:].tolist()
             if row[f"truncated_{response}"]:
                 assert answer == text_ids  # cut: no end token at all
             else:

@@ -91,7 +91,7 @@ def batch_of(model_dir: Path, rows: int = 2) -> dict[str, torch.Tensor]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     encoded, _, _ = encode_rows(synthetic_sso_rows(rows), tokenizer, max_length=256, max_prompt_length=192)
     return SSOCollator(pad_token_id=tokenizer.pad_token_id, packing=True)(
-        [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
+        list(encoded))
 
 
 def gradients(model_dir: Path, batch: dict[str, torch.Tensor], lean: bool,

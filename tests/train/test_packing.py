@@ -37,8 +37,7 @@ def uneven_examples(model_dir: Path) -> tuple[list[dict[str, Any]], int]:
     rows[1]["response_bad"] = "x"
     rows[2]["response_raw"] = ""
     encoded, _, _ = encode_rows(rows, tokenizer, max_length=512, max_prompt_length=256)
-    examples = [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths}
-                for r in encoded]
+    examples = list(encoded)
     assert min(e["response_lengths"][4] for e in examples) == 1 and max(max(e["response_lengths"])
                                                                          for e in examples) > 60
     return examples, tokenizer.pad_token_id

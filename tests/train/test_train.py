@@ -256,7 +256,7 @@ def test_six_sequences_follow_the_chat_template_with_system_fallback(tiny_model_
     row = synthetic_sso_rows(1)[0]
     encoded, counts, system_supported = encode_rows([row], tokenizer, max_length=512, max_prompt_length=384)
     assert not system_supported and counts.prompts == counts.responses == 0
-    sequences, lengths = encoded[0].sequences, encoded[0].response_lengths
+    sequences, lengths = [s.tolist() for s in encoded[0]["sequences"]], encoded[0]["response_lengths"]
     # (x+, y-): the system text merged into the user turn, then y- and the end-of-turn token.
     merged = merge_system_into_user(context_messages(row["prompt"], row["system_good"]))
     prompt = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
@@ -276,8 +276,8 @@ def test_truncation_is_counted(tiny_model: Path) -> None:
     rows = synthetic_sso_rows(2, response_repeat=4)
     encoded, counts, _ = encode_rows(rows, tokenizer, max_length=60, max_prompt_length=40)
     assert counts.prompts > 0 and counts.responses > 0 and counts.as_dict()["rows_affected"] == 2
-    assert all(len(seq) <= 60 for row in encoded for seq in row.sequences)
-    assert all(length >= 1 for row in encoded for length in row.response_lengths)
+    assert all(len(seq) <= 60 for row in encoded for seq in row["sequences"])
+    assert all(length >= 1 for row in encoded for length in row["response_lengths"])
 
 
 def test_truncation_keeps_the_prompt_end_and_fills_max_length(tiny_model: Path) -> None:
@@ -294,8 +294,9 @@ def test_truncation_keeps_the_prompt_end_and_fills_max_length(tiny_model: Path) 
     cut, _, _ = encode_rows(rows, tokenizer, max_length=max_length, max_prompt_length=max_prompt)
     prompts_cut = responses_cut = 0
     for whole, short in zip(full, cut, strict=True):
-        for sequence, length, got, got_length in zip(whole.sequences, whole.response_lengths, short.sequences,
-                                                     short.response_lengths, strict=True):
+        for sequence, length, got, got_length in zip(whole["sequences"], whole["response_lengths"], short["sequences"],
+                                                     short["response_lengths"], strict=True):
+            sequence, got = sequence.tolist(), got.tolist()
             prompt, answer = sequence[:len(sequence) - length], sequence[len(sequence) - length:]
             if len(prompt) > max_prompt:
                 prompt = prompt[len(prompt) - max_prompt:]
@@ -315,13 +316,12 @@ def test_left_padded_batch_gives_each_sequence_its_own_logprobs(tiny_model: Path
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
-    examples = [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths}
-                for r in encoded]
+    examples = list(encoded)
     with torch.no_grad():
         sums, lengths = sequence_logps(model, SSOCollator(pad_token_id=tokenizer.pad_token_id)(examples))
         for row, example in enumerate(examples):
             for column, (seq, n) in enumerate(zip(example["sequences"], example["response_lengths"], strict=True)):
-                ids = torch.tensor([seq])
+                ids = seq[None].long()
                 logps = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
                 alone = logps.gather(1, ids[0, 1:, None]).squeeze(1)[-n:].sum().item()
                 assert sums[row, column].item() == pytest.approx(alone, abs=1e-3)
@@ -413,7 +413,7 @@ def test_installed_head_gives_the_same_logprobs_and_parameter_gradients(tiny_mod
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     encoded, _, _ = encode_rows(synthetic_sso_rows(2), tokenizer, max_length=256, max_prompt_length=192)
     batch = SSOCollator(pad_token_id=tokenizer.pad_token_id)(
-        [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
+        list(encoded))
     results = []
     for fused in (False, True):
         model = AutoModelForCausalLM.from_pretrained(tiny_model)

@@ -41,7 +41,7 @@ def ssogen_pair_losses(models: dict[str, Any], loss_type: str) -> dict[str, torc
     tokenizer = models["tokenizer"]
     encoded, _, _ = encode_rows(synthetic_sso_rows(ROWS, seed=5), tokenizer, max_length=512, max_prompt_length=384)
     batch = SSOCollator(pad_token_id=tokenizer.pad_token_id)(
-        [{"row_index": r.index, "sequences": r.sequences, "response_lengths": r.response_lengths} for r in encoded])
+        list(encoded))
     with torch.no_grad():
         policy, lengths = sequence_logps(models["policy"], batch)
         reference, _ = sequence_logps(models["reference"], batch)
