@@ -161,6 +161,8 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
 
     with progress:
         result = run_generate(plan.config, overwrite=overwrite, on_progress=on_progress, plan=plan)
+        if result.unchanged:  # no progress came: the bar would stay at "0/N rows loading the model"
+            progress.update(task, completed=len(plan.rows), info="all rows done by an earlier run")
     all_work_saved()
     if result.unchanged:
         err_console.print(f"note: {plan.config.out} holds this run, finished: nothing to do, nothing written but "

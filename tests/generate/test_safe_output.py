@@ -69,6 +69,8 @@ def test_a_smaller_kv_cache_and_other_placement_resume_with_no_engine_request(fi
     assert result.exit_code == 0, result.output
     assert "0 (all done)" in result.stdout and "nothing to do, nothing written" in result.stderr
     assert data_bytes(out) == before
+    # The progress bar ends full, not at "0/3 rows loading the model": no model was loaded.
+    assert "3/3 rows all rows done by an earlier run" in result.stderr and "loading the model" not in result.stderr
 
 
 def test_a_moved_prompts_file_resumes_and_a_larger_limit_adds_only_the_new_rows(vllm_engine: Any, tiny_model: Path,
