@@ -129,7 +129,10 @@ def progress_bar(*columns: Any) -> Any:
 
 
 def show(renderable: Any, **print_options: Any) -> None:
-    """Print to stdout and put the same text, plain, into the command log."""
+    """Print to stdout and put the same text, plain, into the command log. A line of text is never broken at
+    the console's width (80 columns in a pipe), which would split a count from its name or a URL in two."""
+    if isinstance(renderable, str):
+        print_options.setdefault("soft_wrap", True)
     console.print(renderable, **print_options)
     if logging.getLogger().handlers:
         plain = Console(file=StringIO(), width=120, color_system=None, force_terminal=False)

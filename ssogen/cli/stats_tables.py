@@ -60,11 +60,11 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
     console.print(checks)
     console.print(f"duplicate prompts: {d.prompts}   chosen/rejected length ratio: {_num(b.ratio_tokens, 3)} "
                   f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
-                  f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False)
+                  f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False, soft_wrap=True)
     if stats.features:
         console.print("features (kept rows): " + named_counts(stats.features)
                       + ("   extras: " + named_counts(stats.extras)
-                         if stats.extras else ""), highlight=False)
+                         if stats.extras else ""), highlight=False, soft_wrap=True)
     s = stats.scoring
     if s is not None:
         scoring = Table(title="Scoring", title_justify="left")
