@@ -220,3 +220,15 @@ def test_code_fences_in_responses_cannot_break_out_of_the_example_block(tmp_path
     out = write_dataset(tmp_path / "out", [make_record(0, response_good="```python\nx = 1\n```\n# Heading")])
     card = render_card(out)
     assert "````text\n```python\nx = 1\n```\n# Heading\n````" in card
+
+
+def test_the_card_names_what_the_cheap_filters_dropped(tmp_path: Path) -> None:
+    """It said "drop rows with equal responses and note truncation" even where the run dropped truncated and empty
+    rows (the defaults), or kept them."""
+    default = render_card(write_dataset(tmp_path / "default", hand_records()))
+    assert ("Cheap filters drop rows with two equal responses, an empty response or a response cut at the token "
+            "limit and flag") in default
+    kept = write_dataset(tmp_path / "kept", hand_records(), filters={"keep_truncated": True, "keep_empty": False})
+    assert "Cheap filters drop rows with two equal responses or an empty response and flag" in render_card(kept)
+    both = write_dataset(tmp_path / "both", hand_records(), filters={"keep_truncated": True, "keep_empty": True})
+    assert "Cheap filters drop rows with two equal responses and flag" in render_card(both)
