@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_
 from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.fingerprint import json_sha256
+from ssogen.generate.prompt_files import FILE_TYPES
 from ssogen.settings import option, resolve_settings
 
 # Options a run may be resumed with different values of: they decide where, how fast or in what memory the rows
@@ -48,7 +49,7 @@ class _RunFields(BaseModel):
     out: str = option(..., "Output folder (a Hub dataset repo).", panel=IO_PANEL, metavar="DIR")
     principles: str = option("default", "Principle library: a YAML file or a bundled name.", panel=IO_PANEL,
                              min_length=1)
-    prompts: str | None = option(None, "Queries: .jsonl/.json/.parquet/.csv, a datasets folder or a hub id.",
+    prompts: str | None = option(None, f"Queries: {'/'.join(FILE_TYPES)}, a datasets folder or a hub id.",
                                  panel=IO_PANEL, default_text="the bundled demo queries", min_length=1)
     prompt_field: str = option("prompt", "Field holding the query.", panel=IO_PANEL, min_length=1)
     split: str = option("train", "Split of a dataset input.", panel=IO_PANEL, min_length=1)

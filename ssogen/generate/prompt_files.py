@@ -13,6 +13,9 @@ from typing import Any
 from ssogen.errors import UserError
 from ssogen.formatting import counted
 
+# The prompts file types, as --help and the error for any other name them (.ndjson is read as .jsonl, unnamed).
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
+
 
 def _decode(path: Path, raw: bytes) -> str:
     """The file's bytes as UTF-8 text; any other encoding (Latin-1, UTF-16, binary data) is one line naming where."""
@@ -29,8 +32,8 @@ def rows_from_file(path: Path) -> tuple[list[Any], str]:
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
-    if suffix not in (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv"):
-        raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use .jsonl, .json, .parquet, .csv "
+    if suffix not in (*FILE_TYPES, ".ndjson"):
+        raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use {', '.join(FILE_TYPES)} "
                         "or a datasets folder)")
     raw = path.read_bytes()
     return _parse_file(path, suffix, raw), hashlib.sha256(raw).hexdigest()

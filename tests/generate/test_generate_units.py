@@ -139,6 +139,20 @@ def test_bad_prompt_files(tmp_path: Path, content: str, message: str) -> None:
         read_prompts(str(path))
 
 
+def test_every_prompts_file_type_is_named_in_help_and_in_the_error_for_another(tmp_path: Path) -> None:
+    """A .tsv file is read, but neither `generate --help` nor the error for a .txt file named it."""
+    path = tmp_path / "queries.txt"
+    path.write_text("a question\n")
+    with pytest.raises(UserError, match="unsupported file type .txt") as refused:
+        read_prompts(str(path))
+    help_text = RunConfig.model_fields["prompts"].description or ""
+    for suffix in (".jsonl", ".json", ".parquet", ".csv", ".tsv"):
+        assert suffix in str(refused.value) and suffix in help_text
+    tsv = tmp_path / "queries.tsv"
+    tsv.write_text("prompt\tsource\nHow are you?\tme\n")
+    assert [r.text for r in read_prompts(str(tsv)).rows] == ["How are you?"]
+
+
 def test_demo_queries_are_the_default() -> None:
     demo = read_prompts(None)
     assert len(demo.rows) >= 20 and demo.public == {"source": "demo queries", "origin": "bundled"}
