@@ -29,7 +29,7 @@ from pydantic.json_schema import JsonDict
 
 from ssogen.errors import UserError, closest_name
 from ssogen.origins import RemembersOrigins, remember_file_lines, with_config_lines
-from ssogen.yamlfile import YamlDocument, read_yaml
+from ssogen.yamlfile import YamlDocument, YamlFileError, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -166,7 +166,12 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}  # field -> "--flag" or "FILE:LINE: key"
     if config_file is not None:
-        doc = read_yaml(config_file)
+        try:
+            doc = read_yaml(config_file)
+        except YamlFileError as exc:  # missing, a folder, too large: name the flag, as for any other path
+            if exc.whole_file and exc.line == 0:
+                raise UserError(f"--config {exc}") from None
+            raise
         extra = pass_through(model)
         for name, (key, line, value) in _options_in_file(doc, specs, extra).items():
             values[name] = value

@@ -45,7 +45,7 @@ GENERATE = [
     ("config-unknown-key", "--config {w}/unknown.yaml", 2, "unknown key(s): temprature (line 1; did you mean"),
     ("config-bad-value", "--config {w}/badvalue.yaml", 2, "badvalue.yaml:2: top-p: Input should be less than"),
     ("config-twice", "--config {w}/twice.yaml", 2, "'max-tokens' (line 1) and 'max_tokens' (line 2) both set"),
-    ("config-missing", "--config {w}/nothing.yaml", 2, "nothing.yaml: no such file"),
+    ("config-missing", "--config {w}/nothing.yaml", 2, "error: --config {w}/nothing.yaml: no such file"),
     ("out-not-empty", "--out {w}/foreign", 2, "folder is not empty and holds no ssogen run"),
     ("out-other-configuration", "--out {w}/previous --temperature 0.9", 2,
      "holds a run with a different configuration (changed: temperature)"),
