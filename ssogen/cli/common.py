@@ -90,6 +90,12 @@ def _print_warning(text: str) -> None:
     err_console.print(text, style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
+def say(text: str) -> None:
+    """A line for the user on stderr, as written: no markup, and never broken at the console's width (80 columns
+    in a pipe, which split a path in two)."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def with_default(help_text: str, default: str) -> str:
     """An option's help with its default shown as the options built from settings fields show theirs (for the
     plain typer options whose default typer would not show, or would show as None)."""
@@ -99,7 +105,7 @@ def with_default(help_text: str, default: str) -> str:
 def note_lock_takeover(left_behind: Holder | None) -> None:
     """Say so when a command took over the lock of a run that was killed."""
     if left_behind is not None:
-        err_console.print(left_behind.takeover_note(), highlight=False, markup=False)
+        say(left_behind.takeover_note())
 
 
 def warn(message: str) -> None:

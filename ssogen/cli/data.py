@@ -18,9 +18,9 @@ from ssogen.cli.common import (
     command_log,
     console,
     empty_pairs_note,
-    err_console,
     note_lock_takeover,
     progress_bar,
+    say,
     show,
     user_errors,
     warn,
@@ -100,9 +100,9 @@ def stats_command(
             return
         print_stats(stats, folder)
         written = ["stats.json", *stats.plots, *(["README.md"] if rewrite_card else [])]
-        err_console.print(f"wrote {', '.join(written)} in {folder}", highlight=False, markup=False)
+        say(f"wrote {', '.join(written)} in {folder}")
         if card and not rewrite_card:
-            err_console.print("README.md was not written by ssogen: left as it is", highlight=False, markup=False)
+            say("README.md was not written by ssogen: left as it is")
 
 
 @with_options(PushOptions, config_flag=None)
@@ -137,7 +137,7 @@ def push_to_hub_command(
             table.add_row(f.path_in_repo, str(f.size))
         console.print(table)
         console.print(card, markup=False, highlight=False, soft_wrap=True)
-        err_console.print("dry run: nothing was uploaded", highlight=False, markup=False)
+        say("dry run: nothing was uploaded")
         return
     publish.validate_repo_id(repo_id)
     publish.check_publishable(folder, allow_incomplete=allow_incomplete)  # bad input: before the log is opened

@@ -17,9 +17,9 @@ from ssogen.cli.common import (
     command_log,
     console,
     empty_pairs_note,
-    err_console,
     note_lock_takeover,
     progress_bar,
+    say,
     show,
     user_errors,
     warn,
@@ -165,9 +165,8 @@ def _run_with_progress(plan: Any, overwrite: bool) -> None:
             progress.update(task, completed=len(plan.rows), info="all rows done by an earlier run")
     all_work_saved()
     if result.unchanged:
-        err_console.print(f"note: {plan.config.out} holds this run, finished: nothing to do, nothing written but "
-                          "this command's log (the summary is that run's; --overwrite generates it again)",
-                          highlight=False, markup=False, soft_wrap=True)
+        say(f"note: {plan.config.out} holds this run, finished: nothing to do, nothing written but this command's "
+            "log (the summary is that run's; --overwrite generates it again)")
     _print_summary(result.manifest, plan.config.limit)
     _print_next_steps(plan, result.manifest)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import all_work_saved, command_log, err_console, note_lock_takeover, show, user_errors
+from ssogen.cli.common import all_work_saved, command_log, note_lock_takeover, say, show, user_errors
 from ssogen.cli.options import with_options
 from ssogen.formatting import percent
 from ssogen.judge.run import JudgeOptions
@@ -55,5 +55,4 @@ def judge(
         table.add_row("unparseable answers", f"{m['unparseable']} of {m['judgments']}")
         table.add_row("pairs too long for the judge", str(m["pairs_too_long"]))
         show(table)
-        err_console.print(f"wrote {OutputFolder(folder).relative(OutputFolder(folder).judge)} in {folder}",
-                          highlight=False, markup=False)
+        say(f"wrote {OutputFolder(folder).relative(OutputFolder(folder).judge)} in {folder}")

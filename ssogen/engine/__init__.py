@@ -78,8 +78,8 @@ class EngineFields(BaseModel):
     """The engine's command options, the same for `generate` and `score`; `engine_options()` turns them into
     EngineOptions."""
 
-    engine: EngineKind = option("vllm", "vllm, or transformers (plain `generate`, for machines without vLLM).",
-                                panel=ENGINE_PANEL)
+    engine: EngineKind = option("vllm", "vllm, or transformers (slower, one request at a time: for machines "
+                                "without vLLM).", panel=ENGINE_PANEL)
     tp: int = option(1, "Tensor-parallel GPUs per engine (vLLM).", ge=1, panel=ENGINE_PANEL)
     dp: int = option(1, "Data-parallel engines, each of --tp GPUs in its own process (on the CPU build: its own "
                      "cores), fed from one work queue; the results equal those of --dp 1.", ge=1, panel=ENGINE_PANEL)

@@ -97,7 +97,8 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
                   else "merged into the user turn (the template does not write it)")
     if end_of_turn is not None:
         table.add_row("end of turn", f"{' '.join(end_of_turn['tokens'])} ({end_of_turn['source']}), after complete "
-                      f"responses; none after the {end_of_turn['cut_responses']} cut at the token limit")
+                      f"responses; none after the {end_of_turn['cut_responses']} responses generate cut at its "
+                      "--max-tokens")
     table.add_row("dropout", "kept (--keep-dropout)" if config.keep_dropout else "off (as in TRL)")
     table.add_row("max length / prompt", f"{config.max_length} / {config.max_prompt_length}")
     table.add_row("truncated", f"{truncation['prompts_truncated']} prompts, {truncation['responses_truncated']} "

@@ -33,3 +33,11 @@ def test_stats_lines_are_not_broken_at_80_columns(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert any(line.startswith("duplicate prompts:") and line.endswith("of pairs") for line in lines), lines
     assert any(line.startswith("features (kept rows):") and "Accuracy 6" in line for line in lines), lines
+
+
+def test_what_stats_wrote_is_one_line_on_stderr_naming_the_whole_folder(tmp_path: Path) -> None:
+    """`wrote stats.json in FOLDER` on stderr broke the folder's path at 80 columns (as judge's `wrote` line)."""
+    out = write_dataset(tmp_path / ("a-folder-with-a-rather-long-name-" * 3), [make_record(i) for i in range(3)])
+    result = CliRunner().invoke(app, ["stats", str(out), "--no-plots", "--no-card"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote stats.json in {out}" in result.stderr.splitlines()
