@@ -74,12 +74,29 @@ def prompt_token_ids(tokenizer: Any, messages: list[Message], *, system_supporte
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+SSO_CONTEXTS = ("plain", "good", "bad")  # x, x+ and x-
+
+
+def sso_context_texts(tokenizer: Any, query: str, system_good: str, system_bad: str, *,
+                      system_supported: bool) -> list[str]:
+    """The rendered prompts of the three SSO contexts, in `SSO_CONTEXTS` order (`render_prompt`)."""
+    return [render_prompt(tokenizer, context_messages(query, system), system_supported=system_supported)
+            for system in (None, system_good, system_bad)]
+
+
 def sso_context_ids(tokenizer: Any, query: str, system_good: str, system_bad: str, *,
                     system_supported: bool) -> dict[str, list[int]]:
     """Prompt token ids of the three SSO contexts: 'plain' (x), 'good' (x+), 'bad' (x-)."""
-    systems = {"plain": None, "good": system_good, "bad": system_bad}
-    return {name: prompt_token_ids(tokenizer, context_messages(query, system), system_supported=system_supported)
-            for name, system in systems.items()}
+    texts = sso_context_texts(tokenizer, query, system_good, system_bad, system_supported=system_supported)
+    return {name: list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            for name, text in zip(SSO_CONTEXTS, texts, strict=True)}
+
+
+def token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """The token ids of each text, without added special tokens, in one tokenizer call: a fast tokenizer encodes
+    a list in parallel (in Rust), and each text's ids are those of a call on that text alone (`prompt_token_ids`,
+    `response_token_ids`)."""
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 # --- the end of an assistant turn ---------------------------------------------------------------------------
@@ -165,7 +182,12 @@ def response_token_ids(tokenizer: Any, text: str, end_ids: Sequence[int], *, com
 
     A response cut at the token limit ends where it was cut (no end token: the model never wrote one there);
     an empty cut response still gets the end ids, since a response must have at least one token to score."""
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return closed_response(list(tokenizer(text, add_special_tokens=False)["input_ids"]), end_ids, complete=complete)
+
+
+def closed_response(ids: list[int], end_ids: Sequence[int], *, complete: bool) -> list[int]:
+    """A response's text tokens `ids` (extended in place) with the end-of-turn ids as `response_token_ids` adds
+    them."""
     if complete or not ids:
         ids.extend(end_ids)
     return ids

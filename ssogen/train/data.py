@@ -17,22 +17,35 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
 
-from ssogen.chat import end_of_turn, has_chat_template, response_token_ids, sso_context_ids, supports_system_role
+from ssogen.chat import (
+    SSO_CONTEXTS,
+    closed_response,
+    end_of_turn,
+    has_chat_template,
+    sso_context_texts,
+    supports_system_role,
+    token_ids,
+)
 from ssogen.errors import UserError
 from ssogen.records import SSO_TRUNCATION_COLUMNS
 from ssogen.train.loss import SEQUENCE_PARTS
 
 RESPONSES = {"good": "response_good", "bad": "response_bad", "raw": "response_raw"}
-CONTEXTS = ("plain", "good", "bad")
+CONTEXTS = SSO_CONTEXTS
 # The six stored pieces per row: the three contexts, then the three responses.
 PIECES = (*(("context", name) for name in CONTEXTS), *(("response", name) for name in RESPONSES))
 # Which stored piece each sequence cuts its prompt and its response from, in SEQUENCES order.
 _PARTS = tuple((PIECES.index(("context", c)), PIECES.index(("response", r))) for c, r in SEQUENCE_PARTS)
+# Rows whose six texts go to the tokenizer in one call: a fast tokenizer encodes a list in parallel, and Python's
+# per-call overhead is paid once per group. A group's token lists are Python ints (~36 bytes a token) until stored,
+# so groups stay small (iter_sso_rows makes Python objects of as many rows at once).
+ROWS_PER_CALL = 256
 
 
 @dataclass
@@ -112,15 +125,12 @@ def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, *, max_length: i
     pieces = [array("i") for _ in PIECES]
     offsets = [array("q", [0]) for _ in PIECES]
     prompt_lengths, response_lengths = array("i"), array("i")
-    for index, row in enumerate(rows):
+    for index, row, texts_ids in _tokenized(rows, tokenizer, system_supported):
         row_ids.append(row["id"])
         counts.cut_in_data += sum(bool(row.get(column)) for column in SSO_TRUNCATION_COLUMNS)
-        prompts = sso_context_ids(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
-                                  system_supported=system_supported)
-        responses = {name: response_token_ids(tokenizer, row[column], end_ids,
-                                              complete=not row.get(f"truncated_{name}", False))
-                     for name, column in RESPONSES.items()}
-        tokens = [prompts[name] for name in CONTEXTS] + [responses[name] for name in RESPONSES]
+        responses = [closed_response(ids, end_ids, complete=not row.get(f"truncated_{name}", False))
+                     for name, ids in zip(RESPONSES, texts_ids[len(CONTEXTS):], strict=True)]
+        tokens = texts_ids[:len(CONTEXTS)] + responses
         for values, starts, ids in zip(pieces, offsets, tokens, strict=True):
             values.extend(ids)
             starts.append(len(values))
@@ -139,3 +149,21 @@ def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, *, max_length: i
             response_lengths.append(kept_response)
     dataset = SSODataset(row_ids, pieces, offsets, prompt_lengths, response_lengths)
     return dataset, counts, system_supported
+
+
+def _tokenized(rows: Iterable[dict[str, Any]], tokenizer: Any, system_supported: bool
+               ) -> Iterator[tuple[int, dict[str, Any], list[list[int]]]]:
+    """(index, row, the token ids of its six texts in `PIECES` order, end-of-turn ids not added) for every row,
+    tokenized `ROWS_PER_CALL` rows per tokenizer call."""
+    iterator, first = iter(rows), 0
+    while group := list(islice(iterator, ROWS_PER_CALL)):
+        texts: list[str] = []
+        for row in group:
+            texts += sso_context_texts(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
+                                       system_supported=system_supported)
+            texts += [row[column] for column in RESPONSES.values()]
+        ids = token_ids(tokenizer, texts)
+        width = len(PIECES)
+        for offset, row in enumerate(group):
+            yield first + offset, row, ids[offset * width:(offset + 1) * width]
+        first += len(group)

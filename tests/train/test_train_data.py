@@ -98,3 +98,53 @@ def test_a_text_column_of_another_type_is_refused(tiny_model: Path, tmp_path: Pa
     OutputFolder(tmp_path / "data").write_config("sso", [row], schema)
     with pytest.raises(UserError, match=r"column prompt holds int64, not text$"):
         check_training_inputs(TrainConfig(data=tmp_path / "data", model=str(tiny_model), out=tmp_path / "out"))
+
+
+class _CountingTokenizer:
+    """The tokenizer, with its calls counted by what they tokenize (a text, or a list of texts)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.calls = {"text": 0, "list": 0}
+
+    def __call__(self, text: Any, **kwargs: Any) -> Any:
+        self.calls["list" if isinstance(text, list) else "text"] += 1
+        return self.tokenizer(text, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def test_rows_are_tokenized_a_group_per_call_with_the_ids_of_one_call_per_text(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts that a tokenizer may treat differently (unicode, empty, a special token written as text, very long,
+    whitespace) give the ids of one call per text (as score tokenizes), across the groups' boundaries."""
+    from ssogen.chat import response_token_ids, sso_context_ids
+    from ssogen.train import data
+    from ssogen.train.loss import SEQUENCE_PARTS
+
+    monkeypatch.setattr(data, "ROWS_PER_CALL", 3)
+    tokenizer = tokenizer_of(tiny_model)
+    rows = synthetic_sso_rows(8, seed=3, response_repeat=2)
+    rows[0]["response_raw"] = ""
+    rows[1]["prompt"] = "héllo wörld — 你好 🙂 ﬁ Ω\n\n\t  spaced  "
+    rows[2]["response_good"] = "<|im_end|> a special token as text <|endoftext|>"
+    rows[3]["response_bad"] = "long " * 5000 + "end"
+    rows[4]["system_good"] = ""
+    rows[5]["truncated_bad"] = True
+    rows[6]["truncated_raw"], rows[6]["response_raw"] = True, ""  # cut and empty: still ends with the end ids
+    rows[7]["response_good"] = "\u200b\u00a0 \r\n"
+    counting = _CountingTokenizer(tokenizer)
+    dataset, counts, supported = encode_rows(rows, counting, max_length=10**6, max_prompt_length=10**6)
+    assert counting.calls["list"] == 3 and counting.calls["text"] <= 2  # 8 rows in groups of 3; the end probes
+    assert counts.cut_in_data == 2
+    end_ids = data.end_of_turn(tokenizer).ids
+    for row, example in zip(rows, dataset, strict=True):
+        prompts = sso_context_ids(tokenizer, row["prompt"], row["system_good"], row["system_bad"],
+                                  system_supported=supported)
+        responses = {name: response_token_ids(tokenizer, row[column], end_ids,
+                                              complete=not row.get(f"truncated_{name}", False))
+                     for name, column in data.RESPONSES.items()}
+        expected = [prompts[context] + responses[response] for context, response in SEQUENCE_PARTS]
+        assert [s.tolist() for s in example["sequences"]] == expected
+        assert example["response_lengths"] == [len(responses[response]) for _, response in SEQUENCE_PARTS]
