@@ -33,7 +33,7 @@ def train(
     settings = build_config(options, config)
     # Data, model, --out and loggers, still without torch: errors (and a folder another run is writing) come in a
     # second.
-    _, verdict = check_training_inputs(settings)
+    checked, verdict = check_training_inputs(settings)
     if verdict.action == "finished":
         console.print(f"nothing to do: {settings.out} holds a finished training run of this configuration (use "
                       "--overwrite to train again)", highlight=False, markup=False, soft_wrap=True)
@@ -53,6 +53,6 @@ def train(
             with command_log(settings.out, "train"):
                 from ssogen.train.run import run_training
 
-                run_training(settings, console, progress_console=err_console)
+                run_training(settings, console, progress_console=err_console, checked=checked)
     except STOPPED:
         raise output.interruption() from None

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
-from ssogen.fingerprint import model_fingerprint
+from ssogen.fingerprint import ModelFingerprint, model_fingerprint
 from ssogen.io import read_json_object
 from ssogen.models import require_available, resolve_model
 from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, not_complete, why_no_dataset
@@ -149,6 +149,15 @@ def run_fingerprint(config: TrainConfig) -> dict[str, Any]:
 def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVerdict]:
     """Everything about the inputs and --out that can fail, checked before torch and transformers are imported.
     Returns the run's fingerprint and what it would do with --out (start, resume or nothing: finished)."""
+    fingerprint = check_inputs(config)
+    return fingerprint, output_verdict(config, fingerprint)
+
+
+def check_inputs(config: TrainConfig) -> dict[str, Any]:
+    """The checks of the data, the model, the checkpoint to resume from and the loggers; returns the run's
+    fingerprint (`run_fingerprint`). This reads every data file twice (checked, hashed) and the model's files once:
+    a command does it once and hands the fingerprint on (to `output_verdict` under the lock, and to training's
+    reference-cache key), since the lock guards --out, not the data or the model."""
     if config.out.resolve().is_relative_to(config.data.resolve()):  # the dataset's push-to-hub would carry it
         raise UserError(f"--out {config.out}: inside --data {config.data}; the model would be written into the "
                         "dataset folder, so choose a folder outside it")
@@ -168,12 +177,25 @@ def check_training_inputs(config: TrainConfig) -> tuple[dict[str, Any], OutputVe
     check_deepspeed(config)
     if config.head_kernel == "liger" and importlib.util.find_spec("liger_kernel") is None:
         raise UserError("--head-kernel liger needs liger-kernel (pip install liger-kernel)", 1)
-    fingerprint = run_fingerprint(config)  # reads the model's files: truncated weights fail here
+    return run_fingerprint(config)  # reads the model's files: truncated weights fail here
+
+
+def output_verdict(config: TrainConfig, fingerprint: dict[str, Any]) -> OutputVerdict:
+    """What a run of this fingerprint would do with --out (and the notes on --resume-from-checkpoint); reads
+    --out only, so it is cheap to decide again under the lock."""
     output = TrainOutput(config.out)
     verdict = output.verdict(fingerprint, overwrite=config.overwrite, earlier=earlier_fingerprint(output, fingerprint))
     if config.resume_from_checkpoint:
         verdict.notes += given_checkpoint_notes(Path(config.resume_from_checkpoint), fingerprint, config.max_steps)
-    return fingerprint, verdict
+    return verdict
+
+
+def model_digest(fingerprint: dict[str, Any]) -> str:
+    """The starting model's `ModelFingerprint.digest` (the reference-cache key's model part) from the run's
+    fingerprint, which holds every part as `model.<part>`: the model's files are not read again."""
+    config = fingerprint["config"]
+    return ModelFingerprint({key[len("model."):]: value for key, value in config.items()
+                             if key.startswith("model.")}).digest
 
 
 def earlier_fingerprint(output: TrainOutput, fingerprint: dict[str, Any]) -> tuple[str, ...]:

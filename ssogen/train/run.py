@@ -17,13 +17,12 @@ from transformers import TrainerCallback
 
 from ssogen.chat import chat_template_text, end_of_turn
 from ssogen.errors import UserError
-from ssogen.fingerprint import model_fingerprint
 from ssogen.models import load_error, resolve_model
 from ssogen.train.collator import SSOCollator, collator_multiples
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
 from ssogen.train.dropout import disable_dropout
-from ssogen.train.inputs import check_training_inputs, iter_sso_rows
+from ssogen.train.inputs import check_inputs, iter_sso_rows, model_digest, output_verdict
 from ssogen.train.integrations import integration_errors
 from ssogen.train.loss import sso_loss
 from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD, TrainOutput
@@ -115,11 +114,12 @@ def evaluate_rewards(trainer: Any) -> dict[str, float]:
 
 
 def run_training(config: TrainConfig, console: Console | None = None,
-                 callbacks: list[TrainerCallback] | None = None, progress_console: Console | None = None
-                 ) -> TrainOutcome:
+                 callbacks: list[TrainerCallback] | None = None, progress_console: Console | None = None, *,
+                 checked: dict[str, Any] | None = None) -> TrainOutcome:
     """The whole `ssogen train` run; returns what was written and measured (`callbacks`: extra Trainer ones).
     `console` gets the settings and the summary, `progress_console` (default: the same) the progress bar and the
-    notes (stdout carries a command's summary only).
+    notes (stdout carries a command's summary only). `checked`: the run's fingerprint from `check_inputs` of this
+    very config, when the caller checked the inputs already (then the data and the model are not hashed again).
 
     A run in a folder that holds a run of the same configuration resumes it from its newest complete checkpoint."""
     if console is None or not _is_main_process():
@@ -129,7 +129,8 @@ def run_training(config: TrainConfig, console: Console | None = None,
     notes = progress_console
     output = TrainOutput(config.out)
     with output.claim(main_process=_is_main_process()):  # a no-op when the command took the lock already
-        run, verdict = check_training_inputs(config)  # again, under the lock: nothing changes the folder now
+        run = checked if checked is not None else check_inputs(config)
+        verdict = output_verdict(config, run)  # again, under the lock: nothing changes the folder now
         if verdict.action == "finished":
             raise UserError(f"--out {config.out}: holds a finished training run of this configuration; use "
                             "--overwrite to train again or choose another --out")
@@ -143,12 +144,13 @@ def run_training(config: TrainConfig, console: Console | None = None,
             notes.print(f"resuming the run in {config.out} from {verdict.checkpoint.name}", highlight=False,
                         soft_wrap=True)
             config = config.model_copy(update={"resume_from_checkpoint": str(verdict.checkpoint)})
-        return _train(config, console, progress_console, callbacks, fingerprint=run["config"]["data.sso_sha256"])
+        return _train(config, console, progress_console, callbacks, run=run)
 
 
 def _train(config: TrainConfig, console: Console, progress_console: Console,
-           callbacks: list[TrainerCallback] | None, *, fingerprint: str) -> TrainOutcome:
-    """The training itself; `fingerprint` is the `sso` data's (`data_fingerprint`), hashed by the checks."""
+           callbacks: list[TrainerCallback] | None, *, run: dict[str, Any]) -> TrainOutcome:
+    """The training itself; `run` is the run's fingerprint from the checks (data and model hashed there once)."""
+    fingerprint = run["config"]["data.sso_sha256"]
     notes = progress_console
     from transformers.utils import logging as hf_logging
 
@@ -177,7 +179,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
                       "rows; raise --max-prompt-length / --max-length to keep them whole")
 
-    key = cache_key(data_fingerprint=fingerprint, model_id=model_fingerprint(resolve_model(config.model)).digest,
+    key = cache_key(data_fingerprint=fingerprint, model_id=model_digest(run),
                     max_length=config.max_length, max_prompt_length=config.max_prompt_length,
                     system_supported=system_supported, chat_template=chat_template_text(tokenizer),
                     dtype="fp32" if precision == "no" else precision)

@@ -114,6 +114,45 @@ def test_reference_cache_is_reused_on_rerun(learned: dict[str, Any]) -> None:
     assert len(list(out.glob("ref_logps-*.parquet"))) == 1
 
 
+def test_one_train_command_checks_and_hashes_the_data_and_the_model_once(
+        sso_data: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command checks its inputs before it takes --out and decides about --out again under the lock: the rows
+    are checked, the data files and the model's weights hashed once in all, and the reference cache keeps the key
+    computed from the model's files (existing runs find their caches)."""
+    from ssogen import fingerprint
+    from ssogen.chat import chat_template_text, supports_system_role
+    from ssogen.models import resolve_model
+    from ssogen.train import inputs
+    from ssogen.train.reference import cache_key
+
+    calls: dict[str, int] = {}
+
+    def counted(module: Any, name: str) -> None:
+        original = getattr(module, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((fingerprint, "_weights_digest"), (inputs, "check_sso_rows"), (inputs, "data_fingerprint")):
+        counted(module, name)
+    out = tmp_path / "out"
+    result = _run_cli("--data", str(sso_data), "--model", str(tiny_model), "--out", str(out), "--max-steps", "1",
+                      "--save-steps", "0", "--max-length", "256", "--max-prompt-length", "192", "--no-bf16")
+    assert result.exit_code == 0, result.output
+    assert calls == {"_weights_digest": 1, "check_sso_rows": 1, "data_fingerprint": 1}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    key = cache_key(data_fingerprint=inputs.data_fingerprint(sso_data),
+                    model_id=fingerprint.model_fingerprint(resolve_model(str(tiny_model))).digest, max_length=256,
+                    max_prompt_length=192, system_supported=supports_system_role(tokenizer),
+                    chat_template=chat_template_text(tokenizer), dtype="fp32")
+    assert reference_record(out)["file"] == f"ref_logps-{key}.parquet"
+
+
 def test_changed_max_length_gets_a_new_reference(sso_data: Path, tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = run_training(config(sso_data, tiny_model, out, max_steps=1, save_steps=0), quiet())
