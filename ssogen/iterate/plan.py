@@ -143,6 +143,9 @@ class Planner:
         self.train_values = train_values
         self.generator_train_values = generator_train_values
         self.model_writers: dict[str, str] = {}  # model folder -> id of the train step that wrote it
+        # The judge's record (a local judge's fingerprint reads its weight files), made once for all iterations:
+        # the judge is one model for the whole run.
+        self._judge_record: dict[str, str] | None = None
         # A local folder as an absolute path (the steps' records then hold where it is); a hub id as given.
         local = Path(options.model).expanduser()
         self.start_model = str(local.resolve()) if local.exists() else options.model
@@ -195,7 +198,9 @@ class Planner:
         argv = ssogen_command("judge", str(data), "--judge-model", judge_model, "--sample", str(o.judge_sample),
                               "--seed", str(o.seed), *_engine_flags(self.generate_values))
         # As judge.json records the judge: a local one by its folder name and fingerprint (a changed judge re-runs).
-        judge = {f"judge_{key}": value for key, value in model_record(judge_ref).items()}
+        if self._judge_record is None:
+            self._judge_record = {f"judge_{key}": value for key, value in model_record(judge_ref).items()}
+        judge = self._judge_record
         return Step(step_id, "judge", data, argv, judge_model, data,
                     {**judge, "sample": o.judge_sample, "seed": o.seed})
 

@@ -110,6 +110,25 @@ def test_a_local_judge_is_handed_to_its_step_by_its_absolute_path(tmp_path: Path
     assert flag_value(judge.argv, "--judge-model") == judge.model == str(tiny_model.resolve())
 
 
+def test_a_local_judge_s_files_are_hashed_once_for_all_iterations(tmp_path: Path, tiny_model: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssogen import fingerprint
+
+    hashed: list[Path] = []
+    original = fingerprint._weights_digest
+
+    def counted(folder: Path, **kwargs: Any) -> str:
+        hashed.append(folder)
+        return original(folder, **kwargs)
+
+    monkeypatch.setattr(fingerprint, "_weights_digest", counted)
+    iterations = plan(tmp_path, iterations=3, judge_model=str(tiny_model))
+    judges = [step for iteration in iterations for step in iteration.steps if step.kind == "judge"]
+    assert hashed == [tiny_model.resolve()]
+    assert len(judges) == 3 and len({json.dumps(j.settings, sort_keys=True) for j in judges}) == 1
+    assert judges[0].settings["judge_model_fingerprint"] == fingerprint.folder_fingerprint(tiny_model)
+
+
 def test_recipe_v2_trains_a_generator_then_the_policy_on_its_data(tmp_path: Path) -> None:
     (iteration,) = plan(tmp_path, iterations=1, recipe="v2", generator_queries=4, score=True,
                         judge_model="judge-model")
