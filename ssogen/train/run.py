@@ -177,7 +177,7 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         notes.print(f"[yellow]truncated[/]: {truncation['prompts_truncated']} prompts (start cut) and "
                       f"{truncation['responses_truncated']} responses (end cut) in {truncation['rows_affected']} "
-                      "rows; raise --max-prompt-length / --max-length to keep them whole")
+                      "rows; raise --max-prompt-length / --max-length to keep them whole", soft_wrap=True)
 
     key = cache_key(data_fingerprint=fingerprint, model_id=model_digest(run),
                     max_length=config.max_length, max_prompt_length=config.max_prompt_length,
@@ -193,7 +193,8 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
 
     unpacked_reason = packing_unsupported(model, config.max_length) if config.packing else "--no-packing"
     if config.packing and unpacked_reason:
-        notes.print(f"[yellow]packing: off[/] ({unpacked_reason}); batches are left-padded", highlight=False)
+        notes.print(f"[yellow]packing: off[/] ({unpacked_reason}); batches are left-padded", highlight=False,
+                    soft_wrap=True)
     if config.lora:
         model = _apply_lora(model, config)
 
@@ -254,6 +255,6 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
         logger.info("finished: %d steps, %s; final eval %s", outcome.steps, outcome.train_metrics,
                     outcome.final_eval)
         console.print(f"wrote {'adapter' if config.lora else 'model'}, tokenizer, {CONFIG_FILE}, {METRICS_FILE} "
-                      f"and {MODEL_CARD} to {config.out}", highlight=False)
+                      f"and {MODEL_CARD} to {config.out}", highlight=False, soft_wrap=True)  # a path split in two
     trainer.accelerator.wait_for_everyone()
     return outcome

@@ -37,6 +37,9 @@ def uninterrupted(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     data = write_synthetic_sso(root / "data", count=8, seed=0)
     result = train(data, tiny_model, root / "run")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    # The last line names the whole folder: in a pipe (80 columns) it broke the path in two.
+    assert result.stdout.splitlines()[-1] == ("wrote model, tokenizer, ssogen_train_config.json, metrics.json and "  # type: ignore
+                                              f"README.md to {root / 'run'}")
     return data, root / "run"
 
 
