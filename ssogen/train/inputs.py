@@ -72,9 +72,8 @@ def _release_arrow_memory() -> None:
 
 
 def check_sso_rows(data_dir: Path) -> int:
-    """The checks of `read_sso_rows` on the Arrow columns, without making a Python object of any row (the
-    command checks its inputs before it trains, and again under the lock: the rows are read once, to train).
-    Returns the number of rows."""
+    """The checks of `read_sso_rows` on the Arrow columns, without making a Python object of any row (the rows
+    are read as Python objects once, to train). Returns the number of rows."""
     total = 0
     for path in sso_files(data_dir):
         table = _sso_table(data_dir, path)

@@ -65,7 +65,7 @@ def test_collated_batches_are_those_of_plain_token_lists(tiny_model: Path) -> No
 
 
 def test_checking_the_inputs_builds_no_python_rows(tiny_model: Path, tmp_path: Path) -> None:
-    """The check before training (and again under the lock) reads the Arrow columns; the rows become Python
+    """The check before training reads the Arrow columns; the rows become Python
     objects once, when they are tokenized. (The peak left is hashing's 1 MiB read blocks.)"""
     data = write_synthetic_sso(tmp_path / "data", count=2000, response_repeat=10)
     text = sum(len(row[c]) for row in read_sso_rows(data) for c in SSO_TEXT_COLUMNS)
