@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
 
 from ssogen.dataset.folder import MARKER, WORK_DIR, OutputFolder
+from ssogen.dataset.shard_index import SavedRecords
 from ssogen.errors import UserError
 from ssogen.io import check_writable_folder, read_json_object, write_json_atomic
 from ssogen.ownership import check_fingerprint, check_kind
@@ -23,18 +25,19 @@ from ssogen.ownership import check_fingerprint, check_kind
 ENGINE_SETTINGS = "engine_settings.json"  # in the work dir; --overwrite clears it with the rest
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, value) of each complete line."""
-    records = []
+def _read_jsonl(path: Path) -> Iterator[tuple[int, int, Any]]:
+    """(line number, byte offset, value) of each complete line, a line at a time (a shard can hold GBs)."""
     with path.open("rb") as f:
+        offset = 0
         for number, raw in enumerate(f, start=1):
             if not raw.endswith(b"\n"):
                 break  # torn last line of a killed writer
             try:
-                records.append((number, json.loads(raw)))
+                value = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 break
-    return records
+            yield number, offset, value
+            offset += len(raw)
 
 
 def _first_problem(exc: Exception) -> str:
@@ -102,9 +105,21 @@ class ShardStore:
     def load(self, stage: str, check: Callable[[dict[str, Any]], object] | None = None) -> dict[str, dict[str, Any]]:
         """Finished records of a stage, keyed by row id (later files win; they are identical anyway). A line that
         is JSON but not such a record (an object with an id that `check` accepts) is one clear line naming it."""
-        found: dict[str, dict[str, Any]] = {}
+        return {record["id"]: record for record, _, _ in self._saved(stage, check)}
+
+    def index(self, stage: str, saved: SavedRecords, check: Callable[[dict[str, Any]], object] | None = None
+              ) -> SavedRecords:
+        """`load` without holding the records: where each one lies goes into `saved` (each line is still read and
+        checked once, so a line that is not a record of the stage is refused as `load` refuses it)."""
+        for record, path, offset in self._saved(stage, check):
+            saved.add(record, path, offset)
+        return saved
+
+    def _saved(self, stage: str, check: Callable[[dict[str, Any]], object] | None
+               ) -> Iterator[tuple[dict[str, Any], Path, int]]:
+        """(record, its file, its line's byte offset) of each saved line, files in the order written."""
         for path in sorted(self.dir.glob(f"{stage}-*.jsonl"), key=lambda p: int(p.stem.split("-")[-1])):
-            for number, record in _read_jsonl(path):
+            for number, offset, record in _read_jsonl(path):
                 problem = None
                 if not isinstance(record, dict) or not isinstance(record.get("id"), str):
                     problem = "not an object with an id"
@@ -116,8 +131,7 @@ class ShardStore:
                 if problem is not None:
                     raise UserError(f"{path}:{number}: not a {stage} record of ssogen ({problem}); delete this file "
                                     "to compute its rows again, or use --overwrite")
-                found[record["id"]] = record
-        return found
+                yield record, path, offset
 
     def _file(self, stage: str) -> IO[bytes]:
         if stage not in self._files:
@@ -127,13 +141,17 @@ class ShardStore:
             self._files[stage] = path.open("ab")
         return self._files[stage]
 
-    def append(self, stage: str, records: list[dict[str, Any]]) -> None:
-        """Append records and make them durable before returning (flush + fsync)."""
+    def append(self, stage: str, records: list[dict[str, Any]]) -> list[tuple[Path, int]]:
+        """Append records and make them durable before returning (flush + fsync); where each one now lies (its file,
+        its line's byte offset) for a `SavedRecords`."""
         if not records:
-            return
+            return []
         f = self._file(stage)
+        path, start = Path(f.name), f.tell()  # the file's end: each append is flushed whole (or the file dropped)
+        lines = [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records]
+        offsets = list(accumulate((len(line) for line in lines[:-1]), initial=start))
         try:
-            f.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records))
+            f.write(b"".join(lines))
             f.flush()
             os.fsync(f.fileno())
         except OSError as exc:  # a full disk: the line torn here is ignored on load; never write after it
@@ -142,6 +160,7 @@ class ShardStore:
                 f.close()
             exc.filename = exc.filename or f.name
             raise
+        return [(path, offset) for offset in offsets]
 
     def save_engine_settings(self, settings: dict[str, Any] | None) -> None:
         """What the engine loaded for this run resolved its options to (the manifest's `engine_settings`), kept

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.shard_index import SavedRecords
 from ssogen.dataset.shards import ShardStore
 from ssogen.errors import UserError
 from ssogen.testing.folders import make_record, snapshot, write_dataset, write_project_folder
@@ -128,3 +129,33 @@ def test_a_dataset_and_a_training_run_never_take_each_others_folder(tmp_path: Pa
                                         r"folder of ssogen generate"):
         ShardStore(model.root).prepare({"fingerprint": "x", "config": {"seed": 0}}, overwrite=overwrite)
     assert snapshot(tmp_path) == before
+
+
+def test_the_index_of_saved_records_reads_back_what_load_gives_without_holding_it(tmp_path: Path) -> None:
+    """Generate keeps where each saved row lies (file, byte offset), not the row: the index reads back what `load`
+    gives for this run's rows (later lines win, a torn last line is not saved, rows of another run are left out),
+    and what is appended after it was made."""
+    store = ShardStore(tmp_path / "out")
+    store.prepare({"fingerprint": "x", "config": {}}, overwrite=False)
+    store.append("rows", [{"id": "a", "v": 1, "kept": True}, {"id": "other", "v": 0, "kept": True}])
+    store.append("rows", [{"id": "b", "v": "é" * 3, "kept": False}])
+    store.close()
+    with (store.dir / "rows-00000.jsonl").open("ab") as f:
+        f.write(b'{"id": "c", "tru')
+    again = ShardStore(tmp_path / "out")
+    again.append("rows", [{"id": "a", "v": 2, "kept": False}])
+    saved = again.index("rows", SavedRecords({"a": 0, "b": 1, "c": 2}, flag=lambda r: r["kept"]))
+    assert len(saved) == 2 and "a" in saved and "b" in saved and "c" not in saved and "other" not in saved
+    assert saved.read(["b", "a"]) == [again.load("rows")["b"], again.load("rows")["a"]] \
+        == [{"id": "b", "v": "ééé", "kept": False}, {"id": "a", "v": 2, "kept": False}]
+    assert list(saved.flags) == [0, 0, 0]
+    for record, (path, offset) in zip(new := [{"id": "c", "kept": True}], again.append("rows", new), strict=True):
+        saved.add(record, path, offset)
+    again.close()
+    assert saved.read(["c", "a"]) == [{"id": "c", "kept": True}, {"id": "a", "v": 2, "kept": False}]
+    assert len(saved) == 3 and list(saved.flags) == [0, 0, 1]
+    with pytest.raises(KeyError):
+        SavedRecords({"a": 0}).read(["a"])
+    (again.dir / "rows-00009.jsonl").write_text('{"id": "d"}\n')
+    with pytest.raises(UserError, match=r"rows-00009.jsonl:1: not a rows record of ssogen \('kept'\)"):
+        again.index("rows", SavedRecords({"d": 0}), lambda r: r["kept"])

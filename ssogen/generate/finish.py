@@ -1,0 +1,108 @@
+"""The end of a `generate` run, once every row is saved: the dataset folder's configs, resolved config, library,
+manifest, card (and stats, when `stats` wrote them before).
+
+The rows are read back from the shards a batch at a time for each pass over them (configs, summary, stats): only
+where they lie is held (`SavedRecords`), not the rows, which are GBs at 100k rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ssogen.chat import end_of_turn, supports_system_role
+from ssogen.dataset.folder import LIBRARY, OutputFolder
+from ssogen.dataset.shard_index import SavedRecords
+from ssogen.dataset.splits import SplitSpec
+from ssogen.dataset.triplet_files import BATCH_ROWS
+from ssogen.engine import stop_token_ids_of
+from ssogen.envinfo import stack_versions
+from ssogen.fingerprint import model_record
+from ssogen.generate.config import RunConfig, public_yaml
+from ssogen.generate.plan import RunPlan
+from ssogen.generate.rerun import write_card_and_stats
+from ssogen.generate.steps.common import Session
+from ssogen.generate.summary import summarize
+from ssogen.records import VARIANTS, TripletRecord
+
+
+class Finished:
+    """The run's rows in input order as records, read from the shards a batch at a time on each pass; the tokens
+    of every row are counted on the way (the manifest's `tokens_total`)."""
+
+    def __init__(self, plan: RunPlan, saved: SavedRecords) -> None:
+        self.plan, self.saved = plan, saved
+        self.tokens = 0
+
+    def __call__(self) -> Iterator[list[TripletRecord]]:
+        rows = self.plan.rows
+        for start in range(0, len(rows), BATCH_ROWS):
+            batch = self.saved.read([row.id for row in rows[start:start + BATCH_ROWS]])
+            yield [TripletRecord.model_validate(record) for record in batch]
+
+    def counted(self) -> Iterator[TripletRecord]:
+        """Every record, once, counting the tokens."""
+        self.tokens = 0
+        for batch in self():
+            for record in batch:
+                self.tokens += sum(getattr(record, f"num_tokens_{v}") for v in VARIANTS)
+                yield record
+
+
+def run_split(config: RunConfig) -> SplitSpec | None:
+    """The train/test split the run's data files are written in (None: every row in train)."""
+    return SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
+
+
+def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, session: Session | None, tokenizer: Any,
+               engine_settings: dict[str, Any] | None, resumed: bool, undone: list[str], started: float
+               ) -> dict[str, Any]:
+    """Write the dataset folder from the saved rows; its manifest. `session`: this invocation's engine session
+    (None when every row was saved before); `started`: the run's start (time.monotonic) for its wall time."""
+    config = plan.config
+    split = run_split(config)
+    rows = Finished(plan, saved)
+    counts = folder.write_configs(rows, split)
+    model = model_record(plan.model)
+    folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
+    folder.write_library(plan.loaded_library.text)
+    manifest = {
+        "name": folder.root.resolve().name,
+        "status": "complete",
+        "license": config.license,
+        "versions": stack_versions(),
+        **model,
+        "engine": session.engine.name if session else config.engine,
+        "engine_options": config.engine_options().model_dump(),  # as given; engine_settings: what they became
+        "engine_settings": engine_settings,
+        "seed": config.seed,
+        "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
+                     "raw_greedy": config.raw_greedy, "seeds": "per request: sha256(seed, row id, variant)",
+                     "stop_token_ids": stop_token_ids_of(plan.model.path, tokenizer)},
+        "end_of_turn": end_of_turn(tokenizer).as_dict(),
+        "selection": {"mode": config.selection, "features_per_query": config.features_per_query,
+                      "extra_prob": config.extra_prob, "principle_source": config.principle_source},
+        # Names and hashes only: a local path would put the user's home folder into a published dataset.
+        "library": {"name": plan.library.name, "version": plan.library.version, "file": LIBRARY,
+                    "origin": plan.loaded_library.origin, "sha256": plan.loaded_library.sha256},
+        "templates": {"origin": "bundled" if config.templates is None else "--templates",
+                      "digest": plan.templates_digest},
+        # queries_sha256: every usable row's (position, text), as in the fingerprint (the file's bytes: sha256).
+        "prompts": {**plan.prompts.public, "prompt_field": config.prompt_field,
+                    "queries_sha256": plan.prompts.queries_sha256,
+                    "conversation_parts_dropped": dict(plan.prompts.reduced)},
+        "split": split.model_dump() if split else None,
+        "filters": {"keep_truncated": config.keep_truncated, "keep_empty": config.keep_empty},
+        "system_role_merged": not supports_system_role(tokenizer),
+        "fingerprint": plan.fingerprint()["fingerprint"],
+        "configs": counts,
+        "resumed": resumed,
+        "requests_this_invocation": dict(session.requests) if session else {},
+        "summary": summarize(rows.counted(), plan.prompts, time.monotonic() - started, session.tokens if session else 0,
+                             session.generation_s if session else None, max_tokens=config.max_tokens),
+        "tokens_total": rows.tokens,  # counted by the summary's pass
+    }
+    manifest["summary"]["warnings"] += undone
+    folder.write_manifest(manifest)
+    write_card_and_stats(folder, config.templates, rows)  # a card.md.jinja in --templates replaces the bundled one
+    return manifest
