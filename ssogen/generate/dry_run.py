@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ssogen.dataset.shard_index import SavedRecords
 from ssogen.dataset.shards import ShardStore
 from ssogen.generate.plan import RunPlan
 from ssogen.generate.steps import sampling, selection
@@ -28,10 +29,14 @@ def request_counts(plan: RunPlan, resumes: bool) -> RequestCounts:
     """What the run would ask the engine for; `resumes`: the output folder holds this run, whose finished rows and
     selections a rerun keeps (the real run's counts)."""
     cfg = plan.config
-    rows, ids = len(plan.rows), {row.id for row in plan.rows}
-    store = ShardStore(cfg.out) if resumes else None
-    done = ids & set(store.load("rows")) if store else set()
-    selected = ids & set(store.load("selection")) - done if store else set()
+    rows, slots = len(plan.rows), {row.id: slot for slot, row in enumerate(plan.rows)}
+    done: set[str] = set()
+    selected: set[str] = set()
+    if resumes:  # where the saved records lie, not the records (GBs for a large run)
+        store = ShardStore(cfg.out)
+        finished, chosen = (store.index(stage, SavedRecords(slots)) for stage in ("rows", "selection"))
+        done = {row_id for row_id in slots if row_id in finished}
+        selected = {row_id for row_id in slots if row_id in chosen} - done
     left = rows - len(done)
     # The policy writes one principle pair per chosen feature: k per row, and more where a random extra is added.
     writing = cfg.features_per_query * (left - len(selected)) if cfg.principle_source == "policy" else None

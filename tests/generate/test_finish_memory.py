@@ -53,3 +53,18 @@ def test_finishing_a_saved_run_holds_a_batch_of_rows_not_every_row(tiny_model: P
     assert result.manifest["tokens_total"] == 800 * 12
     # Every record held at once was about the rows' bytes (30 MB here); a batch of 20 is a twentieth of it.
     assert peak < saved / 4, (peak, saved)
+
+
+def test_a_dry_run_of_a_resume_counts_the_saved_rows_without_holding_them(tiny_model: Path, tmp_path: Path) -> None:
+    from ssogen.generate.dry_run import request_counts
+
+    config, saved = _saved_run(tiny_model, tmp_path, "large", 400, 12000)
+    plan = plan_run(config)
+    tracemalloc.start()
+    try:
+        counts = request_counts(plan, resumes=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (counts.done, counts.selection, counts.sampling) == (400, 0, 0)
+    assert peak < saved / 4, (peak, saved)  # loading every record took about the rows' bytes
