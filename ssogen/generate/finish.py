@@ -100,7 +100,7 @@ def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, sess
         "requests_this_invocation": dict(session.requests) if session else {},
         "summary": summarize(rows.counted(), plan.prompts, time.monotonic() - started, session.tokens if session else 0,
                              session.generation_s if session else None, max_tokens=config.max_tokens),
-        "tokens_total": rows.tokens,  # counted by the summary's pass
+        "tokens_total": rows.tokens,  # counted while the summary read the rows
     }
     manifest["summary"]["warnings"] += undone
     folder.write_manifest(manifest)
