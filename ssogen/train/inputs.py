@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
-from ssogen.fingerprint import ModelFingerprint, model_fingerprint
+from ssogen.fingerprint import ModelFingerprint, json_sha256, model_fingerprint
 from ssogen.io import read_json_object
 from ssogen.models import require_available, resolve_model
 from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, not_complete, why_no_dataset
@@ -141,7 +141,7 @@ def run_fingerprint(config: TrainConfig) -> dict[str, Any]:
     model = model_fingerprint(resolve_model(config.model))
     content = {**config.fingerprinted(), "data.sso_sha256": data_fingerprint(config.data),
                **{f"model.{part}": value for part, value in model.parts.items()}}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    digest = json_sha256(content, default=str)
     return {"fingerprint": digest, "config": content}
 
 
