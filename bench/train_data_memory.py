@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sides import alternating, sides_of, tiny_model_and_data
+
 MEASURES = ("load_s", "held_mb", "epoch_s", "peak_mb")
 LABELS = {"load_s": "load + tokenize", "held_mb": "held by the dataset", "epoch_s": "collator epoch",
           "peak_mb": "peak RSS"}
@@ -109,22 +111,15 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the folder builders of this checkout
-    from ssogen.testing.synthetic import write_synthetic_sso
-    from ssogen.testing.tiny_model import build_tiny_model
-
-    sides = {"this": Path(__file__).resolve().parents[1], **({"baseline": args.baseline} if args.baseline else {})}
+    sides = sides_of(args.baseline)
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="ssogen-bench-") as folder:
-        work = Path(folder)
-        model = build_tiny_model(work / "tiny")
-        for rows in sorted(args.rows):
-            data = write_synthetic_sso(work / f"data-{rows}", rows, response_repeat=args.response_repeat)
+        model, folders = tiny_model_and_data(Path(folder), sorted(args.rows), args.response_repeat)
+        for rows, data in folders.items():
             results[rows] = {side: [] for side in sides}
-            for rep in range(args.reps):
-                for side in sorted(sides, reverse=rep % 2 == 1):  # alternate which side goes first
-                    results[rows][side].append(measured(sides[side], data, model, args.batch))
-                    print(f"{side} at {rows} rows: {results[rows][side][-1]}", file=sys.stderr)
+            for _, side in alternating(sides, args.reps):
+                results[rows][side].append(measured(sides[side], data, model, args.batch))
+                print(f"{side} at {rows} rows: {results[rows][side][-1]}", file=sys.stderr)
             # Both sides' collators must see the same response tokens, or the comparison is of different work.
             assert len({run["response_tokens"] for runs in results[rows].values() for run in runs}) == 1
     print_table(results, args)

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sides import alternating, sides_of, tiny_model_and_data
+
 START = time.perf_counter()  # the process's start, before any import of ssogen, torch or transformers
 
 MEASURES = ("first_step_s", "checks_s", "tokenize_s")
@@ -149,25 +151,19 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the folder builders of this checkout
-    from ssogen.testing.synthetic import write_synthetic_sso
-    from ssogen.testing.tiny_model import build_tiny_model
-
-    sides = {"this": Path(__file__).resolve().parents[1], **({"baseline": args.baseline} if args.baseline else {})}
+    sides = sides_of(args.baseline)
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="ssogen-bench-") as folder:
         work = Path(folder)
-        model = build_tiny_model(work / "tiny")
+        model, folders = tiny_model_and_data(work, sorted(args.rows), args.response_repeat)
         pad_model(model, args.pad_gb)
-        for rows in sorted(args.rows):
-            data = write_synthetic_sso(work / f"data-{rows}", rows, response_repeat=args.response_repeat)
+        for rows, data in folders.items():
             results[rows] = {side: [] for side in sides}
-            for rep in range(args.reps):
-                for side in sorted(sides, reverse=rep % 2 == 1):  # alternate which side goes first
-                    out = work / f"out-{rows}-{side}-{rep}"
-                    reference_cache(data, model, out)
-                    results[rows][side].append(measured(sides[side], data, model, out))
-                    print(f"{side} at {rows} rows: {results[rows][side][-1]}", file=sys.stderr)
+            for rep, side in alternating(sides, args.reps):
+                out = work / f"out-{rows}-{side}-{rep}"
+                reference_cache(data, model, out)
+                results[rows][side].append(measured(sides[side], data, model, out))
+                print(f"{side} at {rows} rows: {results[rows][side][-1]}", file=sys.stderr)
     print_table(results, args)
 
 
