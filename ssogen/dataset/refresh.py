@@ -17,8 +17,8 @@ from ssogen.dataset.triplet_files import RecordBatches
 def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True, templates: str | Path | None = None,
             batches: RecordBatches | None = None) -> DatasetStats:
     """Recompute the stats of a folder: OUT/stats.json, the plots and (unless a person wrote it) the card,
-    from `templates`/card.md.jinja when that folder has one. `batches`: its triplets, when the caller holds them
-    (generate, which just wrote them: not read again); else they are read a batch at a time."""
+    from `templates`/card.md.jinja when that folder has one. `batches`: a source of its triplets (generate's reads
+    its saved rows back); else they are read from the data files. A batch at a time either way."""
     folder = OutputFolder(out_dir)
     batches = batches or folder.triplet_batches
     folder.read_manifest()  # not an ssogen folder, or a corrupt manifest: one line before anything is written

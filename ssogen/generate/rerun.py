@@ -62,7 +62,7 @@ def undone_work(folder: OutputFolder) -> list[str]:
 
 def write_card_and_stats(folder: OutputFolder, templates: str | None, batches: RecordBatches) -> None:
     """The card; stats.json and the plots too when `stats` wrote them before (they would describe the old rows).
-    `batches`: the triplets just written (not read again: at 1M rows, minutes)."""
+    `batches`: a source of the triplets just written (generate's saved rows, read back a batch at a time)."""
     if folder.stats.is_file():
         refresh(folder.root, templates=templates, batches=batches)
     else:
