@@ -29,7 +29,7 @@ from pydantic.json_schema import JsonDict
 
 from ssogen.errors import UserError, closest_name
 from ssogen.origins import RemembersOrigins, remember_file_lines, with_config_lines
-from ssogen.yamlfile import YamlDocument, YamlFileError, read_yaml
+from ssogen.yamlfile import YamlDocument, YamlFileError, expand_home, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -275,8 +275,8 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
             continue
         if _wants_text(specs[field].annotation) and isinstance(value, int | float) and not isinstance(value, bool):
             value = doc.source_text((key,))  # `model: 1.10` names "1.10", not the float 1.1
-        if isinstance(value, str) and value.startswith("~/"):  # as the shell does for a flag (`out: ~/x` made ./~)
-            value = str(Path(value).expanduser())
+        if isinstance(value, str):
+            value = expand_home(value)
         found[field] = (key, line, value)
     if unknown:
         problems.insert(0, "unknown key(s): " + ", ".join(unknown))

@@ -12,6 +12,7 @@ hand from the node tree with ruamel's safe constructor for single scalars only."
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,17 @@ class _Builder:
             return items
         self.sources[loc] = str(node.value)
         return self.constructor.construct_object(node, deep=True)
+
+
+_HOME_PREFIX = re.compile(r"~[A-Za-z0-9_.-]*(?=/|$)")  # `~`, `~/x`, `~user`, `~user/x`: what a shell expands
+
+
+def expand_home(value: str) -> str:
+    """A path written in a YAML file with `~` expanded as the shell expands it in a flag (`out: ~/x` was the folder
+    `./~/x`). An unknown `~user` stays as written, as in the shell."""
+    if not _HOME_PREFIX.match(value):
+        return value
+    try:
+        return str(Path(value).expanduser())
+    except RuntimeError:  # no such user, or no home to expand to
+        return value

@@ -3,6 +3,7 @@ one pydantic field, and a bad value is blamed on the flag or on FILE:LINE of the
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,11 @@ def test_a_home_path_in_a_config_file_is_expanded_as_the_shell_expands_a_flag(tm
     path.write_text("model: m\nout: ~/x\nprompts: ~/q.jsonl\n")
     config = resolve_config({}, path)
     assert (config.out, config.prompts) == (str(tmp_path / "home" / "x"), str(tmp_path / "home" / "q.jsonl"))
+    # Another user's home as well (`~root/x`); a user that does not exist stays as written, as in the shell.
+    root_home = pwd.getpwnam("root").pw_dir
+    path.write_text("model: m\nout: ~root/x\nprompts: ~no-such-user-here/q.jsonl\n")
+    config = resolve_config({}, path)
+    assert (config.out, config.prompts) == (f"{root_home}/x", "~no-such-user-here/q.jsonl")
 
 
 def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path) -> None:
