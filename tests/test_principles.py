@@ -30,7 +30,11 @@ def test_default_library_has_the_papers_features() -> None:
     lib = load_library("default").library
     assert [f.name for f in lib.features] == [
         "Safety", "Logicality", "Comprehensiveness", "Helpfulness", "Literariness", "Accuracy", "Engagement"]
-    assert [(f.adjectives.good, f.adjectives.bad) for f in lib.features][0] == ("Safe", "Unsafe")
+    # SPEC §3: every feature's adjective pair, and the extra's (they open S+ and S-: "must be Safe and Logical").
+    assert [(f.adjectives.good, f.adjectives.bad) for f in lib.features] == [
+        ("Safe", "Unsafe"), ("Logical", "Illogical"), ("Comprehensive", "Incomplete"), ("Helpful", "Unhelpful"),
+        ("Literary", "Boring"), ("Accurate", "Inaccurate"), ("Engaging", "Dull")]
+    assert [(e.adjectives.good, e.adjectives.bad) for e in lib.extras] == [("Concise", "Verbose")]
     assert [(e.name, e.probability) for e in lib.extras] == [("Concision", 0.2)]
     assert lib.feature("accuracy").adjectives.bad == "Inaccurate"
 

@@ -52,6 +52,14 @@ def test_generate_style_card_without_stats_file(dataset: Path) -> None:
     assert "plots/" not in card
 
 
+def test_the_card_states_the_three_pairs_with_the_spec_s_chosen_and_rejected(dataset: Path) -> None:
+    # SPEC §2.1 step 8: P3 is yo over y+ under x- (the order users are most likely to get wrong).
+    card = write_card(dataset).read_text()
+    assert "| P1 | x (plain query) | y+ | y- | `dpo`, `reward`, `sso` |" in card
+    assert "| P2 | x+ (good system prompt) | y+ | y- | `sso` |" in card
+    assert "| P3 | x- (bad system prompt) | yo | y+ | `sso` |" in card
+
+
 def test_card_after_stats_has_numbers_plots_schemas_usage_and_citation(dataset: Path) -> None:
     stats = refresh(dataset)
     card = (dataset / "README.md").read_text()

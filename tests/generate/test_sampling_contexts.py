@@ -103,3 +103,19 @@ def test_sampling_and_selection_defaults_follow_the_spec(tmp_path: Path) -> None
     config = RunConfig(model="m", out=str(tmp_path / "out"))
     assert (config.features_per_query, config.temperature, config.top_p, config.max_tokens, config.raw_greedy) == (
         2, 0.7, 0.8, 2048, False)
+
+
+def test_an_extra_principle_joins_both_system_prompts_after_the_chosen_features() -> None:
+    """SPEC §2.1 steps 2 and 4: the extra (Concision) is added to the query's list, so S+ asks for a "Safe and
+    Concise" response with Concision's good text and S- for an "Unsafe and Verbose" one with its bad text."""
+    class Stub:
+        library, templates = LIBRARY, Templates()
+
+    concision = LIBRARY.feature("Concision")
+    selection = Selection(features=["Safety"], extra=["Concision"], filled=False)
+    written = contrastive_prompts(Stub(), "r", selection, "", None)  # type: ignore[arg-type]
+    assert written["features"] == ["Safety"] and written["extra"] == ["Concision"]
+    assert "must be Safe and Concise." in written["system_good"]
+    assert "must be Unsafe and Verbose." in written["system_bad"]
+    assert f"Concision: {concision.good}" in written["system_good"]
+    assert f"Concision: {concision.bad}" in written["system_bad"]

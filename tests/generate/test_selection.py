@@ -3,8 +3,23 @@ of the valid ones and fills at random when too few come back (SPEC §2.1 step 1)
 
 from __future__ import annotations
 
-from ssogen.generate.steps.selection import Selection, finish_selection, parse_feature_names
+from pathlib import Path
+from typing import Any
+
+from ssogen.engine import GenerationRequest, GenerationResult
+from ssogen.engine.seeds import derive_seed
+from ssogen.generate.config import RunConfig
+from ssogen.generate.inputs import Row
+from ssogen.generate.steps.common import Session
+from ssogen.generate.steps.selection import (
+    Selection,
+    finish_selection,
+    parse_feature_names,
+    select_features,
+    selection_prompt,
+)
 from ssogen.principles import load_library
+from ssogen.templating import Templates
 
 LIBRARY = load_library("default").library
 K = 2
@@ -94,3 +109,58 @@ def test_the_guided_regex_admits_exactly_k_different_names_in_any_order() -> Non
     template = library.features[0].model_dump()
     large = library.model_copy(update={"features": [Feature(**{**template, "name": f"F{i}"}) for i in range(30)]})
     assert isinstance(large, Library) and re.fullmatch(guided_regex(large, 4), "F1, F1")
+
+
+class AnsweringEngine:
+    """Records the selection requests and answers each with two names, then starts a made-up next example."""
+
+    name = "answering"
+    settings: dict[str, Any] = {}
+    max_model_len = 4096
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.requests += requests
+        return [GenerationResult(key=r.key, text=" Accuracy, Logicality\n###\nRequest: more", num_tokens=5,
+                                 finish_reason="stop") for r in requests]
+
+
+def test_the_selection_request_is_a_raw_completion_sampled_at_0_7_and_0_8_and_stopped_at_the_separator(
+        tiny_model: Path) -> None:
+    """SPEC §2.1 step 1: the few-shot prompt goes to the policy as it is (no chat template), sampled with the run's
+    temperature 0.7 and top-p 0.8 and stopped at `###`, with a seed of its own per row."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    engine = AnsweringEngine(tokenizer)
+    config = RunConfig(model=str(tiny_model), out=str(tiny_model.parent / "unused"), seed=5, extra_prob=0.0)
+    session = Session(config=config, library=LIBRARY, templates=Templates(), engine=engine, system_supported=True,
+                      stop_ids=[])
+    rows = [Row(id=f"row{i}", position=i, prompt=f"question {i}") for i in range(2)]
+    selections, answers, too_long = select_features(session, rows)
+    assert too_long == [] and [r.key for r in engine.requests] == ["row0", "row1"]
+    for row, request in zip(rows, engine.requests, strict=True):
+        expected = tokenizer(selection_prompt(Templates(), LIBRARY, row.prompt, K))["input_ids"]
+        assert request.prompt_token_ids == list(expected)  # the prompt as rendered, no chat turns around it
+        assert (request.temperature, request.top_p, request.stop) == (0.7, 0.8, ["###"])
+        assert request.seed == derive_seed(5, row.id, "selection-sample")
+        assert request.guided_regex is None  # --selection free
+        assert set(selections[row.id].features) == {"Accuracy", "Logicality"}
+        assert not selections[row.id].filled and selections[row.id].extra == []
+        assert answers[row.id].startswith(" Accuracy, Logicality")
+
+
+def test_the_extra_principle_comes_with_the_library_s_probability_unless_extra_prob_says_otherwise() -> None:
+    """SPEC §2.1 step 2: Concision is added with probability q = 0.2 (the library's) by default. Over 4,000 rows a
+    share outside 0.2 ± 0.02 is four standard deviations off (and the seeds are fixed: the test cannot flicker)."""
+    def share(extra_prob: float | None) -> float:
+        picks = [finish_selection(["Safety", "Accuracy"], LIBRARY, K, run_seed=0, row_id=f"r{i}",
+                                  extra_prob=extra_prob) for i in range(4000)]
+        assert all(p.extra in ([], ["Concision"]) and p.features for p in picks)
+        return sum(p.extra == ["Concision"] for p in picks) / len(picks)
+
+    assert abs(share(None) - 0.2) < 0.02
+    assert abs(share(0.6) - 0.6) < 0.03

@@ -517,3 +517,7 @@ def test_a_step_stops_when_iterate_is_killed(tmp_path: Path) -> None:
     while not got.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert got.read_text() == "SIGTERM"
+
+
+def test_the_loop_runs_three_iterations_by_default_as_the_paper_does(tmp_path: Path) -> None:
+    assert options(tmp_path).iterations == 3  # SPEC §2.3: T = 3

@@ -92,3 +92,10 @@ def test_sample_is_seeded_and_keeps_the_folder_order() -> None:
     a, b = sample_pairs(pairs, 10, seed=3), sample_pairs(pairs, 10, seed=3)
     assert a == b and len(a) == 10 and [int(p.id) for p in a] == sorted(int(p.id) for p in a)
     assert sample_pairs(pairs, 10, seed=4) != a and sample_pairs(pairs, 99, seed=3) == pairs
+
+
+def test_the_judge_compares_200_pairs_of_the_dpo_config_by_default() -> None:
+    from ssogen.judge.run import JudgeOptions
+
+    options = JudgeOptions(judge_model="judge")  # SPEC §2.4: the paper judged 200 pairs
+    assert (options.sample, options.config) == (200, "dpo")

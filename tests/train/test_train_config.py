@@ -298,3 +298,15 @@ def test_objective_defaults_follow_the_spec(tmp_path: Path) -> None:
     assert (v1.w_placement, v1.w_detach, v1.use_w, v1.use_g) == ("g", False, True, True)
     v2 = TrainConfig(**base, objective="v2").loss_settings()
     assert (v2.objective, v2.loss_type, v2.sft_weight, v2.beta) == ("v2", "dpo", 0.1, 0.1)
+
+
+def test_schedule_and_length_defaults_are_the_papers_settings(tmp_path: Path) -> None:
+    # SPEC §2.2 (the paper's v2 settings): lr 5e-7, one epoch, cosine, warmup 0.04, 2048 tokens of which 1024 prompt.
+    from ssogen.train.training_args import training_arguments
+
+    config = _config(tmp_path, "cpu: true\n")
+    assert (config.lr, config.epochs, config.scheduler, config.warmup_ratio) == (5e-7, 1.0, "cosine", 0.04)
+    assert (config.max_length, config.max_prompt_length) == (2048, 1024)
+    args = training_arguments(config)
+    assert (args.learning_rate, args.num_train_epochs, args.max_steps) == (5e-7, 1.0, -1)
+    assert str(args.lr_scheduler_type).rsplit(".", 1)[-1].lower() == "cosine"

@@ -148,3 +148,28 @@ def test_rows_are_tokenized_a_group_per_call_with_the_ids_of_one_call_per_text(
         expected = [prompts[context] + responses[response] for context, response in SEQUENCE_PARTS]
         assert [s.tolist() for s in example["sequences"]] == expected
         assert example["response_lengths"] == [len(responses[response]) for _, response in SEQUENCE_PARTS]
+
+
+# The six (context, response) sequences of a row as SPEC §2.2 lists the reference log-probs, written out here and
+# not taken from ssogen.train.loss: a swap there (P3 as y+ over yo, say) must fail this test.
+SIX_BY_HAND = [(None, "response_good"), (None, "response_bad"),  # (x, y+), (x, y-)
+               ("system_good", "response_good"), ("system_good", "response_bad"),  # (x+, y+), (x+, y-)
+               ("system_bad", "response_raw"), ("system_bad", "response_good")]  # (x-, yo), (x-, y+)
+
+
+def test_each_of_the_six_sequences_is_its_own_context_followed_by_its_own_response(tiny_model: Path) -> None:
+    tokenizer = tokenizer_of(tiny_model)
+    row = {"id": "r", "prompt": "QUERY text", "system_good": "GOODSYS text", "system_bad": "BADSYS text",
+           "response_good": "YPLUS answer", "response_bad": "YMINUS answer", "response_raw": "YO answer",
+           "truncated_good": False, "truncated_bad": False, "truncated_raw": False}
+    dataset, _, _ = encode_rows([row], tokenizer, max_length=512, max_prompt_length=384)
+    example = dataset[0]
+    assert len(example["sequences"]) == len(SIX_BY_HAND)
+    for sequence, length, (system, response) in zip(example["sequences"], example["response_lengths"],
+                                                    SIX_BY_HAND, strict=True):
+        ids = sequence.tolist()
+        messages = ([{"role": "system", "content": row[system]}] if system else []) + [
+            {"role": "user", "content": row["prompt"]}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert tokenizer.decode(ids[:-length]) == prompt, (system, response)
+        assert tokenizer.decode(ids[-length:]) == row[response] + "<|im_end|>", (system, response)
