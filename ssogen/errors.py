@@ -55,15 +55,24 @@ _FILE_SYSTEM_ADVICE = {
 }
 
 
-def file_system_error(exc: OSError, at: os.PathLike[str] | None = None) -> UserError | None:
+# The errors only a write gives. A write(2) names no file, so neither does the error of one inside a library
+# (transformers' save_pretrained, a download into the hub cache): `writing` then says what was being written.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def file_system_error(exc: OSError, at: os.PathLike[str] | None = None, *,
+                      writing: str | os.PathLike[str] | None = None) -> UserError | None:
     """The one-line error (exit 1: the machine, not the input) for a full, read-only or forbidden file system,
-    naming the path when the error carries one (else `at`: pyarrow's errors carry none); None for any other
-    OSError (left to show its traceback)."""
+    naming the path when the error carries one (else `at`: pyarrow's errors carry none), else for a write error
+    `writing` (what was being written: "writing in OUT"); None for any other OSError (left to show its
+    traceback)."""
     advice = _FILE_SYSTEM_ADVICE.get(exc.errno or 0)
     if advice is None:
         return None
-    # A path that is not UTF-8 is shown with its odd bytes escaped (the terminal may not print them).
     path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else at  # not a descriptor
+    if not path and exc.errno in _WRITE_ERRNOS:
+        path = writing
+    # A path that is not UTF-8 is shown with its odd bytes escaped (the terminal may not print them).
     where = f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: " if path else ""
     return UserError(f"{where}{exc.strerror or os.strerror(exc.errno or 0)}; {advice}", exit_code=1)
 

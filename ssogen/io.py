@@ -38,6 +38,20 @@ def check_writable_folder(out: Path, flag: str = "--out") -> None:
         raise UserError(f"{flag} {out}: {existing} is not writable")
 
 
+NOT_A_REGULAR_FILE = "not a regular file (a pipe or a device); save its content to a file first"
+
+
+def input_file_problem(path: Path, kind: str = "file") -> str | None:
+    """Why `path` cannot be read as an input file, or None. Only a regular file is read: a FIFO with no writer
+    blocks its open forever (a terminal, its read), and a file is read more than once (by iterate and each of its
+    steps, by every process of a multi-GPU train), where the pipe of `<(...)` gives its content once."""
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return f"is a directory, not a {kind}"
+    return None if path.is_file() else NOT_A_REGULAR_FILE
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:

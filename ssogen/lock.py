@@ -160,7 +160,12 @@ def folder_lock(lock_file: Path, *, label: str, command: str) -> Iterator[Holder
         os.close(fd)
         raise _in_use(label, holder)
     left_behind = _read_holder(fd)
-    _write_holder(fd, command)
+    try:
+        _write_holder(fd, command)
+    except OSError as exc:  # a full disk: a write(2) names no file, so name the lock file; and let the lock go
+        os.close(fd)
+        exc.filename = str(lock_file)
+        raise
     _held[key] = [fd, 1]
     try:
         yield left_behind

@@ -126,20 +126,31 @@ def engine_load_errors(model: ModelRef, engine: str, *, flag: str = "--model",
     except UserError:
         raise
     except Exception as exc:
-        if isinstance(exc, OSError) and file_system_error(exc) is not None:
-            raise  # a full disk or an unreadable file, not a broken model: the CLI names the file
         if max_model_len is not None and "max_model_len" in str(exc):
             raise UserError(f"--max-model-len {max_model_len}: {config_problem(exc)}") from None
         raise load_error(model, exc, what=f"load it in the {engine} engine", flag=flag) from None
 
 
 def load_error(model: ModelRef, exc: BaseException, *, what: str = "load it", flag: str = "--model") -> UserError:
-    """One line for a failed load: an unreachable hub (exit 1) told apart from a broken model (exit 2)."""
+    """One line for a failed load: an unreachable hub or a full disk (exit 1) told apart from a broken model (exit
+    2)."""
+    if isinstance(exc, OSError) and (machine := file_system_error(exc, writing=_loading(model, flag))) is not None:
+        return machine  # a full disk or an unreadable file, not a broken model
     first = config_problem(exc)
     if not model.local and network_failure(exc):
         return neither_folder_nor_hub(model, f"the hub cannot be reached to download it ({first}); check the "
                                       "network or give a model folder", flag=flag)
     return UserError(f"{flag} {model.name}: cannot {what} ({type(exc).__name__}: {first})")
+
+
+def _loading(model: ModelRef, flag: str) -> str:
+    """What a model's load writes, for a write error that names no file: a hub model is downloaded into the hub
+    cache (a local one, only the engine's own caches)."""
+    if model.local:
+        return f"loading {flag} {model.name}"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return f"downloading {flag} {model.name} into the hub cache {HF_HUB_CACHE}"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from ssogen.errors import UserError
+from ssogen.io import NOT_A_REGULAR_FILE
 
 BUNDLED_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -33,6 +34,9 @@ class Templates:
             if not self.override_dir.is_dir():  # every override folder comes from a command's --templates
                 what = "is a file, not a folder" if self.override_dir.exists() else "no such folder"
                 raise TemplateError(f"--templates {self.override_dir}: {what}")
+            for file in sorted(self.override_dir.glob("*.jinja")):  # reading a FIFO would block forever
+                if file.exists() and not file.is_file() and not file.is_dir():
+                    raise TemplateError(f"--templates {self.override_dir}: {file.name}: {NOT_A_REGULAR_FILE}")
             search.insert(0, str(self.override_dir))
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(search),

@@ -24,6 +24,7 @@ from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEv
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ssogen.errors import UserError
+from ssogen.io import input_file_problem
 
 MAX_BYTES = 1 << 20  # configs and libraries are a few KiB; anything this large is a mistake or an attack
 # Libraries nest 4 levels deep. ruamel's parser slows down quadratically with depth (3000 nested lists take
@@ -69,17 +70,15 @@ def read_yaml(path: str | Path, shown: str | None = None) -> YamlDocument:
     """Read and check a YAML file; any problem raises YamlFileError naming `shown` (default: the path)."""
     path = Path(path)
     shown = shown or str(path)
-    if not path.exists():
-        raise YamlFileError(shown, 0, "no such file", whole_file=True)
-    if path.is_dir():
-        raise YamlFileError(shown, 0, "is a directory, not a YAML file", whole_file=True)
+    if (problem := input_file_problem(path, "YAML file")) is not None:  # a FIFO would block the open forever
+        raise YamlFileError(shown, 0, problem, whole_file=True)
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise YamlFileError(shown, 0, f"{size} bytes: larger than the {MAX_BYTES // 2**20} MiB limit for a "
                             "YAML file", whole_file=True)
     try:
         with path.open("rb") as f:
-            raw = f.read(MAX_BYTES + 1)  # at most: a device such as /dev/zero says size 0 and never ends
+            raw = f.read(MAX_BYTES + 1)  # at most: a file growing meanwhile, or one of /proc saying size 0
     except OSError as exc:  # no permission, an I/O error
         raise YamlFileError(shown, 0, f"cannot read it ({exc.strerror or exc})", whole_file=True) from None
     if len(raw) > MAX_BYTES:

@@ -158,16 +158,48 @@ def test_a_log_on_a_full_disk_leaves_the_commands_own_error(tmp_path: Path) -> N
     assert logging.getLogger().handlers == before
 
 
+FULL = ("No space left on device; the disk is full: free some space and run the same command again (finished work is "
+        "kept)")
+
+
 def test_a_model_that_cannot_load_for_a_full_disk_is_not_blamed() -> None:
-    """A file-system error while an engine loads is the machine's, told by the CLI (exit 1), not "--model X: cannot
-    load it" (exit 2, bad input)."""
+    """A file-system error while an engine loads is the machine's (exit 1), not "--model X: cannot load it" (exit 2,
+    bad input); a write inside the library names no file, so the line names the load (and a hub model's download
+    into the hub cache) where it printed "File too large; ..." alone."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
     from ssogen.models import ModelRef, engine_load_errors
 
-    with pytest.raises(OSError, match="File too large"), engine_load_errors(ModelRef("m", True), "transformers"):
+    with pytest.raises(UserError) as caught, engine_load_errors(ModelRef("m", True), "transformers"):
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == ("loading --model m: File too large; the file size limit (ulimit -f) is reached: raise "
+                                 "it and run the same command again (finished work is kept)")
+    with pytest.raises(UserError) as caught, engine_load_errors(ModelRef("org/m", False), "vllm", flag="--judge-model"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == f"downloading --judge-model org/m into the hub cache {HF_HUB_CACHE}: {FULL}"
     with pytest.raises(UserError, match=r"^--model m: cannot load it in the transformers engine \(OSError: bad\)$"):
         with engine_load_errors(ModelRef("m", True), "transformers"):
             raise OSError("bad")
+
+
+def test_trains_model_load_on_a_full_disk_is_not_blamed_on_the_model(tiny_model: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """train loads its model itself: a full disk there was "--model X: cannot load it (OSError: ...)", exit 2."""
+    from transformers import AutoTokenizer
+
+    from ssogen.train.config import build_config
+    from ssogen.train.run import load_tokenizer_and_model
+
+    def download_fills_the_disk(*args: Any, **kw: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", download_fills_the_disk)
+    with pytest.raises(UserError) as caught:
+        load_tokenizer_and_model(build_config({"data": Path("-"), "model": str(tiny_model), "out": Path("-")}))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == f"loading --model {tiny_model}: {FULL}"
 
 
 def test_a_checkpoint_that_cannot_be_saved_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,3 +259,96 @@ def test_a_data_file_that_may_not_be_read_is_named_not_called_corrupt_nor_left_o
     assert line.endswith("Permission denied; make it readable (an input) or writable (the output folder), or "
                          "choose another path"), line
     assert "corrupt" not in line
+
+
+@pytest.mark.parametrize("saving", ["checkpoint", "final"])
+def test_a_save_that_fills_the_disk_names_what_was_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         saving: str) -> None:
+    """transformers' save_pretrained and the tokenizer's save write through open(): a full disk is an OSError with
+    no file name, which printed "No space left on device; ..." alone. The rerun resumes from the newest complete
+    checkpoint (one cut off has no trainer_state.json)."""
+    from types import SimpleNamespace
+
+    from transformers import Trainer
+
+    from ssogen.train.trainer import SSOTrainer
+
+    def tokenizer_save_on_a_full_disk(*args: Any, **kw: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint" if saving == "checkpoint" else "save_model",
+                        tokenizer_save_on_a_full_disk)
+    trainer = SSOTrainer.__new__(SSOTrainer)  # only what the save reads: no model is needed
+    trainer.args = SimpleNamespace(output_dir=str(tmp_path))  # type: ignore[assignment]
+    trainer.state = SimpleNamespace(global_step=4)  # type: ignore[assignment]
+    trainer.model, trainer.zeroed_dropout, trainer.users_use_cache = None, None, None  # type: ignore[assignment]
+    with pytest.raises(UserError) as caught:
+        if saving == "checkpoint":
+            trainer._save_checkpoint(None, None)
+        else:
+            trainer.save_model(str(tmp_path))
+    assert caught.value.exit_code == 1
+    folder = tmp_path / "checkpoint-4" if saving == "checkpoint" else tmp_path
+    assert str(caught.value) == f"saving {folder}: {FULL}"
+
+
+def test_a_full_disk_in_a_library_write_names_the_folder_written(dataset: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """An error without a file name from any write the command makes after its log is open (a library's own
+    write): the line names the folder the command writes in, the log keeps the traceback, nothing is lost."""
+    import ssogen.dataset.refresh
+
+    def refresh_on_a_full_file_size_limit(*args: Any, **kw: Any) -> None:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(ssogen.dataset.refresh, "refresh", refresh_on_a_full_file_size_limit)
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file() and "logs" not in p.parts}
+    result = CliRunner().invoke(app, ["stats", str(dataset)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: writing in {dataset}: File too large; the file size limit (ulimit -f) is reached: raise it and run "
+        "the same command again (finished work is kept)"]
+    assert {p: p.read_bytes() for p in before} == before
+    [log] = (dataset / "logs").glob("stats-*.log")
+    assert "refresh_on_a_full_file_size_limit" in log.read_text()
+
+
+def test_a_full_disk_while_datasets_caches_the_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets` loads --prompts into a throwaway cache: a full disk there was "cannot load as a dataset", exit 2."""
+    import tempfile
+
+    import datasets
+
+    from ssogen.generate.inputs import read_prompts
+
+    def cache_fills_the_disk(*args: Any, **kw: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(datasets, "load_dataset", cache_fills_the_disk)
+    (tmp_path / "queries").mkdir()
+    (tmp_path / "queries" / "train.jsonl").write_text('{"prompt": "hi"}\n')
+    with pytest.raises(UserError) as caught:
+        read_prompts(str(tmp_path / "queries"))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == (f"loading --prompts {tmp_path / 'queries'} into a cache in {tempfile.gettempdir()}: "
+                                 f"{FULL}")
+
+
+def test_a_lock_that_cannot_be_written_is_named_and_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the lock's holder on a full disk: a write(2) names no file; the lock file is named, the lock freed."""
+    import ssogen.lock
+    from ssogen.errors import file_system_error
+
+    write_holder = ssogen.lock._write_holder
+
+    def full(fd: int, command: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ssogen.lock, "_write_holder", full)
+    lock = tmp_path / ".ssogen" / "lock"
+    with pytest.raises(OSError) as caught:
+        ssogen.lock.folder_lock(lock, label="x", command="ssogen stats").__enter__()
+    assert str(file_system_error(caught.value)) == f"{lock}: {FULL}"
+    monkeypatch.setattr(ssogen.lock, "_write_holder", write_holder)
+    with ssogen.lock.folder_lock(lock, label="x", command="ssogen stats") as left_behind:
+        assert left_behind is None

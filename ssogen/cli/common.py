@@ -36,6 +36,8 @@ err_console = Console(stderr=True)
 logger = logging.getLogger("ssogen")
 _PARAMETERS: ContextVar[dict[str, Any] | None] = ContextVar("ssogen_command_parameters", default=None)
 _ALL_SAVED: ContextVar[bool] = ContextVar("ssogen_all_work_saved", default=False)
+# The folder the command writes into, from its log on: what a full disk is blamed on when the error names no file.
+_WRITING_IN: ContextVar[str | None] = ContextVar("ssogen_writing_in", default=None)
 
 
 @contextlib.contextmanager
@@ -49,6 +51,7 @@ def command_log(folder: str | Path, command: str, *, libraries: bool = True) -> 
     from ssogen.dataset.folder import OutputFolder
     from ssogen.runlog import command_log as run_log
 
+    _WRITING_IN.set(f"writing in {folder}")  # till the command ends: its error is told after the log is closed
     rank = int(os.environ.get("RANK", "0"))  # under `accelerate launch` every process logs to its own file
     name = command if rank == 0 else f"{command}-rank{rank}"
     with run_log(OutputFolder(folder).log_file(name), command, _command_line(command), import_transformers=libraries,
@@ -203,7 +206,7 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
                 raise UserError("interrupted; run the same command again to go on (finished work is kept)",
                                 exit_code=130) from None
             except OSError as exc:  # a full disk, a read-only folder, an unreadable input: one line, no traceback
-                if (translated := file_system_error(exc)) is None:
+                if (translated := file_system_error(exc, writing=_WRITING_IN.get())) is None:
                     raise
                 raise translated from None
     except UserError as exc:
@@ -223,11 +226,13 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kw: Any) -> Any:
         token, saved = _PARAMETERS.set(kw), _ALL_SAVED.set(False)  # `kw`: for the first line of the command's log
+        writing = _WRITING_IN.set(None)
         try:
             with options_of_one_command():  # so that an error can name the config line that set a flag
                 return _run_command(func, *args, **kw)
         finally:
             _PARAMETERS.reset(token)
             _ALL_SAVED.reset(saved)
+            _WRITING_IN.reset(writing)
 
     return wrapper  # type: ignore[return-value]

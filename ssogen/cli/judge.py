@@ -29,10 +29,11 @@ def judge(
     from ssogen.dataset.card import card_templates
     from ssogen.dataset.folder import OutputFolder
     from ssogen.fingerprint import check_model_available
-    from ssogen.judge.run import judge_folder, read_pairs
+    from ssogen.judge.run import judge_folder, read_pairs, refuse_a_file_as_pairs
     from ssogen.judge.task import check_template
     from ssogen.models import resolve_model
 
+    refuse_a_file_as_pairs(options.get("config"))
     settings = resolve_settings(JudgeOptions, options, accepts_config=False)
     read_pairs(folder, settings.config)  # an unfit folder fails before its log is opened in it
     card_templates(settings.templates)  # so does a bad --templates (the log imports transformers)

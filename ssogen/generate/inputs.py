@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssogen.errors import UserError
+from ssogen.errors import UserError, file_system_error
 from ssogen.generate.prompt_files import rows_from_file
 from ssogen.models import ask_hub, hub_offline, network_failure
 
@@ -76,8 +76,17 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
     except UserError:
         raise
     except Exception as exc:
+        if (full := _cache_full(exc, path)) is not None:
+            raise full from None
         raise UserError(f"{path}: cannot load as a dataset ({type(exc).__name__}: {exc})".splitlines()[0]) \
             from None
+
+
+def _cache_full(exc: Exception, source: str | Path) -> UserError | None:
+    """A full disk (or an unreadable file) while `datasets` loads the queries into its throwaway cache: the
+    machine's one line, not a dataset that cannot be loaded."""
+    cache = f"loading --prompts {source} into a cache in {tempfile.gettempdir()}"
+    return file_system_error(exc, writing=cache) if isinstance(exc, OSError) else None
 
 
 def _ask_hub_for_dataset(name: str) -> None:
@@ -103,6 +112,8 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
         with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
             return list(datasets.load_dataset(name, split=split, cache_dir=cache))
     except Exception as exc:
+        if (full := _cache_full(exc, name)) is not None:
+            raise full from None
         # Exit 1 when the hub cannot be reached (the machine, not the input), as for a hub model.
         raise UserError(f"--prompts {name}: no such file, and loading it as a hub dataset failed "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",

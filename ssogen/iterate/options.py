@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.errors import UserError
 from ssogen.fingerprint import json_sha256
+from ssogen.io import input_file_problem
 from ssogen.settings import option
 from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
 
@@ -89,8 +90,8 @@ class IterateOptions(BaseModel):
                 raise ValueError("--generator-queries needs --recipe v2")
             if self.generator_train_config is not None:
                 raise ValueError("--generator-train-config needs --recipe v2")
-        if self.accelerate_config is not None and not self.accelerate_config.is_file():
-            raise ValueError(f"--accelerate-config {self.accelerate_config}: no such file")
+        if self.accelerate_config is not None:
+            check_input_file(self.accelerate_config, "--accelerate-config", error=ValueError)
         if self.objective == "v2" and (self.no_w or self.no_g):
             raise ValueError("--no-w / --no-g cannot be used with --objective v2 (v2 has no W or G term)")
         return self
@@ -108,6 +109,12 @@ def parse_options(values: dict[str, Any]) -> IterateOptions:
     return resolve_settings(IterateOptions, values, accepts_config=False)
 
 
+def check_input_file(path: Path, flag: str, error: type[Exception] = UserError) -> None:
+    """A config file iterate reads, and hands to its steps, named by its flag (iterate takes four of them)."""
+    if (problem := input_file_problem(path, "YAML file")) is not None:
+        raise error(f"{flag} {path}: {problem}")
+
+
 def generate_config_values(path: Path | None) -> dict[str, Any]:
     """The generate config file's options (validated as `generate` would), refusing the keys iterate owns."""
     if path is None:
@@ -115,8 +122,7 @@ def generate_config_values(path: Path | None) -> dict[str, Any]:
     from ssogen.generate.config import RunConfig, resolve_config
     from ssogen.settings import read_settings_file
 
-    if not path.is_file():  # named by its flag: iterate takes three config files
-        raise UserError(f"--generate-config {path}: no such file")
+    check_input_file(path, "--generate-config")
     values = read_settings_file(RunConfig, path)
     for key, flag in GENERATE_OWNED.items():
         if key in values:
@@ -135,8 +141,7 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
     from ssogen.settings import flag_name, read_settings_file
     from ssogen.train.config import TrainConfig, build_config
 
-    if not path.is_file():
-        raise UserError(f"{flag} {path}: no such file")
+    check_input_file(path, flag)
     values = read_settings_file(TrainConfig, path)
     for key, owner in TRAIN_OWNED.items():
         if key in values:

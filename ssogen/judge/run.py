@@ -46,6 +46,16 @@ class JudgeOptions(EngineFields, _JudgeFields):
         return super().engine_options(self.seed if seed is None else seed)
 
 
+def refuse_a_file_as_pairs(value: str | None) -> None:
+    """`judge --config` chooses the pairs, where generate's and train's --config is a YAML file of options: a file
+    given here is told so, before "--judge-model is required" (which the file was meant to set) hides it."""
+    if value is None or value in ("dpo", "reward"):
+        return
+    if Path(value).suffix.lower() in (".yaml", ".yml", ".json") or "/" in value or Path(value).exists():
+        raise UserError(f"--config {value}: judge's --config chooses the pairs to judge, dpo or reward, not a file "
+                        "of options (that is --config of generate and train); give judge's options as flags")
+
+
 @dataclass(frozen=True)
 class Pair:
     id: str

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.errors import UserError
+from ssogen.io import input_file_problem
 
 logger = logging.getLogger("ssogen.train")
 
@@ -72,8 +73,8 @@ def check_deepspeed(config: Any) -> None:
     if importlib.util.find_spec("deepspeed") is None:
         raise UserError(f"{where}: needs the deepspeed package, which is not installed (pip install deepspeed)",
                         ENVIRONMENT)
-    if isinstance(value, str) and not Path(value).is_file():
-        raise UserError(f"{where}: {value}: no such DeepSpeed config file")
+    if isinstance(value, str) and (problem := input_file_problem(Path(value), "DeepSpeed config file")):
+        raise UserError(f"{where}: {value}: {problem}")
 
 
 def failing_integration(exc: BaseException, report_to: list[str]) -> str | None:

@@ -56,9 +56,11 @@ def save_errors(folder: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if isinstance(exc, UserError) or (isinstance(exc, OSError) and file_system_error(exc) is not None):
-            raise  # said already, or the CLI names the file
+        if isinstance(exc, UserError):
+            raise
         logger.error("saving %s failed", folder, exc_info=exc, extra={"log_only": True})  # the log keeps it all
+        if isinstance(exc, OSError) and (full := file_system_error(exc, writing=f"saving {folder}")) is not None:
+            raise full from None  # the file when the error names one; transformers' own writes name none
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot save {folder} ({type(exc).__name__}: {first}); if the disk is full, free some space "
                         "and run the same command again: it resumes from the newest complete checkpoint",
