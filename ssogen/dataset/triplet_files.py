@@ -74,12 +74,18 @@ def check_columns(paths: Sequence[Path], folder: Path) -> None:
         raise UserError(f"{folder}: its files disagree on the columns ({exc})") from None
 
 
-def _rows(file: Path, size: int, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+def batches(file: Path, size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The file's rows `size` at a time: a batch is held, not the file (a row group's columns are read page by
+    page); a corrupt file is one clear line."""
     try:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=size, columns=columns):
-            yield from batch.to_pylist()
+        yield from pq.ParquetFile(file).iter_batches(batch_size=size, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise parquet_read_error(file, exc) from None
+
+
+def _rows(file: Path, size: int, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    for batch in batches(file, size, columns):
+        yield from batch.to_pylist()
 
 
 def _records(file: Path, size: int) -> Iterator[TripletRecord]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -109,3 +111,35 @@ def test_a_folder_another_ssogen_command_owns_inside_the_dataset_is_not_uploaded
     uploaded = [f.path_in_repo for f in files_to_upload(out)]
     assert "extra/notes.md" in uploaded and "data/dpo/train-00000-of-00001.parquet" in uploaded
     assert not [p for p in uploaded if p.startswith(("runs/", "models/"))]
+
+
+# In a process of its own: pyarrow's peak (which tracemalloc does not see) counts from the start of the process.
+# Each folder's peak, of pyarrow and of Python together, after a first check of a small folder has imported
+# everything (pyarrow's peak after the larger folder is the higher of the two: still a bound on it).
+_PEAKS = """
+import sys, tracemalloc
+import pyarrow as pa
+from ssogen.dataset import publishable
+publishable.BATCH_ROWS = 64  # a few batches of the small folder too
+publishable.check_publishable(sys.argv[1])
+tracemalloc.start()
+for out in sys.argv[2:]:
+    tracemalloc.reset_peak()
+    publishable.check_publishable(out)
+    print(pa.default_memory_pool().max_memory() + tracemalloc.get_traced_memory()[1])
+"""
+
+
+def test_the_checks_hold_a_batch_of_rows_not_a_config(tmp_path: Path) -> None:
+    """Every row is still read (a corrupt page is refused), a batch at a time: the whole tables grew with the rows
+    (763 MB at 20,000 rows of bench/large_folders.py). Reading holds a few parquet pages too, so the test compares
+    two sizes: four times the rows, about the same memory (it was four times as much)."""
+    def folder(name: str, rows: int) -> str:
+        return str(write_dataset(tmp_path / name, [make_record(i, **{f"response_{v}": f"{v} {i} " + "x" * 2000
+                                                                   for v in ("good", "bad", "raw")})
+                                                   for i in range(rows)]))
+
+    result = subprocess.run([sys.executable, "-c", _PEAKS, folder("warm", 3), folder("small", 2048),
+                             folder("large", 8192)], capture_output=True, text=True, check=True)
+    small, large = map(int, result.stdout.split())
+    assert large < 2 * small, (small, large)
