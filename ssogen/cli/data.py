@@ -31,6 +31,7 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note, record_license
 from ssogen.dataset.options import PushOptions, StatsOptions
 from ssogen.dataset.score import ScoreConfig
+from ssogen.dataset.triplet_files import check_columns
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
 from ssogen.ownership import not_complete
@@ -61,10 +62,11 @@ def set_license(folder: Path, value: str | None) -> None:
 def _require_folder(folder: Path, *, complete: bool = False) -> None:
     """An ssogen output folder with a readable manifest and triplets: checked before its log is opened in it, so
     that bad input writes nothing. `complete`: also refuse a run stopped while its data files were rewritten (they
-    may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run."""
+    may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run.
+    Of the triplets only the footers: a file that is not parquet or is cut short, or files that disagree on the
+    columns, are refused with the lines reading the rows gives. The command reads the rows (here too: twice)."""
     out = OutputFolder(folder)
-    for _ in out.triplet_batches():  # each row is checked; one batch of them is held at a time
-        continue
+    check_columns(out.paths("triplets"), out.config_dir("triplets"))
     unfinished = not_complete(out.manifest, out.read_manifest().get("status"))
     if complete and unfinished:
         raise UserError(unfinished)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
+from ssogen.dataset import triplet_files
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.leakage import adjectives_of, find_leaks
 from ssogen.dataset.stats import StatsBuilder, compute_stats, folder_stats, summarize
@@ -207,3 +208,18 @@ def test_statistics_gathered_a_batch_at_a_time_are_those_of_every_row_at_once(da
     assert builder.result() == at_once
     assert folder_stats(OutputFolder(dataset)) == at_once  # read from the files a batch at a time
     assert at_once.duplicates.responses["raw"] == 1 and at_once.scoring is not None  # the digests found the repeat
+
+
+def test_stats_reads_each_row_once(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check before the log read every row as well (twice the reading of the stats): it reads the footers."""
+    read: list[int] = []
+    as_records = triplet_files.as_records
+
+    def counted(rows: list[dict[str, object]]) -> list[TripletRecord]:
+        read.append(len(rows))
+        return as_records(rows)
+
+    monkeypatch.setattr(triplet_files, "as_records", counted)
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert sum(read) == len(hand_records())
