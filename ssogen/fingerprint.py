@@ -241,10 +241,12 @@ def folder_fingerprint(folder: Path) -> str:
     return model_fingerprint(ModelRef(str(folder), local=True)).digest
 
 
-def model_record(model: ModelRef) -> dict[str, str]:
+def model_record(model: ModelRef, fingerprint: Callable[[], str] | None = None) -> dict[str, str]:
     """What a published file says about a model: a hub id as it is; a local folder by its name and fingerprint,
-    never its path (which would put the user's home folder into a published dataset)."""
+    never its path (which would put the user's home folder into a published dataset). `fingerprint`: the folder's
+    digest from a caller that needs it anyway (hashing the weights again costs a read of them)."""
     if not model.local:
         return {"model": model.name, "model_origin": "hub"}
     folder = Path(model.path).resolve()
-    return {"model": folder.name, "model_origin": "local folder", "model_fingerprint": folder_fingerprint(folder)}
+    digest = fingerprint() if fingerprint is not None else folder_fingerprint(folder)
+    return {"model": folder.name, "model_origin": "local folder", "model_fingerprint": digest}

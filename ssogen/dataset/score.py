@@ -7,6 +7,7 @@ which scores a rerun may reuse). The seven requests of a row and their token con
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from ssogen.dataset.score_requests import CONVENTION
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions
-from ssogen.fingerprint import model_record
+from ssogen.fingerprint import model_fingerprint, model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
 from ssogen.settings import flag_name, option
@@ -125,14 +126,16 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     records = folder.read_triplets()
     manifest = folder.read_manifest()
     targets = [r for r in records if likelihood_candidate(r)]
-    cache = _open_cache(folder, manifest, model_ref, targets, engine_options, scorer)
+    # The cache lookup, the cache key and the manifest each hashed the model's files: once now, when first asked.
+    fingerprint = functools.cache(lambda: model_fingerprint(model_ref).digest)
+    cache = _open_cache(folder, manifest, model_ref, fingerprint, targets, engine_options, scorer)
     from_cache, scored_now = len(cache.scores), sum(1 for r in targets if r.id not in cache.scores)
     scorer = score_pending(folder, cache, targets, engine=EngineChoice(model_ref, engine, engine_options),
                            chunk_rows=chunk_rows, progress=progress, scorer=scorer)
     too_long = sum(1 for lp in cache.scores.values() if all(v is None for v in lp.values()))
     updated, filter_options, counts = _rewrite_data(folder, manifest, records, cache.scores, filter_options)
     earlier = manifest.get("score") or {}
-    manifest["score"] = _score_entry(earlier, model_ref, scorer, engine, cache.setup, {
+    manifest["score"] = _score_entry(earlier, model_record(model_ref, fingerprint), scorer, engine, cache.setup, {
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         # Without --filter the rows an earlier filter dropped stay dropped: its settings still describe the data.
         "filter": filter_options.model_dump() if filter_options is not None else earlier.get("filter"),
@@ -147,21 +150,22 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
                        cache_dir=str(cache.store.dir))
 
 
-def _open_cache(folder: OutputFolder, manifest: dict[str, Any], model_ref: ModelRef, targets: list[TripletRecord],
-                engine_options: EngineOptions | None, scorer: Any) -> ScoreCache:
+def _open_cache(folder: OutputFolder, manifest: dict[str, Any], model_ref: ModelRef, fingerprint: Callable[[], str],
+                targets: list[TripletRecord], engine_options: EngineOptions | None, scorer: Any) -> ScoreCache:
     """The cache of this model and tokenization with the scores it holds for the targets.
 
     It is looked up before any engine loads, by the model's files alone when an earlier score of this model left
     its key in the manifest, else with the tokenizer: a fully scored folder loads neither."""
     max_model_len, dtype = (engine_options.max_model_len, engine_options.dtype) if engine_options else (None, "auto")
-    setup = earlier_setup(manifest, model_ref) if scorer is None else None
+    setup = earlier_setup(manifest, model_ref, fingerprint) if scorer is None else None
     if setup is not None:
         store = ShardStore(folder, folder.score_cache(setup.key))
         scores = cached_scores(store, targets, max_model_len, dtype)
         if len(scores) == len(targets):
             return ScoreCache(setup, store, scores)
     # Some rows are to be scored: the tokenizer decides their requests.
-    setup = score_setup(model_ref, scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref))
+    tokenizer = scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref)
+    setup = score_setup(fingerprint(), tokenizer)
     store = ShardStore(folder, folder.score_cache(setup.key))
     return ScoreCache(setup, store, cached_scores(store, targets, max_model_len, dtype))
 
@@ -186,10 +190,10 @@ def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[
     return updated, filter_options, counts
 
 
-def _score_entry(earlier: dict[str, Any], model_ref: ModelRef, scorer: Any, engine: EngineKind, setup: ScoreSetup,
+def _score_entry(earlier: dict[str, Any], model: dict[str, str], scorer: Any, engine: EngineKind, setup: ScoreSetup,
                  outcome: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's `score` entry: the model, the engine and the conventions, then `outcome` (rows and files)."""
-    model = model_record(model_ref)
+    """The manifest's `score` entry: the model (its `model_record`), the engine and the conventions, then `outcome`
+    (rows and files)."""
     same_model = all(earlier.get(key) == value for key, value in model.items())
     # Every row from the cache (no scorer): the engine and settings of the run that scored them.
     carried = same_model and scorer is None

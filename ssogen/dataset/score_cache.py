@@ -7,13 +7,14 @@ of other text or another model.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ssogen.dataset.score_requests import CONVENTION, SCORED
 from ssogen.dataset.shards import ShardStore
-from ssogen.fingerprint import json_sha256, model_fingerprint, model_record
+from ssogen.fingerprint import json_sha256
 from ssogen.models import ModelRef
 from ssogen.records import TripletRecord
 
@@ -55,23 +56,24 @@ class ScoreSetup:
     end_of_turn: dict[str, Any]
 
 
-def score_setup(model: ModelRef, tokenizer: Any) -> ScoreSetup:
+def score_setup(fingerprint: str, tokenizer: Any) -> ScoreSetup:
+    """`fingerprint`: the digest of the model's `model_fingerprint`."""
     from ssogen.chat import end_of_turn, supports_system_role
 
     system_supported = supports_system_role(tokenizer)
-    return ScoreSetup(cache_key(model_fingerprint(model).digest, tokenizer, system_supported), system_supported,
+    return ScoreSetup(cache_key(fingerprint, tokenizer, system_supported), system_supported,
                       end_of_turn(tokenizer).as_dict())
 
 
-def earlier_setup(manifest: dict[str, Any], model: ModelRef) -> ScoreSetup | None:
+def earlier_setup(manifest: dict[str, Any], model: ModelRef, fingerprint: Callable[[], str]) -> ScoreSetup | None:
     """The setup of the folder's last score when it was made with these very model files (a local folder with
-    the same fingerprint) and this version's conventions; None otherwise (then the tokenizer decides)."""
+    the same fingerprint, asked of `fingerprint` only then) and this version's conventions; None otherwise (then
+    the tokenizer decides)."""
     earlier = manifest.get("score")
     if not model.local or not isinstance(earlier, dict) or earlier.get("convention") != CONVENTION:
         return None
-    fingerprint = model_record(model).get("model_fingerprint")
     cache, turn_end = earlier.get("cache"), earlier.get("end_of_turn")
-    if earlier.get("model_fingerprint") != fingerprint or not isinstance(cache, str) \
+    if earlier.get("model_fingerprint") != fingerprint() or not isinstance(cache, str) \
             or not isinstance(turn_end, dict) or not isinstance(earlier.get("system_role_supported"), bool):
         return None
     return ScoreSetup(Path(cache).name, earlier["system_role_supported"], turn_end)
