@@ -36,6 +36,7 @@ err_console = Console(stderr=True)
 logger = logging.getLogger("ssogen")
 _PARAMETERS: ContextVar[dict[str, Any] | None] = ContextVar("ssogen_command_parameters", default=None)
 _ALL_SAVED: ContextVar[bool] = ContextVar("ssogen_all_work_saved", default=False)
+_WRITES_NOTHING: ContextVar[bool] = ContextVar("ssogen_writes_nothing", default=False)
 # The folder the command writes into, from its log on: what a full disk is blamed on when the error names no file.
 _WRITING_IN: ContextVar[str | None] = ContextVar("ssogen_writing_in", default=None)
 
@@ -178,6 +179,12 @@ def all_work_saved() -> None:
     _ALL_SAVED.set(True)
 
 
+def writes_nothing() -> None:
+    """Said by a command that writes no file (the `principles` commands, `env`, the dry runs): a Ctrl-C then says
+    that nothing is lost, with no "to resume" line, which would promise work to go on with."""
+    _WRITES_NOTHING.set(True)
+
+
 def _refuse_paths_not_utf8() -> None:
     """A path argument whose name is not UTF-8 (the shell passes its bytes as surrogates) is refused up front:
     the manifest, the parquet files and the logs hold paths as UTF-8 text, so it would fail once work is done."""
@@ -200,6 +207,9 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
             try:
                 return func(*args, **kw)
             except STOPPED:  # stopped where the command does not say what was kept (e.g. loading a model)
+                if _WRITES_NOTHING.get():
+                    raise UserError("interrupted; this command writes nothing, so nothing is lost",
+                                    exit_code=130) from None
                 if _ALL_SAVED.get():
                     raise UserError("interrupted after all work was saved: nothing is left to resume",
                                     exit_code=130) from None
@@ -211,7 +221,7 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
                 raise translated from None
     except UserError as exc:
         error = fail(with_config_lines(str(exc)), exc.exit_code)
-        resumable = not _ALL_SAVED.get() and not os.environ.get(STEP_OF_ITERATE_ENV)
+        resumable = not (_ALL_SAVED.get() or _WRITES_NOTHING.get() or os.environ.get(STEP_OF_ITERATE_ENV))
         if exc.exit_code == 130 and resumable:  # interrupted: the work so far is saved
             from ssogen.runlog import scrub  # `push-to-hub --token` is on the command line
 
@@ -226,7 +236,7 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kw: Any) -> Any:
         token, saved = _PARAMETERS.set(kw), _ALL_SAVED.set(False)  # `kw`: for the first line of the command's log
-        writing = _WRITING_IN.set(None)
+        writing, reads_only = _WRITING_IN.set(None), _WRITES_NOTHING.set(False)
         try:
             with options_of_one_command():  # so that an error can name the config line that set a flag
                 return _run_command(func, *args, **kw)
@@ -234,5 +244,6 @@ def user_errors(func: F) -> F:
             _PARAMETERS.reset(token)
             _ALL_SAVED.reset(saved)
             _WRITING_IN.reset(writing)
+            _WRITES_NOTHING.reset(reads_only)
 
     return wrapper  # type: ignore[return-value]

@@ -24,6 +24,7 @@ from ssogen.cli.common import (
     show,
     user_errors,
     warn,
+    writes_nothing,
 )
 from ssogen.cli.options import with_options
 from ssogen.cli.stats_tables import print_stats
@@ -126,6 +127,7 @@ def push_to_hub_command(
     if license_id is not None:
         check_license_flag(license_id)
     if settings.dry_run:
+        writes_nothing()
         if license_id is not None:
             raise UserError("--license with --dry-run: a dry run writes nothing; set the license with `ssogen stats "
                             "FOLDER --license ID` first, or push without --dry-run")

@@ -24,6 +24,7 @@ from ssogen.cli.common import (
     user_errors,
     warn,
     with_default,
+    writes_nothing,
 )
 from ssogen.cli.options import with_options
 from ssogen.dataset.folder import OutputFolder
@@ -55,6 +56,8 @@ def generate(
     Re-running the same command resumes an interrupted run."""
     from ssogen.generate.plan import plan_run
 
+    if dry_run:
+        writes_nothing()
     plan = plan_run(resolve_config(options, config))
     note = license_note(plan.config.license)
     if note:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ssogen.cli.common import command_log, console, user_errors, with_default
+from ssogen.cli.common import command_log, console, user_errors, with_default, writes_nothing
 from ssogen.cli.options import with_options
 from ssogen.iterate.options import IterateOptions
 
@@ -26,5 +26,7 @@ def iterate(
     from ssogen.iterate.options import parse_options
     from ssogen.iterate.run import run_iterate
 
+    if dry_run:
+        writes_nothing()
     run_iterate(parse_options(options), console, dry_run=dry_run,
                 log=lambda out: command_log(out, "iterate", libraries=False))

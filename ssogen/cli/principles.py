@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ssogen.cli.common import console, err_console, fail, user_errors
+from ssogen.cli.common import console, err_console, fail, user_errors, writes_nothing
 from ssogen.cli.helpstyle import Command, Group
 from ssogen.errors import closest_name
 from ssogen.formatting import counted
@@ -28,6 +28,7 @@ def principles_validate(
     """Validate libraries; print FILE:LINE: field: message for each problem. Exit 2 if any is invalid."""
     from ssogen.principles import LibraryError, load_library
 
+    writes_nothing()
     bad = False
     for name in files:
         try:
@@ -53,6 +54,7 @@ def principles_list(
     """Show the bundled libraries (name, version, size, sha256) and a library's features as a table."""
     from ssogen.principles import bundled_library_names
 
+    writes_nothing()
     if library is None:
         _bundled_table([_load_library_or_exit(name) for name in bundled_library_names()])
         console.print()
@@ -94,6 +96,7 @@ def principles_show(
     feature: Annotated[str, typer.Argument(help="Feature name (case-insensitive).")],
 ) -> None:
     """Print one feature's adjectives, meaning and good/bad principle texts."""
+    writes_nothing()
     loaded = _load_library_or_exit(library)
     try:
         f = loaded.library.feature(feature)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ssogen.cli.common import console, fail, user_errors, with_default
+from ssogen.cli.common import console, fail, user_errors, with_default, writes_nothing
 
 
 @user_errors
@@ -49,6 +49,7 @@ def env(
     """Print versions of python, torch, transformers, vllm (CPU or GPU build) and friends, and CUDA devices."""
     from ssogen.envinfo import collect_env
 
+    writes_nothing()
     info = collect_env()
     if as_json:
         print(json.dumps(info, indent=2))

@@ -1,0 +1,46 @@
+"""Ctrl-C in a command that writes nothing: it said "run the same command again to go on (finished work is
+kept)" and printed a "to resume:" line, for commands with no work to keep or go on with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ssogen.cli import app
+
+
+def _ctrl_c(*args: Any, **kw: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("target", "argv"), [
+    ("ssogen.principles.load_library", ["principles", "validate", "default"]),
+    ("ssogen.principles.load_library", ["principles", "show", "default", "Safety"]),
+    ("ssogen.envinfo.collect_env", ["env"]),
+    ("ssogen.generate.plan.plan_run", ["generate", "--model", "m", "--out", "o", "--dry-run"]),
+])
+def test_an_interrupted_command_that_writes_nothing_says_so_and_offers_no_resume(
+        target: str, argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(target, _ctrl_c)
+    monkeypatch.setattr("sys.argv", ["ssogen", *argv])
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 130, result.output
+    assert "error: interrupted; this command writes nothing, so nothing is lost" in result.stderr, result.stderr
+    assert "to resume:" not in result.stderr and "run the same command again" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_generate_that_writes_still_offers_the_resume_line(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("ssogen.generate.plan.plan_run", _ctrl_c)
+    argv = ["generate", "--model", "m", "--out", "o"]
+    monkeypatch.setattr("sys.argv", ["ssogen", *argv])  # what the resume line repeats
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 130, result.output
+    assert "run the same command again to go on" in result.stderr
+    assert "\nto resume: ssogen generate --model m --out o" in result.stderr
