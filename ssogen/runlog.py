@@ -12,13 +12,13 @@ in-process by another): every record reaches each session's log file, the outer 
 only the innermost session prints warnings, and on the terminal the outermost one found (the descriptors lead
 into the enclosing log meanwhile), so each line reaches the terminal once.
 
-A leaf: of ssogen it imports `errors` and `origins` only. Secrets registered with `hide` (a hub token) are
-replaced by *** in every record, on stderr and in the log."""
+Secrets registered with `ssogen.redaction.hide` (a hub token) are replaced by *** in every record, on stderr and
+in the log. Two jobs live beside this one: the secrets in `ssogen.redaction`, the redirection of descriptors 1
+and 2 in `ssogen.fd_capture`. A leaf: of ssogen it imports `errors`, `origins` and those two only."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shlex
@@ -29,10 +29,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
 
 from ssogen.errors import STOPPED, UserError
+from ssogen.fd_capture import DescriptorCapture
 from ssogen.origins import with_config_lines
+from ssogen.redaction import ScrubFilter, scrub
 
 logger = logging.getLogger("ssogen")
 
@@ -41,7 +42,6 @@ LIBRARY_LOGGERS = ("vllm", "transformers", "torch", "accelerate", "datasets", "h
 _ACTIVE: set[Path] = set()
 _SESSIONS: list[LogSession] = []
 _PRINTERS: list[_Warnings] = []  # the sessions' warning printers, innermost last: only that one prints
-_SECRETS: set[str] = set()
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -54,41 +54,6 @@ def terminal() -> tuple[IO[str] | None, IO[str] | None]:
     """The terminal's stdout and stderr while a command log holds descriptors 1 and 2 (for child processes that
     should write to the terminal, not into this log), else (None, None): inherit as usual."""
     return (_SESSIONS[-1].stdout, _SESSIONS[-1].stderr) if _SESSIONS else (None, None)
-
-
-def secret_forms(*secrets: str | None) -> list[str]:
-    """Every way a message may spell a secret: as is, stripped, Python-escaped (repr of str and of bytes),
-    JSON-escaped and URL-quoted; the longest first, so that no part of a longer form survives a shorter one."""
-    forms: set[str] = set()
-    for secret in secrets:
-        for value in {secret or "", (secret or "").strip()}:
-            if not value:
-                continue
-            forms.update({value, repr(value)[1:-1], json.dumps(value)[1:-1], repr(value.encode())[2:-1],
-                          quote(value, safe="")})
-    return sorted(forms, key=len, reverse=True)
-
-
-def hide(secret: str | None) -> None:
-    """Never let `secret` reach a log or stderr (replaced by ***), in any of its `secret_forms`."""
-    if secret and secret.strip():
-        _SECRETS.update(secret_forms(secret))
-
-
-def scrub(text: str) -> str:
-    for form in sorted(_SECRETS, key=len, reverse=True):  # the longest first: no part of a longer form survives
-        text = text.replace(form, "***")
-    return text
-
-
-class _Scrub(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _SECRETS:
-            record.msg, record.args = scrub(record.getMessage()), None
-            if record.exc_info:  # a traceback quotes the values it failed on: formatted here, then scrubbed
-                record.exc_text, record.exc_info = logging.Formatter().formatException(record.exc_info), None
-            record.exc_text = scrub(record.exc_text) if record.exc_text else record.exc_text
-        return True
 
 
 class _Warnings(logging.Handler):
@@ -116,13 +81,6 @@ class _Warnings(logging.Handler):
             self.handleError(record)
 
 
-def _is_fd(stream: Any, fd: int) -> bool:
-    try:
-        return stream is not None and stream.fileno() == fd
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
 @dataclass
 class LogSession:
     """A command log being written: its file, and the terminal's stdout / stderr while descriptors 1 and 2 point
@@ -132,39 +90,6 @@ class LogSession:
     path: Path
     stdout: IO[str] | None = None
     stderr: IO[str] | None = None
-
-
-class _DescriptorCapture:
-    """Descriptors 1 and 2 go to the log file; `terminal[fd]` writes to the original descriptor (for the streams
-    sys.stdout / sys.stderr were on). `close` restores both descriptors."""
-
-    def __init__(self, path: Path) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        self.saved = {fd: os.dup(fd) for fd in (1, 2)}
-        target = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        for fd in (1, 2):
-            os.dup2(target, fd)
-        os.close(target)
-        self.terminal: dict[int, IO[str]] = {}
-        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-            if _is_fd(stream, fd):
-                # Line-buffered: a child process given this stream writes after what was printed before it.
-                self.terminal[fd] = open(self.saved[fd], "w", closefd=False, buffering=1,  # noqa: SIM115
-                                         encoding=getattr(stream, "encoding", None) or "utf-8",
-                                         errors=getattr(stream, "errors", None) or "replace")
-
-    def close(self) -> None:
-        for stream in self.terminal.values():
-            with contextlib.suppress(Exception):
-                stream.flush()
-        for stream in (sys.stdout, sys.stderr):  # what libraries wrote through Python belongs in the log
-            with contextlib.suppress(Exception):
-                stream.flush()
-        for fd, saved in self.saved.items():
-            os.dup2(saved, fd)
-            os.close(saved)
 
 
 def _adopt_library_loggers(import_transformers: bool) -> list[tuple[logging.Logger, list[logging.Handler], bool, int]]:
@@ -204,7 +129,7 @@ def _root_handlers(path: Path, printer: _Warnings) -> list[logging.Handler]:
     file_handler.setFormatter(formatter)
     handlers: list[logging.Handler] = [file_handler, printer]
     for handler in handlers:
-        handler.addFilter(_Scrub())
+        handler.addFilter(ScrubFilter())
     return handlers
 
 
@@ -262,7 +187,7 @@ def command_log(path: Path, command: str, argv: list[str] | None = None, *, capt
     path.parent.mkdir(parents=True, exist_ok=True)
     path = path.resolve()
     with contextlib.ExitStack() as undo:
-        capture = _DescriptorCapture(path) if capture_fds else None
+        capture = DescriptorCapture(path) if capture_fds else None
         if capture is not None:
             undo.callback(capture.close)
         # Nested, descriptors 1 and 2 already lead into the enclosing log: the terminal is the enclosing session's.

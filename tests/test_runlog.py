@@ -18,7 +18,8 @@ import pytest
 
 from ssogen import runlog
 from ssogen.errors import UserError
-from ssogen.runlog import LIBRARY_LOGGERS, active_logs, command_log, hide, terminal
+from ssogen.redaction import hide
+from ssogen.runlog import LIBRARY_LOGGERS, active_logs, command_log, terminal
 
 
 def test_library_logging_python_warnings_and_descriptor_writes_reach_the_log(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear line to stderr (a hub token in it as ***) and return the Exit to raise."""
-    from ssogen.runlog import scrub
+    from ssogen.redaction import scrub
 
     err_console.print(f"error: {scrub(message)}", highlight=False, soft_wrap=True, markup=False, style="bold red")
     return typer.Exit(code)
@@ -223,7 +223,7 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         error = fail(with_config_lines(str(exc)), exc.exit_code)
         resumable = not (_ALL_SAVED.get() or _WRITES_NOTHING.get() or os.environ.get(STEP_OF_ITERATE_ENV))
         if exc.exit_code == 130 and resumable:  # interrupted: the work so far is saved
-            from ssogen.runlog import scrub  # `push-to-hub --token` is on the command line
+            from ssogen.redaction import scrub  # `push-to-hub --token` is on the command line
 
             err_console.print(f"to resume: {scrub(shlex.join(['ssogen', *sys.argv[1:]]))}", markup=False,
                               highlight=False, soft_wrap=True)

@@ -118,7 +118,7 @@ def push_to_hub_command(
 
     What stays local: the .ssogen/ folder (shards, caches, locks) and the command logs."""
     from ssogen.dataset import publish
-    from ssogen.runlog import hide
+    from ssogen.redaction import hide
 
     hide(options["token"])  # from here on no log line and no message can show it
     settings = resolve_settings(PushOptions, options, accepts_config=False)

@@ -16,7 +16,7 @@ from ssogen.dataset.folder import CARD, OutputFolder
 from ssogen.dataset.publishable import UploadFile, check_publishable, files_to_upload
 from ssogen.errors import UserError
 from ssogen.io import write_text_atomic
-from ssogen.runlog import hide, secret_forms
+from ssogen.redaction import hide, secret_forms
 
 # Exit code for a failure of the network or the Hub (bad input keeps UserError's default 2).
 HUB_FAILURE = 1

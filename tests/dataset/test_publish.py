@@ -360,7 +360,7 @@ def test_hand_written_card_is_uploaded_as_is(hub: StandInHub, dataset: Path) -> 
 # -- the token never leaks, in any spelling (issue 10 item 7) ---------------------------------------------------
 def _leaks(text: str | bytes, *secrets: str) -> list[str]:
     """The forms of the secrets (and their halves) found in text: as is, repr-escaped, JSON-escaped, bytes repr."""
-    from ssogen.runlog import secret_forms
+    from ssogen.redaction import secret_forms
 
     data = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
     halves = [part for s in secrets for part in (s[:len(s) // 2], s[len(s) // 2:]) if len(part) >= 8]
@@ -467,7 +467,7 @@ def test_every_spelling_of_the_token_is_scrubbed() -> None:
     token = "hf_abc\r\ndef"
     spellings = [token, repr(token), json.dumps(token), repr(token.encode()), "hf_abc%0D%0Adef",
                  f"Illegal header value b'Bearer {token}'".encode().decode("unicode_escape")]
-    from ssogen.runlog import hide, scrub
+    from ssogen.redaction import hide, scrub
 
     hide(token)  # the command logs' scrubber: every log line and warning goes through it
     for spelling in spellings:
