@@ -22,7 +22,8 @@ from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.iterate.options import IterateOptions
 from ssogen.judge.run import JudgeOptions
 from ssogen.origins import with_config_lines
-from ssogen.settings import option, option_specs, resolve_settings
+from ssogen.settings import option, option_specs
+from ssogen.settings_resolution import resolve_settings
 from ssogen.train.config import TrainConfig, build_config
 
 

@@ -36,7 +36,7 @@ from ssogen.dataset.triplet_files import check_columns
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
 from ssogen.ownership import not_complete
-from ssogen.settings import resolve_settings
+from ssogen.settings_resolution import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.score import ScoreProgress

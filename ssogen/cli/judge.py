@@ -13,7 +13,7 @@ from ssogen.cli.common import all_work_saved, command_log, note_lock_takeover, s
 from ssogen.cli.options import with_options
 from ssogen.formatting import percent
 from ssogen.judge.run import JudgeOptions
-from ssogen.settings import resolve_settings
+from ssogen.settings_resolution import resolve_settings
 
 
 @with_options(JudgeOptions, config_flag=None)

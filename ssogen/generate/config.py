@@ -14,7 +14,8 @@ from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.fingerprint import json_sha256
 from ssogen.generate.prompt_files import FILE_TYPES
-from ssogen.settings import option, resolve_settings
+from ssogen.settings import option
+from ssogen.settings_resolution import resolve_settings
 
 # Options a run may be resumed with different values of: they decide where, how fast or in what memory the rows
 # are computed, not what the rows are (each request carries its own seed, derived from --seed and the row).

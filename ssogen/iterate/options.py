@@ -104,7 +104,7 @@ class IterateOptions(BaseModel):
 
 def parse_options(values: dict[str, Any]) -> IterateOptions:
     """Validate the command line (None = not given); the first problem becomes one line naming the flag."""
-    from ssogen.settings import resolve_settings
+    from ssogen.settings_resolution import resolve_settings
 
     return resolve_settings(IterateOptions, values, accepts_config=False)
 
@@ -120,7 +120,7 @@ def generate_config_values(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     from ssogen.generate.config import RunConfig, resolve_config
-    from ssogen.settings import read_settings_file
+    from ssogen.settings_resolution import read_settings_file
 
     check_input_file(path, "--generate-config")
     values = read_settings_file(RunConfig, path)
@@ -138,7 +138,8 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
     passes to every train step of the v1 recipe), refusing the keys iterate owns."""
     if path is None:
         return {}
-    from ssogen.settings import flag_name, read_settings_file
+    from ssogen.settings import flag_name
+    from ssogen.settings_resolution import read_settings_file
     from ssogen.train.config import TrainConfig, build_config
 
     check_input_file(path, flag)

@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, field_validator, model_validator
 
 from ssogen.origins import RemembersOrigins
-from ssogen.settings import PassThrough, flag_name, option, resolve_settings
+from ssogen.settings import PassThrough, flag_name, option
+from ssogen.settings_resolution import resolve_settings
 from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
 from ssogen.train.objective import LossSettings
 
