@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ssogen.engine import EngineOptions
 from ssogen.engine.devices import visible_gpus
+from ssogen.engine.options import EngineOptions
 from ssogen.engine.placement import plan_placement
 from ssogen.errors import UserError
 

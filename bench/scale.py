@@ -49,9 +49,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
-    from ssogen.engine import EngineOptions, close_engine
+    from ssogen.engine import close_engine
     from ssogen.engine.devices import cpu_cores
     from ssogen.engine.launch import make_engine
+    from ssogen.engine.options import EngineOptions
     from ssogen.engine.placement import plan_placement
     from ssogen.engine.pool import start_pool
     from ssogen.testing.tiny_model import build_tiny_model

@@ -104,7 +104,7 @@ def _release_dropped_vllm_engines() -> None:
             for value in list(vars(module).values()):
                 if isinstance(value, BaseException):
                     value.__traceback__ = None
-    from ssogen.engine import collect_dropped_engines
+    from ssogen.engine.vllm_llm import collect_dropped_engines
 
     collect_dropped_engines()
 

@@ -31,7 +31,7 @@ from ssogen.dataset.score_loop import EngineChoice, ScoreCache, ScoreProgress, S
 from ssogen.dataset.score_requests import CONVENTION
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
-from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions
+from ssogen.engine.options import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions
 from ssogen.fingerprint import model_fingerprint, model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord

@@ -13,7 +13,8 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.score_cache import ScoreSetup, cache_line
 from ssogen.dataset.score_requests import SCORED, build_requests
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine import EngineKind, EngineOptions, close_engine
+from ssogen.engine import close_engine
+from ssogen.engine.options import EngineKind, EngineOptions
 from ssogen.errors import STOPPED, UserError
 from ssogen.models import ModelRef, engine_load_errors
 from ssogen.records import TripletRecord

@@ -5,7 +5,8 @@ circle), and from `launch`, which imports the pool (whose workers import this mo
 
 from __future__ import annotations
 
-from ssogen.engine import Engine, EngineKind, EngineOptions, check_kind
+from ssogen.engine import Engine
+from ssogen.engine.options import EngineKind, EngineOptions, check_kind
 
 
 def make_single_engine(kind: EngineKind, model: str, options: EngineOptions) -> Engine:

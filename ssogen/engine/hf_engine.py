@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssogen.engine import EngineOptions, GenerationRequest, GenerationResult
+from ssogen.engine import GenerationRequest, GenerationResult
+from ssogen.engine.options import EngineOptions
 from ssogen.errors import UserError
 
 

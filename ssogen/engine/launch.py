@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from ssogen.engine import Engine, EngineKind, EngineOptions, check_kind, is_pooled
+from ssogen.engine import Engine
 from ssogen.engine.factory import make_single_engine
+from ssogen.engine.options import EngineKind, EngineOptions, check_kind, is_pooled
 from ssogen.engine.placement import plan_placement
 from ssogen.engine.scoring import Scorer, make_single_scorer
 

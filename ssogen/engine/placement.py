@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ssogen.engine import EngineOptions, cpu_kv_cache_bytes, is_cpu_build
 from ssogen.engine.devices import Gpu, core_list, cpu_cores, host_memory, visible_gpus
+from ssogen.engine.options import EngineOptions, cpu_kv_cache_bytes
+from ssogen.engine.vllm_llm import is_cpu_build
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssogen.engine import EngineKind, EngineOptions
+from ssogen.engine.options import EngineKind, EngineOptions
 from ssogen.engine.placement import Placement
 from ssogen.engine.workers import Died, Done, Event, Failed, ProcessBackend, Ready, Task, WorkerSpec
 from ssogen.errors import UserError

@@ -10,15 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ssogen.engine import (
-    EngineKind,
-    EngineOptions,
-    build_vllm_llm,
-    check_kind,
-    import_vllm,
-    shutdown_vllm_llm,
-    vllm_settings,
-)
+from ssogen.engine.options import EngineKind, EngineOptions, check_kind
+from ssogen.engine.vllm_llm import build_vllm_llm, import_vllm, shutdown_vllm_llm, vllm_settings
 
 if TYPE_CHECKING:
     from vllm.inputs import TokensPrompt

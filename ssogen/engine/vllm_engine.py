@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ssogen.engine import (
-    EngineOptions,
-    GenerationRequest,
-    GenerationResult,
-    build_vllm_llm,
-    import_vllm,
-    shutdown_vllm_llm,
-    vllm_settings,
-)
+from ssogen.engine import GenerationRequest, GenerationResult
+from ssogen.engine.options import EngineOptions
+from ssogen.engine.vllm_llm import build_vllm_llm, import_vllm, shutdown_vllm_llm, vllm_settings
 
 if TYPE_CHECKING:
     from vllm.inputs import TokensPrompt

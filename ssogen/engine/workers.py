@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
-from ssogen.engine import EngineKind, EngineOptions
+from ssogen.engine.options import EngineKind, EngineOptions
 from ssogen.errors import UserError
 
 Task = Literal["generate", "score"]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
 
 from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
-from ssogen.engine import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
+from ssogen.engine.options import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.fingerprint import json_sha256
 from ssogen.generate.prompt_files import FILE_TYPES
 from ssogen.settings import option

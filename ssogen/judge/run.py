@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ssogen.dataset.card import card_is_generated, card_templates, write_card
 from ssogen.dataset.folder import OutputFolder
-from ssogen.engine import EngineFields, EngineOptions, GenerationRequest, close_engine, stop_token_ids_of
+from ssogen.engine import GenerationRequest, close_engine, stop_token_ids_of
+from ssogen.engine.options import EngineFields, EngineOptions
 from ssogen.engine.seeds import derive_seed
 from ssogen.errors import STOPPED, UserError
 from ssogen.fingerprint import model_record

@@ -305,7 +305,7 @@ def test_a_score_stopped_while_rewriting_the_data_leaves_the_folder_marked_unfin
 
 def test_a_rerun_scores_again_rows_a_larger_max_model_len_fits_or_of_another_dtype(tiny_model: Path,
                                                                                      tmp_path: Path) -> None:
-    from ssogen.engine import EngineOptions
+    from ssogen.engine.options import EngineOptions
 
     rows = [make_record(i, f"question number {i} " * (30 if i == 0 else 1)) for i in range(3)]
     out = write_dataset(tmp_path / "out", rows)

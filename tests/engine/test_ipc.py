@@ -39,7 +39,7 @@ def test_an_engine_leaves_no_socket_files_in_the_temp_folder(tiny_model: Path, s
     env = {k: v for k, v in os.environ.items() if k != ipc.RPC_BASE_ENV} | {
         "TMPDIR": str(temp), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     script = ("import os, sys\n"
-              "from ssogen.engine import build_vllm_llm, shutdown_vllm_llm\n"
+              "from ssogen.engine.vllm_llm import build_vllm_llm, shutdown_vllm_llm\n"
               "shutdown_vllm_llm(build_vllm_llm(sys.argv[1]))\n"
               "folder = os.environ['VLLM_RPC_BASE_PATH']\n"
               "print(len(os.listdir(folder)), os.path.dirname(folder) == os.environ['TMPDIR'])\n")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.engine import EngineOptions
 from ssogen.engine.devices import Gpu
+from ssogen.engine.options import EngineOptions
 from ssogen.engine.placement import context_problem, cpu_slots, model_size, plan_placement, safetensors_weight_bytes
 from ssogen.errors import UserError
 

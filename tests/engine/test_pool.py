@@ -158,7 +158,7 @@ def test_ctrl_c_stops_every_engine_and_the_run_resumes(reference: Path, vllm_eng
 def test_score_dp2_gives_the_scores_of_dp1(reference: Path, tiny_model: Path, tmp_path: Path) -> None:
     from ssogen.dataset.score import score_folder
     from ssogen.dataset.score_requests import SCORED
-    from ssogen.engine import EngineOptions
+    from ssogen.engine.options import EngineOptions
 
     kept = sum(r["kept"] for r in triplets(reference))
     folders = [tmp_path / "score-dp1", tmp_path / "score-dp2"]

@@ -57,7 +57,7 @@ class ScriptedBackend:
 
 
 def specs(n: int) -> list[WorkerSpec]:
-    from ssogen.engine import EngineOptions
+    from ssogen.engine.options import EngineOptions
 
     return [WorkerSpec(index=i, task="generate", kind="vllm", model="m", options=EngineOptions(), env={},
                        devices=f"core {i}", cpu=True) for i in range(n)]
@@ -125,7 +125,7 @@ def test_the_exit_of_an_engine_that_failed_to_load_hides_not_its_reason(tmp_path
 
 
 def test_a_worker_process_that_fails_to_load_is_reported_once(tmp_path: Path) -> None:
-    from ssogen.engine import EngineOptions
+    from ssogen.engine.options import EngineOptions
     from ssogen.engine.workers import ProcessBackend
 
     spec = WorkerSpec(index=0, task="score", kind="transformers", model=str(tmp_path / "missing"),

@@ -41,8 +41,8 @@ def test_ray_actors_give_the_rows_of_dp1(local_ray: None, tiny_model: Path, tmp_
 
 def test_a_cluster_too_small_is_refused_before_any_actor_starts(local_ray: None, tiny_model: Path,
                                                                 tmp_path: Path) -> None:
-    from ssogen.engine import EngineOptions
     from ssogen.engine.launch import make_engine
+    from ssogen.engine.options import EngineOptions
     from ssogen.errors import UserError
 
     with pytest.raises(UserError, match=r"--dp 3 x --tp 1 needs 3 CPUs but the Ray cluster at auto has 2"):

@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.engine import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions, vllm_llm_kwargs
+from ssogen.engine.options import DEFAULT_CPU_KV_CACHE_BYTES, EngineOptions
 from ssogen.engine.seeds import derive_seed
+from ssogen.engine.vllm_llm import vllm_llm_kwargs
 from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.generate.filters import apply_filters, leaked_prefix_pattern

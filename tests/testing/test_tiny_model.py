@@ -59,7 +59,7 @@ def test_system_role_rejecting_variant(tiny_model: Path, tiny_model_no_system: P
 def test_vllm_generates_on_the_tiny_model(tiny_model: Path) -> None:
     from vllm import LLM, SamplingParams
 
-    from ssogen.engine import collect_dropped_engines
+    from ssogen.engine.vllm_llm import collect_dropped_engines
 
     collect_dropped_engines()  # an engine an earlier test dropped must not tear down this one's state
     llm = LLM(model=str(tiny_model), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 * 2**20,
