@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -69,7 +69,23 @@ class TripletRecord(BaseModel):
     lp_raw_plain: float | None = None
 
 
-def dpo_pair(record: TripletRecord) -> dict[str, Any]:
+class PairSource(Protocol):
+    """What the pair configs are built from: a `TripletRecord`, or a `triplets` row read back from its parquet file
+    as it is (`ssogen.dataset.configs`: the values were a record's when written, and need no validating again)."""
+
+    id: str
+    prompt: str
+    system_good: str
+    system_bad: str
+    response_good: str
+    response_bad: str
+    response_raw: str
+    finish_reason_good: str
+    finish_reason_bad: str
+    finish_reason_raw: str
+
+
+def dpo_pair(record: PairSource) -> dict[str, Any]:
     """P1 in TRL's conversational explicit-prompt format: plain query, y+ chosen over y- (`pair_truncation`)."""
     return {
         "id": record.id,
@@ -80,7 +96,7 @@ def dpo_pair(record: TripletRecord) -> dict[str, Any]:
     }
 
 
-def reward_pair(record: TripletRecord) -> dict[str, Any]:
+def reward_pair(record: PairSource) -> dict[str, Any]:
     """Full conversations for TRL's RewardTrainer (implicit prompt): y+ chosen over y- (`pair_truncation`)."""
     user = {"role": "user", "content": record.prompt}
     return {
@@ -97,7 +113,7 @@ def reward_pair(record: TripletRecord) -> dict[str, Any]:
 PAIR_TRUNCATION_COLUMNS = ("truncated_chosen", "truncated_rejected")
 
 
-def pair_truncation(record: TripletRecord) -> dict[str, bool]:
+def pair_truncation(record: PairSource) -> dict[str, bool]:
     return {"truncated_chosen": record.finish_reason_good == "length",
             "truncated_rejected": record.finish_reason_bad == "length"}
 
@@ -108,7 +124,7 @@ SSO_TEXT_COLUMNS = ("id", "prompt", "system_good", "system_bad", "response_good"
 SSO_TRUNCATION_COLUMNS = ("truncated_good", "truncated_bad", "truncated_raw")
 
 
-def sso_row(record: TripletRecord) -> dict[str, Any]:
+def sso_row(record: PairSource) -> dict[str, Any]:
     """What `ssogen train` reads: query, S+, S-, y+, y-, yo (the three pairs are built from these), and which of
     the three responses were cut at the token limit."""
     row: dict[str, Any] = {name: getattr(record, name) for name in SSO_TEXT_COLUMNS}

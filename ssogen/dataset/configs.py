@@ -1,20 +1,23 @@
 """What the four configs of an output folder hold: their schemas, their rows built from the triplets, the split
-of the rows into train and test, and the `dataset_info` features of the card (pure: no files are touched here;
-`OutputFolder` writes and reads them)."""
+of the rows into train and test, and the `dataset_info` features of the card (no file is written here: `OutputFolder`
+writes them; the pair configs are built from the triplets' files it wrote)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec, test_prompts
-from ssogen.dataset.triplet_files import RecordBatches
+from ssogen.dataset.triplet_files import RecordBatches, row_batches
 from ssogen.records import (
     PAIR_TRUNCATION_COLUMNS,
     SSO_TEXT_COLUMNS,
     SSO_TRUNCATION_COLUMNS,
+    PairSource,
     TripletRecord,
     dpo_pair,
     reward_pair,
@@ -56,8 +59,20 @@ def config_schema(config: str) -> pa.Schema:
     raise ValueError(f"unknown config {config!r} (known: {', '.join(CONFIGS)})")
 
 
-ROW_BUILDERS: dict[str, Callable[[TripletRecord], dict[str, Any]]] = {
-    "triplets": TripletRecord.model_dump, "dpo": dpo_pair, "sso": sso_row, "reward": reward_pair}
+PAIR_CONFIGS = CONFIGS[1:]
+PAIR_BUILDERS: dict[str, Callable[[PairSource], dict[str, Any]]] = {
+    "dpo": dpo_pair, "sso": sso_row, "reward": reward_pair}
+# The triplets columns each pair config is built from: those its builder reads (`PairSource`), and `kept`.
+_CHOSEN_REJECTED = ("id", "prompt", "response_good", "response_bad", "finish_reason_good", "finish_reason_bad", "kept")
+PAIR_SOURCE_COLUMNS = {"dpo": _CHOSEN_REJECTED, "reward": _CHOSEN_REJECTED,
+                       "sso": (*PairSource.__annotations__, "kept")}
+# Rows of the triplets' files made Python objects at once while a pair config is built (a few MB of text).
+READ_BACK_ROWS = 256
+
+# Sees each batch of records on the triplets' one pass (the end of generate counts its summary and statistics there).
+Tap = Callable[[list[TripletRecord]], None]
+# The triplets' file of a split, once it is written.
+WrittenTriplets = Callable[[str], Path]
 
 
 def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, Any]]]:
@@ -72,37 +87,98 @@ def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, An
     }
 
 
-def split_tables(batches: RecordBatches, split: SplitSpec | None) -> Iterator[tuple[str, dict[str, pa.Table]]]:
-    """(config, split -> table) for each config in turn, built from the triplets a batch at a time (`batches` is
-    read once for the split's prompts, then once per config), so that only one config's table is held at once.
-    Without a split spec every row is in train; with one, the rows of a query drawn for the test split are in test
-    in every config (`ssogen.dataset.splits`)."""
-    held_out = test_prompts((r.prompt for batch in batches() for r in batch), split) if split else frozenset()
-    for config in CONFIGS:
-        schema, build = config_schema(config), ROW_BUILDERS[config]
-        columns: dict[str, list[list[pa.Array]]] = {TRAIN: [[] for _ in schema], TEST: [[] for _ in schema]}
+def split_tables(batches: RecordBatches, split: SplitSpec | None, written: WrittenTriplets, tap: Tap | None = None
+                 ) -> Iterator[tuple[str, dict[str, pa.Table]]]:
+    """(config, split -> table) for each config in turn, so that only one config's table is held at once (the
+    caller drops each before asking for the next). The triplets come from one pass over `batches`, a source of
+    records that may be costly to make (generate parses and validates its saved rows); the pair configs from the
+    triplets' rows as written, not validated again (`written`: the caller has written the triplets' files by the
+    time the next config is asked for). Without a split spec every row is in train; with one, the rows of a query
+    drawn for the test split are in test in every config (`ssogen.dataset.splits`)."""
+    triplets = triplet_tables(batches, split, tap)
+    sources = {name: written(name) for name, table in triplets.items() if table.num_rows}
+    yield "triplets", triplets
+    del triplets
+    for config in PAIR_CONFIGS:
+        yield config, {name: pair_table(config, row_batches(sources[name], READ_BACK_ROWS, PAIR_SOURCE_COLUMNS[config])
+                                        if name in sources else ()) for name in SPLITS}
+
+
+def triplet_tables(batches: RecordBatches, split: SplitSpec | None, tap: Tap | None = None) -> dict[str, pa.Table]:
+    """The triplets config by split from one pass over `batches`, `tap` seeing each batch. The test split's
+    queries are drawn once every row is in the table (from its `prompt` column), then each column is split."""
+    schema = config_schema("triplets")
+
+    def dumped() -> Iterator[list[dict[str, Any]]]:
         for batch in batches():
-            for name in SPLITS:
-                rows = [build(r) for r in batch
-                        if (config == "triplets" or r.kept) and (r.prompt in held_out) == (name == TEST)]
-                if rows:
-                    table = pa.Table.from_pylist(rows, schema=schema)
-                    for column, array in zip(columns[name], table.columns, strict=True):
-                        column.extend(array.chunks)
-        yield config, {name: _joined(parts, schema) for name, parts in columns.items()}
+            if tap is not None:
+                tap(batch)
+            yield [record.model_dump() for record in batch]
+
+    arrays = _arrays(dumped(), schema)
+    prompts = arrays[schema.get_field_index("prompt")]
+    held_out = test_prompts(pc.unique(prompts).to_pylist(), split) if split else frozenset()
+    if not held_out:
+        return {TRAIN: pa.Table.from_arrays(arrays, schema=schema), TEST: _table((), schema)}
+    in_test = pc.is_in(prompts, value_set=pa.array(sorted(held_out), pa.string()))
+    in_train = pc.invert(in_test)
+    del prompts
+    parts: dict[str, list[pa.Array]] = {TRAIN: [], TEST: []}
+    for index in range(len(arrays)):  # column by column, so that only one column is held twice
+        column, arrays[index] = arrays[index], None
+        parts[TRAIN].append(column.filter(in_train))
+        parts[TEST].append(column.filter(in_test))
+        del column
+        pa.default_memory_pool().release_unused()  # as in `_arrays`
+    return {name: pa.Table.from_arrays(columns, schema=schema) for name, columns in parts.items()}
 
 
-def _joined(columns: list[list[pa.Array]], schema: pa.Schema) -> pa.Table:
-    """One array per column, as a table built from all rows at once has: written from several chunks, a parquet
-    file falls back from dictionary encoding or cuts a page at another row, and its bytes differ. Column by column,
-    so that only one column is held twice."""
-    if not columns[0]:
-        return pa.Table.from_pylist([], schema=schema)
+class _Row:
+    """A row read back from the triplets' file as the attributes the pair builders read (`PairSource`)."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._row[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def pair_table(config: str, rows: Iterable[list[dict[str, Any]]]) -> pa.Table:
+    """A pair config's table of one split, from that split's triplets rows in input order, a batch at a time: the
+    kept rows only (`rows` hold the config's `PAIR_SOURCE_COLUMNS`)."""
+    schema, build = config_schema(config), PAIR_BUILDERS[config]
+    return _table(([build(_Row(row)) for row in batch if row["kept"]] for batch in rows), schema)
+
+
+def _table(batches: Iterable[list[dict[str, Any]]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays(_arrays(batches, schema), schema=schema)
+
+
+def _arrays(batches: Iterable[list[dict[str, Any]]], schema: pa.Schema) -> list[pa.Array]:
+    """One array per column of the rows of every batch, each batch made Arrow as it comes. One array, as a table
+    built from all rows at once has: written from several chunks, a parquet file falls back from dictionary
+    encoding or cuts a page at another row, and its bytes differ. Joined column by column, so that only one column
+    is held twice. What Arrow freed (a batch's builders, a column's chunks) is handed back to the system at once:
+    its allocator kept it, and built the next arrays in new memory (at 20k rows, a table took twice its size)."""
+    pool = pa.default_memory_pool()
+    columns: list[list[pa.Array]] = [[] for _ in schema]
+    for rows in batches:
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=schema)
+            for column, array in zip(columns, table.columns, strict=True):
+                column.extend(array.chunks)
+            pool.release_unused()
     joined = []
-    for index in range(len(columns)):
-        joined.append(pa.concat_arrays(columns[index]))
+    for index, field in enumerate(schema):
+        joined.append(pa.concat_arrays(columns[index]) if columns[index] else pa.array([], type=field.type))
         columns[index] = []
-    return pa.Table.from_arrays(joined, schema=schema)
+        pool.release_unused()
+    return joined
 
 
 def yaml_features(schema: pa.Schema) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from ssogen import ownership
 from ssogen.dataset import triplet_files
-from ssogen.dataset.configs import CONFIGS, config_schema, split_tables
+from ssogen.dataset.configs import CONFIGS, Tap, config_schema, split_tables
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
 from ssogen.dataset.triplet_files import BATCH_ROWS, RecordBatches, in_batches, record_batches
 from ssogen.errors import UserError
@@ -151,19 +151,22 @@ class OutputFolder:
         table = pa.Table.from_pylist(rows, schema=schema or config_schema(config)) if isinstance(rows, list) else rows
         return write_parquet_atomic(self.config_file(config, split), table)
 
-    def write_configs(self, records: Iterable[TripletRecord] | RecordBatches, split: SplitSpec | None = None
-                      ) -> dict[str, int]:
-        """Every config's parquet files from the triplets (records, or a source of them in batches: one config at a
-        time, a batch of rows at a time), in train and test by `split` (None: train only); the rows per config. A
-        test split without rows gets no file (`datasets` cannot read an empty split); an earlier one is removed."""
+    def write_configs(self, records: Iterable[TripletRecord] | RecordBatches, split: SplitSpec | None = None,
+                      tap: Tap | None = None) -> dict[str, int]:
+        """Every config's parquet files from the triplets (records, or a source of them in batches: read once, `tap`
+        seeing each batch; the pair configs are read back from the triplets' files), in train and test by `split`
+        (None: train only), one config's table at a time; the rows per config. A test split without rows gets no
+        file (`datasets` cannot read an empty split); an earlier one is removed."""
         counts = {}
-        for config, parts in split_tables(records if callable(records) else partial(in_batches, list(records)), split):
+        batches = records if callable(records) else partial(in_batches, list(records))
+        for config, parts in split_tables(batches, split, partial(self.config_file, "triplets"), tap):
             self.write_config(config, parts[TRAIN])
             if parts[TEST].num_rows:
                 self.write_config(config, parts[TEST], split=TEST)
             else:
                 self.config_file(config, TEST).unlink(missing_ok=True)
             counts[config] = parts[TRAIN].num_rows + parts[TEST].num_rows
+            del parts  # not held while the next config is built
         return counts
 
     def paths(self, config: str, split: str | None = None) -> list[Path]:
