@@ -10,19 +10,18 @@ from pathlib import Path
 from ssogen.dataset.card import card_is_generated, write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.plots import write_plots
-from ssogen.dataset.stats import DatasetStats, folder_builder
-from ssogen.dataset.triplet_files import RecordBatches
+from ssogen.dataset.stats import DatasetStats, StatsBuilder, folder_builder
 
 
 def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True, templates: str | Path | None = None,
-            batches: RecordBatches | None = None) -> DatasetStats:
+            numbers: StatsBuilder | None = None) -> DatasetStats:
     """Recompute the stats of a folder: OUT/stats.json, the plots and (unless a person wrote it) the card,
-    from `templates`/card.md.jinja when that folder has one. `batches`: a source of its triplets (generate's reads
-    its saved rows back); else they are read from the data files. A batch at a time either way."""
+    from `templates`/card.md.jinja when that folder has one. `numbers`: the statistics of its triplets gathered
+    already (the end of generate gathers them on its one pass over its saved rows); else they are gathered from the
+    data files a batch at a time."""
     folder = OutputFolder(out_dir)
-    batches = batches or folder.triplet_batches
     folder.read_manifest()  # not an ssogen folder, or a corrupt manifest: one line before anything is written
-    numbers = folder_builder(folder, batches)
+    numbers = numbers or folder_builder(folder)
     stats = numbers.result()
     if plots:
         stats.plots = write_plots(folder, numbers)

@@ -22,7 +22,6 @@ from pydantic import BaseModel
 
 from ssogen.dataset.leakage import adjectives_of, find_leaks, leak_terms
 from ssogen.dataset.likelihood import has_pair_scores, ordering_holds
-from ssogen.dataset.triplet_files import RecordBatches
 from ssogen.records import LOGPROB_FIELDS, VARIANTS, TripletRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -275,14 +274,14 @@ def compute_stats(records: Iterable[TripletRecord],
     return builder.result()
 
 
-def folder_builder(folder: OutputFolder, batches: RecordBatches | None = None) -> StatsBuilder:
-    """The statistics of an output folder's triplets (`batches`: a source of them, else read from its files a batch
-    at a time), with leakage terms from the run's library."""
+def folder_builder(folder: OutputFolder) -> StatsBuilder:
+    """The statistics of an output folder's triplets, read from its files a batch at a time, with leakage terms
+    from the run's library."""
     builder = StatsBuilder(adjectives_of(folder.library()))
-    for batch in (batches or folder.triplet_batches)():
+    for batch in folder.triplet_batches():
         builder.add(batch)
     return builder
 
 
-def folder_stats(folder: OutputFolder, batches: RecordBatches | None = None) -> DatasetStats:
-    return folder_builder(folder, batches).result()
+def folder_stats(folder: OutputFolder) -> DatasetStats:
+    return folder_builder(folder).result()

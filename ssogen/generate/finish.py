@@ -1,8 +1,10 @@
 """The end of a `generate` run, once every row is saved: the dataset folder's configs, resolved config, library,
 manifest, card (and stats, when `stats` wrote them before).
 
-The rows are read back from the shards a batch at a time for each pass over them (configs, summary, stats): only
-where they lie is held (`SavedRecords`), not the rows, which are GBs at 100k rows."""
+The rows are read back from the shards a batch at a time, once: only where they lie is held (`SavedRecords`), not the
+rows, which are GBs at 100k rows. The triplets' table is built on that pass, and the summary and the statistics are
+counted on it (a pass parses and validates every saved line, ~1 s per 20k rows: there were six); the pair configs are
+built from the triplets' files as written."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from typing import Any
 
 from ssogen.chat import end_of_turn, supports_system_role
 from ssogen.dataset.folder import LIBRARY, OutputFolder
+from ssogen.dataset.leakage import adjectives_of
 from ssogen.dataset.shard_index import SavedRecords
 from ssogen.dataset.splits import SplitSpec
+from ssogen.dataset.stats import StatsBuilder
 from ssogen.dataset.triplet_files import BATCH_ROWS
 from ssogen.engine import stop_token_ids_of
 from ssogen.envinfo import stack_versions
@@ -22,17 +26,16 @@ from ssogen.generate.config import RunConfig, public_yaml
 from ssogen.generate.plan import RunPlan
 from ssogen.generate.rerun import write_card_and_stats
 from ssogen.generate.steps.common import Session
-from ssogen.generate.summary import summarize
-from ssogen.records import VARIANTS, TripletRecord
+from ssogen.generate.summary import Tally, summarize
+from ssogen.principles import Library
+from ssogen.records import TripletRecord
 
 
 class Finished:
-    """The run's rows in input order as records, read from the shards a batch at a time on each pass; the tokens
-    of every row are counted on the way (the manifest's `tokens_total`)."""
+    """The run's rows in input order as records, read from the shards a batch at a time on each call."""
 
     def __init__(self, plan: RunPlan, saved: SavedRecords) -> None:
         self.plan, self.saved = plan, saved
-        self.tokens = 0
 
     def __call__(self) -> Iterator[list[TripletRecord]]:
         rows = self.plan.rows
@@ -40,13 +43,18 @@ class Finished:
             batch = self.saved.read([row.id for row in rows[start:start + BATCH_ROWS]])
             yield [TripletRecord.model_validate(record) for record in batch]
 
-    def counted(self) -> Iterator[TripletRecord]:
-        """Every record, once, counting the tokens."""
-        self.tokens = 0
-        for batch in self():
-            for record in batch:
-                self.tokens += sum(getattr(record, f"num_tokens_{v}") for v in VARIANTS)
-                yield record
+
+class Counted:
+    """What the end of a run counts on its one pass over the saved rows (the `tap` of `OutputFolder.write_configs`):
+    the summary's tally and the statistics (leakage terms from the run's library, as `stats` reads it)."""
+
+    def __init__(self, library: Library) -> None:
+        self.tally = Tally()
+        self.numbers = StatsBuilder(adjectives_of(library))
+
+    def __call__(self, batch: list[TripletRecord]) -> None:
+        self.tally.add(batch)
+        self.numbers.add(batch)
 
 
 def run_split(config: RunConfig) -> SplitSpec | None:
@@ -61,8 +69,8 @@ def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, sess
     (None when every row was saved before); `started`: the run's start (time.monotonic) for its wall time."""
     config = plan.config
     split = run_split(config)
-    rows = Finished(plan, saved)
-    counts = folder.write_configs(rows, split)
+    counted = Counted(plan.library)
+    counts = folder.write_configs(Finished(plan, saved), split, counted)
     model = model_record(plan.model)
     folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
     folder.write_library(plan.loaded_library.text)
@@ -98,11 +106,12 @@ def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, sess
         "configs": counts,
         "resumed": resumed,
         "requests_this_invocation": dict(session.requests) if session else {},
-        "summary": summarize(rows.counted(), plan.prompts, time.monotonic() - started, session.tokens if session else 0,
+        "summary": summarize(counted.tally, plan.prompts, time.monotonic() - started, session.tokens if session else 0,
                              session.generation_s if session else None, max_tokens=config.max_tokens),
-        "tokens_total": rows.tokens,  # counted while the summary read the rows
+        "tokens_total": counted.tally.tokens,
     }
     manifest["summary"]["warnings"] += undone
     folder.write_manifest(manifest)
-    write_card_and_stats(folder, config.templates, rows)  # a card.md.jinja in --templates replaces the bundled one
+    # A card.md.jinja in --templates replaces the bundled one.
+    write_card_and_stats(folder, config.templates, counted.numbers)
     return manifest

@@ -13,8 +13,7 @@ from ssogen.dataset.card import write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.splits import SplitSpec
-from ssogen.dataset.stats import folder_stats
-from ssogen.dataset.triplet_files import RecordBatches
+from ssogen.dataset.stats import StatsBuilder
 from ssogen.errors import UserError
 
 
@@ -60,10 +59,10 @@ def undone_work(folder: OutputFolder) -> list[str]:
     return undone
 
 
-def write_card_and_stats(folder: OutputFolder, templates: str | None, batches: RecordBatches) -> None:
+def write_card_and_stats(folder: OutputFolder, templates: str | None, numbers: StatsBuilder) -> None:
     """The card; stats.json and the plots too when `stats` wrote them before (they would describe the old rows).
-    `batches`: a source of the triplets just written (generate's saved rows, read back a batch at a time)."""
+    `numbers`: the statistics of the triplets just written, gathered as they were."""
     if folder.stats.is_file():
-        refresh(folder.root, templates=templates, batches=batches)
+        refresh(folder.root, templates=templates, numbers=numbers)
     else:
-        write_card(folder.root, templates=templates, stats=folder_stats(folder, batches))
+        write_card(folder.root, templates=templates, stats=numbers.result())

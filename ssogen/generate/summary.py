@@ -17,8 +17,12 @@ FILLED_WARNING_SHARE = 0.2
 
 
 @dataclass
-class _Tally:
+class Tally:
+    """The counts of the rows added so far, for `summarize`: the end of generate adds each batch as it reads the
+    saved rows, once. `tokens`: every row's tokens (the manifest's `tokens_total`)."""
+
     rows: int = 0
+    tokens: int = 0
     kept: int = 0
     dropped: Counter[str | None] = field(default_factory=Counter)
     selection_filled: int = 0
@@ -34,8 +38,13 @@ class _Tally:
     sampled_fallback: int = 0
     sampled_guided: bool = True
 
-    def add(self, record: TripletRecord) -> None:
+    def add(self, records: Iterable[TripletRecord]) -> None:
+        for record in records:
+            self._add(record)
+
+    def _add(self, record: TripletRecord) -> None:
         self.rows += 1
+        self.tokens += sum(getattr(record, f"num_tokens_{v}") for v in VARIANTS)
         self.selection_filled += record.selection_filled
         self.principle_fallback += record.principle_fallback
         self.flags.update(record.flags)
@@ -56,10 +65,9 @@ class _Tally:
             self.sampled_guided = self.sampled_guided and record.selection_mode == "guided"
 
 
-def _tally(records: Iterable[TripletRecord]) -> _Tally:
-    tally = _Tally()
-    for record in records:
-        tally.add(record)
+def _tally(records: Iterable[TripletRecord]) -> Tally:
+    tally = Tally()
+    tally.add(records)
     return tally
 
 
@@ -70,7 +78,7 @@ def run_warnings(records: Iterable[TripletRecord], max_tokens: int) -> list[str]
     return _warnings(_tally(records), max_tokens)
 
 
-def _warnings(tally: _Tally, max_tokens: int) -> list[str]:
+def _warnings(tally: Tally, max_tokens: int) -> list[str]:
     sampled = tally.sampled
     if not sampled:
         return []
@@ -95,11 +103,12 @@ def _warnings(tally: _Tally, max_tokens: int) -> list[str]:
     return found
 
 
-def summarize(records: Iterable[TripletRecord], prompts: PromptsRead, wall_s: float, tokens: int,
+def summarize(rows: Tally | Iterable[TripletRecord], prompts: PromptsRead, wall_s: float, tokens: int,
               generation_s: float | None = None, *, max_tokens: int | None = None) -> dict[str, Any]:
-    """The run's numbers for the manifest and the printed summary. `generation_s`: engine time (from the first
-    engine call), which tokens/s is measured over; model loading is in `wall_time_s` only."""
-    tally = _tally(records)
+    """The run's numbers for the manifest and the printed summary, from the rows or their tally. `generation_s`:
+    engine time (from the first engine call), which tokens/s is measured over; model loading is in `wall_time_s`
+    only."""
+    tally = rows if isinstance(rows, Tally) else _tally(rows)
     lengths = {v: round(tally.kept_tokens[v] / tally.kept, 2) if tally.kept else None for v in VARIANTS}
     good, bad = lengths["good"], lengths["bad"]
     return {

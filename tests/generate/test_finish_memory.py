@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ssogen.dataset import card, triplet_files
+from ssogen.dataset import card, configs, triplet_files
+from ssogen.dataset.shard_index import SavedRecords
 from ssogen.dataset.shards import ShardStore
 from ssogen.generate import finish
 from ssogen.generate.config import RunConfig
@@ -38,8 +39,9 @@ def _saved_run(tiny_model: Path, tmp_path: Path, name: str, rows: int, text: int
 
 def test_finishing_a_saved_run_holds_a_batch_of_rows_not_every_row(tiny_model: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # Batches of 20 rows, in the card's read of its examples too, so that 800 rows are many batches.
+    # Batches of 20 rows, in the pair configs' and the card's reads of the triplets too: 800 rows are many batches.
     monkeypatch.setattr(finish, "BATCH_ROWS", 20)
+    monkeypatch.setattr(configs, "READ_BACK_ROWS", 20)
     monkeypatch.setattr(card, "rows_at", partial(triplet_files.rows_at, size=20))
     run_generate(_saved_run(tiny_model, tmp_path, "warm", 20, 10)[0])  # the imports' memory is not the rows'
     config, saved = _saved_run(tiny_model, tmp_path, "large", 800, 12000)
@@ -68,3 +70,18 @@ def test_a_dry_run_of_a_resume_counts_the_saved_rows_without_holding_them(tiny_m
         tracemalloc.stop()
     assert (counts.done, counts.selection, counts.sampling) == (400, 0, 0)
     assert peak < saved / 4, (peak, saved)  # loading every record took about the rows' bytes
+
+
+def test_finishing_a_saved_run_parses_each_saved_row_once(tiny_model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each pass over the saved rows parsed and validated every line again (~1 s per 20k rows): the triplets are
+    # built, and the summary and stats counted, on one pass; the pair configs come from the triplets' files.
+    monkeypatch.setattr(finish, "BATCH_ROWS", 20)
+    config, _ = _saved_run(tiny_model, tmp_path, "once", 50, 10)
+    read: list[str] = []
+    real_read = SavedRecords.read
+    monkeypatch.setattr(SavedRecords, "read", lambda self, ids: read.extend(ids) or real_read(self, ids))
+    result = run_generate(config.model_copy(update={"test_size": 0.2}))
+    assert sorted(read) == sorted(row.id for row in plan_run(config).rows), f"{len(read)} reads of 50 saved rows"
+    assert result.manifest["configs"] == {"triplets": 50, "dpo": 50, "sso": 50, "reward": 50}
+    assert result.manifest["summary"]["rows"] == 50 and result.manifest["tokens_total"] == 50 * 12
