@@ -61,10 +61,16 @@ def chat_template_text(tokenizer: Any) -> str:
     return template if isinstance(template, str) else ""
 
 
+def as_template_gets(messages: list[Message], *, system_supported: bool) -> list[Message]:
+    """The messages the chat template is given: the system text merged into the user turn where the template has
+    no system role. `render_prompt` goes through here, and so do the `pairs` config's prompts, so that TRL applying
+    the same template to them renders the context the policy sampled under."""
+    return list(messages) if system_supported else merge_system_into_user(messages)
+
+
 def render_prompt(tokenizer: Any, messages: list[Message], *, system_supported: bool) -> str:
     """Chat-template text ending with the assistant generation prompt."""
-    if not system_supported:
-        messages = merge_system_into_user(messages)
+    messages = as_template_gets(messages, system_supported=system_supported)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 

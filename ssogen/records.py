@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from ssogen.chat import as_template_gets, context_messages
+
 Message = dict[str, str]
 
 # The three responses of a row, as field suffixes: y+ (under S+), y- (under S-), yo (plain).
@@ -131,3 +133,29 @@ def sso_row(record: PairSource) -> dict[str, Any]:
     for variant in VARIANTS:
         row[f"truncated_{variant}"] = getattr(record, f"finish_reason_{variant}") == "length"
     return row
+
+
+# The `pairs` config: each kept row's three SSO pairs (SPEC §2.1 step 8), one row each and in this order. Per pair:
+# its name, the triplet field holding its system prompt (None: the plain query x), and the responses it prefers
+# and rejects, as VARIANTS suffixes.
+SSO_PAIRS = (("P1", None, "good", "bad"), ("P2", "system_good", "good", "bad"), ("P3", "system_bad", "raw", "good"))
+
+
+def sso_pairs(record: TripletRecord, *, system_supported: bool = True) -> list[dict[str, Any]]:
+    """P1, P2 and P3 in TRL's conversational explicit-prompt format, each with the truncation flags of its own
+    chosen and rejected response. The prompt is the context as the policy's chat template got it when sampling:
+    with `system_supported` false, S+ or S- merged into the user turn, so that TRL's rendering of it with that
+    template is the context the responses were sampled under."""
+    rows = []
+    for name, system, chosen, rejected in SSO_PAIRS:
+        context = context_messages(record.prompt, getattr(record, system) if system else None)
+        rows.append({
+            "id": record.id,
+            "pair": name,
+            "prompt": as_template_gets(context, system_supported=system_supported),
+            "chosen": [{"role": "assistant", "content": getattr(record, f"response_{chosen}")}],
+            "rejected": [{"role": "assistant", "content": getattr(record, f"response_{rejected}")}],
+            "truncated_chosen": getattr(record, f"finish_reason_{chosen}") == "length",
+            "truncated_rejected": getattr(record, f"finish_reason_{rejected}") == "length",
+        })
+    return rows

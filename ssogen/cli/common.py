@@ -126,8 +126,8 @@ def empty_pairs_note(counts: dict[str, int]) -> str | None:
     """A warning when no row was kept: `datasets` cannot load a config without rows, so say why it is empty."""
     if counts.get("dpo", 0) > 0:
         return None
-    return ("warning: no row was kept, so the dpo, sso and reward configs are empty (datasets.load_dataset cannot "
-            "load an empty config); the drop reasons are in the triplets config")
+    return ("warning: no row was kept, so the dpo, sso, reward and pairs configs are empty (datasets.load_dataset "
+            "cannot load an empty config); the drop reasons are in the triplets config")
 
 
 def progress_bar(*columns: Any) -> Any:

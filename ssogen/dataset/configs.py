@@ -1,10 +1,11 @@
-"""What the four configs of an output folder hold: their schemas, their rows built from the triplets, the split
+"""What the five configs of an output folder hold: their schemas, their rows built from the triplets, the split
 of the rows into train and test, and the `dataset_info` features of the card (no file is written here: `OutputFolder`
 writes them; the pair configs are built from the triplets' files it wrote)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from ssogen.records import (
     TripletRecord,
     dpo_pair,
     reward_pair,
+    sso_pairs,
     sso_row,
 )
 
-CONFIGS = ("triplets", "dpo", "sso", "reward")
+# `pairs` last: the four before it are written as they were before it existed.
+CONFIGS = ("triplets", "dpo", "sso", "reward", "pairs")
 
 
 def config_schema(config: str) -> pa.Schema:
@@ -37,6 +40,9 @@ def config_schema(config: str) -> pa.Schema:
     if config == "reward":
         return pa.schema([("id", pa.string()), ("chosen", pa.list_(message)), ("rejected", pa.list_(message)),
                           *truncation])
+    if config == "pairs":
+        return pa.schema([("id", pa.string()), ("pair", pa.string()), ("prompt", pa.list_(message)),
+                          ("chosen", pa.list_(message)), ("rejected", pa.list_(message)), *truncation])
     if config == "sso":
         return pa.schema([*((name, pa.string()) for name in SSO_TEXT_COLUMNS),
                           *((name, pa.bool_()) for name in SSO_TRUNCATION_COLUMNS)])
@@ -65,7 +71,7 @@ PAIR_BUILDERS: dict[str, Callable[[PairSource], dict[str, Any]]] = {
 # The triplets columns each pair config is built from: those its builder reads (`PairSource`), and `kept`.
 _CHOSEN_REJECTED = ("id", "prompt", "response_good", "response_bad", "finish_reason_good", "finish_reason_bad", "kept")
 PAIR_SOURCE_COLUMNS = {"dpo": _CHOSEN_REJECTED, "reward": _CHOSEN_REJECTED,
-                       "sso": (*PairSource.__annotations__, "kept")}
+                       "sso": (*PairSource.__annotations__, "kept"), "pairs": (*PairSource.__annotations__, "kept")}
 # Rows of the triplets' files made Python objects at once while a pair config is built (a few MB of text).
 READ_BACK_ROWS = 256
 
@@ -75,8 +81,17 @@ Tap = Callable[[list[TripletRecord]], None]
 WrittenTriplets = Callable[[str], Path]
 
 
-def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, Any]]]:
-    """All four configs from the triplets; pair configs hold kept rows only."""
+def pair_rows(config: str, *, system_supported: bool = True) -> Callable[[PairSource], list[dict[str, Any]]]:
+    """A pair config's rows of one triplet: one in dpo, sso and reward; three in `pairs` (P1, P2, P3), whose prompts
+    depend on whether the policy's chat template took a system role (`sso_pairs`)."""
+    if config == "pairs":
+        return partial(sso_pairs, system_supported=system_supported)
+    build = PAIR_BUILDERS[config]
+    return lambda source: [build(source)]
+
+
+def config_rows(records: Iterable[TripletRecord], *, system_supported: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """All five configs from the triplets; pair configs hold kept rows only."""
     records = list(records)
     kept = [r for r in records if r.kept]
     return {
@@ -84,24 +99,27 @@ def config_rows(records: Iterable[TripletRecord]) -> dict[str, list[dict[str, An
         "dpo": [dpo_pair(r) for r in kept],
         "sso": [sso_row(r) for r in kept],
         "reward": [reward_pair(r) for r in kept],
+        "pairs": [row for r in kept for row in sso_pairs(r, system_supported=system_supported)],
     }
 
 
-def split_tables(batches: RecordBatches, split: SplitSpec | None, written: WrittenTriplets, tap: Tap | None = None
-                 ) -> Iterator[tuple[str, dict[str, pa.Table]]]:
+def split_tables(batches: RecordBatches, split: SplitSpec | None, written: WrittenTriplets, tap: Tap | None = None,
+                 *, system_supported: bool = True) -> Iterator[tuple[str, dict[str, pa.Table]]]:
     """(config, split -> table) for each config in turn, so that only one config's table is held at once (the
     caller drops each before asking for the next). The triplets come from one pass over `batches`, a source of
     records that may be costly to make (generate parses and validates its saved rows); the pair configs from the
     triplets' rows as written, not validated again (`written`: the caller has written the triplets' files by the
     time the next config is asked for). Without a split spec every row is in train; with one, the rows of a query
-    drawn for the test split are in test in every config (`ssogen.dataset.splits`)."""
+    drawn for the test split are in test in every config (`ssogen.dataset.splits`). `system_supported`: whether the
+    policy's chat template took a system role (the manifest's `system_role_merged` is its negation), for `pairs`."""
     triplets = triplet_tables(batches, split, tap)
     sources = {name: written(name) for name, table in triplets.items() if table.num_rows}
     yield "triplets", triplets
     del triplets
     for config in PAIR_CONFIGS:
         yield config, {name: pair_table(config, row_batches(sources[name], READ_BACK_ROWS, PAIR_SOURCE_COLUMNS[config])
-                                        if name in sources else ()) for name in SPLITS}
+                                        if name in sources else (), system_supported=system_supported)
+                       for name in SPLITS}
 
 
 def triplet_tables(batches: RecordBatches, split: SplitSpec | None, tap: Tap | None = None) -> dict[str, pa.Table]:
@@ -148,11 +166,11 @@ class _Row:
             raise AttributeError(name) from None
 
 
-def pair_table(config: str, rows: Iterable[list[dict[str, Any]]]) -> pa.Table:
+def pair_table(config: str, rows: Iterable[list[dict[str, Any]]], *, system_supported: bool = True) -> pa.Table:
     """A pair config's table of one split, from that split's triplets rows in input order, a batch at a time: the
     kept rows only (`rows` hold the config's `PAIR_SOURCE_COLUMNS`)."""
-    schema, build = config_schema(config), PAIR_BUILDERS[config]
-    return _table(([build(_Row(row)) for row in batch if row["kept"]] for batch in rows), schema)
+    schema, build = config_schema(config), pair_rows(config, system_supported=system_supported)
+    return _table(([made for row in batch if row["kept"] for made in build(_Row(row))] for batch in rows), schema)
 
 
 def _table(batches: Iterable[list[dict[str, Any]]], schema: pa.Schema) -> pa.Table:

@@ -4,7 +4,7 @@ The folder is a Hugging Face dataset repository (so `datasets.load_dataset(OUT, 
 an upload of the folder) plus ssogen's own files:
 
     README.md                                    the dataset card; its YAML header declares the configs
-    data/<config>/train-00000-of-00001.parquet   one file per config: triplets, dpo, sso, reward
+    data/<config>/train-00000-of-00001.parquet   one file per config: triplets, dpo, sso, reward, pairs
     data/<config>/test-00000-of-00001.parquet    the held-out split, with `generate --test-size`
     manifest.json                                versions, model, engine, seeds, sampling, counts, status
     config.resolved.yaml                         the run's options after defaults, config file and flags
@@ -152,14 +152,14 @@ class OutputFolder:
         return write_parquet_atomic(self.config_file(config, split), table)
 
     def write_configs(self, records: Iterable[TripletRecord] | RecordBatches, split: SplitSpec | None = None,
-                      tap: Tap | None = None) -> dict[str, int]:
-        """Every config's parquet files from the triplets (records, or a source of them in batches: read once, `tap`
-        seeing each batch; the pair configs are read back from the triplets' files), in train and test by `split`
-        (None: train only), one config's table at a time; the rows per config. A test split without rows gets no
-        file (`datasets` cannot read an empty split); an earlier one is removed."""
+                      tap: Tap | None = None, *, system_supported: bool = True) -> dict[str, int]:
+        """Every config's parquet files from the triplets (records, or batches of them: read once, `tap` seeing each
+        batch), by `split` and `system_supported` as `split_tables` takes them; the rows per config. An empty test
+        split has no file (`datasets` cannot read it); an earlier one is removed."""
         counts = {}
         batches = records if callable(records) else partial(in_batches, list(records))
-        for config, parts in split_tables(batches, split, partial(self.config_file, "triplets"), tap):
+        for config, parts in split_tables(batches, split, partial(self.config_file, "triplets"), tap,
+                                          system_supported=system_supported):
             self.write_config(config, parts[TRAIN])
             if parts[TEST].num_rows:
                 self.write_config(config, parts[TEST], split=TEST)

@@ -23,6 +23,7 @@ PAIR_RESPONSE_COLUMNS = {
     "dpo": ("chosen", "rejected"),
     "reward": ("chosen", "rejected"),
     "sso": ("response_good", "response_bad", "response_raw"),
+    "pairs": ("chosen", "rejected"),
 }
 
 

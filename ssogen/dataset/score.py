@@ -186,7 +186,10 @@ def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[
     if filter_options is not None:
         updated = apply_likelihood_filter(updated, filter_options)
     folder.mark_incomplete(rewriter="score", filter=filter_options.model_dump() if filter_options else None)
-    counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest))  # the queries keep their split
+    # The queries keep their split, and the `pairs` prompts the chat template the policy sampled with (not the
+    # scorer's: the prompts are the contexts the responses came from).
+    counts = folder.write_configs(updated, SplitSpec.from_manifest(manifest),
+                                  system_supported=not manifest.get("system_role_merged", False))
     return updated, filter_options, counts
 
 

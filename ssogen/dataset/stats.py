@@ -6,7 +6,7 @@ over y+ and y- of exp(mean token log-prob of the response under the plain query 
 would have written exactly these tokens and values near 0 mean the pairs are off-policy for it.
 
 Scope: the funnel counts every row of the run; every other section describes the kept rows (the pairs that
-are published in the dpo/sso/reward configs). The scoring section reports both the kept rows and all scored
+are published in the dpo/sso/reward/pairs configs). The scoring section reports both the kept rows and all scored
 rows, because a likelihood filter makes the kept rows near-on-policy by construction.
 """
 

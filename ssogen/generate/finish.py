@@ -70,8 +70,9 @@ def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, sess
     config = plan.config
     split = run_split(config)
     counted = Counted(plan.library)
-    counts = folder.write_configs(Finished(plan, saved), split, counted)
-    model = model_record(plan.model)
+    counts = folder.write_configs(Finished(plan, saved), split, counted,
+                                  system_supported=supports_system_role(tokenizer))
+    model = model_record(plan.model, lambda: plan.model_fingerprint.digest)  # the weights hashed once per run
     folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
     folder.write_library(plan.loaded_library.text)
     manifest = {

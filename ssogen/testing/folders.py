@@ -33,9 +33,9 @@ def row_counts(out: Path) -> dict[str, int]:
 
 
 def write_dataset(out: Path, records: list[TripletRecord], **manifest: Any) -> Path:
-    """An output folder as generate leaves it: the four configs and a manifest (status complete by default)."""
+    """An output folder as generate leaves it: the five configs and a manifest (status complete by default)."""
     folder = OutputFolder(out)
-    folder.write_configs(records)
+    folder.write_configs(records, system_supported=not manifest.get("system_role_merged", False))
     data = {"model": "tiny-model", "status": "complete", "seed": 7,
             "sampling": {"temperature": 0.7, "top_p": 0.8, "max_tokens": 64},
             "library": {"name": "default", "version": "1.0", "sha256": "ab" * 32}}

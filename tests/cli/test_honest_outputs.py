@@ -121,7 +121,7 @@ def test_card_declares_license_splits_features_and_shows_examples(run: dict[str,
     dpo = next(c for c in header["configs"] if c["config_name"] == "dpo")
     assert [f["split"] for f in dpo["data_files"]] == ["train", "test"]
     info = {entry["config_name"]: entry for entry in header["dataset_info"]}
-    assert set(info) == {"triplets", "dpo", "sso", "reward"}
+    assert set(info) == {"triplets", "dpo", "sso", "reward", "pairs"}
     # The features block is the one `datasets` writes for these files.
     for config, entry in info.items():
         schema = pq.read_schema(out / "data" / config / "train-00000-of-00001.parquet")
@@ -132,6 +132,10 @@ def test_card_declares_license_splits_features_and_shows_examples(run: dict[str,
     train_queries = {row[-1]["content"] for row in loaded["train"]["prompt"]}
     test_queries = {row[-1]["content"] for row in loaded["test"]["prompt"]}
     assert train_queries and test_queries and not train_queries & test_queries
+    # `pairs`: the three SSO pairs of each of those rows, in the same split.
+    pairs = datasets.load_dataset(str(out), "pairs", cache_dir=str(out / ".ssogen" / "hf-cache"))
+    assert [len(pairs[s]) for s in ("train", "test")] == [3 * len(loaded[s]) for s in ("train", "test")]
+    assert {row[-1]["content"] for row in pairs["test"]["prompt"]} == test_queries
     triplets = datasets.load_dataset(str(out), "triplets", cache_dir=str(out / ".ssogen" / "hf-cache"))
     assert len(set(triplets["test"]["prompt"])) == 3  # round(0.25 x 11 distinct queries among the 12 rows taken)
     # The query asked twice (rows 2 and 5) is in one split with both of its rows.

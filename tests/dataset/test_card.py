@@ -39,7 +39,7 @@ def test_generate_style_card_without_stats_file(dataset: Path) -> None:
     path = write_card(dataset)  # the call generate makes at the end of a run
     card = path.read_text()
     meta = front_matter(card)
-    assert [c["config_name"] for c in meta["configs"]] == ["triplets", "dpo", "sso", "reward"]
+    assert [c["config_name"] for c in meta["configs"]] == ["triplets", "dpo", "sso", "reward", "pairs"]
     assert meta["license"] == "unknown"  # set yours in your own card template (see below)
     assert meta["size_categories"] == ["n<1K"]
     assert "text-generation" in meta["task_categories"]
@@ -55,9 +55,16 @@ def test_generate_style_card_without_stats_file(dataset: Path) -> None:
 def test_the_card_states_the_three_pairs_with_the_spec_s_chosen_and_rejected(dataset: Path) -> None:
     # SPEC §2.1 step 8: P3 is yo over y+ under x- (the order users are most likely to get wrong).
     card = write_card(dataset).read_text()
-    assert "| P1 | x (plain query) | y+ | y- | `dpo`, `reward`, `sso` |" in card
-    assert "| P2 | x+ (good system prompt) | y+ | y- | `sso` |" in card
-    assert "| P3 | x- (bad system prompt) | yo | y+ | `sso` |" in card
+    assert "| P1 | x (plain query) | y+ | y- | `dpo`, `reward`, `sso`, `pairs` |" in card
+    assert "| P2 | x+ (good system prompt) | y+ | y- | `sso`, `pairs` |" in card
+    assert "| P3 | x- (bad system prompt) | yo | y+ | `sso`, `pairs` |" in card
+
+
+def test_the_card_says_where_the_pairs_prompts_hold_the_system_text(tmp_path: Path) -> None:
+    native = write_card(write_dataset(tmp_path / "native", hand_records())).read_text()
+    merged = write_card(write_dataset(tmp_path / "merged", hand_records(), system_role_merged=True)).read_text()
+    sentence = "the `pairs` prompts of P2 and P3 hold S+ or S- at the top of the user turn"
+    assert sentence in merged and sentence not in native
 
 
 def test_card_after_stats_has_numbers_plots_schemas_usage_and_citation(dataset: Path) -> None:
@@ -67,8 +74,10 @@ def test_card_after_stats_has_numbers_plots_schemas_usage_and_citation(dataset: 
     assert f"{100 * stats.leakage.rows_any:.1f}%" in card
     assert "| likelihood ordering holds | 66.7% | 50.0% |" in card
     assert "](plots/lengths.png)" in card and "](plots/on_policy.png)" in card
-    for config in ("triplets", "dpo", "sso", "reward"):
+    for config in ("triplets", "dpo", "sso", "reward", "pairs"):
         assert f"### `{config}`" in card
+    assert "| `pair` | `string` | which SSO pair the row is: P1 (x: y+ over y-)" in card
+    assert 'train_dataset=pairs, processing_class=tokenizer' in card
     assert "| `lp_good_bad` | `double` | mean token log-prob of y+ under x- (set by `ssogen score`) |" in card
     assert "DPOTrainer(" in card and "RewardTrainer(" in card
     assert "arXiv:2410.17131" in card
@@ -153,7 +162,7 @@ def test_a_small_card_template_sees_the_folder_data(dataset: Path, tmp_path: Pat
         "kept {{ stats.funnel.kept }}, library {{ library.name }}, model {{ manifest.model }}, "
         "seed {{ raw_manifest['seed'] }}\n")
     card = render_card(dataset, templates=tmp_path, repo_id="org/name")
-    assert card == ("# name from org/name\ntriplets=6 dpo=3 sso=3 reward=3 \n"
+    assert card == ("# name from org/name\ntriplets=6 dpo=3 sso=3 reward=3 pairs=9 \n"
                     f"kept 3, library default, model tiny-model, seed 7\n\n{GENERATED_MARKER}\n")
 
 

@@ -34,6 +34,7 @@ def test_the_loading_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest
     out = write_dataset(tmp_path / "run1", hand_records())
     namespace = run_snippet(out, monkeypatch, tmp_path)
     assert len(namespace["dpo"]) == 3 and len(namespace["triplets"]) == 6
+    assert namespace["pairs"]["pair"] == ["P1", "P2", "P3"] * 3  # every SSO pair of the three kept rows
 
 
 def test_the_loading_snippet_and_the_default_config_work_when_no_row_was_kept(
@@ -44,7 +45,7 @@ def test_the_loading_snippet_and_the_default_config_work_when_no_row_was_kept(
                                              make_record(1, kept=False, drop_reason="truncated")])
     namespace = run_snippet(out, monkeypatch, tmp_path)
     assert len(namespace["triplets"]) == 2  # the drop reasons, which is all there is to load
-    assert "dpo" not in namespace  # an empty config cannot be loaded: the card does not tell users to
+    assert "dpo" not in namespace and "pairs" not in namespace  # an empty config cannot be loaded: not named
     card = (out / "README.md").read_text()
     assert "No row was kept" in card
     default = load_dataset("empty")  # the card's default config: one that has rows

@@ -30,9 +30,9 @@ def test_the_layout_is_a_hub_dataset_repository_plus_hidden_state(tmp_path: Path
 def test_configs_round_trip_and_empty_configs_keep_their_types(tmp_path: Path) -> None:
     folder = OutputFolder(tmp_path)
     records = [make_record(0), make_record(1, kept=False, drop_reason="equal_responses", lp_good_plain=-1.5)]
-    assert folder.write_configs(records) == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1}
+    assert folder.write_configs(records) == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1, "pairs": 3}
     assert folder.read_triplets() == records
-    assert row_counts(folder.root) == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1}
+    assert row_counts(folder.root) == {"triplets": 2, "dpo": 1, "sso": 1, "reward": 1, "pairs": 3}
     folder.write_configs([records[1]])  # nothing kept: the pair configs are empty but typed
     schema = pq.read_schema(folder.config_file("dpo"))
     assert str(schema.field("chosen").type) == "list<element: struct<role: string, content: string>>"
@@ -140,7 +140,7 @@ def test_a_test_split_holds_whole_queries_drawn_with_the_seed(tmp_path: Path) ->
     folder = OutputFolder(tmp_path / "a")
     records = _split_rows()
     counts = folder.write_configs(records, SplitSpec(test_size=0.25, seed=5))
-    assert counts == {"triplets": 22, "dpo": 21, "sso": 21, "reward": 21}
+    assert counts == {"triplets": 22, "dpo": 21, "sso": 21, "reward": 21, "pairs": 63}
     assert sorted(folder.split_files("dpo")) == ["test", "train"]
     test_prompts = folder.read_config("triplets", split="test").column("prompt").to_pylist()
     train_prompts = folder.read_config("triplets", split="train").column("prompt").to_pylist()
@@ -159,6 +159,16 @@ def test_a_test_split_holds_whole_queries_drawn_with_the_seed(tmp_path: Path) ->
     # Without a split the test files go: one train split again.
     folder.write_configs(records)
     assert list(folder.split_files("dpo")) == ["train"] and row_counts(folder.root)["dpo"] == 21
+
+
+def test_the_three_pairs_of_a_query_are_in_its_split_together(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path)
+    folder.write_configs(_split_rows(), SplitSpec(test_size=0.25, seed=5))
+    for split in ("train", "test"):
+        ids = folder.read_config("dpo", split=split).column("id").to_pylist()
+        pairs = folder.read_config("pairs", split=split)
+        assert ids and pairs.column("id").to_pylist() == [row_id for row_id in ids for _ in range(3)]
+        assert pairs.column("pair").to_pylist() == ["P1", "P2", "P3"] * len(ids)
 
 
 def test_training_reads_the_train_split_only(tmp_path: Path) -> None:
@@ -264,7 +274,7 @@ def test_configs_written_a_batch_of_rows_at_a_time_are_byte_for_byte_those_of_on
     counts = one.write_configs(records, split)  # fewer rows than a batch: one batch
     assert batched.write_configs(lambda: in_batches(records, 100), split) == counts
     files = sorted(path.relative_to(one.root) for path in one.root.rglob("*.parquet"))
-    assert len(files) == 8
+    assert len(files) == 10
     assert [(batched.root / f).read_bytes() == (one.root / f).read_bytes() for f in files] == [True] * len(files)
 
 

@@ -178,8 +178,8 @@ def test_push_uploads_one_commit_without_the_token_anywhere(hub: StandInHub, dat
     regular = {v["value"]["path"]: base64.b64decode(v["value"]["content"]) for v in lines if v["key"] == "file"}
     lfs = {v["value"]["path"]: v["value"]["oid"] for v in lines if v["key"] == "lfsFile"}
     assert set(regular) == {"README.md", "manifest.json", "stats.json"}
-    assert set(lfs) == {f"data/{c}/train-00000-of-00001.parquet" for c in ("triplets", "dpo", "sso", "reward")} | {
-        "plots/lengths.png"}
+    configs = ("triplets", "dpo", "sso", "reward", "pairs")
+    assert set(lfs) == {f"data/{c}/train-00000-of-00001.parquet" for c in configs} | {"plots/lengths.png"}
     for path, oid in lfs.items():  # the bytes the storage received are the local file's
         local = (dataset / path).read_bytes()
         assert hashlib.sha256(local).hexdigest() == oid

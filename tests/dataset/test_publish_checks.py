@@ -49,6 +49,17 @@ def test_blank_rows_are_reported_in_the_file_that_holds_them(tmp_path: Path) -> 
                             "the dpo config, and 1 more in its other files"), error
 
 
+def test_a_blank_answer_in_the_pairs_config_is_refused(tmp_path: Path) -> None:
+    # The other configs are clean: a `pairs` file edited (or written by another tool) with a blank P3 answer.
+    folder = OutputFolder(write_dataset(tmp_path / "pairs", [make_record(0), make_record(1)]))
+    rows = folder.read_config("pairs").to_pylist()
+    rows[5]["chosen"] = [{"role": "assistant", "content": " "}]
+    folder.write_config("pairs", rows)
+    error = _dry_run(folder.root)
+    assert error.startswith(f"error: {folder.config_file('pairs')}: 1 row(s) with an empty or null 'chosen' in the "
+                            "pairs config"), error
+
+
 def test_a_pair_config_without_rows_names_its_file_or_folder(tmp_path: Path) -> None:
     folder = OutputFolder(write_dataset(tmp_path / "empty", [make_record(0, kept=False,
                                                                          drop_reason="equal_responses")]))

@@ -324,11 +324,15 @@ def test_a_rerun_scores_again_rows_a_larger_max_model_len_fits_or_of_another_dty
 
 
 def test_template_without_system_role(tiny_model_no_system: Path, tmp_path: Path) -> None:
-    out = write_dataset(tmp_path / "out", tiny_rows()[:2])
+    out = write_dataset(tmp_path / "out", tiny_rows()[:2], system_role_merged=True)
     score_folder(out, str(tiny_model_no_system), engine="transformers")
     records = OutputFolder(out).read_triplets()
     assert max_diff(records, reference_logprobs(tiny_model_no_system, records)) < 1e-4
     assert records[0].lp_good_good != records[0].lp_good_plain  # the merged system text changes the context
+    # The rewritten `pairs` config keeps S+ / S- in the user turn, as the policy got them.
+    prompts = OutputFolder(out).read_config("pairs").column("prompt").to_pylist()
+    assert {m["role"] for prompt in prompts for m in prompt} == {"user"}
+    assert prompts[1][0]["content"].startswith(records[0].system_good)
 
 
 def test_cli_filter_records_reasons(tiny_model: Path, tmp_path: Path) -> None:

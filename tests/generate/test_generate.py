@@ -62,6 +62,14 @@ def test_all_configs_load_with_datasets(e2e: Any) -> None:
     dpo = loaded["dpo"][0]
     assert dpo["prompt"][0]["role"] == "user" and dpo["chosen"][0]["role"] == "assistant"
     assert [m["role"] for m in loaded["reward"][0]["chosen"]] == ["user", "assistant"]
+    # `pairs`: P1, P2, P3 of each kept row, P2 under S+ and P3 (yo over y+) under S-, as system messages.
+    pairs, sso = loaded["pairs"], loaded["sso"][0]
+    assert pairs["pair"] == ["P1", "P2", "P3"] * kept and pairs["id"][:3] == [sso["id"]] * 3
+    assert pairs[1]["prompt"] == [{"role": "system", "content": sso["system_good"]},
+                                  {"role": "user", "content": sso["prompt"]}]
+    assert pairs[2]["prompt"][0] == {"role": "system", "content": sso["system_bad"]}
+    assert (pairs[2]["chosen"][0]["content"], pairs[2]["rejected"][0]["content"]) == (sso["response_raw"],
+                                                                                      sso["response_good"])
     manifest = json.loads((e2e.out / "manifest.json").read_text())
     assert manifest["engine"] == "vllm" and manifest["system_role_merged"] is False
     # The options as given, and what vLLM made of them on this CPU build.
@@ -266,6 +274,11 @@ def test_system_role_fallback_on_a_template_without_system_role(tiny_model_no_sy
     result = run_generate(config)
     assert result.manifest["system_role_merged"] is True
     assert all(r.response_good and r.response_bad for r in result.records)
+    # The `pairs` prompts hold S+ / S- in the user turn, as sampling gave them (this template refuses a system role).
+    kept = [r for r in result.records if r.kept]
+    pairs = load_config(result.out, "pairs")
+    assert kept and {m["role"] for prompt in pairs["prompt"] for m in prompt} == {"user"}
+    assert pairs[1]["prompt"] == [{"role": "user", "content": f"{kept[0].system_good}\n\n{kept[0].prompt}"}]
 
 
 def _cli(*args: str) -> list[str]:

@@ -119,3 +119,33 @@ def test_an_extra_principle_joins_both_system_prompts_after_the_chosen_features(
     assert "must be Unsafe and Verbose." in written["system_bad"]
     assert f"Concision: {concision.good}" in written["system_good"]
     assert f"Concision: {concision.bad}" in written["system_bad"]
+
+
+@pytest.mark.parametrize("model", ["tiny_model", "tiny_model_no_system"])
+def test_the_pairs_prompts_render_the_contexts_the_responses_were_sampled_under(model: str,
+                                                                                request: pytest.FixtureRequest
+                                                                                ) -> None:
+    """The `pairs` config's prompts, through the policy's chat template as TRL applies it, are token for token the
+    prompts sampling gave the engine: P1 is x (where yo was sampled), P2 x+ (y+), P3 x- (y-). A template without
+    a system role (the second model) gets S+ / S- merged into the user turn, in generate and in `pairs` alike."""
+    from transformers import AutoTokenizer
+
+    from ssogen.chat import supports_system_role
+    from ssogen.records import TripletRecord, sso_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
+    system_supported = supports_system_role(tokenizer)
+    assert system_supported == (model == "tiny_model")
+    engine = RecordingEngine(tokenizer)
+    config = RunConfig(model="m", out="unused", seed=11)
+    session = Session(config=config, library=LIBRARY, templates=Templates(), engine=engine,
+                      system_supported=system_supported, stop_ids=[])
+    row = Row(id="row0", position=0, prompt="question 0")
+    selection = {"features": ["Safety"], "extra": [], "selection_filled": False, "principle_fallback": False,
+                 "system_good": S_GOOD, "system_bad": S_BAD}
+    [record] = sample_responses(session, [row], {row.id: selection})
+    sampled = {sent.key: sent.prompt_token_ids for sent in engine.requests}
+    pairs = sso_pairs(TripletRecord.model_validate(record), system_supported=system_supported)
+    for pair, variant in zip(pairs, ("raw", "good", "bad"), strict=True):
+        text = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == sampled[f"row0:{variant}"], pair["pair"]
