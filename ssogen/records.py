@@ -141,7 +141,7 @@ def sso_row(record: PairSource) -> dict[str, Any]:
 SSO_PAIRS = (("P1", None, "good", "bad"), ("P2", "system_good", "good", "bad"), ("P3", "system_bad", "raw", "good"))
 
 
-def sso_pairs(record: TripletRecord, *, system_supported: bool = True) -> list[dict[str, Any]]:
+def sso_pairs(record: PairSource, *, system_supported: bool = True) -> list[dict[str, Any]]:
     """P1, P2 and P3 in TRL's conversational explicit-prompt format, each with the truncation flags of its own
     chosen and rejected response. The prompt is the context as the policy's chat template got it when sampling:
     with `system_supported` false, S+ or S- merged into the user turn, so that TRL's rendering of it with that

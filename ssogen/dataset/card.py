@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ssogen.dataset.configs import yaml_features
-from ssogen.dataset.folder import CARD_MARKER, CONFIGS, OutputFolder
+from ssogen.dataset.configs import configs_of, yaml_features
+from ssogen.dataset.folder import CARD_MARKER, OutputFolder
 from ssogen.dataset.license import LICENSE_DEFAULT
 from ssogen.dataset.plots import existing_plots
 from ssogen.dataset.splits import SPLITS
@@ -134,12 +134,12 @@ FILTERS: dict[str, Callable[..., str]] = {"num": _num, "pct": percent, "cell": _
 EXAMPLE_ROWS = 3  # kept rows shown in the card, in input order
 
 
-def _configs(folder: OutputFolder) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _configs(folder: OutputFolder, held: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The header's `configs` (each with its splits and their file patterns) and its `dataset_info` (features
     and split sizes of every config whose files can be read)."""
     sizes, schemas = folder.split_sizes(), folder.schemas()
     configs, info = [], []
-    for config in CONFIGS:
+    for config in held:
         found = sizes.get(config, {})
         named = any(p.name.startswith(f"{s}-") for paths in folder.split_files(config).values() for p in paths
                     for s in SPLITS)
@@ -183,7 +183,7 @@ def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str 
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"{folder.manifest}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    configs, dataset_info = _configs(folder)
+    configs, dataset_info = _configs(folder, configs_of(raw_manifest))
     return {
         "name": manifest.name or (repo_id.split("/")[-1] if repo_id else folder.root.resolve().name),
         # What the loading snippets pass to load_dataset: the repo, or the folder's name (never its local path).
@@ -192,6 +192,7 @@ def card_context(folder: OutputFolder, stats: DatasetStats | None, repo_id: str 
         "size_category": size_category(next((c["rows"] or 0 for c in configs if c["name"] == "triplets"), 0)),
         "configs": configs,
         "dataset_info": dataset_info,
+        "has_pairs": any(c["name"] == "pairs" for c in configs),  # not in folders written before it existed
         "has_test_split": any(s["name"] == "test" for c in configs for s in c["splits"]),
         "examples": _examples(folder),
         "manifest": manifest,

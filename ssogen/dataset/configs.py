@@ -30,6 +30,15 @@ from ssogen.records import (
 CONFIGS = ("triplets", "dpo", "sso", "reward", "pairs")
 
 
+def configs_of(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The configs a finished folder holds, by its manifest's counts: a folder written before `pairs` existed has
+    the four before it, and its card and push name those four."""
+    counted = manifest.get("configs")
+    if isinstance(counted, dict) and "dpo" in counted and "pairs" not in counted:
+        return CONFIGS[:-1]
+    return CONFIGS
+
+
 def config_schema(config: str) -> pa.Schema:
     """Explicit schemas, so that empty configs and all-null columns still get the right types."""
     message = pa.struct([("role", pa.string()), ("content", pa.string())])

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ssogen.dataset.folder import CONFIGS, LOGS, MARKER, WORK_DIR, OutputFolder
+from ssogen.dataset.configs import configs_of
+from ssogen.dataset.folder import LOGS, MARKER, WORK_DIR, OutputFolder
 from ssogen.dataset.triplet_files import BATCH_ROWS, batches, check_columns, read_table
 from ssogen.errors import UserError
 from ssogen.io import TMP_SUFFIX
@@ -118,7 +119,7 @@ def check_publishable(out_dir: str | Path, *, allow_incomplete: bool = False) ->
     folder = OutputFolder(out_dir)
     manifest = folder.read_manifest()
     counts: dict[str, int] = {}
-    for config in CONFIGS:
+    for config in configs_of(manifest):
         checked = () if allow_incomplete else PAIR_RESPONSE_COLUMNS.get(config, ())
         files, counts[config], blank = _scan(folder, config, checked)
         if allow_incomplete or config not in PAIR_RESPONSE_COLUMNS:

@@ -154,3 +154,27 @@ def test_the_checks_hold_a_batch_of_rows_not_a_config(tmp_path: Path) -> None:
                              folder("large", 8192)], capture_output=True, text=True, check=True)
     small, large = map(int, result.stdout.split())
     assert large < 2 * small, (small, large)
+
+
+def test_a_folder_written_before_the_pairs_config_is_described_and_pushed_with_its_four(tmp_path: Path) -> None:
+    """A folder an earlier ssogen wrote has no data/pairs/ and its manifest counts four configs: `stats` declared a
+    `pairs` config with no files in its card, and push-to-hub refused it as "not an ssogen output folder"."""
+    import shutil
+
+    folder = OutputFolder(write_dataset(tmp_path / "old", [make_record(0), make_record(1)],
+                                        configs={"triplets": 2, "dpo": 2, "sso": 2, "reward": 2}))
+    shutil.rmtree(folder.config_dir("pairs"))
+    stats = CliRunner().invoke(app, ["stats", str(folder.root)])
+    assert stats.exit_code == 0, stats.output
+    card = (folder.root / "README.md").read_text()
+    assert "config_name: pairs" not in card and "data/pairs" not in card and '"pairs"' not in card
+    assert "| P2 | x+ (good system prompt) | y+ | y- | `sso` |" in card
+    result = CliRunner().invoke(app, ["push-to-hub", str(folder.root), "--repo-id", REPO, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "data/pairs" not in result.stdout
+    # A folder of today names `pairs` in its manifest: its files missing are refused as before.
+    folder = OutputFolder(write_dataset(tmp_path / "new", [make_record(0), make_record(1)],
+                                        configs={"triplets": 2, "dpo": 2, "sso": 2, "reward": 2, "pairs": 6}))
+    shutil.rmtree(folder.config_dir("pairs"))
+    result = CliRunner().invoke(app, ["push-to-hub", str(folder.root), "--repo-id", REPO, "--dry-run"])
+    assert result.exit_code == 2 and "data/pairs" in result.stderr, result.output
