@@ -76,32 +76,33 @@ def check_columns(paths: Sequence[Path], folder: Path) -> None:
         raise UserError(f"{folder}: its files disagree on the columns ({exc})") from None
 
 
-def batches(file: Path, size: int = BATCH_ROWS, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """The rows of one parquet file (`columns` only, if given), `size` at a time: a batch is held, not the file.
-    Its pages are read as they are decoded: read whole, the compressed column chunks of a row group (all of a file
-    ssogen writes) were held at once, about half the text of the columns read. In this thread: decoded by Arrow's
-    threads, the batches took memory of their own (the allocator's per-thread heaps) beside what the tables written
-    before had freed. Opened here: Arrow cannot open a path that is not UTF-8, which `write_configs` reads back what
-    it wrote to. A corrupt file is one clear line."""
+def batches(file: Path, size: int, columns: Sequence[str] | None = None, *, threads: bool = True
+            ) -> Iterator[pa.RecordBatch]:
+    """The file's rows (`columns` only, if given) `size` at a time: a batch is held, not the file; a corrupt file
+    is one clear line. Its pages are read as they are decoded: read whole (Arrow's default), the compressed column
+    chunks of a row group (all of a file ssogen writes) were held at once, about half the text of the columns read.
+    `threads`: decoded by Arrow's threads (faster), else in this one, as `write_configs` reads back what it wrote:
+    there the batches took memory of their own (the allocator's per-thread heaps) beside what the tables written
+    before had freed. Opened here: Arrow cannot open a path that is not UTF-8, which a folder may have."""
     try:
         with file.open("rb") as opened:
             reader = pq.ParquetFile(opened, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
             yield from reader.iter_batches(batch_size=size, columns=None if columns is None else list(columns),
-                                           use_threads=False)
+                                           use_threads=threads)
     except (pa.ArrowInvalid, OSError) as exc:
         raise parquet_read_error(file, exc) from None
 
 
 def row_batches(file: Path, size: int = BATCH_ROWS, columns: Sequence[str] | None = None
                 ) -> Iterator[list[dict[str, Any]]]:
-    """`batches` as lists of rows."""
-    for batch in batches(file, size, columns):
+    """`batches` as lists of rows, decoded in this thread (the pair configs read from the triplets' files)."""
+    for batch in batches(file, size, columns, threads=False):
         yield batch.to_pylist()
 
 
 def _rows(file: Path, size: int, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    for batch in row_batches(file, size, columns):
-        yield from batch
+    for batch in batches(file, size, columns):
+        yield from batch.to_pylist()
 
 
 def _records(file: Path, size: int) -> Iterator[TripletRecord]:
