@@ -83,5 +83,5 @@ def test_finishing_a_saved_run_parses_each_saved_row_once(tiny_model: Path, tmp_
     monkeypatch.setattr(SavedRecords, "read", lambda self, ids: read.extend(ids) or real_read(self, ids))
     result = run_generate(config.model_copy(update={"test_size": 0.2}))
     assert sorted(read) == sorted(row.id for row in plan_run(config).rows), f"{len(read)} reads of 50 saved rows"
-    assert result.manifest["configs"] == {"triplets": 50, "dpo": 50, "sso": 50, "reward": 50}
+    assert result.manifest["configs"] == {"triplets": 50, "dpo": 50, "sso": 50, "reward": 50, "pairs": 150}
     assert result.manifest["summary"]["rows"] == 50 and result.manifest["tokens_total"] == 50 * 12
