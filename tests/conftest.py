@@ -44,6 +44,22 @@ def tiny_model_base_eos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-base-eos", base_eos=True)
 
 
+@pytest.fixture
+def weight_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The model folders whose weight files were hashed while the test ran, in order (a hash reads the weights)."""
+    from ssogen import fingerprint
+
+    hashed: list[Path] = []
+    weights_digest = fingerprint._weights_digest
+
+    def counted(folder: Path, **kwargs: Any) -> str:
+        hashed.append(folder)
+        return weights_digest(folder, **kwargs)
+
+    monkeypatch.setattr(fingerprint, "_weights_digest", counted)
+    return hashed
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """The tiny model gains nothing from threads; on a shared 2-core machine they cost 10x (oversubscription)."""

@@ -425,19 +425,12 @@ def test_a_test_split_keeps_its_queries_through_scoring(tiny_model: Path, tmp_pa
     assert ids() == before and before["test"]
 
 
-def test_a_score_run_hashes_the_model_once(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_score_run_hashes_the_model_once(tiny_model: Path, tmp_path: Path, weight_hashes: list[Path]) -> None:
     """The cache lookup, the cache key and the manifest's entry hashed the model's files each (two or three reads of
     the weights per run): once now, in a first run and in a rerun from the cache."""
     from ssogen import fingerprint
 
-    hashed: list[Path] = []
-    weights_digest = fingerprint._weights_digest
-
-    def counted(folder: Path, **kwargs: Any) -> str:
-        hashed.append(folder)
-        return weights_digest(folder, **kwargs)
-
-    monkeypatch.setattr(fingerprint, "_weights_digest", counted)
+    hashed = weight_hashes
     out = write_dataset(tmp_path / "out", tiny_rows()[:2])
     first = score_folder(out, str(tiny_model), engine="transformers")
     assert first.scored_now == 2 and len(hashed) == 1

@@ -5,11 +5,10 @@ response under its own name, after the cheap filters. No model runs: the engine 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ssogen.engine import GenerationRequest, GenerationResult
+from ssogen.engine import GenerationRequest
 from ssogen.engine.seeds import derive_seed
 from ssogen.generate.config import RunConfig
 from ssogen.generate.inputs import Row
@@ -18,35 +17,22 @@ from ssogen.generate.steps.sampling import contrastive_prompts, sample_responses
 from ssogen.generate.steps.selection import Selection
 from ssogen.principles import load_library
 from ssogen.templating import Templates
+from ssogen.testing.engines import ScriptedEngine
 
 LIBRARY = load_library("default").library
 S_GOOD = "GOODSYSTEM follow the good principles"
 S_BAD = "BADSYSTEM follow the bad principles"
 
 
-class RecordingEngine:
+class RecordingEngine(ScriptedEngine):
     """Answers by what its prompt holds: "from S+", "from S-" or "from x" (no system text), and a leaked label on
     yo's answer so that the filters have something to strip."""
 
-    name = "recording"
-    settings: dict[str, Any] = {}
-    max_model_len = 4096
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.requests: list[GenerationRequest] = []
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        self.requests += requests
-        results = []
-        for request in requests:
-            prompt = self.tokenizer.decode(request.prompt_token_ids)
-            assert not (S_GOOD in prompt and S_BAD in prompt)
-            text = ("from S+" if S_GOOD in prompt else "from S-" if S_BAD in prompt
-                    else "Helpful response: from x")
-            results.append(GenerationResult(key=request.key, text=f"{text} ({request.key.split(':')[0]})",
-                                            num_tokens=3, finish_reason="stop"))
-        return results
+    def answer(self, request: GenerationRequest) -> str:
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        assert not (S_GOOD in prompt and S_BAD in prompt)
+        text = "from S+" if S_GOOD in prompt else "from S-" if S_BAD in prompt else "Helpful response: from x"
+        return f"{text} ({request.key.split(':')[0]})"
 
 
 @pytest.mark.parametrize("raw_greedy", [False, True])

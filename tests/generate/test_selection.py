@@ -4,9 +4,8 @@ of the valid ones and fills at random when too few come back (SPEC §2.1 step 1)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ssogen.engine import GenerationRequest, GenerationResult
+from ssogen.engine import GenerationRequest
 from ssogen.engine.seeds import derive_seed
 from ssogen.generate.config import RunConfig
 from ssogen.generate.inputs import Row
@@ -20,6 +19,7 @@ from ssogen.generate.steps.selection import (
 )
 from ssogen.principles import load_library
 from ssogen.templating import Templates
+from ssogen.testing.engines import ScriptedEngine
 
 LIBRARY = load_library("default").library
 K = 2
@@ -111,21 +111,11 @@ def test_the_guided_regex_admits_exactly_k_different_names_in_any_order() -> Non
     assert isinstance(large, Library) and re.fullmatch(guided_regex(large, 4), "F1, F1")
 
 
-class AnsweringEngine:
+class AnsweringEngine(ScriptedEngine):
     """Records the selection requests and answers each with two names, then starts a made-up next example."""
 
-    name = "answering"
-    settings: dict[str, Any] = {}
-    max_model_len = 4096
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.requests: list[GenerationRequest] = []
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        self.requests += requests
-        return [GenerationResult(key=r.key, text=" Accuracy, Logicality\n###\nRequest: more", num_tokens=5,
-                                 finish_reason="stop") for r in requests]
+    def answer(self, request: GenerationRequest) -> str:
+        return " Accuracy, Logicality\n###\nRequest: more"
 
 
 def test_the_selection_request_is_a_raw_completion_sampled_at_0_7_and_0_8_and_stopped_at_the_separator(

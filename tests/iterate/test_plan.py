@@ -111,17 +111,10 @@ def test_a_local_judge_is_handed_to_its_step_by_its_absolute_path(tmp_path: Path
 
 
 def test_a_local_judge_s_files_are_hashed_once_for_all_iterations(tmp_path: Path, tiny_model: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                  weight_hashes: list[Path]) -> None:
     from ssogen import fingerprint
 
-    hashed: list[Path] = []
-    original = fingerprint._weights_digest
-
-    def counted(folder: Path, **kwargs: Any) -> str:
-        hashed.append(folder)
-        return original(folder, **kwargs)
-
-    monkeypatch.setattr(fingerprint, "_weights_digest", counted)
+    hashed = weight_hashes
     iterations = plan(tmp_path, iterations=3, judge_model=str(tiny_model))
     judges = [step for iteration in iterations for step in iteration.steps if step.kind == "judge"]
     assert hashed == [tiny_model.resolve()]
