@@ -3,6 +3,7 @@ JudgeOptions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,29 @@ from ssogen.cli.options import with_options
 from ssogen.formatting import percent
 from ssogen.judge.run import JudgeOptions
 from ssogen.settings_resolution import resolve_settings
+
+# The judge's measures as printed: a label, and the value from one set of metrics (judge_metrics).
+_MEASURES: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("chosen wins, chosen shown first", lambda m: percent(m["accuracy_chosen_first"])),
+    ("chosen wins, chosen shown second", lambda m: percent(m["accuracy_chosen_second"])),
+    ("share of parsed judgments for chosen", lambda m: percent(m["share_of_judgments_chosen"])),
+    ("chosen wins in both orders", lambda m: f"{percent(m['both_orders_chosen_rate'])} ({m['both_orders_chosen']})"),
+    ("position bias (same letter both times)", lambda m: percent(m["position_bias_rate"])),
+    ("unparseable answers", lambda m: f"{m['unparseable']} of {m['judgments']}"),
+    ("pairs too long for the judge", lambda m: str(m["pairs_too_long"])),
+)
+
+
+def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """One column of values; for the pairs config one over all pairs, then one per kind of pair (P1, P2, P3)."""
+    by_pair: dict[str, dict[str, Any]] = metrics.get("by_pair") or {}
+    table = Table(title=title, title_justify="left", show_header=bool(by_pair))
+    if by_pair:
+        for column in ("", f"all ({metrics['queries']} queries)", *by_pair):
+            table.add_column(column)
+    for label, value in _MEASURES:
+        table.add_row(label, value(metrics), *(value(kind) for kind in by_pair.values()))
+    return table
 
 
 @with_options(JudgeOptions, config_flag=None)
@@ -45,15 +69,6 @@ def judge(
         written = judge_folder(folder, settings)
         all_work_saved()
         m = written["metrics"]
-        table = Table(title=f"ssogen judge: {written['judge_model']} on {m['pairs_judged']} pairs "
-                      f"({settings.config})", title_justify="left", show_header=False)
-        table.add_row("chosen wins, chosen shown first", percent(m["accuracy_chosen_first"]))
-        table.add_row("chosen wins, chosen shown second", percent(m["accuracy_chosen_second"]))
-        table.add_row("share of parsed judgments for chosen", percent(m["share_of_judgments_chosen"]))
-        table.add_row("chosen wins in both orders",
-                      f"{percent(m['both_orders_chosen_rate'])} ({m['both_orders_chosen']})")
-        table.add_row("position bias (same letter both times)", percent(m["position_bias_rate"]))
-        table.add_row("unparseable answers", f"{m['unparseable']} of {m['judgments']}")
-        table.add_row("pairs too long for the judge", str(m["pairs_too_long"]))
-        show(table)
+        show(_metrics_table(m, f"ssogen judge: {written['judge_model']} on {m['pairs_judged']} pairs "
+                               f"({settings.config})"))
         say(f"wrote {OutputFolder(folder).relative(OutputFolder(folder).judge)} in {folder}")

@@ -2,7 +2,8 @@
 
 Every sampled pair is judged twice (chosen shown as A, then as B) in one batched, greedy engine call. Results go
 to OUT/judge.json (settings, metrics and every answer) and into the dataset card (its "Judged by a model"
-section, in templates/card.md.jinja)."""
+section, in templates/card.md.jinja). The `pairs` config is sampled by query, each with its three pairs (P1, P2, P3),
+and its metrics are given for each kind of pair as well as over all of them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ssogen.chat import merge_system_into_user
 from ssogen.dataset.card import card_is_generated, card_templates, write_card
+from ssogen.dataset.configs import configs_of
 from ssogen.dataset.folder import OutputFolder
 from ssogen.engine import GenerationRequest, close_engine, stop_token_ids_of
 from ssogen.engine.options import EngineFields, EngineOptions
@@ -29,9 +32,11 @@ from ssogen.settings import option
 
 class _JudgeFields(BaseModel):
     judge_model: str = option(..., "Judge model folder or hub id (a chat model).")
-    sample: int = option(200, "Pairs to judge (a seeded sample; all when fewer).", ge=1)
+    sample: int = option(200, "Pairs to judge (a seeded sample; all when fewer); for the pairs config, queries, each "
+                                "with its three pairs.", ge=1)
     seed: int = option(0, "Seed of the sample.", ge=0, lt=2**32)
-    config: Literal["dpo", "reward"] = option("dpo", "Pairs from the dpo or the reward config.")
+    config: Literal["dpo", "reward", "pairs"] = option(
+        "dpo", "Pairs from the dpo, the reward or the pairs config (P1, P2 and P3, with accuracies for each).")
     max_tokens: int = option(512, "New tokens per judge answer.", ge=1)
     templates: str | None = option(None, "Folder whose judge.jinja (and card.md.jinja) replace the bundled ones.",
                                    default_text="bundled", metavar="DIR", min_length=1)
@@ -50,11 +55,12 @@ class JudgeOptions(EngineFields, _JudgeFields):
 def refuse_a_file_as_pairs(value: str | None) -> None:
     """`judge --config` chooses the pairs, where generate's and train's --config is a YAML file of options: a file
     given here is told so, before "--judge-model is required" (which the file was meant to set) hides it."""
-    if value is None or value in ("dpo", "reward"):
+    if value is None or value in ("dpo", "reward", "pairs"):
         return
     if Path(value).suffix.lower() in (".yaml", ".yml", ".json") or "/" in value or Path(value).exists():
-        raise UserError(f"--config {value}: judge's --config chooses the pairs to judge, dpo or reward, not a file "
-                        "of options (that is --config of generate and train); give judge's options as flags")
+        raise UserError(f"--config {value}: judge's --config chooses the pairs to judge, dpo, reward or pairs, "
+                        "not a file of options (that is --config of generate and train); give judge's options as "
+                        "flags")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,12 @@ class Pair:
     query: str
     chosen: str
     rejected: str
+    kind: str | None = None  # P1, P2 or P3 in the `pairs` config, whose rows share their query's id
+
+    @property
+    def key(self) -> str:
+        """What names the pair in requests and seeds: its id, and its kind where the id is its query's."""
+        return self.id if self.kind is None else f"{self.id}:{self.kind}"
 
 
 def _last(messages: list[dict[str, Any]], role: str) -> str:
@@ -72,31 +84,47 @@ def _last(messages: list[dict[str, Any]], role: str) -> str:
     return ""
 
 
+def _query(row: dict[str, Any], config: str) -> str:
+    """The request the judge is shown. In `pairs`, P2's and P3's S+ or S- is at its top (as a chat template without
+    a system role gets it): those pairs prefer an answer under that context, and P2 without it would be P1 again."""
+    if config == "pairs":
+        return _last(merge_system_into_user(row["prompt"]), "user")
+    return _last(row["prompt"] if config == "dpo" else row["chosen"], "user")
+
+
 def read_pairs(folder: Path, config: str) -> list[Pair]:
-    """The pairs of the `dpo` config (prompt / chosen / rejected) or the `reward` config (two conversations)."""
+    """The pairs of the `dpo` config (prompt / chosen / rejected), the `reward` config (two conversations) or the
+    `pairs` config (three rows per query, `pair` naming each)."""
     out = OutputFolder(folder)
     manifest = out.read_manifest()
     if unfinished := not_complete(out.manifest, manifest.get("status")):
         raise UserError(unfinished)
+    if config not in configs_of(manifest):
+        raise UserError(f"--config {config}: {folder} has no {config} config (an earlier ssogen wrote it, before "
+                        "that config existed); judge its dpo or reward config")
     path = out.config_file(config)
     if not path.exists():
         raise UserError(f"{folder}: no {config} config ({out.relative(path)} missing)")
     pairs = []
     for row in out.read_config(config).to_pylist():
-        context = row["prompt"] if config == "dpo" else row["chosen"]
-        pairs.append(Pair(id=row["id"], query=_last(context, "user"), chosen=_last(row["chosen"], "assistant"),
-                          rejected=_last(row["rejected"], "assistant")))
+        pairs.append(Pair(id=row["id"], query=_query(row, config), chosen=_last(row["chosen"], "assistant"),
+                          rejected=_last(row["rejected"], "assistant"), kind=row.get("pair")))
     if not pairs:
         raise UserError(f"{folder}: the {config} config has no pairs (no row was kept)")
     return pairs
 
 
 def sample_pairs(pairs: list[Pair], size: int, seed: int) -> list[Pair]:
-    """A seeded sample in the folder's order (the same seed and folder give the same pairs)."""
-    if size >= len(pairs):
+    """A seeded sample of `size` queries in the folder's order, each with all its pairs (the same seed and folder
+    give the same pairs). A query has one pair in dpo and reward, so `size` pairs; three in `pairs`, and the same
+    seed draws the same queries there as in dpo, so P1's numbers compare with dpo's."""
+    queries: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        queries.setdefault(pair.id, []).append(pair)
+    if size >= len(queries):
         return list(pairs)
-    chosen = sorted(random.Random(seed).sample(range(len(pairs)), size))
-    return [pairs[i] for i in chosen]
+    groups = list(queries.values())
+    return [pair for i in sorted(random.Random(seed).sample(range(len(groups)), size)) for pair in groups[i]]
 
 
 def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,6 +161,18 @@ def compute_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
+def judge_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """`compute_metrics` over every judged pair; for the `pairs` config (results naming their `pair`) also the
+    number of queries and the same metrics for each kind of pair in `by_pair` (P1, P2 and P3 compare different
+    things: their accuracies pooled would hide which of them a judge agrees with)."""
+    metrics = compute_metrics(results)
+    kinds = list(dict.fromkeys(r["pair"] for r in results if "pair" in r))
+    if kinds:
+        metrics["queries"] = len({r["id"] for r in results})
+        metrics["by_pair"] = {kind: compute_metrics([r for r in results if r.get("pair") == kind]) for kind in kinds}
+    return metrics
+
+
 def _ask_judge(engine: Any, pairs: list[Any], options: JudgeOptions, model_path: str,
                ) -> tuple[dict[str, Any], set[str]]:
     """The judge's answer to every pair in both orders, by request key; and the pairs too long to ask about.
@@ -150,13 +190,13 @@ def _ask_judge(engine: Any, pairs: list[Any], options: JudgeOptions, model_path:
             text = render_prompt(pair.query, pair.chosen, pair.rejected, order, options.templates)
             built[order] = prompt_token_ids(tokenizer, [{"role": "user", "content": text}], system_supported=True)
         if any(len(ids) >= engine.max_model_len for ids in built.values()):
-            too_long.add(pair.id)
+            too_long.add(pair.key)
             continue
         for order, ids in built.items():
             room = engine.max_model_len - len(ids)
             requests.append(GenerationRequest(
-                key=f"{pair.id}:{order}", prompt_token_ids=ids, max_tokens=min(options.max_tokens, room),
-                temperature=0.0, top_p=1.0, seed=derive_seed(options.seed, pair.id, order),
+                key=f"{pair.key}:{order}", prompt_token_ids=ids, max_tokens=min(options.max_tokens, room),
+                temperature=0.0, top_p=1.0, seed=derive_seed(options.seed, pair.key, order),
                 stop_token_ids=stop_ids))
     return {r.key: r for r in engine.generate(requests)}, too_long
 
@@ -184,12 +224,12 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
             close_engine(engine)
     results: list[dict[str, Any]] = []
     for pair in pairs:
-        if pair.id in too_long:
-            results.append({"id": pair.id, "skipped": "too_long"})
+        entry: dict[str, Any] = {"id": pair.id} if pair.kind is None else {"id": pair.id, "pair": pair.kind}
+        if pair.key in too_long:
+            results.append({**entry, "skipped": "too_long"})
             continue
-        entry: dict[str, Any] = {"id": pair.id}
         for order in ORDERS:
-            answer = answers[f"{pair.id}:{order}"]
+            answer = answers[f"{pair.key}:{order}"]
             verdict = parse_verdict(answer.text)
             entry[order] = {"verdict": verdict, "winner": winner(order, verdict), "answer": answer.text,
                             "finish_reason": answer.finish_reason}
@@ -202,7 +242,7 @@ def judge_folder(folder: Path, options: JudgeOptions, engine: Any = None) -> dic
         "seed": options.seed, "engine": engine.name, "max_tokens": options.max_tokens,
         "template": {"file": source.name, "origin": "--templates" if own_template else "bundled",
                      "sha256": hashlib.sha256(source.read_bytes()).hexdigest()},
-        "metrics": compute_metrics(results),
+        "metrics": judge_metrics(results),
         "pairs": results,
     }
     OutputFolder(folder).write_judge(written)

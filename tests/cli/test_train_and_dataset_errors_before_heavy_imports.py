@@ -102,12 +102,12 @@ DATASET = [
     ("judge-sample", "judge {w}/dataset --judge-model {model} --sample 0", 2,
      "--sample: Input should be greater than or equal to 1"),
     ("judge-config", "judge {w}/dataset --judge-model {model} --config bogus", 2,
-     "--config: Input should be 'dpo' or 'reward'"),
+     "--config: Input should be 'dpo', 'reward' or 'pairs'"),
     # On generate and train --config is a YAML file of options; on judge it chooses the pairs. The file is told so
     # before "--judge-model is required", which the file was meant to set.
     ("judge-config-a-yaml-file", "judge {w}/dataset --config {w}/judge.yaml", 2,
-     "error: --config {w}/judge.yaml: judge's --config chooses the pairs to judge, dpo or reward, not a file of "
-     "options (that is --config of generate and train); give judge's options as flags"),
+     "error: --config {w}/judge.yaml: judge's --config chooses the pairs to judge, dpo, reward or pairs, not a "
+     "file of options (that is --config of generate and train); give judge's options as flags"),
     ("judge-unfinished", "judge {w}/unfinished --judge-model {model}", 2, "manifest.json: the run in this folder is "
      "not complete (status 'in_progress'); run the same `ssogen generate` (or `ssogen score`) command again"),
     ("judge-templates-missing", "judge {w}/dataset --judge-model {model} --templates {w}/no-templates", 2,
