@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -111,6 +111,32 @@ def write_parquet_atomic(path: str | Path, table: Any) -> Path:
     import pyarrow.parquet as pq
 
     return write_atomic(path, lambda f: pq.write_table(table, f))
+
+
+def write_parquet_pieces_atomic(path: str | Path, tables: Iterable[Any]) -> int:
+    """`pyarrow.Table`s of one schema as one parquet file, each written as it comes (a row group or more each), so
+    that only one is held at a time; the rows written. One table gives the bytes `write_parquet_atomic` gives."""
+    import pyarrow.parquet as pq
+
+    written = 0
+
+    def write(f: IO[bytes]) -> None:
+        nonlocal written
+        writer = None
+        try:
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(f, table.schema)
+                writer.write_table(table)
+                written += table.num_rows
+            if writer is None:  # no schema to write an empty file with
+                raise ValueError(f"{path}: no table to write")
+        finally:
+            if writer is not None:
+                writer.close()
+
+    write_atomic(path, write)
+    return written
 
 
 def write_png_atomic(path: str | Path, figure: Any, *, dpi: int = 100) -> Path:

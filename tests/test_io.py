@@ -104,3 +104,17 @@ def test_read_json_object_is_none_for_what_only_means_not_done_yet(tmp_path: Pat
         assert read_json_object(path) is None, unreadable
     path.write_text('{"funnel": {"kept": 3}}')
     assert read_json_object(path) == {"funnel": {"kept": 3}}
+
+
+def test_parquet_pieces_are_one_file_and_no_piece_is_an_error(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ssogen.io import write_parquet_pieces_atomic
+
+    pieces = [pa.table({"a": [1, 2]}), pa.table({"a": [3]})]
+    assert write_parquet_pieces_atomic(tmp_path / "x.parquet", iter(pieces)) == 3
+    assert pq.read_table(tmp_path / "x.parquet").column("a").to_pylist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="no table"):
+        write_parquet_pieces_atomic(tmp_path / "y.parquet", [])
+    assert list(tmp_path.iterdir()) == [tmp_path / "x.parquet"]  # neither an empty file nor a temporary left

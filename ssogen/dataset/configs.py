@@ -84,6 +84,11 @@ PAIR_SOURCE_COLUMNS = {"dpo": _CHOSEN_REJECTED, "reward": _CHOSEN_REJECTED,
 # Rows of the triplets' files made Python objects at once while a pair config is built (a few MB of text).
 READ_BACK_ROWS = 256
 
+# Rows of `pairs` built and written at once, one parquet row group each: about 30 MB with S+ / S- of a few hundred
+# words and 1-3 KB answers (`bench/large_folders.py`), where the whole config was 300 MB at 20,000 queries.
+PAIRS_PIECE_ROWS = 6144
+# A config's table of one split as it is written, one or more tables in a row (row groups of one file).
+Pieces = Iterable[pa.Table]
 # Sees each batch of records on the triplets' one pass (the end of generate counts its summary and statistics there).
 Tap = Callable[[list[TripletRecord]], None]
 # The triplets' file of a split, once it is written.
@@ -113,22 +118,24 @@ def config_rows(records: Iterable[TripletRecord], *, system_supported: bool = Tr
 
 
 def split_tables(batches: RecordBatches, split: SplitSpec | None, written: WrittenTriplets, tap: Tap | None = None,
-                 *, system_supported: bool = True) -> Iterator[tuple[str, dict[str, pa.Table]]]:
-    """(config, split -> table) for each config in turn, so that only one config's table is held at once (the
-    caller drops each before asking for the next). The triplets come from one pass over `batches`, a source of
-    records that may be costly to make (generate parses and validates its saved rows); the pair configs from the
-    triplets' rows as written, not validated again (`written`: the caller has written the triplets' files by the
-    time the next config is asked for). Without a split spec every row is in train; with one, the rows of a query
-    drawn for the test split are in test in every config (`ssogen.dataset.splits`). `system_supported`: whether the
-    policy's chat template took a system role (the manifest's `system_role_merged` is its negation), for `pairs`."""
+                 *, system_supported: bool = True) -> Iterator[tuple[str, dict[str, Pieces]]]:
+    """(config, split -> its table in pieces) for each config in turn, so that only one config's table is held at
+    once (the caller writes each before asking for the next). The triplets come from one pass over `batches`, a
+    source of records that may be costly to make (generate parses and validates its saved rows); the pair configs
+    from the triplets' rows as written, not validated again (`written`: the caller has written the triplets' files
+    by the time the next config is asked for). Without a split spec every row is in train; with one, the rows of a
+    query drawn for the test split are in test in every config (`ssogen.dataset.splits`). `system_supported`:
+    whether the policy's chat template took a system role (the manifest's `system_role_merged` is its negation),
+    for `pairs`. A split with no rows in a config is left out of its dict (train never is)."""
     triplets = triplet_tables(batches, split, tap)
     sources = {name: written(name) for name, table in triplets.items() if table.num_rows}
-    yield "triplets", triplets
+    kept = {name: pc.sum(table.column("kept")).as_py() or 0 for name, table in triplets.items()}
+    yield "triplets", {name: [table] for name, table in triplets.items() if name == TRAIN or table.num_rows}
     del triplets
     for config in PAIR_CONFIGS:
-        yield config, {name: pair_table(config, row_batches(sources[name], READ_BACK_ROWS, PAIR_SOURCE_COLUMNS[config])
-                                        if name in sources else (), system_supported=system_supported)
-                       for name in SPLITS}
+        yield config, {name: pair_pieces(config, row_batches(sources[name], READ_BACK_ROWS, PAIR_SOURCE_COLUMNS[config])
+                                         if name in sources else (), system_supported=system_supported)
+                       for name in SPLITS if name == TRAIN or kept[name]}
 
 
 def triplet_tables(batches: RecordBatches, split: SplitSpec | None, tap: Tap | None = None) -> dict[str, pa.Table]:
@@ -180,6 +187,31 @@ def pair_table(config: str, rows: Iterable[list[dict[str, Any]]], *, system_supp
     kept rows only (`rows` hold the config's `PAIR_SOURCE_COLUMNS`)."""
     schema, build = config_schema(config), pair_rows(config, system_supported=system_supported)
     return _table(([made for row in batch if row["kept"] for made in build(_Row(row))] for batch in rows), schema)
+
+
+def pair_pieces(config: str, rows: Iterable[list[dict[str, Any]]], *, system_supported: bool = True) -> Pieces:
+    """`pair_table` in pieces of `PAIRS_PIECE_ROWS` for `pairs`, whose one table was the peak of generate's end
+    (three rows of long prompts per query); the other pair configs as one table, so that their files keep the
+    bytes they had (`_arrays`)."""
+    if config != "pairs":
+        return [pair_table(config, rows, system_supported=system_supported)]
+    return _pieces(config, rows, system_supported)
+
+
+def _pieces(config: str, rows: Iterable[list[dict[str, Any]]], system_supported: bool) -> Iterator[pa.Table]:
+    """Each batch made Arrow as it comes (its Python rows dropped at once), a piece yielded once it holds
+    `PAIRS_PIECE_ROWS`; at least one piece, empty when no row is kept."""
+    schema, build = config_schema(config), pair_rows(config, system_supported=system_supported)
+    pending: list[pa.Table] = []
+    made_any = False
+    for batch in rows:
+        pending.append(pa.Table.from_pylist([made for row in batch if row["kept"] for made in build(_Row(row))],
+                                            schema=schema))
+        if sum(table.num_rows for table in pending) >= PAIRS_PIECE_ROWS:
+            yield pa.concat_tables(pending)
+            pending, made_any = [], True
+    if pending or not made_any:
+        yield pa.concat_tables(pending) if pending else schema.empty_table()
 
 
 def _table(batches: Iterable[list[dict[str, Any]]], schema: pa.Schema) -> pa.Table:

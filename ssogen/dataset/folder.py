@@ -39,7 +39,7 @@ from ssogen.dataset.configs import CONFIGS, Tap, config_schema, split_tables
 from ssogen.dataset.splits import SPLITS, TEST, TRAIN, SplitSpec
 from ssogen.dataset.triplet_files import BATCH_ROWS, RecordBatches, in_batches, record_batches
 from ssogen.errors import UserError
-from ssogen.io import TMP_SUFFIX, read_json_object, write_json_atomic, write_parquet_atomic, write_text_atomic
+from ssogen.io import TMP_SUFFIX, read_json_object, write_json_atomic, write_parquet_pieces_atomic, write_text_atomic
 from ssogen.lock import Holder
 from ssogen.ownership import FINGERPRINT, LOCK, LOG_PATTERN, MARKER, WORK_DIR, claim, holds_anything, remove_written
 from ssogen.records import TripletRecord
@@ -149,7 +149,8 @@ class OutputFolder:
                      split: str = TRAIN) -> Path:
         """One config's parquet file of a split from a table or rows (the config's own schema unless given)."""
         table = pa.Table.from_pylist(rows, schema=schema or config_schema(config)) if isinstance(rows, list) else rows
-        return write_parquet_atomic(self.config_file(config, split), table)
+        write_parquet_pieces_atomic(path := self.config_file(config, split), [table])
+        return path
 
     def write_configs(self, records: Iterable[TripletRecord] | RecordBatches, split: SplitSpec | None = None,
                       tap: Tap | None = None, *, system_supported: bool = True) -> dict[str, int]:
@@ -160,12 +161,10 @@ class OutputFolder:
         batches = records if callable(records) else partial(in_batches, list(records))
         for config, parts in split_tables(batches, split, partial(self.config_file, "triplets"), tap,
                                           system_supported=system_supported):
-            self.write_config(config, parts[TRAIN])
-            if parts[TEST].num_rows:
-                self.write_config(config, parts[TEST], split=TEST)
-            else:
+            counts[config] = sum(write_parquet_pieces_atomic(self.config_file(config, name), pieces)
+                                 for name, pieces in parts.items())
+            if TEST not in parts:
                 self.config_file(config, TEST).unlink(missing_ok=True)
-            counts[config] = parts[TRAIN].num_rows + parts[TEST].num_rows
             del parts  # not held while the next config is built
         return counts
 

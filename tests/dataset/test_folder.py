@@ -171,6 +171,29 @@ def test_the_three_pairs_of_a_query_are_in_its_split_together(tmp_path: Path) ->
         assert pairs.column("pair").to_pylist() == ["P1", "P2", "P3"] * len(ids)
 
 
+def test_pairs_are_written_a_piece_at_a_time_with_the_rows_of_one_table(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pairs` (three long rows per query) is the largest config: it is built and written in pieces, never held
+    whole, and holds the rows it would as one table."""
+    from ssogen.dataset import configs
+
+    monkeypatch.setattr(configs, "READ_BACK_ROWS", 2)
+    monkeypatch.setattr(configs, "PAIRS_PIECE_ROWS", 9)
+    records = _split_rows()
+    folder = OutputFolder(tmp_path)
+    folder.write_configs(records, SplitSpec(test_size=0.25, seed=5))
+    train = folder.config_file("pairs")
+    # 16 kept queries of 3 rows, read back 2 queries at a time: a piece once 9 rows are made, 12 each
+    assert pq.ParquetFile(train).metadata.num_row_groups == 4
+    by_id = {row["id"]: row for row in configs.config_rows(records)["pairs"][::3]}
+    for split in ("train", "test"):
+        written = folder.read_config("pairs", split=split).to_pylist()
+        ids = [row["id"] for row in written[::3]]
+        one_table = [row for r in sorted(records, key=lambda r: r.position) if r.id in ids
+                     for row in configs.config_rows([r])["pairs"]]
+        assert ids and set(ids) <= set(by_id) and written == one_table
+
+
 def test_training_reads_the_train_split_only(tmp_path: Path) -> None:
     from ssogen.train.inputs import read_sso_rows
 

@@ -277,14 +277,16 @@ def test_a_score_stopped_while_rewriting_the_data_leaves_the_folder_marked_unfin
     from ssogen.train.inputs import sso_files
 
     out = write_dataset(tmp_path / "out", tiny_rows()[:3])
-    write_config = OutputFolder.write_config
+    from ssogen.dataset import folder as folder_module
 
-    def stop_after_triplets(self: OutputFolder, config: str, *args: Any, **kwargs: Any) -> Any:
-        if config != "triplets":
+    write_file = folder_module.write_parquet_pieces_atomic
+
+    def stop_after_triplets(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path.parent.name != "triplets":
             raise KeyboardInterrupt  # as a kill between two of the files
-        return write_config(self, config, *args, **kwargs)
+        return write_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(OutputFolder, "write_config", stop_after_triplets)
+    monkeypatch.setattr(folder_module, "write_parquet_pieces_atomic", stop_after_triplets)
     keep_all = LikelihoodFilterOptions(ordering=False, on_policy=False, contrast=False)
     with pytest.raises(KeyboardInterrupt):
         score_folder(out, str(tiny_model), engine="transformers", filter_options=keep_all)
@@ -293,7 +295,7 @@ def test_a_score_stopped_while_rewriting_the_data_leaves_the_folder_marked_unfin
         check_publishable(out)
     with pytest.raises(UserError, match="not complete"):
         sso_files(out)
-    monkeypatch.setattr(OutputFolder, "write_config", write_config)
+    monkeypatch.setattr(folder_module, "write_parquet_pieces_atomic", write_file)
     # The rerun, even without --filter, finishes the filter begun (triplets already hold its drops): the manifest
     # named no filter.
     score_folder(out, str(tiny_model), engine="transformers")
