@@ -129,6 +129,7 @@ def write_parquet_pieces_atomic(path: str | Path, tables: Iterable[Any]) -> int:
                     writer = pq.ParquetWriter(f, table.schema)
                 writer.write_table(table)
                 written += table.num_rows
+                del table  # not held while the next is made
             if writer is None:  # no schema to write an empty file with
                 raise ValueError(f"{path}: no table to write")
         finally:

@@ -110,11 +110,17 @@ def test_parquet_pieces_are_one_file_and_no_piece_is_an_error(tmp_path: Path) ->
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ssogen.io import write_parquet_pieces_atomic
+    from ssogen.io import write_parquet_atomic, write_parquet_pieces_atomic
 
     pieces = [pa.table({"a": [1, 2]}), pa.table({"a": [3]})]
     assert write_parquet_pieces_atomic(tmp_path / "x.parquet", iter(pieces)) == 3
     assert pq.read_table(tmp_path / "x.parquet").column("a").to_pylist() == [1, 2, 3]
+    assert pq.ParquetFile(tmp_path / "x.parquet").metadata.num_row_groups == 2
     with pytest.raises(ValueError, match="no table"):
         write_parquet_pieces_atomic(tmp_path / "y.parquet", [])
-    assert list(tmp_path.iterdir()) == [tmp_path / "x.parquet"]  # neither an empty file nor a temporary left
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "x.parquet"]  # neither an empty file nor a temporary left
+    # One piece: the bytes of one table written at once (the configs other than `pairs` keep theirs).
+    table = pa.table({"a": [str(i) * 40 for i in range(500)], "b": list(range(500))})
+    write_parquet_pieces_atomic(tmp_path / "one.parquet", [table])
+    write_parquet_atomic(tmp_path / "whole.parquet", table)
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()

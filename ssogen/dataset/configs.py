@@ -200,18 +200,24 @@ def pair_pieces(config: str, rows: Iterable[list[dict[str, Any]]], *, system_sup
 
 def _pieces(config: str, rows: Iterable[list[dict[str, Any]]], system_supported: bool) -> Iterator[pa.Table]:
     """Each batch made Arrow as it comes (its Python rows dropped at once), a piece yielded once it holds
-    `PAIRS_PIECE_ROWS`; at least one piece, empty when no row is kept."""
+    `PAIRS_PIECE_ROWS`; at least one piece, empty when no row is kept. Arrow's freed memory is handed back as in
+    `_arrays` (after each piece too: the writer has dropped it when it asks for the next)."""
     schema, build = config_schema(config), pair_rows(config, system_supported=system_supported)
+    pool = pa.default_memory_pool()
     pending: list[pa.Table] = []
     made_any = False
     for batch in rows:
         pending.append(pa.Table.from_pylist([made for row in batch if row["kept"] for made in build(_Row(row))],
                                             schema=schema))
+        pool.release_unused()
         if sum(table.num_rows for table in pending) >= PAIRS_PIECE_ROWS:
             yield pa.concat_tables(pending)
             pending, made_any = [], True
+            pool.release_unused()
     if pending or not made_any:
         yield pa.concat_tables(pending) if pending else schema.empty_table()
+        del pending
+        pool.release_unused()
 
 
 def _table(batches: Iterable[list[dict[str, Any]]], schema: pa.Schema) -> pa.Table:
