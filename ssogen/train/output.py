@@ -44,6 +44,10 @@ from ssogen.ownership import (
 CONFIG_FILE = "ssogen_train_config.json"
 METRICS_FILE = "metrics.json"
 MODEL_CARD = "README.md"
+# The model card's last line: a card without it (nor the heading of earlier versions' cards) was written by a
+# person, and neither a finished run nor --overwrite replaces or removes it.
+MODEL_CARD_MARKER = "<!-- ssogen model card: `ssogen train` rewrites this file -->"
+_EARLIER_CARD_HEADING = "# Model trained with ssogen (Self-Steering Optimization)"
 FINISHED_FILES = (CONFIG_FILE, METRICS_FILE)  # written after the model, in this order
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"  # in each checkpoint, written last by transformers
@@ -95,6 +99,13 @@ class TrainOutput:
         self.marker = self.work_dir / MARKER
         self.lock_file = self.work_dir / LOCK
         self.fingerprint = self.work_dir / FINGERPRINT
+
+    def card_is_generated(self) -> bool:
+        """True when README.md is missing or ssogen train wrote it: safe to replace or remove."""
+        if not self.card.is_file():
+            return not self.card.exists()
+        text = self.card.read_text(encoding="utf-8", errors="replace")
+        return MODEL_CARD_MARKER in text or (text.startswith("---") and _EARLIER_CARD_HEADING in text)
 
     def checkpoints(self) -> list[Path]:
         """checkpoint-<step> folders, newest first."""
@@ -176,7 +187,8 @@ class TrainOutput:
         write_json_atomic(self.fingerprint, fingerprint, sort_keys=True)
 
     def remove_run_outputs(self) -> None:
-        """What --overwrite does: remove what ssogen train wrote (the reference caches stay), nothing else."""
+        """What --overwrite does: remove what ssogen train wrote (the reference caches stay), nothing else (a model
+        card written by hand stays)."""
         if not self.root.is_dir():
             return
         for folder in [*self.checkpoints(), *(self.root / name for name in RUN_FOLDERS)]:
@@ -184,5 +196,5 @@ class TrainOutput:
                 folder.unlink()
             elif folder.is_dir():
                 shutil.rmtree(folder)
-        remove_written(self.root, [*(self.root / name for name in RUN_FILES), *weight_files(self.root)], RUN_PATTERNS,
-                       self.work_dir, [self.root / "logs"])
+        files = [self.root / name for name in RUN_FILES if name != MODEL_CARD or self.card_is_generated()]
+        remove_written(self.root, [*files, *weight_files(self.root)], RUN_PATTERNS, self.work_dir, [self.root / "logs"])

@@ -22,7 +22,7 @@ from ssogen.io import write_json_atomic, write_text_atomic
 from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
 from ssogen.train.objective import describe
-from ssogen.train.output import CONFIG_FILE, METRICS_FILE, TrainOutput
+from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD_MARKER, TrainOutput
 
 logger = logging.getLogger("ssogen.train")
 # Metrics shown on each progress line (all logged terms go to metrics.json).
@@ -149,7 +149,7 @@ def model_card(config: TrainConfig, outcome: TrainOutcome, data_info: dict[str, 
     if outcome.final_eval:
         lines += ["Final reward accuracies on the training rows: " + ", ".join(
             f"{p.upper()} {outcome.final_eval.get(f'rewards/{p}/accuracy', float('nan')):.3f}" for p in PAIRS), ""]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, MODEL_CARD_MARKER]) + "\n"
 
 
 def summary_table(outcome: TrainOutcome) -> Table:
@@ -192,15 +192,21 @@ def _versions() -> dict[str, str]:
 
 
 def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, rows: int, fingerprint: str,
-                  key: str, system_supported: bool) -> None:
+                  key: str, system_supported: bool) -> bool:
     """The model card, the resolved config and metrics.json, beside the saved model (main process only). The card
     first: the two JSON files mark the run finished (`FINISHED_FILES`), so a kill before them leaves a run that
-    resumes, never a finished one without its card."""
+    resumes, never a finished one without its card. A card written by hand is left as it is; whether the card was
+    written."""
     data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
                  "system_role": "native" if system_supported else "merged into user turn",
                  "truncation": outcome.truncation, "end_of_turn": outcome.extra.get("end_of_turn")}
     output = TrainOutput(config.out)
-    write_text_atomic(output.card, model_card(config, outcome, data_info))
+    card_written = output.card_is_generated()
+    if card_written:
+        write_text_atomic(output.card, model_card(config, outcome, data_info))
+    else:
+        logger.warning("%s is a model card written by hand: left as it is (remove it to get ssogen's card on the "
+                       "next run)", output.card)
     write_json_atomic(output.train_config, {
         "config": config.resolved(),
         "loss": describe(config.loss_settings()),
@@ -227,3 +233,4 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
                       "loaded_from": outcome.reference_loaded_from, "seconds": trainer.reference_seconds},
         "truncation": outcome.truncation,
     })
+    return card_written

@@ -249,12 +249,14 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     remove_logprob_head(trainer.model)  # the saved model is the stock class
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
-        write_outputs(config, outcome, trainer, rows=len(dataset), fingerprint=fingerprint, key=key,
-                      system_supported=system_supported)
+        card_written = write_outputs(config, outcome, trainer, rows=len(dataset), fingerprint=fingerprint, key=key,
+                                     system_supported=system_supported)
         console.print(summary_table(outcome))
         logger.info("finished: %d steps, %s; final eval %s", outcome.steps, outcome.train_metrics,
                     outcome.final_eval)
-        console.print(f"wrote {'adapter' if config.lora else 'model'}, tokenizer, {CONFIG_FILE}, {METRICS_FILE} "
-                      f"and {MODEL_CARD} to {config.out}", highlight=False, soft_wrap=True)  # a path split in two
+        written = f"{CONFIG_FILE}, {METRICS_FILE} and {MODEL_CARD}" if card_written else \
+            f"{CONFIG_FILE} and {METRICS_FILE} (your {MODEL_CARD} kept)"
+        console.print(f"wrote {'adapter' if config.lora else 'model'}, tokenizer, {written} to {config.out}",
+                      highlight=False, soft_wrap=True)  # a path split in two
     trainer.accelerator.wait_for_everyone()
     return outcome

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from ssogen.cli import app
 from ssogen.testing.synthetic import write_synthetic_sso
-from ssogen.train.output import TrainOutput, checkpoint_problem
+from ssogen.train.output import MODEL_CARD_MARKER, TrainOutput, checkpoint_problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -117,8 +117,15 @@ def test_another_configuration_is_refused_and_overwrite_clears_only_the_old_run(
         "--no-bf16 as that run did (without either, the choice is left to the device and recorded as such); use "
         "--overwrite to replace it or choose another --out")
     assert "(changed: bf16); use --overwrite" in train(data, tiny_model, out, "--bf16").stderr  # type: ignore
+    assert MODEL_CARD_MARKER in (out / "README.md").read_text()  # ssogen's card: replaced by the next run
+    (out / "README.md").write_text("# My model\n\nA card I wrote for the hub.\n")
     replaced = train(data, tiny_model, out, "--lr", "2e-3", "--save-steps", "0", "--overwrite")
     assert replaced.exit_code == 0, replaced.output  # type: ignore[attr-defined]
+    # A card written by hand is neither removed by --overwrite nor replaced by the run's own.
+    assert (out / "README.md").read_text() == "# My model\n\nA card I wrote for the hub.\n"
+    assert replaced.stdout.splitlines()[-1].endswith(  # type: ignore[attr-defined]
+        f"ssogen_train_config.json and metrics.json (your README.md kept) to {out}")
+    assert "is a model card written by hand: left as it is" in replaced.stderr  # type: ignore[attr-defined]
     assert TrainOutput(out).checkpoints() == []  # the old run's checkpoints went with it
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "ssogen_train_config.json").read_text())["config"]["lr"] == 2e-3
@@ -205,6 +212,21 @@ def test_the_card_is_written_before_the_files_that_mark_the_run_finished(tmp_pat
     report.write_outputs(config, outcome, SimpleNamespace(reference_seconds=0.0), rows=1, fingerprint="f", key="k",
                          system_supported=True)
     assert written == [MODEL_CARD, *FINISHED_FILES]
+
+
+def test_a_model_card_is_ssogen_s_by_its_marker_or_an_earlier_version_s_heading(tmp_path: Path) -> None:
+    """Cards of earlier versions had no marker: they are still ssogen's (replaced, and removed by --overwrite)."""
+    out = TrainOutput(tmp_path)
+    assert out.card_is_generated()  # none yet
+    cards = {"---\nlibrary_name: transformers\n---\n\n# Model trained with ssogen (Self-Steering Optimization)\n": True,
+             f"anything\n{MODEL_CARD_MARKER}\n": True,
+             "# Model trained with ssogen (Self-Steering Optimization)\n\nMy notes.\n": False,  # no header: edited
+             "# My model\n": False}
+    for text, generated in cards.items():
+        out.card.write_text(text)
+        assert out.card_is_generated() is generated, text
+        out.remove_run_outputs()
+        assert out.card.exists() is not generated, text
 
 
 def test_overwrite_removes_a_linked_checkpoint_not_what_it_points_at(tmp_path: Path) -> None:
