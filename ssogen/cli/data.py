@@ -144,18 +144,20 @@ def push_to_hub_command(
         say("dry run: nothing was uploaded")
         return
     publish.validate_repo_id(repo_id)
-    publish.check_publishable(folder, allow_incomplete=allow_incomplete)  # bad input: before the log is opened
-    publish.resolve_token(token)  # none anywhere, or one with characters no token has: before the log too
-    # The lock: a score or stats running meanwhile would rewrite the files while they are read for the upload.
-    with OutputFolder(folder).claim("ssogen push-to-hub") as left_behind, \
-            command_log(folder, "push-to-hub", libraries=False):
-        note_lock_takeover(left_behind)
-        set_license(folder, license_id)
-        result = publish.push_to_hub(folder, repo_id, private=settings.private, revision=settings.revision,
-                                     commit_message=settings.commit_message, token=token,
-                                     allow_incomplete=allow_incomplete, templates=templates)
-        show(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
-             highlight=False, markup=False, soft_wrap=True)
+    OutputFolder(folder).read_manifest()  # not an ssogen output folder: refused before the lock marks it as one
+    # The lock: a score or stats running meanwhile would rewrite the files while they are read for the upload. The
+    # folder is checked once, under it (what is checked is what goes up), and before the log: bad input logs nothing.
+    with OutputFolder(folder).claim("ssogen push-to-hub") as left_behind:
+        counts = publish.check_publishable(folder, allow_incomplete=allow_incomplete)
+        publish.resolve_token(token)  # none anywhere, or one with characters no token has: before the log too
+        with command_log(folder, "push-to-hub", libraries=False):
+            note_lock_takeover(left_behind)
+            set_license(folder, license_id)
+            result = publish.push_to_hub(folder, repo_id, private=settings.private, revision=settings.revision,
+                                         commit_message=settings.commit_message, token=token,
+                                         allow_incomplete=allow_incomplete, templates=templates, checked=counts)
+            show(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}",
+                 highlight=False, markup=False, soft_wrap=True)
 
 
 @with_options(ScoreConfig, config_flag=None)

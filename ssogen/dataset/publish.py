@@ -143,15 +143,17 @@ def push_to_hub(
     token: str | None = None,
     allow_incomplete: bool = False,
     templates: str | Path | None = None,
+    checked: dict[str, int] | None = None,
 ) -> PushResult:
-    """Create the dataset repo if needed (and the branch), then upload the folder as one commit."""
+    """Create the dataset repo if needed (and the branch), then upload the folder as one commit. `checked`: what
+    `check_publishable` returned to a caller that ran it under the folder's lock (it reads every row: not twice)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from ssogen import __version__
 
     folder = OutputFolder(out_dir)
     validate_repo_id(repo_id)
-    counts = check_publishable(folder.root, allow_incomplete=allow_incomplete)
+    counts = checked if checked is not None else check_publishable(folder.root, allow_incomplete=allow_incomplete)
     secret = resolve_token(token)
     hide(secret)  # whichever way it was found: never in a log line or a message
     card = prepare_card(folder.root, repo_id, templates)

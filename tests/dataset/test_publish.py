@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.dataset.folder import WORK_DIR, OutputFolder
 from ssogen.dataset.refresh import refresh
-from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.folders import make_record, snapshot, write_dataset
 
 # huggingface_hub streams LFS uploads with a call httpx2 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use .content=:DeprecationWarning")
@@ -202,6 +202,7 @@ def test_push_uploads_one_commit_without_the_token_anywhere(hub: StandInHub, dat
     # The command's log stays local (it names local paths) and shows the command line with the token hidden.
     (log,) = (dataset / "logs").glob("push-to-hub-*.log")
     assert re.search(r"ssogen push-to-hub .* --token='?\*\*\*'?( |$)", log.read_text(), re.MULTILINE)
+    assert f"pushed {len(regular) + len(lfs)} files to {REPO} in one commit" in log.read_text()  # its summary too
     assert not any(p.startswith("logs/") for p in [*regular, *lfs])
 
 
@@ -344,6 +345,66 @@ def test_bad_folders_are_one_line(hub: StandInHub, tmp_path: Path, dataset: Path
     result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--dry-run"])
     assert result.exit_code == 2 and "corrupt parquet file" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def _bad_folder(kind: str, tmp_path: Path, dataset: Path) -> Path:
+    if kind == "nothing":
+        return tmp_path / "nothing"
+    if kind == "a file":
+        (tmp_path / "afile").write_text("x")
+        return tmp_path / "afile"
+    if kind == "plain":
+        (tmp_path / "plain").mkdir()
+        return tmp_path / "plain"
+    if kind == "corrupt":
+        (dataset / "data" / "reward" / "train-00000-of-00001.parquet").write_bytes(b"garbage")
+    elif kind == "blank":
+        write_dataset(dataset, [make_record(0), make_record(1, response_bad="  ")])
+    else:
+        OutputFolder(dataset).write_manifest({**json.loads((dataset / "manifest.json").read_text()),
+                                              "status": "running"})
+    return dataset
+
+
+@pytest.mark.parametrize("token", [TOKEN, None], ids=["token", "no-token"])
+@pytest.mark.parametrize("kind", ["nothing", "a file", "plain", "corrupt", "blank", "unfinished"])
+def test_a_push_refuses_bad_folders_as_the_dry_run_does_and_writes_nothing(hub: StandInHub, tmp_path: Path,
+                                                                           dataset: Path, kind: str,
+                                                                           token: str | None) -> None:
+    """The push checks the folder under its lock, no longer before it too: the same line and exit code as the dry
+    run, before the token is looked for. Nothing is written in a folder that is not an ssogen output; in one that is,
+    only the lock and ssogen's mark, which generate leaves there anyway (this hand-built one lacks them)."""
+    folder = _bad_folder(kind, tmp_path, dataset)
+    dry = CliRunner().invoke(app, ["push-to-hub", str(folder), "--repo-id", REPO, "--dry-run"])
+    before = snapshot(folder) if folder.is_dir() else None
+    pushed = CliRunner().invoke(app, ["push-to-hub", str(folder), "--repo-id", REPO,
+                                      *(["--token", token] if token else [])])
+    assert (pushed.exit_code, pushed.stderr) == (dry.exit_code, dry.stderr) and dry.exit_code == 2, pushed.stderr
+    assert pushed.stderr.strip().count("\n") == 0
+    assert hub.requests == [] and not (tmp_path / "nothing").exists()
+    if before is not None:
+        after = snapshot(folder)
+        assert {k: after[k] for k in before} == before
+        assert set(after) - set(before) <= ({WORK_DIR, f"{WORK_DIR}/lock", f"{WORK_DIR}/marker.json"}
+                                            if (folder / "manifest.json").is_file() else set())
+
+
+def test_a_push_reads_the_folder_once(hub: StandInHub, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It checked every row of every config twice: in the command, then again under the lock."""
+    from ssogen.dataset import publishable
+
+    scanned: list[str] = []
+    scan = publishable._scan
+
+    def counted(folder: OutputFolder, config: str, columns: tuple[str, ...]) -> Any:
+        scanned.append(config)
+        return scan(folder, config, columns)
+
+    monkeypatch.setattr(publishable, "_scan", counted)
+    result = CliRunner().invoke(app, ["push-to-hub", str(dataset), "--repo-id", REPO, "--token", TOKEN])
+    assert result.exit_code == 0, result.output
+    assert sorted(scanned) == ["dpo", "pairs", "reward", "sso", "triplets"]
+    assert "(3 pairs, " in json.dumps(hub.commit_lines()[0])  # the commit message still counts the checked rows
 
 
 def test_hand_written_card_is_uploaded_as_is(hub: StandInHub, dataset: Path) -> None:
