@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ssogen.dataset import stats_cache
 from ssogen.dataset.configs import configs_of, yaml_features
 from ssogen.dataset.folder import CARD_MARKER, OutputFolder
 from ssogen.dataset.license import LICENSE_DEFAULT
@@ -218,17 +219,25 @@ def card_templates(templates: str | Path | None = None) -> Templates:
     return folder
 
 
+def _triplet_stats(folder: OutputFolder) -> DatasetStats | None:
+    """The statistics of the folder's triplets: kept ones that still describe them, else read from the rows."""
+    kept = stats_cache.load(folder)
+    if kept is not None:
+        return kept
+    try:
+        return folder_stats(folder)
+    except UserError:  # no triplets yet (an early card): render without the numbers
+        return None
+
+
 def render_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_id: str | None = None,
                 templates: str | Path | None = None) -> str:
-    """The card's text. Stats are computed from the triplets when not given (cheap; no plots are drawn,
-    existing ones in OUT/plots are linked). `repo_id` goes into the loading snippets (else the folder);
-    `templates` is a folder whose card.md.jinja replaces the bundled one."""
+    """The card's text. Stats, when not given, are those kept when the card was last written if they still
+    describe the triplets (`stats_cache`), else computed from them (no plots are drawn, existing ones in
+    OUT/plots are linked). `repo_id` goes into the loading snippets (else the folder); `templates` is a folder
+    whose card.md.jinja replaces the bundled one."""
     folder = OutputFolder(out_dir)
-    if stats is None:
-        try:
-            stats = folder_stats(folder)
-        except UserError:  # no triplets yet (an early card): render without the numbers
-            stats = None
+    stats = stats if stats is not None else _triplet_stats(folder)
     template = card_templates(templates)
     context = card_context(folder, stats, repo_id)
     try:
@@ -253,5 +262,9 @@ def write_card(out_dir: str | Path, *, stats: DatasetStats | None = None, repo_i
         logger.warning("%s is a card written by hand: left as it is (remove it to get ssogen's card from "
                        "`ssogen stats`)", folder.card)
         return None
-    return write_text_atomic(folder.card, render_card(folder.root, stats=stats, repo_id=repo_id,
-                                                      templates=templates))
+    stats = stats if stats is not None else _triplet_stats(folder)
+    written = write_text_atomic(folder.card, render_card(folder.root, stats=stats, repo_id=repo_id,
+                                                         templates=templates))
+    if stats is not None:  # the next render (a push, a dry run) need not read every row again
+        stats_cache.store(folder, stats)
+    return written

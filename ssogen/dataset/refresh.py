@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssogen.dataset import stats_cache
 from ssogen.dataset.card import card_is_generated, write_card
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.plots import write_plots
@@ -27,5 +28,7 @@ def refresh(out_dir: str | Path, *, plots: bool = True, card: bool = True, templ
         stats.plots = write_plots(folder, numbers)
     folder.write_stats(stats.model_dump())
     if card and card_is_generated(folder.root):  # a hand-written card is never overwritten (and needs no warning)
-        write_card(folder.root, stats=stats, templates=templates)
+        write_card(folder.root, stats=stats, templates=templates)  # keeps the stats for the next render too
+    else:  # for a card rendered later (push-to-hub), which would otherwise read every row again
+        stats_cache.store(folder, stats)
     return stats
