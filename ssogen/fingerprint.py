@@ -11,7 +11,7 @@ import json
 import struct
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def model_fingerprint(model: ModelRef, *, flag: str = "--model") -> ModelFingerp
     """A local folder by its contents (so a moved or copied folder keeps its fingerprint, changed weights do not);
     a hub id by the commit it resolves to. Truncated or missing weight files are one clear line."""
     if not model.local:
-        return ModelFingerprint({"hub_id": model.name, "revision": hub_revision(model, flag=flag)})
+        return ModelFingerprint({"hub_id": model.name, "revision": model.revision or hub_revision(model, flag=flag)})
     folder = Path(model.path)
     return ModelFingerprint({
         "config": _json_digest(folder / "config.json", drop=("_name_or_path", "transformers_version")),
@@ -78,11 +78,11 @@ def model_fingerprint(model: ModelRef, *, flag: str = "--model") -> ModelFingerp
     })
 
 
-def check_model_available(model: ModelRef, *, flag: str = "--model") -> None:
+def check_model_available(model: ModelRef, *, flag: str = "--model") -> ModelRef:
     """Before a command loads a model: a hub id is looked up now (`hub_revision`), so an unknown one or an
-    unreachable hub is one line at once; loading would retry for up to a minute first, printing every try."""
-    if not model.local:
-        hub_revision(model, flag=flag)
+    unreachable hub is one line at once; loading would retry for up to a minute first, printing every try. Returns
+    the model with the commit found, for its fingerprint (the hub is not asked again)."""
+    return model if model.local else replace(model, revision=hub_revision(model, flag=flag))
 
 
 def hub_revision(model: ModelRef, *, flag: str = "--model") -> str:

@@ -35,10 +35,12 @@ ENVIRONMENT_ERROR = 1
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model named on the command line: `name` as given, `local` folder or hub id."""
+    """A model named on the command line: `name` as given, `local` folder or hub id; `revision`: the commit the hub
+    named for a hub id when the command checked it (`check_model_available`), so that it is asked once."""
 
     name: str
     local: bool
+    revision: str | None = None
 
     @property
     def path(self) -> str:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -219,3 +220,32 @@ def test_score_and_judge_look_a_hub_model_up_before_loading_it(command: str, fla
     result = CliRunner().invoke(app, [command, str(out), flag, "org/name"])
     assert result.exit_code == 1 and result.stderr == (f"error: {flag} org/name: no such local folder, and not a hub "
                                                        "model in the local cache (the hub cannot be reached)\n")
+
+
+def test_score_asks_the_hub_for_a_hub_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's check asked the hub for the model's commit, then the score cache's key asked again."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from ssogen.dataset import score
+    from ssogen.testing.folders import make_record, write_dataset
+
+    asked: list[str] = []
+
+    def model_info(self: object, name: str, **kwargs: object) -> SimpleNamespace:
+        asked.append(name)
+        return SimpleNamespace(sha="c0ffee" * 6 + "abcd")
+
+    def setup(fingerprint: str, tokenizer: object) -> None:  # the engine would load next: stop here
+        raise UserError(f"stopped with {fingerprint}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(score, "_load_tokenizer", lambda model: object())
+    monkeypatch.setattr(score, "score_setup", setup)
+    out = write_dataset(tmp_path / "data", [make_record(i) for i in range(3)])
+    result = CliRunner().invoke(app, ["score", str(out), "--model", "org/name"])
+    expected = model_fingerprint(ModelRef("org/name", local=False, revision="c0ffee" * 6 + "abcd")).digest
+    assert result.exit_code == 2 and f"stopped with {expected}" in result.stderr, result.output
+    assert asked == ["org/name"]

@@ -40,6 +40,7 @@ from ssogen.settings_resolution import resolve_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssogen.dataset.score import ScoreProgress
+    from ssogen.models import ModelRef
 
 
 def check_license_flag(value: str) -> None:
@@ -175,11 +176,11 @@ def score_command(
 
     settings = resolve_settings(ScoreConfig, options, accepts_config=False)
     _require_folder(folder)
-    check_model_available(resolve_model(settings.model))
+    model = check_model_available(resolve_model(settings.model))  # a hub id: its commit, asked once per run
     # One writer per folder, claimed before the log (which imports transformers): a busy folder fails in a second.
     with OutputFolder(folder).claim("ssogen score") as left_behind, command_log(folder, "score"):
         note_lock_takeover(left_behind)
-        report = _score_with_progress(folder, settings)
+        report = _score_with_progress(folder, settings, model)
         all_work_saved()
         show(f"scored {counted(report.scored_now, 'row')} ({report.from_cache} from the cache, {report.too_long} too "
              f"long to score) of {report.rows}; configs: " + named_counts(report.counts),
@@ -192,7 +193,7 @@ def score_command(
             warn(note)
 
 
-def _score_with_progress(folder: Path, settings: ScoreConfig) -> Any:
+def _score_with_progress(folder: Path, settings: ScoreConfig, model: ModelRef) -> Any:
     """score_folder under a progress bar: rows scored, rows per second of engine time, time left."""
     import logging
 
@@ -220,7 +221,7 @@ def _score_with_progress(folder: Path, settings: ScoreConfig) -> Any:
                                                info)
 
     try:
-        return score_folder(folder, settings.model, engine=settings.engine, engine_options=settings.engine_options(),
+        return score_folder(folder, model, engine=settings.engine, engine_options=settings.engine_options(),
                             chunk_rows=settings.resolved_chunk_rows, filter_options=settings.filter_options(),
                             progress=on_progress, templates=settings.templates)
     finally:

@@ -92,7 +92,7 @@ def _load_tokenizer(model: ModelRef) -> Any:
 
 def score_folder(
     out_dir: str | Path,
-    model: str,
+    model: str | ModelRef,
     *,
     engine: EngineKind = "vllm",
     engine_options: EngineOptions | None = None,
@@ -105,13 +105,14 @@ def score_folder(
     """Score every row the cheap filters kept (plus rows an earlier likelihood filter dropped), optionally
     apply the likelihood filter, rewrite the configs, and refresh manifest, stats, plots and card.
 
-    `progress` is called once when the cached rows are known (before any engine loads) and after each chunk;
-    `scorer` lets a caller reuse a built engine; `templates` is a folder whose card.md.jinja replaces the bundled
-    card template."""
+    `model`: a folder or hub id, or the `ModelRef` a caller checked (`check_model_available`: the hub is not asked
+    again for its commit); `progress` is called once when the cached rows are known (before any engine loads) and
+    after each chunk; `scorer` lets a caller reuse a built engine; `templates` is a folder whose card.md.jinja
+    replaces the bundled card template."""
     folder = OutputFolder(out_dir)
     folder.read_manifest()  # not an ssogen output folder: one line, before the folder is locked
     card_templates(templates)  # a bad --templates fails now, not after the scoring
-    model_ref = resolve_model(model)
+    model_ref = model if isinstance(model, ModelRef) else resolve_model(model)  # a ModelRef: checked by the caller
     require_available(model_ref)
     # One writer per folder: a generate or another score writing it fails this one at once.
     with folder.claim("ssogen score"):
