@@ -59,7 +59,9 @@ def finished(step: Step) -> bool:
     if step.kind == "train":
         return TrainOutput(step.folder).finished()
     judged = OutputFolder(step.folder).read_judge() or {}
-    return {k: judged.get(k) for k in step.settings} == step.settings
+    # Iterate judges the dpo config (the report compares it across iterations): a judge.json of another config,
+    # from a `ssogen judge --config` run by hand on the folder, is judged again.
+    return {k: judged.get(k) for k in step.settings} == step.settings and judged.get("config", "dpo") == "dpo"
 
 
 def _descriptor(stream: Any) -> Any:

@@ -122,6 +122,22 @@ def test_a_local_judge_s_files_are_hashed_once_for_all_iterations(tmp_path: Path
     assert judges[0].settings["judge_model_fingerprint"] == fingerprint.folder_fingerprint(tiny_model)
 
 
+def test_a_judge_step_counts_as_finished_only_on_the_dpo_config(tmp_path: Path) -> None:
+    """Iterate's judge step judges dpo; a judge.json of the pairs or reward config, from a `ssogen judge` run by
+    hand on the iteration's data, is not its result (the report would show it as the iteration's accuracy)."""
+    from ssogen.dataset.folder import OutputFolder
+    from ssogen.iterate.run import finished
+
+    settings = {"judge_model": "judge", "sample": 200, "seed": 0}
+    step = Step("iter-1/judge", "judge", tmp_path, [], "judge", tmp_path, settings)
+    for config, done in (("dpo", True), (None, True), ("pairs", False), ("reward", False)):
+        written = {**settings, "metrics": {}} | ({} if config is None else {"config": config})
+        OutputFolder(tmp_path).write_judge(written)
+        assert finished(step) is done, config
+    OutputFolder(tmp_path).write_judge({**settings, "config": "dpo", "sample": 100, "metrics": {}})
+    assert not finished(step)
+
+
 def test_recipe_v2_trains_a_generator_then_the_policy_on_its_data(tmp_path: Path) -> None:
     (iteration,) = plan(tmp_path, iterations=1, recipe="v2", generator_queries=4, score=True,
                         judge_model="judge-model")
