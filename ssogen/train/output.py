@@ -107,6 +107,11 @@ class TrainOutput:
         text = self.card.read_text(encoding="utf-8", errors="replace")
         return MODEL_CARD_MARKER in text or (text.startswith("---") and _EARLIER_CARD_HEADING in text)
 
+    def hand_written_card(self) -> bytes | None:
+        """README.md's bytes when a person wrote it, else None. Read before the model is saved: PEFT's
+        `save_pretrained` writes a card of its own there, or edits the one it finds."""
+        return None if not self.card.is_file() or self.card_is_generated() else self.card.read_bytes()
+
     def checkpoints(self) -> list[Path]:
         """checkpoint-<step> folders, newest first."""
         found = [p for p in self.root.glob(f"{CHECKPOINT_PREFIX}*")

@@ -18,7 +18,7 @@ from rich.table import Table
 from transformers import TrainerCallback
 
 from ssogen.formatting import counted
-from ssogen.io import write_json_atomic, write_text_atomic
+from ssogen.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
 from ssogen.train.objective import describe
@@ -192,19 +192,20 @@ def _versions() -> dict[str, str]:
 
 
 def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, rows: int, fingerprint: str,
-                  key: str, system_supported: bool) -> bool:
+                  key: str, system_supported: bool, hand_written_card: bytes | None = None) -> bool:
     """The model card, the resolved config and metrics.json, beside the saved model (main process only). The card
     first: the two JSON files mark the run finished (`FINISHED_FILES`), so a kill before them leaves a run that
-    resumes, never a finished one without its card. A card written by hand is left as it is; whether the card was
-    written."""
+    resumes, never a finished one without its card. A card written by hand (`hand_written_card`, read before the
+    model was saved) is kept as it was; whether ssogen's card was written."""
     data_info = {"path": str(config.data), "rows": rows, "fingerprint": fingerprint,
                  "system_role": "native" if system_supported else "merged into user turn",
                  "truncation": outcome.truncation, "end_of_turn": outcome.extra.get("end_of_turn")}
     output = TrainOutput(config.out)
-    card_written = output.card_is_generated()
-    if card_written:
+    if hand_written_card is None:
         write_text_atomic(output.card, model_card(config, outcome, data_info))
     else:
+        if not output.card.is_file() or output.card.read_bytes() != hand_written_card:  # PEFT's save edited it
+            write_bytes_atomic(output.card, hand_written_card)
         logger.warning("%s is a model card written by hand: left as it is (remove it to get ssogen's card on the "
                        "next run)", output.card)
     write_json_atomic(output.train_config, {
@@ -233,4 +234,4 @@ def write_outputs(config: TrainConfig, outcome: TrainOutcome, trainer: Any, *, r
                       "loaded_from": outcome.reference_loaded_from, "seconds": trainer.reference_seconds},
         "truncation": outcome.truncation,
     })
-    return card_written
+    return hand_written_card is None

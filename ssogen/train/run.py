@@ -247,10 +247,11 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
                "fused_rotary": f"{trainer.fused_rotary} attention layers" if trainer.fused_rotary else "off"},
     )
     remove_logprob_head(trainer.model)  # the saved model is the stock class
+    hand_written_card = TrainOutput(config.out).hand_written_card()  # before PEFT's save writes or edits one
     trainer.save_model(str(config.out))
     if trainer.is_world_process_zero():
         card_written = write_outputs(config, outcome, trainer, rows=len(dataset), fingerprint=fingerprint, key=key,
-                                     system_supported=system_supported)
+                                     system_supported=system_supported, hand_written_card=hand_written_card)
         console.print(summary_table(outcome))
         logger.info("finished: %d steps, %s; final eval %s", outcome.steps, outcome.train_metrics,
                     outcome.final_eval)

@@ -230,6 +230,23 @@ def test_lora_on_the_output_layer_names_the_fused_head(sso_data: Path, tiny_mode
     assert outcome.steps == 1
 
 
+def test_a_lora_run_writes_ssogen_s_card_and_keeps_one_written_by_hand(sso_data: Path, tiny_model: Path,
+                                                                        tmp_path: Path) -> None:
+    """PEFT's save writes a card of its own into the folder (or edits the one there) before ssogen writes its
+    card: taken for a card written by hand, it stayed, and a card written by hand got PEFT's edits."""
+    from ssogen.train.output import MODEL_CARD_MARKER
+
+    out = tmp_path / "lora"
+    run_training(config(sso_data, tiny_model, out, max_steps=1, lora=True, lora_r=4, save_steps=0), quiet())
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: peft") and card.rstrip().endswith(MODEL_CARD_MARKER)
+    mine = "# My adapter\n\nNotes for the hub.\n"
+    (out / "README.md").write_text(mine)
+    run_training(config(sso_data, tiny_model, out, max_steps=2, lora=True, lora_r=4, save_steps=0, overwrite=True),
+                 quiet())
+    assert (out / "README.md").read_text() == mine
+
+
 def test_lora_reference_is_the_base_model(sso_data: Path, tiny_model: Path, tmp_path: Path,
                                           learned: dict[str, Any]) -> None:
     outcome = run_training(config(sso_data, tiny_model, tmp_path / "lora", max_steps=3, lr=1e-2, lora=True,
