@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from ssogen.engine import GenerationRequest, GenerationResult
 
 
-class ScriptedEngine:
+class ScriptedEngine(ABC):
     """Satisfies the `Engine` protocol's generate side; `requests` holds every request in the order sent."""
 
     name = "scripted"
@@ -19,8 +20,9 @@ class ScriptedEngine:
         self.tokenizer = tokenizer
         self.requests: list[GenerationRequest] = []
 
+    @abstractmethod
     def answer(self, request: GenerationRequest) -> str:
-        raise NotImplementedError
+        """The text this engine answers `request` with (each test's subclass scripts it)."""
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         self.requests += requests
