@@ -48,6 +48,9 @@ MODEL_CARD = "README.md"
 # person, and neither a finished run nor --overwrite replaces or removes it.
 MODEL_CARD_MARKER = "<!-- ssogen model card: `ssogen train` rewrites this file -->"
 _EARLIER_CARD_HEADING = "# Model trained with ssogen (Self-Steering Optimization)"
+# PEFT's `save_pretrained` writes the hub's blank template (front matter naming peft, then this placeholder heading)
+# where no card is: a LoRA run killed before its own card leaves that one, which no person wrote.
+_PEFT_TEMPLATE_HEADING = "\n# Model Card for Model ID\n"
 FINISHED_FILES = (CONFIG_FILE, METRICS_FILE)  # written after the model, in this order
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"  # in each checkpoint, written last by transformers
@@ -105,7 +108,11 @@ class TrainOutput:
         if not self.card.is_file():
             return not self.card.exists()
         text = self.card.read_text(encoding="utf-8", errors="replace")
-        return MODEL_CARD_MARKER in text or (text.startswith("---") and _EARLIER_CARD_HEADING in text)
+        if MODEL_CARD_MARKER in text:
+            return True
+        front_matter, _, body = text.partition("\n---\n")
+        return text.startswith("---") and (_EARLIER_CARD_HEADING in body or (
+            "library_name: peft" in front_matter and _PEFT_TEMPLATE_HEADING in f"\n{body}"))
 
     def hand_written_card(self) -> bytes | None:
         """README.md's bytes when a person wrote it, else None. Read before the model is saved: PEFT's

@@ -214,14 +214,19 @@ def test_the_card_is_written_before_the_files_that_mark_the_run_finished(tmp_pat
     assert written == [MODEL_CARD, *FINISHED_FILES]
 
 
-def test_a_model_card_is_ssogen_s_by_its_marker_or_an_earlier_version_s_heading(tmp_path: Path) -> None:
-    """Cards of earlier versions had no marker: they are still ssogen's (replaced, and removed by --overwrite)."""
+def test_a_card_is_ssogen_s_by_its_marker_an_earlier_version_s_heading_or_peft_s_template(tmp_path: Path) -> None:
+    """Cards of earlier versions had no marker: they are still ssogen's (replaced, and removed by --overwrite), as is
+    PEFT's unfilled template."""
     out = TrainOutput(tmp_path)
     assert out.card_is_generated()  # none yet
     cards = {"---\nlibrary_name: transformers\n---\n\n# Model trained with ssogen (Self-Steering Optimization)\n": True,
              f"anything\n{MODEL_CARD_MARKER}\n": True,
              "# Model trained with ssogen (Self-Steering Optimization)\n\nMy notes.\n": False,  # no header: edited
-             "# My model\n": False}
+             "# My model\n": False,
+             # PEFT's blank template, left by a LoRA run killed between PEFT's save and its own card
+             "---\nlibrary_name: peft\n---\n\n# Model Card for Model ID\n\n<!-- Provide a quick summary -->\n": True,
+             "---\nlibrary_name: transformers\n---\n\n# Model Card for Model ID\n": False,  # not PEFT's
+             "---\nlibrary_name: peft\n---\n\n# My adapter\n\nModel Card for Model ID\n": False}  # filled in
     for text, generated in cards.items():
         out.card.write_text(text)
         assert out.card_is_generated() is generated, text
