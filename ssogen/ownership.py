@@ -19,7 +19,7 @@ from typing import Any
 
 from ssogen.errors import UserError
 from ssogen.io import write_json_atomic
-from ssogen.lock import Holder, folder_lock
+from ssogen.lock import Holder, check_free, folder_lock
 from ssogen.runlog import active_logs
 
 WORK_DIR = ".ssogen"
@@ -55,11 +55,19 @@ GENERATE_UNFINISHED = ("the `ssogen generate` run in this folder has not finishe
                        "run the same generate command again to finish it")
 
 
+def _refuse_if_in_use(work_dir: Path) -> None:
+    """A folder whose run has not finished may be one that a live process is still writing: then the error is
+    "in use by process N" (exit 1), not "run the same command again" (which the lock would refuse)."""
+    check_free(work_dir / LOCK, label=str(work_dir.parent))
+
+
 def not_complete(manifest: Path, status: object) -> str | None:
     """The one line for a folder whose manifest says its run is not complete (generate or score stopped while it
-    wrote the data files, which may then disagree), else None. A manifest without a status is of an old run."""
+    wrote the data files, which may then disagree), else None. A manifest without a status is of an old run. Raises
+    the "in use" error instead while another process holds the folder (generate or score at work in it)."""
     if status in (None, "complete"):
         return None
+    _refuse_if_in_use(manifest.parent / WORK_DIR)
     return (f"{manifest}: the run in this folder is not complete (status {status!r}); run the same `ssogen "
             "generate` (or `ssogen score`) command again to finish it")
 
@@ -78,6 +86,7 @@ def why_no_dataset(work_dir: Path) -> str | None:
     output); None for a folder without ssogen's marker."""
     kind = marker_kind(work_dir)
     if kind == "dataset":
+        _refuse_if_in_use(work_dir)  # a first generate still running: not one to run again
         return GENERATE_UNFINISHED
     return f"holds {KINDS[kind]}, not {KINDS['dataset']}" if kind in KINDS else None
 

@@ -89,6 +89,10 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
     OutputFolder(w / "sso-empty").write_config("sso", [])
     write_dataset(w / "dataset", [make_record(i) for i in range(3)])
     write_dataset(w / "unfinished", [make_record(i) for i in range(3)], status="in_progress")
+    # Folders another process is at work in (run_cases holds their locks): a first generate before its manifest,
+    # and a finished run that score is rewriting. Not "run the same command again": that one is running.
+    _start_run(plan_run(RunConfig(model=str(tiny_model), out=str(w / "generating"), limit=2)))
+    write_dataset(w / "rescoring", [make_record(i) for i in range(3)], status="in_progress")
     write_dataset(w / "corrupt", [make_record(0)])
     OutputFolder(w / "corrupt").config_file("triplets").write_bytes(b"not parquet")
     _issue_10_inputs(w, tiny_model)
@@ -174,7 +178,9 @@ def run_cases(cases: dict[str, str], work: Path, tiny_model: Path) -> Outcomes:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     held = contextlib.ExitStack()  # the folders of the "locked" cases are held by this process meanwhile
     for claim in (OutputFolder(work / "locked").claim("ssogen generate"), TrainOutput(work / "train-locked").claim(),
-                  OutputFolder(work / "dataset-locked").claim("ssogen score")):
+                  OutputFolder(work / "dataset-locked").claim("ssogen score"),
+                  OutputFolder(work / "generating").claim("ssogen generate"),
+                  OutputFolder(work / "rescoring").claim("ssogen score")):
         held.enter_context(claim)
     before = _snapshot(work)
 

@@ -80,6 +80,19 @@ DATASET = [
     ("score-locked", "score {w}/dataset-locked --model {model}", 1, f"in use by process {os.getpid()}"),
     ("stats-locked", "stats {w}/dataset-locked", 1, f"error: {{w}}/dataset-locked: in use by process {os.getpid()}"),
     ("judge-locked", "judge {w}/dataset-locked --judge-model {model}", 1, f"in use by process {os.getpid()}"),
+    # Unfinished because another process is writing it: not "run the same command again".
+    ("stats-generating", "stats {w}/generating", 1,
+     f"error: {{w}}/generating: in use by process {os.getpid()} (ssogen generate"),
+    ("judge-generating", "judge {w}/generating --judge-model {model}", 1,
+     f"error: {{w}}/generating: in use by process {os.getpid()} (ssogen generate"),
+    ("train-data-generating", "train --data {w}/generating --model {model} --out {w}/from-generating", 1,
+     f"error: {{w}}/generating: in use by process {os.getpid()} (ssogen generate"),
+    ("score-rescoring", "score {w}/rescoring --model {model}", 1,
+     f"error: {{w}}/rescoring: in use by process {os.getpid()} (ssogen score"),
+    ("push-rescoring", "push-to-hub {w}/rescoring --repo-id org/name --dry-run", 1,
+     f"error: {{w}}/rescoring: in use by process {os.getpid()} (ssogen score"),
+    ("train-data-rescoring", "train --data {w}/rescoring --model {model} --out {w}/from-rescoring", 1,
+     f"error: {{w}}/rescoring: in use by process {os.getpid()} (ssogen score"),
     ("score-not-a-folder", "score {w}/foreign --model {model}", 2, "not an ssogen output folder"),
     # A generate stopped before its first data files, and a training run: what the folder is, not "not ssogen's".
     ("score-generate-unfinished", "score {w}/previous --model {model}", 2, "previous: the `ssogen generate` run in "
