@@ -36,6 +36,10 @@ def make_tiny_model(
     if path.is_dir() and any(path.iterdir()) and not (path / SETTINGS_FILE).is_file():
         raise fail(f"make-tiny-model {path}: folder is not empty and holds no model make-tiny-model wrote (no "
                    f"{SETTINGS_FILE}); choose a new or empty folder")
+    try:  # a parent that looks writable may still refuse a new folder (/proc, a full disk)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"make-tiny-model {path}: cannot create the folder ({exc.strerror or exc})", code=1) from None
     out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed,  # type: ignore[arg-type]
                            base_eos=base_eos)
     console.print(f"wrote {size} model to {out}", highlight=False)

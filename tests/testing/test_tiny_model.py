@@ -112,3 +112,18 @@ def test_make_tiny_model_never_writes_over_a_file_or_another_model(tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "holds no model make-tiny-model wrote (no ssogen_tiny_model.json)" in result.stderr
     assert afile.read_text() == "mine" and [p.name for p in model.iterdir()] == ["config.json"]
+
+
+def test_make_tiny_model_says_in_one_line_when_its_folder_cannot_be_made(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parent that looks writable may still refuse a new folder (`/proc/x` on Linux): that was a traceback."""
+    import errno
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    result = CliRunner().invoke(app, ["make-tiny-model", str(tmp_path / "m")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"error: make-tiny-model {tmp_path / 'm'}: cannot create the folder (No such "
+                                     "file or directory)")
