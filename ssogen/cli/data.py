@@ -167,7 +167,7 @@ def score_command(
     options: dict[str, Any],
     folder: Annotated[Path, typer.Argument(help="An ssogen output folder.")],
 ) -> None:
-    """Add mean token log-probs of y+, y- (and yo) under x, x+ and x- to every row; resumable.
+    """Add mean token log-probs of y+ and y- under x, x+ and x- (yo: under x) to every row; resumable.
 
     With --filter likelihood, rows failing the paper code's likelihood filter are dropped from the pair
     configs with the reason likelihood:<stage>. Stats, plots and the card are refreshed."""

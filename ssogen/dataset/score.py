@@ -1,4 +1,4 @@
-"""`ssogen score`: mean token log-probs of y+, y- (and yo) under x, x+ and x-, then optionally the likelihood
+"""`ssogen score`: mean token log-probs of y+ and y- under x, x+ and x- (yo: under x), then optionally the likelihood
 filter (`ssogen.dataset.likelihood`).
 
 Resumable like generate: finished rows are cached per model and tokenization settings (`score_cache` decides
