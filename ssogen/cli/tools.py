@@ -40,6 +40,9 @@ def make_tiny_model(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"make-tiny-model {path}: cannot create the folder ({exc.strerror or exc})", code=1) from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar for a one-file model
     out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed,  # type: ignore[arg-type]
                            base_eos=base_eos)
     console.print(f"wrote {size} model to {out}", highlight=False)

@@ -79,6 +79,7 @@ def test_vllm_generates_on_the_tiny_model(tiny_model: Path) -> None:
 def test_make_tiny_model_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["make-tiny-model", str(tmp_path / "m"), "--reject-system-role"])
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("wrote tiny model to ") and "Writing" not in result.output  # no progress bar
     assert json.loads((tmp_path / "m" / "ssogen_tiny_model.json").read_text())["reject_system_role"] is True
     bad = CliRunner().invoke(app, ["make-tiny-model", str(tmp_path / "x"), "--size", "huge"])
     assert bad.exit_code == 2 and "--size: unknown size 'huge'" in bad.stderr
