@@ -78,6 +78,12 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
     except Exception as exc:
         if (full := _cache_full(exc, path)) is not None:
             raise full from None
+        from datasets.data_files import EmptyDatasetError
+        from datasets.exceptions import DataFilesNotFoundError
+
+        if isinstance(exc, (DataFilesNotFoundError, EmptyDatasetError)):  # whose text names a loader's own files
+            raise UserError(f"{path}: a folder without files of queries (.jsonl, .json, .csv, .parquet, ...) or a "
+                            "saved dataset; give a file of queries, or a folder of such files") from None
         raise UserError(f"{path}: cannot load as a dataset ({type(exc).__name__}: {exc})".splitlines()[0]) \
             from None
 

@@ -167,3 +167,16 @@ def test_queries_from_a_pipe_are_refused_as_not_a_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^--prompts .*queries: not a regular file or folder; save the queries to a "
                                         r"file first$"):
         read_prompts(str(pipe))
+
+
+@pytest.mark.parametrize("content", [{}, {"judge.jinja": "{{ a }}", "notes.md": "mine"}])
+def test_a_folder_without_queries_is_named_as_such(tmp_path: Path, content: dict[str, str]) -> None:
+    """A folder of templates given as --prompts: `datasets` said "No task.toml or instruction.md files found"."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    for name, text in content.items():
+        (folder / name).write_text(text)
+    with pytest.raises(UserError, match=r"templates: a folder without files of queries \(.jsonl, .json, .csv, "
+                                        r".parquet, ...\) or a saved dataset; give a file of queries, or a folder "
+                                        r"of such files$"):
+        read_prompts(str(folder))
