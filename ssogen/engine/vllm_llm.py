@@ -74,9 +74,9 @@ def import_vllm() -> Any:
 def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM:
     """A `vllm.LLM` for `model` (folder or hub id) with the settings of `vllm_llm_kwargs`."""
     if is_cpu_build():
-        # On the CPU build the engine runs in this process unless the user says otherwise: vLLM's engine-core
-        # process took ~26 s more to start and 2.5 GiB more memory (docs/cpu-vllm-notes.md) and shares the same
-        # cores. Read when vLLM builds the engine; --dp workers set the same.
+        # On the CPU build the engine runs in this process unless the user says otherwise: with vLLM's engine-core
+        # process a short generate took twice the time and the memory (bench/engine_start.py), on the same cores.
+        # vLLM reads the variable when it builds the engine; each --dp worker builds its own here too.
         os.environ.setdefault(MULTIPROCESSING_ENV, "0")
     vllm = import_vllm()
     collect_dropped_engines()
