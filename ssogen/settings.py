@@ -32,7 +32,8 @@ def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), p
         ("--keep-truncated/--drop-truncated",); a bool without them is `--name/--no-name`.
     panel: the help panel the option is listed under.
     default_text: what the help says for a default that depends on other values (the field's default is None).
-    metavar: the value's name in help where the type's (TEXT for a str) says too little, e.g. DIR.
+    metavar: the value's name in help where the type's (TEXT for a str, PATH for a Path) says too little: FOLDER
+        or FILE.
     cli: False for the field that collects a PASS_THROUGH's keys (no flag, no key of its own).
     """
     extra: JsonDict = {"flags": list(flags), "panel": panel, "default_text": default_text, "metavar": metavar,

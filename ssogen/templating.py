@@ -1,5 +1,5 @@
 """Jinja2 templates from the bundled `templates/` folder, each overridable by a file of the same name in a user's
-`--templates DIR` (the prompt templates and the dataset card share this). Errors name the template file and
+`--templates FOLDER` (the prompt templates and the dataset card share this). Errors name the template file and
 line, as one UserError line; an undefined variable is an error, never silently empty text."""
 
 from __future__ import annotations

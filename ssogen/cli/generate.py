@@ -43,7 +43,7 @@ def generate(
     options: dict[str, Any],
     config: Annotated[Path | None, typer.Option(
         help="YAML file with any of these options (dashes or underscores); flags override it.",
-        rich_help_panel=IO_PANEL)] = None,
+        rich_help_panel=IO_PANEL, metavar="FILE")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help=with_default("Replace an output folder of a different configuration.", "off"),
         show_default=False)] = False,

@@ -1,5 +1,6 @@
-"""Help screens that name values the classic click way: `FOLDER` in the usage line, `PATH`, `INTEGER` or `TEXT`
-beside an option that takes a value, nothing beside a flag. A leaf: it imports nothing of the CLI.
+"""Help screens that name values the classic click way: `FOLDER` in the usage line, `INTEGER`, `TEXT`, `[a|b]` or
+the option's own metavar (`FOLDER`, `FILE`) beside an option that takes a value, nothing beside a flag. A leaf: it
+imports nothing of the CLI.
 
 Why: typer 0.27 made help print a required argument as `{folder}` in the usage line and types as `<path>`, `<int>`,
 `<str>`, and typer 0.29 prints a type beside every option, so each flag, --help included, reads `<bool>`. typer
@@ -25,6 +26,9 @@ from typer._click.exceptions import UsageError
 from typer.core import HAS_RICH, TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 _DRAWING_HELP = "ssogen.helpstyle.drawing_help"  # a key of ctx.meta, set while format_help runs
+# A list of choices wider than this goes over lines, broken after a `|`: on one line [vllm|transformers] widened the
+# type column of its whole panel and left the Engine panel 24 characters of help instead of 36 at 80 columns.
+CHOICES_LINE_WIDTH = 14
 
 # typer's own type words (what it writes between < and >) -> click's
 _CLICK_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
@@ -40,12 +44,24 @@ def _value_name(param: TyperOption | TyperArgument, ctx: Context) -> str:
     return re.sub(r"[a-z]+", lambda word: _CLICK_TYPE_NAMES.get(word[0], word[0].upper()), typer_name)
 
 
+def stacked_choices(metavar: str) -> str:
+    """`[a|b|c]` over lines of at most CHOICES_LINE_WIDTH characters, each but the last ending in `|`."""
+    if not (metavar.startswith("[") and metavar.endswith("]")) or len(metavar) <= CHOICES_LINE_WIDTH:
+        return metavar
+    lines = [""]
+    for piece in [choice + "|" for choice in metavar.split("|")[:-1]] + [metavar.rsplit("|", 1)[-1]]:
+        if lines[-1] and len(lines[-1]) + len(piece) > CHOICES_LINE_WIDTH:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
 class _Option(TyperOption):
     def display_type_rich(self, ctx: Context) -> str | None:
         if self.is_flag or self.count:
             return None  # a flag takes no value
         if self.metavar is not None:
-            return self.metavar
+            return stacked_choices(self.metavar)
         return _value_name(self, ctx) + ("..." if self.nargs != 1 else "")
 
 
@@ -56,7 +72,9 @@ class _Argument(TyperArgument):
         return self.metavar if self.metavar is not None else (self.name or "").upper()
 
     def display_type_rich(self, ctx: Context) -> str | None:
-        return _value_name(self, ctx)
+        value = _value_name(self, ctx)
+        # A path argument is named for what it holds (FOLDER): PATH beside it would only blur that.
+        return None if value == "PATH" else value
 
     def get_usage_pieces(self, ctx: Context) -> list[str]:
         shown = self.display_name_raw if self.required else f"[{self.display_name_raw}]"

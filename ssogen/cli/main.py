@@ -46,7 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=RootGroup,  # help in click's style (FOLDER, PATH, no type beside a flag): see ssogen/cli/helpstyle.py
+    cls=RootGroup,  # help in click's style (FOLDER, FILE, no type beside a flag): see ssogen/cli/helpstyle.py
 )
 
 

@@ -18,11 +18,6 @@ from rich.markup import escape
 
 from ssogen.settings import OptionSpec, option_specs
 
-# A Literal's values show as `[a|b]` beside its flag when that is at most this wide. A wider list would widen the
-# type column of its whole panel and squeeze every help text there at 80 columns ([vllm|transformers] left the Engine
-# panel 24 characters of help instead of 36); such an option shows TEXT, and its help names the values.
-CHOICES_SHOWN_UP_TO = 12
-
 
 def _typer_parameter(spec: OptionSpec, config_flag: str | None) -> inspect.Parameter:
     help_text = spec.help
@@ -32,8 +27,8 @@ def _typer_parameter(spec: OptionSpec, config_flag: str | None) -> inspect.Param
     if shown is not None:
         help_text += f" [default: {shown}]"
     metavar = spec.metavar
-    if spec.choices is not None and len(shown_choices := "[" + "|".join(spec.choices) + "]") <= CHOICES_SHOWN_UP_TO:
-        metavar = shown_choices  # shown as click shows a Choice; typer still takes text, which pydantic checks
+    if spec.choices is not None:  # shown as click shows a Choice (a long list over lines: see helpstyle); typer
+        metavar = "[" + "|".join(spec.choices) + "]"  # still takes text, which pydantic checks
     info = typer.Option(*spec.flags, help=escape(help_text), rich_help_panel=spec.panel, show_default=False,
                         metavar=metavar)
     # Optional[...] and a None default: an option not given stays None, so it does not hide the config file.

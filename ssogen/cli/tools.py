@@ -14,9 +14,9 @@ from ssogen.cli.common import console, fail, user_errors, with_default, writes_n
 
 @user_errors
 def make_tiny_model(
-    path: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
-    size: Annotated[str, typer.Option(help="'tiny' (~0.2M parameters) or 'small' (~10M, for benchmarks).")]
-    = "tiny",
+    folder: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    size: Annotated[str, typer.Option(help="'tiny' (~0.2M parameters) or 'small' (~10M, for benchmarks).",
+                                      metavar="[tiny|small]")] = "tiny",
     reject_system_role: Annotated[bool, typer.Option(
         "--reject-system-role", help=with_default("Use a chat template that raises on a system message (like "
                                                   "Gemma's).", "off"), show_default=False)] = False,
@@ -31,19 +31,19 @@ def make_tiny_model(
 
     if size not in SIZES:
         raise fail(f"--size: unknown size {size!r} (choose from {', '.join(SIZES)})")
-    check_writable_folder(path, flag="make-tiny-model")
+    check_writable_folder(folder, flag="make-tiny-model")
     # Rebuilding a tiny model in place is fine; writing config.json and weights over a real model is not.
-    if path.is_dir() and any(path.iterdir()) and not (path / SETTINGS_FILE).is_file():
-        raise fail(f"make-tiny-model {path}: folder is not empty and holds no model make-tiny-model wrote (no "
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / SETTINGS_FILE).is_file():
+        raise fail(f"make-tiny-model {folder}: folder is not empty and holds no model make-tiny-model wrote (no "
                    f"{SETTINGS_FILE}); choose a new or empty folder")
     try:  # a parent that looks writable may still refuse a new folder (/proc, a full disk)
-        path.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise fail(f"make-tiny-model {path}: cannot create the folder ({exc.strerror or exc})", code=1) from None
+        raise fail(f"make-tiny-model {folder}: cannot create the folder ({exc.strerror or exc})", code=1) from None
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar for a one-file model
-    out = build_tiny_model(path, size=size, reject_system_role=reject_system_role, seed=seed,  # type: ignore[arg-type]
+    out = build_tiny_model(folder, size=size, reject_system_role=reject_system_role, seed=seed,  # type: ignore[arg-type]
                            base_eos=base_eos)
     console.print(f"wrote {size} model to {out}", highlight=False)
 

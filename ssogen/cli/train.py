@@ -18,8 +18,8 @@ from ssogen.train.config import TrainConfig, build_config
 @user_errors
 def train(
     options: dict[str, Any],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of options (the command line wins).")]
-    = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of options (the command line wins).",
+                                                 metavar="FILE")] = None,
 ) -> None:
     """Train a policy (v1) or generator (v2) with the weighted SSO objective on a generate output folder.
 

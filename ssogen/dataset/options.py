@@ -13,9 +13,9 @@ from ssogen.settings import option
 
 
 def templates_option(when: str) -> Any:
-    """The `--templates DIR` option of a command that writes the card."""
+    """The `--templates FOLDER` option of a command that writes the card."""
     return option(None, f"Folder whose card.md.jinja replaces the bundled dataset card template {when} (as for the "
-                  "prompt templates of generate).", metavar="DIR")
+                  "prompt templates of generate).", metavar="FOLDER")
 
 
 def license_option(when: str) -> Any:

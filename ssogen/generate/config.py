@@ -47,16 +47,17 @@ _ENGINES = TypeAdapter(int)
 
 class _RunFields(BaseModel):
     model: str = option(..., "Model folder or hub id (the policy).", panel=IO_PANEL)
-    out: str = option(..., "Output folder (a Hub dataset repo).", panel=IO_PANEL, metavar="DIR")
+    out: str = option(..., "Output folder (a Hub dataset repo).", panel=IO_PANEL, metavar="FOLDER")
     principles: str = option("default", "Principle library: a YAML file or a bundled name.", panel=IO_PANEL,
                              min_length=1)
     prompts: str | None = option(None, f"Queries: {'/'.join(FILE_TYPES)}, a datasets folder or a hub id.",
                                  panel=IO_PANEL, default_text="the bundled demo queries", min_length=1)
     prompt_field: str = option("prompt", "Field holding the query.", panel=IO_PANEL, min_length=1)
     split: str = option("train", "Split of a dataset input.", panel=IO_PANEL, min_length=1)
-    limit: int | None = option(None, "Use only the first N prompts.", ge=1, panel=IO_PANEL, default_text="all")
+    limit: int | None = option(None, "Use only the first N usable prompts (a row without the field, or blank, is "
+                               "skipped and not counted).", ge=1, panel=IO_PANEL, default_text="all")
     templates: str | None = option(None, "Folder overriding the prompt templates.", panel=IO_PANEL,
-                                   default_text="bundled", metavar="DIR", min_length=1)
+                                   default_text="bundled", metavar="FOLDER", min_length=1)
     license: str = option(LICENSE_DEFAULT, LICENSE_HELP, panel=IO_PANEL)
     test_size: float | None = option(
         None, "Hold out this share of the queries as a test split (seeded with --seed; every row of a query "

@@ -40,7 +40,8 @@ class IterateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf or nan is no setting
 
     model: str = option(..., "Starting policy π_0: model folder or hub id.", panel=LOOP)
-    out: Path = option(..., "Run folder: iter-1/, iter-2/, ..., report.json, plots/.", panel=LOOP)
+    out: Path = option(..., "Run folder: iter-1/, iter-2/, ..., report.json, plots/.", panel=LOOP,
+                        metavar="FOLDER")
     prompts: str | None = option(None, "Queries (any input generate reads).", panel=LOOP,
                                  default_text="the bundled demo queries", min_length=1)
     iterations: int = option(3, "Iterations T.", ge=1, flags=("--iterations", "-T"), panel=LOOP)
@@ -49,9 +50,9 @@ class IterateOptions(BaseModel):
         default_text="all queries split into T disjoint seeded slices")
     seed: int = option(0, "Seed of the query slices and the judge's sample.", ge=0, lt=2**32, panel=LOOP)
     generate_config: Path | None = option(None, "YAML options for every generate step (as `generate --config`).",
-                                          panel=STEPS)
+                                          panel=STEPS, metavar="FILE")
     train_config: Path | None = option(None, "YAML options for every train step (as `train --config`).",
-                                       panel=STEPS)
+                                       panel=STEPS, metavar="FILE")
     filter: Literal["none", "likelihood"] = option(
         "none", "likelihood: score each iteration's data with π_{t-1} and apply the likelihood filter before "
         "training; none: no filter.", panel=STEPS)
@@ -61,7 +62,7 @@ class IterateOptions(BaseModel):
                                        panel=STEPS)
     accelerate_config: Path | None = option(
         None, "Train through `accelerate launch --config_file FILE` (e.g. configs/accelerate_zero3.yaml).",
-        panel=STEPS)
+        panel=STEPS, metavar="FILE")
     objective: Literal["v1", "v2"] | None = option(None, "Passed to train: v1 or v2.", panel=STEPS,
                                                    default_text="train's")
     no_w: bool = option(False, "Passed to train: ablation W = 1.", flags=("--no-w",), panel=STEPS)
@@ -72,7 +73,8 @@ class IterateOptions(BaseModel):
     generator_queries: int | None = option(None, "v2: queries of each slice the generator is trained on.", ge=1,
                                            panel=V2, default_text="all")
     generator_train_config: Path | None = option(
-        None, "v2: YAML options for the generator's training.", panel=V2, default_text="--train-config")
+        None, "v2: YAML options for the generator's training.", panel=V2, default_text="--train-config",
+        metavar="FILE")
     judge_model: str | None = option(None, "Run `ssogen judge` with this model on each iteration's data.",
                                      panel=JUDGE)
     judge_sample: int = option(200, "Pairs the judge compares per iteration.", ge=1, panel=JUDGE)

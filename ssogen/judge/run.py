@@ -39,7 +39,7 @@ class _JudgeFields(BaseModel):
         "dpo", "Pairs from the dpo, the reward or the pairs config (P1, P2 and P3, with accuracies for each).")
     max_tokens: int = option(512, "New tokens per judge answer.", ge=1)
     templates: str | None = option(None, "Folder whose judge.jinja (and card.md.jinja) replace the bundled ones.",
-                                   default_text="bundled", metavar="DIR", min_length=1)
+                                   default_text="bundled", metavar="FOLDER", min_length=1)
 
 
 # pydantic lists the last base's fields first: the help shows the judge's options, then the engine's.

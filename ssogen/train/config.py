@@ -52,10 +52,10 @@ class TrainConfig(RemembersOrigins):
         field="train_args", label="TrainingArguments", names=training_argument_names, aliases=ALIASES,
         refused=REFUSED)
 
-    data: Path = option(..., "A `ssogen generate` output folder (its `sso` config is read).")
+    data: Path = option(..., "A `ssogen generate` output folder (its `sso` config is read).", metavar="FOLDER")
     model: str = option(..., "Starting model: local folder or hub id.")
     out: Path = option(..., "Output folder for the model, config, metrics and card; a rerun of the same command "
-                       "resumes the run there from its newest complete checkpoint.")
+                       "resumes the run there from its newest complete checkpoint.", metavar="FOLDER")
     overwrite: bool = option(False, "Replace a training run of another configuration in --out (removes only what "
                              "ssogen train wrote there).", flags=("--overwrite",))
 
@@ -100,7 +100,8 @@ class TrainConfig(RemembersOrigins):
                              panel=OPTIMISATION)
     save_total_limit: int | None = option(None, "Keep at most N checkpoints.", ge=1, panel=OPTIMISATION,
                                           default_text="all")
-    resume_from_checkpoint: str | None = option(None, "Checkpoint folder to resume from.", panel=OPTIMISATION)
+    resume_from_checkpoint: str | None = option(None, "Checkpoint folder to resume from.", panel=OPTIMISATION,
+                                                metavar="FOLDER")
     report_to: str | list[str] = option("none", "none, or loggers such as tensorboard,wandb (each must be "
                                         "installed).", panel=OPTIMISATION)
     reference_batch_size: int | None = option(None, "Rows per batch of the reference pass.", ge=1,

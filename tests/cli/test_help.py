@@ -1,6 +1,6 @@
-"""--help names values the click way (FOLDER in the usage line; PATH, INTEGER, TEXT beside an option that takes a
-value; nothing beside a flag), for every command, whatever typer's own style (typer 0.29 writes `{folder}`,
-`<path>` and `<bool>` beside every flag)."""
+"""--help names values the click way (FOLDER in the usage line; FOLDER, FILE, INTEGER, TEXT or [a|b] beside an
+option that takes a value; nothing beside a flag), for every command, whatever typer's own style (typer 0.29 writes
+`{folder}`, `<path>` and `<bool>` beside every flag)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typer._click import Context
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.cli.helpstyle import Command, Group
-from ssogen.cli.options import CHOICES_SHOWN_UP_TO
+from ssogen.cli.helpstyle import CHOICES_LINE_WIDTH, Command, Group, stacked_choices
 from ssogen.dataset.score import ScoreConfig
 from ssogen.generate.config import RunConfig
 from ssogen.iterate.options import IterateOptions
@@ -49,11 +48,11 @@ def _help(path: tuple[str, ...], columns: int) -> str:
 def test_stats_help_shows_folder_path_and_no_type_beside_a_flag() -> None:
     shown = _help(("stats",), 100)
     assert "Usage: ssogen stats [OPTIONS] FOLDER" in shown
-    assert re.search(r"FOLDER\s+PATH\s+An ssogen output folder", shown)
+    assert re.search(r"FOLDER\s+An ssogen output folder", shown)  # its name says what it is: no PATH beside it
     assert re.search(r"--json\s+Print the statistics as JSON", shown)  # a flag: its help follows at once
     assert re.search(r"--plots\s+Draw PNG plots.*\n\W*--no-plots\s", shown)  # the --no- form under its flag
     assert re.search(r"--help\s+Show this message", shown)
-    assert re.search(r"--templates\s+DIR\s+Folder whose card", shown)  # an explicit metavar stays
+    assert re.search(r"--templates\s+FOLDER\s+Folder whose card", shown)  # an explicit metavar stays
     assert re.search(r"--license\s+TEXT\s+Set the dataset's license", shown)
     assert not TYPER_TYPE_WORD.search(shown)
 
@@ -100,7 +99,7 @@ def test_every_help_screen_uses_click_value_names(path: tuple[str, ...]) -> None
 
 def test_value_names_of_train_options() -> None:
     shown = _help(("train",), 120)
-    assert re.search(r"--data\s+PATH\s", shown) and re.search(r"--model\s+TEXT\s", shown)
+    assert re.search(r"--data\s+FOLDER\s", shown) and re.search(r"--model\s+TEXT\s", shown)
     assert re.search(r"--max-steps\s+INTEGER\s", shown) and re.search(r"--lr\s+FLOAT\s", shown)
     assert re.search(r"--cpu\s+Train on the CPU", shown)
 
@@ -117,7 +116,7 @@ def test_value_names_of_other_typer_types_and_parsing_unchanged() -> None:
         seen.append((paths, mode, size, verbose, tag))
 
     shown = CliRunner().invoke(toy, ["--help"], env={"COLUMNS": "120"}, prog_name="toy").output
-    assert "Usage: toy [OPTIONS] PATHS..." in shown and re.search(r"PATHS\.\.\.\s+PATH\s", shown)
+    assert "Usage: toy [OPTIONS] PATHS..." in shown and re.search(r"PATHS\.\.\.\s+\[required\]", shown)
     assert re.search(r"--mode\s+\[fast\|slow\]\s", shown) and re.search(r"--size\s+INTEGER RANGE \[1<=x<=9\]", shown)
     assert re.search(r"--tag\s+TEXT\s", shown) and re.search(r"-v\s+\[default: 0\]", shown)
     assert re.search(r"--install-completion\s+Install completion", shown) and not TYPER_TYPE_WORD.search(shown)
@@ -136,11 +135,54 @@ def _option_names(path: tuple[str, ...]) -> list[str]:
             for name in (*param.opts, *param.secondary_opts)]
 
 
-@pytest.mark.parametrize(("command", "flag"), [("generate", "--out"), ("generate", "--templates"),
-                                               ("judge", "--templates"), ("score", "--templates")])
-def test_a_folder_option_is_shown_as_dir(command: str, flag: str) -> None:
-    # A folder given as text (generate's --out may be a Hub repo's local folder) is still a DIR, as in stats.
-    assert re.search(rf"{flag}\s+DIR\s", _help((command,), 120)), (command, flag)
+@pytest.mark.parametrize(("command", "flag", "name"), [
+    ("generate", "--out", "FOLDER"), ("generate", "--templates", "FOLDER"), ("generate", "--config", "FILE"),
+    ("judge", "--templates", "FOLDER"), ("score", "--templates", "FOLDER"), ("train", "--data", "FOLDER"),
+    ("train", "--out", "FOLDER"), ("train", "--config", "FILE"), ("train", "--resume-from-checkpoint", "FOLDER"),
+    ("iterate", "--out", "FOLDER"), ("iterate", "--train-config", "FILE"), ("iterate", "--accelerate-config", "FILE"),
+])
+def test_a_folder_or_file_option_is_named_so(command: str, flag: str, name: str) -> None:
+    # A folder given as text (generate's --out may be a Hub repo's local folder) is a FOLDER, as one given as a Path.
+    assert re.search(rf"{flag}\s+{name}\s", _help((command,), 120)), (command, flag)
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda path: " ".join(path) or "ssogen")
+def test_no_help_screen_names_a_value_path_or_dir(path: tuple[str, ...]) -> None:
+    """generate --out read DIR, train --out and stats' FOLDER argument PATH, make-tiny-model `PATH  PATH`."""
+    shown = _help(path, 120)
+    assert not re.search(r"(?<![\w/-])(PATH|DIR)S?(?![\w/-])", shown), shown
+
+
+def _metavars() -> dict[str, set[str]]:
+    """Every flag of every command -> the value names its help shows."""
+    found: dict[str, set[str]] = {}
+    for path in ALL_COMMANDS:
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]
+        ctx = Context(command)
+        for param in command.get_params(ctx):
+            if isinstance(param, typer.core.TyperOption) and (shown := param.display_type_rich(ctx)) is not None:
+                found.setdefault(param.opts[0], set()).add(shown.replace("\n", ""))
+    return found
+
+
+def test_limit_s_help_says_what_the_readme_and_the_code_say() -> None:
+    """The help said "first N prompts"; --limit counts usable rows only (a blank one is skipped and not counted:
+    tests/generate/test_generate_units.py), as the README says."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    limit = next(spec for spec in option_specs(RunConfig) if spec.field == "limit")
+    assert "first N usable prompts" in limit.help and "| first N usable prompts" in readme
+    assert re.search(r"--limit\s+INTEGER\s+Use only the first N usable", _help(("generate",), 120))
+
+
+def test_the_readme_names_values_as_help_does() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    shown = _metavars()
+    named = re.findall(r"`(--[\w-]+) (FOLDER|FILE|DIR|PATH)`", readme)
+    assert named
+    wrong = [(flag, name, shown.get(flag)) for flag, name in named if name not in shown.get(flag, set())]
+    assert not wrong, wrong
 
 
 @pytest.mark.parametrize("columns", [80, 120])
@@ -156,17 +198,36 @@ def test_every_flag_is_shown_in_full(path: tuple[str, ...], columns: int) -> Non
 
 @pytest.mark.parametrize(("command", "model"), [("generate", RunConfig), ("train", TrainConfig), ("score", ScoreConfig),
                                                 ("judge", JudgeOptions), ("iterate", IterateOptions)])
-def test_choices_are_shown_beside_the_flag_or_named_in_its_help(command: str, model: type) -> None:
+def test_choices_are_shown_beside_the_flag(command: str, model: type) -> None:
+    """Every command shows an option's choices (generate, score and judge showed TEXT for --engine, --selection,
+    --filter, --config while train showed [v1|v2]); a long list goes over lines, so that the panel keeps room for
+    help at 80 columns."""
     shown = _help((command,), 120)
     for spec in option_specs(model):
         if spec.choices is None:
             continue
-        choices = "[" + "|".join(spec.choices) + "]"
-        if len(choices) <= CHOICES_SHOWN_UP_TO:
-            assert re.search(rf"{spec.flag}\s+{re.escape(choices)}\s", shown), (spec.flag, choices)
-        else:  # TEXT beside the flag, so that the panel keeps room for help at 80 columns: the help says the values
-            assert re.search(rf"{spec.flag}\s+TEXT\s", shown), spec.flag
-            assert all(choice in spec.help for choice in spec.choices), (spec.flag, spec.help)
+        lines = stacked_choices("[" + "|".join(spec.choices) + "]").split("\n")
+        assert all(len(line) <= CHOICES_LINE_WIDTH for line in lines) or len(lines) == 1
+        pattern = rf"{spec.flag}\s+" + r"\s.*\n.*\s".join(re.escape(line) for line in lines) + r"\s"
+        assert re.search(pattern, shown), (spec.flag, lines)
+    if command == "generate":
+        assert re.search(r"--engine\s+\[vllm\|\s.*\n.*\stransformers\]\s", shown)
+
+
+def test_make_tiny_model_shows_its_sizes() -> None:
+    from ssogen.testing.tiny_model import SIZES
+
+    assert re.search(r"--size\s+" + re.escape("[" + "|".join(SIZES) + "]"), _help(("make-tiny-model",), 120))
+
+
+@pytest.mark.parametrize(("metavar", "lines"), [
+    ("[v1|v2]", ["[v1|v2]"]), ("[free|guided]", ["[free|guided]"]),
+    ("[vllm|transformers]", ["[vllm|", "transformers]"]),
+    ("[auto|bfloat16|float16|half|float32|float]", ["[auto|", "bfloat16|", "float16|half|", "float32|float]"]),
+    ("FOLDER", ["FOLDER"]),
+])
+def test_a_long_list_of_choices_goes_over_lines(metavar: str, lines: list[str]) -> None:
+    assert stacked_choices(metavar).split("\n") == lines
 
 
 GROUP_PATHS = [path for path in ALL_COMMANDS if any(other[:len(path)] == path != other for other in ALL_COMMANDS)]
