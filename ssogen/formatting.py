@@ -16,6 +16,11 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def listed(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
+
+
 def named_counts(counts: Mapping[str, object]) -> str:
     """`dpo 3, sso 3` in the mapping's order; empty for no entries (each caller says what none reads as)."""
     return ", ".join(f"{name} {count}" for name, count in counts.items())

@@ -18,10 +18,15 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonDict
+
+M = TypeVar("M", bound=type[BaseModel])
+# Each command's settings model -> the command (`ssogen generate`), filled by `command_settings` as the models'
+# modules are imported: `ssogen.cli` imports them all.
+_COMMANDS: dict[type[BaseModel], str] = {}
 
 
 def option(default: Any = ..., help: str = "", *, flags: tuple[str, ...] = (), panel: str | None = None,
@@ -146,6 +151,26 @@ def option_specs(model: type[BaseModel]) -> tuple[OptionSpec, ...]:
 def pass_through(model: type[BaseModel]) -> PassThrough | None:
     found = getattr(model, "PASS_THROUGH", None)
     return found if isinstance(found, PassThrough) else None
+
+
+def command_settings(command: str) -> Callable[[M], M]:
+    """Class decorator: the model holds every option of `command` (`ssogen generate`). A config file's key that is
+    no option of its own command but one of another's is named as that command's option."""
+    def register(model: M) -> M:
+        _COMMANDS[model] = command
+        return model
+
+    return register
+
+
+def command_of(model: type[BaseModel]) -> str | None:
+    return _COMMANDS.get(model)
+
+
+def commands_taking(key: str, but: type[BaseModel]) -> list[str]:
+    """The commands other than `but`'s that have an option set by the YAML key `key` (registered ones only)."""
+    return sorted(command for model, command in _COMMANDS.items() if model is not but and command != _COMMANDS.get(but)
+                  and any(yaml_key(key) in spec.keys for spec in option_specs(model)))
 
 
 def flag_name(model: type[BaseModel], field: str) -> str:

@@ -15,8 +15,18 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ssogen.errors import UserError, closest_name
+from ssogen.formatting import listed
 from ssogen.origins import RemembersOrigins, remember_file_lines, with_config_lines
-from ssogen.settings import OptionSpec, PassThrough, option_specs, pass_through, union_args, yaml_key
+from ssogen.settings import (
+    OptionSpec,
+    PassThrough,
+    command_of,
+    commands_taking,
+    option_specs,
+    pass_through,
+    union_args,
+    yaml_key,
+)
 from ssogen.yamlfile import YamlDocument, YamlFileError, expand_home, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
@@ -36,7 +46,7 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
                 raise UserError(f"--config {exc}") from None
             raise
         extra = pass_through(model)
-        for name, (key, line, value) in _options_in_file(doc, specs, extra).items():
+        for name, (key, line, value) in _options_in_file(doc, model, extra).items():
             values[name] = value
             origins[name] = f"{doc.shown}:{line}: {key}"
         if extra is not None and isinstance(doc.data, dict):  # each collected key's own line
@@ -66,8 +76,7 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
 def read_settings_file(model: type[BaseModel], path: str | Path) -> dict[str, Any]:
     """The options a config file sets, by field name (unknown keys and options set twice are refused); their
     values are not validated yet."""
-    specs = {spec.field: spec for spec in option_specs(model)}
-    found = _options_in_file(read_yaml(path), specs, pass_through(model))
+    found = _options_in_file(read_yaml(path), model, pass_through(model))
     return {name: value for name, (_, _, value) in found.items()}
 
 
@@ -84,10 +93,11 @@ def _blame(err: Any, origins: dict[str, str], specs: dict[str, OptionSpec], in_f
 COMMAND_LINE_ONLY = {"overwrite": "--overwrite", "dry_run": "--dry-run", "config": "--config"}
 
 
-def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: PassThrough | None = None
+def _options_in_file(doc: YamlDocument, model: type[BaseModel], extra: PassThrough | None = None
                      ) -> dict[str, tuple[str, int, Any]]:
     """field -> (key as written, line, value) from a config file; every problem of the file in one error. The
     keys of `extra` that are no option are collected into its field as {name: value} (blamed on the first)."""
+    specs = {spec.field: spec for spec in option_specs(model)}
     if doc.data is None:
         return {}
     if not isinstance(doc.data, dict):
@@ -98,8 +108,12 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
     others = extra.names() if extra is not None else frozenset()
     if extra is not None:
         by_key.update({alias: name for alias, name in extra.aliases.items() if alias not in by_key})
+    # what a did-you-mean may name: never a key that is refused, or one no config file sets
+    suggested = [key for key in [*by_key, *others] if key not in COMMAND_LINE_ONLY
+                 and (extra is None or key not in extra.refused)]
     found: dict[str, tuple[str, int, Any]] = {}
     unknown: list[str] = []
+    elsewhere: dict[tuple[str, ...], list[str]] = {}  # other commands -> their keys in this file
     problems: list[str] = []
     for key, value in doc.data.items():
         line = doc.line_of((key,))
@@ -123,8 +137,11 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
                 fix = f"{on}: true or false"
             problems.append(f"{key} (line {line}) is the off switch of {off_switches[yaml_key(key)].flag}: write {fix}")
             continue
+        if field is None and (commands := commands_taking(key, but=model)):
+            elsewhere.setdefault(tuple(commands), []).append(f"{key} (line {line})")
+            continue
         if field is None:
-            unknown.append(f"{key} (line {line}{_did_you_mean(key, [*by_key, *others])})")
+            unknown.append(f"{key} (line {line}{_did_you_mean(key, suggested)})")
             continue
         if field in found:
             first_key, first_line, _ = found[field]
@@ -141,6 +158,11 @@ def _options_in_file(doc: YamlDocument, specs: dict[str, OptionSpec], extra: Pas
         if isinstance(value, str):
             value = expand_home(value)
         found[field] = (key, line, value)
+    own = command_of(model)
+    for at, (takers, keys) in enumerate(elsewhere.items()):  # a generate config given to train
+        options = "is an option" if len(keys) == 1 else "are options"
+        problems.insert(at, f"{listed(keys)} {options} of {listed([f'`{c}`' for c in takers])}"
+                        + (f", not of `{own}`" if own else ""))
     if unknown:
         problems.insert(0, "unknown key(s): " + ", ".join(unknown))
     if problems:

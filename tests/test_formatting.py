@@ -1,4 +1,4 @@
-from ssogen.formatting import counted, named_counts, percent
+from ssogen.formatting import counted, listed, named_counts, percent
 
 
 def test_named_counts_keep_the_mapping_order_and_are_empty_for_none() -> None:
@@ -9,3 +9,7 @@ def test_named_counts_keep_the_mapping_order_and_are_empty_for_none() -> None:
 def test_counted_and_percent() -> None:
     assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
     assert (percent(0.1234), percent(None)) == ("12.3%", "–")
+
+
+def test_listed() -> None:
+    assert [listed(items) for items in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == ["", "a", "a and b", "a, b and c"]

@@ -159,6 +159,16 @@ def test_all_unknown_keys_are_reported_at_once_with_a_suggestion(tmp_path: Path)
                                "max-tokenz (line 3; did you mean max-tokens?), colour (line 4)")
 
 
+def test_a_key_of_another_command_is_named_as_its_option(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nlr: 1.0e-6\nlorra: 3\nbatch-size: 2\nfilter: likelihood\n")
+    with pytest.raises(UserError) as info:
+        resolve_config({"out": "o"}, path)
+    assert str(info.value) == (f"{path}: unknown key(s): lorra (line 3); lr (line 2) and batch-size (line 4) are "
+                               "options of `ssogen train`, not of `ssogen generate`; filter (line 5) is an option of "
+                               "`ssogen iterate` and `ssogen score`, not of `ssogen generate`")
+
+
 def test_yes_or_no_is_not_a_number(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model: m\nout: o\nlimit: true\nseed: false\nraw-greedy: true\n")

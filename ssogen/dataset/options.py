@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ssogen.settings import option
+from ssogen.settings import command_settings, option
 
 
 def templates_option(when: str) -> Any:
@@ -24,6 +24,7 @@ def license_option(when: str) -> Any:
                   "...); recorded in the manifest.", flags=("--license",), default_text="as generated")
 
 
+@command_settings("ssogen stats")
 class StatsOptions(BaseModel):
     """Every option of `ssogen stats`."""
 
@@ -36,6 +37,7 @@ class StatsOptions(BaseModel):
     license_id: str | None = license_option("before the card is refreshed")
 
 
+@command_settings("ssogen push-to-hub")
 class PushOptions(BaseModel):
     """Every option of `ssogen push-to-hub`."""
 

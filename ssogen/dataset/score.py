@@ -35,10 +35,11 @@ from ssogen.engine.options import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKin
 from ssogen.fingerprint import model_fingerprint, model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
 from ssogen.records import TripletRecord
-from ssogen.settings import flag_name, option
+from ssogen.settings import command_settings, flag_name, option
 
 
 # pydantic lists the last base's fields first: the help shows the filter stages, then the engine options.
+@command_settings("ssogen score")
 class ScoreConfig(EngineFields, LikelihoodFilterOptions):
     """Every option of `ssogen score`."""
 

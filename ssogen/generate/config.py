@@ -14,7 +14,7 @@ from ssogen.dataset.license import LICENSE_DEFAULT, LICENSE_HELP, check_license
 from ssogen.engine.options import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineOptions
 from ssogen.fingerprint import json_sha256
 from ssogen.generate.prompt_files import FILE_TYPES
-from ssogen.settings import option
+from ssogen.settings import command_settings, option
 from ssogen.settings_resolution import resolve_settings
 
 # Options a run may be resumed with different values of: they decide where, how fast or in what memory the rows
@@ -94,6 +94,7 @@ class _RunFields(BaseModel):
 
 # pydantic lists the fields of the last base first: this order keeps the engine options last, as written in
 # config.resolved.yaml by every earlier version.
+@command_settings("ssogen generate")
 class RunConfig(EngineFields, _RunFields):
     """Every option of `ssogen generate`; the YAML config file uses the same names (dashes or underscores)."""
 

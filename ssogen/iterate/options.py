@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ssogen.errors import UserError
 from ssogen.fingerprint import json_sha256
 from ssogen.io import input_file_problem
-from ssogen.settings import option
+from ssogen.settings import command_settings, option
 from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
 
 # Keys a config file may not set: iterate chooses them per step.
@@ -34,6 +34,7 @@ V2 = "Recipe v2 (generator, then plain pair loss)"
 JUDGE = "Judge"
 
 
+@command_settings("ssogen iterate")
 class IterateOptions(BaseModel):
     """Every option of `ssogen iterate`; each field is the whole definition of its flag (`ssogen.settings`)."""
 

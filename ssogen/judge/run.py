@@ -27,7 +27,7 @@ from ssogen.fingerprint import model_record
 from ssogen.judge.task import ORDERS, parse_verdict, render_prompt, template_source, winner
 from ssogen.models import engine_load_errors, require_available, resolve_model
 from ssogen.ownership import not_complete
-from ssogen.settings import option
+from ssogen.settings import command_settings, option
 
 
 class _JudgeFields(BaseModel):
@@ -43,6 +43,7 @@ class _JudgeFields(BaseModel):
 
 
 # pydantic lists the last base's fields first: the help shows the judge's options, then the engine's.
+@command_settings("ssogen judge")
 class JudgeOptions(EngineFields, _JudgeFields):
     """Every option of `ssogen judge` (the folder is its argument)."""
 

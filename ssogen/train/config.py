@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, field_validator, model_validator
 
 from ssogen.origins import RemembersOrigins
-from ssogen.settings import PassThrough, flag_name, option
+from ssogen.settings import PassThrough, command_settings, flag_name, option
 from ssogen.settings_resolution import resolve_settings
 from ssogen.train.hf_arguments import ALIASES, REFUSED, training_argument_names
 from ssogen.train.objective import LossSettings
@@ -44,6 +44,7 @@ def lora_names(value: str) -> str:
     return ",".join(name.strip() for name in value.split(",") if name.strip())
 
 
+@command_settings("ssogen train")
 class TrainConfig(RemembersOrigins):
     """Every `ssogen train` option; field names are the long flags with '_' for '-' unless a field says so."""
 

@@ -58,6 +58,18 @@ def test_one_setting_under_both_names_is_an_error(tmp_path: Path) -> None:
         _config(tmp_path, "warmup_ratio: 0.1\nwarmup_steps: 10\n")
 
 
+def test_a_suggestion_never_names_a_refused_key_and_another_command_s_key_is_named_so(tmp_path: Path) -> None:
+    """A generate config given to train: `max_tokens (line 1; did you mean hub_token?)`, a key train refuses."""
+    path = tmp_path / "train.yaml"
+    path.write_text("max_tokens: 64\nkeep_truncated: true\nhub_tokn: x\noverwrit: true\n")
+    with pytest.raises(UserError) as info:
+        build_config(dict(REQUIRED), path)
+    assert str(info.value) == (
+        f"{path}: unknown key(s): hub_tokn (line 3; did you mean hub_revision?), overwrit (line 4); max_tokens "
+        "(line 1) is an option of `ssogen generate` and `ssogen judge`, not of `ssogen train`; keep_truncated "
+        "(line 2) is an option of `ssogen generate`, not of `ssogen train`")
+
+
 def test_unknown_keys_all_at_once_with_suggestions_from_both_vocabularies(tmp_path: Path) -> None:
     path = tmp_path / "train.yaml"
     path.write_text("gradient_acumulation_steps: 2\nlamda: 0.2\nadam_beta3: 0.9\nzzz: red\n")
