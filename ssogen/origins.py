@@ -55,7 +55,8 @@ def with_config_lines(message: str, lines: Mapping[str, str] | None = None) -> s
     if not lines or "(set in " in message:
         return message
     blamed = re.sub(r"\([^()]*\)", lambda aside: " " * len(aside.group()), message)  # same positions
-    named = {flag: found.start() for flag in lines if (found := re.search(rf"{re.escape(flag)}(?![\w-])", blamed))}
+    named = {flag: found.start() for flag in lines
+             if (found := re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", blamed))}
     if not named:
         return message
     return message + f" (set in {', '.join(dict.fromkeys(lines[f] for f in sorted(named, key=named.__getitem__)))})"

@@ -67,7 +67,10 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
     try:
         settings = model.model_validate(values)
     except ValidationError as exc:
-        raise UserError("; ".join(_blame(err, origins, specs, in_file) for err in exc.errors())) from None
+        # a rule across options may name a collected key too (`warmup_steps` with --warmup-ratio): its line as well
+        named = in_file | {yaml_key(origin.rsplit(": ", 1)[1]): origin.rsplit(": ", 1)[0]
+                           for name, origin in origins.items() if name not in specs}
+        raise UserError("; ".join(_blame(err, origins, specs, named) for err in exc.errors())) from None
     if isinstance(settings, RemembersOrigins):
         settings._origins = origins
     return settings

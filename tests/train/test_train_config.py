@@ -54,8 +54,15 @@ def test_one_setting_under_both_names_is_an_error(tmp_path: Path) -> None:
         _config(tmp_path, "lr: 1.0e-6\nlearning_rate: 2.0e-6\n")
     with pytest.raises(UserError, match=r"'grad_accum' \(line 1\) and 'gradient_accumulation_steps' \(line 2\)"):
         _config(tmp_path, "grad_accum: 2\ngradient_accumulation_steps: 4\n")
-    with pytest.raises(UserError, match="--warmup-ratio and warmup_steps both set the warmup; keep one"):
-        _config(tmp_path, "warmup_ratio: 0.1\nwarmup_steps: 10\n")
+    with pytest.raises(UserError) as both:
+        _config(tmp_path, "lr: 1.0e-6\nwarmup_ratio: 0.1\nwarmup-steps: 10\n")
+    # both lines, as for `lr` with `learning_rate` (only --warmup-ratio's was named)
+    path = tmp_path / "train.yaml"
+    assert str(both.value) == ("--warmup-ratio and warmup_steps both set the warmup; keep one (set in "
+                               f"{path}:2, {path}:3)")
+    with pytest.raises(UserError) as flag:
+        build_config({**REQUIRED, "warmup_ratio": 0.2}, path)
+    assert str(flag.value).endswith(f"keep one (set in {path}:3)")
 
 
 def test_a_suggestion_never_names_a_refused_key_and_another_command_s_key_is_named_so(tmp_path: Path) -> None:
