@@ -11,9 +11,9 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def counted(number: int, noun: str) -> str:
-    """`1 row`, `2 rows`, `0 rows` (nouns whose plural adds an s)."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 row`, `2 rows`, `0 rows`; `plural` for a noun whose plural does not add an s (`query`, `queries`)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def listed(items: list[str]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ssogen.formatting import counted
 from ssogen.yamlfile import YamlDocument, YamlFileError, read_yaml
 
 BUNDLED_DIR = Path(__file__).parent / "principles"
@@ -149,7 +150,7 @@ class LibraryError(Exception):
 
     def summary(self) -> str:
         """The first problem, and how many more there are: one line for a command's error."""
-        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        more = f" (and {counted(len(self.problems) - 1, 'more problem')})" if len(self.problems) > 1 else ""
         return f"{self.problems[0]}{more}"
 
 

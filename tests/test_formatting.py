@@ -8,6 +8,7 @@ def test_named_counts_keep_the_mapping_order_and_are_empty_for_none() -> None:
 
 def test_counted_and_percent() -> None:
     assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
+    assert [counted(n, "query", "queries") for n in (1, 2)] == ["1 query", "2 queries"]
     assert (percent(0.1234), percent(None)) == ("12.3%", "–")
 
 

@@ -206,7 +206,7 @@ def test_list_and_show_give_one_error_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["principles", "list", str(bad)])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"error: invalid library: {bad}:")
-    assert f"(and 1 more problems); `ssogen principles validate {bad}` lists every problem" in result.stderr
+    assert f"(and 1 more problem); `ssogen principles validate {bad}` lists every problem" in result.stderr
     typo = runner.invoke(app, ["principles", "show", "default", "acuracy"])
     assert typo.exit_code == 2
     assert typo.stderr.startswith("error: default: no feature named 'acuracy' (did you mean Accuracy? has: Safety,")

@@ -21,6 +21,7 @@ from ssogen.engine.options import EngineOptions, cpu_kv_cache_bytes
 from ssogen.engine.vllm_llm import is_cpu_build
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
+from ssogen.formatting import counted
 
 GiB = 2**30
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
@@ -60,7 +61,7 @@ class Placement(BaseModel):
     def check(self) -> None:
         """Raise the first problem as a UserError (exit 2), before any engine starts."""
         if self.problems:
-            more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
+            more = f" (and {counted(len(self.problems) - 1, 'more problem')})" if len(self.problems) > 1 else ""
             raise UserError(self.problems[0] + more)
 
     def lines(self) -> list[str]:

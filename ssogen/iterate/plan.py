@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from ssogen.errors import UserError
 from ssogen.fingerprint import model_record
+from ssogen.formatting import counted
 from ssogen.iterate.options import IterateOptions
 from ssogen.models import resolve_model
 
@@ -103,7 +104,7 @@ def split_queries(queries: list[str], iterations: int, per_iteration: int | None
                             f"{per_iteration * iterations} queries; the input has {len(queries)}")
         return [[queries[i] for i in order[t * per_iteration:(t + 1) * per_iteration]] for t in range(iterations)]
     if len(queries) < iterations:
-        raise UserError(f"--iterations {iterations}: the input has only {len(queries)} queries")
+        raise UserError(f"--iterations {iterations}: the input has only {counted(len(queries), 'query', 'queries')}")
     bounds = [round(t * len(queries) / iterations) for t in range(iterations + 1)]
     return [[queries[i] for i in order[bounds[t]:bounds[t + 1]]] for t in range(iterations)]
 

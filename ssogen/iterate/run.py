@@ -27,6 +27,7 @@ from rich.console import Console
 from ssogen.dataset.folder import OutputFolder
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
 from ssogen.fingerprint import check_model_available
+from ssogen.formatting import counted
 from ssogen.io import read_json_object, write_text_atomic
 from ssogen.iterate.options import (
     IterateOptions,
@@ -143,7 +144,7 @@ class IterateRun:
         slices = split_queries(self.queries, options.iterations, options.queries_per_iteration, options.seed)
         if options.generator_queries is not None and options.generator_queries > min(len(s) for s in slices):
             raise UserError(f"--generator-queries {options.generator_queries}: an iteration has only "
-                            f"{min(len(s) for s in slices)} queries")
+                            f"{counted(min(len(s) for s in slices), 'query', 'queries')}")
         planner = Planner(options, self.generate_values, self.train_values, self.generator_train_values)
         self.iterations = [planner.iteration(t + 1, queries) for t, queries in enumerate(slices)]
         self.fingerprint = fingerprint(options, planner.start_model, self.queries, {
@@ -196,11 +197,13 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
 def print_plan(run: IterateRun, console: Console, kept: Collection[str] = ()) -> None:
     """The slices and every step's command; `kept`: the ids of the steps a run now would keep (done already)."""
     o = run.options
-    console.print(f"{len(run.queries)} queries from {run.source}; {len(run.iterations)} iterations "
+    console.print(f"{counted(len(run.queries), 'query', 'queries')} from {run.source}; "
+                  f"{counted(len(run.iterations), 'iteration')} "
                   f"(recipe {o.recipe}) into {run.out}", highlight=False, markup=False)
     for iteration in run.iterations:
         extra = f", generator on {len(iteration.generator_queries)}" if o.recipe == "v2" else ""
-        console.rule(f"iter-{iteration.number}: {len(iteration.queries)} queries{extra}", align="left")
+        console.rule(f"iter-{iteration.number}: {counted(len(iteration.queries), 'query', 'queries')}{extra}",
+                     align="left")
         for step in iteration.steps:
             done = " (done: kept)" if step.id in kept else ""
             console.print(f"{step.id}{done}: {shlex.join(step.argv)}", markup=False, highlight=False,
@@ -233,8 +236,8 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
 
 def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Console) -> None:
     options = run.options
-    console.print(f"{'resuming' if resumed else 'starting'} {len(run.iterations)} iterations in {run.out}",
-                  highlight=False, markup=False)
+    console.print(f"{'resuming' if resumed else 'starting'} {counted(len(run.iterations), 'iteration')} in "
+                  f"{run.out}", highlight=False, markup=False)
     if state.train_configs_replaced:
         console.print("note: the train config changed before any train step finished; the train steps start "
                       "again with it (the data steps are kept)", highlight=False, markup=False, soft_wrap=True)

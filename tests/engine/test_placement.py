@@ -76,6 +76,9 @@ def test_cpu_kv_cache_must_hold_one_sequence_and_dp_needs_cores(tiny_model: Path
         plan_placement(str(tiny_model), small_cache, cpu=True, cores=[0, 1]).check()
     with pytest.raises(UserError, match=r"--dp 3 x --tp 1 needs 3 CPU cores .* may use 2"):
         plan_placement(str(tiny_model), EngineOptions(data_parallel_size=3), cpu=True, cores=[0, 1]).check()
+    both = EngineOptions(data_parallel_size=3, kv_cache_memory_bytes=2**20, max_model_len=4096)
+    with pytest.raises(UserError, match=r"may use 2 \(and 1 more problem\)$"):  # was "1 more problem(s)"
+        plan_placement(str(tiny_model), both, cpu=True, cores=[0, 1]).check()
 
 
 def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: Path, tmp_path: Path,

@@ -55,8 +55,10 @@ def test_slices_are_disjoint_seeded_and_cover_the_queries() -> None:
 def test_too_few_queries_are_refused() -> None:
     with pytest.raises(UserError, match="needs 12 queries; the input has 10"):
         split_queries(QUERIES, 3, 4, seed=0)
-    with pytest.raises(UserError, match="--iterations 11: the input has only 10"):
+    with pytest.raises(UserError, match="--iterations 11: the input has only 10 queries$"):
         split_queries(QUERIES, 11, None, seed=0)
+    with pytest.raises(UserError, match="--iterations 2: the input has only 1 query$"):  # was "1 queries"
+        split_queries(QUERIES[:1], 2, None, seed=0)
 
 
 def test_iteration_two_generates_scores_and_trains_from_iteration_one(tmp_path: Path) -> None:
