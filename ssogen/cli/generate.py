@@ -87,17 +87,26 @@ def _clipped(text: str) -> str:
 
 
 def _print_dry_run(plan: Any, resumes: bool) -> None:
+    """The plan, a few rendered rows and the placement; a plan that cannot run is refused before any of it is
+    printed (--dp 4 on two cores printed the plan and the rows, then its error)."""
+    from ssogen.engine.placement import plan_placement
     from ssogen.generate.dry_run import dry_run_examples, request_counts
 
     cfg = plan.config
+    counts = request_counts(plan, resumes)
+    examples = dry_run_examples(plan)
+    placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
+    placement.check()
     skipped = named_counts(plan.prompts.skipped) or "none"
     console.rule("plan")
     hub = "" if plan.model.local else ", a hub id: not looked up by --dry-run"
     console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
                   f"{plan.prompts.queries_sha256[:12]})", markup=False)
-    counts = request_counts(plan, resumes)
-    if counts.resumes:
+    if counts.resumes and counts.done == counts.rows:
+        console.print(f"the run in {cfg.out} is finished: {counts.done} of {counted(counts.rows, 'row')} done; "
+                      "nothing to generate (--overwrite generates it again)", markup=False)
+    elif counts.resumes:
         console.print(f"resumes the run in {cfg.out}: {counts.done} of {counted(counts.rows, 'row')} done, "
                       f"{counted(counts.selections_kept, 'selection')} of the others kept", markup=False)
     writing = (f" + at least {counts.principle_writing} principle writing"
@@ -110,7 +119,7 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
     if plan.prompts.reduced:
         console.print(f"message lists (query = last user turn): {_parts_dropped(plan.prompts.reduced)}",
                       markup=False)
-    for example in dry_run_examples(plan):
+    for example in examples:
         console.rule(f"row {example['id']}")
         console.print("[bold]selection prompt[/]")
         console.print(_clipped(example["selection_prompt"]), markup=False, highlight=False)
@@ -119,18 +128,9 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
         console.print(example["system_good"], markup=False, highlight=False)
         console.print("---")
         console.print(example["system_bad"], markup=False, highlight=False)
-    _print_placement(cfg)
-
-
-def _print_placement(cfg: Any) -> None:
-    """Engines, their devices and the memory estimate; a plan that cannot run ends the dry run with its error."""
-    from ssogen.engine.placement import plan_placement
-
-    placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
-    console.rule("placement")
+    console.rule("placement")  # engines, their devices and the memory estimate
     for line in placement.lines():
         console.print(line, markup=False, highlight=False)
-    placement.check()
 
 
 def _run_with_progress(plan: Any, overwrite: bool) -> None:

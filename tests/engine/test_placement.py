@@ -95,6 +95,7 @@ def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: P
     assert "KV cache given 2.00 GiB" in runner.invoke(app, [*base, "--dp", "2"]).output
     refused = runner.invoke(app, [*base, "--dp", "3"])
     assert refused.exit_code == 2 and "needs 3 CPU cores" in refused.output and "Traceback" not in refused.output
+    assert refused.stdout == ""  # refused before any of the plan is printed (it came after the plan and the rows)
     assert not (tmp_path / "o").exists()
 
 

@@ -341,6 +341,27 @@ def test_dry_run_counts_what_a_resume_keeps_and_clips_a_long_prompt(tiny_model: 
     assert re.search(r"\(\d+ characters left out\)", result.output) and len(result.output) < 20_000
 
 
+def test_dry_run_of_a_finished_run_says_it_is_finished(tiny_model: Path, tmp_path: Path) -> None:
+    """It said `resumes the run in OUT: 2 of 2 rows done, 0 selections of the others kept`."""
+    from ssogen.dataset.folder import OutputFolder
+    from ssogen.dataset.shards import ShardStore
+    from ssogen.generate.plan import plan_run
+
+    out = tmp_path / "out"
+    plan = plan_run(RunConfig(model=str(tiny_model), out=str(out), limit=2))
+    with OutputFolder(out).claim("ssogen generate"):  # every row done
+        store = ShardStore(out)
+        store.prepare(plan.fingerprint(), overwrite=False)
+        store.append("rows", [{"id": row.id} for row in plan.rows])
+        store.close()
+    result = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "2",
+                                 "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert (f"the run in {out} is finished: 2 of 2 rows done; nothing to generate (--overwrite generates it again)"
+            in result.output)
+    assert "resumes" not in result.output and "requests: 0 selection + 0 sampling;" in result.output
+
+
 def _error_of(args: list[str]) -> tuple[int, str]:
     result = runner.invoke(app, ["generate", *args])
     assert "Traceback" not in result.output
