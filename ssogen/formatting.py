@@ -16,6 +16,11 @@ def counted(number: int, noun: str, plural: str | None = None) -> str:
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
+def plain_zero(value: float) -> float:
+    """`value`, but 0.0 for -0.0, which prints as `-0` (a small negative rounded: `round(-3e-7, 6)` is -0.0)."""
+    return 0.0 if value == 0 else value
+
+
 def listed(items: list[str]) -> str:
     """`a`, `a and b`, `a, b and c`."""
     return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))

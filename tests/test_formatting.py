@@ -1,4 +1,6 @@
-from ssogen.formatting import counted, listed, named_counts, percent
+import math
+
+from ssogen.formatting import counted, listed, named_counts, percent, plain_zero
 
 
 def test_named_counts_keep_the_mapping_order_and_are_empty_for_none() -> None:
@@ -14,3 +16,9 @@ def test_counted_and_percent() -> None:
 
 def test_listed() -> None:
     assert [listed(items) for items in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == ["", "a", "a and b", "a, b and c"]
+
+
+def test_plain_zero_is_never_negative_zero() -> None:
+    assert f"{round(-3e-7, 6):.4g}" == "-0"  # how it came about
+    assert [f"{plain_zero(v):.4g}" for v in (round(-3e-7, 6), 0.0, -1e-5, 2.5)] == ["0", "0", "-1e-05", "2.5"]
+    assert math.copysign(1, plain_zero(-0.0)) == 1

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from transformers import TrainerCallback
 
-from ssogen.formatting import counted
+from ssogen.formatting import counted, plain_zero
 from ssogen.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ssogen.train.config import TrainConfig
 from ssogen.train.loss import PAIRS
@@ -72,7 +72,7 @@ class RichProgress(TrainerCallback):
                **kwargs: Any) -> None:
         if self.progress is None or not logs or "loss" not in logs:
             return
-        shown = "  ".join(f"{key}={logs[key]:.4g}" for key in PROGRESS_KEYS if key in logs)
+        shown = "  ".join(f"{key}={plain_zero(logs[key]):.4g}" for key in PROGRESS_KEYS if key in logs)
         self.progress.console.print(f"step {state.global_step}: {shown}", highlight=False, markup=False)
         logger.info("step %d: %s", state.global_step, ", ".join(f"{k}={v}" for k, v in logs.items()))
 
@@ -90,7 +90,7 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_column("setting", style="bold")
     table.add_column("value")
     for key, value in info.items():
-        table.add_row(key, str(value))
+        table.add_row(key, str(plain_zero(value) if isinstance(value, float) else value))
     table.add_row("data", f"{config.data} ({counted(rows, 'row')}, {rows * 6} sequences)")
     table.add_row("model", config.model + (" + LoRA" if config.lora else ""))
     table.add_row("system role", "native" if system_supported
@@ -103,8 +103,8 @@ def print_settings(console: Console, config: TrainConfig, rows: int, truncation:
     table.add_row("max length / prompt", f"{config.max_length} / {config.max_prompt_length}")
     table.add_row("truncated", f"{truncation['prompts_truncated']} prompts, {truncation['responses_truncated']} "
                   f"responses of {truncation['sequences']} sequences ({truncation['rows_affected']} rows)")
-    table.add_row("optimisation", f"lr {config.lr:g}, {config.scheduler}, warmup {config.warmup_ratio:g}, batch "
-                  f"{config.batch_size} x accum {config.grad_accum}, "
+    table.add_row("optimisation", f"lr {config.lr:g}, {config.scheduler}, warmup {plain_zero(config.warmup_ratio):g}, "
+                  f"batch {config.batch_size} x accum {config.grad_accum}, "
                   + (f"max steps {config.max_steps}" if config.max_steps > 0 else f"epochs {config.epochs:g}")
                   + (", float32" if precision == "no" else f", {precision}")
                   + (", grad. checkpointing" if config.gradient_checkpointing else ""))
@@ -162,7 +162,7 @@ def summary_table(outcome: TrainOutcome) -> Table:
     keys = [k for k in last if k not in ("epoch", "step", "learning_rate", "grad_norm")]
     for key in keys:
         a, b = first.get(key), last.get(key)
-        table.add_row(key, "" if a is None else f"{a:.4g}", "" if b is None else f"{b:.4g}")
+        table.add_row(key, "" if a is None else f"{plain_zero(a):.4g}", "" if b is None else f"{plain_zero(b):.4g}")
     table.add_row("steps", "", str(outcome.steps))
     if outcome.seconds_per_step is not None:
         table.add_row("seconds / step (median)", "", f"{outcome.seconds_per_step:.4f}")

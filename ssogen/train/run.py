@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from ssogen.chat import chat_template_text, end_of_turn
 from ssogen.errors import UserError
+from ssogen.formatting import plain_zero
 from ssogen.models import load_error, resolve_model
 from ssogen.train.collator import SSOCollator, collator_multiples
 from ssogen.train.config import TrainConfig
@@ -110,7 +111,7 @@ def evaluate_rewards(trainer: Any) -> dict[str, float]:
                 value = value.float().reshape(-1) if value.dim() else value.float().repeat(policy.size(0))
                 totals.setdefault(name, []).append(accelerator.gather_for_metrics(value).cpu())
     unwrapped.train(was_training)
-    return {name: round(float(torch.cat(values).mean()), 6) for name, values in sorted(totals.items())}
+    return {name: plain_zero(round(float(torch.cat(values).mean()), 6)) for name, values in sorted(totals.items())}
 
 
 def run_training(config: TrainConfig, console: Console | None = None,

@@ -19,6 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ssogen.errors import UserError, file_system_error
+from ssogen.formatting import plain_zero
 from ssogen.io import share_like_new_files
 from ssogen.response_logps import left_padded
 from ssogen.train.collator import SSOCollator
@@ -257,7 +258,7 @@ class SSOTrainer(Trainer):
             names = sorted(self._stored)
             means = torch.stack([torch.stack(self._stored[name]).mean() for name in names])
             means = self.accelerator.reduce(means, reduction="mean")
-            logs.update({name: round(float(v), 6) for name, v in zip(names, means.tolist(), strict=True)})
+            logs.update({name: plain_zero(round(float(v), 6)) for name, v in zip(names, means.tolist(), strict=True)})
             self._stored.clear()
         super().log(logs, start_time)
 
