@@ -9,6 +9,7 @@ so it is a lower bound: a plan refused here would certainly fail in vLLM, minute
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -269,7 +270,7 @@ def _check_memory(p: Placement, options: EngineOptions, host_memory_bytes: int |
     if kv_given is not None and kv_seq is not None and kv_given < kv_seq:
         p.problems.append(f"the KV cache of {_gib(kv_given)} holds less than one sequence of --max-model-len "
                           f"{p.max_model_len} ({_gib(kv_seq)}): raise --kv-cache-gb to at least "
-                          f"{kv_seq / GiB:.2f} or {fix}")
+                          f"{math.ceil(kv_seq / GiB * 100) / 100:g} or {fix}")  # 2 MiB: 0.01, not 0.00
     if p.cpu:
         host = host_memory() if host_memory_bytes is None else host_memory_bytes
         need = (weights or 0) * p.tensor_parallel_size + (kv_given or 0) * p.tensor_parallel_size

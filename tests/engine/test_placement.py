@@ -72,7 +72,7 @@ def test_a_model_that_cannot_fit_is_refused_with_the_numbers(tiny_model: Path) -
 def test_cpu_kv_cache_must_hold_one_sequence_and_dp_needs_cores(tiny_model: Path) -> None:
     small_cache = EngineOptions(kv_cache_memory_bytes=2**20, max_model_len=4096)  # needs 2 MiB in float32
     with pytest.raises(UserError, match=r"KV cache of 1.0 MiB holds less than one sequence of --max-model-len "
-                                        r"4096 \(2.0 MiB\): raise --kv-cache-gb"):
+                                        r"4096 \(2.0 MiB\): raise --kv-cache-gb to at least 0.01 or"):  # was 0.00
         plan_placement(str(tiny_model), small_cache, cpu=True, cores=[0, 1]).check()
     with pytest.raises(UserError, match=r"--dp 3 x --tp 1 needs 3 CPU cores .* may use 2"):
         plan_placement(str(tiny_model), EngineOptions(data_parallel_size=3), cpu=True, cores=[0, 1]).check()
