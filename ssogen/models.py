@@ -1,8 +1,8 @@
 """One rule, for every command, that tells a local model folder from a hub id; checked before anything heavy
 is imported.
 
-* An existing folder is a local model: it must hold `config.json`, tokenizer files, and a chat template (ssogen
-  renders every prompt through it).
+* An existing folder is a local model: it must hold `config.json` (a readable JSON object), tokenizer files, and
+  a chat template (ssogen renders every prompt through it).
 * Anything else that looks like a path (starts with `.`, `/` or `~`, or has more than one `/`) is a missing
   folder.
 * Otherwise it is a hub id, bare names such as `gpt2` included. Offline (HF_HUB_OFFLINE=1) a hub id that is
@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ssogen.errors import UserError, file_system_error
 
@@ -57,6 +58,7 @@ def resolve_model(name: str, *, flag: str = "--model", chat: bool = True) -> Mod
             raise UserError(f"{flag} {name}: is a file, not a model folder")
         if not (folder / "config.json").is_file():
             raise UserError(f"{flag} {name}: not a model folder (no config.json)")
+        read_model_config(folder, f"{flag} {name}")
         if not any((folder / file).is_file() for file in VOCABULARY_FILES) and not any(folder.glob("*.tiktoken")):
             raise UserError(f"{flag} {name}: no tokenizer files (none of {', '.join(VOCABULARY_FILES[:3])}, ...); "
                             "copy the tokenizer into the model folder")
@@ -67,6 +69,31 @@ def resolve_model(name: str, *, flag: str = "--model", chat: bool = True) -> Mod
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or not HUB_ID.match(name):
         raise UserError(f"{flag} {name}: no such folder (and not a hub id, which is NAME or ORG/NAME)")
     return ModelRef(name, local=False)
+
+
+# What config.json holds when it is JSON but not an object, as JSON names it.
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def read_model_config(folder: Path, label: str) -> dict[str, Any]:
+    """A model folder's config.json, which every loader would otherwise refuse with a traceback of its own: one line
+    `LABEL: config.json:LINE: invalid JSON: ...` when it is not UTF-8, not JSON, or JSON but not an object (exit 2),
+    or cannot be read (exit 1: the machine)."""
+    path = folder / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{label}: {path.name}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{label}: {path.name}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise UserError(f"{label}: {path.name}: invalid JSON: nested too deeply") from None
+    except OSError as exc:
+        raise UserError(f"{label}: {path.name}: cannot read it ({exc.strerror or exc})", ENVIRONMENT_ERROR) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{label}: {path.name}: not a JSON object (it holds {_JSON_KINDS.get(type(data), 'a value')})")
+    return data
 
 
 def require_available(model: ModelRef, *, flag: str = "--model") -> None:

@@ -249,3 +249,22 @@ def test_score_asks_the_hub_for_a_hub_model_once(tmp_path: Path, monkeypatch: py
     expected = model_fingerprint(ModelRef("org/name", local=False, revision="c0ffee" * 6 + "abcd")).digest
     assert result.exit_code == 2 and f"stopped with {expected}" in result.stderr, result.output
     assert asked == ["org/name"]
+
+
+@pytest.mark.parametrize(("text", "message", "code"), [
+    ('{"model_type": \n', r"config\.json:2: invalid JSON: Expecting value$", 2),
+    ("", r"config\.json:1: invalid JSON: Expecting value$", 2),
+    ("[1, 2]", r"config\.json: not a JSON object \(it holds an array\)$", 2),
+    ("null", r"config\.json: not a JSON object \(it holds null\)$", 2),
+    ('{"a": "caf\xe9"}', r"config\.json: not UTF-8 text \(byte 0xe9\)$", 2),
+    ("[" * 100_000, r"config\.json: invalid JSON: nested too deeply$", 2),
+])
+def test_a_config_json_no_loader_reads_is_one_line_naming_it(tiny_model: Path, tmp_path: Path, text: str,
+                                                             message: str, code: int) -> None:
+    """Found where the model is named, before any command takes its output folder (it was a loader's traceback, or
+    a load error after --out was claimed)."""
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    (folder / "config.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(UserError, match=rf"^--judge-model {re.escape(str(folder))}: {message}") as info:
+        resolve_model(str(folder), flag="--judge-model")
+    assert info.value.exit_code == code

@@ -23,6 +23,7 @@ from ssogen.engine.vllm_llm import is_cpu_build
 from ssogen.envinfo import vllm_build
 from ssogen.errors import UserError
 from ssogen.formatting import counted
+from ssogen.models import read_model_config
 
 GiB = 2**30
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
@@ -87,12 +88,17 @@ def _gib(value: int | None) -> str:
 
 
 def _local_config(model: str) -> dict[str, Any] | None:
-    """A model folder's config.json (its text model's part for a multimodal one); None for a hub id."""
-    path = Path(model).expanduser() / "config.json"
-    if not path.is_file():
+    """A model folder's config.json (its text model's part for a multimodal one); None for a hub id, and for a
+    config.json that is no JSON object (the model's own check, `resolve_model`, names what is wrong with it)."""
+    folder = Path(model).expanduser()
+    if not (folder / "config.json").is_file():
         return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data.get("text_config") or data
+    try:
+        data = read_model_config(folder, model)
+    except UserError:
+        return None
+    text = data.get("text_config")
+    return text if isinstance(text, dict) and text else data
 
 
 def _config(model: str, trust_remote_code: bool) -> dict[str, Any] | None:

@@ -124,6 +124,9 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     (w / "latin1-templates").mkdir()
     (w / "latin1-templates" / "system.jinja").write_bytes(b"Sei {{ adjectives }}, caf\xe9\n")
     (_model_copy(tiny_model, w / "no-tokenizer") / "tokenizer.json").unlink()
+    # A config.json cut off, and one that is JSON but no object: json.loads' traceback, or AttributeError of .get.
+    (_model_copy(tiny_model, w / "cut-config") / "config.json").write_text('{"model_type": \n')
+    (_model_copy(tiny_model, w / "list-config") / "config.json").write_text("[1, 2]\n")
     truncated = _model_copy(tiny_model, w / "truncated") / "model.safetensors"
     os.truncate(truncated, 500_000)
     weights = _model_copy(tiny_model, w / "changed-weights") / "model.safetensors"

@@ -94,6 +94,13 @@ GENERATE_MODEL = [
     ("model-mistyped-folder", "generate --model nosuch-model --out {w}/o", 1,
      "--model nosuch-model: no such local folder, and not a hub model in the local cache"),
     ("model-no-tokenizer", "generate --model {w}/no-tokenizer --out {w}/o", 2, "no tokenizer files"),
+    # config.json that no loader reads: the dry run's placement gave json.loads' traceback, the run took --out first.
+    ("model-config-cut", "generate --model {w}/cut-config --out {w}/o", 2,
+     "error: --model {w}/cut-config: config.json:2: invalid JSON: Expecting value"),
+    ("model-config-cut-dry-run", "generate --model {w}/cut-config --out {w}/o --limit 2 --dry-run", 2,
+     "error: --model {w}/cut-config: config.json:2: invalid JSON: Expecting value"),
+    ("model-config-not-an-object-dry-run", "generate --model {w}/list-config --out {w}/o --limit 2 --dry-run", 2,
+     "error: --model {w}/list-config: config.json: not a JSON object (it holds an array)"),
     ("model-truncated-weights", "generate --model {w}/truncated --out {w}/o", 2,
      "model.safetensors is truncated or corrupt (500000 of"),
     # The same run's folder, the model's files changed under the same or another path: refused, naming the part.

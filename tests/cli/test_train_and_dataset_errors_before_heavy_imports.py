@@ -50,6 +50,11 @@ TRAIN = [
     ("out-fingerprint-truncated", "--out {w}/train-cut-fingerprint", 2,
      "fingerprint.json: unreadable (JSONDecodeError)"),
     ("model-no-tokenizer", "--model {w}/no-tokenizer", 2, "no tokenizer files"),
+    # Found by transformers once --out was taken (its marker made a later generate there refused).
+    ("model-config-cut", "--model {w}/cut-config", 2,
+     "error: --model {w}/cut-config: config.json:2: invalid JSON: Expecting value"),
+    ("model-config-not-an-object", "--model {w}/list-config", 2,
+     "error: --model {w}/list-config: config.json: not a JSON object (it holds an array)"),
     # A dataset folder is no checkpoint cut off before transformers finished it.
     ("resume-not-a-checkpoint", "--resume-from-checkpoint {w}/sso", 2, "sso: not a checkpoint folder (a "
      "checkpoint-N folder of a training run"),
@@ -104,6 +109,12 @@ DATASET = [
     ("score-engine", "score {w}/dataset --model {model} --engine onnx", 2, "--engine: Input should be 'vllm'"),
     ("score-filter", "score {w}/dataset --model {model} --filter bogus", 2, "--filter: Input should be 'none'"),
     ("score-model", "score {w}/dataset --model {w}/nope", 2, "--model"),
+    ("score-model-config-cut", "score {w}/dataset --model {w}/cut-config", 2,
+     "error: --model {w}/cut-config: config.json:2: invalid JSON: Expecting value"),
+    ("judge-model-config-not-an-object", "judge {w}/dataset --judge-model {w}/list-config", 2,
+     "error: --judge-model {w}/list-config: config.json: not a JSON object (it holds an array)"),
+    ("iterate-model-config-cut", "iterate --model {w}/cut-config --out {w}/loop", 2,
+     "error: --model {w}/cut-config: config.json:2: invalid JSON: Expecting value"),
     ("score-stage-without-filter", "score {w}/dataset --model {model} --no-ordering --contrast-margin 0.1", 2,
      "error: --no-ordering, --contrast-margin only apply with --filter likelihood"),
     ("score-model-required", "score {w}/dataset", 2, "--model is required"),

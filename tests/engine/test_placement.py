@@ -159,3 +159,24 @@ def test_a_context_longer_than_config_json_allows(tmp_path: Path, monkeypatch: p
     assert context_problem(str(tmp_path), None) is None
     monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
     assert context_problem(str(tmp_path), wanted) is None
+
+
+@pytest.mark.parametrize("text", ['{"model_type": \n', "[1, 2]\n", '"llama"', "\xff{}", "",
+                                  '{"max_position_embeddings": 4096, "text_config": "llama"}'])
+def test_a_config_json_no_loader_reads_gives_a_plan_without_its_sizes(tiny_model: Path, tmp_path: Path,
+                                                                       text: str) -> None:
+    """json.loads' traceback (JSONDecodeError, UnicodeDecodeError) or AttributeError of `.get` on a list: the plan
+    has no sizes instead, and the model's own check names the file (`resolve_model`)."""
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    (folder / "config.json").write_bytes(text.encode("latin-1"))
+    if text.startswith('{"max'):  # an object whose text model's part is no object: the object itself
+        assert model_size(str(folder), EngineOptions(), cpu=True).context_length == 4096
+        assert "max_position_embeddings 4096" in str(context_problem(str(folder), 10**6))
+    else:
+        assert model_size(str(folder), EngineOptions(), cpu=True).kv_bytes_per_token is None
+        assert context_problem(str(folder), 10**6) is None
+    placement = plan_placement(str(folder), EngineOptions(), cpu=True, cores=[0, 1], host_memory_bytes=64 * GiB)
+    placement.lines()
+    placement.check()
