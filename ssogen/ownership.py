@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +37,85 @@ LOG_PATTERN = "logs/*-????????T??????Z*.log"
 @contextlib.contextmanager
 def claim(work_dir: Path, *, label: str, command: str, kind: str) -> Iterator[Holder | None]:
     """Hold the folder's lock for the block (one line naming the holder, exit 1, when another process has it) and
-    mark the folder as ssogen's. Yields the holder of a lock a killed run left, if any."""
+    mark the folder as ssogen's. Yields the holder of a lock a killed run left, if any.
+
+    A block that fails (an exception; not an interruption) in a folder this claim made ssogen's, before any work was
+    saved there, does not leave the folder claimed (a model that fails to load took a new --out for its command):
+    bad input (exit 2) leaves no trace at all, any other failure its log (the traceback, the machine's error)."""
+    undo = _Claimed.before(work_dir)
     with folder_lock(work_dir / LOCK, label=label, command=command) as left_behind:
         marker = work_dir / MARKER
-        if not marker.exists():
-            from ssogen import __version__
+        try:
+            if not marker.exists():
+                from ssogen import __version__
 
-            write_json_atomic(marker, {"written_by": "ssogen", "version": __version__, "kind": kind,
-                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        yield left_behind
+                write_json_atomic(marker, {"written_by": "ssogen", "version": __version__, "kind": kind,
+                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            yield left_behind
+        except Exception as exc:
+            if undo is not None:  # under the lock: no other run can have taken the folder meanwhile
+                undo.remove_if_no_work(keep_logs=not (isinstance(exc, UserError) and exc.exit_code == 2))
+            raise
+
+
+# What a claim and a run that saved no work leave in a folder: ssogen's files in OUT/.ssogen/ (the fingerprint is
+# written before the model loads) and the command's log in OUT/logs/.
+_CLAIM_FILES = (MARKER, LOCK, FINGERPRINT)
+_LOGS = LOG_PATTERN.split("/")[0]
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A folder as it was before a claim made it ssogen's (it had no OUT/.ssogen/): whether it and its logs/ existed,
+    the logs and the other entries it held (with their times of change), so that what the claim and a failed run
+    added, and only that, can go."""
+
+    root: Path
+    made: tuple[Path, ...]  # the folders the lock's mkdir makes: the root and its missing parents, deepest first
+    existed: dict[str, int]  # name -> st_mtime_ns of every entry but logs/ (none when the claim makes the folder)
+    logs_before: frozenset[Path] | None  # None: no logs/ folder
+
+    @classmethod
+    def before(cls, work_dir: Path) -> _Claimed | None:
+        """None when the folder is ssogen's already (a run's folder, or a claim nested in one): never undone."""
+        if work_dir.exists() or work_dir.is_symlink():
+            return None
+        root = folder = work_dir.parent
+        made: list[Path] = []
+        while not os.path.lexists(folder) and folder.parent != folder:
+            made.append(folder)
+            folder = folder.parent
+        try:
+            return cls(root, tuple(made), {} if made else _entries(root),
+                       frozenset(root.glob(LOG_PATTERN)) if (root / _LOGS).is_dir() else None)
+        except OSError:
+            return None  # not listed, not undone (the claim says what is wrong)
+
+    def remove_if_no_work(self, *, keep_logs: bool = False) -> None:
+        """Remove the marker, the lock, the fingerprint, the new logs (unless `keep_logs`) and the folders the claim
+        made, when the folder holds nothing else that it did not hold, unchanged, before; anything else is saved
+        work (or a person's), and then nothing is removed. Files only by name, folders only when empty."""
+        work_dir, logs = self.root / WORK_DIR, self.root / _LOGS
+        before = self.logs_before or frozenset()
+        try:
+            new_logs = set(self.root.glob(LOG_PATTERN)) - before
+            if (work_dir.is_symlink() or logs.is_symlink() or _entries(self.root) != self.existed
+                    or any(entry.name not in _CLAIM_FILES or not entry.is_file() for entry in work_dir.iterdir())
+                    or logs.is_dir() and not set(logs.iterdir()) <= new_logs | before):
+                return
+        except OSError:
+            return
+        for path in [*(() if keep_logs else sorted(new_logs)), *(work_dir / name for name in _CLAIM_FILES)]:
+            with contextlib.suppress(OSError):  # what cannot go stays
+                path.unlink(missing_ok=True)
+        for folder in [work_dir, *(() if self.logs_before is not None else (logs,)), *self.made]:
+            with contextlib.suppress(OSError):  # only an empty one goes (a kept log keeps logs/ and the folder)
+                folder.rmdir()
+
+
+def _entries(root: Path) -> dict[str, int]:
+    """The folder's entries but ssogen's own (OUT/.ssogen/, OUT/logs/), by name, with their times of change."""
+    return {entry.name: entry.lstat().st_mtime_ns for entry in root.iterdir() if entry.name not in (WORK_DIR, _LOGS)}
 
 
 # What each `kind` in the marker is, as a refusal names it.

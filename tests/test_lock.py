@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -123,3 +124,75 @@ def test_a_lock_left_on_another_machine_is_taken_over_with_a_warning(tmp_path: P
         assert left_behind.takeover_note().startswith("warning: took over the lock left by process 1 on gpu-node-7")
     err = capfd.readouterr().err
     assert err.startswith("warning: took over the lock left by process 1 on gpu-node-7") and "stop this one" in err
+
+
+# -- a claim whose run fails before it saved anything leaves no trace (a model that fails to load claimed --out)
+
+def _fail_in_claim(root: Path, *extra: str, exception: BaseException | None = None, nested: bool = False) -> None:
+    """Claim `root` as generate does, write what a run writes before its model loads (the fingerprint, the log),
+    then the `extra` files (relative to root), and fail."""
+    from ssogen.dataset.folder import OutputFolder
+
+    folder = OutputFolder(root)
+    failure = exception or UserError("--model m: cannot load it (ValueError: unknown model type)")
+    with pytest.raises(type(failure)), folder.claim("ssogen generate"):
+        with folder.claim("ssogen generate") if nested else contextlib.nullcontext():  # the run's own, a no-op
+            folder.fingerprint.write_text("{}")
+            folder.log_file("generate").parent.mkdir(exist_ok=True)
+            folder.log_file("generate").write_text("loading the model\n")
+            for name in extra:
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_text("saved")
+            raise failure
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def test_a_run_that_fails_before_saving_anything_removes_what_its_claim_made(tmp_path: Path) -> None:
+    """The folder and the missing folders above it, made by the claim, go; so does the claim in a folder that
+    existed, which is left as it was: empty, or with the logs of earlier commands."""
+    _fail_in_claim(tmp_path / "new" / "deeper" / "out", nested=True)
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fail_in_claim(empty)
+    assert list(empty.iterdir()) == []
+    earlier = tmp_path / "earlier-logs"
+    (earlier / "logs").mkdir(parents=True)
+    (earlier / "logs" / "train-20200101T000000Z.log").write_text("an earlier command's log")
+    before = _tree(earlier)
+    _fail_in_claim(earlier)
+    assert _tree(earlier) == before
+
+
+@pytest.mark.parametrize("saved", [".ssogen/selection-00000.jsonl", "checkpoint-2/trainer_state.json",
+                                   "notes.txt", "logs/mine.txt"])
+def test_saved_work_or_a_persons_file_keeps_everything(tmp_path: Path, saved: str) -> None:
+    """Anything but the claim's own files is work to resume from (a shard, a checkpoint) or a person's: then
+    nothing is removed, the marker and the log included."""
+    _fail_in_claim(tmp_path / "out", saved)
+    kept = _tree(tmp_path / "out")
+    assert kept[saved] == b"saved" and {".ssogen/marker.json", ".ssogen/lock", ".ssogen/fingerprint.json"} <= set(kept)
+    assert any(name.startswith("logs/generate-") for name in kept)
+
+
+@pytest.mark.parametrize("failure", [UserError("--report-to wandb: the logger failed", exit_code=1),
+                                     OSError(27, "File too large"), RuntimeError("a bug")])
+def test_a_failure_not_of_the_input_leaves_its_log_but_no_claim(tmp_path: Path, failure: BaseException) -> None:
+    """The machine's error or a traceback: the log that holds it stays (a folder holding only ssogen's logs counts as
+    empty for every command), the claim goes."""
+    _fail_in_claim(tmp_path / "out", exception=failure)
+    assert [name.split("-")[0] for name in _tree(tmp_path / "out")] == ["logs", "logs/generate"]
+
+
+def test_an_interrupted_run_or_a_folder_claimed_before_keeps_its_claim(tmp_path: Path) -> None:
+    """Ctrl-C keeps the folder as the run left it (the same command goes on there); a folder that held ssogen's
+    marker before the run is never cleared by a failure."""
+    _fail_in_claim(tmp_path / "stopped", exception=KeyboardInterrupt())
+    assert (tmp_path / "stopped" / ".ssogen" / "marker.json").is_file()
+    before = _tree(tmp_path / "stopped")
+    _fail_in_claim(tmp_path / "stopped")
+    after = _tree(tmp_path / "stopped")
+    assert set(before) < set(after) and all(after[name] == data for name, data in before.items() if "lock" not in name)

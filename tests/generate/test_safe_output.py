@@ -258,3 +258,17 @@ def test_two_generate_processes_on_one_folder(tiny_model: Path, tmp_path: Path) 
     assert manifest["resumed"] is True
     assert manifest["requests_this_invocation"].get("sampling", 0) == 3 * max(0, 4 - rows_done)
     assert OutputFolder(out).lock_file.read_bytes() == b""  # released on a clean exit
+
+
+def test_a_model_that_fails_to_load_leaves_no_trace_in_a_new_out(tiny_model: Path, tmp_path: Path) -> None:
+    """Bad input writes nothing: a model that passes the checks but fails to load (no weight file, found by the
+    engine) left the --out it made claimed (.ssogen/marker.json, logs/), and a train there was then refused as
+    "holds a dataset folder of ssogen generate"."""
+    model = Path(shutil.copytree(tiny_model, tmp_path / "no-weights"))
+    (model / "model.safetensors").unlink()
+    out = tmp_path / "new" / "out"
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    failed = subprocess.run(_generate(out, model, "--limit", "2"), env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert failed.returncode == 2 and f"error: --model {model}: cannot load it" in failed.stderr, failed.stderr[-2000:]
+    assert not (tmp_path / "new").exists()

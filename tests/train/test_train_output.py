@@ -136,13 +136,26 @@ def test_a_run_that_failed_before_its_first_checkpoint_gives_way_to_the_correcte
         uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
     """A bad --scheduler is refused before the run takes --out (it wrote the marker, the fingerprint and a log
     there). A run that fails after taking it (a LoRA target that matches no module, found once the model is
-    loaded) gives way to the fixed command instead of refusing it as another configuration: nothing was saved."""
+    loaded; a model transformers cannot load) leaves no trace: the folder it made is gone, so neither the fixed
+    command nor another command is refused there. In a folder that held a run the same failure gives way to the
+    fixed command instead of refusing it as another configuration: nothing was saved."""
     data, _ = uninterrupted
     out = tmp_path / "run"
     failed = train(data, tiny_model, out, "--scheduler", "foo")
     assert failed.exit_code == 2 and ("error: invalid training option (--scheduler): foo is not a valid "  # type: ignore
                                       "SchedulerType") in failed.stderr  # type: ignore[attr-defined]
     assert not out.exists()
+    failed = train(data, tiny_model, out, "--lora", "--lora-target-modules", "no_such_proj")
+    assert failed.exit_code == 2, failed.output  # type: ignore[attr-defined]
+    assert not out.exists()
+    unknown = Path(shutil.copytree(tiny_model, tmp_path / "unknown-type"))
+    (unknown / "config.json").write_text(json.dumps({**json.loads((tiny_model / "config.json").read_text()),
+                                                     "model_type": "no_such_type"}))
+    failed = train(data, unknown, out)
+    assert failed.exit_code == 2 and "error: --model " in failed.stderr, failed.output  # type: ignore[attr-defined]
+    assert not out.exists()  # it said "holds a training run of ssogen train" to a generate there
+    with TrainOutput(out).claim() as left_behind:  # a folder ssogen marked before: a failure keeps its mark
+        assert left_behind is None
     failed = train(data, tiny_model, out, "--lora", "--lora-target-modules", "no_such_proj")
     assert failed.exit_code == 2, failed.output  # type: ignore[attr-defined]
     assert TrainOutput(out).fingerprint.is_file()
