@@ -88,17 +88,15 @@ def _gib(value: int | None) -> str:
 
 
 def _local_config(model: str) -> dict[str, Any] | None:
-    """A model folder's config.json (its text model's part for a multimodal one); None for a hub id, and for a
-    config.json that is no JSON object (the model's own check, `resolve_model`, names what is wrong with it)."""
+    """A model folder's config.json (its text model's part for a multimodal one); None for a hub id or a broken
+    file (`resolve_model`, the model's own check, names what is wrong with it)."""
     folder = Path(model).expanduser()
-    if not (folder / "config.json").is_file():
-        return None
     try:
-        data = read_model_config(folder, model)
+        data = read_model_config(folder, model) if (folder / "config.json").is_file() else {}
     except UserError:
         return None
     text = data.get("text_config")
-    return text if isinstance(text, dict) and text else data
+    return (text if isinstance(text, dict) and text else data) or None
 
 
 def _config(model: str, trust_remote_code: bool) -> dict[str, Any] | None:
