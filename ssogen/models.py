@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssogen.errors import UserError, file_system_error
+from ssogen.errors import UserError, closest_name, file_system_error
 
 # Where a tokenizer keeps its chat template, in the order transformers looks (any one is enough).
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
@@ -67,8 +67,21 @@ def resolve_model(name: str, *, flag: str = "--model", chat: bool = True) -> Mod
                             "through it)")
         return ModelRef(name, local=True)
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or not HUB_ID.match(name):
-        raise UserError(f"{flag} {name}: no such folder (and not a hub id, which is NAME or ORG/NAME)")
+        raise UserError(f"{flag} {name}: no such folder (and not a hub id, which is NAME or ORG/NAME)"
+                        + _did_you_mean(name))
     return ModelRef(name, local=False)
+
+
+def _did_you_mean(name: str) -> str:
+    """"; did you mean FOLDER?" for a model folder beside where `name` points whose name is close to it (a typo
+    in a folder name reads as a hub id, which offline cannot be told from one the cache lacks); else ""."""
+    path = Path(name).expanduser()
+    try:
+        folders = [entry.name for entry in path.parent.iterdir() if (entry / "config.json").is_file()]
+    except OSError:
+        return ""
+    near = closest_name(path.name, folders)
+    return f"; did you mean {path.parent / near if path.parent != Path() else near}?" if near else ""
 
 
 # What config.json holds when it is JSON but not an object, as JSON names it.
@@ -112,7 +125,7 @@ def neither_folder_nor_hub(model: ModelRef, why: str, *, flag: str = "--model",
     """A name that is no local folder and a hub id that cannot be had. Both readings are named: `gpt2` is a
     hub id, but `my-modle` is as likely a mistyped folder. Exit 1 when the hub could not be asked (the
     environment), 2 when it answered that there is no such model (the input)."""
-    return UserError(f"{flag} {model.name}: no such local folder, and {why}", exit_code)
+    return UserError(f"{flag} {model.name}: no such local folder, and {why}{_did_you_mean(model.name)}", exit_code)
 
 
 def hub_offline() -> bool:

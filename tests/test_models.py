@@ -57,14 +57,49 @@ def test_offline_hub_id_is_one_line_with_exit_1(tmp_path: Path, monkeypatch: pyt
 
 
 def test_generate_accepts_a_bare_hub_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, a hub id is looked up in the local cache by the run and by its dry run (no network either way): a
+    cached one is planned, one the cache lacks is the run's line, exit 1, before anything is written."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    dry = CliRunner().invoke(app, ["generate", "--model", "gpt2", "--out", str(tmp_path / "o"), "--limit", "1",
-                                   "--dry-run"])
-    assert dry.exit_code == 0, dry.output
-    run = CliRunner().invoke(app, ["generate", "--model", "gpt2", "--out", str(tmp_path / "o"), "--limit", "1"])
-    assert run.exit_code == 1 and run.stderr.startswith("error: --model gpt2: no such local folder, and not a hub "
-                                                        "model in the local cache (HF_HUB_OFFLINE is set)")
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    args = ["generate", "--model", "gpt2", "--out", str(tmp_path / "o"), "--limit", "1"]
+    line = "error: --model gpt2: no such local folder, and not a hub model in the local cache (HF_HUB_OFFLINE is set)"
+    for command in ([*args, "--dry-run"], args):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1 and result.stderr.startswith(line), result.output
     assert not (tmp_path / "o").exists()
+    snapshot = cache / "models--gpt2" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--gpt2" / "refs").mkdir()
+    (cache / "models--gpt2" / "refs" / "main").write_text("abc")
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "model gpt2 (vllm, a hub id in the local cache)" in " ".join(dry.stdout.split())
+
+
+def test_a_mistyped_model_folder_name_suggests_the_folder(tiny_model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in a folder's name reads as a hub id, which offline cannot be told from one the cache lacks: the line
+    names the model folder nearby whose name is close."""
+    shutil.copytree(tiny_model, tmp_path / "tiny-model")
+    (tmp_path / "notes").mkdir()  # not a model folder: never suggested
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"HF_HUB_OFFLINE is set\); download it first or give a model folder; did "
+                                        r"you mean tiny-model\?$"):
+        require_available(resolve_model("tiny-mdl"))
+    with pytest.raises(UserError, match=r"^--model ./tiny-mdl: no such folder \(and not a hub id, which is NAME or "
+                                        r"ORG/NAME\); did you mean tiny-model\?$"):
+        resolve_model("./tiny-mdl")
+    with pytest.raises(UserError, match=f"; did you mean {re.escape(str(tmp_path / 'tiny-model'))}\\?$"):
+        resolve_model(str(tmp_path / "tiny-modl"))
+    with pytest.raises(UserError, match=r"not a hub id, which is NAME or ORG/NAME\)$"):
+        resolve_model("./note")  # close to a folder, but not to a model folder
+    with pytest.raises(UserError, match=r"give a model folder$"):
+        require_available(resolve_model("gpt2"))  # close to nothing here
 
 
 # -- the model fingerprint (issue 10 item 2): what a model is, read from its files without transformers

@@ -32,7 +32,7 @@ from ssogen.dataset.license import license_note
 from ssogen.errors import STEP_OF_ITERATE_ENV
 from ssogen.formatting import counted, named_counts
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
-from ssogen.models import require_available
+from ssogen.models import hub_offline, require_available
 
 logger = logging.getLogger("ssogen.generate")
 
@@ -64,6 +64,7 @@ def generate(
         warn(note)
     if dry_run:  # an --out the run would refuse is refused here too
         resumes = plan.check_output_folder(overwrite=overwrite, look_up_hub=False)
+        require_available(plan.model)  # offline, a hub id's local cache is read (no network): a typo fails here too
         _print_dry_run(plan, resumes and not overwrite)
         return
     # Still before any heavy import: a folder that would be refused, or that another run is writing, fails here,
@@ -99,7 +100,8 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
     placement.check()
     skipped = named_counts(plan.prompts.skipped) or "none"
     console.rule("plan")
-    hub = "" if plan.model.local else ", a hub id: not looked up by --dry-run"
+    hub = "" if plan.model.local else (", a hub id in the local cache" if hub_offline() else
+                                       ", a hub id: not looked up by --dry-run")
     console.print(f"model {cfg.model} ({cfg.engine}{hub}), library {plan.library.name} v{plan.library.version} "
                   f"(sha256 {plan.loaded_library.sha256[:12]}), prompts: {plan.prompts.source} (queries sha256 "
                   f"{plan.prompts.queries_sha256[:12]})", markup=False)

@@ -306,9 +306,9 @@ def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: 
     assert result.exit_code == 0, result.output
     assert "Qualities:" in result.output and "You are an assistant whose response must be" in result.output
     assert "3 rows" in result.output and not out.exists() and "not looked up" not in result.output
-    # A hub id cannot be checked without loading anything: the plan says so rather than looking fine.
+    # Online, a hub id is not looked up (that would ask the hub): the plan says so rather than looking fine.
     hub = runner.invoke(app, ["generate", "--model", "no-such-org/model", "--out", str(out), "--limit", "1",
-                              "--dry-run"], env={"COLUMNS": "200"})
+                              "--dry-run"], env={"COLUMNS": "200", "HF_HUB_OFFLINE": "0"})
     assert hub.exit_code == 0 and "model no-such-org/model (vllm, a hub id: not looked up by --dry-run)" in hub.output
     # The requests counted: the policy's principle writing too (it was left out).
     plain = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "3",
