@@ -17,6 +17,7 @@ pair whose one name cell holds both forms, one above the other, so the name colu
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from typing import Any
 
@@ -111,6 +112,14 @@ def _restyle(param: object) -> None:
         param.__class__ = _Argument
 
 
+def _unwrapped(text: str | None) -> str | None:
+    """The docstring with each paragraph on one line: typer's rich help keeps the line breaks of the paragraphs after
+    the first, which then broke mid-sentence at the source's width whatever the terminal's."""
+    if not text:
+        return text
+    return "\n\n".join(" ".join(paragraph.split("\n")) for paragraph in inspect.cleandoc(text).split("\n\n"))
+
+
 class _ShowsClickNames(ClickCommand):
     """Mixed into typer's command classes: every parameter they hand out (to the parser, the usage line and the
     help screen) has one of the classes above, --help and parameters added after the command was made included."""
@@ -126,10 +135,12 @@ class _ShowsClickNames(ClickCommand):
             super().format_help(ctx, formatter)  # click's plain help: it writes `--name / --no-name` on one line
             return
         ctx.meta[_DRAWING_HELP] = True
+        docstring, self.help = self.help, _unwrapped(self.help)
         try:
             super().format_help(ctx, formatter)
         finally:
             del ctx.meta[_DRAWING_HELP]
+            self.help = docstring
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         # click's parser raises some usage errors (`-k` with no value) without the context; the root command prints

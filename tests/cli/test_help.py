@@ -239,3 +239,14 @@ def test_each_command_s_summary_in_a_list_is_one_line(path: tuple[str, ...]) -> 
     rows = [line for line in shown.split("─ Commands ", 1)[1].splitlines() if line.startswith("│")]
     continued = [line for line in rows if re.match(r"│\s{3,}\S", line)]
     assert not continued, "a command's summary spans lines:\n" + "\n".join(continued)
+
+
+@pytest.mark.parametrize(("command", "sentence"), [
+    ("score", "are dropped from the pair configs with the reason likelihood:<stage>."),
+    ("judge", "adds the numbers to the dataset card. Answers without a clear verdict are counted as unparseable"),
+    ("iterate", "finished steps are kept, an interrupted generate or train continues where it stopped."),
+])
+def test_a_help_paragraph_wraps_at_the_terminal_not_at_the_docstring_s_lines(command: str, sentence: str) -> None:
+    """Typer's rich help kept the docstring's line breaks after its first paragraph: a wide terminal showed
+    "dropped from the pair" and "configs with the reason" on two lines."""
+    assert sentence in _help((command,), columns=300)
