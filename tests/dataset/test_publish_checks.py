@@ -178,3 +178,13 @@ def test_a_folder_written_before_the_pairs_config_is_described_and_pushed_with_i
     shutil.rmtree(folder.config_dir("pairs"))
     result = CliRunner().invoke(app, ["push-to-hub", str(folder.root), "--repo-id", REPO, "--dry-run"])
     assert result.exit_code == 2 and "data/pairs" in result.stderr, result.output
+
+
+def test_a_refused_push_leaves_a_folder_it_found_without_ssogen_s_marker_as_it_was(tmp_path: Path) -> None:
+    """A real push takes the folder's lock before its checks: refused, it left `.ssogen/lock` and `marker.json` in a
+    folder built by hand (or by a very old version), which then counted as ssogen's."""
+    out = write_dataset(tmp_path / "by-hand", [make_record(i) for i in range(3)], status="in_progress")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    result = CliRunner().invoke(app, ["push-to-hub", str(out), "--repo-id", REPO, "--token", "hf_not_sent"])
+    assert result.exit_code == 2 and "is not complete (status 'in_progress')" in result.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
