@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ssogen.errors import UserError, closest_name
-from ssogen.formatting import listed
+from ssogen.formatting import listed, plain_zero
 from ssogen.origins import RemembersOrigins, remember_file_lines, with_config_lines
 from ssogen.settings import (
     OptionSpec,
@@ -57,6 +57,8 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
         if value is not None:
             values[field] = value
             origins[field] = specs[field].flag
+    # -0.0 is 0 but prints as -0 (`--lambda -0` showed `-0·G` in the objective)
+    values = {name: plain_zero(value) if isinstance(value, float) else value for name, value in values.items()}
     where = " (on the command line or in the config file)" if accepts_config else ""
     missing = [spec.flag for spec in specs.values() if spec.required and values.get(spec.field) in (None, "")]
     if missing:

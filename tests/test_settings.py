@@ -109,6 +109,17 @@ def test_a_bad_file_value_is_blamed_on_file_and_line(tmp_path: Path) -> None:
     assert resolve_config({"temperature": 0.2, "selection": "guided"}, path).temperature == 0.2
 
 
+def test_minus_zero_is_zero_from_a_flag_and_from_a_file(tmp_path: Path) -> None:
+    """`--lambda -0` passed `ge=0` and showed as `-0·G` in the objective train prints."""
+    import math
+
+    path = tmp_path / "train.yaml"
+    path.write_text("data: d\nmodel: m\nout: o\nwarmup_ratio: -0.0\n")
+    config = resolve_settings(TrainConfig, {"lam": -0.0}, path)
+    assert math.copysign(1, config.lam) == 1 and math.copysign(1, config.warmup_ratio) == 1
+    assert "-0" not in config.loss_settings().formula()
+
+
 def test_a_later_check_of_a_file_value_names_the_line_as_well(tmp_path: Path) -> None:
     """An error found after the settings were read names the flag; where a config file set that flag (and no flag
     overrode it), the command's error line adds the file's line, in the order the message names the flags."""
