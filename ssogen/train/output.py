@@ -69,6 +69,7 @@ class OutputVerdict:
     checkpoint: Path | None = None  # resume: the newest complete checkpoint (None: start again in place)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer checkpoints cut off mid-write
     notes: list[str] = field(default_factory=list)  # warnings for the run (e.g. about --resume-from-checkpoint)
+    clear: bool = True  # start: remove what an earlier run wrote here first (nothing to remove in a free folder)
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -147,8 +148,8 @@ class TrainOutput:
         an earlier ssogen stored for this configuration (`train.inputs.earlier_fingerprint`)."""
         out = self.root
         check_writable_folder(out)
-        if not holds_anything(out):  # new, empty, or only the logs of commands that stopped early
-            return OutputVerdict("start")
+        if not holds_anything(out):  # new, empty, or only the logs of commands that stopped early (they stay)
+            return OutputVerdict("start", clear=False)
         if not self.is_ssogen_folder():
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
                             f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
@@ -194,7 +195,7 @@ class TrainOutput:
     def start(self, fingerprint: dict[str, Any], verdict: OutputVerdict) -> None:
         """Under the lock, in the main process: clear an old run when starting over a marked folder, and record
         the fingerprint of this one."""
-        if verdict.action == "start":
+        if verdict.action == "start" and verdict.clear:
             self.remove_run_outputs()
         write_json_atomic(self.fingerprint, fingerprint, sort_keys=True)
 

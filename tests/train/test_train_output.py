@@ -306,3 +306,24 @@ def test_a_run_that_an_earlier_ssogen_started_with_spaced_lora_names_resumes(tin
     assert verdict.action == "resume"
     with pytest.raises(UserError, match=r"another configuration \(changed: lora_target_modules\)"):
         check_training_inputs(config.model_copy(update={"lora_target_modules": "q_proj"}))
+
+
+def test_a_start_in_a_folder_of_earlier_logs_keeps_them(tmp_path: Path) -> None:
+    """A folder that holds only the logs of commands that stopped early is free for a run, and those logs say why
+    they stopped: the run that starts there keeps them (it used to remove them)."""
+    out = tmp_path / "run"
+    earlier = out / "logs" / "train-20261101T101010Z.log"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("error: CUDA out of memory\n")
+    output = TrainOutput(out)
+    verdict = output.verdict({"fingerprint": "f", "config": {}}, overwrite=False)
+    assert verdict.action == "start"
+    with output.claim():
+        output.start({"fingerprint": "f", "config": {}}, verdict)
+    assert earlier.read_text() == "error: CUDA out of memory\n"
+    # A marked folder's earlier run is still cleared when a run starts over it.
+    (out / "metrics.json").write_text("{}")
+    verdict = output.verdict({"fingerprint": "f", "config": {}}, overwrite=True)
+    with output.claim():
+        output.start({"fingerprint": "f", "config": {}}, verdict)
+    assert not (out / "metrics.json").exists() and not earlier.exists()
