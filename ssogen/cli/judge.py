@@ -8,33 +8,40 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ssogen.cli.common import all_work_saved, command_log, note_lock_takeover, say, show, user_errors
 from ssogen.cli.options import with_options
-from ssogen.formatting import percent
+from ssogen.formatting import counted, percent
 from ssogen.judge.run import JudgeOptions
 from ssogen.settings_resolution import resolve_settings
 
-# The judge's measures as printed: a label, and the value from one set of metrics (judge_metrics).
+# The judge's measures as printed: a label, and the value from one set of metrics (judge_metrics). Labels are
+# short enough that the pairs config's five columns fit 80 columns of terminal (the card words them at length).
 _MEASURES: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
-    ("chosen wins, chosen shown first", lambda m: percent(m["accuracy_chosen_first"])),
-    ("chosen wins, chosen shown second", lambda m: percent(m["accuracy_chosen_second"])),
-    ("share of parsed judgments for chosen", lambda m: percent(m["share_of_judgments_chosen"])),
-    ("chosen wins in both orders", lambda m: f"{percent(m['both_orders_chosen_rate'])} ({m['both_orders_chosen']})"),
-    ("position bias (same letter both times)", lambda m: percent(m["position_bias_rate"])),
+    ("chosen wins, shown first", lambda m: percent(m["accuracy_chosen_first"])),
+    ("chosen wins, shown second", lambda m: percent(m["accuracy_chosen_second"])),
+    ("parsed judgments for chosen", lambda m: percent(m["share_of_judgments_chosen"])),
+    ("chosen wins in both orders", lambda m: percent(m["both_orders_chosen_rate"])),  # the count: in judge.json
+    ("position bias (same letter)", lambda m: percent(m["position_bias_rate"])),
     ("unparseable answers", lambda m: f"{m['unparseable']} of {m['judgments']}"),
     ("pairs too long for the judge", lambda m: str(m["pairs_too_long"])),
 )
 
 
 def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
-    """One column of values; for the pairs config one over all pairs, then one per kind of pair (P1, P2, P3)."""
+    """One column of values; for the pairs config one over all pairs, then one per kind of pair (P1, P2, P3), in
+    a table without vertical rules (a boxed one wrapped every label at 80 columns)."""
     by_pair: dict[str, dict[str, Any]] = metrics.get("by_pair") or {}
-    table = Table(title=title, title_justify="left", show_header=bool(by_pair))
-    if by_pair:
-        for column in ("", f"all ({metrics['queries']} queries)", *by_pair):
-            table.add_column(column)
+    if not by_pair:
+        table = Table(title=title, title_justify="left", show_header=False)
+    else:
+        table = Table(title=f"{title}, {counted(metrics['queries'], 'query', 'queries')}", title_justify="left",
+                      box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        table.add_column("", no_wrap=True)
+        for column in ("all", *by_pair):
+            table.add_column(column, justify="right")
     for label, value in _MEASURES:
         table.add_row(label, value(metrics), *(value(kind) for kind in by_pair.values()))
     return table
