@@ -47,6 +47,8 @@ def resolve_settings(model: type[M], flags: Mapping[str, Any], config_file: str 
             raise
         extra = pass_through(model)
         for name, (key, line, value) in _options_in_file(doc, model, extra).items():
+            if value is None:  # `key: null` or `key:` with no value: the default, as when the line is left out
+                continue
             values[name] = value
             origins[name] = f"{doc.shown}:{line}: {key}"
         if extra is not None and isinstance(doc.data, dict):  # each collected key's own line

@@ -120,6 +120,20 @@ def test_minus_zero_is_zero_from_a_flag_and_from_a_file(tmp_path: Path) -> None:
     assert "-0" not in config.loss_settings().formula()
 
 
+def test_null_in_a_config_file_is_the_default(tmp_path: Path) -> None:
+    """`temperature: null` or `max_tokens:` (left blank) was refused as "should be a valid number (got None)":
+    null is the default, as for chunk_size, whose default depends on the engines."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nout: o\ntemperature: null\nmax_tokens:\n")
+    defaults = RunConfig.model_validate({"model": "m", "out": "o"})
+    config = resolve_config({}, path)
+    assert (config.temperature, config.max_tokens) == (defaults.temperature, defaults.max_tokens)
+    assert resolve_config({"temperature": 0.2}, path).temperature == 0.2
+    path.write_text("model:\nout: o\n")  # a required option left blank is still missing
+    with pytest.raises(UserError, match=r"^--model is required"):
+        resolve_config({}, path)
+
+
 def test_a_later_check_of_a_file_value_names_the_line_as_well(tmp_path: Path) -> None:
     """An error found after the settings were read names the flag; where a config file set that flag (and no flag
     overrode it), the command's error line adds the file's line, in the order the message names the flags."""
