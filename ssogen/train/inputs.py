@@ -30,16 +30,16 @@ def sso_files(data_dir: Path) -> list[Path]:
     """The parquet shards of the train split of the `sso` config of a generate output folder, with clear errors
     (a test split, from `generate --test-size`, is held out: training never reads it)."""
     if not data_dir.exists():
-        raise UserError(f"{data_dir}: no such data folder")
+        raise UserError(f"--data {data_dir}: no such data folder")
     if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: not a folder (expected a `ssogen generate` output folder)")
+        raise UserError(f"--data {data_dir}: not a folder (expected a `ssogen generate` output folder)")
     folder = OutputFolder(data_dir)
     files = folder.split_files("sso").get(TRAIN, [])
     # generate writes its manifest after the data files: a first run killed among them left some, and no manifest.
     if folder.is_ssogen_folder() and not folder.manifest.is_file():
-        raise UserError(f"{data_dir}: {why_no_dataset(folder.work_dir) or GENERATE_UNFINISHED}")
+        raise UserError(f"--data {data_dir}: {why_no_dataset(folder.work_dir) or GENERATE_UNFINISHED}")
     if not files:
-        raise UserError(f"{data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
+        raise UserError(f"--data {data_dir}: no `sso` config (expected {OutputFolder.data_files('sso')}); "
                         "is this a `ssogen generate` output folder?")
     status = folder.read_manifest().get("status") if folder.manifest.is_file() else None
     if unfinished := not_complete(folder.manifest, status):

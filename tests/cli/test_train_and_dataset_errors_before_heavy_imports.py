@@ -14,8 +14,8 @@ from tests.cli.bad_inputs import Outcomes, check_case
 
 # (case id, arguments with {w} = work folder and {model} = tiny model, exit code, text of the one error line)
 TRAIN = [
-    ("data-missing", "--data {w}/nothing", 2, "no such data folder"),
-    ("data-without-sso", "--data {w}/foreign", 2, "no `sso` config"),
+    ("data-missing", "--data {w}/nothing", 2, "error: --data {w}/nothing: no such data folder"),
+    ("data-without-sso", "--data {w}/foreign", 2, "error: --data {w}/foreign: no `sso` config"),
     ("data-generate-unfinished", "--data {w}/previous", 2, "previous: the `ssogen generate` run in this folder has "
      "not finished (its dataset is not complete); run the same generate command again"),
     # Stopped while generate or score rewrote the data files, which may then disagree.
