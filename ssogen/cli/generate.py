@@ -32,6 +32,7 @@ from ssogen.dataset.license import license_note
 from ssogen.errors import STEP_OF_ITERATE_ENV
 from ssogen.formatting import counted, named_counts
 from ssogen.generate.config import IO_PANEL, RunConfig, resolve_config
+from ssogen.generate.skips import skip_report
 from ssogen.models import hub_offline, require_available
 
 logger = logging.getLogger("ssogen.generate")
@@ -98,7 +99,8 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
     examples = dry_run_examples(plan)
     placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
     placement.check()
-    skipped = named_counts(plan.prompts.skipped) or "none"
+    prompts = plan.prompts
+    skipped = skip_report(prompts.skipped, prompts.skipped_first, prompts.places, cfg.prompt_field) or "none"
     console.rule("plan")
     hub = "" if plan.model.local else (", a hub id in the local cache" if hub_offline() else
                                        ", a hub id: not looked up by --dry-run")
@@ -185,10 +187,12 @@ def _shown(value: object) -> str:
     return "–" if value is None else str(value)
 
 
-def _rows_in(s: dict[str, Any], limit: int | None) -> str:
-    """The rows taken, and how they relate to the input under --limit."""
-    skipped = named_counts(s["rows_skipped"]) or "0"
-    taken = f"{s['rows_in']} / {skipped}"
+def _rows_in(s: dict[str, Any], limit: int | None, prompt_field: str) -> str:
+    """The rows taken, the rows skipped with where the first of each reason are, and how they relate to the input
+    under --limit."""
+    at = s.get("rows_skipped_at") or {}  # a run of an earlier version: the counts alone
+    report = skip_report(s["rows_skipped"], at.get("first", {}), at.get("unit", "row"), prompt_field)
+    taken = f"{s['rows_in']} / {sum(s['rows_skipped'].values())}" + (f": {report}" if report else "")
     if limit is not None and s["rows_read"] < s["input_rows"]:
         taken += f" (--limit {limit}: the first {s['rows_read']} of {s['input_rows']} input rows read)"
     return taken
@@ -198,7 +202,7 @@ def _print_summary(manifest: dict[str, Any], limit: int | None = None) -> None:
     s = manifest["summary"]
     # Names from the library and --out are shown as written: brackets in them are not rich markup.
     table = Table(title=escape(f"ssogen generate: {manifest['name']}"), show_header=False, title_justify="left")
-    table.add_row("rows in / skipped", _rows_in(s, limit))
+    table.add_row("rows in / skipped", escape(_rows_in(s, limit, manifest["prompts"].get("prompt_field", "prompt"))))
     if s["conversation_parts_dropped"]:
         table.add_row("message lists: query = last user turn", _parts_dropped(s["conversation_parts_dropped"]))
     table.add_row("rows kept", str(s["kept"]))

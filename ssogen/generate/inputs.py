@@ -11,6 +11,7 @@ from typing import Any
 
 from ssogen.errors import UserError, file_system_error
 from ssogen.generate.prompt_files import rows_from_file
+from ssogen.generate.skips import LINE, ROW, note_place, skip_report
 from ssogen.models import ask_hub, hub_offline, network_failure
 
 DEMO_QUERIES = Path(__file__).parent.parent / "data" / "demo_queries.jsonl"
@@ -49,6 +50,9 @@ class PromptsRead:
     input_rows: int = 0
     rows_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, among the rows read
+    # Reason -> where its first rows are (`skips.SHOWN_PLACES`), counted as `places` says (`skips.LINE`, `skips.ROW`).
+    skipped_first: dict[str, list[int]] = field(default_factory=dict)
+    places: str = ROW
     # Message-list rows reduced to their last user turn: what was left out -> rows (rows taken only).
     reduced: dict[str, int] = field(default_factory=dict)
     # What a published manifest says about the input: a file by its name and the sha256 of the bytes read here,
@@ -184,6 +188,7 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
 
     A field (or `messages`) holding a message list gives its last user turn; the parts of the conversation that
     were left out are counted in `reduced` for the rows taken."""
+    lines: list[int] | None = None  # a file's line of each row, where it has lines
     if source is None:
         for flag, value, default in (("--prompt-field", prompt_field, "prompt"), ("--split", split, "train")):
             if value != default:  # it would be ignored: the bundled queries have one field and one split
@@ -201,7 +206,7 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
             if split != "train":  # it would be ignored: a file has one set of rows
                 raise UserError(f"--split {split}: {source} is a file, which has no splits (--split is for a "
                                 "dataset folder or a hub dataset)")
-            raw, sha256 = rows_from_file(path)
+            raw, sha256, lines = rows_from_file(path)
             public = {"source": path.name, "origin": "local file", "sha256": sha256}
         elif "/" in source and not source.startswith((".", "/", "~")) and path.suffix == "":
             raw = _rows_from_hub(source, split)
@@ -212,7 +217,7 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
             raise UserError(f"--prompts {source}: no such file or folder")
     if not raw:
         raise UserError(f"{shown}: no rows")
-    read = PromptsRead(source=shown, rows=[], input_rows=len(raw), public=public)
+    read = PromptsRead(source=shown, rows=[], input_rows=len(raw), public=public, places=ROW if lines is None else LINE)
     digest = hashlib.sha256()
     for position, row in enumerate(raw):
         taking = limit is None or len(read.rows) < limit
@@ -226,12 +231,13 @@ def read_prompts(source: str | None, *, prompt_field: str = "prompt", split: str
         read.rows_read += 1
         if reason is not None:
             read.skipped[reason] = read.skipped.get(reason, 0) + 1
+            note_place(read.skipped_first, reason, position if lines is None else lines[position])
             continue
         read.rows.append(PromptRow(position=position, text=value))
         for part in dropped:
             read.reduced[part] = read.reduced.get(part, 0) + 1
     if not read.rows:
-        raise UserError(_nothing_usable(shown, raw, prompt_field, read.skipped))
+        raise UserError(_nothing_usable(read, raw, prompt_field))
     read.queries_sha256 = digest.hexdigest()
     return read
 
@@ -243,16 +249,14 @@ def _digest_entry(position: int, text: str) -> bytes:
     return json.dumps([position, text]).encode() + b"\n"
 
 
-def _nothing_usable(shown: str, raw: list[Any], prompt_field: str, skipped: dict[str, int]) -> str:
-    """One line saying why no row gave a query."""
+def _nothing_usable(read: PromptsRead, raw: list[Any], prompt_field: str) -> str:
+    """One line saying why no row gave a query, and where the first rows of each reason are."""
+    shown, skipped = read.source, read.skipped
     if skipped.get("blank_prompt") == len(raw):
         return f"{shown}: all {len(raw)} prompts are blank"
     if skipped.get("missing_field") == len(raw):
         fields = sorted(raw[0]) if isinstance(raw[0], dict) else []
         return (f"{shown}: no row has a {prompt_field!r} field or a messages list (fields: "
                 f"{', '.join(fields) or 'none'}; choose one with --prompt-field)")
-    reasons = {"missing_field": f"no {prompt_field!r} field", "blank_prompt": "blank",
-               "no_user_turn": "a message list without a user turn",
-               "not_text": f"{prompt_field!r} is neither text nor a message list", "not_an_object": "not an object"}
-    counts = ", ".join(f"{n} {reasons.get(k, k)}" for k, n in skipped.items())
-    return f"{shown}: no usable prompt in {len(raw)} rows ({counts})"
+    return (f"{shown}: no usable prompt in {len(raw)} rows: "
+            f"{skip_report(skipped, read.skipped_first, read.places, prompt_field)}")

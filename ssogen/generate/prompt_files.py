@@ -27,8 +27,9 @@ def _decode(path: Path, raw: bytes) -> str:
                         "(a binary file is not a prompts file)") from None
 
 
-def rows_from_file(path: Path) -> tuple[list[Any], str]:
-    """The file's rows and the sha256 of its bytes, from one read of it."""
+def rows_from_file(path: Path) -> tuple[list[Any], str, list[int] | None]:
+    """From one read of the file: its rows, the sha256 of its bytes, and the line each row starts at, counted from 1
+    (blank lines are no rows: a row's index is not its line), where the format has lines (JSONL, CSV/TSV; else None)."""
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
@@ -36,12 +37,13 @@ def rows_from_file(path: Path) -> tuple[list[Any], str]:
         raise UserError(f"{path}: unsupported file type {suffix or '(none)'} (use {', '.join(FILE_TYPES)} "
                         "or a datasets folder)")
     raw = path.read_bytes()
-    return _parse_file(path, suffix, raw), hashlib.sha256(raw).hexdigest()
+    rows, lines = _parse_file(path, suffix, raw)
+    return rows, hashlib.sha256(raw).hexdigest(), lines
 
 
-def _parse_file(path: Path, suffix: str, raw: bytes) -> list[Any]:
+def _parse_file(path: Path, suffix: str, raw: bytes) -> tuple[list[Any], list[int] | None]:
     if suffix in (".jsonl", ".ndjson"):
-        rows = []
+        rows, lines = [], []
         # Lines end at \n only: JSON text may hold U+2028 and other characters str.splitlines() breaks at.
         for number, line in enumerate(_decode(path, raw).split("\n"), start=1):
             if not line.strip():
@@ -50,7 +52,8 @@ def _parse_file(path: Path, suffix: str, raw: bytes) -> list[Any]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-        return rows
+            lines.append(number)
+        return rows, lines
     if suffix == ".json":
         try:
             data = json.loads(_decode(path, raw))
@@ -60,13 +63,13 @@ def _parse_file(path: Path, suffix: str, raw: bytes) -> list[Any]:
             data = data["data"]
         if not isinstance(data, list):
             raise UserError(f"{path}: expected a JSON list of objects")
-        return data
+        return data, None
     if suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(pa.BufferReader(raw)).to_pylist()
+            return pq.read_table(pa.BufferReader(raw)).to_pylist(), None
         except (pa.ArrowInvalid, OSError) as exc:
             problem = str(exc).replace("'<Buffer>'", f"'{path}'")  # pyarrow calls bytes in memory '<Buffer>'
             raise UserError(f"{path}: cannot read parquet ({problem})") from None
@@ -76,19 +79,22 @@ def _parse_file(path: Path, suffix: str, raw: bytes) -> list[Any]:
         raise UserError(f"{path}: not a valid {suffix[1:].upper()} file ({exc})") from None
 
 
-def _table_rows(path: Path, text: str, delimiter: str) -> list[dict[str, str]]:
-    """A CSV/TSV file's rows by its header. A row with more or fewer cells than the header is refused: an unquoted
-    comma (or line break) in a prompt would otherwise cut the prompt short, or make two rows of one, unseen."""
+def _table_rows(path: Path, text: str, delimiter: str) -> tuple[list[dict[str, str]], list[int]]:
+    """A CSV/TSV file's rows by its header, and the line each starts at. A row with more or fewer cells than the
+    header is refused: an unquoted comma (or line break) in a prompt would otherwise cut the prompt short, or make
+    two rows of one, unseen."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader, None)
     if header is None:
-        return []
+        return [], []
     repeated = sorted({name for name in header if name and header.count(name) > 1})  # unnamed: a spreadsheet's
     if repeated:
         raise UserError(f"{path}:{reader.line_num}: the header names column(s) {', '.join(map(repr, repeated))} "
                         "twice; a row would keep only the last of each")
-    rows = []
+    rows, lines = [], []
+    start = reader.line_num + 1
     for cells in reader:
+        line, start = start, reader.line_num + 1  # a quoted cell's line breaks make a row of several lines
         if not cells:  # a blank line
             continue
         if len(cells) != len(header):
@@ -97,4 +103,5 @@ def _table_rows(path: Path, text: str, delimiter: str) -> list[dict[str, str]]:
                             f"{len(header)}; put a cell that holds a {separator} or a line break in double quotes "
                             '("...")')
         rows.append(dict(zip(header, cells, strict=True)))
-    return rows
+        lines.append(line)
+    return rows, lines

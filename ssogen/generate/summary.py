@@ -116,6 +116,8 @@ def summarize(rows: Tally | Iterable[TripletRecord], prompts: PromptsRead, wall_
         "rows_read": prompts.rows_read,
         "input_rows": prompts.input_rows,
         "rows_skipped": dict(prompts.skipped),
+        # Where the first skipped rows of each reason are: file lines from 1, or row indices from 0 (`skips`).
+        "rows_skipped_at": {"unit": prompts.places, "first": {k: list(v) for k, v in prompts.skipped_first.items()}},
         # Message-list rows whose query is their last user turn: the parts left out -> rows.
         "conversation_parts_dropped": dict(prompts.reduced),
         "rows": tally.rows,

@@ -51,7 +51,8 @@ def test_any_field_holding_message_lists_gives_the_last_user_turn(tmp_path: Path
 
 def test_a_field_that_holds_neither_text_nor_messages_is_one_clear_line(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "numbers.jsonl", [{"q": 1}, {"q": [1, 2]}])
-    with pytest.raises(UserError, match=r"no usable prompt in 2 rows \(2 'q' is neither text nor a message list\)"):
+    with pytest.raises(UserError, match=r"no usable prompt in 2 rows: 2 'q' is neither text nor a message list "
+                                        r"\(lines 1, 2\)$"):
         read_prompts(str(path), prompt_field="q")
 
 
@@ -76,6 +77,7 @@ def test_generate_on_a_base_eos_model_from_message_lists(tiny_model_base_eos: Pa
     assert ("system turn dropped: 1 row; multi-turn history dropped: 1 row; turns after it dropped: 1 row"
             in table)
     assert "empty responses y+ / y- / yo 0 / 0 / 0 (rows dropped)" in table
+    assert "rows in / skipped 3 / 1: 1 a message list without a user turn (line 4)" in table
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["prompts"]["conversation_parts_dropped"] == {"system_turn": 1, "earlier_turns": 1,
                                                                  "later_turns": 1}

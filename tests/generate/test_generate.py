@@ -253,6 +253,7 @@ def test_policy_principles_fall_back_and_bad_rows_are_counted(vllm_engine: Any, 
     summary = result.manifest["summary"]
     assert (summary["rows_in"], summary["rows_read"], summary["input_rows"]) == (3, 5, 5)
     assert summary["rows_skipped"] == {"missing_field": 1, "blank_prompt": 1}
+    assert summary["rows_skipped_at"] == {"unit": "line", "first": {"missing_field": [2], "blank_prompt": [3]}}
     by_prompt = {r.prompt: r for r in result.records}
     assert by_prompt["word " * 6000].drop_reason == "prompt_too_long" and not by_prompt["word " * 6000].kept
     for prompt in ("How do I bake bread?", "Explain tides."):

@@ -20,6 +20,7 @@ from ssogen.errors import UserError
 from ssogen.generate.config import RunConfig, resolve_config
 from ssogen.generate.filters import apply_filters, leaked_prefix_pattern
 from ssogen.generate.inputs import read_prompts
+from ssogen.generate.skips import skip_report
 from ssogen.generate.steps.principle_writing import parse_principle_json
 from ssogen.generate.steps.selection import finish_selection, guided_regex, parse_feature_names
 from ssogen.principles import load_library
@@ -113,6 +114,60 @@ def test_prompt_field_messages_blank_and_missing_rows(tmp_path: Path) -> None:
     two = read_prompts(str(path), prompt_field="q", limit=2)
     assert [r.text for r in two.rows] == ["first", "last turn"] and two.rows_read == 4 and two.skipped == {
         "missing_field": 1, "blank_prompt": 1}
+
+
+def test_skipped_rows_are_named_by_their_file_line_or_their_row(tmp_path: Path) -> None:
+    """The summary said `missing_field 1, blank_prompt 1`: which rows, a user could not find. A JSONL or CSV file's
+    rows are named by their line (blank lines are no rows: a row's index is not its line), other inputs' by their
+    index from 0 (their `position`); the first 3 of each reason, among the rows read."""
+    import datasets
+
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n\n[1, 2]\n\n{"prompt": 42}\n' + '{"prompt": " "}\n' * 4 + '{"other": 1}\n')
+    read = read_prompts(str(jsonl))
+    assert read.skipped == {"not_an_object": 1, "not_text": 1, "blank_prompt": 4, "missing_field": 1}
+    assert (read.places, read.skipped_first) == ("line", {"not_an_object": [3], "not_text": [5],
+                                                          "blank_prompt": [6, 7, 8], "missing_field": [10]})
+    assert skip_report(read.skipped, read.skipped_first, read.places, "prompt") == (
+        "1 not an object (line 3), 1 'prompt' is neither text nor a message list (line 5), 4 blank (lines 6, 7, 8, "
+        "…), 1 no 'prompt' field (line 10)")
+    assert read_prompts(str(jsonl), limit=1).skipped_first == {}  # --limit: the rows after it are not read
+    # The rows used (and so the queries' digest) are those of the same file without the bad rows.
+    assert [(r.position, r.text) for r in read.rows] == [(0, "a")]
+    # A CSV row is named by the line it starts at: a quoted line break makes a row of two lines; a blank line is no row.
+    (tmp_path / "p.csv").write_text('prompt,id\n"two\nlines",1\n\n" \n ",2\n,3\nok,4\n')
+    table = read_prompts(str(tmp_path / "p.csv"))
+    assert (table.places, table.skipped_first) == ("line", {"blank_prompt": [5, 7]})
+    rows = [{"prompt": "a"}, {"prompt": ""}, {"prompt": "b"}]
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "p.parquet"))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    for name in ("p.json", "p.parquet", "saved"):
+        other = read_prompts(str(tmp_path / name))
+        assert (other.places, other.skipped_first) == ("row", {"blank_prompt": [1]}), name
+        assert skip_report(other.skipped, other.skipped_first, other.places, "prompt") == "1 blank (row 1)", name
+    # No usable row at all: the error names where they are.
+    (tmp_path / "bad.jsonl").write_text('\n[1]\n{"q": 4}\n')
+    with pytest.raises(UserError, match=r"bad\.jsonl: no usable prompt in 2 rows: 1 not an object \(line 2\), 1 'q' is "
+                       r"neither text nor a message list \(line 3\)$"):
+        read_prompts(str(tmp_path / "bad.jsonl"), prompt_field="q")
+
+
+def test_the_summary_names_where_the_skipped_rows_are(tmp_path: Path) -> None:
+    from ssogen.cli.generate import _rows_in
+    from ssogen.generate.summary import summarize
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"q": "a"}\n\n[1]\n{"q": "b"}\n{"q": ""}\n')
+    summary = summarize([], read_prompts(str(path), prompt_field="q"), wall_s=1.0, tokens=0)
+    assert summary["rows_skipped"] == {"not_an_object": 1, "blank_prompt": 1}
+    assert summary["rows_skipped_at"] == {"unit": "line", "first": {"not_an_object": [3], "blank_prompt": [5]}}
+    assert _rows_in(summary, None, "q") == "2 / 2: 1 not an object (line 3), 1 blank (line 5)"
+    # The manifest of a run of an earlier version has the counts alone (its summary is shown when it is finished).
+    earlier = {key: value for key, value in summary.items() if key != "rows_skipped_at"}
+    assert _rows_in(earlier, None, "q") == "2 / 2: 1 not an object, 1 blank"
+    assert _rows_in({**summary, "rows_skipped": {}, "rows_skipped_at": {"unit": "line", "first": {}}}, None,
+                    "q") == "2 / 0"
 
 
 def test_a_turn_given_as_text_parts_is_its_joined_text(tmp_path: Path) -> None:
@@ -317,6 +372,15 @@ def test_dry_run_renders_prompts_and_writes_nothing(tiny_model: Path, tmp_path: 
     policy = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(out), "--limit", "3",
                                  "--principle-source", "policy", "--dry-run"], env={"COLUMNS": "300"})
     assert "requests: 3 selection + at least 6 principle writing + 9 sampling;" in policy.output
+
+
+def test_dry_run_names_where_the_skipped_rows_are(tiny_model: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a"}\n\n{"prompt": " "}\n{"prompt": "b"}\n')
+    result = runner.invoke(app, ["generate", "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--prompts",
+                                 str(prompts), "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "2 rows (read 3 of 3, skipped: 1 blank (line 3)); chunks of" in " ".join(result.output.split())
 
 
 def test_dry_run_counts_what_a_resume_keeps_and_clips_a_long_prompt(tiny_model: Path, tmp_path: Path) -> None:
