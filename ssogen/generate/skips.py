@@ -15,7 +15,7 @@ LINE, ROW = "line", "row"
 
 def reason_names(prompt_field: str) -> dict[str, str]:
     """Why a row gave no query, in words."""
-    return {"missing_field": f"no {prompt_field!r} field", "blank_prompt": "blank",
+    return {"missing_field": f"no {prompt_field!r} value", "blank_prompt": "blank",  # absent or null
             "no_user_turn": "a message list without a user turn",
             "not_text": f"{prompt_field!r} is neither text nor a message list", "not_an_object": "not an object"}
 

@@ -130,7 +130,7 @@ def test_skipped_rows_are_named_by_their_file_line_or_their_row(tmp_path: Path) 
                                                           "blank_prompt": [6, 7, 8], "missing_field": [10]})
     assert skip_report(read.skipped, read.skipped_first, read.places, "prompt") == (
         "1 not an object (line 3), 1 'prompt' is neither text nor a message list (line 5), 4 blank (lines 6, 7, 8, "
-        "…), 1 no 'prompt' field (line 10)")
+        "…), 1 no 'prompt' value (line 10)")
     assert read_prompts(str(jsonl), limit=1).skipped_first == {}  # --limit: the rows after it are not read
     # The rows used (and so the queries' digest) are those of the same file without the bad rows.
     assert [(r.position, r.text) for r in read.rows] == [(0, "a")]
