@@ -1,5 +1,5 @@
 """The rich tables `ssogen stats` prints: a dataset's statistics (`ssogen.dataset.stats`) rendered for a
-terminal (funnel, lengths, checks, scoring)."""
+terminal (funnel, lengths, checks, scoring), and put into the command's log as its summary (`show`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from ssogen.cli.common import console
+from ssogen.cli.common import show
 from ssogen.formatting import named_counts, percent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +36,7 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
         funnel.add_row(f"  {reason}", str(count))
     for flag, count in f.flags.items():
         funnel.add_row(f"flag: {flag}", str(count))
-    console.print(funnel)
+    show(funnel)
 
     lengths = Table(title="Lengths of the kept rows (tokens | characters)", title_justify="left")
     for column in ("response", "tok mean", "tok median", "tok p90", "chr mean", "chr median", "chr p90"):
@@ -45,7 +45,7 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
         t, c = stats.lengths.tokens[variant], stats.lengths.characters[variant]
         lengths.add_row(VARIANT_LABELS[variant], _num(t.mean), _num(t.median), _num(t.p90),
                         _num(c.mean), _num(c.median), _num(c.p90))
-    console.print(lengths)
+    show(lengths)
 
     b, d, leak, trunc = stats.length_bias, stats.duplicates, stats.leakage, stats.truncation
     checks = Table(title="Checks on the kept rows", title_justify="left")
@@ -57,14 +57,13 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
                    str(d.rows_with_equal_responses))
     checks.add_row("leakage", *[percent(leak.rate[v]) for v in VARIANTS], percent(leak.rows_any))
     checks.add_row("truncated", *[percent(trunc.rate[v]) for v in VARIANTS], percent(trunc.rows_any))
-    console.print(checks)
-    console.print(f"duplicate prompts: {d.prompts}   chosen/rejected length ratio: {_num(b.ratio_tokens, 3)} "
-                  f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
-                  f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False, soft_wrap=True)
+    show(checks)
+    show(f"duplicate prompts: {d.prompts}   chosen/rejected length ratio: {_num(b.ratio_tokens, 3)} "
+         f"tokens, {_num(b.ratio_characters, 3)} characters; chosen longer in "
+         f"{percent(b.share_chosen_longer_tokens)} of pairs", highlight=False, soft_wrap=True)
     if stats.features:
-        console.print("features (kept rows): " + named_counts(stats.features)
-                      + ("   extras: " + named_counts(stats.extras)
-                         if stats.extras else ""), highlight=False, soft_wrap=True)
+        show("features (kept rows): " + named_counts(stats.features)
+             + ("   extras: " + named_counts(stats.extras) if stats.extras else ""), highlight=False, soft_wrap=True)
     s = stats.scoring
     if s is not None:
         scoring = Table(title="Scoring", title_justify="left")
@@ -74,8 +73,8 @@ def print_stats(stats: DatasetStats, folder: Path) -> None:
         scoring.add_row("on-policy-ness: mean exp(avg log-prob | x)", _num(s.on_policy_kept, 4),
                         _num(s.on_policy_all, 4))
         scoring.add_row("likelihood ordering holds", percent(s.ordering_holds_kept), percent(s.ordering_holds_all))
-        console.print(scoring)
+        show(scoring)
     else:
         # The folder is known, the scoring model is not: M stays a placeholder.
-        console.print(f"not scored: run `ssogen score {shlex.quote(str(folder))} --model M` for on-policy-ness",
-                      highlight=False, markup=False, soft_wrap=True)
+        show(f"not scored: run `ssogen score {shlex.quote(str(folder))} --model M` for on-policy-ness",
+             highlight=False, markup=False, soft_wrap=True)

@@ -145,6 +145,17 @@ def test_stats_command_prints_tables(dataset: Path) -> None:
     assert not (dataset / "plots").exists()
 
 
+def test_stats_command_logs_its_summary(dataset: Path) -> None:
+    """The README: a command's log holds its summary. The tables went to the terminal only: the log of a stats run
+    held its command line and how long it took."""
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    log = next((dataset / "logs").glob("stats-*.log")).read_text(encoding="utf-8")
+    for line in ("Funnel (all rows)", "equal_responses", "Checks on the kept rows", "duplicate prompts: 1",
+                 "likelihood ordering holds"):
+        assert line in log, line
+
+
 def test_unscored_stats_name_the_folder_in_the_score_hint(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "my data", [make_record(i) for i in range(3)])
     result = CliRunner().invoke(app, ["stats", str(folder), "--no-plots", "--no-card"])
