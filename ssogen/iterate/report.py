@@ -1,11 +1,14 @@
 """The report across iterations: read from each iteration's folders (stats.json, metrics.json, judge.json), written
-to DIR/report.json and DIR/plots/, and shown as one table in the terminal after every iteration.
+to DIR/report.json and DIR/plots/, and shown as one table in the terminal (and in iterate's log) after every
+iteration.
 
 Length growth across iterations is the first plot: the paper reports that training
 without the weight W let responses grow across iterations (docs/method.md)."""
 
 from __future__ import annotations
 
+import logging
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ VARIANTS = {"good": "y+", "bad": "y-", "raw": "yo"}
 PAIRS = ("p1", "p2", "p3")
 LENGTH_PLOT = "lengths.png"
 TRAINING_PLOT = "training.png"
+logger = logging.getLogger("ssogen.iterate")
 
 
 def data_summary(folder: Path) -> dict[str, Any] | None:
@@ -204,5 +208,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     columns = [report_rows(entry, reasons, judged) for entry in entries]
     for index, (name, _) in enumerate(columns[0]):
         table.add_row(name, *[column[index][1] for column in columns])
+    plots = "plots: " + ", ".join(report["plots"])
     console.print(table)
-    console.print("plots: " + ", ".join(report["plots"]), highlight=False, markup=False)
+    console.print(plots, highlight=False, markup=False)
+    plain = Console(file=StringIO(), width=120, color_system=None, force_terminal=False)
+    plain.print(table)  # iterate's log holds its summary too, as plain text
+    logger.info("%s\n%s", plain.file.getvalue().rstrip(), plots)  # type: ignore[attr-defined]

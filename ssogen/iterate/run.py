@@ -210,6 +210,15 @@ def print_plan(run: IterateRun, console: Console, kept: Collection[str] = ()) ->
                           soft_wrap=True)
 
 
+def _note(text: str) -> None:
+    """A note for the user goes to stderr, as every command's notes do (the terminal's while iterate's log holds
+    descriptor 2), and into the log once it is open; stdout carries the steps and the report."""
+    stream = terminal()[1] or sys.stderr
+    stream.write(text + "\n")
+    stream.flush()
+    logger.info("%s", text)
+
+
 def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = False,
                 log: Callable[[Path], AbstractContextManager[Any]] | None = None) -> None:
     """Plan, then (unless `dry_run`) claim --out (its lock, for the whole run: one iterate per folder) and run
@@ -228,7 +237,7 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)  # before the lock's files
     with claim(run.out / WORK_DIR, label=f"--out {run.out}", command="ssogen iterate", kind="iterate") as left:
         if left is not None:
-            console.print(left.takeover_note(), highlight=False, markup=False)
+            _note(left.takeover_note())
         resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
         with log(run.out) if log is not None else contextlib.nullcontext():
             _run_iterations(run, state, resumed, console)
@@ -239,8 +248,8 @@ def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Co
     console.print(f"{'resuming' if resumed else 'starting'} {counted(len(run.iterations), 'iteration')} in "
                   f"{run.out}", highlight=False, markup=False)
     if state.train_configs_replaced:
-        console.print("note: the train config changed before any train step finished; the train steps start "
-                      "again with it (the data steps are kept)", highlight=False, markup=False, soft_wrap=True)
+        _note("note: the train config changed before any train step finished; the train steps start again with it "
+              "(the data steps are kept)")
     done: list[Iteration] = []
     try:
         for iteration in run.iterations:

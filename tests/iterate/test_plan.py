@@ -532,3 +532,33 @@ def test_a_step_stops_when_iterate_is_killed(tmp_path: Path) -> None:
 
 def test_the_loop_runs_three_iterations_by_default_as_the_paper_does(tmp_path: Path) -> None:
     assert options(tmp_path).iterations == 3  # SPEC §2.3: T = 3
+
+
+def test_iterate_s_notes_go_to_stderr_and_its_report_into_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The README: stdout carries a command's summary, notes go to stderr, and the log holds the summary. iterate
+    printed its notes on stdout and its report on the terminal only (its log held the step lines alone)."""
+    import io
+
+    from rich.console import Console
+
+    from ssogen.iterate import run as iterate_run
+    from ssogen.runlog import command_log
+
+    run = iterate_run.IterateRun(options(tmp_path, iterations=1))
+    state = RunState(run.out)
+    state.open(run.fingerprint, overwrite=False)
+    state.train_configs_replaced = True  # a train config fixed after the first train step failed
+    report = {"recipe": "v1", "iterations": [{"iteration": 1, "queries": len(run.queries)}],
+              "plots": ["plots/lengths.png"]}
+    monkeypatch.setattr(iterate_run, "run_step", lambda *args: False)
+    monkeypatch.setattr(iterate_run, "write_report", lambda *args: report)
+    stdout, log = io.StringIO(), tmp_path / "iterate.log"
+    with command_log(log, "iterate", capture_fds=False, import_transformers=False):
+        iterate_run._run_iterations(run, state, True, Console(file=stdout, width=200))
+    err = capsys.readouterr().err
+    assert "note: the train config changed before any train step finished" in err
+    assert "train config changed" not in stdout.getvalue() and "ssogen iterate: report" in stdout.getvalue()
+    logged = log.read_text(encoding="utf-8")
+    assert "ssogen iterate: report (recipe v1)" in logged and "plots: plots/lengths.png" in logged
+    assert "note: the train config changed" in logged
