@@ -171,12 +171,13 @@ class LoadedLibrary:
 
 
 def resolve_library_path(name_or_path: str) -> Path:
-    """`default` (or any bundled name) names a bundled library; anything else is a path."""
-    candidate = Path(name_or_path)
+    """`default` (or any bundled name) names a bundled library, even where the current folder holds something of
+    that name (`generate --out default` made one, which every later run in that folder then took for its library);
+    anything else is a path (`./default` for a file of that name)."""
     bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
-    if not candidate.exists() and "/" not in name_or_path and bundled.exists():
+    if "/" not in name_or_path and bundled.is_file():
         return bundled
-    return candidate
+    return Path(name_or_path)
 
 
 def bundled_library_names() -> list[str]:

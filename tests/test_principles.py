@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
-from ssogen.principles import BUNDLED_DIR, Library, load_library
+from ssogen.principles import BUNDLED_DIR, Library, LibraryError, load_library
 
 runner = CliRunner()
 DEFAULT_TEXT = (BUNDLED_DIR / "default.yaml").read_text(encoding="utf-8")
@@ -251,3 +251,16 @@ def test_list_and_show_print_brackets_in_library_text_as_written(tmp_path: Path)
     shown = runner.invoke(app, ["principles", "show", str(path), "safety[/x]"])
     assert shown.exit_code == 0, shown.output
     assert "Safety[/x]" in shown.output and "[see policy]" in shown.output
+
+
+def test_a_bundled_name_is_the_bundled_library_whatever_the_current_folder_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`generate --out default` made a folder `default`; every later run in that folder, left to the default
+    library, then failed with "--principles default: is a directory, not a YAML file"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    (tmp_path / "short").write_text("name: mine\n")
+    assert load_library("default").library.features == load_library(BUNDLED_DIR / "default.yaml").library.features
+    assert load_library("short").path == BUNDLED_DIR / "short.yaml"
+    with pytest.raises(LibraryError, match=r"^\./short:1: version: Field required"):  # the file, as a path
+        load_library("./short")
