@@ -19,6 +19,7 @@ from ssogen.errors import UserError
 from ssogen.models import (
     CHAT_TEMPLATE_FILES,
     TOKENIZER_FILES,
+    WEIGHT_SUFFIXES,
     ModelRef,
     ask_hub,
     hub_offline,
@@ -26,7 +27,6 @@ from ssogen.models import (
     require_available,
 )
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # Blocks read from each weight file: together with the names, sizes and safetensors headers they tell two
 # checkpoints of one architecture apart without reading gigabytes.
 SAMPLED_BLOCKS = 8
@@ -225,9 +225,9 @@ def _check_weight_file(f: Any, path: Path, size: int, *, flag: str, name: str, d
 def _check_shard_index(folder: Path, *, flag: str, name: str) -> None:
     """Every file a sharded checkpoint's index names must be there."""
     for index in folder.glob("*.index.json"):
-        try:
+        try:  # an OSError (an index that may not be read) is the file system's line, not "not valid JSON"
             files = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
-        except (OSError, ValueError, AttributeError):
+        except (ValueError, AttributeError):
             raise UserError(f"{flag} {name}: {index.name} is not valid JSON") from None
         missing = sorted(f for f in files if not (folder / f).is_file())
         if missing:

@@ -52,6 +52,12 @@ def input_file_problem(path: Path, kind: str = "file") -> str | None:
     return None if path.is_file() else NOT_A_REGULAR_FILE
 
 
+def is_special_file(path: Path) -> bool:
+    """`path` (a link followed) is neither a regular file nor a folder: a FIFO, a socket or a device, whose open
+    can block forever; False when nothing is there."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:

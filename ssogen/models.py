@@ -2,7 +2,8 @@
 is imported.
 
 * An existing folder is a local model: it must hold `config.json` (a readable JSON object), tokenizer files, and
-  a chat template (ssogen renders every prompt through it).
+  a chat template (ssogen renders every prompt through it); no file in it is a pipe or a device, and every file
+  each command reads may be read.
 * Anything else that looks like a path (starts with `.`, `/` or `~`, or has more than one `/`) is a missing
   folder.
 * Otherwise it is a hub id, bare names such as `gpt2` included. Offline (HF_HUB_OFFLINE=1) a hub id that is
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ssogen.errors import UserError, closest_name, file_system_error
+from ssogen.io import NOT_A_REGULAR_FILE, is_special_file
 
 # Where a tokenizer keeps its chat template, in the order transformers looks (any one is enough).
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
@@ -30,6 +32,11 @@ VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.tx
                     "sentencepiece.bpe.model")
 TOKENIZER_FILES = (*VOCABULARY_FILES, "merges.txt", "special_tokens_map.json", "added_tokens.json",
                    "tokenizer_config.json")
+# The weight files a loader picks by their suffix; with the files above, config.json, generation_config.json and
+# a sharded checkpoint's *.index.json, what every command reads of a local model (its fingerprint reads them all).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_READ_BY_NAME = ("config.json", "generation_config.json", *TOKENIZER_FILES, *CHAT_TEMPLATE_FILES)
+_READ_BY_SUFFIX = (*WEIGHT_SUFFIXES, ".index.json", ".tiktoken")
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 ENVIRONMENT_ERROR = 1
 
@@ -56,6 +63,7 @@ def resolve_model(name: str, *, flag: str = "--model", chat: bool = True) -> Mod
     if folder.exists():
         if not folder.is_dir():
             raise UserError(f"{flag} {name}: is a file, not a model folder")
+        _check_model_files(folder, f"{flag} {name}")
         if not (folder / "config.json").is_file():
             raise UserError(f"{flag} {name}: not a model folder (no config.json)")
         read_model_config(folder, f"{flag} {name}")
@@ -70,6 +78,28 @@ def resolve_model(name: str, *, flag: str = "--model", chat: bool = True) -> Mod
         raise UserError(f"{flag} {name}: no such folder (and not a hub id, which is NAME or ORG/NAME)"
                         + _did_you_mean(name))
     return ModelRef(name, local=False)
+
+
+def _check_model_files(folder: Path, label: str) -> None:
+    """Before any file of a model folder is opened: none of them (nor of its additional_chat_templates/) is a FIFO
+    or a device, whose open would block forever (a loader picks weight files by their suffix: any name can be
+    opened), and each that every command reads may be opened; an unreadable one was found only by the fingerprint
+    or a loader, once the command had taken its output folder and opened its log. Hidden files are no loader's."""
+    templates = folder / "additional_chat_templates"
+    try:
+        entries = sorted([*folder.iterdir(), *(templates.iterdir() if templates.is_dir() else ())])
+        for path in entries:
+            if path.name.startswith("."):
+                continue
+            if is_special_file(path):
+                raise UserError(f"{label}: {path.relative_to(folder)}: {NOT_A_REGULAR_FILE}")
+            if path.is_file() and (path.parent == templates or path.name in _READ_BY_NAME
+                                   or path.name.endswith(_READ_BY_SUFFIX)):
+                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # opened, not read: a weight file is large
+    except OSError as exc:  # no permission (of the folder, or of one of its files), an I/O error: the machine's
+        raise (file_system_error(exc, folder)
+               or UserError(f"{exc.filename or folder}: cannot read it ({exc.strerror or exc})", ENVIRONMENT_ERROR)) \
+            from None
 
 
 def _did_you_mean(name: str) -> str:

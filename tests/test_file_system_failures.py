@@ -334,6 +334,65 @@ def test_a_full_disk_while_datasets_caches_the_queries(tmp_path: Path, monkeypat
                                  f"{FULL}")
 
 
+DENIED = "Permission denied; make it readable (an input) or writable (the output folder), or choose another path"
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model.safetensors", "model.safetensors.index.json"])
+def test_a_model_file_that_may_not_be_read_is_named_before_the_folder_is_taken(
+        tiny_model: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A model file chmod 000 was found by the fingerprint or a loader, once score had taken the folder and opened
+    its log; a shard index that may not be read was "not valid JSON". (Root reads it all the same: the permission
+    answer is simulated then.)"""
+    import shutil
+
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    refused = model / name
+    if name.endswith(".index.json"):
+        refused.write_text('{"weight_map": {"lm_head.weight": "model.safetensors"}}')
+    refused.chmod(0)
+    if os.geteuid() == 0:
+        real_open = os.open
+
+        def unreadable(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+            if Path(os.fsdecode(path)) == refused:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+            return real_open(path, flags, *args, **kw)
+
+        monkeypatch.setattr(os, "open", unreadable)
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    try:
+        result = CliRunner().invoke(app, ["score", str(dataset), "--model", str(model), "--engine", "transformers"])
+    finally:
+        refused.chmod(0o644)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {refused}: {DENIED}"]
+    assert {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()} == before  # no lock, no marker, no log
+
+
+def test_a_shard_index_that_may_not_be_read_is_not_called_invalid_json(tiny_model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check of a checkpoint's weights (and the fingerprint's) took the index's PermissionError for bad JSON."""
+    import shutil
+
+    from ssogen.errors import file_system_error
+    from ssogen.fingerprint import check_weight_files
+
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    index = model / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {"lm_head.weight": "model.safetensors"}}')
+    read_text = Path.read_text
+
+    def unreadable(self: Path, *args: Any, **kw: Any) -> str:
+        if self == index:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return read_text(self, *args, **kw)
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    with pytest.raises(PermissionError) as caught:
+        check_weight_files(model)
+    assert str(file_system_error(caught.value)) == f"{index}: {DENIED}"
+
+
 def test_a_lock_that_cannot_be_written_is_named_and_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing the lock's holder on a full disk: a write(2) names no file; the lock file is named, the lock freed."""
     import ssogen.lock

@@ -32,6 +32,7 @@ from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note, record_license
 from ssogen.dataset.options import PushOptions, StatsOptions
 from ssogen.dataset.score import ScoreConfig
+from ssogen.dataset.special_files import refuse_special_files
 from ssogen.dataset.triplet_files import check_columns
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
@@ -65,8 +66,10 @@ def _require_folder(folder: Path, *, complete: bool = False) -> None:
     """An ssogen output folder with a readable manifest and triplets: checked before its log is opened in it, so
     that bad input writes nothing. `complete`: also refuse a run stopped while its data files were rewritten (they
     may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run.
-    Of the triplets only the footers: a file that is not parquet or is cut short, or files that disagree on the
-    columns, are refused with the lines reading the rows gives. The command reads the rows (here too: twice)."""
+    No file the command reads is a pipe (its open would block). Of the triplets only the footers: a file that is not
+    parquet or is cut short, or files that disagree on the columns, are refused with the lines reading the rows
+    gives. The command reads the rows (here too: twice)."""
+    refuse_special_files(folder)
     out = OutputFolder(folder)
     check_columns(out.paths("triplets"), out.config_dir("triplets"))
     unfinished = not_complete(out.manifest, out.read_manifest().get("status"))

@@ -19,6 +19,7 @@ from ssogen.chat import merge_system_into_user
 from ssogen.dataset.card import card_is_generated, card_templates, write_card
 from ssogen.dataset.configs import configs_of
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.special_files import refuse_special_files
 from ssogen.engine import GenerationRequest, close_engine, stop_token_ids_of
 from ssogen.engine.options import EngineFields, EngineOptions
 from ssogen.engine.seeds import derive_seed
@@ -96,6 +97,7 @@ def _query(row: dict[str, Any], config: str) -> str:
 def read_pairs(folder: Path, config: str) -> list[Pair]:
     """The pairs of the `dpo` config (prompt / chosen / rejected), the `reward` config (two conversations) or the
     `pairs` config (three rows per query, `pair` naming each)."""
+    refuse_special_files(folder)
     out = OutputFolder(folder)
     manifest = out.read_manifest()
     if unfinished := not_complete(out.manifest, manifest.get("status")):

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.special_files import refuse_special_files
 from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import ModelFingerprint, json_sha256, model_fingerprint
@@ -33,6 +34,7 @@ def sso_files(data_dir: Path) -> list[Path]:
         raise UserError(f"--data {data_dir}: no such data folder")
     if not data_dir.is_dir():
         raise UserError(f"--data {data_dir}: not a folder (expected a `ssogen generate` output folder)")
+    refuse_special_files(data_dir)  # a FIFO manifest.json was "not finished", a FIFO data file "corrupt"
     folder = OutputFolder(data_dir)
     files = folder.split_files("sso").get(TRAIN, [])
     # generate writes its manifest after the data files: a first run killed among them left some, and no manifest.

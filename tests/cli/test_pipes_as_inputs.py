@@ -7,13 +7,14 @@ Each case runs in its own process with a timeout, so that a hang fails the case 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.folders import make_record, snapshot, write_dataset
 
 NOT_REGULAR = "not a regular file (a pipe or a device); save its content to a file first"
 # (case id, arguments with {fifo}, {w} = work folder and {model} = tiny model, the error line with {shown})
@@ -34,6 +35,30 @@ CASES = [
      "--templates {w}/templates: system.jinja"),
     ("judge-templates", "judge {w}/data --judge-model {model} --templates {w}/templates",
      "--templates {w}/templates: system.jinja"),
+]
+
+
+# A FIFO inside a folder a command reads: a model folder (loaders open its files by name, weights by suffix) and
+# a dataset folder (every file a command opens). (case id, arguments with {w} = work folder and {model} = tiny
+# model, the file under {w} made a FIFO, the error line with {w}). Each blocked the command forever, but for
+# config.json and tokenizer.json ("no config.json", "no tokenizer files"), the lock (an OSError traceback) and
+# train's data file (called corrupt).
+IN_FOLDERS = [
+    ("model-config", "generate --model {w}/model --out {w}/out", "model/config.json",
+     "--model {w}/model: config.json"),
+    ("model-tokenizer", "train --data {w}/data --model {w}/model --out {w}/out", "model/tokenizer.json",
+     "--model {w}/model: tokenizer.json"),
+    ("model-weights", "score {w}/data --model {w}/model", "model/model.safetensors",
+     "--model {w}/model: model.safetensors"),
+    ("judge-model-weights", "judge {w}/data --judge-model {w}/model", "model/model.safetensors",
+     "--judge-model {w}/model: model.safetensors"),
+    ("stats-manifest", "stats {w}/data", "data/manifest.json", "{w}/data/manifest.json"),
+    ("score-triplets", "score {w}/data --model {model}", "data/data/triplets/train-00000-of-00001.parquet",
+     "{w}/data/data/triplets/train-00000-of-00001.parquet"),
+    ("train-sso", "train --data {w}/data --model {model} --out {w}/out", "data/data/sso/train-00000-of-00001.parquet",
+     "{w}/data/data/sso/train-00000-of-00001.parquet"),
+    ("judge-card", "judge {w}/data --judge-model {model}", "data/README.md", "{w}/data/README.md"),
+    ("score-lock", "score {w}/data --model {model}", "data/.ssogen/lock", "{w}/data/.ssogen/lock"),
 ]
 
 
@@ -93,3 +118,18 @@ def test_a_deepspeed_config_that_is_a_fifo_is_refused(tmp_path: Path, monkeypatc
     with pytest.raises(UserError, match=rf"^{tmp_path}/t\.yaml:1: deepspeed: {tmp_path}/zero3\.json: not a regular "
                                         r"file \(a pipe or a device\); save its content to a file first$"):
         check_deepspeed(config)
+
+
+@pytest.mark.parametrize(("case", "args", "fifo", "shown"), IN_FOLDERS, ids=[c[0] for c in IN_FOLDERS])
+def test_a_fifo_inside_a_model_or_dataset_folder_is_refused_before_anything_is_written(
+        tmp_path: Path, tiny_model: Path, case: str, args: str, fifo: str, shown: str) -> None:
+    shutil.copytree(tiny_model, tmp_path / "model")
+    write_dataset(tmp_path / "data", [make_record(i) for i in range(3)])
+    (tmp_path / fifo).unlink(missing_ok=True)
+    (tmp_path / fifo).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(tmp_path / fifo)
+    before = snapshot(tmp_path)
+    result = _run([sys.executable, "-m", "ssogen", *args.format(w=tmp_path, model=tiny_model).split()])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {shown.format(w=tmp_path)}: {NOT_REGULAR}"]
+    assert snapshot(tmp_path) == before  # no --out, no lock, no log
