@@ -33,7 +33,7 @@ from ssogen.dataset.license import check_license, license_note, record_license
 from ssogen.dataset.options import PushOptions, StatsOptions
 from ssogen.dataset.score import ScoreConfig
 from ssogen.dataset.special_files import refuse_special_files
-from ssogen.dataset.triplet_files import check_columns
+from ssogen.dataset.triplet_files import check_pages
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
 from ssogen.ownership import not_complete
@@ -66,12 +66,12 @@ def _require_folder(folder: Path, *, complete: bool = False) -> None:
     """An ssogen output folder with a readable manifest and triplets: checked before its log is opened in it, so
     that bad input writes nothing. `complete`: also refuse a run stopped while its data files were rewritten (they
     may disagree: stats would describe half of it and render a card over it); `score` is what finishes such a run.
-    No file the command reads is a pipe (its open would block). Of the triplets only the footers: a file that is not
-    parquet or is cut short, or files that disagree on the columns, are refused with the lines reading the rows
-    gives. The command reads the rows (here too: twice)."""
+    No file the command reads is a pipe (its open would block). The triplets' pages are decoded, not made records
+    (`check_pages`): a file that is not parquet, is cut short or has a page that cannot be decoded, or files that
+    disagree on the columns, are refused with the lines reading the rows gives. The command reads the rows."""
     refuse_special_files(folder)
     out = OutputFolder(folder)
-    check_columns(out.paths("triplets"), out.config_dir("triplets"))
+    check_pages(out.paths("triplets"), out.config_dir("triplets"))
     unfinished = not_complete(out.manifest, out.read_manifest().get("status"))
     if complete and unfinished:
         raise UserError(unfinished)

@@ -39,10 +39,12 @@ def as_records(rows: Iterable[dict[str, Any]]) -> list[TripletRecord]:
 
 
 def parquet_read_error(file: Path, exc: Exception) -> UserError:
-    """Why `file` could not be read: the file system's one line (an unreadable file is not corrupt), else corrupt."""
+    """Why `file` could not be read: the file system's one line (an unreadable file is not corrupt), else corrupt, in
+    one line: Arrow's message of a page it cannot decode spans lines and quotes the damaged bytes."""
     if isinstance(exc, OSError) and (refused := file_system_error(exc, file)) is not None:
         return refused
-    return UserError(f"{file}: corrupt parquet file ({exc})")
+    said = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
+    return UserError(f"{file}: corrupt parquet file ({said})")
 
 
 def read_table(file: Path, columns: list[str] | None = None) -> pa.Table:
@@ -74,6 +76,17 @@ def check_columns(paths: Sequence[Path], folder: Path) -> None:
         pa.unify_schemas(schemas, promote_options="default")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise UserError(f"{folder}: its files disagree on the columns ({exc})") from None
+
+
+def check_pages(paths: Sequence[Path], folder: Path) -> None:
+    """`check_columns`, then every page of the files decoded, a batch held at a time and none made Python rows: a
+    page that cannot be decoded (a file damaged inside, its footer intact) is one line before the command writes
+    anything, not once its log is open. Decoding is about a quarter of reading the rows as records (0.15 s of
+    0.57 s for 10,000 rows of bench/large_folders.py, 63 MB of text), a few per cent of a `stats`."""
+    check_columns(paths, folder)
+    for file in paths:
+        for _ in batches(file, BATCH_ROWS):
+            continue
 
 
 def batches(file: Path, size: int, columns: Sequence[str] | None = None, *, threads: bool = True

@@ -60,3 +60,18 @@ def write_project_folder(root: Path) -> Path:
 def snapshot(folder: Path) -> dict[str, bytes | None]:
     """Every path under the folder with its bytes (None for a folder): equal snapshots = nothing touched."""
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def damage_pages(file: Path) -> None:
+    """Flip every byte of each column chunk of a parquet file, its footer left intact: the schema and row counts
+    still read, while no page decodes (a file damaged inside, found only by reading its rows)."""
+    import pyarrow.parquet as pq
+
+    data, metadata = bytearray(file.read_bytes()), pq.read_metadata(file)
+    for group in range(metadata.num_row_groups):
+        for index in range(metadata.num_columns):
+            chunk = metadata.row_group(group).column(index)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            data[start:start + chunk.total_compressed_size] = bytes(b ^ 0x5A for b in
+                                                                     data[start:start + chunk.total_compressed_size])
+    file.write_bytes(bytes(data))

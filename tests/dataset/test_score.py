@@ -21,7 +21,7 @@ from ssogen.dataset.score import ScoreProgress, score_folder
 from ssogen.dataset.score_requests import SCORED, build_requests
 from ssogen.errors import UserError
 from ssogen.records import TripletRecord
-from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.folders import damage_pages, make_record, snapshot, write_dataset
 
 # --- the filter: a pure function against a hand computation ----------------------------------------------
 
@@ -379,6 +379,22 @@ def test_bad_input_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
                                  "--engine", "transformers"])
     assert result.exit_code == 2 and "--model" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_damaged_page_is_one_line_before_anything_is_written(tiny_model: Path, tmp_path: Path) -> None:
+    """A triplets file (here of the test split) whose footer reads but whose pages do not decode: score failed once
+    it had opened its log (which stays in a folder ssogen had marked before), with Arrow's message on three lines."""
+    out = write_dataset(tmp_path / "out", tiny_rows())
+    folder = OutputFolder(out)
+    folder.write_config("triplets", folder.read_config("triplets").slice(0, 1), split="test")
+    with folder.claim("ssogen generate"):  # marked, as generate leaves its folder
+        damage_pages(file := folder.config_file("triplets", "test"))
+    before = snapshot(out)
+    result = CliRunner().invoke(app, ["score", str(out), "--model", str(tiny_model), "--engine", "transformers"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {file}: corrupt parquet file (") and line.isprintable(), line
+    assert snapshot(out) == before  # no lock, no marker, no log
 
 
 def test_cli_shows_rate_and_time_left_and_logs(tiny_model: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from ssogen.dataset.leakage import adjectives_of, find_leaks
 from ssogen.dataset.stats import StatsBuilder, compute_stats, folder_stats, summarize
 from ssogen.dataset.triplet_files import in_batches
 from ssogen.records import TripletRecord
-from ssogen.testing.folders import make_record, write_dataset
+from ssogen.testing.folders import damage_pages, make_record, snapshot, write_dataset
 
 LP = math.log
 
@@ -176,6 +176,20 @@ def test_corrupt_parquet_is_one_line(dataset: Path) -> None:
     assert result.exit_code == 2
     assert "corrupt parquet file" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_damaged_page_is_one_line_before_anything_is_written(dataset: Path) -> None:
+    """A triplets file whose footer reads but whose pages do not decode: stats failed once its log was open (which
+    stays in a folder ssogen had marked before), with Arrow's message on three lines, one quoting a damaged byte."""
+    file = OutputFolder(dataset).config_file("triplets")
+    with OutputFolder(dataset).claim("ssogen generate"):  # marked, as generate leaves its folder
+        damage_pages(file)
+    before = snapshot(dataset)
+    result = CliRunner().invoke(app, ["stats", str(dataset)])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {file}: corrupt parquet file (") and line.isprintable(), line
+    assert snapshot(dataset) == before  # no log, no stats.json
 
 
 def test_a_run_stopped_while_its_files_were_rewritten_is_refused(dataset: Path) -> None:
