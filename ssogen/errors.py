@@ -63,15 +63,15 @@ _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 def file_system_error(exc: OSError, at: os.PathLike[str] | None = None, *,
                       writing: str | os.PathLike[str] | None = None) -> UserError | None:
     """The one-line error (exit 1: the machine, not the input) for a full, read-only or forbidden file system,
-    naming the path when the error carries one (else `at`: pyarrow's errors carry none), else for a write error
-    `writing` (what was being written: "writing in OUT"); None for any other OSError (left to show its
-    traceback)."""
+    naming the path when the error carries one, else for a write error `writing` (what was being written: "writing
+    in OUT"), else `at` (what was read: pyarrow's errors carry no path); None for any other OSError (left to show
+    its traceback)."""
     advice = _FILE_SYSTEM_ADVICE.get(exc.errno or 0)
     if advice is None:
         return None
-    path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else at  # not a descriptor
-    if not path and exc.errno in _WRITE_ERRNOS:
-        path = writing
+    path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None  # not a descriptor
+    if not path:
+        path = writing if writing and exc.errno in _WRITE_ERRNOS else at
     # A path that is not UTF-8 is shown with its odd bytes escaped (the terminal may not print them).
     where = f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: " if path else ""
     return UserError(f"{where}{exc.strerror or os.strerror(exc.errno or 0)}; {advice}", exit_code=1)

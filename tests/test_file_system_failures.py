@@ -393,6 +393,25 @@ def test_a_shard_index_that_may_not_be_read_is_not_called_invalid_json(tiny_mode
     assert str(file_system_error(caught.value)) == f"{index}: {DENIED}"
 
 
+def test_an_unreadable_saved_dataset_of_queries_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrow refuses an unreadable file of a `save_to_disk` folder with an error that carries no file name: the line
+    named none ("Permission denied; make it readable ..."), unless Arrow's own text happened to quote the path."""
+    import datasets
+
+    from ssogen.generate.inputs import read_prompts
+
+    def unreadable(*args: Any, **kw: Any) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(datasets, "load_from_disk", unreadable)
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{}")
+    with pytest.raises(UserError) as caught:
+        read_prompts(str(tmp_path / "saved"))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == f"{tmp_path / 'saved'}: {DENIED}"
+
+
 def test_a_lock_that_cannot_be_written_is_named_and_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing the lock's holder on a full disk: a write(2) names no file; the lock file is named, the lock freed."""
     import ssogen.lock

@@ -80,7 +80,7 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
     except UserError:
         raise
     except Exception as exc:
-        if (full := _cache_full(exc, path)) is not None:
+        if (full := _cache_full(exc, path, at=path)) is not None:
             raise full from None
         from datasets.data_files import EmptyDatasetError
         from datasets.exceptions import DataFilesNotFoundError
@@ -92,11 +92,12 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
             from None
 
 
-def _cache_full(exc: Exception, source: str | Path) -> UserError | None:
+def _cache_full(exc: Exception, source: str | Path, at: Path | None = None) -> UserError | None:
     """A full disk (or an unreadable file) while `datasets` loads the queries into its throwaway cache: the
-    machine's one line, not a dataset that cannot be loaded."""
+    machine's one line, not a dataset that cannot be loaded. `at`: the local folder read, named where the error
+    names no file (Arrow's refusal of an unreadable file of a saved dataset carries none)."""
     cache = f"loading --prompts {source} into a cache in {tempfile.gettempdir()}"
-    return file_system_error(exc, writing=cache) if isinstance(exc, OSError) else None
+    return file_system_error(exc, at, writing=cache) if isinstance(exc, OSError) else None
 
 
 def _ask_hub_for_dataset(name: str) -> None:
