@@ -130,6 +130,7 @@ def push_to_hub_command(
     allow_incomplete, templates = settings.allow_incomplete, settings.templates
     if license_id is not None:
         check_license_flag(license_id)
+    refuse_special_files(folder)  # a FIFO manifest.json blocked even the dry run forever
     if settings.dry_run:
         writes_nothing()
         if license_id is not None:

@@ -59,6 +59,9 @@ IN_FOLDERS = [
      "{w}/data/data/sso/train-00000-of-00001.parquet"),
     ("judge-card", "judge {w}/data --judge-model {model}", "data/README.md", "{w}/data/README.md"),
     ("score-lock", "score {w}/data --model {model}", "data/.ssogen/lock", "{w}/data/.ssogen/lock"),
+    ("push-dry-run-manifest", "push-to-hub {w}/data --repo-id a/b --dry-run", "data/manifest.json",
+     "{w}/data/manifest.json"),
+    ("push-lock", "push-to-hub {w}/data --repo-id a/b --token hf_x", "data/.ssogen/lock", "{w}/data/.ssogen/lock"),
 ]
 
 
