@@ -28,12 +28,13 @@ from ssogen.cli.common import (
 )
 from ssogen.cli.options import with_options
 from ssogen.cli.stats_tables import print_stats
+from ssogen.dataset.configs import CONFIGS
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.license import check_license, license_note, record_license
 from ssogen.dataset.options import PushOptions, StatsOptions
 from ssogen.dataset.score import ScoreConfig
 from ssogen.dataset.special_files import refuse_special_files
-from ssogen.dataset.triplet_files import check_pages
+from ssogen.dataset.triplet_files import check_footers, check_pages
 from ssogen.errors import UserError
 from ssogen.formatting import counted, named_counts
 from ssogen.ownership import not_complete
@@ -96,6 +97,9 @@ def stats_command(
     if license_id is not None:
         check_license_flag(license_id)
     _require_folder(folder, complete=True)
+    out = OutputFolder(folder)
+    for config in CONFIGS[1:]:  # after the triplets, which _require_folder decoded
+        check_footers(out.split_files(config), out.config_dir(config))
     # One writer per folder: stats rewrites stats.json, the plots and the card, which a running score also writes.
     with OutputFolder(folder).claim("ssogen stats") as left_behind, command_log(folder, "stats", libraries=False):
         note_lock_takeover(left_behind)

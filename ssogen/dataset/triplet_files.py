@@ -5,7 +5,7 @@ row and the tables built from them took about 5x the text at once)."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,13 @@ def check_columns(paths: Sequence[Path], folder: Path) -> None:
         pa.unify_schemas(schemas, promote_options="default")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise UserError(f"{folder}: its files disagree on the columns ({exc})") from None
+
+
+def check_footers(split_files: Mapping[str, Sequence[Path]], folder: Path) -> None:
+    """`check_columns` over a config's files, every split: what `ssogen stats` needs of the configs it only
+    describes (their row counts and columns, from the footers). A corrupt one was left out of the card, exit 0."""
+    if every := [file for files in split_files.values() for file in files]:
+        check_columns(every, folder)
 
 
 def check_pages(paths: Sequence[Path], folder: Path) -> None:

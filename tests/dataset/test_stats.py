@@ -248,3 +248,15 @@ def test_stats_reads_each_row_once(dataset: Path, monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
     assert result.exit_code == 0, result.output
     assert sum(read) == len(hand_records())
+
+
+def test_a_corrupt_file_of_a_pair_config_is_one_line_not_left_out_of_the_card(dataset: Path) -> None:
+    """A garbage sso file: stats left the config out of the card and stats.json, exit 0."""
+    file = OutputFolder(dataset).config_file("sso")
+    file.write_bytes(b"not parquet at all")
+    before = snapshot(dataset)
+    result = CliRunner().invoke(app, ["stats", str(dataset)])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {file}: corrupt parquet file ("), line
+    assert snapshot(dataset) == before
