@@ -8,9 +8,11 @@ expect once vLLM's code is left. vLLM swallows a KeyboardInterrupt during its st
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,13 +23,15 @@ from ssogen.errors import Interrupted
 @contextlib.contextmanager
 def interrupt_on(signals: tuple[int, ...]) -> Iterator[None]:
     """While the block runs, each of `signals` raises `Interrupted`. After the first one the previous handlers are
-    back, so a second signal stops a cleanup that hangs. A forked child that inherited the handler acts on the
-    signal as by default. Outside the main thread (where handlers cannot be set) nothing changes."""
+    back, so a second signal stops a cleanup that hangs (a first one raised inside a finalizer, where Python ignores
+    exceptions, is sent again). A forked child that inherited the handler acts on the signal as by default. Outside
+    the main thread (where handlers cannot be set) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     owner = os.getpid()
     previous = {signum: signal.getsignal(signum) for signum in signals}
+    previous_hook = sys.unraisablehook
 
     def interrupt(signum: int, frame: Any) -> None:
         for number, handler in previous.items():
@@ -38,11 +42,26 @@ def interrupt_on(signals: tuple[int, ...]) -> Iterator[None]:
             return
         raise Interrupted(signum)
 
+    def ignored(unraisable: Any) -> None:
+        # The handler ran inside a finalizer (a `__del__`, a weakref callback), where Python prints an exception
+        # and goes on: the command would run to its end with the previous handlers back. Send the signal again,
+        # from a thread, so that it lands in the command's own code once the finalizer has returned.
+        exc = unraisable.exc_value
+        if not (isinstance(exc, Interrupted) and os.getpid() == owner
+                and threading.current_thread() is threading.main_thread()):
+            previous_hook(unraisable)
+            return
+        for signum in signals:
+            signal.signal(signum, interrupt)
+        _thread.start_new_thread(os.kill, (owner, exc.signum))  # not threading's: its start() waits here
+
     for signum in signals:
         signal.signal(signum, interrupt)
+    sys.unraisablehook = ignored
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

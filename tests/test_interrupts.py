@@ -43,3 +43,22 @@ def test_a_handler_of_the_caller_is_left_alone() -> None:
         assert calls == [signal.SIGINT] and signal.getsignal(signal.SIGINT) is mine
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_that_lands_in_a_finalizer_still_stops_the_block() -> None:
+    """A Ctrl-C that came while a `__del__` ran (vLLM's start-up frees regex objects) raised Interrupted inside it,
+    where Python prints the exception and goes on: the handlers were back to the previous ones and the command ran
+    to its end (an iterate step then ignored the Ctrl-C iterate passed on)."""
+    import time
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the finalizer
+
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    with pytest.raises(Interrupted) as info, interrupt_on((signal.SIGINT, signal.SIGTERM)):
+        Finalized()  # garbage at once
+        time.sleep(10)  # the command's own work
+    assert info.value.signum == signal.SIGTERM and time.monotonic() - started < 5
+    assert signal.getsignal(signal.SIGTERM) is before and signal.getsignal(signal.SIGINT) is signal.default_int_handler
