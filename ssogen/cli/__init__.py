@@ -6,12 +6,16 @@ importing any `ssogen.cli.<module>` (which runs this file first) never imports t
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from ssogen.cli.main import app
-
+        try:
+            from ssogen.cli.main import app
+        except KeyboardInterrupt:  # Ctrl-C while the commands load (a second or two), before any handler is set
+            sys.stderr.write("error: interrupted while ssogen started; nothing was done\n")
+            raise SystemExit(130) from None
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,3 +44,24 @@ def test_an_interrupted_generate_that_writes_still_offers_the_resume_line(monkey
     assert result.exit_code == 130, result.output
     assert "run the same command again to go on" in result.stderr
     assert "\nto resume: ssogen generate --model m --out o" in result.stderr
+
+
+@pytest.mark.parametrize("entry", ["runpy.run_module('ssogen', run_name='__main__')",  # python -m ssogen (iterate)
+                                   "from ssogen.cli import app; app()"])  # the console script
+def test_ctrl_c_while_ssogen_starts_is_one_line_and_exit_130(entry: str, tmp_path: Path) -> None:
+    """A Ctrl-C while the commands load, before the command's handler is set (iterate passes one on to a step that
+    has just started), printed a 50-line KeyboardInterrupt traceback and exited 1."""
+    import subprocess
+    import sys
+
+    # What the default SIGINT handler does in the middle of an import, at a fixed place.
+    code = ("import runpy, sys\n"
+            "class CtrlC:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'ssogen.cli.main': raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, CtrlC())\n"
+            "sys.argv = ['ssogen', 'stats', 'data']\n" + entry + "\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "error: interrupted while ssogen started; nothing was done\n"
+    assert list(tmp_path.iterdir()) == []
