@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ssogen.dataset.special_files import refuse_special_files
 from ssogen.dataset.splits import TRAIN
 from ssogen.errors import UserError
 from ssogen.fingerprint import ModelFingerprint, json_sha256, model_fingerprint
+from ssogen.formatting import named_counts
 from ssogen.io import read_json_object
 from ssogen.models import require_available, resolve_model
 from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, not_complete, why_no_dataset
@@ -93,8 +95,23 @@ def check_sso_rows(data_dir: Path) -> int:
         del table
         _release_arrow_memory()
     if not total:
-        raise UserError(f"{data_dir}: the `sso` config has no rows")
+        raise _no_rows(data_dir)
     return total
+
+
+def _no_rows(data_dir: Path) -> UserError:
+    """The `sso` config is empty; where the triplets are not, each was dropped (a filter of `score`, say): by which
+    reasons. iterate's train step after a filter that dropped every row said only "no rows"."""
+    try:
+        reasons = OutputFolder(data_dir).read_config("triplets", split=TRAIN, columns=["drop_reason"])
+    except UserError:  # no triplets, or none with the column: the config is empty, no more is known
+        reasons = None
+    said = f"--data {data_dir}: the `sso` config has no rows"
+    if reasons is None or not reasons.num_rows:
+        return UserError(said)
+    counts = Counter(str(reason) for reason in reasons.column("drop_reason").to_pylist())
+    return UserError(f"{said}: its triplets were all dropped ({named_counts(dict(counts.most_common()))}; "
+                     "`drop_reason` in the triplets config)")
 
 
 def iter_sso_rows(data_dir: Path) -> Iterator[dict[str, Any]]:
@@ -122,7 +139,7 @@ def read_sso_rows(data_dir: Path) -> list[dict[str, Any]]:
     """All rows of the `sso` config's train split as a list (`iter_sso_rows`), at least one."""
     rows = list(iter_sso_rows(data_dir))
     if not rows:
-        raise UserError(f"{data_dir}: the `sso` config has no rows")
+        raise _no_rows(data_dir)
     return rows
 
 

@@ -87,6 +87,8 @@ def write_bad_inputs(w: Path, tiny_model: Path) -> Path:
     OutputFolder(w / "sso-columns").write_config("sso", [{"id": "1", "prompt": "p"}],
                                                  pa.schema([("id", pa.string()), ("prompt", pa.string())]))
     OutputFolder(w / "sso-empty").write_config("sso", [])
+    write_dataset(w / "all-dropped", [make_record(i, kept=False, drop_reason=reason) for i, reason in
+                                      enumerate(["likelihood:ordering", "likelihood:contrast", "likelihood:ordering"])])
     write_dataset(w / "dataset", [make_record(i) for i in range(3)])
     write_dataset(w / "unfinished", [make_record(i) for i in range(3)], status="in_progress")
     # Folders another process is at work in (run_cases holds their locks): a first generate before its manifest,

@@ -23,6 +23,10 @@ TRAIN = [
      "(status 'in_progress'); run the same `ssogen generate` (or `ssogen score`) command again"),
     ("data-missing-columns", "--data {w}/sso-columns", 2, "missing column(s) system_good"),
     ("data-no-rows", "--data {w}/sso-empty", 2, "no rows"),
+    # score's filter dropped every row (iterate's train step after it said only "no rows").
+    ("data-all-dropped", "--data {w}/all-dropped", 2, "error: --data {w}/all-dropped: the `sso` config has no rows: "
+     "its triplets were all dropped (likelihood:ordering 2, likelihood:contrast 1; `drop_reason` in the triplets "
+     "config)"),
     ("model-missing", "--data {w}/sso --model {w}/nope", 2, "no such folder"),
     ("no-g-with-v2", "--objective v2 --no-g", 2, "--no-g cannot be used with --objective v2"),
     ("prompt-length", "--max-prompt-length 300 --max-length 200", 2, "--max-prompt-length"),
