@@ -4,6 +4,8 @@ stats`, `ssogen judge`, the iteration report and the dataset card (the output fo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from io import StringIO
+from typing import Any
 
 
 def percent(value: float | None) -> str:
@@ -29,3 +31,13 @@ def listed(items: list[str]) -> str:
 def named_counts(counts: Mapping[str, object]) -> str:
     """`dpo 3, sso 3` in the mapping's order; empty for no entries (each caller says what none reads as)."""
     return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
+def plain_text(renderable: Any, **print_options: Any) -> str:
+    """What rich prints for `renderable`, without colour or terminal codes, 120 columns wide: a table or a line as
+    a command log holds it."""
+    from rich.console import Console
+
+    plain = Console(file=StringIO(), width=120, color_system=None, force_terminal=False)
+    plain.print(renderable, **print_options)
+    return plain.file.getvalue().rstrip()  # type: ignore[attr-defined]

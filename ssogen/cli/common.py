@@ -16,7 +16,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_error
+from ssogen.formatting import plain_text
 from ssogen.interrupts import interrupt_on
 from ssogen.origins import options_of_one_command, with_config_lines
 
@@ -145,9 +145,7 @@ def show(renderable: Any, **print_options: Any) -> None:
         print_options.setdefault("soft_wrap", True)
     console.print(renderable, **print_options)
     if logging.getLogger().handlers:
-        plain = Console(file=StringIO(), width=120, color_system=None, force_terminal=False)
-        plain.print(renderable, **print_options)
-        logger.info("%s", plain.file.getvalue().rstrip())  # type: ignore[attr-defined]
+        logger.info("%s", plain_text(renderable, **print_options))
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -98,7 +98,7 @@ def stats_command(
         check_license_flag(license_id)
     _require_folder(folder, complete=True)
     out = OutputFolder(folder)
-    for config in CONFIGS[1:]:  # after the triplets, which _require_folder decoded
+    for config in (c for c in CONFIGS if c != "triplets"):  # the triplets: decoded by _require_folder
         check_footers(out.split_files(config), out.config_dir(config))
     # One writer per folder: stats rewrites stats.json, the plots and the card, which a running score also writes.
     with OutputFolder(folder).claim("ssogen stats") as left_behind, command_log(folder, "stats", libraries=False):

@@ -8,7 +8,6 @@ without the weight W let responses grow across iterations (docs/method.md)."""
 from __future__ import annotations
 
 import logging
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssogen.dataset.folder import OutputFolder
-from ssogen.formatting import percent
+from ssogen.formatting import percent, plain_text
 from ssogen.io import read_json_object, write_json_atomic, write_png_atomic
 from ssogen.iterate.options import IterateOptions
 from ssogen.iterate.plan import PLOTS_DIR, REPORT_FILE, Iteration
@@ -211,6 +210,4 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     plots = "plots: " + ", ".join(report["plots"])
     console.print(table)
     console.print(plots, highlight=False, markup=False)
-    plain = Console(file=StringIO(), width=120, color_system=None, force_terminal=False)
-    plain.print(table)  # iterate's log holds its summary too, as plain text
-    logger.info("%s\n%s", plain.file.getvalue().rstrip(), plots)  # type: ignore[attr-defined]
+    logger.info("%s\n%s", plain_text(table), plots)  # iterate's log holds its summary too, as plain text
