@@ -26,11 +26,12 @@ from ssogen.dataset.likelihood import (
 )
 from ssogen.dataset.options import templates_option
 from ssogen.dataset.refresh import refresh
-from ssogen.dataset.score_cache import ScoreSetup, cached_scores, earlier_setup, score_setup
+from ssogen.dataset.score_cache import cached_scores, earlier_setup, score_setup
 from ssogen.dataset.score_loop import EngineChoice, ScoreCache, ScoreProgress, Scores, score_pending
 from ssogen.dataset.score_requests import CONVENTION
 from ssogen.dataset.shards import ShardStore
 from ssogen.dataset.splits import SplitSpec
+from ssogen.engine.dtypes import engine_dtype, expected_dtype
 from ssogen.engine.options import CHUNK_ROWS_PER_ENGINE, EngineFields, EngineKind, EngineOptions
 from ssogen.fingerprint import model_fingerprint, model_record
 from ssogen.models import ModelRef, load_error, require_available, resolve_model
@@ -130,14 +131,15 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     targets = [r for r in records if likelihood_candidate(r)]
     # The cache lookup, the cache key and the manifest each hashed the model's files: once now, when first asked.
     fingerprint = functools.cache(lambda: model_fingerprint(model_ref).digest)
-    cache = _open_cache(folder, manifest, model_ref, fingerprint, targets, engine_options, scorer)
-    from_cache, scored_now = len(cache.scores), sum(1 for r in targets if r.id not in cache.scores)
-    scorer = score_pending(folder, cache, targets, engine=EngineChoice(model_ref, engine, engine_options),
-                           chunk_rows=chunk_rows, progress=progress, scorer=scorer)
+    choice = EngineChoice(model_ref, engine, engine_options)
+    cache = _open_cache(folder, manifest, model_ref, fingerprint, targets, choice, scorer)
+    scorer = score_pending(folder, cache, targets, engine=choice, chunk_rows=chunk_rows, progress=progress,
+                           scorer=scorer)
+    from_cache, scored_now = cache.reused, len(targets) - cache.reused  # once the engine's dtype is known
     too_long = sum(1 for lp in cache.scores.values() if all(v is None for v in lp.values()))
     updated, filter_options, counts = _rewrite_data(folder, manifest, records, cache.scores, filter_options)
     earlier = manifest.get("score") or {}
-    manifest["score"] = _score_entry(earlier, model_record(model_ref, fingerprint), scorer, engine, cache.setup, {
+    manifest["score"] = _score_entry(earlier, model_record(model_ref, fingerprint), scorer, engine, cache, {
         "rows_scored": sum(1 for r in updated if has_pair_scores(r)), "rows_too_long": too_long,
         # Without --filter the rows an earlier filter dropped stay dropped: its settings still describe the data.
         "filter": filter_options.model_dump() if filter_options is not None else earlier.get("filter"),
@@ -153,23 +155,27 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
 
 
 def _open_cache(folder: OutputFolder, manifest: dict[str, Any], model_ref: ModelRef, fingerprint: Callable[[], str],
-                targets: list[TripletRecord], engine_options: EngineOptions | None, scorer: Any) -> ScoreCache:
-    """The cache of this model and tokenization with the scores it holds for the targets.
+                targets: list[TripletRecord], engine: EngineChoice, scorer: Any) -> ScoreCache:
+    """The cache of this model and tokenization with the scores it holds for the targets at the dtype the engine
+    runs at (a caller's scorer says it; else `expected_dtype` resolves --dtype, auto included, as the engine will).
 
     It is looked up before any engine loads, by the model's files alone when an earlier score of this model left
     its key in the manifest, else with the tokenizer: a fully scored folder loads neither."""
-    max_model_len, dtype = (engine_options.max_model_len, engine_options.dtype) if engine_options else (None, "auto")
+    options = engine.options
+    max_model_len = options.max_model_len if options else None
+    said = engine_dtype(getattr(scorer, "settings", None)) if scorer is not None else None
+    dtype = said or expected_dtype(engine.kind, model_ref.path, options)
     setup = earlier_setup(manifest, model_ref, fingerprint) if scorer is None else None
     if setup is not None:
         store = ShardStore(folder, folder.score_cache(setup.key))
         scores = cached_scores(store, targets, max_model_len, dtype)
         if len(scores) == len(targets):
-            return ScoreCache(setup, store, scores)
+            return ScoreCache(setup, store, dtype, scores)
     # Some rows are to be scored: the tokenizer decides their requests.
     tokenizer = scorer.tokenizer if scorer is not None else _load_tokenizer(model_ref)
     setup = score_setup(fingerprint(), tokenizer)
     store = ShardStore(folder, folder.score_cache(setup.key))
-    return ScoreCache(setup, store, cached_scores(store, targets, max_model_len, dtype))
+    return ScoreCache(setup, store, dtype, cached_scores(store, targets, max_model_len, dtype))
 
 
 def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[TripletRecord], scores: Scores,
@@ -195,16 +201,18 @@ def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[
     return updated, filter_options, counts
 
 
-def _score_entry(earlier: dict[str, Any], model: dict[str, str], scorer: Any, engine: EngineKind, setup: ScoreSetup,
+def _score_entry(earlier: dict[str, Any], model: dict[str, str], scorer: Any, engine: EngineKind, cache: ScoreCache,
                  outcome: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's `score` entry: the model (its `model_record`), the engine and the conventions, then `outcome`
-    (rows and files)."""
+    """The manifest's `score` entry: the model (its `model_record`), the engine, the dtype of every score and the
+    conventions, then `outcome` (rows and files)."""
     same_model = all(earlier.get(key) == value for key, value in model.items())
-    # Every row from the cache (no scorer): the engine and settings of the run that scored them.
-    carried = same_model and scorer is None
+    # Every row from the cache (no scorer): the engine and settings of the run that scored them, when that run's
+    # engine ran at the dtype of these scores (an earlier run at another dtype made other scores).
+    carried = same_model and scorer is None and engine_dtype(earlier.get("engine_settings")) == cache.dtype
+    setup = cache.setup
     return {
         **model, "engine": getattr(scorer, "name", None) or (earlier.get("engine") if carried else None) or engine,
-        "convention": CONVENTION,
+        "convention": CONVENTION, "dtype": cache.dtype,
         "engine_settings": getattr(scorer, "settings", None) or (earlier.get("engine_settings") if carried
                                                                  else None),
         "system_role_supported": setup.system_supported, "end_of_turn": setup.end_of_turn, **outcome,

@@ -1,7 +1,7 @@
 """Which finished scores `ssogen score` may reuse. Finished rows are appended (fsynced) to
 OUT/.ssogen/score/<key>/scores-<n>.jsonl, where the key hashes the model's identity and the tokenization settings,
-and every cached row carries a hash of its texts, so a rerun scores only what is missing and never reuses a score
-of other text or another model.
+and every cached row carries a hash of its texts and the dtype the engine ran at, so a rerun scores only what is
+missing and never reuses a score of other text, another model or another precision.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from ssogen.dataset.score_requests import CONVENTION, SCORED
 from ssogen.dataset.shards import ShardStore
+from ssogen.engine.dtypes import canonical_dtype
 from ssogen.fingerprint import json_sha256
 from ssogen.models import ModelRef
 from ssogen.records import TripletRecord
@@ -28,10 +29,12 @@ def row_text_hash(record: TripletRecord) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def cache_line(record: TripletRecord, dtype: str, lp: dict[str, float | None] | None,
+def cache_line(record: TripletRecord, dtype: str | None, lp: dict[str, float | None] | None,
                max_model_len: int | None) -> dict[str, Any]:
-    """The cache's line for a scored row; `lp` None: the row is too long for `max_model_len`, which the line names
-    so that a larger one scores it again (its scores are null: the likelihood filter drops it as unscored)."""
+    """The cache's line for a scored row; `dtype`: the one the engine ran at (float32, bfloat16 or float16, never
+    auto; None, a line no run reuses, when the engine did not say). `lp` None: the row is too long for
+    `max_model_len`, which the line names so that a larger one scores it again (its scores are null: the
+    likelihood filter drops it as unscored)."""
     line: dict[str, Any] = {"id": record.id, "text": row_text_hash(record), "dtype": dtype}
     if lp is None:
         return {**line, "lp": dict.fromkeys((name for name, _, _ in SCORED), None), "max_model_len": max_model_len}
@@ -85,20 +88,31 @@ def _check_score_record(record: dict[str, Any]) -> None:
         raise ValueError("needs text and lp with the seven scores")
 
 
-def cached_scores(store: ShardStore, targets: list[TripletRecord], max_model_len: int | None = None,
-                  dtype: str = "auto") -> dict[str, dict[str, float | None]]:
+def cached_scores(store: ShardStore, targets: list[TripletRecord], max_model_len: int | None,
+                  dtype: str | None) -> dict[str, dict[str, float | None]]:
     """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line).
 
-    Only scores of the same --dtype count (absent: auto), so that one filter never compares float32 scores with
-    bfloat16 ones; a row left unscored as too long counts only under the --max-model-len it was too long for
-    (absent: the model's own), so that a larger one scores it."""
+    Only scores made at `dtype`, the dtype the engine runs at (`ssogen.engine.dtypes`; None: not known before the
+    engine loads, so none), count, so that one filter never compares float32 scores with bfloat16 ones; `--dtype
+    auto` and the dtype it resolves to share their scores. A row left unscored as too long counts only under the
+    --max-model-len it was too long for (absent: the model's own), so that a larger one scores it."""
     cached = store.load("scores", _check_score_record)
-    found = {}
+    found: dict[str, dict[str, float | None]] = {}
     for record in targets:
         entry = cached.get(record.id)
-        if entry is None or entry.get("text") != row_text_hash(record) or entry.get("dtype", "auto") != dtype:
+        if dtype is None or entry is None or entry.get("text") != row_text_hash(record) or _line_dtype(entry) != dtype:
             continue
         if all(value is None for value in entry["lp"].values()) and entry.get("max_model_len") != max_model_len:
             continue
         found[record.id] = entry["lp"]
     return found
+
+
+def _line_dtype(entry: dict[str, Any]) -> str | None:
+    """The dtype a cache line's scores were made at. Lines written before the dtype was resolved name --dtype as
+    typed: a precision's other name (half, float) is that precision, but "auto" (or no dtype: auto) matches none,
+    so those rows are scored again once. An auto line does not say what auto resolved to where it was written
+    (float32 on a CPU, the model's bfloat16 on a GPU; a folder, or a stopped run, may move between machines), so
+    honouring it could put scores of two precisions into one filter; scoring the rows again costs one run."""
+    dtype = entry.get("dtype", "auto")
+    return canonical_dtype(dtype) if isinstance(dtype, str) and dtype != "auto" else None

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ssogen.dataset.folder import OutputFolder
-from ssogen.dataset.score_cache import ScoreSetup, cache_line
+from ssogen.dataset.score_cache import ScoreSetup, cache_line, cached_scores
 from ssogen.dataset.score_requests import SCORED, build_requests
 from ssogen.dataset.shards import ShardStore
 from ssogen.engine import close_engine
+from ssogen.engine.dtypes import engine_dtype
 from ssogen.engine.options import EngineKind, EngineOptions
 from ssogen.errors import STOPPED, UserError
 from ssogen.models import ModelRef, engine_load_errors
@@ -31,11 +32,18 @@ class ScoreProgress:
 
 @dataclass
 class ScoreCache:
-    """The cache of one model and tokenization: its settings, its store and the scores it holds for the rows."""
+    """The cache of one model and tokenization: its settings, its store, the dtype the scores are made at (the
+    engine's, once it loaded; before, `ssogen.engine.dtypes.expected_dtype`) and the scores it holds for the rows
+    at that dtype; `reused`: how many of them came from the store."""
 
     setup: ScoreSetup
     store: ShardStore
+    dtype: str | None
     scores: Scores
+    reused: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reused = len(self.scores)
 
 
 @dataclass(frozen=True)
@@ -52,16 +60,18 @@ def score_pending(folder: OutputFolder, cache: ScoreCache, targets: list[Triplet
     """Score the targets missing from `cache.scores` into it and its store, then close the store and any scorer
     built here. Returns the scorer that scored (the caller's, or None when the cache held every row)."""
     pending = [r for r in targets if r.id not in cache.scores]
-    from_cache = len(cache.scores)
     owns_scorer = scorer is None  # a scorer built here (maybe a pool of engine processes) is stopped here
     try:
         if progress is not None:
-            progress(ScoreProgress(from_cache, len(targets), 0.0))
+            progress(ScoreProgress(cache.reused, len(targets), 0.0))
         if pending and scorer is None:
             scorer = _make_scorer(folder, engine)
+            if _keep_the_engines_dtype(cache, targets, scorer, engine.options):
+                pending = [r for r in targets if r.id not in cache.scores]
+        from_cache = cache.reused
         first_call = time.monotonic()
         for start in range(0, len(pending), chunk_rows):
-            lines = _score_chunk(pending[start:start + chunk_rows], scorer, cache.setup, engine.options)
+            lines = _score_chunk(pending[start:start + chunk_rows], scorer, cache, engine.options)
             cache.store.append("scores", lines)
             cache.scores.update({line["id"]: line["lp"] for line in lines})
             if progress is not None:
@@ -85,10 +95,24 @@ def _make_scorer(folder: OutputFolder, engine: EngineChoice) -> Any:
         return make_scorer(engine.kind, engine.model.path, engine.options, state_dir=folder.work_dir)
 
 
-def _score_chunk(chunk: list[TripletRecord], scorer: Any, setup: ScoreSetup,
+def _keep_the_engines_dtype(cache: ScoreCache, targets: list[TripletRecord], scorer: Any,
+                            options: EngineOptions | None) -> bool:
+    """When the engine just loaded runs at another dtype than the one the cache was read for (guessed before it
+    loaded: a GPU without bfloat16, a config naming no dtype), keep only the cached scores of the engine's dtype,
+    so that every score of this run is of one precision. True when the cache's scores changed."""
+    ran = engine_dtype(getattr(scorer, "settings", None))
+    if ran is None or ran == cache.dtype:
+        return False
+    cache.dtype = ran
+    cache.scores = cached_scores(cache.store, targets, options.max_model_len if options else None, ran)
+    cache.reused = len(cache.scores)
+    return True
+
+
+def _score_chunk(chunk: list[TripletRecord], scorer: Any, cache: ScoreCache,
                  options: EngineOptions | None) -> list[dict[str, Any]]:
     """The cache lines of a chunk: the rows too long for the engine first (left unscored), then the others."""
-    max_model_len, dtype = (options.max_model_len, options.dtype) if options else (None, "auto")
+    max_model_len, dtype, setup = options.max_model_len if options else None, cache.dtype, cache.setup
     requests: list[Any] = []
     fitting: list[TripletRecord] = []
     lines: list[dict[str, Any]] = []

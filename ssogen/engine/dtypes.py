@@ -1,0 +1,92 @@
+"""The weights dtype an engine runs at, known before it loads: `--dtype` with each precision named one way (half is
+float16, float is float32) and `auto` resolved as the engines resolve it (`vllm_llm.vllm_llm_kwargs`,
+`hf_engine.causal_lm_dtype`, then vLLM or transformers from the model's config).
+
+What a loaded engine reports (its `settings["dtype"]`) is the last word: this is the guess a cache is looked up with
+before any engine loads (`ssogen score`), made without importing torch, transformers or vLLM."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+from pathlib import Path
+from typing import Any
+
+from ssogen.engine.devices import visible_gpus
+from ssogen.engine.options import EngineKind, EngineOptions
+from ssogen.envinfo import vllm_build
+
+# --dtype's other spellings of a precision (vLLM's and torch's names), by the name engines report it under.
+_ALIASES = {"half": "float16", "float": "float32"}
+_CONFIG_DTYPES = {"float32", "float16", "bfloat16"}
+
+
+def canonical_dtype(name: str) -> str:
+    """`name` as an engine reports the dtype (`str(torch_dtype)` without "torch."): float16 for half, float32
+    for float; any other name as it is ("auto" included: it names no precision)."""
+    return _ALIASES.get(name, name)
+
+
+def engine_dtype(settings: dict[str, Any] | None) -> str | None:
+    """The dtype an engine or scorer says it loaded the weights at (its `settings`), None when it says nothing."""
+    dtype = (settings or {}).get("dtype")
+    return canonical_dtype(dtype) if isinstance(dtype, str) else None
+
+
+def expected_dtype(kind: EngineKind, model: str, options: EngineOptions | None) -> str | None:
+    """The dtype an engine of `kind` will load `model` (a folder or hub id) at with `options`; None when only the
+    loaded engine can tell (`--dtype auto` on a GPU with the transformers engine, for a config naming no dtype)."""
+    dtype = options.dtype if options is not None else "auto"
+    if dtype != "auto":
+        return canonical_dtype(dtype)
+    if _runs_on_cpu(kind):
+        return "float32"  # both engines load float32 for auto on the CPU (faster there than bf16)
+    declared = _declared_dtype(model)
+    if kind == "vllm":
+        # vLLM gives float32 models (and configs naming no dtype, read as float32) the GPU's first half-precision
+        # dtype: bfloat16 wherever the GPU has it. On an older GPU the loaded engine says float16.
+        return "bfloat16" if declared in (None, "float32") else declared
+    return declared  # transformers' "auto": the config's dtype; without one, the checkpoint's (known once loaded)
+
+
+def _runs_on_cpu(kind: EngineKind) -> bool:
+    """Where an engine of `kind` would run, asked of the installed builds and nvidia-smi: the vLLM CPU build runs
+    on the CPU, the GPU build on a GPU; the transformers engine on a GPU when torch is no CPU build and a GPU is
+    visible (hf_engine asks `torch.cuda.is_available()`, which this must not import torch for)."""
+    build = vllm_build()[1]
+    if kind == "vllm" and build != "absent":
+        return build == "cpu"
+    try:
+        torch_cpu_build = md.version("torch").endswith("+cpu")
+    except md.PackageNotFoundError:
+        torch_cpu_build = False
+    return torch_cpu_build or not visible_gpus()
+
+
+def _declared_dtype(model: str) -> str | None:
+    """The dtype the model's config.json names (`dtype`, or `torch_dtype` before transformers 5; a multimodal
+    model's text part), from the folder or the local hub cache; None when it names none or is not at hand."""
+    path = _config_file(model)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    for part in (config, config.get("text_config") if isinstance(config, dict) else None):
+        if isinstance(part, dict):
+            declared = part.get("dtype") or part.get("torch_dtype")
+            if isinstance(declared, str) and declared.removeprefix("torch.") in _CONFIG_DTYPES:
+                return declared.removeprefix("torch.")
+    return None
+
+
+def _config_file(model: str) -> Path | None:
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return folder / "config.json"
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")  # the cache only: never a download
+    except ValueError:  # no valid repo id (HFValidationError): the model's own checks name the problem
+        return None
+    return Path(cached) if isinstance(cached, str) else None

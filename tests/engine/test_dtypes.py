@@ -1,0 +1,60 @@
+"""The dtype an engine will run at, known before it loads: each precision named one way, `auto` resolved as vLLM
+and the transformers engine resolve it on the CPU and on a GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssogen.engine import dtypes
+from ssogen.engine.dtypes import canonical_dtype, engine_dtype, expected_dtype
+from ssogen.engine.options import EngineOptions
+
+
+def model_folder(root: Path, config: dict[str, object]) -> str:
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps(config))
+    return str(root)
+
+
+def test_a_named_dtype_is_that_dtype_whatever_its_spelling(tmp_path: Path) -> None:
+    model = model_folder(tmp_path / "m", {"dtype": "bfloat16"})
+    for kind in ("vllm", "transformers"):
+        assert expected_dtype(kind, model, EngineOptions(dtype="half")) == "float16"
+        assert expected_dtype(kind, model, EngineOptions(dtype="float")) == "float32"
+        assert expected_dtype(kind, model, EngineOptions(dtype="bfloat16")) == "bfloat16"
+    assert [canonical_dtype(n) for n in ("half", "float", "float16", "auto")] == ["float16", "float32", "float16",
+                                                                                  "auto"]
+    assert engine_dtype({"dtype": "float32", "device": "cpu"}) == "float32" and engine_dtype({}) is None
+    assert engine_dtype(None) is None
+
+
+def test_auto_is_float32_on_the_cpu_for_both_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engines load float32 for auto on the CPU (`vllm_llm_kwargs`, `causal_lm_dtype`), whatever the config."""
+    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: True)
+    model = model_folder(tmp_path / "m", {"dtype": "bfloat16"})
+    assert expected_dtype("vllm", model, None) == expected_dtype("transformers", model, EngineOptions()) == "float32"
+
+
+def test_this_machine_runs_both_engines_on_the_cpu() -> None:
+    """The test machines have the vLLM CPU build and a CPU torch: what the engines really load here."""
+    assert dtypes._runs_on_cpu("vllm") and dtypes._runs_on_cpu("transformers")
+
+
+def test_auto_on_a_gpu_follows_the_models_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: False)
+    bf16 = model_folder(tmp_path / "bf16", {"torch_dtype": "bfloat16"})
+    fp32 = model_folder(tmp_path / "fp32", {"dtype": "float32"})
+    silent = model_folder(tmp_path / "silent", {"model_type": "qwen2"})
+    multimodal = model_folder(tmp_path / "vl", {"text_config": {"dtype": "float16"}})
+    assert expected_dtype("vllm", bf16, None) == expected_dtype("transformers", bf16, None) == "bfloat16"
+    # vLLM downcasts a float32 model (and one whose config names no dtype) to bfloat16; transformers keeps it.
+    assert expected_dtype("vllm", fp32, None) == expected_dtype("vllm", silent, None) == "bfloat16"
+    assert expected_dtype("transformers", fp32, None) == "float32"
+    # transformers then takes the checkpoint's dtype: only the loaded model tells.
+    assert expected_dtype("transformers", silent, None) is None
+    assert expected_dtype("vllm", multimodal, None) == "float16"
+    # A hub id not in the local cache: no config at hand.
+    assert expected_dtype("transformers", "no-such-org/no-such-model", None) is None
