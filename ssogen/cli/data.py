@@ -135,6 +135,7 @@ def push_to_hub_command(
     if license_id is not None:
         check_license_flag(license_id)
     refuse_special_files(folder)  # a FIFO manifest.json blocked even the dry run forever
+    publish.refuse_special_uploads(folder)  # a FIFO among the files to upload was left out without a word
     if settings.dry_run:
         writes_nothing()
         if license_id is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ssogen.dataset.card import card_is_generated, render_card
 from ssogen.dataset.folder import CARD, OutputFolder
-from ssogen.dataset.publishable import UploadFile, check_publishable, files_to_upload
+from ssogen.dataset.publishable import UploadFile, check_publishable, files_to_upload, refuse_special_uploads
 from ssogen.errors import UserError
 from ssogen.io import write_text_atomic
 from ssogen.redaction import hide, secret_forms
@@ -156,6 +156,7 @@ def push_to_hub(
     counts = checked if checked is not None else check_publishable(folder.root, allow_incomplete=allow_incomplete)
     secret = resolve_token(token)
     hide(secret)  # whichever way it was found: never in a log line or a message
+    refuse_special_uploads(folder.root)  # before the card is written
     card = prepare_card(folder.root, repo_id, templates)
     if card is not None:  # keep the local folder identical to what the Hub will hold
         write_text_atomic(folder.card, card)

@@ -3,11 +3,14 @@
 A folder is refused when it is not an ssogen output, holds corrupt parquet, comes from an unfinished run, or when a
 pair config has no rows (in any split) or blank responses. What never goes up: OUT/.ssogen/ (in-progress shards,
 score caches) and any other hidden path, OUT/logs/ (the commands' logs name local paths, the user's home folder
-among them, and the machine), temporary files of the atomic writers, Python caches, and folders that another
-ssogen command owns inside it (their own .ssogen/marker.json, or make-tiny-model's mark)."""
+among them, and the machine), temporary files of the atomic writers, Python caches, symbolic links (not followed:
+what one points to may lie outside the folder), and folders that another ssogen command owns inside it (their own
+.ssogen/marker.json, or make-tiny-model's mark). A pipe, a socket or a device among the files that would go up is
+refused, named, rather than left out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from ssogen.dataset.configs import configs_of
 from ssogen.dataset.folder import LOGS, MARKER, WORK_DIR, OutputFolder
 from ssogen.dataset.triplet_files import BATCH_ROWS, batches, check_columns, read_table
 from ssogen.errors import UserError
-from ssogen.io import TMP_SUFFIX
+from ssogen.io import NOT_A_REGULAR_FILE, TMP_SUFFIX, is_special_file
 from ssogen.ownership import TINY_MODEL_MARK, not_complete
 
 PAIR_RESPONSE_COLUMNS = {
@@ -47,18 +50,36 @@ def _excluded(relative: Path) -> bool:
             or relative.name.endswith((TMP_SUFFIX, ".lock", ".incomplete")))
 
 
-def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
-    """Every file of the folder that belongs on the Hub, sorted by path. A folder inside it that another ssogen
-    command owns (a model trained into it, say) is not the dataset's and stays out."""
-    out = Path(out_dir)
+def _candidates(out: Path) -> Iterator[Path]:
+    """The paths of the folder that would go up, sorted: not excluded, not a symbolic link (never followed: what it
+    points to may lie outside the folder), not inside a folder that another ssogen command owns."""
     nested = [marker.parent.parent for marker in out.glob(f"*/**/{WORK_DIR}/{MARKER}")]
     nested += [mark.parent for mark in out.glob(f"*/**/{TINY_MODEL_MARK}")]
-    files = []
     for path in sorted(out.rglob("*")):
-        relative = path.relative_to(out)
-        if (path.is_file() and not path.is_symlink() and not _excluded(relative)
+        if (not path.is_symlink() and not _excluded(path.relative_to(out))
                 and not any(path.is_relative_to(folder) for folder in nested)):
-            files.append(UploadFile(relative.as_posix(), path, path.stat().st_size))
+            yield path
+
+
+def refuse_special_uploads(out_dir: str | Path) -> None:
+    """One line naming the first file that would go up and is a pipe, a socket or a device: it was left out of the
+    upload without a word. Checked before anything is written (the lock, the log, the card)."""
+    for path in _candidates(Path(out_dir)):
+        if is_special_file(path):
+            raise UserError(f"{path}: {NOT_A_REGULAR_FILE}")
+
+
+def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
+    """Every file of the folder that belongs on the Hub, sorted by path. A folder inside it that another ssogen
+    command owns (a model trained into it, say) is not the dataset's and stays out. A pipe, a socket or a device
+    is refused (`refuse_special_uploads`)."""
+    out = Path(out_dir)
+    files = []
+    for path in _candidates(out):
+        if is_special_file(path):
+            raise UserError(f"{path}: {NOT_A_REGULAR_FILE}")
+        if path.is_file():
+            files.append(UploadFile(path.relative_to(out).as_posix(), path, path.stat().st_size))
     return files
 
 

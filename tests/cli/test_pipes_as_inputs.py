@@ -62,6 +62,11 @@ IN_FOLDERS = [
     ("push-dry-run-manifest", "push-to-hub {w}/data --repo-id a/b --dry-run", "data/manifest.json",
      "{w}/data/manifest.json"),
     ("push-lock", "push-to-hub {w}/data --repo-id a/b --token hf_x", "data/.ssogen/lock", "{w}/data/.ssogen/lock"),
+    # a file only the upload would open: it was left out of the upload without a word
+    ("push-dry-run-extra", "push-to-hub {w}/data --repo-id a/b --dry-run", "data/extra/notes.fifo",
+     "{w}/data/extra/notes.fifo"),
+    ("push-extra", "push-to-hub {w}/data --repo-id a/b --token hf_x", "data/extra/notes.fifo",
+     "{w}/data/extra/notes.fifo"),
 ]
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ssogen.cli import app
@@ -122,6 +125,34 @@ def test_a_folder_another_ssogen_command_owns_inside_the_dataset_is_not_uploaded
     uploaded = [f.path_in_repo for f in files_to_upload(out)]
     assert "extra/notes.md" in uploaded and "data/dpo/train-00000-of-00001.parquet" in uploaded
     assert not [p for p in uploaded if p.startswith(("runs/", "models/"))]
+
+
+def test_a_special_file_that_would_go_up_is_refused_and_links_stay_local(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket (or FIFO, or device) among the files to upload was left out without a word: it is named now. One
+    where nothing goes up (the logs, a hidden path) is no concern of the upload, and a symbolic link, even to one,
+    is not followed: it stays local."""
+    from ssogen.dataset.publishable import files_to_upload, refuse_special_uploads
+    from ssogen.errors import UserError
+
+    out = write_dataset(tmp_path / "out", [make_record(i) for i in range(3)])
+    (out / "logs").mkdir()
+    os.mkfifo(out / "logs" / "tail.fifo")
+    os.mkfifo(out / ".editor.fifo")
+    (out / "extra").mkdir()
+    (out / "extra" / "linked.fifo").symlink_to(out / "logs" / "tail.fifo")
+    (out / "extra" / "linked.md").symlink_to(out / "manifest.json")
+    uploaded = [f.path_in_repo for f in files_to_upload(out)]
+    refuse_special_uploads(out)
+    assert "manifest.json" in uploaded and not [p for p in uploaded if p.startswith(("logs/", ".", "extra/"))]
+    monkeypatch.chdir(out / "extra")  # a relative name: tmp_path may be longer than a socket path may be
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("agent.sock")
+        for check in (refuse_special_uploads, files_to_upload):
+            with pytest.raises(UserError) as refused:
+                check(out)
+            assert str(refused.value) == (f"{out}/extra/agent.sock: not a regular file (a pipe or a device); save "
+                                          "its content to a file first")
 
 
 # In a process of its own: pyarrow's peak (which tracemalloc does not see) counts from the start of the process.
