@@ -412,6 +412,41 @@ def test_an_unreadable_saved_dataset_of_queries_is_named(tmp_path: Path, monkeyp
     assert str(caught.value) == f"{tmp_path / 'saved'}: {DENIED}"
 
 
+def test_a_subfolder_of_queries_that_may_not_be_listed_is_named(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets` leaves out a subfolder it may not list without a word: a folder whose queries all sit in one chmod
+    000 was "a folder without files of queries" (and one with files beside it gave those alone). A hidden one,
+    which it leaves out anyway, is no concern. (Root lists it all the same: the refusal is simulated then.)"""
+    from ssogen.generate.inputs import read_prompts
+
+    queries = tmp_path / "queries"
+    refused = [queries / "part-1", queries / ".cache"]
+    for folder in refused:
+        folder.mkdir(parents=True)
+        (folder / "queries.jsonl").write_text('{"prompt": "hi"}\n')
+        folder.chmod(0)
+    if os.geteuid() == 0:
+        real_scandir = os.scandir
+
+        def unlistable(path: Any = ".") -> Any:
+            if not isinstance(path, int) and Path(os.fsdecode(path)) in refused:  # not a descriptor
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", unlistable)
+    try:
+        with pytest.raises(UserError) as caught:
+            read_prompts(str(queries))
+        assert caught.value.exit_code == 1
+        assert str(caught.value) == f"{queries / 'part-1'}: {DENIED}"
+        refused[0].chmod(0o755)
+        refused.remove(queries / "part-1")
+        assert [row.text for row in read_prompts(str(queries)).rows] == ["hi"]  # .cache/ still may not be listed
+    finally:
+        for folder in (queries / "part-1", queries / ".cache"):
+            folder.chmod(0o755)
+
+
 def test_a_lock_that_cannot_be_written_is_named_and_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing the lock's holder on a full disk: a write(2) names no file; the lock file is named, the lock freed."""
     import ssogen.lock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,22 @@ class PromptsRead:
     public: dict[str, str] = field(default_factory=dict)
 
 
+def _refuse_an_unlistable_folder(path: Path) -> None:
+    """One line naming the first folder under `path` (or `path` itself) that may not be listed. `datasets` leaves
+    such a subfolder out without a word: the queries read were another set, or none ("a folder without files of
+    queries"). Hidden folders and those starting with "__", which it leaves out anyway, are not looked in."""
+
+    def refuse(error: OSError) -> None:
+        raise file_system_error(error, path) or error
+
+    for _, folders, _ in os.walk(path, onerror=refuse):
+        folders[:] = [name for name in folders if not name.startswith((".", "__"))]
+
+
 def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
     import datasets
 
+    _refuse_an_unlistable_folder(path)
     try:
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() \
                 or (path / "state.json").exists():
