@@ -393,6 +393,48 @@ def test_a_shard_index_that_may_not_be_read_is_not_called_invalid_json(tiny_mode
     assert str(file_system_error(caught.value)) == f"{index}: {DENIED}"
 
 
+def test_a_checkpoint_whose_state_may_not_be_read_is_named_not_called_cut_off(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trainer_state.json chmod 000 was "cut off": a rerun skipped its checkpoint, trained again from an older one
+    and failed on saving over it; --resume-from-checkpoint called it incomplete. One line naming it now, exit 1,
+    before anything is written. (Root reads it all the same: the permission answer is simulated then.)"""
+    from ssogen.testing.synthetic import write_synthetic_sso
+    from ssogen.train.output import TrainOutput, checkpoint_problem
+
+    run = TrainOutput(tmp_path / "run")
+    for step in (2, 4):
+        (run.root / f"checkpoint-{step}").mkdir(parents=True)
+        (run.root / f"checkpoint-{step}" / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    state = run.root / "checkpoint-4" / "trainer_state.json"
+    state.chmod(0)
+    if os.geteuid() == 0:
+        read_text = Path.read_text
+
+        def unreadable(self: Path, *args: Any, **kw: Any) -> str:
+            if self == state:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return read_text(self, *args, **kw)
+
+        monkeypatch.setattr(Path, "read_text", unreadable)
+    data = write_synthetic_sso(tmp_path / "data", count=4, seed=0)
+    before = sorted(tmp_path.rglob("*"))
+    try:
+        for check in (checkpoint_problem, lambda _: run.newest_checkpoint()):
+            with pytest.raises(UserError) as caught:
+                check(run.root / "checkpoint-4")
+            assert (caught.value.exit_code, str(caught.value)) == (1, f"{state}: {DENIED}")
+        result = CliRunner().invoke(app, ["train", "--data", str(data), "--model", "m", "--out",
+                                          str(tmp_path / "out"), "--resume-from-checkpoint", str(state.parent)])
+    finally:
+        state.chmod(0o644)
+        monkeypatch.undo()
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {state}: {DENIED}"]
+    assert sorted(tmp_path.rglob("*")) == before
+    state.write_text('{"global_st')  # one cut off is still skipped as such
+    assert checkpoint_problem(state.parent) == "trainer_state.json is cut off"
+
+
 def test_an_unreadable_saved_dataset_of_queries_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Arrow refuses an unreadable file of a `save_to_disk` folder with an error that carries no file name: the line
     named none ("Permission denied; make it readable ..."), unless Arrow's own text happened to quote the path."""

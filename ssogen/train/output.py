@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ssogen.errors import UserError
+from ssogen.errors import UserError, file_system_error
 from ssogen.fingerprint import WeightFileError, check_weight_files, weight_files
 from ssogen.io import TMP_SUFFIX, check_writable_folder, write_json_atomic
 from ssogen.lock import Holder
@@ -73,12 +73,18 @@ class OutputVerdict:
 
 
 def checkpoint_problem(path: Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from (None when it is complete)."""
+    """Why a checkpoint folder cannot be resumed from (None when it is complete). A trainer_state.json that may not
+    be read (permission, an I/O error) is the machine's problem, not a checkpoint cut off: one line naming it, exit
+    1. Skipped, it was called cut off, the run went back to an older checkpoint and failed on saving this one."""
+    state_file = path / TRAINER_STATE
     try:
-        state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+        state = json.loads(state_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"no {TRAINER_STATE} (cut off before transformers finished it)"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except OSError as exc:
+        raise (file_system_error(exc, state_file)
+               or UserError(f"{state_file}: cannot be read ({exc.strerror or exc})", exit_code=1)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return f"{TRAINER_STATE} is cut off"
     if not isinstance(state, dict) or "global_step" not in state:
         return f"{TRAINER_STATE} holds no global_step"
