@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import re
 from collections.abc import Iterable
 
 
@@ -63,18 +64,35 @@ _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 def file_system_error(exc: OSError, at: os.PathLike[str] | None = None, *,
                       writing: str | os.PathLike[str] | None = None) -> UserError | None:
     """The one-line error (exit 1: the machine, not the input) for a full, read-only or forbidden file system,
-    naming the path when the error carries one, else for a write error `writing` (what was being written: "writing
-    in OUT"), else `at` (what was read: pyarrow's errors carry no path); None for any other OSError (left to show
-    its traceback)."""
+    naming the path when the error carries one (pyarrow's carry none: the file their text quotes), else for a write
+    error `writing` (what was being written: "writing in OUT"), else `at` (what was read); the path once, then the
+    system's words for the error. None for any other OSError (left to show its traceback)."""
     advice = _FILE_SYSTEM_ADVICE.get(exc.errno or 0)
     if advice is None:
         return None
+    quoted, reason = _arrow_words(exc.strerror or os.strerror(exc.errno or 0))
     path = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None  # not a descriptor
     if not path:
-        path = writing if writing and exc.errno in _WRITE_ERRNOS else at
+        path = quoted or (writing if writing and exc.errno in _WRITE_ERRNOS else at)
     # A path that is not UTF-8 is shown with its odd bytes escaped (the terminal may not print them).
     where = f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: " if path else ""
-    return UserError(f"{where}{exc.strerror or os.strerror(exc.errno or 0)}; {advice}", exit_code=1)
+    return UserError(f"{where}{reason}; {advice}", exit_code=1)
+
+
+# Arrow's OSErrors carry no file name: their text quotes the file, then gives the system's words ("Failed to open
+# local file 'PATH'. Detail: [errno 13] Permission denied"), and the line said the path twice.
+_ARROW_FILE = re.compile(r"local file '(.+)'")  # in the text before the detail: a quote in the path is kept
+_ARROW_DETAIL = re.compile(r"Detail: \[errno \d+\] (.+)$", re.DOTALL)
+
+
+def _arrow_words(strerror: str) -> tuple[str | None, str]:
+    """The file an Arrow error's text quotes (None where it quotes none, and for any other error) and the system's
+    own words for the error (the text as it is, where it is not Arrow's)."""
+    detail = _ARROW_DETAIL.search(strerror)
+    if detail is None:
+        return None, strerror
+    quoted = _ARROW_FILE.search(strerror[:detail.start()])
+    return (quoted.group(1) if quoted else None), detail.group(1).strip()
 
 
 def closest_name(word: str, known: Iterable[str]) -> str | None:

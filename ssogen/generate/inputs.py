@@ -109,7 +109,8 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
 def _cache_full(exc: Exception, source: str | Path, at: Path | None = None) -> UserError | None:
     """A full disk (or an unreadable file) while `datasets` loads the queries into its throwaway cache: the
     machine's one line, not a dataset that cannot be loaded. `at`: the local folder read, named where the error
-    names no file (Arrow's refusal of an unreadable file of a saved dataset carries none)."""
+    names no file (Arrow's refusal of an unreadable file of a saved dataset carries none; where its text quotes the
+    file, that file is named)."""
     cache = f"loading --prompts {source} into a cache in {tempfile.gettempdir()}"
     return file_system_error(exc, at, writing=cache) if isinstance(exc, OSError) else None
 
