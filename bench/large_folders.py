@@ -68,15 +68,18 @@ def build_folder(rows: int, work: Path, model: Path) -> tuple[Path, list[str]]:
     prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: {seeded_text(rng, 80, 300)}?"}) + "\n"
                                for i in range(rows)))
     out = work / f"saved-{rows}"
+    # --dtype float32: the precision as typed, which is what a baseline from before the fingerprint recorded the
+    # precision (auto resolved) fingerprinted; on the CPU both give this folder's fingerprint.
     options = ["--model", str(model), "--prompts", str(prompts), "--max-tokens", "768", "--keep-truncated",
-               "--engine", "transformers"]
+               "--engine", "transformers", "--dtype", "float32"]
     plan = plan_run(RunConfig(model=str(model), out=str(out), prompts=str(prompts), max_tokens=768,
-                              keep_truncated=True, engine="transformers"))
+                              keep_truncated=True, engine="transformers", dtype="float32"))
     pairs = {(a.name, b.name): (system_prompt(plan.templates, [a, b], "good"),
                                 system_prompt(plan.templates, [a, b], "bad"))
              for a, b in combinations(plan.library.features, 2)}
     store = ShardStore(out)
-    store.prepare(plan.fingerprint(), overwrite=False, hints=plan.refusal_hints, earlier=plan.earlier_fingerprints)
+    store.prepare(plan.fingerprint(), overwrite=False, hints=plan.refusal_hints, earlier=plan.earlier_fingerprints,
+                  alike=plan.alike)
     for start in range(0, rows, 64):
         selections, records = [], []
         for row in plan.rows[start:start + 64]:

@@ -219,11 +219,14 @@ def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
 
 
 def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
-                      hints: Mapping[str, str] | None = None, earlier: Collection[str] = ()) -> None:
+                      hints: Mapping[str, str] | None = None, earlier: Collection[str] = (),
+                      alike: Mapping[str, Collection[Any]] | None = None) -> None:
     """Refuse when the stored fingerprint differs from this run's (and from `earlier`: what earlier versions' rules
     give this run): `refusal (changed: a, b); use --overwrite ...`, naming each changed setting (a model's parts as
     `model.<part>`), then what it means: `hints` maps a setting to a sentence (e.g. naming the input it comes from);
-    a setting the stored run lacks says it was written by an earlier ssogen. An unreadable file is one line too."""
+    a setting the stored run lacks says it was written by an earlier ssogen. `alike`: per setting, the stored values
+    that mean this run's (as an earlier version recorded it), not named as changed. An unreadable file is one line
+    too."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         stored_config = stored["config"]
@@ -234,7 +237,8 @@ def check_fingerprint(path: Path, fingerprint: dict[str, Any], *, refusal: str,
                         "choose another --out") from None
     if stored.get("fingerprint") in (fingerprint["fingerprint"], *earlier):
         return
-    changed = changed_settings(stored_config, fingerprint["config"])
+    changed = [k for k in changed_settings(stored_config, fingerprint["config"])
+               if stored_config.get(k) not in (alike or {}).get(k, ())]
     older = [k for k in changed if k not in stored_config]
     # Digests of inputs kept beside the config (generate: the library and the templates), when the run stored them.
     changed += [k for k in sorted(set(fingerprint) - {"fingerprint", "config"})

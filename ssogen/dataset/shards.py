@@ -58,15 +58,15 @@ class ShardStore:
         self._files: dict[str, IO[bytes]] = {}
 
     def check(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None,
-              earlier: Collection[str] = ()) -> bool:
+              earlier: Collection[str] = (), alike: Mapping[str, Collection[Any]] | None = None) -> bool:
         """Read-only: may a run of this configuration use the output folder? True when it would resume. Refuses
         a non-empty folder without ssogen's marker (overwrite or not: it would remove a person's files) and a
-        folder holding another configuration's run (unless overwrite; `hints`, `earlier` as in
+        folder holding another configuration's run (unless overwrite; `hints`, `earlier`, `alike` as in
         `check_fingerprint`); writes nothing, so a refusal comes before any model is loaded."""
         if not self.holds_a_run_to_match(overwrite=overwrite):
             return False
         check_fingerprint(self.folder.fingerprint, fingerprint, refusal=f"--out {self.folder.root}: holds a run "
-                          "with a different configuration", hints=hints, earlier=earlier)
+                          "with a different configuration", hints=hints, earlier=earlier, alike=alike)
         return True
 
     def holds_a_run_to_match(self, *, overwrite: bool) -> bool:
@@ -84,12 +84,12 @@ class ShardStore:
         return not (overwrite or not folder.fingerprint.exists() or not self.holds_finished_work())
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, hints: Mapping[str, str] | None = None,
-                earlier: Collection[str] = ()) -> bool:
+                earlier: Collection[str] = (), alike: Mapping[str, Collection[Any]] | None = None) -> bool:
         """Take the output folder for a run of this configuration (`check`, then remove an old run's files
         when overwriting and record the fingerprint: a run an earlier version started gets this version's).
         True when resuming a run of the same configuration. The caller holds the folder's lock
         (`OutputFolder.claim`)."""
-        resuming = self.check(fingerprint, overwrite=overwrite, hints=hints, earlier=earlier)
+        resuming = self.check(fingerprint, overwrite=overwrite, hints=hints, earlier=earlier, alike=alike)
         if overwrite or (not resuming and self.folder.fingerprint.exists()):  # the latter: a run with no rows
             self.folder.remove_run_outputs()
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ssogen.engine.devices import visible_gpus
-from ssogen.engine.options import EngineKind, EngineOptions
+from ssogen.engine.options import EngineDtype, EngineKind, EngineOptions
 from ssogen.envinfo import vllm_build
 
 # --dtype's other spellings of a precision (vLLM's and torch's names), by the name engines report it under.
@@ -47,6 +47,19 @@ def expected_dtype(kind: EngineKind, model: str, options: EngineOptions | None) 
         # dtype: bfloat16 wherever the GPU has it. On an older GPU the loaded engine says float16.
         return "bfloat16" if declared in (None, "float32") else declared
     return declared  # transformers' "auto": the config's dtype; without one, the checkpoint's (known once loaded)
+
+
+def precision_names(kind: EngineKind, model: str, options: EngineOptions) -> tuple[str, tuple[str, ...]]:
+    """The precision `options` load `model` at here (`expected_dtype`; "auto" when only the loaded engine can tell)
+    and every --dtype value that gives that precision here: the other spelling of a named one (half, float16), and
+    `auto` when it resolves to it. What an earlier run, which recorded --dtype as typed, may have recorded for it."""
+    resolved = expected_dtype(kind, model, options)
+    if resolved is None:
+        return "auto", ("auto",)
+    auto = resolved if options.dtype == "auto" else expected_dtype(kind, model, options.model_copy(
+        update={"dtype": "auto"}))
+    return resolved, tuple(name for name in get_args(EngineDtype)
+                           if (auto if name == "auto" else canonical_dtype(name)) == resolved)
 
 
 def _runs_on_cpu(kind: EngineKind) -> bool:

@@ -31,12 +31,14 @@ from ssogen.settings_resolution import resolve_settings
 #   usable row's position and text), so another field or split giving the same queries resumes.
 # Kept in the fingerprint: engine and dtype (other kernels and precision give other samples) and max_model_len,
 # which decides which prompts are too long and clips each request's max_tokens to the room left in the context.
+# dtype as the engine will run at it (`RunPlan.dtype`: half is float16, auto on the CPU float32), not as typed.
 NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
                                "kv_cache_gb", "license", "test_size", "model", "principles", "templates", "prompts",
                                "prompt_field", "split"})
 # The rule of versions before the queries' digest: the --prompts path, --prompt-field and --split were fingerprinted.
 # A run it started resumes when this rule gives its stored fingerprint (same path, same options): its rows are keyed
-# by their text and position, so a row of a query edited since is computed again, never reused.
+# by their text and position, so a row of a query edited since is computed again, never reused. Both rules recorded
+# --dtype as typed until the precision replaced it (`RunPlan.earlier_fingerprints`).
 EARLIER_NOT_FINGERPRINTED = NOT_FINGERPRINTED - {"prompts", "prompt_field", "split"}
 
 IO_PANEL = "Inputs and outputs"
@@ -126,23 +128,26 @@ class RunConfig(EngineFields, _RunFields):
         """The engine settings, seeded with the run seed."""
         return super().engine_options(self.seed if seed is None else seed)
 
-    def fingerprinted(self, model_parts: dict[str, str], queries_sha256: str) -> dict[str, Any]:
+    def fingerprinted(self, model_parts: dict[str, str], queries_sha256: str, dtype: str) -> dict[str, Any]:
         """The settings that decide row contents, the model's fingerprint parts as `model.<part>` and the digest of
-        the queries (`PromptsRead.queries_sha256`) as `prompts.queries_sha256`."""
+        the queries (`PromptsRead.queries_sha256`) as `prompts.queries_sha256`. `dtype`: the precision the engine
+        runs at (`RunPlan.dtype`) in place of --dtype as typed (earlier versions recorded it as typed)."""
         content = {k: v for k, v in self.model_dump().items() if k not in NOT_FINGERPRINTED}
-        return {**content, **{f"model.{part}": value for part, value in model_parts.items()},
+        return {**content, "dtype": dtype, **{f"model.{part}": value for part, value in model_parts.items()},
                 "prompts.queries_sha256": queries_sha256}
 
     def fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str],
-                    queries_sha256: str) -> str:
+                    queries_sha256: str, dtype: str) -> str:
         """Hash of everything that decides row contents; a resumed run must match it."""
-        return _digest({**self.fingerprinted(model_parts, queries_sha256), "library_sha256": library_sha256,
+        return _digest({**self.fingerprinted(model_parts, queries_sha256, dtype), "library_sha256": library_sha256,
                         "templates_digest": templates_digest})
 
-    def earlier_fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str]) -> str:
-        """The fingerprint the previous rule (`EARLIER_NOT_FINGERPRINTED`) gave this configuration."""
+    def earlier_fingerprint(self, library_sha256: str, templates_digest: str, model_parts: dict[str, str],
+                            dtype: str) -> str:
+        """The fingerprint the rule before the queries' digest (`EARLIER_NOT_FINGERPRINTED`) gave this configuration
+        with --dtype typed as `dtype`."""
         content = {k: v for k, v in self.model_dump().items() if k not in EARLIER_NOT_FINGERPRINTED}
-        return _digest({**content, **{f"model.{part}": value for part, value in model_parts.items()},
+        return _digest({**content, "dtype": dtype, **{f"model.{part}": value for part, value in model_parts.items()},
                         "library_sha256": library_sha256, "templates_digest": templates_digest})
 
 

@@ -9,13 +9,16 @@ from functools import cached_property
 from typing import Any
 
 from ssogen.dataset.card import card_templates
+from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
+from ssogen.engine.dtypes import canonical_dtype, precision_names
 from ssogen.engine.placement import context_problem
 from ssogen.errors import UserError
 from ssogen.fingerprint import ModelFingerprint, model_fingerprint
 from ssogen.generate.config import RunConfig
 from ssogen.generate.inputs import PromptsRead, Row, read_prompts
 from ssogen.generate.steps import principle_writing, sampling, selection
+from ssogen.io import read_json_object
 from ssogen.models import ModelRef, resolve_model
 from ssogen.principles import Library, LibraryError, LoadedLibrary, load_library
 from ssogen.records import row_id
@@ -45,12 +48,30 @@ class RunPlan:
         """Read once, on first use (a dry run never needs it): file reads only, or the hub's answer for a hub id."""
         return model_fingerprint(self.model)
 
+    @cached_property
+    def _precision(self) -> tuple[str, tuple[str, ...]]:
+        config = self.config
+        return precision_names(config.engine, self.model.path, config.engine_options())
+
+    @property
+    def dtype(self) -> str:
+        """The precision the rows are sampled at, as the fingerprint records it: --dtype as the engine will resolve
+        it here (half is float16, auto float32 on the CPU); "auto" when only the loaded engine can tell (the
+        transformers engine on a GPU, for a config naming no dtype)."""
+        return self._precision[0]
+
+    @property
+    def dtype_spellings(self) -> tuple[str, ...]:
+        """The --dtype values that give this precision here: what a run of an earlier version, which recorded
+        --dtype as typed, may have recorded for it."""
+        return self._precision[1]
+
     def fingerprint(self) -> dict[str, Any]:
         parts, queries = self.model_fingerprint.parts, self.prompts.queries_sha256
         return {"fingerprint": self.config.fingerprint(self.loaded_library.sha256, self.templates_digest, parts,
-                                                       queries),
-                "config": self.config.fingerprinted(parts, queries), "library_sha256": self.loaded_library.sha256,
-                "templates_digest": self.templates_digest}
+                                                       queries, self.dtype),
+                "config": self.config.fingerprinted(parts, queries, self.dtype),
+                "library_sha256": self.loaded_library.sha256, "templates_digest": self.templates_digest}
 
     @property
     def refusal_hints(self) -> dict[str, str]:
@@ -61,15 +82,38 @@ class RunPlan:
                 "library_sha256": f"the principle library --principles {self.config.principles} is not the one this "
                                   "run used",
                 "templates_digest": f"{templates} are not those this run used",
+                "dtype": self._dtype_hint(),
                 # Only a run of an earlier version records the path (`earlier_fingerprints`).
                 "prompts": "it resumes only with the --prompts path, --prompt-field and --split it was started with"}
 
+    def _dtype_hint(self) -> str:
+        """The precision the run in --out recorded and the one this run would sample at, in words."""
+        stored = (read_json_object(OutputFolder(self.config.out).fingerprint) or {}).get("config")
+        before = stored.get("dtype") if isinstance(stored, dict) else None
+        that = (f"that run sampled its rows at {canonical_dtype(before)}" if before not in (None, "auto")
+                else "that run recorded --dtype auto, not the precision it ran at")
+        if self.dtype == "auto":
+            return f"{that}, this one would at the checkpoint's own dtype (--dtype auto; its config names none)"
+        typed = "" if self.config.dtype == self.dtype else f" (what --dtype {self.config.dtype} means here)"
+        return f"{that}, this one would at {self.dtype}{typed}"
+
     @property
     def earlier_fingerprints(self) -> tuple[str, ...]:
-        """This run's fingerprint under the previous rule (the prompts path, not the queries): a run it started
-        resumes."""
-        return (self.config.earlier_fingerprint(self.loaded_library.sha256, self.templates_digest,
-                                                self.model_fingerprint.parts),)
+        """This run's fingerprint under earlier versions' rules, which recorded --dtype as typed, with each spelling
+        of its precision here (`dtype_spellings`): the rule before this one (the queries' digest), and the one
+        before that (the prompts path, not the queries). A run they started resumes, and a finished one is left as
+        it is (`unchanged_finished_run`)."""
+        library, templates, parts = self.loaded_library.sha256, self.templates_digest, self.model_fingerprint.parts
+        found = [fingerprint for typed in self.dtype_spellings for fingerprint in (
+            self.config.fingerprint(library, templates, parts, self.prompts.queries_sha256, typed),
+            self.config.earlier_fingerprint(library, templates, parts, typed))]
+        current = self.fingerprint()["fingerprint"]
+        return tuple(fingerprint for fingerprint in dict.fromkeys(found) if fingerprint != current)
+
+    @property
+    def alike(self) -> dict[str, tuple[str, ...]]:
+        """The stored settings that mean this run's (`check_fingerprint`): a spelling of its precision."""
+        return {"dtype": self.dtype_spellings}
 
     def check_output_folder(self, *, overwrite: bool, look_up_hub: bool = True) -> bool:
         """Read-only: refuse --out when it holds another configuration's run or files of no run. True when the
@@ -79,7 +123,7 @@ class RunPlan:
         if not look_up_hub and not self.model.local:
             return store.holds_a_run_to_match(overwrite=overwrite)
         return store.check(self.fingerprint(), overwrite=overwrite, hints=self.refusal_hints,
-                           earlier=self.earlier_fingerprints)
+                           earlier=self.earlier_fingerprints, alike=self.alike)
 
 
 def plan_run(config: RunConfig) -> RunPlan:

@@ -7,6 +7,7 @@ the later commands' work that undoes, and stats, plots and card are recomputed i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from ssogen.dataset.card import write_card
@@ -26,13 +27,15 @@ def _manifest(folder: OutputFolder) -> dict[str, Any] | None:
         return None
 
 
-def unchanged_finished_run(folder: OutputFolder, fingerprint: str, row_ids: list[str], split: SplitSpec | None,
-                           license: str, templates: str | None) -> dict[str, Any] | None:
+def unchanged_finished_run(folder: OutputFolder, fingerprints: Collection[str], row_ids: list[str],
+                           split: SplitSpec | None, license: str, templates: str | None) -> dict[str, Any] | None:
     """The manifest of the finished run in `folder` when writing it again would give the same data files and card
     facts; None when it must be written. Decided from the manifest and the triplets' ids alone, before any saved
-    row is loaded (at 1M rows, minutes and GBs to say "nothing to do"). A missing card is written (`templates`)."""
+    row is loaded (at 1M rows, minutes and GBs to say "nothing to do"). `fingerprints`: this run's, then what
+    earlier versions' rules gave it (`RunPlan.earlier_fingerprints`: a run one of them finished is kept as it is). A
+    missing card is written (`templates`)."""
     manifest = _manifest(folder)
-    if manifest is None or manifest.get("status") != "complete" or manifest.get("fingerprint") != fingerprint:
+    if manifest is None or manifest.get("status") != "complete" or manifest.get("fingerprint") not in fingerprints:
         return None
     if manifest.get("split") != (split.model_dump() if split else None) or manifest.get("license") != license:
         return None

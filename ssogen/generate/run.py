@@ -115,7 +115,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     started = time.monotonic()
     store = ShardStore(folder)
     resumed = store.prepare(plan.fingerprint(), overwrite=overwrite, hints=plan.refusal_hints,
-                            earlier=plan.earlier_fingerprints)
+                            earlier=plan.earlier_fingerprints, alike=plan.alike)
     unchanged = None if overwrite else _unchanged(plan, folder)
     if unchanged is not None:  # nothing to write; this invocation resumed and ran no request
         return GenerateResult(folder.root, {**unchanged, "requests_this_invocation": {}, "resumed": True},
@@ -144,8 +144,8 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
 
 def _unchanged(plan: RunPlan, folder: OutputFolder) -> dict[str, Any] | None:
     config = plan.config
-    return unchanged_finished_run(folder, plan.fingerprint()["fingerprint"], [row.id for row in plan.rows],
-                                  run_split(config), config.license, config.templates)
+    return unchanged_finished_run(folder, (plan.fingerprint()["fingerprint"], *plan.earlier_fingerprints),
+                                  [row.id for row in plan.rows], run_split(config), config.license, config.templates)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ssogen.engine import dtypes
-from ssogen.engine.dtypes import canonical_dtype, engine_dtype, expected_dtype
+from ssogen.engine.dtypes import canonical_dtype, engine_dtype, expected_dtype, precision_names
 from ssogen.engine.options import EngineOptions
 
 
@@ -58,3 +58,20 @@ def test_auto_on_a_gpu_follows_the_models_config(tmp_path: Path, monkeypatch: py
     assert expected_dtype("vllm", multimodal, None) == "float16"
     # A hub id not in the local cache: no config at hand.
     assert expected_dtype("transformers", "no-such-org/no-such-model", None) is None
+
+
+def test_the_names_of_a_precision_are_its_spellings_and_auto_where_it_resolves_to_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an earlier generate run, which recorded --dtype as typed, may have recorded for a precision."""
+    bf16 = model_folder(tmp_path / "bf16", {"torch_dtype": "bfloat16"})
+    silent = model_folder(tmp_path / "silent", {"model_type": "qwen2"})
+    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: True)
+    assert precision_names("vllm", bf16, EngineOptions()) == ("float32", ("auto", "float32", "float"))
+    assert precision_names("vllm", bf16, EngineOptions(dtype="half")) == ("float16", ("float16", "half"))
+    assert precision_names("transformers", bf16, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("bfloat16",))
+    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: False)
+    assert precision_names("vllm", bf16, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("auto", "bfloat16"))
+    assert precision_names("transformers", bf16, EngineOptions(dtype="float")) == ("float32", ("float32", "float"))
+    # Only the loaded engine can tell: auto is its only name; a named precision is not auto's.
+    assert precision_names("transformers", silent, EngineOptions()) == ("auto", ("auto",))
+    assert precision_names("transformers", silent, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("bfloat16",))

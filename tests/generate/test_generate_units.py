@@ -235,20 +235,24 @@ def test_config_errors(tmp_path: Path) -> None:
 
 def test_fingerprint_ignores_only_what_does_not_change_rows() -> None:
     model = {"weights": "w", "config": "c"}
-    base = RunConfig(model="m", out="a").fingerprint("lib", "t", model, "q")
+    base = RunConfig(model="m", out="a").fingerprint("lib", "t", model, "q", "float32")
     # Where and in what memory the rows are computed, and paths whose contents are fingerprinted instead; the
     # field and split giving the queries are in the queries' digest (each usable row's position and text).
     same = RunConfig(model="elsewhere/m", out="b", chunk_size=3, limit=5, dp=2, tp=2, kv_cache_gb=0.5,
                      gpu_memory_utilization=0.5, ray_address="auto", principles="moved.yaml", templates="moved",
                      prompts="moved/queries.jsonl", prompt_field="question", split="test")
-    assert same.fingerprint("lib", "t", model, "q") == base
-    for changed in ({"seed": 1}, {"temperature": 0.5}, {"max_model_len": 512}, {"dtype": "bfloat16"},
-                    {"engine": "transformers"}, {"max_tokens": 8}):
-        assert RunConfig(model="m", out="a", **changed).fingerprint("lib", "t", model, "q") != base, changed
-    assert RunConfig(model="m", out="a").fingerprint("other library", "t", model, "q") != base
-    assert RunConfig(model="m", out="a").fingerprint("lib", "other templates", model, "q") != base
-    assert RunConfig(model="m", out="a").fingerprint("lib", "t", {**model, "weights": "w2"}, "q") != base
-    assert RunConfig(model="m", out="a").fingerprint("lib", "t", model, "other queries") != base
+    assert same.fingerprint("lib", "t", model, "q", "float32") == base
+    # The precision the engine runs at is fingerprinted, not --dtype as typed (`RunPlan.dtype` resolves it).
+    assert RunConfig(model="m", out="a", dtype="float").fingerprint("lib", "t", model, "q", "float32") == base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "t", model, "q", "bfloat16") != base
+    for changed in ({"seed": 1}, {"temperature": 0.5}, {"max_model_len": 512}, {"engine": "transformers"},
+                    {"max_tokens": 8}):
+        assert RunConfig(model="m", out="a", **changed).fingerprint("lib", "t", model, "q", "float32") != base, \
+            changed
+    assert RunConfig(model="m", out="a").fingerprint("other library", "t", model, "q", "float32") != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "other templates", model, "q", "float32") != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "t", {**model, "weights": "w2"}, "q", "float32") != base
+    assert RunConfig(model="m", out="a").fingerprint("lib", "t", model, "other queries", "float32") != base
 
 
 # -- engine settings
