@@ -39,6 +39,14 @@ def use_private_socket_folder() -> str | None:
     return folder
 
 
+def remove_private_socket_folder() -> None:
+    """Remove this process's folder now, for a process that ends without running its exit handlers (a Ray actor,
+    which `ray.kill` ends). Its engine must be shut down first, and it must build no engine after this."""
+    pid = os.getpid()
+    if (folder := _made_by_pid.get(pid)) is not None:
+        _remove(folder, pid)
+
+
 def _remove(folder: str, pid: int) -> None:
     if os.getpid() == pid:  # a forked child runs its parent's atexit handlers too: the folder is not its own
         shutil.rmtree(folder, ignore_errors=True)

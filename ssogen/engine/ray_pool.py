@@ -7,11 +7,15 @@ asks for GPUs by default; an actor that builds a plain engine runs on both."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
+from ssogen.engine.ipc import remove_private_socket_folder
 from ssogen.engine.workers import Died, Done, Event, Failed, Ready, WorkerSpec, describe, open_runner
 from ssogen.errors import UserError
+
+CLOSE_TIMEOUT_S = 60.0  # for the actors to shut their engines down before they are killed
 
 
 def import_ray() -> Any:
@@ -27,11 +31,12 @@ class EngineActor:
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.run_fn: Any = None
+        self.close_fn: Any = None
         self.limit = 0
         self.settings: dict[str, Any] = {}
         self.error: tuple[str, bool] | None = None
         try:
-            self.run_fn, self.limit, self.settings = open_runner(spec)
+            self.run_fn, self.limit, self.settings, self.close_fn = open_runner(spec)
         except Exception as exc:  # noqa: BLE001
             self.error = (describe(exc), isinstance(exc, UserError))
 
@@ -43,6 +48,16 @@ class EngineActor:
             return True, self.run_fn(items), False
         except Exception as exc:  # noqa: BLE001
             return False, describe(exc), isinstance(exc, UserError)
+
+    def close(self) -> None:
+        """Shut the engine down and remove the actor's socket folder (`ipc`): `ray.kill`, which ends the actor
+        next, runs no exit handler, so both the folder and vLLM's `vllm_dist_*` file would stay in the node's
+        temp folder."""
+        try:
+            if self.close_fn is not None:
+                self.close_fn()
+        finally:
+            remove_private_socket_folder()
 
 
 class RayBackend:
@@ -112,6 +127,10 @@ class RayBackend:
         return events
 
     def close(self, *, force: bool) -> None:
+        if self.actors and not force:  # each actor tidies up first; a dead or silent one is killed all the same
+            with contextlib.suppress(Exception):  # the cluster is gone: the kills below fail as quietly
+                closing = [actor.close.remote() for actor in self.actors]
+                self.ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
         for actor in self.actors:
             try:
                 self.ray.kill(actor)

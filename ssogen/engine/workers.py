@@ -13,9 +13,11 @@ import signal
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
+from ssogen.engine import close_engine
 from ssogen.engine.options import EngineKind, EngineOptions
 from ssogen.errors import UserError
 
@@ -69,20 +71,23 @@ class Failed:
 Event = Ready | Done | Died | Failed
 
 
-def open_runner(spec: WorkerSpec) -> tuple[Callable[[list[Any]], list[Any]], int, dict[str, Any]]:
-    """Build the worker's engine; (function answering a piece, its length limit, its settings). Sets the
-    environment first:
+Runner = tuple[Callable[[list[Any]], list[Any]], int, dict[str, Any], Callable[[], None]]
+
+
+def open_runner(spec: WorkerSpec) -> Runner:
+    """Build the worker's engine; (function answering a piece, its length limit, its settings, function shutting
+    it down). Sets the environment first:
     CUDA_VISIBLE_DEVICES and the CPU thread binding only act if set before vLLM (and CUDA) start."""
     os.environ.update(spec.env)  # on the CPU build the engine then runs inside this worker (`build_vllm_llm`)
     if spec.task == "generate":
         from ssogen.engine.factory import make_single_engine
 
         engine = make_single_engine(spec.kind, spec.model, spec.options)
-        return engine.generate, engine.max_model_len, engine.settings
+        return engine.generate, engine.max_model_len, engine.settings, partial(close_engine, engine)
     from ssogen.engine.scoring import make_single_scorer
 
     scorer = make_single_scorer(spec.kind, spec.model, spec.options)
-    return scorer.mean_logprobs, scorer.max_sequence_length, scorer.settings
+    return scorer.mean_logprobs, scorer.max_sequence_length, scorer.settings, partial(close_engine, scorer)
 
 
 def describe(exc: BaseException) -> str:
@@ -98,7 +103,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     # interrupted mid-batch would only print a traceback).
     os.setsid()
     try:
-        run, limit, settings = open_runner(spec)
+        run, limit, settings, _ = open_runner(spec)  # the process's exit shuts the engine down
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         conn.send(Failed(spec.index, None, describe(exc), isinstance(exc, UserError)))
         return
