@@ -178,6 +178,11 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     logger.info("%s: %s (its own log is in %s/logs)", step.id, shlex.join(argv), step.folder)
     started = time.monotonic()
     code = run_subprocess(argv, *terminal())
+    if code == 130 and finished(step):  # the signal came as the step ended: its result is whole, as a rerun sees
+        state.mark_done(step, time.monotonic() - started)
+        logger.info("%s: done (the interrupt came as it finished)", step.id)
+        raise UserError(f"interrupted as {step.id} finished (recorded as done); run the same command again to go "
+                        "on", exit_code=130)
     if code != 0:
         state.mark_stopped(step, code)
     if code == 130:

@@ -1,9 +1,10 @@
 """The resume state of an `ssogen iterate` run: DIR/iterate.json, rewritten atomically after every change.
 
-Each step has an entry: `running` (written before its subprocess starts), `done` (after it exits 0) with a
-fresh stamp, or `interrupted` / `failed` with the exit code (`running` stays only when iterate itself was
-killed). A step is reused only when it is done and the stamps of its inputs are the ones it was made from, so
-redoing an earlier step invalidates exactly what was built on it."""
+Each step has an entry: `running` (written before its subprocess starts), `done` (after it exits 0, or after an
+interrupt that came as it finished: its result is whole) with a fresh stamp, or `interrupted` / `failed` with the
+exit code (`running` stays only when iterate itself was killed). A step is reused only when it is done and the
+stamps of its inputs are the ones it was made from, so redoing an earlier step invalidates exactly what was built
+on it."""
 
 from __future__ import annotations
 
@@ -189,6 +190,10 @@ class RunState:
 
     def mark_done(self, step: Step, seconds: float) -> None:
         entry = self.data["steps"][step.id]
+        # An entry an earlier version recorded `interrupted` while its step had finished (a rerun keeps it as done)
+        # loses that exit code.
+        for stale in ("exit_code", "stopped"):
+            entry.pop(stale, None)
         entry.update(status="done", stamp=uuid.uuid4().hex, seconds=round(seconds, 1),
                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self._write()

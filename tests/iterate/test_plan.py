@@ -429,6 +429,9 @@ def test_a_signal_to_iterate_alone_reaches_the_running_step_once(tmp_path: Path,
 
 def test_an_interrupted_step_of_iterate_leaves_the_resume_line_to_iterate(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The step says what it saved (iterate cannot: a checkpoint, rows) but not how to resume, which is iterate's
+    command: its "to resume" line is left out, and its "the same command" (read as the step's own `ssogen train
+    ...`) names the iterate command. iterate's lines follow (tests/iterate/test_interrupted_iterate.py)."""
     import typer
 
     from ssogen.cli.common import user_errors
@@ -443,6 +446,8 @@ def test_an_interrupted_step_of_iterate_leaves_the_resume_line_to_iterate(
             interrupted()
         err = capsys.readouterr().err
         assert "error: interrupted" in err and ("\nto resume: ssogen" in err) == shown, err
+        resumes = "the same ssogen iterate command" if inside_iterate else "the same command"
+        assert f"error: interrupted; {resumes} resumes from checkpoint-2\n" in err, err
 
 
 def test_a_second_iterate_on_the_same_folder_is_refused_naming_the_first(tiny_model: Path, tmp_path: Path) -> None:
