@@ -174,14 +174,23 @@ def check_kind(work_dir: Path, kind: str, *, label: str) -> None:
 
 
 def holds_anything(root: Path) -> bool:
-    """Anything but ssogen's logs: a folder that holds only the logs of commands that stopped early counts as empty
-    (a person's logs/ is theirs: it counts)."""
+    """Anything but ssogen's logs and a claim's bare lock: a folder that holds only the logs of commands that
+    stopped early counts as empty (a person's logs/ is theirs: it counts), and so does a .ssogen/ holding only its
+    lock file, which a claim stopped (Ctrl-C, kill) between taking the lock and writing the marker leaves: its
+    command's "run it again" would otherwise be refused as a folder of files ssogen did not write."""
     if not root.is_dir():
         return False
     ours = set(root.glob(LOG_PATTERN))
-    logs = root / LOG_PATTERN.split("/")[0]
+    logs, work_dir = root / _LOGS, root / WORK_DIR
     return any(not (entry == logs and entry.is_dir() and all(p in ours for p in entry.iterdir()))
+               and not (entry == work_dir and _holds_only_a_lock(entry))
                for entry in root.iterdir())
+
+
+def _holds_only_a_lock(work_dir: Path) -> bool:
+    if work_dir.is_symlink() or not work_dir.is_dir():
+        return False
+    return all(entry.name == LOCK and entry.is_file() and not entry.is_symlink() for entry in work_dir.iterdir())
 
 
 def remove_written(root: Path, files: Iterable[Path], patterns: Iterable[str], work_dir: Path,

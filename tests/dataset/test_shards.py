@@ -159,3 +159,34 @@ def test_the_index_of_saved_records_reads_back_what_load_gives_without_holding_i
     (again.dir / "rows-00009.jsonl").write_text('{"id": "d"}\n')
     with pytest.raises(UserError, match=r"rows-00009.jsonl:1: not a rows record of ssogen \('kept'\)"):
         again.index("rows", SavedRecords({"d": 0}), lambda r: r["kept"])
+
+
+def test_a_claim_stopped_before_its_marker_leaves_a_folder_the_same_command_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C between taking the lock and writing the marker left .ssogen/lock alone; the interrupted command
+    said to run it again, and the rerun was refused as a folder ssogen did not write. A person's file beside it,
+    or anything else in .ssogen/, still counts."""
+    import ssogen.ownership
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(ssogen.ownership, "write_json_atomic", interrupted)
+        with pytest.raises(KeyboardInterrupt), OutputFolder(out).claim("ssogen generate"):
+            raise AssertionError("the claim was not interrupted")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [".ssogen", ".ssogen/lock"]
+    assert not OutputFolder(out).holds_anything()
+    with OutputFolder(out).claim("ssogen generate"):
+        assert ShardStore(out).prepare({"fingerprint": "x", "config": {}}, overwrite=False) is False
+    assert OutputFolder(out).marker.is_file()
+
+    for beside_the_lock in ("notes.txt", ".ssogen/notes.txt"):
+        folder = tmp_path / f"other-{len(beside_the_lock)}"
+        (folder / ".ssogen").mkdir(parents=True)
+        (folder / ".ssogen" / "lock").write_bytes(b"")
+        (folder / beside_the_lock).write_text("a person's")
+        assert OutputFolder(folder).holds_anything()
+        with pytest.raises(UserError, match="holds no ssogen run"):
+            ShardStore(folder).check({"fingerprint": "x", "config": {}}, overwrite=False)
