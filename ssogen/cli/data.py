@@ -125,6 +125,8 @@ def push_to_hub_command(
     """Upload FOLDER to a Hub dataset repository as one commit; in-progress state and logs stay local.
 
     What stays local: the .ssogen/ folder (shards, caches, locks) and the command logs."""
+    if options.get("dry_run"):
+        writes_nothing()  # first: a Ctrl-C in the imports below says nothing is lost
     from ssogen.dataset import publish
     from ssogen.redaction import hide
 
@@ -137,7 +139,6 @@ def push_to_hub_command(
     refuse_special_files(folder)  # a FIFO manifest.json blocked even the dry run forever
     publish.refuse_special_uploads(folder)  # a FIFO among the files to upload was left out without a word
     if settings.dry_run:
-        writes_nothing()
         if license_id is not None:
             raise UserError("--license with --dry-run: a dry run writes nothing; set the license with `ssogen stats "
                             "FOLDER --license ID` first, or push without --dry-run")

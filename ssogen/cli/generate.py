@@ -55,10 +55,10 @@ def generate(
     """Generate SSO preference data: select principles, sample y+/y-/yo, filter, write a Hub-ready dataset.
 
     Re-running the same command resumes an interrupted run."""
+    if dry_run:
+        writes_nothing()  # first: a Ctrl-C in the import below says nothing is lost
     from ssogen.generate.plan import plan_run
 
-    if dry_run:
-        writes_nothing()
     plan = plan_run(resolve_config(options, config))
     note = license_note(plan.config.license)
     if note:

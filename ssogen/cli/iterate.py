@@ -23,10 +23,10 @@ def iterate(
 
     Every step is a separate `ssogen` process. Re-running the same command resumes: finished steps are kept,
     an interrupted generate or train continues where it stopped."""
+    if dry_run:
+        writes_nothing()  # first: a Ctrl-C in the imports below says nothing is lost
     from ssogen.iterate.options import parse_options
     from ssogen.iterate.run import run_iterate
 
-    if dry_run:
-        writes_nothing()
     run_iterate(parse_options(options), console, dry_run=dry_run,
                 log=lambda out: command_log(out, "iterate", libraries=False))

@@ -26,9 +26,9 @@ def principles_validate(
     files: Annotated[list[str], typer.Argument(help="Library files (or bundled names such as 'default').")],
 ) -> None:
     """Validate libraries; print FILE:LINE: field: message for each problem. Exit 2 if any is invalid."""
+    writes_nothing()  # first: a Ctrl-C in the import below says nothing is lost, not "run it again"
     from ssogen.principles import LibraryError, load_library
 
-    writes_nothing()
     bad = False
     for name in files:
         try:
@@ -52,9 +52,9 @@ def principles_list(
         help="Library file or bundled name; without one: the bundled libraries, then default's features.")] = None,
 ) -> None:
     """Show the bundled libraries (name, version, size, sha256) and a library's features as a table."""
+    writes_nothing()  # first: a Ctrl-C in the import below says nothing is lost
     from ssogen.principles import bundled_library_names
 
-    writes_nothing()
     if library is None:
         _bundled_table([_load_library_or_exit(name) for name in bundled_library_names()])
         console.print()

@@ -54,9 +54,9 @@ def env(
         "--json", help=with_default("Print JSON instead of a table.", "off"), show_default=False)] = False,
 ) -> None:
     """Print versions of python, torch, transformers, vllm (CPU or GPU build) and friends, and CUDA devices."""
+    writes_nothing()  # first: a Ctrl-C in the import below says nothing is lost
     from ssogen.envinfo import collect_env
 
-    writes_nothing()
     info = collect_env()
     if as_json:
         print(json.dumps(info, indent=2))

@@ -3,6 +3,8 @@ kept)" and printed a "to resume:" line, for commands with no work to keep or go 
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,41 @@ def test_an_interrupted_command_that_writes_nothing_says_so_and_offers_no_resume
     assert result.exit_code == 130, result.output
     assert "error: interrupted; this command writes nothing, so nothing is lost" in result.stderr, result.stderr
     assert "to resume:" not in result.stderr and "run the same command again" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+class _CtrlCOnImport(types.ModuleType):
+    """A module whose every name is a Ctrl-C: what the default handler does inside a command's first import."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # what inspect and pytest ask of a module
+            raise AttributeError(name)
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("module", "argv"), [
+    ("ssogen.principles", ["principles", "list"]),
+    ("ssogen.principles", ["principles", "validate", "default"]),
+    ("ssogen.envinfo", ["env"]),
+    ("ssogen.generate.plan", ["generate", "--model", "m", "--out", "o", "--dry-run"]),
+    ("ssogen.iterate.options", ["iterate", "--model", "m", "--out", "o", "--dry-run"]),
+    ("ssogen.dataset.publish", ["push-to-hub", "folder", "--repo-id", "me/data", "--dry-run"]),
+])
+def test_a_ctrl_c_in_the_first_import_of_a_command_that_writes_nothing_says_so(
+        module: str, argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Measured: `principles list` stopped 0.6 s after it started said "run the same command again to go on" and
+    "to resume: ssogen principles list": the command said it writes nothing only after its imports."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, _CtrlCOnImport(module))
+    if module == "ssogen.dataset.publish":
+        import ssogen.dataset
+
+        monkeypatch.setattr(ssogen.dataset, "publish", sys.modules[module], raising=False)
+    monkeypatch.setattr("sys.argv", ["ssogen", *argv])
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 130, result.output
+    assert "error: interrupted; this command writes nothing, so nothing is lost" in result.stderr, result.stderr
+    assert "to resume:" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
