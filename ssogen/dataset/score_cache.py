@@ -14,7 +14,7 @@ from typing import Any
 
 from ssogen.dataset.score_requests import CONVENTION, SCORED
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine.dtypes import canonical_dtype
+from ssogen.engine.options import canonical_dtype
 from ssogen.fingerprint import json_sha256
 from ssogen.models import ModelRef
 from ssogen.records import TripletRecord

@@ -13,18 +13,10 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ssogen.engine.devices import visible_gpus
-from ssogen.engine.options import EngineDtype, EngineKind, EngineOptions
+from ssogen.engine.options import EngineDtype, EngineKind, EngineOptions, canonical_dtype
 from ssogen.envinfo import vllm_build
 
-# --dtype's other spellings of a precision (vLLM's and torch's names), by the name engines report it under.
-_ALIASES = {"half": "float16", "float": "float32"}
 _CONFIG_DTYPES = {"float32", "float16", "bfloat16"}
-
-
-def canonical_dtype(name: str) -> str:
-    """`name` as an engine reports the dtype (`str(torch_dtype)` without "torch."): float16 for half, float32
-    for float; any other name as it is ("auto" included: it names no precision)."""
-    return _ALIASES.get(name, name)
 
 
 def engine_dtype(settings: dict[str, Any] | None) -> str | None:

@@ -18,6 +18,15 @@ EngineKind = Literal["vllm", "transformers"]
 # The weight dtypes vLLM's ModelConfig accepts (half = float16, float = float32); the transformers engine takes the
 # same names from torch.
 EngineDtype = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
+# --dtype's other spellings of a precision (vLLM's and torch's names), by the name engines report it under.
+_DTYPE_ALIASES = {"half": "float16", "float": "float32"}
+
+
+def canonical_dtype(name: str) -> str:
+    """`name` as an engine reports the dtype (`str(torch_dtype)` without "torch."): float16 for half, float32
+    for float; any other name as it is ("auto" included: it names no precision)."""
+    return _DTYPE_ALIASES.get(name, name)
+
 
 # KV cache given to the CPU build when the user names none: vLLM would otherwise size it from a whole NUMA
 # node and refuse to start (docs/cpu-vllm-notes.md). 256 MiB holds thousands of tokens of a small model.

@@ -11,7 +11,8 @@ from typing import Any
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine.dtypes import canonical_dtype, precision_names
+from ssogen.engine.dtypes import precision_names
+from ssogen.engine.options import canonical_dtype
 from ssogen.engine.placement import context_problem
 from ssogen.errors import UserError
 from ssogen.fingerprint import ModelFingerprint, model_fingerprint

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from ssogen.engine.options import canonical_dtype
 from ssogen.errors import UserError
 from ssogen.fingerprint import json_sha256
 from ssogen.io import input_file_problem
@@ -199,7 +200,14 @@ def fingerprint_of(content: dict[str, Any]) -> dict[str, Any]:
     content = {**content}
     content.pop("prompts", None)  # the queries count (queries_sha256), not where they lie
     if isinstance(content.get("configs"), dict):
-        content["configs"] = {name: ({k: v for k, v in values.items() if k not in _RUNTIME_KEYS.get(name, ())}
+        content["configs"] = {name: ({k: _one_spelling(k, v) for k, v in values.items()
+                                      if k not in _RUNTIME_KEYS.get(name, ())}
                                      if isinstance(values, dict) else values)
                               for name, values in content["configs"].items()}
     return {"fingerprint": json_sha256(content, default=str), "options": content}
+
+
+def _one_spelling(key: str, value: Any) -> Any:
+    """A generate config's `dtype: half` is float16 (`float`: float32), as generate's own fingerprint has it: the
+    other spelling resumes the run. `auto` stays: what it resolves to may differ between iterations' models."""
+    return canonical_dtype(value) if key == "dtype" and isinstance(value, str) else value

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ssogen.engine import dtypes
-from ssogen.engine.dtypes import canonical_dtype, engine_dtype, expected_dtype, precision_names
-from ssogen.engine.options import EngineOptions
+from ssogen.engine.dtypes import engine_dtype, expected_dtype, precision_names
+from ssogen.engine.options import EngineOptions, canonical_dtype
 
 
 def model_folder(root: Path, config: dict[str, object]) -> str:

@@ -567,3 +567,20 @@ def test_iterate_s_notes_go_to_stderr_and_its_report_into_its_log(tmp_path: Path
     logged = log.read_text(encoding="utf-8")
     assert "ssogen iterate: report (recipe v1)" in logged and "plots: plots/lengths.png" in logged
     assert "note: the train config changed" in logged
+
+
+def test_a_generate_config_naming_its_dtype_another_way_resumes_the_run(tmp_path: Path) -> None:
+    """generate resumes a run across `dtype: half` and `float16` (its fingerprint holds the precision); iterate
+    refused the same change as `changed: configs.generate.dtype`. A run stored with the other spelling (by an
+    earlier version too: stored options are fingerprinted again under this rule) resumes; another precision is
+    still refused."""
+    out = tmp_path / "run"
+
+    def run_fingerprint(dtype: str) -> dict[str, Any]:
+        return fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"dtype": dtype}, "train": {}})
+
+    assert RunState(out).open(run_fingerprint("half"), overwrite=False) is False
+    assert RunState(out).open(run_fingerprint("float16"), overwrite=False) is True
+    assert RunState(out).open(run_fingerprint("half"), overwrite=False) is True
+    with pytest.raises(UserError, match=r"changed: configs\.generate\.dtype\)"):
+        RunState(out).open(run_fingerprint("bfloat16"), overwrite=False)
