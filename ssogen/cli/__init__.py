@@ -6,6 +6,7 @@ importing any `ssogen.cli.<module>` (which runs this file first) never imports t
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -13,9 +14,14 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     if name == "app":
         try:
-            from ssogen.cli.main import app
-        except KeyboardInterrupt:  # Ctrl-C while the commands load (a second or two), before any handler is set
+            from ssogen.cli.process import loading
+        except KeyboardInterrupt:  # Ctrl-C before any handler is set
             sys.stderr.write("error: interrupted while ssogen started; nothing was done\n")
-            raise SystemExit(130) from None
+            sys.stderr.flush()
+            # Not SystemExit: a KeyboardInterrupt that left an `exec` of a string (a dataclass or namedtuple being
+            # made) makes Python end the process by SIGINT at exit whatever the exit status. Nothing was done yet.
+            os._exit(130)
+        with loading():  # Ctrl-C while the commands load (a second or two): one line, exit 130
+            from ssogen.cli.main import app
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,8 @@ log.
 
 Output: the summary of a command goes to stdout (`console`), progress bars, notes and warnings to stderr
 (`err_console`), and everything, third-party warnings included, to the command's log in OUT/logs/.
-A leaf: it imports nothing of the CLI, so command modules can import it and the root can import them."""
+A leaf: of the CLI it imports only the leaf `ssogen.cli.process`, so command modules can import it and the root
+can import them."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ssogen.cli.process import command_begins, command_ended
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_error
 from ssogen.formatting import plain_text
 from ssogen.interrupts import interrupt_on
@@ -206,6 +208,7 @@ def _resumed_by_iterate(message: str) -> str:
 
 
 def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    command_begins()
     try:
         with stop_on_signals():
             _refuse_paths_not_utf8()
@@ -247,11 +250,16 @@ def user_errors(func: F) -> F:
         writing, reads_only = _WRITING_IN.set(None), _WRITES_NOTHING.set(False)
         try:
             with options_of_one_command():  # so that an error can name the config line that set a flag
-                return _run_command(func, *args, **kw)
+                result = _run_command(func, *args, **kw)
+        except BaseException as exc:
+            command_ended(interrupted=isinstance(exc, STOPPED) or getattr(exc, "exit_code", None) == 130)
+            raise
         finally:
             _PARAMETERS.reset(token)
             _ALL_SAVED.reset(saved)
             _WRITING_IN.reset(writing)
             _WRITES_NOTHING.reset(reads_only)
+        command_ended(interrupted=False)
+        return result
 
     return wrapper  # type: ignore[return-value]

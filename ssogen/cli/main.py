@@ -14,6 +14,7 @@ from ssogen import __version__
 from ssogen.cli import data, generate, iterate, judge, principles, tools, train
 from ssogen.cli.common import err_console
 from ssogen.cli.helpstyle import Command, Group
+from ssogen.cli.process import whole_process
 
 
 class RootGroup(Group):
@@ -41,7 +42,17 @@ class RootGroup(Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-app = typer.Typer(
+class App(typer.Typer):
+    """The root app. Calling it is the `ssogen` process (the console script, `python -m ssogen`): what Ctrl-C and
+    SIGTERM do before and after the command is set for the whole call (see `ssogen.cli.process`). typer's
+    CliRunner calls the command group, not this, and leaves the handlers alone."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with whole_process():
+            return super().__call__(*args, **kwargs)
+
+
+app = App(
     help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
     no_args_is_help=True,
     add_completion=False,
