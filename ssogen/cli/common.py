@@ -201,9 +201,9 @@ def _refuse_paths_not_utf8() -> None:
 
 
 def _resumed_by_iterate(message: str) -> str:
-    """The interrupted line of a step of `ssogen iterate`: what resumes it is the iterate command (it runs the step
-    again, and the step resumes itself), not "the same command", which the user would read as the step's own
-    `ssogen generate ...`. iterate prints its own line and `to resume: ssogen iterate ...` after it."""
+    """The error line of a step of `ssogen iterate` (interrupted, or a full disk's advice): what resumes it is the
+    iterate command (it runs the step again, and the step resumes itself), not "the same command", which the user
+    would read as the step's own `ssogen generate ...`. iterate prints its own line after it."""
     return message.replace("the same command", "the same ssogen iterate command")
 
 
@@ -230,8 +230,7 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     except UserError as exc:
         step_of_iterate = bool(os.environ.get(STEP_OF_ITERATE_ENV))
         message = with_config_lines(str(exc))
-        error = fail(_resumed_by_iterate(message) if exc.exit_code == 130 and step_of_iterate else message,
-                     exc.exit_code)
+        error = fail(_resumed_by_iterate(message) if step_of_iterate else message, exc.exit_code)
         resumable = not (_ALL_SAVED.get() or _WRITES_NOTHING.get() or step_of_iterate)
         if exc.exit_code == 130 and resumable:  # interrupted: the work so far is saved
             from ssogen.redaction import scrub  # `push-to-hub --token` is on the command line

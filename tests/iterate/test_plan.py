@@ -450,6 +450,28 @@ def test_an_interrupted_step_of_iterate_leaves_the_resume_line_to_iterate(
         assert f"error: interrupted; {resumes} resumes from checkpoint-2\n" in err, err
 
 
+
+def test_a_step_of_iterate_stopped_by_a_full_disk_names_the_iterate_command(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk's advice ("run the same command again") in a step of iterate read as the step's own command too;
+    outside iterate it is unchanged."""
+    import errno
+
+    import typer
+
+    from ssogen.cli.common import user_errors
+
+    @user_errors
+    def disk_full() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/shard.jsonl")
+
+    for inside_iterate, resumes in (("", "the same command"), ("1", "the same ssogen iterate command")):
+        monkeypatch.setenv("SSOGEN_STEP_OF_ITERATE", inside_iterate)
+        with pytest.raises(typer.Exit):
+            disk_full()
+        err = capsys.readouterr().err
+        assert f"run {resumes} again (finished work is kept)" in err, err
+
 def test_a_second_iterate_on_the_same_folder_is_refused_naming_the_first(tiny_model: Path, tmp_path: Path) -> None:
     """iterate took no lock: two of them in one --out ran the same steps into the same folders."""
     import io
