@@ -64,9 +64,7 @@ def _candidates(out: Path) -> Iterator[Path]:
 def refuse_special_uploads(out_dir: str | Path) -> None:
     """One line naming the first file that would go up and is a pipe, a socket or a device: it was left out of the
     upload without a word. Checked before anything is written (the lock, the log, the card)."""
-    for path in _candidates(Path(out_dir)):
-        if is_special_file(path):
-            raise UserError(f"{path}: {NOT_A_REGULAR_FILE}")
+    files_to_upload(out_dir)  # which refuses them
 
 
 def files_to_upload(out_dir: str | Path) -> list[UploadFile]:

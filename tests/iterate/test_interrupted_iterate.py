@@ -138,7 +138,6 @@ def _last_line(stderr: str) -> str:
     return stderr.rstrip("\n").splitlines()[-1]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the step's process in /proc")
 def test_ctrl_c_of_iterate_on_the_tiny_model(tiny_model: Path, tmp_path: Path) -> None:
     """Three invocations of one command: Ctrl-C while generate runs, Ctrl-C as the resumed generate has just ended, and
     the rerun that finishes the run keeping that generate's data."""
