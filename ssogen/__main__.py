@@ -1,3 +1,4 @@
-from ssogen.cli import app  # not ssogen.cli.main: a Ctrl-C while it loads is one line, not a traceback
+# Not from ssogen.cli.main: through the package, a Ctrl-C while the commands load is one line, not a traceback.
+from ssogen.cli import run_command_line
 
-app(prog_name="ssogen")
+run_command_line()

@@ -39,6 +39,9 @@ def check_writable_folder(out: Path, flag: str = "--out") -> None:
 
 
 NOT_A_REGULAR_FILE = "not a regular file (a pipe or a device); save its content to a file first"
+# A file inside a dataset folder that a command would read or upload: it is not a pipe given as an input.
+NOT_A_REGULAR_FILE_IN_FOLDER = ("not a regular file (a pipe, a socket or a device); replace it with a regular file or "
+                                "move it out of the folder")
 
 
 def input_file_problem(path: Path, kind: str = "file") -> str | None:

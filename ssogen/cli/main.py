@@ -42,23 +42,22 @@ class RootGroup(Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-class App(typer.Typer):
-    """The root app. Calling it is the `ssogen` process (the console script, `python -m ssogen`): what Ctrl-C and
-    SIGTERM do before and after the command is set for the whole call (see `ssogen.cli.process`). typer's
-    CliRunner calls the command group, not this, and leaves the handlers alone."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with whole_process():
-            return super().__call__(*args, **kwargs)
-
-
-app = App(
+app = typer.Typer(
     help="ssogen: Self-Steering Optimization (SSO) preference data, generated offline and trained on.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     cls=RootGroup,  # help in click's style (FOLDER, FILE, no type beside a flag): see ssogen/cli/helpstyle.py
 )
+
+
+def run_command_line() -> Any:
+    """The `ssogen` process (the console script, `python -m ssogen`): what Ctrl-C and SIGTERM do before and after
+    the command is set for the whole call (see `ssogen.cli.process`). In-process callers of `app` (a script, a
+    notebook, typer's CliRunner) keep their signal handlers: the exit-time handling is only for a process that
+    ends with the command."""
+    with whole_process():
+        return app(prog_name="ssogen")
 
 
 def _print_version(value: bool) -> None:

@@ -16,8 +16,9 @@ nothing of the CLI.
   death by SIGINT. A second Ctrl-C acts as Python's does, so it can still stop an exit that hangs (a thread or an
   exit handler that waits). After the exit handlers, SIGINT is ignored (the modules' teardown, then the exit).
 
-Only the process's entry (`App.__call__` in `ssogen.cli.main`: the console script, `python -m ssogen`) enters
-`whole_process`; in-process callers of the command group (typer's CliRunner, the tests) keep their handlers."""
+Only the process's entry (`run_command_line` in `ssogen.cli.main`: the console script, `python -m ssogen`) enters
+`whole_process`; in-process callers of the command group `app` (a script, typer's CliRunner, the tests) keep their
+handlers."""
 
 from __future__ import annotations
 

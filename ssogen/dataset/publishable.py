@@ -20,7 +20,7 @@ from ssogen.dataset.configs import configs_of
 from ssogen.dataset.folder import LOGS, MARKER, WORK_DIR, OutputFolder
 from ssogen.dataset.triplet_files import BATCH_ROWS, batches, check_columns, read_table
 from ssogen.errors import UserError
-from ssogen.io import NOT_A_REGULAR_FILE, TMP_SUFFIX, is_special_file
+from ssogen.io import NOT_A_REGULAR_FILE_IN_FOLDER, TMP_SUFFIX, is_special_file
 from ssogen.ownership import TINY_MODEL_MARK, not_complete
 
 PAIR_RESPONSE_COLUMNS = {
@@ -75,7 +75,7 @@ def files_to_upload(out_dir: str | Path) -> list[UploadFile]:
     files = []
     for path in _candidates(out):
         if is_special_file(path):
-            raise UserError(f"{path}: {NOT_A_REGULAR_FILE}")
+            raise UserError(f"{path}: {NOT_A_REGULAR_FILE_IN_FOLDER}")
         if path.is_file():
             files.append(UploadFile(path.relative_to(out).as_posix(), path, path.stat().st_size))
     return files

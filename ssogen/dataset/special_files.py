@@ -10,14 +10,14 @@ from pathlib import Path
 
 from ssogen.dataset.folder import CONFIGS, RUN_FILES, OutputFolder
 from ssogen.errors import UserError
-from ssogen.io import NOT_A_REGULAR_FILE, is_special_file
+from ssogen.io import NOT_A_REGULAR_FILE_IN_FOLDER, is_special_file
 
 
 def refuse_special_files(folder: Path) -> None:
     """One line naming the first file the commands read that is a pipe, a socket or a device."""
     for path in _read_files(OutputFolder(folder)):
         if is_special_file(path):
-            raise UserError(f"{path}: {NOT_A_REGULAR_FILE}")
+            raise UserError(f"{path}: {NOT_A_REGULAR_FILE_IN_FOLDER}")
 
 
 def _read_files(out: OutputFolder) -> Iterator[Path]:

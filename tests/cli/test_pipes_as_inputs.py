@@ -17,6 +17,8 @@ import pytest
 from ssogen.testing.folders import make_record, snapshot, write_dataset
 
 NOT_REGULAR = "not a regular file (a pipe or a device); save its content to a file first"
+IN_A_DATASET = ("not a regular file (a pipe, a socket or a device); replace it with a regular file or move it out "
+                "of the folder")
 # (case id, arguments with {fifo}, {w} = work folder and {model} = tiny model, the error line with {shown})
 CASES = [
     ("generate-config", "generate --model {model} --out {w}/out --config {fifo}", "--config {fifo}"),
@@ -139,5 +141,6 @@ def test_a_fifo_inside_a_model_or_dataset_folder_is_refused_before_anything_is_w
     before = snapshot(tmp_path)
     result = _run([sys.executable, "-m", "ssogen", *args.format(w=tmp_path, model=tiny_model).split()])
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: {shown.format(w=tmp_path)}: {NOT_REGULAR}"]
+    why = NOT_REGULAR if case.startswith(("model-", "judge-model-")) else IN_A_DATASET  # an input, or in the folder
+    assert result.stderr.strip().splitlines() == [f"error: {shown.format(w=tmp_path)}: {why}"]
     assert snapshot(tmp_path) == before  # no --out, no lock, no log

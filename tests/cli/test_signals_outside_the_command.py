@@ -118,3 +118,19 @@ def test_invoking_the_app_in_process_leaves_the_signal_handlers_alone(tmp_path: 
     result = CliRunner().invoke(app, ["principles", "list"])
     assert result.exit_code == 0, result.output
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+@pytest.mark.parametrize("standalone", [True, False])
+def test_calling_the_app_in_a_script_leaves_its_ctrl_c_alone(standalone: bool) -> None:
+    """A script or notebook that runs a command through `app(...)` goes on afterwards: its next Ctrl-C must still
+    stop it (the exit-time handling belongs to the `ssogen` process only, `run_command_line`)."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    if standalone:
+        with pytest.raises(SystemExit) as stopped:
+            app(["principles", "list"])
+        assert stopped.value.code == 0
+    else:
+        app(["principles", "list"], standalone_mode=False)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)

@@ -151,8 +151,8 @@ def test_a_special_file_that_would_go_up_is_refused_and_links_stay_local(tmp_pat
         for check in (refuse_special_uploads, files_to_upload):
             with pytest.raises(UserError) as refused:
                 check(out)
-            assert str(refused.value) == (f"{out}/extra/agent.sock: not a regular file (a pipe or a device); save "
-                                          "its content to a file first")
+            assert str(refused.value) == (f"{out}/extra/agent.sock: not a regular file (a pipe, a socket or a "
+                                          "device); replace it with a regular file or move it out of the folder")
 
 
 # In a process of its own: pyarrow's peak (which tracemalloc does not see) counts from the start of the process.
