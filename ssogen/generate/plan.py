@@ -58,7 +58,7 @@ class RunPlan:
     def dtype(self) -> str:
         """The precision the rows are sampled at, as the fingerprint records it: --dtype as the engine will resolve
         it here (half is float16, auto float32 on the CPU); "auto" when only the loaded engine can tell (the
-        transformers engine on a GPU, for a config naming no dtype)."""
+        transformers engine on a GPU, for a config naming no dtype and a checkpoint whose headers are not at hand)."""
         return self._precision[0]
 
     @property

@@ -53,7 +53,7 @@ def test_auto_on_a_gpu_follows_the_models_config(tmp_path: Path, monkeypatch: py
     # vLLM downcasts a float32 model (and one whose config names no dtype) to bfloat16; transformers keeps it.
     assert expected_dtype("vllm", fp32, None) == expected_dtype("vllm", silent, None) == "bfloat16"
     assert expected_dtype("transformers", fp32, None) == "float32"
-    # transformers then takes the checkpoint's dtype: only the loaded model tells.
+    # transformers then takes the checkpoint's dtype (tests/engine/test_checkpoint_dtype.py): none here.
     assert expected_dtype("transformers", silent, None) is None
     assert expected_dtype("vllm", multimodal, None) == "float16"
     # A hub id not in the local cache: no config at hand.
@@ -75,3 +75,4 @@ def test_the_names_of_a_precision_are_its_spellings_and_auto_where_it_resolves_t
     # Only the loaded engine can tell: auto is its only name; a named precision is not auto's.
     assert precision_names("transformers", silent, EngineOptions()) == ("auto", ("auto",))
     assert precision_names("transformers", silent, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("bfloat16",))
+
