@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 from pydantic import BaseModel
 
@@ -41,6 +42,33 @@ def visible_gpus() -> list[Gpu] | None:
             break
         visible.append(Gpu(id=token, name=match[0][1][1], memory_bytes=match[0][1][2]))
     return visible
+
+
+# Asked in a child process: CUDA's answer initialises its driver (cuInit) in the process that asks, which may then
+# not fork a CUDA worker (vLLM forks its workers). Even PYTORCH_NVML_BASED_CUDA_CHECK=1 falls back to cuInit where
+# NVML cannot be loaded, mostly where nvidia-smi is missing too (both come with the driver's utilities): the case
+# this is asked in. Without the driver library the answer is no, before torch loads (`cudaGetDeviceCount` fails).
+_TORCH_CUDA_PROBE = """
+import ctypes
+try:
+    ctypes.CDLL("libcuda.so.1")
+except OSError:
+    print("no driver")
+else:
+    import torch
+    print("cuda" if torch.cuda.is_available() else "no cuda")
+"""
+
+
+def torch_sees_cuda() -> bool:
+    """What `torch.cuda.is_available()` answers here (the transformers engine's choice of device), asked of a child
+    process, so that this one creates no CUDA context and initialises no driver; False when it cannot tell."""
+    try:
+        answer = subprocess.run([sys.executable, "-c", _TORCH_CUDA_PROBE], capture_output=True, text=True,
+                                timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return answer.strip() == "cuda"
 
 
 def cpu_cores() -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ssogen.engine.checkpoint_dtype import checkpoint_dtype
-from ssogen.engine.devices import visible_gpus
+from ssogen.engine.devices import torch_sees_cuda, visible_gpus
 from ssogen.engine.options import EngineDtype, EngineKind, EngineOptions, canonical_dtype
 from ssogen.envinfo import vllm_build
 
@@ -62,7 +62,8 @@ def precision_names(kind: EngineKind, model: str, options: EngineOptions) -> tup
 def _runs_on_cpu(kind: EngineKind) -> bool:
     """Where an engine of `kind` would run, asked of the installed builds and nvidia-smi: the vLLM CPU build runs
     on the CPU, the GPU build on a GPU; the transformers engine on a GPU when torch is no CPU build and a GPU is
-    visible (hf_engine asks `torch.cuda.is_available()`, which this must not import torch for)."""
+    visible (hf_engine asks `torch.cuda.is_available()`, which this process must not: see `torch_sees_cuda`, asked
+    where nvidia-smi cannot tell)."""
     build = vllm_build()[1]
     if kind == "vllm" and build != "absent":
         return build == "cpu"
@@ -70,7 +71,10 @@ def _runs_on_cpu(kind: EngineKind) -> bool:
         torch_cpu_build = md.version("torch").endswith("+cpu")
     except md.PackageNotFoundError:
         torch_cpu_build = False
-    return torch_cpu_build or not visible_gpus()
+    if torch_cpu_build:
+        return True
+    gpus = visible_gpus()
+    return not (gpus if gpus is not None else torch_sees_cuda())
 
 
 def _read_config(model: str) -> dict[str, Any] | None:

@@ -3,8 +3,12 @@ and the transformers engine resolve it on the CPU and on a GPU."""
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
+import os
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -76,3 +80,33 @@ def test_the_names_of_a_precision_are_its_spellings_and_auto_where_it_resolves_t
     assert precision_names("transformers", silent, EngineOptions()) == ("auto", ("auto",))
     assert precision_names("transformers", silent, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("bfloat16",))
 
+
+def cuda_torch_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, available: bool) -> Path:
+    """A machine whose torch is a CUDA build and which has no nvidia-smi, where a child process finds a CUDA driver
+    library (any shared object named libcuda.so.1) and a torch whose `cuda.is_available()` says `available` and
+    writes the id of the process that asked it to the file returned."""
+    import _ctypes
+
+    monkeypatch.setattr(dtypes, "visible_gpus", lambda: None)
+    monkeypatch.setattr(dtypes, "md", SimpleNamespace(version=lambda name: "2.13.0+cu128",
+                                                      PackageNotFoundError=md.PackageNotFoundError))
+    (tmp_path / "lib").mkdir()
+    shutil.copy(_ctypes.__file__, tmp_path / "lib" / "libcuda.so.1")
+    (tmp_path / "fake" / "torch").mkdir(parents=True)
+    asked = tmp_path / "asked"
+    (tmp_path / "fake" / "torch" / "__init__.py").write_text(
+        "import os\n\n\nclass cuda:\n    @staticmethod\n    def is_available():\n"
+        f"        open({str(asked)!r}, 'w').write(str(os.getpid()))\n        return {available}\n")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / "lib"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]))
+    return asked
+
+
+@pytest.mark.parametrize(("available", "expected"), [(True, "bfloat16"), (False, "float32")])
+def test_without_nvidia_smi_a_cuda_torch_is_asked_in_a_child_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, available: bool, expected: str) -> None:
+    """What hf_engine's `torch.cuda.is_available()` will say, asked where its answer cannot initialise CUDA here."""
+    model = model_folder(tmp_path / "bf16", {"dtype": "bfloat16"})
+    asked = cuda_torch_without_nvidia_smi(tmp_path, monkeypatch, available=available)
+    assert expected_dtype("transformers", model, EngineOptions()) == expected
+    assert int(asked.read_text()) != os.getpid()
