@@ -11,7 +11,7 @@ from typing import Any
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.shards import ShardStore
-from ssogen.engine.dtypes import precision_names
+from ssogen.engine.dtypes import engine_dtype, precision_names
 from ssogen.engine.options import canonical_dtype
 from ssogen.engine.placement import context_problem
 from ssogen.errors import UserError
@@ -64,8 +64,26 @@ class RunPlan:
     @property
     def dtype_spellings(self) -> tuple[str, ...]:
         """The --dtype values that give this precision here: what a run of an earlier version, which recorded
-        --dtype as typed, may have recorded for it."""
-        return self._precision[1]
+        --dtype as typed, may have recorded for it. Its `auto` is the precision its engine recorded loading, where
+        it did (`_ran_at`: a GPU's bfloat16 is not this CPU's float32), else taken as what auto means here."""
+        names, ran_at = self._precision[1], self._ran_at
+        if ran_at is None or self.dtype == "auto":
+            return names
+        # vLLM's bfloat16 for auto is float16 on a GPU without it: what its engine said on this machine, maybe.
+        guessed = (self.config.engine == "vllm" and self.config.dtype == "auto" and self.dtype == "bfloat16"
+                   and ran_at == "float16")
+        named = tuple(name for name in names if name != "auto")
+        return ("auto", *named) if ran_at == self.dtype or guessed else named
+
+    @cached_property
+    def _ran_at(self) -> str | None:
+        """The precision the engine of the run in --out loaded at, as it recorded it: the work dir's
+        `engine_settings.json` (the last invocation that loaded one), else its manifest's `engine_settings`; None
+        when it recorded none (a version before those files, or no engine loaded yet)."""
+        folder = OutputFolder(self.config.out)
+        settings = ShardStore(folder).saved_engine_settings() or (read_json_object(folder.manifest) or {}).get(
+            "engine_settings")
+        return engine_dtype(settings if isinstance(settings, dict) else None)
 
     def fingerprint(self) -> dict[str, Any]:
         parts, queries = self.model_fingerprint.parts, self.prompts.queries_sha256
@@ -91,8 +109,12 @@ class RunPlan:
         """The precision the run in --out recorded and the one this run would sample at, in words."""
         stored = (read_json_object(OutputFolder(self.config.out).fingerprint) or {}).get("config")
         before = stored.get("dtype") if isinstance(stored, dict) else None
-        that = (f"that run sampled its rows at {canonical_dtype(before)}" if before not in (None, "auto")
-                else "that run recorded --dtype auto, not the precision it ran at")
+        if before not in (None, "auto"):
+            that = f"that run sampled its rows at {canonical_dtype(before)}"
+        elif self._ran_at is not None:
+            that = f"that run sampled its rows at {self._ran_at} (its --dtype auto, on the machine it ran on)"
+        else:
+            that = "that run recorded --dtype auto, not the precision it ran at"
         if self.dtype == "auto":
             return f"{that}, this one would at the checkpoint's own dtype (--dtype auto; its config names none)"
         typed = "" if self.config.dtype == self.dtype else f" (what --dtype {self.config.dtype} means here)"

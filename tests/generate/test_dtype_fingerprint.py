@@ -138,3 +138,35 @@ def test_a_run_the_previous_version_finished_is_not_written_again(finished: Path
         result = run_generate(config(tiny_model, out, dtype=dtype))
         assert result.unchanged is True, dtype
     assert data_bytes(out) == before and folder.read_manifest()["fingerprint"] == previous["fingerprint"]
+
+
+def test_a_previous_versions_auto_run_is_its_engines_precision_where_it_recorded_it(tiny_model: Path,
+                                                                                    tmp_path: Path) -> None:
+    """That version recorded --dtype auto as typed, and its engine the precision it loaded at: a run begun on a GPU
+    at bfloat16 is not resumed at this CPU's float32, and is with --dtype bfloat16."""
+    out = tmp_path / "run"
+    plan = started(tiny_model, out, "auto")
+    OutputFolder(out).fingerprint.write_text(json.dumps(previous_fingerprint(plan)))
+    gpu = {"dtype": "bfloat16", "max_model_len": 4096, "device": "cuda"}
+    ShardStore(out).save_engine_settings(gpu)
+    for dtype in ("auto", "float32"):
+        with pytest.raises(UserError) as refused:
+            would_resume(tiny_model, out, dtype=dtype)
+        typed = " (what --dtype auto means here)" if dtype == "auto" else ""
+        assert str(refused.value) == (
+            f"--out {out}: holds a run with a different configuration (changed: dtype); that run sampled its rows "
+            f"at bfloat16 (its --dtype auto, on the machine it ran on), this one would at float32{typed}; use "
+            "--overwrite to replace it or choose another --out")
+    assert would_resume(tiny_model, out, dtype="bfloat16") is True
+    # A finished run's manifest says it too.
+    (OutputFolder(out).work_dir / "engine_settings.json").unlink()
+    OutputFolder(out).write_manifest({"engine_settings": gpu})
+    with pytest.raises(UserError, match=r"at bfloat16 \(its --dtype auto, on the machine it ran on\), this one would "
+                                        r"at float32 \(what --dtype auto means here\)"):
+        would_resume(tiny_model, out)
+    # Run on a CPU, as here: auto is float32.
+    ShardStore(out).save_engine_settings({**gpu, "dtype": "float32", "device": "cpu"})
+    assert would_resume(tiny_model, out) is True
+    assert would_resume(tiny_model, out, dtype="float") is True
+    with pytest.raises(UserError, match="that run sampled its rows at float32"):
+        would_resume(tiny_model, out, dtype="bfloat16")
