@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -60,6 +61,7 @@ else:
 """
 
 
+@functools.cache  # a process (0.4 s without a driver, seconds with torch): once per command, which asks it more
 def torch_sees_cuda() -> bool:
     """What `torch.cuda.is_available()` answers here (the transformers engine's choice of device), asked of a child
     process, so that this one creates no CUDA context and initialises no driver; False when it cannot tell."""

@@ -3,6 +3,7 @@ and the transformers engine resolve it on the CPU and on a GPU."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import json
 import os
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from ssogen.engine import dtypes
+from ssogen.engine.devices import torch_sees_cuda
 from ssogen.engine.dtypes import engine_dtype, expected_dtype, precision_names
 from ssogen.engine.options import EngineOptions, canonical_dtype
 
@@ -88,6 +90,7 @@ def cuda_torch_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     import _ctypes
 
     monkeypatch.setattr(dtypes, "visible_gpus", lambda: None)
+    monkeypatch.setattr(dtypes, "torch_sees_cuda", functools.cache(torch_sees_cuda.__wrapped__))  # asked afresh
     monkeypatch.setattr(dtypes, "md", SimpleNamespace(version=lambda name: "2.13.0+cu128",
                                                       PackageNotFoundError=md.PackageNotFoundError))
     (tmp_path / "lib").mkdir()
