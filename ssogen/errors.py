@@ -79,6 +79,20 @@ def file_system_error(exc: OSError, at: os.PathLike[str] | None = None, *,
     return UserError(f"{where}{reason}; {advice}", exit_code=1)
 
 
+def file_system_cause(exc: BaseException) -> OSError | None:
+    """The OSError of a full, read-only or forbidden file system (one `file_system_error` words) that `exc` is, or
+    that it was raised from or while handling: a library wraps it (torch's InductorError, when its compile cache
+    fills the disk, keeps it only as the context). None for any other error."""
+    current: BaseException | None = exc
+    for _ in range(10):  # a chain is short; a cycle of contexts must not loop
+        if current is None:
+            return None
+        if isinstance(current, OSError) and (current.errno or 0) in _FILE_SYSTEM_ADVICE:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 # Arrow's OSErrors carry no file name: their text quotes the file, then gives the system's words ("Failed to open
 # local file 'PATH'. Detail: [errno 13] Permission denied"), and the line said the path twice.
 _ARROW_FILE = re.compile(r"local file '(.+)'")  # in the text before the detail: a quote in the path is kept

@@ -60,6 +60,43 @@ def test_a_full_disk_mid_write_is_one_line_naming_the_file(dataset: Path, monkey
     assert not (dataset / "stats.json").exists() and temporaries(dataset) == []
 
 
+def test_a_full_disk_that_a_library_wraps_is_the_same_line(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's compiler raises its InductorError while the OSError of a full compile cache is handled (`from None`:
+    only the context keeps it), as vLLM's CPU build does in `score`: that was a traceback, in one engine or several.
+    A command's own line stays its own, though it was said while an OSError was handled."""
+    import ssogen.io
+
+    class CompileError(Exception):
+        pass
+
+    def compile_cache_fills_the_disk(path: Any, write: Any) -> Path:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            raise CompileError(f"OSError: {exc}") from None
+
+    def the_disk_fills(path: Any, write: Any) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    lines = []
+    for write_atomic in (the_disk_fills, compile_cache_fills_the_disk):
+        monkeypatch.setattr(ssogen.io, "write_atomic", write_atomic)
+        result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+        assert result.exit_code == 1, result.output
+        lines.append(result.stderr.strip().splitlines())
+    assert lines[1] == lines[0] == [f"error: {FULL}"]
+
+    def refused_while_handled(path: Any, write: Any) -> Path:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise UserError("the command's own line", exit_code=2) from None
+
+    monkeypatch.setattr(ssogen.io, "write_atomic", refused_while_handled)
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+    assert (result.exit_code, result.stderr.strip()) == (2, "error: the command's own line")
+
+
 def test_a_folder_that_may_not_be_written_names_the_file_not_its_temporary(
         dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`stats` on a folder whose plots/ is read-only (chmod 555) was a PermissionError traceback naming

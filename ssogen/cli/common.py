@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssogen.cli.process import command_begins, command_ended
-from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_error
+from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_cause, file_system_error
 from ssogen.formatting import plain_text
 from ssogen.interrupts import interrupt_on
 from ssogen.origins import options_of_one_command, with_config_lines
@@ -223,8 +223,12 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
                                     exit_code=130) from None
                 raise UserError("interrupted; run the same command again to go on (finished work is kept)",
                                 exit_code=130) from None
-            except OSError as exc:  # a full disk, a read-only folder, an unreadable input: one line, no traceback
-                if (translated := file_system_error(exc, writing=_WRITING_IN.get())) is None:
+            except (UserError, typer.Exit, typer.exceptions.TyperException):
+                raise  # said already (an error line printed while the OSError was handled stays as it is)
+            except Exception as exc:  # a full disk, a read-only folder, an unreadable input: one line, no traceback
+                # (also where a library wraps it: torch's compile error around a full compile cache)
+                cause = file_system_cause(exc)
+                if cause is None or (translated := file_system_error(cause, writing=_WRITING_IN.get())) is None:
                     raise
                 raise translated from None
     except UserError as exc:
