@@ -50,6 +50,7 @@ class _Worker:
     pieces_done: int = 0
     items_done: int = 0
     error: str | None = None
+    os_error: OSError | None = None  # why it failed to load, when the file system was why
 
     @property
     def alive(self) -> bool:
@@ -120,7 +121,14 @@ class WorkQueue:
     def _alive(self) -> list[_Worker]:
         return [w for w in self.workers if w.alive]
 
-    def _all_gone(self) -> UserError:
+    def _all_gone(self) -> Exception:
+        """Every engine failed to load for one and the same reason of the file system (the same full disk or
+        unreadable file, as on one machine): that OSError, which the command words as for a single engine.
+        Otherwise one line with each engine's reason."""
+        os_error = self.workers[0].os_error
+        if os_error is not None and all(w.os_error is not None and w.error == self.workers[0].error
+                                        for w in self.workers):
+            return os_error
         errors = [f"engine {w.index} ({w.devices}): {w.error}" for w in self.workers if w.error]
         loaded = any(w.pieces_done or w.state == "dead" for w in self.workers)
         head = (f"all {len(self.workers)} engines stopped" if loaded else
@@ -147,9 +155,10 @@ class WorkQueue:
                 if worker.alive:  # an engine that failed to load is lost already, with its reason
                     self._lost(worker, "dead", event.reason, call)
             elif isinstance(event, Failed):
-                if event.piece is not None:
-                    raise (UserError(event.message) if event.user_error else
-                           RuntimeError(f"engine {worker.index} failed on a batch: {event.message}"))
+                if event.piece is not None:  # as a single engine's exception: a full disk is the machine's
+                    raise (event.os_error or (UserError(event.message, event.exit_code) if event.user_error else
+                           RuntimeError(f"engine {worker.index} failed on a batch: {event.message}")))
+                worker.os_error = event.os_error
                 self._lost(worker, "failed", event.message, call)
             self._write_state()
         if not self._alive():

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from ssogen.engine.ipc import remove_private_socket_folder
-from ssogen.engine.workers import Died, Done, Event, Failed, Ready, WorkerSpec, describe, open_runner
+from ssogen.engine.workers import Died, Done, Event, Failed, Ready, WorkerSpec, failure, open_runner
 from ssogen.errors import UserError
 
 CLOSE_TIMEOUT_S = 60.0  # for the actors to shut their engines down before they are killed
@@ -27,27 +27,29 @@ def import_ray() -> Any:
 
 
 class EngineActor:
-    """Errors are returned as values, not raised: the pool tells a failed load or batch from a dead actor."""
+    """Errors are returned as values (the events of workers.py), not raised: the pool tells a failed load or batch
+    from a dead actor."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        self.index = spec.index
         self.run_fn: Any = None
         self.close_fn: Any = None
-        self.limit = 0
-        self.settings: dict[str, Any] = {}
-        self.error: tuple[str, bool] | None = None
+        self.loaded: Ready | Failed
         try:
-            self.run_fn, self.limit, self.settings, self.close_fn = open_runner(spec)
+            self.run_fn, limit, settings, self.close_fn = open_runner(spec)
         except Exception as exc:  # noqa: BLE001
-            self.error = (describe(exc), isinstance(exc, UserError))
+            self.loaded = failure(spec.index, None, exc)
+        else:
+            self.loaded = Ready(spec.index, os.getpid(), limit, settings)
 
-    def ready(self) -> tuple[int, int, dict[str, Any], tuple[str, bool] | None]:
-        return os.getpid(), self.limit, self.settings, self.error
+    def ready(self) -> Ready | Failed:
+        return self.loaded
 
-    def run(self, items: list[Any]) -> tuple[bool, Any, bool]:
+    def run(self, piece: int, items: list[Any]) -> Done | Failed:
         try:
-            return True, self.run_fn(items), False
+            return Done(self.index, piece, self.run_fn(items))
         except Exception as exc:  # noqa: BLE001
-            return False, describe(exc), isinstance(exc, UserError)
+            return failure(self.index, piece, exc)
 
     def close(self) -> None:
         """Shut the engine down and remove the actor's socket folder (`ipc`): `ray.kill`, which ends the actor
@@ -96,7 +98,7 @@ class RayBackend:
         return None  # known once the actor reports ready
 
     def submit(self, worker: int, piece: int, items: list[Any]) -> bool:
-        self.pending[self.actors[worker].run.remote(items)] = (worker, piece)
+        self.pending[self.actors[worker].run.remote(piece, items)] = (worker, piece)
         return True
 
     def wait(self, timeout: float | None) -> list[Event]:
@@ -114,16 +116,9 @@ class RayBackend:
                 self.gone.add(worker)
                 events.append(Died(worker, str(exc).splitlines()[0]))
                 continue
-            if piece is None:
-                pid, limit, settings, error = value
-                if error is not None:
-                    self.gone.add(worker)
-                    events.append(Failed(worker, None, error[0], error[1]))
-                else:
-                    events.append(Ready(worker, pid, limit, settings))
-            else:
-                ok, payload, user_error = value
-                events.append(Done(worker, piece, payload) if ok else Failed(worker, piece, payload, user_error))
+            if isinstance(value, Failed) and value.piece is None:
+                self.gone.add(worker)
+            events.append(value)
         return events
 
     def close(self, *, force: bool) -> None:

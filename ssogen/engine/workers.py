@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ssogen.engine import close_engine
 from ssogen.engine.options import EngineKind, EngineOptions
-from ssogen.errors import UserError
+from ssogen.errors import UserError, file_system_cause, file_system_error
 
 Task = Literal["generate", "score"]
 
@@ -60,12 +60,15 @@ class Died:
 @dataclass
 class Failed:
     """An exception in the worker: while loading (piece None) the engine is gone; on a piece it would fail the
-    same way on any engine, so the run stops."""
+    same way on any engine, so the run stops. A full, read-only or forbidden file system travels as its OSError
+    (`os_error`), which the pool raises as a single engine would have, for the command's one line (exit 1)."""
 
     worker: int
     piece: int | None
     message: str
     user_error: bool
+    exit_code: int = 2  # a UserError's
+    os_error: OSError | None = None
 
 
 Event = Ready | Done | Died | Failed
@@ -93,8 +96,19 @@ def open_runner(spec: WorkerSpec) -> Runner:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return str(exc)
+    if (cause := file_system_cause(exc)) is not None:
+        return str(file_system_error(cause))
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return last.splitlines()[0] if last else type(exc).__name__
+
+
+def failure(worker: int, piece: int | None, exc: BaseException) -> Failed:
+    """What a worker (a process or a Ray actor) reports of an exception while loading (piece None) or on a piece."""
+    if isinstance(exc, UserError):
+        return Failed(worker, piece, str(exc), True, exc.exit_code)
+    if (cause := file_system_cause(exc)) is not None:  # a plain copy travels: a library's subclass may not pickle
+        cause = OSError(cause.errno, cause.strerror, cause.filename)  # (a PermissionError for EACCES, as before)
+    return Failed(worker, piece, describe(exc), False, os_error=cause)
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
@@ -105,7 +119,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     try:
         run, limit, settings, _ = open_runner(spec)  # the process's exit shuts the engine down
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-        conn.send(Failed(spec.index, None, describe(exc), isinstance(exc, UserError)))
+        conn.send(failure(spec.index, None, exc))
         return
     conn.send(Ready(spec.index, os.getpid(), limit, settings))
     while True:
@@ -119,7 +133,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         try:
             reply: Event = Done(spec.index, piece, run(items))
         except Exception as exc:  # noqa: BLE001
-            reply = Failed(spec.index, piece, describe(exc), isinstance(exc, UserError))
+            reply = failure(spec.index, piece, exc)
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):

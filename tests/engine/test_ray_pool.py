@@ -3,6 +3,10 @@ engine actors, each bound to its own core) give exactly the rows of `--dp 1` (is
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,18 +17,42 @@ import ray
 from ssogen.engine import ipc
 from ssogen.generate.config import RunConfig
 from tests.engine.test_pool import BASE, engines_state, triplets
+from tests.engine.test_pool_file_system import FAULTS, FULL, READ_ONLY
+from tests.engine.worker_faults.sitecustomize import FAULTS_ENV
 
 ROWS = 6
 
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A local Ray instance whose actors' temp folder (TMPDIR) is this fixture's own folder, yielded."""
+    """A local Ray instance whose actors' temp folder (TMPDIR) is this fixture's own folder, yielded. Its actors
+    load `worker_faults`, inert until a test writes the faults file `ACTOR_FAULTS` of that folder."""
     actors_temp = tmp_path_factory.mktemp("actors-temp")
+    python_path = os.pathsep.join([str(FAULTS), *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"TMPDIR": str(actors_temp)}})
+             runtime_env={"env_vars": {"TMPDIR": str(actors_temp), "PYTHONPATH": python_path,
+                                       FAULTS_ENV: str(actors_temp / ACTOR_FAULTS)}})
     yield actors_temp
     ray.shutdown()
+
+
+ACTOR_FAULTS = "faults.json"
+
+
+@pytest.fixture
+def actor_faults(local_ray: Path) -> Iterator[Path]:
+    """The faults file the actors read: write it to inject a fault (removed after the test)."""
+    faults = local_ray / ACTOR_FAULTS
+    yield faults
+    faults.unlink(missing_ok=True)
+
+
+def _all_cpus_free() -> bool:
+    """Every actor is gone, its CPU given back (Ray reports it a moment later)."""
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return ray.available_resources().get("CPU") == 2
 
 
 def _left_by_engines(temp: Path) -> set[str]:
@@ -68,3 +96,39 @@ def test_the_actors_leave_nothing_in_the_temp_folder(local_ray: Path, tiny_model
                                     ray_address="auto", **BASE))
     assert [e["state"] for e in engines_state(result.out)["engines"]] == ["stopped", "stopped"]  # type: ignore[index]
     assert _left_by_engines(local_ray) - before == set()
+
+
+def test_actors_that_cannot_make_their_socket_folder_say_so_in_one_line(local_ray: Path, actor_faults: Path,
+                                                                        tiny_model: Path, tmp_path: Path) -> None:
+    """As a single engine's load says it, not "no engine could load the model (2 tried); engine 0 (CPU cores 0):
+    OSError: [Errno 30] Read-only file system: '...'; engine 1 (...): OSError: ..." with each actor's raw error."""
+    from ssogen.errors import UserError
+    from ssogen.generate.run import run_generate
+
+    actor_faults.write_text(json.dumps({"socket_folder": errno.EROFS}))
+    with pytest.raises(UserError) as caught:
+        run_generate(RunConfig(model=str(tiny_model), out=str(tmp_path / "ray"), limit=2, dp=2,
+                               ray_address="auto", **BASE))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == f"{local_ray / 'ssogen-vllm-fault'}: {READ_ONLY}"
+    assert _all_cpus_free()
+
+
+def test_a_full_disk_inside_an_actor_stops_the_run_and_the_rerun_resumes(local_ray: Path, actor_faults: Path,
+                                                                        tiny_model: Path, tmp_path: Path) -> None:
+    """The actor's error is raised as a single engine's OSError, which the command words (was a RuntimeError:
+    "engine 0 failed on a batch: CompileError: OSError: [Errno 28] No space left on device")."""
+    from ssogen.dataset.shards import ShardStore
+    from ssogen.errors import file_system_error
+    from ssogen.generate.run import run_generate
+
+    out = tmp_path / "ray"
+    run = {"model": str(tiny_model), "out": str(out), "engine": "transformers", "limit": 4, "chunk_size": 2, **BASE}
+    actor_faults.write_text(json.dumps({"generate_after": str(out / ".ssogen" / "rows-00000.jsonl")}))
+    with pytest.raises(OSError) as caught:
+        run_generate(RunConfig(**run, dp=2, ray_address="auto"))
+    assert str(file_system_error(caught.value, writing=f"writing in {out}")) == f"writing in {out}: {FULL}"
+    assert _all_cpus_free()
+    assert len(ShardStore(out).load("rows")) == 2  # the first chunk, finished before the disk filled
+    actor_faults.unlink()
+    assert run_generate(RunConfig(**run)).manifest["resumed"] is True
