@@ -81,15 +81,19 @@ def file_system_error(exc: OSError, at: os.PathLike[str] | None = None, *,
 
 def file_system_cause(exc: BaseException) -> OSError | None:
     """The OSError of a full, read-only or forbidden file system (one `file_system_error` words) that `exc` is, or
-    that it was raised from or while handling: a library wraps it (torch's InductorError, when its compile cache
-    fills the disk, keeps it only as the context). None for any other error."""
+    that it wraps: raised from it, or raised while handling it with its words in the message (torch's InductorError,
+    when its compile cache fills the disk, keeps it only as the context). Another error raised while one was handled
+    is its own (a bug in an `except` block keeps its traceback). None for any other error."""
     current: BaseException | None = exc
     for _ in range(10):  # a chain is short; a cycle of contexts must not loop
         if current is None:
             return None
         if isinstance(current, OSError) and (current.errno or 0) in _FILE_SYSTEM_ADVICE:
             return current
-        current = current.__cause__ or current.__context__
+        inner = current.__cause__ or current.__context__
+        if current.__cause__ is None and isinstance(inner, OSError) and (inner.strerror or "") not in str(current):
+            return None  # not a wrapper of it: an error of its own, raised while the OSError was handled
+        current = inner
     return None
 
 

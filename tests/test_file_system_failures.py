@@ -96,6 +96,16 @@ def test_a_full_disk_that_a_library_wraps_is_the_same_line(dataset: Path, monkey
     result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
     assert (result.exit_code, result.stderr.strip()) == (2, "error: the command's own line")
 
+    def a_bug_while_handled(path: Any, write: Any) -> Path:
+        try:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        except OSError:
+            raise KeyError("a key the fallback lacks") from None
+
+    monkeypatch.setattr(ssogen.io, "write_atomic", a_bug_while_handled)
+    result = CliRunner().invoke(app, ["stats", str(dataset), "--no-plots"])
+    assert isinstance(result.exception, KeyError), result.output  # its traceback, not "Permission denied"
+
 
 def test_a_folder_that_may_not_be_written_names_the_file_not_its_temporary(
         dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
