@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from ssogen.engine.guard import EngineGuard, release_guard
@@ -80,7 +81,7 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
         os.environ.setdefault(MULTIPROCESSING_ENV, "0")
     vllm = import_vllm()
     collect_dropped_engines()
-    use_private_socket_folder()  # vLLM leaves its socket files behind; this folder goes at exit
+    rendezvous_in(use_private_socket_folder())  # vLLM leaves its socket files behind; this folder goes at exit
     kwargs = vllm_llm_kwargs(model, options or EngineOptions())
     # On the CPU build the size in kwargs already took the variable into account; vLLM would let it win over a
     # --kv-cache-gb. It is read while the LLM's config is built, in this process.
@@ -91,6 +92,31 @@ def build_vllm_llm(model: str, options: EngineOptions | None = None) -> vllm.LLM
     finally:
         if hidden is not None:
             os.environ[CPU_KV_CACHE_ENV] = hidden
+
+
+class _TempFolderIs:
+    """`tempfile` as vLLM's `network_utils` sees it: the same, but for the temp folder."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def gettempdir(self) -> str:
+        return self.folder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(tempfile, name)
+
+
+def rendezvous_in(folder: str | None) -> None:
+    """Put vLLM's torch.distributed rendezvous file (`vllm_dist_<uuid>`, named in `tempfile.gettempdir()` by
+    `network_utils` as an engine starts) into `folder`, the socket folder, so that it goes with the folder, after
+    a `kill -9` too. None, or a vLLM whose module differs: its default. Forked processes inherit it."""
+    try:
+        from vllm.utils import network_utils
+    except ImportError:
+        return
+    if folder is not None and isinstance(getattr(network_utils, "tempfile", None), type(tempfile) | _TempFolderIs):
+        network_utils.tempfile = _TempFolderIs(folder)  # type: ignore[assignment]
 
 
 def vllm_settings(llm: Any) -> dict[str, Any]:
