@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,14 +28,19 @@ ROWS = 6
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A local Ray instance whose actors' temp folder (TMPDIR) is this fixture's own folder, yielded. Its actors
-    load `worker_faults`, inert until a test writes the faults file `ACTOR_FAULTS` of that folder."""
+    load `worker_faults`, inert until a test writes the faults file `ACTOR_FAULTS` of that folder. Ray's own files
+    go to a folder with a short path (its socket paths have at most 107 bytes), removed after."""
     actors_temp = tmp_path_factory.mktemp("actors-temp")
     python_path = os.pathsep.join([str(FAULTS), *filter(None, [os.environ.get("PYTHONPATH")])])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"TMPDIR": str(actors_temp), "PYTHONPATH": python_path,
-                                       FAULTS_ENV: str(actors_temp / ACTOR_FAULTS)}})
-    yield actors_temp
-    ray.shutdown()
+    ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_temp,
+                 runtime_env={"env_vars": {"TMPDIR": str(actors_temp), "PYTHONPATH": python_path,
+                                           FAULTS_ENV: str(actors_temp / ACTOR_FAULTS)}})
+        yield actors_temp
+        ray.shutdown()
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 ACTOR_FAULTS = "faults.json"
