@@ -69,7 +69,10 @@ def test_a_batch_that_fails_for_the_file_system_raises_its_error(tmp_path: Path)
 
 @pytest.fixture
 def worker_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The faults file that the worker processes this test spawns read: write it to inject a fault."""
+    """The faults file that the worker processes this test spawns read: write it to inject a fault. The workers
+    make their own socket folders, as under a fresh `ssogen`: not the one an earlier test's in-process engine left
+    in this process's environment."""
+    monkeypatch.delenv("VLLM_RPC_BASE_PATH", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAULTS), *filter(None, [os.environ.get("PYTHONPATH")])]))
     faults = tmp_path / "faults.json"
     monkeypatch.setenv(FAULTS_ENV, str(faults))
