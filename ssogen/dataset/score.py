@@ -17,13 +17,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ssogen.dataset.card import card_templates
 from ssogen.dataset.folder import OutputFolder
-from ssogen.dataset.likelihood import (
-    LIKELIHOOD,
-    LikelihoodFilterOptions,
-    apply_likelihood_filter,
-    has_pair_scores,
-    likelihood_candidate,
-)
+from ssogen.dataset.kept_scores import scored_rows, too_long_rows
+from ssogen.dataset.likelihood import LIKELIHOOD, LikelihoodFilterOptions, has_pair_scores, likelihood_candidate
 from ssogen.dataset.options import templates_option
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.score_cache import cached_scores, earlier_setup, score_setup
@@ -136,7 +131,7 @@ def _score_claimed(folder: OutputFolder, model_ref: ModelRef, *, engine: EngineK
     scorer = score_pending(folder, cache, targets, engine=choice, chunk_rows=chunk_rows, progress=progress,
                            scorer=scorer)
     from_cache, scored_now = cache.reused, len(targets) - cache.reused  # once the engine's dtype is known
-    too_long = sum(1 for lp in cache.scores.values() if all(v is None for v in lp.values()))
+    too_long = too_long_rows(cache.scores)
     updated, filter_options, counts = _rewrite_data(folder, manifest, records, cache.scores, filter_options)
     earlier = manifest.get("score") or {}
     manifest["score"] = _score_entry(earlier, model_record(model_ref, fingerprint), scorer, engine, cache, {
@@ -183,7 +178,6 @@ def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[
                   ) -> tuple[list[TripletRecord], LikelihoodFilterOptions | None, dict[str, int]]:
     """Rewrite the data files with the scores (filtered when a filter applies): the rows, the filter applied and
     the rows per data file. The folder is left marked unfinished, for the caller's manifest to finish."""
-    updated = [r.model_copy(update=scores[r.id]) if r.id in scores else r for r in records]
     # The data files are rewritten one by one: until the manifest is written, the folder is not to be used as
     # finished. A score stopped there left a finished run in_progress: this one finishes it again, and the filter it
     # began unless given one of its own (some files may hold its drops already, the manifest must name it).
@@ -191,8 +185,7 @@ def _rewrite_data(folder: OutputFolder, manifest: dict[str, Any], records: list[
         manifest["status"] = "complete"
         begun = (manifest.pop("rewriting_with", None) or {}).get("filter")
         filter_options = filter_options or (LikelihoodFilterOptions.model_validate(begun) if begun else None)
-    if filter_options is not None:
-        updated = apply_likelihood_filter(updated, filter_options)
+    updated = scored_rows(records, scores, filter_options)  # as a rewrite of generate's keeps them (`kept_scores`)
     folder.mark_incomplete(rewriter="score", filter=filter_options.model_dump() if filter_options else None)
     # The queries keep their split, and the `pairs` prompts the chat template the policy sampled with (not the
     # scorer's: the prompts are the contexts the responses came from).

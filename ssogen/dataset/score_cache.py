@@ -19,6 +19,8 @@ from ssogen.fingerprint import json_sha256
 from ssogen.models import ModelRef
 from ssogen.records import TripletRecord
 
+Scores = dict[str, dict[str, float | None]]  # the seven log-probs of a row, by row id
+
 
 def row_text_hash(record: TripletRecord) -> str:
     """What a cached score depends on in the row: the query, both system prompts, the three responses and which of
@@ -89,20 +91,22 @@ def _check_score_record(record: dict[str, Any]) -> None:
 
 
 def cached_scores(store: ShardStore, targets: list[TripletRecord], max_model_len: int | None,
-                  dtype: str | None) -> dict[str, dict[str, float | None]]:
+                  dtype: str | None, *, any_length: bool = False) -> Scores:
     """Scores in the cache whose row texts are unchanged, by row id (a line of another shape is one clear line).
 
     Only scores made at `dtype`, the dtype the engine runs at (`ssogen.engine.dtypes`; None: not known before the
     engine loads, so none), count, so that one filter never compares float32 scores with bfloat16 ones; `--dtype
     auto` and the dtype it resolves to share their scores. A row left unscored as too long counts only under the
-    --max-model-len it was too long for (absent: the model's own), so that a larger one scores it."""
+    --max-model-len it was too long for (absent: the model's own), so that a larger one scores it; `any_length`:
+    under any (a rewrite of the data files keeps what the last score decided, `kept_scores`)."""
     cached = store.load("scores", _check_score_record)
-    found: dict[str, dict[str, float | None]] = {}
+    found: Scores = {}
     for record in targets:
         entry = cached.get(record.id)
         if dtype is None or entry is None or entry.get("text") != row_text_hash(record) or _line_dtype(entry) != dtype:
             continue
-        if all(value is None for value in entry["lp"].values()) and entry.get("max_model_len") != max_model_len:
+        if not any_length and all(value is None for value in entry["lp"].values()) \
+                and entry.get("max_model_len") != max_model_len:
             continue
         found[record.id] = entry["lp"]
     return found

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssogen.dataset.folder import OutputFolder
-from ssogen.dataset.score_cache import ScoreSetup, cache_line, cached_scores
+from ssogen.dataset.score_cache import Scores, ScoreSetup, cache_line, cached_scores
 from ssogen.dataset.score_requests import SCORED, build_requests
 from ssogen.dataset.shards import ShardStore
 from ssogen.engine import close_engine
@@ -19,8 +19,6 @@ from ssogen.engine.options import EngineKind, EngineOptions
 from ssogen.errors import STOPPED, UserError
 from ssogen.models import ModelRef, engine_load_errors
 from ssogen.records import TripletRecord
-
-Scores = dict[str, dict[str, float | None]]  # the seven log-probs of a row, by row id
 
 
 @dataclass

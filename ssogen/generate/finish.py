@@ -1,5 +1,5 @@
 """The end of a `generate` run, once every row is saved: the dataset folder's configs, resolved config, library,
-manifest, card (and stats, when `stats` wrote them before).
+manifest, card (and stats, when `stats` wrote them before); a rewrite of a scored run keeps its scores and filter.
 
 The rows are read back from the shards a batch at a time, once: only where they lie is held (`SavedRecords`), not the
 rows, which are GBs at 100k rows. The triplets' table is built on that pass, and the summary and the statistics are
@@ -14,6 +14,7 @@ from typing import Any
 
 from ssogen.chat import end_of_turn, supports_system_role
 from ssogen.dataset.folder import LIBRARY, OutputFolder
+from ssogen.dataset.kept_scores import SCORES_DROPPED, KeptScores, LastScore, keep_scores
 from ssogen.dataset.leakage import adjectives_of
 from ssogen.dataset.shard_index import SavedRecords
 from ssogen.dataset.splits import SplitSpec
@@ -62,16 +63,36 @@ def run_split(config: RunConfig) -> SplitSpec | None:
     return SplitSpec(test_size=config.test_size, seed=config.seed) if config.test_size else None
 
 
+def _write_with_scores(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, split: SplitSpec | None,
+                       counted: Counted, last: LastScore, system_supported: bool
+                       ) -> tuple[dict[str, int], KeptScores | None]:
+    """The data files of a scored run written again, with the scores and filter of its last score (`keep_scores`:
+    every row is held at once, as `ssogen score` holds them); the rows per config and what was kept (None: no row's
+    score was in its cache)."""
+    rows = [record for batch in Finished(plan, saved)() for record in batch]
+    counted.tally.add(rows)  # the summary counts generate's rows, before any score (`score` leaves it as it is)
+    kept = keep_scores(rows, last)
+    counts = folder.write_configs(kept.rows if kept else rows, split, counted.numbers.add,
+                                  system_supported=system_supported)
+    return counts, kept
+
+
 def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, session: Session | None, tokenizer: Any,
-               engine_settings: dict[str, Any] | None, resumed: bool, undone: list[str], started: float
-               ) -> dict[str, Any]:
+               engine_settings: dict[str, Any] | None, resumed: bool, undone: list[str], started: float,
+               last_score: LastScore | None = None) -> dict[str, Any]:
     """Write the dataset folder from the saved rows; its manifest. `session`: this invocation's engine session
-    (None when every row was saved before); `started`: the run's start (time.monotonic) for its wall time."""
+    (None when every row was saved before); `started`: the run's start (time.monotonic) for its wall time;
+    `last_score`: the folder's last `ssogen score`, whose scores and filter the rewritten data files keep."""
     config = plan.config
     split = run_split(config)
     counted = Counted(plan.library)
-    counts = folder.write_configs(Finished(plan, saved), split, counted,
-                                  system_supported=supports_system_role(tokenizer))
+    kept = None
+    if last_score is None:
+        counts = folder.write_configs(Finished(plan, saved), split, counted,
+                                      system_supported=supports_system_role(tokenizer))
+    else:
+        counts, kept = _write_with_scores(plan, folder, saved, split, counted, last_score,
+                                          supports_system_role(tokenizer))
     model = model_record(plan.model, lambda: plan.model_fingerprint.digest)  # the weights hashed once per run
     folder.write_resolved_config(public_yaml(config, model=model["model"], prompts=plan.prompts.public))
     folder.write_library(plan.loaded_library.text)
@@ -111,7 +132,14 @@ def finish_run(plan: RunPlan, folder: OutputFolder, saved: SavedRecords, *, sess
                              session.generation_s if session else None, max_tokens=config.max_tokens),
         "tokens_total": counted.tally.tokens,
     }
-    manifest["summary"]["warnings"] += undone
+    warnings = list(undone)
+    if kept is not None:
+        manifest["score"] = kept.entry(counts)
+        unscored = kept.warning(manifest["name"])
+        warnings += [unscored] if unscored else []
+    elif last_score is not None:
+        warnings.append(SCORES_DROPPED)
+    manifest["summary"]["warnings"] += warnings
     folder.write_manifest(manifest)
     # A card.md.jinja in --templates replaces the bundled one.
     write_card_and_stats(folder, config.templates, counted.numbers)

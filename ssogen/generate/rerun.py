@@ -2,8 +2,9 @@
 
 The same rows, split and license: nothing is written. Writing the dataset again from the saved rows would undo what
 `score` added to it (the log-probs and the likelihood filter) and leave `stats.json` describing other data. With
-other rows (another --limit) or another split the data files are written again; the warnings returned say what of
-the later commands' work that undoes, and stats, plots and card are recomputed if `stats` had been run."""
+other rows (another --limit) or another split the data files are written again, keeping the scores and filter of the
+last score (`kept_scores`); the warnings returned say what of the later commands' work that undoes, and stats, plots
+and card are recomputed if `stats` had been run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from ssogen.dataset.card import write_card
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.kept_scores import SCORES_DROPPED, LastScore, last_score
 from ssogen.dataset.refresh import refresh
 from ssogen.dataset.splits import SplitSpec
 from ssogen.dataset.stats import StatsBuilder
@@ -50,13 +52,20 @@ def unchanged_finished_run(folder: OutputFolder, fingerprints: Collection[str], 
     return manifest
 
 
-def undone_work(folder: OutputFolder) -> list[str]:
-    """Before the data files are written again: what of `score` and `judge` that undoes (for the warnings)."""
+def scores_to_keep(folder: OutputFolder) -> LastScore | None:
+    """Before the data files are written again: the last `ssogen score`, whose scores and filter the rewrite keeps
+    (`kept_scores`); None when there is none or its scores cannot be kept."""
+    manifest = _manifest(folder)
+    return last_score(folder, manifest) if manifest is not None else None
+
+
+def undone_work(folder: OutputFolder, last: LastScore | None) -> list[str]:
+    """Before the data files are written again: what of `score` and `judge` that undoes (for the warnings).
+    `last`: the score whose scores the rewrite keeps (`scores_to_keep`)."""
     manifest = _manifest(folder) or {}
     undone = []
-    if manifest.get("score"):
-        undone.append("the log-probs and any likelihood filter of `ssogen score` were dropped with the rewritten "
-                      "rows: run it again (its cache makes that quick)")
+    if (manifest.get("score") or manifest.get("rewriting") == "score") and last is None:
+        undone.append(SCORES_DROPPED)
     if folder.judge.is_file():
         undone.append("judge.json describes the pairs before this rerun: run `ssogen judge` again")
     return undone

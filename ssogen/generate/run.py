@@ -24,7 +24,7 @@ from ssogen.generate.config import RunConfig
 from ssogen.generate.finish import finish_run, run_split
 from ssogen.generate.inputs import Row
 from ssogen.generate.plan import RunPlan, plan_run
-from ssogen.generate.rerun import unchanged_finished_run, undone_work
+from ssogen.generate.rerun import scores_to_keep, unchanged_finished_run, undone_work
 from ssogen.generate.steps.common import Session
 from ssogen.generate.steps.principle_writing import write_principles
 from ssogen.generate.steps.sampling import (
@@ -124,7 +124,8 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     slots = {row.id: slot for slot, row in enumerate(plan.rows)}
     finished = store.index("rows", SavedRecords(slots, flag=lambda record: bool(record["kept"])), _check_row)
     selections = store.index("selection", SavedRecords(slots), check_selection_record)
-    undone = undone_work(folder)
+    last = scores_to_keep(folder)  # before the manifest is marked: it says whether a score was stopped midway
+    undone = undone_work(folder, last)
     # Its data files are about to change (new rows, or another split, license or subset of the finished ones): not
     # to be published or trained on as finished until the manifest says so again.
     folder.mark_incomplete()
@@ -138,7 +139,7 @@ def _run_claimed(plan: RunPlan, folder: OutputFolder, *, overwrite: bool, engine
     tokenizer = session.tokenizer if session else load_tokenizer(plan)
     settings = getattr(session.engine, "settings", None) if session else store.saved_engine_settings()
     manifest = finish_run(plan, folder, finished, session=session, tokenizer=tokenizer, engine_settings=settings,
-                          resumed=resumed, undone=undone, started=started)
+                          resumed=resumed, undone=undone, started=started, last_score=last)
     return GenerateResult(out=folder.root, manifest=manifest)
 
 

@@ -6,6 +6,7 @@ import builtins
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,8 +113,6 @@ def test_a_run_finished_without_an_engine_records_the_engine_that_made_its_rows(
                                                                                  tmp_path: Path) -> None:
     """Every row was saved but the run stopped before writing the dataset: the invocation that writes it loads
     no engine, and used to record `engine_settings: null` though an engine made every row."""
-    import shutil
-
     from ssogen.generate.run import run_generate
 
     first = _run(vllm_engine, tiny_model, tmp_path / "out", limit=3)
@@ -152,11 +151,83 @@ def test_a_finished_run_asked_for_again_keeps_what_score_and_stats_added(vllm_en
         with pytest.raises(KeyboardInterrupt):
             _run(vllm_engine, tiny_model, out, limit=3)
     assert OutputFolder(out).read_manifest()["status"] == "in_progress"
-    # Rerun, the warnings say what of score's work that undid.
+    # Rerun: the rows still there keep their scores (they were dropped, with a warning).
     fewer = _run(vllm_engine, tiny_model, out, limit=3)
-    assert not fewer.unchanged and len(fewer.records) == 3 and "score" not in fewer.manifest
-    assert any("dropped with the rewritten rows" in w for w in fewer.manifest["summary"]["warnings"])
+    assert not fewer.unchanged and len(fewer.records) == 3 and fewer.manifest["score"]["rows_scored"] == 3
+    assert fewer.records == scored[:3] and not _score_warnings(fewer.manifest)
     assert json.loads((out / "stats.json").read_text())["funnel"]["rows_in"] == 3  # recomputed, not stale
+    # Without its cache the scores cannot be kept: the warning says what of score's work that undid.
+    shutil.rmtree(out / ".ssogen" / "score")
+    two = _run(vllm_engine, tiny_model, out, limit=2)
+    assert "score" not in two.manifest and all(r.lp_good_plain is None for r in two.records)
+    assert [w for w in _score_warnings(two.manifest) if "dropped with the rewritten rows" in w]
+
+
+def _score_warnings(manifest: dict[str, Any]) -> list[str]:
+    """The summary's warnings about `ssogen score` (not those of the tiny model's cut responses)."""
+    return [w for w in manifest["summary"]["warnings"] if "ssogen score" in w]
+
+
+# On the random tiny model this keeps some rows and drops others (the plain stages drop every row).
+ON_POLICY_ONLY = {"ordering": False, "contrast": False, "on_policy_margin": -0.02}
+
+
+def _score(out: Path, model: Path) -> None:
+    from ssogen.dataset.likelihood import LikelihoodFilterOptions
+    from ssogen.dataset.score import score_folder
+
+    # A row per batch: the transformers scorer pads a batch, so a row's scores would depend on its batch's rows.
+    score_folder(out, str(model), engine="transformers", chunk_rows=1,
+                 filter_options=LikelihoodFilterOptions(**ON_POLICY_ONLY))
+
+
+def _data(out: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every config's rows by split, and the manifest's `score` entry and stats.json as they describe them."""
+    folder = OutputFolder(out)
+    files = {config: {split: folder.read_config(config, path=path).to_pylist()
+                      for split, [path] in folder.split_files(config).items()} for config in CONFIGS}
+    return {**files, "score": folder.read_manifest()["score"], "stats": json.loads(folder.stats.read_text())}
+
+
+def test_a_rewrite_of_a_scored_run_equals_a_fresh_score_of_the_rewritten_rows(vllm_engine: Any, tiny_model: Path,
+                                                                            tmp_path: Path) -> None:
+    """A finished, scored and filtered run asked for with fewer rows and a test split: the data files were written
+    again without the scores or the filter (`score` had to run again). Now they are what `ssogen score` with the
+    same options makes of the rewritten rows, taken from score's cache: the rows left are filtered again among
+    themselves, as a score of them would (the filter's means are over the rows it judges)."""
+    fresh = tmp_path / "fresh"  # the reference: the rewritten rows generated in a folder of their own, then scored
+    _run(vllm_engine, tiny_model, fresh, limit=3, test_size=0.5)
+    _score(fresh, tiny_model)
+    out = tmp_path / "run1"
+    _run(vllm_engine, tiny_model, out, limit=4)
+    _score(out, tiny_model)
+    rewritten = _run(vllm_engine, tiny_model, out, limit=3, test_size=0.5)
+    assert not rewritten.unchanged and not _score_warnings(rewritten.manifest)
+    assert _data(out) == _data(fresh)
+    assert {r.drop_reason for r in rewritten.records} == {None, "likelihood:off_policy"}  # the filter decided
+
+
+def test_rows_a_larger_limit_adds_are_left_unscored_and_the_warning_names_the_command(
+        vllm_engine: Any, tiny_model: Path, tmp_path: Path) -> None:
+    """Rows new since the score have no score in its cache: they stay unscored, dropped by the filter as score drops
+    the rows it could not score, the rows scored before keep their scores and decisions, and one warning names the
+    command that scores the new rows; that command then gives the data of a fresh score."""
+    out = tmp_path / "run1"
+    _run(vllm_engine, tiny_model, out, limit=2)
+    _score(out, tiny_model)
+    before = OutputFolder(out).read_triplets()
+    grown = _run(vllm_engine, tiny_model, out, limit=3)
+    assert _score_warnings(grown.manifest) == [
+        "1 row added since `ssogen score` is not scored (the others keep their scores and filter): run `ssogen "
+        "score run1 --model tiny --filter likelihood --no-ordering --on-policy-margin -0.02 --no-contrast` to "
+        "score it; until then the likelihood filter drops it (likelihood:unscored)"]
+    assert grown.records[:2] == before and grown.manifest["score"]["rows_scored"] == 2
+    assert grown.records[2].lp_good_plain is None and grown.records[2].drop_reason == "likelihood:unscored"
+    _score(out, tiny_model)  # the command the warning names
+    fresh = tmp_path / "fresh"
+    _run(vllm_engine, tiny_model, fresh, limit=3)
+    _score(fresh, tiny_model)
+    assert _data(out) == _data(fresh)
 
 def test_different_configuration_is_refused_unless_overwrite(e2e: Any, vllm_engine: Any, tiny_model: Path,
                                                              tmp_path: Path) -> None:
