@@ -14,8 +14,10 @@ from ssogen.errors import UserError, file_system_error
 from ssogen.generate.prompt_files import rows_from_file
 from ssogen.generate.skips import LINE, ROW, note_place, skip_report
 from ssogen.models import ask_hub, hub_offline, network_failure
+from ssogen.temp_owner import owned_temp_folder
 
 DEMO_QUERIES = Path(__file__).parent.parent / "data" / "demo_queries.jsonl"
+INPUT_CACHE_PREFIX = "ssogen-input-"  # the temp folder's throwaway caches of `datasets` (`owned_temp_folder`)
 
 
 def demo_queries() -> list[str]:
@@ -88,8 +90,9 @@ def _rows_from_dataset_folder(path: Path, split: str) -> list[Any]:
             elif split != "train":  # one Dataset saved alone: it would be ignored
                 raise UserError(f"--split {split}: {path} holds one dataset, which has no splits")
             return list(loaded)
-        # A throwaway cache: reading the user's input must not write anywhere outside --out.
-        with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
+        # A throwaway cache: reading the user's input must not write anywhere outside --out. It names this
+        # process, so that the next command that reads a folder or hub dataset removes it after a `kill -9`.
+        with owned_temp_folder(INPUT_CACHE_PREFIX) as cache:
             return list(datasets.load_dataset(str(path), split=split, cache_dir=cache))
     except UserError:
         raise
@@ -135,7 +138,7 @@ def _rows_from_hub(name: str, split: str) -> list[Any]:
 
     _ask_hub_for_dataset(name)
     try:
-        with tempfile.TemporaryDirectory(prefix="ssogen-input-") as cache:
+        with owned_temp_folder(INPUT_CACHE_PREFIX) as cache:
             return list(datasets.load_dataset(name, split=split, cache_dir=cache))
     except Exception as exc:
         if (full := _cache_full(exc, name)) is not None:

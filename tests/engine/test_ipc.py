@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ssogen import temp_owner
 from ssogen.engine import ipc
 
 
@@ -133,14 +134,14 @@ def test_a_pid_running_another_process_is_gone_but_another_boots_is_not_judged(s
     temp = short_temp
     live, live_folder = _start_holding(HOLD, temp)
     try:
-        boot, namespace, pid, start = (Path(live_folder) / ipc.OWNER_FILE).read_text().split()
+        boot, namespace, pid, start = (Path(live_folder) / temp_owner.OWNER_FILE).read_text().split()
         assert int(pid) == live.pid
         reused = temp / f"{ipc.PREFIX}reused"  # the live process's pid, but it started later: another process
         other_boot = temp / f"{ipc.PREFIX}otherboot"  # as if /tmp were shared with another machine
         for folder, line in ((reused, f"{boot} {namespace} {pid} {int(start) + 1}\n"),
                              (other_boot, f"another-boot {namespace} 999999999 1\n")):
             folder.mkdir()
-            (folder / ipc.OWNER_FILE).write_text(line)
+            (folder / temp_owner.OWNER_FILE).write_text(line)
         _next_engine_starts(temp)
         assert sorted(path.name for path in temp.iterdir()) == sorted([Path(live_folder).name, other_boot.name])
     finally:
