@@ -55,7 +55,7 @@ def main() -> None:
         n = max(1, len(gpus))
         for options in (EngineOptions(data_parallel_size=n), EngineOptions(data_parallel_size=n + 1),
                         EngineOptions(data_parallel_size=n, max_model_len=2_000_000)):
-            plan = plan_placement(str(model), options, cpu=False)
+            plan = plan_placement(str(model), options, "vllm", cpu=False)
             print(f"--- --dp {options.data_parallel_size} --max-model-len {options.max_model_len}")
             print("\n".join(plan.lines()))
             try:

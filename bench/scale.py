@@ -65,7 +65,7 @@ def main() -> None:
         pool.queue.wait_all_ready()  # type: ignore[attr-defined]
         # A pool of one: the first engine of the --dp 2 placement, bound to its one core.
         two = EngineOptions(data_parallel_size=2)
-        placement = plan_placement(model, two)
+        placement = plan_placement(model, two, "vllm")
         one_core = start_pool("generate", "vllm", model, two,
                               placement.model_copy(update={"engines": placement.engines[:1]}), work / "state1")
         one_core.queue.wait_all_ready()

@@ -97,7 +97,7 @@ def _print_dry_run(plan: Any, resumes: bool) -> None:
     cfg = plan.config
     counts = request_counts(plan, resumes)
     examples = dry_run_examples(plan)
-    placement = plan_placement(cfg.model, cfg.engine_options(), memory=cfg.engine == "vllm")
+    placement = plan_placement(cfg.model, cfg.engine_options(), cfg.engine, memory=cfg.engine == "vllm")
     placement.check()
     prompts = plan.prompts
     skipped = skip_report(prompts.skipped, prompts.skipped_first, prompts.places, cfg.prompt_field) or "none"

@@ -1,14 +1,19 @@
-"""The devices this process may use: GPUs (from nvidia-smi, honouring CUDA_VISIBLE_DEVICES), CPU cores, memory."""
+"""The devices this process may use: GPUs (from nvidia-smi, honouring CUDA_VISIBLE_DEVICES), CPU cores, memory; and
+which of them an engine will run on."""
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata as md
 import os
 import shutil
 import subprocess
 import sys
 
 from pydantic import BaseModel
+
+from ssogen.engine.options import EngineKind
+from ssogen.envinfo import vllm_build
 
 
 class Gpu(BaseModel):
@@ -71,6 +76,24 @@ def torch_sees_cuda() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return answer.strip() == "cuda"
+
+
+def engine_runs_on_cpu(kind: EngineKind) -> bool:
+    """Where an engine of `kind` will run, asked of the installed builds and nvidia-smi: the vLLM CPU build runs on
+    the CPU, the GPU build on a GPU; the transformers engine on a GPU when torch is no CPU build and a GPU is visible
+    (hf_engine asks `torch.cuda.is_available()`, which this process must not: see `torch_sees_cuda`, asked where
+    nvidia-smi cannot tell)."""
+    build = vllm_build()[1]
+    if kind == "vllm" and build != "absent":
+        return build == "cpu"
+    try:
+        torch_cpu_build = md.version("torch").endswith("+cpu")
+    except md.PackageNotFoundError:
+        torch_cpu_build = False
+    if torch_cpu_build:
+        return True
+    gpus = visible_gpus()
+    return not (gpus if gpus is not None else torch_sees_cuda())
 
 
 def cpu_cores() -> list[int]:

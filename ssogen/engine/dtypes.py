@@ -8,15 +8,13 @@ before any engine loads (`ssogen score`), made without importing torch, transfor
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 from pathlib import Path
 from typing import Any, get_args
 
 from ssogen.engine.checkpoint_dtype import checkpoint_dtype
-from ssogen.engine.devices import torch_sees_cuda, visible_gpus
+from ssogen.engine.devices import engine_runs_on_cpu
 from ssogen.engine.options import EngineDtype, EngineKind, EngineOptions, canonical_dtype
-from ssogen.envinfo import vllm_build
 
 _CONFIG_DTYPES = {"float32", "float16", "bfloat16"}
 
@@ -34,7 +32,7 @@ def expected_dtype(kind: EngineKind, model: str, options: EngineOptions | None) 
     dtype = options.dtype if options is not None else "auto"
     if dtype != "auto":
         return canonical_dtype(dtype)
-    if _runs_on_cpu(kind):
+    if engine_runs_on_cpu(kind):
         return "float32"  # both engines load float32 for auto on the CPU (faster there than bf16)
     config = _read_config(model)
     declared = _declared_dtype(config)
@@ -57,24 +55,6 @@ def precision_names(kind: EngineKind, model: str, options: EngineOptions) -> tup
         update={"dtype": "auto"}))
     return resolved, tuple(name for name in get_args(EngineDtype)
                            if (auto if name == "auto" else canonical_dtype(name)) == resolved)
-
-
-def _runs_on_cpu(kind: EngineKind) -> bool:
-    """Where an engine of `kind` would run, asked of the installed builds and nvidia-smi: the vLLM CPU build runs
-    on the CPU, the GPU build on a GPU; the transformers engine on a GPU when torch is no CPU build and a GPU is
-    visible (hf_engine asks `torch.cuda.is_available()`, which this process must not: see `torch_sees_cuda`, asked
-    where nvidia-smi cannot tell)."""
-    build = vllm_build()[1]
-    if kind == "vllm" and build != "absent":
-        return build == "cpu"
-    try:
-        torch_cpu_build = md.version("torch").endswith("+cpu")
-    except md.PackageNotFoundError:
-        torch_cpu_build = False
-    if torch_cpu_build:
-        return True
-    gpus = visible_gpus()
-    return not (gpus if gpus is not None else torch_sees_cuda())
 
 
 def _read_config(model: str) -> dict[str, Any] | None:

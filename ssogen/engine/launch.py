@@ -20,7 +20,7 @@ def _launch(role: Literal["generate", "score"], kind: EngineKind, model: str, op
     options = options or EngineOptions()
     check_kind(kind)
     if is_pooled(options) or check_single:
-        placement = plan_placement(model, options, memory=kind == "vllm")
+        placement = plan_placement(model, options, kind, memory=kind == "vllm")
         placement.check()
     if is_pooled(options):
         from ssogen.engine.pool import start_pool

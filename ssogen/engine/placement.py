@@ -17,10 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ssogen.engine.devices import Gpu, core_list, cpu_cores, host_memory, visible_gpus
-from ssogen.engine.options import EngineOptions, cpu_kv_cache_bytes
-from ssogen.engine.vllm_llm import is_cpu_build
-from ssogen.envinfo import vllm_build
+from ssogen.engine.devices import Gpu, core_list, cpu_cores, engine_runs_on_cpu, host_memory, visible_gpus
+from ssogen.engine.options import EngineKind, EngineOptions, cpu_kv_cache_bytes
 from ssogen.errors import UserError
 from ssogen.formatting import counted
 from ssogen.models import read_model_config
@@ -206,14 +204,13 @@ def gpu_slots(dp: int, tp: int, gpus: list[Gpu]) -> list[EngineSlot]:
     return slots
 
 
-def plan_placement(model: str, options: EngineOptions, *, memory: bool = True, cpu: bool | None = None,
-                   gpus: list[Gpu] | None = None, cores: list[int] | None = None,
+def plan_placement(model: str, options: EngineOptions, kind: EngineKind, *, memory: bool = True,
+                   cpu: bool | None = None, gpus: list[Gpu] | None = None, cores: list[int] | None = None,
                    host_memory_bytes: int | None = None) -> Placement:
-    """The engines' devices and (with `memory`, for vLLM's KV cache) the memory check. `gpus`/`cores`/
-    `host_memory_bytes` default to this machine's. With `ray_address` the devices are Ray's to choose."""
-    if cpu is None:
-        # The CPU build of vLLM, or no vLLM (the transformers engine) on a machine without GPUs.
-        cpu = is_cpu_build() or (vllm_build()[1] == "absent" and not visible_gpus())
+    """The devices of engines of `kind` and (with `memory`, for vLLM's KV cache) the memory check. `cpu` (where
+    they run), `gpus`, `cores`, `host_memory_bytes` default to this machine's. With `ray_address` the devices are
+    Ray's to choose."""
+    cpu = engine_runs_on_cpu(kind) if cpu is None else cpu
     dp, tp = options.data_parallel_size, options.tensor_parallel_size
     notes: list[str] = []
     problems: list[str] = []

@@ -19,7 +19,7 @@ from ssogen.engine.options import EngineOptions
 
 @pytest.fixture
 def on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: False)
+    monkeypatch.setattr(dtypes, "engine_runs_on_cpu", lambda kind: False)
 
 
 @pytest.fixture(scope="module")

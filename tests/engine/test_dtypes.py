@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ssogen.engine import dtypes
-from ssogen.engine.devices import torch_sees_cuda
+from ssogen.engine import devices, dtypes
+from ssogen.engine.devices import engine_runs_on_cpu, torch_sees_cuda
 from ssogen.engine.dtypes import engine_dtype, expected_dtype, precision_names
 from ssogen.engine.options import EngineOptions, canonical_dtype
 
@@ -39,18 +39,18 @@ def test_a_named_dtype_is_that_dtype_whatever_its_spelling(tmp_path: Path) -> No
 
 def test_auto_is_float32_on_the_cpu_for_both_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The engines load float32 for auto on the CPU (`vllm_llm_kwargs`, `causal_lm_dtype`), whatever the config."""
-    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: True)
+    monkeypatch.setattr(dtypes, "engine_runs_on_cpu", lambda kind: True)
     model = model_folder(tmp_path / "m", {"dtype": "bfloat16"})
     assert expected_dtype("vllm", model, None) == expected_dtype("transformers", model, EngineOptions()) == "float32"
 
 
 def test_this_machine_runs_both_engines_on_the_cpu() -> None:
     """The test machines have the vLLM CPU build and a CPU torch: what the engines really load here."""
-    assert dtypes._runs_on_cpu("vllm") and dtypes._runs_on_cpu("transformers")
+    assert engine_runs_on_cpu("vllm") and engine_runs_on_cpu("transformers")
 
 
 def test_auto_on_a_gpu_follows_the_models_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: False)
+    monkeypatch.setattr(dtypes, "engine_runs_on_cpu", lambda kind: False)
     bf16 = model_folder(tmp_path / "bf16", {"torch_dtype": "bfloat16"})
     fp32 = model_folder(tmp_path / "fp32", {"dtype": "float32"})
     silent = model_folder(tmp_path / "silent", {"model_type": "qwen2"})
@@ -71,11 +71,11 @@ def test_the_names_of_a_precision_are_its_spellings_and_auto_where_it_resolves_t
     """What an earlier generate run, which recorded --dtype as typed, may have recorded for a precision."""
     bf16 = model_folder(tmp_path / "bf16", {"torch_dtype": "bfloat16"})
     silent = model_folder(tmp_path / "silent", {"model_type": "qwen2"})
-    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: True)
+    monkeypatch.setattr(dtypes, "engine_runs_on_cpu", lambda kind: True)
     assert precision_names("vllm", bf16, EngineOptions()) == ("float32", ("auto", "float32", "float"))
     assert precision_names("vllm", bf16, EngineOptions(dtype="half")) == ("float16", ("float16", "half"))
     assert precision_names("transformers", bf16, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("bfloat16",))
-    monkeypatch.setattr(dtypes, "_runs_on_cpu", lambda kind: False)
+    monkeypatch.setattr(dtypes, "engine_runs_on_cpu", lambda kind: False)
     assert precision_names("vllm", bf16, EngineOptions(dtype="bfloat16")) == ("bfloat16", ("auto", "bfloat16"))
     assert precision_names("transformers", bf16, EngineOptions(dtype="float")) == ("float32", ("float32", "float"))
     # Only the loaded engine can tell: auto is its only name; a named precision is not auto's.
@@ -89,10 +89,10 @@ def cuda_torch_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     writes the id of the process that asked it to the file returned."""
     import _ctypes
 
-    monkeypatch.setattr(dtypes, "visible_gpus", lambda: None)
-    monkeypatch.setattr(dtypes, "torch_sees_cuda", functools.cache(torch_sees_cuda.__wrapped__))  # asked afresh
-    monkeypatch.setattr(dtypes, "md", SimpleNamespace(version=lambda name: "2.13.0+cu128",
-                                                      PackageNotFoundError=md.PackageNotFoundError))
+    monkeypatch.setattr(devices, "visible_gpus", lambda: None)
+    monkeypatch.setattr(devices, "torch_sees_cuda", functools.cache(torch_sees_cuda.__wrapped__))  # asked afresh
+    monkeypatch.setattr(devices, "md", SimpleNamespace(version=lambda name: "2.13.0+cu128",
+                                                       PackageNotFoundError=md.PackageNotFoundError))
     (tmp_path / "lib").mkdir()
     shutil.copy(_ctypes.__file__, tmp_path / "lib" / "libcuda.so.1")
     (tmp_path / "fake" / "torch").mkdir(parents=True)

@@ -3,6 +3,7 @@ come before any engine starts (dry run included)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from ssogen.engine.devices import Gpu
 from ssogen.engine.options import EngineOptions
 from ssogen.engine.placement import context_problem, cpu_slots, model_size, plan_placement, safetensors_weight_bytes
 from ssogen.errors import UserError
+from tests.engine.test_dtypes import cuda_torch_without_nvidia_smi
 
 GiB = 2**30
 
@@ -43,11 +45,11 @@ def test_cpu_engines_get_disjoint_cores() -> None:
 
 def test_gpu_engines_get_their_own_gpus_and_count_is_checked(tiny_model: Path) -> None:
     options = EngineOptions(data_parallel_size=4, tensor_parallel_size=2)
-    plan = plan_placement(str(tiny_model), options, cpu=False, gpus=gpus(8))
+    plan = plan_placement(str(tiny_model), options, "vllm", cpu=False, gpus=gpus(8))
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in plan.engines] == ["0,1", "2,3", "4,5", "6,7"]
     plan.check()
-    too_many = plan_placement(str(tiny_model), options.model_copy(update={"data_parallel_size": 5}), cpu=False,
-                              gpus=gpus(8))
+    too_many = plan_placement(str(tiny_model), options.model_copy(update={"data_parallel_size": 5}), "vllm",
+                              cpu=False, gpus=gpus(8))
     with pytest.raises(UserError, match=r"--dp 5 x --tp 2 needs 10 GPUs but 8 are visible"):
         too_many.check()
 
@@ -56,7 +58,7 @@ def test_a_model_that_cannot_fit_is_refused_with_the_numbers(tiny_model: Path) -
     # The tiny model is stored in float32 ('auto' keeps that on GPU): under 1 MiB of weights (the exact size
     # follows the vocabulary its tokenizer learned from the bundled texts), and one sequence of 4096 tokens needs
     # 2 MiB of KV cache (2 x 2 layers x 1 head x 32 x 4 bytes x 4096). 90% of 2 MiB is less.
-    plan = plan_placement(str(tiny_model), EngineOptions(), cpu=False, gpus=[Gpu(id="0", name="x",
+    plan = plan_placement(str(tiny_model), EngineOptions(), "vllm", cpu=False, gpus=[Gpu(id="0", name="x",
                                                                                    memory_bytes=2 * 2**20)])
     weights = plan.weights_per_device_bytes
     assert weights is not None and weights < 2**20
@@ -66,19 +68,20 @@ def test_a_model_that_cannot_fit_is_refused_with_the_numbers(tiny_model: Path) -
                                         r"--gpu-memory-utilization 0.9 of 2.0 MiB gives 1.8 MiB"):
         plan.check()
     assert plan.kv_per_sequence_per_device_bytes == 2 * 2 * 1 * 32 * 4 * 4096
-    plan_placement(str(tiny_model), EngineOptions(), cpu=False, gpus=gpus(1)).check()
+    plan_placement(str(tiny_model), EngineOptions(), "vllm", cpu=False, gpus=gpus(1)).check()
 
 
 def test_cpu_kv_cache_must_hold_one_sequence_and_dp_needs_cores(tiny_model: Path) -> None:
     small_cache = EngineOptions(kv_cache_memory_bytes=2**20, max_model_len=4096)  # needs 2 MiB in float32
     with pytest.raises(UserError, match=r"KV cache of 1.0 MiB holds less than one sequence of --max-model-len "
                                         r"4096 \(2.0 MiB\): raise --kv-cache-gb to at least 0.01 or"):  # was 0.00
-        plan_placement(str(tiny_model), small_cache, cpu=True, cores=[0, 1]).check()
+        plan_placement(str(tiny_model), small_cache, "vllm", cpu=True, cores=[0, 1]).check()
     with pytest.raises(UserError, match=r"--dp 3 x --tp 1 needs 3 CPU cores .* may use 2"):
-        plan_placement(str(tiny_model), EngineOptions(data_parallel_size=3), cpu=True, cores=[0, 1]).check()
+        plan_placement(str(tiny_model), EngineOptions(data_parallel_size=3), "vllm", cpu=True,
+                       cores=[0, 1]).check()
     both = EngineOptions(data_parallel_size=3, kv_cache_memory_bytes=2**20, max_model_len=4096)
     with pytest.raises(UserError, match=r"may use 2 \(and 1 more problem\)$"):  # was "1 more problem(s)"
-        plan_placement(str(tiny_model), both, cpu=True, cores=[0, 1]).check()
+        plan_placement(str(tiny_model), both, "vllm", cpu=True, cores=[0, 1]).check()
 
 
 def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: Path, tmp_path: Path,
@@ -97,6 +100,33 @@ def test_dry_run_shows_the_placement_and_refuses_an_impossible_one(tiny_model: P
     assert refused.exit_code == 2 and "needs 3 CPU cores" in refused.output and "Traceback" not in refused.output
     assert refused.stdout == ""  # refused before any of the plan is printed (it came after the plan and the rows)
     assert not (tmp_path / "o").exists()
+
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_without_nvidia_smi_the_transformers_engine_is_placed_where_torch_sees_cuda(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, available: bool) -> None:
+    """hf_engine runs where `torch.cuda.is_available()` says, asked in a child process when nvidia-smi is missing:
+    GPU slots for a CUDA torch that sees a GPU (they were CPU cores, as no nvidia-smi listed a GPU), CPU cores when
+    it sees none. The vLLM CPU build installed here still runs vLLM engines on the CPU, without asking."""
+    from ssogen.engine import placement
+
+    asked = cuda_torch_without_nvidia_smi(tmp_path, monkeypatch, available=available)
+    monkeypatch.setattr(placement, "visible_gpus", lambda: None)
+    monkeypatch.setattr(placement, "cpu_cores", lambda: [0, 1])
+    base = ["generate", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--limit", "2", "--dry-run",
+            "--dp", "2"]
+    result = CliRunner().invoke(app, [*base, "--engine", "transformers"])
+    assert result.exit_code == 0, result.output
+    assert int(asked.read_text()) != os.getpid()  # no CUDA in this process
+    if available:
+        assert "2 engine(s) of 1 GPU(s) each" in result.output and "engine 1: GPUs 1" in result.output
+        assert "note: nvidia-smi is not available: the GPU count and memory are not checked" in result.output
+    else:
+        assert "2 engine(s) of 1 CPU worker(s) each" in result.output and "engine 1: CPU cores 1" in result.output
+    asked.unlink()
+    assert plan_placement(str(tiny_model), EngineOptions(data_parallel_size=2), "vllm", memory=False).cpu
+    assert not asked.exists()
 
 
 # nvidia-smi's answer on an H100 box (2026-11-27), plus a second GPU for the masks
@@ -177,6 +207,7 @@ def test_a_config_json_no_loader_reads_gives_a_plan_without_its_sizes(tiny_model
     else:
         assert model_size(str(folder), EngineOptions(), cpu=True).kv_bytes_per_token is None
         assert context_problem(str(folder), 10**6) is None
-    placement = plan_placement(str(folder), EngineOptions(), cpu=True, cores=[0, 1], host_memory_bytes=64 * GiB)
+    placement = plan_placement(str(folder), EngineOptions(), "vllm", cpu=True, cores=[0, 1],
+                               host_memory_bytes=64 * GiB)
     placement.lines()
     placement.check()
