@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import difflib
 import errno
+import getpass
 import os
 import re
+import sys
+import tempfile
 from collections.abc import Iterable
 
 
@@ -95,6 +98,53 @@ def file_system_cause(exc: BaseException) -> OSError | None:
             return None  # not a wrapper of it: an error of its own, raised while the OSError was handled
         current = inner
     return None
+
+
+# On a worker's plain copy of the OSError (`file_system_copy`): what the worker was writing, where it could tell.
+_WRITING_ATTRIBUTE = "ssogen_writing"
+
+
+def wrapped_writing(exc: BaseException) -> str | None:
+    """What was being written when the file-system error that `exc` is or wraps struck, where the error tells:
+    torch's compile cache for torch's InductorError (its compiler's writes go there, to the temp folder by default,
+    not to the command's folder), or what an engine worker's copy says. None otherwise."""
+    current: BaseException | None = exc
+    for _ in range(10):  # the chain `file_system_cause` walks, up to the OSError
+        if current is None:
+            return None
+        if isinstance(current, OSError) and (current.errno or 0) in _FILE_SYSTEM_ADVICE:
+            said = getattr(current, _WRITING_ATTRIBUTE, None)
+            return said if isinstance(said, str) else None
+        if any(c.__name__ == "InductorError" and c.__module__.startswith("torch._inductor")
+               for c in type(current).__mro__):  # by name: torch is not imported for it
+            return f"writing torch's compile cache in {torch_compile_cache()}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def file_system_copy(exc: BaseException, cause: OSError) -> OSError:
+    """A plain copy of `cause`, the file-system error `exc` wraps, for another process (a library's subclass may not
+    pickle; EACCES gives a PermissionError, as raised), that keeps what was being written (`wrapped_writing`)."""
+    copy = OSError(cause.errno, cause.strerror, cause.filename)
+    if (writing := wrapped_writing(exc)) is not None:
+        setattr(copy, _WRITING_ATTRIBUTE, writing)  # pickled with it (an exception's __dict__)
+    return copy
+
+
+def torch_compile_cache() -> str:
+    """The folder of torch's compile cache, found as torch finds it (`cache_dir` in
+    torch/_inductor/runtime/cache_dir_utils.py), without importing torch where it is not imported yet."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if folder is None and (torchs := sys.modules.get("torch._inductor.runtime.cache_dir_utils")) is not None:
+        folder = str(torchs.default_cache_dir())
+    if folder is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, ModuleNotFoundError, OSError):
+            getuid = getattr(os, "getuid", None)
+            user = f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+        folder = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+    return os.path.abspath(folder)
 
 
 # Arrow's OSErrors carry no file name: their text quotes the file, then gives the system's words ("Failed to open

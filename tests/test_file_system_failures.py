@@ -358,6 +358,66 @@ def test_a_full_disk_in_a_library_write_names_the_folder_written(dataset: Path, 
     assert "refresh_on_a_full_file_size_limit" in log.read_text()
 
 
+def test_a_full_disk_in_torchs_compile_cache_names_the_cache(dataset: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's compiler wraps the OSError of a write to its compile cache in its InductorError (raised while the
+    OSError was handled, as in `score` on vLLM's CPU build): the line names that cache, whose disk (the temp
+    folder's by default) may be the full one, not the folder the command writes in (it said "writing in OUT"). The
+    same error bare, or wrapped by another library, still names the folder the command writes in."""
+    from torch._inductor.exc import InductorError
+
+    import ssogen.dataset.refresh
+
+    cache = tmp_path / "compile-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+
+    def full_disk_in(wrapper: Any) -> Any:
+        def refresh(*args: Any, **kw: Any) -> None:
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                if wrapper is None:
+                    raise
+                raise wrapper(exc) from None
+
+        return refresh
+
+    for wrapper, writing in ((lambda exc: InductorError(exc, None), f"writing torch's compile cache in {cache}"),
+                             (lambda exc: RuntimeError(f"OSError: {exc}"), f"writing in {dataset}"),
+                             (None, f"writing in {dataset}")):
+        monkeypatch.setattr(ssogen.dataset.refresh, "refresh", full_disk_in(wrapper))
+        result = CliRunner().invoke(app, ["stats", str(dataset)])
+        assert (result.exit_code, result.stderr.strip().splitlines()) == (1, [f"error: {writing}: {FULL}"])
+
+
+def test_torchs_compile_cache_is_found_as_torch_finds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `cache_dir` in torch/_inductor/runtime/cache_dir_utils.py: TORCHINDUCTOR_CACHE_DIR made absolute, else
+    torchinductor_<user> in the temp folder, odd characters of the user's name replaced; torch is not imported."""
+    import tempfile
+
+    from torch._inductor.runtime import cache_dir_utils
+
+    from ssogen.errors import torch_compile_cache
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "cache")
+    assert torch_compile_cache() == str(tmp_path / "cache")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("LOGNAME", "dom\\ai:n/me")
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    expected = cache_dir_utils.default_cache_dir()
+    assert expected == str(tmp_path / "temp" / "torchinductor_dom_ai_n_me")
+    assert torch_compile_cache() == expected  # torch's own function, torch being imported
+    monkeypatch.delitem(sys.modules, "torch._inductor.runtime.cache_dir_utils")
+    assert torch_compile_cache() == expected
+    child = subprocess.run([sys.executable, "-c", "import sys; from ssogen.errors import torch_compile_cache; "
+                            "print(torch_compile_cache(), 'torch' in sys.modules)"],
+                           env={**os.environ, "TMPDIR": str(tmp_path / "temp")}, capture_output=True, text=True,
+                           check=True)
+    assert child.stdout.split() == [expected, "False"]
+
+
 def test_a_full_disk_while_datasets_caches_the_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`datasets` loads --prompts into a throwaway cache: a full disk there was "cannot load as a dataset", exit 2."""
     import tempfile

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssogen.cli.process import command_begins, command_ended
-from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_cause, file_system_error
+from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, UserError, file_system_cause, file_system_error, wrapped_writing
 from ssogen.formatting import plain_text
 from ssogen.interrupts import interrupt_on
 from ssogen.origins import options_of_one_command, with_config_lines
@@ -228,7 +228,8 @@ def _run_command(func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
             except Exception as exc:  # a full disk, a read-only folder, an unreadable input: one line, no traceback
                 # (also where a library wraps it: torch's compile error around a full compile cache)
                 cause = file_system_cause(exc)
-                if cause is None or (translated := file_system_error(cause, writing=_WRITING_IN.get())) is None:
+                writing = wrapped_writing(exc) or _WRITING_IN.get()  # torch's compile cache, else the command's folder
+                if cause is None or (translated := file_system_error(cause, writing=writing)) is None:
                     raise
                 raise translated from None
     except UserError as exc:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ssogen.engine import close_engine
 from ssogen.engine.options import EngineKind, EngineOptions
-from ssogen.errors import UserError, file_system_cause, file_system_error
+from ssogen.errors import UserError, file_system_cause, file_system_copy, file_system_error, wrapped_writing
 
 Task = Literal["generate", "score"]
 
@@ -97,7 +97,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return str(exc)
     if (cause := file_system_cause(exc)) is not None:
-        return str(file_system_error(cause))
+        return str(file_system_error(cause, writing=wrapped_writing(exc)))
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return last.splitlines()[0] if last else type(exc).__name__
 
@@ -106,8 +106,8 @@ def failure(worker: int, piece: int | None, exc: BaseException) -> Failed:
     """What a worker (a process or a Ray actor) reports of an exception while loading (piece None) or on a piece."""
     if isinstance(exc, UserError):
         return Failed(worker, piece, str(exc), True, exc.exit_code)
-    if (cause := file_system_cause(exc)) is not None:  # a plain copy travels: a library's subclass may not pickle
-        cause = OSError(cause.errno, cause.strerror, cause.filename)  # (a PermissionError for EACCES, as before)
+    if (cause := file_system_cause(exc)) is not None:  # a plain copy travels, saying what was being written
+        cause = file_system_copy(exc, cause)
     return Failed(worker, piece, describe(exc), False, os_error=cause)
 
 

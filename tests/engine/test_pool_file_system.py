@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -20,10 +21,10 @@ from typer.testing import CliRunner
 from ssogen.cli import app
 from ssogen.engine.guard import child_processes
 from ssogen.engine.pool import WorkQueue
-from ssogen.engine.workers import Failed
-from ssogen.errors import UserError
+from ssogen.engine.workers import Failed, failure
+from ssogen.errors import UserError, file_system_error, wrapped_writing
 from tests.engine.test_pool_units import ScriptedBackend, specs
-from tests.engine.worker_faults.sitecustomize import FAULTS_ENV
+from tests.engine.worker_faults.sitecustomize import FAULTS_ENV, InductorError
 
 FAULTS = Path(__file__).parent / "worker_faults"
 READ_ONLY = "Read-only file system; the file system is read-only: choose a folder on a writable one"
@@ -65,6 +66,24 @@ def test_a_batch_that_fails_for_the_file_system_raises_its_error(tmp_path: Path)
     with pytest.raises(OSError) as caught:
         queue.run([1])
     assert caught.value is full
+
+
+def test_a_workers_copy_of_a_file_system_error_keeps_what_was_being_written(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`failure` sends the parent a plain copy of the OSError (a library's subclass may not pickle): torch's
+    InductorError around it says the compile cache was being written, and the copy keeps that; a bare write error
+    says nothing, and the command names the folder it writes in."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compile-cache"))
+    bare = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    wrapped = InductorError(f"OSError: {bare}")
+    wrapped.__context__, wrapped.__suppress_context__ = bare, True  # raised `from None` while it was handled
+    for exc, writing in ((wrapped, f"writing torch's compile cache in {tmp_path / 'compile-cache'}"), (bare, None)):
+        failed = pickle.loads(pickle.dumps(failure(0, 1, exc)))  # as it crosses the pipe
+        assert type(failed.os_error) is OSError and failed.os_error.errno == errno.ENOSPC
+        assert wrapped_writing(failed.os_error) == writing
+        assert failed.message == (f"{writing}: {FULL}" if writing else FULL)
+        line = file_system_error(failed.os_error, writing=wrapped_writing(failed.os_error) or "writing in OUT")
+        assert str(line) == f"{writing or 'writing in OUT'}: {FULL}"
 
 
 @pytest.fixture
@@ -109,18 +128,21 @@ def test_engines_that_cannot_make_their_socket_folder_say_so_in_one_line(tiny_mo
 
 
 def test_a_full_disk_inside_an_engine_is_one_line_and_the_rerun_resumes(tiny_model: Path, tmp_path: Path,
-                                                                        worker_faults: Path) -> None:
+                                                                        worker_faults: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from ssogen.dataset.shards import ShardStore
     from ssogen.generate.config import RunConfig
     from ssogen.generate.run import run_generate
 
-    out = tmp_path / "out"
+    out, cache = tmp_path / "out", tmp_path / "compile-cache"
     worker_faults.write_text(json.dumps({"generate_after": str(out / ".ssogen" / "rows-00000.jsonl")}))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))  # the workers' (the temp folder's by default)
     before = child_processes()
     result = CliRunner().invoke(app, _generate(out, tiny_model, "--engine", "transformers", "--limit", "4",
                                                "--chunk-size", "2"))
     assert result.exit_code == 1, result.output
-    assert result.stderr.strip().splitlines()[-1] == f"error: writing in {out}: {FULL}"
+    # what the worker's InductorError said was being written: not the output folder (was "writing in OUT")
+    assert result.stderr.strip().splitlines()[-1] == f"error: writing torch's compile cache in {cache}: {FULL}"
     assert "Traceback" not in result.stderr
     assert engine_processes(before) == set()
     assert len(ShardStore(out).load("rows")) == 2  # the first chunk, finished before the disk filled

@@ -35,8 +35,11 @@ def _mkdtemp_with_faults(suffix: str | None = None, prefix: str | None = None, d
     return _mkdtemp(suffix, prefix, dir)
 
 
-class CompileError(Exception):
-    """Stands for torch._inductor.exc.InductorError."""
+class InductorError(Exception):
+    """Stands for torch._inductor.exc.InductorError, which ssogen knows by its name and module (without torch)."""
+
+
+InductorError.__module__ = "torch._inductor.exc"
 
 
 def _open_runner_with_faults(spec: Any) -> Any:
@@ -48,7 +51,7 @@ def _open_runner_with_faults(spec: Any) -> Any:
             try:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
-                raise CompileError(f"OSError: {exc}") from None
+                raise InductorError(f"OSError: {exc}") from None
         return run(items)
 
     return run_with_faults, limit, settings, close
