@@ -82,22 +82,31 @@ def file_system_error(exc: OSError, at: os.PathLike[str] | None = None, *,
     return UserError(f"{where}{reason}; {advice}", exit_code=1)
 
 
-def file_system_cause(exc: BaseException) -> OSError | None:
-    """The OSError of a full, read-only or forbidden file system (one `file_system_error` words) that `exc` is, or
-    that it wraps: raised from it, or raised while handling it with its words in the message (torch's InductorError,
-    when its compile cache fills the disk, keeps it only as the context). Another error raised while one was handled
-    is its own (a bug in an `except` block keeps its traceback). None for any other error."""
+def _chain_to_file_system_error(exc: BaseException) -> list[BaseException]:
+    """`exc`, then each error it wraps, down to the OSError of a full, read-only or forbidden file system (one
+    `file_system_error` words), its last item; empty when it wraps none. A wrapper is raised from the next, or
+    raised while handling it with its words in the message (torch's InductorError, when its compile cache fills the
+    disk, keeps it only as the context). Another error raised while one was handled is its own (a bug in an
+    `except` block keeps its traceback)."""
+    chain: list[BaseException] = []
     current: BaseException | None = exc
     for _ in range(10):  # a chain is short; a cycle of contexts must not loop
         if current is None:
-            return None
+            return []
+        chain.append(current)
         if isinstance(current, OSError) and (current.errno or 0) in _FILE_SYSTEM_ADVICE:
-            return current
+            return chain
         inner = current.__cause__ or current.__context__
         if current.__cause__ is None and isinstance(inner, OSError) and (inner.strerror or "") not in str(current):
-            return None  # not a wrapper of it: an error of its own, raised while the OSError was handled
+            return []  # not a wrapper of it: an error of its own, raised while the OSError was handled
         current = inner
-    return None
+    return []
+
+
+def file_system_cause(exc: BaseException) -> OSError | None:
+    """The file-system OSError that `exc` is or wraps (`_chain_to_file_system_error`); None for any other error."""
+    chain = _chain_to_file_system_error(exc)
+    return chain[-1] if chain and isinstance(chain[-1], OSError) else None
 
 
 # On a worker's plain copy of the OSError (`file_system_copy`): what the worker was writing, where it could tell.
@@ -108,18 +117,12 @@ def wrapped_writing(exc: BaseException) -> str | None:
     """What was being written when the file-system error that `exc` is or wraps struck, where the error tells:
     torch's compile cache for torch's InductorError (its compiler's writes go there, to the temp folder by default,
     not to the command's folder), or what an engine worker's copy says. None otherwise."""
-    current: BaseException | None = exc
-    for _ in range(10):  # the chain `file_system_cause` walks, up to the OSError
-        if current is None:
-            return None
-        if isinstance(current, OSError) and (current.errno or 0) in _FILE_SYSTEM_ADVICE:
-            said = getattr(current, _WRITING_ATTRIBUTE, None)
-            return said if isinstance(said, str) else None
-        if any(c.__name__ == "InductorError" and c.__module__.startswith("torch._inductor")
-               for c in type(current).__mro__):  # by name: torch is not imported for it
-            return f"writing torch's compile cache in {torch_compile_cache()}"
-        current = current.__cause__ or current.__context__
-    return None
+    chain = _chain_to_file_system_error(exc)
+    if any(c.__name__ == "InductorError" and c.__module__.startswith("torch._inductor")
+           for wrapper in chain[:-1] for c in type(wrapper).__mro__):  # by name: torch is not imported for it
+        return f"writing torch's compile cache in {torch_compile_cache()}"
+    said = getattr(chain[-1], _WRITING_ATTRIBUTE, None) if chain else None
+    return said if isinstance(said, str) else None
 
 
 def file_system_copy(exc: BaseException, cause: OSError) -> OSError:
