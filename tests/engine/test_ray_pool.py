@@ -34,9 +34,13 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     python_path = os.pathsep.join([str(FAULTS), *filter(None, [os.environ.get("PYTHONPATH")])])
     ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_temp,
-                 runtime_env={"env_vars": {"TMPDIR": str(actors_temp), "PYTHONPATH": python_path,
-                                           FAULTS_ENV: str(actors_temp / ACTOR_FAULTS)}})
+        with pytest.MonkeyPatch.context() as env:
+            # The actors make their own socket folders, as on a cluster, not the one an earlier test's in-process
+            # engine left in this process's environment (Ray's processes would inherit it).
+            env.delenv("VLLM_RPC_BASE_PATH", raising=False)
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_temp,
+                     runtime_env={"env_vars": {"TMPDIR": str(actors_temp), "PYTHONPATH": python_path,
+                                               FAULTS_ENV: str(actors_temp / ACTOR_FAULTS)}})
         yield actors_temp
         ray.shutdown()
     finally:
