@@ -32,9 +32,11 @@ from ssogen.settings_resolution import resolve_settings
 # Kept in the fingerprint: engine and dtype (other kernels and precision give other samples) and max_model_len,
 # which decides which prompts are too long and clips each request's max_tokens to the room left in the context.
 # dtype as the engine will run at it (`RunPlan.dtype`: half is float16, auto on the CPU float32), not as typed.
-NOT_FINGERPRINTED = frozenset({"out", "limit", "chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization",
-                               "kv_cache_gb", "license", "test_size", "model", "principles", "templates", "prompts",
-                               "prompt_field", "split"})
+# Of these, the ones that decide neither the rows nor which rows (where, how fast, in what memory, and the card's
+# license): `ssogen iterate` resumes its run across them too, finished generate steps included.
+RUNTIME_KEYS = frozenset({"chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization", "kv_cache_gb", "license"})
+NOT_FINGERPRINTED = RUNTIME_KEYS | frozenset({"out", "limit", "test_size", "model", "principles", "templates",
+                                             "prompts", "prompt_field", "split"})
 # The rule of versions before the queries' digest: the --prompts path, --prompt-field and --split were fingerprinted.
 # A run it started resumes when this rule gives its stored fingerprint (same path, same options): its rows are keyed
 # by their text and position, so a row of a query edited since is computed again, never reused. Both rules recorded

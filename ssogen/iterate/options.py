@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ssogen.engine.options import canonical_dtype
 from ssogen.errors import UserError
 from ssogen.fingerprint import json_sha256
+from ssogen.generate.config import RUNTIME_KEYS as GENERATE_RUNTIME_KEYS  # generate's own list
 from ssogen.io import input_file_problem
 from ssogen.settings import command_settings, option
 from ssogen.train.config import NOT_FINGERPRINTED as TRAIN_NOT_FINGERPRINTED
@@ -171,8 +172,6 @@ def train_config_values(path: Path | None, flag: str, recipe: str, objective: di
 
 # Keys of the two config files that decide where and how fast a step runs, or what it logs, not what it makes: a
 # step resumes across them (generate and train leave them out of their own fingerprints), so the run does too.
-GENERATE_RUNTIME_KEYS = frozenset({"chunk_size", "dp", "ray_address", "tp", "gpu_memory_utilization", "kv_cache_gb",
-                                   "license"})
 TRAIN_RUNTIME_KEYS = TRAIN_NOT_FINGERPRINTED - set(TRAIN_OWNED)  # train's own list, less what iterate sets
 _RUNTIME_KEYS = {"generate": GENERATE_RUNTIME_KEYS, "train": TRAIN_RUNTIME_KEYS, "generator_train": TRAIN_RUNTIME_KEYS}
 

@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from ssogen.dataset.folder import OutputFolder
+from ssogen.dataset.shards import ShardStore
 from ssogen.errors import STEP_OF_ITERATE_ENV, STOPPED, Interrupted, UserError
 from ssogen.fingerprint import check_model_available
 from ssogen.formatting import counted
@@ -63,6 +64,18 @@ def finished(step: Step) -> bool:
     # Iterate judges the dpo config (the report compares it across iterations): a judge.json of another config,
     # from a `ssogen judge --config` run by hand on the folder, is judged again.
     return {k: judged.get(k) for k in step.settings} == step.settings and judged.get("config", "dpo") == "dpo"
+
+
+def holds_work(step: Step) -> bool:
+    """Whether the step's folder holds what other options would throw away: its result, or the rows (generate)
+    or checkpoints (train) it saved. generate and train themselves let a run with nothing saved give way."""
+    if not step.folder.exists():
+        return False
+    if finished(step):
+        return True
+    if step.kind == "generate":
+        return ShardStore(step.folder).holds_finished_work()
+    return step.kind == "train" and bool(TrainOutput(step.folder).checkpoints())
 
 
 def _descriptor(stream: Any) -> Any:
@@ -231,19 +244,20 @@ def run_iterate(options: IterateOptions, console: Console, *, dry_run: bool = Fa
     there)."""
     run = IterateRun(options)
     state = RunState(run.out)
-    train_steps = [step.id for iteration in run.iterations for step in iteration.steps if step.kind == "train"]
+    steps = [step for iteration in run.iterations for step in iteration.steps]
     if dry_run:  # an --out the run would refuse is refused here too
-        if state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps) == "resume":
-            state.data = state.stored()  # read only
-        steps = [step for iteration in run.iterations for step in iteration.steps]
+        if state.check(run.fingerprint, overwrite=options.overwrite, steps=steps, saved=holds_work) != "start":
+            state.data = state.stored()  # read only; the steps that other options start again are not kept
+            state.data["steps"] = {k: v for k, v in (state.data.get("steps") or {}).items() if k not in state.redone}
         print_plan(run, console, {s.id for s in steps if state.data and state.is_done(s) and finished(s)})
         return
     check_model_available(run.model)  # a hub id: unknown, or the hub unreachable, is one line now
-    state.check(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)  # before the lock's files
+    # A refusal comes before the lock's files are written.
+    state.check(run.fingerprint, overwrite=options.overwrite, steps=steps, saved=holds_work)
     with claim(run.out / WORK_DIR, label=f"--out {run.out}", command="ssogen iterate", kind="iterate") as left:
         if left is not None:
             _note(left.takeover_note())
-        resumed = state.open(run.fingerprint, overwrite=options.overwrite, train_steps=train_steps)
+        resumed = state.open(run.fingerprint, overwrite=options.overwrite, steps=steps, saved=holds_work)
         with log(run.out) if log is not None else contextlib.nullcontext():
             _run_iterations(run, state, resumed, console)
 
@@ -252,9 +266,10 @@ def _run_iterations(run: IterateRun, state: RunState, resumed: bool, console: Co
     options = run.options
     console.print(f"{'resuming' if resumed else 'starting'} {counted(len(run.iterations), 'iteration')} in "
                   f"{run.out}", highlight=False, markup=False)
-    if state.train_configs_replaced:
-        _note("note: the train config changed before any train step finished; the train steps start again with it "
-              "(the data steps are kept)")
+    if state.restarted:
+        _note(f"note: {', '.join(state.changed)} changed while no step it decides had finished or saved anything: "
+              f"{', '.join(state.restarted)} start{'s' if len(state.restarted) == 1 else ''} again with the new "
+              "options (the finished steps before them are kept)")
     done: list[Iteration] = []
     try:
         for iteration in run.iterations:

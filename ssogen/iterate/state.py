@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,15 +71,47 @@ def _changed_options(stored: dict[str, Any], current: dict[str, Any]) -> list[st
     return named
 
 
-def _only_train_configs_changed(stored: dict[str, Any], fingerprint: dict[str, Any]) -> bool:
-    options = stored.get("options")
-    if not isinstance(options, dict) or not isinstance(options.get("configs"), dict):
-        return False
-    before, now = fingerprint_of(options)["options"], fingerprint["options"]  # runtime keys left out of both
-    if _changed({**before, "configs": None}, {**now, "configs": None}):
-        return False
-    changed = set(_changed(before["configs"], now["configs"]))
-    return bool(changed) and changed <= {"train", "generator_train"}
+# The steps (ids less their `iter-t/`) that a fingerprinted option goes into; any other one (the model, the
+# queries, their slices, the recipe, an option of an earlier version) goes into every step. The steps built on
+# them are changed too (`_changed_steps`): a later iteration starts from this one's model.
+_SCORE = frozenset({"score", "generator-score"})
+_TRAIN = frozenset({"train", "generator-train"})
+_OPTION_STEPS: dict[str, frozenset[str]] = {
+    "filter": _SCORE, "score": _SCORE, "objective": _TRAIN, "no_w": _TRAIN, "no_g": _TRAIN,
+    "num_processes": _TRAIN, "accelerate_config_sha256": _TRAIN, "configs.train": _TRAIN,
+    "configs.generator_train": _TRAIN, "generator_queries": frozenset({"generator-generate"}),
+    # score and judge run on the generate config's engine settings (`plan.SHARED_ENGINE_KEYS`)
+    "configs.generate": frozenset({"generate", "generator-generate", "judge"}) | _SCORE}
+
+
+def _nothing_saved(step: Step) -> bool:
+    return False
+
+
+def _decided_steps(changed: list[str]) -> frozenset[str] | None:
+    """The steps (ids less their `iter-t/`) that the changed options go into; None: every step."""
+    steps: set[str] = set()
+    for name in changed:
+        key = ".".join(name.split(".")[:2]) if name.startswith("configs.") else name
+        if key not in _OPTION_STEPS:
+            return None
+        steps |= _OPTION_STEPS[key]
+    return frozenset(steps)
+
+
+def _changed_steps(changed: list[str], steps: Sequence[Step], stored_steps: dict[str, Any]) -> list[str]:
+    """The ids of the steps that `changed` (as `_changed_options` names them) decides, in the order they run (those
+    only the stored run has after them): the steps it goes into and every step built on one of them."""
+    decided = _decided_steps(changed)
+    planned = [step.id for step in steps]
+    ids = planned + [name for name in stored_steps if name not in set(planned)]
+    inputs = {name: set(entry.get("inputs") or {}) for name, entry in stored_steps.items() if isinstance(entry, dict)}
+    for step in steps:
+        inputs[step.id] = inputs.get(step.id, set()) | set(step.inputs)
+    found = {name for name in ids if decided is None or name.split("/", 1)[-1] in decided}
+    while grown := {name for name in ids if name not in found and inputs.get(name, set()) & found}:
+        found |= grown
+    return [name for name in ids if name in found]
 
 
 class RunState:
@@ -87,11 +119,16 @@ class RunState:
         self.out = out
         self.path = out / STATE_FILE
         self.data: dict[str, Any] = {}
-        self.train_configs_replaced = False  # open() took new train configs (no train step was done)
+        # Options changed while no step they decide had finished or saved anything: what changed, and the steps
+        # that start again with them (`open` drops their entries; the finished steps before them are kept).
+        self.changed: list[str] = []
+        self.redone: list[str] = []
+        self.restarted: list[str] = []  # those of them that had run (and failed, or were stopped)
 
-    def check(self, fingerprint: dict[str, Any], *, overwrite: bool, train_steps: Collection[str] = ()
-              ) -> Literal["resume", "new-train-configs", "start"]:
-        """Read-only (what `--dry-run` asks): what `open` would do with DIR, or its one-line refusal."""
+    def check(self, fingerprint: dict[str, Any], *, overwrite: bool, steps: Sequence[Step] = (),
+              saved: Callable[[Step], bool] = _nothing_saved) -> Literal["resume", "changed", "start"]:
+        """Read-only (what `--dry-run` asks): what `open` would do with DIR, or its one-line refusal. `steps`: the
+        plan's; `saved(step)`: whether the step's folder holds its result or work it saved (rows, checkpoints)."""
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: exists and is not a folder")
         check_kind(self.out / WORK_DIR, "iterate", label=f"--out {self.out}")
@@ -100,14 +137,9 @@ class RunState:
             stored = self._read()
             if fingerprint["fingerprint"] in (stored.get("fingerprint"), _refingerprint(stored)):
                 return "resume"
-            if not overwrite and _only_train_configs_changed(stored, fingerprint) and not any(
-                    (stored.get("steps") or {}).get(step, {}).get("status") == "done" for step in train_steps):
-                return "new-train-configs"
             if not overwrite:
-                changed = _changed_options(stored.get("options", {}), fingerprint["options"])
-                raise UserError(f"--out {self.out}: holds an iterate run with other options (changed: "
-                                f"{', '.join(changed) or 'config contents'}); use --overwrite to replace it, or "
-                                "another --out")
+                self._check_change(stored, fingerprint, steps, saved)
+                return "changed"
         elif entries and not all(_owned(entry) for entry in entries):
             raise UserError(f"--out {self.out}: not empty and holds no ssogen iterate run ({STATE_FILE} missing); "
                             "choose a new or empty folder")
@@ -116,23 +148,43 @@ class RunState:
                             "start again there")
         return "start"
 
-    def open(self, fingerprint: dict[str, Any], *, overwrite: bool, train_steps: Collection[str] = ()) -> bool:
+    def _check_change(self, stored: dict[str, Any], fingerprint: dict[str, Any], steps: Sequence[Step],
+                      saved: Callable[[Step], bool]) -> None:
+        """Other options are taken while no step they decide is done or holds saved work (a run that failed on
+        them, say out of memory, has nothing of those steps to lose): those steps start again and the steps before
+        them are kept. Otherwise the one-line refusal, naming what changed and what it would make inconsistent."""
+        options = stored.get("options")
+        stored_steps: dict[str, Any] = stored["steps"] if isinstance(stored.get("steps"), dict) else {}
+        before = fingerprint_of(options)["options"] if isinstance(options, dict) else {}
+        self.changed = _changed_options(before, fingerprint["options"])
+        by_id = {step.id: step for step in steps}
+        self.redone = _changed_steps(self.changed, steps, stored_steps) if isinstance(options, dict) else []
+        kept = [name for name in self.redone if (stored_steps.get(name) or {}).get("status") == "done"
+                or (name in by_id and saved(by_id[name]))]
+        if not isinstance(options, dict) or kept:
+            shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+            made = f"; {shown} hold{'s' if len(kept) == 1 else ''} work done with the old ones" if kept else ""
+            raise UserError(f"--out {self.out}: holds an iterate run with other options (changed: "
+                            f"{', '.join(self.changed) or 'config contents'}){made}; use --overwrite to replace "
+                            "it (every step runs again), the earlier options to resume it, or another --out")
+
+    def open(self, fingerprint: dict[str, Any], *, overwrite: bool, steps: Sequence[Step] = (),
+             saved: Callable[[Step], bool] = _nothing_saved) -> bool:
         """Start or reopen the run in DIR; True when resuming. A run of other options is refused unless
-        overwrite, which removes iterate's own outputs (and nothing else). Only the train configs changed while
-        none of `train_steps` (the ids of the train steps) is done (say, the first one failed on a bad value):
-        the run resumes and its train steps start again with the new configs."""
-        action = self.check(fingerprint, overwrite=overwrite, train_steps=train_steps)
+        overwrite, which removes iterate's own outputs (and nothing else), or unless no step they decide is done
+        or has saved anything (`check`): the run then resumes, those steps starting again with the new options."""
+        action = self.check(fingerprint, overwrite=overwrite, steps=steps, saved=saved)
         for torn in filter(_torn, _entries(self.out)):  # under the run's lock: no write of ours is under way
             torn.unlink()
         if action == "resume":
             self.data = {**self._read(), **fingerprint}
             return True
-        if action == "new-train-configs":
+        if action == "changed":
             stored = self._read()
-            steps = {k: v for k, v in (stored.get("steps") or {}).items() if k not in train_steps}
-            self.data = {**stored, **fingerprint, "steps": steps}
+            kept = {k: v for k, v in (stored.get("steps") or {}).items() if k not in self.redone}
+            self.restarted = [name for name in self.redone if name in (stored.get("steps") or {})]
+            self.data = {**stored, **fingerprint, "steps": kept}
             self._write()
-            self.train_configs_replaced = True
             return True
         for entry in _entries(self.out):
             if _owned(entry):

@@ -265,6 +265,7 @@ def test_the_prompts_path_and_runtime_keys_of_the_config_files_do_not_stop_a_res
     out = tmp_path / "run"
     RunState(out).open(old, overwrite=False)
     assert RunState(out).open(moved, overwrite=False) is True
+    _finish_a_step(out, moved)
     with pytest.raises(UserError, match="changed: configs"):
         RunState(out).open(fingerprint(options(tmp_path), "m", QUERIES, {"generate": {"temperature": 0.8}}),
                            overwrite=False)
@@ -273,12 +274,23 @@ def _fp(name: str) -> dict[str, Any]:
     return {"fingerprint": name, "options": {"seed": name}}
 
 
+def _finish_a_step(out: Path, run_fingerprint: dict[str, Any]) -> None:
+    """iter-1/generate recorded as done in the run in `out`: other options would make its data inconsistent (a
+    run with nothing done gives way to them)."""
+    state = RunState(out)
+    state.open(run_fingerprint, overwrite=False)
+    step = Step("iter-1/generate", "generate", out / "iter-1" / "data", [], "m")
+    state.mark_running(step, [])
+    state.mark_done(step, 1.0)
+
+
 def test_state_refuses_other_runs_and_overwrite_removes_only_its_own_files(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert RunState(out).open(_fp("a"), overwrite=False) is False
     (out / "iter-1" / "data").mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
     assert RunState(out).open(_fp("a"), overwrite=False) is True
+    _finish_a_step(out, _fp("a"))
     with pytest.raises(UserError, match=r"other options \(changed: seed\)"):
         RunState(out).open(_fp("b"), overwrite=False)
     assert RunState(out).open(_fp("b"), overwrite=True) is False
@@ -324,16 +336,16 @@ def test_a_train_config_fixed_before_any_train_step_finished_is_taken(tmp_path: 
     state.mark_done(generate, 1.0)
     state.mark_running(train, [])  # then it failed
     fixed = RunState(out)
-    assert fixed.open(run_fingerprint({"scheduler": "linear"}), overwrite=False, train_steps=[train.id]) is True
-    assert fixed.train_configs_replaced and fixed.is_done(generate) and fixed.entry(train) is None
+    assert fixed.open(run_fingerprint({"scheduler": "linear"}), overwrite=False, steps=[generate, train]) is True
+    assert fixed.restarted == [train.id] and fixed.is_done(generate) and fixed.entry(train) is None
     # The generate config is not the train config; the refusal names the key ("configs" alone said nothing).
     with pytest.raises(UserError, match=r"changed: configs\.generate\.temperature\)"):
         RunState(out).open(run_fingerprint({"scheduler": "linear"}, {"temperature": 0.5}), overwrite=False,
-                           train_steps=[train.id])
+                           steps=[generate, train])
     fixed.mark_running(train, [])
     fixed.mark_done(train, 1.0)
     with pytest.raises(UserError, match=r"changed: configs\.train\.scheduler\)"):
-        RunState(out).open(run_fingerprint({"scheduler": "cosine"}), overwrite=False, train_steps=[train.id])
+        RunState(out).open(run_fingerprint({"scheduler": "cosine"}), overwrite=False, steps=[generate, train])
 
 
 def test_redoing_a_step_invalidates_what_was_built_on_it(tmp_path: Path) -> None:
@@ -575,7 +587,8 @@ def test_iterate_s_notes_go_to_stderr_and_its_report_into_its_log(tmp_path: Path
     run = iterate_run.IterateRun(options(tmp_path, iterations=1))
     state = RunState(run.out)
     state.open(run.fingerprint, overwrite=False)
-    state.train_configs_replaced = True  # a train config fixed after the first train step failed
+    state.changed, state.restarted = ["configs.train.lr"], ["iter-1/train"]  # a train config fixed after the first
+    # train step failed
     report = {"recipe": "v1", "iterations": [{"iteration": 1, "queries": len(run.queries)}],
               "plots": ["plots/lengths.png"]}
     monkeypatch.setattr(iterate_run, "run_step", lambda *args: False)
@@ -584,11 +597,11 @@ def test_iterate_s_notes_go_to_stderr_and_its_report_into_its_log(tmp_path: Path
     with command_log(log, "iterate", capture_fds=False, import_transformers=False):
         iterate_run._run_iterations(run, state, True, Console(file=stdout, width=200))
     err = capsys.readouterr().err
-    assert "note: the train config changed before any train step finished" in err
-    assert "train config changed" not in stdout.getvalue() and "ssogen iterate: report" in stdout.getvalue()
+    assert "note: configs.train.lr changed while no step it decides had finished or saved anything: iter-1/train" in err
+    assert "configs.train.lr" not in stdout.getvalue() and "ssogen iterate: report" in stdout.getvalue()
     logged = log.read_text(encoding="utf-8")
     assert "ssogen iterate: report (recipe v1)" in logged and "plots: plots/lengths.png" in logged
-    assert "note: the train config changed" in logged
+    assert "note: configs.train.lr changed" in logged
 
 
 def test_a_generate_config_naming_its_dtype_another_way_resumes_the_run(tmp_path: Path) -> None:
@@ -604,5 +617,6 @@ def test_a_generate_config_naming_its_dtype_another_way_resumes_the_run(tmp_path
     assert RunState(out).open(run_fingerprint("half"), overwrite=False) is False
     assert RunState(out).open(run_fingerprint("float16"), overwrite=False) is True
     assert RunState(out).open(run_fingerprint("half"), overwrite=False) is True
+    _finish_a_step(out, run_fingerprint("half"))
     with pytest.raises(UserError, match=r"changed: configs\.generate\.dtype\)"):
         RunState(out).open(run_fingerprint("bfloat16"), overwrite=False)
