@@ -116,10 +116,15 @@ def _in_use(label: str, holder: Holder | None) -> UserError:
                      ENVIRONMENT_ERROR)
 
 
+def holds(lock_file: Path) -> bool:
+    """Whether this process holds the lock already (a claim entered again is nested in the first)."""
+    return lock_file.resolve() in _held
+
+
 def check_free(lock_file: Path, *, label: str) -> None:
     """Read-only: the error `folder_lock` would give when another live process holds the lock, creating nothing
     (a command that checks more before it takes the folder fails at once on a busy one)."""
-    if lock_file.resolve() in _held or not lock_file.is_file():
+    if holds(lock_file) or not lock_file.is_file():
         return
     try:
         fd = os.open(lock_file, os.O_RDWR)

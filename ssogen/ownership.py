@@ -5,6 +5,7 @@ folder (`ssogen.train.output`): both keep in OUT/.ssogen/
                        older versions wrote there) may be resumed into or cleared by --overwrite
     lock               the one-writer lock (`ssogen.lock`)
     fingerprint.json   what decides the run's results; a rerun resumes only when it is unchanged
+    written.json       the folders the run made, recorded before it made them (`ssogen.written`)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ssogen.errors import UserError
 from ssogen.io import write_json_atomic
 from ssogen.lock import Holder, check_free, folder_lock
 from ssogen.runlog import active_logs
+from ssogen.written import WRITTEN
 
 WORK_DIR = ".ssogen"
 MARKER = "marker.json"
@@ -35,14 +37,16 @@ LOG_PATTERN = "logs/*-????????T??????Z*.log"
 
 
 @contextlib.contextmanager
-def claim(work_dir: Path, *, label: str, command: str, kind: str) -> Iterator[Holder | None]:
+def claim(work_dir: Path, *, label: str, command: str, kind: str,
+          on_claimed: Callable[[Claimed | None], object] | None = None) -> Iterator[Holder | None]:
     """Hold the folder's lock for the block (one line naming the holder, exit 1, when another process has it) and
     mark the folder as ssogen's. Yields the holder of a lock a killed run left, if any.
 
     A block that fails (an exception; not an interruption) in a folder this claim made ssogen's, before any work was
     saved there, does not leave the folder claimed (a model that fails to load took a new --out for its command):
-    bad input (exit 2) leaves no trace at all, any other failure its log (the traceback, the machine's error)."""
-    undo = _Claimed.before(work_dir)
+    bad input (exit 2) leaves no trace at all, any other failure its log (the traceback, the machine's error).
+    `on_claimed` gets, once the folder is marked, what the claim would undo (for the processes that `follow` it)."""
+    undo = Claimed.before(work_dir)
     with folder_lock(work_dir / LOCK, label=label, command=command) as left_behind:
         marker = work_dir / MARKER
         try:
@@ -51,21 +55,43 @@ def claim(work_dir: Path, *, label: str, command: str, kind: str) -> Iterator[Ho
 
                 write_json_atomic(marker, {"written_by": "ssogen", "version": __version__, "kind": kind,
                                            "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            if on_claimed is not None:
+                on_claimed(undo)
             yield left_behind
         except Exception as exc:
             if undo is not None:  # under the lock: no other run can have taken the folder meanwhile
-                undo.remove_if_no_work(keep_logs=not (isinstance(exc, UserError) and exc.exit_code == 2))
+                undo.remove_if_no_work(keep_logs=not _bad_input(exc))
             raise
+
+
+@contextlib.contextmanager
+def follow(undo: Claimed | None, *, own_logs: str) -> Iterator[None]:
+    """For a process that writes beside a claim's holder without the lock (another rank of a multi-process run),
+    entered once the holder marked the folder (`undo`: what its claim would undo, from `on_claimed`): a block that
+    fails leaves what the holder's claim leaves. In a folder the claim made, before any work was saved, bad input
+    removes this process's new logs (`own_logs`: their glob under the folder), and the folders the claim made go
+    once empty; the holder's own files are the holder's to remove."""
+    before = frozenset(undo.root.glob(own_logs)) if undo is not None else frozenset()
+    try:
+        yield
+    except Exception as exc:
+        if undo is not None:
+            undo.remove_own_if_no_work(set(undo.root.glob(own_logs)) - before, keep_logs=not _bad_input(exc))
+        raise
+
+
+def _bad_input(exc: BaseException) -> bool:  # exit 2: the command leaves no trace
+    return isinstance(exc, UserError) and exc.exit_code == 2
 
 
 # What a claim and a run that saved no work leave in a folder: ssogen's files in OUT/.ssogen/ (the fingerprint is
 # written before the model loads) and the command's log in OUT/logs/.
-_CLAIM_FILES = (MARKER, LOCK, FINGERPRINT)
+_CLAIM_FILES = (MARKER, LOCK, FINGERPRINT, WRITTEN)
 _LOGS = LOG_PATTERN.split("/")[0]
 
 
 @dataclass(frozen=True)
-class _Claimed:
+class Claimed:
     """A folder as it was before a claim made it ssogen's (it had no OUT/.ssogen/): whether it and its logs/ existed,
     the logs and the other entries it held (with their times of change), so that what the claim and a failed run
     added, and only that, can go."""
@@ -76,7 +102,7 @@ class _Claimed:
     logs_before: frozenset[Path] | None  # None: no logs/ folder
 
     @classmethod
-    def before(cls, work_dir: Path) -> _Claimed | None:
+    def before(cls, work_dir: Path) -> Claimed | None:
         """None when the folder is ssogen's already (a run's folder, or a claim nested in one): never undone."""
         if work_dir.exists() or work_dir.is_symlink():
             return None
@@ -105,10 +131,23 @@ class _Claimed:
                 return
         except OSError:
             return
-        for path in [*(() if keep_logs else sorted(new_logs)), *(work_dir / name for name in _CLAIM_FILES)]:
+        self._remove([*(() if keep_logs else sorted(new_logs)), *(work_dir / n for n in _CLAIM_FILES)], work_dir)
+
+    def remove_own_if_no_work(self, own_logs: Collection[Path], *, keep_logs: bool) -> None:
+        """`follow`'s part: this process's new logs (unless `keep_logs`), then the folders the claim made once
+        empty, when no work was saved (the folder holds no entry that it did not hold, unchanged, before)."""
+        try:
+            if (self.root / _LOGS).is_symlink() or _entries(self.root) != self.existed:
+                return
+        except OSError:
+            return  # not listed, not undone
+        self._remove([] if keep_logs else sorted(own_logs))
+
+    def _remove(self, files: Iterable[Path], *folders: Path) -> None:
+        for path in files:
             with contextlib.suppress(OSError):  # what cannot go stays
                 path.unlink(missing_ok=True)
-        for folder in [work_dir, *(() if self.logs_before is not None else (logs,)), *self.made]:
+        for folder in [*folders, *(() if self.logs_before is not None else (self.root / _LOGS,)), *self.made]:
             with contextlib.suppress(OSError):  # only an empty one goes (a kept log keeps logs/ and the folder)
                 folder.rmdir()
 

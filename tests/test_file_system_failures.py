@@ -263,7 +263,7 @@ def test_a_checkpoint_that_cannot_be_saved_is_one_line(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", torch_save_on_a_full_disk)
     trainer = SSOTrainer.__new__(SSOTrainer)  # only what the save reads: no model is needed
-    trainer.args = SimpleNamespace(output_dir=str(tmp_path))  # type: ignore[assignment]
+    trainer.args = SimpleNamespace(output_dir=str(tmp_path), process_index=0)  # type: ignore[assignment]
     trainer.state = SimpleNamespace(global_step=4)  # type: ignore[assignment]
     with pytest.raises(UserError) as caught:
         trainer._save_checkpoint(None, None)
@@ -324,7 +324,7 @@ def test_a_save_that_fills_the_disk_names_what_was_saved(tmp_path: Path, monkeyp
     monkeypatch.setattr(Trainer, "_save_checkpoint" if saving == "checkpoint" else "save_model",
                         tokenizer_save_on_a_full_disk)
     trainer = SSOTrainer.__new__(SSOTrainer)  # only what the save reads: no model is needed
-    trainer.args = SimpleNamespace(output_dir=str(tmp_path))  # type: ignore[assignment]
+    trainer.args = SimpleNamespace(output_dir=str(tmp_path), process_index=0)  # type: ignore[assignment]
     trainer.state = SimpleNamespace(global_step=4)  # type: ignore[assignment]
     trainer.model, trainer.zeroed_dropout, trainer.users_use_cache = None, None, None  # type: ignore[assignment]
     with pytest.raises(UserError) as caught:

@@ -103,3 +103,16 @@ def integration_errors(report_to: list[str], flag: str = "--report-to") -> Itera
         first_line = next(iter(str(exc).strip().splitlines()), "")
         raise UserError(f"{flag} {name}: the logger failed: {type(exc).__name__}: {first_line} (fix it, or drop "
                         f"{name} from {flag})", ENVIRONMENT) from None
+
+
+def tensorboard_folder(callbacks: list[Any], out: Path) -> Path | None:
+    """The folder TensorBoard's callback will write, when it is one of `callbacks`: its default (OUT/runs/<time>_
+    <host>, as transformers names it) is set on it now, so that the run records the folder before it is made."""
+    for callback in callbacks:
+        if type(callback).__name__ == "TensorBoardCallback" and hasattr(callback, "logging_dir"):
+            if callback.logging_dir is None:  # transformers would pick it at train begin: the same name, now
+                from transformers.integrations.integration_utils import default_logdir
+
+                callback.logging_dir = str(out / default_logdir())
+            return Path(callback.logging_dir)
+    return None

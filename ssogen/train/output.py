@@ -5,19 +5,25 @@ with it. No torch: every verdict comes before the heavy imports.
     OUT/ssogen_train_config.json, metrics.json, README.md written last: both JSON files present = finished
     OUT/checkpoint-<step>/                                transformers' checkpoints (trainer_state.json last)
     OUT/ref_logps-<key>.parquet                           the reference cache, keyed by what it depends on
+    OUT/runs/<time>_<host>/                               TensorBoard's logs (--report-to tensorboard)
     OUT/.ssogen/marker.json, lock, fingerprint.json       ssogen's mark, the one-writer lock, the run's settings
+    OUT/.ssogen/written.json                              the checkpoints and log folders the run made
 
 A folder is used when it is new or empty, or when it carries the marker: with the same fingerprint a rerun
 resumes from the newest complete checkpoint (one cut off mid-write is skipped) and a finished run is left as it
 is. Another fingerprint is refused unless --overwrite, which removes what ssogen train wrote (the reference cache
-stays: its key already says what it was computed from) and nothing else; a run that saved no checkpoint yet has
-nothing to lose, so any configuration may start over in its folder."""
+stays: its key already says what it was computed from) and nothing else: of the checkpoint and log folders, those
+the run recorded making (`ssogen.written`; a checkpoint a person copied in is neither removed nor resumed from); a
+run that saved no checkpoint yet has nothing to lose, so any configuration may start over in its folder. The other
+ranks of a multi-process run write beside the main one, under its claim (`claim`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,7 @@ from typing import Any, Literal
 from ssogen.errors import UserError, file_system_error
 from ssogen.fingerprint import WeightFileError, check_weight_files, weight_files
 from ssogen.io import TMP_SUFFIX, check_writable_folder, write_json_atomic
-from ssogen.lock import Holder
+from ssogen.lock import Holder, holds
 from ssogen.models import CHAT_TEMPLATE_FILES, TOKENIZER_FILES
 from ssogen.ownership import (
     FINGERPRINT,
@@ -34,12 +40,15 @@ from ssogen.ownership import (
     LOG_PATTERN,
     MARKER,
     WORK_DIR,
+    Claimed,
     check_fingerprint,
     check_kind,
     claim,
+    follow,
     holds_anything,
     remove_written,
 )
+from ssogen.written import kept_line, record, recorded, relative_name
 
 CONFIG_FILE = "ssogen_train_config.json"
 METRICS_FILE = "metrics.json"
@@ -58,7 +67,10 @@ TRAINER_STATE = "trainer_state.json"  # in each checkpoint, written last by tran
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_CARD, "config.json", "generation_config.json", "adapter_config.json",
              "training_args.bin", *TOKENIZER_FILES, *CHAT_TEMPLATE_FILES)
 RUN_PATTERNS = ("*.safetensors.index.json", "*.bin.index.json", f".*{TMP_SUFFIX}", LOG_PATTERN)
-RUN_FOLDERS = ("runs", "additional_chat_templates")  # runs/: TensorBoard logs of --report-to tensorboard
+RUN_FOLDERS = ("additional_chat_templates",)  # written with the tokenizer
+TENSORBOARD = "runs"  # the TensorBoard logs of --report-to tensorboard: runs/<time>_<host>/, one per invocation
+_FOLLOWING: set[Path] = set()  # the folders this process (a rank but the main one) writes under another's claim
+_FRESH: set[Path] = set()  # the folders this process's claim made ssogen's: they held nothing of an earlier run
 
 
 @dataclass
@@ -132,10 +144,21 @@ class TrainOutput:
                  if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
         return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
 
+    def run_checkpoints(self) -> list[Path]:
+        """The checkpoints the run recorded saving, newest first (all of them in a run of an earlier ssogen, which
+        recorded none): a checkpoint copied in is not the run's to resume from."""
+        names = recorded(self.work_dir)
+        return [p for p in self.checkpoints() if names is None or p.name in names]
+
+    def record_folder(self, folder: Path) -> None:
+        """Before the run makes `folder` (a checkpoint, a log folder): record it as the run's (main process)."""
+        if (name := relative_name(self.root, folder)) is not None:
+            record(self.work_dir, [name])
+
     def newest_checkpoint(self) -> tuple[Path | None, list[tuple[Path, str]]]:
-        """The newest complete checkpoint, and the newer ones skipped with the reason."""
+        """The newest complete checkpoint of the run, and the newer ones skipped with the reason."""
         skipped: list[tuple[Path, str]] = []
-        for checkpoint in self.checkpoints():
+        for checkpoint in self.run_checkpoints():
             problem = checkpoint_problem(checkpoint)
             if problem is None:
                 return checkpoint, skipped
@@ -154,13 +177,13 @@ class TrainOutput:
         an earlier ssogen stored for this configuration (`train.inputs.earlier_fingerprint`)."""
         out = self.root
         check_writable_folder(out)
-        if not holds_anything(out):  # new, empty, or only the logs of commands that stopped early (they stay)
-            return OutputVerdict("start", clear=False)
+        if not holds_anything(out) or out.absolute() in _FRESH:  # new, empty, or only the logs of commands that
+            return OutputVerdict("start", clear=False)           # stopped early (they stay, as do the other ranks')
         if not self.is_ssogen_folder():
             raise UserError(f"--out {out}: folder is not empty and holds no ssogen training run (no {WORK_DIR}/"
                             f"{MARKER}); --overwrite removes only what ssogen wrote, so choose a new or empty folder")
         check_kind(self.work_dir, "model", label=f"--out {out}")
-        if overwrite or not (self.train_config.exists() or self.checkpoints() or weight_files(out)):
+        if overwrite or not (self.train_config.exists() or self.run_checkpoints() or weight_files(out)):
             # A marked folder whose run saved nothing (it stopped before its first checkpoint, e.g. on a bad
             # --scheduler): nothing to resume or keep, so any configuration may start over in it.
             return OutputVerdict("start")
@@ -190,30 +213,81 @@ class TrainOutput:
 
     @contextlib.contextmanager
     def claim(self, *, main_process: bool = True) -> Iterator[Holder | None]:
-        """Hold the folder's lock and mark it as ssogen's (the main process of a multi-process run only: the
-        others train beside it)."""
-        if not main_process:
+        """Hold the folder's lock and mark it as ssogen's. The other processes of a multi-process run (its process
+        group started: `TrainingArguments` starts it) train beside the main one under its claim: each waits until
+        the main one holds the folder, so that nothing a rank writes comes before the claim, and a failure leaves
+        of its files what the main process leaves of its own (`ssogen.ownership.follow`). Where a rank fails before
+        the main one took the folder, the launcher stops them all and no rank wrote anything."""
+        group, root = _process_group(), self.root.absolute()
+        if main_process:
+            outermost = not holds(self.lock_file)
+
+            def claimed(undo: Claimed | None) -> None:
+                if undo is not None:  # this claim made the folder ssogen's: nothing in it to clear (`verdict`)
+                    _FRESH.add(root)
+                if group is not None and outermost:
+                    _broadcast(group, undo)
+
+            try:
+                with claim(self.work_dir, label=f"--out {self.root}", command="ssogen train", kind="model",
+                           on_claimed=claimed) as left_behind:
+                    yield left_behind
+            finally:
+                if outermost:
+                    _FRESH.discard(root)
+            return
+        if group is None or root in _FOLLOWING:  # no group: nothing to wait for; nested: waited already
             yield None
             return
-        with claim(self.work_dir, label=f"--out {self.root}", command="ssogen train", kind="model") as left_behind:
-            yield left_behind
+        undo = _broadcast(group, None)
+        _FOLLOWING.add(root)
+        try:
+            with follow(undo, own_logs=f"logs/train-rank{group.get_rank()}-????????T??????Z*.log"):
+                yield None
+        finally:
+            _FOLLOWING.discard(root)
 
-    def start(self, fingerprint: dict[str, Any], verdict: OutputVerdict) -> None:
-        """Under the lock, in the main process: clear an old run when starting over a marked folder, and record
-        the fingerprint of this one."""
-        if verdict.action == "start" and verdict.clear:
-            self.remove_run_outputs()
+    def start(self, fingerprint: dict[str, Any], verdict: OutputVerdict) -> str | None:
+        """Under the lock, in the main process: clear an old run when starting over a marked folder, record the
+        fingerprint of this one and start the record of the folders it makes (a run an earlier ssogen began, which
+        recorded none, resumes with its checkpoints as the run's). Returns the line naming what the clearing kept."""
+        kept = self.remove_run_outputs() if verdict.action == "start" and verdict.clear else None
         write_json_atomic(self.fingerprint, fingerprint, sort_keys=True)
+        adopted = self.checkpoints() if recorded(self.work_dir) is None and verdict.action == "resume" else []
+        record(self.work_dir, [p.name for p in adopted])
+        return kept
 
-    def remove_run_outputs(self) -> None:
+    def remove_run_outputs(self) -> str | None:
         """What --overwrite does: remove what ssogen train wrote (the reference caches stay), nothing else (a model
-        card written by hand stays)."""
+        card written by hand stays): of the checkpoints and TensorBoard's runs/, only the folders the run recorded.
+        Returns the one line naming the folders kept (None: none)."""
         if not self.root.is_dir():
-            return
-        for folder in [*self.checkpoints(), *(self.root / name for name in RUN_FOLDERS)]:
+            return None
+        names = recorded(self.work_dir)
+        logs = self.root / TENSORBOARD
+        found = [*self.checkpoints(), *(sorted(logs.iterdir()) if logs.is_dir() and not logs.is_symlink() else [])]
+        ours = [f for f in found if names is not None and f.relative_to(self.root).as_posix() in names]
+        for folder in [*ours, *(self.root / name for name in RUN_FOLDERS)]:
             if folder.is_symlink():  # the link goes, not what it points at (rmtree refuses a link anyway)
                 folder.unlink()
             elif folder.is_dir():
                 shutil.rmtree(folder)
         files = [self.root / name for name in RUN_FILES if name != MODEL_CARD or self.card_is_generated()]
-        remove_written(self.root, [*files, *weight_files(self.root)], RUN_PATTERNS, self.work_dir, [self.root / "logs"])
+        remove_written(self.root, [*files, *weight_files(self.root)], RUN_PATTERNS, self.work_dir,
+                       [self.root / "logs", logs])
+        return kept_line(self.root, [f for f in found if f not in ours], recorded_anything=names is not None,
+                         command="ssogen train")
+
+
+def _process_group() -> Any | None:
+    """torch.distributed, when this process is one of several in a started process group (never imported here)."""
+    dist: Any = sys.modules.get("torch.distributed")
+    started = dist is not None and dist.is_available() and dist.is_initialized()
+    return dist if started and dist.get_world_size() > 1 and "RANK" in os.environ else None
+
+
+def _broadcast(group: Any, undo: Claimed | None) -> Claimed | None:
+    """The main process's claim (what it would undo) to every process; the others wait here for it."""
+    shared: list[Claimed | None] = [undo]
+    group.broadcast_object_list(shared, src=0)
+    return shared[0]

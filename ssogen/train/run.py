@@ -24,7 +24,7 @@ from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
 from ssogen.train.dropout import disable_dropout
 from ssogen.train.inputs import check_inputs, iter_sso_rows, model_digest, output_verdict
-from ssogen.train.integrations import integration_errors
+from ssogen.train.integrations import integration_errors, tensorboard_folder
 from ssogen.train.loss import sso_loss
 from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD, TrainOutput
 from ssogen.train.reference import ReferenceTable, cache_key
@@ -135,8 +135,8 @@ def run_training(config: TrainConfig, console: Console | None = None,
         if verdict.action == "finished":
             raise UserError(f"--out {config.out}: holds a finished training run of this configuration; use "
                             "--overwrite to train again or choose another --out")
-        if _is_main_process():
-            output.start(run, verdict)
+        if _is_main_process() and (kept := output.start(run, verdict)):
+            logger.warning("%s", kept)  # what a clearing left: folders ssogen train did not record making
         for note in verdict.notes:
             logger.warning("%s", note)  # the log's handler prints it on stderr
         for checkpoint, problem in verdict.skipped:
@@ -222,6 +222,8 @@ def _train(config: TrainConfig, console: Console, progress_console: Console,
     trainer.add_callback(RichProgress(progress_console))
 
     trainer.console = notes
+    if (logs := tensorboard_folder(trainer.callback_handler.callbacks, config.out)) and _is_main_process():
+        TrainOutput(config.out).record_folder(logs)  # before TensorBoard makes it: --overwrite removes it
     with integration_errors(list(args.report_to)):  # wandb without a login: one line, not a traceback
         result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
         final_eval = evaluate_rewards(trainer) if config.final_eval else None

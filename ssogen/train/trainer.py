@@ -31,6 +31,7 @@ from ssogen.train.logprobs import sequence_logps
 from ssogen.train.loss import sso_loss
 from ssogen.train.model_parts import unwrap
 from ssogen.train.objective import LossSettings
+from ssogen.train.output import TrainOutput
 from ssogen.train.output_layer import LogProbHead, output_layer
 from ssogen.train.packing import CHECK_TOLERANCE, packing_check_delta
 from ssogen.train.reference import ReferenceTable, compute_reference
@@ -237,8 +238,12 @@ class SSOTrainer(Trainer):
                 config.use_cache = training_cache
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """The optimizer's and the scheduler's state too: a failed write is `save_errors`' one line."""
-        with save_errors(Path(self.args.output_dir or ".") / f"checkpoint-{self.state.global_step}"):
+        """The optimizer's and the scheduler's state too: a failed write is `save_errors`' one line. Recorded as the
+        run's before it is written (what --overwrite removes, what a rerun resumes from)."""
+        out = Path(self.args.output_dir or ".")
+        with save_errors(out / f"checkpoint-{self.state.global_step}"):
+            if self.is_world_process_zero():
+                TrainOutput(out).record_folder(out / f"checkpoint-{self.state.global_step}")
             super()._save_checkpoint(model, trial)
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:

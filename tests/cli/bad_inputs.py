@@ -155,6 +155,7 @@ def _issue_10_inputs(w: Path, tiny_model: Path) -> None:
     output = TrainOutput(trained.out)
     with output.claim():
         output.start(run, output.verdict(run, overwrite=False))
+    output.record_folder(output.root / "checkpoint-2")  # as the run does before it saves one
     (output.root / "checkpoint-2").mkdir()  # saved work: another configuration is refused (none: it may start)
     cut_train = TrainOutput(w / "train-cut-fingerprint")
     cut_train.work_dir.mkdir(parents=True)

@@ -255,9 +255,87 @@ def test_overwrite_removes_a_linked_checkpoint_not_what_it_points_at(tmp_path: P
     out.mkdir()
     (out / "checkpoint-5").symlink_to(kept)  # rmtree refused a link: a traceback
     (out / "checkpoint-3").mkdir()
-    TrainOutput(out).remove_run_outputs()
+    from ssogen.written import record
+
+    record(out / ".ssogen", ["checkpoint-3", "checkpoint-5"])  # the names the run recorded saving
+    assert TrainOutput(out).remove_run_outputs() is None  # nothing kept: nothing to name
     assert not (out / "checkpoint-5").is_symlink() and not (out / "checkpoint-3").exists()
     assert (kept / "model.safetensors").read_text() == "not ours"
+
+
+def test_overwrite_removes_the_folders_the_run_recorded_and_names_the_others(
+        uninterrupted: tuple[Path, Path], tiny_model: Path, tmp_path: Path) -> None:
+    """--overwrite removed every checkpoint-N/ and runs/ in --out, a checkpoint a person copied there and the
+    TensorBoard runs of another tool with them: it removes the folders the run recorded making, keeps the others,
+    naming them in one line, and a rerun resumes from the run's own checkpoints only."""
+    data, done = uninterrupted
+    out = Path(shutil.copytree(done, tmp_path / "replaced"))
+    shutil.copytree(done / "checkpoint-6", out / "checkpoint-9")  # a complete checkpoint, copied in by hand
+    (out / "runs" / "other-tool").mkdir(parents=True)
+    (out / "runs" / "other-tool" / "events.out.tfevents.1").write_text("not ssogen's")
+    replaced = train(data, tiny_model, out, "--lr", "2e-3", "--max-steps", "4", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output  # type: ignore[attr-defined]
+    assert (f"warning: kept in {out} (ssogen train did not record making them): checkpoint-9, runs/other-tool"
+            in " ".join(replaced.stderr.split()))  # type: ignore[attr-defined]
+    assert [p.name for p in TrainOutput(out).checkpoints()] == ["checkpoint-9", "checkpoint-4", "checkpoint-2"]
+    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["max_steps"] == 4  # the new run's
+    assert (out / "runs" / "other-tool" / "events.out.tfevents.1").read_text() == "not ssogen's"
+    for name in ("metrics.json", "ssogen_train_config.json"):  # as if the run was killed after checkpoint-4
+        (out / name).unlink()
+    assert TrainOutput(out).newest_checkpoint()[0] == out / "checkpoint-4"  # not the copied checkpoint-9
+
+
+def test_a_run_of_an_earlier_ssogen_keeps_its_folders_on_overwrite_and_resumes_with_them(
+        uninterrupted: tuple[Path, Path], tmp_path: Path) -> None:
+    """An earlier ssogen recorded none of the folders it made, so they cannot be told from a person's: --overwrite
+    keeps every checkpoint and TensorBoard run there and says why (the files it wrote go as before), while a rerun
+    of that run's command resumes from its checkpoints and records them as the run's."""
+    _, done = uninterrupted
+    older = Path(shutil.copytree(done, tmp_path / "older"))
+    (older / ".ssogen" / "written.json").unlink(missing_ok=True)  # (none before ssogen recorded folders)
+    (older / "runs" / "Nov01_10-10-10_host").mkdir(parents=True)
+    fingerprint = json.loads((older / ".ssogen" / "fingerprint.json").read_text())
+    resumed = Path(shutil.copytree(older, tmp_path / "resumed"))
+    assert " ".join(str(TrainOutput(older).remove_run_outputs()).split()) == (
+        f"kept in {older} (the run there, of an earlier ssogen, recorded none of the folders it made, so they cannot "
+        "be told from yours: remove them yourself if they are its): checkpoint-2, checkpoint-4, checkpoint-6, "
+        "runs/Nov01_10-10-10_host")
+    assert (older / "checkpoint-6" / "trainer_state.json").is_file() and not (older / "metrics.json").exists()
+    for name in ("metrics.json", "ssogen_train_config.json"):
+        (resumed / name).unlink()
+    output = TrainOutput(resumed)
+    verdict = output.verdict(fingerprint, overwrite=False)
+    assert (verdict.action, verdict.checkpoint) == ("resume", resumed / "checkpoint-6")
+    with output.claim():
+        assert output.start(fingerprint, verdict) is None
+    from ssogen.written import recorded
+
+    assert recorded(resumed / ".ssogen") == {"checkpoint-2", "checkpoint-4", "checkpoint-6"}
+
+
+def test_tensorboard_s_folder_is_recorded_before_it_is_made(tmp_path: Path) -> None:
+    """transformers names TensorBoard's folder (runs/<time>_<host>) at train begin; ssogen sets that name on the
+    callback first and records it, so that --overwrite removes it and not the runs of other tools beside it."""
+    from transformers.integrations import TensorBoardCallback
+
+    from ssogen.train.integrations import tensorboard_folder
+
+    # tensorboard is not installed here, and the callback's __init__ imports its SummaryWriter: what ssogen reads
+    # and sets is `logging_dir`, None until train begin.
+    callback = TensorBoardCallback.__new__(TensorBoardCallback)
+    callback.logging_dir = None
+    out = tmp_path / "out"
+    output = TrainOutput(out)
+    folder = tensorboard_folder([object(), callback], out)
+    assert folder is not None and callback.logging_dir == str(folder) and folder.parent == out / "runs"
+    with output.claim():
+        output.start({"fingerprint": "f", "config": {}}, output.verdict({"fingerprint": "f", "config": {}},
+                                                                        overwrite=False))
+        output.record_folder(folder)
+    folder.mkdir(parents=True)
+    (out / "runs" / "other-tool").mkdir()
+    assert output.remove_run_outputs() == f"kept in {out} (ssogen train did not record making them): runs/other-tool"
+    assert not folder.exists() and (out / "runs" / "other-tool").is_dir()
 
 
 def test_a_generate_killed_among_its_data_files_is_not_trained_on(tmp_path: Path) -> None:
@@ -301,6 +379,7 @@ def test_a_run_that_an_earlier_ssogen_started_with_spaced_lora_names_resumes(tin
     with output.claim():
         output.start({"fingerprint": hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest(),
                       "config": stored}, OutputVerdict("start"))
+    (output.work_dir / "written.json").unlink()  # it recorded no folders either
     (output.root / "checkpoint-2").mkdir()  # work saved: the configuration must be the same to resume
     _, verdict = check_training_inputs(config)
     assert verdict.action == "resume"
@@ -327,3 +406,18 @@ def test_a_start_in_a_folder_of_earlier_logs_keeps_them(tmp_path: Path) -> None:
     with output.claim():
         output.start({"fingerprint": "f", "config": {}}, verdict)
     assert not (out / "metrics.json").exists() and not earlier.exists()
+
+
+def test_a_run_keeps_the_earlier_logs_in_the_folder_it_claims(uninterrupted: tuple[Path, Path], tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    """The run decides again under the lock what to do with --out, and there its own claim made the folder look
+    like an earlier run's to clear: the logs of commands that stopped early went (and, in a multi-process run, the
+    log the other ranks were writing)."""
+    data, _ = uninterrupted
+    out = tmp_path / "run"
+    earlier = out / "logs" / "train-20261101T101010Z.log"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("error: CUDA out of memory\n")
+    result = train(data, tiny_model, out, "--max-steps", "2", "--save-steps", "0")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert earlier.read_text() == "error: CUDA out of memory\n"
