@@ -67,7 +67,7 @@ def test_a_full_disk_that_a_library_wraps_is_the_same_line(dataset: Path, monkey
     import ssogen.io
 
     class CompileError(Exception):
-        pass
+        """Stands for a library's wrapper of the OSError (not torch's own: see the compile-cache test)."""
 
     def compile_cache_fills_the_disk(path: Any, write: Any) -> Path:
         try:
