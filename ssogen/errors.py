@@ -41,6 +41,9 @@ STOPPED = (KeyboardInterrupt, Interrupted)
 # Set by `ssogen iterate` for the commands it runs as steps: an interrupted step does not print its own "to resume"
 # line (iterate prints the one to run).
 STEP_OF_ITERATE_ENV = "SSOGEN_STEP_OF_ITERATE"
+# Set by `ssogen iterate --num-processes N` for its train steps: the number of processes it asked `accelerate launch`
+# for, which `ssogen train` checks against the number it runs in (accelerate may start fewer without a word).
+NUM_PROCESSES_ENV = "SSOGEN_NUM_PROCESSES"
 
 
 # What to do about an operating-system error of the file system, by errno. Every file is written atomically and

@@ -27,10 +27,11 @@ def train(
 
     Multi-GPU: `accelerate launch --config_file configs/accelerate_ddp.yaml -m ssogen train ...`."""
     from ssogen.lock import check_free
-    from ssogen.train.inputs import check_training_inputs
+    from ssogen.train.inputs import check_process_count, check_training_inputs
     from ssogen.train.output import TrainOutput
 
     settings = build_config(options, config)
+    check_process_count()  # as many processes as `ssogen iterate --num-processes` asked for, before --out is touched
     # Data, model, --out and loggers, still without torch: errors (and a folder another run is writing) come in a
     # second.
     checked, verdict = check_training_inputs(settings)

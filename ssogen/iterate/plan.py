@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ssogen.errors import UserError
+from ssogen.errors import NUM_PROCESSES_ENV, UserError
 from ssogen.fingerprint import model_record
 from ssogen.formatting import counted
 from ssogen.iterate.options import IterateOptions
@@ -56,6 +56,7 @@ class Step:
     settings: dict[str, Any] = field(default_factory=dict)  # what a finished step must match to be reused
     # Ids of the earlier steps whose results this one uses: a step is reused only while those are unchanged.
     inputs: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # added to the step process's environment
 
 
 @dataclass
@@ -183,7 +184,9 @@ class Planner:
         if "final_eval" not in values:  # reward accuracies of P1/P2/P3 on all rows, for the report
             args.append("--final-eval")
         args += objective_flags
-        return Step(step_id, "train", folder, train_command(self.options, *args), model, data)
+        n = self.options.num_processes  # train checks that accelerate started that many processes
+        return Step(step_id, "train", folder, train_command(self.options, *args), model, data,
+                    env={NUM_PROCESSES_ENV: str(n)} if n is not None else {})
 
     def _objective_flags(self) -> list[str]:
         o = self.options

@@ -87,17 +87,18 @@ def _descriptor(stream: Any) -> Any:
     return stream
 
 
-def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None) -> int:
+def run_subprocess(argv: list[str], stdout: Any = None, stderr: Any = None,
+                   env: dict[str, str] | None = None) -> int:
     """Run a step with the terminal attached (`stdout` / `stderr`: the terminal while iterate's own log holds the
     process's descriptors; the step writes its own log). The step runs in a process group of its own, so a signal
     meant for the run reaches it exactly once, from here, whether it was Ctrl-C (the terminal's group) or a `kill
     -INT` of iterate alone (which the step never saw): SIGINT goes to the step's whole group, as a terminal's would,
-    SIGTERM to the step (which stops its engines). Then give it time to save."""
+    SIGTERM to the step (which stops its engines). Then give it time to save. `env`: added to its environment."""
     for stream in (stdout, stderr):
         if stream is not None:
             stream.flush()
     process = subprocess.Popen(argv, stdout=_descriptor(stdout), stderr=_descriptor(stderr),
-                               env={**os.environ, STEP_OF_ITERATE_ENV: "1"}, start_new_session=True,
+                               env={**os.environ, **(env or {}), STEP_OF_ITERATE_ENV: "1"}, start_new_session=True,
                                preexec_fn=_stop_with_parent(os.getpid()))
     try:
         return process.wait()
@@ -190,7 +191,7 @@ def run_step(step: Step, state: RunState, console: Console) -> bool:
     console.print("$ " + shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
     logger.info("%s: %s (its own log is in %s/logs)", step.id, shlex.join(argv), step.folder)
     started = time.monotonic()
-    code = run_subprocess(argv, *terminal())
+    code = run_subprocess(argv, *terminal(), env=step.env)
     if code == 130 and finished(step):  # the signal came as the step ended: its result is whole, as a rerun sees
         state.mark_done(step, time.monotonic() - started)
         logger.info("%s: done (the interrupt came as it finished)", step.id)

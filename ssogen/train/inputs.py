@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,9 @@ import pyarrow.compute as pc
 from ssogen.dataset.folder import OutputFolder
 from ssogen.dataset.special_files import refuse_special_files
 from ssogen.dataset.splits import TRAIN
-from ssogen.errors import UserError
+from ssogen.errors import NUM_PROCESSES_ENV, UserError
 from ssogen.fingerprint import ModelFingerprint, json_sha256, model_fingerprint
-from ssogen.formatting import named_counts
+from ssogen.formatting import counted, named_counts
 from ssogen.io import read_json_object
 from ssogen.models import require_available, resolve_model
 from ssogen.ownership import GENERATE_UNFINISHED, changed_settings, not_complete, why_no_dataset
@@ -27,6 +28,20 @@ from ssogen.records import SSO_TEXT_COLUMNS, SSO_TRUNCATION_COLUMNS
 from ssogen.train.config import TrainConfig, lora_names
 from ssogen.train.integrations import check_deepspeed, check_report_to
 from ssogen.train.output import CHECKPOINT_PREFIX, TRAINER_STATE, OutputVerdict, TrainOutput, checkpoint_problem
+
+
+def check_process_count() -> None:
+    """When `ssogen iterate --num-processes N` runs this train step (NUM_PROCESSES_ENV), the step runs in N
+    processes (WORLD_SIZE, set by the launcher; 1 when unset): `accelerate launch` without a multi-GPU config on a
+    machine without that many GPUs starts one process, a different global batch, without a word."""
+    expected = os.environ.get(NUM_PROCESSES_ENV)
+    if not expected:
+        return
+    started = int(os.environ.get("WORLD_SIZE", "1"))
+    if started != int(expected):
+        raise UserError(f"--num-processes {expected}: accelerate started {counted(started, 'process', 'processes')} "
+                        "(it starts one unless its config or the machine's GPUs make it multi-GPU): give "
+                        "--accelerate-config with distributed_type MULTI_GPU, or leave --num-processes out")
 
 
 def sso_files(data_dir: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from ssogen.train.collator import SSOCollator, collator_multiples
 from ssogen.train.config import TrainConfig
 from ssogen.train.data import encode_rows
 from ssogen.train.dropout import disable_dropout
-from ssogen.train.inputs import check_inputs, iter_sso_rows, model_digest, output_verdict
+from ssogen.train.inputs import check_inputs, check_process_count, iter_sso_rows, model_digest, output_verdict
 from ssogen.train.integrations import integration_errors, tensorboard_folder
 from ssogen.train.loss import sso_loss
 from ssogen.train.output import CONFIG_FILE, METRICS_FILE, MODEL_CARD, TrainOutput
@@ -128,6 +128,7 @@ def run_training(config: TrainConfig, console: Console | None = None,
     if progress_console is None or not _is_main_process():
         progress_console = console
     notes = progress_console
+    check_process_count()  # before anything is written into --out
     output = TrainOutput(config.out)
     with output.claim(main_process=_is_main_process()):  # a no-op when the command took the lock already
         run = checked if checked is not None else check_inputs(config)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ssogen.errors import UserError
+from ssogen.errors import NUM_PROCESSES_ENV, UserError
 from ssogen.iterate.options import (
     TRAIN_OWNED,
     fingerprint,
@@ -98,10 +98,12 @@ def test_num_processes_trains_through_accelerate_launch(tmp_path: Path) -> None:
     (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, num_processes=4)]
     assert train.argv[:9] == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "4", "-m",
                               "ssogen", "train", "--data"]
+    assert train.env == {NUM_PROCESSES_ENV: "4"}  # the step checks that it runs in 4 processes
     (tmp_path / "zero3.yaml").write_text("distributed_type: DEEPSPEED\n")
     (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, accelerate_config=tmp_path / "zero3.yaml")]
     assert train.argv[2:7] == ["accelerate.commands.launch", "--config_file", str(tmp_path / "zero3.yaml"), "-m",
                                "ssogen"]
+    assert train.env == {}  # accelerate's config decides the processes: nothing to check against
 
 
 def test_a_local_judge_is_handed_to_its_step_by_its_absolute_path(tmp_path: Path, tiny_model: Path) -> None:
