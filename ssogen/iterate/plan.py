@@ -118,7 +118,8 @@ def train_command(options: IterateOptions, *args: str) -> list[str]:
     """`ssogen train ...`, through `accelerate launch` when --num-processes or --accelerate-config is given."""
     if options.num_processes is None and options.accelerate_config is None:
         return ssogen_command("train", *args)
-    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    # --quiet: a failed train step's own line is the error; accelerate would add its CalledProcessError traceback
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
     if options.accelerate_config is not None:
         launch += ["--config_file", str(options.accelerate_config.resolve())]
     if options.num_processes is not None:

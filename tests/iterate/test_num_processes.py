@@ -27,6 +27,7 @@ def test_fewer_processes_than_asked_fail_the_train_step(tiny_model: Path, tmp_pa
             "machine's GPUs make it multi-GPU): give --accelerate-config with distributed_type MULTI_GPU, or leave "
             "--num-processes out\n") in run.stderr, run.stderr[-3000:]
     assert "iter-1/train failed" in run.stderr
+    assert "Traceback" not in run.stderr  # accelerate's own, after the step's line
     steps = json.loads((out / "iterate.json").read_text(encoding="utf-8"))["steps"]
     assert {name: entry["status"] for name, entry in steps.items()} == {
         "iter-1/generate": "done", "iter-1/stats": "done", "iter-1/train": "failed"}

@@ -96,13 +96,13 @@ def test_config_files_pass_through_and_final_eval_respects_the_file(tmp_path: Pa
 
 def test_num_processes_trains_through_accelerate_launch(tmp_path: Path) -> None:
     (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, num_processes=4)]
-    assert train.argv[:9] == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "4", "-m",
-                              "ssogen", "train", "--data"]
+    assert train.argv[:10] == [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_processes", "4",
+                               "-m", "ssogen", "train", "--data"]
     assert train.env == {NUM_PROCESSES_ENV: "4"}  # the step checks that it runs in 4 processes
     (tmp_path / "zero3.yaml").write_text("distributed_type: DEEPSPEED\n")
     (*_, train), = [it.steps for it in plan(tmp_path, iterations=1, accelerate_config=tmp_path / "zero3.yaml")]
-    assert train.argv[2:7] == ["accelerate.commands.launch", "--config_file", str(tmp_path / "zero3.yaml"), "-m",
-                               "ssogen"]
+    assert train.argv[2:8] == ["accelerate.commands.launch", "--quiet", "--config_file", str(tmp_path / "zero3.yaml"),
+                               "-m", "ssogen"]
     assert train.env == {}  # accelerate's config decides the processes: nothing to check against
 
 
